@@ -1,0 +1,230 @@
+"""Alerts (docs/schema.md): ECS documents built from a rule match, and burst de-duplication.
+
+An alert is the triggering event's fields (source, destination, network, the protocol
+fields that fired it) plus ``rule.*`` from the rule's metadata, ``event.severity`` from its
+level and ``threat.*`` from its ``attack.t0xxx`` tags. Its ``event.id`` is derived from the
+rule and the first triggering event, so replaying a capture gives the same ids.
+
+De-duplication: matches of the same rule on the same flow (``network.community_id``; for a
+correlation, the same group) within ``window`` seconds of *event time* become one alert,
+held until the window ends (a later event, :meth:`Deduplicator.tick` or
+:meth:`Deduplicator.flush`), whose ``icsmon.alert.count`` says how many matches it stands for.
+A window of 0 emits every match at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors.attack_ics import FRAMEWORK, TACTIC_NAMES, TACTICS, TECHNIQUES
+
+SEVERITY: dict[str, int] = {
+    "informational": 1,
+    "low": 21,
+    "medium": 47,
+    "high": 73,
+    "critical": 99,
+}
+
+MAX_EVENT_IDS = 100  # triggering event ids kept per alert (the count keeps going)
+
+# Event fields an alert does not inherit: they describe the event, not the alert.
+_NOT_INHERITED = frozenset({"event.id", "event.kind", "event.category", "event.duration", "ts"})
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMeta:
+    """What an alert needs to know about the rule that fired."""
+
+    id: str
+    name: str
+    level: str
+    description: str = ""
+    author: str = ""
+    references: tuple[str, ...] = ()
+    techniques: tuple[str, ...] = ()  # T0xxx ids from the tags
+    tactics: tuple[str, ...] = ()  # tactic short names from tags (plus the techniques')
+    tags: tuple[str, ...] = ()
+    path: str = ""
+    correlation: str | None = None  # correlation type, None for a single-event rule
+
+    @property
+    def severity(self) -> int:
+        return SEVERITY.get(self.level, SEVERITY["medium"])
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.blake2b("|".join(str(p) for p in parts).encode(), digest_size=16).hexdigest()
+
+
+def event_identity(event: dict[str, Any]) -> str:
+    """The event's id, or a stable digest of what identifies it when it has none."""
+    eid = event.get("event.id")
+    if eid:
+        return str(eid)
+    return _digest(
+        event.get("@timestamp"), event.get("network.community_id"), event.get("event.action"),
+        event.get("source.ip"), event.get("source.port"),
+    )
+
+
+def build_alert(
+    rule: RuleMeta,
+    event: dict[str, Any],
+    *,
+    count: int = 1,
+    event_ids: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    extra: dict[str, Any] | None = None,
+    key: str = "",
+) -> dict[str, Any]:
+    """A flat ECS alert for ``rule`` fired by ``event`` (the first of ``event_ids``)."""
+    ids = list(event_ids) if event_ids else [event_identity(event)]
+    alert = {k: v for k, v in event.items() if k not in _NOT_INHERITED}
+    techniques = [TECHNIQUES[t] for t in rule.techniques if t in TECHNIQUES]
+    tactics: list[str] = []
+    for name in (*rule.tactics, *(tac for t in techniques for tac in t.tactics)):
+        if name not in tactics:
+            tactics.append(name)
+    alert.update(
+        {
+            "event.kind": "alert",
+            "event.category": ["network", "intrusion_detection"],
+            "event.severity": rule.severity,
+            "event.id": _digest("alert", rule.id, key, ids[0]),
+            "rule.id": rule.id,
+            "rule.name": rule.name,
+            "rule.description": rule.description,
+            "rule.author": rule.author,
+            "rule.reference": list(rule.references),
+            "rule.ruleset": "sigma",
+            "threat.framework": FRAMEWORK,
+            "threat.technique.id": [t.id for t in techniques],
+            "threat.technique.name": [t.name for t in techniques],
+            "threat.technique.reference": [t.reference for t in techniques],
+            "threat.tactic.id": [TACTICS[t] for t in tactics],
+            "threat.tactic.name": [TACTIC_NAMES[t] for t in tactics],
+            "icsmon.alert.count": count,
+            "icsmon.alert.event_ids": ids[:MAX_EVENT_IDS],
+            "tags": list(rule.tags),
+        }
+    )
+    if start:
+        alert["event.start"] = start
+    if end:
+        alert["event.end"] = end
+    if extra:
+        alert.update(extra)
+    return alert
+
+
+@dataclass(slots=True)
+class _Pending:
+    rule: RuleMeta
+    event: dict[str, Any]
+    key: str
+    first_ts: float
+    first_time: str | None
+    last_time: str | None
+    count: int
+    event_ids: list[str]
+    extra: dict[str, Any] | None
+    total_ids: int = field(default=0)
+
+
+class Deduplicator:
+    """Holds alerts for ``window`` seconds of event time, merging repeats of (rule, flow)."""
+
+    def __init__(self, window: float = 60.0, max_pending: int = 10_000) -> None:
+        self.window = float(window)
+        self.max_pending = max_pending
+        self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
+        self.merged = 0  # matches folded into an earlier alert
+        self.emitted = 0
+        self.forced = 0  # alerts released early because max_pending was reached
+
+    @staticmethod
+    def flow_key(event: dict[str, Any]) -> str:
+        cid = event.get("network.community_id")
+        if cid:
+            return str(cid)
+        return "|".join(
+            str(event.get(k))
+            for k in ("source.ip", "source.port", "destination.ip", "destination.port")
+        )
+
+    def add(
+        self,
+        rule: RuleMeta,
+        event: dict[str, Any],
+        ts: float,
+        *,
+        key: str | None = None,
+        event_ids: list[str] | None = None,
+        start: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Record a match at event time ``ts``; returns alerts whose window has ended."""
+        out = self.tick(ts)
+        ids = event_ids or [event_identity(event)]
+        group = key if key is not None else self.flow_key(event)
+        when = event.get("@timestamp")
+        if self.window <= 0:
+            self.emitted += 1
+            out.append(
+                build_alert(
+                    rule, event, count=1, event_ids=ids, start=start or when, end=when,
+                    extra=extra, key=group,
+                )
+            )
+            return out
+        slot = (rule.id, group)
+        pending = self._pending.get(slot)
+        if pending is not None:
+            self.merged += 1
+            pending.count += 1
+            pending.last_time = when
+            room = MAX_EVENT_IDS - len(pending.event_ids)
+            if room > 0:
+                pending.event_ids.extend(i for i in ids[:room] if i not in pending.event_ids)
+            if extra:
+                pending.extra = extra
+            return out
+        self._pending[slot] = _Pending(
+            rule, dict(event), group, ts, start or when, when, 1, list(ids[:MAX_EVENT_IDS]), extra
+        )
+        if len(self._pending) > self.max_pending:
+            self.forced += 1
+            out.append(self._release(next(iter(self._pending))))
+        return out
+
+    def _release(self, slot: tuple[str, str]) -> dict[str, Any]:
+        p = self._pending.pop(slot)
+        self.emitted += 1
+        return build_alert(
+            p.rule, p.event, count=p.count, event_ids=p.event_ids, start=p.first_time,
+            end=p.last_time, extra=p.extra, key=p.key,
+        )
+
+    def tick(self, now: float) -> list[dict[str, Any]]:
+        """Release alerts whose window ended before ``now`` (event time, epoch seconds)."""
+        out: list[dict[str, Any]] = []
+        pending = self._pending
+        while pending:
+            slot, p = next(iter(pending.items()))
+            if now < p.first_ts + self.window:
+                break
+            out.append(self._release(slot))
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        out = [self._release(slot) for slot in list(self._pending)]
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,293 @@
+"""What a baseline learns from one event, per protocol: the same extraction feeds learning and
+detection, so the two can never disagree on what an "operation" or a "point" is.
+
+An event becomes an :class:`Observation`:
+
+- ``op_key``: the operation as the baseline names it (``fc=3 unit=1``, ``read_var``,
+  ``userdata group=cpu_functions sub=read_szl``, ``Read``);
+- ``addresses``: numeric ranges touched, per direction (``read``/``write``) and address space
+  (``holding``, ``coil``, ``db1``, ``m`` ...);
+- ``nodes``: string item ids touched (OPC UA node ids, S7 symbolic items), per direction;
+- ``values``: numeric values per point (``unit=1 holding=100``, ``db1.4``, ``ns=2;s=Temp``);
+- ``series``: the polling series the request belongs to (operation + what it asks for);
+- ``security``: OPC UA security mode / identity token type when the event shows them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+MAX_SIGNATURE = 160  # characters of a series signature kept (long item lists are hashed down)
+MAX_VALUES_PER_EVENT = 512  # values folded per event (a 2000-register read is still bounded)
+
+# Operation classes, from harmless to dangerous: drives severities and techniques.
+OP_CLASSES = ("session", "other", "read", "diagnostic", "write", "control", "program")
+
+_MODBUS_SPACE = {
+    1: "coil", 5: "coil", 15: "coil",
+    2: "discrete",
+    4: "input",
+    3: "holding", 6: "holding", 16: "holding", 22: "holding", 23: "holding",
+}
+
+# OPC UA MessageSecurityMode and UserTokenType, weakest first (rank 0 = no protection).
+SECURITY_MODE_RANK = {"invalid": 0, "none": 0, "sign": 1, "signandencrypt": 2, "sign_and_encrypt": 2}
+TOKEN_RANK = {"anonymous": 0, "username": 1, "user_name": 1, "certificate": 2, "x509": 2,
+              "issued": 2, "issuedtoken": 2, "issued_token": 2}
+
+
+@dataclass(slots=True)
+class Observation:
+    protocol: str
+    client: str
+    server: str
+    port: int
+    ts: float
+    op_class: str
+    op_key: str | None = None
+    function: str = ""
+    addresses: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
+    nodes: dict[str, list[str]] = field(default_factory=dict)
+    values: list[tuple[str, str, float]] = field(default_factory=list)  # (point, direction, value)
+    series: str | None = None
+    security: dict[str, str] = field(default_factory=dict)
+    anomaly: bool = False
+
+    @property
+    def conversation(self) -> str:
+        return conversation_key(self.client, self.server, self.port, self.protocol)
+
+    def add_range(self, direction: str, space: str, start: Any, count: Any) -> None:
+        if not isinstance(start, int) or not isinstance(count, int) or count <= 0 or start < 0:
+            return
+        self.addresses.setdefault(direction, {}).setdefault(space, []).append(
+            (start, start + count - 1)
+        )
+
+    def add_values(self, direction: str, prefix: str, start: int, values: Any) -> None:
+        if not isinstance(values, list):
+            return
+        for i, value in enumerate(values[:MAX_VALUES_PER_EVENT]):
+            number = _number(value)
+            if number is not None:
+                self.values.append((f"{prefix}={start + i}", direction, number))
+
+
+def conversation_key(client: str, server: str, port: int, protocol: str) -> str:
+    return f"{client} -> {server} {port}/{protocol}"
+
+
+_epoch_cache: dict[str, float] = {}
+
+
+def event_time(event: dict) -> float | None:
+    """``@timestamp`` as epoch seconds (cached per second: events cluster in time)."""
+    ts = event.get("@timestamp")
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        return float(ts)
+    if not isinstance(ts, str) or len(ts) < 19:
+        return None
+    head = ts[:19]
+    base = _epoch_cache.get(head)
+    if base is None:
+        try:
+            base = datetime.fromisoformat(head + "+00:00").timestamp()
+        except ValueError:
+            return None
+        if len(_epoch_cache) > 4096:
+            _epoch_cache.clear()
+        _epoch_cache[head] = base
+    frac = ts[19:].rstrip("Z")
+    if frac.startswith("."):
+        digits = frac[1:].split("+")[0].split("-")[0]
+        if digits.isdigit():
+            return base + int(digits) / 10 ** len(digits)
+    return base
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return None
+
+
+def op_class(event: dict) -> str:
+    op = event.get("ics.operation")
+    return op if op in OP_CLASSES else "other"
+
+
+def observe(event: dict) -> Observation | None:
+    """The baseline's view of one event; None when it has no client/server pair to learn."""
+    client = event.get("source.ip")
+    server = event.get("destination.ip")
+    port = event.get("destination.port")
+    protocol = event.get("network.protocol")
+    ts = event_time(event)
+    if not (isinstance(client, str) and isinstance(server, str) and isinstance(protocol, str)):
+        return None
+    if not isinstance(port, int) or ts is None:
+        return None
+    obs = Observation(protocol, client, server, port, ts, op_class(event))
+    if event.get("event.action") == "anomaly":
+        obs.anomaly = True
+        return obs
+    obs.function = str(event.get("ics.function") or event.get("event.action") or "")
+    extract = _EXTRACTORS.get(protocol, _generic)
+    extract(event, obs)
+    if obs.op_key is None:
+        obs.op_key = obs.function or "unknown"
+    if obs.series is None:
+        obs.series = obs.op_key + _signature(obs)
+    return obs
+
+
+def _signature(obs: Observation) -> str:
+    """What a request asks for, as a short stable string (the polling series' identity)."""
+    parts: list[str] = []
+    for direction in sorted(obs.addresses):
+        for space in sorted(obs.addresses[direction]):
+            for lo, hi in obs.addresses[direction][space]:
+                parts.append(f"{direction[0]}:{space}:{lo}-{hi}")
+    for direction in sorted(obs.nodes):
+        for node in obs.nodes[direction]:
+            parts.append(f"{direction[0]}:{node}")
+    text = " ".join(parts)
+    if len(text) > MAX_SIGNATURE:
+        import hashlib
+
+        digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        text = f"{text[:60]}... #{digest}"
+    return f" @ {text}" if text else ""
+
+
+# ---------------------------------------------------------------- Modbus
+
+
+def _modbus(event: dict, obs: Observation) -> None:
+    fc = event.get("modbus.function_code")
+    unit = event.get("modbus.unit_id")
+    obs.op_key = f"fc={fc} unit={unit}"
+    obs.function = str(event.get("modbus.function") or obs.function)
+    if fc == 8 and event.get("modbus.subfunction") is not None:
+        obs.op_key += f" sub={event.get('modbus.subfunction')}"
+    space = _MODBUS_SPACE.get(fc) if isinstance(fc, int) else None
+    if space is None:
+        return
+    prefix = f"unit={unit} {space}"
+    if fc == 23:
+        read_at = event.get("modbus.read_address")
+        write_at = event.get("modbus.write_address")
+        obs.add_range("read", space, read_at, event.get("modbus.read_quantity"))
+        obs.add_range("write", space, write_at, event.get("modbus.write_quantity"))
+        if isinstance(read_at, int):
+            obs.add_values("read", prefix, read_at, event.get("modbus.read_values"))
+        if isinstance(write_at, int):
+            obs.add_values("write", prefix, write_at, event.get("modbus.values"))
+        return
+    address = event.get("modbus.address")
+    direction = "write" if obs.op_class == "write" else "read"
+    obs.add_range(direction, space, address, event.get("modbus.quantity"))
+    if fc != 22 and isinstance(address, int):  # FC 22 carries masks, not values
+        obs.add_values(direction, prefix, address, event.get("modbus.values"))
+
+
+# ---------------------------------------------------------------- S7comm
+
+
+def _s7_space(item: dict) -> str | None:
+    area = item.get("area")
+    if area is None:
+        return None
+    area = str(area).lower()
+    db = item.get("db")
+    if area in ("db", "data_blocks", "datablocks", "di", "instance_db") and isinstance(db, int):
+        return f"{area if area == 'di' else 'db'}{db}"
+    return area
+
+
+def _s7comm(event: dict, obs: Observation) -> None:
+    function = event.get("s7comm.function") or obs.function
+    group = event.get("s7comm.userdata.group") or event.get("s7comm.group")
+    if group is not None:
+        sub = event.get("s7comm.userdata.subfunction") or event.get("s7comm.subfunction")
+        obs.op_key = f"userdata group={group} sub={sub}"
+        szl = event.get("s7comm.szl_id")
+        if szl is not None:
+            obs.op_key += f" szl={szl}"
+    else:
+        obs.op_key = str(function)
+        block = event.get("s7comm.block_type")
+        if block is not None:
+            obs.op_key += f" block={block}"
+    direction = "write" if obs.op_class == "write" else "read"
+    items = event.get("s7comm.items")
+    if isinstance(items, list):
+        for item in items[:MAX_VALUES_PER_EVENT]:
+            if not isinstance(item, dict):
+                continue
+            space = _s7_space(item)
+            if space is None:
+                continue
+            start = item.get("address", item.get("start"))
+            length = item.get("length", item.get("count", 1))
+            obs.add_range(direction, space, start, length)
+            value = _number(item.get("value"))
+            if value is not None and isinstance(start, int):
+                obs.values.append((f"{space}.{start}", direction, value))
+        return
+    space = _s7_space({"area": event.get("s7comm.area"), "db": event.get("s7comm.db")})
+    if space is not None:
+        obs.add_range(direction, space, event.get("s7comm.address"), event.get("s7comm.length", 1))
+
+
+# ---------------------------------------------------------------- OPC UA
+
+
+def _opcua(event: dict, obs: Observation) -> None:
+    service = event.get("opcua.service") or obs.function
+    obs.op_key = str(service)
+    direction = {"write": "write", "control": "call"}.get(obs.op_class, "read")
+    nodes = event.get("opcua.node_ids")
+    if nodes is None and event.get("opcua.node_id") is not None:
+        nodes = [event.get("opcua.node_id")]
+    if isinstance(nodes, list):
+        ids = sorted({str(n) for n in nodes[:MAX_VALUES_PER_EVENT] if n is not None})
+        if ids:
+            obs.nodes[direction] = ids
+    values = event.get("opcua.values")
+    if isinstance(values, list) and isinstance(nodes, list) and len(values) == len(nodes):
+        for node, value in zip(nodes[:MAX_VALUES_PER_EVENT], values, strict=False):
+            number = _number(value)
+            if number is not None:
+                obs.values.append((str(node), "write" if direction == "write" else "read", number))
+    for key, name in (("security_mode", "opcua.security_mode"),
+                      ("security_policy", "opcua.security_policy"),
+                      ("identity_token", "opcua.identity_token_type")):
+        value = event.get(name)
+        if isinstance(value, str) and value:
+            obs.security[key] = value
+
+
+def _generic(event: dict, obs: Observation) -> None:
+    obs.op_key = obs.function or "unknown"
+
+
+_EXTRACTORS = {
+    "modbus": _modbus,
+    "s7comm": _s7comm,
+    "s7comm-plus": _s7comm,
+    "opcua": _opcua,
+}
+
+
+def security_rank(kind: str, value: str) -> int | None:
+    table = SECURITY_MODE_RANK if kind == "security_mode" else TOKEN_RANK if kind == "identity_token" else None
+    if table is None:
+        return None
+    return table.get(value.lower().replace(" ", "").replace("-", "_"))

@@ -1,0 +1,188 @@
+"""Sigma correlation rules evaluated on event time, with bounded, expiring state.
+
+Windows slide on the events' own timestamps (capture time), so a replayed capture fires the
+same alerts as the live traffic did. A window fires when the condition is met by the events
+of the last ``timespan`` seconds; the group's state is then cleared, so a sustained attack
+fires once per window's worth of events (and de-duplication merges those).
+
+State per correlation is keyed by the group-by values; each key keeps at most what its
+condition needs (``count`` timestamps, ``count`` distinct values, one time per rule), keys
+idle longer than the timespan are evicted, and at most ``max_groups`` keys live at once
+(least recently updated evicted first, counted in ``stats``). Elasticsearch hunts of the
+same rules (ES|QL) use tumbling buckets, so their counts can differ at bucket edges.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+Event = dict[str, Any]
+
+SUPPORTED_TYPES = ("event_count", "value_count", "temporal", "temporal_ordered")
+SUPPORTED_OPS = ("gte", "gt")
+
+
+@dataclass(slots=True)
+class Firing:
+    """A correlation whose condition was met: the alert is built from this."""
+
+    event: Event  # the event that completed the condition
+    group: dict[str, Any]  # group-by field -> value
+    value: int  # the count reached (events, distinct values or rules)
+    event_ids: list[str]
+    start_ts: float  # time of the first event in the window
+
+
+@dataclass(slots=True)
+class _Group:
+    last: float = 0.0
+    times: deque[tuple[float, str]] = field(default_factory=deque)  # event_count: (ts, id)
+    values: dict[Any, tuple[float, str]] = field(default_factory=dict)  # value_count
+    steps: dict[int, tuple[float, float, list[str]]] = field(default_factory=dict)  # temporal
+
+
+class Correlation:
+    """One correlation rule's state machine. ``feed`` is called when a base rule matched."""
+
+    def __init__(
+        self,
+        kind: str,
+        rule_names: list[str],
+        group_by: list[str],
+        timespan: float,
+        threshold: int,
+        op: str,
+        value_field: str | None = None,
+        aliases: dict[str, dict[str, str]] | None = None,
+        max_groups: int = 10_000,
+    ) -> None:
+        if kind not in SUPPORTED_TYPES:
+            raise ValueError(f"correlation type {kind!r} is not supported")
+        if op not in SUPPORTED_OPS:
+            raise ValueError(
+                f"correlation condition {op!r} is not supported in a stream (only gte/gt: "
+                "'fewer than' needs the window to end)"
+            )
+        self.kind = kind
+        self.rule_names = rule_names
+        self.group_by = group_by
+        self.timespan = float(timespan)
+        self.need = threshold + 1 if op == "gt" else threshold  # smallest count that fires
+        self.value_field = value_field
+        self.aliases = aliases or {}
+        self.max_groups = max_groups
+        self._groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
+        self._latest = float("-inf")
+        self.evicted = 0
+        self.fired = 0
+
+    def _group_key(self, rule_name: str, event: Event) -> tuple[Any, ...] | None:
+        values = []
+        for name in self.group_by:
+            source = self.aliases.get(name, {}).get(rule_name, name)
+            v = event.get(source)
+            if v is None:
+                return None  # an event without the group field cannot be grouped
+            if type(v) is list:
+                v = tuple(v)
+            values.append(v)
+        return tuple(values)
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.timespan
+        groups = self._groups
+        while groups:
+            key, group = next(iter(groups.items()))
+            if group.last >= horizon:
+                break
+            del groups[key]
+
+    def feed(self, rule_name: str, event: Event, ts: float, event_id: str) -> Firing | None:
+        key = self._group_key(rule_name, event)
+        if key is None:
+            return None
+        if ts > self._latest:
+            self._latest = ts
+            self._expire(ts)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group()
+            if len(self._groups) > self.max_groups:
+                self._groups.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._groups.move_to_end(key)
+        group.last = max(group.last, ts)
+        horizon = ts - self.timespan
+        firing: Firing | None = None
+        if self.kind == "event_count":
+            times = group.times
+            times.append((ts, event_id))
+            while times and times[0][0] < horizon:
+                times.popleft()
+            while len(times) > self.need:
+                times.popleft()
+            if len(times) >= self.need:
+                firing = Firing(event, {}, len(times), [i for _, i in times], times[0][0])
+        elif self.kind == "value_count":
+            assert self.value_field is not None
+            source = self.aliases.get(self.value_field, {}).get(rule_name, self.value_field)
+            v = event.get(source)
+            if v is None:
+                return None
+            if type(v) is list:
+                v = tuple(v)
+            values = group.values
+            values.pop(v, None)  # re-insert: dict order = least recently seen first
+            values[v] = (ts, event_id)
+            for old in [k for k, (t, _) in values.items() if t < horizon]:
+                del values[old]
+            while len(values) > self.need:
+                del values[next(iter(values))]
+            if len(values) >= self.need:
+                firing = Firing(
+                    event, {}, len(values), [i for _, i in values.values()],
+                    min(t for t, _ in values.values()),
+                )
+        else:
+            firing = self._temporal(group, rule_name, event, ts, event_id, horizon)
+        if firing is None:
+            return None
+        firing.group = dict(zip(self.group_by, key, strict=True))
+        # Start afresh: one firing per window's worth of events.
+        del self._groups[key]
+        self.fired += 1
+        return firing
+
+    def _temporal(
+        self, group: _Group, rule_name: str, event: Event, ts: float, event_id: str, horizon: float
+    ) -> Firing | None:
+        index = self.rule_names.index(rule_name)
+        steps = group.steps
+        if self.kind == "temporal":
+            steps[index] = (ts, ts, [event_id])
+            live = {i: s for i, s in steps.items() if s[0] >= horizon}
+            group.steps = live
+            if len(live) >= self.need:
+                ids = [i for s in live.values() for i in s[2]]
+                return Firing(event, {}, len(live), ids, min(s[0] for s in live.values()))
+            return None
+        # temporal_ordered: steps[i] = (start of the chain, time of step i, ids) for the
+        # chain that completed rules 0..i in order and started latest.
+        if index == 0:
+            steps[0] = (ts, ts, [event_id])
+        else:
+            prev = steps.get(index - 1)
+            if prev is None or prev[0] < horizon or prev[1] > ts:
+                return None
+            steps[index] = (prev[0], ts, [*prev[2], event_id])
+        if index == len(self.rule_names) - 1 and index in steps:
+            start, _, ids = steps[index]
+            return Firing(event, {}, len(self.rule_names), ids, start)
+        return None
+
+    @property
+    def groups(self) -> int:
+        return len(self._groups)

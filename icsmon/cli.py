@@ -1,0 +1,370 @@
+"""The ``icsmon`` command line: wiring only (see DESIGN.md for the fixed interface)."""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from icsmon import __version__
+from icsmon.output import Printer, print_stats
+
+app = typer.Typer(
+    name="icsmon",
+    help="Industrial (OT/ICS) network security monitor: Modbus/TCP, S7comm, OPC UA.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+class Format(enum.StrEnum):
+    table = "table"
+    jsonl = "jsonl"
+
+
+class SinkName(enum.StrEnum):
+    store = "store"
+    jsonl = "jsonl"
+    kafka = "kafka"
+    none = "none"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _engine_config(
+    site: str, observer: str, organization: str, heuristic: list[str] | None, port: list[str] | None
+):
+    from sensor.engine import EngineConfig
+
+    ports: dict[int, str] = {}
+    for item in port or []:
+        num, _, proto = item.partition("=")
+        if not num.isdigit() or not proto:
+            raise fail(f"--port expects PORT=PROTOCOL (e.g. 5020=modbus), got {item!r}")
+        ports[int(num)] = proto
+    return EngineConfig(
+        site=site,
+        observer=observer,
+        organization=organization,
+        heuristics=tuple(heuristic) if heuristic else None,
+        ports=ports,
+    )
+
+
+def _open_sink(
+    name: SinkName, store: Path | None, out: Path | None, site: str, config: Path | None
+):
+    if name == SinkName.none:
+        return None
+    if name == SinkName.store:
+        from pipeline.store import Store, StoreError
+
+        try:
+            return Store.open(store)
+        except StoreError as exc:
+            raise fail(str(exc)) from None
+    if name == SinkName.jsonl:
+        from pipeline.jsonl import JsonlSink
+
+        if out is None:
+            raise fail("--sink jsonl needs --out FILE (stdout carries the printed output)")
+        return JsonlSink(out)
+    from pipeline.config import ConfigError, load_config
+    from pipeline.kafka import KafkaSink
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    return KafkaSink.from_config(cfg, site=site)
+
+
+def _detectors(rules: Path | None, no_rules: bool, site_config: Path | None, baseline: Path | None):
+    from icsmon.run import load_detectors
+
+    try:
+        return load_detectors(rules, no_rules, site_config, baseline)
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
+RulesOpt = Annotated[
+    Path | None, typer.Option("--rules", help="Sigma rule folder (default: the shipped pack)")
+]
+NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Do not apply Sigma rules")]
+SiteConfigOpt = Annotated[
+    Path | None, typer.Option("--site-config", help="Site YAML: placeholder values for rules")
+]
+BaselineOpt = Annotated[
+    Path | None, typer.Option("--baseline", help="Baseline file: alert on deviations")
+]
+SiteOpt = Annotated[
+    str, typer.Option("--site", envvar="ICSMON_SITE", help="Site id carried by every document")
+]
+ObserverOpt = Annotated[
+    str,
+    typer.Option("--observer", envvar="ICSMON_OBSERVER", help="Sensor name (default: host name)"),
+]
+OrgOpt = Annotated[
+    str, typer.Option("--org", envvar="ICSMON_ORG", help="Organisation (enterprise) id")
+]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", "-f", help="Output: table for people, jsonl for programs")
+]
+EventsOpt = Annotated[bool, typer.Option("--events", help="Print decoded events instead of alerts")]
+SinkOpt = Annotated[SinkName, typer.Option("--sink", help="Where events, alerts and assets go")]
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", envvar="ICSMON_STORE", help="Embedded store file")
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="File for --sink jsonl")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", envvar="ICSMON_CONFIG", help="Pipeline config file (Kafka, Elasticsearch)"
+    ),
+]
+StatsOpt = Annotated[bool, typer.Option("--stats", help="Print the sensor's counters at the end")]
+HeurOpt = Annotated[
+    list[str] | None,
+    typer.Option("--heuristic", help="Probe this protocol on every port (repeatable)"),
+]
+PortOpt = Annotated[
+    list[str] | None,
+    typer.Option("--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"),
+]
+StoreEventsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--store-events/--no-store-events",
+        help="Also write every event (not only alerts and assets) to the sink",
+    ),
+]
+
+
+@app.command()
+def replay(
+    pcap: Annotated[
+        list[Path], typer.Argument(help="pcap or pcapng files (plain or gzip)", show_default=False)
+    ],
+    events: EventsOpt = False,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
+    site_config: SiteConfigOpt = None,
+    baseline: BaselineOpt = None,
+    site: SiteOpt = "",
+    observer: ObserverOpt = "",
+    org: OrgOpt = "",
+    fmt: FormatOpt = Format.table,
+    sink: SinkOpt = SinkName.store,
+    store: StoreOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    stats: StatsOpt = False,
+    heuristic: HeurOpt = None,
+    port: PortOpt = None,
+    store_events: StoreEventsOpt = True,
+) -> None:
+    """Decode capture files: print alerts (or events with --events) and send them to the sink."""
+    from sensor.engine import Engine
+
+    try:
+        engine = Engine(_engine_config(site, observer, org, heuristic, port))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    dets = _detectors(rules, no_rules, site_config, baseline)
+    out_sink = _open_sink(sink, store, out, site, config)
+    printer = Printer(fmt.value, kind="event" if events else "alert")
+    from icsmon.run import Run
+
+    run = Run(engine, dets, out_sink, store_events=store_events)
+    progress, stop_progress = _progress(pcap)
+    try:
+        for doc in run.process(engine.replay(pcap, progress), want_events=events):
+            printer.write(doc)
+    except BrokenPipeError:
+        sys.stderr.close()  # reader went away (| head): not an error worth a traceback
+        raise typer.Exit(0) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+    finally:
+        stop_progress()
+        printer.flush()
+        if out_sink is not None:
+            out_sink.close()
+    if stats:
+        counters = dict(engine.stats)
+        counters["alerts"] = run.alerts
+        counters.update(dets.stats())
+        if out_sink is not None and hasattr(out_sink, "stats"):
+            counters.update(
+                {f"sink.{k}": v for k, v in out_sink.stats().items() if isinstance(v, int)}
+            )
+        print_stats(counters)
+    for line in engine.errors:
+        err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    if engine.errors:
+        raise typer.Exit(1)
+
+
+def _progress(paths: list[Path]):
+    """A progress bar on stderr for long replays at a terminal; nothing otherwise."""
+    total = 0
+    for p in paths:
+        try:
+            total += p.stat().st_size
+        except OSError:
+            pass
+    if not sys.stderr.isatty() or total < 20 << 20:
+        return None, lambda: None
+    from rich.progress import Progress
+
+    bar = Progress(console=err, transient=True)
+    task = bar.add_task("replaying", total=None)
+    bar.start()
+
+    def update(n: int) -> None:
+        bar.update(task, completed=n, description=f"{n:,} packets")
+
+    return update, bar.stop
+
+
+@app.command()
+def sense(
+    iface: Annotated[
+        str, typer.Option("--iface", "-i", help="Interface on the mirrored (SPAN/TAP) port")
+    ],
+    bpf: Annotated[
+        str | None, typer.Option("--bpf", help="BPF capture filter, e.g. 'tcp port 502'")
+    ] = None,
+    events: EventsOpt = False,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
+    site_config: SiteConfigOpt = None,
+    baseline: BaselineOpt = None,
+    site: SiteOpt = "",
+    observer: ObserverOpt = "",
+    org: OrgOpt = "",
+    fmt: FormatOpt = Format.table,
+    sink: SinkOpt = SinkName.store,
+    store: StoreOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    stats: StatsOpt = True,
+    heuristic: HeurOpt = None,
+    port: PortOpt = None,
+    store_events: StoreEventsOpt = True,
+) -> None:
+    """Listen on a live interface until SIGINT/SIGTERM; then print the final counters."""
+    from sensor.engine import Engine
+    from sensor.live import CaptureError, LiveSource
+
+    try:
+        engine = Engine(_engine_config(site, observer, org, heuristic, port))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    dets = _detectors(rules, no_rules, site_config, baseline)
+    try:
+        source = LiveSource(iface, bpf)
+    except CaptureError as exc:
+        raise fail(str(exc)) from None
+    out_sink = _open_sink(sink, store, out, site, config)
+    printer = Printer(fmt.value, kind="event" if events else "alert")
+    from icsmon.run import Run
+
+    run = Run(engine, dets, out_sink, store_events=store_events)
+
+    def stop(signum, _frame) -> None:
+        source.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    if fmt == Format.table:
+        err.print(f"listening on {iface}" + (f" ({bpf})" if bpf else "") + "; Ctrl-C stops")
+
+    def live_events():
+        yield from engine.run(source)
+        yield from engine.finish()
+
+    try:
+        for doc in run.process(live_events(), want_events=events):
+            printer.write(doc)
+            if fmt == Format.jsonl:
+                printer.flush()
+    except CaptureError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        printer.flush()
+        if out_sink is not None:
+            out_sink.close()
+    if stats:
+        counters = dict(engine.stats)
+        counters["alerts"] = run.alerts
+        counters.update({f"capture.{k}": v for k, v in source.stats().items()})
+        print_stats(counters, title=f"sensor counters ({iface})")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(f"icsmon {__version__}")
+
+
+def _register_subcommands() -> None:
+    """Sub-commands that live in their own modules (one per feature area)."""
+    import importlib
+
+    for module, attr, name in (
+        ("icsmon.cmd_rules", "app", "rules"),
+        ("icsmon.cmd_baseline", "app", "baseline"),
+        ("icsmon.cmd_posture", "app", "posture"),
+        ("icsmon.cmd_posture", "org_app", "org"),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        sub = getattr(mod, attr, None)
+        if sub is not None:
+            app.add_typer(sub, name=name)
+    for module, attr, name in (
+        ("icsmon.cmd_query", "alerts_command", "alerts"),
+        ("icsmon.cmd_query", "assets_command", "assets"),
+        ("icsmon.cmd_index", "index_command", "index"),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        func = getattr(mod, attr, None)
+        if func is not None:
+            app.command(name=name)(func)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

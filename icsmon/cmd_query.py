@@ -1,0 +1,393 @@
+"""``icsmon alerts`` and ``icsmon assets``: query the embedded store or Elasticsearch.
+
+Wiring only: options -> ``AlertFilter``/``AssetFilter`` -> a ``QueryBackend`` -> a rich table
+or nested ECS JSON lines. The back end is picked in one place, :func:`open_backend`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.query import AlertFilter, AssetFilter, QueryBackend
+
+# event.severity (0-100) bands, as Elasticsearch's detection rules draw them (Sigma levels
+# map to low 21, medium 47, high 73, critical 99): the lower bound of each band.
+SEVERITY_FLOOR = {"informational": 0, "low": 0, "medium": 22, "high": 48, "critical": 74}
+_SEVERITY_STYLE = (
+    (74, "critical", "bold white on red"),
+    (48, "high", "bold red"),
+    (22, "medium", "yellow"),
+    (0, "low", "green"),
+)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+
+
+class QueryFormat(enum.StrEnum):
+    table = "table"
+    jsonl = "jsonl"
+
+
+class QueryError(Exception):
+    """A back end cannot be opened or queried; the message is one line."""
+
+
+# ---- option parsing -----------------------------------------------------------------------
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """``1h``, ``30m``, ``7d``, ``2w`` (that long ago) or an ISO date/time (UTC unless it says
+    otherwise: ``2026-11-01``, ``2026-11-01T08:00``, ``2026-11-01T08:00:00+08:00``) -> epoch s."""
+    match = _RELATIVE.match(text)
+    if match:
+        now = time.time() if now is None else now
+        return now - float(match.group(1)) * _UNITS[match.group(2).lower()]
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a time: use 90s, 30m, 1h, 7d, 2w, or a date such as "
+            "2026-11-01 or 2026-11-01T08:00 (UTC unless an offset is given)"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def parse_severity(text: str) -> int:
+    """A number 0-100 or a level name -> the lowest ``event.severity`` to show."""
+    key = text.strip().lower()
+    if key in SEVERITY_FLOOR:
+        return SEVERITY_FLOOR[key]
+    try:
+        value = int(key)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise typer.BadParameter(
+            f"{text!r} is not a severity: use 0-100 or one of {', '.join(SEVERITY_FLOOR)}"
+        )
+    return value
+
+
+def severity_label(value: Any) -> tuple[str, str]:
+    """(level name, rich style) for an event.severity value."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return "", ""
+    for floor, name, style in _SEVERITY_STYLE:
+        if number >= floor:
+            return name, style
+    return "low", "green"
+
+
+# ---- back end -----------------------------------------------------------------------------
+
+
+def _configured_es_url(config: Path | None) -> str | None:
+    """The Elasticsearch URL from the pipeline config file, when there is one."""
+    if config is None:
+        return None
+    try:
+        from pipeline.config import ConfigError, load_config
+    except ImportError as exc:
+        raise QueryError(f"{config}: pipeline configuration is not available ({exc})") from None
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        raise QueryError(str(exc)) from None
+    es = getattr(cfg, "elasticsearch", None)
+    url = getattr(es, "url", None) or getattr(es, "hosts", None)
+    if isinstance(url, list | tuple):
+        url = url[0] if url else None
+    return url or None
+
+
+def open_backend(
+    store: Path | None = None, es_url: str | None = None, config: Path | None = None
+) -> QueryBackend:
+    """The one place the query back end is chosen: Elasticsearch when ``--es URL`` is given (or
+    the config file names a cluster), else the embedded store, opened read-only."""
+    url = es_url or _configured_es_url(config)
+    if url:
+        try:
+            from pipeline import es as es_module
+        except ImportError as exc:
+            raise QueryError(f"the Elasticsearch back end is not available ({exc})") from None
+        factory = getattr(es_module, "open_query_backend", None) or getattr(
+            es_module, "EsQueryBackend", None
+        )
+        if factory is None:
+            raise QueryError("the Elasticsearch back end offers no query interface")
+        try:
+            return factory(url)
+        except Exception as exc:  # a client/connection error, reported as one line
+            raise QueryError(f"{url}: cannot query Elasticsearch: {exc}") from None
+    from pipeline.store import Store, StoreError
+
+    try:
+        return Store.open(store, readonly=True)
+    except StoreError as exc:
+        raise QueryError(str(exc)) from None
+
+
+def _run_query(backend: QueryBackend, call: Any) -> Any:
+    from pipeline.store import StoreError
+
+    try:
+        return call()
+    except StoreError as exc:
+        raise QueryError(str(exc)) from None
+    finally:
+        backend.close()
+
+
+# ---- output -------------------------------------------------------------------------------
+
+
+def _console() -> Console:
+    # Piped into grep/less, a table still wants its full width rather than rich's default 80.
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(soft_wrap=False, width=200 if wide else None, highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _time(value: Any) -> str:
+    from pipeline.store import to_epoch
+
+    epoch = to_epoch(value)
+    if epoch is None:
+        return str(value or "")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _endpoint(doc: dict, side: str) -> str:
+    ip = doc.get(f"{side}.ip") or "?"
+    port = doc.get(f"{side}.port")
+    if port in (None, ""):
+        return str(ip)
+    return f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
+
+
+def _joined(value: Any, limit: int = 6) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, list | tuple):
+        return str(value)
+    items = [str(v) for v in value]
+    more = f" +{len(items) - limit}" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _write_jsonl(kind: str, docs: list[dict]) -> None:
+    from pipeline.jsonl import JsonlSink
+
+    sink = JsonlSink(sys.stdout, kinds=(kind,))
+    for doc in docs:
+        sink.write(kind, doc)
+    sink.close()
+
+
+def alerts_table(total: int, alerts: list[dict], offset: int) -> Table:
+    table = Table(header_style="bold", caption_justify="left")
+    for name in ("time", "severity", "rule", "technique", "source -> destination", "protocol"):
+        table.add_column(name, overflow="fold")
+    table.add_column("site")
+    for doc in alerts:
+        level, style = severity_label(doc.get("event.severity"))
+        sev = doc.get("event.severity")
+        rule = str(doc.get("rule.name") or doc.get("rule.id") or "")
+        count = doc.get("icsmon.alert.count")
+        if isinstance(count, int) and count > 1:
+            rule += f" (x{count})"
+        table.add_row(
+            _time(doc.get("@timestamp")),
+            Text(f"{sev} {level}".strip() if sev is not None else "", style=style),
+            rule,
+            _joined(doc.get("threat.technique.id")),
+            f"{_endpoint(doc, 'source')} -> {_endpoint(doc, 'destination')}",
+            str(doc.get("network.protocol") or ""),
+            str(doc.get("labels.site") or ""),
+        )
+    shown = f"{offset + 1}-{offset + len(alerts)}" if alerts else "0"
+    table.caption = f"{shown} of {total} alerts, newest first"
+    return table
+
+
+def assets_table(total: int, assets: list[dict], offset: int) -> Table:
+    table = Table(header_style="bold", caption_justify="left")
+    for name in ("ip", "site", "roles", "protocols", "device", "firmware", "peers"):
+        table.add_column(name, overflow="fold")
+    table.add_column("first seen")
+    table.add_column("last seen")
+    for doc in assets:
+        device = " ".join(
+            str(doc[key])
+            for key in ("ics.device.vendor", "ics.device.product", "ics.device.model")
+            if doc.get(key)
+        )
+        peers = doc.get("asset.peers") or []
+        table.add_row(
+            str(doc.get("host.ip") or doc.get("asset.id") or ""),
+            str(doc.get("labels.site") or ""),
+            _joined(doc.get("asset.roles")),
+            _joined(doc.get("asset.protocols")),
+            device,
+            str(doc.get("ics.device.firmware") or ""),
+            str(len(peers) if isinstance(peers, list) else 1),
+            _time(doc.get("asset.first_seen")),
+            _time(doc.get("asset.last_seen")),
+        )
+    shown = f"{offset + 1}-{offset + len(assets)}" if assets else "0"
+    table.caption = f"{shown} of {total} assets"
+    return table
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        envvar="ICSMON_STORE",
+        help="Embedded store file (default: icsmon.db in the user data folder)",
+    ),
+]
+EsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--es", envvar="ICSMON_ES_URL", help="Query this Elasticsearch URL instead of the store"
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="ICSMON_CONFIG",
+        help="Pipeline config file; its Elasticsearch URL, if any, is queried",
+    ),
+]
+FormatOption = Annotated[
+    QueryFormat,
+    typer.Option("--format", "-f", help="table for people, jsonl (nested ECS) for programs"),
+]
+SiteOption = Annotated[
+    list[str] | None, typer.Option("--site", help="Only this site (repeatable)", show_default=False)
+]
+
+
+def alerts_command(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="From: 30m, 1h, 7d, or 2026-11-01[T08:00] (UTC)"),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Up to (exclusive), same forms as --since")
+    ] = None,
+    severity: Annotated[
+        str | None,
+        typer.Option("--severity", help="At least: 0-100 or low|medium|high|critical"),
+    ] = None,
+    site: SiteOption = None,
+    technique: Annotated[
+        str | None, typer.Option("--technique", help="ATT&CK for ICS technique id, e.g. T0855")
+    ] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="Rule id")] = None,
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="modbus, s7comm, s7comm-plus, opcua")
+    ] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Rule name contains this")] = None,
+    fmt: FormatOption = QueryFormat.table,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many alerts")] = 50,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many first")] = 0,
+    store: StoreOption = None,
+    es: EsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List stored alerts, newest first."""
+    flt = AlertFilter(
+        since=parse_time(since) if since else None,
+        until=parse_time(until) if until else None,
+        min_severity=parse_severity(severity) if severity is not None else None,
+        sites=list(site or []),
+        technique=technique.strip().upper() if technique else None,
+        rule_id=rule,
+        protocol=protocol.strip().lower() if protocol else None,
+        text=text,
+        limit=limit,
+        offset=offset,
+    )
+    try:
+        backend = open_backend(store, es, config)
+        total, alerts = _run_query(backend, lambda: backend.search_alerts(flt))
+    except QueryError as exc:
+        raise _fail(str(exc)) from None
+    if fmt == QueryFormat.jsonl:
+        _write_jsonl("alert", alerts)
+        return
+    console = _console()
+    if not alerts:
+        console.print(f"no alerts match ({total} in total for this filter)")
+        return
+    console.print(alerts_table(total, alerts, offset))
+
+
+def assets_command(
+    site: SiteOption = None,
+    role: Annotated[
+        str | None, typer.Option("--role", help="e.g. modbus-server, s7comm-client")
+    ] = None,
+    vendor: Annotated[str | None, typer.Option("--vendor", help="Vendor contains this")] = None,
+    seen_since: Annotated[
+        str | None, typer.Option("--seen-since", help="Last seen since: 1h, 7d, 2026-11-01")
+    ] = None,
+    new_since: Annotated[
+        str | None, typer.Option("--new-since", help="First seen since: 1h, 7d, 2026-11-01")
+    ] = None,
+    fmt: FormatOption = QueryFormat.table,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many assets")] = 1000,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many first")] = 0,
+    store: StoreOption = None,
+    es: EsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List the assets (hosts) seen on the monitored networks, by site and IP."""
+    flt = AssetFilter(
+        sites=list(site or []),
+        role=role,
+        vendor=vendor,
+        first_seen_since=parse_time(new_since) if new_since else None,
+        last_seen_since=parse_time(seen_since) if seen_since else None,
+        limit=limit,
+        offset=offset,
+    )
+    try:
+        backend = open_backend(store, es, config)
+        total, assets = _run_query(backend, lambda: backend.search_assets(flt))
+    except QueryError as exc:
+        raise _fail(str(exc)) from None
+    if fmt == QueryFormat.jsonl:
+        _write_jsonl("asset", assets)
+        return
+    console = _console()
+    if not assets:
+        console.print(f"no assets match ({total} in total for this filter)")
+        return
+    console.print(assets_table(total, assets, offset))

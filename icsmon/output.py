@@ -1,0 +1,131 @@
+"""Printing events and alerts for people (rich tables) and programs (JSON lines)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.docs import nest
+
+# protocol fields worth a glance in a table, in order
+_DETAIL_FIELDS = (
+    "modbus.unit_id",
+    "modbus.address",
+    "modbus.quantity",
+    "modbus.values",
+    "modbus.subfunction_name",
+    "modbus.exception",
+    "s7comm.function",
+    "s7comm.item_count",
+    "s7comm.szl.id",
+    "s7comm.pi_service",
+    "s7comm_plus.function",
+    "opcua.service",
+    "opcua.node_ids",
+    "opcua.status",
+    "rule.name",
+    "error.type",
+    "error.message",
+)
+
+
+def json_line(doc: dict) -> str:
+    return json.dumps(nest(doc), ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class Printer:
+    """Writes documents to stdout as JSON lines, or collects table rows printed at the end
+    in batches (a table per 200 rows so long replays show progress)."""
+
+    def __init__(self, fmt: str, stream: TextIO | None = None, kind: str = "event") -> None:
+        self.fmt = fmt
+        self.kind = kind
+        self.stream = stream or sys.stdout
+        self.console = Console(
+            file=self.stream, soft_wrap=False, width=200 if not self.stream.isatty() else None
+        )
+        self.rows: list[dict] = []
+        self.count = 0
+
+    def write(self, doc: dict) -> None:
+        self.count += 1
+        if self.fmt == "jsonl":
+            self.stream.write(json_line(doc))
+            self.stream.write("\n")
+            return
+        self.rows.append(doc)
+        if len(self.rows) >= 200:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.fmt == "jsonl":
+            self.stream.flush()
+            return
+        if not self.rows:
+            return
+        table = Table(show_lines=False, header_style="bold")
+        if self.kind == "alert":
+            for col in (
+                "time",
+                "sev",
+                "rule",
+                "technique",
+                "source -> destination",
+                "protocol",
+                "count",
+            ):
+                table.add_column(col)
+            for d in self.rows:
+                table.add_row(
+                    str(d.get("@timestamp", ""))[:23],
+                    str(d.get("event.severity", "")),
+                    str(d.get("rule.name", "")),
+                    ",".join(d.get("threat.technique.id") or []),
+                    f"{d.get('source.ip', '')}:{d.get('source.port', '')} -> {d.get('destination.ip', '')}:{d.get('destination.port', '')}",
+                    str(d.get("network.protocol", "")),
+                    str(d.get("icsmon.alert.count", 1)),
+                )
+        else:
+            for col in (
+                "time",
+                "protocol",
+                "source -> destination",
+                "action",
+                "outcome",
+                "details",
+            ):
+                table.add_column(col, overflow="fold")
+            for d in self.rows:
+                details = []
+                for key in _DETAIL_FIELDS:
+                    if key in d:
+                        value = d[key]
+                        if isinstance(value, list) and len(value) > 8:
+                            value = f"{value[:8]}+{len(value) - 8}"
+                        details.append(f"{key.split('.', 1)[1]}={value}")
+                table.add_row(
+                    str(d.get("@timestamp", ""))[:23],
+                    str(d.get("network.protocol", d.get("event.dataset", ""))),
+                    f"{d.get('source.ip', '')}:{d.get('source.port', '')} -> {d.get('destination.ip', '')}:{d.get('destination.port', '')}",
+                    str(d.get("event.action", "")),
+                    str(d.get("event.outcome", "")),
+                    " ".join(details)[:160],
+                )
+        self.console.print(table)
+        self.rows.clear()
+
+
+def print_stats(
+    stats: dict[str, int], title: str = "sensor counters", stream: TextIO | None = None
+) -> None:
+    console = Console(file=stream or sys.stderr)
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        table.add_row(key, f"{value:,}")
+    console.print(table)

@@ -1,0 +1,266 @@
+"""Pipeline configuration: where Kafka and Elasticsearch are, how to authenticate, the spool.
+
+Three layers, later ones winning: a config file (TOML or YAML), environment variables
+``ICSMON_*``, then command-line flags (passed as ``overrides``). The file's shape::
+
+    [kafka]
+    brokers = ["127.0.0.1:9092"]        # or "host1:9092,host2:9092"
+    security_protocol = "SASL_SSL"      # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism = "SCRAM-SHA-512"    # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username = "sensor-0042"
+    sasl_password = "..."
+    ca_file = "/etc/icsmon/kafka-ca.pem"
+    topic_prefix = "icsmon"             # topics <prefix>.alerts/.events/.assets/.deadletter
+    compression = "gzip"
+
+    [elasticsearch]
+    url = "https://soc.example:9200"
+    api_key = "..."                     # or username + password
+    ca_file = "/etc/icsmon/es-ca.pem"
+    index_prefix = "icsmon"             # aliases <prefix>-alerts/-events/-assets
+
+    [spool]
+    dir = "/var/lib/icsmon/spool"
+    max_bytes = 1073741824
+
+    [indexer]
+    group_id = "icsmon-indexer"
+    batch_size = 2000
+
+Every key has an environment variable: ``ICSMON_<SECTION>_<KEY>`` upper-cased, e.g.
+``ICSMON_KAFKA_BROKERS``, ``ICSMON_ES_URL`` (``ES`` is short for ``ELASTICSEARCH``),
+``ICSMON_SPOOL_MAX_BYTES``. A bad file or value raises :class:`ConfigError` naming its origin.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import yaml
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file or variable it came from."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    brokers: tuple[str, ...] = ("127.0.0.1:9092",)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ca_file: str | None = None
+    topic_prefix: str = "icsmon"
+    compression: str = "gzip"
+    # How long a send may wait for metadata or buffer space before the sink spools instead.
+    max_block_ms: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class EsConfig:
+    url: str = "http://127.0.0.1:9200"
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    index_prefix: str = "icsmon"
+    request_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    dir: str = field(default_factory=lambda: str(Path(platformdirs.user_state_dir("icsmon")) / "spool"))
+    max_bytes: int = 1 << 30
+    segment_bytes: int = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class IndexerConfig:
+    group_id: str = "icsmon-indexer"
+    batch_size: int = 2000
+    poll_timeout_ms: int = 500
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    partitions: int = 3  # for the topics `index --setup` creates
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    elasticsearch: EsConfig = field(default_factory=EsConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    indexer: IndexerConfig = field(default_factory=IndexerConfig)
+    source: str = "defaults"  # where the values came from, for messages
+
+    def topic(self, kind: str) -> str:
+        """Topic of a document kind: ``event`` -> ``icsmon.events``; ``deadletter`` as is."""
+        suffix = kind if kind == "deadletter" else f"{kind}s"
+        return f"{self.kafka.topic_prefix}.{suffix}"
+
+    def alias(self, kind: str) -> str:
+        return f"{self.elasticsearch.index_prefix}-{kind}s"
+
+
+_SECTIONS: dict[str, type] = {
+    "kafka": KafkaConfig,
+    "elasticsearch": EsConfig,
+    "spool": SpoolConfig,
+    "indexer": IndexerConfig,
+}
+_ENV_SECTION = {"kafka": "KAFKA", "elasticsearch": "ES", "spool": "SPOOL", "indexer": "INDEXER"}
+
+
+def _coerce(value: Any, default: Any, name: str, origin: str) -> Any:
+    """Convert a file/env/flag value to the type of the field's default."""
+    want = type(default)
+    try:
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            out = tuple(str(x).strip() for x in items if str(x).strip())
+            if not out:
+                raise ValueError("empty list")
+            return out
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(f"not a boolean: {value!r}")
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError("a boolean where a number is expected")
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if default is None or want is str:
+            return None if value is None else str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: bad value for {name}: {value!r} ({exc})") from None
+    return value
+
+
+def _apply(cfg: PipelineConfig, values: Mapping[str, Mapping[str, Any]], origin: str) -> PipelineConfig:
+    changes: dict[str, Any] = {}
+    for section, entries in values.items():
+        cls = _SECTIONS.get(section)
+        if cls is None:
+            raise ConfigError(f"{origin}: unknown section [{section}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(entries, Mapping):
+            raise ConfigError(f"{origin}: [{section}] must be a table of keys")
+        current = changes.get(section, getattr(cfg, section))
+        known = {f.name: getattr(current, f.name) for f in fields(cls)}
+        updates = {}
+        for key, value in entries.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{origin}: unknown key {section}.{key} (known: {', '.join(sorted(known))})"
+                )
+            if value is None:
+                continue
+            updates[key] = _coerce(value, known[key], f"{section}.{key}", origin)
+        changes[section] = replace(current, **updates)
+    return replace(cfg, **changes)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format (use .toml, .yaml or .yml)")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table of sections")
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for section, cls in _SECTIONS.items():
+        prefix = f"ICSMON_{_ENV_SECTION[section]}_"
+        for f in fields(cls):
+            var = prefix + f.name.upper()
+            if var in env and env[var] != "":
+                out.setdefault(section, {})[f.name] = env[var]
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> PipelineConfig:
+    """File, then ``ICSMON_*`` variables, then ``overrides`` (flags: ``{"kafka": {"brokers": ...}}``).
+
+    ``path`` defaults to ``$ICSMON_CONFIG`` when set. ``None`` values in overrides are ignored
+    (a flag that was not given).
+    """
+    env = os.environ if env is None else env
+    cfg = PipelineConfig()
+    origins = []
+    if path is None and env.get("ICSMON_CONFIG"):
+        path = env["ICSMON_CONFIG"]
+    if path is not None:
+        file_path = Path(path)
+        cfg = _apply(cfg, _read_file(file_path), str(file_path))
+        origins.append(str(file_path))
+    env_values = _from_env(env)
+    if env_values:
+        cfg = _apply(cfg, env_values, "environment (ICSMON_*)")
+        origins.append("environment")
+    if overrides:
+        cfg = _apply(cfg, overrides, "command line")
+        origins.append("flags")
+    cfg = replace(cfg, source=" + ".join(origins) or "defaults")
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: PipelineConfig) -> None:
+    where = cfg.source
+    k = cfg.kafka
+    if k.security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(f"{where}: kafka.security_protocol must be one of {KAFKA_SECURITY_PROTOCOLS}")
+    if k.security_protocol.startswith("SASL"):
+        if k.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"{where}: kafka.sasl_mechanism must be one of {SASL_MECHANISMS} with SASL")
+        if not (k.sasl_username and k.sasl_password):
+            raise ConfigError(f"{where}: kafka.sasl_username and sasl_password are needed with SASL")
+    if k.compression not in COMPRESSIONS:
+        raise ConfigError(f"{where}: kafka.compression must be one of {COMPRESSIONS}")
+    for name, ca in (("kafka.ca_file", k.ca_file), ("elasticsearch.ca_file", cfg.elasticsearch.ca_file)):
+        if ca and not Path(ca).is_file():
+            raise ConfigError(f"{where}: {name} {ca} is not a file")
+    es = cfg.elasticsearch
+    if not es.url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: elasticsearch.url must start with http:// or https://")
+    if es.api_key and es.username:
+        raise ConfigError(f"{where}: give elasticsearch.api_key or username/password, not both")
+    if bool(es.username) != bool(es.password):
+        raise ConfigError(f"{where}: elasticsearch.username and password go together")
+    if cfg.spool.max_bytes < 4 * cfg.spool.segment_bytes:
+        raise ConfigError(f"{where}: spool.max_bytes must be at least 4 segments ({4 * cfg.spool.segment_bytes})")
+    if cfg.indexer.batch_size < 1:
+        raise ConfigError(f"{where}: indexer.batch_size must be positive")

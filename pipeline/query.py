@@ -1,0 +1,82 @@
+"""One query interface over stored alerts, events and assets, with two back ends:
+the embedded SQLite store (``pipeline.store``) and Elasticsearch (``pipeline.es``).
+
+``icsmon alerts``, ``icsmon assets`` and the posture view call only this interface.
+Documents come back flat (dotted keys, see docs/schema.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class AlertFilter:
+    since: float | None = None  # epoch seconds, inclusive
+    until: float | None = None  # epoch seconds, exclusive
+    min_severity: int | None = None  # event.severity >= this
+    sites: list[str] = field(default_factory=list)  # labels.site in this list (empty = any)
+    technique: str | None = None  # threat.technique.id contains this
+    rule_id: str | None = None
+    protocol: str | None = None  # network.protocol
+    text: str | None = None  # substring of rule.name
+    ids: list[str] = field(default_factory=list)  # event.id in this list (empty = any)
+    community_id: str | None = None  # network.community_id equals this
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(slots=True)
+class AssetFilter:
+    sites: list[str] = field(default_factory=list)
+    role: str | None = None  # one of asset.roles, e.g. "modbus-server"
+    vendor: str | None = None  # substring of ics.device.vendor
+    first_seen_since: float | None = None  # asset.first_seen >= this (epoch s): new assets
+    last_seen_since: float | None = None  # asset.last_seen >= this (epoch s): assets seen
+    limit: int = 1000
+    offset: int = 0
+
+
+class QueryBackend(Protocol):
+    def search_alerts(self, flt: AlertFilter) -> tuple[int, list[dict]]:
+        """(total matching, one page of alerts newest first)."""
+        ...
+
+    def get_alert(self, alert_id: str) -> dict | None: ...
+
+    def count_alerts_by(self, flt: AlertFilter, field_name: str, size: int = 20) -> list[tuple[str, int]]:
+        """Terms aggregation: the ``size`` most frequent values of ``field_name``."""
+        ...
+
+    def alert_histogram(
+        self, flt: AlertFilter, interval_s: int, field_name: str | None = None, size: int = 10
+    ) -> list[tuple[float, str | None, int]]:
+        """Date histogram of alerts on ``@timestamp``: (bucket start epoch s, value, count).
+
+        Buckets are aligned to multiples of ``interval_s`` since the epoch; empty buckets are
+        left out. With ``field_name`` each bucket is split by the ``size`` most frequent values
+        of that field (ES: date_histogram + terms); without it ``value`` is None.
+        """
+        ...
+
+    def count_alerts_by_pair(
+        self, flt: AlertFilter, field_a: str, field_b: str, size_a: int = 100, size_b: int = 10
+    ) -> list[tuple[str, str, int]]:
+        """Two-level terms aggregation: (value of a, value of b, count), ``size_a`` top values
+        of ``field_a``, each split by its ``size_b`` top values of ``field_b``."""
+        ...
+
+    def last_seen_by(
+        self, flt: AlertFilter, field_name: str, size: int = 1000, kind: str = "event"
+    ) -> list[tuple[str, float]]:
+        """(value, newest ``@timestamp`` as epoch s) per value of ``field_name`` among documents
+        of ``kind`` ("event" or "alert") matching ``flt`` (ES: terms + max). Used for sensor
+        health: ``last_seen_by(flt, "observer.name")``."""
+        ...
+
+    def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]: ...
+
+    def search_events(self, flt: AlertFilter) -> tuple[int, list[dict]]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,289 @@
+"""Demo and load data for the posture view: a province registry and realistic documents.
+
+Used by the tests (a small province), the dashboard demo and bench/bench_posture.py (16 cities,
+4,000 enterprises, 6,000 sites, millions of alerts). Documents follow docs/schema.md (flat,
+dotted keys) and are deterministic for a given seed: same seed, same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+# Shandong's 16 prefecture-level cities (id, English, Chinese).
+SHANDONG_CITIES: tuple[tuple[str, str, str], ...] = (
+    ("jinan", "Jinan", "济南"), ("qingdao", "Qingdao", "青岛"), ("zibo", "Zibo", "淄博"),
+    ("zaozhuang", "Zaozhuang", "枣庄"), ("dongying", "Dongying", "东营"),
+    ("yantai", "Yantai", "烟台"), ("weifang", "Weifang", "潍坊"), ("jining", "Jining", "济宁"),
+    ("taian", "Tai'an", "泰安"), ("weihai", "Weihai", "威海"), ("rizhao", "Rizhao", "日照"),
+    ("linyi", "Linyi", "临沂"), ("dezhou", "Dezhou", "德州"), ("liaocheng", "Liaocheng", "聊城"),
+    ("binzhou", "Binzhou", "滨州"), ("heze", "Heze", "菏泽"),
+)
+
+# Industry id -> (English, Chinese, typical criticality). Sectors named in the provinces' reports.
+INDUSTRIES: dict[str, tuple[str, str, int]] = {
+    "chemicals": ("Chemicals", "化工", 5),
+    "metallurgy": ("Metallurgy", "冶金", 4),
+    "non-ferrous-metals": ("Non-ferrous metals", "有色金属", 4),
+    "equipment-manufacturing": ("Equipment manufacturing", "装备制造", 3),
+    "high-tech-manufacturing": ("High-tech manufacturing", "高端制造", 3),
+    "building-materials": ("Building materials", "建材", 3),
+    "tyres": ("Tyres", "轮胎", 2),
+    "pistons": ("Pistons", "活塞", 2),
+    "coal-to-liquids": ("Coal-to-liquids", "煤制油", 5),
+    "photovoltaic-silicon": ("Photovoltaic silicon", "光伏硅材料", 3),
+    "instrumentation": ("Instrumentation", "仪器仪表", 2),
+    "textiles": ("Textiles", "纺织", 1),
+}
+
+_NAME_PARTS = (("Huaxin", "华信"), ("Lutong", "鲁通"), ("Hengyuan", "恒远"), ("Jinding", "金鼎"),
+               ("Zhongtai", "中泰"), ("Dongfang", "东方"), ("Xinghai", "星海"), ("Taishan", "泰山"),
+               ("Qilu", "齐鲁"), ("Boyuan", "博远"), ("Ruifeng", "瑞丰"), ("Changsheng", "长盛"))
+
+# Rules the demo alerts come from: (rule id, name, level -> severity, protocol, technique ids,
+# technique names, tactic names, ruleset, relative frequency).
+RULES: tuple[tuple[str, str, int, str, list[str], list[str], list[str], str, int], ...] = (
+    ("icsmon-modbus-write-unknown-master", "Modbus write from a master not in the baseline", 73,
+     "modbus", ["T0855"], ["Unauthorized Command Message"], ["Impair Process Control"],
+     "sigma", 10),
+    ("icsmon-modbus-force-listen-only", "Modbus Force Listen Only Mode (FC 8/4)", 99, "modbus",
+     ["T0881", "T0816"], ["Service Stop", "Device Restart/Shutdown"],
+     ["Inhibit Response Function"], "sigma", 1),
+    ("icsmon-modbus-read-device-id", "Modbus Read Device Identification", 21, "modbus",
+     ["T0888"], ["Remote System Information Discovery"], ["Discovery"], "sigma", 30),
+    ("icsmon-modbus-write-burst", "Burst of writes to one Modbus register", 73, "modbus",
+     ["T0806"], ["Brute Force I/O"], ["Impair Process Control"], "sigma", 4),
+    ("icsmon-s7-plc-stop", "S7 PLC Stop", 99, "s7comm", ["T0858", "T0881"],
+     ["Change Operating Mode", "Service Stop"], ["Execution", "Inhibit Response Function"],
+     "sigma", 1),
+    ("icsmon-s7-download-block", "S7 program download", 73, "s7comm", ["T0843"],
+     ["Program Download"], ["Lateral Movement"], "sigma", 3),
+    ("icsmon-s7-upload-block", "S7 program upload", 47, "s7comm", ["T0845"], ["Program Upload"],
+     ["Collection"], "sigma", 5),
+    ("icsmon-s7-read-szl", "S7 Read SZL (CPU identification)", 21, "s7comm", ["T0888"],
+     ["Remote System Information Discovery"], ["Discovery"], "sigma", 25),
+    ("icsmon-opcua-browse", "OPC UA address-space browse from a new client", 47, "opcua",
+     ["T0861"], ["Point & Tag Identification"], ["Collection"], "sigma", 12),
+    ("icsmon-opcua-write", "OPC UA Write service call", 73, "opcua", ["T0836"],
+     ["Modify Parameter"], ["Impair Process Control"], "sigma", 4),
+    ("baseline-new-master", "New master talking to a controller", 47, "modbus", ["T0848"],
+     ["Rogue Master"], ["Initial Access"], "baseline", 6),
+    ("baseline-new-function", "Function code never seen in the baseline", 47, "s7comm",
+     ["T0855"], ["Unauthorized Command Message"], ["Impair Process Control"], "baseline", 4),
+)
+
+ACTIONS = {
+    "modbus": ("write-multiple-registers", "write", "write_multiple_registers", 502),
+    "s7comm": ("plc-stop", "control", "plc_stop", 102),
+    "opcua": ("browse", "read", "browse", 4840),
+}
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _id(*parts: object) -> str:
+    return hashlib.sha1("|".join(map(str, parts)).encode(), usedforsecurity=False).hexdigest()[:24]
+
+
+def make_registry(
+    n_enterprises: int = 48, n_sites: int = 64, cities: int = 16, seed: int = 7
+) -> dict[str, Any]:
+    """A province registry (the YAML shape of ``icsmon org import``). Enterprises are spread
+    over the cities (bigger cities first), every enterprise has one site, extra sites go to
+    random enterprises; each site has one sensor, a few sites two."""
+    rng = random.Random(seed)
+    city_rows = SHANDONG_CITIES[:cities]
+    weights = [1.0 / (i + 1) ** 0.5 for i in range(len(city_rows))]
+    industries = list(INDUSTRIES)
+    out_cities: list[dict[str, Any]] = [
+        {"id": cid, "name": en, "name_zh": zh, "enterprises": []} for cid, en, zh in city_rows
+    ]
+    ents: list[dict[str, Any]] = []
+    for i in range(n_enterprises):
+        # The first enterprises go round the cities so every city has at least one.
+        ci = i if i < len(out_cities) else rng.choices(range(len(out_cities)), weights)[0]
+        city = out_cities[ci]
+        industry = industries[(i * 7 + ci) % len(industries)]
+        en_part, zh_part = _NAME_PARTS[(i * 5 + ci) % len(_NAME_PARTS)]
+        ind_en, ind_zh, crit = INDUSTRIES[industry]
+        ent = {
+            "id": f"ent-{i + 1:04d}",
+            "name": f"{city['name']} {en_part} {ind_en} Co. No. {i + 1}",
+            "name_zh": f"{city['name_zh']}{zh_part}{ind_zh}有限公司{i + 1}号",
+            "industry": industry,
+            "criticality": max(1, min(5, crit + rng.choice((-1, 0, 0, 1)))),
+            "sites": [],
+        }
+        city["enterprises"].append(ent)
+        ents.append(ent)
+    for j in range(n_sites):
+        ent = ents[j] if j < len(ents) else rng.choice(ents)
+        letter = chr(ord("a") + len(ent["sites"]) % 26)
+        num = ent["id"].split("-")[1]
+        site_id = f"site-{num}-{letter}{len(ent['sites']) // 26 or ''}"
+        sensors = [f"sensor-{num}-{letter}{len(ent['sites']) // 26 or ''}"]
+        if j % 17 == 5:
+            sensors.append(sensors[0] + "-2")
+        ent["sites"].append({"id": site_id, "name": f"Plant {letter.upper()}", "sensors": sensors})
+    return {
+        "province": {"id": "shandong", "name": "Shandong", "name_zh": "山东"},
+        "cities": out_cities,
+    }
+
+
+def registry_sites(registry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat list of sites with their enterprise, city, industry, criticality and sensors."""
+    out = []
+    for c in registry["cities"]:
+        for e in c["enterprises"]:
+            for s in e["sites"]:
+                out.append({"site": s["id"], "enterprise": e["id"], "city": c["id"],
+                            "industry": e["industry"],
+                            "criticality": s.get("criticality", e["criticality"]),
+                            "sensors": s.get("sensors", [])})
+    return out
+
+
+def _site_ips(site_index: int) -> tuple[str, str]:
+    """(client, server) addresses of a plant's control network (RFC 1918, per site)."""
+    return (f"10.{site_index // 250 % 250}.{site_index % 250}.5",
+            f"10.{site_index // 250 % 250}.{site_index % 250}.10")
+
+
+def _community_id(src: str, dst: str, sport: int, dport: int) -> str:
+    import communityid
+
+    cid = communityid.CommunityID()
+    return cid.calc(communityid.FlowTuple.make_tcp(src, dst, sport, dport))
+
+
+def make_alert(site: dict[str, Any], site_index: int, ts: float, rule: tuple, n: int,
+               seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One alert at ``site`` and the events that fired it (flat, docs/schema.md)."""
+    rule_id, name, sev, proto, tech_ids, tech_names, tactics, ruleset, _ = rule
+    src, dst = _site_ips(site_index)
+    sport = 40000 + (n * 7919 + site_index) % 20000
+    action, op, func, dport = ACTIONS[proto]
+    cid = _community_id(src, dst, sport, dport)
+    sensor = site["sensors"][0] if site["sensors"] else f"sensor-{site['site']}"
+    base = {
+        "@timestamp": iso(ts), "ecs.version": "8.17.0",
+        "network.transport": "tcp", "network.type": "ipv4", "network.protocol": proto,
+        "network.community_id": cid,
+        "source.ip": src, "source.port": sport, "destination.ip": dst, "destination.port": dport,
+        "observer.name": sensor, "observer.type": "sensor", "observer.product": "icsmon",
+        "organization.id": site["enterprise"], "labels.site": site["site"],
+        "ics.operation": op, "ics.function": func,
+    }
+    events = []
+    for k in range(2):
+        ev = dict(base)
+        ev.update({
+            "@timestamp": iso(ts - 0.2 * (1 - k)),
+            "event.kind": "event", "event.category": ["network"],
+            "event.type": ["protocol", "change" if op in ("write", "control") else "access"],
+            "event.action": action, "event.dataset": f"ics.{proto}", "event.outcome": "success",
+            "event.duration": 1_250_000 + 1000 * k,
+            "event.id": _id("ev", seed, site["site"], n, k),
+        })
+        if proto == "modbus":
+            ev.update({"modbus.function_code": 16, "modbus.unit_id": 1,
+                       "modbus.register.start": 40001 + k, "modbus.register.count": 2})
+        elif proto == "s7comm":
+            ev.update({"s7comm.rosctr": "job", "s7comm.function_code": 41})
+        else:
+            ev.update({"opcua.service": "BrowseRequest", "opcua.status_code": 0})
+        events.append(ev)
+    alert = dict(events[-1])
+    alert.update({
+        "@timestamp": iso(ts),
+        "event.kind": "alert", "event.category": ["network", "intrusion_detection"],
+        "event.severity": sev, "event.id": _id("al", seed, site["site"], n),
+        "rule.id": rule_id, "rule.name": name, "rule.ruleset": ruleset,
+        "rule.description": f"{name} (demo rule).", "rule.author": "icsmon",
+        "rule.reference": [f"https://attack.mitre.org/techniques/{t}/" for t in tech_ids],
+        "threat.framework": "MITRE ATT&CK for ICS", "threat.technique.id": tech_ids,
+        "threat.technique.name": tech_names, "threat.tactic.name": tactics,
+        "icsmon.alert.count": 1, "icsmon.alert.event_ids": [e["event.id"] for e in events],
+    })
+    if ruleset == "baseline":
+        alert["icsmon.baseline.entry"] = f"{src} -> {dst}:{dport} {func}"
+    return alert, events
+
+
+def generate(
+    registry: dict[str, Any], n_alerts: int, start: float, end: float, seed: int = 7,
+    with_events: bool = True,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(kind, flat doc)`` for ``n_alerts`` alerts spread over [start, end): a few risky sites
+    get most alerts (Zipf-like), more at working hours. With ``with_events`` each alert comes
+    with its evidence events."""
+    rng = random.Random(seed)
+    sites = registry_sites(registry)
+    order = list(range(len(sites)))
+    rng.shuffle(order)
+    site_weights = [0.0] * len(sites)
+    for rank, idx in enumerate(order):
+        site_weights[idx] = 1.0 / (rank + 1) ** 1.1
+    rule_weights = [r[-1] for r in RULES]
+    span = end - start
+    batch = 4096
+    for lo in range(0, n_alerts, batch):
+        k = min(batch, n_alerts - lo)
+        picks = rng.choices(range(len(sites)), site_weights, k=k)
+        rules = rng.choices(RULES, rule_weights, k=k)
+        for j in range(k):
+            n = lo + j
+            ts = start + span * rng.random()
+            si = picks[j]
+            alert, events = make_alert(sites[si], si, ts, rules[j], n, seed)
+            if with_events:
+                for ev in events:
+                    yield "event", ev
+            yield "alert", alert
+
+
+def heartbeat_events(
+    registry: dict[str, Any], now: float, silent_every: int = 9, seed: int = 7,
+) -> Iterator[dict[str, Any]]:
+    """A recent read event from every sensor (so it counts as reporting), except every
+    ``silent_every``-th sensor, whose last event is two hours old (silent)."""
+    for i, site in enumerate(registry_sites(registry)):
+        for j, sensor in enumerate(site["sensors"]):
+            silent = bool(silent_every) and (i + j) % silent_every == 4
+            ts = now - (7200 if silent else 30 + (i % 50))
+            src, dst = _site_ips(i)
+            yield {
+                "@timestamp": iso(ts), "event.kind": "event", "event.category": ["network"],
+                "event.type": ["protocol", "access"], "event.action": "read-holding-registers",
+                "event.dataset": "ics.modbus", "event.outcome": "success",
+                "event.id": _id("hb", seed, sensor, int(ts)),
+                "network.transport": "tcp", "network.type": "ipv4", "network.protocol": "modbus",
+                "source.ip": src, "source.port": 50200, "destination.ip": dst,
+                "destination.port": 502, "observer.name": sensor, "observer.type": "sensor",
+                "observer.product": "icsmon", "organization.id": site["enterprise"],
+                "labels.site": site["site"], "ics.operation": "read",
+                "ics.function": "read_holding_registers", "modbus.function_code": 3,
+            }
+
+
+def assets(registry: dict[str, Any], now: float, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Two assets per site (the HMI and the PLC); one site in five has a PLC first seen today."""
+    for i, site in enumerate(registry_sites(registry)):
+        src, dst = _site_ips(i)
+        new = i % 5 == 2
+        vendor = ("Siemens", "Schneider Electric", "Inovance", "Hollysys")[i % 4]
+        yield {"asset.id": f"{site['site']}:{dst}", "host.ip": dst, "labels.site": site["site"],
+               "asset.roles": ["modbus-server"], "asset.protocols": ["modbus"],
+               "asset.peers": [src], "ics.device.vendor": vendor,
+               "asset.first_seen": iso(now - (3600 if new else 40 * 86400)),
+               "asset.last_seen": iso(now - 60)}
+        yield {"asset.id": f"{site['site']}:{src}", "host.ip": src, "labels.site": site["site"],
+               "asset.roles": ["modbus-client"], "asset.protocols": ["modbus"],
+               "asset.peers": [dst], "asset.first_seen": iso(now - 40 * 86400),
+               "asset.last_seen": iso(now - 60)}

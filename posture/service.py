@@ -1,0 +1,370 @@
+"""Posture computations over a QueryBackend plus the posture state.
+
+Everything heavy is an aggregation in the back end (terms, pair terms, date histogram,
+max per sensor); Python only folds the aggregated buckets (at most one row per site and
+severity value) into scores. No function here pulls alert documents in bulk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import replace
+from typing import Any
+
+from pipeline.docs import nest
+from pipeline.query import AlertFilter, AssetFilter, QueryBackend
+from posture.access import Principal, Scope, can_see_site
+from posture.scoring import (
+    BAND_WEIGHT,
+    BANDS,
+    CRITICALITY_WEIGHT,
+    Pressure,
+    band,
+    score,
+    site_risk,
+)
+from posture.state import OrgIndex, PostureState
+
+SENSOR_LOOKBACK_S = 7 * 86400  # a sensor not heard from in a week is listed as never seen
+
+
+def trend_interval(span_s: float) -> int:
+    """Histogram bucket width: about 24-90 buckets whatever the range."""
+    for width in (300, 900, 3600, 3 * 3600, 6 * 3600, 86400):
+        if span_s / width <= 96:
+            return width
+    return 86400
+
+
+class PostureService:
+    def __init__(
+        self, backend: QueryBackend, state: PostureState, silent_after_s: float = 900.0
+    ) -> None:
+        self.backend = backend
+        self.state = state
+        self.silent_after_s = silent_after_s
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def alert_filter(scope: Scope, **kw: Any) -> AlertFilter:
+        return AlertFilter(sites=list(scope.sites) if scope.sites is not None else [], **kw)
+
+    def _site_pressures(
+        self, scope: Scope, since: float | None, until: float | None, org: OrgIndex
+    ) -> tuple[dict[str, Pressure], dict[str, dict[str, int]]]:
+        """Per site: pressure from open alerts and deviations; and open counts per band."""
+        flt = self.alert_filter(scope, since=since, until=until)
+        n_sites = len(scope.sites) if scope.sites is not None else len(org.sites)
+        size_a = max(n_sites + 100, 100)  # every registered site, and some unregistered ones
+        by_sev: dict[tuple[str, int], int] = defaultdict(int)
+        for site, sev, n in self.backend.count_alerts_by_pair(
+            flt, "labels.site", "event.severity", size_a=size_a, size_b=101
+        ):
+            by_sev[(site, int(float(sev)))] += n
+        deviations: dict[str, int] = defaultdict(int)
+        for site, ruleset, n in self.backend.count_alerts_by_pair(
+            flt, "labels.site", "rule.ruleset", size_a=size_a, size_b=5
+        ):
+            if ruleset == "baseline":
+                deviations[site] += n
+        # Closed alerts are known only to the posture state: subtract them (never below 0).
+        for site, sev, ruleset, n in self.state.closed_counts(
+            list(scope.sites) if scope.sites is not None else None, since, until
+        ):
+            by_sev[(site, sev)] = max(0, by_sev.get((site, sev), 0) - n)
+            if ruleset == "baseline":
+                deviations[site] = max(0, deviations.get(site, 0) - n)
+        pressures: dict[str, Pressure] = {}
+        open_bands: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(BAND_WEIGHT, 0))
+        for (site, sev), n in by_sev.items():
+            info = org.sites.get(site)
+            weight = CRITICALITY_WEIGHT[info.criticality if info else 3]
+            p = pressures.setdefault(site, Pressure(sites=1))
+            b = band(sev)
+            p.alert_pressure += n * BAND_WEIGHT[b] * weight
+            open_bands[site][b] += n
+        for site, n in deviations.items():
+            info = org.sites.get(site)
+            p = pressures.setdefault(site, Pressure(sites=1))
+            p.deviation_pressure += n * CRITICALITY_WEIGHT[info.criticality if info else 3]
+        return pressures, open_bands
+
+    def sensors(self, scope: Scope, now: float | None = None) -> dict[str, Any]:
+        """Registered sensors in scope with their newest event; silent ones listed first."""
+        now = time.time() if now is None else now
+        org = self.state.org()
+        site_ids = scope.sites if scope.sites is not None else tuple(org.sites)
+        registered = [(name, sid) for sid in site_ids for name in org.sites[sid].sensors]
+        flt = self.alert_filter(scope, since=now - SENSOR_LOOKBACK_S)
+        last = dict(
+            self.backend.last_seen_by(flt, "observer.name", size=len(registered) + 100, kind="event")
+        )
+        rows = []
+        for name, sid in registered:
+            seen = last.get(name)
+            silent = seen is None or now - seen > self.silent_after_s
+            info = org.sites[sid]
+            rows.append({
+                "name": name, "site": sid, "enterprise": info.enterprise_id, "city": info.city_id,
+                "last_seen": seen, "silent": silent,
+            })
+        rows.sort(key=lambda r: (not r["silent"], r["last_seen"] or 0, r["name"]))
+        silent_n = sum(1 for r in rows if r["silent"])
+        return {
+            "total": len(rows), "reporting": len(rows) - silent_n, "silent": silent_n,
+            "silent_after_s": self.silent_after_s, "sensors": rows,
+        }
+
+    # -- summary ---------------------------------------------------------------------------
+
+    def summary(
+        self, scope: Scope, since: float, until: float, now: float | None = None,
+        top: int = 10,
+    ) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        org = self.state.org()
+        flt = self.alert_filter(scope, since=since, until=until, limit=0)
+        total, _ = self.backend.search_alerts(flt)
+        by_severity = dict.fromkeys(BAND_WEIGHT, 0)
+        for value, n in self.backend.count_alerts_by(flt, "event.severity", size=101):
+            by_severity[band(float(value))] += n
+        by_technique = self.backend.count_alerts_by(flt, "threat.technique.id", size=top)
+        by_tactic = self.backend.count_alerts_by(flt, "threat.tactic.name", size=top)
+        by_protocol = self.backend.count_alerts_by(flt, "network.protocol", size=10)
+
+        interval = trend_interval(until - since)
+        buckets: dict[float, dict[str, int]] = {}
+        for start, value, n in self.backend.alert_histogram(
+            flt, interval, "event.severity", size=101
+        ):
+            row = buckets.setdefault(start, dict.fromkeys(BAND_WEIGHT, 0))
+            row[band(float(value if value is not None else 0))] += n
+        first = since - since % interval
+        trend = [
+            {"t": t, **buckets.get(t, dict.fromkeys(BAND_WEIGHT, 0))}
+            for t in _range(first, until, interval)
+        ]
+
+        pressures, open_bands = self._site_pressures(scope, since, until, org)
+        sensors = self.sensors(scope, now)
+        site_ids = scope.sites if scope.sites is not None else tuple(org.sites)
+        total_p = Pressure()
+        per_site: dict[str, Pressure] = {}
+        for sid in site_ids:
+            p = pressures.get(sid, Pressure(sites=1))
+            p.sites = 1
+            per_site[sid] = p
+        # Alerts from sites not in the registry still weigh on the province.
+        for sid, p in pressures.items():
+            if sid not in per_site and scope.sites is None:
+                total_p.add(replace(p, sites=0))
+        silent_names = {r["name"] for r in sensors["sensors"] if r["silent"]}
+        for sid, p in per_site.items():
+            info = org.sites[sid]
+            w = CRITICALITY_WEIGHT[info.criticality]
+            p.sensor_weight = w * len(info.sensors)
+            p.silent_weight = w * sum(1 for s in info.sensors if s in silent_names)
+            total_p.add(p)
+
+        days = (until - since) / 86400
+        children = self._children(scope, per_site, open_bands, org, days)
+        top_sites = sorted(
+            (
+                {
+                    "site": sid, "name": org.sites[sid].name if sid in org.sites else sid,
+                    "enterprise": org.sites[sid].enterprise_id if sid in org.sites else None,
+                    "city": org.sites[sid].city_id if sid in org.sites else None,
+                    "risk": site_risk(p.alert_pressure, p.deviation_pressure),
+                    "open": open_bands.get(sid, {}),
+                }
+                for sid, p in pressures.items()
+                if p.alert_pressure or p.deviation_pressure
+            ),
+            key=lambda r: (-r["risk"], r["site"]),
+        )[:top]
+        open_total = sum(sum(v.values()) for v in open_bands.values())
+
+        assets_seen, _ = self.backend.search_assets(
+            AssetFilter(sites=list(site_ids) if scope.sites is not None else [],
+                        last_seen_since=since, limit=0)
+        )
+        assets_new, _ = self.backend.search_assets(
+            AssetFilter(sites=list(site_ids) if scope.sites is not None else [],
+                        first_seen_since=since, limit=0)
+        )
+        return {
+            "scope": self.describe(scope, org),
+            "range": {"since": since, "until": until},
+            "generated": now,
+            "score": score(total_p, days),
+            "alerts": {
+                "total": total,
+                "open": open_total,
+                "by_severity": by_severity,
+                "by_technique": [[k, n] for k, n in by_technique],
+                "by_tactic": [[k, n] for k, n in by_tactic],
+                "by_protocol": [[k, n] for k, n in by_protocol],
+            },
+            "trend": {"interval": interval, "buckets": trend},
+            "top_sites": top_sites,
+            "children": children,
+            "assets": {"seen": assets_seen, "new": assets_new},
+            "sensors": {k: v for k, v in sensors.items() if k != "sensors"}
+            | {"silent_list": [r for r in sensors["sensors"] if r["silent"]][:50]},
+        }
+
+    def _children(
+        self, scope: Scope, per_site: dict[str, Pressure], open_bands: dict[str, dict[str, int]],
+        org: OrgIndex, days: float,
+    ) -> list[dict[str, Any]]:
+        """The next level down (cities / enterprises / sites), each with its own score."""
+        if scope.kind == "province":
+            kind, key = "city", lambda s: org.sites[s].city_id
+        elif scope.kind in ("city", "industry"):
+            kind, key = "enterprise", lambda s: org.sites[s].enterprise_id
+        else:
+            kind, key = "site", lambda s: s
+        groups: dict[str, Pressure] = {}
+        opens: dict[str, int] = defaultdict(int)
+        for sid, p in per_site.items():
+            g = groups.setdefault(key(sid), Pressure())
+            g.add(p)
+            opens[key(sid)] += sum(open_bands.get(sid, {}).values())
+        if kind == "city":  # cities without sites still get a tile
+            for cid in org.cities:
+                groups.setdefault(cid, Pressure())
+        out = []
+        for gid, p in groups.items():
+            row = {"kind": kind, "id": gid, "open": opens.get(gid, 0), "sites": p.sites,
+                   **score(p, days)}
+            row.update(self._names(kind, gid, org))
+            out.append(row)
+        out.sort(key=lambda r: (r["score"], r["id"]))
+        return out
+
+    @staticmethod
+    def _names(kind: str, ident: str, org: OrgIndex) -> dict[str, Any]:
+        if kind == "city":
+            c = org.cities.get(ident, {})
+            return {"name": c.get("name", ident), "name_zh": c.get("name_zh", "")}
+        if kind == "enterprise":
+            e = org.enterprises.get(ident, {})
+            return {"name": e.get("name", ident), "name_zh": e.get("name_zh", ""),
+                    "industry": e.get("industry"), "criticality": e.get("criticality"),
+                    "city": e.get("city_id")}
+        if kind == "site":
+            s = org.sites.get(ident)
+            return {"name": s.name if s else ident, "name_zh": "",
+                    "criticality": s.criticality if s else None,
+                    "enterprise": s.enterprise_id if s else None}
+        return {"name": ident, "name_zh": ""}
+
+    def describe(self, scope: Scope, org: OrgIndex) -> dict[str, Any]:
+        if scope.kind == "province":
+            p = org.province
+            return {"kind": "province", "id": p.get("id"), "name": p.get("name", ""),
+                    "name_zh": p.get("name_zh", ""), "path": []}
+        out = {"kind": scope.kind, "id": scope.id, **self._names(scope.kind, scope.id or "", org)}
+        out["path"] = self._path(scope, org)
+        return out
+
+    @staticmethod
+    def _path(scope: Scope, org: OrgIndex) -> list[dict[str, str]]:
+        """Breadcrumb above the scope: city, enterprise (the caller may not see all of them)."""
+        path: list[dict[str, str]] = []
+        if scope.kind == "enterprise":
+            e = org.enterprises[scope.id or ""]
+            path.append({"kind": "city", "id": e["city_id"]})
+        elif scope.kind == "site":
+            s = org.sites[scope.id or ""]
+            path += [{"kind": "city", "id": s.city_id}, {"kind": "enterprise", "id": s.enterprise_id}]
+        return path
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def search(self, flt: AlertFilter) -> tuple[int, list[dict[str, Any]]]:
+        total, docs = self.backend.search_alerts(flt)
+        states = self.state.alert_states([str(d.get("event.id")) for d in docs])
+        items = []
+        for d in docs:
+            st = states.get(str(d.get("event.id")))
+            items.append(self._with_state(d, st))
+        return total, items
+
+    @staticmethod
+    def _with_state(doc: dict[str, Any], st: dict[str, Any] | None) -> dict[str, Any]:
+        out = nest(doc)
+        out["workflow"] = {
+            "status": st["status"] if st else "open",
+            "assignee": st["assignee"] if st else None,
+            "close_reason": st["close_reason"] if st else None,
+        }
+        return out
+
+    def visible_alert(self, p: Principal, alert_id: str) -> dict[str, Any] | None:
+        """The flat alert when it exists and ``p`` may see it; otherwise None (the same)."""
+        doc = self.backend.get_alert(alert_id)
+        if doc is None or not can_see_site(p, self.state.org(), doc.get("labels.site")):
+            return None
+        return doc
+
+    def detail(self, doc: dict[str, Any]) -> dict[str, Any]:
+        alert_id = str(doc["event.id"])
+        site = doc.get("labels.site")
+        sites = [str(site)] if site else []
+        event_ids = doc.get("icsmon.alert.event_ids") or []
+        if isinstance(event_ids, str):
+            event_ids = [event_ids]
+        evidence: list[dict[str, Any]] = []
+        if event_ids:
+            _, evs = self.backend.search_events(
+                AlertFilter(sites=sites, ids=[str(e) for e in event_ids][:100], limit=100)
+            )
+            evidence = [nest(e) for e in evs]
+        flow: list[dict[str, Any]] = []
+        flow_total = 0
+        cid = doc.get("network.community_id")
+        ts = _epoch(doc.get("@timestamp"))
+        if cid:
+            flow_total, evs = self.backend.search_events(
+                AlertFilter(sites=sites, community_id=str(cid), since=ts - 3600, until=ts + 3600,
+                            limit=50)
+            )
+            flow = [nest(e) for e in evs]
+        rule = {k.split(".", 1)[1]: v for k, v in doc.items() if k.startswith("rule.")}
+        baseline = {k: v for k, v in doc.items() if k.startswith("icsmon.baseline.")}
+        out = self._with_state(doc, self.state.alert_states([alert_id]).get(alert_id))
+        org = self.state.org()
+        info = org.sites.get(str(site)) if site else None
+        out["org"] = (
+            {"site": info.id, "site_name": info.name, "enterprise": info.enterprise_id,
+             "enterprise_name": org.enterprises[info.enterprise_id]["name"],
+             "enterprise_name_zh": org.enterprises[info.enterprise_id]["name_zh"],
+             "city": info.city_id, "industry": info.industry, "criticality": info.criticality}
+            if info else None
+        )
+        out["evidence"] = {
+            "events": evidence, "rule": rule, "baseline": nest(baseline) if baseline else None,
+            "flow": {"community_id": cid, "events_total": flow_total, "events": flow},
+        }
+        out["notes"] = self.state.notes(alert_id)
+        return out
+
+
+def _range(start: float, stop: float, step: int) -> list[float]:
+    out, t = [], start
+    while t < stop:
+        out.append(float(t))
+        t += step
+    return out
+
+
+def _epoch(ts: Any) -> float:
+    from posture.state import _epoch as epoch
+
+    return epoch(ts)
+
+
+__all__ = ["PostureService", "BANDS", "trend_interval"]

@@ -1,0 +1,262 @@
+"""Capture files: pcap (both byte orders, micro/nanosecond) and pcapng (several interfaces,
+SHB/IDB/EPB/SPB/OPB, per-interface link type and timestamp resolution), plain or gzip.
+
+A reader is an iterable of frames ``(ts, linktype, data)``: ``ts`` float epoch seconds,
+``linktype`` the pcap LINKTYPE_* number, ``data`` the captured bytes. Damage does not raise
+out of the iteration: the frames before it are yielded, then iteration stops and
+``reader.error`` holds one line saying what was wrong and where. A file that is not a capture
+at all raises :class:`CaptureError` when opened.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+Frame = tuple[float, int, bytes]
+
+_CHUNK = 1 << 20
+_PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_MAX_RECORD = 256 * 1024  # larger "packets" mean a corrupt length field, not a jumbo frame
+
+
+class CaptureError(Exception):
+    """A capture that cannot be read at all; the message is one line naming the file."""
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        raw = path.open("rb")
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    head = raw.read(2)
+    raw.seek(0)
+    if head == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+class _ChunkReader:
+    """Buffered byte access for the record parsers: few large reads, cheap slices."""
+
+    __slots__ = ("_f", "buf", "pos", "consumed", "eof", "read_error")
+
+    def __init__(self, f: BinaryIO, initial: bytes = b"") -> None:
+        self._f = f
+        self.buf = initial
+        self.pos = 0
+        self.consumed = 0  # file offset of buf[0]
+        self.eof = False
+        self.read_error: str | None = None
+
+    def need(self, n: int) -> bool:
+        """Make at least ``n`` bytes available from ``pos``; False at end of file."""
+        while len(self.buf) - self.pos < n:
+            if self.eof:
+                return False
+            try:
+                chunk = self._f.read(max(_CHUNK, n))
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                self.read_error = f"decompression failed ({exc})"
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                return False
+            self.consumed += self.pos
+            self.buf = self.buf[self.pos :] + chunk
+            self.pos = 0
+        return True
+
+    def offset(self) -> int:
+        return self.consumed + self.pos
+
+
+class CaptureReader:
+    """Iterate the frames of a pcap or pcapng file (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.error: str | None = None
+        self.frames = 0
+        self._f = _open(self.path)
+        try:
+            head = self._f.read(4)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            self._f.close()
+            raise CaptureError(f"{self.path}: cannot read ({exc})") from None
+        if head in _PCAP_MAGICS:
+            self.format = "pcap"
+        elif head == _PCAPNG_SHB:
+            self.format = "pcapng"
+        else:
+            self._f.close()
+            what = "empty file" if not head else "not a pcap or pcapng file"
+            raise CaptureError(f"{self.path}: {what}")
+        self._reader = _ChunkReader(self._f, head)
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            if self.format == "pcap":
+                yield from self._pcap()
+            else:
+                yield from self._pcapng()
+        finally:
+            self._f.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def _damage(self, what: str) -> None:
+        r = self._reader
+        cause = r.read_error or what
+        self.error = f"{self.path}: {cause} at byte {r.offset()} after {self.frames} packets"
+
+    # -- pcap -------------------------------------------------------------------------
+
+    def _pcap(self) -> Iterator[Frame]:
+        r = self._reader
+        if not r.need(24):
+            self._damage("truncated pcap file header")
+            return
+        order, scale = _PCAP_MAGICS[r.buf[0:4]]
+        _vmaj, _vmin, _zone, _sig, _snap, network = struct.unpack_from(order + "HHiIII", r.buf, 4)
+        linktype = network & 0x0FFFFFFF if network & 0xF0000000 else network & 0xFFFF
+        r.pos = 24
+        rec = struct.Struct(order + "IIII")
+        unpack = rec.unpack_from
+        nframes = 0
+        try:
+            while True:
+                buf = r.buf
+                pos = r.pos
+                if len(buf) - pos < 16 and not r.need(16):
+                    if len(r.buf) - r.pos:
+                        self._damage("truncated record header")
+                    elif r.read_error:
+                        self._damage("")
+                    return
+                buf = r.buf
+                pos = r.pos
+                sec, frac, incl, _orig = unpack(buf, pos)
+                if incl > _MAX_RECORD:
+                    self._damage(f"corrupt record length {incl}")
+                    return
+                end = pos + 16 + incl
+                if end > len(buf):
+                    if not r.need(16 + incl):
+                        self._damage("truncated packet record")
+                        return
+                    buf = r.buf
+                    pos = r.pos
+                    end = pos + 16 + incl
+                r.pos = end
+                nframes += 1
+                yield sec + frac * scale, linktype, buf[pos + 16 : end]
+        finally:
+            self.frames = nframes
+
+    # -- pcapng -----------------------------------------------------------------------
+
+    def _pcapng(self) -> Iterator[Frame]:
+        r = self._reader
+        order = "<"
+        # per interface: (linktype, ticks per second divisor as multiplier, offset seconds, snaplen)
+        ifaces: list[tuple[int, float, int, int]] = []
+        nframes = 0
+        try:
+            while True:
+                if not r.need(12):
+                    if len(r.buf) - r.pos:
+                        self._damage("truncated block header")
+                    elif r.read_error:
+                        self._damage("")
+                    return
+                buf = r.buf
+                pos = r.pos
+                btype_raw = buf[pos : pos + 4]
+                if btype_raw == _PCAPNG_SHB:
+                    bom = buf[pos + 8 : pos + 12]
+                    if bom == b"\x4d\x3c\x2b\x1a":
+                        order = "<"
+                    elif bom == b"\x1a\x2b\x3c\x4d":
+                        order = ">"
+                    else:
+                        self._damage("bad pcapng byte-order magic")
+                        return
+                    ifaces = []  # a new section starts its own interface list
+                btype, blen = struct.unpack_from(order + "II", buf, pos)
+                if blen < 12 or blen % 4 or blen > _MAX_RECORD + 64:
+                    self._damage(f"corrupt block length {blen}")
+                    return
+                if not r.need(blen):
+                    self._damage("truncated block")
+                    return
+                buf = r.buf
+                pos = r.pos
+                r.pos = pos + blen
+                body = pos + 8
+                if btype == 6:  # enhanced packet block
+                    iface, hi, lo, cap, _orig = struct.unpack_from(order + "IIIII", buf, body)
+                    if iface >= len(ifaces) or cap > blen - 32:
+                        self._damage("enhanced packet block with a bad interface or length")
+                        return
+                    link, mult, off, _snap = ifaces[iface]
+                    nframes += 1
+                    yield ((hi << 32) | lo) * mult + off, link, buf[body + 20 : body + 20 + cap]
+                elif btype == 3:  # simple packet block: interface 0, no timestamp
+                    if not ifaces:
+                        self._damage("simple packet block before any interface")
+                        return
+                    (orig,) = struct.unpack_from(order + "I", buf, body)
+                    link, _mult, _off, snap = ifaces[0]
+                    cap = min(orig, snap or orig, blen - 16)
+                    nframes += 1
+                    yield 0.0, link, buf[body + 4 : body + 4 + cap]
+                elif btype == 2:  # obsolete packet block
+                    iface, _drops, hi, lo, cap, _orig = struct.unpack_from(
+                        order + "HHIIII", buf, body
+                    )
+                    if iface >= len(ifaces) or cap > blen - 28:
+                        self._damage("packet block with a bad interface or length")
+                        return
+                    link, mult, off, _snap = ifaces[iface]
+                    nframes += 1
+                    yield ((hi << 32) | lo) * mult + off, link, buf[body + 20 : body + 20 + cap]
+                elif btype == 1:  # interface description block
+                    link, _res, snap = struct.unpack_from(order + "HHI", buf, body)
+                    mult, off = _idb_options(buf, body + 8, pos + blen - 4, order)
+                    ifaces.append((link, mult, off, snap))
+                # other blocks (name resolution, statistics, custom, SHB) carry no packets
+        finally:
+            self.frames = nframes
+
+
+def _idb_options(buf: bytes, pos: int, end: int, order: str) -> tuple[float, int]:
+    """Timestamp resolution (if_tsresol, default microseconds) and offset (if_tsoffset)."""
+    mult = 1e-6
+    off = 0
+    while pos + 4 <= end:
+        code, length = struct.unpack_from(order + "HH", buf, pos)
+        if code == 0:
+            break
+        value = buf[pos + 4 : pos + 4 + length]
+        if code == 9 and length >= 1:
+            v = value[0]
+            mult = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -(v & 0x7F)
+        elif code == 14 and length >= 8:
+            (off,) = struct.unpack_from(order + "q", value, 0)
+        pos += 4 + ((length + 3) & ~3)
+    return mult, off

@@ -1,0 +1,675 @@
+"""The sensor's core loop: frames -> packets -> flows -> dissectors -> events.
+
+    eng = Engine(EngineConfig(site="plant-7"))
+    for event in eng.replay(["capture.pcap"]):   # flat ECS event dicts
+        ...
+    eng.stats        # counters: packets, bytes, flows, pdus, anomalies, drops, ...
+    eng.errors       # one line per damaged capture (frames before the damage were processed)
+
+Events are yielded in the order transactions complete. Everything the dissectors reject is
+an anomaly event, and every counter is in ``stats``; nothing a packet contains can raise out
+of :meth:`Engine.feed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from sensor import decode as dec
+from sensor.assets import AssetTracker
+from sensor.capture import CaptureError, CaptureReader, Frame
+from sensor.events import Context, dataset, flow_uid, iso_timestamp, mac_str
+from sensor.flows import ACK, FIN, HALF, RST, SEQ_MASK, SYN, Flow, FlowLimits, evict_candidates
+from sensor.protocols import DISSECTORS
+
+log = logging.getLogger(__name__)
+
+_ipv4 = struct.Struct("!BxHHHBBxx4s4s").unpack_from
+_tcp = struct.Struct("!HHIIBB").unpack_from
+_SWEEP_INTERVAL = 30.0  # seconds of capture time between idle-flow sweeps
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    site: str = ""
+    observer: str = ""
+    organization: str = ""
+    heuristics: tuple[str, ...] | None = (
+        None  # protocols probed on any port; None = each module's default
+    )
+    ports: dict[int, str] = field(default_factory=dict)  # extra port -> protocol assignments
+    limits: FlowLimits = field(default_factory=FlowLimits)
+    track_assets: bool = True
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = cfg = config or EngineConfig()
+        self.ctx = Context(cfg.site, cfg.observer, cfg.organization)
+        self.limits = cfg.limits
+        self.port_map: dict[int, ModuleType] = {}
+        by_name = {m.NAME: m for m in DISSECTORS}
+        for m in DISSECTORS:
+            for p in m.PORTS:
+                self.port_map.setdefault(p, m)
+        for port, name in cfg.ports.items():
+            if name not in by_name:
+                raise ValueError(
+                    f"unknown protocol {name!r} for port {port}: known are {', '.join(sorted(by_name))}"
+                )
+            self.port_map[port] = by_name[name]
+        if cfg.heuristics is None:
+            self.heuristic = tuple(m for m in DISSECTORS if getattr(m, "HEURISTIC_DEFAULT", False))
+        else:
+            unknown = set(cfg.heuristics) - set(by_name)
+            if unknown:
+                raise ValueError(
+                    f"unknown protocol(s) for heuristics: {', '.join(sorted(unknown))}"
+                )
+            self.heuristic = tuple(m for m in DISSECTORS if m.NAME in cfg.heuristics)
+        self.flows: dict[tuple, tuple[Flow, bool]] = {}
+        self.nflows = 0
+        self.defrag = dec.Defragmenter()
+        self.assets = AssetTracker(cfg.site) if cfg.track_assets else None
+        self.errors: list[str] = []
+        self.ooo_total = 0
+        self._next_sweep = 0.0
+        self._anomaly_n = 0
+        self._out: list[dict] = []
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "packets",
+                "bytes",
+                "non_ip",
+                "non_tcp",
+                "truncated",
+                "bad_headers",
+                "unsupported_link",
+                "ip_fragments",
+                "tcp_segments",
+                "flows",
+                "flows_dissected",
+                "flows_closed",
+                "flows_idle_evicted",
+                "flows_cap_evicted",
+                "retransmissions",
+                "out_of_order",
+                "gaps",
+                "gap_bytes",
+                "ooo_dropped_bytes",
+                "events",
+                "anomalies",
+                "parser_errors",
+            ),
+            0,
+        )
+
+    # -- entry points ---------------------------------------------------------------
+
+    def replay(self, paths: Iterable[str | Path], progress=None) -> Iterator[dict]:
+        """Events of one or more capture files, in order; damage is reported in ``errors``."""
+        for path in paths:
+            try:
+                reader = CaptureReader(path)
+            except CaptureError as exc:
+                self.errors.append(str(exc))
+                continue
+            yield from self.run(reader, progress)
+            if reader.error:
+                self.errors.append(reader.error)
+        yield from self.finish()
+
+    def run(self, frames: Iterable[Frame], progress=None) -> Iterator[dict]:
+        """Events of a frame source (a file reader or a live socket); does not flush flows."""
+        out = self._out
+        feed = self.feed
+        n = 0
+        for ts, linktype, data in frames:
+            feed(ts, linktype, data)
+            if out:
+                yield from out
+                out.clear()
+            if progress is not None:
+                n += 1
+                if n & 0x3FF == 0:
+                    progress(n)
+        if progress is not None:
+            progress(n)
+
+    def finish(self) -> Iterator[dict]:
+        """End of input: close every flow (unanswered requests become events)."""
+        for flow, _ in list(self.flows.values()):
+            if not flow.closed:
+                self._close(flow, flow.last_ts)
+        self.flows.clear()
+        yield from self._out
+        self._out.clear()
+
+    def changed_assets(self) -> list[dict]:
+        return self.assets.changed() if self.assets is not None else []
+
+    # -- per packet -----------------------------------------------------------------
+
+    def feed(self, ts: float, linktype: int, data: bytes) -> None:
+        """One captured frame. Never raises for anything inside the frame."""
+        stats = self.stats
+        stats["packets"] += 1
+        stats["bytes"] += len(data)
+        # Fast path: Ethernet + IPv4 (no options, no fragment) + TCP.
+        if (
+            linktype == 1
+            and len(data) >= 54
+            and data[12] == 8
+            and data[13] == 0
+            and data[14] == 0x45
+        ):
+            vhl, total, _ident, frag, _ttl, proto, src, dst = _ipv4(data, 14)
+            if proto != 6:
+                stats["non_tcp"] += 1
+                return
+            if frag & 0x3FFF or total < 40:
+                self._slow(ts, linktype, data)
+                return
+            end = 14 + total
+            cut = end - len(data)
+            if cut > 0:
+                self._slow(ts, linktype, data)
+                return
+            sport, dport, seq, ack, off, flags = _tcp(data, 34)
+            hl = (off >> 4) * 4
+            if hl < 20 or 34 + hl > end:
+                self._slow(ts, linktype, data)
+                return
+            self._tcp(
+                ts,
+                src,
+                dst,
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                data[34 + hl : end],
+                data[6:12],
+                data[0:6],
+                4,
+                0,
+            )
+            return
+        self._slow(ts, linktype, data)
+
+    def _slow(self, ts: float, linktype: int, data: bytes) -> None:
+        """Every other shape of frame: VLANs, cooked, raw, IPv6, IPv4 options and fragments, damage."""
+        stats = self.stats
+        try:
+            link = dec.link_payload(linktype, data)
+            if isinstance(link, str):
+                if link == dec.UNSUPPORTED_LINK:
+                    stats["unsupported_link"] += 1
+                    if stats["unsupported_link"] == 1:
+                        self._capture_anomaly(
+                            ts,
+                            "unsupported-link-type",
+                            f"link type {linktype} is not supported; its frames are skipped",
+                        )
+                elif link == dec.TRUNCATED:
+                    stats["truncated"] += 1
+                    self._capture_anomaly(
+                        ts,
+                        "truncated-frame",
+                        f"frame of {len(data)} bytes is too short for its link header",
+                    )
+                else:
+                    stats["non_ip"] += 1
+                return
+            etype, off, smac, dmac = link
+            if etype == dec.ETH_IPV4:
+                self._ipv4(ts, data, off, smac, dmac)
+            elif etype == dec.ETH_IPV6:
+                r = dec.ipv6_payload(data, off)
+                if isinstance(r, str):
+                    self._decode_problem(ts, r, "IPv6")
+                    return
+                src, dst, proto, l4 = r
+                if proto != 6:
+                    stats["non_tcp"] += 1
+                    return
+                self._l4(ts, src, dst, l4, smac, dmac, 6, 0)
+            else:
+                stats["non_ip"] += 1
+        except (
+            struct.error,
+            IndexError,
+            ValueError,
+        ) as exc:  # defensive: a decoder bug must not stop the sensor
+            stats["bad_headers"] += 1
+            self._capture_anomaly(ts, "decode-error", f"packet could not be decoded: {exc}")
+
+    def _decode_problem(self, ts: float, reason: str, what: str) -> None:
+        stats = self.stats
+        if reason == dec.TRUNCATED:
+            stats["truncated"] += 1
+            self._capture_anomaly(
+                ts, "truncated-packet", f"{what} packet cut short (snaplen or damage)"
+            )
+        elif reason == dec.FRAGMENT:
+            stats["ip_fragments"] += 1
+        elif reason == dec.NOT_TCP:
+            stats["non_tcp"] += 1
+        else:
+            stats["bad_headers"] += 1
+            self._capture_anomaly(ts, "bad-header", f"invalid {what} header")
+
+    def _ipv4(
+        self, ts: float, data: bytes, off: int, smac: bytes | None, dmac: bytes | None
+    ) -> None:
+        stats = self.stats
+        if len(data) < off + 20:
+            self._decode_problem(ts, dec.TRUNCATED, "IPv4")
+            return
+        vhl, total, _ident, frag, _ttl, proto, src, dst = _ipv4(data, off)
+        ihl = (vhl & 0x0F) * 4
+        if vhl >> 4 != 4 or ihl < 20 or total < ihl:
+            self._decode_problem(ts, dec.BAD_HEADER, "IPv4")
+            return
+        cut = off + total - len(data)
+        if frag & 0x3FFF:  # more fragments, or a non-zero offset
+            stats["ip_fragments"] += 1
+            if cut > 0:
+                self._decode_problem(ts, dec.TRUNCATED, "IPv4 fragment")
+                return
+            whole = self.defrag.add(ts, data, off, ihl, total)
+            if whole is None:
+                return
+            src, dst, proto, payload = whole
+            if proto != 6:
+                stats["non_tcp"] += 1
+                return
+            self._l4(ts, src, dst, payload, smac, dmac, 4, 0)
+            return
+        if proto != 6:
+            stats["non_tcp"] += 1
+            return
+        end = off + total
+        self._l4(ts, src, dst, data[off + ihl : min(end, len(data))], smac, dmac, 4, max(cut, 0))
+
+    def _l4(
+        self, ts: float, src: bytes, dst: bytes, seg: bytes, smac, dmac, ipver: int, missing: int
+    ) -> None:
+        if len(seg) < 20:
+            self._decode_problem(ts, dec.TRUNCATED, "TCP")
+            return
+        sport, dport, seq, ack, off, flags = _tcp(seg, 0)
+        hl = (off >> 4) * 4
+        if hl < 20:
+            self._decode_problem(ts, dec.BAD_HEADER, "TCP")
+            return
+        if hl > len(seg):
+            self._decode_problem(ts, dec.TRUNCATED, "TCP")
+            return
+        self._tcp(ts, src, dst, sport, dport, seq, ack, flags, seg[hl:], smac, dmac, ipver, missing)
+
+    def _capture_anomaly(self, ts: float, error_type: str, message: str) -> None:
+        self._anomaly_n += 1
+        self.stats["anomalies"] += 1
+        self.stats["events"] += 1
+        self._out.append(self.ctx.anomaly_event(ts, error_type, message, self._anomaly_n))
+
+    # -- flows and reassembly ---------------------------------------------------------
+
+    def _tcp(
+        self, ts, src, dst, sport, dport, seq, ack, flags, payload, smac, dmac, ipver, missing
+    ) -> None:
+        stats = self.stats
+        stats["tcp_segments"] += 1
+        entry = self.flows.get((src, sport, dst, dport))
+        if entry is None:
+            if not payload and not flags & SYN:
+                return  # a bare ACK/FIN of a connection we do not track (or just closed)
+            if flags & RST:
+                return
+            flow, to_server = self._new_flow(ts, src, dst, sport, dport, flags, smac, dmac, ipver)
+            if flow is None:
+                return
+        else:
+            flow, to_server = entry
+        flow.last_ts = ts
+        if flow.module is None and not flow.probing:
+            if flags & (FIN | RST):
+                self._drop_flow(flow)
+            return  # a flow no dissector wants: counted, not reassembled
+        d = flow.to_server if to_server else flow.to_client
+        d.packets += 1
+        if flags & SYN:
+            d.next_seq = (seq + 1) & SEQ_MASK
+            if payload:
+                seq = (seq + 1) & SEQ_MASK
+            else:
+                return
+        # the peer acknowledged bytes of the other direction we never saw: they are lost
+        rev = flow.to_client if to_server else flow.to_server
+        if (
+            rev.ooo
+            and flags & ACK
+            and rev.next_seq is not None
+            and ((ack - rev.next_seq) & SEQ_MASK) - 1 < HALF - 1
+        ):
+            self._fill_gap(flow, not to_server, rev, ts, ack)
+        if payload:
+            nxt = d.next_seq
+            if nxt is None:  # mid-stream pick-up
+                nxt = d.next_seq = seq
+            diff = (seq - nxt) & SEQ_MASK
+            if diff == 0:
+                d.next_seq = (seq + len(payload) + missing) & SEQ_MASK
+                d.bytes += len(payload)
+                self._deliver(flow, to_server, payload, ts)
+                if missing:
+                    self._gap(flow, to_server, ts, missing)
+                if d.ooo:
+                    self._drain(flow, to_server, d, ts)
+            elif diff < HALF:  # ahead: a hole before it
+                stats["out_of_order"] += 1
+                self._hold(flow, to_server, d, seq, payload, ts)
+            else:  # behind: a retransmission or an overlap
+                overlap = (nxt - seq) & SEQ_MASK
+                if overlap >= len(payload):
+                    stats["retransmissions"] += 1
+                else:
+                    stats["retransmissions"] += 1
+                    rest = payload[overlap:]
+                    d.next_seq = (nxt + len(rest)) & SEQ_MASK
+                    d.bytes += len(rest)
+                    self._deliver(flow, to_server, rest, ts)
+                    if d.ooo:
+                        self._drain(flow, to_server, d, ts)
+        if flags & (FIN | RST):
+            if flags & RST:
+                self._close(flow, ts)
+            else:
+                d.fin = True
+                if flow.to_client.fin and flow.to_server.fin:
+                    self._close(flow, ts)
+        elif ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def _new_flow(
+        self, ts, src, dst, sport, dport, flags, smac, dmac, ipver
+    ) -> tuple[Flow | None, bool]:
+        stats = self.stats
+        if self.nflows >= self.limits.max_flows:
+            self._evict_lru(ts)
+        port_map = self.port_map
+        # a dissector's port marks the server even against the SYN: tshark and Zeek decode by
+        # port too, and a server-initiated session is still requests to and answers from it
+        if dport in port_map and sport not in port_map:
+            client_first = True
+        elif sport in port_map and dport not in port_map:
+            client_first = False
+        elif flags & SYN:
+            client_first = not flags & ACK
+        else:
+            client_first = sport > dport or (sport == dport and src > dst)
+        f = Flow()
+        if client_first:
+            f.client, f.cport, f.server, f.sport, f.cmac, f.smac = (
+                src,
+                sport,
+                dst,
+                dport,
+                smac,
+                dmac,
+            )
+        else:
+            f.client, f.cport, f.server, f.sport, f.cmac, f.smac = (
+                dst,
+                dport,
+                src,
+                sport,
+                dmac,
+                smac,
+            )
+        f.ipver = ipver
+        f.first_ts = f.last_ts = ts
+        module = port_map.get(f.sport)
+        if module is not None:
+            f.module = module
+            f.parser = module.Parser(self.limits.parser)
+        elif self.heuristic:
+            f.probing = True
+        stats["flows"] += 1
+        f.keys = ((src, sport, dst, dport), (dst, dport, src, sport))
+        self.flows[f.keys[0]] = (f, client_first)
+        self.flows[f.keys[1]] = (f, not client_first)
+        self.nflows += 1
+        if f.module is not None:
+            stats["flows_dissected"] += 1
+        return f, client_first
+
+    def _deliver(self, flow: Flow, to_server: bool, data: bytes, ts: float) -> None:
+        if flow.parser is None:
+            if not flow.probing:
+                return
+            for module in self.heuristic:
+                try:
+                    hit = module.probe(data)
+                except Exception:  # a probe must never stop the sensor
+                    hit = False
+                if hit:
+                    flow.module = module
+                    flow.parser = module.Parser(self.limits.parser)
+                    flow.probing = False
+                    self.stats["flows_dissected"] += 1
+                    break
+            else:
+                flow.probing = False  # the first payload decides; later bytes are not probed
+                return
+        try:
+            records = flow.parser.feed(to_server, data, ts)
+        except Exception as exc:  # the contract says parsers never raise; if one does, keep going
+            self.stats["parser_errors"] += 1
+            log.debug("parser error", exc_info=True)
+            records = [self._parser_failure(flow, ts, exc)]
+        if records:
+            self._emit(flow, records)
+
+    def _parser_failure(self, flow: Flow, ts: float, exc: Exception) -> dict:
+        flow.parser = flow.module.Parser(
+            self.limits.parser
+        )  # start afresh: state may be inconsistent
+        from sensor.protocols.base import anomaly
+
+        return anomaly(
+            ts, flow.module.NAME, "parser-error", f"dissector failed: {type(exc).__name__}: {exc}"
+        )
+
+    def _gap(self, flow: Flow, to_server: bool, ts: float, size: int) -> None:
+        stats = self.stats
+        stats["gaps"] += 1
+        stats["gap_bytes"] += size
+        if flow.parser is None:
+            flow.probing = False
+            return
+        try:
+            records = flow.parser.gap(to_server, ts, size)
+        except Exception as exc:
+            self.stats["parser_errors"] += 1
+            records = [self._parser_failure(flow, ts, exc)]
+        if records:
+            self._emit(flow, records)
+
+    def _hold(self, flow: Flow, to_server: bool, d, seq: int, payload: bytes, ts: float) -> None:
+        lim = self.limits
+        if d.ooo is None:
+            d.ooo = {}
+        if seq in d.ooo:
+            self.stats["retransmissions"] += 1
+            return
+        if (
+            d.ooo_bytes + len(payload) > lim.max_ooo_bytes
+            or self.ooo_total + len(payload) > lim.max_ooo_total
+        ):
+            # cannot wait any longer for the hole: give it up and move on
+            first = min(d.ooo, key=lambda s: (s - d.next_seq) & SEQ_MASK) if d.ooo else seq
+            self._fill_gap(flow, to_server, d, ts, first)
+            if d.next_seq == seq:
+                d.next_seq = (seq + len(payload)) & SEQ_MASK
+                d.bytes += len(payload)
+                self._deliver(flow, to_server, payload, ts)
+                self._drain(flow, to_server, d, ts)
+                return
+            if d.ooo_bytes + len(payload) > lim.max_ooo_bytes:
+                self.stats["ooo_dropped_bytes"] += len(payload)
+                return
+        d.ooo[seq] = payload
+        d.ooo_bytes += len(payload)
+        self.ooo_total += len(payload)
+
+    def _drain(self, flow: Flow, to_server: bool, d, ts: float) -> None:
+        """Deliver held segments that now continue the stream."""
+        ooo = d.ooo
+        while ooo:
+            nxt = d.next_seq
+            seg = ooo.pop(nxt, None)
+            if seg is None:
+                # a held segment may overlap what was delivered: trim it
+                for s in list(ooo):
+                    if ((nxt - s) & SEQ_MASK) < HALF:
+                        data = ooo.pop(s)
+                        d.ooo_bytes -= len(data)
+                        self.ooo_total -= len(data)
+                        overlap = (nxt - s) & SEQ_MASK
+                        if overlap < len(data):
+                            ooo[nxt] = data[overlap:]
+                            d.ooo_bytes += len(data) - overlap
+                            self.ooo_total += len(data) - overlap
+                        break
+                else:
+                    return
+                continue
+            d.ooo_bytes -= len(seg)
+            self.ooo_total -= len(seg)
+            d.next_seq = (nxt + len(seg)) & SEQ_MASK
+            d.bytes += len(seg)
+            self._deliver(flow, to_server, seg, ts)
+
+    def _fill_gap(self, flow: Flow, to_server: bool, d, ts: float, upto: int) -> None:
+        """Bytes up to sequence ``upto`` will never come: report a gap and deliver what waits."""
+        if d.next_seq is None:
+            return
+        lost = (upto - d.next_seq) & SEQ_MASK
+        if not d.ooo:
+            return
+        # skip to the first held segment (not past it)
+        first = min(d.ooo, key=lambda s: (s - d.next_seq) & SEQ_MASK)
+        lost = (first - d.next_seq) & SEQ_MASK
+        if lost and lost < HALF:
+            self._gap(flow, to_server, ts, lost)
+            d.next_seq = first
+        self._drain(flow, to_server, d, ts)
+
+    def _emit(self, flow: Flow, records: list[dict]) -> None:
+        base = flow.base
+        if base is None:
+            base = flow.base = self._flow_base(flow)
+        out = self._out
+        stats = self.stats
+        uid = flow.uid
+        for rec in records:
+            ev = base.copy()
+            ev.update(rec)
+            ts = ev.pop("ts", flow.last_ts)
+            ev["@timestamp"] = iso_timestamp(ts)
+            ev["event.dataset"] = dataset(ev["network.protocol"])
+            flow.events += 1
+            ev["event.id"] = f"{uid}-{flow.events}"
+            stats["events"] += 1
+            if ev.get("event.action") == "anomaly":
+                stats["anomalies"] += 1
+            elif self.assets is not None:
+                self.assets.observe(ev, ts)
+            out.append(ev)
+
+    def _flow_base(self, flow: Flow) -> dict:
+        ctx = self.ctx
+        base = dict(ctx.common)
+        cid = flow.community_id()
+        flow.uid = flow_uid(ctx.site, ctx.observer, cid, flow.first_ts, flow.cport)
+        base.update(
+            {
+                "network.transport": "tcp",
+                "network.type": "ipv4" if flow.ipver == 4 else "ipv6",
+                "network.protocol": flow.module.NAME if flow.module else "unknown",
+                "network.community_id": cid,
+                "source.ip": flow.client_ip,
+                "source.port": flow.cport,
+                "destination.ip": flow.server_ip,
+                "destination.port": flow.sport,
+            }
+        )
+        cmac, smac = mac_str(flow.cmac), mac_str(flow.smac)
+        if cmac:
+            base["source.mac"] = cmac
+        if smac:
+            base["destination.mac"] = smac
+        return base
+
+    # -- ending flows -----------------------------------------------------------------
+
+    def _close(self, flow: Flow, ts: float) -> None:
+        if flow.closed:
+            return
+        for to_server, d in ((True, flow.to_server), (False, flow.to_client)):
+            # the flow ends: every hole is final, deliver what waits behind each of them
+            for _ in range(len(d.ooo or ())):
+                if not d.ooo:
+                    break
+                self._fill_gap(flow, to_server, d, ts, 0)
+        if flow.parser is not None:
+            try:
+                records = flow.parser.close(ts)
+            except Exception as exc:
+                self.stats["parser_errors"] += 1
+                records = [self._parser_failure(flow, ts, exc)]
+            if records:
+                self._emit(flow, records)
+        self.stats["flows_closed"] += 1
+        self._drop_flow(flow)
+
+    def _drop_flow(self, flow: Flow) -> None:
+        flow.closed = True
+        flows = self.flows
+        for key in flow.keys:
+            entry = flows.get(key)
+            if entry is not None and entry[0] is flow:
+                del flows[key]
+        self.nflows -= 1
+        for d in (flow.to_server, flow.to_client):
+            if d.ooo:
+                self.ooo_total -= d.ooo_bytes
+                d.ooo = None
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + _SWEEP_INTERVAL
+        self.defrag.expire(now)
+        cutoff = now - self.limits.idle_timeout
+        idle = [f for f, _ in self.flows.values() if f.last_ts < cutoff]
+        for flow in idle:
+            if not flow.closed:
+                self.stats["flows_idle_evicted"] += 1
+                self._close(flow, flow.last_ts)
+
+    def _evict_lru(self, now: float) -> None:
+        """The flow table is full: end the least recently active tenth of it."""
+        seen: dict[int, Flow] = {}
+        for f, _ in self.flows.values():
+            seen[id(f)] = f
+        count = max(1, self.limits.max_flows // 10)
+        for flow in evict_candidates(list(seen.values()), count):
+            self.stats["flows_cap_evicted"] += 1
+            self._close(flow, flow.last_ts)

@@ -1,0 +1,115 @@
+"""TCP flows: orientation, per-direction reassembly, eviction, memory caps.
+
+Each direction of a connection is a byte stream with sequence tracking: in-order payload goes
+straight to the dissector; out-of-order segments wait (bounded) until the hole fills;
+retransmissions and overlaps are trimmed to what was not delivered yet; a hole that will
+never fill (the peer acknowledged past it, the buffer cap is hit, or the flow ends) becomes a
+*gap*: the dissector is told how many bytes were lost and resynchronises. A sensor starts on
+a running network, so a direction without a handshake starts at its first seen segment.
+
+Orientation (who is the client): the SYN sender; else the side talking *to* a dissector's
+port; else the higher (ephemeral) port.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from dataclasses import dataclass
+from types import ModuleType
+
+from communityid import CommunityID, FlowTuple
+
+from sensor.protocols.base import ParserLimits
+
+SEQ_MASK = 0xFFFFFFFF
+HALF = 0x80000000
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+ACK = 0x10
+
+_community = CommunityID()
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    max_flows: int = 65536  # flows tracked at once; beyond, the least recently active are evicted
+    idle_timeout: float = 600.0  # seconds of capture time without a packet before eviction
+    max_ooo_bytes: int = 256 * 1024  # out-of-order bytes held per direction
+    max_ooo_total: int = 64 << 20  # out-of-order bytes held over all flows
+    parser: ParserLimits = ParserLimits()
+
+
+class Direction:
+    """One direction of a TCP connection."""
+
+    __slots__ = ("next_seq", "ooo", "ooo_bytes", "fin", "bytes", "packets")
+
+    def __init__(self) -> None:
+        self.next_seq: int | None = None  # next byte expected; None before the first segment
+        self.ooo: dict[int, bytes] | None = None  # seq -> payload waiting for a hole to fill
+        self.ooo_bytes = 0
+        self.fin = False
+        self.bytes = 0
+        self.packets = 0
+
+
+class Flow:
+    __slots__ = (
+        "client",
+        "cport",
+        "server",
+        "sport",
+        "cmac",
+        "smac",
+        "ipver",
+        "module",
+        "parser",
+        "probing",
+        "to_client",
+        "to_server",
+        "first_ts",
+        "last_ts",
+        "uid",
+        "events",
+        "base",
+        "keys",
+        "closed",
+    )
+
+    def __init__(self) -> None:
+        self.module: ModuleType | None = None
+        self.parser = None
+        self.probing = False  # waiting for the first payload to pick a dissector by heuristic
+        self.to_client = Direction()
+        self.to_server = Direction()
+        self.events = 0
+        self.base: dict | None = None
+        self.uid = ""
+        self.closed = False
+        self.cmac: bytes | None = None
+        self.smac: bytes | None = None
+
+    @property
+    def client_ip(self) -> str:
+        return str(ipaddress.ip_address(self.client))
+
+    @property
+    def server_ip(self) -> str:
+        return str(ipaddress.ip_address(self.server))
+
+    def community_id(self) -> str:
+        tpl = FlowTuple.make_tcp(self.client_ip, self.server_ip, self.cport, self.sport)
+        return _community.calc(tpl)
+
+
+def seq_after(a: int, b: int) -> bool:
+    """a > b in 32-bit sequence space."""
+    return a != b and ((a - b) & SEQ_MASK) < HALF
+
+
+def evict_candidates(flows: list[Flow], count: int) -> list[Flow]:
+    """The ``count`` least recently active flows."""
+    return heapq.nsmallest(count, flows, key=lambda f: f.last_ts)

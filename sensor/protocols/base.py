@@ -1,0 +1,86 @@
+"""The contract between the flow layer and the protocol dissectors.
+
+A dissector module (one per protocol, in this package) exposes:
+
+- ``NAME``: the protocol name as in ``network.protocol`` (``modbus``, ``s7comm``, ``opcua``);
+- ``PORTS``: the TCP server ports it owns by default;
+- ``probe(data: bytes) -> bool``: does a stream that starts (or resumes) with ``data`` look
+  like this protocol? Used for non-standard ports; must be cheap and never raise;
+- ``Parser``: one instance per TCP connection, fed the reassembled bytes of each direction.
+
+Parsers are bytes in, plain data out: no I/O, no globals, no exception escapes ``feed``.
+Each call returns a list of *records*: flat dicts keyed by dotted ECS names, which the flow
+layer completes into events (adds ``@timestamp``, ``source.*``, ``destination.*``,
+``network.*``, ``observer.*``, ids). A record carries:
+
+- ``ts``: float epoch seconds of the transaction (the request's time; the response's when
+  no request was seen). Removed by the flow layer once ``@timestamp`` is set.
+- ``network.protocol``: the protocol name (a module may report a sub-protocol, e.g.
+  ``s7comm-plus`` from the S7 module).
+- ``event.action``: kebab-case name of what happened (``read-holding-registers``,
+  ``plc-stop``, ``write``); ``anomaly`` for malformed input.
+- ``event.type``: list of ECS types, e.g. ``["protocol", "access"]`` for reads,
+  ``["protocol", "change"]`` for writes, ``["protocol", "error"]`` for anomalies.
+- ``event.outcome``: ``success`` / ``failure`` (exception, error code) / ``unknown`` (no
+  response seen).
+- ``event.duration``: response time in nanoseconds, when a request was paired.
+- ``ics.operation``: one of ``read``, ``write``, ``program``, ``control``, ``diagnostic``,
+  ``session``, ``other`` (the cross-protocol class of the operation, what rules and
+  baselines reason about); ``ics.function``: the protocol's own function name.
+- ``<protocol>.*``: the protocol fields, lowercase snake_case leaves, numbers as ints.
+- ``ics.device.*`` (optional): identity of the *server* side as shown by the traffic:
+  ``vendor``, ``product``, ``model``, ``order_number``, ``firmware``, ``serial``,
+  ``name``, ``plant``, ``application_uri``. The asset observer folds these into the
+  server's asset record.
+- anomalies: ``event.action = "anomaly"``, ``error.type`` (short kebab-case code such as
+  ``mbap-bad-length``), ``error.message`` (one human sentence). A parser never raises:
+  whatever it cannot read becomes an anomaly record and it resynchronises.
+
+Memory: a parser buffers at most ``limits.max_buffer`` bytes per direction and keeps at
+most ``limits.max_pending`` unanswered requests; beyond that it drops (oldest first) and
+reports an anomaly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+Record = dict
+
+
+@dataclass(frozen=True, slots=True)
+class ParserLimits:
+    max_buffer: int = 1 << 20  # bytes buffered per direction awaiting a complete PDU
+    max_pending: int = 1024  # unanswered requests kept for pairing per connection
+    max_items: int = 4096  # items/registers/values decoded per PDU before truncating
+
+
+class StreamParser(Protocol):
+    """One per TCP connection; ``to_server`` says which direction the bytes travel."""
+
+    def feed(self, to_server: bool, data: bytes, ts: float) -> list[Record]: ...
+
+    def gap(self, to_server: bool, ts: float, size: int) -> list[Record]:
+        """``size`` bytes of this direction were lost: drop partial PDUs, resynchronise."""
+        ...
+
+    def close(self, ts: float) -> list[Record]:
+        """The connection ended (FIN/RST/idle): flush unanswered requests as events."""
+        ...
+
+
+def anomaly(ts: float, protocol: str, error_type: str, message: str, **fields: object) -> Record:
+    """An anomaly record: malformed or unexpected input, counted and reported, never raised."""
+    rec: Record = {
+        "ts": ts,
+        "network.protocol": protocol,
+        "event.action": "anomaly",
+        "event.type": ["protocol", "error"],
+        "event.outcome": "failure",
+        "ics.operation": "other",
+        "error.type": error_type,
+        "error.message": message,
+    }
+    rec.update(fields)
+    return rec
