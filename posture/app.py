@@ -1,11 +1,12 @@
 """The posture REST API and dashboard (FastAPI). OpenAPI at /docs.
 
+(No ``from __future__ import annotations``: FastAPI must see the real dependency types.)
+
 Every /api route takes a bearer token, turns it into a Principal and resolves the requested
 scope against it (posture.access). Objects outside the caller's tenancy answer 404 exactly
 like objects that do not exist.
 """
 
-from __future__ import annotations
 
 import json
 import time

@@ -119,17 +119,17 @@ class CaptureReader:
     def close(self) -> None:
         self._f.close()
 
-    def _damage(self, what: str) -> None:
+    def _damage(self, what: str, frames: int) -> None:
         r = self._reader
         cause = r.read_error or what
-        self.error = f"{self.path}: {cause} at byte {r.offset()} after {self.frames} packets"
+        self.error = f"{self.path}: {cause} at byte {r.offset()} after {frames} packets"
 
     # -- pcap -------------------------------------------------------------------------
 
     def _pcap(self) -> Iterator[Frame]:
         r = self._reader
         if not r.need(24):
-            self._damage("truncated pcap file header")
+            self._damage("truncated pcap file header", 0)
             return
         order, scale = _PCAP_MAGICS[r.buf[0:4]]
         _vmaj, _vmin, _zone, _sig, _snap, network = struct.unpack_from(order + "HHiIII", r.buf, 4)
@@ -144,20 +144,20 @@ class CaptureReader:
                 pos = r.pos
                 if len(buf) - pos < 16 and not r.need(16):
                     if len(r.buf) - r.pos:
-                        self._damage("truncated record header")
+                        self._damage("truncated record header", nframes)
                     elif r.read_error:
-                        self._damage("")
+                        self._damage("", nframes)
                     return
                 buf = r.buf
                 pos = r.pos
                 sec, frac, incl, _orig = unpack(buf, pos)
                 if incl > _MAX_RECORD:
-                    self._damage(f"corrupt record length {incl}")
+                    self._damage(f"corrupt record length {incl}", nframes)
                     return
                 end = pos + 16 + incl
                 if end > len(buf):
                     if not r.need(16 + incl):
-                        self._damage("truncated packet record")
+                        self._damage("truncated packet record", nframes)
                         return
                     buf = r.buf
                     pos = r.pos
@@ -180,9 +180,9 @@ class CaptureReader:
             while True:
                 if not r.need(12):
                     if len(r.buf) - r.pos:
-                        self._damage("truncated block header")
+                        self._damage("truncated block header", nframes)
                     elif r.read_error:
-                        self._damage("")
+                        self._damage("", nframes)
                     return
                 buf = r.buf
                 pos = r.pos
@@ -194,15 +194,15 @@ class CaptureReader:
                     elif bom == b"\x1a\x2b\x3c\x4d":
                         order = ">"
                     else:
-                        self._damage("bad pcapng byte-order magic")
+                        self._damage("bad pcapng byte-order magic", nframes)
                         return
                     ifaces = []  # a new section starts its own interface list
                 btype, blen = struct.unpack_from(order + "II", buf, pos)
                 if blen < 12 or blen % 4 or blen > _MAX_RECORD + 64:
-                    self._damage(f"corrupt block length {blen}")
+                    self._damage(f"corrupt block length {blen}", nframes)
                     return
                 if not r.need(blen):
-                    self._damage("truncated block")
+                    self._damage("truncated block", nframes)
                     return
                 buf = r.buf
                 pos = r.pos
@@ -211,14 +211,16 @@ class CaptureReader:
                 if btype == 6:  # enhanced packet block
                     iface, hi, lo, cap, _orig = struct.unpack_from(order + "IIIII", buf, body)
                     if iface >= len(ifaces) or cap > blen - 32:
-                        self._damage("enhanced packet block with a bad interface or length")
+                        self._damage(
+                            "enhanced packet block with a bad interface or length", nframes
+                        )
                         return
                     link, mult, off, _snap = ifaces[iface]
                     nframes += 1
                     yield ((hi << 32) | lo) * mult + off, link, buf[body + 20 : body + 20 + cap]
                 elif btype == 3:  # simple packet block: interface 0, no timestamp
                     if not ifaces:
-                        self._damage("simple packet block before any interface")
+                        self._damage("simple packet block before any interface", nframes)
                         return
                     (orig,) = struct.unpack_from(order + "I", buf, body)
                     link, _mult, _off, snap = ifaces[0]
@@ -230,7 +232,7 @@ class CaptureReader:
                         order + "HHIIII", buf, body
                     )
                     if iface >= len(ifaces) or cap > blen - 28:
-                        self._damage("packet block with a bad interface or length")
+                        self._damage("packet block with a bad interface or length", nframes)
                         return
                     link, mult, off, _snap = ifaces[iface]
                     nframes += 1

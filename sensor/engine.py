@@ -296,6 +296,13 @@ class Engine:
             stats["non_tcp"] += 1
             return
         end = off + total
+        if cut > 0:  # snaplen (or damage) cut the frame: what is missing becomes a gap
+            self.stats["truncated"] += 1
+            self._capture_anomaly(
+                ts,
+                "truncated-packet",
+                f"IPv4 packet of {total} bytes captured with {total - cut} (snaplen)",
+            )
         self._l4(ts, src, dst, data[off + ihl : min(end, len(data))], smac, dmac, 4, max(cut, 0))
 
     def _l4(

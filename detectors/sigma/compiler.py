@@ -57,7 +57,7 @@ from sigma.types import (
     TimestampPart,
 )
 
-from detectors.sigma.fields import is_ip_field
+from detectors.sigma.fields import is_ip_field, nested_path
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
@@ -346,9 +346,11 @@ def _value_node(field: str, value: Any) -> Node:
         return Or([_value_node(field, v) for v in value.values])
     if isinstance(value, SigmaExists):
         want = bool(value.exists)
-        return Whole(lambda e: (e.get(field) is not None) is want, f"{field} exists={want}")
+        get = getter(field)
+        return Whole(lambda e: (get(e) is not None) is want, f"{field} exists={want}")
     if isinstance(value, SigmaNull):
-        return Whole(lambda e: e.get(field) is None, f"{field} is null")
+        get = getter(field)
+        return Whole(lambda e: get(e) is None, f"{field} is null")
     if isinstance(value, SigmaTimestampPart):
         part, ref = value.timestamp_part, value.number
         return Test(field, lambda v: _timestamp_part(v, part) == ref, f"{part.name.lower()} {ref}")
@@ -373,11 +375,12 @@ def _value_node(field: str, value: Any) -> Node:
 
 def _fieldref_node(field: str, value: SigmaFieldReference) -> Node:
     other = value.field
+    get_a, get_b = getter(field), getter(other)
     if value.starts_with or value.ends_with:
         starts = value.starts_with
 
         def affix(e: Event) -> bool:
-            a, b = value_text(e.get(field)), value_text(e.get(other))
+            a, b = value_text(get_a(e)), value_text(get_b(e))
             if a is None or b is None:
                 return False
             a, b = a.casefold(), b.casefold()
@@ -386,7 +389,7 @@ def _fieldref_node(field: str, value: SigmaFieldReference) -> Node:
         return Whole(affix, f"{field} fieldref {other}")
 
     def same(e: Event) -> bool:
-        a, b = e.get(field), e.get(other)
+        a, b = get_a(e), get_b(e)
         if a is None or b is None:
             return False
         ka, kb = value_key(a), value_key(b)
@@ -485,9 +488,32 @@ def _simplify(node: And | Or) -> Node:
 # --- nodes -> closures ------------------------------------------------------------------
 
 
+def getter(field: str) -> Callable[[Event], Any]:
+    """How to read ``field``: a flat key, or a key inside a list of objects (any element)."""
+    nested = nested_path(field)
+    if nested is None:
+        return lambda e: e.get(field)
+    base, key = nested
+
+    def get(e: Event) -> Any:
+        items = e.get(base)
+        if items is None:
+            return None
+        if type(items) is dict:
+            return items.get(key)
+        if type(items) is not list:
+            return None
+        found = [i.get(key) for i in items if type(i) is dict and i.get(key) is not None]
+        return found or None
+
+    return get
+
+
 def _eq_pred(field: str, keys: frozenset[Any]) -> Predicate:
+    get = getter(field) if nested_path(field) else None
+
     def pred(e: Event) -> bool:
-        v = e.get(field)
+        v = e.get(field) if get is None else get(e)
         if v is None:
             return False
         t = type(v)
@@ -508,8 +534,10 @@ def _eq_pred(field: str, keys: frozenset[Any]) -> Predicate:
 
 
 def _test_pred(field: str, test: Callable[[Any], bool]) -> Predicate:
+    get = getter(field) if nested_path(field) else None
+
     def pred(e: Event) -> bool:
-        v = e.get(field)
+        v = e.get(field) if get is None else get(e)
         if v is None:
             return False
         if type(v) is list:
@@ -583,7 +611,10 @@ def node_fields(node: Node) -> set[str]:
 def anchor_candidates(node: Node) -> list[Eq]:
     """Equalities every match must satisfy (conjuncts at the root)."""
     items = node.items if isinstance(node, And) else [node]
-    return [i for i in items if isinstance(i, Eq) and i.field not in WEAK_ANCHORS]
+    return [
+        i for i in items
+        if isinstance(i, Eq) and i.field not in WEAK_ANCHORS and nested_path(i.field) is None
+    ]
 
 
 def compile_condition(cond: Any) -> tuple[Node, Predicate]:

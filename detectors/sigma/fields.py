@@ -22,6 +22,7 @@ COMMON: frozenset[str] = frozenset(
         "ics.device.vendor", "ics.device.product", "ics.device.model", "ics.device.order_number",
         "ics.device.firmware", "ics.device.serial", "ics.device.name", "ics.device.plant",
         "ics.device.application_uri", "ics.device.product_code", "ics.device.server_id",
+        "ics.device.hardware_version", "ics.device.module_name",
         "error.type", "error.message",
     }
 )
@@ -43,41 +44,87 @@ MODBUS: frozenset[str] = frozenset(
 S7COMM: frozenset[str] = frozenset(
     "s7comm." + f
     for f in (
+        "cotp.src_tsap", "cotp.dst_tsap", "cotp.connection_type", "cotp.connection_type_name",
+        "cotp.rack", "cotp.slot", "cotp.tpdu_size",
         "rosctr", "rosctr_name", "pdu_reference", "function_code", "function", "item_count",
-        "items", "area", "area_name", "db_number", "address", "transport_size", "length",
-        "return_code", "error_class", "error_code", "error", "szl.id", "szl.index",
-        "userdata.group", "userdata.group_name", "userdata.subfunction",
-        "userdata.subfunction_name", "block.type", "block.number", "block.filename",
-        "pi_service", "pi_parameters", "session_id", "cotp.pdu_type", "tpkt.length",
+        "items", "response.rosctr", "response.function_code", "response.item_count",
+        "error_class", "error_code", "initiator", "pdu_size", "max_amq_calling",
+        "max_amq_called", "block.type", "block.number", "block.filesystem", "block.filename",
+        "block.length", "upload_id", "pi_service", "pi.operation", "pi.parameter", "pi.blocks",
+        "userdata.type", "userdata.type_name", "userdata.group", "userdata.group_name",
+        "userdata.subfunction", "userdata.subfunction_name", "userdata.sequence_number",
+        "userdata.return_code", "userdata.error_code", "userdata.last_data_unit",
+        "szl.id", "szl.index", "szl.record_count", "clock", "mode", "block.counts", "malformed",
     )
 )
+
+# Lists of objects: a rule may name ``<list>.<key>`` and matches when any element's key does
+# (what Elasticsearch does with arrays of objects).
+NESTED: dict[str, frozenset[str]] = {
+    "s7comm.items": frozenset(
+        {
+            "syntax_id", "transport_size", "area", "area_name", "db", "byte", "bit", "length",
+            "return_code", "return_code_name", "data", "data_length", "data_truncated", "value",
+        }
+    ),
+    "opcua.values": frozenset({"type", "value", "status_code"}),
+    "opcua.input_arguments": frozenset({"type", "value"}),
+    "opcua.output_arguments": frozenset({"type", "value"}),
+    "modbus.file_records": frozenset({"file", "record", "length"}),
+}
 
 S7COMM_PLUS: frozenset[str] = frozenset(
     "s7comm_plus." + f
     for f in (
-        "version", "opcode", "opcode_name", "function_code", "function", "session_id",
-        "sequence_number", "integrity", "object_id", "return_value",
+        "version", "opcode", "opcode_name", "function_code", "function", "sequence_number",
+        "session_id", "transport_flags", "integrity", "digest_length", "data_length",
+        "body_decoded", "return_value", "response.sequence_number", "created_object_id",
+        "subscription_id",
     )
 )
 
 OPCUA: frozenset[str] = frozenset(
     "opcua." + f
     for f in (
-        "message_type", "secure_channel_id", "security_policy_uri", "security_mode",
-        "request_id", "request_handle", "service", "service_id", "status_code",
-        "status_code_name", "endpoint_url", "identity_token", "user_name", "session_id",
-        "node_id", "node_ids", "node_count", "attribute_id", "method_id", "object_id",
-        "browse_count", "subscription_id", "monitored_item_count", "application_uri",
-        "application_name", "server_uris",
+        "message_type", "chunk_count", "response_chunk_count", "secure_channel_id", "token_id",
+        "sequence_number", "response_sequence_number", "request_id", "security_policy_uri",
+        "security_policy", "security_mode", "encrypted", "signed", "certificate_present",
+        "service", "service_type_id", "response_type_id", "service_node_id", "request_handle",
+        "status_code", "status", "service_fault", "aborted", "protocol_version",
+        "receive_buffer_size", "send_buffer_size", "max_message_size", "max_chunk_count",
+        "revised_receive_buffer_size", "revised_send_buffer_size", "revised_max_message_size",
+        "revised_max_chunk_count", "endpoint_url", "error_reason", "server_uri", "request_type",
+        "requested_lifetime", "revised_lifetime", "application_uri", "product_uri",
+        "application_name", "application_type", "client.application_uri", "client.product_uri",
+        "client.application_name", "client.application_type", "session_name", "session_id",
+        "endpoint_count", "endpoint_urls", "security_policy_uris", "security_modes",
+        "user_token_types", "server_count", "server_application_uris", "discovery_urls",
+        "server_names", "identity_token", "identity_policy_id", "user_name",
+        "password_encrypted", "delete_subscriptions", "node_ids", "attribute_ids", "attributes",
+        "values", "result_codes", "browse_paths", "target_node_ids", "reference_count",
+        "browse_names", "continuation_point_count", "object_ids", "method_ids",
+        "input_arguments", "output_arguments", "subscription_id", "publishing_interval",
+        "revised_publishing_interval", "lifetime_count", "max_keep_alive_count", "priority",
+        "publishing_enabled", "monitored_item_ids", "monitoring_mode", "acknowledgement_count",
+        "notification_sequence_number", "notification_count", "more_notifications",
+        "registered_node_ids", "parent_node_ids", "subscription_ids", "truncated",
+        "decode_error",
     )
 )
 
+
+def _with_nested(fields: frozenset[str]) -> frozenset[str]:
+    extra = {f"{base}.{key}" for base, keys in NESTED.items() if base in fields for key in keys}
+    return fields | extra
+
+
 BY_SERVICE: dict[str | None, frozenset[str]] = {
-    "modbus": COMMON | MODBUS,
-    "s7comm": COMMON | S7COMM,
-    "s7comm-plus": COMMON | S7COMM_PLUS | S7COMM,
-    "opcua": COMMON | OPCUA,
-    None: COMMON | MODBUS | S7COMM | S7COMM_PLUS | OPCUA,
+    "modbus": _with_nested(COMMON | MODBUS),
+    "s7comm": _with_nested(COMMON | S7COMM),
+    # S7comm-plus records carry the connection's COTP fields (s7comm.cotp.*) too.
+    "s7comm-plus": _with_nested(COMMON | S7COMM_PLUS | S7COMM),
+    "opcua": _with_nested(COMMON | OPCUA),
+    None: _with_nested(COMMON | MODBUS | S7COMM | S7COMM_PLUS | OPCUA),
 }
 
 SERVICES: tuple[str, ...] = ("modbus", "s7comm", "s7comm-plus", "opcua")
@@ -85,6 +132,14 @@ SERVICES: tuple[str, ...] = ("modbus", "s7comm", "s7comm-plus", "opcua")
 
 def known_fields(service: str | None) -> frozenset[str]:
     return BY_SERVICE.get(service, BY_SERVICE[None])
+
+
+def nested_path(name: str) -> tuple[str, str] | None:
+    """``s7comm.items.area_name`` -> (``s7comm.items``, ``area_name``); None for flat fields."""
+    for base in NESTED:
+        if name.startswith(base + "."):
+            return base, name[len(base) + 1 :]
+    return None
 
 
 def is_ip_field(name: str) -> bool:

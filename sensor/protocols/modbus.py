@@ -20,17 +20,18 @@ Fields (under ``modbus.``; all ints unless noted):
 | ``file_records`` | FC 20/21: list of {file, record, length} |
 | ``fifo_address`` | FC 24 |
 | ``mei_type``, ``read_device_id_code``, ``object_id``, ``conformity_level``, ``objects`` | FC 43 (MEI 13/14); ``objects`` maps object names to strings |
-| ``server_id`` | FC 17 response, hex string |
+| ``server_id`` | FC 17 response: the device-specific server id and run indicator, hex |
 | ``data`` | hex of a PDU body icsmon does not decode (user/unknown functions) |
 | ``truncated`` | bool: more values than ``limits.max_items`` were present |
 
 Device identity: FC 43/14 objects fill ``ics.device.vendor`` (VendorName), ``product``
 (ProductName, else ProductCode), ``model`` (ModelName), ``firmware`` (MajorMinorRevision),
-``product_code``; FC 17 gives ``ics.device.server_id``.
+``product_code``; FC 17 gives ``ics.device.description`` (the longest readable text of its device-specific id).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 
 from sensor.protocols.base import ParserLimits, Record, anomaly
@@ -40,6 +41,7 @@ PORTS = (502,)
 HEURISTIC_DEFAULT = False  # Modbus has no magic: probing every port would misfire
 
 _MBAP = struct.Struct(">HHHB")
+_PRINTABLE = re.compile(rb"[\x20-\x7e]{4,}")
 _H = struct.Struct(">H")
 _HH = struct.Struct(">HH")
 _HHH = struct.Struct(">HHH")
@@ -354,13 +356,10 @@ def decode_response(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         count = pdu[0]
         data = pdu[1 : 1 + count]
         f["modbus.server_id"] = data.hex()
-        if data:
-            f["ics.device.server_id"] = data[0]
-            if len(data) >= 2:
-                f["modbus.run_indicator"] = "on" if data[1] == 0xFF else "off"
-            text = data[2:].decode("ascii", "replace").strip("\x00 ")
-            if text and text.isprintable():
-                f["ics.device.product"] = text[:128]
+        # the layout of the server id is device specific: keep the longest readable text
+        text = max(_PRINTABLE.findall(data), key=len, default=b"")
+        if text:
+            f["ics.device.description"] = text.decode("ascii")[:128]
     elif fc == 22:
         _need(pdu, 6, "mask write echo")
     elif fc == 23:

@@ -360,7 +360,7 @@ class _Reader:
         if enc == 0:
             v = self.u8()
             return v, f"i={v}"
-        if enc == 1 and self.buf[self.pos] == 0 if self.pos < self.end else False:
+        if enc == 1 and self.pos < self.end and self.buf[self.pos] == 0:
             self.pos += 1
             v = self.u16()
             return v, f"i={v}"
@@ -1185,7 +1185,7 @@ class Parser:
 
     def _feed(self, di: int, data: bytes, ts: float, out: list[Record]) -> None:
         d = self._dir[di]
-        buf = d.buf + data if d.buf else data
+        buf = d.buf + data if d.buf else bytes(data)
         n = len(buf)
         pos = 0
         while n - pos >= 8:
@@ -1353,7 +1353,7 @@ class Parser:
             else:
                 self._ack = dict(zip(names, vals, strict=True))
                 req = self._pending_hel.pop(0) if self._pending_hel else None
-                out.append(self._record(req, _Message(ts, mtype, info, None)) if req else self._record(_Message(ts, mtype, info, None), None))
+                out.append(self._record(req, _Message(ts, mtype, info, None)))
             return
         if mtype == "ERR":
             code = r.u32()
@@ -1363,7 +1363,7 @@ class Parser:
             summary["status_code"] = code
             msg = _Message(ts, mtype, info, None)
             req = self._pending_hel.pop(0) if self._pending_hel else None
-            out.append(self._record(req, msg) if req else self._record(msg, None))
+            out.append(self._record(req, msg))
             return
         # RHE: the server dials out and names itself
         info["opcua.server_uri"] = r.string()
@@ -1453,8 +1453,6 @@ class Parser:
             self._complete(di, _Message(partial.ts if partial else ts, mtype, info, None, aborted=True), out, summary)
             return
         if partial is None:
-            if chunk == "C" or d.partial:
-                pass
             partial = _Partial(ts, info)
             if chunk == "C":
                 if len(d.partial) >= MAX_PARTIAL_MESSAGES:
@@ -1467,24 +1465,34 @@ class Parser:
         partial.size += len(payload)
         partial.chunks += 1
         max_msg, max_chunks = self._message_limits(di)
-        hard = self.limits.max_buffer
-        if partial.size > hard or (max_msg and partial.size > max_msg) or (max_chunks and partial.chunks > max_chunks):
+        if partial.size > self.limits.max_buffer:
             d.partial.pop(rid, None)
-            kind = "opcua-too-many-chunks" if max_chunks and partial.chunks > max_chunks else "opcua-message-too-large"
             out.append(
                 anomaly(
-                    ts, NAME, kind,
-                    f"message for request id {rid}: {partial.chunks} chunks, {partial.size} bytes exceed the negotiated or hard limit; dropped",
+                    ts, NAME, "opcua-message-too-large",
+                    f"message for request id {rid}: {partial.size} bytes in {partial.chunks} chunks exceed the {self.limits.max_buffer}-byte limit; dropped",
                     **{"opcua.request_id": rid, "opcua.message_type": mtype},
                 )
             )
             return
+        # beyond what was negotiated but within the hard cap: a violation worth reporting,
+        # still decoded (the peer that accepted it sees the content too)
+        over_size = max_msg and partial.size > max_msg and partial.size - len(payload) <= max_msg
+        over_count = max_chunks and partial.chunks == max_chunks + 1
+        if over_size or over_count:
+            what = f"{partial.size} bytes > MaxMessageSize {max_msg}" if over_size else f"{partial.chunks} chunks > MaxChunkCount {max_chunks}"
+            out.append(
+                anomaly(
+                    ts, NAME, "opcua-message-too-large" if over_size else "opcua-too-many-chunks",
+                    f"message for request id {rid} exceeds the negotiated limit: {what}",
+                    **{"opcua.request_id": rid, "opcua.message_type": mtype},
+                )
+            )
         if chunk == "C":
             return
         d.partial.pop(rid, None)
         body_bytes = b"".join(partial.parts) if len(partial.parts) > 1 else partial.parts[0]
-        info = partial.info
-        info["opcua.sequence_number"] = seq if partial.chunks == 1 else partial.info["opcua.sequence_number"]
+        info = partial.info  # the first chunk's headers (sequence number) describe the message
         if partial.chunks > 1:
             info["opcua.chunk_count"] = partial.chunks
         body = decode_body(body_bytes, self.limits.max_items)
@@ -1536,10 +1544,11 @@ class Parser:
                 self._trim_pending(msg.ts, out)
             else:
                 req = self._pending_opn.pop(0) if self._pending_opn else None
-                out.append(self._record(req, msg) if req else self._record(msg, None))
+                out.append(self._record(req, msg))
             return
         if msg.mtype == "CLO" or body is None or body.is_request is None:
-            out.append(self._record(msg, None))
+            # no body to pair on: the direction says which side spoke
+            out.append(self._record(msg, None) if di else self._record(None, msg))
             return
         rid = msg.info.get("opcua.request_id")
         key = ("rid", rid) if rid is not None else ("handle", body.fields.get("opcua.request_handle"))
@@ -1555,7 +1564,7 @@ class Parser:
             return
         entry = self._pending.pop(key, None)
         if entry is None:
-            out.append(self._record(msg, None))
+            out.append(self._record(None, msg))
             return
         req = entry[0]
         if body.service not in (req.body.service, "ServiceFault") if req.body else False:
@@ -1567,7 +1576,7 @@ class Parser:
                 )
             )
             out.append(self._record(req, None))
-            out.append(self._record(msg, None))
+            out.append(self._record(None, msg))
             return
         out.append(self._record(req, msg))
 
@@ -1608,7 +1617,12 @@ class Parser:
                         f["opcua.response_sequence_number"] = v
                     elif k == "opcua.chunk_count":
                         f["opcua.response_chunk_count"] = v
-                    elif k in ("opcua.secure_channel_id", "opcua.token_id", "opcua.message_type") and k in f:
+                    elif k == "opcua.secure_channel_id" and msg.mtype == "OPN":
+                        f[k] = v  # the answer's header carries the channel the server assigned
+                    elif k == "opcua.message_type":
+                        if v != f.get(k):
+                            f["opcua.response_message_type"] = v  # ACK or ERR answering HEL
+                    elif k in ("opcua.secure_channel_id", "opcua.token_id") and k in f:
                         continue
                     else:
                         f[k] = v
@@ -1634,6 +1648,11 @@ class Parser:
                     f["opcua.secure_channel_id"] = fields["opcua.issued_channel_id"]
                     f["opcua.token_id"] = fields["opcua.issued_token_id"]
                 fields = {k: v for k, v in fields.items() if not k.startswith("opcua.issued_")}
+            if req is not None and not is_req and "opcua.request_handle" in f:
+                fields = dict(fields)
+                handle = fields.pop("opcua.request_handle", None)
+                if handle is not None and handle != f["opcua.request_handle"]:
+                    f["opcua.response_request_handle"] = handle
             f.update(fields)
             if body.truncated:
                 f["opcua.truncated"] = True
@@ -1666,6 +1685,8 @@ class Parser:
             action = _ACTION[service]
             op, etype = _OPERATION.get(service, ("other", "info"))
             function = _FUNCTION[service]
+        elif f.get("opcua.service_fault"):
+            action, op, etype, function = "service-fault", "other", "info", "service_fault"
         else:
             action, op, etype, function = "message", "other", "info", "message"
         if service:
@@ -1680,12 +1701,18 @@ class Parser:
         aborted = f.get("opcua.aborted")
         if code is not None and (_is_bad(code) or aborted):
             f["event.outcome"] = "failure"
-        elif resp is not None or (req is None and first.body is not None and first.body.is_request is False):
-            f["event.outcome"] = "success" if code is None or not _is_bad(code) else "failure"
+        elif code is not None or (resp is not None and resp.mtype in ("ACK", "RHE")):
+            f["event.outcome"] = "success"
         elif mtype == "ERR" or aborted:
             f["event.outcome"] = "failure"
         else:
             f["event.outcome"] = "unknown"
+        if req is not None and resp is not None:
+            f["ics.pairing"] = "paired"
+        else:
+            f["ics.pairing"] = "request-only" if req is not None else "response-only"
+        for k in [k for k, v in f.items() if v is None]:
+            del f[k]
         if req is not None and resp is not None:
             f["event.duration"] = max(0, int(round((resp.ts - req.ts) * 1e9)))
         return f

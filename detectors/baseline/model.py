@@ -1,0 +1,551 @@
+"""The baseline document: what "normal" is for one plant, as reviewable JSON.
+
+Layout (``version`` 1; every entry keeps the counts and times behind it)::
+
+    {"format": "icsmon-baseline", "version": 1,
+     "window": {"start", "end", "events", "sources": [...]},
+     "settings": {...the learner's knobs...},
+     "truncated": {...entries dropped by memory caps...},
+     "assets": {ip: {"first_seen", "last_seen", "events", "macs", "roles", "protocols",
+                     "peers", "identity": {...}, "points": {point: {"read"|"write": stats}}}},
+     "conversations": {"client -> server port/protocol": {
+          "client", "server", "port", "protocol", "first_seen", "last_seen", "events",
+          "operations": {op_key: {"class", "function", "count", "first_seen", "last_seen",
+                                  "outcomes": {...}, "addresses": {dir: {space: [[lo, hi]...]}},
+                                  "nodes": {dir: [...]}}},
+          "polling": {series: {"requests", "intervals", "period", "mad", "min", "max",
+                               "regular", "histogram": {bin: n}}},
+          "rate": {"bucket_seconds", "buckets", "median", "max", "histogram": {count: n}},
+          "security": {"security_mode": {value: n}, "identity_token": {value: n}, ...}}}}
+
+Values are in a point's stats: ``{"count", "min", "max", "values": [...] | null}`` (the
+distinct values while there are at most ``max_value_set`` of them). Times are ISO 8601 UTC.
+The file is written with sorted keys and rounded floats: same input, byte-identical file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+FORMAT = "icsmon-baseline"
+VERSION = 1
+HIST_RATIO = 1.005  # interval histogram bins are 0.5% wide (log scale)
+_LOG_RATIO = math.log(HIST_RATIO)
+RATE_BUCKET = 10.0  # seconds per request-rate bucket
+
+
+class BaselineError(ValueError):
+    """A baseline file that cannot be used; the message names the file and what is wrong."""
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    sec = math.floor(ts)
+    micros = round((ts - sec) * 1e6)
+    if micros >= 1_000_000:
+        sec, micros = sec + 1, micros - 1_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{micros:06d}Z"
+
+
+def parse_iso(text: Any) -> float | None:
+    from detectors.baseline.features import event_time
+
+    return event_time({"@timestamp": text}) if isinstance(text, str) else None
+
+
+def rnd(x: float) -> float | int:
+    """Floats rounded for a stable file; integral values written as ints."""
+    r = round(x, 6)
+    return int(r) if r == int(r) and abs(r) < 2**53 else r
+
+
+def add_range(ranges: list[list[int]], lo: int, hi: int, cap: int) -> bool:
+    """Insert [lo, hi] into sorted, merged, inclusive ranges; past ``cap``, the two closest
+    neighbours merge (coarser but bounded). Returns True when something new was covered."""
+    i = bisect.bisect_left(ranges, [lo, hi])
+    # merge with predecessor if touching/overlapping
+    if i > 0 and ranges[i - 1][1] + 1 >= lo:
+        i -= 1
+    if i < len(ranges) and ranges[i][0] <= lo and ranges[i][1] >= hi:
+        return False
+    j = i
+    new_lo, new_hi = lo, hi
+    while j < len(ranges) and ranges[j][0] <= new_hi + 1:
+        new_lo = min(new_lo, ranges[j][0])
+        new_hi = max(new_hi, ranges[j][1])
+        j += 1
+    ranges[i:j] = [[new_lo, new_hi]]
+    while len(ranges) > cap:
+        gaps = [(ranges[k + 1][0] - ranges[k][1], k) for k in range(len(ranges) - 1)]
+        _, k = min(gaps)
+        ranges[k : k + 2] = [[ranges[k][0], ranges[k + 1][1]]]
+    return True
+
+
+def covers(ranges: list[list[int]], lo: int, hi: int) -> bool:
+    i = bisect.bisect_right(ranges, [lo, float("inf")]) - 1
+    return i >= 0 and ranges[i][0] <= lo and ranges[i][1] >= hi
+
+
+def uncovered(ranges: list[list[int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of [lo, hi] no learned range covers."""
+    out: list[tuple[int, int]] = []
+    cur = lo
+    for rlo, rhi in ranges:
+        if rhi < cur:
+            continue
+        if rlo > hi:
+            break
+        if rlo > cur:
+            out.append((cur, min(hi, rlo - 1)))
+        cur = max(cur, rhi + 1)
+        if cur > hi:
+            break
+    if cur <= hi:
+        out.append((cur, hi))
+    return out
+
+
+def add_sorted(items: list, value: Any, cap: int) -> bool:
+    i = bisect.bisect_left(items, value)
+    if i < len(items) and items[i] == value:
+        return False
+    if len(items) >= cap:
+        return False
+    items.insert(i, value)
+    return True
+
+
+def hist_bin(seconds: float) -> int:
+    return round(math.log(max(seconds, 1e-6)) / _LOG_RATIO)
+
+
+def bin_value(b: int) -> float:
+    return HIST_RATIO**b
+
+
+def hist_quantile(hist: dict, q: float) -> float | None:
+    """The q-quantile of a {bin: count} histogram (bins as ints or their JSON strings)."""
+    items = sorted((int(k), v) for k, v in hist.items())
+    total = sum(v for _, v in items)
+    if not total:
+        return None
+    target = q * total
+    acc = 0
+    for b, v in items:
+        acc += v
+        if acc >= target:
+            return bin_value(b)
+    return bin_value(items[-1][0])
+
+
+def hist_mad(hist: dict, center: float) -> float:
+    """Median absolute deviation of a histogram around ``center`` (bin centres stand for values)."""
+    devs: dict[float, int] = {}
+    for k, v in hist.items():
+        d = abs(bin_value(int(k)) - center)
+        devs[d] = devs.get(d, 0) + v
+    total = sum(devs.values())
+    acc = 0
+    for d in sorted(devs):
+        acc += devs[d]
+        if acc >= total / 2:
+            return d
+    return 0.0
+
+
+def count_median(hist: dict) -> float | None:
+    items = sorted((int(k), v) for k, v in hist.items())
+    total = sum(v for _, v in items)
+    if not total:
+        return None
+    acc = 0
+    for value, v in items:
+        acc += v
+        if acc >= total / 2:
+            return float(value)
+    return float(items[-1][0])
+
+
+# ---------------------------------------------------------------- derived statistics
+
+
+def finalize_series(series: dict, settings: dict) -> None:
+    """Period and jitter from the interval histogram; "regular" marks a polling series."""
+    hist = series.get("histogram") or {}
+    n = sum(hist.values())
+    series["intervals"] = n
+    if not n:
+        series.update(period=None, mad=None, min=None, max=None, regular=False)
+        return
+    period = hist_quantile(hist, 0.5) or 0.0
+    mad = hist_mad(hist, period)
+    bins = sorted(int(k) for k in hist)
+    series["period"] = rnd(period)
+    series["mad"] = rnd(mad)
+    series["min"] = rnd(bin_value(bins[0]))
+    series["max"] = rnd(bin_value(bins[-1]))
+    series["regular"] = bool(
+        n >= settings["min_poll_intervals"]
+        and period <= settings["max_poll_period"]
+        and mad <= settings["max_poll_jitter"] * period
+    )
+
+
+def finalize_rate(rate: dict) -> None:
+    hist = rate.get("histogram") or {}
+    rate["buckets"] = sum(hist.values())
+    med = count_median(hist)
+    rate["median"] = rnd(med) if med is not None else None
+    rate["max"] = max((int(k) for k in hist), default=None)
+
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "min_poll_intervals": 6,  # intervals before a series counts as polling
+    "max_poll_period": 3600.0,  # seconds; slower than this is not "polling"
+    "max_poll_jitter": 0.25,  # MAD / period above which a series is irregular
+    "rate_bucket_seconds": RATE_BUCKET,
+    "max_value_set": 16,  # distinct values listed per point
+}
+
+
+# ---------------------------------------------------------------- the document
+
+
+def empty_document(settings: dict | None = None) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "window": {"start": None, "end": None, "events": 0, "sources": []},
+        "settings": dict(settings or DEFAULT_SETTINGS),
+        "truncated": {},
+        "assets": {},
+        "conversations": {},
+    }
+
+
+def _fail(path: str, what: str) -> BaselineError:
+    return BaselineError(f"{path}: not a usable icsmon baseline: {what}")
+
+
+def validate(doc: Any, path: str) -> None:
+    """Structure checks strong enough that the detector never meets a surprise type."""
+    if not isinstance(doc, dict):
+        raise _fail(path, "the top level is not a JSON object")
+    if doc.get("format") != FORMAT:
+        raise _fail(path, f"'format' is {doc.get('format')!r}, expected {FORMAT!r}")
+    if doc.get("version") != VERSION:
+        raise _fail(path, f"version {doc.get('version')!r} is not supported (this icsmon reads {VERSION})")
+    for key, kind in (("window", dict), ("settings", dict), ("assets", dict), ("conversations", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise _fail(path, f"'{key}' is missing or not an object")
+    settings = doc["settings"]
+    for key, default in DEFAULT_SETTINGS.items():
+        value = settings.setdefault(key, default)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise _fail(path, f"settings.{key} is not a number")
+    for ip, asset in doc["assets"].items():
+        if not isinstance(asset, dict):
+            raise _fail(path, f"assets[{ip!r}] is not an object")
+        points = asset.get("points", {})
+        if not isinstance(points, dict):
+            raise _fail(path, f"assets[{ip!r}].points is not an object")
+        for name, point in points.items():
+            if not isinstance(point, dict):
+                raise _fail(path, f"assets[{ip!r}].points[{name!r}] is not an object")
+            for direction, stats in point.items():
+                if not (isinstance(stats, dict) and _num(stats.get("min")) and _num(stats.get("max"))):
+                    raise _fail(path, f"assets[{ip!r}].points[{name!r}].{direction} needs numeric min and max")
+    for key, conv in doc["conversations"].items():
+        where = f"conversations[{key!r}]"
+        if not isinstance(conv, dict):
+            raise _fail(path, f"{where} is not an object")
+        for field_name, kind in (("client", str), ("server", str), ("port", int), ("protocol", str),
+                                 ("operations", dict)):
+            if not isinstance(conv.get(field_name), kind):
+                raise _fail(path, f"{where}.{field_name} is missing or has the wrong type")
+        for op_key, op in conv["operations"].items():
+            if not isinstance(op, dict) or not isinstance(op.get("class", ""), str):
+                raise _fail(path, f"{where}.operations[{op_key!r}] is not an operation entry")
+            for direction, spaces in (op.get("addresses") or {}).items():
+                if not isinstance(spaces, dict) or not all(
+                    isinstance(r, list) and all(_range(x) for x in r) for r in spaces.values()
+                ):
+                    raise _fail(path, f"{where}.operations[{op_key!r}].addresses.{direction} needs [[lo, hi], ...] lists")
+        for series_key, series in (conv.get("polling") or {}).items():
+            if not isinstance(series, dict) or (series.get("regular") and not (
+                _num(series.get("period")) and _num(series.get("mad")))):
+                raise _fail(path, f"{where}.polling[{series_key!r}] needs numeric period and mad")
+        rate = conv.get("rate")
+        if rate is not None and not isinstance(rate, dict):
+            raise _fail(path, f"{where}.rate is not an object")
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _range(x: Any) -> bool:
+    return isinstance(x, list) and len(x) == 2 and isinstance(x[0], int) and isinstance(x[1], int) and x[0] <= x[1]
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+class Baseline:
+    """A learned baseline: the JSON document plus the queries the detector and rules need."""
+
+    def __init__(self, doc: dict | None = None) -> None:
+        self.doc = doc if doc is not None else empty_document()
+        self.path: str | None = None
+
+    # -- files
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Baseline:
+        name = str(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except FileNotFoundError:
+            raise BaselineError(f"{name}: baseline file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BaselineError(f"{name}: cannot read the baseline file: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise BaselineError(f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+        validate(doc, name)
+        baseline = cls(doc)
+        baseline.path = name
+        return baseline
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        text = dumps(self.doc)
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)  # never leave a half-written baseline behind
+        self.path = str(path)
+
+    def to_json(self) -> str:
+        return dumps(self.doc)
+
+    # -- views
+
+    @property
+    def assets(self) -> dict[str, dict]:
+        return self.doc["assets"]
+
+    @property
+    def conversations(self) -> dict[str, dict]:
+        return self.doc["conversations"]
+
+    @property
+    def window(self) -> dict:
+        return self.doc["window"]
+
+    def clients_of(self, server: str, protocol: str | None = None) -> list[str]:
+        return sorted({c["client"] for c in self.conversations.values()
+                       if c["server"] == server and (protocol is None or c["protocol"] == protocol)})
+
+    def placeholders(self) -> dict[str, list[str]]:
+        """Sigma placeholder values learned from traffic (``%modbus_masters%`` ...).
+
+        Roles follow what hosts did: a client that changed a program or the operating mode
+        is an engineering station; a client that polls (reads, and writes setpoints) without
+        ever doing that is an HMI/SCADA host.
+        """
+        by_proto_clients: dict[str, set[str]] = {}
+        by_proto_servers: dict[str, set[str]] = {}
+        writers: set[str] = set()
+        engineering: set[str] = set()
+        pollers: set[str] = set()
+        for conv in self.conversations.values():
+            proto = conv["protocol"].replace("-", "_")
+            by_proto_clients.setdefault(proto, set()).add(conv["client"])
+            by_proto_servers.setdefault(proto, set()).add(conv["server"])
+            classes = {op.get("class") for op in conv["operations"].values()}
+            if "write" in classes:
+                writers.add(conv["client"])
+            if classes & {"program", "control"}:
+                engineering.add(conv["client"])
+            if classes & {"read", "write"}:
+                pollers.add(conv["client"])
+        out: dict[str, set[str]] = {}
+        for proto, ips in by_proto_clients.items():
+            out[f"{proto}_clients"] = ips
+        for proto, ips in by_proto_servers.items():
+            out[f"{proto}_servers"] = ips
+        s7_clients = by_proto_clients.get("s7comm", set()) | by_proto_clients.get("s7comm_plus", set())
+        s7_servers = by_proto_servers.get("s7comm", set()) | by_proto_servers.get("s7comm_plus", set())
+        out["modbus_masters"] = by_proto_clients.get("modbus", set())
+        out["modbus_slaves"] = by_proto_servers.get("modbus", set())
+        out["s7_clients"] = s7_clients
+        out["s7_servers"] = s7_servers
+        out["plcs"] = by_proto_servers.get("modbus", set()) | s7_servers
+        out["known_clients"] = set().union(*by_proto_clients.values()) if by_proto_clients else set()
+        out["known_servers"] = set().union(*by_proto_servers.values()) if by_proto_servers else set()
+        out["known_hosts"] = set(self.assets)
+        out["known_assets"] = out["known_hosts"]
+        out["engineering_stations"] = engineering
+        out["engineering_hosts"] = engineering
+        out["hmi_hosts"] = pollers - engineering
+        out["ics_writers"] = writers
+        out["modbus_writers"] = {c["client"] for c in self.conversations.values()
+                                 if c["protocol"] == "modbus"
+                                 and any(op.get("class") == "write" for op in c["operations"].values())}
+        out["opcua_clients"] = by_proto_clients.get("opcua", set())
+        return {k: sorted(v, key=_ip_sort_key) for k, v in sorted(out.items())}
+
+    # -- merging
+
+    def merge(self, other: Baseline) -> Baseline:
+        """A new baseline that accepts what either accepts (union of entries, summed counts)."""
+        doc = copy.deepcopy(self.doc)
+        merge_documents(doc, other.doc)
+        return Baseline(doc)
+
+    def summary(self) -> dict[str, Any]:
+        convs = self.conversations.values()
+        return {
+            "window": {k: self.window.get(k) for k in ("start", "end", "events")},
+            "sources": list(self.window.get("sources") or []),
+            "assets": len(self.assets),
+            "conversations": len(self.conversations),
+            "operations": sum(len(c["operations"]) for c in convs),
+            "polling_series": sum(
+                1 for c in convs for s in (c.get("polling") or {}).values() if s.get("regular")
+            ),
+            "points": sum(len(a.get("points") or {}) for a in self.assets.values()),
+            "truncated": dict(self.doc.get("truncated") or {}),
+        }
+
+
+def _ip_sort_key(ip: str) -> tuple:
+    import ipaddress
+
+    try:
+        addr = ipaddress.ip_address(ip)
+        return (addr.version, int(addr), "")
+    except ValueError:
+        return (9, 0, ip)
+
+
+# ---------------------------------------------------------------- merge
+
+
+def _min_iso(a: str | None, b: str | None) -> str | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max_iso(a: str | None, b: str | None) -> str | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _sum_hist(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def merge_stats(a: dict, b: dict, cap: int) -> dict:
+    out = {"count": a.get("count", 0) + b.get("count", 0),
+           "min": min(a["min"], b["min"]), "max": max(a["max"], b["max"])}
+    if a.get("values") is not None and b.get("values") is not None:
+        values = sorted(set(a["values"]) | set(b["values"]))
+        out["values"] = values if len(values) <= cap else None
+    else:
+        out["values"] = None
+    return out
+
+
+def merge_documents(doc: dict, other: dict) -> None:
+    cap_values = int(doc["settings"].get("max_value_set", 16))
+    w, ow = doc["window"], other["window"]
+    w["start"] = _min_iso(w.get("start"), ow.get("start"))
+    w["end"] = _max_iso(w.get("end"), ow.get("end"))
+    w["events"] = int(w.get("events") or 0) + int(ow.get("events") or 0)
+    w["sources"] = sorted(set(w.get("sources") or []) | set(ow.get("sources") or []))
+    for k, v in (other.get("truncated") or {}).items():
+        doc.setdefault("truncated", {})[k] = doc["truncated"].get(k, 0) + v
+    for ip, oa in other["assets"].items():
+        a = doc["assets"].get(ip)
+        if a is None:
+            doc["assets"][ip] = copy.deepcopy(oa)
+            continue
+        a["first_seen"] = _min_iso(a.get("first_seen"), oa.get("first_seen"))
+        a["last_seen"] = _max_iso(a.get("last_seen"), oa.get("last_seen"))
+        a["events"] = a.get("events", 0) + oa.get("events", 0)
+        for key in ("macs", "roles", "protocols", "peers"):
+            a[key] = sorted(set(a.get(key) or []) | set(oa.get(key) or []))
+        ident = a.setdefault("identity", {})
+        for k, v in (oa.get("identity") or {}).items():
+            ident.setdefault(k, v)
+        points = a.setdefault("points", {})
+        for name, op in (oa.get("points") or {}).items():
+            p = points.setdefault(name, {})
+            for direction, stats in op.items():
+                p[direction] = merge_stats(p[direction], stats, cap_values) if direction in p else dict(stats)
+    settings = doc["settings"]
+    for key, oc in other["conversations"].items():
+        c = doc["conversations"].get(key)
+        if c is None:
+            doc["conversations"][key] = copy.deepcopy(oc)
+            continue
+        c["first_seen"] = _min_iso(c.get("first_seen"), oc.get("first_seen"))
+        c["last_seen"] = _max_iso(c.get("last_seen"), oc.get("last_seen"))
+        c["events"] = c.get("events", 0) + oc.get("events", 0)
+        for op_key, oop in oc["operations"].items():
+            op = c["operations"].get(op_key)
+            if op is None:
+                c["operations"][op_key] = copy.deepcopy(oop)
+                continue
+            op["count"] = op.get("count", 0) + oop.get("count", 0)
+            op["first_seen"] = _min_iso(op.get("first_seen"), oop.get("first_seen"))
+            op["last_seen"] = _max_iso(op.get("last_seen"), oop.get("last_seen"))
+            op["outcomes"] = _sum_hist(op.get("outcomes") or {}, oop.get("outcomes") or {})
+            for direction, spaces in (oop.get("addresses") or {}).items():
+                mine = op.setdefault("addresses", {}).setdefault(direction, {})
+                for space, ranges in spaces.items():
+                    target = mine.setdefault(space, [])
+                    for lo, hi in ranges:
+                        add_range(target, lo, hi, 1 << 30)
+            for direction, nodes in (oop.get("nodes") or {}).items():
+                op.setdefault("nodes", {})[direction] = sorted(
+                    set(op.get("nodes", {}).get(direction, [])) | set(nodes))
+        for series_key, os_ in (oc.get("polling") or {}).items():
+            s = c.setdefault("polling", {}).get(series_key)
+            if s is None:
+                c["polling"][series_key] = copy.deepcopy(os_)
+                continue
+            s["requests"] = s.get("requests", 0) + os_.get("requests", 0)
+            s["histogram"] = _sum_hist(s.get("histogram") or {}, os_.get("histogram") or {})
+            finalize_series(s, settings)
+        if oc.get("rate"):
+            r = c.setdefault("rate", {"bucket_seconds": settings["rate_bucket_seconds"], "histogram": {}})
+            r["histogram"] = _sum_hist(r.get("histogram") or {}, oc["rate"].get("histogram") or {})
+            finalize_rate(r)
+        for kind, counts in (oc.get("security") or {}).items():
+            mine = c.setdefault("security", {}).setdefault(kind, {})
+            for value, n in counts.items():
+                mine[value] = mine.get(value, 0) + n
+
+
+def iter_regular_series(doc: dict) -> Iterable[tuple[str, str, dict]]:
+    for conv_key, conv in doc["conversations"].items():
+        for series_key, series in (conv.get("polling") or {}).items():
+            if series.get("regular"):
+                yield conv_key, series_key, series

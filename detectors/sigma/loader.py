@@ -1,0 +1,469 @@
+"""Loading a rule pack: pySigma parses, the ICS pipeline maps fields and fills placeholders,
+then each rule is compiled once (``compiler``) or refused with file, line, rule id and reason.
+
+The pipeline (``detectors/pipelines/ics_ecs.yml``) is the one ``icsmon rules convert`` gives
+the Elasticsearch backend, so a rule means the same thing in the stream and in a hunt.
+
+Placeholders (``%engineering_stations%`` ...) are host lists (IP addresses or CIDR ranges).
+Their values come from, in increasing priority: the pipeline's defaults, the ``placeholders``
+argument (e.g. a learned baseline), the site configuration file. A placeholder with no value
+is filled with ``255.255.255.255``, an address no TCP client has: every host is outside an
+unset list, so allow-list rules fail open towards alerting, never towards silence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sigma.collection import SigmaCollection
+from sigma.conditions import ConditionFieldEqualsValueExpression, ConditionItem
+from sigma.correlations import SigmaCorrelationRule
+from sigma.exceptions import SigmaError
+from sigma.processing.pipeline import ProcessingPipeline
+from sigma.rule import SigmaRule
+from sigma.types import SigmaFieldReference
+
+from detectors.alerts import RuleMeta
+from detectors.attack_ics import TECHNIQUES, tactic_from_tag, technique_from_tag
+from detectors.sigma.compiler import Compiled, Unsupported, anchor_candidates, closure, to_node
+from detectors.sigma.correlation import SUPPORTED_OPS, SUPPORTED_TYPES
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).resolve().parent.parent
+PIPELINE_PATH = PACKAGE / "pipelines" / "ics_ecs.yml"
+SHIPPED_RULES = PACKAGE.parent / "rules"
+UNSET = "255.255.255.255"
+PRODUCT = "ics"
+
+
+class SiteConfigError(ValueError):
+    """A site configuration file that cannot be used (the message names the file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    line: int
+    rule_id: str
+    message: str
+    severity: str = "error"  # "error" refuses the rule; "warning" is reported only
+
+    def __str__(self) -> str:
+        rid = f" [{self.rule_id}]" if self.rule_id else ""
+        return f"{self.path}:{self.line}:{rid} {self.severity}: {self.message}"
+
+
+class RuleLoadError(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(slots=True)
+class LoadedRule:
+    meta: RuleMeta
+    name: str | None  # the Sigma ``name`` correlations refer to
+    service: str | None  # None: every ICS protocol
+    compiled: Compiled
+    output: bool  # False for base rules that only feed correlations
+    fields: frozenset[str]
+    sigma: SigmaRule
+
+
+@dataclass(slots=True)
+class LoadedCorrelation:
+    meta: RuleMeta
+    kind: str
+    rules: list[str]  # ids of the referenced rules, in the rule's order
+    rule_names: list[str]  # their names (or ids), as correlation state keys
+    group_by: list[str]
+    timespan: float
+    threshold: int
+    op: str
+    value_field: str | None
+    aliases: dict[str, dict[str, str]]
+    sigma: SigmaCorrelationRule
+
+
+@dataclass(slots=True)
+class Pack:
+    rules: list[LoadedRule] = field(default_factory=list)
+    correlations: list[LoadedCorrelation] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    placeholders: dict[str, list[str]] = field(default_factory=dict)
+
+
+# --- locations --------------------------------------------------------------------------
+
+
+def _key_lines(path: Path) -> list[tuple[str, int]]:
+    """(mapping key text, 1-based line) for every key in the file, in order."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        out: list[tuple[str, int]] = []
+        for doc in yaml.compose_all(text):
+            stack = [doc]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, yaml.MappingNode):
+                    for k, v in node.value:
+                        if isinstance(k, yaml.ScalarNode):
+                            out.append((str(k.value), k.start_mark.line + 1))
+                        stack.append(v)
+                elif isinstance(node, yaml.SequenceNode):
+                    stack.extend(node.value)
+        return sorted(out, key=lambda kv: kv[1])
+    except (OSError, yaml.YAMLError):
+        return []
+
+
+def locate(path: Path | str | None, *hints: str) -> int:
+    """Line of the first key matching a hint (``field`` also matches ``field|mod``), else 1."""
+    if not path:
+        return 1
+    keys = _key_lines(Path(path))
+    for hint in hints:
+        if not hint:
+            continue
+        for key, line in keys:
+            if key == hint or key.split("|", 1)[0] == hint:
+                return line
+    return 1
+
+
+def _problem(path: Any, rule_id: Any, message: str, *hints: str, severity: str = "error") -> Problem:
+    return Problem(str(path or "?"), locate(path, *hints), str(rule_id or ""), message, severity)
+
+
+# --- placeholders and pipeline ----------------------------------------------------------
+
+
+def read_site_config(path: Path) -> dict[str, list[str]]:
+    """Placeholder values from a site YAML: ``placeholders:`` (or a pySigma ``vars:``) mapping."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SiteConfigError(f"{path}: cannot read site configuration: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SiteConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SiteConfigError(f"{path}: expected a mapping with a 'placeholders' key")
+    values = data.get("placeholders", data.get("vars", {}))
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise SiteConfigError(f"{path}: 'placeholders' must map names to lists of hosts")
+    return _normalise_placeholders(values, str(path))
+
+
+def _normalise_placeholders(values: Mapping[str, Any], origin: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, items in values.items():
+        if items is None:
+            items = []
+        if isinstance(items, str | int | float):
+            items = [items]
+        if not isinstance(items, list) or not all(isinstance(i, str | int | float) for i in items):
+            raise SiteConfigError(f"{origin}: placeholder {name!r} must be a list of hosts")
+        out[str(name).strip("%")] = [str(i) for i in items]
+    return out
+
+
+def pipeline_defaults() -> dict[str, list[str]]:
+    data = yaml.safe_load(PIPELINE_PATH.read_text(encoding="utf-8"))
+    return _normalise_placeholders(data.get("vars") or {}, str(PIPELINE_PATH))
+
+
+def resolve_placeholders(
+    site_config: Path | None = None, placeholders: Mapping[str, list[str]] | None = None
+) -> dict[str, list[str]]:
+    merged = pipeline_defaults()
+    if placeholders:
+        merged.update(_normalise_placeholders(placeholders, "placeholders"))
+    if site_config is not None:
+        merged.update(read_site_config(site_config))
+    return {k: (v if v else [UNSET]) for k, v in merged.items()}
+
+
+def make_pipeline(values: Mapping[str, list[str]]) -> ProcessingPipeline:
+    pipeline = ProcessingPipeline.from_yaml(PIPELINE_PATH.read_text(encoding="utf-8"))
+    pipeline.vars = dict(values)
+    return pipeline
+
+
+# --- metadata ---------------------------------------------------------------------------
+
+
+def rule_meta(rule: SigmaRule | SigmaCorrelationRule, correlation: str | None = None) -> RuleMeta:
+    techniques: list[str] = []
+    tactics: list[str] = []
+    for tag in rule.tags:
+        t = technique_from_tag(tag.namespace, tag.name)
+        if t and t not in techniques:
+            techniques.append(t)
+        tac = tactic_from_tag(tag.namespace, tag.name)
+        if tac and tac not in tactics:
+            tactics.append(tac)
+    level = rule.level.name.lower() if rule.level else "medium"
+    return RuleMeta(
+        id=str(rule.id) if rule.id else str(rule.name or rule.title),
+        name=rule.title,
+        level=level,
+        description=(rule.description or "").strip(),
+        author=rule.author or "",
+        references=tuple(rule.references or ()),
+        techniques=tuple(techniques),
+        tactics=tuple(tactics),
+        tags=tuple(f"{t.namespace}.{t.name}" for t in rule.tags),
+        path=str(rule.source.path) if rule.source and rule.source.path else "",
+        correlation=correlation,
+    )
+
+
+def _condition_fields(cond: Any) -> set[str]:
+    out: set[str] = set()
+    stack = [cond]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ConditionFieldEqualsValueExpression):
+            out.add(node.field)
+            if isinstance(node.value, SigmaFieldReference):
+                out.add(node.value.field)
+        elif isinstance(node, ConditionItem):
+            stack.extend(a for a in node.args if a is not None)
+    return out
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def rule_files(paths: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(p.rglob("*.yml")) + sorted(p.rglob("*.yaml")))
+        else:
+            files.append(p)
+    return files
+
+
+def load_pack(
+    paths: Iterable[Path] | None = None,
+    values: Mapping[str, list[str]] | None = None,
+) -> Pack:
+    """Parse, apply the pipeline and compile; every refusal is a Problem (nothing raises)."""
+    paths = list(paths) if paths is not None else [SHIPPED_RULES]
+    pack = Pack(placeholders=dict(values) if values is not None else resolve_placeholders())
+    missing = [p for p in paths if not p.exists()]
+    for p in missing:
+        pack.problems.append(Problem(str(p), 1, "", "no such file or directory"))
+    files = rule_files(p for p in paths if p.exists())
+    if not files:
+        if not missing:
+            pack.problems.append(Problem(", ".join(map(str, paths)), 1, "", "no rule files (*.yml)"))
+        return pack
+    collection = SigmaCollection.load_ruleset(files, collect_errors=True)
+    for err in collection.errors:
+        src = getattr(err, "source", None)
+        path = src.path if src is not None and src.path else "?"
+        line = src.line if src is not None and src.line else locate(path, "detection")
+        pack.problems.append(Problem(str(path), line, "", str(err).split(" in ")[0].strip()))
+    pipeline = make_pipeline(pack.placeholders)
+    refused: set[int] = set()
+    by_ref: dict[str, LoadedRule] = {}
+    for item in collection.rules:
+        if isinstance(item, SigmaRule):
+            loaded = _load_rule(item, pipeline, pack)
+            if loaded is None:
+                refused.add(id(item))
+                continue
+            pack.rules.append(loaded)
+            by_ref[loaded.meta.id] = loaded
+            if loaded.name:
+                by_ref[loaded.name] = loaded
+    for item in collection.rules:
+        if isinstance(item, SigmaCorrelationRule):
+            corr = _load_correlation(item, pipeline, pack, refused)
+            if corr is not None:
+                pack.correlations.append(corr)
+                for rid in corr.rules:
+                    if rid in by_ref:
+                        by_ref[rid].output = by_ref[rid].output and bool(item.generate)
+    return pack
+
+
+def _load_rule(rule: SigmaRule, pipeline: ProcessingPipeline, pack: Pack) -> LoadedRule | None:
+    path = rule.source.path if rule.source else None
+    rid = rule.id or rule.name or rule.title
+    ls = rule.logsource
+    if ls.product != PRODUCT or ls.category is not None:
+        pack.problems.append(
+            _problem(path, rid, f"logsource must be product: {PRODUCT} with an ICS service "
+                     f"(got product={ls.product} category={ls.category})", "logsource")
+        )
+        return None
+    from detectors.sigma.fields import SERVICES
+
+    if ls.service is not None and ls.service not in SERVICES:
+        pack.problems.append(
+            _problem(path, rid, f"unknown service {ls.service!r} (one of {', '.join(SERVICES)})",
+                     "service")
+        )
+        return None
+    try:
+        pipeline.apply(rule)
+        conditions = [c.parsed for c in rule.detection.parsed_condition]
+    except SigmaError as exc:
+        hint = exc.args[0] if exc.args else ""
+        pack.problems.append(_problem(path, rid, f"pipeline: {exc}".split(" in ")[0], "detection", str(hint)))
+        return None
+    fields: set[str] = set()
+    nodes = []
+    try:
+        for cond in conditions:
+            fields |= _condition_fields(cond)
+            nodes.append(to_node(cond))
+    except Unsupported as exc:
+        pack.problems.append(_problem(path, rid, str(exc), *_hints(str(exc)), "detection"))
+        return None
+    except SigmaError as exc:
+        pack.problems.append(_problem(path, rid, str(exc), "detection"))
+        return None
+    from detectors.sigma.compiler import Or, _simplify
+
+    node = nodes[0] if len(nodes) == 1 else _simplify(Or(nodes))
+    anchors = anchor_candidates(node)
+    anchor = (anchors[0].field, anchors[0].keys) if anchors else None
+    compiled = Compiled(closure(node), anchor, frozenset(fields))
+    return LoadedRule(
+        meta=rule_meta(rule),
+        name=rule.name,
+        service=ls.service,
+        compiled=compiled,
+        output=True,
+        fields=frozenset(fields),
+        sigma=rule,
+    )
+
+
+def _hints(message: str) -> list[str]:
+    # Messages quote the field they concern ("... on field 'x'"): use it to find the line.
+    import re
+
+    return re.findall(r"'([^']+)'", message)
+
+
+def _load_correlation(
+    rule: SigmaCorrelationRule, pipeline: ProcessingPipeline, pack: Pack, refused: set[int]
+) -> LoadedCorrelation | None:
+    path = rule.source.path if rule.source else None
+    rid = rule.id or rule.name or rule.title
+    kind = str(rule.type.name).lower()
+    if kind not in SUPPORTED_TYPES:
+        pack.problems.append(_problem(path, rid, f"correlation type {kind} is not supported "
+                                      f"(supported: {', '.join(SUPPORTED_TYPES)})", "type"))
+        return None
+    cond = rule.condition
+    op = getattr(getattr(cond, "op", None), "name", "").lower()
+    if op not in SUPPORTED_OPS:
+        pack.problems.append(_problem(path, rid, f"correlation condition {op or cond!r} is not "
+                                      "supported in a stream (use gte or gt)", "condition"))
+        return None
+    try:
+        pipeline.apply(rule)
+    except SigmaError as exc:
+        pack.problems.append(_problem(path, rid, f"pipeline: {exc}", "correlation"))
+        return None
+    ids: list[str] = []
+    names: list[str] = []
+    for ref in rule.rules or []:
+        target = getattr(ref, "rule", None)
+        if not isinstance(target, SigmaRule):
+            pack.problems.append(_problem(path, rid, f"rule {ref.reference!r} is a correlation or "
+                                          "unresolved (correlations of correlations are not "
+                                          "supported)", "rules"))
+            return None
+        if id(target) in refused:
+            pack.problems.append(_problem(path, rid, f"referenced rule {ref.reference!r} was "
+                                          "refused", "rules"))
+            return None
+        ids.append(str(target.id) if target.id else str(target.name or target.title))
+        names.append(str(ref.reference))
+    value_field = None
+    if kind == "value_count":
+        fr = cond.fieldref
+        value_field = fr[0] if isinstance(fr, list) else fr
+        if not value_field:
+            pack.problems.append(_problem(path, rid, "value_count needs condition.field", "condition"))
+            return None
+    aliases: dict[str, dict[str, str]] = {}
+    for alias in rule.aliases:
+        aliases[alias.alias] = {ref.reference: f for ref, f in alias.mapping.items()}
+    if rule.timespan is None or not rule.timespan.seconds:
+        pack.problems.append(_problem(path, rid, "correlation needs a timespan", "timespan"))
+        return None
+    return LoadedCorrelation(
+        meta=rule_meta(rule, correlation=kind),
+        kind=kind,
+        rules=ids,
+        rule_names=names,
+        group_by=list(rule.group_by or []),
+        timespan=float(rule.timespan.seconds),
+        threshold=int(cond.count),
+        op=op,
+        value_field=value_field,
+        aliases=aliases,
+        sigma=rule,
+    )
+
+
+def check_known(pack: Pack) -> list[Problem]:
+    """icsmon's own checks: known fields, known ATT&CK for ICS ids, tags present."""
+    from detectors.sigma.fields import known_fields
+
+    problems: list[Problem] = []
+    for r in pack.rules:
+        known = known_fields(r.service)
+        path = r.meta.path
+        for f in sorted(r.fields):
+            if f not in known:
+                problems.append(_problem(path, r.meta.id, f"field {f!r} is not emitted for service "
+                                         f"{r.service or 'any'} (see detectors/sigma/fields.py)", f))
+        problems.extend(_check_tags(r.sigma, path, r.meta.id, r.output))
+    for c in pack.correlations:
+        problems.extend(_check_tags(c.sigma, c.meta.path, c.meta.id, True))
+        services = {r.service for r in pack.rules if r.meta.id in c.rules}
+        known = known_fields(services.pop() if len(services) == 1 else None)
+        for f in [*c.group_by, *([c.value_field] if c.value_field else [])]:
+            if f not in known and f not in c.aliases:
+                problems.append(_problem(c.meta.path, c.meta.id, f"field {f!r} is not a known "
+                                         "event field", f))
+    return problems
+
+
+def _check_tags(rule: SigmaRule | SigmaCorrelationRule, path: str, rid: str, output: bool) -> list[Problem]:
+    problems: list[Problem] = []
+    seen = False
+    for tag in rule.tags:
+        if tag.namespace != "attack":
+            continue
+        name = tag.name.lower()
+        if len(name) == 5 and name[0] == "t" and name[1:].isdigit():
+            seen = True
+            if name.upper() not in TECHNIQUES:
+                problems.append(_problem(path, rid, f"attack.{name}: not a technique of ATT&CK for "
+                                         "ICS (see detectors/attack_ics.py)", "tags"))
+        elif tactic_from_tag(tag.namespace, tag.name) is None and not name.startswith("ics"):
+            problems.append(_problem(path, rid, f"attack.{name}: not an ATT&CK for ICS tactic or "
+                                     "technique", "tags"))
+    if output and not seen:
+        problems.append(_problem(path, rid, "no attack.t0xxx technique tag", "tags"))
+    return problems

@@ -1,0 +1,682 @@
+"""The embedded store: round trips, filters, aggregations, merges, errors, concurrency."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline import store as store_module
+from pipeline.query import AlertFilter, AssetFilter
+from pipeline.store import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    iter_docs,
+    merge_alert,
+    merge_asset,
+)
+from tests.test_store_samples import BASE_TS, RULES, SITES, asset_doc, corpus, iso
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def epoch(doc: dict, key: str = "@timestamp") -> float:
+    return datetime.fromisoformat(doc[key]).timestamp()
+
+
+@pytest.fixture(scope="module")
+def docs() -> tuple[list[dict], list[dict], list[dict]]:
+    return corpus()
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory, docs) -> Path:
+    """A store holding the whole corpus, written the way the sensor does (batches)."""
+    events, alerts, assets = docs
+    path = tmp_path_factory.mktemp("store") / "icsmon.db"
+    with Store(path, batch_size=64, background_flush=False) as st:
+        for ev in events:
+            st.write("event", ev)
+        for al in alerts:
+            st.write("alert", al)
+        for asset in assets:
+            st.write("asset", asset)
+    return path
+
+
+@pytest.fixture()
+def reader(filled: Path):
+    st = Store.open(filled, readonly=True)
+    yield st
+    st.close()
+
+
+def alert_matches(al: dict, flt: AlertFilter) -> bool:
+    ts = epoch(al)
+    return (
+        (flt.since is None or ts >= flt.since)
+        and (flt.until is None or ts < flt.until)
+        and (flt.min_severity is None or al["event.severity"] >= flt.min_severity)
+        and (not flt.sites or al["labels.site"] in flt.sites)
+        and (flt.technique is None or flt.technique.upper() in al["threat.technique.id"])
+        and (flt.rule_id is None or al["rule.id"] == flt.rule_id)
+        and (flt.protocol is None or al["network.protocol"] == flt.protocol)
+        and (flt.text is None or flt.text.lower() in al["rule.name"].lower())
+    )
+
+
+def newest_first(docs: list[dict]) -> list[dict]:
+    return sorted(docs, key=epoch, reverse=True)
+
+
+# ---- round trips ---------------------------------------------------------------------------
+
+
+def test_documents_round_trip_field_for_field(reader: Store, docs) -> None:
+    events, alerts, assets = docs
+    assert reader.counts() == {"event": len(events), "alert": len(alerts), "asset": len(assets)}
+    for ev in events:
+        assert reader.get_event(ev["event.id"]) == ev
+    for al in alerts:
+        assert reader.get_alert(al["event.id"]) == al
+    for asset in assets:
+        assert reader.get_asset(asset["asset.id"]) == asset
+    assert reader.get_alert("no-such-id") is None
+
+
+def test_iter_docs_returns_everything_in_write_order(reader: Store, docs) -> None:
+    events, alerts, assets = docs
+    assert [d for _, d in iter_docs(reader, ["event"])] == events
+    assert [d for _, d in iter_docs(reader, ["alert"])] == alerts
+
+
+def test_values_json_lacks_a_type_for_are_kept_readably(tmp_path: Path) -> None:
+    doc = {
+        "@timestamp": "2026-11-26T10:00:00.000001Z",
+        "event.id": "odd-1",
+        "opcua.raw": b"\x00\xffAB",
+        "opcua.value_u64": 2**64 - 1,
+        "opcua.value_i64": -(2**63),
+        "opcua.text": "锅炉温度 setpoint",
+        "modbus.values": [0, 65535],
+    }
+    with Store(tmp_path / "s.db") as st:
+        st.write("event", doc)
+        st.flush()
+        got = st.get_event("odd-1")
+    assert got == {**doc, "opcua.raw": "00ff4142"}
+
+
+def test_store_file_is_marked_versioned_and_in_wal_mode(filled: Path) -> None:
+    conn = sqlite3.connect(filled)
+    try:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_default_path_follows_env_then_user_data_dir(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ICSMON_STORE", str(tmp_path / "env.db"))
+    assert store_module.resolve_store_path(None) == tmp_path / "env.db"
+    assert store_module.resolve_store_path(tmp_path / "x.db") == tmp_path / "x.db"
+    monkeypatch.delenv("ICSMON_STORE")
+    default = store_module.default_store_path()
+    assert default.name == "icsmon.db" and default.parent.name == "icsmon"
+
+
+# ---- alert queries -------------------------------------------------------------------------
+
+
+FILTERS = [
+    AlertFilter(),
+    AlertFilter(min_severity=73),
+    AlertFilter(sites=[SITES[0]]),
+    AlertFilter(sites=[SITES[0], SITES[2]], min_severity=48),
+    AlertFilter(technique="t0881"),
+    AlertFilter(technique="T0836", protocol="opcua"),
+    AlertFilter(rule_id=RULES[2][0]),
+    AlertFilter(protocol="s7comm"),
+    AlertFilter(text="LISTEN only"),
+    AlertFilter(text="100%_"),  # LIKE wildcards in the text are literal
+    AlertFilter(since=BASE_TS + 3600, until=BASE_TS + 7200),
+    AlertFilter(since=BASE_TS + 5000, technique="T0855", sites=[SITES[1]]),
+]
+
+
+@pytest.mark.parametrize("flt", FILTERS, ids=lambda f: repr(f)[12:70])
+def test_search_alerts_filters_and_orders_newest_first(reader: Store, docs, flt) -> None:
+    expected = newest_first([a for a in docs[1] if alert_matches(a, flt)])
+    total, page = reader.search_alerts(flt)
+    assert total == len(expected)
+    assert [a["event.id"] for a in page] == [a["event.id"] for a in expected[: flt.limit]]
+
+
+def test_pagination_walks_every_alert_once(reader: Store, docs) -> None:
+    seen: list[str] = []
+    offset = 0
+    while True:
+        total, page = reader.search_alerts(AlertFilter(limit=37, offset=offset))
+        if not page:
+            break
+        assert total == len(docs[1])
+        seen.extend(a["event.id"] for a in page)
+        offset += len(page)
+    assert seen == [a["event.id"] for a in newest_first(docs[1])]
+
+
+def test_count_alerts_by_indexed_side_table_and_json_fields(reader: Store, docs) -> None:
+    alerts = docs[1]
+    flt = AlertFilter(sites=[SITES[0], SITES[1]])
+    chosen = [a for a in alerts if alert_matches(a, flt)]
+
+    def expected(values) -> list[tuple[str, int]]:
+        counts = Counter(str(v) for v in values)
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    assert reader.count_alerts_by(flt, "rule.id", 50) == expected(a["rule.id"] for a in chosen)
+    assert reader.count_alerts_by(flt, "event.severity") == expected(
+        a["event.severity"] for a in chosen
+    )
+    techniques = [t for a in chosen for t in a["threat.technique.id"]]
+    assert reader.count_alerts_by(flt, "threat.technique.id") == expected(techniques)
+    # no column of its own: counted from the JSON document, lists element by element
+    assert (
+        reader.count_alerts_by(flt, "destination.ip", 5)
+        == expected(a["destination.ip"] for a in chosen)[:5]
+    )
+    assert reader.count_alerts_by(AlertFilter(), "threat.tactic.name") == expected(
+        t for a in alerts for t in a["threat.tactic.name"]
+    )
+    assert reader.count_alerts_by(AlertFilter(), "no.such.field") == []
+    with pytest.raises(ValueError):
+        reader.count_alerts_by(AlertFilter(), 'x"); DROP TABLE alerts; --')
+
+
+def test_count_alerts_by_is_done_in_sql(reader: Store) -> None:
+    """The plan aggregates inside SQLite (an index or a GROUP BY), it does not read documents
+    into Python: the statement handed to SQLite groups, and only the buckets come back."""
+    statements: list[str] = []
+    reader._conn.set_trace_callback(statements.append)
+    try:
+        rows = reader.count_alerts_by(AlertFilter(), "labels.site")
+    finally:
+        reader._conn.set_trace_callback(None)
+    assert len(rows) == len(SITES)
+    grouped = [s for s in statements if "GROUP BY" in s]
+    assert grouped and "count(*)" in grouped[0]
+
+
+def test_alert_histogram_plain_and_split(reader: Store, docs) -> None:
+    alerts = docs[1]
+    interval = 1800
+    plain = Counter(int(epoch(a) // interval) * interval for a in alerts)
+    assert reader.alert_histogram(AlertFilter(), interval) == [
+        (float(b), None, n) for b, n in sorted(plain.items())
+    ]
+    split: dict[int, Counter] = defaultdict(Counter)
+    for a in alerts:
+        split[int(epoch(a) // interval) * interval][a["network.protocol"]] += 1
+    want = []
+    for bucket in sorted(split):
+        top = sorted(split[bucket].items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+        want.extend((float(bucket), v, n) for v, n in top)
+    assert reader.alert_histogram(AlertFilter(), interval, "network.protocol", size=2) == want
+
+
+def test_count_alerts_by_pair(reader: Store, docs) -> None:
+    alerts = docs[1]
+    totals = Counter(a["labels.site"] for a in alerts)
+    pairs: dict[str, Counter] = defaultdict(Counter)
+    for a in alerts:
+        for t in a["threat.technique.id"]:
+            pairs[a["labels.site"]][t] += 1
+    top_sites = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+    want = []
+    for site, _ in top_sites:
+        top = sorted(pairs[site].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        want.extend((site, t, n) for t, n in top)
+    got = reader.count_alerts_by_pair(AlertFilter(), "labels.site", "threat.technique.id", 2, 3)
+    assert got == want
+
+
+def test_last_seen_by_observer_for_events_and_alerts(reader: Store, docs) -> None:
+    events, alerts, _ = docs
+    for kind, source in (("event", events), ("alert", alerts)):
+        newest: dict[str, float] = {}
+        for d in source:
+            newest[d["observer.name"]] = max(newest.get(d["observer.name"], 0.0), epoch(d))
+        want = sorted(newest.items(), key=lambda kv: (-kv[1], kv[0]))
+        got = reader.last_seen_by(AlertFilter(), "observer.name", kind=kind)
+        assert [v for v, _ in got] == [v for v, _ in want]
+        assert [t for _, t in got] == pytest.approx([t for _, t in want], abs=1e-6)
+    with pytest.raises(ValueError):
+        reader.last_seen_by(AlertFilter(), "observer.name", kind="asset")
+
+
+def test_search_events_filters(reader: Store, docs) -> None:
+    events = docs[0]
+    flt = AlertFilter(sites=[SITES[2]], protocol="modbus", since=BASE_TS + 1000, limit=1000)
+    want = newest_first(
+        [
+            e
+            for e in events
+            if e["labels.site"] == SITES[2]
+            and e["network.protocol"] == "modbus"
+            and epoch(e) >= BASE_TS + 1000
+        ]
+    )
+    total, page = reader.search_events(flt)
+    assert total == len(want) and page == want
+    total, page = reader.search_events(AlertFilter(text="plc-", limit=1000))
+    assert total == sum(1 for e in events if "plc-" in e["event.action"])
+    # events carry no severity: a severity filter matches none of them
+    assert reader.search_events(AlertFilter(min_severity=1))[0] == 0
+
+
+# ---- assets --------------------------------------------------------------------------------
+
+
+def test_search_assets_filters_and_sorts_by_site_then_ip(reader: Store, docs) -> None:
+    import ipaddress
+
+    assets = docs[2]
+    total, page = reader.search_assets(AssetFilter())
+    assert total == len(assets)
+    want = sorted(assets, key=lambda a: (a["labels.site"], ipaddress.ip_address(a["host.ip"])))
+    assert [a["asset.id"] for a in page] == [a["asset.id"] for a in want]
+
+    total, page = reader.search_assets(AssetFilter(sites=[SITES[1]], role="s7comm-server"))
+    want_ids = {
+        a["asset.id"]
+        for a in assets
+        if a["labels.site"] == SITES[1] and "s7comm-server" in a["asset.roles"]
+    }
+    assert total == len(want_ids) and {a["asset.id"] for a in page} == want_ids
+
+    total, page = reader.search_assets(AssetFilter(vendor="siem"))
+    assert total == sum(1 for a in assets if a.get("ics.device.vendor") == "Siemens") > 0
+
+    cut = BASE_TS + 3 * 3600
+    total, _ = reader.search_assets(AssetFilter(last_seen_since=cut))
+    assert total == sum(1 for a in assets if epoch(a, "asset.last_seen") >= cut)
+    total, _ = reader.search_assets(AssetFilter(first_seen_since=BASE_TS + 600))
+    assert total == sum(1 for a in assets if epoch(a, "asset.first_seen") >= BASE_TS + 600)
+
+    total, page = reader.search_assets(AssetFilter(limit=5, offset=5))
+    assert total == len(assets) and len(page) == 5
+
+
+def test_merge_asset_rules() -> None:
+    site = SITES[0]
+    old = asset_doc(
+        site,
+        "10.0.1.10",
+        ["modbus-server"],
+        ["10.0.0.5"],
+        BASE_TS,
+        BASE_TS + 100,
+        **{
+            "ics.device.vendor": "Schneider Electric",
+            "ics.device.firmware": "v2.1",
+            "host.mac": "00-80-F4-01-02-03",
+        },
+    )
+    newer = asset_doc(
+        site,
+        "10.0.1.10",
+        ["s7comm-server", "modbus-server"],
+        ["10.0.0.6"],
+        BASE_TS + 50,
+        BASE_TS + 500,
+        **{"ics.device.firmware": "v2.2", "ics.device.vendor": ""},
+    )
+    merged = merge_asset(old, newer)
+    assert merged["asset.roles"] == ["modbus-server", "s7comm-server"]
+    assert merged["asset.peers"] == ["10.0.0.5", "10.0.0.6"]
+    assert merged["asset.protocols"] == ["modbus", "s7comm"]
+    assert merged["asset.first_seen"] == old["asset.first_seen"]
+    assert merged["asset.last_seen"] == newer["asset.last_seen"]
+    assert merged["ics.device.firmware"] == "v2.2"  # newer non-empty value wins
+    assert merged["ics.device.vendor"] == "Schneider Electric"  # empty never erases
+    assert merged["host.mac"] == "00-80-F4-01-02-03"
+    # an older observation arriving late fills gaps but does not overwrite identity
+    older = asset_doc(
+        site,
+        "10.0.1.10",
+        ["modbus-server"],
+        [],
+        BASE_TS - 900,
+        BASE_TS - 800,
+        **{"ics.device.firmware": "v1.0", "ics.device.product": "M340"},
+    )
+    merged2 = merge_asset(merged, older)
+    assert merged2["ics.device.firmware"] == "v2.2"
+    assert merged2["ics.device.product"] == "M340"
+    assert merged2["asset.first_seen"] == older["asset.first_seen"]
+    assert merged2["asset.last_seen"] == newer["asset.last_seen"]
+
+
+def test_assets_upsert_across_and_within_batches(tmp_path: Path) -> None:
+    site = SITES[1]
+    observations = [
+        asset_doc(site, "10.1.1.10", ["modbus-server"], [f"10.1.0.{i}"], BASE_TS + i, BASE_TS + i)
+        for i in range(2, 12)
+    ]
+    observations.append(
+        asset_doc(
+            site,
+            "10.1.1.10",
+            ["opcua-server"],
+            [],
+            BASE_TS + 99,
+            BASE_TS + 99,
+            **{"ics.device.application_uri": "urn:plant:boiler"},
+        )
+    )
+    with Store(tmp_path / "a.db", batch_size=4, background_flush=False) as st:
+        for doc in observations:
+            st.write("asset", doc)
+        st.flush()
+        total, page = st.search_assets(AssetFilter(role="opcua-server"))
+        assert total == 1
+        (asset,) = page
+        assert st.search_assets(AssetFilter(role="modbus-server"))[0] == 1
+    assert asset["asset.peers"] == [f"10.1.0.{i}" for i in range(2, 12)]
+    assert asset["asset.roles"] == ["modbus-server", "opcua-server"]
+    assert asset["asset.first_seen"] == iso(BASE_TS + 2)
+    assert asset["asset.last_seen"] == iso(BASE_TS + 99)
+    assert asset["ics.device.application_uri"] == "urn:plant:boiler"
+
+
+# ---- de-duplication ------------------------------------------------------------------------
+
+
+def test_replayed_documents_are_not_duplicated(tmp_path: Path, docs) -> None:
+    events, alerts, _ = docs
+    path = tmp_path / "d.db"
+    for _ in range(2):  # the same capture replayed twice, or a batch redelivered
+        with Store(path, background_flush=False) as st:
+            for ev in events[:50]:
+                st.write("event", ev)
+            for al in alerts[:20]:
+                st.write("alert", al)
+    with Store.open(path, readonly=True) as st:
+        assert st.counts()["event"] == 50
+        assert st.counts()["alert"] == 20
+        for al in alerts[:20]:
+            assert st.get_alert(al["event.id"])["icsmon.alert.count"] == 1
+
+
+def test_an_alert_fired_again_adds_to_its_count(tmp_path: Path, docs) -> None:
+    first = docs[1][0]
+    again = {**first, "icsmon.alert.event_ids": ["later-event"], "event.severity": 99}
+    with Store(tmp_path / "c.db", background_flush=False) as st:
+        st.write("alert", first)
+        st.flush()
+        st.write("alert", again)
+        st.write("alert", again)  # delivered twice: counted once
+        st.flush()
+        stored = st.get_alert(first["event.id"])
+        stats = st.stats()
+        assert st.search_alerts(AlertFilter(min_severity=99, rule_id=first["rule.id"]))[0] >= 1
+    assert stored["icsmon.alert.count"] == 2
+    assert stored["icsmon.alert.event_ids"] == [*first["icsmon.alert.event_ids"], "later-event"]
+    assert stored["event.severity"] == 99
+    assert stats["alerts"] == 1 and stats["alerts_merged"] == 1 and stats["duplicates"] == 1
+
+
+def test_merge_alert_without_event_ids_counts_each_arrival() -> None:
+    a = {"event.id": "x", "rule.id": "r"}
+    merged = merge_alert(a, {"event.id": "x", "icsmon.alert.count": 3})
+    assert merged is not None and merged["icsmon.alert.count"] == 4
+    capped = merge_alert(
+        {"event.id": "x", "icsmon.alert.event_ids": [str(i) for i in range(100)]},
+        {"event.id": "x", "icsmon.alert.event_ids": ["new"]},
+    )
+    assert capped is not None and len(capped["icsmon.alert.event_ids"]) == 100
+
+
+# ---- batching, retention, failures ---------------------------------------------------------
+
+
+def test_batches_commit_every_n_documents(tmp_path: Path, docs) -> None:
+    path = tmp_path / "b.db"
+    st = Store(path, batch_size=10, flush_interval=0, background_flush=False)
+    try:
+        with Store.open(path, readonly=True) as rd:
+            for ev in docs[0][:9]:
+                st.write("event", ev)
+            assert rd.counts()["event"] == 0  # still pending
+            st.write("event", docs[0][9])
+            assert rd.counts()["event"] == 10
+            st.write("event", docs[0][10])
+            assert st.stats()["pending"] == 1
+    finally:
+        st.close()
+    with Store.open(path, readonly=True) as rd:
+        assert rd.counts()["event"] == 11
+
+
+def test_a_quiet_sensor_is_flushed_by_the_background_thread(tmp_path: Path, docs) -> None:
+    path = tmp_path / "q.db"
+    st = Store(path, batch_size=1000, flush_interval=0.05)
+    try:
+        st.write("alert", docs[1][0])
+        with Store.open(path, readonly=True) as rd:
+            deadline = time.monotonic() + 30  # a bound against hanging, not a timing assert
+            while rd.counts()["alert"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert rd.counts()["alert"] == 1
+    finally:
+        st.close()
+
+
+def test_retention_keeps_the_newest_events_and_every_alert(tmp_path: Path, docs) -> None:
+    events, alerts, _ = docs
+    path = tmp_path / "r.db"
+    with Store(path, batch_size=50, max_events=100, background_flush=False) as st:
+        for ev in events:
+            st.write("event", ev)
+        for al in alerts:
+            st.write("alert", al)
+        st.flush()
+        total, kept = st.search_events(AlertFilter(limit=1000))
+        assert st.stats()["pruned"] == len(events) - 100
+    newest = newest_first(events)[:100]
+    assert total == 100
+    assert {e["event.id"] for e in kept} == {e["event.id"] for e in newest}
+    with Store.open(path, readonly=True) as rd:
+        assert rd.counts()["alert"] == len(alerts)
+
+
+def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None:
+    path = tmp_path / "l.db"
+    st = Store(path, batch_size=1000, busy_timeout=0.05, background_flush=False, max_pending=30)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        for al in docs[1][:5]:
+            st.write("alert", al)
+        for ev in docs[0][:40]:
+            st.write("event", ev)
+        st.flush()  # must not raise
+        stats = st.stats()
+        assert stats["errors"] == 1
+        # over max_pending: events are shed first, alerts kept
+        assert stats["pending"] == 30 and stats["dropped"] == 15
+        blocker.execute("ROLLBACK")
+        st.flush()
+        assert st.counts() == {"event": 25, "alert": 5, "asset": 0}
+    finally:
+        blocker.close()
+        st.close()
+
+
+def test_close_reports_documents_it_could_not_write(tmp_path: Path, docs) -> None:
+    path = tmp_path / "x.db"
+    st = Store(path, busy_timeout=0.05, background_flush=False)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        st.write("alert", docs[1][0])
+        with pytest.raises(StoreError) as info:
+            st.close()
+        assert str(path) in str(info.value) and "1 documents could not be written" in str(
+            info.value
+        )
+        assert "\n" not in str(info.value)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+def test_reads_while_another_process_writes(tmp_path: Path) -> None:
+    """A sensor process writes batches while queries run: every read sees whole batches."""
+    path = tmp_path / "w.db"
+    Store(path).close()
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "sys.path[:0] = [sys.argv[2], sys.argv[2] + '/tests']\n"
+            "from pipeline.store import Store\n"
+            "from tests.test_store_samples import corpus\n"
+            "events, alerts, _ = corpus(2000, seed=11)\n"
+            "with Store(sys.argv[1], batch_size=100, background_flush=False) as st:\n"
+            "    for ev in events:\n"
+            "        st.write('event', ev)\n",
+            str(path),
+            str(REPO),
+        ],
+        cwd=REPO,
+    )
+    seen: list[int] = []
+    try:
+        with Store.open(path, readonly=True) as rd:
+            while writer.poll() is None:
+                total, _ = rd.search_events(AlertFilter(limit=1))
+                seen.append(total)
+            assert writer.wait() == 0
+            final = rd.search_events(AlertFilter(limit=1))[0]
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert final == 2000
+    assert all(n % 100 == 0 for n in seen)  # only whole batches are ever visible
+    assert seen == sorted(seen)
+
+
+# ---- bad files -----------------------------------------------------------------------------
+
+
+def one_line_error(path: Path, **kw) -> str:
+    with pytest.raises(StoreError) as info:
+        Store(path, **kw)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    return message
+
+
+def test_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "capture.pcap"
+    path.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000") * 200)
+    assert "not an SQLite database" in one_line_error(path, readonly=True)
+    assert "not an SQLite database" in one_line_error(path)
+
+
+def test_an_sqlite_file_of_another_program(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    assert "not an icsmon store" in one_line_error(path)
+    assert "not an icsmon store" in one_line_error(path, readonly=True)
+
+
+def test_a_corrupt_store(filled: Path, tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    data = bytearray(filled.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    # overwrite the pages after the schema page with noise, as a failing disk would
+    for offset in range(page * 2, len(data) - page, page * 3):
+        data[offset : offset + page] = bytes((i * 37 + 11) % 256 for i in range(page))
+    path.write_bytes(bytes(data))
+    try:
+        st = Store.open(path, readonly=True)
+    except StoreError as exc:
+        message = str(exc)
+    else:
+        with pytest.raises(StoreError) as info:
+            for i in range(0, 400, 50):
+                st.search_events(AlertFilter(limit=50, offset=i))
+                st.search_alerts(AlertFilter(limit=1000))
+                st.count_alerts_by(AlertFilter(), "destination.ip")
+        st.close()
+        message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert "corrupt" in message or "not an" in message
+
+
+def test_a_damaged_header(filled: Path, tmp_path: Path) -> None:
+    path = tmp_path / "header.db"
+    data = bytearray(filled.read_bytes())
+    data[0:16] = b"garbage garbage!"
+    path.write_bytes(bytes(data))
+    assert "not an SQLite database" in one_line_error(path, readonly=True)
+
+
+def test_missing_empty_and_directory(tmp_path: Path) -> None:
+    assert "no icsmon store here" in one_line_error(tmp_path / "nope.db", readonly=True)
+    (tmp_path / "empty.db").write_bytes(b"")
+    assert "empty file" in one_line_error(tmp_path / "empty.db", readonly=True)
+    Store(tmp_path / "empty.db").close()  # a writable open turns an empty file into a store
+    Store.open(tmp_path / "empty.db", readonly=True).close()
+    assert "is a directory" in one_line_error(tmp_path)
+
+
+def test_schema_versions_newer_refused_older_migrated(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "v.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    assert "newer icsmon" in one_line_error(path, readonly=True)
+
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.close()
+    ran: list[int] = []
+
+    def add_column(c: sqlite3.Connection) -> None:
+        c.execute("ALTER TABLE alerts ADD COLUMN workflow_state TEXT")
+        ran.append(1)
+
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION, add_column)
+    assert "open it once read-write" in one_line_error(path, readonly=True)
+    Store(path).close()
+    assert ran == [1]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert "workflow_state" in [r[1] for r in conn.execute("PRAGMA table_info(alerts)")]
+    conn.close()
+
+
+def test_readonly_store_refuses_writes(filled: Path) -> None:
+    with Store.open(filled, readonly=True) as st:
+        with pytest.raises(StoreError):
+            st.write("event", {"event.id": "x"})
+        with pytest.raises(ValueError):
+            Store.write(st, "bogus", {})
