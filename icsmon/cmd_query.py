@@ -97,45 +97,28 @@ def severity_label(value: Any) -> tuple[str, str]:
 # ---- back end -----------------------------------------------------------------------------
 
 
-def _configured_es_url(config: Path | None) -> str | None:
-    """The Elasticsearch URL from the pipeline config file, when there is one."""
-    if config is None:
-        return None
-    try:
-        from pipeline.config import ConfigError, load_config
-    except ImportError as exc:
-        raise QueryError(f"{config}: pipeline configuration is not available ({exc})") from None
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        raise QueryError(str(exc)) from None
-    es = getattr(cfg, "elasticsearch", None)
-    url = getattr(es, "url", None) or getattr(es, "hosts", None)
-    if isinstance(url, list | tuple):
-        url = url[0] if url else None
-    return url or None
-
-
 def open_backend(
     store: Path | None = None, es_url: str | None = None, config: Path | None = None
 ) -> QueryBackend:
-    """The one place the query back end is chosen: Elasticsearch when ``--es URL`` is given (or
-    the config file names a cluster), else the embedded store, opened read-only."""
-    url = es_url or _configured_es_url(config)
-    if url:
+    """The one place the query back end is chosen: Elasticsearch when ``--es URL`` is given or
+    a pipeline config file is (``--config``/``$ICSMON_CONFIG``: its ``[elasticsearch]``
+    section), else the embedded store, opened read-only (a query never creates a store)."""
+    if es_url or config or os.environ.get("ICSMON_CONFIG"):
+        from pipeline.config import ConfigError, load_config
+
+        overrides = {"elasticsearch": {"url": es_url}} if es_url else None
         try:
-            from pipeline import es as es_module
-        except ImportError as exc:
-            raise QueryError(f"the Elasticsearch back end is not available ({exc})") from None
-        factory = getattr(es_module, "open_query_backend", None) or getattr(
-            es_module, "EsQueryBackend", None
-        )
-        if factory is None:
-            raise QueryError("the Elasticsearch back end offers no query interface")
+            cfg = load_config(config, overrides=overrides)
+        except ConfigError as exc:
+            raise QueryError(str(exc)) from None
         try:
-            return factory(url)
-        except Exception as exc:  # a client/connection error, reported as one line
-            raise QueryError(f"{url}: cannot query Elasticsearch: {exc}") from None
+            from pipeline.es import EsQueryBackend
+
+            return EsQueryBackend(cfg)
+        except Exception as exc:  # a bad URL or client option, said in one line
+            raise QueryError(
+                f"{cfg.elasticsearch.url}: cannot query Elasticsearch: {exc}"
+            ) from None
     from pipeline.store import Store, StoreError
 
     try:
@@ -145,14 +128,26 @@ def open_backend(
 
 
 def _run_query(backend: QueryBackend, call: Any) -> Any:
+    """Run one query and close the back end; any back end's failure becomes one line."""
     from pipeline.store import StoreError
 
     try:
         return call()
     except StoreError as exc:
         raise QueryError(str(exc)) from None
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in ("elasticsearch", "elastic_transport"):
+            raise
+        cfg = getattr(getattr(backend, "store", None), "cfg", None)
+        where = cfg.elasticsearch.url if cfg is not None else "Elasticsearch"
+        raise QueryError(f"{where}: {type(exc).__name__}: {_first_line(exc)}") from None
     finally:
         backend.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---- output -------------------------------------------------------------------------------
@@ -273,7 +268,7 @@ StoreOption = Annotated[
 EsOption = Annotated[
     str | None,
     typer.Option(
-        "--es", envvar="ICSMON_ES_URL", help="Query this Elasticsearch URL instead of the store"
+        "--es", envvar="ICSMON_ES", help="Query this Elasticsearch URL instead of the store"
     ),
 ]
 ConfigOption = Annotated[
@@ -281,7 +276,7 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         envvar="ICSMON_CONFIG",
-        help="Pipeline config file; its Elasticsearch URL, if any, is queried",
+        help="Pipeline config file: query its Elasticsearch instead of the store",
     ),
 ]
 FormatOption = Annotated[

@@ -287,3 +287,15 @@ def assets(registry: dict[str, Any], now: float, seed: int = 7) -> Iterator[dict
                "asset.roles": ["modbus-client"], "asset.protocols": ["modbus"],
                "asset.peers": [dst], "asset.first_seen": iso(now - 40 * 86400),
                "asset.last_seen": iso(now - 60)}
+
+
+def dataset(
+    registry: dict[str, Any], now: float, n_alerts: int, days: float = 2.0, seed: int = 7,
+) -> dict[str, list[dict[str, Any]]]:
+    """All documents of a small demo province, by kind (for tests and the demo)."""
+    out: dict[str, list[dict[str, Any]]] = {"event": [], "alert": [], "asset": []}
+    for kind, doc in generate(registry, n_alerts, now - days * 86400, now - 60, seed=seed):
+        out[kind].append(doc)
+    out["event"].extend(heartbeat_events(registry, now, seed=seed))
+    out["asset"].extend(assets(registry, now, seed=seed))
+    return out

@@ -30,9 +30,9 @@ SENSOR_LOOKBACK_S = 7 * 86400  # a sensor not heard from in a week is listed as 
 
 
 def trend_interval(span_s: float) -> int:
-    """Histogram bucket width: about 24-90 buckets whatever the range."""
+    """Histogram bucket width: at most about 50 bars whatever the range."""
     for width in (300, 900, 3600, 3 * 3600, 6 * 3600, 86400):
-        if span_s / width <= 96:
+        if span_s / width <= 50:
             return width
     return 86400
 

@@ -26,12 +26,14 @@ from sensor.capture import CaptureError, CaptureReader, Frame
 from sensor.events import Context, dataset, flow_uid, iso_timestamp, mac_str
 from sensor.flows import ACK, FIN, HALF, RST, SEQ_MASK, SYN, Flow, FlowLimits, evict_candidates
 from sensor.protocols import DISSECTORS
+from sensor.protocols.base import DEVICE_FIELDS
 
 log = logging.getLogger(__name__)
 
 _ipv4 = struct.Struct("!BxHHHBBxx4s4s").unpack_from
 _tcp = struct.Struct("!HHIIBB").unpack_from
 _SWEEP_INTERVAL = 30.0  # seconds of capture time between idle-flow sweeps
+ASSET_REFRESH = 30.0  # seconds of capture time between asset observations of one flow
 
 
 @dataclass(slots=True)
@@ -81,7 +83,10 @@ class Engine:
         self._next_sweep = 0.0
         self._anomaly_n = 0
         self._out: list[dict] = []
-        self.stats: dict[str, int] = dict.fromkeys(
+        self._packets = 0  # hot counters live outside the dict: see ``stats``
+        self._bytes = 0
+        self._segments = 0
+        self.counters: dict[str, int] = dict.fromkeys(
             (
                 "packets",
                 "bytes",
@@ -108,6 +113,16 @@ class Engine:
             ),
             0,
         )
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Every counter, for ``--stats`` and the posture view."""
+        out = dict(self.counters)
+        out["packets"] += self._packets
+        out["bytes"] += self._bytes
+        out["tcp_segments"] += self._segments
+        out["flows_active"] = self.nflows
+        return out
 
     # -- entry points ---------------------------------------------------------------
 
@@ -157,55 +172,73 @@ class Engine:
 
     def feed(self, ts: float, linktype: int, data: bytes) -> None:
         """One captured frame. Never raises for anything inside the frame."""
-        stats = self.stats
-        stats["packets"] += 1
-        stats["bytes"] += len(data)
-        # Fast path: Ethernet + IPv4 (no options, no fragment) + TCP.
-        if (
-            linktype == 1
-            and len(data) >= 54
-            and data[12] == 8
-            and data[13] == 0
-            and data[14] == 0x45
-        ):
-            vhl, total, _ident, frag, _ttl, proto, src, dst = _ipv4(data, 14)
-            if proto != 6:
-                stats["non_tcp"] += 1
-                return
-            if frag & 0x3FFF or total < 40:
-                self._slow(ts, linktype, data)
-                return
-            end = 14 + total
-            cut = end - len(data)
-            if cut > 0:
-                self._slow(ts, linktype, data)
-                return
-            sport, dport, seq, ack, off, flags = _tcp(data, 34)
-            hl = (off >> 4) * 4
-            if hl < 20 or 34 + hl > end:
-                self._slow(ts, linktype, data)
-                return
-            self._tcp(
-                ts,
-                src,
-                dst,
-                sport,
-                dport,
-                seq,
-                ack,
-                flags,
-                data[34 + hl : end],
-                data[6:12],
-                data[0:6],
-                4,
-                0,
-            )
+        self._packets += 1
+        self._bytes += len(data)
+        # Fast path: Ethernet + IPv4 (no options, no fragment) + TCP, in-order data or a bare
+        # ACK on a known flow. Everything else takes the general path below.
+        if linktype != 1 or len(data) < 54 or data[12:15] != b"\x08\x00\x45":
+            self._slow(ts, linktype, data)
             return
-        self._slow(ts, linktype, data)
+        _v, total, _i, frag, _t, proto, src, dst = _ipv4(data, 14)
+        end = 14 + total
+        if proto != 6 or frag & 0x3FFF or total < 40 or end > len(data):
+            self._slow(ts, linktype, data)
+            return
+        sport, dport, seq, ack, off, flags = _tcp(data, 34)
+        start = 34 + (off >> 4) * 4
+        if start < 54 or start > end:
+            self._slow(ts, linktype, data)
+            return
+        self._segments += 1
+        entry = self.flows.get((src, sport, dst, dport))
+        if entry is not None and not flags & 0x07:  # no SYN, FIN, RST
+            flow, to_server = entry
+            parser = flow.parser
+            if parser is not None:
+                d, rev = (
+                    (flow.to_server, flow.to_client)
+                    if to_server
+                    else (flow.to_client, flow.to_server)
+                )
+                if not rev.ooo:
+                    flow.last_ts = ts
+                    if start == end:  # a bare ACK
+                        return
+                    if seq == d.next_seq and not d.ooo:
+                        n = end - start
+                        d.next_seq = (seq + n) & SEQ_MASK
+                        d.bytes += n
+                        d.packets += 1
+                        try:
+                            records = parser.feed(to_server, data[start:end], ts)
+                        except Exception as exc:  # the contract says parsers never raise
+                            self.counters["parser_errors"] += 1
+                            records = [self._parser_failure(flow, ts, exc)]
+                        if records:
+                            self._emit(flow, records)
+                        if ts >= self._next_sweep:
+                            self._sweep(ts)
+                        return
+        self._segments -= 1  # counted again on the general path
+        self._tcp(
+            ts,
+            src,
+            dst,
+            sport,
+            dport,
+            seq,
+            ack,
+            flags,
+            data[start:end],
+            data[6:12],
+            data[0:6],
+            4,
+            0,
+        )
 
     def _slow(self, ts: float, linktype: int, data: bytes) -> None:
         """Every other shape of frame: VLANs, cooked, raw, IPv6, IPv4 options and fragments, damage."""
-        stats = self.stats
+        stats = self.counters
         try:
             link = dec.link_payload(linktype, data)
             if isinstance(link, str):
@@ -251,7 +284,7 @@ class Engine:
             self._capture_anomaly(ts, "decode-error", f"packet could not be decoded: {exc}")
 
     def _decode_problem(self, ts: float, reason: str, what: str) -> None:
-        stats = self.stats
+        stats = self.counters
         if reason == dec.TRUNCATED:
             stats["truncated"] += 1
             self._capture_anomaly(
@@ -268,7 +301,7 @@ class Engine:
     def _ipv4(
         self, ts: float, data: bytes, off: int, smac: bytes | None, dmac: bytes | None
     ) -> None:
-        stats = self.stats
+        stats = self.counters
         if len(data) < off + 20:
             self._decode_problem(ts, dec.TRUNCATED, "IPv4")
             return
@@ -297,7 +330,7 @@ class Engine:
             return
         end = off + total
         if cut > 0:  # snaplen (or damage) cut the frame: what is missing becomes a gap
-            self.stats["truncated"] += 1
+            self.counters["truncated"] += 1
             self._capture_anomaly(
                 ts,
                 "truncated-packet",
@@ -323,8 +356,8 @@ class Engine:
 
     def _capture_anomaly(self, ts: float, error_type: str, message: str) -> None:
         self._anomaly_n += 1
-        self.stats["anomalies"] += 1
-        self.stats["events"] += 1
+        self.counters["anomalies"] += 1
+        self.counters["events"] += 1
         self._out.append(self.ctx.anomaly_event(ts, error_type, message, self._anomaly_n))
 
     # -- flows and reassembly ---------------------------------------------------------
@@ -332,8 +365,8 @@ class Engine:
     def _tcp(
         self, ts, src, dst, sport, dport, seq, ack, flags, payload, smac, dmac, ipver, missing
     ) -> None:
-        stats = self.stats
-        stats["tcp_segments"] += 1
+        stats = self.counters
+        self._segments += 1
         entry = self.flows.get((src, sport, dst, dport))
         if entry is None:
             if not payload and not flags & SYN:
@@ -408,7 +441,7 @@ class Engine:
     def _new_flow(
         self, ts, src, dst, sport, dport, flags, smac, dmac, ipver
     ) -> tuple[Flow | None, bool]:
-        stats = self.stats
+        stats = self.counters
         if self.nflows >= self.limits.max_flows:
             self._evict_lru(ts)
         port_map = self.port_map
@@ -471,7 +504,7 @@ class Engine:
                     flow.module = module
                     flow.parser = module.Parser(self.limits.parser)
                     flow.probing = False
-                    self.stats["flows_dissected"] += 1
+                    self.counters["flows_dissected"] += 1
                     break
             else:
                 flow.probing = False  # the first payload decides; later bytes are not probed
@@ -479,7 +512,7 @@ class Engine:
         try:
             records = flow.parser.feed(to_server, data, ts)
         except Exception as exc:  # the contract says parsers never raise; if one does, keep going
-            self.stats["parser_errors"] += 1
+            self.counters["parser_errors"] += 1
             log.debug("parser error", exc_info=True)
             records = [self._parser_failure(flow, ts, exc)]
         if records:
@@ -496,7 +529,7 @@ class Engine:
         )
 
     def _gap(self, flow: Flow, to_server: bool, ts: float, size: int) -> None:
-        stats = self.stats
+        stats = self.counters
         stats["gaps"] += 1
         stats["gap_bytes"] += size
         if flow.parser is None:
@@ -505,7 +538,7 @@ class Engine:
         try:
             records = flow.parser.gap(to_server, ts, size)
         except Exception as exc:
-            self.stats["parser_errors"] += 1
+            self.counters["parser_errors"] += 1
             records = [self._parser_failure(flow, ts, exc)]
         if records:
             self._emit(flow, records)
@@ -515,7 +548,7 @@ class Engine:
         if d.ooo is None:
             d.ooo = {}
         if seq in d.ooo:
-            self.stats["retransmissions"] += 1
+            self.counters["retransmissions"] += 1
             return
         if (
             d.ooo_bytes + len(payload) > lim.max_ooo_bytes
@@ -531,7 +564,7 @@ class Engine:
                 self._drain(flow, to_server, d, ts)
                 return
             if d.ooo_bytes + len(payload) > lim.max_ooo_bytes:
-                self.stats["ooo_dropped_bytes"] += len(payload)
+                self.counters["ooo_dropped_bytes"] += len(payload)
                 return
         d.ooo[seq] = payload
         d.ooo_bytes += len(payload)
@@ -584,23 +617,28 @@ class Engine:
         base = flow.base
         if base is None:
             base = flow.base = self._flow_base(flow)
+        proto = base["network.protocol"]
         out = self._out
-        stats = self.stats
+        counters = self.counters
         uid = flow.uid
+        assets = self.assets
         for rec in records:
             ev = base.copy()
             ev.update(rec)
             ts = ev.pop("ts", flow.last_ts)
             ev["@timestamp"] = iso_timestamp(ts)
-            ev["event.dataset"] = dataset(ev["network.protocol"])
+            if ev["network.protocol"] != proto:  # a sub-protocol (s7comm-plus on the S7 port)
+                ev["event.dataset"] = dataset(ev["network.protocol"])
             flow.events += 1
             ev["event.id"] = f"{uid}-{flow.events}"
-            stats["events"] += 1
-            if ev.get("event.action") == "anomaly":
-                stats["anomalies"] += 1
-            elif self.assets is not None:
-                self.assets.observe(ev, ts)
+            if ev["event.action"] == "anomaly":
+                counters["anomalies"] += 1
+            elif assets is not None and (ts >= flow.asset_due or not DEVICE_FIELDS.isdisjoint(rec)):
+                # roles and peers are the same for every event of a flow: look now and then
+                flow.asset_due = ts + ASSET_REFRESH
+                assets.observe(ev, ts)
             out.append(ev)
+        counters["events"] += len(records)
 
     def _flow_base(self, flow: Flow) -> dict:
         ctx = self.ctx
@@ -613,6 +651,7 @@ class Engine:
                 "network.type": "ipv4" if flow.ipver == 4 else "ipv6",
                 "network.protocol": flow.module.NAME if flow.module else "unknown",
                 "network.community_id": cid,
+                "event.dataset": dataset(flow.module.NAME if flow.module else "unknown"),
                 "source.ip": flow.client_ip,
                 "source.port": flow.cport,
                 "destination.ip": flow.server_ip,
@@ -641,11 +680,13 @@ class Engine:
             try:
                 records = flow.parser.close(ts)
             except Exception as exc:
-                self.stats["parser_errors"] += 1
+                self.counters["parser_errors"] += 1
                 records = [self._parser_failure(flow, ts, exc)]
             if records:
                 self._emit(flow, records)
-        self.stats["flows_closed"] += 1
+        if self.assets is not None and flow.base is not None and flow.events:
+            self.assets.observe(flow.base, flow.last_ts)  # last seen as of the flow's end
+        self.counters["flows_closed"] += 1
         self._drop_flow(flow)
 
     def _drop_flow(self, flow: Flow) -> None:
@@ -668,7 +709,7 @@ class Engine:
         idle = [f for f, _ in self.flows.values() if f.last_ts < cutoff]
         for flow in idle:
             if not flow.closed:
-                self.stats["flows_idle_evicted"] += 1
+                self.counters["flows_idle_evicted"] += 1
                 self._close(flow, flow.last_ts)
 
     def _evict_lru(self, now: float) -> None:
@@ -678,5 +719,5 @@ class Engine:
             seen[id(f)] = f
         count = max(1, self.limits.max_flows // 10)
         for flow in evict_candidates(list(seen.values()), count):
-            self.stats["flows_cap_evicted"] += 1
+            self.counters["flows_cap_evicted"] += 1
             self._close(flow, flow.last_ts)

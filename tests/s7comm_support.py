@@ -17,12 +17,6 @@ from sensor.protocols import s7comm
 
 S7_PORT = 102
 
-# tshark frames that repeat bytes already seen: we decode those bytes once, tshark twice.
-TSHARK_NOT_RETRANSMITTED = (
-    "!tcp.analysis.retransmission && !tcp.analysis.fast_retransmission"
-    " && !tcp.analysis.spurious_retransmission"
-)
-
 
 def tcp_segments(path: Path) -> Iterator[tuple[float, str, int, str, int, int, int, bytes]]:
     """(ts, src ip, src port, dst ip, dst port, seq, tcp flags, payload) for each TCP packet."""
@@ -119,18 +113,32 @@ def record_pdus(records: list[dict]) -> list[tuple]:
     return pdus
 
 
-def tshark_pdus(tshark: str, path: Path, extra_filter: str = TSHARK_NOT_RETRANSMITTED) -> list[tuple]:
-    """tshark's S7comm PDUs: (rosctr, function, item count, PDU reference) per PDU."""
+def tshark_pdus(tshark: str, path: Path) -> list[tuple]:
+    """tshark's S7comm PDUs: (rosctr, function, item count, PDU reference) per PDU.
+
+    Every byte is decoded once: tshark's sequence analysis is off (with it on, tshark skips
+    segments it judges "spurious retransmissions" even when the first copy was never
+    captured), and frames whose bytes all came before (retransmissions, also those that
+    resend several earlier segments at once) are dropped here, as the sensor's reassembly
+    drops retransmitted bytes.
+    """
     cmd = [
-        tshark, "-r", str(path), "-Y", f"s7comm && {extra_filter}" if extra_filter else "s7comm",
+        tshark, "-r", str(path), "-o", "tcp.analyze_sequence_numbers:FALSE", "-Y", "s7comm",
         "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-E", "separator=/t",
-        "-e", "frame.number", "-e", "s7comm.header.rosctr", "-e", "s7comm.param.func",
+        "-e", "frame.number", "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.seq_raw",
+        "-e", "tcp.len", "-e", "s7comm.header.rosctr", "-e", "s7comm.param.func",
         "-e", "s7comm.param.itemcount", "-e", "s7comm.header.pduref",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     pdus = []
+    seen_end: dict[tuple[str, str], int] = {}  # (stream, port) -> end of the bytes seen so far
     for line in out.splitlines():
-        frame, rosctrs, funcs, counts, refs = (line.split("\t") + [""] * 5)[:5]
+        frame, stream, sport, seq, tlen, rosctrs, funcs, counts, refs = (line.split("\t") + [""] * 9)[:9]
+        end = int(seq) + int(tlen)
+        last = seen_end.get((stream, sport))
+        if last is not None and 0 <= (last - end) & 0xFFFFFFFF < 0x80000000:
+            continue  # nothing new in this frame
+        seen_end[(stream, sport)] = end
         rosctr_l = [int(x) for x in rosctrs.split(",") if x]
         func_l = [int(x, 16) for x in funcs.split(",") if x]
         count_l = [int(x) for x in counts.split(",") if x]

@@ -320,6 +320,8 @@ def test_replay_alerts_into_a_store_then_query_them(tmp_path: Path) -> None:
         from detectors.sigma import SigmaEngine  # noqa: F401
     except ImportError:
         pytest.skip("the Sigma rule engine is not in this checkout yet")
+    if not any((REPO / "rules").rglob("*.yml")):
+        pytest.skip("no shipped rules in rules/ yet")
     captures = sorted((PCAPS / "modbus").glob("*.pcap"))
     if not captures:
         pytest.skip("no Modbus captures in pcaps/modbus")
@@ -340,3 +342,75 @@ def test_replay_alerts_into_a_store_then_query_them(tmp_path: Path) -> None:
     }
     table = icsmon("alerts", "--store", store).stdout
     assert printed[0]["rule"]["name"] in table and "golden-site" in table
+
+
+# ---- the same queries against Elasticsearch ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def es_corpus(docs):
+    """The corpus's alerts indexed the way the indexer does (nested, daily indices behind the
+    alias, _id = event.id) under a prefix of this test's own."""
+    from pipeline.config import load_config
+    from pipeline.es import EsStore, day_of
+
+    url = os.environ.get("ICSMON_TEST_ES_URL", "http://127.0.0.1:9200")
+    prefix = f"icsmon-querytest-{os.getpid()}"
+    cfg = load_config(env={}, overrides={"elasticsearch": {"url": url, "index_prefix": prefix}})
+    es = EsStore(cfg)
+    if not es.healthy():
+        es.close()
+        if os.environ.get("CI"):
+            pytest.fail(f"Elasticsearch is not answering at {url} (deploy/services.sh start)")
+        pytest.skip(f"Elasticsearch is not running at {url} (deploy/services.sh start)")
+    try:
+        es.setup()
+        ops: list[dict] = []
+        for kind, items in (("alert", docs[1]), ("asset", docs[2])):
+            for doc in items:
+                key = "@timestamp" if kind == "alert" else "asset.last_seen"
+                index = es.index_name(kind, day_of(doc[key]))
+                doc_id = doc["event.id"] if kind == "alert" else doc["asset.id"]
+                ops.append({"index": {"_index": index, "_id": doc_id}})
+                ops.append(nest(doc))
+        resp = es.client.bulk(operations=ops, refresh=True)
+        assert not resp["errors"], [i for i in resp["items"] if "error" in i["index"]][:3]
+        yield url, prefix
+    finally:
+        es.delete_all()
+        es.close()
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--severity", "high", "--site", SITES[0]],
+        ["--technique", "T0881"],
+        ["--protocol", "opcua", "--since", "2026-11-26T09:30"],
+        ["--rule", RULES[0][0], "--limit", "7", "--offset", "3"],
+    ],
+    ids=lambda a: " ".join(a) or "all",
+)
+def test_elasticsearch_answers_as_the_store_does(es_corpus, store_path: Path, args) -> None:
+    url, prefix = es_corpus
+    common = ["alerts", "-f", "jsonl", "--limit", "1000", *args]
+    from_store = invoke(*common, "--store", store_path)
+    from_es = invoke(*common, "--es", url, env={"ICSMON_ES_INDEX_PREFIX": prefix})
+    assert from_store.exit_code == 0 and from_es.exit_code == 0, from_es.output
+    store_docs = jsonl(from_store.stdout)
+    assert store_docs and jsonl(from_es.stdout) == store_docs
+
+
+@pytest.mark.services
+def test_elasticsearch_assets_and_errors(es_corpus, store_path: Path) -> None:
+    url, prefix = es_corpus
+    env = {"ICSMON_ES_INDEX_PREFIX": prefix}
+    from_es = invoke("assets", "-f", "jsonl", "--role", "modbus-server", "--es", url, env=env)
+    from_store = invoke("assets", "-f", "jsonl", "--role", "modbus-server", "--store", store_path)
+    key = lambda d: d["asset"]["id"]  # noqa: E731
+    assert sorted(jsonl(from_es.stdout), key=key) == sorted(jsonl(from_store.stdout), key=key)
+    bad = invoke("alerts", "--es", "ftp://127.0.0.1:9200")
+    assert bad.exit_code == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "elasticsearch.url" in bad.stderr

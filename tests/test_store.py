@@ -501,7 +501,7 @@ def test_retention_keeps_the_newest_events_and_every_alert(tmp_path: Path, docs)
 
 def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None:
     path = tmp_path / "l.db"
-    st = Store(path, batch_size=1000, busy_timeout=0.05, background_flush=False, max_pending=30)
+    st = Store(path, batch_size=1000, flush_interval=0, busy_timeout=0.05, max_pending=30)
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         blocker.execute("BEGIN EXCLUSIVE")
@@ -524,7 +524,7 @@ def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None
 
 def test_close_reports_documents_it_could_not_write(tmp_path: Path, docs) -> None:
     path = tmp_path / "x.db"
-    st = Store(path, busy_timeout=0.05, background_flush=False)
+    st = Store(path, flush_interval=0, busy_timeout=0.05)
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         blocker.execute("BEGIN EXCLUSIVE")
@@ -549,11 +549,11 @@ def test_reads_while_another_process_writes(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys\n"
-            "sys.path[:0] = [sys.argv[2], sys.argv[2] + '/tests']\n"
+            "sys.path.insert(0, sys.argv[2])\n"
             "from pipeline.store import Store\n"
             "from tests.test_store_samples import corpus\n"
             "events, alerts, _ = corpus(2000, seed=11)\n"
-            "with Store(sys.argv[1], batch_size=100, background_flush=False) as st:\n"
+            "with Store(sys.argv[1], batch_size=100, flush_interval=0) as st:\n"
             "    for ev in events:\n"
             "        st.write('event', ev)\n",
             str(path),

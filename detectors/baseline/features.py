@@ -10,7 +10,7 @@ An event becomes an :class:`Observation`:
 - ``nodes``: string item ids touched (OPC UA node ids, S7 symbolic items), per direction;
 - ``values``: numeric values per point (``unit=1 holding=100``, ``db1.4``, ``ns=2;s=Temp``);
 - ``series``: the polling series the request belongs to (operation + what it asks for);
-- ``security``: OPC UA security mode / identity token type when the event shows them.
+- ``security``: OPC UA security mode / policy / identity token type when the event shows them.
 """
 
 from __future__ import annotations
@@ -201,74 +201,93 @@ def _modbus(event: dict, obs: Observation) -> None:
 
 
 def _s7_space(item: dict) -> str | None:
-    area = item.get("area")
+    area = item.get("area_name") or item.get("area")
     if area is None:
         return None
     area = str(area).lower()
     db = item.get("db")
-    if area in ("db", "data_blocks", "datablocks", "di", "instance_db") and isinstance(db, int):
-        return f"{area if area == 'di' else 'db'}{db}"
+    if area in ("db", "di") and isinstance(db, int):
+        return f"{area}{db}"
     return area
 
 
 def _s7comm(event: dict, obs: Observation) -> None:
-    function = event.get("s7comm.function") or obs.function
-    group = event.get("s7comm.userdata.group") or event.get("s7comm.group")
+    if obs.protocol == "s7comm-plus":
+        obs.op_key = str(event.get("s7comm_plus.function") or event.get("s7comm_plus.opcode_name") or obs.function)
+        return
+    group = event.get("s7comm.userdata.group_name") or event.get("s7comm.userdata.group")
     if group is not None:
-        sub = event.get("s7comm.userdata.subfunction") or event.get("s7comm.subfunction")
-        obs.op_key = f"userdata group={group} sub={sub}"
-        szl = event.get("s7comm.szl_id")
-        if szl is not None:
+        sub = event.get("s7comm.userdata.subfunction_name") or event.get("s7comm.userdata.subfunction")
+        obs.op_key = f"userdata {group}/{sub}"
+        szl = event.get("s7comm.szl.id")
+        if isinstance(szl, int):
+            obs.op_key += f" szl=0x{szl:04x}"
+        elif szl is not None:
             obs.op_key += f" szl={szl}"
-    else:
-        obs.op_key = str(function)
-        block = event.get("s7comm.block_type")
-        if block is not None:
-            obs.op_key += f" block={block}"
+        return
+    obs.op_key = str(event.get("s7comm.function") or obs.function)
+    pi = event.get("s7comm.pi.operation") or event.get("s7comm.pi_service")
+    if pi:
+        obs.op_key += f" {pi}"
+    block_type = event.get("s7comm.block.type")
+    if block_type:
+        obs.op_key += f" block={block_type}"
+        number = event.get("s7comm.block.number")
+        if number is not None:
+            obs.nodes[obs.op_class] = [f"{block_type}{number}"]
     direction = "write" if obs.op_class == "write" else "read"
     items = event.get("s7comm.items")
-    if isinstance(items, list):
-        for item in items[:MAX_VALUES_PER_EVENT]:
-            if not isinstance(item, dict):
-                continue
-            space = _s7_space(item)
-            if space is None:
-                continue
-            start = item.get("address", item.get("start"))
-            length = item.get("length", item.get("count", 1))
-            obs.add_range(direction, space, start, length)
-            value = _number(item.get("value"))
-            if value is not None and isinstance(start, int):
-                obs.values.append((f"{space}.{start}", direction, value))
+    if not isinstance(items, list):
         return
-    space = _s7_space({"area": event.get("s7comm.area"), "db": event.get("s7comm.db")})
-    if space is not None:
-        obs.add_range(direction, space, event.get("s7comm.address"), event.get("s7comm.length", 1))
+    for item in items[:MAX_VALUES_PER_EVENT]:
+        if not isinstance(item, dict):
+            continue
+        space = _s7_space(item)
+        start = item.get("byte")
+        if space is None or not isinstance(start, int):
+            continue
+        length = item.get("length")
+        obs.add_range(direction, space, start, length if isinstance(length, int) and length > 0 else 1)
+        value = _number(item.get("value"))
+        if value is not None:
+            bit = item.get("bit")
+            suffix = f".{bit}" if isinstance(bit, int) and bit else ""
+            obs.values.append((f"{space}.{start}{suffix}", direction, value))
 
 
 # ---------------------------------------------------------------- OPC UA
 
 
+def _opcua_value(entry: Any) -> float | None:
+    if isinstance(entry, dict):
+        entry = entry.get("value")
+    return _number(entry)
+
+
 def _opcua(event: dict, obs: Observation) -> None:
-    service = event.get("opcua.service") or obs.function
+    service = event.get("opcua.service") or event.get("opcua.message_type") or obs.function
     obs.op_key = str(service)
     direction = {"write": "write", "control": "call"}.get(obs.op_class, "read")
     nodes = event.get("opcua.node_ids")
-    if nodes is None and event.get("opcua.node_id") is not None:
-        nodes = [event.get("opcua.node_id")]
+    if service == "Call":
+        direction = "call"
+        nodes = event.get("opcua.method_ids")
     if isinstance(nodes, list):
         ids = sorted({str(n) for n in nodes[:MAX_VALUES_PER_EVENT] if n is not None})
         if ids:
             obs.nodes[direction] = ids
     values = event.get("opcua.values")
+    attributes = event.get("opcua.attributes")
     if isinstance(values, list) and isinstance(nodes, list) and len(values) == len(nodes):
-        for node, value in zip(nodes[:MAX_VALUES_PER_EVENT], values, strict=False):
-            number = _number(value)
+        for i, (node, entry) in enumerate(zip(nodes[:MAX_VALUES_PER_EVENT], values, strict=False)):
+            if isinstance(attributes, list) and i < len(attributes) and attributes[i] not in ("Value", None):
+                continue  # only the Value attribute is a process value
+            number = _opcua_value(entry)
             if number is not None:
                 obs.values.append((str(node), "write" if direction == "write" else "read", number))
     for key, name in (("security_mode", "opcua.security_mode"),
                       ("security_policy", "opcua.security_policy"),
-                      ("identity_token", "opcua.identity_token_type")):
+                      ("identity_token", "opcua.identity_token")):
         value = event.get(name)
         if isinstance(value, str) and value:
             obs.security[key] = value

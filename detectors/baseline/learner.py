@@ -72,6 +72,14 @@ class BaselineLearner:
             return
         self._observe(obs, event)
 
+    def observe_accepted(self, event: dict) -> None:
+        """Learn one accepted event: its structure and values, not its timing (one event has
+        no period and would skew the rate statistics)."""
+        obs = observe(event)
+        if obs is None:
+            raise ValueError("the event has no client, server, protocol or timestamp to learn")
+        self._observe(obs, event, timing=False)
+
     def result(self) -> Baseline:
         """The baseline so far (learning may continue afterwards)."""
         doc = copy.deepcopy(self.doc)
@@ -94,7 +102,7 @@ class BaselineLearner:
         t = self.doc["truncated"]
         t[what] = t.get(what, 0) + 1
 
-    def _observe(self, obs: Observation, event: dict) -> None:
+    def _observe(self, obs: Observation, event: dict, timing: bool = True) -> None:
         ts = obs.ts
         stamp = iso(ts)
         if self._start is None or ts < self._start:
@@ -121,7 +129,8 @@ class BaselineLearner:
         if conv is None or obs.anomaly:
             return
         self._operation(conv, obs, stamp, event)
-        self._timing(conv, obs)
+        if timing:
+            self._timing(conv, obs)
         if server is not None:
             self._values(server, obs)
         for kind, value in obs.security.items():

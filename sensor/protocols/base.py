@@ -30,8 +30,8 @@ layer completes into events (adds ``@timestamp``, ``source.*``, ``destination.*`
 - ``<protocol>.*``: the protocol fields, lowercase snake_case leaves, numbers as ints.
 - ``ics.device.*`` (optional): identity of the *server* side as shown by the traffic:
   ``vendor``, ``product``, ``model``, ``order_number``, ``firmware``, ``serial``,
-  ``name``, ``plant``, ``application_uri``. The asset observer folds these into the
-  server's asset record.
+  ``name``, ``plant``, ``application_uri``, ... (the set is ``DEVICE_FIELDS`` below: add a
+  name there before using it). The asset observer folds these into the server's asset record.
 - anomalies: ``event.action = "anomaly"``, ``error.type`` (short kebab-case code such as
   ``mbap-bad-length``), ``error.message`` (one human sentence). A parser never raises:
   whatever it cannot read becomes an anomaly record and it resynchronises.
@@ -47,6 +47,27 @@ from dataclasses import dataclass
 from typing import Protocol
 
 Record = dict
+
+# the identity fields a record may carry about the server (see the module docstring)
+DEVICE_FIELDS = frozenset(
+    f"ics.device.{name}"
+    for name in (
+        "vendor",
+        "product",
+        "product_code",
+        "model",
+        "order_number",
+        "firmware",
+        "serial",
+        "name",
+        "plant",
+        "application_uri",
+        "product_uri",
+        "description",
+        "hardware",
+        "module_type",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)

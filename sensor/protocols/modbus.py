@@ -437,8 +437,15 @@ class Parser:
 
     def feed(self, to_server: bool, data: bytes, ts: float) -> list[Record]:
         d = 1 if to_server else 0
-        buf = self._buf[d] + data if self._buf[d] else data
         out: list[Record] = []
+        if not self._buf[d] and len(data) >= 8:
+            # the common case: the segment is exactly one complete frame
+            tid, pid, length, unit = _MBAP.unpack_from(data, 0)
+            if pid == 0 and len(data) == length + 6 and 2 <= length <= 254:
+                self._pdu(d, ts, tid, unit, data[7], data[8:], out)
+                self._resync[d] = False
+                return out
+        buf = self._buf[d] + data if self._buf[d] else data
         pos = 0
         n = len(buf)
         unpack = _MBAP.unpack_from

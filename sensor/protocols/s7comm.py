@@ -60,7 +60,8 @@ S7comm-plus (``network.protocol: s7comm-plus``): ``s7comm_plus.version`` (PDU ty
   create_object, ...), ``s7comm_plus.sequence_number``, ``s7comm_plus.session_id`` (request
   header), ``s7comm_plus.transport_flags``, ``s7comm_plus.integrity`` (true when the PDU
   carries an integrity digest: version 3), ``s7comm_plus.digest_length``,
-  ``s7comm_plus.data_length`` (bytes of the reassembled data part),
+  ``s7comm_plus.data_length`` (bytes of the reassembled data part), ``s7comm_plus.fragments``
+  (TPKT packets the message spanned),
   ``s7comm_plus.body_decoded`` (false: item bodies are not decoded; only the public header
   structure is), ``s7comm_plus.return_value`` (response's leading return value; a negative
   16-bit error code means failure), ``s7comm_plus.response.sequence_number``,
@@ -310,13 +311,14 @@ class _PlusPdu:
 
 
 class _Direction:
-    __slots__ = ("buf", "cotp", "plus", "plus_version", "resync", "lost")
+    __slots__ = ("buf", "cotp", "plus", "plus_version", "plus_fragments", "resync", "lost")
 
     def __init__(self) -> None:
         self.buf = bytearray()  # TPKT bytes not yet framed
         self.cotp = bytearray()  # COTP DT payloads awaiting the EOT segment
         self.plus = bytearray()  # S7comm-plus fragments awaiting the trailer
         self.plus_version = 0
+        self.plus_fragments = 0
         self.resync = False  # scanning for the next plausible TPKT header
         self.lost = False  # an anomaly was already reported for this resync episode
 
@@ -663,9 +665,9 @@ class Parser:
             n = params[6]
             f["s7comm.pi_service"] = _ascii(params[7 : 7 + n])
 
-    def _request_items(self, params: bytes, count: int) -> list[dict[str, object]]:
+    def _request_items(self, params: bytes, count: int, i: int = 2) -> list[dict[str, object]]:
+        """Item addresses of a read/write var job (or a cyclic subscription) from offset i."""
         items: list[dict[str, object]] = []
-        i = 2
         for _ in range(min(count, self.limits.max_items)):
             if params[i] != 0x12:
                 raise ValueError(f"item variable specification 0x{params[i]:02x} is not 0x12")
@@ -813,8 +815,8 @@ class Parser:
 
     def _userdata(self, pdu: _Pdu, params: bytes, data: bytes) -> None:
         f = pdu.fields
-        if len(params) < 8 or params[0:3] != b"\x00\x01\x12":
-            raise ValueError("userdata parameter head is not 00 01 12")
+        if len(params) < 8:  # the head is 00 01 12 except in mode-transition pushes: not checked
+            raise ValueError(f"userdata parameters of {len(params)} bytes, 8 needed")
         plen = params[3]
         utype, group = params[5] >> 4, params[5] & 0x0F
         sub = params[6]
@@ -845,7 +847,14 @@ class Parser:
         f["s7comm.userdata.return_code"] = rc
         if rc != 0xFF and plen < 8 and utype != 4:
             pdu.failed = True
-        if group == 4 and sub == 1 and len(body) >= 4:
+        if group == 2 and sub in (1, 5, 7) and len(body) >= 2:  # cyclic subscriptions carry items
+            count = int.from_bytes(body[0:2], "big")
+            f["s7comm.item_count"] = count
+            if utype == 4:
+                pdu.items = self._request_items(body, count, 4)
+            elif body[2:]:
+                pdu.items = self._data_items(body[2:], count, None)
+        elif group == 4 and sub == 1 and len(body) >= 4:
             self._szl(pdu, utype, body)
         elif group == 3:
             self._block_userdata(pdu, sub, utype, body)
@@ -1006,11 +1015,12 @@ class Parser:
         chunk = p[4 : 4 + dlen]
         trailer = p[4 + dlen :]
         if not d.plus:
-            d.plus_version = version
+            d.plus_version, d.plus_fragments = version, 0
+        d.plus_fragments += 1
         if len(trailer) >= 4 and trailer[0] == 0x72 and trailer[2:4] == b"\x00\x00":
             body = bytes(d.plus) + chunk if d.plus else chunk
             d.plus.clear()
-            self._plus(to_server, d.plus_version, body, ts, out)
+            self._plus(to_server, d.plus_version, body, ts, out, d.plus_fragments)
         elif not trailer:  # more fragments follow
             if len(d.plus) + len(chunk) > self.limits.max_buffer:
                 d.plus.clear()
@@ -1023,8 +1033,8 @@ class Parser:
             d.plus.clear()
             out.append(self._anomaly(ts, "s7plus-bad-fragment", f"S7comm-plus PDU has {len(trailer)} unexpected bytes after its data", PROTO_PLUS))
 
-    def _plus(self, to_server: bool, version: int, body: bytes, ts: float, out: list[Record]) -> None:
-        f: dict[str, object] = {"s7comm_plus.version": version}
+    def _plus(self, to_server: bool, version: int, body: bytes, ts: float, out: list[Record], fragments: int = 1) -> None:
+        f: dict[str, object] = {"s7comm_plus.version": version, "s7comm_plus.fragments": fragments}
         i = 0
         if version == 3:  # integrity digest (length byte + digest) precedes the data
             if not body:
@@ -1109,6 +1119,7 @@ class Parser:
                 if key in resp.fields:
                     rec[key] = resp.fields[key]
             rec["s7comm_plus.response.data_length"] = resp.fields.get("s7comm_plus.data_length")
+            rec["s7comm_plus.response.fragments"] = resp.fields.get("s7comm_plus.fragments")
             failed = failed or resp.failed
             device = resp.device
         else:

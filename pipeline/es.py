@@ -1,0 +1,495 @@
+"""Elasticsearch: client, index templates, bulk writes and the query back end.
+
+Indices: one per kind and UTC day, ``<prefix>-alerts-2026.11.26``, created on first write
+from composable index templates that also join them to the kind's alias
+(``icsmon-alerts``, ``icsmon-events``, ``icsmon-assets``); readers use the aliases. Only
+core Elasticsearch features are used (templates, aliases, bulk, search, terms aggregations,
+field collapsing), so the minimal server build works as well as a full one.
+
+Mappings are explicit for every field icsmon writes (:data:`FIELD_TYPES`): ips as ``ip``,
+names and enums as ``keyword``, numeric ICS fields as numbers (so converted Sigma queries
+compare numbers), free-form protocol values unindexed. Fields a newer sensor adds fall back
+to dynamic templates (strings -> keyword, numbers -> long/double). ``ignore_malformed``
+keeps a document whose one field has a surprising value (these come from the wire) and
+skips only that field; a document that cannot be indexed at all (an object where a value
+is mapped) is rejected, and the indexer dead-letters it.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from elasticsearch import Elasticsearch, NotFoundError
+
+from pipeline.config import PipelineConfig
+from pipeline.docs import flatten
+from pipeline.query import AlertFilter, AssetFilter
+
+K = {"type": "keyword", "ignore_above": 1024}
+LONG = {"type": "long"}
+DOUBLE = {"type": "double"}
+BOOL = {"type": "boolean"}
+IP = {"type": "ip"}
+DATE = {"type": "date"}
+TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}}
+HEX = {"type": "keyword", "ignore_above": 8192}
+# Arbitrary JSON (protocol values of any type): kept in _source, not indexed.
+FREE = {"type": "object", "enabled": False}
+TYPED_VALUES = {"type": "object", "properties": {"type": K, "value": FREE, "status_code": LONG}}
+
+FIELD_TYPES: dict[str, dict[str, Any]] = {
+    # ECS base, event, network, endpoints
+    "@timestamp": DATE,
+    "ecs.version": K,
+    "message": TEXT,
+    "tags": K,
+    "labels.site": K,
+    "organization.id": K,
+    "organization.name": K,
+    "observer.name": K,
+    "observer.type": K,
+    "observer.product": K,
+    "observer.hostname": K,
+    "event.kind": K,
+    "event.category": K,
+    "event.type": K,
+    "event.action": K,
+    "event.dataset": K,
+    "event.outcome": K,
+    "event.duration": LONG,
+    "event.id": K,
+    "event.severity": LONG,
+    "event.start": DATE,
+    "event.end": DATE,
+    "event.created": DATE,
+    "event.ingested": DATE,
+    "event.module": K,
+    "event.original": {"type": "keyword", "index": False, "doc_values": False},
+    "network.transport": K,
+    "network.type": K,
+    "network.protocol": K,
+    "network.community_id": K,
+    "network.bytes": LONG,
+    "network.packets": LONG,
+    "source.ip": IP,
+    "source.port": LONG,
+    "source.mac": K,
+    "source.bytes": LONG,
+    "destination.ip": IP,
+    "destination.port": LONG,
+    "destination.mac": K,
+    "destination.bytes": LONG,
+    "error.type": K,
+    "error.message": TEXT,
+    "error.code": K,
+    # alerts
+    "rule.id": K,
+    "rule.name": K,
+    "rule.description": TEXT,
+    "rule.author": K,
+    "rule.reference": K,
+    "rule.ruleset": K,
+    "rule.category": K,
+    "rule.version": K,
+    "threat.framework": K,
+    "threat.technique.id": K,
+    "threat.technique.name": K,
+    "threat.technique.reference": K,
+    "threat.tactic.id": K,
+    "threat.tactic.name": K,
+    "threat.tactic.reference": K,
+    "icsmon.alert.count": LONG,
+    "icsmon.alert.event_ids": K,
+    "icsmon.baseline.feature": K,
+    "icsmon.baseline.score": DOUBLE,
+    # assets
+    "asset.id": K,
+    "asset.roles": K,
+    "asset.protocols": K,
+    "asset.peers": IP,
+    "asset.first_seen": DATE,
+    "asset.last_seen": DATE,
+    "host.ip": IP,
+    "host.mac": K,
+    "host.name": K,
+    # cross-protocol ICS fields
+    "ics.operation": K,
+    "ics.function": K,
+    "ics.pairing": K,
+    **{
+        f"ics.device.{name}": K
+        for name in (
+            "vendor", "product", "product_code", "model", "order_number", "firmware",
+            "hardware_version", "serial", "name", "module_name", "plant", "description",
+            "application_uri",
+        )
+    },
+    # Modbus/TCP
+    **{
+        f"modbus.{name}": LONG
+        for name in (
+            "transaction_id", "unit_id", "function_code", "exception_code", "address",
+            "quantity", "values", "read_address", "read_quantity", "write_address",
+            "write_quantity", "read_values", "and_mask", "or_mask", "subfunction",
+            "exception_status", "event_count", "message_count", "status", "fifo_address",
+            "mei_type", "read_device_id_code", "object_id", "conformity_level",
+            "more_follows", "skipped_bytes",
+        )
+    },
+    "modbus.function": K,
+    "modbus.exception": K,
+    "modbus.subfunction_name": K,
+    "modbus.diagnostic_data": K,  # an int when 2 bytes, else hex: keyword takes both
+    "modbus.server_id": HEX,
+    "modbus.data": HEX,
+    "modbus.response_data": HEX,
+    "modbus.direction": K,
+    "modbus.objects": {"type": "object", "dynamic": True},
+    "modbus.file_records": {
+        "type": "object",
+        "properties": {"file": LONG, "record": LONG, "length": LONG, "data": HEX},
+    },
+    "modbus.truncated": BOOL,
+    # S7comm (and the COTP connection it rides on)
+    **{
+        f"s7comm.{name}": LONG
+        for name in (
+            "rosctr", "pdu_reference", "function_code", "item_count", "error_class",
+            "error_code", "pdu_size", "max_amq_calling", "max_amq_called", "upload_id",
+            "response.rosctr", "response.function_code", "response.item_count",
+            "cotp.connection_type", "cotp.rack", "cotp.slot", "cotp.tpdu_size",
+            "block.number", "block.length", "userdata.type", "userdata.group",
+            "userdata.subfunction", "userdata.sequence_number", "userdata.return_code",
+            "userdata.error_code", "szl.id", "szl.index", "szl.record_count",
+        )
+    },
+    **{
+        f"s7comm.{name}": K
+        for name in (
+            "rosctr_name", "function", "initiator", "cotp.src_tsap", "cotp.dst_tsap",
+            "cotp.connection_type_name", "block.type", "block.filesystem", "block.filename",
+            "pi_service", "pi.operation", "pi.parameter", "pi.blocks", "userdata.type_name",
+            "userdata.group_name", "userdata.subfunction_name", "clock", "mode",
+        )
+    },
+    "s7comm.userdata.last_data_unit": BOOL,
+    "s7comm.block.counts": FREE,
+    "s7comm.items": {
+        "type": "object",
+        "properties": {
+            "syntax_id": LONG, "transport_size": LONG, "area": LONG, "area_name": K, "db": LONG,
+            "byte": LONG, "bit": LONG, "length": LONG, "return_code": LONG,
+            "return_code_name": K, "data": HEX, "data_length": LONG, "data_truncated": BOOL,
+            "value": FREE,
+        },
+    },
+    # S7comm-plus
+    **{
+        f"s7comm_plus.{name}": LONG
+        for name in (
+            "version", "opcode", "function_code", "sequence_number", "session_id",
+            "transport_flags", "digest_length", "data_length", "return_value",
+            "response.sequence_number", "created_object_id", "subscription_id",
+        )
+    },
+    "s7comm_plus.opcode_name": K,
+    "s7comm_plus.function": K,
+    "s7comm_plus.integrity": BOOL,
+    "s7comm_plus.body_decoded": BOOL,
+    # OPC UA binary
+    **{
+        f"opcua.{name}": LONG
+        for name in (
+            "chunk_count", "response_chunk_count", "secure_channel_id", "token_id",
+            "sequence_number", "response_sequence_number", "request_id", "service_type_id",
+            "response_type_id", "request_handle", "status_code", "protocol_version",
+            "receive_buffer_size", "send_buffer_size", "max_message_size", "max_chunk_count",
+            "revised_receive_buffer_size", "revised_send_buffer_size",
+            "revised_max_message_size", "revised_max_chunk_count", "requested_lifetime",
+            "revised_lifetime", "endpoint_count", "server_count", "attribute_ids",
+            "result_codes", "reference_count", "continuation_point_count", "subscription_id",
+            "lifetime_count", "max_keep_alive_count", "priority", "monitored_item_ids",
+            "acknowledgement_count", "notification_sequence_number", "notification_count",
+            "subscription_ids", "issued_channel_id", "issued_token_id", "skipped_bytes",
+        )
+    },
+    "opcua.publishing_interval": DOUBLE,
+    "opcua.revised_publishing_interval": DOUBLE,
+    **{
+        f"opcua.{name}": K
+        for name in (
+            "message_type", "security_policy_uri", "security_policy", "security_mode",
+            "service", "service_node_id", "status", "endpoint_url", "error_reason",
+            "server_uri", "request_type", "application_uri", "product_uri",
+            "application_name", "application_type", "client.application_uri",
+            "client.product_uri", "client.application_name", "client.application_type",
+            "session_name", "session_id", "endpoint_urls", "security_policy_uris",
+            "security_modes", "user_token_types", "server_application_uris", "discovery_urls",
+            "server_names", "identity_token", "identity_policy_id", "user_name", "node_ids",
+            "attributes", "browse_paths", "target_node_ids", "browse_names", "object_ids",
+            "method_ids", "monitoring_mode", "registered_node_ids", "parent_node_ids",
+            "decode_error", "direction",
+        )
+    },
+    **{
+        f"opcua.{name}": BOOL
+        for name in (
+            "encrypted", "signed", "certificate_present", "service_fault", "aborted",
+            "password_encrypted", "delete_subscriptions", "publishing_enabled",
+            "more_notifications", "truncated",
+        )
+    },
+    "opcua.values": TYPED_VALUES,
+    "opcua.input_arguments": TYPED_VALUES,
+    "opcua.output_arguments": TYPED_VALUES,
+}
+
+# Fields a newer sensor adds before this table knows them.
+DYNAMIC_TEMPLATES = [
+    {"ids_as_keywords": {"match_mapping_type": "string", "mapping": K}},
+    {"integers_as_long": {"match_mapping_type": "long", "mapping": LONG}},
+    {"floats_as_double": {"match_mapping_type": "double", "mapping": DOUBLE}},
+]
+
+KIND_TIME_FIELD = {"alert": "@timestamp", "event": "@timestamp", "asset": "asset.last_seen"}
+
+
+def properties_tree(field_types: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``{"source.ip": IP}`` -> ``{"source": {"properties": {"ip": IP}}}``."""
+    root: dict[str, Any] = {}
+    for dotted, mapping in sorted(field_types.items()):
+        parts = dotted.split(".") if dotted != "@timestamp" else [dotted]
+        node = root
+        for part in parts[:-1]:
+            entry = node.setdefault(part, {"properties": {}})
+            node = entry.setdefault("properties", {})
+        node[parts[-1]] = copy.deepcopy(mapping)
+    return root
+
+
+def mapped_type(field_name: str) -> str | None:
+    """The explicit mapping type of a flat field name (``None`` when not in the table).
+    Leaves under objects with their own properties or under unindexed objects count."""
+    if field_name in FIELD_TYPES:
+        return FIELD_TYPES[field_name]["type"]
+    parts = field_name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        parent = FIELD_TYPES.get(".".join(parts[:cut]))
+        if parent is None:
+            continue
+        if parent.get("enabled") is False or parent.get("dynamic") is True:
+            return "object"
+        node: dict[str, Any] | None = parent
+        for part in parts[cut:]:
+            node = (node or {}).get("properties", {}).get(part)
+        return node["type"] if node else None
+    return None
+
+
+def make_client(cfg: PipelineConfig, **extra: Any) -> Elasticsearch:
+    es = cfg.elasticsearch
+    opts: dict[str, Any] = {"request_timeout": es.request_timeout}
+    if es.api_key:
+        opts["api_key"] = es.api_key
+    elif es.username:
+        opts["basic_auth"] = (es.username, es.password or "")
+    if es.ca_file:
+        opts["ca_certs"] = es.ca_file
+    opts.update(extra)
+    return Elasticsearch(es.url, **opts)
+
+
+def day_of(value: Any) -> str:
+    """``YYYY.MM.DD`` (UTC) of an ISO-8601 timestamp; ValueError when it is not one."""
+    if not isinstance(value, str) or len(value) < 10:
+        raise ValueError(f"not an ISO-8601 timestamp: {value!r}")
+    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC)
+    return ts.strftime("%Y.%m.%d")
+
+
+class EsStore:
+    """Templates, index naming and health checks for one prefix of icsmon indices."""
+
+    def __init__(self, cfg: PipelineConfig, client: Elasticsearch | None = None) -> None:
+        self.cfg = cfg
+        self.prefix = cfg.elasticsearch.index_prefix
+        self.client = client or make_client(cfg)
+
+    def alias(self, kind: str) -> str:
+        return f"{self.prefix}-{kind}s"
+
+    def index_name(self, kind: str, day: str) -> str:
+        return f"{self.alias(kind)}-{day}"
+
+    def template_body(self, kind: str) -> dict[str, Any]:
+        return {
+            "index_patterns": [f"{self.alias(kind)}-*"],
+            "priority": 200,
+            "template": {
+                "settings": {
+                    "number_of_shards": 1,
+                    "auto_expand_replicas": "0-1",
+                    "index.mapping.ignore_malformed": True,
+                    "index.mapping.total_fields.limit": 2000,
+                },
+                "mappings": {
+                    "dynamic": True,
+                    "date_detection": False,
+                    "dynamic_templates": DYNAMIC_TEMPLATES,
+                    "properties": properties_tree(FIELD_TYPES),
+                },
+                "aliases": {self.alias(kind): {}},
+            },
+            "_meta": {"managed_by": "icsmon", "kind": kind},
+        }
+
+    def setup(self) -> list[str]:
+        """Install the templates and today's indices (so the aliases exist). Idempotent."""
+        done = []
+        today = datetime.now(UTC).strftime("%Y.%m.%d")
+        for kind in ("alert", "event", "asset"):
+            name = self.alias(kind)
+            self.client.indices.put_index_template(name=name, **self.template_body(kind))
+            done.append(f"template {name}")
+            index = self.index_name(kind, today)
+            if not self.client.indices.exists(index=index):
+                try:
+                    self.client.indices.create(index=index)
+                    done.append(f"index {index}")
+                except Exception as exc:  # created meanwhile by an indexer: fine
+                    if "resource_already_exists" not in str(exc):
+                        raise
+        self.client.cluster.health(wait_for_status="yellow", timeout="30s")
+        return done
+
+    def healthy(self) -> bool:
+        try:
+            status = self.client.cluster.health(timeout="2s")["status"]
+        except Exception:
+            return False
+        return status in ("yellow", "green")
+
+    def refresh(self) -> None:
+        self.client.indices.refresh(index=f"{self.prefix}-*")
+
+    def delete_all(self) -> None:
+        """Drop this prefix's indices and templates (tests and benchmarks)."""
+        self.client.indices.delete(index=f"{self.prefix}-*", ignore_unavailable=True, allow_no_indices=True)
+        for kind in ("alert", "event", "asset"):
+            try:
+                self.client.indices.delete_index_template(name=self.alias(kind))
+            except NotFoundError:
+                pass
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class EsQueryBackend:
+    """:class:`pipeline.query.QueryBackend` over the icsmon aliases; ES does the work."""
+
+    def __init__(self, cfg: PipelineConfig, client: Elasticsearch | None = None) -> None:
+        self.store = EsStore(cfg, client)
+        self.client = self.store.client
+
+    @staticmethod
+    def _alert_query(flt: AlertFilter) -> dict[str, Any]:
+        filters: list[dict[str, Any]] = []
+        if flt.since is not None or flt.until is not None:
+            rng: dict[str, Any] = {"format": "epoch_millis"}
+            if flt.since is not None:
+                rng["gte"] = int(flt.since * 1000)
+            if flt.until is not None:
+                rng["lt"] = int(flt.until * 1000)
+            filters.append({"range": {"@timestamp": rng}})
+        if flt.min_severity is not None:
+            filters.append({"range": {"event.severity": {"gte": flt.min_severity}}})
+        if flt.sites:
+            filters.append({"terms": {"labels.site": list(flt.sites)}})
+        if flt.technique:
+            filters.append({"term": {"threat.technique.id": flt.technique}})
+        if flt.rule_id:
+            filters.append({"term": {"rule.id": flt.rule_id}})
+        if flt.protocol:
+            filters.append({"term": {"network.protocol": flt.protocol}})
+        if flt.text:
+            pattern = "*" + flt.text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?") + "*"
+            filters.append({"wildcard": {"rule.name": {"value": pattern, "case_insensitive": True}}})
+        return {"bool": {"filter": filters}} if filters else {"match_all": {}}
+
+    def _search(self, kind: str, query: dict[str, Any], limit: int, offset: int,
+                sort: list[dict[str, Any]], **extra: Any) -> tuple[int, list[dict]]:
+        try:
+            resp = self.client.search(
+                index=self.store.alias(kind), query=query, size=limit, from_=offset, sort=sort,
+                track_total_hits=True, ignore_unavailable=True, allow_no_indices=True, **extra,
+            )
+        except NotFoundError:
+            return 0, []
+        total = resp["hits"]["total"]["value"]
+        return total, [flatten(hit["_source"]) for hit in resp["hits"]["hits"]]
+
+    _NEWEST = [{"@timestamp": {"order": "desc", "unmapped_type": "date"}},
+               {"event.id": {"order": "asc", "unmapped_type": "keyword"}}]
+
+    def search_alerts(self, flt: AlertFilter) -> tuple[int, list[dict]]:
+        return self._search("alert", self._alert_query(flt), flt.limit, flt.offset, self._NEWEST)
+
+    def search_events(self, flt: AlertFilter) -> tuple[int, list[dict]]:
+        return self._search("event", self._alert_query(flt), flt.limit, flt.offset, self._NEWEST)
+
+    def get_alert(self, alert_id: str) -> dict | None:
+        total, docs = self._search("alert", {"term": {"event.id": alert_id}}, 1, 0, self._NEWEST)
+        return docs[0] if total else None
+
+    def count_alerts_by(self, flt: AlertFilter, field_name: str, size: int = 20) -> list[tuple[str, int]]:
+        try:
+            resp = self.client.search(
+                index=self.store.alias("alert"), query=self._alert_query(flt), size=0,
+                aggs={"by": {"terms": {"field": field_name, "size": size}}},
+                ignore_unavailable=True, allow_no_indices=True,
+            )
+        except NotFoundError:
+            return []
+        buckets = resp.get("aggregations", {}).get("by", {}).get("buckets", [])
+        return [(str(b.get("key_as_string", b["key"])), b["doc_count"]) for b in buckets]
+
+    def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]:
+        filters: list[dict[str, Any]] = []
+        if flt.sites:
+            filters.append({"terms": {"labels.site": list(flt.sites)}})
+        if flt.role:
+            filters.append({"term": {"asset.roles": flt.role}})
+        if flt.vendor:
+            pattern = "*" + flt.vendor.replace("*", "\\*").replace("?", "\\?") + "*"
+            filters.append({"wildcard": {"ics.device.vendor": {"value": pattern, "case_insensitive": True}}})
+        query = {"bool": {"filter": filters}} if filters else {"match_all": {}}
+        # An asset has one document per day it changed: collapse to its newest state.
+        try:
+            resp = self.client.search(
+                index=self.store.alias("asset"), query=query, size=flt.limit, from_=flt.offset,
+                sort=[{"asset.last_seen": {"order": "desc", "unmapped_type": "date"}}],
+                collapse={"field": "asset.id"},
+                aggs={"assets": {"cardinality": {"field": "asset.id", "precision_threshold": 40000}}},
+                ignore_unavailable=True, allow_no_indices=True,
+            )
+        except NotFoundError:
+            return 0, []
+        total = int(resp.get("aggregations", {}).get("assets", {}).get("value", 0))
+        return total, [flatten(hit["_source"]) for hit in resp["hits"]["hits"]]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_query_backend(url: str | None = None, config: str | None = None) -> EsQueryBackend:
+    """The query back end for ``icsmon alerts/assets`` and the posture view: the pipeline
+    configuration (file, ``ICSMON_*``) with ``url`` overriding its Elasticsearch URL."""
+    from pipeline.config import load_config
+
+    cfg = load_config(config, overrides={"elasticsearch": {"url": url}})
+    return EsQueryBackend(cfg)

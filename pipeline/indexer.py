@@ -1,0 +1,318 @@
+"""Kafka -> Elasticsearch indexer: one member of a consumer group.
+
+Per batch polled from ``<prefix>.alerts/.events/.assets``:
+
+1. decode each message; undecodable ones, and ones without an id or a usable timestamp,
+   go to the dead-letter topic with the reason;
+2. bulk-write the rest to the kind's daily index with ``_id`` = the document's ``event.id``
+   (``asset.id`` for assets), so redelivery overwrites instead of duplicating;
+3. documents Elasticsearch rejects for good (mapping errors: 4xx other than 429) go to the
+   dead-letter topic; 429/5xx items and connection errors are retried with exponential
+   back-off; if the batch still fails after ``retry_budget_s`` the consumer seeks back to the
+   batch's first offsets and polls again (staying in the group), committing nothing;
+4. offsets are committed only after Elasticsearch acknowledged every document of the batch
+   and the dead letters are acknowledged by Kafka.
+
+Delivery is at least once end to end; deterministic ids make the index exactly once.
+Several indexers with the same ``group_id`` share the partitions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from elastic_transport import ConnectionError as EsConnectionError
+from elastic_transport import ConnectionTimeout as EsConnectionTimeout
+from elasticsearch import ApiError, TransportError
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from pipeline.config import PipelineConfig
+from pipeline.es import KIND_TIME_FIELD, EsStore, day_of
+from pipeline.kafka import kafka_client_options, make_producer
+
+log = logging.getLogger(__name__)
+
+KINDS = ("alert", "event", "asset")
+
+
+@dataclass(slots=True)
+class _Doc:
+    tp: TopicPartition
+    offset: int
+    kind: str
+    raw: bytes
+    key: bytes | None
+    action: bytes  # the bulk action line
+    doc_id: str
+
+
+class Indexer:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        store: EsStore | None = None,
+        client_id: str = "icsmon-indexer",
+        retry_budget_s: float = 30.0,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store or EsStore(cfg)
+        self.retry_budget_s = retry_budget_s
+        self.topic_kind = {cfg.topic(kind): kind for kind in KINDS}
+        self.deadletter_topic = cfg.topic("deadletter")
+        opts = kafka_client_options(cfg)
+        self.consumer = KafkaConsumer(
+            *self.topic_kind,
+            group_id=cfg.indexer.group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=cfg.indexer.batch_size,
+            fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=16 << 20,
+            api_version=(4, 3),
+            **opts,
+        )
+        self._dlq = make_producer(cfg, client_id=f"{client_id}-deadletter", max_block_ms=10_000)
+        self.stop_event = threading.Event()
+        self.counters = {
+            "consumed": 0, "indexed": 0, "deadlettered": 0, "retries": 0, "batches": 0,
+            "commits": 0, "rewinds": 0,
+        }
+
+    # ---- main loop ------------------------------------------------------------------------
+
+    def run(self, once: bool = False, max_idle_s: float | None = None,
+            on_batch: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
+        """Index until stopped; with ``once``, until the topics' ends as of the first assignment."""
+        targets: dict[TopicPartition, int] | None = None
+        idle_since = time.monotonic()
+        poll_ms = self.cfg.indexer.poll_timeout_ms
+        while not self.stop_event.is_set():
+            batch = self.consumer.poll(timeout_ms=poll_ms, max_records=self.cfg.indexer.batch_size)
+            if once and targets is None and self.consumer.assignment():
+                targets = self.consumer.end_offsets(list(self.consumer.assignment()))
+            if batch:
+                idle_since = time.monotonic()
+                self._process(batch)
+                if on_batch:
+                    on_batch(self.counters)
+            if once and targets is not None and self._reached(targets):
+                break
+            if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                break
+        return dict(self.counters)
+
+    def _reached(self, targets: dict[TopicPartition, int]) -> bool:
+        for tp, end in targets.items():
+            if tp not in self.consumer.assignment():
+                continue  # moved to another member of the group
+            if self.consumer.position(tp) < end:
+                return False
+        return True
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        try:
+            self.consumer.close(autocommit=False)
+        finally:
+            try:
+                self._dlq.close(timeout=5)
+            except KafkaError:
+                pass
+
+    # ---- one batch -----------------------------------------------------------------------
+
+    def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        self.counters["batches"] += 1
+        first: dict[TopicPartition, int] = {}
+        last: dict[TopicPartition, int] = {}
+        docs: list[_Doc] = []
+        dead: list[tuple[Any, str]] = []
+        for tp, records in batch.items():
+            first[tp] = records[0].offset
+            last[tp] = records[-1].offset
+            kind = self.topic_kind[tp.topic]
+            for rec in records:
+                self.counters["consumed"] += 1
+                parsed = self._prepare(tp, rec, kind)
+                if isinstance(parsed, str):
+                    dead.append((rec, parsed))
+                else:
+                    docs.append(parsed)
+        ok = self._index(docs, dead)
+        if ok:
+            ok = self._send_dead(dead)
+        if not ok:
+            # Not acknowledged: read the same records again on the next poll; commit nothing.
+            self.counters["rewinds"] += 1
+            for tp, offset in first.items():
+                if tp in self.consumer.assignment():
+                    self.consumer.seek(tp, offset)
+            return
+        offsets = {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}
+        try:
+            self.consumer.commit(offsets)
+            self.counters["commits"] += 1
+        except CommitFailedError as exc:
+            # The group rebalanced meanwhile; the new owner re-reads, ids make it harmless.
+            log.warning("offset commit refused after a rebalance: %s", exc)
+
+    def _prepare(self, tp: TopicPartition, rec: Any, kind: str) -> _Doc | str:
+        """A bulk-ready document, or the reason it is a dead letter."""
+        value = rec.value
+        if value is None:
+            return "empty message"
+        try:
+            doc = json.loads(value)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return f"undecodable: not JSON ({exc})"
+        if not isinstance(doc, dict):
+            return f"undecodable: a JSON {type(doc).__name__}, not an object"
+        doc_id = _dig(doc, "asset.id" if kind == "asset" else "event.id") or _dig(doc, "event.id")
+        if not isinstance(doc_id, str) or not doc_id or len(doc_id) > 512:
+            return "no usable id (event.id, or asset.id for assets)"
+        try:
+            day = day_of(_dig(doc, KIND_TIME_FIELD[kind]) or _dig(doc, "@timestamp"))
+        except ValueError as exc:
+            return f"no usable timestamp: {exc}"
+        action = json.dumps({"index": {"_index": self.store.index_name(kind, day), "_id": doc_id}})
+        return _Doc(tp, rec.offset, kind, value, rec.key, action.encode(), doc_id)
+
+    def _index(self, docs: list[_Doc], dead: list[tuple[Any, str]]) -> bool:
+        """Bulk-write with retries; rejected documents join ``dead``. False: give up for now."""
+        pending = docs
+        delay = self.cfg.indexer.retry_initial_s
+        deadline = time.monotonic() + self.retry_budget_s
+        while pending:
+            body = b"".join(d.action + b"\n" + d.raw + b"\n" for d in pending)
+            retry: list[_Doc] = []
+            try:
+                resp = self.store.client.bulk(operations=body, refresh=False)
+            except (EsConnectionError, EsConnectionTimeout, TransportError) as exc:
+                log.warning("Elasticsearch unreachable (%s): retrying %d documents", exc, len(pending))
+                retry = pending
+            except ApiError as exc:
+                if exc.status_code == 429 or exc.status_code >= 500:
+                    retry = pending
+                else:
+                    raise
+            else:
+                for d, item in zip(pending, resp["items"], strict=True):
+                    result = item.get("index", {})
+                    status = result.get("status", 500)
+                    if status < 300:
+                        self.counters["indexed"] += 1
+                    elif status == 429 or status >= 500:
+                        retry.append(d)
+                    else:
+                        err = result.get("error", {})
+                        reason = f"rejected by Elasticsearch: {err.get('type')}: {err.get('reason')}"
+                        caused = err.get("caused_by")
+                        if caused:
+                            reason += f" (caused by {caused.get('type')}: {caused.get('reason')})"
+                        dead.append((_RecordView(d), reason))
+            if not retry:
+                return True
+            if time.monotonic() + delay > deadline or self.stop_event.is_set():
+                return False
+            self.counters["retries"] += 1
+            self.stop_event.wait(delay)
+            delay = min(delay * 2, self.cfg.indexer.retry_max_s)
+            pending = retry
+        return True
+
+    def _send_dead(self, dead: list[tuple[Any, str]]) -> bool:
+        if not dead:
+            return True
+        futures = []
+        try:
+            for rec, reason in dead:
+                futures.append(self._dlq.send(self.deadletter_topic, key=rec.key,
+                                              value=_dead_letter(rec, reason)))
+            for fut in futures:
+                fut.get(timeout=30)
+        except KafkaError as exc:
+            log.error("dead-letter topic unavailable (%s): will retry the batch", exc)
+            return False
+        self.counters["deadlettered"] += len(dead)
+        for rec, reason in dead:
+            log.warning("dead letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, reason)
+        return True
+
+
+class _RecordView:
+    """A prepared document seen as a consumer record, for the dead-letter path."""
+
+    def __init__(self, d: _Doc) -> None:
+        self.topic, self.partition, self.offset = d.tp.topic, d.tp.partition, d.offset
+        self.key, self.value = d.key, d.raw
+
+
+def _dig(doc: dict[str, Any], dotted: str) -> Any:
+    """A nested value by dotted name (also accepts a flat dotted key)."""
+    if dotted in doc:
+        return doc[dotted]
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _dead_letter(rec: Any, reason: str) -> bytes:
+    raw = rec.value or b""
+    try:
+        original: dict[str, str] = {"value": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        original = {"value_base64": base64.b64encode(raw).decode()}
+    return json.dumps({
+        "reason": reason,
+        "topic": rec.topic,
+        "partition": rec.partition,
+        "offset": rec.offset,
+        "key": rec.key.decode("utf-8", "replace") if rec.key else None,
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **original,
+    }).encode()
+
+
+def setup(cfg: PipelineConfig, store: EsStore | None = None) -> list[str]:
+    """Create the topics (with ``indexer.partitions``) and install the index templates."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    done = []
+    admin = KafkaAdminClient(client_id="icsmon-setup", api_version=(4, 3), **kafka_client_options(cfg))
+    try:
+        existing = set(admin.list_topics())
+        wanted = [cfg.topic(kind) for kind in KINDS] + [cfg.topic("deadletter")]
+        new = [NewTopic(name=t, num_partitions=cfg.indexer.partitions, replication_factor=-1)
+               for t in wanted if t not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+            done += [f"topic {t.name}" for t in new]
+    finally:
+        admin.close()
+    own = store is None
+    store = store or EsStore(cfg)
+    try:
+        done += store.setup()
+    finally:
+        if own:
+            store.close()
+    return done
