@@ -40,10 +40,13 @@ def index_command(
 ) -> None:
     """Consume alerts, events and assets from Kafka and index them into Elasticsearch.
 
-    Offsets are committed only after Elasticsearch acknowledged a batch; undecodable or
-    rejected messages go to the dead-letter topic with the reason. Configuration: file,
-    then ICSMON_* variables, then these flags. Templates and topics are installed (idempotently)
-    before indexing starts; --setup does only that.
+    Offsets are committed only after Elasticsearch acknowledged a batch.
+
+    Undecodable or rejected messages go to the dead-letter topic with the reason.
+
+    Settings come from the config file, then ICSMON_* variables, then these flags.
+
+    Topics and index templates are installed idempotently before indexing; --setup does only that.
     """
     from pipeline.config import ConfigError, load_config
 

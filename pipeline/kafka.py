@@ -185,8 +185,15 @@ class KafkaSink:
             for kind, key, value in leftovers:
                 self._to_spool(kind, key, value)
         if self._producer is not None:
-            with contextlib.suppress(KafkaError):
+            try:
                 self._producer.close(timeout=0)
+            except KafkaError:
+                # close() gives up when its flush cannot finish (Kafka down) and leaves the
+                # sender running; stop it so it cannot deliver records now in the spool.
+                sender = getattr(self._producer, "_sender", None)
+                if sender is not None:
+                    sender.force_close()
+                    sender.join(5)
         self.spool.close()
 
     def stats(self) -> dict[str, int]:

@@ -24,6 +24,7 @@ there) and deletes fully consumed segments.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -101,6 +102,13 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OSError(f"spool folder {self.directory}: {exc.strerror}") from exc
+        # One process per spool folder: a second sensor on the same folder would interleave.
+        self._lock_file = open(self.directory / "lock", "a+b")  # noqa: SIM115 - held while open
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise OSError(f"spool folder {self.directory} is in use by another process") from None
         self._queues = {kind: self._open_queue(kind) for kind in KINDS}
 
     # ---- opening and recovery -------------------------------------------------------
@@ -357,6 +365,9 @@ class Spool:
                 if queue.writer is not None:
                     queue.writer.close()
                     queue.writer = None
+            if not self._lock_file.closed:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+                self._lock_file.close()
 
 
 def _fsync_dir(folder: Path) -> None:

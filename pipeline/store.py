@@ -745,6 +745,14 @@ class Store:
         if flt.protocol:
             conds.append(f"{table}.protocol = ?")
             params.append(flt.protocol)
+        ids = getattr(flt, "ids", None)
+        if ids:
+            conds.append(f"{table}.id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        community_id = getattr(flt, "community_id", None)
+        if community_id:
+            conds.append(f"json_extract({table}.doc, '$.\"network.community_id\"') = ?")
+            params.append(community_id)
         if table == "alerts":
             if flt.min_severity is not None:
                 conds.append("alerts.severity >= ?")

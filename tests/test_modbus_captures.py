@@ -34,6 +34,7 @@ FIELDS = (
     "modbus.or_mask",
     "modbus.read_reference_num",
     "modbus.write_reference_num",
+    "modbus.data",
 )
 
 Row = dict[str, list[str]]
@@ -48,7 +49,10 @@ def tshark_transactions(tshark: str, path: Path) -> dict[tuple[int, int], dict[s
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     transactions: dict[tuple[int, int], dict[str, Row]] = {}
     for line in out.splitlines():
-        row = {name: (col.split("|") if col else []) for name, col in zip(FIELDS, line.split("\t"))}
+        row = {
+            name: (col.split("|") if col else [])
+            for name, col in zip(FIELDS, line.split("\t"), strict=True)
+        }
         assert len(row["mbtcp.trans_id"]) == 1, "these captures carry one PDU per frame"
         to_server = row["tcp.dstport"] == ["502"]
         client_port = int(row["tcp.srcport" if to_server else "tcp.dstport"][0])
@@ -73,6 +77,11 @@ def icsmon_events(path: Path) -> tuple[dict[tuple[int, int], dict], list[dict], 
 
 def _ints(values: list[str]) -> list[int]:
     return [int(v, 0) for v in values]
+
+
+def _registers(data: list[str]) -> list[int]:
+    raw = bytes.fromhex(data[0].replace(":", "")) if data else b""
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
 
 
 def _one(row: Row, name: str) -> int | None:
@@ -106,15 +115,18 @@ def test_every_transaction_agrees_with_tshark(capture: Path, tshark: str) -> Non
         elif request["modbus.reference_num"]:
             assert ev["modbus.address"] == _one(request, "modbus.reference_num"), where
         quantity = _one(request, "modbus.word_cnt") or _one(request, "modbus.bit_cnt")
-        if quantity is not None and fc != 23:
+        if fc in (1, 2, 3, 4, 15, 16):
             assert ev["modbus.quantity"] == quantity, where
+        if fc in (20, 21):  # tshark's word count is each file sub-request's record length
+            lengths = [rec["length"] for rec in ev["modbus.file_records"]]
+            assert lengths == _ints(request["modbus.word_cnt"]), where
         if fc in (3, 4) and response["modbus.regval_uint16"]:
             assert ev["modbus.values"] == _ints(response["modbus.regval_uint16"]), where
         if fc == 16:
             assert ev["modbus.values"] == _ints(request["modbus.regval_uint16"]), where
-        if fc == 23:
-            assert ev["modbus.values"] == _ints(request["modbus.regval_uint16"]), where
-            assert ev["modbus.read_values"] == _ints(response["modbus.regval_uint16"]), where
+        if fc == 23:  # tshark shows FC 23's registers as raw data
+            assert ev["modbus.values"] == _registers(request["modbus.data"]), where
+            assert ev["modbus.read_values"] == _registers(response["modbus.data"]), where
         if fc == 22:
             assert ev["modbus.and_mask"] == _one(request, "modbus.and_mask"), where
             assert ev["modbus.or_mask"] == _one(request, "modbus.or_mask"), where
@@ -161,7 +173,7 @@ def test_polled_input_registers_move_and_holding_registers_stay() -> None:
     inputs = [ev["modbus.values"] for ev in by_fc[4]]
     holding = [ev["modbus.values"] for ev in by_fc[3]]
     assert len(inputs) == len(holding) == 5
-    assert all(a != b for a, b in zip(inputs, inputs[1:]))
+    assert all(a != b for a, b in zip(inputs, inputs[1:], strict=False))
     assert all(h == holding[0] for h in holding)
 
 

@@ -172,12 +172,23 @@ def tshark_messages(tshark: str, path: Path) -> list[tuple]:
 
 
 def icsmon_messages(messages: list[dict]) -> list[tuple]:
-    rows: list[tuple] = []
+    """The dissector's chunk summaries in tshark's shape. tshark shows a chunked message's
+    service type id and request handle on its first chunk; the dissector knows them once the
+    message is complete, so they move back to the first chunk here."""
+    rows: list[list] = []
+    first_chunk: dict[tuple, int] = {}
     for m in messages:
-        rows.append((m["type"], m["chunk"], m.get("service_type_id"), m.get("request_handle")))
-        if m["type"] in ("MSG", "OPN", "CLO") and "status_code" in m and not m.get("aborted"):
-            rows.append(("status", m["status_code"]))
-    return rows
+        key = (m["to_server"], m.get("request_id"))
+        row = [m["type"], m["chunk"], m.get("service_type_id"), m.get("request_handle")]
+        if m["chunk"] == "C" and key not in first_chunk:
+            first_chunk[key] = len(rows)
+        elif m["chunk"] in ("F", "A") and key in first_chunk:
+            first = rows[first_chunk.pop(key)]
+            first[2], first[3], row[2], row[3] = row[2], row[3], None, None
+        rows.append(row)
+        if m["type"] in ("MSG", "OPN", "CLO") and "status_code" in m and m["chunk"] != "A":
+            rows.append(["status", m["status_code"]])
+    return [tuple(r) for r in rows]
 
 
 def test_stream_helper_sees_every_payload_byte_of_a_clean_capture(public_pcaps: Path, tshark: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from detectors.baseline.accept import accept_alert
 from detectors.baseline.detector import BaselineDetector, op_techniques
 from detectors.baseline.learner import BaselineLearner, LearnerLimits
+from detectors.baseline.live import LearnThenDetect, parse_duration
 from detectors.baseline.model import Baseline, BaselineError
 
 __all__ = [
@@ -23,7 +24,9 @@ __all__ = [
     "BaselineDetector",
     "BaselineError",
     "BaselineLearner",
+    "LearnThenDetect",
     "LearnerLimits",
     "accept_alert",
     "op_techniques",
+    "parse_duration",
 ]

@@ -21,7 +21,16 @@ from detectors.baseline.model import (
     parse_iso,
 )
 
-_ROLE_SUFFIX = {"client": "client", "server": "server"}
+# Connection-level facts kept per conversation (value -> count): who connects how. They feed
+# the placeholders (a PG connection marks an engineering station) and ``baseline show``.
+ATTRIBUTE_FIELDS = (
+    "s7comm.cotp.connection_type_name",
+    "s7comm.cotp.src_tsap",
+    "s7comm.cotp.dst_tsap",
+    "opcua.security_policy",
+    "opcua.client.application_uri",
+)
+MAX_ATTRIBUTE_VALUES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +145,13 @@ class BaselineLearner:
         for kind, value in obs.security.items():
             counts = conv.setdefault("security", {}).setdefault(kind, {})
             counts[value] = counts.get(value, 0) + 1
+        for name in ATTRIBUTE_FIELDS:
+            value = event.get(name)
+            if isinstance(value, str | int) and value != "":
+                counts = conv.setdefault("attributes", {}).setdefault(name, {})
+                text = str(value)
+                if text in counts or len(counts) < MAX_ATTRIBUTE_VALUES:
+                    counts[text] = counts.get(text, 0) + 1
 
     def _asset(self, ip: str, stamp: str | None, mac: Any) -> dict | None:
         assets = self.doc["assets"]

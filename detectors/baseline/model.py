@@ -16,7 +16,8 @@ Layout (``version`` 1; every entry keeps the counts and times behind it)::
           "polling": {series: {"requests", "intervals", "period", "mad", "min", "max",
                                "regular", "histogram": {bin: n}}},
           "rate": {"bucket_seconds", "buckets", "median", "max", "histogram": {count: n}},
-          "security": {"security_mode": {value: n}, "identity_token": {value: n}, ...}}}}
+          "security": {"security_mode": {value: n}, "identity_token": {value: n}, ...},
+          "attributes": {"s7comm.cotp.connection_type_name": {value: n}, ...}}}}
 
 Values are in a point's stats: ``{"count", "min", "max", "values": [...] | null}`` (the
 distinct values while there are at most ``max_value_set`` of them). Times are ISO 8601 UTC.
@@ -363,50 +364,52 @@ class Baseline:
     def placeholders(self) -> dict[str, list[str]]:
         """Sigma placeholder values learned from traffic (``%modbus_masters%`` ...).
 
-        Roles follow what hosts did: a client that changed a program or the operating mode
-        is an engineering station; a client that polls (reads, and writes setpoints) without
-        ever doing that is an HMI/SCADA host.
+        Roles follow what hosts did while learning: a client that changed a program or the
+        operating mode, opened an S7 PG (programming device) connection or used a vendor
+        engineering function is an engineering station; any other client that read, wrote or
+        ran diagnostics is an HMI host. Per protocol, every client and server is listed.
         """
-        by_proto_clients: dict[str, set[str]] = {}
-        by_proto_servers: dict[str, set[str]] = {}
-        writers: set[str] = set()
+        clients: dict[str, set[str]] = {}
+        servers: dict[str, set[str]] = {}
         engineering: set[str] = set()
-        pollers: set[str] = set()
+        operators: set[str] = set()
+        writers: dict[str, set[str]] = {}
         for conv in self.conversations.values():
             proto = conv["protocol"].replace("-", "_")
-            by_proto_clients.setdefault(proto, set()).add(conv["client"])
-            by_proto_servers.setdefault(proto, set()).add(conv["server"])
-            classes = {op.get("class") for op in conv["operations"].values()}
+            client = conv["client"]
+            clients.setdefault(proto, set()).add(client)
+            servers.setdefault(proto, set()).add(conv["server"])
+            ops = conv["operations"].values()
+            classes = {op.get("class") for op in ops}
+            functions = {str(op.get("function") or "") for op in ops}
+            connection_types = set((conv.get("attributes") or {}).get("s7comm.cotp.connection_type_name") or {})
+            if (classes & {"program", "control"} or "pg" in connection_types
+                    or any(f.startswith("user_defined") or f in ("unity_umas", "invoke") for f in functions)):
+                engineering.add(client)
+            if classes & {"read", "write", "diagnostic"}:
+                operators.add(client)
             if "write" in classes:
-                writers.add(conv["client"])
-            if classes & {"program", "control"}:
-                engineering.add(conv["client"])
-            if classes & {"read", "write"}:
-                pollers.add(conv["client"])
+                writers.setdefault(proto, set()).add(client)
         out: dict[str, set[str]] = {}
-        for proto, ips in by_proto_clients.items():
+        for proto, ips in clients.items():
             out[f"{proto}_clients"] = ips
-        for proto, ips in by_proto_servers.items():
+        for proto, ips in servers.items():
             out[f"{proto}_servers"] = ips
-        s7_clients = by_proto_clients.get("s7comm", set()) | by_proto_clients.get("s7comm_plus", set())
-        s7_servers = by_proto_servers.get("s7comm", set()) | by_proto_servers.get("s7comm_plus", set())
-        out["modbus_masters"] = by_proto_clients.get("modbus", set())
-        out["modbus_slaves"] = by_proto_servers.get("modbus", set())
+        for proto, ips in writers.items():
+            out[f"{proto}_writers"] = ips
+        s7_clients = clients.get("s7comm", set()) | clients.get("s7comm_plus", set())
+        s7_servers = servers.get("s7comm", set()) | servers.get("s7comm_plus", set())
+        out["modbus_masters"] = clients.get("modbus", set())
+        out["modbus_slaves"] = servers.get("modbus", set())
+        out["opcua_clients"] = clients.get("opcua", set())
         out["s7_clients"] = s7_clients
         out["s7_servers"] = s7_servers
-        out["plcs"] = by_proto_servers.get("modbus", set()) | s7_servers
-        out["known_clients"] = set().union(*by_proto_clients.values()) if by_proto_clients else set()
-        out["known_servers"] = set().union(*by_proto_servers.values()) if by_proto_servers else set()
-        out["known_hosts"] = set(self.assets)
-        out["known_assets"] = out["known_hosts"]
+        out["plcs"] = servers.get("modbus", set()) | s7_servers
         out["engineering_stations"] = engineering
-        out["engineering_hosts"] = engineering
-        out["hmi_hosts"] = pollers - engineering
-        out["ics_writers"] = writers
-        out["modbus_writers"] = {c["client"] for c in self.conversations.values()
-                                 if c["protocol"] == "modbus"
-                                 and any(op.get("class") == "write" for op in c["operations"].values())}
-        out["opcua_clients"] = by_proto_clients.get("opcua", set())
+        out["hmi_hosts"] = operators - engineering
+        out["known_clients"] = set().union(*clients.values())
+        out["known_servers"] = set().union(*servers.values())
+        out["known_hosts"] = set(self.assets)
         return {k: sorted(v, key=_ip_sort_key) for k, v in sorted(out.items())}
 
     # -- merging
@@ -538,10 +541,11 @@ def merge_documents(doc: dict, other: dict) -> None:
             r = c.setdefault("rate", {"bucket_seconds": settings["rate_bucket_seconds"], "histogram": {}})
             r["histogram"] = _sum_hist(r.get("histogram") or {}, oc["rate"].get("histogram") or {})
             finalize_rate(r)
-        for kind, counts in (oc.get("security") or {}).items():
-            mine = c.setdefault("security", {}).setdefault(kind, {})
-            for value, n in counts.items():
-                mine[value] = mine.get(value, 0) + n
+        for section in ("security", "attributes"):
+            for kind, counts in (oc.get(section) or {}).items():
+                mine = c.setdefault(section, {}).setdefault(kind, {})
+                for value, n in counts.items():
+                    mine[value] = mine.get(value, 0) + n
 
 
 def iter_regular_series(doc: dict) -> Iterable[tuple[str, str, dict]]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import socket
 import subprocess
@@ -302,14 +303,26 @@ SCENARIOS: dict[str, tuple[float, dict[str, Worker]]] = {
 }
 
 
-def run_scenario(name: str) -> Path:
+def run_scenario(name: str, attempts: int = 3) -> Path:
+    """Record one scenario; again (up to ``attempts`` times) when tcpdump reports drops."""
+    for _ in range(attempts):
+        path, dropped = _record(name)
+        if dropped == 0:
+            return path
+        print(f"{name}: tcpdump reported {dropped} dropped packets, recording again")
+    raise RuntimeError(f"scenario {name}: packets dropped in {attempts} attempts")
+
+
+def _record(name: str) -> tuple[Path, int]:
     duration, workers = SCENARIOS[name]
     out = HERE / f"{name}.pcap"
     bpf = "net 127.0.5.0/24 and (tcp port 502 or tcp port 102 or tcp port 4840)"
     dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", str(out), bpf],
+        ["tcpdump", "-i", "lo", "--immediate-mode", "-B", "8192", "-U", "-n", "-s", "0",
+         "-w", str(out), bpf],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(1.5)  # let tcpdump attach before the first SYN
     clock = Clock(duration)
@@ -328,10 +341,11 @@ def run_scenario(name: str) -> Path:
         thread.join()
     time.sleep(1.0)  # the last FIN/ACKs
     dump.send_signal(signal.SIGINT)
-    dump.wait(10)
+    _, stderr = dump.communicate(timeout=10)
     if errors:
         raise RuntimeError(f"scenario {name}: " + "; ".join(errors))
-    return out
+    match = re.search(r"(\d+) packets dropped by kernel", stderr or "")
+    return out, int(match.group(1)) if match else -1
 
 
 def main(argv: list[str]) -> int:

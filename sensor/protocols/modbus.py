@@ -134,7 +134,6 @@ DEVICE_OBJECTS: dict[int, str] = {
     6: "user_application_name",
 }
 
-_ACTIONS = {fc: name.replace("_", "-") for fc, name in FUNCTIONS.items()}
 _EVENT_TYPE = {
     "read": ["protocol", "access"],
     "write": ["protocol", "change"],
@@ -144,6 +143,21 @@ _EVENT_TYPE = {
 _VALID_FC = frozenset(FUNCTIONS) | USER_DEFINED
 MAX_LENGTH = 260  # the specification's limit is 254; some vendors (Schneider UMAS) send 255+
 REQUEST_TIMEOUT = 30.0  # seconds of capture time before an unanswered request is reported
+
+
+def _common_fields(fc: int) -> dict:
+    """The fields every transaction of one function code shares."""
+    op = OPERATION.get(fc, "other")
+    name = function_name(fc)
+    return {
+        "ics.operation": op,
+        "ics.function": name,
+        "event.action": name.replace("_", "-"),
+        "event.type": _EVENT_TYPE[op],
+    }
+
+
+_COMMON: dict[int, dict] = {}  # filled on first use per function code
 
 
 def function_name(fc: int) -> str:
@@ -634,11 +648,10 @@ class Parser:
     @staticmethod
     def _finish(f: dict) -> dict:
         fc = f["modbus.function_code"]
-        op = OPERATION.get(fc, "other")
-        f["ics.operation"] = op
-        f["ics.function"] = f["modbus.function"]
-        f["event.action"] = _ACTIONS.get(fc) or f["modbus.function"].replace("_", "-")
-        f["event.type"] = _EVENT_TYPE[op]
+        common = _COMMON.get(fc)
+        if common is None:
+            common = _COMMON[fc] = _common_fields(fc)
+        f.update(common)
         return f
 
     def _unanswered(self, req_ts: float, f: dict) -> dict:

@@ -107,6 +107,7 @@ MAX_PARTIAL_MESSAGES = 32  # messages being reassembled per direction
 MAX_STRING = 1024  # characters kept of any string in a record
 MAX_BYTES_HEX = 64  # bytes of a ByteString value kept (as hex)
 MAX_DEPTH = 8  # nesting of Variant / DiagnosticInfo / DataValue before declaring the body malformed
+MAX_ARRAY_VALUES = 100  # elements kept of one array value: an event carries a sample, not the bulk
 
 NONE_POLICY = "http://opcfoundation.org/UA/SecurityPolicy#None"
 # HMAC output length of each policy's symmetric signature: stripped from chunks in clear
@@ -450,7 +451,7 @@ class _Reader:
         if mask & 0x80:
             n = self.count()
             values = []
-            keep = self.max_items
+            keep = min(self.max_items, MAX_ARRAY_VALUES)
             for i in range(n):
                 v = self.scalar(type_id, depth)
                 if i < keep:
@@ -1391,6 +1392,8 @@ class Parser:
             return False
         if tid in _REQUEST_IDS or tid in _RESPONSE_IDS or tid == SERVICE_FAULT_ID:
             self._clear = True
+            if self._policy is not None and self._policy != NONE_POLICY:
+                self._mode = "Sign"  # a protected policy with a body in clear: signed, not encrypted
             return True
         return False
 

@@ -51,8 +51,8 @@ Userdata: ``s7comm.userdata.type`` (0 push, 4 request, 8 response) / ``type_name
   (ISO time read or set), ``s7comm.mode`` (mode-transition pushes), ``s7comm.block.counts``
   (list blocks answer). Password data (security group) is never copied into records.
   Identity from SZL 0x0011 / 0x001C answers sent by the server: ``ics.device.vendor``,
-  ``order_number``, ``firmware``, ``hardware_version``, ``name`` (station), ``module_name``,
-  ``model`` (module type), ``plant``, ``serial``.
+  ``order_number``, ``firmware``, ``hardware`` (SZL 0x0011), ``name`` (automation system
+  name), ``model`` (module name), ``module_type``, ``plant``, ``serial`` (SZL 0x001C).
 
 S7comm-plus (``network.protocol: s7comm-plus``): ``s7comm_plus.version`` (PDU type byte:
   1, 2, 3, 0xfe, 0xff), ``s7comm_plus.opcode`` / ``opcode_name`` (request, response,
@@ -85,6 +85,8 @@ from sensor.protocols.base import ParserLimits, Record, anomaly
 
 NAME = "s7comm"
 PORTS = (102,)
+# The probe wants TPKT + COTP + an S7 header (or a CR with TSAPs): RDP's TPKT/COTP does not pass.
+HEURISTIC_DEFAULT = True
 
 PROTO_S7 = "s7comm"
 PROTO_PLUS = "s7comm-plus"
@@ -353,9 +355,24 @@ def _plausible_tpkt(buf: bytes | bytearray, i: int) -> bool | None:
 
 
 def probe(data: bytes) -> bool:
-    """TPKT version 3 followed by a COTP connection or data TPDU (S7comm or S7comm-plus)."""
+    """TPKT 3 + COTP: a CR/CC naming TSAPs, or a DT carrying an S7comm / S7comm-plus header."""
     try:
-        return bool(_plausible_tpkt(data, 0))
+        if not _plausible_tpkt(data, 0):
+            return False
+        code = data[5] & 0xF0
+        if code in (_COTP_CR, _COTP_CC):  # TSAP parameters (0xC1/0xC2) after the fixed part
+            end = min(len(data), 5 + data[4])
+            i = 11
+            while i + 1 < end:
+                if data[i] in (0xC1, 0xC2):
+                    return True
+                i += 2 + data[i + 1]
+            return False
+        if code != _COTP_DT or len(data) < 11:
+            return False
+        if data[7] == 0x32:
+            return len(data) >= 17 and data[8] in ROSCTR_NAMES
+        return data[7] == 0x72 and data[8] in (1, 2, 3, 0xFE, 0xFF)
     except Exception:  # never raise from a probe
         return False
 
@@ -371,7 +388,7 @@ class Parser:
         self._conn: dict[str, object] = {}  # COTP facts carried on every record
         self._cr: tuple[float, bool, dict[str, object]] | None = None
         self._uploads: dict[int, dict[str, object]] = {}
-        self._pdu_size: int | None = None
+        self._foreign = False  # a non-S7 payload was reported on this connection
 
     # -- stream interface -------------------------------------------------------------------
 
@@ -592,8 +609,9 @@ class Parser:
             self._s7(to_server, payload, ts, out)
         elif pid == 0x72:
             self._plus_fragment(d, to_server, payload, ts, out)
-        else:
-            out.append(self._anomaly(ts, "s7-unknown-protocol", f"COTP data with protocol id 0x{pid:02x} (not S7comm 0x32 / S7comm-plus 0x72)"))
+        elif not self._foreign:  # e.g. MMS (IEC 61850/ICCP) also runs on ISO-on-TCP port 102
+            self._foreign = True
+            out.append(self._anomaly(ts, "s7-unknown-protocol", f"COTP data with protocol id 0x{pid:02x}, not S7comm (0x32) or S7comm-plus (0x72); such PDUs on this connection are skipped"))
 
     def _s7(self, to_server: bool, p: bytes, ts: float, out: list[Record]) -> None:
         if len(p) < 10:
@@ -879,11 +897,11 @@ class Parser:
                 index = int.from_bytes(r[0:2], "big")
                 if index == 1 and _ascii(r[2:22]):
                     dev["order_number"] = _ascii(r[2:22])
-                    dev["hardware_version"] = f"{r[25]}" if r[24] == 0 else f"{r[24]}.{r[25]}"
+                    dev["hardware"] = f"{r[25]}" if r[24] == 0 else f"{r[24]}.{r[25]}"
                 elif index == 7 and r[24] == ord("V"):
                     dev["firmware"] = f"V{r[25]}.{r[26]}.{r[27]}"
         elif szl_id & 0xFF == 0x1C and rec_len == 34:  # component identification
-            keys = {1: "name", 2: "module_name", 3: "plant", 5: "serial", 7: "model"}
+            keys = {1: "name", 2: "model", 3: "plant", 5: "serial", 7: "module_type"}
             for r in records:
                 index = int.from_bytes(r[0:2], "big")
                 text = _ascii(r[2:34])
@@ -978,8 +996,6 @@ class Parser:
             rec["s7comm.items"] = items
         if req.rosctr == 1 and not req.to_server:
             rec["s7comm.initiator"] = "server"
-        if req.pdu_ref is not None and function == "setup_communication" and "s7comm.pdu_size" in rec:
-            self._pdu_size = int(rec["s7comm.pdu_size"])  # type: ignore[arg-type]
         rec["event.action"] = action
         rec["ics.function"] = function
         rec["ics.operation"] = operation
