@@ -4,6 +4,7 @@ its peers, and the device identity the traffic reveals (``ics.device.*`` on even
 from __future__ import annotations
 
 from sensor.events import iso_timestamp
+from sensor.protocols.base import DEVICE_FIELDS
 
 MAX_PEERS = 256  # a server polled by thousands of hosts is still one bounded record
 
@@ -75,13 +76,11 @@ class AssetTracker:
                 asset.peers.add(peer)
                 asset.dirty = True
         if server is not None:
-            for key, value in event.items():
-                if (
-                    key.startswith("ics.device.")
-                    and value not in (None, "")
-                    and server.identity.get(key) != value
-                ):
-                    server.identity[key] = value
+            identity = server.identity
+            for key in DEVICE_FIELDS:
+                value = event.get(key)
+                if value is not None and value != "" and identity.get(key) != value:
+                    identity[key] = value
                     server.dirty = True
 
     def changed(self) -> list[dict]:

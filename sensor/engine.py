@@ -172,16 +172,17 @@ class Engine:
 
     def feed(self, ts: float, linktype: int, data: bytes) -> None:
         """One captured frame. Never raises for anything inside the frame."""
+        size = len(data)
         self._packets += 1
-        self._bytes += len(data)
+        self._bytes += size
         # Fast path: Ethernet + IPv4 (no options, no fragment) + TCP, in-order data or a bare
         # ACK on a known flow. Everything else takes the general path below.
-        if linktype != 1 or len(data) < 54 or data[12:15] != b"\x08\x00\x45":
+        if linktype != 1 or size < 54 or data[12:15] != b"\x08\x00\x45":
             self._slow(ts, linktype, data)
             return
         _v, total, _i, frag, _t, proto, src, dst = _ipv4(data, 14)
         end = 14 + total
-        if proto != 6 or frag & 0x3FFF or total < 40 or end > len(data):
+        if proto != 6 or frag & 0x3FFF or total < 40 or end > size:
             self._slow(ts, linktype, data)
             return
         sport, dport, seq, ack, off, flags = _tcp(data, 34)

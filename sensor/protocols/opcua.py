@@ -18,23 +18,27 @@ nothing that would have to be guessed (no sequence number, request id or service
 that starts after HEL/OPN is decoded the same way: MSG chunks that parse as a channel in
 clear (security policy ``None``) are dissected.
 
-One record per transaction. Fields (under ``opcua.``; ints unless noted):
+One record per transaction; ``ics.pairing`` says ``paired``, ``request-only`` (unanswered, or
+an answer that cannot come: CLO, an aborted request) or ``response-only`` (the request was
+not seen). Fields (under ``opcua.``; ints unless noted):
 
 | field | meaning |
 | --- | --- |
 | ``message_type`` | ``HEL``, ``ACK``, ``ERR``, ``RHE``, ``OPN``, ``MSG``, ``CLO`` (the request's) |
+| ``response_message_type`` | ``ACK`` or ``ERR`` answering a ``HEL`` (only when it differs from ``message_type``) |
 | ``chunk_count`` | chunks of the request when more than one; ``response_chunk_count`` likewise |
 | ``secure_channel_id``, ``token_id`` | secure channel and security token (OPN answers carry the issued ones) |
 | ``sequence_number``, ``response_sequence_number``, ``request_id`` | sequence header (absent when encrypted) |
 | ``security_policy_uri`` | the channel's policy, from the OPN asymmetric header |
 | ``security_policy`` | its short name (``None``, ``Basic256Sha256``, ...) |
-| ``security_mode`` | ``None``, ``Sign``, ``SignAndEncrypt``: from the OPN request when it is readable |
+| ``security_mode`` | ``None``, ``Sign``, ``SignAndEncrypt``: from the OPN request when it is readable; ``Sign`` also when a protected policy's bodies visibly parse in clear |
 | ``encrypted`` | bool: the body could not be read because the channel protects it |
 | ``signed`` | bool: the channel policy is not ``None`` (every chunk carries a signature) |
 | ``certificate_present`` | bool: OPN asymmetric header carries a sender certificate |
 | ``service`` | service name without Request/Response (``Read``); ``unknown`` when the id is not a Part 4 service |
 | ``service_type_id``, ``response_type_id`` | numeric encoding NodeId of the request / response body (``i=`` form kept in ``service_node_id`` when not numeric ns=0) |
 | ``request_handle`` | RequestHeader.RequestHandle (the response's when no request was seen) |
+| ``response_request_handle`` | the answer's handle, only when it differs from the request's (pairing is by request id) |
 | ``status_code``, ``status`` | ServiceResult (or ERR/abort error) and its symbolic name |
 | ``service_fault`` | bool: the answer was a ServiceFault |
 | ``aborted`` | bool: the message was aborted by its sender (``A`` chunk) |
@@ -57,7 +61,7 @@ One record per transaction. Fields (under ``opcua.``; ints unless noted):
 | ``delete_subscriptions`` | CloseSession |
 | ``node_ids`` | list of NodeId strings (``ns=2;i=5``, ``i=2258``, ``ns=1;s=Name``): Read, Write, Browse, RegisterNodes, UnregisterNodes, CreateMonitoredItems, TranslateBrowsePaths (starting nodes), AddNodes (requested ids), DeleteNodes |
 | ``attribute_ids``, ``attributes`` | attribute ids and names (``Value``) aligned with ``node_ids`` |
-| ``values`` | list of ``{type, value}`` (plus ``status_code`` when not Good): Read answers, Write requests, Publish data changes; ``value`` is JSON (numbers, strings, bools, lists; ByteStrings as hex) |
+| ``values`` | list of ``{type, value}`` (plus ``status_code`` when not Good): Read answers, Write requests, Publish data changes; ``value`` is JSON (numbers, strings, bools, lists of at most 100; ByteStrings as hex, structures as ``"<type id> (<n> bytes)"``) |
 | ``result_codes`` | per-operation status codes of the answer (Write, Browse, Call, CreateMonitoredItems, ActivateSession, AddNodes, ...) |
 | ``browse_paths``, ``target_node_ids`` | TranslateBrowsePathsToNodeIds: ``i=85/0:Objects/2:Pump`` paths and the resolved targets |
 | ``reference_count``, ``browse_names``, ``continuation_point_count`` | Browse / BrowseNext answers; BrowseNext requests |
@@ -70,21 +74,30 @@ One record per transaction. Fields (under ``opcua.``; ints unless noted):
 | ``decode_error`` | why the body decoding stopped early (the fields before it stay) |
 
 Device identity: the server's ApplicationDescription (GetEndpoints / CreateSession answers)
-gives ``ics.device.application_uri``, ``ics.device.product`` (ProductUri) and
-``ics.device.name`` (ApplicationName); a Read of the server's BuildInfo variables gives
-``ics.device.vendor`` (ManufacturerName), ``ics.device.model`` (ProductName) and
-``ics.device.firmware`` (SoftwareVersion, with BuildNumber).
+gives ``ics.device.application_uri``, ``ics.device.product_uri`` and ``ics.device.name``
+(ApplicationName); a Read of the server's BuildInfo variables (``i=2261``-``i=2265``) gives
+``ics.device.vendor`` (ManufacturerName), ``ics.device.product`` and ``ics.device.model``
+(ProductName), ``ics.device.product_uri`` and ``ics.device.firmware`` (SoftwareVersion, with
+BuildNumber).
 
-Anomalies (``error.type``): ``opcua-bad-header``, ``opcua-chunk-too-large``,
-``opcua-message-too-large``, ``opcua-too-many-chunks``, ``opcua-lost-chunk``,
-``opcua-malformed-body``, ``opcua-response-mismatch``, ``opcua-pending-overflow``,
-``opcua-buffer-overflow``, ``opcua-truncated``.
+Anomalies (``error.type``): ``opcua-bad-header`` (bytes skipped to the next header, with
+``opcua.skipped_bytes``), ``opcua-chunk-too-large`` (beyond the negotiated buffer size, or
+beyond ``limits.max_buffer``: skipped), ``opcua-message-too-large`` and
+``opcua-too-many-chunks`` (beyond the negotiated MaxMessageSize / MaxChunkCount: reported and
+still decoded; beyond ``limits.max_buffer`` or too many messages in reassembly: dropped),
+``opcua-lost-chunk`` (a gap inside a message), ``opcua-malformed-body`` (the body does not
+follow the encoding; the fields read before the error stay in the transaction, with
+``opcua.decode_error``), ``opcua-response-mismatch`` (an answer of another service for a
+pending request id), ``opcua-pending-overflow``, ``opcua-buffer-overflow``,
+``opcua-truncated`` (the connection ended inside a chunk or message) and
+``opcua-internal-error`` (a dissector bug caught; the stream is resynchronised).
 """
 
 from __future__ import annotations
 
 import base64
 import math
+import re
 import struct
 import uuid
 from collections import OrderedDict
@@ -101,6 +114,8 @@ HEURISTIC_DEFAULT = True  # a 4-byte message/chunk signature makes probing any p
 MESSAGE_TYPES = frozenset((b"HEL", b"ACK", b"ERR", b"RHE", b"OPN", b"MSG", b"CLO"))
 _SECURE_TYPES = frozenset((b"OPN", b"MSG", b"CLO"))
 _CHUNK_TYPES = frozenset(b"FCA")
+# a header candidate: message type, chunk type, size below 16 MiB (top byte zero)
+_HEADER_RE = re.compile(rb"(?:MSG|OPN|CLO|HEL|ACK|ERR|RHE)[FCA][\x00-\xff]{3}\x00")
 HARD_MAX_CHUNK = 16 << 20  # a declared size above this is not OPC UA, whatever was negotiated
 _MIN_SIZE = {b"HEL": 32, b"ACK": 28, b"ERR": 16, b"RHE": 16, b"OPN": 24, b"MSG": 24, b"CLO": 24}
 MAX_PARTIAL_MESSAGES = 32  # messages being reassembled per direction
@@ -140,7 +155,7 @@ BUILTIN_TYPES = {
     23: "DataValue", 24: "Variant", 25: "DiagnosticInfo",
 }
 # Server.ServerStatus.BuildInfo variables (ns=0) -> ics.device field
-_BUILD_INFO = {2261: "model", 2263: "vendor", 2264: "firmware", 2265: "build_number"}
+_BUILD_INFO = {2261: "product", 2262: "product_uri", 2263: "vendor", 2264: "firmware", 2265: "build_number"}
 
 _REQUEST_IDS: dict[int, str] = {req: name for name, (req, _resp) in SERVICES.items()}
 _RESPONSE_IDS: dict[int, str] = {resp: name for name, (_req, resp) in SERVICES.items()}
@@ -490,8 +505,9 @@ class _Reader:
         if type_id == 21:
             return self.localized_text()
         if type_id == 22:
+            # a structure icsmon does not decode: its type and size, as text (one JSON type per field)
             _num, text, body = self.extension_object()
-            return {"type_id": text, "length": 0 if body is None else len(body)}
+            return f"{text} ({0 if body is None else len(body)} bytes)"
         if type_id == 23:
             return self.data_value(depth + 1)
         if type_id == 24:
@@ -565,7 +581,7 @@ def _server_identity(f: dict, app: dict) -> None:
     if app.get("application_uri"):
         f.setdefault("ics.device.application_uri", app["application_uri"])
     if app.get("product_uri"):
-        f.setdefault("ics.device.product", app["product_uri"])
+        f.setdefault("ics.device.product_uri", app["product_uri"])
     if app.get("application_name"):
         f.setdefault("ics.device.name", app["application_name"])
 
@@ -823,20 +839,23 @@ def _resp_read(r: _Reader, f: dict) -> None:
 
 
 def _req_write(r: _Reader, f: dict) -> None:
-    items: list[tuple[str, int]] = []
-    values: list[dict] = []
+    # lists go into the record first, so a body that breaks half-way keeps what was read
+    nodes: list[str] = f.setdefault("opcua.node_ids", [])
+    attrs: list[int] = f.setdefault("opcua.attribute_ids", [])
+    names: list[str] = f.setdefault("opcua.attributes", [])
+    values: list[dict] = f.setdefault("opcua.values", [])
     for i in range(r.count()):
         node = r.node_id()
         attr = r.u32()
         r.skip_raw()
         value = r.data_value()
         if i < r.max_items:
-            items.append((node, attr))
+            nodes.append(node)
+            attrs.append(attr)
+            names.append(ATTRIBUTES.get(attr, str(attr)))
             values.append(value)
         else:
             r.truncated = True
-    _set_nodes_attrs(f, items)
-    f["opcua.values"] = values
 
 
 def _resp_write(r: _Reader, f: dict) -> None:
@@ -844,32 +863,34 @@ def _resp_write(r: _Reader, f: dict) -> None:
 
 
 def _req_call(r: _Reader, f: dict) -> None:
-    objects: list[str] = []
-    methods: list[str] = []
-    args: list[dict] = []
-    for _ in range(r.count()):
-        objects.append(r.node_id())
-        methods.append(r.node_id())
+    objects: list[str] = f.setdefault("opcua.object_ids", [])
+    methods: list[str] = f.setdefault("opcua.method_ids", [])
+    args: list[dict] = f.setdefault("opcua.input_arguments", [])
+    for i in range(r.count()):
+        obj = r.node_id()
+        method = r.node_id()
+        if i < r.max_items:
+            objects.append(obj)
+            methods.append(method)
+        else:
+            r.truncated = True
         for a in r.array(r.variant):
             if len(args) < r.max_items:
                 args.append(a)
-    f["opcua.object_ids"] = objects[: r.max_items]
-    f["opcua.method_ids"] = methods[: r.max_items]
-    f["opcua.input_arguments"] = args
 
 
 def _resp_call(r: _Reader, f: dict) -> None:
-    codes = []
-    outputs: list[dict] = []
-    for _ in range(r.count()):
-        codes.append(r.u32())
+    codes: list[int] = f.setdefault("opcua.result_codes", [])
+    outputs: list[dict] = f.setdefault("opcua.output_arguments", [])
+    for i in range(r.count()):
+        code = r.u32()
+        if i < r.max_items:
+            codes.append(code)
         r.array(r.u32)
         r.diagnostic_infos()
         for v in r.array(r.variant):
             if len(outputs) < r.max_items:
                 outputs.append(v)
-    f["opcua.result_codes"] = codes[: r.max_items]
-    f["opcua.output_arguments"] = outputs
 
 
 def _req_create_subscription(r: _Reader, f: dict) -> None:
@@ -1105,14 +1126,17 @@ def decode_body(body: bytes, max_items: int = 4096) -> _Body:
 class _Direction:
     """Per-direction state: byte buffer, resync flag, messages being reassembled, seq tracking."""
 
-    __slots__ = ("buf", "resync", "partial", "last_seq", "skipped")
+    __slots__ = ("buf", "need", "discard", "resync", "partial", "last_seq", "skipped", "lost")
 
     def __init__(self) -> None:
-        self.buf = b""
+        self.buf = bytearray()
+        self.need = 0  # size of the chunk whose header starts the buffer, when known
+        self.discard = 0  # bytes still to drop of a chunk too large to buffer
         self.resync = False
         self.partial: OrderedDict[int, _Partial] = OrderedDict()
         self.last_seq: int | None = None
         self.skipped = 0
+        self.lost: set[int] = set()  # request ids whose earlier chunks fell into a gap
 
 
 class _Partial:
@@ -1178,7 +1202,8 @@ class Parser:
             self._feed(1 if to_server else 0, data, ts, out)
         except Exception as exc:  # a bug must not stop the sensor: report it as an anomaly
             d = self._dir[1 if to_server else 0]
-            d.buf = b""
+            d.buf = bytearray()
+            d.need = d.discard = 0
             d.partial.clear()
             d.resync = True
             out.append(anomaly(ts, NAME, "opcua-internal-error", f"dissector error, stream resynchronised: {exc!r}"))
@@ -1186,38 +1211,52 @@ class Parser:
 
     def _feed(self, di: int, data: bytes, ts: float, out: list[Record]) -> None:
         d = self._dir[di]
-        buf = d.buf + data if d.buf else bytes(data)
+        if d.discard:  # inside a chunk too large to buffer: drop its bytes, stay aligned
+            if len(data) <= d.discard:
+                d.discard -= len(data)
+                return
+            data = data[d.discard :]
+            d.discard = 0
+        buf = d.buf
+        buf += data
         n = len(buf)
+        if n < d.need:  # still waiting for the rest of a chunk whose size is known
+            return
+        d.need = 0
+        limit = self.limits.max_buffer
         pos = 0
         while n - pos >= 8:
             mtype, chunk, size = _HDR(buf, pos)
             if not self._header_ok(mtype, chunk, size):
-                pos = self._resynchronise(buf, pos, di, ts, out)
+                pos = self._resynchronise(buf, pos, di)
                 continue
-            if size > self.limits.max_buffer:
+            if size > limit:
                 out.append(
                     anomaly(
                         ts, NAME, "opcua-chunk-too-large",
-                        f"{mtype.decode()} chunk of {size} bytes exceeds the {self.limits.max_buffer}-byte buffer limit; skipped",
+                        f"{mtype.decode()} chunk of {size} bytes exceeds the {limit}-byte buffer limit; skipped",
                         **{"opcua.message_type": mtype.decode(), "opcua.chunk_size": size},
                     )
                 )
-                pos = self._resynchronise(buf, pos, di, ts, out, report=False)
+                take = min(size, n - pos)
+                pos += take
+                d.discard = size - take
                 continue
             end = pos + size
             if end > n:
+                d.need = size  # the buffer will start at this header
                 break
             if d.resync and d.skipped:
                 self._report_skipped(di, ts, out)
             d.resync = False
-            self._chunk(di, mtype, chunk, buf[pos:end], ts, out)
+            self._chunk(di, mtype, chunk, bytes(buf[pos:end]), ts, out)
             pos = end
-        rest = buf[pos:] if pos < n else b""
-        if len(rest) > self.limits.max_buffer:
-            out.append(anomaly(ts, NAME, "opcua-buffer-overflow", f"{len(rest)} bytes without a complete chunk; dropped"))
-            rest = b""
+        del buf[:pos]
+        if len(buf) > limit + 8:  # cannot happen by construction; a last line of defence
+            out.append(anomaly(ts, NAME, "opcua-buffer-overflow", f"{len(buf)} bytes without a complete chunk; dropped"))
+            d.buf = bytearray()
+            d.need = 0
             d.resync = True
-        d.buf = rest
 
     def _header_ok(self, mtype: bytes, chunk: bytes, size: int) -> bool:
         if mtype not in MESSAGE_TYPES or chunk[0] not in _CHUNK_TYPES:
@@ -1226,35 +1265,27 @@ class Parser:
             return False
         return _MIN_SIZE[mtype] <= size <= HARD_MAX_CHUNK
 
-    def _resynchronise(self, buf: bytes, pos: int, di: int, ts: float, out: list[Record], report: bool = True) -> int:
-        """Skip to the next plausible chunk header; report the skipped bytes once per episode."""
+    def _resynchronise(self, buf: bytearray, pos: int, di: int) -> int:
+        """Skip to the next plausible chunk header; the skipped bytes are reported once per
+        episode, when a header is found again (or at close)."""
         d = self._dir[di]
-        if not d.resync and report:
-            mtype, chunk, size = _HDR(buf, pos)
-            out.append(
-                anomaly(
-                    ts, NAME, "opcua-bad-header",
-                    f"bytes that are not a UA TCP header ({bytes(buf[pos:pos + 8]).hex()}); resynchronising",
-                    **{"opcua.direction": "request" if di else "response"},
-                )
-            )
         d.resync = True
         start = pos
         n = len(buf)
-        pos += 1
         limit = self.limits.max_buffer
-        while n - pos >= 8:
-            idx = min((i for i in (buf.find(t, pos) for t in _SECURE_TYPES | {b"HEL", b"ACK", b"ERR"}) if i >= 0), default=-1)
-            if idx < 0 or n - idx < 8:
-                pos = max(pos, n - 7) if idx < 0 else idx
+        search = _HEADER_RE.search
+        pos += 1
+        while True:
+            m = search(buf, pos)
+            if m is None:
+                pos = max(pos, n - 7)  # keep a tail that may start a header
                 break
+            idx = m.start()
             mtype, chunk, size = _HDR(buf, idx)
             if self._header_ok(mtype, chunk, size) and size <= limit:
                 pos = idx
                 break
             pos = idx + 1
-        else:
-            pos = max(pos, n - 7)
         d.skipped += pos - start
         return pos
 
@@ -1262,8 +1293,8 @@ class Parser:
         d = self._dir[di]
         out.append(
             anomaly(
-                ts, NAME, "opcua-resync",
-                f"skipped {d.skipped} bytes to the next UA TCP header",
+                ts, NAME, "opcua-bad-header",
+                f"skipped {d.skipped} bytes that are not a UA TCP message",
                 **{"opcua.skipped_bytes": d.skipped, "opcua.direction": "request" if di else "response"},
             )
         )
@@ -1273,15 +1304,17 @@ class Parser:
         di = 1 if to_server else 0
         d = self._dir[di]
         out: list[Record] = []
-        if d.partial:
+        if d.partial or d.buf:
             out.append(
                 anomaly(
                     ts, NAME, "opcua-lost-chunk",
-                    f"{size} bytes lost: {len(d.partial)} message(s) being reassembled dropped",
+                    f"{size} bytes lost inside a chunk or message: {len(d.partial) or 1} message(s) dropped",
                     **{"opcua.direction": "request" if di else "response"},
                 )
             )
-        d.buf = b""
+        d.lost = set(d.partial)  # their remaining chunks are not messages of their own
+        d.buf = bytearray()
+        d.need = d.discard = 0
         d.partial.clear()
         d.last_seq = None
         d.resync = True  # the next bytes may start inside a chunk
@@ -1307,7 +1340,8 @@ class Parser:
                     )
                 if d.resync and d.skipped:
                     self._report_skipped(di, ts, out)
-                d.buf = b""
+                d.buf = bytearray()
+                d.need = d.discard = 0
                 d.partial.clear()
         except Exception as exc:  # pragma: no cover - defensive, like feed()
             out.append(anomaly(ts, NAME, "opcua-internal-error", f"dissector error at close: {exc!r}"))
@@ -1438,6 +1472,10 @@ class Parser:
         if sig and mtype != "OPN":
             end = max(r.pos, end - sig)
         payload = data[r.pos : end]
+        if rid in d.lost:  # the rest of a message cut by a gap (already reported)
+            if chunk != "C":
+                d.lost.discard(rid)
+            return
         partial = d.partial.get(rid)
         if chunk == "A":
             d.partial.pop(rid, None)
@@ -1448,12 +1486,16 @@ class Parser:
             info["opcua.error_reason"] = ar.string()
             info["opcua.aborted"] = True
             summary["status_code"] = code
+            body = None
             if partial is not None:
-                for k in ("opcua.service_type_id", "opcua.service"):
-                    if k in partial.info:
-                        info[k] = partial.info[k]
-                info["opcua.chunk_count"] = partial.chunks + 1
-            self._complete(di, _Message(partial.ts if partial else ts, mtype, info, None, aborted=True), out, summary)
+                # the chunks before the abort still say which service and handle it was
+                body = decode_body(b"".join(partial.parts), self.limits.max_items)
+                body.error = None  # incomplete by the sender's choice, not malformed
+                body.fields.pop("opcua.status_code", None)  # the abort's error code is the outcome
+                body.fields.pop("opcua.status", None)
+                info = {**partial.info, **info, "opcua.chunk_count": partial.chunks + 1}
+                info["opcua.sequence_number"] = partial.info["opcua.sequence_number"]
+            self._complete(di, _Message(partial.ts if partial else ts, mtype, info, body, aborted=True), out, summary)
             return
         if partial is None:
             partial = _Partial(ts, info)
@@ -1549,11 +1591,15 @@ class Parser:
                 req = self._pending_opn.pop(0) if self._pending_opn else None
                 out.append(self._record(req, msg))
             return
+        rid = msg.info.get("opcua.request_id")
+        if msg.aborted and body is None and not di and ("rid", rid) in self._pending:
+            # the server aborted its answer in the first chunk: still the request's answer
+            out.append(self._record(self._pending.pop(("rid", rid))[0], msg))
+            return
         if msg.mtype == "CLO" or body is None or body.is_request is None:
             # no body to pair on: the direction says which side spoke
             out.append(self._record(msg, None) if di else self._record(None, msg))
             return
-        rid = msg.info.get("opcua.request_id")
         key = ("rid", rid) if rid is not None else ("handle", body.fields.get("opcua.request_handle"))
         if body.is_request and not msg.aborted:
             if key in self._pending:
@@ -1739,9 +1785,11 @@ class Parser:
             value = values[i].get("value")
             if key and isinstance(value, str) and value:
                 found[key] = value
-        for key in ("vendor", "model"):
+        for key in ("vendor", "product", "product_uri"):
             if key in found:
                 f[f"ics.device.{key}"] = found[key]
+        if "product" in found:
+            f["ics.device.model"] = found["product"]  # OPC UA has no separate model name
         if "firmware" in found:
             build = found.get("build_number")
             f["ics.device.firmware"] = f"{found['firmware']} (build {build})" if build else found["firmware"]

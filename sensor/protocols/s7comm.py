@@ -11,7 +11,8 @@ One record per transaction: an S7comm job is paired with its ack / ack_data by P
 a userdata request with its userdata response (PDU reference), an S7comm-plus request with its
 response (sequence number), a COTP connection request with its confirm. A response with no
 request still gives a record; userdata pushes and S7comm-plus notifications give one record
-each; requests still unanswered at ``close()`` give a record with ``event.outcome: unknown``.
+each; requests unanswered after 30 s of capture time (checked when the next request comes),
+beyond ``max_pending``, or at ``close()`` give a record with ``event.outcome: unknown``.
 Jobs sent by the PLC (during a block download the PLC asks the programming station for the
 blocks) are paired the same way and carry ``s7comm.initiator: server``.
 
@@ -20,59 +21,80 @@ Fields (flat, dotted). Names are stable; ints are ints.
 Connection (COTP CR/CC, carried on every later record of the connection):
   ``s7comm.cotp.src_tsap`` / ``dst_tsap`` (hex like ``"0100"``, or the text when the TSAP is
   printable such as ``"SIMATIC-ROOT-HMI"``), ``s7comm.cotp.connection_type`` (int, first byte
-  of the called TSAP) and ``connection_type_name`` (``pg``, ``op``, ``s7-basic``, ``other``),
-  ``s7comm.cotp.rack`` / ``slot`` (from the second byte of the called TSAP),
-  ``s7comm.cotp.tpdu_size``. The connect record itself: ``event.action: cotp-connect``.
+  of a 2-byte called TSAP) and ``connection_type_name`` (``pg``, ``op``, ``s7-basic``,
+  ``other``), ``s7comm.cotp.rack`` / ``slot`` (second byte of the called TSAP: rack << 5 |
+  slot), ``s7comm.cotp.tpdu_size``. The connect record itself has ``event.action:
+  cotp-connect``; a COTP DR gives ``cotp-disconnect`` (``s7comm.cotp.reason``,
+  ``s7comm.initiator``).
 
 S7comm (``network.protocol: s7comm``). Unprefixed fields describe the request PDU (or the
 response when no request was seen); ``s7comm.response.*`` the response PDU of the pair:
   ``s7comm.rosctr`` (1 job, 2 ack, 3 ack_data, 7 userdata), ``s7comm.rosctr_name``,
-  ``s7comm.pdu_reference``, ``s7comm.function_code`` / ``s7comm.function`` (job functions),
-  ``s7comm.item_count`` (read/write var), ``s7comm.items`` (list of dicts: ``syntax_id``,
-  ``transport_size``, ``area``, ``area_name``, ``db``, ``byte``, ``bit``, ``length``,
-  ``return_code``, ``return_code_name``, ``data`` (hex, first 256 bytes), ``data_length``,
-  ``data_truncated``, ``value`` for single scalar items), ``s7comm.response.rosctr``,
-  ``s7comm.response.function_code``, ``s7comm.response.item_count``,
-  ``s7comm.error_class`` / ``s7comm.error_code`` (ack header), ``s7comm.initiator``,
-  ``s7comm.pdu_size`` and ``s7comm.max_amq_calling`` / ``max_amq_called`` (setup
-  communication; the negotiated values when the ack was seen),
+  ``s7comm.pdu_reference``, ``s7comm.function_code`` / ``s7comm.function`` (job functions:
+  ``setup_communication``, ``read_var``, ``write_var``, ``request_download``,
+  ``download_block``, ``download_ended``, ``start_upload``, ``upload``, ``end_upload``,
+  ``plc_control`` (PI service), ``plc_stop``, ``cpu_services``), ``s7comm.item_count``
+  (read/write var, cyclic subscriptions), ``s7comm.items`` (list of dicts: ``syntax_id``,
+  ``transport_size``, ``area``, ``area_name`` (``I``, ``Q``, ``M``, ``DB``, ``DI``, ``L``,
+  ``V``, ``P``, ``C``, ``T``, ...), ``db``, ``byte``, ``bit``, ``length``, ``areas`` (DBREAD
+  items), ``address`` (hex of other address kinds), ``return_code``, ``return_code_name``,
+  ``data_transport_size``, ``data`` (hex, first 256 bytes), ``data_length``,
+  ``data_truncated``, ``value`` (one-element BIT/BYTE/WORD/INT/DWORD/DINT/REAL items)),
+  ``s7comm.response.rosctr``, ``s7comm.response.function_code``,
+  ``s7comm.response.item_count``, ``s7comm.error_class`` / ``s7comm.error_code`` (ack
+  header) and ``s7comm.error_name`` when not zero, ``s7comm.initiator: server`` (jobs sent
+  by the PLC), ``s7comm.malformed`` (the parameters did not parse; an anomaly record says
+  why), ``s7comm.pdu_size`` and ``s7comm.max_amq_calling`` / ``max_amq_called`` (setup
+  communication: the negotiated values when the ack was seen),
   ``s7comm.block.type`` (``OB``, ``DB``, ``SDB``, ``FC``, ``SFC``, ``FB``, ``SFB``),
   ``s7comm.block.number``, ``s7comm.block.filesystem`` (``P`` passive, ``A`` active, ``B``),
-  ``s7comm.block.filename``, ``s7comm.block.length`` (upload/download), ``s7comm.upload_id``,
-  ``s7comm.pi_service`` (``_INSE``, ``_DELE``, ``P_PROGRAM``, ``_MODU``, ``_GARB``, ...),
-  ``s7comm.pi.operation`` (``insert-block``, ``delete-block``, ``hot-start``, ``cold-start``,
-  ``copy-ram-to-rom``, ``compress-memory``, ...), ``s7comm.pi.parameter``, ``s7comm.pi.blocks``.
+  ``s7comm.block.filename``, ``s7comm.block.length`` / ``mc7_length`` (request download,
+  start upload), ``s7comm.block.data_length`` (bytes in an upload / download block answer),
+  ``s7comm.block.more_data``, ``s7comm.upload_id`` (upload and end upload jobs carry the
+  block of their start upload), ``s7comm.pi_service`` (``_INSE``, ``_DELE``, ``P_PROGRAM``,
+  ``_MODU``, ``_GARB``, ...), ``s7comm.pi.operation`` (``insert-block``, ``delete-block``,
+  ``hot-start``, ``cold-start``, ``copy-ram-to-rom``, ``compress-memory``, ...),
+  ``s7comm.pi.parameter``, ``s7comm.pi.blocks``.
 Userdata: ``s7comm.userdata.type`` (0 push, 4 request, 8 response) / ``type_name``,
   ``s7comm.userdata.group`` / ``group_name``, ``s7comm.userdata.subfunction`` /
-  ``subfunction_name``, ``s7comm.userdata.sequence_number``,
-  ``s7comm.userdata.return_code`` and ``s7comm.userdata.error_code`` (of the response),
+  ``subfunction_name`` (tshark's names in snake_case: ``read_szl``, ``list_blocks``,
+  ``modify_variable``, ``force``, ``memory_reset``, ``set_clock``, ``plc_password``, ...),
+  ``s7comm.userdata.sequence_number``, ``s7comm.userdata.return_code`` and
+  ``s7comm.userdata.error_code`` (the response's; a non-zero error code is a failure),
   ``s7comm.userdata.last_data_unit`` (false when more fragments follow),
   ``s7comm.szl.id`` / ``s7comm.szl.index`` / ``s7comm.szl.record_count``, ``s7comm.clock``
   (ISO time read or set), ``s7comm.mode`` (mode-transition pushes), ``s7comm.block.counts``
-  (list blocks answer). Password data (security group) is never copied into records.
+  (list blocks answer), ``s7comm.block.count`` (list blocks of type answer). Password data
+  (security group) is never copied into records.
   Identity from SZL 0x0011 / 0x001C answers sent by the server: ``ics.device.vendor``,
   ``order_number``, ``firmware``, ``hardware`` (SZL 0x0011), ``name`` (automation system
   name), ``model`` (module name), ``module_type``, ``plant``, ``serial`` (SZL 0x001C).
 
 S7comm-plus (``network.protocol: s7comm-plus``): ``s7comm_plus.version`` (PDU type byte:
-  1, 2, 3, 0xfe, 0xff), ``s7comm_plus.opcode`` / ``opcode_name`` (request, response,
-  notification, response2), ``s7comm_plus.function_code`` / ``function`` (explore,
-  create_object, ...), ``s7comm_plus.sequence_number``, ``s7comm_plus.session_id`` (request
-  header), ``s7comm_plus.transport_flags``, ``s7comm_plus.integrity`` (true when the PDU
-  carries an integrity digest: version 3), ``s7comm_plus.digest_length``,
-  ``s7comm_plus.data_length`` (bytes of the reassembled data part), ``s7comm_plus.fragments``
-  (TPKT packets the message spanned),
-  ``s7comm_plus.body_decoded`` (false: item bodies are not decoded; only the public header
-  structure is), ``s7comm_plus.return_value`` (response's leading return value; a negative
-  16-bit error code means failure), ``s7comm_plus.response.sequence_number``,
-  ``s7comm_plus.created_object_id`` (first object id of a CreateObject answer, the new
-  session), ``s7comm_plus.subscription_id`` (notifications); identity from the CreateObject
-  answer's module string (``1;6ES7 ...;V2.1``): ``ics.device.order_number``, ``firmware``.
+  1, 2, 3), ``s7comm_plus.opcode`` / ``opcode_name`` (request, response, notification,
+  response2), ``s7comm_plus.function_code`` / ``function`` (``explore``, ``create_object``,
+  ``delete_object``, ``set_variable``, ``get_variable``, ``set_multi_variables``,
+  ``get_multi_variables``, ``invoke``, ``begin_sequence``, ``end_sequence``, ``get_link``,
+  ...), ``s7comm_plus.sequence_number``, ``s7comm_plus.session_id`` (request header),
+  ``s7comm_plus.transport_flags``, ``s7comm_plus.integrity`` (true when the PDU carries an
+  integrity digest: version 3), ``s7comm_plus.digest_length``, ``s7comm_plus.data_length``
+  (bytes of the reassembled data part), ``s7comm_plus.fragments`` (TPKT packets the message
+  spanned), ``s7comm_plus.body_decoded`` (false: item bodies are not decoded, only the public
+  header structure is), ``s7comm_plus.return_value`` (the response's leading 64-bit return
+  value, as a signed integer) and ``s7comm_plus.error_code`` (its low 16 bits, signed: negative
+  means failure), ``s7comm_plus.response.opcode`` /
+  ``sequence_number`` / ``data_length`` / ``fragments``, ``s7comm_plus.created_object_id``
+  (first object id of a CreateObject answer: the new session), ``s7comm_plus.subscription_id``
+  (notifications); identity from the CreateObject answer's module string
+  (``1;6ES7 511-1AK00-0AB0;V1.0``): ``ics.device.vendor``, ``order_number``, ``firmware``.
+  Keep-alive PDUs (version 0xfe/0xff, or no data) give no record.
 
 Anomalies (``error.type``): ``tpkt-bad-header``, ``cotp-bad-header``, ``cotp-unknown-type``,
 ``cotp-error``, ``buffer-overflow``, ``s7-short-pdu``, ``s7-bad-length``,
 ``s7-unknown-rosctr``, ``s7-unknown-protocol``, ``s7-bad-parameter``, ``s7-bad-item``,
-``s7plus-short-pdu``, ``s7plus-bad-fragment``, ``too-many-pending``, ``truncated-stream``.
+``s7plus-short-pdu``, ``s7plus-bad-fragment``, ``too-many-pending``, ``truncated-stream``,
+``s7-decode-error`` (a decoder bug caught; the direction resynchronises). Framing errors are
+reported once per episode: the parser then skips to the next plausible TPKT header.
 """
 
 from __future__ import annotations
@@ -97,6 +119,7 @@ _COTP_KNOWN = frozenset({_COTP_CR, _COTP_CC, _COTP_DR, _COTP_DC, _COTP_DT, _COTP
 _TPKT_MAX = 65535
 _MAX_DATA_BYTES = 256  # item data copied into records (hex); the length is always given
 _MAX_UPLOAD_IDS = 64  # upload id -> block kept per connection to name upload/end-upload jobs
+REQUEST_TIMEOUT = 30.0  # seconds of capture time before an unanswered request is reported
 
 ROSCTR_NAMES = {1: "job", 2: "ack", 3: "ack_data", 7: "userdata"}
 
@@ -226,6 +249,22 @@ _EVENT_TYPES = {
     "control": ["protocol", "change"],
 }
 _INFO_TYPE = ["protocol", "info"]
+# Response fields renamed in a paired record (None: dropped, the request's value stands).
+_RESPONSE_RENAMES: dict[str, str | None] = {
+    "s7comm.function_code": "s7comm.response.function_code",
+    "s7comm.item_count": "s7comm.response.item_count",
+    "s7comm.function": None,
+    "s7comm.userdata.type": None,
+    "s7comm.userdata.type_name": None,
+}
+_REQUEST_VIEW = frozenset({
+    "s7comm.userdata.group", "s7comm.userdata.group_name", "s7comm.userdata.subfunction",
+    "s7comm.userdata.subfunction_name", "s7comm.userdata.sequence_number", "s7comm.szl.id",
+    "s7comm.szl.index", "s7comm.block.type", "s7comm.block.number", "s7comm.block.filesystem",
+    "s7comm.block.filename", "s7comm.mode", "s7comm.clock",
+})  # fmt: skip
+# Request transport size -> struct format of a single element (BIT is handled apart).
+_SCALAR_FORMATS = {2: ">B", 3: ">B", 4: ">H", 5: ">h", 6: ">I", 7: ">i", 8: ">f"}
 
 # The CreateObject answer of an S7-1200/1500 names the module: "1;6ES7 511-1AK00-0AB0;V1.0".
 _PLUS_MODULE_RE = re.compile(rb"\d;(6E[SP]\d [0-9A-Z]{3}-[0-9A-Z]{5}-[0-9A-Z]{4});V(\d+\.\d+(?:\.\d+)?)")
@@ -389,6 +428,7 @@ class Parser:
         self._cr: tuple[float, bool, dict[str, object]] | None = None
         self._uploads: dict[int, dict[str, object]] = {}
         self._foreign = False  # a non-S7 payload was reported on this connection
+        self._overflowed = False  # the pending-request cap was reported on this connection
 
     # -- stream interface -------------------------------------------------------------------
 
@@ -439,27 +479,34 @@ class Parser:
     def _feed(self, to_server: bool, data: bytes, ts: float, out: list[Record]) -> None:
         d = self._dirs[to_server]
         buf = d.buf
-        buf += data
+        if buf or d.resync:
+            buf += data
+            src: bytes | bytearray = buf
+        else:  # nothing buffered: frame straight from the segment, keep only what is left over
+            src = data
         pos = 0
         limit = self.limits.max_buffer
         while True:
             if d.resync:
-                pos = self._resync(buf, pos)
-                if pos < 0:  # nothing plausible: keep a short tail that may start a header
-                    keep = min(len(buf), 7)
-                    del buf[: len(buf) - keep]
+                pos = self._resync(src, pos)
+                if pos < 0:  # not even a 0x03 left: nothing worth keeping
+                    buf.clear()
                     return
-                if _plausible_tpkt(buf, pos) is None:
+                if _plausible_tpkt(src, pos) is None:
                     break
                 d.resync = d.lost = False
-            avail = len(buf) - pos
+            avail = len(src) - pos
             if avail < 4:
+                if avail and (src[pos] != 3 or (avail > 1 and src[pos + 1] != 0)):
+                    self._lose(d, ts, out, "tpkt-bad-header", f"bytes {bytes(src[pos:]).hex()} do not start a TPKT header")
+                    pos += 1
+                    continue
                 break
-            if buf[pos] != 3 or buf[pos + 1] != 0:
-                self._lose(d, ts, out, "tpkt-bad-header", f"bad TPKT header {bytes(buf[pos:pos + 4]).hex()}")
+            if src[pos] != 3 or src[pos + 1] != 0:
+                self._lose(d, ts, out, "tpkt-bad-header", f"bad TPKT header {bytes(src[pos:pos + 4]).hex()}")
                 pos += 1
                 continue
-            length = (buf[pos + 2] << 8) | buf[pos + 3]
+            length = (src[pos + 2] << 8) | src[pos + 3]
             if length < 7:
                 self._lose(d, ts, out, "tpkt-bad-header", f"TPKT length {length} below the 7-byte minimum")
                 pos += 1
@@ -470,17 +517,20 @@ class Parser:
                     pos += 1
                     continue
                 break
-            tpdu = bytes(buf[pos + 4 : pos + length])
+            tpdu = bytes(src[pos + 4 : pos + length])
             pos += length
             self._cotp(d, to_server, tpdu, ts, out)
-        if pos:
-            del buf[:pos]
+        if src is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < len(src):
+            buf += src[pos:]
         if len(buf) > limit:
             self._lose(d, ts, out, "buffer-overflow", f"more than {limit} bytes buffered without a complete TPKT")
             buf.clear()
 
     @staticmethod
-    def _resync(buf: bytearray, pos: int) -> int:
+    def _resync(buf: bytes | bytearray, pos: int) -> int:
         """Offset of the next plausible TPKT header at or after pos (or where one may start)."""
         i = pos
         while True:
@@ -594,6 +644,13 @@ class Parser:
         for key, value in self._conn.items():
             rec.setdefault(key, value)
         return {k: v for k, v in rec.items() if v is not None}
+
+    def _overflow(self, ts: float, out: list[Record], protocol: str) -> None:
+        """Too many unanswered requests (one-sided mirror, or a flood): said once per connection;
+        the oldest requests still become records, with an unknown outcome."""
+        if not self._overflowed:
+            self._overflowed = True
+            out.append(self._anomaly(ts, "too-many-pending", f"more than {self.limits.max_pending} unanswered requests: the oldest are reported without their answer", protocol))
 
     def _anomaly(self, ts: float, error_type: str, message: str, protocol: str = PROTO_S7) -> Record:
         return self._with_conn(anomaly(ts, protocol, error_type, message))
@@ -749,9 +806,6 @@ class Parser:
                 item["data"] = raw[:_MAX_DATA_BYTES].hex()
                 if nbytes > _MAX_DATA_BYTES:
                     item["data_truncated"] = True
-                value = self._scalar(item.get("transport_size"), tsize, raw)
-                if value is not None:
-                    item["value"] = value
             step = 4 + nbytes
             if nbytes % 2 and idx < n - 1:  # fill byte after odd-sized items except the last
                 step += 1
@@ -759,11 +813,15 @@ class Parser:
         return items
 
     @staticmethod
-    def _scalar(req_tsize: object, tsize: int, raw: bytes) -> object | None:
-        """A single scalar value, when the item is one BIT/BYTE/WORD/INT/DWORD/DINT/REAL."""
-        if tsize == 0x03 and len(raw) == 1:
+    def _scalar(item: dict[str, object]) -> object | None:
+        """The value of a one-element BIT/BYTE/CHAR/WORD/INT/DWORD/DINT/REAL item, else None."""
+        if item.get("length") != 1 or not item.get("data"):
+            return None
+        raw = bytes.fromhex(str(item["data"]))
+        tsize = item.get("transport_size")
+        if tsize == 1:
             return raw[0] & 1
-        fmt = {1: ">B", 2: ">B", 4: ">H", 5: ">h", 6: ">I", 7: ">i", 8: ">f"}.get(req_tsize)  # type: ignore[arg-type]
+        fmt = _SCALAR_FORMATS.get(tsize)  # type: ignore[arg-type]
         if fmt and struct.calcsize(fmt) == len(raw):
             return struct.unpack(fmt, raw)[0]
         return None
@@ -892,13 +950,14 @@ class Parser:
         records = [body[8 + k * rec_len : 8 + (k + 1) * rec_len] for k in range(min(count, self.limits.max_items))]
         records = [r for r in records if len(r) == rec_len]
         dev = pdu.device
-        if szl_id & 0xFF == 0x11 and rec_len == 28:  # module identification
+        if szl_id & 0xFF == 0x11 and rec_len >= 22:  # module identification
             for r in records:
                 index = int.from_bytes(r[0:2], "big")
-                if index == 1 and _ascii(r[2:22]):
+                if index == 1 and _ascii(r[2:22]).isprintable() and _ascii(r[2:22]):
                     dev["order_number"] = _ascii(r[2:22])
-                    dev["hardware"] = f"{r[25]}" if r[24] == 0 else f"{r[24]}.{r[25]}"
-                elif index == 7 and r[24] == ord("V"):
+                    if rec_len == 28:
+                        dev["hardware"] = f"{r[25]}" if r[24] == 0 else f"{r[24]}.{r[25]}"
+                elif index == 7 and rec_len == 28 and r[24] == ord("V"):
                     dev["firmware"] = f"V{r[25]}.{r[26]}.{r[27]}"
         elif szl_id & 0xFF == 0x1C and rec_len == 34:  # component identification
             keys = {1: "name", 2: "model", 3: "plant", 5: "serial", 7: "module_type"}
@@ -935,11 +994,13 @@ class Parser:
             old = self._pending.pop(key, None)
             if old is not None:  # reference reused before an answer: the old job went unanswered
                 out.append(self._s7_record(old, None))
-            if len(self._pending) >= self.limits.max_pending:
-                oldest = next(iter(self._pending))
-                out.append(self._s7_record(self._pending.pop(oldest), None))
-                out.append(self._anomaly(pdu.ts, "too-many-pending", f"more than {self.limits.max_pending} unanswered S7comm requests"))
-            self._pending[key] = pdu
+            pending = self._pending
+            if len(pending) >= self.limits.max_pending:
+                out.append(self._s7_record(pending.pop(next(iter(pending))), None))
+                self._overflow(pdu.ts, out, PROTO_S7)
+            while pending and pdu.ts - pending[next(iter(pending))].ts > REQUEST_TIMEOUT:
+                out.append(self._s7_record(pending.pop(next(iter(pending))), None))
+            pending[key] = pdu
             return
         if pdu.rosctr in (2, 3):
             req = self._pending.pop((not pdu.to_server, 1, pdu.pdu_ref), None)
@@ -967,16 +1028,10 @@ class Parser:
             rec["event.duration"] = int(round((resp.ts - req.ts) * 1e9))
             rec["s7comm.response.rosctr"] = resp.rosctr
             for key, value in resp.fields.items():
-                if key in ("s7comm.function_code", "s7comm.item_count"):
-                    rec["s7comm.response." + key[7:]] = value
-                elif key == "s7comm.function" or key.startswith("s7comm.userdata.type"):
-                    continue
-                elif key.startswith(("s7comm.userdata.", "s7comm.szl.")) and key in rec and key not in (
-                    "s7comm.userdata.return_code", "s7comm.userdata.error_code", "s7comm.userdata.last_data_unit",
-                ):  # fmt: skip
-                    continue  # keep the request's view of the service
-                else:
-                    rec[key] = value
+                renamed = _RESPONSE_RENAMES.get(key, key)
+                if renamed is None or (key in _REQUEST_VIEW and key in rec):
+                    continue  # the request names the service; the response repeats it
+                rec[renamed] = value
             if function == "unknown":
                 function, action, operation = resp.function, resp.action, resp.operation
             failed = failed or resp.failed
@@ -993,9 +1048,20 @@ class Parser:
             for key, value in req.device.items():
                 rec["ics.device." + key] = value
         if items is not None:
+            for item in items:
+                if "data" in item and "value" not in item:
+                    value = self._scalar(item)
+                    if value is not None:
+                        item["value"] = value
             rec["s7comm.items"] = items
         if req.rosctr == 1 and not req.to_server:
             rec["s7comm.initiator"] = "server"
+        if function == "start_upload" and "s7comm.upload_id" in rec:  # name later upload jobs
+            if len(self._uploads) >= _MAX_UPLOAD_IDS:
+                self._uploads.pop(next(iter(self._uploads)))
+            self._uploads[int(rec["s7comm.upload_id"])] = {  # type: ignore[call-overload]
+                k: v for k, v in rec.items() if k.startswith("s7comm.block.") and k != "s7comm.block.more_data"
+            }
         rec["event.action"] = action
         rec["ics.function"] = function
         rec["ics.operation"] = operation
@@ -1089,23 +1155,28 @@ class Parser:
             old = self._plus_pending.pop(key, None)
             if old is not None:
                 out.append(self._plus_record(old, None))
-            if len(self._plus_pending) >= self.limits.max_pending:
-                oldest = next(iter(self._plus_pending))
-                out.append(self._plus_record(self._plus_pending.pop(oldest), None))
-                out.append(self._anomaly(ts, "too-many-pending", f"more than {self.limits.max_pending} unanswered S7comm-plus requests", PROTO_PLUS))
-            self._plus_pending[key] = pdu
+            pending = self._plus_pending
+            if len(pending) >= self.limits.max_pending:
+                out.append(self._plus_record(pending.pop(next(iter(pending))), None))
+                self._overflow(ts, out, PROTO_PLUS)
+            while pending and ts - pending[next(iter(pending))].ts > REQUEST_TIMEOUT:
+                out.append(self._plus_record(pending.pop(next(iter(pending))), None))
+            pending[key] = pdu
             return
         if len(body) >= i + 10:
             f["s7comm_plus.transport_flags"] = body[i + 9]
             j = i + 10
             retval, j = _vlq(body, j)
             if retval is not None:
-                f["s7comm_plus.return_value"] = retval
-                if struct.unpack(">h", struct.pack(">H", retval & 0xFFFF))[0] < 0:
+                # 64 bits, kept signed so that stores with 64-bit integers take it as it is
+                f["s7comm_plus.return_value"] = retval - (1 << 64) if retval >> 63 else retval
+                error_code = (retval & 0xFFFF) - 0x10000 if retval & 0x8000 else retval & 0xFFFF
+                f["s7comm_plus.error_code"] = error_code
+                if error_code < 0:
                     pdu.failed = True
                 if func == 0x04CA and j < len(body):  # CreateObject answer: object ids
                     count = body[j]
-                    object_id, _ = _vlq(body, j + 1)
+                    object_id, _ = _vlq(body, j + 1, 5)
                     if count and object_id is not None:
                         f["s7comm_plus.created_object_id"] = object_id
                     match = _PLUS_MODULE_RE.search(body)
@@ -1131,7 +1202,7 @@ class Parser:
             rec["event.duration"] = int(round((resp.ts - req.ts) * 1e9))
             rec["s7comm_plus.response.sequence_number"] = resp.seq
             rec["s7comm_plus.response.opcode"] = resp.opcode
-            for key in ("s7comm_plus.return_value", "s7comm_plus.created_object_id"):
+            for key in ("s7comm_plus.return_value", "s7comm_plus.error_code", "s7comm_plus.created_object_id"):
                 if key in resp.fields:
                     rec[key] = resp.fields[key]
             rec["s7comm_plus.response.data_length"] = resp.fields.get("s7comm_plus.data_length")
@@ -1155,14 +1226,18 @@ class Parser:
         return rec
 
 
-def _vlq(buf: bytes, i: int) -> tuple[int | None, int]:
-    """S7comm-plus variable-length unsigned integer (7 bits per byte, high bit = more)."""
+def _vlq(buf: bytes, i: int, max_bytes: int = 9) -> tuple[int | None, int]:
+    """S7comm-plus variable-length unsigned integer: 7 bits per byte while the high bit says
+    more follow; the last possible byte (the 9th for 64-bit, the 5th for 32-bit values)
+    carries 8 bits. Returns (value, next offset), value None when the buffer ends first."""
     value = 0
-    for k in range(10):
+    for k in range(max_bytes):
         if i + k >= len(buf):
             return None, i + k
         b = buf[i + k]
+        if k == max_bytes - 1:
+            return (value << 8) | b, i + k + 1
         value = (value << 7) | (b & 0x7F)
         if not b & 0x80:
             return value, i + k + 1
-    return None, i + 10
+    return None, i + max_bytes
