@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from detectors.attack_ics import FRAMEWORK, TACTIC_NAMES, TACTICS, TECHNIQUES
@@ -29,6 +29,7 @@ SEVERITY: dict[str, int] = {
     "critical": 99,
 }
 
+_INF = float("inf")
 MAX_EVENT_IDS = 100  # triggering event ids kept per alert (the count keeps going)
 
 # Event fields an alert does not inherit: they describe the event, not the alert.
@@ -57,7 +58,7 @@ class RuleMeta:
 
 
 def _digest(*parts: Any) -> str:
-    return hashlib.blake2b("|".join(str(p) for p in parts).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b("|".join(str(p) for p in parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def event_identity(event: dict[str, Any]) -> str:
@@ -133,7 +134,6 @@ class _Pending:
     count: int
     event_ids: list[str]
     extra: dict[str, Any] | None
-    total_ids: int = field(default=0)
 
 
 class Deduplicator:
@@ -146,6 +146,7 @@ class Deduplicator:
         self.merged = 0  # matches folded into an earlier alert
         self.emitted = 0
         self.forced = 0  # alerts released early because max_pending was reached
+        self.next_due = _INF  # event time at which the oldest held alert is due
 
     @staticmethod
     def flow_key(event: dict[str, Any]) -> str:
@@ -169,7 +170,7 @@ class Deduplicator:
         extra: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Record a match at event time ``ts``; returns alerts whose window has ended."""
-        out = self.tick(ts)
+        out = self.tick(ts) if ts >= self.next_due else []
         ids = event_ids or [event_identity(event)]
         group = key if key is not None else self.flow_key(event)
         when = event.get("@timestamp")
@@ -189,8 +190,8 @@ class Deduplicator:
             pending.count += 1
             pending.last_time = when
             room = MAX_EVENT_IDS - len(pending.event_ids)
-            if room > 0:
-                pending.event_ids.extend(i for i in ids[:room] if i not in pending.event_ids)
+            if room > 0:  # ids of later matches are new events: no membership test needed
+                pending.event_ids.extend(ids[:room])
             if extra:
                 pending.extra = extra
             return out
@@ -200,10 +201,13 @@ class Deduplicator:
         if len(self._pending) > self.max_pending:
             self.forced += 1
             out.append(self._release(next(iter(self._pending))))
+        if len(self._pending) == 1 or slot not in self._pending:
+            self._update_due()
         return out
 
     def _release(self, slot: tuple[str, str]) -> dict[str, Any]:
         p = self._pending.pop(slot)
+        self._update_due()
         self.emitted += 1
         return build_alert(
             p.rule, p.event, count=p.count, event_ids=p.event_ids, start=p.first_time,
@@ -228,3 +232,9 @@ class Deduplicator:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def _update_due(self) -> None:
+        # Event time at which the oldest held alert is released (inf: none held).
+        self.next_due = (
+            next(iter(self._pending.values())).first_ts + self.window if self._pending else _INF
+        )

@@ -63,7 +63,12 @@ def _engine_config(
 
 
 def _open_sink(
-    name: SinkName, store: Path | None, out: Path | None, site: str, config: Path | None
+    name: SinkName,
+    store: Path | None,
+    out: Path | None,
+    site: str,
+    config: Path | None,
+    max_events: int | None = None,
 ):
     if name == SinkName.none:
         return None
@@ -71,7 +76,7 @@ def _open_sink(
         from pipeline.store import Store, StoreError
 
         try:
-            return Store.open(store)
+            return Store.open(store, max_events=max_events)
         except StoreError as exc:
             raise fail(str(exc)) from None
     if name == SinkName.jsonl:
@@ -90,11 +95,17 @@ def _open_sink(
     return KafkaSink.from_config(cfg, site=site)
 
 
-def _detectors(rules: Path | None, no_rules: bool, site_config: Path | None, baseline: Path | None):
+def _detectors(
+    rules: Path | None,
+    no_rules: bool,
+    site_config: Path | None,
+    baseline: Path | None,
+    learn: str | None = None,
+):
     from icsmon.run import load_detectors
 
     try:
-        return load_detectors(rules, no_rules, site_config, baseline)
+        return load_detectors(rules, no_rules, site_config, baseline, learn)
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None
 
@@ -143,6 +154,21 @@ PortOpt = Annotated[
     list[str] | None,
     typer.Option("--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"),
 ]
+LearnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--learn",
+        help="Learn a baseline from the first DURATION of traffic (90s, 30m, 12h, 7d), write it to --baseline FILE, then detect with it",
+    ),
+]
+MaxEventsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--store-max-events",
+        envvar="ICSMON_STORE_MAX_EVENTS",
+        help="Keep at most this many events in the embedded store (oldest pruned; alerts never)",
+    ),
+]
 StoreEventsOpt = Annotated[
     bool,
     typer.Option(
@@ -162,6 +188,7 @@ def replay(
     no_rules: NoRulesOpt = False,
     site_config: SiteConfigOpt = None,
     baseline: BaselineOpt = None,
+    learn: LearnOpt = None,
     site: SiteOpt = "",
     observer: ObserverOpt = "",
     org: OrgOpt = "",
@@ -174,6 +201,7 @@ def replay(
     heuristic: HeurOpt = None,
     port: PortOpt = None,
     store_events: StoreEventsOpt = True,
+    store_max_events: MaxEventsOpt = None,
 ) -> None:
     """Decode capture files: print alerts (or events with --events) and send them to the sink."""
     from sensor.engine import Engine
@@ -182,8 +210,8 @@ def replay(
         engine = Engine(_engine_config(site, observer, org, heuristic, port))
     except ValueError as exc:
         raise fail(str(exc)) from None
-    dets = _detectors(rules, no_rules, site_config, baseline)
-    out_sink = _open_sink(sink, store, out, site, config)
+    dets = _detectors(rules, no_rules, site_config, baseline, learn)
+    out_sink = _open_sink(sink, store, out, site, config, store_max_events)
     printer = Printer(fmt.value, kind="event" if events else "alert")
     from icsmon.run import Run
 
@@ -200,8 +228,7 @@ def replay(
     finally:
         stop_progress()
         printer.flush()
-        if out_sink is not None:
-            out_sink.close()
+        _close_sink(out_sink)
     if stats:
         counters = dict(engine.stats)
         counters["alerts"] = run.alerts
@@ -215,6 +242,16 @@ def replay(
         err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
     if engine.errors:
         raise typer.Exit(1)
+
+
+def _close_sink(sink) -> None:
+    """Flush the sink; a failure to write what remained is one error line, not a traceback."""
+    if sink is None:
+        return
+    try:
+        sink.close()
+    except Exception as exc:  # each sink has its own error class; all end the same way here
+        raise fail(f"{type(exc).__name__}: {exc}", 1) from None
 
 
 def _progress(paths: list[Path]):
@@ -252,6 +289,7 @@ def sense(
     no_rules: NoRulesOpt = False,
     site_config: SiteConfigOpt = None,
     baseline: BaselineOpt = None,
+    learn: LearnOpt = None,
     site: SiteOpt = "",
     observer: ObserverOpt = "",
     org: OrgOpt = "",
@@ -264,6 +302,7 @@ def sense(
     heuristic: HeurOpt = None,
     port: PortOpt = None,
     store_events: StoreEventsOpt = True,
+    store_max_events: MaxEventsOpt = None,
 ) -> None:
     """Listen on a live interface until SIGINT/SIGTERM; then print the final counters."""
     from sensor.engine import Engine
@@ -273,16 +312,16 @@ def sense(
         engine = Engine(_engine_config(site, observer, org, heuristic, port))
     except ValueError as exc:
         raise fail(str(exc)) from None
-    dets = _detectors(rules, no_rules, site_config, baseline)
+    dets = _detectors(rules, no_rules, site_config, baseline, learn)
     try:
         source = LiveSource(iface, bpf)
     except CaptureError as exc:
         raise fail(str(exc)) from None
-    out_sink = _open_sink(sink, store, out, site, config)
+    out_sink = _open_sink(sink, store, out, site, config, store_max_events)
     printer = Printer(fmt.value, kind="event" if events else "alert")
     from icsmon.run import Run
 
-    run = Run(engine, dets, out_sink, store_events=store_events)
+    run = Run(engine, dets, out_sink, store_events=store_events, live=True)
 
     def stop(signum, _frame) -> None:
         source.stop()
@@ -305,8 +344,7 @@ def sense(
         raise fail(str(exc)) from None
     finally:
         printer.flush()
-        if out_sink is not None:
-            out_sink.close()
+        _close_sink(out_sink)
     if stats:
         counters = dict(engine.stats)
         counters["alerts"] = run.alerts

@@ -53,16 +53,31 @@ def learn(
     merge_into: Annotated[
         Path | None, typer.Option("--base", help="Start from this baseline and add what the captures show")
     ] = None,
+    heuristic: Annotated[
+        list[str] | None, typer.Option("--heuristic", help="Probe this protocol on every port (repeatable)")
+    ] = None,
+    port: Annotated[
+        list[str] | None,
+        typer.Option("--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="Also write the learned assets to this embedded store (icsmon assets)"),
+    ] = None,
 ) -> None:
     """Learn a baseline from captures taken as normal; same captures, byte-identical file."""
-    from sensor.engine import Engine, EngineConfig
+    from icsmon.cli import _engine_config  # the same engine options as replay and sense
+    from sensor.engine import Engine
 
     for path in pcap:
         if not path.is_file():
             raise _fail(f"{path}: capture file not found")
     base = _load(merge_into) if merge_into is not None else None
     learner = BaselineLearner(base=base)
-    engine = Engine(EngineConfig(site=site, observer="baseline"))
+    try:
+        engine = Engine(_engine_config(site, "baseline", "", heuristic, port))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     for path in pcap:
         learner.add_source(path.name)
     for event in engine.replay(pcap):
@@ -80,8 +95,23 @@ def learn(
     )
     if s["truncated"]:
         err.print(f"[yellow]warning:[/] memory caps dropped entries: {s['truncated']}", highlight=False)
+    if store is not None:
+        _store_assets(baseline, site, store)
     if engine.errors:
         raise typer.Exit(1)
+
+
+def _store_assets(baseline: Baseline, site: str, path: Path) -> None:
+    from pipeline.store import Store, StoreError
+
+    docs = baseline.asset_documents(site)
+    try:
+        with Store.open(path) as st:
+            for doc in docs:
+                st.write("asset", doc)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    err.print(f"{path}: {len(docs)} learned assets stored", highlight=False)
 
 
 def _ranges(spaces: dict) -> str:
@@ -97,6 +127,7 @@ def show(
     baseline_file: Annotated[Path, typer.Argument(help="Baseline file", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
     placeholders: Annotated[bool, typer.Option("--placeholders", help="Also list the Sigma placeholder values")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Conversations listed at most")] = 200,
 ) -> None:
     """Summarise a baseline: window, assets, conversations, operations, polling."""
     baseline = _load(baseline_file)
@@ -107,6 +138,8 @@ def show(
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
         return
     out = Console(soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(soft_wrap=True, width=200)  # piped: long keys stay on one line, greppable
     w = summary["window"]
     out.print(f"[bold]{baseline_file}[/]: learned {w['start']} .. {w['end']} from {w['events']} events"
               + (f" ({', '.join(summary['sources'])})" if summary["sources"] else ""), highlight=False)
@@ -126,23 +159,29 @@ def show(
         assets.add_row(ip, ", ".join(a.get("roles") or []), str(a.get("events")), str(a.get("first_seen")),
                        str(a.get("last_seen")), ident)
     out.print(assets)
-    convs = Table(title="conversations", title_justify="left")
-    for col in ("client -> server", "operation", "class", "count", "addresses / items", "polling"):
-        convs.add_column(col)
-    for key, c in sorted(baseline.conversations.items()):
+    for shown, (key, c) in enumerate(sorted(baseline.conversations.items())):
+        if shown >= limit:
+            out.print(f"... {len(baseline.conversations) - shown} more conversation(s) (--limit)", highlight=False)
+            break
+        extras = [f"{kind} {'/'.join(sorted(values))}" for kind, values in sorted((c.get("security") or {}).items())]
+        rate = c.get("rate") or {}
+        if rate.get("max"):
+            extras.append(f"rate median {rate.get('median')} max {rate['max']} per {rate.get('bucket_seconds')} s")
+        out.print(f"\n[bold]{key}[/]: {c.get('events')} events, {c.get('first_seen')} .. {c.get('last_seen')}"
+                  + (f"; {'; '.join(extras)}" if extras else ""), highlight=False)
         polling = c.get("polling") or {}
-        first = True
+        table = Table(show_edge=False, pad_edge=False)
+        for col in ("operation", "class", "count", "addresses / items", "polling"):
+            table.add_column(col)
         for op_key, op in sorted(c["operations"].items()):
             where = "; ".join(
                 [f"{d}: {_ranges(s)}" for d, s in sorted((op.get("addresses") or {}).items()) if s]
                 + [f"{d}: {len(n)} item(s)" for d, n in sorted((op.get("nodes") or {}).items()) if n]
             )
-            periods = sorted({f"{s['period']:g} s" for k, s in polling.items()
-                              if s.get("regular") and k.startswith(op_key) and (k == op_key or k[len(op_key)] == " ")})
-            convs.add_row(key if first else "", op_key, str(op.get("class")), str(op.get("count")), where,
-                          ", ".join(periods))
-            first = False
-    out.print(convs)
+            periods = sorted({f"{s['period']:.3g} s" for k, s in polling.items()
+                              if s.get("regular") and (k == op_key or k.startswith(op_key + " @"))})
+            table.add_row(op_key, str(op.get("class")), str(op.get("count")), where, ", ".join(periods))
+        out.print(table)
     if placeholders:
         for name, values in baseline.placeholders().items():
             out.print(f"%{name}%: {', '.join(values) or '-'}", highlight=False)

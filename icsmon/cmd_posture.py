@@ -62,14 +62,15 @@ def open_state(store: Path | None, es: str | None, state: Path | None):
 
 def open_backend(store: Path | None, es: str | None):
     if es is not None:
+        from pipeline.config import ConfigError
+        from pipeline.es import open_query_backend
+
         try:
-            from pipeline.es import open_backend as open_es
-        except ImportError as exc:
-            raise fail(f"the Elasticsearch back end is not available: {exc}") from None
-        try:
-            return open_es(es)
-        except Exception as exc:  # a connection or version problem: say it in one line
-            raise fail(f"{es}: {exc}") from None
+            return open_query_backend(es)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+        except Exception as exc:  # a bad URL or client option: say it in one line
+            raise fail(f"{es}: cannot query Elasticsearch: {exc}") from None
     from pipeline.store import Store, StoreError
 
     try:

@@ -20,17 +20,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from detectors.alerts import SEVERITY
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
 
-# event.severity (0-100) bands, as Elasticsearch's detection rules draw them (Sigma levels
-# map to low 21, medium 47, high 73, critical 99): the lower bound of each band.
-SEVERITY_FLOOR = {"informational": 0, "low": 0, "medium": 22, "high": 48, "critical": 74}
-_SEVERITY_STYLE = (
-    (74, "critical", "bold white on red"),
-    (48, "high", "bold red"),
-    (22, "medium", "yellow"),
-    (0, "low", "green"),
-)
+# event.severity (0-100) of each Sigma level, as the detectors set it: "--severity high"
+# means at least the high value, and a value is labelled with the highest level it reaches.
+SEVERITY_FLOOR = {"informational": 0, **{k: v for k, v in SEVERITY.items() if k != "informational"}}
+_LEVEL_STYLE = {
+    "critical": "bold white on red",
+    "high": "bold red",
+    "medium": "yellow",
+    "low": "green",
+    "informational": "dim",
+}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 
@@ -88,10 +90,10 @@ def severity_label(value: Any) -> tuple[str, str]:
         number = int(value)
     except (TypeError, ValueError):
         return "", ""
-    for floor, name, style in _SEVERITY_STYLE:
+    for name, floor in sorted(SEVERITY_FLOOR.items(), key=lambda kv: -kv[1]):
         if number >= floor:
-            return name, style
-    return "low", "green"
+            return name, _LEVEL_STYLE[name]
+    return "informational", _LEVEL_STYLE["informational"]
 
 
 # ---- back end -----------------------------------------------------------------------------
@@ -100,10 +102,11 @@ def severity_label(value: Any) -> tuple[str, str]:
 def open_backend(
     store: Path | None = None, es_url: str | None = None, config: Path | None = None
 ) -> QueryBackend:
-    """The one place the query back end is chosen: Elasticsearch when ``--es URL`` is given or
-    a pipeline config file is (``--config``/``$ICSMON_CONFIG``: its ``[elasticsearch]``
-    section), else the embedded store, opened read-only (a query never creates a store)."""
-    if es_url or config or os.environ.get("ICSMON_CONFIG"):
+    """The one place the query back end is chosen: Elasticsearch when ``--es URL`` or
+    ``--config FILE`` is given (credentials and index prefix come from the pipeline config:
+    that file, ``$ICSMON_CONFIG``, ``ICSMON_ES_*``), else the embedded store, opened read-only
+    (a query never creates a store)."""
+    if es_url or config:
         from pipeline.config import ConfigError, load_config
 
         overrides = {"elasticsearch": {"url": es_url}} if es_url else None
@@ -160,7 +163,9 @@ def _console() -> Console:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # the message names a file: its path is text, not rich markup
+    line = Text.assemble(("error:", "bold red"), " ", message)
+    Console(stderr=True, highlight=False).print(line, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -191,6 +196,11 @@ def _joined(value: Any, limit: int = 6) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def _cells(*values: str | Text) -> list[Text]:
+    # Values come from the wire (device names, rule text): never read as rich markup.
+    return [v if isinstance(v, Text) else Text(v) for v in values]
+
+
 def _write_jsonl(kind: str, docs: list[dict]) -> None:
     from pipeline.jsonl import JsonlSink
 
@@ -213,13 +223,15 @@ def alerts_table(total: int, alerts: list[dict], offset: int) -> Table:
         if isinstance(count, int) and count > 1:
             rule += f" (x{count})"
         table.add_row(
-            _time(doc.get("@timestamp")),
-            Text(f"{sev} {level}".strip() if sev is not None else "", style=style),
-            rule,
-            _joined(doc.get("threat.technique.id")),
-            f"{_endpoint(doc, 'source')} -> {_endpoint(doc, 'destination')}",
-            str(doc.get("network.protocol") or ""),
-            str(doc.get("labels.site") or ""),
+            *_cells(
+                _time(doc.get("@timestamp")),
+                Text(f"{sev} {level}".strip() if sev is not None else "", style=style),
+                rule,
+                _joined(doc.get("threat.technique.id")),
+                f"{_endpoint(doc, 'source')} -> {_endpoint(doc, 'destination')}",
+                str(doc.get("network.protocol") or ""),
+                str(doc.get("labels.site") or ""),
+            )
         )
     shown = f"{offset + 1}-{offset + len(alerts)}" if alerts else "0"
     table.caption = f"{shown} of {total} alerts, newest first"
@@ -240,15 +252,17 @@ def assets_table(total: int, assets: list[dict], offset: int) -> Table:
         )
         peers = doc.get("asset.peers") or []
         table.add_row(
-            str(doc.get("host.ip") or doc.get("asset.id") or ""),
-            str(doc.get("labels.site") or ""),
-            _joined(doc.get("asset.roles")),
-            _joined(doc.get("asset.protocols")),
-            device,
-            str(doc.get("ics.device.firmware") or ""),
-            str(len(peers) if isinstance(peers, list) else 1),
-            _time(doc.get("asset.first_seen")),
-            _time(doc.get("asset.last_seen")),
+            *_cells(
+                str(doc.get("host.ip") or doc.get("asset.id") or ""),
+                str(doc.get("labels.site") or ""),
+                _joined(doc.get("asset.roles")),
+                _joined(doc.get("asset.protocols")),
+                device,
+                str(doc.get("ics.device.firmware") or ""),
+                str(len(peers) if isinstance(peers, list) else 1),
+                _time(doc.get("asset.first_seen")),
+                _time(doc.get("asset.last_seen")),
+            )
         )
     shown = f"{offset + 1}-{offset + len(assets)}" if assets else "0"
     table.caption = f"{shown} of {total} assets"
@@ -275,7 +289,6 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        envvar="ICSMON_CONFIG",
         help="Pipeline config file: query its Elasticsearch instead of the store",
     ),
 ]

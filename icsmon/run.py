@@ -12,6 +12,7 @@ from typing import Any
 from sensor.engine import Engine
 
 ASSET_FLUSH_INTERVAL = 60.0  # seconds of wall time between asset snapshots on long runs
+TICK_INTERVAL = 5.0  # seconds of wall time between detector ticks on a live port
 
 
 @dataclass
@@ -34,6 +35,15 @@ class Detectors:
             alerts.extend(part.flush() or [])
         return alerts
 
+    def tick(self, now: float) -> list[dict]:
+        """Time passes without traffic (live): detectors that watch for silence speak now."""
+        alerts: list[dict] = []
+        for part in self.parts:
+            tick = getattr(part, "tick", None)
+            if tick is not None:
+                alerts.extend(tick(now) or [])
+        return alerts
+
     def stats(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for part in self.parts:
@@ -44,12 +54,27 @@ class Detectors:
 
 
 def load_detectors(
-    rules: Path | None, no_rules: bool, site_config: Path | None, baseline: Path | None
+    rules: Path | None,
+    no_rules: bool,
+    site_config: Path | None,
+    baseline: Path | None,
+    learn: str | None = None,
 ) -> Detectors:
+    """The Sigma engine (unless ``no_rules``) and the baseline detector (with ``baseline``);
+    with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``."""
     parts: list[Any] = []
     placeholders = None
     base = None
-    if baseline is not None:
+    learner = None
+    if learn is not None:
+        from detectors.baseline import LearnThenDetect, parse_duration
+
+        if baseline is None:
+            raise ValueError(
+                "--learn needs --baseline FILE (where the learned baseline is written)"
+            )
+        learner = LearnThenDetect(parse_duration(learn), baseline)
+    elif baseline is not None:
         from detectors.baseline import Baseline, BaselineDetector
 
         base = Baseline.load(baseline)
@@ -60,6 +85,8 @@ def load_detectors(
         parts.append(SigmaEngine.load(rules, site_config=site_config, placeholders=placeholders))
     if base is not None:
         parts.append(BaselineDetector(base))
+    if learner is not None:
+        parts.append(learner)
     return Detectors(parts)
 
 
@@ -67,14 +94,21 @@ class Run:
     """Feeds events through detectors into the sink; yields what the user asked to see."""
 
     def __init__(
-        self, engine: Engine, detectors: Detectors, sink: Any | None, store_events: bool = True
+        self,
+        engine: Engine,
+        detectors: Detectors,
+        sink: Any | None,
+        store_events: bool = True,
+        live: bool = False,
     ) -> None:
         self.engine = engine
         self.detectors = detectors
         self.sink = sink
         self.store_events = store_events
+        self.live = live  # wall time matters: tick the detectors that watch for silence
         self.alerts = 0
         self._last_assets = time.monotonic()
+        self._last_tick = time.monotonic()
 
     def process(self, events: Iterator[dict], want_events: bool) -> Iterator[dict]:
         sink = self.sink
@@ -91,8 +125,17 @@ class Run:
                     sink.write("alert", alert)
                 if not want_events:
                     yield alert
-            if sink is not None and time.monotonic() - self._last_assets > ASSET_FLUSH_INTERVAL:
-                self._last_assets = time.monotonic()
+            now = time.monotonic()
+            if self.live and now - self._last_tick > TICK_INTERVAL:
+                self._last_tick = now
+                for alert in detectors.tick(time.time()):
+                    self.alerts += 1
+                    if sink is not None:
+                        sink.write("alert", alert)
+                    if not want_events:
+                        yield alert
+            if sink is not None and now - self._last_assets > ASSET_FLUSH_INTERVAL:
+                self._last_assets = now
                 self.write_assets()
         for alert in detectors.flush():
             self.alerts += 1

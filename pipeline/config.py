@@ -11,7 +11,7 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     sasl_password = "..."
     ca_file = "/etc/icsmon/kafka-ca.pem"
     topic_prefix = "icsmon"             # topics <prefix>.alerts/.events/.assets/.deadletter
-    compression = "gzip"
+    compression = "lz4"
 
     [elasticsearch]
     url = "https://soc.example:9200"
@@ -62,7 +62,7 @@ class KafkaConfig:
     sasl_password: str | None = None
     ca_file: str | None = None
     topic_prefix: str = "icsmon"
-    compression: str = "gzip"
+    compression: str = "lz4"  # cheap on CPU, which a sensor box needs for decoding
     # How long a send may wait for metadata or buffer space before the sink spools instead.
     max_block_ms: int = 200
 

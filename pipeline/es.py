@@ -41,7 +41,8 @@ TYPED_VALUES = {"type": "object", "properties": {"type": K, "value": FREE, "stat
 
 FIELD_TYPES: dict[str, dict[str, Any]] = {
     # ECS base, event, network, endpoints
-    "@timestamp": DATE,
+    # Microseconds, as the sensor writes them: ordering within a millisecond survives.
+    "@timestamp": {"type": "date_nanos"},
     "ecs.version": K,
     "message": TEXT,
     "tags": K,
@@ -71,6 +72,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "network.type": K,
     "network.protocol": K,
     "network.community_id": K,
+    "network.direction": K,
     "network.bytes": LONG,
     "network.packets": LONG,
     "source.ip": IP,
@@ -102,8 +104,18 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "threat.tactic.reference": K,
     "icsmon.alert.count": LONG,
     "icsmon.alert.event_ids": K,
-    "icsmon.baseline.feature": K,
-    "icsmon.baseline.score": DOUBLE,
+    "icsmon.correlation.type": K,
+    "icsmon.correlation.value": DOUBLE,
+    "icsmon.correlation.timespan": DOUBLE,  # seconds
+    "icsmon.correlation.group": FREE,  # the group-by fields and their values, any type
+    "icsmon.correlation.rules": K,
+    "icsmon.correlation.group_by": K,
+    "icsmon.correlation.key": K,
+    **{
+        f"icsmon.baseline.{name}": K
+        for name in ("expected", "observed", "entry", "file", "asset", "conversation", "series")
+    },
+    "icsmon.baseline.count": LONG,
     # assets
     "asset.id": K,
     "asset.roles": K,
@@ -123,9 +135,10 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
         for name in (
             "vendor", "product", "product_code", "model", "order_number", "firmware",
             "hardware_version", "serial", "name", "module_name", "plant", "description",
-            "application_uri",
+            "application_uri", "product_uri",
         )
     },
+    "ics.device.server_id": HEX,
     # Modbus/TCP
     **{
         f"modbus.{name}": LONG
@@ -149,7 +162,10 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "modbus.objects": {"type": "object", "dynamic": True},
     "modbus.file_records": {
         "type": "object",
-        "properties": {"file": LONG, "record": LONG, "length": LONG, "data": HEX},
+        "properties": {
+            "file": LONG, "record": LONG, "length": LONG, "reference_type": LONG,
+            "values": LONG, "data": HEX,
+        },
     },
     "modbus.truncated": BOOL,
     # S7comm (and the COTP connection it rides on)
@@ -159,10 +175,12 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
             "rosctr", "pdu_reference", "function_code", "item_count", "error_class",
             "error_code", "pdu_size", "max_amq_calling", "max_amq_called", "upload_id",
             "response.rosctr", "response.function_code", "response.item_count",
-            "cotp.connection_type", "cotp.rack", "cotp.slot", "cotp.tpdu_size",
-            "block.number", "block.length", "userdata.type", "userdata.group",
+            "cotp.connection_type", "cotp.rack", "cotp.slot", "cotp.tpdu_size", "cotp.reason",
+            "block.number", "block.length", "block.mc7_length", "block.count", "block.data_length",
+            "block.language", "block.checksum", "block.load_memory_length", "userdata.type", "userdata.group",
             "userdata.subfunction", "userdata.sequence_number", "userdata.return_code",
             "userdata.error_code", "szl.id", "szl.index", "szl.record_count",
+            "block.language", "block.load_memory_length", "block.checksum",
         )
     },
     **{
@@ -170,19 +188,25 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
         for name in (
             "rosctr_name", "function", "initiator", "cotp.src_tsap", "cotp.dst_tsap",
             "cotp.connection_type_name", "block.type", "block.filesystem", "block.filename",
-            "pi_service", "pi.operation", "pi.parameter", "pi.blocks", "userdata.type_name",
+            "block.author", "block.family", "block.name", "block.version", "block.code_timestamp",
+            "block.interface_timestamp", "pi_service", "pi.operation", "pi.parameter", "pi.blocks", "userdata.type_name",
             "userdata.group_name", "userdata.subfunction_name", "clock", "mode",
+            "error_name", "block.author", "block.family", "block.name", "block.version",
+            "block.code_timestamp", "block.interface_timestamp",
         )
     },
     "s7comm.userdata.last_data_unit": BOOL,
+    "s7comm.block.more_data": BOOL,
+    "s7comm.malformed": BOOL,
+    "s7comm.szl.follow_up": BOOL,
     "s7comm.block.counts": FREE,
     "s7comm.items": {
         "type": "object",
         "properties": {
-            "syntax_id": LONG, "transport_size": LONG, "area": LONG, "area_name": K, "db": LONG,
+            "syntax_id": LONG, "transport_size": LONG, "data_transport_size": LONG, "area": LONG, "area_name": K, "db": LONG,
             "byte": LONG, "bit": LONG, "length": LONG, "return_code": LONG,
             "return_code_name": K, "data": HEX, "data_length": LONG, "data_truncated": BOOL,
-            "value": FREE,
+            "value": FREE, "areas": FREE, "address": HEX,
         },
     },
     # S7comm-plus
@@ -192,6 +216,8 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
             "version", "opcode", "function_code", "sequence_number", "session_id",
             "transport_flags", "digest_length", "data_length", "return_value",
             "response.sequence_number", "created_object_id", "subscription_id",
+            "fragments", "error_code", "response.opcode", "response.data_length",
+            "response.fragments",
         )
     },
     "s7comm_plus.opcode_name": K,
@@ -213,6 +239,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
             "lifetime_count", "max_keep_alive_count", "priority", "monitored_item_ids",
             "acknowledgement_count", "notification_sequence_number", "notification_count",
             "subscription_ids", "issued_channel_id", "issued_token_id", "skipped_bytes",
+            "chunk_size", "response_request_handle",
         )
     },
     "opcua.publishing_interval": DOUBLE,
@@ -230,7 +257,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
             "server_names", "identity_token", "identity_policy_id", "user_name", "node_ids",
             "attributes", "browse_paths", "target_node_ids", "browse_names", "object_ids",
             "method_ids", "monitoring_mode", "registered_node_ids", "parent_node_ids",
-            "decode_error", "direction",
+            "decode_error", "direction", "response_message_type",
         )
     },
     **{
@@ -416,6 +443,12 @@ class EsQueryBackend:
             filters.append({"term": {"rule.id": flt.rule_id}})
         if flt.protocol:
             filters.append({"term": {"network.protocol": flt.protocol}})
+        ids = getattr(flt, "ids", None)
+        if ids:
+            filters.append({"terms": {"event.id": list(ids)}})
+        community_id = getattr(flt, "community_id", None)
+        if community_id:
+            filters.append({"term": {"network.community_id": community_id}})
         if flt.text:
             pattern = "*" + flt.text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?") + "*"
             filters.append({"wildcard": {"rule.name": {"value": pattern, "case_insensitive": True}}})
@@ -467,6 +500,10 @@ class EsQueryBackend:
         if flt.vendor:
             pattern = "*" + flt.vendor.replace("*", "\\*").replace("?", "\\?") + "*"
             filters.append({"wildcard": {"ics.device.vendor": {"value": pattern, "case_insensitive": True}}})
+        for attr, name in (("first_seen_since", "asset.first_seen"), ("last_seen_since", "asset.last_seen")):
+            since = getattr(flt, attr, None)
+            if since is not None:
+                filters.append({"range": {name: {"gte": int(since * 1000), "format": "epoch_millis"}}})
         query = {"bool": {"filter": filters}} if filters else {"match_all": {}}
         # An asset has one document per day it changed: collapse to its newest state.
         try:
@@ -482,8 +519,69 @@ class EsQueryBackend:
         total = int(resp.get("aggregations", {}).get("assets", {}).get("value", 0))
         return total, [flatten(hit["_source"]) for hit in resp["hits"]["hits"]]
 
+    # Aggregations the posture view needs (pipeline.query.QueryBackend); all done by ES.
+
+    def _aggregate(self, kind: str, flt: AlertFilter, aggs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = self.client.search(
+                index=self.store.alias(kind), query=self._alert_query(flt), size=0, aggs=aggs,
+                ignore_unavailable=True, allow_no_indices=True,
+            )
+        except NotFoundError:
+            return {}
+        return resp.get("aggregations", {})
+
+    def alert_histogram(
+        self, flt: AlertFilter, interval_s: int, field_name: str | None = None, size: int = 10
+    ) -> list[tuple[float, str | None, int]]:
+        # fixed_interval buckets are aligned to multiples of the interval since the epoch (UTC).
+        hist: dict[str, Any] = {"date_histogram": {
+            "field": "@timestamp", "fixed_interval": f"{int(interval_s)}s", "min_doc_count": 1}}
+        if field_name is not None:
+            hist["aggs"] = {"by": {"terms": {"field": field_name, "size": size}}}
+        out: list[tuple[float, str | None, int]] = []
+        for b in self._aggregate("alert", flt, {"h": hist}).get("h", {}).get("buckets", []):
+            start = b["key"] / 1000.0
+            if field_name is None:
+                out.append((start, None, b["doc_count"]))
+            else:
+                out.extend((start, _bucket_key(t), t["doc_count"]) for t in b["by"]["buckets"])
+        return out
+
+    def count_alerts_by_pair(
+        self, flt: AlertFilter, field_a: str, field_b: str, size_a: int = 100, size_b: int = 10
+    ) -> list[tuple[str, str, int]]:
+        aggs = {"a": {"terms": {"field": field_a, "size": size_a},
+                      "aggs": {"b": {"terms": {"field": field_b, "size": size_b}}}}}
+        return [
+            (_bucket_key(a), _bucket_key(b), b["doc_count"])
+            for a in self._aggregate("alert", flt, aggs).get("a", {}).get("buckets", [])
+            for b in a["b"]["buckets"]
+        ]
+
+    def last_seen_by(
+        self, flt: AlertFilter, field_name: str, size: int = 1000, kind: str = "event"
+    ) -> list[tuple[str, float]]:
+        if kind not in ("event", "alert"):
+            raise ValueError(f"kind must be 'event' or 'alert', not {kind!r}")
+        # No ordering by the max: it would make ES sort thousands of buckets for nothing.
+        aggs = {"v": {"terms": {"field": field_name, "size": size},
+                      "aggs": {"last": {"max": {"field": "@timestamp"}}}}}
+        return [
+            (_bucket_key(b), b["last"]["value"] / 1000.0)
+            for b in self._aggregate(kind, flt, aggs).get("v", {}).get("buckets", [])
+            if b["last"]["value"] is not None
+        ]
+
     def close(self) -> None:
         self.client.close()
+
+
+def _bucket_key(bucket: dict[str, Any]) -> str:
+    key = bucket["key"]
+    if isinstance(key, float) and key.is_integer():
+        key = int(key)
+    return str(bucket.get("key_as_string", key)) if not isinstance(key, int | float) else str(key)
 
 
 def open_query_backend(url: str | None = None, config: str | None = None) -> EsQueryBackend:

@@ -78,6 +78,9 @@ class Indexer:
             max_poll_records=cfg.indexer.batch_size,
             fetch_max_bytes=64 << 20,
             max_partition_fetch_bytes=16 << 20,
+            # A killed member holds its partitions until its session expires: keep that short.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
             api_version=(4, 3),
             **opts,
         )

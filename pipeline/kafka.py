@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import threading
 import time
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from pipeline.config import PipelineConfig
 from pipeline.docs import nest
+from pipeline.jsonl import dumps
 from pipeline.sinks import KINDS
 from pipeline.spool import Spool, SpoolRecord
 
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 
 def encode_doc(doc: dict[str, Any]) -> bytes:
-    """A flat document as the compact nested JSON sent to Kafka."""
-    return json.dumps(nest(doc), separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    """A flat document as the compact nested JSON sent to Kafka: byte for byte what the JSON
+    lines sink writes, so both outputs of one capture compare equal."""
+    return dumps(nest(doc))
 
 
 def kafka_client_options(cfg: PipelineConfig) -> dict[str, Any]:
@@ -135,7 +136,7 @@ class KafkaSink:
             log.error("cannot encode a %s document: %s", kind, exc)
             return
         site = doc.get("labels.site") or self.site
-        key = site.encode() if site else None
+        key = str(site).encode() if site else None
         with self._lock:
             if self._spooling or self._producer is None:
                 self._to_spool(kind, key, value)
@@ -144,6 +145,13 @@ class KafkaSink:
             self._inflight[rec_id] = (kind, key, value)
         try:
             future = self._producer.send(self.topics[kind], value=value, key=key)
+        except MessageSizeTooLargeError as exc:
+            # Kafka would refuse it for ever: spooling it would block the queue behind it.
+            with self._lock:
+                self._inflight.pop(rec_id, None)
+            self.counters["errors"] += 1
+            log.error("%s document of %d bytes dropped: %s", kind, len(value), exc)
+            return
         except KafkaError as exc:
             # Metadata or buffer space unavailable within max_block_ms: Kafka is away.
             self._failover(f"send: {exc}")
@@ -154,19 +162,20 @@ class KafkaSink:
         future.add_errback(self._on_error, rec_id)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything written so far is in Kafka or in the spool."""
+        """Wait until everything written so far is acknowledged by Kafka or safe in the spool
+        (fsync'd). Spooled records are replayed later; this does not wait for Kafka to return.
+        Bounded by the producer's delivery timeout even without ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._producer is not None:
             with contextlib.suppress(KafkaError):
                 self._producer.flush(timeout=timeout)
-        self.spool.sync()
         while True:
             with self._lock:
-                idle = not self._inflight and (not self._spooling or self.spool.pending() == 0)
-            if idle or (deadline is not None and time.monotonic() >= deadline) or self._closing.is_set():
-                return
-            self._wake.set()
+                settled = not self._inflight
+            if settled or (deadline is not None and time.monotonic() >= deadline):
+                break
             time.sleep(0.05)
+        self.spool.sync()
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what Kafka will take within ``timeout``; spool the rest for the next run."""
@@ -272,10 +281,13 @@ class KafkaSink:
             if delivered_all:
                 backoff = 0.5
                 with self._lock:
-                    if self.spool.pending() == 0:
+                    # Records still in flight have not proven Kafka is back: they end acked or
+                    # in the spool, and only then is it safe to send directly again.
+                    if self.spool.pending() == 0 and not self._inflight:
                         self._spooling = False
+                        self._last_progress = time.monotonic()
                         log.info("spool replayed: back to direct delivery")
-                    else:
+                    elif self.spool.pending():
                         self._wake.set()  # more to replay
             else:
                 self._closing.wait(backoff)
@@ -310,10 +322,16 @@ class KafkaSink:
         for rec in records:
             try:
                 futures.append(self._producer.send(self.topics[kind], value=rec.value, key=rec.key))
+            except MessageSizeTooLargeError:
+                futures.append(None)  # never deliverable: skip it rather than block the spool
+                self.counters["errors"] += 1
             except KafkaError:
                 break
         delivered = 0
         for future in futures:
+            if future is None:
+                delivered += 1
+                continue
             try:
                 future.get(timeout=60)
             except Exception:  # any failure ends the delivered prefix

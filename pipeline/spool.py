@@ -108,7 +108,10 @@ class Spool:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock_file.close()
-            raise OSError(f"spool folder {self.directory} is in use by another process") from None
+            raise OSError(
+                f"spool folder {self.directory} is in use by another process: give each running "
+                "sensor its own (spool.dir, or ICSMON_SPOOL_DIR)"
+            ) from None
         self._queues = {kind: self._open_queue(kind) for kind in KINDS}
 
     # ---- opening and recovery -------------------------------------------------------

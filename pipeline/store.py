@@ -5,10 +5,13 @@ query back end (``pipeline.query.QueryBackend``: ``icsmon alerts``, ``icsmon ass
 posture view read from it), possibly at the same time from different processes: the file is
 in WAL mode, so readers never block the writer and see whole batches only.
 
-Layout. Every document is kept whole as JSON (flat, dotted keys) next to the indexed columns
+Layout. Every document is kept whole as JSON (flat, dotted keys) in a documents table
+(``event_docs``, ``alert_docs``) under the rowid of a narrow row holding the indexed columns
 that filters use: ``ts`` (``@timestamp`` as epoch seconds), ``severity``, ``site``, ``rule_id``,
-``protocol``... List fields that filters need are in side tables (``alert_techniques``,
-``asset_roles``); aggregations over any other field use SQLite's JSON1 ``json_each``.
+``protocol``, ``community_id``... List fields that filters need are in side tables
+(``alert_techniques``, ``alert_tactics``, ``asset_roles``); aggregations over any other field
+use SQLite's JSON1 ``json_each`` on the documents. Counts and histograms thus walk small rows
+and indexes, and a search reads the JSON of the page it returns only.
 
 Identity. Alerts and events are de-duplicated by ``event.id`` (deterministic, so a capture
 replayed twice or a batch delivered twice stores nothing new). An alert arriving again with
@@ -18,7 +21,10 @@ merged (see :func:`merge_asset`).
 Writes are batched: a transaction per ``batch_size`` documents or ``flush_interval`` seconds
 (a background thread flushes a quiet sensor), and on ``flush``/``close``. A failed batch (disk
 full, file locked too long) is kept and retried; beyond ``max_pending`` documents the oldest
-events are dropped first (alerts last), and every loss is counted in ``stats()``.
+events are dropped first (alerts last), and every loss is counted in ``stats()``. Odd values
+(a list where a site name belongs, bytes, sets) are stored as JSON can hold them and left out
+of the indexed columns; integers wider than 64 bits are written exactly but read back as
+floats (the JSON reader's limit, and Elasticsearch's). One ``Store`` may be shared by threads.
 
 Retention: ``max_events`` keeps the newest N events (oldest by ``@timestamp`` pruned after each
 batch). Alerts and assets are never pruned: they are the record an analyst works from.
@@ -54,9 +60,12 @@ from pipeline.sinks import KINDS
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x49434D53  # "ICMS": tells an icsmon store from any other SQLite file
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 4
 STORE_ENV = "ICSMON_STORE"
 
+CACHE_KIB = 32 * 1024  # SQLite page cache of the writing connection
+READER_CACHE_KIB = 8 * 1024  # and of each querying thread's connection
+WAL_CHECKPOINT_PAGES = 4096
 MAX_EVENT_IDS = 100  # icsmon.alert.event_ids kept per alert (the count goes on past it)
 MAX_SET_ITEMS = 1024  # items kept in an asset's merged list fields (peers, roles, ...)
 
@@ -69,18 +78,29 @@ ALERT_COLUMNS = {
     "network.protocol": "protocol",
     "observer.name": "observer",
     "organization.id": "org",
+    "network.community_id": "community_id",
+    "rule.ruleset": "ruleset",
+}
+# List fields of alerts kept in side tables: field -> (table, value column).
+ALERT_LISTS = {
+    "threat.technique.id": ("alert_techniques", "technique"),
+    "threat.tactic.name": ("alert_tactics", "tactic"),
 }
 EVENT_COLUMNS = {
     "labels.site": "site",
     "network.protocol": "protocol",
     "event.action": "action",
     "observer.name": "observer",
+    "network.community_id": "community_id",
 }
 ASSET_COLUMNS = {"labels.site": "site", "host.ip": "ip", "ics.device.vendor": "vendor"}
 
 _FIELD_NAME = re.compile(r"^[@A-Za-z0-9_][@A-Za-z0-9_.\-]*$")
 
-_SCHEMA_V1 = """
+# The latest schema, for new stores; older stores are upgraded by MIGRATIONS. The documents
+# live in their own tables (same rowid as their row), so filters, counts and histograms walk
+# narrow rows and indexes, and only the page asked for reads the JSON.
+_SCHEMA = """
 CREATE TABLE events (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -89,10 +109,12 @@ CREATE TABLE events (
     protocol TEXT,
     action TEXT,
     observer TEXT,
-    doc TEXT NOT NULL
+    community_id TEXT
 );
 CREATE INDEX events_ts ON events(ts);
 CREATE INDEX events_observer_ts ON events(observer, ts);
+CREATE INDEX events_community ON events(community_id);
+CREATE TABLE event_docs (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL);
 
 CREATE TABLE alerts (
     rowid INTEGER PRIMARY KEY,
@@ -105,13 +127,16 @@ CREATE TABLE alerts (
     protocol TEXT,
     observer TEXT,
     org TEXT,
-    doc TEXT NOT NULL
+    community_id TEXT,
+    ruleset TEXT
 );
+CREATE INDEX alerts_community ON alerts(community_id);
 CREATE INDEX alerts_ts ON alerts(ts);
 CREATE INDEX alerts_site_ts ON alerts(site, ts);
 CREATE INDEX alerts_severity ON alerts(severity);
 CREATE INDEX alerts_rule ON alerts(rule_id);
 CREATE INDEX alerts_protocol ON alerts(protocol);
+CREATE TABLE alert_docs (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL);
 
 CREATE TABLE alert_techniques (
     technique TEXT NOT NULL,
@@ -119,6 +144,13 @@ CREATE TABLE alert_techniques (
     PRIMARY KEY (technique, alert_rowid)
 ) WITHOUT ROWID;
 CREATE INDEX alert_techniques_alert ON alert_techniques(alert_rowid);
+
+CREATE TABLE alert_tactics (
+    tactic TEXT NOT NULL,
+    alert_rowid INTEGER NOT NULL REFERENCES alerts(rowid),
+    PRIMARY KEY (tactic, alert_rowid)
+) WITHOUT ROWID;
+CREATE INDEX alert_tactics_alert ON alert_tactics(alert_rowid);
 
 CREATE TABLE assets (
     id TEXT PRIMARY KEY,
@@ -138,9 +170,52 @@ CREATE TABLE asset_roles (
     PRIMARY KEY (role, asset_id)
 ) WITHOUT ROWID;
 """
+DOC_TABLE = {"events": "event_docs", "alerts": "alert_docs"}
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Version 2 indexes network.community_id (an alert's flow -> its events)."""
+    for table in ("events", "alerts"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN community_id TEXT")
+        conn.execute(
+            f"UPDATE {table} SET community_id = json_extract(doc, '$.\"network.community_id\"')"
+        )
+        conn.execute(f"CREATE INDEX {table}_community ON {table}(community_id)")
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Version 3 moves the documents out of the indexed rows into their own tables."""
+    for table, docs in DOC_TABLE.items():
+        conn.execute(f"CREATE TABLE {docs} (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL)")
+        conn.execute(f"INSERT INTO {docs} (rowid, doc) SELECT rowid, doc FROM {table}")
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN doc")
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """Version 4 indexes rule.ruleset and threat.tactic.name (the posture view counts them)."""
+    conn.execute("ALTER TABLE alerts ADD COLUMN ruleset TEXT")
+    conn.execute(
+        "UPDATE alerts SET ruleset = (SELECT json_extract(d.doc, '$.\"rule.ruleset\"') "
+        "FROM alert_docs d WHERE d.rowid = alerts.rowid)"
+    )
+    conn.execute(
+        "CREATE TABLE alert_tactics (tactic TEXT NOT NULL, alert_rowid INTEGER NOT NULL "
+        "REFERENCES alerts(rowid), PRIMARY KEY (tactic, alert_rowid)) WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX alert_tactics_alert ON alert_tactics(alert_rowid)")
+    conn.execute(
+        "INSERT OR IGNORE INTO alert_tactics (tactic, alert_rowid) SELECT j.value, d.rowid "
+        "FROM alert_docs d, json_each(d.doc, '$.\"threat.tactic.name\"') j "
+        "WHERE j.type = 'text' AND j.value != ''"
+    )
+
 
 # MIGRATIONS[n] upgrades a version-n store to version n + 1, inside one transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
+}
 
 
 class StoreError(Exception):
@@ -208,7 +283,11 @@ def _union(old: Any, new: Any, cap: int = MAX_SET_ITEMS) -> list:
     out: list = []
     seen: set = set()
     for item in _as_list(old) + _as_list(new):
-        key = dumps(item) if isinstance(item, dict | list) else item
+        try:
+            key = (type(item), item)
+            hash(key)
+        except TypeError:  # dicts, lists: compared by their JSON
+            key = (dict, dumps(item))
         if key in seen:
             continue
         seen.add(key)
@@ -304,9 +383,13 @@ class Store:
             "duplicates": 0,
             "pruned": 0,
             "dropped": 0,
+            "rejected": 0,
             "errors": 0,
             "batches": 0,
         }
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         self._conn = self._open(busy_timeout)
         self._event_count: int | None = None
         self._stop = threading.Event()
@@ -337,7 +420,10 @@ class Store:
             raise self._error("is a directory, not an icsmon store file")
         if self.readonly:
             if not path.exists():
-                raise self._error("no icsmon store here (write one with --store PATH first)")
+                raise self._error(
+                    "no icsmon store here (icsmon replay/sense write one; --store PATH or "
+                    "$ICSMON_STORE names another)"
+                )
             target, uri = path.resolve().as_uri() + "?mode=ro", True
         else:
             try:
@@ -391,8 +477,9 @@ class Store:
                 if self.readonly:
                     raise self._error("not an icsmon store (an empty file)")
                 self._create(conn)
-                return
-            raise self._error("not an icsmon store (an SQLite database of some other program)")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            else:
+                raise self._error("not an icsmon store (an SQLite database of some other program)")
         if version > SCHEMA_VERSION:
             raise self._error(
                 f"written by a newer icsmon (store schema {version}, this one knows up to "
@@ -405,9 +492,14 @@ class Store:
                     "read-write (icsmon replay/sense --store) to upgrade it"
                 )
             self._migrate(conn, version)
+        # A bounded page cache (32 MiB) keeps the id and time indexes' hot pages in memory;
+        # it is what inserts with hashed event ids and dashboards' aggregations mostly wait on.
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         if not self.readonly:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoint every 16 MiB of WAL rather than 4: fewer fsyncs per batch on a busy disk.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
 
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -416,14 +508,19 @@ class Store:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA_V1.split(";"):
+            if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+                # Another process created the store while this one waited for the lock.
+                conn.execute("COMMIT")
+                return
+            for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+                conn.execute("ROLLBACK")
             raise
 
     def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
@@ -438,24 +535,48 @@ class Store:
                 conn.execute(f"PRAGMA user_version = {version}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             log.info("%s: upgraded store schema to %d", self.path, version)
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection: queries from several threads (the posture
+        view's parallel aggregations) run side by side instead of queueing on one lock."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    raise self._error("the store is closed")
+                try:
+                    conn = sqlite3.connect(
+                        self.path.resolve().as_uri() + "?mode=ro",
+                        uri=True,
+                        timeout=self._busy_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,  # close() may come from another thread
+                    )
+                    conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+                except sqlite3.Error as exc:
+                    raise self._describe(exc) from exc
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """Queries: one consistent snapshot, SQLite errors turned into a one-line StoreError."""
-        with self._lock:
-            if self._closed:
-                raise self._error("the store is closed")
+        if self._closed:
+            raise self._error("the store is closed")
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
             try:
-                self._conn.execute("BEGIN")
-                try:
-                    yield self._conn
-                finally:
-                    self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._describe(exc) from exc
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._describe(exc) from exc
 
     # ---- Sink ---------------------------------------------------------------------------
 
@@ -486,7 +607,8 @@ class Store:
             batch, self._pending = self._pending, []
             try:
                 self._write_batch(batch)
-            except sqlite3.Error as exc:
+            except sqlite3.OperationalError as exc:
+                # Locked too long, disk full, I/O error: the same batch may well go through later.
                 self._counts["errors"] += 1
                 log.error(
                     "%s: cannot write %d documents, will retry: %s", self.path, len(batch), exc
@@ -494,6 +616,8 @@ class Store:
                 self._pending = batch + self._pending
                 self._shed()
                 return
+            except Exception as exc:  # a document it cannot take: find it
+                self._write_one_by_one(batch, exc)
             self._counts["batches"] += 1
             if self.max_events is not None:
                 try:
@@ -501,6 +625,22 @@ class Store:
                 except sqlite3.Error as exc:
                     self._counts["errors"] += 1
                     log.error("%s: cannot prune old events: %s", self.path, exc)
+
+    def _write_one_by_one(self, batch: list[tuple[str, dict]], first: Exception) -> None:
+        """A batch failed for something other than a busy or full disk: write its documents
+        singly so that one bad document costs only itself (counted as ``rejected``)."""
+        log.warning("%s: a batch failed (%s); writing its documents one by one", self.path, first)
+        for item in batch:
+            try:
+                self._write_batch([item])
+            except sqlite3.OperationalError:
+                self._pending.append(item)
+            except Exception as exc:  # the sensor must go on
+                self._counts["rejected"] += 1
+                self._counts["errors"] += 1
+                if self._counts["rejected"] <= 10:
+                    log.error("%s: rejected a %s document: %s", self.path, item[0], exc)
+        self._shed()
 
     def close(self) -> None:
         """Flush and close. Raises StoreError if documents could not be written at all."""
@@ -520,6 +660,9 @@ class Store:
             except sqlite3.Error:
                 pass  # only a planner hint
             self._conn.close()
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
         if unwritten:
             self._counts["dropped"] += unwritten
             raise self._error(f"{unwritten} documents could not be written")
@@ -586,7 +729,8 @@ class Store:
                 counts["assets"] += 1
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+                conn.execute("ROLLBACK")
             raise
         for key, value in counts.items():
             self._counts[key] += value
@@ -600,6 +744,8 @@ class Store:
         doc_id = doc.get("event.id")
         if isinstance(doc_id, str) and doc_id:
             return doc_id
+        if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+            return str(doc_id)
         return "sha1:" + hashlib.sha1(dumps(doc), usedforsecurity=False).hexdigest()
 
     @staticmethod
@@ -610,52 +756,86 @@ class Store:
         return f"{doc.get('labels.site') or ''}:{doc.get('host.ip') or ''}"
 
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], counts: dict) -> None:
-        rows = [
-            (
-                self._doc_id(doc),
-                to_epoch(doc.get("@timestamp")),
-                doc.get("labels.site"),
-                doc.get("network.protocol"),
-                doc.get("event.action"),
-                doc.get("observer.name"),
-                dumps(doc).decode(),
+        """New events only (by event.id), each row and its document under one explicit rowid:
+        the batch holds the write lock, so max(rowid) + n is free for it."""
+        fresh: dict[str, dict] = {}
+        for doc in events:
+            fresh.setdefault(self._doc_id(doc), doc)
+        known = {
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                (dumps(list(fresh)).decode(),),
             )
-            for doc in events
-        ]
-        before = conn.total_changes
+        }
+        base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+        rows, docs = [], []
+        for doc_id, doc in fresh.items():
+            if doc_id in known:
+                continue
+            rowid = base + len(rows) + 1
+            rows.append(
+                (
+                    rowid,
+                    doc_id,
+                    to_epoch(doc.get("@timestamp")),
+                    _text(doc.get("labels.site")),
+                    _text(doc.get("network.protocol")),
+                    _text(doc.get("event.action")),
+                    _text(doc.get("observer.name")),
+                    _text(doc.get("network.community_id")),
+                )
+            )
+            docs.append((rowid, dumps(doc).decode()))
         conn.executemany(
-            "INSERT OR IGNORE INTO events (id, ts, site, protocol, action, observer, doc) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (rowid, id, ts, site, protocol, action, observer, community_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        inserted = conn.total_changes - before
-        counts["events"] += inserted
-        counts["duplicates"] += len(rows) - inserted
+        conn.executemany("INSERT INTO event_docs (rowid, doc) VALUES (?, ?)", docs)
+        counts["events"] += len(rows)
+        counts["duplicates"] += len(events) - len(rows)
 
     def _upsert_alert(self, conn: sqlite3.Connection, doc: dict, counts: dict) -> None:
         alert_id = self._doc_id(doc)
-        row = conn.execute("SELECT rowid, doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        row = conn.execute(
+            "SELECT a.rowid, d.doc FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid "
+            "WHERE a.id = ?",
+            (alert_id,),
+        ).fetchone()
         if row is None:
             cur = conn.execute(
                 "INSERT INTO alerts (id, ts, severity, site, rule_id, rule_name, protocol, "
-                "observer, org, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "observer, org, community_id, ruleset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     alert_id,
                     to_epoch(doc.get("@timestamp")),
                     _int_or_none(doc.get("event.severity")),
-                    doc.get("labels.site"),
+                    _text(doc.get("labels.site")),
                     _str_or_none(doc.get("rule.id")),
                     _str_or_none(doc.get("rule.name")),
-                    doc.get("network.protocol"),
-                    doc.get("observer.name"),
-                    doc.get("organization.id"),
-                    dumps(doc).decode(),
+                    _text(doc.get("network.protocol")),
+                    _text(doc.get("observer.name")),
+                    _text(doc.get("organization.id")),
+                    _text(doc.get("network.community_id")),
+                    _text(doc.get("rule.ruleset")),
                 ),
+            )
+            conn.execute(
+                "INSERT INTO alert_docs (rowid, doc) VALUES (?, ?)",
+                (cur.lastrowid, dumps(doc).decode()),
             )
             techniques = {str(t).upper() for t in _as_list(doc.get("threat.technique.id")) if t}
             conn.executemany(
                 "INSERT OR IGNORE INTO alert_techniques (technique, alert_rowid) VALUES (?, ?)",
                 [(t, cur.lastrowid) for t in techniques],
+            )
+            tactics = {
+                t for t in _as_list(doc.get("threat.tactic.name")) if isinstance(t, str) and t
+            }
+            conn.executemany(
+                "INSERT OR IGNORE INTO alert_tactics (tactic, alert_rowid) VALUES (?, ?)",
+                [(t, cur.lastrowid) for t in tactics],
             )
             counts["alerts"] += 1
             return
@@ -666,8 +846,11 @@ class Store:
             counts["duplicates"] += 1
             return
         conn.execute(
-            "UPDATE alerts SET severity = ?, doc = ? WHERE rowid = ?",
-            (_int_or_none(merged.get("event.severity")), dumps(merged).decode(), rowid),
+            "UPDATE alerts SET severity = ? WHERE rowid = ?",
+            (_int_or_none(merged.get("event.severity")), rowid),
+        )
+        conn.execute(
+            "UPDATE alert_docs SET doc = ? WHERE rowid = ?", (dumps(merged).decode(), rowid)
         )
         counts["alerts_merged"] += 1
 
@@ -678,6 +861,7 @@ class Store:
         ip = doc.get("host.ip")
         if isinstance(ip, list):
             ip = ip[0] if ip else None
+        ip = _text(ip)
         vendor = doc.get("ics.device.vendor")
         conn.execute(
             "INSERT INTO assets (id, site, ip, ip_key, vendor, first_seen, last_seen, doc) "
@@ -686,7 +870,7 @@ class Store:
             "first_seen = excluded.first_seen, last_seen = excluded.last_seen, doc = excluded.doc",
             (
                 asset_id,
-                doc.get("labels.site"),
+                _text(doc.get("labels.site")),
                 ip,
                 _ip_key(ip),
                 vendor if isinstance(vendor, str) else None,
@@ -711,6 +895,12 @@ class Store:
             return
         self._conn.execute("BEGIN IMMEDIATE")
         try:
+            # the same oldest rows from both tables, chosen once inside this transaction
+            self._conn.execute(
+                "DELETE FROM event_docs WHERE rowid IN "
+                "(SELECT rowid FROM events ORDER BY ts, rowid LIMIT ?)",
+                (excess,),
+            )
             cur = self._conn.execute(
                 "DELETE FROM events WHERE rowid IN "
                 "(SELECT rowid FROM events ORDER BY ts, rowid LIMIT ?)",
@@ -718,7 +908,8 @@ class Store:
             )
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
         self._event_count -= cur.rowcount
         self._counts["pruned"] += cur.rowcount
@@ -745,22 +936,20 @@ class Store:
         if flt.protocol:
             conds.append(f"{table}.protocol = ?")
             params.append(flt.protocol)
-        ids = getattr(flt, "ids", None)
-        if ids:
-            conds.append(f"{table}.id IN ({','.join('?' * len(ids))})")
-            params.extend(ids)
-        community_id = getattr(flt, "community_id", None)
-        if community_id:
-            conds.append(f"json_extract({table}.doc, '$.\"network.community_id\"') = ?")
-            params.append(community_id)
+        if flt.ids:
+            conds.append(f"{table}.id IN (SELECT value FROM json_each(?))")
+            params.append(dumps(list(flt.ids)).decode())
+        if flt.community_id:
+            conds.append(f"{table}.community_id = ?")
+            params.append(flt.community_id)
         if table == "alerts":
             if flt.min_severity is not None:
                 conds.append("alerts.severity >= ?")
                 params.append(flt.min_severity)
             if flt.technique:
+                # IN, not a correlated EXISTS: the side table's index picks the rows
                 conds.append(
-                    "EXISTS (SELECT 1 FROM alert_techniques t "
-                    "WHERE t.technique = ? AND t.alert_rowid = alerts.rowid)"
+                    "alerts.rowid IN (SELECT alert_rowid FROM alert_techniques WHERE technique = ?)"
                 )
                 params.append(flt.technique.upper())
             if flt.rule_id:
@@ -771,16 +960,23 @@ class Store:
                 params.append(_like(flt.text))
         else:
             if flt.min_severity is not None:
-                conds.append("json_extract(events.doc, '$.\"event.severity\"') >= ?")
+                conds.append(
+                    "(SELECT json_extract(d.doc, '$.\"event.severity\"') FROM event_docs d "
+                    "WHERE d.rowid = events.rowid) >= ?"
+                )
                 params.append(flt.min_severity)
             if flt.technique:
                 conds.append(
-                    "EXISTS (SELECT 1 FROM json_each(events.doc, '$.\"threat.technique.id\"') j "
-                    "WHERE upper(j.value) = ?)"
+                    "EXISTS (SELECT 1 FROM event_docs d, "
+                    "json_each(d.doc, '$.\"threat.technique.id\"') j "
+                    "WHERE d.rowid = events.rowid AND upper(j.value) = ?)"
                 )
                 params.append(flt.technique.upper())
             if flt.rule_id:
-                conds.append("json_extract(events.doc, '$.\"rule.id\"') = ?")
+                conds.append(
+                    "(SELECT json_extract(d.doc, '$.\"rule.id\"') FROM event_docs d "
+                    "WHERE d.rowid = events.rowid) = ?"
+                )
                 params.append(flt.rule_id)
             if flt.text:
                 conds.append("events.action LIKE ? ESCAPE '\\'")
@@ -791,26 +987,35 @@ class Store:
         self, table: str, field_name: str, alias: str = "f"
     ) -> tuple[str, str, list[Any]]:
         """(extra FROM clause, value expression, params) for aggregating on a field: its own
-        column when it has one, the technique side table, else JSON1 over the document (a list
-        field counts each element, as Elasticsearch terms do)."""
+        column when it has one, its side table (techniques, tactics), else JSON1 over the
+        document (a list field counts each element, as Elasticsearch terms do)."""
         columns = ALERT_COLUMNS if table == "alerts" else EVENT_COLUMNS
         if field_name in columns:
             return "", f"{table}.{columns[field_name]}", []
-        if table == "alerts" and field_name == "threat.technique.id":
+        if table == "alerts" and field_name in ALERT_LISTS:
+            side, column = ALERT_LISTS[field_name]
             return (
-                f" JOIN alert_techniques {alias} ON {alias}.alert_rowid = alerts.rowid",
-                f"{alias}.technique",
+                f" JOIN {side} {alias} ON {alias}.alert_rowid = alerts.rowid",
+                f"{alias}.{column}",
                 [],
             )
-        return f", json_each({table}.doc, ?) AS {alias}", f"{alias}.value", [_json_path(field_name)]
+        docs = DOC_TABLE[table]
+        return (
+            f" JOIN {docs} {alias}_doc ON {alias}_doc.rowid = {table}.rowid, "
+            f"json_each({alias}_doc.doc, ?) AS {alias}",
+            f"{alias}.value",
+            [_json_path(field_name)],
+        )
 
     def _search(self, table: str, flt: AlertFilter) -> tuple[int, list[dict]]:
         where, params = self._where(flt, table)
         with self._reading() as conn:
             total = conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
+            # the page is chosen on the narrow rows; only its documents are read
             rows = conn.execute(
-                f"SELECT doc FROM {table}{where} ORDER BY {table}.ts DESC, {table}.rowid DESC "
-                "LIMIT ? OFFSET ?",
+                f"SELECT d.doc FROM (SELECT {table}.rowid AS r, {table}.ts AS t FROM {table}"
+                f"{where} ORDER BY {table}.ts DESC, {table}.rowid DESC LIMIT ? OFFSET ?) AS page "
+                f"JOIN {DOC_TABLE[table]} d ON d.rowid = page.r ORDER BY page.t DESC, page.r DESC",
                 [*params, max(0, flt.limit), max(0, flt.offset)],
             ).fetchall()
         return total, [orjson.loads(row[0]) for row in rows]
@@ -825,12 +1030,18 @@ class Store:
 
     def get_alert(self, alert_id: str) -> dict | None:
         with self._reading() as conn:
-            row = conn.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            row = conn.execute(
+                "SELECT d.doc FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid WHERE a.id = ?",
+                (alert_id,),
+            ).fetchone()
         return orjson.loads(row[0]) if row else None
 
     def get_event(self, event_id: str) -> dict | None:
         with self._reading() as conn:
-            row = conn.execute("SELECT doc FROM events WHERE id = ?", (event_id,)).fetchone()
+            row = conn.execute(
+                "SELECT d.doc FROM events e JOIN event_docs d ON d.rowid = e.rowid WHERE e.id = ?",
+                (event_id,),
+            ).fetchone()
         return orjson.loads(row[0]) if row else None
 
     def get_asset(self, asset_id: str) -> dict | None:
@@ -842,8 +1053,22 @@ class Store:
         self, flt: AlertFilter, field_name: str, size: int = 20
     ) -> list[tuple[str, int]]:
         """Terms aggregation in SQL: the ``size`` most frequent values of ``field_name``."""
-        extra, expr, fparams = self._field_source("alerts", field_name)
         where, params = self._where(flt, "alerts")
+        if field_name in ALERT_LISTS:
+            # "top techniques/tactics" are the posture view's staples: count the side table's
+            # index, touching alerts only to apply a filter
+            side, column = ALERT_LISTS[field_name]
+            chosen = (
+                f" WHERE alert_rowid IN (SELECT alerts.rowid FROM alerts{where})" if where else ""
+            )
+            sql = (
+                f"SELECT {column} AS v, count(*) AS n FROM {side}{chosen} "
+                "GROUP BY v ORDER BY n DESC, v LIMIT ?"
+            )
+            with self._reading() as conn:
+                rows = conn.execute(sql, [*params, size]).fetchall()
+            return [(_key(v), n) for v, n in rows]
+        extra, expr, fparams = self._field_source("alerts", field_name)
         where = self._and_not_null(where, expr)
         sql = (
             f"SELECT {expr} AS v, count(*) AS n FROM alerts{extra}{where} "
@@ -931,21 +1156,17 @@ class Store:
             conds.append(f"assets.site IN ({','.join('?' * len(flt.sites))})")
             params.extend(flt.sites)
         if flt.role:
-            conds.append(
-                "EXISTS (SELECT 1 FROM asset_roles r WHERE r.role = ? AND r.asset_id = assets.id)"
-            )
+            conds.append("assets.id IN (SELECT asset_id FROM asset_roles WHERE role = ?)")
             params.append(flt.role)
         if flt.vendor:
             conds.append("assets.vendor LIKE ? ESCAPE '\\'")
             params.append(_like(flt.vendor))
-        first_seen_since = getattr(flt, "first_seen_since", None)
-        if first_seen_since is not None:
+        if flt.first_seen_since is not None:
             conds.append("assets.first_seen >= ?")
-            params.append(first_seen_since)
-        last_seen_since = getattr(flt, "last_seen_since", None)
-        if last_seen_since is not None:
+            params.append(flt.first_seen_since)
+        if flt.last_seen_since is not None:
             conds.append("assets.last_seen >= ?")
-            params.append(last_seen_since)
+            params.append(flt.last_seen_since)
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
         with self._reading() as conn:
             total = conn.execute(f"SELECT count(*) FROM assets{where}", params).fetchone()[0]
@@ -971,7 +1192,8 @@ class Store:
 def merge_alert(stored: dict[str, Any], incoming: dict[str, Any]) -> dict[str, Any] | None:
     """An alert whose ``event.id`` is already stored: ``None`` when it brings nothing new (the
     same triggering events delivered again), else the stored alert with ``icsmon.alert.count``
-    increased by the incoming count, the triggering event ids joined and the highest severity.
+    increased by the incoming count, the triggering event ids joined, ``event.start`` and
+    ``event.end`` widened to cover both, and the highest severity.
     """
     old_ids = _as_list(stored.get("icsmon.alert.event_ids"))
     new_ids = _as_list(incoming.get("icsmon.alert.event_ids"))
@@ -983,6 +1205,10 @@ def merge_alert(stored: dict[str, Any], incoming: dict[str, Any]) -> dict[str, A
     merged["icsmon.alert.count"] = old_count + new_count
     if old_ids or new_ids:
         merged["icsmon.alert.event_ids"] = _union(old_ids, new_ids, MAX_EVENT_IDS)
+    for key, later in (("event.start", False), ("event.end", True)):
+        a, b = to_epoch(stored.get(key)), to_epoch(incoming.get(key))
+        if b is not None and (a is None or (b > a if later else b < a)):
+            merged[key] = incoming[key]
     old_sev = _int_or_none(stored.get("event.severity"))
     new_sev = _int_or_none(incoming.get("event.severity"))
     if new_sev is not None and (old_sev is None or new_sev > old_sev):
@@ -998,13 +1224,19 @@ def _int_or_none(value: Any) -> int | None:
     if isinstance(value, float | str):
         try:
             return int(float(value))
-        except ValueError:
+        except (ValueError, OverflowError):  # "high", nan, inf
             return None
     return None
 
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _text(value: Any) -> str | None:
+    """A column value for text fields: strings only (a list or a number in ``labels.site``
+    is a malformed document; it is kept whole in ``doc`` and left out of the index)."""
+    return value if isinstance(value, str) else None
 
 
 def _key(value: Any) -> str:
@@ -1024,8 +1256,9 @@ def iter_docs(store: Store, kinds: Iterable[str] = KINDS) -> Iterator[tuple[str,
         last = 0
         while True:
             with store._reading() as conn:
+                table = DOC_TABLE.get(f"{kind}s", "assets")
                 rows = conn.execute(
-                    f"SELECT rowid, doc FROM {kind}s WHERE rowid > ? ORDER BY rowid LIMIT 1000",
+                    f"SELECT rowid, doc FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 1000",
                     (last,),
                 ).fetchall()
             if not rows:

@@ -81,6 +81,10 @@ def resolve_scope(p: Principal, org: OrgIndex, scope: str | None) -> Scope:
     if kind not in SCOPE_KINDS or (kind == "province") != (ident == ""):
         raise NotVisible(scope)
     allowed = visible_sites(p, org)
+    if p.role.startswith("enterprise-") and kind not in ("enterprise", "site"):
+        # An enterprise sees its own sites, never a city or industry view (even one made
+        # only of its own sites: the scope itself would tell it about the others).
+        raise NotVisible(scope)
     if kind == "province":
         if allowed is not None:
             raise NotVisible(scope)

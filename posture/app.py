@@ -7,7 +7,6 @@ scope against it (posture.access). Objects outside the caller's tenancy answer 4
 like objects that do not exist.
 """
 
-
 import json
 import time
 import urllib.parse
@@ -19,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from pipeline.docs import nest
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
 from posture.access import NotVisible, Principal, Scope, can_see_site, resolve_scope
 from posture.service import PostureService
@@ -282,8 +282,6 @@ def create_app(
             AssetFilter(sites=list(sc.sites) if sc.sites is not None else [], role=role,
                         vendor=vendor, first_seen_since=new_since, limit=limit, offset=offset)
         )
-        from pipeline.docs import nest
-
         return {"total": total, "items": [nest(d) for d in docs]}
 
     # -- webhooks ------------------------------------------------------------------------

@@ -7,8 +7,11 @@ dotted keys) and are deterministic for a given seed: same seed, same ids.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import ipaddress
 import random
+import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -155,21 +158,28 @@ def _site_ips(site_index: int) -> tuple[str, str]:
             f"10.{site_index // 250 % 250}.{site_index % 250}.10")
 
 
-def _community_id(src: str, dst: str, sport: int, dport: int) -> str:
-    import communityid
-
-    cid = communityid.CommunityID()
-    return cid.calc(communityid.FlowTuple.make_tcp(src, dst, sport, dport))
+def community_id(src: str, dst: str, sport: int, dport: int, proto: int = 6) -> str:
+    """Community ID v1 (seed 0) of a TCP flow, computed directly: the load generator makes
+    millions and the reference library costs ~1 ms each (tests check the two agree)."""
+    a, b = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    if (a, sport) > (b, dport):
+        a, b, sport, dport = b, a, dport, sport
+    digest = hashlib.sha1(struct.pack("!H", 0) + a + b + struct.pack("!BBHH", proto, 0, sport,
+                                                                       dport),
+                          usedforsecurity=False).digest()
+    return "1:" + base64.b64encode(digest).decode()
 
 
 def make_alert(site: dict[str, Any], site_index: int, ts: float, rule: tuple, n: int,
-               seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One alert at ``site`` and the events that fired it (flat, docs/schema.md)."""
+               seed: int = 0, with_events: bool = True,
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One alert at ``site`` and the events that fired it (flat, docs/schema.md); without
+    ``with_events`` only the alert (it still names both events' ids)."""
     rule_id, name, sev, proto, tech_ids, tech_names, tactics, ruleset, _ = rule
     src, dst = _site_ips(site_index)
     sport = 40000 + (n * 7919 + site_index) % 20000
     action, op, func, dport = ACTIONS[proto]
-    cid = _community_id(src, dst, sport, dport)
+    cid = community_id(src, dst, sport, dport)
     sensor = site["sensors"][0] if site["sensors"] else f"sensor-{site['site']}"
     base = {
         "@timestamp": iso(ts), "ecs.version": "8.17.0",
@@ -181,7 +191,8 @@ def make_alert(site: dict[str, Any], site_index: int, ts: float, rule: tuple, n:
         "ics.operation": op, "ics.function": func,
     }
     events = []
-    for k in range(2):
+    event_ids = [_id("ev", seed, site["site"], n, k) for k in range(2)]
+    for k in range(2) if with_events else (1,):
         ev = dict(base)
         ev.update({
             "@timestamp": iso(ts - 0.2 * (1 - k)),
@@ -189,7 +200,7 @@ def make_alert(site: dict[str, Any], site_index: int, ts: float, rule: tuple, n:
             "event.type": ["protocol", "change" if op in ("write", "control") else "access"],
             "event.action": action, "event.dataset": f"ics.{proto}", "event.outcome": "success",
             "event.duration": 1_250_000 + 1000 * k,
-            "event.id": _id("ev", seed, site["site"], n, k),
+            "event.id": event_ids[k],
         })
         if proto == "modbus":
             ev.update({"modbus.function_code": 16, "modbus.unit_id": 1,
@@ -209,19 +220,19 @@ def make_alert(site: dict[str, Any], site_index: int, ts: float, rule: tuple, n:
         "rule.reference": [f"https://attack.mitre.org/techniques/{t}/" for t in tech_ids],
         "threat.framework": "MITRE ATT&CK for ICS", "threat.technique.id": tech_ids,
         "threat.technique.name": tech_names, "threat.tactic.name": tactics,
-        "icsmon.alert.count": 1, "icsmon.alert.event_ids": [e["event.id"] for e in events],
+        "icsmon.alert.count": 1, "icsmon.alert.event_ids": event_ids,
     })
     if ruleset == "baseline":
         alert["icsmon.baseline.entry"] = f"{src} -> {dst}:{dport} {func}"
-    return alert, events
+    return alert, events if with_events else []
 
 
 def generate(
     registry: dict[str, Any], n_alerts: int, start: float, end: float, seed: int = 7,
     with_events: bool = True,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(kind, flat doc)`` for ``n_alerts`` alerts spread over [start, end): a few risky sites
-    get most alerts (Zipf-like), more at working hours. With ``with_events`` each alert comes
+    """``(kind, flat doc)`` for ``n_alerts`` alerts spread evenly over [start, end), oldest
+    first; a few risky sites get most alerts (Zipf-like). With ``with_events`` each alert comes
     with its evidence events."""
     rng = random.Random(seed)
     sites = registry_sites(registry)
@@ -239,9 +250,10 @@ def generate(
         rules = rng.choices(RULES, rule_weights, k=k)
         for j in range(k):
             n = lo + j
-            ts = start + span * rng.random()
+            # In time order (as alerts arrive), jittered within each alert's slot.
+            ts = start + span * (n + rng.random()) / n_alerts
             si = picks[j]
-            alert, events = make_alert(sites[si], si, ts, rules[j], n, seed)
+            alert, events = make_alert(sites[si], si, ts, rules[j], n, seed, with_events)
             if with_events:
                 for ev in events:
                     yield "event", ev
@@ -299,3 +311,25 @@ def dataset(
     out["event"].extend(heartbeat_events(registry, now, seed=seed))
     out["asset"].extend(assets(registry, now, seed=seed))
     return out
+
+
+def es_bulk(es_store: Any, items: list[tuple[str, dict[str, Any]]], refresh: bool = False) -> int:
+    """Index ``(kind, flat doc)`` pairs the way the indexer does (daily index of the kind,
+    ``_id`` = event.id, or asset.id for assets); returns how many were indexed. Raises on any
+    rejected document: load data must be clean."""
+    from pipeline.docs import nest
+    from pipeline.es import KIND_TIME_FIELD, day_of
+
+    ops: list[dict[str, Any]] = []
+    for kind, doc in items:
+        doc_id = doc["asset.id"] if kind == "asset" else doc["event.id"]
+        day = day_of(doc.get(KIND_TIME_FIELD[kind]) or doc.get("@timestamp"))
+        ops.append({"index": {"_index": es_store.index_name(kind, day), "_id": doc_id}})
+        ops.append(nest(doc))
+    if not ops:
+        return 0
+    resp = es_store.client.bulk(operations=ops, refresh="wait_for" if refresh else False)
+    if resp["errors"]:
+        bad = next(i["index"] for i in resp["items"] if i["index"].get("status", 500) >= 300)
+        raise RuntimeError(f"Elasticsearch rejected a document: {bad.get('error')}")
+    return len(ops) // 2

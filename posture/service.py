@@ -7,8 +7,11 @@ severity value) into scores. No function here pulls alert documents in bulk.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -24,9 +27,13 @@ from posture.scoring import (
     score,
     site_risk,
 )
-from posture.state import OrgIndex, PostureState
+from posture.state import OrgIndex, PostureState, epoch_of
 
-SENSOR_LOOKBACK_S = 7 * 86400  # a sensor not heard from in a week is listed as never seen
+# How far back sensor health looks for a sensor's newest event: the query's cost grows with
+# the events in this window. A sensor silent for longer shows as "no data in 24 h".
+SENSOR_LOOKBACK_S = 86400
+# Shared by all requests; tasks never wait on other tasks, so it cannot deadlock.
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="posture-query")
 
 
 def trend_interval(span_s: float) -> int:
@@ -51,22 +58,30 @@ class PostureService:
     def alert_filter(scope: Scope, **kw: Any) -> AlertFilter:
         return AlertFilter(sites=list(scope.sites) if scope.sites is not None else [], **kw)
 
-    def _site_pressures(
+    def _pair_queries(
         self, scope: Scope, since: float | None, until: float | None, org: OrgIndex
-    ) -> tuple[dict[str, Pressure], dict[str, dict[str, int]]]:
-        """Per site: pressure from open alerts and deviations; and open counts per band."""
+    ) -> dict[str, Callable[[], Any]]:
+        """The two aggregations behind the pressures: per (site, severity), (site, ruleset)."""
         flt = self.alert_filter(scope, since=since, until=until)
         n_sites = len(scope.sites) if scope.sites is not None else len(org.sites)
         size_a = max(n_sites + 100, 100)  # every registered site, and some unregistered ones
+        return {
+            "site_severity": lambda: self.backend.count_alerts_by_pair(
+                flt, "labels.site", "event.severity", size_a=size_a, size_b=101),
+            "site_ruleset": lambda: self.backend.count_alerts_by_pair(
+                flt, "labels.site", "rule.ruleset", size_a=size_a, size_b=5),
+        }
+
+    def _site_pressures(
+        self, scope: Scope, since: float | None, until: float | None, org: OrgIndex,
+        site_severity: list[tuple[str, str, int]], site_ruleset: list[tuple[str, str, int]],
+    ) -> tuple[dict[str, Pressure], dict[str, dict[str, int]]]:
+        """Per site: pressure from open alerts and deviations; and open counts per band."""
         by_sev: dict[tuple[str, int], int] = defaultdict(int)
-        for site, sev, n in self.backend.count_alerts_by_pair(
-            flt, "labels.site", "event.severity", size_a=size_a, size_b=101
-        ):
+        for site, sev, n in site_severity:
             by_sev[(site, int(float(sev)))] += n
         deviations: dict[str, int] = defaultdict(int)
-        for site, ruleset, n in self.backend.count_alerts_by_pair(
-            flt, "labels.site", "rule.ruleset", size_a=size_a, size_b=5
-        ):
+        for site, ruleset, n in site_ruleset:
             if ruleset == "baseline":
                 deviations[site] += n
         # Closed alerts are known only to the posture state: subtract them (never below 0).
@@ -126,19 +141,34 @@ class PostureService:
         now = time.time() if now is None else now
         org = self.state.org()
         flt = self.alert_filter(scope, since=since, until=until, limit=0)
-        total, _ = self.backend.search_alerts(flt)
-        by_severity = dict.fromkeys(BAND_WEIGHT, 0)
-        for value, n in self.backend.count_alerts_by(flt, "event.severity", size=101):
-            by_severity[band(float(value))] += n
-        by_technique = self.backend.count_alerts_by(flt, "threat.technique.id", size=top)
-        by_tactic = self.backend.count_alerts_by(flt, "threat.tactic.name", size=top)
-        by_protocol = self.backend.count_alerts_by(flt, "network.protocol", size=10)
-
         interval = trend_interval(until - since)
+        asset_sites = list(scope.sites) if scope.sites is not None else []
+        b = self.backend
+        # Independent aggregations: sent together, so the page costs the slowest, not the sum.
+        calls: dict[str, Callable[[], Any]] = {
+            "total": lambda: b.search_alerts(flt)[0],
+            "severity": lambda: b.count_alerts_by(flt, "event.severity", size=101),
+            "technique": lambda: b.count_alerts_by(flt, "threat.technique.id", size=top),
+            "tactic": lambda: b.count_alerts_by(flt, "threat.tactic.name", size=top),
+            "protocol": lambda: b.count_alerts_by(flt, "network.protocol", size=10),
+            "trend": lambda: b.alert_histogram(flt, interval, "event.severity", size=101),
+            "sensors": lambda: self.sensors(scope, now),
+            "assets_seen": lambda: b.search_assets(
+                AssetFilter(sites=asset_sites, last_seen_since=since, limit=0))[0],
+            "assets_new": lambda: b.search_assets(
+                AssetFilter(sites=asset_sites, first_seen_since=since, limit=0))[0],
+            **self._pair_queries(scope, since, until, org),
+        }
+        futures = {name: _POOL.submit(fn) for name, fn in calls.items()}
+        got = {name: f.result() for name, f in futures.items()}
+
+        total = got["total"]
+        by_severity = dict.fromkeys(BAND_WEIGHT, 0)
+        for value, n in got["severity"]:
+            by_severity[band(float(value))] += n
+        by_technique, by_tactic, by_protocol = got["technique"], got["tactic"], got["protocol"]
         buckets: dict[float, dict[str, int]] = {}
-        for start, value, n in self.backend.alert_histogram(
-            flt, interval, "event.severity", size=101
-        ):
+        for start, value, n in got["trend"]:
             row = buckets.setdefault(start, dict.fromkeys(BAND_WEIGHT, 0))
             row[band(float(value if value is not None else 0))] += n
         first = since - since % interval
@@ -147,8 +177,9 @@ class PostureService:
             for t in _range(first, until, interval)
         ]
 
-        pressures, open_bands = self._site_pressures(scope, since, until, org)
-        sensors = self.sensors(scope, now)
+        pressures, open_bands = self._site_pressures(
+            scope, since, until, org, got["site_severity"], got["site_ruleset"])
+        sensors = got["sensors"]
         site_ids = scope.sites if scope.sites is not None else tuple(org.sites)
         total_p = Pressure()
         per_site: dict[str, Pressure] = {}
@@ -170,30 +201,25 @@ class PostureService:
 
         days = (until - since) / 86400
         children = self._children(scope, per_site, open_bands, org, days)
-        top_sites = sorted(
-            (
-                {
-                    "site": sid, "name": org.sites[sid].name if sid in org.sites else sid,
-                    "enterprise": org.sites[sid].enterprise_id if sid in org.sites else None,
-                    "city": org.sites[sid].city_id if sid in org.sites else None,
-                    "risk": site_risk(p.alert_pressure, p.deviation_pressure),
-                    "open": open_bands.get(sid, {}),
-                }
-                for sid, p in pressures.items()
-                if p.alert_pressure or p.deviation_pressure
-            ),
-            key=lambda r: (-r["risk"], r["site"]),
-        )[:top]
+        # Rank on raw numbers first; build the rows of the few that are shown.
+        ranked = heapq.nsmallest(
+            top,
+            ((-(p.alert_pressure + p.deviation_pressure), sid) for sid, p in pressures.items()
+             if p.alert_pressure or p.deviation_pressure),
+        )
+        top_sites = []
+        for _, sid in ranked:
+            p, info = pressures[sid], org.sites.get(sid)
+            top_sites.append({
+                "site": sid, "name": info.name if info else sid,
+                "enterprise": info.enterprise_id if info else None,
+                "city": info.city_id if info else None,
+                "risk": site_risk(p.alert_pressure, p.deviation_pressure),
+                "open": open_bands.get(sid, {}),
+            })
         open_total = sum(sum(v.values()) for v in open_bands.values())
 
-        assets_seen, _ = self.backend.search_assets(
-            AssetFilter(sites=list(site_ids) if scope.sites is not None else [],
-                        last_seen_since=since, limit=0)
-        )
-        assets_new, _ = self.backend.search_assets(
-            AssetFilter(sites=list(site_ids) if scope.sites is not None else [],
-                        first_seen_since=since, limit=0)
-        )
+        assets_seen, assets_new = got["assets_seen"], got["assets_new"]
         return {
             "scope": self.describe(scope, org),
             "range": {"since": since, "until": until},
@@ -326,7 +352,7 @@ class PostureService:
         flow: list[dict[str, Any]] = []
         flow_total = 0
         cid = doc.get("network.community_id")
-        ts = _epoch(doc.get("@timestamp"))
+        ts = epoch_of(doc.get("@timestamp"))
         if cid:
             flow_total, evs = self.backend.search_events(
                 AlertFilter(sites=sites, community_id=str(cid), since=ts - 3600, until=ts + 3600,
@@ -359,12 +385,6 @@ def _range(start: float, stop: float, step: int) -> list[float]:
         out.append(float(t))
         t += step
     return out
-
-
-def _epoch(ts: Any) -> float:
-    from posture.state import _epoch as epoch
-
-    return epoch(ts)
 
 
 __all__ = ["PostureService", "BANDS", "trend_interval"]

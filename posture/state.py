@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +290,7 @@ class PostureState:
                     "UPDATE SET status=excluded.status, assignee=excluded.assignee, "
                     "close_reason=excluded.close_reason, updated=excluded.updated",
                     (alert_id, site, int(alert.get("event.severity") or 0),
-                     _epoch(alert.get("@timestamp")), str(alert.get("rule.ruleset") or "sigma"),
+                     epoch_of(alert.get("@timestamp")), str(alert.get("rule.ruleset") or "sigma"),
                      after["status"], after["assignee"],
                      after["close_reason"], now),
                 )
@@ -451,13 +452,11 @@ class PostureState:
         )
 
 
-def _epoch(ts: Any) -> float:
+def epoch_of(ts: Any) -> float:
     """``@timestamp`` (ISO 8601 text or epoch number) -> epoch seconds; 0 when unreadable."""
     if isinstance(ts, int | float):
         return float(ts)
     if isinstance(ts, str):
-        from datetime import datetime
-
         try:
             return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
         except ValueError:

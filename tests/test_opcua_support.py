@@ -8,6 +8,7 @@ to the parser as ``gap``), which is what the dissector needs to be tested on its
 
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ DECODE_AS = {
 }
 TSHARK_FIELDS = (
     "tcp.stream",
+    "tcp.srcport",
     "opcua.transport.type",
     "opcua.transport.chunk",
     "opcua.servicenodeid.numeric",
@@ -150,23 +152,43 @@ def parse_capture(path: Path, limits: ParserLimits | None = None) -> tuple[list[
     return records, messages
 
 
-def tshark_messages(tshark: str, path: Path) -> list[tuple]:
-    """tshark's OPC UA messages: (type, chunk, service type id, request handle, status code)."""
+@functools.lru_cache(maxsize=64)
+def _tshark_fields(tshark: str, path: Path) -> str:
+    """One tshark run per capture per test session (both views read the same output)."""
     cmd = [tshark, "-r", str(path), "-Y", "opcua", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=|"]
     if path.name in DECODE_AS:
         cmd += ["-d", DECODE_AS[path.name]]
     for field in TSHARK_FIELDS:
         cmd += ["-e", field]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def tshark_messages(tshark: str, path: Path, whole: bool = False) -> list[tuple]:
+    """tshark's OPC UA messages: (type, chunk, service type id, request handle) per chunk and
+    ("status", ServiceResult) per answer. ``whole``: one (type, service type id, request
+    handle) per message instead (tshark puts a chunked message's ids on its first chunk)."""
+    out = _tshark_fields(tshark, path)
     rows: list[tuple] = []
+    open_messages: set[tuple] = set()  # (stream, sender port): a chunked message is in progress
     for line in out.splitlines():
-        _stream, types, chunks, tids, handles, results = (c.split("|") if c else [] for c in line.split("\t"))
+        stream, sport, types, chunks, tids, handles, results = (c.split("|") if c else [] for c in line.split("\t"))
         # one frame can hold several messages; ids/handles line up only when every message has
-        # them, which holds for the single-type frames these captures contain
+        # them, which holds for the frames these captures contain
         for i, mtype in enumerate(types):
             tid = int(tids[i]) if i < len(tids) else None
             handle = int(handles[i]) if i < len(handles) else None
-            rows.append((mtype, chunks[i] if i < len(chunks) else None, tid, handle))
+            chunk = chunks[i] if i < len(chunks) else None
+            if not whole:
+                rows.append((mtype, chunk, tid, handle))
+                continue
+            sender = (stream[0], sport[0])
+            if sender in open_messages:
+                if chunk != "C":
+                    open_messages.discard(sender)
+                continue
+            if chunk == "C":
+                open_messages.add(sender)
+            rows.append((mtype, tid, handle))
         rows.extend(("status", int(r, 16)) for r in results)
     return rows
 
@@ -214,3 +236,34 @@ def test_stream_helper_sees_every_payload_byte_of_a_clean_capture(public_pcaps: 
 @pytest.mark.parametrize("name", sorted(DECODE_AS))
 def test_decode_as_ports_match_the_sources_list(public_pcaps: Path, name: str) -> None:
     assert name in (public_pcaps / "SOURCES.md").read_text(encoding="utf-8")
+
+
+def recorded_feeds(path: Path, ports: tuple[int, ...] = (4840,)) -> list[list[tuple[bool, bytes, float]]]:
+    """Per connection, the (to_server, bytes, ts) feeds the dissector would receive, in order:
+    real traffic to re-cut, re-order or damage in tests."""
+    conns: list[list[tuple[bool, bytes, float]]] = []
+
+    class Recording(opcua.Parser):
+        def __init__(self, limits: ParserLimits | None = None) -> None:
+            super().__init__(limits)
+            self.calls: list[tuple[bool, bytes, float]] = []
+            conns.append(self.calls)
+
+        def feed(self, to_server: bool, data: bytes, ts: float) -> list[dict]:
+            self.calls.append((to_server, bytes(data), ts))
+            return []
+
+    replay_streams(path, Recording, ports)
+    return conns
+
+
+def split_chunks(data: bytes) -> list[bytes]:
+    """A direction's bytes cut at UA TCP chunk boundaries (the size field of each header)."""
+    chunks = []
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        chunks.append(data[pos : pos + size])
+        pos += size
+    assert pos == len(data), "the stream does not end on a chunk boundary"
+    return chunks

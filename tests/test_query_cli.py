@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from icsmon.cli import app
-from icsmon.cmd_query import SEVERITY_FLOOR, parse_severity, parse_time
+from icsmon.cmd_query import SEVERITY_FLOOR, parse_severity, parse_time, severity_label
 from pipeline.docs import flatten, nest
 from pipeline.store import Store
 from tests.test_store_samples import BASE_TS, RULES, SITES, corpus, iso
@@ -88,7 +88,7 @@ def test_alerts_jsonl_prints_nested_ecs_newest_first(store_path: Path, docs) -> 
             ["--since", "2026-11-26T17:00+08:00", "--severity", "critical", "--site", SITES[1]],
             lambda a: (
                 epoch(a) >= BASE_TS + 3600
-                and a["event.severity"] >= 74
+                and a["event.severity"] >= SEVERITY_FLOOR["critical"]
                 and a["labels.site"] == SITES[1]
             ),
         ),
@@ -173,6 +173,14 @@ def test_parse_time_and_severity() -> None:
     assert parse_time("2026-11-26T16:00+08:00") == BASE_TS
     assert parse_severity("HIGH") == SEVERITY_FLOOR["high"]
     assert parse_severity("0") == 0 and parse_severity("100") == 100
+    assert [severity_label(v)[0] for v in (1, 21, 50, 73, 99, "x")] == [
+        "informational",
+        "low",
+        "medium",
+        "high",
+        "critical",
+        "",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -245,6 +253,28 @@ def test_assets_table_and_filters(store_path: Path, docs) -> None:
     }
     by_id = {a["asset.id"]: a for a in assets}
     assert all(by_id[a["asset.id"]] == a for a in got)
+
+
+def test_text_from_the_wire_is_not_rich_markup(tmp_path: Path, docs) -> None:
+    """Device names and rule text come from traffic and files: shown as they are, even when
+    they look like rich markup (an unbalanced closing tag would otherwise raise)."""
+    folder = tmp_path / "[bold]odd[/]"
+    path = folder / "icsmon.db"
+    vendor = "[/bold]Evil[link=http://x]Corp"
+    asset = {**docs[2][0], "ics.device.vendor": vendor}
+    alert = {**docs[1][0], "rule.name": "[/] write [red]"}
+    with Store(path, background_flush=False) as st:
+        st.write("asset", asset)
+        st.write("alert", alert)
+    result = invoke("assets", "--store", path)
+    assert result.exit_code == 0, result.output
+    assert vendor in result.stdout
+    result = invoke("alerts", "--store", path)
+    assert result.exit_code == 0, result.output
+    assert "[/] write [red]" in result.stdout
+    missing = folder / "[/x].db"
+    result = invoke("alerts", "--store", missing)
+    assert result.exit_code == 1 and str(missing) in result.stderr
 
 
 # ---- end to end: replay into a store, then query it ----------------------------------------
@@ -422,3 +452,20 @@ def test_elasticsearch_assets_and_errors(es_corpus, store_path: Path) -> None:
     bad = invoke("alerts", "--es", "ftp://127.0.0.1:9200")
     assert bad.exit_code == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert "elasticsearch.url" in bad.stderr
+
+
+@pytest.mark.services
+def test_elasticsearch_from_a_config_file(es_corpus, store_path: Path, tmp_path: Path) -> None:
+    url, prefix = es_corpus
+    config = tmp_path / "pipeline.toml"
+    config.write_text(f'[elasticsearch]\nurl = "{url}"\nindex_prefix = "{prefix}"\n')
+    args = ["alerts", "-f", "jsonl", "--technique", "T0836", "--limit", "1000"]
+    from_es = invoke(*args, "--config", config)
+    from_store = invoke(*args, "--store", store_path)
+    assert from_es.exit_code == 0, from_es.output
+    assert jsonl(from_es.stdout) == jsonl(from_store.stdout) != []
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[elasticsearch\nurl = 1\n")
+    bad = invoke("alerts", "--config", broken)
+    assert bad.exit_code == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert str(broken) in bad.stderr

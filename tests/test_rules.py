@@ -227,3 +227,21 @@ def test_rule_cases(rule_path: Path) -> None:
                     assert a["event.kind"] == "alert"
                     assert a["source.ip"] == ev["source.ip"]
                     assert a["threat.technique.id"] == list(item.meta.techniques)
+
+
+def test_transaction_rules_ignore_anomaly_records() -> None:
+    """An anomaly record that carries a PDU's fields (e.g. its function code) fires only the
+    malformed-traffic rules, never a rule about the transaction itself."""
+    checked = 0
+    for rule_path in RULE_FILES:
+        spec = yaml.safe_load(case_file(rule_path).read_text()) or {}
+        pack = pack_for(spec.get("placeholders"))
+        item = find_rule(pack, rule_path)
+        if isinstance(item, LoadedCorrelation) or "anomaly" in rule_path.stem or "malformed" in rule_path.stem:
+            continue
+        for fields in spec["match"]:
+            ev = expand([fields], item.service)[0]
+            ev["event.action"] = "anomaly"
+            assert not item.compiled.predicate(ev), f"{rule_path.name}: {fields}"
+            checked += 1
+    assert checked > 40

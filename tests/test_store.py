@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import random
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import store as store_module
+from pipeline.jsonl import dumps
 from pipeline.query import AlertFilter, AssetFilter
 from pipeline.store import (
     APPLICATION_ID,
@@ -70,6 +77,8 @@ def alert_matches(al: dict, flt: AlertFilter) -> bool:
         and (flt.rule_id is None or al["rule.id"] == flt.rule_id)
         and (flt.protocol is None or al["network.protocol"] == flt.protocol)
         and (flt.text is None or flt.text.lower() in al["rule.name"].lower())
+        and (not flt.ids or al["event.id"] in flt.ids)
+        and (flt.community_id is None or al["network.community_id"] == flt.community_id)
     )
 
 
@@ -150,6 +159,8 @@ FILTERS = [
     AlertFilter(text="100%_"),  # LIKE wildcards in the text are literal
     AlertFilter(since=BASE_TS + 3600, until=BASE_TS + 7200),
     AlertFilter(since=BASE_TS + 5000, technique="T0855", sites=[SITES[1]]),
+    AlertFilter(ids=[a["event.id"] for a in corpus()[1][::9]] + ["not-stored"]),
+    AlertFilter(community_id=corpus()[1][4]["network.community_id"]),
 ]
 
 
@@ -189,6 +200,16 @@ def test_count_alerts_by_indexed_side_table_and_json_fields(reader: Store, docs)
     )
     techniques = [t for a in chosen for t in a["threat.technique.id"]]
     assert reader.count_alerts_by(flt, "threat.technique.id") == expected(techniques)
+    assert (
+        reader.count_alerts_by(AlertFilter(), "threat.technique.id", 3)
+        == expected(t for a in alerts for t in a["threat.technique.id"])[:3]
+    )
+    assert reader.count_alerts_by(flt, "threat.tactic.name") == expected(
+        t for a in chosen for t in a["threat.tactic.name"]
+    )
+    assert reader.count_alerts_by(flt, "rule.ruleset") == expected(
+        a["rule.ruleset"] for a in chosen
+    )
     # no column of its own: counted from the JSON document, lists element by element
     assert (
         reader.count_alerts_by(flt, "destination.ip", 5)
@@ -206,14 +227,34 @@ def test_count_alerts_by_is_done_in_sql(reader: Store) -> None:
     """The plan aggregates inside SQLite (an index or a GROUP BY), it does not read documents
     into Python: the statement handed to SQLite groups, and only the buckets come back."""
     statements: list[str] = []
-    reader._conn.set_trace_callback(statements.append)
+    reader._reader().set_trace_callback(statements.append)
     try:
         rows = reader.count_alerts_by(AlertFilter(), "labels.site")
     finally:
-        reader._conn.set_trace_callback(None)
+        reader._reader().set_trace_callback(None)
     assert len(rows) == len(SITES)
     grouped = [s for s in statements if "GROUP BY" in s]
     assert grouped and "count(*)" in grouped[0]
+
+
+def test_queries_from_many_threads_at_once(reader: Store, docs) -> None:
+    """The posture view sends its aggregations together from a thread pool: each thread gets
+    its own connection and the same answers as one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [
+        lambda: reader.count_alerts_by(AlertFilter(), "threat.tactic.name"),
+        lambda: reader.count_alerts_by_pair(AlertFilter(), "labels.site", "event.severity"),
+        lambda: reader.alert_histogram(AlertFilter(), 600, "event.severity"),
+        lambda: reader.search_alerts(AlertFilter(limit=20, sites=[SITES[1]])),
+        lambda: reader.last_seen_by(AlertFilter(), "observer.name"),
+        lambda: reader.search_assets(AssetFilter(role="modbus-server")),
+    ] * 4
+    serial = [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda call: call(), calls))
+    assert parallel == serial
+    assert len(reader._readers) > 1  # the threads did not share one connection
 
 
 def test_alert_histogram_plain_and_split(reader: Store, docs) -> None:
@@ -279,6 +320,13 @@ def test_search_events_filters(reader: Store, docs) -> None:
     assert total == len(want) and page == want
     total, page = reader.search_events(AlertFilter(text="plc-", limit=1000))
     assert total == sum(1 for e in events if "plc-" in e["event.action"])
+    flow = events[7]["network.community_id"]
+    total, page = reader.search_events(AlertFilter(community_id=flow, limit=1000))
+    assert total == sum(1 for e in events if e["network.community_id"] == flow) > 0
+    assert all(e["network.community_id"] == flow for e in page)
+    wanted = [e["event.id"] for e in events[10:20]]
+    total, page = reader.search_events(AlertFilter(ids=wanted))
+    assert total == 10 and {e["event.id"] for e in page} == set(wanted)
     # events carry no severity: a severity filter matches none of them
     assert reader.search_events(AlertFilter(min_severity=1))[0] == 0
 
@@ -404,12 +452,16 @@ def test_assets_upsert_across_and_within_batches(tmp_path: Path) -> None:
 def test_replayed_documents_are_not_duplicated(tmp_path: Path, docs) -> None:
     events, alerts, _ = docs
     path = tmp_path / "d.db"
-    for _ in range(2):  # the same capture replayed twice, or a batch redelivered
+    for attempt in range(2):  # the same capture replayed twice, or a batch redelivered
         with Store(path, background_flush=False) as st:
             for ev in events[:50]:
                 st.write("event", ev)
             for al in alerts[:20]:
                 st.write("alert", al)
+            st.flush()
+            stats = st.stats()
+        stored = (50, 20, 0) if attempt == 0 else (0, 0, 70)
+        assert (stats["events"], stats["alerts"], stats["duplicates"]) == stored
     with Store.open(path, readonly=True) as st:
         assert st.counts()["event"] == 50
         assert st.counts()["alert"] == 20
@@ -433,6 +485,27 @@ def test_an_alert_fired_again_adds_to_its_count(tmp_path: Path, docs) -> None:
     assert stored["icsmon.alert.event_ids"] == [*first["icsmon.alert.event_ids"], "later-event"]
     assert stored["event.severity"] == 99
     assert stats["alerts"] == 1 and stats["alerts_merged"] == 1 and stats["duplicates"] == 1
+
+
+def test_merge_alert_widens_its_time_span() -> None:
+    stored = {
+        "event.id": "x",
+        "event.start": "2026-11-26T10:00:00Z",
+        "event.end": "2026-11-26T10:01:00Z",
+        "icsmon.alert.event_ids": ["e1"],
+    }
+    later = {
+        "event.id": "x",
+        "event.start": "2026-11-26T10:05:00Z",
+        "event.end": "2026-11-26T10:06:00Z",
+        "icsmon.alert.event_ids": ["e9"],
+    }
+    merged = merge_alert(stored, later)
+    assert merged is not None
+    assert (merged["event.start"], merged["event.end"]) == (
+        stored["event.start"],
+        later["event.end"],
+    )
 
 
 def test_merge_alert_without_event_ids_counts_each_arrival() -> None:
@@ -483,6 +556,8 @@ def test_a_quiet_sensor_is_flushed_by_the_background_thread(tmp_path: Path, docs
 
 def test_retention_keeps_the_newest_events_and_every_alert(tmp_path: Path, docs) -> None:
     events, alerts, _ = docs
+    events = list(events)
+    random.Random(5).shuffle(events)  # sensors' batches arrive out of time order
     path = tmp_path / "r.db"
     with Store(path, batch_size=50, max_events=100, background_flush=False) as st:
         for ev in events:
@@ -519,6 +594,28 @@ def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None
         assert st.counts() == {"event": 25, "alert": 5, "asset": 0}
     finally:
         blocker.close()
+        st.close()
+
+
+def test_a_full_disk_keeps_the_batch_until_there_is_room(tmp_path: Path, docs) -> None:
+    """SQLite's own "database or disk is full" (the file capped with max_page_count): the
+    batch waits, nothing is lost, and it lands once there is room again."""
+    path = tmp_path / "full.db"
+    st = Store(path, batch_size=10_000, flush_interval=0)
+    try:
+        pages = st._conn.execute("PRAGMA page_count").fetchone()[0]
+        st._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        for ev in docs[0]:
+            st.write("event", ev)
+        st.flush()
+        stats = st.stats()
+        assert stats["errors"] == 1 and stats["pending"] == len(docs[0])
+        assert stats["dropped"] == 0 and stats["rejected"] == 0
+        assert st.counts()["event"] == 0
+        st._conn.execute("PRAGMA max_page_count = 1073741823")
+        st.flush()
+        assert st.counts()["event"] == len(docs[0]) and st.stats()["pending"] == 0
+    finally:
         st.close()
 
 
@@ -674,9 +771,213 @@ def test_schema_versions_newer_refused_older_migrated(tmp_path: Path, monkeypatc
     conn.close()
 
 
+def test_two_processes_creating_one_store(tmp_path: Path) -> None:
+    """Several sensors started at once on a new file: the one that loses the race to create
+    the schema finds it made and uses it."""
+    path = tmp_path / "race.db"
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from pipeline.store import Store\n"
+        "with Store(sys.argv[1], flush_interval=0) as st:\n"
+        "    for i in range(200):\n"
+        "        st.write('event', {'event.id': f'{sys.argv[3]}-{i}', '@timestamp': i})\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path), str(REPO), f"p{n}"])
+        for n in range(4)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    with Store.open(path, readonly=True) as st:
+        assert st.counts()["event"] == 800
+    # the losing side of the race, made deterministic: the schema exists when it gets the lock
+    loser = Store.__new__(Store)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        Store._create(loser, conn)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
+# The layout version 1 stores were written with, kept to test the upgrade path.
+V1_SCHEMA = """
+CREATE TABLE events (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL, site TEXT,
+    protocol TEXT, action TEXT, observer TEXT, doc TEXT NOT NULL);
+CREATE INDEX events_ts ON events(ts);
+CREATE INDEX events_observer_ts ON events(observer, ts);
+CREATE TABLE alerts (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL,
+    severity INTEGER, site TEXT, rule_id TEXT, rule_name TEXT, protocol TEXT, observer TEXT,
+    org TEXT, doc TEXT NOT NULL);
+CREATE INDEX alerts_ts ON alerts(ts);
+CREATE INDEX alerts_site_ts ON alerts(site, ts);
+CREATE INDEX alerts_severity ON alerts(severity);
+CREATE INDEX alerts_rule ON alerts(rule_id);
+CREATE INDEX alerts_protocol ON alerts(protocol);
+CREATE TABLE alert_techniques (technique TEXT NOT NULL,
+    alert_rowid INTEGER NOT NULL REFERENCES alerts(rowid),
+    PRIMARY KEY (technique, alert_rowid)) WITHOUT ROWID;
+CREATE INDEX alert_techniques_alert ON alert_techniques(alert_rowid);
+CREATE TABLE assets (id TEXT PRIMARY KEY, site TEXT, ip TEXT, ip_key TEXT, vendor TEXT,
+    first_seen REAL, last_seen REAL, doc TEXT NOT NULL);
+CREATE INDEX assets_site_ip ON assets(site, ip_key);
+CREATE TABLE asset_roles (role TEXT NOT NULL, asset_id TEXT NOT NULL REFERENCES assets(id),
+    PRIMARY KEY (role, asset_id)) WITHOUT ROWID;
+"""
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path, docs) -> None:
+    """A store in the version 1 layout (documents inline, no community_id) is upgraded step
+    by step on a read-write open; everything in it reads back and the new filters work."""
+    events, alerts, _ = docs
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(V1_SCHEMA)
+    conn.executemany(
+        "INSERT INTO events (id, ts, site, protocol, action, observer, doc) VALUES (?,?,?,?,?,?,?)",
+        [
+            (
+                e["event.id"],
+                epoch(e),
+                e["labels.site"],
+                e["network.protocol"],
+                e["event.action"],
+                e["observer.name"],
+                json.dumps(e),
+            )
+            for e in events[:60]
+        ],
+    )
+    for a in alerts[:30]:
+        cur = conn.execute(
+            "INSERT INTO alerts (id, ts, severity, site, rule_id, rule_name, protocol, observer, "
+            "org, doc) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                a["event.id"],
+                epoch(a),
+                a["event.severity"],
+                a["labels.site"],
+                a["rule.id"],
+                a["rule.name"],
+                a["network.protocol"],
+                a["observer.name"],
+                a["organization.id"],
+                json.dumps(a),
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO alert_techniques VALUES (?, ?)",
+            [(t, cur.lastrowid) for t in a["threat.technique.id"]],
+        )
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+    assert "older" in one_line_error(path, readonly=True)
+    Store(path).close()  # a read-write open upgrades
+    with Store.open(path, readonly=True) as st:
+        assert [st.get_event(e["event.id"]) for e in events[:60]] == events[:60]
+        assert [st.get_alert(a["event.id"]) for a in alerts[:30]] == alerts[:30]
+        flow = alerts[3]["network.community_id"]
+        total, page = st.search_alerts(AlertFilter(community_id=flow))
+        assert total == sum(1 for a in alerts[:30] if a["network.community_id"] == flow) > 0
+        flow = events[5]["network.community_id"]
+        total, _ = st.search_events(AlertFilter(community_id=flow))
+        assert total == sum(1 for e in events[:60] if e["network.community_id"] == flow)
+        assert st.count_alerts_by(AlertFilter(), "threat.tactic.name") == sorted(
+            Counter(t for a in alerts[:30] for t in a["threat.tactic.name"]).items(),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
+        assert st.count_alerts_by(AlertFilter(), "rule.ruleset") == [("sigma", 30)]
+        assert st.count_alerts_by(AlertFilter(), "destination.port") == sorted(
+            Counter(str(a["destination.port"]) for a in alerts[:30]).items(),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
+    with Store(path, background_flush=False) as st:  # and it takes new documents
+        st.write("event", events[60])
+        st.flush()
+        assert st.get_event(events[60]["event.id"]) == events[60]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert "doc" not in [r[1] for r in conn.execute("PRAGMA table_info(events)")]
+    conn.close()
+
+
 def test_readonly_store_refuses_writes(filled: Path) -> None:
     with Store.open(filled, readonly=True) as st:
         with pytest.raises(StoreError):
             st.write("event", {"event.id": "x"})
         with pytest.raises(ValueError):
             Store.write(st, "bogus", {})
+
+
+# ---- whatever the documents hold -----------------------------------------------------------
+
+_FIELDS = st.sampled_from(
+    [
+        "@timestamp",
+        "event.id",
+        "event.severity",
+        "labels.site",
+        "network.protocol",
+        "network.community_id",
+        "observer.name",
+        "rule.id",
+        "rule.name",
+        "threat.technique.id",
+        "asset.id",
+        "asset.roles",
+        "asset.first_seen",
+        "asset.last_seen",
+        "host.ip",
+        "modbus.values",
+        "opcua.value",
+    ]
+)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["2026-11-26T10:00:00Z", "10.0.0.1", "T0855", "not-a-time", ""])
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_DOCS = st.dictionaries(_FIELDS, _VALUES, max_size=10)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["event", "alert", "asset"]), _DOCS), max_size=12))
+def test_malformed_documents_never_stop_the_store(batch: list[tuple[str, dict]]) -> None:
+    """Documents come from decoders fed by attackers: whatever they hold, write/flush/close
+    never raise, nothing is lost silently, and an event comes back as its JSON."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "h.db", batch_size=5, flush_interval=0)
+        for kind, doc in batch:
+            store.write(kind, doc)
+        store.flush()
+        stats = store.stats()
+        for kind, doc in batch:
+            doc_id = doc.get("event.id")
+            if kind == "event" and isinstance(doc_id, str) and doc_id:
+                got = store.get_event(doc_id)
+                assert got is not None
+                if sum(1 for k, d in batch if k == "event" and d.get("event.id") == doc_id) == 1:
+                    assert got == orjson.loads(dumps(doc))
+        store.close()
+    handled = (
+        stats["events"]
+        + stats["alerts"]
+        + stats["alerts_merged"]
+        + stats["duplicates"]
+        + stats["rejected"]
+    )
+    assets_in = sum(1 for k, _ in batch if k == "asset")
+    assert handled + assets_in >= len(batch) and stats["pending"] == 0
+    assert stats["rejected"] == 0  # odd values are kept in the document, never refused

@@ -27,7 +27,7 @@ from statistics import median
 from typing import Any
 
 from detectors.alerts import RuleMeta, build_alert, event_identity
-from detectors.baseline.features import Observation, observe, security_rank
+from detectors.baseline.features import IDENTITY_FIELDS, Observation, observe, security_rank
 from detectors.baseline.model import Baseline, iso, uncovered
 
 # Event fields a flush-time alert (no triggering event) borrows from the series' last event.
@@ -151,12 +151,15 @@ class BaselineDetector:
                     st = _Series(float(s["period"]), float(s.get("mad") or 0.0), conv_key, series_key)
                     self._series[(conv_key, series_key)] = st
                     self._by_server.setdefault(conv["server"], []).append(st)
+        self._clients: dict[tuple[str, str], set[str]] = {}  # (server, protocol) -> learned clients
+        for conv in self._convs.values():
+            self._clients.setdefault((conv["server"], conv["protocol"]), set()).add(conv["client"])
         self._server_security: dict[str, dict[str, set[str]]] = {}
         for conv in self._convs.values():
             for kind, counts in (conv.get("security") or {}).items():
                 self._server_security.setdefault(conv["server"], {}).setdefault(kind, set()).update(counts)
         self._seen_servers: dict[str, float] = {}
-        self._templates: dict[str, dict] = {}  # conversation -> fields for flush-time alerts
+        self._last_event: dict[str, dict] = {}  # known conversation -> its latest event
         self._once: OrderedDict[tuple, None] = OrderedDict()  # deviations already raised
         self._last_alert: OrderedDict[tuple, float] = OrderedDict()  # value deviations: last raised
         self._unknown: OrderedDict[str, int] = OrderedDict()  # unknown conversation -> highest class rank alerted
@@ -174,14 +177,15 @@ class BaselineDetector:
             return []
         self.stats["events"] += 1
         out = self._tick(obs.ts)
-        self._seen_servers.setdefault(obs.server, obs.ts)
+        if obs.server in self._by_server:  # only servers with learned polling: bounded by the baseline
+            self._seen_servers.setdefault(obs.server, obs.ts)
         self._check_assets(obs, event, out)
         conv = self._convs.get(obs.conversation)
         if conv is None:
             self._check_unknown_conversation(obs, event, out)
             self._check_security(None, obs, event, out)
         elif not obs.anomaly:
-            self._templates[obs.conversation] = _template(event)
+            self._last_event[obs.conversation] = event  # fields for a later polling alert
             self._check_operation(conv, obs, event, out)
             self._check_security(conv, obs, event, out)
             self._check_timing(conv, obs, event, out)
@@ -190,8 +194,13 @@ class BaselineDetector:
         self.stats["alerts"] += len(out)
         return out
 
+    def tick(self, now_ts: float) -> list[dict]:
+        """Timing checks on a live clock (call every few seconds): polling that stopped is
+        reported even when the whole network has gone quiet and no event arrives."""
+        return self.flush(now_ts)
+
     def flush(self, now_ts: float | None = None) -> list[dict]:
-        """Timing checks at ``now_ts`` (end of input, or a live clock tick)."""
+        """Timing checks at ``now_ts`` (default: the latest event time), e.g. at end of input."""
         now = now_ts if now_ts is not None else self._now
         if now is None:
             return []
@@ -262,12 +271,10 @@ class BaselineDetector:
                     expected=", ".join(macs), observed=mac, entry=f"assets[{ip!r}].macs", refs={"asset": ip}))
             if side == "server":
                 identity = asset.get("identity") or {}
-                for k, v in event.items():
-                    if not k.startswith("ics.device.") or v in (None, ""):
-                        continue
-                    name = k[11:]
+                for field_name, name in IDENTITY_FIELDS if identity else ():
+                    v = event.get(field_name)
                     learned = identity.get(name)
-                    if learned is None or str(learned) == str(v):
+                    if v is None or v == "" or learned is None or str(learned) == str(v):
                         continue
                     if not self._first(("identity", ip, name, str(v))):
                         continue
@@ -289,7 +296,7 @@ class BaselineDetector:
             client_known = obs.client in self._assets
             techniques = ([] if client_known else ["T0848"]) + op_techniques(obs.op_class, event, obs.function)
             severity = {"write": 85, "control": 90, "program": 90}.get(obs.op_class, 50) + (0 if client_known else 5)
-            clients = self.baseline.clients_of(obs.server, obs.protocol)
+            clients = sorted(self._clients.get((obs.server, obs.protocol), ()))
             expected = (f"clients of {obs.server} {obs.port}/{obs.protocol}: {', '.join(clients)}" if clients
                         else f"no {obs.protocol} client of {obs.server} port {obs.port}")
             out.append(self._alert(
@@ -308,7 +315,7 @@ class BaselineDetector:
         out.append(self._alert(
             "baseline-new-operation", techniques, _CLASS_SEVERITY.get(obs.op_class, 50) + 10, event,
             key=f"{key}|{obs.op_class}",
-            message=f"{obs.client}, on a conversation unknown to the baseline, now does {obs.function or obs.op_key} "
+            message=f"{obs.client}, on a conversation unknown to the baseline, now does {_what(obs)} "
                     f"({obs.op_class}) on {obs.server}.",
             expected=f"no {obs.op_class} operation from {obs.client}", observed=f"{obs.op_key} ({obs.op_class})",
             entry=f"conversations[{key!r}]", refs={"conversation": key, "operation": obs.op_key}))
@@ -320,13 +327,21 @@ class BaselineDetector:
         if op is None:
             if not self._first(("op", key, obs.op_key)):
                 return
+            techniques = op_techniques(obs.op_class, event, obs.function)
+            # a sequence (start upload, upload, end upload) is one deviation, not three
+            burst = ("op-burst", key, obs.op_class, tuple(techniques))
+            last = self._last_alert.get(burst)
+            self._last_alert[burst] = obs.ts
+            if last is not None and obs.ts - last < self.realert:
+                self.stats["suppressed"] += 1
+                return
             classes = sorted({o.get("class", "other") for o in ops.values()})
             severity = _CLASS_SEVERITY.get(obs.op_class, 40) + (10 if obs.op_class not in classes else 0)
             learned = ", ".join(f"{k} ({o.get('class')})" for k, o in sorted(ops.items()))
             out.append(self._alert(
-                "baseline-new-operation", op_techniques(obs.op_class, event, obs.function), severity, event,
+                "baseline-new-operation", techniques, severity, event,
                 key=f"{key}|{obs.op_key}",
-                message=f"{obs.client} did {obs.function or obs.op_key} ({obs.op_class}) on {obs.server} "
+                message=f"{obs.client} did {_what(obs)} ({obs.op_class}) on {obs.server} "
                         f"{obs.port}/{obs.protocol}; learned operations: {learned or 'none'}.",
                 expected=learned, observed=f"{obs.op_key} ({obs.op_class})",
                 entry=f"conversations[{key!r}].operations", refs={"conversation": key, "operation": obs.op_key}))
@@ -396,8 +411,8 @@ class BaselineDetector:
     def _check_timing(self, conv: dict, obs: Observation, event: dict, out: list[dict]) -> None:
         key = obs.conversation
         st = self._series.get((key, obs.series or ""))
-        if st is not None:
-            if st.last is not None and obs.ts > st.last:
+        if st is not None and (st.last is None or obs.ts > st.last):  # late events say nothing new
+            if st.last is not None:
                 st.recent.append(obs.ts - st.last)
             if st.stopped:
                 st.stopped = False  # polling resumed: a new silence is a new episode
@@ -415,7 +430,7 @@ class BaselineDetector:
                                 f"learned period {st.period:.3f} s (MAD {st.mad:.3f} s).",
                         expected=f"period {st.period:.3f} s, MAD {st.mad:.3f} s", observed=f"period {recent:.3f} s",
                         entry=f"conversations[{key!r}].polling[{st.key!r}]",
-                        refs={"conversation": key, "series": st.key}))
+                        refs={"conversation": key, "series": [st.key]}))
                 elif recent <= (1 + (self.slow_factor - 1) / 2) * st.period:
                     st.slowed = False
         rate = conv.get("rate") or {}
@@ -424,6 +439,8 @@ class BaselineDetector:
             return
         index = math.floor(obs.ts / self._bucket_width)
         bucket = self._buckets.get(key)
+        if bucket is not None and index < bucket[0]:
+            index = bucket[0]  # a late event counts in the current bucket
         if bucket is None or bucket[0] != index:
             bucket = self._buckets[key] = [index, 0, False]
         bucket[1] += 1
@@ -434,8 +451,8 @@ class BaselineDetector:
             severity = 60 + min(20, int(10 * math.log2(max(ratio / self.flood_factor, 1.0))))
             out.append(self._alert(
                 "baseline-request-flood", ["T0814"], severity, event, key=f"{key}|{index}",
-                message=f"{obs.client} -> {obs.server}: over {bucket[1] - 1} requests within {self._bucket_width:g} s; "
-                        f"learned at most {learned_max} (median {rate.get('median')}).",
+                message=f"{obs.client} -> {obs.server}: {bucket[1]} requests so far in this {self._bucket_width:g} s "
+                        f"bucket (threshold {int(limit)}); learned at most {learned_max} (median {rate.get('median')}).",
                 expected=f"at most {learned_max} requests per {self._bucket_width:g} s",
                 observed=f"more than {int(limit)} requests per {self._bucket_width:g} s",
                 entry=f"conversations[{key!r}].rate", refs={"conversation": key, "count": bucket[1]}))
@@ -528,7 +545,8 @@ class BaselineDetector:
                     stopped[st.conv].append((st, since))
             for conv_key, items in stopped.items():
                 conv = self._convs[conv_key]
-                template = self._templates.get(conv_key) or {
+                last = self._last_event.get(conv_key)
+                template = _template(last) if last is not None else {
                     "source.ip": conv["client"], "destination.ip": conv["server"],
                     "destination.port": conv["port"], "network.protocol": conv["protocol"],
                     "network.transport": "tcp"}
@@ -550,6 +568,13 @@ class BaselineDetector:
                     refs={"conversation": conv_key, "series": [st.key for st, _ in items]},
                     event_ids=ids or None))
         return out
+
+
+def _what(obs: Observation) -> str:
+    """The operation for people: its function name, and the baseline's key when that says more."""
+    if obs.function and obs.op_key and obs.op_key.lower() != obs.function.lower():
+        return f"{obs.function} [{obs.op_key}]"
+    return obs.function or obs.op_key or obs.op_class
 
 
 def _template(event: dict) -> dict:

@@ -22,6 +22,7 @@ from typing import Any
 
 MAX_SIGNATURE = 160  # characters of a series signature kept (long item lists are hashed down)
 MAX_VALUES_PER_EVENT = 512  # values folded per event (a 2000-register read is still bounded)
+MAX_ADDRESS = 1 << 32  # Modbus, S7 and OPC UA addresses all fit in 32 bits
 
 # Operation classes, from harmless to dangerous: drives severities and techniques.
 OP_CLASSES = ("session", "other", "read", "diagnostic", "write", "control", "program")
@@ -37,6 +38,14 @@ _MODBUS_SPACE = {
 SECURITY_MODE_RANK = {"invalid": 0, "none": 0, "sign": 1, "signandencrypt": 2, "sign_and_encrypt": 2}
 TOKEN_RANK = {"anonymous": 0, "username": 1, "user_name": 1, "certificate": 2, "x509": 2,
               "issued": 2, "issuedtoken": 2, "issued_token": 2}
+
+
+# Device identity fields the dissectors fill (sensor/protocols/base.py and each module's docstring).
+IDENTITY_FIELDS = tuple(
+    (f"ics.device.{name}", name)
+    for name in ("vendor", "product", "model", "order_number", "firmware", "serial", "name", "plant",
+                 "application_uri", "product_code", "server_id", "hardware_version", "module_name")
+)
 
 
 @dataclass(slots=True)
@@ -63,6 +72,8 @@ class Observation:
     def add_range(self, direction: str, space: str, start: Any, count: Any) -> None:
         if not isinstance(start, int) or not isinstance(count, int) or count <= 0 or start < 0:
             return
+        if start + count > MAX_ADDRESS:
+            return  # no protocol here addresses beyond 32 bits: a decoding artefact, not a range
         self.addresses.setdefault(direction, {}).setdefault(space, []).append(
             (start, start + count - 1)
         )
@@ -81,13 +92,15 @@ def conversation_key(client: str, server: str, port: int, protocol: str) -> str:
 
 
 _epoch_cache: dict[str, float] = {}
+_MAX_EPOCH = 253402300800  # 10000-01-01T00:00:00Z
 
 
 def event_time(event: dict) -> float | None:
     """``@timestamp`` as epoch seconds (cached per second: events cluster in time)."""
     ts = event.get("@timestamp")
     if isinstance(ts, int | float) and not isinstance(ts, bool):
-        return float(ts)
+        # epoch seconds between 1970 and 9999 (what an ISO timestamp can say), else unusable
+        return float(ts) if 0 <= ts < _MAX_EPOCH else None
     if not isinstance(ts, str) or len(ts) < 19:
         return None
     head = ts[:19]
@@ -96,6 +109,8 @@ def event_time(event: dict) -> float | None:
         try:
             base = datetime.fromisoformat(head + "+00:00").timestamp()
         except ValueError:
+            return None
+        if not 0 <= base < _MAX_EPOCH:
             return None
         if len(_epoch_cache) > 4096:
             _epoch_cache.clear()
@@ -131,7 +146,7 @@ def observe(event: dict) -> Observation | None:
     ts = event_time(event)
     if not (isinstance(client, str) and isinstance(server, str) and isinstance(protocol, str)):
         return None
-    if not isinstance(port, int) or ts is None:
+    if not isinstance(port, int) or not 0 <= port <= 65535 or ts is None:
         return None
     obs = Observation(protocol, client, server, port, ts, op_class(event))
     if event.get("event.action") == "anomaly":

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.baseline.features import Observation, observe
+from detectors.baseline.features import IDENTITY_FIELDS, Observation, observe
 from detectors.baseline.model import (
     DEFAULT_SETTINGS,
     Baseline,
@@ -19,6 +19,7 @@ from detectors.baseline.model import (
     hist_bin,
     iso,
     parse_iso,
+    prune,
 )
 
 # Connection-level facts kept per conversation (value -> count): who connects how. They feed
@@ -61,6 +62,8 @@ class BaselineLearner:
         merged = dict(DEFAULT_SETTINGS)
         merged.update(settings or {})
         self.doc = copy.deepcopy(base.doc) if base is not None else empty_document(merged)
+        if base is not None:
+            _restore_empty_entries(self.doc)
         self.settings = self.doc["settings"]
         self._start: float | None = parse_iso(self.doc["window"].get("start"))
         self._end: float | None = parse_iso(self.doc["window"].get("end"))
@@ -101,6 +104,7 @@ class BaselineLearner:
                 finalize_series(series, self.settings)
             if conv.get("rate"):
                 finalize_rate(conv["rate"])
+        prune(doc)
         doc["window"]["start"] = iso(self._start)
         doc["window"]["end"] = iso(self._end)
         return Baseline(doc)
@@ -131,9 +135,10 @@ class BaselineLearner:
             add_sorted(server["protocols"], obs.protocol, 64)
             if not add_sorted(server["peers"], obs.client, self.limits.max_peers) and obs.client not in server["peers"]:
                 self._truncate("peers")
-            for key, value in event.items():
-                if key.startswith("ics.device.") and isinstance(value, str | int) and value != "":
-                    server["identity"].setdefault(key[11:], value)
+            for key, name in IDENTITY_FIELDS:
+                value = event.get(key)
+                if value is not None and isinstance(value, str | int) and value != "":
+                    server["identity"][name] = value  # the latest wins: firmware moves forward
         conv = self._conversation(obs, stamp)
         if conv is None or obs.anomaly:
             return
@@ -224,6 +229,8 @@ class BaselineLearner:
         width = float(self.settings["rate_bucket_seconds"])
         index = math.floor(obs.ts / width)
         current = self._bucket.get(key)
+        if current is not None and index < current[0]:
+            index = current[0]  # a late event (transactions complete out of order): count it now
         if current is None or current[0] != index:
             if current is not None and current[1]:
                 _hist_add(conv.setdefault("rate", _new_rate(self.settings))["histogram"], str(current[1]))
@@ -240,9 +247,10 @@ class BaselineLearner:
             series = polling[series_key] = {"requests": 0, "histogram": {}}
         series["requests"] += 1
         last = self._last_request.get((key, series_key))
-        if last is not None and obs.ts > last:
-            _hist_add(series["histogram"], str(hist_bin(obs.ts - last)))
-        self._last_request[(key, series_key)] = obs.ts
+        if last is None or obs.ts > last:
+            if last is not None:
+                _hist_add(series["histogram"], str(hist_bin(obs.ts - last)))
+            self._last_request[(key, series_key)] = obs.ts
 
     def _values(self, server: dict, obs: Observation) -> None:
         points = server["points"]
@@ -279,3 +287,18 @@ def _new_rate(settings: dict) -> dict:
 
 def _hist_add(hist: dict, key: str) -> None:
     hist[key] = hist.get(key, 0) + 1
+
+
+def _restore_empty_entries(doc: dict) -> None:
+    """Put back the empty entries ``prune`` left out of a saved baseline (learning adds to them)."""
+    doc.setdefault("truncated", {})
+    for asset in doc["assets"].values():
+        for key, empty in (("macs", list), ("roles", list), ("protocols", list), ("peers", list),
+                           ("identity", dict), ("points", dict)):
+            asset.setdefault(key, empty())
+    for conv in doc["conversations"].values():
+        conv.setdefault("polling", {})
+        for op in conv["operations"].values():
+            op.setdefault("function", "")
+            for key in ("outcomes", "addresses", "nodes"):
+                op.setdefault(key, {})

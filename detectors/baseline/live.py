@@ -62,6 +62,10 @@ class LearnThenDetect:
         self.learner = None
         return baseline
 
+    def tick(self, now_ts: float) -> list[dict]:
+        """Live clock tick: timing checks once detecting (nothing while learning)."""
+        return self.detector.tick(now_ts) if self.detector is not None else []
+
     def flush(self, now_ts: float | None = None) -> list[dict]:
         if self.detector is None:
             if self.learner is not None:

@@ -20,8 +20,12 @@ Layout (``version`` 1; every entry keeps the counts and times behind it)::
           "attributes": {"s7comm.cotp.connection_type_name": {value: n}, ...}}}}
 
 Values are in a point's stats: ``{"count", "min", "max", "values": [...] | null}`` (the
-distinct values while there are at most ``max_value_set`` of them). Times are ISO 8601 UTC.
-The file is written with sorted keys and rounded floats: same input, byte-identical file.
+distinct values while there are at most ``max_value_set`` of them). Polling intervals are
+kept as a log-scale histogram (bin ``b`` stands for ``1.005 ** b`` seconds: 0.5% wide), so
+period (median) and jitter (MAD) come from bounded state and two baselines merge exactly.
+``accepted`` lists the alerts accepted into the baseline. Empty entries are left out. Times
+are ISO 8601 UTC. The file is written with sorted keys and rounded floats: same input,
+byte-identical file; an analyst may edit it (``Baseline.load`` checks what it relies on).
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ import copy
 import json
 import math
 import os
+import re
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,9 @@ class BaselineError(ValueError):
 # ---------------------------------------------------------------- small helpers
 
 
+_iso_cache: dict[int, str] = {}
+
+
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -57,7 +64,12 @@ def iso(ts: float | None) -> str | None:
     micros = round((ts - sec) * 1e6)
     if micros >= 1_000_000:
         sec, micros = sec + 1, micros - 1_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{micros:06d}Z"
+    head = _iso_cache.get(sec)
+    if head is None:  # events cluster in time: format each second once
+        if len(_iso_cache) > 4096:
+            _iso_cache.clear()
+        head = _iso_cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{head}.{micros:06d}Z"
 
 
 def parse_iso(text: Any) -> float | None:
@@ -93,11 +105,6 @@ def add_range(ranges: list[list[int]], lo: int, hi: int, cap: int) -> bool:
         _, k = min(gaps)
         ranges[k : k + 2] = [[ranges[k][0], ranges[k + 1][1]]]
     return True
-
-
-def covers(ranges: list[list[int]], lo: int, hi: int) -> bool:
-    i = bisect.bisect_right(ranges, [lo, float("inf")]) - 1
-    return i >= 0 and ranges[i][0] <= lo and ranges[i][1] >= hi
 
 
 def uncovered(ranges: list[list[int]], lo: int, hi: int) -> list[tuple[int, int]]:
@@ -189,7 +196,9 @@ def finalize_series(series: dict, settings: dict) -> None:
     n = sum(hist.values())
     series["intervals"] = n
     if not n:
-        series.update(period=None, mad=None, min=None, max=None, regular=False)
+        for key in ("period", "mad", "min", "max"):
+            series.pop(key, None)
+        series["regular"] = False
         return
     period = hist_quantile(hist, 0.5) or 0.0
     mad = hist_mad(hist, period)
@@ -260,6 +269,8 @@ def validate(doc: Any, path: str) -> None:
     for ip, asset in doc["assets"].items():
         if not isinstance(asset, dict):
             raise _fail(path, f"assets[{ip!r}] is not an object")
+        if not isinstance(asset.get("macs") or [], list) or not isinstance(asset.get("identity") or {}, dict):
+            raise _fail(path, f"assets[{ip!r}] needs a list of macs and an identity object")
         points = asset.get("points", {})
         if not isinstance(points, dict):
             raise _fail(path, f"assets[{ip!r}].points is not an object")
@@ -289,9 +300,18 @@ def validate(doc: Any, path: str) -> None:
             if not isinstance(series, dict) or (series.get("regular") and not (
                 _num(series.get("period")) and _num(series.get("mad")))):
                 raise _fail(path, f"{where}.polling[{series_key!r}] needs numeric period and mad")
+            nodes = op.get("nodes") or {}
+            if not isinstance(nodes, dict) or not all(
+                isinstance(n, list) and all(isinstance(x, str) for x in n) for n in nodes.values()
+            ):
+                raise _fail(path, f"{where}.operations[{op_key!r}].nodes needs lists of item ids")
         rate = conv.get("rate")
-        if rate is not None and not isinstance(rate, dict):
-            raise _fail(path, f"{where}.rate is not an object")
+        if rate is not None and (not isinstance(rate, dict) or not (rate.get("max") is None or _num(rate["max"]))):
+            raise _fail(path, f"{where}.rate needs a numeric max")
+        for section in ("security", "attributes"):
+            counts = conv.get(section) or {}
+            if not isinstance(counts, dict) or not all(isinstance(v, dict) for v in counts.values()):
+                raise _fail(path, f"{where}.{section} needs {{name: {{value: count}}}}")
 
 
 def _num(x: Any) -> bool:
@@ -302,8 +322,33 @@ def _range(x: Any) -> bool:
     return isinstance(x, list) and len(x) == 2 and isinstance(x[0], int) and isinstance(x[1], int) and x[0] <= x[1]
 
 
+# An innermost list of scalars spread over lines by the indenter (no bracket or brace inside;
+# JSON strings hold no raw newline, so a match never starts or ends inside a string).
+_SCALAR_LIST = re.compile(r"\[\n\s*([^\[\]{}]*?)\n\s*\]")
+_ITEM_BREAK = re.compile(r",\n\s*")
+
+
 def dumps(doc: dict) -> str:
-    return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    """Sorted keys, one entry per line, short lists ([lo, hi] ranges, value sets) on one line."""
+    text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    text = _SCALAR_LIST.sub(lambda m: "[" + _ITEM_BREAK.sub(", ", m.group(1)) + "]", text)
+    return text + "\n"
+
+
+def prune(doc: dict) -> None:
+    """Leave out empty entries: smaller, faster to load, easier to read."""
+    for conv in doc["conversations"].values():
+        for op in conv["operations"].values():
+            for key in ("outcomes", "nodes", "addresses", "function"):
+                if not op.get(key) and key in op:
+                    del op[key]
+        polling = conv.get("polling") or {}
+        for key in [k for k, series in polling.items() if not series.get("intervals")]:
+            del polling[key]  # a single request has no period to learn
+    for asset in doc["assets"].values():
+        for key in ("macs", "identity", "points"):
+            if not asset.get(key) and key in asset:
+                del asset[key]
 
 
 class Baseline:
@@ -319,14 +364,19 @@ class Baseline:
     def load(cls, path: str | os.PathLike[str]) -> Baseline:
         name = str(path)
         try:
-            with open(path, encoding="utf-8") as fh:
-                doc = json.load(fh)
+            with open(path, "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             raise BaselineError(f"{name}: baseline file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BaselineError(f"{name}: cannot read the baseline file: {exc}") from None
+        except OSError as exc:
+            raise BaselineError(f"{name}: cannot read the baseline file: {exc.strerror or exc}") from None
+        try:  # the standard parser: exact integers of any size (orjson turns big ones into floats)
+            doc = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BaselineError(f"{name}: not UTF-8 text") from None
         except json.JSONDecodeError as exc:
-            raise BaselineError(f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+            raise BaselineError(
+                f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
         validate(doc, name)
         baseline = cls(doc)
         baseline.path = name
@@ -357,10 +407,6 @@ class Baseline:
     def window(self) -> dict:
         return self.doc["window"]
 
-    def clients_of(self, server: str, protocol: str | None = None) -> list[str]:
-        return sorted({c["client"] for c in self.conversations.values()
-                       if c["server"] == server and (protocol is None or c["protocol"] == protocol)})
-
     def placeholders(self) -> dict[str, list[str]]:
         """Sigma placeholder values learned from traffic (``%modbus_masters%`` ...).
 
@@ -374,6 +420,8 @@ class Baseline:
         engineering: set[str] = set()
         operators: set[str] = set()
         writers: dict[str, set[str]] = {}
+        anonymous: set[str] = set()  # OPC UA clients seen with an anonymous identity token
+        insecure: set[str] = set()  # OPC UA clients seen on a channel without security
         for conv in self.conversations.values():
             proto = conv["protocol"].replace("-", "_")
             client = conv["client"]
@@ -390,6 +438,11 @@ class Baseline:
                 operators.add(client)
             if "write" in classes:
                 writers.setdefault(proto, set()).add(client)
+            security = conv.get("security") or {}
+            if "anonymous" in (security.get("identity_token") or {}):
+                anonymous.add(client)
+            if "None" in (security.get("security_mode") or {}):
+                insecure.add(client)
         out: dict[str, set[str]] = {}
         for proto, ips in clients.items():
             out[f"{proto}_clients"] = ips
@@ -402,6 +455,8 @@ class Baseline:
         out["modbus_masters"] = clients.get("modbus", set())
         out["modbus_slaves"] = servers.get("modbus", set())
         out["opcua_clients"] = clients.get("opcua", set())
+        out["opcua_anonymous_clients"] = anonymous
+        out["opcua_insecure_clients"] = insecure
         out["s7_clients"] = s7_clients
         out["s7_servers"] = s7_servers
         out["plcs"] = servers.get("modbus", set()) | s7_servers
@@ -411,6 +466,30 @@ class Baseline:
         out["known_servers"] = set().union(*servers.values())
         out["known_hosts"] = set(self.assets)
         return {k: sorted(v, key=_ip_sort_key) for k, v in sorted(out.items())}
+
+    def asset_documents(self, site: str = "") -> list[dict[str, Any]]:
+        """The learned assets as inventory documents (docs/schema.md "Asset"), for the store."""
+        docs = []
+        for ip, a in sorted(self.assets.items(), key=lambda item: _ip_sort_key(item[0])):
+            doc: dict[str, Any] = {
+                "asset.id": f"{site}:{ip}" if site else ip,
+                "host.ip": ip,
+                "asset.roles": list(a.get("roles") or []),
+                "asset.protocols": list(a.get("protocols") or []),
+                "asset.peers": list(a.get("peers") or []),
+                "asset.first_seen": a.get("first_seen"),
+                "asset.last_seen": a.get("last_seen"),
+                "@timestamp": a.get("last_seen"),
+                "event.kind": "asset",
+            }
+            if a.get("macs"):
+                doc["host.mac"] = a["macs"][-1]
+            if site:
+                doc["labels.site"] = site
+            for name, value in sorted((a.get("identity") or {}).items()):
+                doc[f"ics.device.{name}"] = value
+            docs.append(doc)
+        return docs
 
     # -- merging
 
@@ -546,10 +625,3 @@ def merge_documents(doc: dict, other: dict) -> None:
                 mine = c.setdefault(section, {}).setdefault(kind, {})
                 for value, n in counts.items():
                     mine[value] = mine.get(value, 0) + n
-
-
-def iter_regular_series(doc: dict) -> Iterable[tuple[str, str, dict]]:
-    for conv_key, conv in doc["conversations"].items():
-        for series_key, series in (conv.get("polling") or {}).items():
-            if series.get("regular"):
-                yield conv_key, series_key, series

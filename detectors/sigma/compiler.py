@@ -66,6 +66,8 @@ Predicate = Callable[[Event], bool]
 class Unsupported(ValueError):
     """A rule construct the matcher will not evaluate: the rule is refused at load."""
 
+    field: str | None = None  # the field concerned, to point at its line
+
 
 # Fields too common to narrow the candidate rules of an event: never used as anchors.
 WEAK_ANCHORS = frozenset(
@@ -169,9 +171,20 @@ Node = Eq | Test | Whole | Const | And | Or | Not
 
 @dataclass(slots=True)
 class Compiled:
+    """A rule's whole predicate, and how the engine's dispatch can skip most of it.
+
+    The engine groups rules by ``dataset`` (``event.dataset`` must equal it), by ``kind``
+    (``anomaly``: only anomaly events can match; ``transaction``: only other events) and
+    indexes them by ``anchor`` (a field whose value must be in a set). Those tests are done
+    once per event by the dispatch, so ``residual`` is the predicate without them.
+    """
+
     predicate: Predicate
-    anchor: tuple[str, frozenset[Any]] | None  # (field, keys) the event must hit to match
+    anchor: tuple[str, frozenset[Any]] | None
     fields: frozenset[str]  # every field the condition reads
+    residual: Predicate
+    dataset: str | None = None
+    kind: str = "both"  # "both" | "anomaly" | "transaction"
 
 
 # --- values -> nodes --------------------------------------------------------------------
@@ -257,7 +270,7 @@ def _cidr_test(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) ->
         ip = parse_ip(v)
         if ip is None:
             return False
-        for net in nets:
+        for net in nets:  # noqa: SIM110 (plain loop: faster than any() and a generator)
             if ip.version == net.version and ip in net:
                 return True
         return False
@@ -448,7 +461,11 @@ def to_node(cond: Any) -> Node:
             return Const(not inner.value)
         return Not(inner)
     if isinstance(cond, ConditionFieldEqualsValueExpression):
-        return _value_node(cond.field, cond.value)
+        try:
+            return _value_node(cond.field, cond.value)
+        except Unsupported as exc:
+            exc.field = exc.field or cond.field
+            raise
     if isinstance(cond, ConditionValueExpression):
         return _keyword_node(cond.value)
     raise Unsupported(f"condition element {type(cond).__name__} is not supported")
@@ -541,7 +558,7 @@ def _test_pred(field: str, test: Callable[[Any], bool]) -> Predicate:
         if v is None:
             return False
         if type(v) is list:
-            for x in v:
+            for x in v:  # noqa: SIM110 (a loop: any() with a generator is slower here)
                 if x is not None and test(x):
                     return True
             return False
@@ -608,13 +625,72 @@ def node_fields(node: Node) -> set[str]:
     return set()
 
 
+def _or_anchor(node: Or) -> Eq | None:
+    """An OR whose every branch requires an equality on one field requires the union of them."""
+    per_branch: list[dict[str, frozenset[Any]]] = []
+    for branch in node.items:
+        items = branch.items if isinstance(branch, And) else [branch]
+        eqs = {i.field: i.keys for i in items if isinstance(i, Eq)}
+        if not eqs:
+            return None
+        per_branch.append(eqs)
+    common = set(per_branch[0]).intersection(*per_branch[1:]) - WEAK_ANCHORS
+    for field in sorted(common):
+        if nested_path(field) is None:
+            return Eq(field, frozenset().union(*(b[field] for b in per_branch)))
+    return None
+
+
 def anchor_candidates(node: Node) -> list[Eq]:
-    """Equalities every match must satisfy (conjuncts at the root)."""
+    """Equalities every match must satisfy: conjuncts at the root, or implied by a root OR.
+
+    An anchor implied by an OR is not itself a conjunct, so taking it out of the residual
+    changes nothing (the OR still tests it)."""
     items = node.items if isinstance(node, And) else [node]
-    return [
+    out = [
         i for i in items
         if isinstance(i, Eq) and i.field not in WEAK_ANCHORS and nested_path(i.field) is None
     ]
+    for i in items:
+        if isinstance(i, Or) and (implied := _or_anchor(i)) is not None:
+            out.append(implied)
+    return out
+
+
+ANOMALY = frozenset({"anomaly"})
+
+
+def plan(node: Node, service: str | None, fields: frozenset[str]) -> Compiled:
+    """Split the root conjuncts the dispatch can test once per event off the predicate."""
+    rest = list(node.items) if isinstance(node, And) else [node]
+    dataset = None
+    if service:
+        want = "ics." + service.replace("-", "_")
+        for item in rest:
+            if isinstance(item, Eq) and item.field == "event.dataset" and item.keys == {want}:
+                dataset = want
+                rest.remove(item)
+                break
+    kind = "both"
+    for item in rest:
+        if isinstance(item, Eq) and item.field == "event.action" and item.keys == ANOMALY:
+            kind = "anomaly"
+        elif (
+            isinstance(item, Not) and isinstance(item.item, Eq)
+            and item.item.field == "event.action" and item.item.keys == ANOMALY
+        ):
+            kind = "transaction"
+        else:
+            continue
+        rest.remove(item)
+        break
+    anchors = anchor_candidates(And(rest))
+    anchor = anchors[0] if anchors else None
+    residual = [i for i in rest if i is not anchor]
+    check = closure(_simplify(And(residual)) if residual else Const(True))
+    return Compiled(
+        closure(node), (anchor.field, anchor.keys) if anchor else None, fields, check, dataset, kind
+    )
 
 
 def compile_condition(cond: Any) -> tuple[Node, Predicate]:

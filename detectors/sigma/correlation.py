@@ -22,6 +22,7 @@ Event = dict[str, Any]
 
 SUPPORTED_TYPES = ("event_count", "value_count", "temporal", "temporal_ordered")
 SUPPORTED_OPS = ("gte", "gt")
+_UNSET = object()
 
 
 @dataclass(slots=True)
@@ -75,19 +76,29 @@ class Correlation:
         self.max_groups = max_groups
         self._groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
         self._latest = float("-inf")
+        self._next_expiry = float("-inf")
+        # Per base rule: the event fields holding its group-by values and counted value.
+        self._sources: dict[str, tuple[str, ...]] = {
+            name: tuple(self.aliases.get(g, {}).get(name, g) for g in group_by) for name in rule_names
+        }
+        self._value_source: dict[str, str] = {
+            name: self.aliases.get(value_field, {}).get(name, value_field)
+            for name in rule_names
+            if value_field
+        }
         self.evicted = 0
         self.fired = 0
+        self._counts_values = kind == "value_count"
+        self._recent: _Group | None = None  # the group fed last (skips an LRU move)
 
     def _group_key(self, rule_name: str, event: Event) -> tuple[Any, ...] | None:
         values = []
-        for name in self.group_by:
-            source = self.aliases.get(name, {}).get(rule_name, name)
+        for source in self._sources[rule_name]:
             v = event.get(source)
             if v is None:
                 return None  # an event without the group field cannot be grouped
-            if type(v) is list:
-                v = tuple(v)
-            values.append(v)
+            t = type(v)
+            values.append(v if t is str or t is int else _hashable(v))
         return tuple(values)
 
     def _expire(self, now: float) -> None:
@@ -98,23 +109,52 @@ class Correlation:
             if group.last >= horizon:
                 break
             del groups[key]
+            if group is self._recent:
+                self._recent = None
 
-    def feed(self, rule_name: str, event: Event, ts: float, event_id: str) -> Firing | None:
-        key = self._group_key(rule_name, event)
+    def feed(
+        self, rule_name: str, event: Event, ts: float, event_id: str,
+        keys: dict[tuple[str, ...], Any] | None = None,
+    ) -> Firing | None:
+        """A base rule matched ``event`` at event time ``ts``. ``keys`` caches group keys
+        between the correlations fed by one event."""
+        if keys is None:
+            key = self._group_key(rule_name, event)
+        else:
+            sources = self._sources[rule_name]
+            key = keys.get(sources, _UNSET)
+            if key is _UNSET:
+                key = keys[sources] = self._group_key(rule_name, event)
         if key is None:
             return None
         if ts > self._latest:
             self._latest = ts
-            self._expire(ts)
-        group = self._groups.get(key)
+            if ts >= self._next_expiry:  # sweep idle groups a few times per timespan
+                self._expire(ts)
+                self._next_expiry = ts + self.timespan / 4
+        groups = self._groups
+        group = groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group()
-            if len(self._groups) > self.max_groups:
-                self._groups.popitem(last=False)
+            group = groups[key] = _Group()
+            if len(groups) > self.max_groups:
+                groups.popitem(last=False)
                 self.evicted += 1
-        else:
-            self._groups.move_to_end(key)
-        group.last = max(group.last, ts)
+        elif self._recent is not group:  # keep LRU order; the same group again needs no move
+            groups.move_to_end(key)
+        self._recent = group
+        if ts > group.last:
+            group.last = ts
+        if self._counts_values:
+            v = event.get(self._value_source[rule_name])
+            if v is None:
+                return None
+            values = group.values
+            t = type(v)
+            if t is not int and t is not str:
+                v = _hashable(v)
+            if len(values) < self.need - 1 or (v in values and len(values) < self.need):
+                values[v] = (ts, event_id)  # cannot reach the threshold yet: just remember it
+                return None
         horizon = ts - self.timespan
         firing: Firing | None = None
         if self.kind == "event_count":
@@ -126,21 +166,14 @@ class Correlation:
                 times.popleft()
             if len(times) >= self.need:
                 firing = Firing(event, {}, len(times), [i for _, i in times], times[0][0])
-        elif self.kind == "value_count":
-            assert self.value_field is not None
-            source = self.aliases.get(self.value_field, {}).get(rule_name, self.value_field)
-            v = event.get(source)
-            if v is None:
-                return None
-            if type(v) is list:
-                v = tuple(v)
+        elif self._counts_values:
             values = group.values
-            values.pop(v, None)  # re-insert: dict order = least recently seen first
             values[v] = (ts, event_id)
-            for old in [k for k, (t, _) in values.items() if t < horizon]:
-                del values[old]
-            while len(values) > self.need:
-                del values[next(iter(values))]
+            # Fewer distinct values than needed cannot fire: only then look at their age
+            # (the dict never holds more than `need` values, so the scan is short).
+            if len(values) >= self.need:
+                for old in [k for k, (seen, _) in values.items() if seen < horizon]:
+                    del values[old]
             if len(values) >= self.need:
                 firing = Firing(
                     event, {}, len(values), [i for _, i in values.values()],
@@ -153,6 +186,7 @@ class Correlation:
         firing.group = dict(zip(self.group_by, key, strict=True))
         # Start afresh: one firing per window's worth of events.
         del self._groups[key]
+        self._recent = None
         self.fired += 1
         return firing
 
@@ -186,3 +220,12 @@ class Correlation:
     @property
     def groups(self) -> int:
         return len(self._groups)
+
+
+def _hashable(v: Any) -> Any:
+    """Group and value keys from event values of any shape (lists, objects)."""
+    if type(v) is list:
+        return tuple(_hashable(x) for x in v)
+    if type(v) is dict:
+        return repr(sorted(v.items(), key=repr))
+    return v

@@ -30,7 +30,7 @@ from sigma.types import SigmaFieldReference
 
 from detectors.alerts import RuleMeta
 from detectors.attack_ics import TECHNIQUES, tactic_from_tag, technique_from_tag
-from detectors.sigma.compiler import Compiled, Unsupported, anchor_candidates, closure, to_node
+from detectors.sigma.compiler import Compiled, Unsupported, to_node
 from detectors.sigma.correlation import SUPPORTED_OPS, SUPPORTED_TYPES
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,15 @@ class Problem:
 
     def __str__(self) -> str:
         rid = f" [{self.rule_id}]" if self.rule_id else ""
-        return f"{self.path}:{self.line}:{rid} {self.severity}: {self.message}"
+        return f"{_shown(self.path)}:{self.line}:{rid} {self.severity}: {self.message}"
+
+
+def _shown(path: str) -> str:
+    """A path relative to the working directory when it is below it (shorter messages)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return path
 
 
 class RuleLoadError(ValueError):
@@ -133,6 +141,8 @@ def locate(path: Path | str | None, *hints: str) -> int:
             continue
         for key, line in keys:
             if key == hint or key.split("|", 1)[0] == hint:
+                return line
+            if hint.startswith("|") and hint + "|" in key + "|":  # a modifier: "|in"
                 return line
     return 1
 
@@ -271,7 +281,10 @@ def load_pack(
             pack.problems.append(Problem(", ".join(map(str, paths)), 1, "", "no rule files (*.yml)"))
         return pack
     collection = SigmaCollection.load_ruleset(files, collect_errors=True)
+    in_rules = {id(e) for r in collection.rules for e in r.errors}  # reported per rule below
     for err in collection.errors:
+        if id(err) in in_rules:
+            continue
         src = getattr(err, "source", None)
         path = src.path if src is not None and src.path else "?"
         line = src.line if src is not None and src.line else locate(path, "detection")
@@ -303,6 +316,11 @@ def load_pack(
 def _load_rule(rule: SigmaRule, pipeline: ProcessingPipeline, pack: Pack) -> LoadedRule | None:
     path = rule.source.path if rule.source else None
     rid = rule.id or rule.name or rule.title
+    if rule.errors:  # parsed with collect_errors: the rule is unusable, say why
+        for e in rule.errors:
+            msg = str(e).split(" in ")[0].strip()
+            pack.problems.append(_problem(path, rid, msg, *_hints(msg), "detection"))
+        return None
     ls = rule.logsource
     if ls.product != PRODUCT or ls.category is not None:
         pack.problems.append(
@@ -332,17 +350,17 @@ def _load_rule(rule: SigmaRule, pipeline: ProcessingPipeline, pack: Pack) -> Loa
             fields |= _condition_fields(cond)
             nodes.append(to_node(cond))
     except Unsupported as exc:
-        pack.problems.append(_problem(path, rid, str(exc), *_hints(str(exc)), "detection"))
+        pack.problems.append(
+            _problem(path, rid, str(exc), exc.field or "", *_hints(str(exc)), "detection")
+        )
         return None
     except SigmaError as exc:
         pack.problems.append(_problem(path, rid, str(exc), "detection"))
         return None
-    from detectors.sigma.compiler import Or, _simplify
+    from detectors.sigma.compiler import Or, _simplify, plan
 
     node = nodes[0] if len(nodes) == 1 else _simplify(Or(nodes))
-    anchors = anchor_candidates(node)
-    anchor = (anchors[0].field, anchors[0].keys) if anchors else None
-    compiled = Compiled(closure(node), anchor, frozenset(fields))
+    compiled = plan(node, ls.service, frozenset(fields))
     return LoadedRule(
         meta=rule_meta(rule),
         name=rule.name,
@@ -355,10 +373,13 @@ def _load_rule(rule: SigmaRule, pipeline: ProcessingPipeline, pack: Pack) -> Loa
 
 
 def _hints(message: str) -> list[str]:
-    # Messages quote the field they concern ("... on field 'x'"): use it to find the line.
+    # Messages quote what they concern ("... on field 'x'", "Unknown modifier 'in'").
     import re
 
-    return re.findall(r"'([^']+)'", message)
+    quoted = re.findall(r"'([^']+)'", message)
+    if "modifier" in message.lower():
+        return ["|" + q for q in quoted] + quoted
+    return quoted
 
 
 def _load_correlation(

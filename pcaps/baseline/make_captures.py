@@ -22,6 +22,7 @@ Scenarios (name -> what differs from normal operation):
 - attack_flood          the HMI sends 300 back-to-back reads at 6 s
 - attack_plc_stop       the HMI sends S7 PLC STOP at 6 s
 - attack_opcua_write    127.0.5.67, never seen before, writes an OPC UA variable at 6 s
+- attack_program_upload the HMI uploads block DB1 from the S7 PLC at 6 s
 
 Run as root (ports 102/502 and tcpdump): ``.venv/bin/python pcaps/baseline/make_captures.py
 [SCENARIO...]``. Writes ``pcaps/baseline/<scenario>.pcap``.
@@ -213,19 +214,22 @@ def rogue_modbus_writer(clock: Clock) -> None:
     client.close()
 
 
-def hmi_s7(clock: Clock, stop_plc_at: float | None = None) -> None:
+def hmi_s7(clock: Clock, stop_plc_at: float | None = None, upload_at: float | None = None) -> None:
     import snap7
 
     _bind.ip = HMI
     client = snap7.client.Client()
     client.connect(S7_PLC, 0, 1, 102)
     tick = 0
-    stopped = False
+    stopped = uploaded = False
     while clock.sleep_until(0.1 + tick * 1.0):
         t = 0.1 + tick * 1.0
         if stop_plc_at is not None and t >= stop_plc_at and not stopped:
             stopped = True
             client.plc_stop()
+        if upload_at is not None and t >= upload_at and not uploaded:
+            uploaded = True
+            client.upload(1)  # DB1: start upload, upload, end upload
         client.db_read(1, 0, 16)
         if tick % 5 == 0:
             client.get_cpu_info()  # SZL 0x001C over S7 userdata: CPU identity
@@ -300,6 +304,7 @@ SCENARIOS: dict[str, tuple[float, dict[str, Worker]]] = {
     "attack_flood": (14.0, normal(hmi_modbus=lambda c: hmi_modbus(c, flood_at=ATTACK_AT))),
     "attack_plc_stop": (14.0, normal(hmi_s7=lambda c: hmi_s7(c, stop_plc_at=ATTACK_AT))),
     "attack_opcua_write": (14.0, normal(rogue=rogue_opcua_writer)),
+    "attack_program_upload": (14.0, normal(hmi_s7=lambda c: hmi_s7(c, upload_at=ATTACK_AT))),
 }
 
 

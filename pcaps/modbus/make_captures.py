@@ -4,9 +4,12 @@ Run as root (tcpdump on ``lo`` and the server on port 502 need it), from the rep
 
     .venv/bin/python pcaps/modbus/make_captures.py            # all captures
     .venv/bin/python pcaps/modbus/make_captures.py polling    # just one
+    .venv/bin/python pcaps/modbus/make_captures.py --out /tmp/m   # elsewhere (to compare)
 
 For each capture a pymodbus TCP server listens on 127.0.0.1:502 and a pymodbus client
-connects from 127.0.0.2 while ``tcpdump -i lo -U -w FILE 'tcp port 502'`` records. Requests
+connects from 127.0.0.2 while ``tcpdump -i lo --immediate-mode -B 8192 -U -n -w FILE
+'host 127.0.0.2 and tcp port 502'`` records (a capture is recorded again if tcpdump reports
+kernel drops). Requests
 pymodbus has no client call for (an undefined function code, a quantity over the limit) are
 sent as raw MBAP bytes on a plain socket, still answered by the pymodbus server. The server
 answers from a fixed datastore, so the payloads are the same on every run (TCP ports, sequence
@@ -15,6 +18,7 @@ numbers and timestamps differ).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import re
@@ -268,9 +272,9 @@ def stop_tcpdump(proc: subprocess.Popen[bytes]) -> int:
     return int(match.group(1)) if match else 0
 
 
-async def record(name: str, scenario: Scenario) -> int:
+async def record(name: str, scenario: Scenario, out_dir: Path) -> int:
     """Record one capture; return the kernel's drop count (0 for a complete capture)."""
-    path = HERE / f"modbus_{name}.pcap"
+    path = out_dir / f"modbus_{name}.pcap"
     server = ModbusTcpServer(make_device(), identity=make_identity(), address=SERVER)
     serve = asyncio.create_task(server.serve_forever())
     for _ in range(100):  # wait until the listener is up
@@ -297,19 +301,27 @@ async def record(name: str, scenario: Scenario) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await serve
         dropped = await asyncio.to_thread(stop_tcpdump, dump)
-    print(f"{path.relative_to(HERE.parent.parent)}: {path.stat().st_size} bytes")
+    print(f"{path}: {path.stat().st_size} bytes")
     return dropped
 
 
 def main(argv: list[str]) -> None:
-    names = argv or list(SCENARIOS)
+    parser = argparse.ArgumentParser(description="Record the pymodbus captures (as root).")
+    parser.add_argument(
+        "names", nargs="*", help=f"captures to make (default all: {', '.join(SCENARIOS)})"
+    )
+    parser.add_argument("--out", type=Path, default=HERE, help="folder for the captures")
+    args = parser.parse_args(argv)
+    names = args.names or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        sys.exit(f"unknown capture(s) {unknown}; choose from {list(SCENARIOS)}")
+        parser.error(f"unknown capture(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    # pymodbus logs its own complaints about the deliberately bad requests: expected output.
+    args.out.mkdir(parents=True, exist_ok=True)
     print(f"pymodbus {pymodbus.__version__}, Python {sys.version.split()[0]}")
     for name in names:
         for attempt in range(1, ATTEMPTS + 1):
-            if asyncio.run(record(name, SCENARIOS[name])) == 0:
+            if asyncio.run(record(name, SCENARIOS[name], args.out)) == 0:
                 break
             print(f"    packets were dropped, recording {name} again ({attempt}/{ATTEMPTS})")
         else:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import ipaddress
 import math
 import shutil
 import signal
@@ -39,14 +40,14 @@ from pathlib import Path
 import dpkt
 from asyncua import Client, Server, ua
 from asyncua.common.connection import TransportLimits
-from asyncua.crypto import security_policies, uacrypto
+from asyncua.crypto import security_policies
 from asyncua.crypto.cert_gen import (
     dump_private_key_as_pem,
     generate_private_key,
     generate_self_signed_app_certificate,
 )
-from asyncua.server.user_managers import UserManager
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -61,7 +62,9 @@ HERE = Path(__file__).resolve().parent
 class _Users(UserManager):
     """Accepts operator/secret only."""
 
-    def get_user(self, iserver, username=None, password=None, certificate=None):  # noqa: ANN001, ANN201
+    def get_user(
+        self, iserver: object, username: str | None = None, password: str | None = None, certificate: object = None
+    ) -> User | None:
         if username is None:
             return User(role=UserRole.User)
         if username == "operator" and password == "secret":
@@ -100,7 +103,7 @@ async def _server(limits: TransportLimits | None = None, users: bool = False, se
     for key in ("speed", "running", "counter", "setpoints", "big"):
         await nodes[key].set_writable()
 
-    async def start(parent, mode):  # noqa: ANN001, ANN202
+    async def start(parent: ua.NodeId, mode: ua.Variant) -> list[ua.Variant]:
         return [ua.Variant(mode.Value > 0, ua.VariantType.Boolean)]
 
     nodes["start"] = await pump.add_method(
@@ -138,7 +141,7 @@ async def _client_anonymous(nodes: dict) -> None:
             def __init__(self) -> None:
                 self.seen = 0
 
-            def datachange_notification(self, node, val, data) -> None:  # noqa: ANN001
+            def datachange_notification(self, node: object, val: object, data: object) -> None:
                 self.seen += 1
 
         handler = Handler()
@@ -205,12 +208,11 @@ def _make_certs(folder: Path) -> None:
         key = generate_private_key()
         cert = generate_self_signed_app_certificate(
             key, f"icsmon test {name}", {"organizationName": "icsmon test"},
-            [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"), x509.IPAddress(__import__("ipaddress").ip_address(HOST))],
+            [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))],
             [usage],
         )
         (folder / f"{name}.pem").write_bytes(dump_private_key_as_pem(key))
         (folder / f"{name}.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    assert uacrypto  # imported for its side effect of registering the crypto backends
 
 
 async def _scenario(name: str, tmp: Path) -> None:

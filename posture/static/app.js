@@ -167,7 +167,7 @@ function renderOverview() {
       axisLine: { lineStyle: { width: 14, color: [[0.5, RATING_COLOR.poor], [0.7, RATING_COLOR.elevated], [0.85, RATING_COLOR.guarded], [1, RATING_COLOR.good]] } },
       pointer: { width: 4, itemStyle: { color: "#e6edf3" } }, axisTick: { show: false }, splitLine: { length: 10, lineStyle: { color: "#0d1726" } },
       axisLabel: { color: "#9fb3c8", distance: 16, fontSize: 10 },
-      detail: { valueAnimation: true, fontSize: 30, color: RATING_COLOR[sc.rating], offsetCenter: [0, "38%"], formatter: (v) => v.toFixed(1) },
+      detail: { valueAnimation: false, fontSize: 30, color: RATING_COLOR[sc.rating], offsetCenter: [0, "38%"], formatter: (v) => v.toFixed(1) },
       title: { offsetCenter: [0, "70%"], color: "#c9d6e3", fontSize: 14 },
       data: [{ value: sc.score, name: t(`rating.${sc.rating}`) }],
     }],

@@ -62,9 +62,13 @@ Userdata: ``s7comm.userdata.type`` (0 push, 4 request, 8 response) / ``type_name
   ``s7comm.userdata.sequence_number``, ``s7comm.userdata.return_code`` and
   ``s7comm.userdata.error_code`` (the response's; a non-zero error code is a failure),
   ``s7comm.userdata.last_data_unit`` (false when more fragments follow),
-  ``s7comm.szl.id`` / ``s7comm.szl.index`` / ``s7comm.szl.record_count``, ``s7comm.clock``
+  ``s7comm.szl.id`` / ``s7comm.szl.index`` / ``s7comm.szl.record_count``,
+  ``s7comm.szl.follow_up`` (a request for the next part of a long SZL answer), ``s7comm.clock``
   (ISO time read or set), ``s7comm.mode`` (mode-transition pushes), ``s7comm.block.counts``
-  (list blocks answer), ``s7comm.block.count`` (list blocks of type answer). Password data
+  (list blocks answer), ``s7comm.block.count`` (list blocks of type answer), from a get block
+  info answer the block header: ``s7comm.block.author``, ``family``, ``name``, ``version``,
+  ``checksum``, ``language``, ``load_memory_length``, ``mc7_length``, ``code_timestamp``,
+  ``interface_timestamp`` (ISO, local PLC time). Password data
   (security group) is never copied into records.
   Identity from SZL 0x0011 / 0x001C answers sent by the server: ``ics.device.vendor``,
   ``order_number``, ``firmware``, ``hardware`` (SZL 0x0011), ``name`` (automation system
@@ -99,6 +103,7 @@ reported once per episode: the parser then skips to the next plausible TPKT head
 
 from __future__ import annotations
 
+import datetime
 import re
 import struct
 from dataclasses import dataclass, field
@@ -118,6 +123,7 @@ _COTP_CR, _COTP_CC, _COTP_DR, _COTP_DC, _COTP_DT, _COTP_ER = 0xE0, 0xD0, 0x80, 0
 _COTP_KNOWN = frozenset({_COTP_CR, _COTP_CC, _COTP_DR, _COTP_DC, _COTP_DT, _COTP_ER})
 _TPKT_MAX = 65535
 _MAX_DATA_BYTES = 256  # item data copied into records (hex); the length is always given
+_EPOCH_1984 = datetime.datetime(1984, 1, 1)
 _MAX_UPLOAD_IDS = 64  # upload id -> block kept per connection to name upload/end-upload jobs
 REQUEST_TIMEOUT = 30.0  # seconds of capture time before an unanswered request is reported
 
@@ -318,6 +324,13 @@ def _s7_time(raw: bytes) -> str | None:
     if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
         return None
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{msec:03d}"
+
+
+def _s7_block_time(raw: bytes) -> str:
+    """Block header time: milliseconds since midnight (4 bytes), days since 1984-01-01 (2)."""
+    ms, days = int.from_bytes(raw[0:4], "big"), int.from_bytes(raw[4:6], "big")
+    when = _EPOCH_1984 + datetime.timedelta(days=days, milliseconds=ms)
+    return when.isoformat(timespec="milliseconds")
 
 
 @dataclass(slots=True)
@@ -985,6 +998,21 @@ class Parser:
         elif sub == 3 and utype == 4 and len(body) >= 8:
             f.update(_parse_filename(body[0:8]))
             f.pop("s7comm.block.filename", None)
+        elif sub == 3 and utype == 8 and len(body) >= 78:  # block info: the block's header
+            subblk = body[11]
+            f["s7comm.block.type"] = BLOCK_TYPES.get(f"{subblk:02X}", f"0x{subblk:02x}")
+            f["s7comm.block.number"] = int.from_bytes(body[12:14], "big")
+            f["s7comm.block.language"] = body[10]
+            f["s7comm.block.load_memory_length"] = int.from_bytes(body[14:18], "big")
+            f["s7comm.block.mc7_length"] = int.from_bytes(body[40:42], "big")
+            f["s7comm.block.code_timestamp"] = _s7_block_time(body[22:28])
+            f["s7comm.block.interface_timestamp"] = _s7_block_time(body[28:34])
+            for key, start in (("author", 42), ("family", 50), ("name", 58)):
+                text = _ascii(body[start : start + 8])
+                if text:
+                    f["s7comm.block." + key] = text
+            f["s7comm.block.version"] = f"{body[66] >> 4}.{body[66] & 0x0F}"
+            f["s7comm.block.checksum"] = int.from_bytes(body[68:70], "big")
 
     # -- pairing and records ----------------------------------------------------------------
 
@@ -1027,10 +1055,17 @@ class Parser:
         if resp is not None:
             rec["event.duration"] = int(round((resp.ts - req.ts) * 1e9))
             rec["s7comm.response.rosctr"] = resp.rosctr
+            # A follow-up SZL request (no SZL id: "send the next part") gets raw list bytes back,
+            # without the SZL header its first bytes would otherwise be read as.
+            follow_up = function == "read_szl" and "s7comm.szl.id" not in req.fields
+            if follow_up:
+                rec["s7comm.szl.follow_up"] = True
             for key, value in resp.fields.items():
                 renamed = _RESPONSE_RENAMES.get(key, key)
                 if renamed is None or (key in _REQUEST_VIEW and key in rec):
                     continue  # the request names the service; the response repeats it
+                if follow_up and key.startswith("s7comm.szl."):
+                    continue
                 rec[renamed] = value
             if function == "unknown":
                 function, action, operation = resp.function, resp.action, resp.operation
@@ -1041,7 +1076,7 @@ class Parser:
                 for item, rc in zip(items, resp.return_codes, strict=False):
                     item["return_code"] = rc
                     item["return_code_name"] = RETURN_CODES.get(rc, f"0x{rc:02x}")
-            if resp.device and not resp.to_server:
+            if resp.device and not resp.to_server and not follow_up:
                 for key, value in resp.device.items():
                     rec["ics.device." + key] = value
         elif req.device and not req.to_server:

@@ -1,0 +1,242 @@
+"""Load generator and latency benchmark for the posture API.
+
+Seeds a province (default: 16 cities, 4,000 enterprises, 6,000 sites, 10 million alerts over
+90 days) into Elasticsearch (or the embedded store), starts the posture API on 127.0.0.1 and
+measures the summary and search endpoints at province and enterprise scope: p50 / p95 / max
+over real HTTP requests. Prints a table and writes JSON. Numbers, not asserts.
+
+    .venv/bin/python bench/bench_posture.py --alerts 1000000            # Elasticsearch
+    .venv/bin/python bench/bench_posture.py --store /tmp/b.db --alerts 200000
+    .venv/bin/python bench/bench_posture.py --reuse --keep ...           # query an earlier load
+
+See bench/README.md for what was run and the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from posture import seed  # noqa: E402
+from posture.orgfile import parse_org  # noqa: E402
+from posture.state import PostureState  # noqa: E402
+
+CHUNK = 5000
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--es", default="http://127.0.0.1:9200", help="Elasticsearch URL")
+    ap.add_argument("--store", type=Path, help="use the embedded store at this path instead")
+    ap.add_argument("--prefix", default="icsmon-bench", help="Elasticsearch index prefix")
+    ap.add_argument("--alerts", type=int, default=10_000_000)
+    ap.add_argument("--cities", type=int, default=16)
+    ap.add_argument("--enterprises", type=int, default=4000)
+    ap.add_argument("--sites", type=int, default=6000)
+    ap.add_argument("--days", type=float, default=90.0, help="alerts spread over this many days")
+    ap.add_argument("--queries", type=int, default=40, help="timed requests per query kind")
+    ap.add_argument("--workers", type=int, default=2, help="parallel bulk requests while loading")
+    ap.add_argument("--reuse", action="store_true", help="skip loading: query the existing data")
+    ap.add_argument("--keep", action="store_true", help="keep the data afterwards")
+    ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--seed", type=int, default=7)
+    return ap.parse_args()
+
+
+def batches(registry: dict[str, Any], args: argparse.Namespace, now: float):
+    """(kind, flat doc) lists of CHUNK documents: alerts, then sensor events, then assets."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    gen = seed.generate(registry, args.alerts, now - args.days * 86400, now - 60,
+                        seed=args.seed, with_events=False)
+    for item in gen:
+        out.append(item)
+        if len(out) >= CHUNK:
+            yield out
+            out = []
+    out += [("event", e) for e in seed.heartbeat_events(registry, now, seed=args.seed)]
+    out += [("asset", a) for a in seed.assets(registry, now, seed=args.seed)]
+    while out:
+        yield out[:CHUNK]
+        out = out[CHUNK:]
+
+
+def load_es(registry: dict[str, Any], args: argparse.Namespace, now: float):
+    from pipeline.config import load_config
+    from pipeline.es import EsQueryBackend, EsStore
+
+    cfg = load_config(env={}, overrides={"elasticsearch": {"url": args.es,
+                                                          "index_prefix": args.prefix,
+                                                          "request_timeout": 120}})
+    es_store = EsStore(cfg)
+    info: dict[str, Any] = {}
+    if not args.reuse:
+        es_store.delete_all()
+        es_store.setup()
+        t0 = time.perf_counter()
+        total = 0
+        with ThreadPoolExecutor(args.workers) as pool:
+            pending = []
+            for chunk in batches(registry, args, now):
+                pending.append(pool.submit(seed.es_bulk, es_store, chunk))
+                if len(pending) >= args.workers * 2:
+                    total += pending.pop(0).result()
+                    if total % 200_000 < CHUNK:
+                        print(f"  loaded {total:,} documents "
+                              f"({total / (time.perf_counter() - t0):,.0f}/s)", flush=True)
+            total += sum(p.result() for p in pending)
+        es_store.refresh()
+        info["load_s"] = round(time.perf_counter() - t0, 1)
+        info["documents"] = total
+    stats = es_store.client.indices.stats(index=f"{args.prefix}-*", metric="docs,store")
+    info["alerts_indexed"] = es_store.client.count(index=es_store.alias("alert"))["count"]
+    info["store_bytes"] = stats["_all"]["primaries"]["store"]["size_in_bytes"]
+    info["indices"] = len(stats["indices"])
+    return EsQueryBackend(cfg), es_store, info
+
+
+def load_store(registry: dict[str, Any], args: argparse.Namespace, now: float):
+    from pipeline.store import Store
+
+    store = Store.open(args.store, batch_size=5000)
+    info: dict[str, Any] = {}
+    if not args.reuse:
+        t0 = time.perf_counter()
+        total = 0
+        for chunk in batches(registry, args, now):
+            for kind, doc in chunk:
+                store.write(kind, doc)
+            total += len(chunk)
+        store.flush()
+        info["load_s"] = round(time.perf_counter() - t0, 1)
+        info["documents"] = total
+    info["alerts_indexed"] = store.counts()["alert"]
+    info["store_bytes"] = os.path.getsize(store.path)
+    return store, None, info
+
+
+def serve(backend: Any, state: PostureState) -> tuple[Any, int]:
+    import uvicorn
+
+    from posture.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(backend, state), host="127.0.0.1",
+                                           port=port, log_level="warning", access_log=False))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, port
+
+
+def timed(port: int, token: str, paths: list[str], warmup: int = 2) -> list[float]:
+    """Milliseconds per request, over one keep-alive connection, after warm-up requests."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    headers = {"Authorization": f"Bearer {token}"}
+    out = []
+    for i, path in enumerate(paths[:warmup] + paths):
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        ms = (time.perf_counter() - t0) * 1000
+        if resp.status != 200:
+            raise RuntimeError(f"GET {path}: {resp.status} {body[:300]!r}")
+        if i >= warmup:
+            out.append(ms)
+    conn.close()
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def main() -> None:
+    args = parse_args()
+    rng = random.Random(args.seed)
+    registry = seed.make_registry(args.enterprises, args.sites, args.cities, seed=args.seed)
+    now = time.time()
+    print(f"province: {args.cities} cities, {args.enterprises} enterprises, {args.sites} sites; "
+          f"{args.alerts:,} alerts over {args.days:g} days -> "
+          f"{'store ' + str(args.store) if args.store else 'Elasticsearch ' + args.es}", flush=True)
+    backend, es_store, info = (load_store if args.store else load_es)(registry, args, now)
+    print(f"data: {json.dumps(info)}", flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="posture-bench-"))
+    state = PostureState(tmp / "posture.db")
+    state.import_org(parse_org(registry, "bench registry"))
+    province = state.create_token("bench", "province-analyst", None)
+    ents = sorted(state.org().enterprises)
+    server, port = serve(backend, state)
+
+    n = args.queries
+    ent_pick = [rng.choice(ents) for _ in range(n)]
+    ent_tokens = {e: state.create_token(f"bench-{e}", "enterprise-operator", e)
+                  for e in set(ent_pick)}
+    filters = ["", "&min_severity=70", "&protocol=modbus", "&technique=T0855", "&q=S7"]
+
+    def q(path: str, **params: Any) -> str:
+        return f"{path}?{urllib.parse.urlencode(params)}"
+
+    kinds: dict[str, tuple[str | None, list[str]]] = {
+        "province summary 24 h": (province, [q("/api/summary", hours=24)] * n),
+        "province summary 7 d": (province, [q("/api/summary", hours=168)] * n),
+        "province summary 90 d": (province, [q("/api/summary", hours=2160)] * max(5, n // 4)),
+        "city summary 24 h": (province, [q("/api/summary", hours=24,
+                                           scope=f"city:{rng.choice(list(state.org().cities))}")
+                                         for _ in range(n)]),
+        "province search 24 h": (province, [q("/api/alerts", hours=24, limit=50)
+                                            + rng.choice(filters) for _ in range(n)]),
+        "province search 30 d, page 20": (province, [q("/api/alerts", hours=720, limit=50,
+                                                       offset=950) for _ in range(n)]),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for name, (token, paths) in kinds.items():
+        ms = timed(port, token or province, paths)
+        results[name] = {"n": len(ms), "p50_ms": round(statistics.median(ms), 1),
+                         "p95_ms": round(pct(ms, 95), 1), "max_ms": round(max(ms), 1)}
+        print(f"  {name:34s} p50 {results[name]['p50_ms']:8.1f} ms   "
+              f"p95 {results[name]['p95_ms']:8.1f} ms   max {results[name]['max_ms']:8.1f} ms",
+              flush=True)
+    # Enterprise scope: each request as that enterprise's own user.
+    for name, path in (("enterprise summary 24 h", "/api/summary?hours=24"),
+                       ("enterprise summary 90 d", "/api/summary?hours=2160"),
+                       ("enterprise search 90 d", "/api/alerts?hours=2160&limit=50")):
+        ms = []
+        for e in ent_pick:
+            ms += timed(port, ent_tokens[e], [path], warmup=0)
+        results[name] = {"n": len(ms), "p50_ms": round(statistics.median(ms), 1),
+                         "p95_ms": round(pct(ms, 95), 1), "max_ms": round(max(ms), 1)}
+        print(f"  {name:34s} p50 {results[name]['p50_ms']:8.1f} ms   "
+              f"p95 {results[name]['p95_ms']:8.1f} ms   max {results[name]['max_ms']:8.1f} ms",
+              flush=True)
+    server.should_exit = True
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                        "data": info, "latency": results}, indent=2))
+    if es_store is not None and not args.keep:
+        es_store.delete_all()
+    backend.close()
+    state.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Processing pipelines (pySigma YAML) shared by the matcher and the converter."""

@@ -1,0 +1,240 @@
+"""``icsmon rules``: check, list and convert Sigma rule packs.
+
+Wiring only: loading and compiling live in ``detectors.sigma``, conversion in
+``detectors.sigma.convert``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from detectors.sigma.loader import (
+    SHIPPED_RULES,
+    Problem,
+    SiteConfigError,
+    check_known,
+    load_pack,
+    locate,
+    resolve_placeholders,
+    rule_files,
+)
+
+app = typer.Typer(
+    help="Check, list and convert Sigma rule packs (default: the shipped rules/).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+# pySigma validators left out: they download MITRE data (no network on a sensor or in CI).
+# icsmon checks ATT&CK for ICS ids itself against detectors/attack_ics.py.
+OFFLINE_EXCLUDED = ("attacktag", "d3_fendtag")
+VALIDATION_CONFIG = Path(__file__).resolve().parent.parent / "detectors" / "sigma" / "sigma-validation.yml"
+
+RulesDir = Annotated[
+    Path | None,
+    typer.Argument(help="Folder (or file) of Sigma rules; default: the shipped rules/ pack."),
+]
+SiteConfig = Annotated[
+    Path | None,
+    typer.Option("--site-config", help="Site YAML with 'placeholders:' host lists."),
+]
+
+
+class Target(enum.StrEnum):
+    lucene = "lucene"
+    esql = "esql"
+    eql = "eql"
+
+
+class ListFormat(enum.StrEnum):
+    table = "table"
+    json = "json"
+
+
+class ConvertFormat(enum.StrEnum):
+    plain = "plain"
+    json = "json"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=False)
+    return typer.Exit(code)
+
+
+def _values(site_config: Path | None) -> dict[str, list[str]]:
+    try:
+        return resolve_placeholders(site_config)
+    except SiteConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _where(rules_dir: Path | None) -> Path:
+    path = rules_dir or SHIPPED_RULES
+    if not path.exists():
+        raise _fail(f"{path}: no such file or directory")
+    return path
+
+
+_ISSUE_KEYS = (
+    ("tag", "tags"), ("title", "title"), ("identifier", "id"), ("date", "date"),
+    ("description", "description"), ("level", "level"), ("status", "status"),
+    ("falsepositive", "falsepositives"), ("reference", "references"), ("author", "author"),
+    ("logsource", "logsource"), ("condition", "condition"),
+)  # fmt: skip
+
+
+def _pysigma_issues(path: Path) -> list[Problem]:
+    """pySigma's own validators (those that work offline) over every rule file."""
+    from sigma.collection import SigmaCollection
+    from sigma.plugins import InstalledSigmaPlugins
+    from sigma.validation import SigmaValidator
+
+    validators = InstalledSigmaPlugins.autodiscover().validators
+    chosen = [v for name, v in validators.items() if name not in OFFLINE_EXCLUDED]
+    validator = SigmaValidator(chosen)
+    collection = SigmaCollection.load_ruleset(rule_files([path]), collect_errors=True)
+    problems: list[Problem] = []
+    for issue in validator.validate_rules(r for r in collection.rules if not r.errors):
+        name = type(issue).__name__
+        hint = next((key for word, key in _ISSUE_KEYS if word in name.lower()), "detection")
+        for rule in issue.rules:
+            src = rule.source.path if rule.source and rule.source.path else None
+            problems.append(
+                Problem(
+                    str(src or "?"), locate(src, hint), str(rule.id or ""),
+                    f"{name}: {issue.description}", "warning",
+                )
+            )
+    return problems
+
+
+@app.command("check")
+def check(
+    rules_dir: RulesDir = None,
+    site_config: SiteConfig = None,
+    strict: Annotated[
+        bool, typer.Option("--strict/--lenient", help="Fail on pySigma warnings too.")
+    ] = True,
+) -> None:
+    """Validate every rule: it parses and compiles, uses known fields and ATT&CK for ICS ids,
+    and passes pySigma's validators. One line per problem: FILE:LINE: [RULE ID] message."""
+    path = _where(rules_dir)
+    pack = load_pack([path], _values(site_config))
+    problems = [*pack.problems, *check_known(pack), *_pysigma_issues(path)]
+    problems.sort(key=lambda p: (p.path, p.line, p.message))
+    for p in problems:
+        print(str(p))
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity != "error"]
+    n = len(pack.rules) + len(pack.correlations)
+    err.print(
+        f"{n} rules checked ({len(pack.correlations)} correlations): "
+        f"{len(errors)} errors, {len(warnings)} warnings",
+        highlight=False,
+    )
+    if errors or (strict and warnings):
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_rules(
+    rules_dir: RulesDir = None,
+    fmt: Annotated[ListFormat, typer.Option("--format", help="table or json")] = ListFormat.table,
+) -> None:
+    """List the rules: id, title, level, protocol, ATT&CK for ICS techniques."""
+    path = _where(rules_dir)
+    pack = load_pack([path], _values(None))
+    for p in pack.problems:
+        err.print(str(p), highlight=False, soft_wrap=True, markup=False)
+    rows = []
+    for r in pack.rules:
+        rows.append(
+            {
+                "id": r.meta.id, "title": r.meta.name, "level": r.meta.level,
+                "service": r.service or "any", "type": "rule" if r.output else "base",
+                "techniques": list(r.meta.techniques), "path": r.meta.path,
+            }
+        )
+    for c in pack.correlations:
+        services = {r.service for r in pack.rules if r.meta.id in c.rules}
+        rows.append(
+            {
+                "id": c.meta.id, "title": c.meta.name, "level": c.meta.level,
+                "service": (services.pop() if len(services) == 1 else None) or "any",
+                "type": c.kind, "techniques": list(c.meta.techniques), "path": c.meta.path,
+            }
+        )
+    rows.sort(key=lambda r: (r["service"], r["path"]))
+    if fmt == ListFormat.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return
+    table = Table(show_lines=False)
+    for col in ("id", "title", "level", "protocol", "type", "techniques"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["id"], row["title"], row["level"], row["service"], row["type"],
+            ", ".join(row["techniques"]),
+        )
+    Console(width=200).print(table)
+    if pack.problems:
+        raise typer.Exit(1)
+
+
+@app.command("convert")
+def convert_rules(
+    to: Annotated[Target, typer.Option("--to", help="Query language: lucene, esql or eql.")],
+    rules_dir: RulesDir = None,
+    site_config: SiteConfig = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    fmt: Annotated[
+        ConvertFormat,
+        typer.Option("--format", help="plain: one query per line; json: one object per rule."),
+    ] = ConvertFormat.plain,
+) -> None:
+    """Convert the rules to Elasticsearch queries with the same pipeline the sensor uses."""
+    from detectors.sigma.convert import convert
+
+    path = _where(rules_dir)
+    try:
+        result = convert(to.value, path, site_config)
+    except SiteConfigError as exc:
+        raise _fail(str(exc)) from None
+    lines = []
+    for q in result.queries:
+        if fmt == ConvertFormat.json:
+            lines.append(
+                json.dumps(
+                    {"id": q.rule_id, "title": q.title, "path": q.path, "query": q.query},
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            lines.append(q.query)
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"{output}: cannot write: {exc.strerror}") from None
+    for p, rid, reason in result.skipped:
+        err.print(f"{p}:{locate(p, 'correlation')}: [{rid}] skipped: {reason}", highlight=False, soft_wrap=True, markup=False)
+    for p, rid, reason in result.errors:
+        err.print(f"{p}:{locate(p, 'detection')}: [{rid}] error: {reason}", highlight=False, soft_wrap=True, markup=False)
+    if result.errors:
+        raise typer.Exit(1)
