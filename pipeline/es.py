@@ -199,6 +199,13 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "s7comm.block.more_data": BOOL,
     "s7comm.malformed": BOOL,
     "s7comm.szl.follow_up": BOOL,
+    "s7comm.diagnostic.events": {
+        "type": "object",
+        "properties": {
+            "event_id": LONG, "event_class": LONG, "priority_class": LONG, "ob_number": LONG,
+            "time": K,
+        },
+    },
     "s7comm.block.counts": FREE,
     "s7comm.items": {
         "type": "object",

@@ -94,7 +94,7 @@ class Indexer:
     # ---- main loop ------------------------------------------------------------------------
 
     def run(self, once: bool = False, max_idle_s: float | None = None,
-            on_batch: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
+            on_poll: Callable[[Indexer], None] | None = None) -> dict[str, int]:
         """Index until stopped; with ``once``, until the topics' ends as of the first assignment."""
         targets: dict[TopicPartition, int] | None = None
         idle_since = time.monotonic()
@@ -106,8 +106,8 @@ class Indexer:
             if batch:
                 idle_since = time.monotonic()
                 self._process(batch)
-                if on_batch:
-                    on_batch(self.counters)
+            if on_poll:
+                on_poll(self)
             if once and targets is not None and self._reached(targets):
                 break
             if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:

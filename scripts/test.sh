@@ -33,6 +33,10 @@ export PATH="$root/.venv/bin:$PATH"
 log "ruff"
 ruff check .
 
+log "rule pack: icsmon rules check, sigma check"
+icsmon rules check rules/
+sigma check -i -c detectors/sigma/sigma-validation.yml rules/
+
 # -- services --------------------------------------------------------------------------
 if [ -x deploy/services.sh ]; then
   log "starting Kafka and Elasticsearch (deploy/services.sh)"

@@ -24,7 +24,7 @@ from sensor import decode as dec
 from sensor.assets import AssetTracker
 from sensor.capture import CaptureError, CaptureReader, Frame
 from sensor.events import Context, dataset, flow_uid, iso_timestamp, mac_str
-from sensor.flows import ACK, FIN, HALF, RST, SEQ_MASK, SYN, Flow, FlowLimits, evict_candidates
+from sensor.flows import ACK, FIN, HALF, PSH, RST, SEQ_MASK, SYN, Flow, FlowLimits, evict_candidates
 from sensor.protocols import DISSECTORS
 from sensor.protocols.base import DEVICE_FIELDS
 
@@ -103,6 +103,7 @@ class Engine:
                 "flows_idle_evicted",
                 "flows_cap_evicted",
                 "retransmissions",
+                "keepalives",
                 "out_of_order",
                 "gaps",
                 "gap_bytes",
@@ -404,6 +405,10 @@ class Engine:
         if payload:
             nxt = d.next_seq
             if nxt is None:  # mid-stream pick-up
+                if len(payload) == 1 and not flags & PSH:
+                    # a keep-alive probe (one old byte, sent at next - 1): not a stream start
+                    stats["keepalives"] += 1
+                    return
                 nxt = d.next_seq = seq
             diff = (seq - nxt) & SEQ_MASK
             if diff == 0:

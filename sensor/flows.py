@@ -29,6 +29,7 @@ HALF = 0x80000000
 FIN = 0x01
 SYN = 0x02
 RST = 0x04
+PSH = 0x08
 ACK = 0x10
 
 _PORTS = struct.Struct("!BxHH")

@@ -33,6 +33,7 @@ from tests.pipeline_support import (
     read_jsonl,
     require_services,
     topic_messages,
+    wait_for,
 )
 
 pytestmark = pytest.mark.services
@@ -275,36 +276,44 @@ def test_two_indexers_share_the_partitions(tmp_path: Path) -> None:
     require_services()
     pipe = make_pipe(tmp_path, indexer={"batch_size": 200})
     setup(pipe.cfg)
+    members = [Indexer(pipe.cfg, client_id=f"indexer-{k}") for k in range(2)]
+    assigned: list[set[Any]] = [set(), set()]
+
+    def note(member: Indexer) -> None:
+        assigned[members.index(member)] = set(member.consumer.assignment())
+
+    threads = [threading.Thread(target=m.run, kwargs={"on_poll": note}) for m in members]
     sink = KafkaSink.from_config(pipe.cfg)
     try:
+        for t in threads:
+            t.start()
+        wait_for("both members to get partitions",
+                 lambda: all(assigned) and not (assigned[0] & assigned[1])
+                 and len(assigned[0] | assigned[1]) == 9, limit_s=120)
         n = 6000
         for i in range(n):
             sink.write("event", event_doc(i, site=f"site-{i % 12}"))  # 12 keys over 3 partitions
         sink.flush()
         assert sink.stats()["acked"] == n
-        members = [Indexer(pipe.cfg, client_id=f"indexer-{k}") for k in range(2)]
-        assigned: list[set[Any]] = [set(), set()]
 
-        def run(k: int) -> None:
-            def note(_counters: dict[str, int]) -> None:
-                assigned[k] |= members[k].consumer.assignment()
-            members[k].run(max_idle_s=8, on_batch=note)
+        def all_indexed() -> bool:
+            return sum(m.counters["indexed"] for m in members) >= n
 
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+        wait_for("every document to be indexed", all_indexed, limit_s=180)
+    finally:
+        for m in members:
+            m.stop()
         for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
+            t.join(60)
         for m in members:
             m.close()
-        assert all(assigned), f"a member got no partition: {assigned}"
+        sink.close()
+    try:
+        assert all(m.counters["indexed"] > 0 for m in members), [m.counters for m in members]
         ids = [h["_id"] for h in es_docs(pipe, "event")]
         assert len(ids) == n and len(set(ids)) == n
-        consumed = sum(m.counters["consumed"] for m in members)
-        assert consumed >= n
         assert committed(pipe) == end_offsets(pipe)
     finally:
-        sink.close()
         drop_pipe(pipe)
 
 

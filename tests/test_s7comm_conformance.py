@@ -212,6 +212,24 @@ def _our_block_info(records: list[dict]) -> Counter:
     return seen
 
 
+def _tshark_diagnostics(tshark: str, path: Path) -> Counter:
+    fields = ["s7comm.header.pduref", "s7comm.cpu.diag_msg.eventid", "s7comm.cpu.diag_msg.obnumber", "s7comm.cpu.diag_msg.prioclass"]
+    seen: Counter = Counter()
+    for ref, ids, obs, prios in tshark_rows(tshark, path, "s7comm.cpu.diag_msg.eventid", fields):
+        events = zip(ids.split(","), obs.split(","), prios.split(","), strict=True)
+        seen[(int(ref), tuple((int(i, 16), int(o), int(p)) for i, o, p in events))] += 1
+    return seen
+
+
+def _our_diagnostics(records: list[dict]) -> Counter:
+    seen: Counter = Counter()
+    for r in records:
+        if "s7comm.diagnostic.events" in r:
+            events = tuple((e["event_id"], e["ob_number"], e["priority_class"]) for e in r["s7comm.diagnostic.events"])
+            seen[(r["s7comm.pdu_reference"], events)] += 1
+    return seen
+
+
 SERVICE_CAPTURES = [n for n in CAPTURES if n.startswith("s7comm/")]
 
 
@@ -223,6 +241,8 @@ def test_userdata_and_block_services_match_tshark(name: str, public_pcaps: Path,
     assert ours == theirs, f"only ours {list(ours - theirs)[:3]}, only tshark {list(theirs - ours)[:3]}"
     ours, theirs = _our_block_info(records), _tshark_block_info(tshark, path)
     assert ours == theirs, f"block info: only ours {list(ours - theirs)[:3]}, only tshark {list(theirs - ours)[:3]}"
+    ours, theirs = _our_diagnostics(records), _tshark_diagnostics(tshark, path)
+    assert ours == theirs, f"diagnostics: only ours {list(ours - theirs)[:2]}, only tshark {list(theirs - ours)[:2]}"
 
 
 # -- S7comm-plus ----------------------------------------------------------------------------

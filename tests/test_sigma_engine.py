@@ -608,3 +608,17 @@ def test_sigma_filters_apply_to_the_rules_they_name(tmp_path: Path) -> None:
     engine = SigmaEngine.load(tmp_path, dedup_window=0)
     assert fires(engine, event(modbus__function_code=6, source__ip="10.0.0.66"))
     assert not fires(engine, event(modbus__function_code=6, source__ip="10.0.0.5"))
+
+
+def test_cached_event_time_is_exactly_event_time() -> None:
+    """The engine's per-second time cache must give the very float event_time() gives
+    (alert timestamps and correlation windows depend on it)."""
+    from detectors.sigma.engine import event_time
+    from detectors.sigma.loader import Pack
+
+    engine = SigmaEngine(Pack())
+    rng = random.Random(3)
+    stamps = [ts(rng.uniform(0, 120)) for _ in range(5000)] + ["2026-11-26T10:00:00Z", "junk", None, 7.5]
+    for stamp in stamps:
+        ev = {"@timestamp": stamp}
+        assert engine._time(ev) == event_time(ev), stamp

@@ -64,7 +64,10 @@ Userdata: ``s7comm.userdata.type`` (0 push, 4 request, 8 response) / ``type_name
   ``s7comm.userdata.last_data_unit`` (false when more fragments follow),
   ``s7comm.szl.id`` / ``s7comm.szl.index`` / ``s7comm.szl.record_count``,
   ``s7comm.szl.follow_up`` (a request for the next part of a long SZL answer), ``s7comm.clock``
-  (ISO time read or set), ``s7comm.mode`` (mode-transition pushes), ``s7comm.block.counts``
+  (ISO time read or set), ``s7comm.mode`` (mode-transition pushes),
+  ``s7comm.diagnostic.events`` (list of ``event_id``, ``event_class``, ``priority_class``,
+  ``ob_number``, ``time``: a pushed diagnostic message, or the entries of a diagnostic
+  buffer read, SZL 0x00A0), ``s7comm.block.counts``
   (list blocks answer), ``s7comm.block.count`` (list blocks of type answer), from a get block
   info answer the block header: ``s7comm.block.author``, ``family``, ``name``, ``version``,
   ``checksum``, ``language``, ``load_memory_length``, ``mc7_length``, ``code_timestamp``,
@@ -324,6 +327,18 @@ def _s7_time(raw: bytes) -> str | None:
     if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
         return None
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{msec:03d}"
+
+
+def _diag_event(raw: bytes) -> dict[str, object]:
+    """One 20-byte diagnostic buffer entry: event id, priority class, OB, time (BCD)."""
+    event_id = int.from_bytes(raw[0:2], "big")
+    event: dict[str, object] = {
+        "event_id": event_id, "event_class": event_id >> 12, "priority_class": raw[2], "ob_number": raw[3],
+    }  # fmt: skip
+    when = _s7_time(raw[12:20])
+    if when:
+        event["time"] = when
+    return event
 
 
 def _s7_block_time(raw: bytes) -> str:
@@ -936,7 +951,9 @@ class Parser:
         f["s7comm.userdata.return_code"] = rc
         if rc != 0xFF and plen < 8 and utype != 4:
             pdu.failed = True
-        if group == 2 and sub in (1, 5, 7) and len(body) >= 2:  # cyclic subscriptions carry items
+        if group == 4 and sub == 3 and len(body) >= 20:  # a diagnostic buffer entry, pushed
+            f["s7comm.diagnostic.events"] = [_diag_event(body[0:20])]
+        elif group == 2 and sub in (1, 5, 7) and len(body) >= 2:  # cyclic subscriptions carry items
             count = int.from_bytes(body[0:2], "big")
             f["s7comm.item_count"] = count
             if utype == 4:
@@ -963,6 +980,8 @@ class Parser:
         records = [body[8 + k * rec_len : 8 + (k + 1) * rec_len] for k in range(min(count, self.limits.max_items))]
         records = [r for r in records if len(r) == rec_len]
         dev = pdu.device
+        if szl_id & 0xFF == 0xA0 and rec_len == 20:  # diagnostic buffer
+            pdu.fields["s7comm.diagnostic.events"] = [_diag_event(r) for r in records]
         if szl_id & 0xFF == 0x11 and rec_len >= 22:  # module identification
             for r in records:
                 index = int.from_bytes(r[0:2], "big")
