@@ -92,7 +92,10 @@ def _open_sink(
         cfg = load_config(config)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    return KafkaSink.from_config(cfg, site=site)
+    try:
+        return KafkaSink.from_config(cfg, site=site)
+    except OSError as exc:  # the spool folder: in use by another sensor, or not writable
+        raise fail(str(exc)) from None
 
 
 def _detectors(

@@ -232,3 +232,20 @@ def test_secrets_never_reach_the_logs(env: Env, caplog: pytest.LogCaptureFixture
         assert secret_text not in caplog.text
     dump = json.dumps(env.state.audit_trail(limit=1000))
     assert "hunter2" not in dump and "s3cr3t" not in dump and secret not in dump
+
+
+def test_every_api_route_is_covered_by_the_tenancy_tests(env: Env) -> None:
+    """A new endpoint must join OBJECT_ENDPOINTS or HOME_GETS (or be public on purpose)."""
+    public = {("GET", "/api/config"), ("GET", "/api/i18n")}
+    covered = {(m, p.split("?")[0]) for eps in OBJECT_ENDPOINTS.values() for m, p, _ in eps}
+    covered |= {("GET", p.split("?")[0]) for p in HOME_GETS}
+    covered = {(m, p.replace("{id}", "{x}")) for m, p in covered}
+    routes = set()
+    for route in env.client.app.routes:
+        path = getattr(route, "path", "")
+        if path.startswith("/api/"):
+            for method in getattr(route, "methods", set()) - {"HEAD", "OPTIONS"}:
+                routes.add((method, re.sub(r"\{[a-z_]+\}", "{x}", path)))
+    assert routes - public - covered == set()
+    for method, path in public:
+        assert env.client.request(method, path).status_code == 200  # no data behind them
