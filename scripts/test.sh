@@ -9,7 +9,7 @@ root=$(pwd)
 log() { printf '\n== %s\n' "$*"; }
 
 # -- Debian packages ---------------------------------------------------------------------
-debs=(tshark tcpdump tcpreplay iproute2 chromium unzip curl maven openjdk-17-jdk-headless)
+debs=(tshark tcpdump tcpreplay iproute2 chromium fonts-noto-cjk unzip curl maven openjdk-17-jdk-headless)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

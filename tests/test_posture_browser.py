@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from posture import seed
 from tests.test_posture_api import Env, make_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -93,6 +94,18 @@ def test_dashboard_click_down_to_an_alert(served: tuple[Env, str], out_dir: Path
             expect(first).to_have_class(f"tile {worst['rating']}")
             page.wait_for_timeout(600)  # let the charts finish their entry animation
             page.screenshot(path=str(out_dir / "1-province.png"), full_page=True)
+
+            # Live refresh: a new alert reaches the page without a reload.
+            site = seed.registry_sites(env.registry)[0]
+            fresh, _ = seed.make_alert(site, 0, time.time() - 1, seed.RULES[4], 90_000, seed=3)
+            env.write([("alert", fresh)])
+            expect(page.locator("#kpis")).to_contain_text(f"{summary['alerts']['total'] + 1:,}",
+                                                          timeout=30_000)
+            expect(page.locator("#alerts")).to_contain_text(fresh["rule.name"])
+            # The new critical alert may reorder the tiles: follow the page's current worst.
+            worst = env.client.get("/api/summary", headers=env.h("province")).json()["children"][0]
+            first = page.locator(f'#tiles .tile[data-scope="city:{worst["id"]}"]')
+            expect(first).to_contain_text(worst["name_zh"])
 
             # Click down to the city: tiles become its enterprises, the breadcrumb follows.
             first.click()
