@@ -334,8 +334,13 @@ def sense(
     if fmt == Format.table:
         err.print(f"listening on {iface}" + (f" ({bpf})" if bpf else "") + "; Ctrl-C stops")
 
+    capture_error: list[str] = []
+
     def live_events():
-        yield from engine.run(source)
+        try:
+            yield from engine.run(source)
+        except CaptureError as exc:  # the interface went away: still flush what is open
+            capture_error.append(str(exc))
         yield from engine.finish()
 
     try:
@@ -343,8 +348,6 @@ def sense(
             printer.write(doc)
             if fmt == Format.jsonl:
                 printer.flush()
-    except CaptureError as exc:
-        raise fail(str(exc)) from None
     finally:
         printer.flush()
         _close_sink(out_sink)
@@ -353,6 +356,8 @@ def sense(
         counters["alerts"] = run.alerts
         counters.update({f"capture.{k}": v for k, v in source.stats().items()})
         print_stats(counters, title=f"sensor counters ({iface})")
+    if capture_error:
+        raise fail(capture_error[0], 1)
 
 
 @app.command()

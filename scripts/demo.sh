@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q -e . >/dev/null
+.venv/bin/pip install -q -e . >/dev/null 2>&1 || .venv/bin/pip install -e .
 store=$(mktemp -d)/demo.db
 demo=(pcaps/modbus/*.pcap pcaps/s7comm/*.pcap pcaps/opcua/*.pcap)
 existing=()

@@ -31,6 +31,7 @@ class AssetTracker:
         self.site = site
         self.max_assets = max_assets
         self._assets: dict[str, _Asset] = {}
+        self._roles: dict[str, tuple[str, str]] = {}  # protocol -> its two role names
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -46,42 +47,51 @@ class AssetTracker:
         return a
 
     def observe(self, event: dict, ts: float) -> None:
-        proto = event.get("network.protocol")
-        cip = event.get("source.ip")
-        sip = event.get("destination.ip")
-        if not proto or not cip or not sip or event.get("event.action") == "anomaly":
+        get = event.get
+        proto = get("network.protocol")
+        cip = get("source.ip")
+        sip = get("destination.ip")
+        if not proto or not cip or not sip or get("event.action") == "anomaly":
             return
-        client = self._get(cip, ts)
-        server = self._get(sip, ts)
-        for asset, role, mac, peer in (
-            (client, f"{proto}-client", event.get("source.mac"), sip),
-            (server, f"{proto}-server", event.get("destination.mac"), cip),
-        ):
-            if asset is None:
-                continue
-            if ts > asset.last:
-                asset.last = ts
-                asset.dirty = True
-            if ts < asset.first:
-                asset.first = ts
-                asset.dirty = True
-            if role not in asset.roles:
-                asset.roles.add(role)
-                asset.protocols.add(proto)
-                asset.dirty = True
-            if mac and mac != asset.mac:
-                asset.mac = mac
-                asset.dirty = True
-            if peer not in asset.peers and len(asset.peers) < MAX_PEERS:
-                asset.peers.add(peer)
-                asset.dirty = True
+        roles = self._roles.get(proto)
+        if roles is None:
+            roles = self._roles[proto] = (f"{proto}-client", f"{proto}-server")
+        assets = self._assets
+        client = assets.get(cip) or self._get(cip, ts)
+        server = assets.get(sip) or self._get(sip, ts)
+        if client is not None:
+            self._update(client, ts, roles[0], proto, get("source.mac"), sip)
         if server is not None:
-            identity = server.identity
-            for key in DEVICE_FIELDS:
-                value = event.get(key)
-                if value is not None and value != "" and identity.get(key) != value:
-                    identity[key] = value
-                    server.dirty = True
+            self._update(server, ts, roles[1], proto, get("destination.mac"), cip)
+            # the event's identity fields (few events have any: look only at those present)
+            fields = DEVICE_FIELDS.intersection(event)
+            if fields:
+                identity = server.identity
+                for key in fields:
+                    value = event[key]
+                    if value is not None and value != "" and identity.get(key) != value:
+                        identity[key] = value
+                        server.dirty = True
+
+    @staticmethod
+    def _update(asset: _Asset, ts: float, role: str, proto: str, mac, peer: str) -> None:
+        if ts > asset.last:
+            asset.last = ts
+            asset.dirty = True
+        if ts < asset.first:
+            asset.first = ts
+            asset.dirty = True
+        if role not in asset.roles:
+            asset.roles.add(role)
+            asset.protocols.add(proto)
+            asset.dirty = True
+        if mac and mac != asset.mac:
+            asset.mac = mac
+            asset.dirty = True
+        peers = asset.peers
+        if peer not in peers and len(peers) < MAX_PEERS:
+            peers.add(peer)
+            asset.dirty = True
 
     def changed(self) -> list[dict]:
         """Documents of the assets that changed since the last call."""

@@ -108,11 +108,18 @@ class CaptureReader:
         self._reader = _ChunkReader(self._f, head)
 
     def __iter__(self) -> Iterator[Frame]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Frame]]:
+        """The same frames as iteration, a list at a time (every complete record of one read
+        block): one generator step per block instead of per frame, for the engine's loop."""
         try:
             if self.format == "pcap":
                 yield from self._pcap()
             else:
-                yield from self._pcapng()
+                for frame in self._pcapng():
+                    yield [frame]
         finally:
             self._f.close()
 
@@ -126,7 +133,7 @@ class CaptureReader:
 
     # -- pcap -------------------------------------------------------------------------
 
-    def _pcap(self) -> Iterator[Frame]:
+    def _pcap(self) -> Iterator[list[Frame]]:
         r = self._reader
         if not r.need(24):
             self._damage("truncated pcap file header", 0)
@@ -140,9 +147,34 @@ class CaptureReader:
         nframes = 0
         try:
             while True:
+                if len(r.buf) - r.pos < 16 and not r.need(16):
+                    if len(r.buf) - r.pos:
+                        self._damage("truncated record header", nframes)
+                    elif r.read_error:
+                        self._damage("", nframes)
+                    return
                 buf = r.buf
                 pos = r.pos
-                if len(buf) - pos < 16 and not r.need(16):
+                n = len(buf)
+                batch = []
+                append = batch.append
+                # every record wholly inside the buffer; the one that straddles its end (or a
+                # damaged one) is left at r.pos for the checks below
+                while n - pos >= 16:
+                    sec, frac, incl, _orig = unpack(buf, pos)
+                    end = pos + 16 + incl
+                    if incl > _MAX_RECORD or end > n:
+                        break
+                    append((sec + frac * scale, linktype, buf[pos + 16 : end]))
+                    pos = end
+                r.pos = pos
+                if batch:
+                    nframes += len(batch)
+                    self.frames = nframes
+                    yield batch
+                    continue
+                # the record at r.pos does not fit in the buffer (or is damaged)
+                if len(r.buf) - r.pos < 16 and not r.need(16):
                     if len(r.buf) - r.pos:
                         self._damage("truncated record header", nframes)
                     elif r.read_error:
@@ -154,17 +186,15 @@ class CaptureReader:
                 if incl > _MAX_RECORD:
                     self._damage(f"corrupt record length {incl}", nframes)
                     return
+                if not r.need(16 + incl):
+                    self._damage("truncated packet record", nframes)
+                    return
+                buf = r.buf
+                pos = r.pos
                 end = pos + 16 + incl
-                if end > len(buf):
-                    if not r.need(16 + incl):
-                        self._damage("truncated packet record", nframes)
-                        return
-                    buf = r.buf
-                    pos = r.pos
-                    end = pos + 16 + incl
                 r.pos = end
                 nframes += 1
-                yield sec + frac * scale, linktype, buf[pos + 16 : end]
+                yield [(sec + frac * scale, linktype, buf[pos + 16 : end])]
         finally:
             self.frames = nframes
 

@@ -23,7 +23,7 @@ from types import ModuleType
 from sensor import decode as dec
 from sensor.assets import AssetTracker
 from sensor.capture import CaptureError, CaptureReader, Frame
-from sensor.events import Context, dataset, flow_uid, iso_timestamp, mac_str
+from sensor.events import Context, _ts_cache, dataset, flow_uid, iso_timestamp, mac_str
 from sensor.flows import ACK, FIN, HALF, PSH, RST, SEQ_MASK, SYN, Flow, FlowLimits, evict_candidates
 from sensor.protocols import DISSECTORS
 from sensor.protocols.base import DEVICE_FIELDS
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 _ipv4 = struct.Struct("!BxHHHBBxx4s4s").unpack_from
 _tcp = struct.Struct("!HHIIBB").unpack_from
+_ports = struct.Struct("!HH").pack
+# from byte 16 of an Ethernet frame: IPv4 total length, fragment field, protocol, then (for a
+# 20-byte IPv4 header) TCP sequence number, data offset and flags
+_fast = struct.Struct("!H2xHxB14xI4xBB").unpack_from
 _SWEEP_INTERVAL = 30.0  # seconds of capture time between idle-flow sweeps
 ASSET_REFRESH = 30.0  # seconds of capture time between asset observations of one flow
 
@@ -47,6 +51,11 @@ class EngineConfig:
     ports: dict[int, str] = field(default_factory=dict)  # extra port -> protocol assignments
     limits: FlowLimits = field(default_factory=FlowLimits)
     track_assets: bool = True
+
+
+def _singles(frames: Iterable[Frame]) -> Iterator[tuple[Frame]]:
+    for frame in frames:
+        yield (frame,)
 
 
 class Engine:
@@ -74,7 +83,9 @@ class Engine:
                     f"unknown protocol(s) for heuristics: {', '.join(sorted(unknown))}"
                 )
             self.heuristic = tuple(m for m in DISSECTORS if m.NAME in cfg.heuristics)
-        self.flows: dict[tuple, tuple[Flow, bool]] = {}
+        # key: source address, destination address, source port, destination port, as bytes
+        # in header order (for IPv4 the slice data[26:38] of a frame: no tuple to build)
+        self.flows: dict[bytes, tuple[Flow, bool]] = {}
         self.nflows = 0
         self.defrag = dec.Defragmenter()
         self.assets = AssetTracker(cfg.site) if cfg.track_assets else None
@@ -143,19 +154,30 @@ class Engine:
     def run(self, frames: Iterable[Frame], progress=None) -> Iterator[dict]:
         """Events of a frame source (a file reader or a live socket); does not flush flows."""
         out = self._out
-        feed = self.feed
+        process = self._process
+        # a file is read a block of frames at a time; a live source frame by frame (it blocks)
+        batches = frames.batches() if isinstance(frames, CaptureReader) else _singles(frames)
+        if progress is None:
+            for batch in batches:
+                process(batch)
+                if out:
+                    yield from out
+                    out.clear()
+            return
         n = 0
-        for ts, linktype, data in frames:
-            feed(ts, linktype, data)
-            if out:
-                yield from out
-                out.clear()
-            if progress is not None:
-                n += 1
+        for batch in batches:
+            i, size = 0, len(batch)
+            while i < size:  # progress every 1024 frames exactly, as per frame
+                k = min(size, i + 1024 - (n & 0x3FF))
+                process(batch[i:k] if i or k < size else batch)
+                n += k - i
+                i = k
+                if out:
+                    yield from out
+                    out.clear()
                 if n & 0x3FF == 0:
                     progress(n)
-        if progress is not None:
-            progress(n)
+        progress(n)
 
     def finish(self) -> Iterator[dict]:
         """End of input: close every flow (unanswered requests become events)."""
@@ -173,70 +195,85 @@ class Engine:
 
     def feed(self, ts: float, linktype: int, data: bytes) -> None:
         """One captured frame. Never raises for anything inside the frame."""
-        size = len(data)
-        self._packets += 1
-        self._bytes += size
-        # Fast path: Ethernet + IPv4 (no options, no fragment) + TCP, in-order data or a bare
-        # ACK on a known flow. Everything else takes the general path below.
-        if linktype != 1 or size < 54 or data[12:15] != b"\x08\x00\x45":
-            self._slow(ts, linktype, data)
-            return
-        _v, total, _i, frag, _t, proto, src, dst = _ipv4(data, 14)
-        end = 14 + total
-        if proto != 6 or frag & 0x3FFF or total < 40 or end > size:
-            self._slow(ts, linktype, data)
-            return
-        sport, dport, seq, ack, off, flags = _tcp(data, 34)
-        start = 34 + (off >> 4) * 4
-        if start < 54 or start > end:
-            self._slow(ts, linktype, data)
-            return
-        self._segments += 1
-        entry = self.flows.get((src, sport, dst, dport))
-        if entry is not None and not flags & 0x07:  # no SYN, FIN, RST
-            flow, to_server = entry
-            parser = flow.parser
-            if parser is not None:
-                d, rev = (
-                    (flow.to_server, flow.to_client)
-                    if to_server
-                    else (flow.to_client, flow.to_server)
+        self._process(((ts, linktype, data),))
+
+    def _process(self, frames) -> None:
+        """A batch of frames; events collect in ``self._out``.
+
+        Fast path: Ethernet + IPv4 (no options, no fragment) + TCP, in-order data or a bare
+        ACK on a known flow, inlined here (no call per frame). Everything else takes the
+        general path (``_slow`` / ``_tcp``)."""
+        flows_get = self.flows.get
+        nbytes = 0
+        fast = 0  # segments handled here (the general path counts its own)
+        try:
+            for ts, linktype, data in frames:
+                size = len(data)
+                nbytes += size
+                if linktype != 1 or size < 54 or data[12:15] != b"\x08\x00\x45":
+                    self._slow(ts, linktype, data)
+                    continue
+                # one unpack for the IPv4 and TCP fields the fast path needs (size >= 54)
+                total, frag, proto, seq, off, flags = _fast(data, 16)
+                end = 14 + total
+                if proto != 6 or frag & 0x3FFF or total < 40 or end > size:
+                    self._slow(ts, linktype, data)
+                    continue
+                start = 34 + (off >> 4) * 4
+                if start < 54 or start > end:
+                    self._slow(ts, linktype, data)
+                    continue
+                # the flow key: addresses and ports as they sit in the header (see _flow_key)
+                entry = flows_get(data[26:38])
+                if entry is not None and not flags & 0x07:  # no SYN, FIN, RST
+                    flow, to_server = entry
+                    parser = flow.parser
+                    if parser is not None:
+                        if to_server:
+                            d, rev = flow.to_server, flow.to_client
+                        else:
+                            d, rev = flow.to_client, flow.to_server
+                        if not rev.ooo:
+                            flow.last_ts = ts
+                            if start == end:  # a bare ACK
+                                fast += 1
+                                continue
+                            if seq == d.next_seq and not d.ooo:
+                                fast += 1
+                                n = end - start
+                                d.next_seq = (seq + n) & SEQ_MASK
+                                d.bytes += n
+                                d.packets += 1
+                                try:
+                                    records = parser.feed(to_server, data[start:end], ts)
+                                except Exception as exc:  # the contract says parsers never raise
+                                    self.counters["parser_errors"] += 1
+                                    records = [self._parser_failure(flow, ts, exc)]
+                                if records:
+                                    self._emit(flow, records)
+                                if ts >= self._next_sweep:
+                                    self._sweep(ts)
+                                continue
+                sport, dport, _seq, ack, _off, _flags = _tcp(data, 34)
+                self._tcp(
+                    ts,
+                    data[26:30],
+                    data[30:34],
+                    sport,
+                    dport,
+                    seq,
+                    ack,
+                    flags,
+                    data[start:end],
+                    data[6:12],
+                    data[0:6],
+                    4,
+                    0,
                 )
-                if not rev.ooo:
-                    flow.last_ts = ts
-                    if start == end:  # a bare ACK
-                        return
-                    if seq == d.next_seq and not d.ooo:
-                        n = end - start
-                        d.next_seq = (seq + n) & SEQ_MASK
-                        d.bytes += n
-                        d.packets += 1
-                        try:
-                            records = parser.feed(to_server, data[start:end], ts)
-                        except Exception as exc:  # the contract says parsers never raise
-                            self.counters["parser_errors"] += 1
-                            records = [self._parser_failure(flow, ts, exc)]
-                        if records:
-                            self._emit(flow, records)
-                        if ts >= self._next_sweep:
-                            self._sweep(ts)
-                        return
-        self._segments -= 1  # counted again on the general path
-        self._tcp(
-            ts,
-            src,
-            dst,
-            sport,
-            dport,
-            seq,
-            ack,
-            flags,
-            data[start:end],
-            data[6:12],
-            data[0:6],
-            4,
-            0,
-        )
+        finally:
+            self._packets += len(frames)
+            self._bytes += nbytes
+            self._segments += fast
 
     def _slow(self, ts: float, linktype: int, data: bytes) -> None:
         """Every other shape of frame: VLANs, cooked, raw, IPv6, IPv4 options and fragments, damage."""
@@ -369,7 +406,7 @@ class Engine:
     ) -> None:
         stats = self.counters
         self._segments += 1
-        entry = self.flows.get((src, sport, dst, dport))
+        entry = self.flows.get(src + dst + _ports(sport, dport))
         if entry is None:
             if not payload and not flags & SYN:
                 return  # a bare ACK/FIN of a connection we do not track (or just closed)
@@ -489,7 +526,7 @@ class Engine:
         elif self.heuristic:
             f.probing = True
         stats["flows"] += 1
-        f.keys = ((src, sport, dst, dport), (dst, dport, src, sport))
+        f.keys = (src + dst + _ports(sport, dport), dst + src + _ports(dport, sport))
         self.flows[f.keys[0]] = (f, client_first)
         self.flows[f.keys[1]] = (f, not client_first)
         self.nflows += 1
@@ -624,27 +661,32 @@ class Engine:
         if base is None:
             base = flow.base = self._flow_base(flow)
         proto = base["network.protocol"]
-        out = self._out
-        counters = self.counters
+        append = self._out.append
         uid = flow.uid
         assets = self.assets
+        n = flow.events
+        tsc = _ts_cache  # iso_timestamp's per-second cache, read inline: most events hit it
         for rec in records:
-            ev = base.copy()
-            ev.update(rec)
+            ev = {**base, **rec}  # base fields first, the record's after (the schema's order)
             ts = ev.pop("ts", flow.last_ts)
-            ev["@timestamp"] = iso_timestamp(ts)
+            sec = int(ts)
+            if sec == tsc[0] and ts >= 0:
+                ev["@timestamp"] = f"{tsc[1]}.{int((ts - sec) * 1e6):06d}Z"
+            else:
+                ev["@timestamp"] = iso_timestamp(ts)
             if ev["network.protocol"] != proto:  # a sub-protocol (s7comm-plus on the S7 port)
                 ev["event.dataset"] = dataset(ev["network.protocol"])
-            flow.events += 1
-            ev["event.id"] = f"{uid}-{flow.events}"
+            n += 1
+            ev["event.id"] = f"{uid}-{n}"
             if ev["event.action"] == "anomaly":
-                counters["anomalies"] += 1
+                self.counters["anomalies"] += 1
             elif assets is not None and (ts >= flow.asset_due or not DEVICE_FIELDS.isdisjoint(rec)):
                 # roles and peers are the same for every event of a flow: look now and then
                 flow.asset_due = ts + ASSET_REFRESH
                 assets.observe(ev, ts)
-            out.append(ev)
-        counters["events"] += len(records)
+            append(ev)
+        flow.events = n
+        self.counters["events"] += len(records)
 
     def _flow_base(self, flow: Flow) -> dict:
         ctx = self.ctx

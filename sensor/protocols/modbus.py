@@ -158,6 +158,7 @@ def _common_fields(fc: int) -> dict:
 
 
 _COMMON: dict[int, dict] = {}  # filled on first use per function code
+_NAMES = dict(FUNCTIONS)  # function code -> name, for the public codes (a dict hit per PDU)
 
 
 def function_name(fc: int) -> str:
@@ -564,6 +565,7 @@ class Parser:
     ) -> None:
         limits = self.limits
         fc = fc_byte & 0x7F
+        name = _NAMES.get(fc) or function_name(fc)
         if d:  # request
             f: dict = {
                 "ts": ts,
@@ -571,7 +573,7 @@ class Parser:
                 "modbus.transaction_id": tid,
                 "modbus.unit_id": unit,
                 "modbus.function_code": fc,
-                "modbus.function": function_name(fc),
+                "modbus.function": name,
             }
             try:
                 if fc_byte & 0x80:
@@ -583,20 +585,21 @@ class Parser:
                 out.append(self._malformed(ts, tid, unit, fc, "request", exc))
             pending = self._pending
             key = (tid, unit)
-            old = pending.pop(key, None)
-            if old is not None:
-                out.append(self._unanswered(*old))
-            if pending and len(pending) >= limits.max_pending:
-                first = next(iter(pending))
-                out.append(self._unanswered(*pending.pop(first)))
-            elif pending:
-                first = next(iter(pending))
-                if ts - pending[first][0] > REQUEST_TIMEOUT:
+            if pending:  # an empty table (the usual case) needs none of these checks
+                old = pending.pop(key, None)
+                if old is not None:
+                    out.append(self._unanswered(*old))
+                if pending and len(pending) >= limits.max_pending:
+                    first = next(iter(pending))
                     out.append(self._unanswered(*pending.pop(first)))
+                elif pending:
+                    first = next(iter(pending))
+                    if ts - pending[first][0] > REQUEST_TIMEOUT:
+                        out.append(self._unanswered(*pending.pop(first)))
             pending[key] = (ts, f)
             return
         # response
-        req = self._pending.pop((tid, unit), None)
+        req = self._pending.pop((tid, unit), None) if self._pending else None
         if req is None:
             f = {
                 "ts": ts,
@@ -604,20 +607,22 @@ class Parser:
                 "modbus.transaction_id": tid,
                 "modbus.unit_id": unit,
                 "modbus.function_code": fc,
-                "modbus.function": function_name(fc),
+                "modbus.function": name,
                 "ics.pairing": "response-only",
             }
+            req_fc = fc
         else:
             req_ts, f = req
             f["ics.pairing"] = "paired"
             f["event.duration"] = max(0, int(round((ts - req_ts) * 1e9)))
-            if f["modbus.function_code"] != fc:
+            req_fc = f["modbus.function_code"]
+            if req_fc != fc:
                 out.append(
                     anomaly(
                         ts,
                         NAME,
                         "function-mismatch",
-                        f"response function {fc} does not match request function {f['modbus.function_code']}",
+                        f"response function {fc} does not match request function {req_fc}",
                         **{"modbus.transaction_id": tid, "modbus.unit_id": unit},
                     )
                 )
@@ -643,7 +648,12 @@ class Parser:
                 decode_response(fc, pdu, f, limits)
             except (_Malformed, struct.error) as exc:
                 out.append(self._malformed(ts, tid, unit, fc, "response", exc))
-        out.append(self._finish(f))
+        # the fields of the request's function code (see _finish), inlined: once per PDU pair
+        common = _COMMON.get(req_fc)
+        if common is None:
+            common = _COMMON[req_fc] = _common_fields(req_fc)
+        f.update(common)
+        out.append(f)
 
     @staticmethod
     def _finish(f: dict) -> dict:
