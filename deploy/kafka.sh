@@ -2,6 +2,12 @@
 # Apache Kafka 4.4 (KRaft, one combined broker+controller) on 127.0.0.1:9092, from the Maven
 # Central jars listed in deploy/kafka/pom.xml.
 #   deploy/kafka.sh start | stop | status | reset (stop and delete the data)
+#   deploy/kafka.sh start --tls DIR | stop --tls | status --tls | reset --tls
+#     a second, separate broker with TLS and SASL/SCRAM-SHA-512 only, on 127.0.0.1:9192
+#     (controller :9193), data in deploy/run/kafka-tls. DIR holds ca.pem (the CA clients
+#     trust), server.pem (the broker's certificate chain and its unencrypted PKCS#8 key, for
+#     127.0.0.1) and scram-users (lines "NAME PASSWORD"; the first is the broker's own user).
+#     Users are created when the storage is formatted (first start after reset).
 # Environment: KAFKA_JAVA_HOME (default: Java 17), KAFKA_HEAP (default -Xms256m -Xmx512m),
 # ICSMON_KAFKA_WAIT (seconds to wait for metadata, default 90).
 set -euo pipefail
@@ -9,7 +15,25 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_VERSION=4.4.0
 LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION-libs"
-HOME_K="$RUN_DIR/kafka"
+ACTION="${1:-}"
+TLS_DIR=""
+if [[ "${2:-}" == "--tls" ]]; then
+  TLS_DIR="${3:-}"
+  if [[ "$ACTION" == start ]]; then
+    [[ -n "$TLS_DIR" ]] || die "usage: $0 start --tls DIR"
+    TLS_DIR="$(cd "$TLS_DIR" && pwd)" || die "no folder $3"
+    for f in ca.pem server.pem scram-users; do
+      [[ -s "$TLS_DIR/$f" ]] || die "kafka: $TLS_DIR/$f is missing (see the top of $0)"
+    done
+  fi
+  HOME_K="$RUN_DIR/kafka-tls"
+  CLIENT_PORT=9192
+  CONTROLLER_PORT=9193
+else
+  HOME_K="$RUN_DIR/kafka"
+  CLIENT_PORT=9092
+  CONTROLLER_PORT=9093
+fi
 DATA="$HOME_K/data"
 PIDFILE="$HOME_K/kafka.pid"
 LOGFILE="$HOME_K/kafka.log"
@@ -37,17 +61,45 @@ fetch() {
   touch "$LIBS/.complete"
 }
 
+listener_config() {
+  if [[ -z "$TLS_DIR" ]]; then
+    cat <<CONF
+listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+advertised.listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+CONF
+    return
+  fi
+  local admin_user admin_pass
+  read -r admin_user admin_pass <"$TLS_DIR/scram-users"
+  # Clients and the broker itself speak only SASL_SSL; the controller listener stays on
+  # loopback, used by this one process.
+  cat <<CONF
+listeners=SASL_SSL://127.0.0.1:$CLIENT_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$CLIENT_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$admin_user" password="$admin_pass";
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+ssl.client.auth=none
+ssl.enabled.protocols=TLSv1.3,TLSv1.2
+CONF
+}
+
 write_config() {
   mkdir -p "$DATA"
   cat >"$HOME_K/server.properties" <<CONF
 process.roles=broker,controller
 node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:9093
-listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
-advertised.listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
-inter.broker.listener.name=PLAINTEXT
+controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
+$(listener_config)
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$DATA
 num.partitions=3
 offsets.topic.replication.factor=1
@@ -77,14 +129,20 @@ logger.raft.level = warn
 CONF
 }
 
-# The broker is ready when a client gets cluster metadata (a broker list) from it.
+# The broker is ready when a client gets cluster metadata (a broker list) from it (over
+# SASL_SSL with the first SCRAM user in TLS mode).
 metadata_ok() {
-  "$ICSMON_PYTHON" - <<'PY' 2>/dev/null
-import sys
+  PROBE_PORT=$CLIENT_PORT PROBE_TLS="$TLS_DIR" "$ICSMON_PYTHON" - <<'PY' 2>/dev/null
+import os, sys
 from kafka import KafkaAdminClient
+opts = {}
+if os.environ["PROBE_TLS"]:
+    user, password = open(os.path.join(os.environ["PROBE_TLS"], "scram-users")).readline().split()[:2]
+    opts = dict(security_protocol="SASL_SSL", ssl_cafile=os.path.join(os.environ["PROBE_TLS"], "ca.pem"),
+                sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=user, sasl_plain_password=password)
 try:
-    admin = KafkaAdminClient(bootstrap_servers="127.0.0.1:9092", request_timeout_ms=3000,
-                             client_id="icsmon-deploy-probe")
+    admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{os.environ['PROBE_PORT']}",
+                             request_timeout_ms=3000, client_id="icsmon-deploy-probe", **opts)
     brokers = admin.describe_cluster().get("brokers", [])
     admin.close()
 except Exception:
@@ -109,8 +167,14 @@ start() {
     rm -rf "$DATA" && mkdir -p "$DATA"
     local cluster_id
     cluster_id=$("$java" -cp "$cp" kafka.tools.StorageTool random-uuid)
+    local scram=() name pass
+    if [[ -n "$TLS_DIR" ]]; then
+      while read -r name pass; do
+        [[ -n "$name" ]] && scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$pass]")
+      done <"$TLS_DIR/scram-users"
+    fi
     "$java" -cp "$cp" -Dlog4j2.configurationFile="$HOME_K/log4j2.properties" kafka.tools.StorageTool \
-      format --standalone -t "$cluster_id" -c "$HOME_K/server.properties" >"$HOME_K/format.log" 2>&1 \
+      format --standalone -t "$cluster_id" -c "$HOME_K/server.properties" "${scram[@]}" >"$HOME_K/format.log" 2>&1 \
       || { show_log "$HOME_K/format.log"; die "kafka: storage format failed"; }
   fi
   : >"$LOGFILE"
@@ -126,11 +190,11 @@ start() {
     fi
     if ((SECONDS >= deadline)); then
       show_log "$LOGFILE"; stop_pid "$PIDFILE" "$MARKER" kafka 10
-      die "kafka: no metadata from 127.0.0.1:9092 within ${WAIT_S}s"
+      die "kafka: no metadata from 127.0.0.1:$CLIENT_PORT within ${WAIT_S}s"
     fi
     sleep 0.5
   done
-  log "kafka: up on 127.0.0.1:9092 (pid $(<"$PIDFILE"), $(elapsed "$t0")s, RSS $(rss_mb "$PIDFILE") MiB)"
+  log "kafka: up on 127.0.0.1:$CLIENT_PORT${TLS_DIR:+ (SASL_SSL)} (pid $(<"$PIDFILE"), $(elapsed "$t0")s, RSS $(rss_mb "$PIDFILE") MiB)"
 }
 
 status() {
@@ -138,18 +202,18 @@ status() {
     if metadata_ok; then
       log "kafka: running (pid $(<"$PIDFILE"), RSS $(rss_mb "$PIDFILE") MiB), metadata OK"
     else
-      log "kafka: process $(<"$PIDFILE") alive but no metadata on 127.0.0.1:9092"; return 1
+      log "kafka: process $(<"$PIDFILE") alive but no metadata on 127.0.0.1:$CLIENT_PORT"; return 1
     fi
   else
     log "kafka: not running"; return 3
   fi
 }
 
-case "${1:-}" in
+case "$ACTION" in
   start) start ;;
   stop) stop_pid "$PIDFILE" "$MARKER" kafka 60 ;;
   status) status ;;
   reset) stop_pid "$PIDFILE" "$MARKER" kafka 60; rm -rf "$HOME_K"; log "kafka: data deleted" ;;
   fetch) fetch ;;
-  *) echo "usage: $0 start|stop|status|reset|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|reset|fetch [--tls DIR]" >&2; exit 2 ;;
 esac

@@ -110,7 +110,16 @@ def _detectors(
     try:
         return load_detectors(rules, no_rules, site_config, baseline, learn)
     except (OSError, ValueError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(" ".join(str(exc).split())) from None
+    except Exception:  # pySigma raises on unparsable rule files: name the file, no traceback
+        from icsmon.cmd_rules import unreadable_rule_files
+
+        problems = unreadable_rule_files([rules]) if rules is not None else []
+        if not problems:
+            raise
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more unreadable rule files)" if len(problems) > 1 else ""
+        raise fail(f"{first.path}:{first.line}: {first.message}{more}") from None
 
 
 RulesOpt = Annotated[
@@ -306,6 +315,8 @@ def sense(
     port: PortOpt = None,
     store_events: StoreEventsOpt = True,
     store_max_events: MaxEventsOpt = None,
+    user: Annotated[str | None, typer.Option(
+        "--user", help="Started as root: run as this user once the capture socket is open")] = None,
 ) -> None:
     """Listen on a live interface until SIGINT/SIGTERM; then print the final counters."""
     from sensor.engine import Engine
@@ -317,7 +328,7 @@ def sense(
         raise fail(str(exc)) from None
     dets = _detectors(rules, no_rules, site_config, baseline, learn)
     try:
-        source = LiveSource(iface, bpf)
+        source = LiveSource(iface, bpf, user=user)
     except CaptureError as exc:
         raise fail(str(exc)) from None
     out_sink = _open_sink(sink, store, out, site, config, store_max_events)

@@ -27,6 +27,33 @@ from detectors.sigma.loader import (
     rule_files,
 )
 
+
+def unreadable_rule_files(paths: list[Path]) -> list[Problem]:
+    """Rule files pySigma cannot even parse (bad YAML, or YAML that is not a mapping): it raises
+    on those instead of reporting them, so they are found here first, one Problem per file."""
+    import yaml
+
+    out: list[Problem] = []
+    for f in rule_files(p for p in paths if p.exists()):
+        try:
+            docs = list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            out.append(Problem(str(f), 1, "", f"cannot read the rule file ({exc})"))
+            continue
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 1
+            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            out.append(Problem(str(f), line, "", f"not valid YAML: {what}"))
+            continue
+        for doc in docs:
+            if doc is not None and not isinstance(doc, dict):
+                out.append(Problem(str(f), 1, "",
+                                   f"a Sigma rule must be a YAML mapping, not {type(doc).__name__}"))
+                break
+    return out
+
+
 app = typer.Typer(
     help="Check, list and convert Sigma rule packs (default: the shipped rules/).",
     no_args_is_help=True,
@@ -129,6 +156,12 @@ def check(
     """Validate every rule: it parses and compiles, uses known fields and ATT&CK for ICS ids,
     and passes pySigma's validators. One line per problem: FILE:LINE: [RULE ID] message."""
     path = _where(rules_dir)
+    unreadable = unreadable_rule_files([path])
+    if unreadable:  # pySigma would stop with a traceback on these: report them alone
+        for p in unreadable:
+            print(str(p))
+        err.print(f"{len(unreadable)} rule files cannot be parsed", highlight=False)
+        raise typer.Exit(1)
     pack = load_pack([path], _values(site_config))
     problems = [*pack.problems, *check_known(pack), *_pysigma_issues(path)]
     problems.sort(key=lambda p: (p.path, p.line, p.message))

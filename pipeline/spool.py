@@ -17,6 +17,13 @@ deleted first, then the oldest asset segments; the records lost are counted. Ale
 never dropped to make room; an alert that does not fit even then is refused (``append``
 returns False, counted in ``alerts_refused``), the only way to keep the disk bound.
 
+Disk full (or any write error): the failed record is cut off again (the segment ends at its
+last whole record), one error line is logged for the outage, events and assets are counted in
+``write_errors`` and dropped, and alerts wait in memory (at most ``max_memory_alerts``, counted
+in ``alerts_refused`` beyond that). Every later append, read and sync first retries writing
+the waiting alerts, in order; when the disk has room again they reach the spool, the sensor
+logs that it recovered, and nothing else changes.
+
 Reading: ``read(kind, n)`` returns the oldest unacknowledged records without consuming them;
 ``ack(kind, records)`` moves the kind's cursor past them (persisted, so a restart resumes
 there) and deletes fully consumed segments.
@@ -24,6 +31,7 @@ there) and deletes fully consumed segments.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -82,6 +90,7 @@ class Spool:
         max_bytes: int = 1 << 30,
         segment_bytes: int = 4 << 20,
         sync_interval: float = 1.0,
+        max_memory_alerts: int = 10_000,
     ) -> None:
         if max_bytes < 2 * segment_bytes:
             raise ValueError("max_bytes must hold at least two segments")
@@ -97,7 +106,11 @@ class Spool:
             "assets_dropped": 0,
             "alerts_refused": 0,
             "corrupt": 0,
+            "write_errors": 0,
         }
+        self.max_memory_alerts = max_memory_alerts
+        self._waiting: list[tuple[str, bytes]] = []  # alerts not written yet (disk full)
+        self._write_failing: str | None = None  # the error of the current outage
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -197,34 +210,113 @@ class Spool:
     # ---- writing ----------------------------------------------------------------------
 
     def append(self, kind: str, key: bytes | None, value: bytes) -> bool:
-        """Queue one record; False only for an alert that cannot fit (counted)."""
+        """Queue one record; False for a record that cannot be kept (counted): an alert that
+        cannot fit in ``max_bytes``, or, while the disk refuses writes, an event or asset or
+        an alert beyond ``max_memory_alerts``."""
         key = key or b""
         payload = key + value
         record = HEADER.pack(len(payload), zlib.crc32(payload), len(key)) + payload
         with self._lock:
-            queue = self._queues[kind]
+            if self._waiting and not self._retry_waiting():
+                return self._keep_in_memory(kind, record)
             if not self._make_room(len(record), kind):
                 self.counters["alerts_refused"] += 1
                 log.error("spool full of alerts (%d bytes): alert refused", self.size_bytes())
                 return False
-            seg = queue.segments[-1] if queue.segments and queue.writer else None
-            if seg is None or seg.size + len(record) > self.segment_bytes:
-                seg = self._roll(queue)
-            assert queue.writer is not None
+            try:
+                self._write(kind, record)
+            except OSError as exc:
+                self._write_failed(exc)
+                return self._keep_in_memory(kind, record)
+            if self._write_failing is not None:
+                self._write_recovered()
+            return True
+
+    def _write(self, kind: str, record: bytes) -> None:
+        """Append one framed record; on an error the segment is cut back to its last whole
+        record (so a torn write never hides the records after it) and the error raised."""
+        queue = self._queues[kind]
+        seg = queue.segments[-1] if queue.segments and queue.writer else None
+        if seg is None or seg.size + len(record) > self.segment_bytes:
+            seg = self._roll(queue)
+        assert queue.writer is not None
+        try:
             queue.writer.write(record)
             queue.writer.flush()
-            seg.size += len(record)
-            seg.records += 1
-            self.counters["appended"] += 1
-            now = time.monotonic()
             if kind == "alert":
                 os.fsync(queue.writer.fileno())
-            elif queue.dirty_since is None:
-                queue.dirty_since = now
-            elif now - queue.dirty_since >= self.sync_interval:
-                os.fsync(queue.writer.fileno())
-                queue.dirty_since = None
+        except OSError:
+            self._cut_back(queue, seg)
+            raise
+        seg.size += len(record)
+        seg.records += 1
+        self.counters["appended"] += 1
+        now = time.monotonic()
+        if kind == "alert":
+            pass
+        elif queue.dirty_since is None:
+            queue.dirty_since = now
+        elif now - queue.dirty_since >= self.sync_interval:
+            os.fsync(queue.writer.fileno())
+            queue.dirty_since = None
+
+    def _cut_back(self, queue: _Queue, seg: _Segment) -> None:
+        writer, queue.writer = queue.writer, None
+        if writer is not None:
+            # The buffered bytes of the failed write must not be written by close() later.
+            fd = os.dup(writer.fileno())
+            try:
+                with contextlib.suppress(OSError):
+                    writer.close()
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, seg.size)
+                os.close(fd)
+        if seg.records == 0 and seg is queue.segments[-1]:
+            with contextlib.suppress(OSError):
+                self._delete_segment(queue, seg)
+                self._settle_cursor(queue)
+        else:
+            with contextlib.suppress(OSError):
+                queue.writer = open(seg.path, "ab")  # noqa: SIM115 - kept open across appends
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.counters["write_errors"] += 1
+        if self._write_failing is None:
+            self._write_failing = exc.strerror or str(exc)
+            log.error("spool %s: cannot write (%s): alerts wait in memory (up to %d), events "
+                      "and assets are dropped until it can", self.directory, self._write_failing,
+                      self.max_memory_alerts)
+
+    def _write_recovered(self) -> None:
+        log.warning("spool %s: writing again after %s (%d records lost meanwhile)",
+                    self.directory, self._write_failing, self.counters["write_errors"])
+        self._write_failing = None
+
+    def _keep_in_memory(self, kind: str, record: bytes) -> bool:
+        if kind == "alert" and len(self._waiting) < self.max_memory_alerts:
+            self._waiting.append((kind, record))
             return True
+        if kind == "alert":
+            self.counters["alerts_refused"] += 1
+        else:
+            self.counters["write_errors"] += 1
+        return False
+
+    def _retry_waiting(self) -> bool:
+        """Write the alerts waiting in memory, oldest first; True when none is left."""
+        while self._waiting:
+            kind, record = self._waiting[0]
+            if not self._make_room(len(record), kind):
+                return False
+            try:
+                self._write(kind, record)
+            except OSError:
+                return False
+            self._waiting.pop(0)
+        if self._write_failing is not None:
+            self._write_recovered()
+        return True
 
     def _roll(self, queue: _Queue) -> _Segment:
         if queue.writer is not None:
@@ -275,6 +367,8 @@ class Spool:
         """The oldest unacknowledged records of ``kind`` (at most ``max_records``)."""
         out: list[SpoolRecord] = []
         with self._lock:
+            if self._waiting:
+                self._retry_waiting()
             queue = self._queues[kind]
             if queue.writer is not None:
                 queue.writer.flush()
@@ -328,8 +422,11 @@ class Spool:
 
     def _write_cursor(self, queue: _Queue) -> None:
         tmp = queue.folder / "cursor.tmp"
-        tmp.write_text(f"{queue.cursor_seq} {queue.cursor_off}\n")
-        os.replace(tmp, queue.folder / "cursor")
+        try:
+            tmp.write_text(f"{queue.cursor_seq} {queue.cursor_off}\n")
+            os.replace(tmp, queue.folder / "cursor")
+        except OSError as exc:  # disk full: a restart replays a little more (ids de-duplicate)
+            self._write_failed(exc)
 
     # ---- state ------------------------------------------------------------------------
 
@@ -341,6 +438,7 @@ class Spool:
             for k in kinds:
                 queue = self._queues[k]
                 total += sum(seg.records for seg in queue.segments)
+                total += sum(1 for w in self._waiting if w[0] == k)
                 if queue.segments and queue.segments[0].seq == queue.cursor_seq:
                     total -= queue.consumed_in_cursor_seg
             return total
@@ -351,10 +449,15 @@ class Spool:
 
     def sync(self) -> None:
         with self._lock:
+            if self._waiting:
+                self._retry_waiting()
             for queue in self._queues.values():
                 if queue.writer is not None:
-                    queue.writer.flush()
-                    os.fsync(queue.writer.fileno())
+                    try:
+                        queue.writer.flush()
+                        os.fsync(queue.writer.fileno())
+                    except OSError as exc:
+                        self._write_failed(exc)
                     queue.dirty_since = None
 
     def stats(self) -> dict[str, int]:
@@ -364,6 +467,11 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self.sync()
+            if self._waiting:
+                log.error("spool %s: %d alerts could not be written before closing (disk full)",
+                          self.directory, len(self._waiting))
+                self.counters["alerts_refused"] += len(self._waiting)
+                self._waiting.clear()
             for queue in self._queues.values():
                 if queue.writer is not None:
                     queue.writer.close()

@@ -388,6 +388,9 @@ class Store:
             "batches": 0,
         }
         self._busy_timeout = busy_timeout
+        self._failing = 0  # consecutive failed flushes (disk full, I/O error)
+        self._last_error = ""
+        self._shed_logged = 0
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._conn = self._open(busy_timeout)
@@ -485,6 +488,15 @@ class Store:
                 f"written by a newer icsmon (store schema {version}, this one knows up to "
                 f"{SCHEMA_VERSION})"
             )
+        if not self.readonly and tables:
+            # A damaged page is found now, as one clear error, not as a failing write per batch
+            # later. quick_check reads the whole file once (about 1 s per GiB here).
+            problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                problem = " ".join(str(problem).split())
+                raise self._error(
+                    f"the store is corrupt ({problem}); restore a backup or start a new file"
+                )
         if version < SCHEMA_VERSION:
             if self.readonly:
                 raise self._error(
@@ -607,17 +619,29 @@ class Store:
             batch, self._pending = self._pending, []
             try:
                 self._write_batch(batch)
-            except sqlite3.OperationalError as exc:
-                # Locked too long, disk full, I/O error: the same batch may well go through later.
+            except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+                if not isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                    self._write_one_by_one(batch, exc)
+                    self._counts["batches"] += 1
+                    return
+                # Locked too long, disk full, I/O error, a page damaged under us: the same
+                # batch may well go through later. One error line per outage, not per try.
                 self._counts["errors"] += 1
-                log.error(
-                    "%s: cannot write %d documents, will retry: %s", self.path, len(batch), exc
-                )
+                self._failing += 1
+                self._last_error = str(exc)
+                if self._failing == 1:
+                    log.error("%s: cannot write to the store (%s); keeping up to %d documents "
+                              "in memory and retrying", self.path, exc, self.max_pending)
                 self._pending = batch + self._pending
                 self._shed()
                 return
             except Exception as exc:  # a document it cannot take: find it
                 self._write_one_by_one(batch, exc)
+            else:
+                if self._failing:
+                    log.warning("%s: writing again after %d failed attempts (%d documents "
+                                "dropped meanwhile)", self.path, self._failing, self._counts["dropped"])
+                    self._failing = 0
             self._counts["batches"] += 1
             if self.max_events is not None:
                 try:
@@ -665,7 +689,8 @@ class Store:
             self._readers.clear()
         if unwritten:
             self._counts["dropped"] += unwritten
-            raise self._error(f"{unwritten} documents could not be written")
+            why = f" ({self._last_error})" if self._last_error else ""
+            raise self._error(f"{unwritten} documents could not be written{why}")
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -703,9 +728,12 @@ class Store:
                     continue
                 kept.append(item)
             self._pending = kept
-        log.error(
-            "%s: write backlog full, dropped %d documents", self.path, self._counts["dropped"]
-        )
+        # Logged when the count first passes 1, 10, 100, ... dropped: a line, not a flood.
+        dropped = self._counts["dropped"]
+        if dropped >= max(1, self._shed_logged * 10):
+            self._shed_logged = dropped
+            log.error("%s: write backlog full, dropped %d documents (events first, alerts last)",
+                      self.path, dropped)
 
     def _write_batch(self, batch: list[tuple[str, dict]]) -> None:
         conn = self._conn

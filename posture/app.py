@@ -1,13 +1,26 @@
-"""The posture REST API and dashboard (FastAPI). OpenAPI at /docs.
+"""The posture REST API and dashboard (FastAPI). OpenAPI at /openapi.json (with a token).
 
 (No ``from __future__ import annotations``: FastAPI must see the real dependency types.)
 
 Every /api route takes a bearer token, turns it into a Principal and resolves the requested
 scope against it (posture.access). Objects outside the caller's tenancy answer 404 exactly
 like objects that do not exist.
+
+Security: only ``/healthz`` and the dashboard's shell (``/`` and ``/static/*``: the login page,
+its script, styles and translations, no data) answer without a token; every ``/api`` route and
+the OpenAPI description need one. Wrong tokens are rate-limited per client address: after
+``auth_failures`` wrong tokens within ``auth_window_s`` seconds every token check from that
+address answers 429 (with ``Retry-After``) until the window has passed, so tokens cannot be
+guessed quickly. Every response carries a Content-Security-Policy (scripts from this origin
+only, no framing), ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and
+``Referrer-Policy: no-referrer``. Unexpected errors answer ``{"detail": "internal error"}``
+and are logged with the method and path only: never a header, a token or a query string.
 """
 
+import collections
 import json
+import logging
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -17,6 +30,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.middleware.base import BaseHTTPMiddleware
 
 from pipeline.docs import nest
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
@@ -29,6 +43,66 @@ MAX_RANGE_S = 400 * 86400
 MAX_WINDOW = 10_000  # deepest page: offset + limit (Elasticsearch's default result window)
 
 NOT_FOUND = "not found"
+
+log = logging.getLogger("icsmon.posture")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: Any) -> Any:
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # never a traceback or an exception text to the client
+            log.error("internal error on %s %s (%s)", request.method, request.url.path,
+                      type(exc).__name__)
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+class AuthLimiter:
+    """Wrong tokens per client address in a sliding window (thread-safe; sync routes run in
+    a thread pool)."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> collections.deque[float]:
+        q = self._failures.setdefault(client, collections.deque())
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+        return q
+
+    def blocked_for(self, client: str) -> float:
+        """Seconds until this client may try a token again (0: it may now)."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._recent(client, now)
+            if len(q) < self.limit:
+                return 0.0
+            return max(0.0, q[len(q) - self.limit] + self.window_s - now)
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) > 100_000:  # bounded memory under a spray of addresses
+                self._failures.clear()
+            self._recent(client, now).append(now)
 
 
 class AssignBody(BaseModel):
@@ -66,16 +140,20 @@ def _redact_url(url: str) -> str:
 
 def create_app(
     backend: QueryBackend, state: PostureState, *, silent_after_s: float = 900.0,
-    refresh_s: int = 30,
+    refresh_s: int = 30, auth_failures: int = 20, auth_window_s: float = 60.0,
 ) -> FastAPI:
     service = PostureService(backend, state, silent_after_s=silent_after_s)
     app = FastAPI(
         title="icsmon posture",
         description="Provincial ICS security posture: summaries, alerts, workflow, webhooks.",
         version="1",
+        docs_url=None, redoc_url=None, openapi_url=None,  # served below, behind a token
     )
+    app.add_middleware(SecurityHeaders)
     app.state.service = service
     app.state.posture_state = state
+    limiter = AuthLimiter(auth_failures, auth_window_s)
+    app.state.auth_limiter = limiter
 
     @app.exception_handler(NotVisible)
     async def _not_visible(_req: Request, _exc: NotVisible) -> JSONResponse:
@@ -84,8 +162,19 @@ def create_app(
     def principal(request: Request) -> Principal:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        info = state.lookup_token(token.strip()) if scheme.lower() == "bearer" and token else None
+        presented = scheme.lower() == "bearer" and bool(token.strip())
+        client = request.client.host if request.client else "?"
+        if presented:
+            wait = limiter.blocked_for(client)
+            if wait > 0:
+                raise HTTPException(429, "too many wrong tokens from this address; try later",
+                                    headers={"Retry-After": str(int(wait) + 1)})
+        info = state.lookup_token(token.strip()) if presented else None
         if info is None:
+            if presented:
+                limiter.failed(client)
+                log.warning("wrong bearer token from %s on %s %s", client, request.method,
+                            request.url.path)
             raise HTTPException(401, "a valid bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
         return Principal.from_token(info)
@@ -122,8 +211,12 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/api/config", summary="Dashboard settings (no secrets, no auth)")
-    def config() -> dict[str, Any]:
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_p: Who) -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/api/config", summary="Dashboard settings (no secrets)")
+    def config(_p: Who) -> dict[str, Any]:
         return {"refresh_s": refresh_s, "silent_after_s": silent_after_s}
 
     # -- who and where -------------------------------------------------------------------
@@ -345,7 +438,7 @@ def create_app(
         return state.deliveries(hook_id)
 
     @app.get("/api/i18n", summary="The dashboard's translation table")
-    def i18n() -> dict[str, Any]:
+    def i18n(_p: Who) -> dict[str, Any]:
         return json.loads((STATIC / "i18n.json").read_text(encoding="utf-8"))
 
     return app

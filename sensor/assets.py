@@ -12,12 +12,13 @@ MAX_PEERS = 256  # a server polled by thousands of hosts is still one bounded re
 class _Asset:
     __slots__ = ("ip", "mac", "roles", "protocols", "peers", "identity", "first", "last", "dirty")
 
-    def __init__(self, ip: str, ts: float) -> None:
+    def __init__(self, ip: str, ts: float, role: str, proto: str, mac: str | None, peer: str):
+        # born from its first observation (what _update would make of an empty record)
         self.ip = ip
-        self.mac: str | None = None
-        self.roles: set[str] = set()
-        self.protocols: set[str] = set()
-        self.peers: set[str] = set()
+        self.mac: str | None = mac or None
+        self.roles: set[str] = {role}
+        self.protocols: set[str] = {proto}
+        self.peers: set[str] = {peer}
         self.identity: dict[str, object] = {}
         self.first = ts
         self.last = ts
@@ -37,13 +38,11 @@ class AssetTracker:
     def __len__(self) -> int:
         return len(self._assets)
 
-    def _get(self, ip: str, ts: float) -> _Asset | None:
-        a = self._assets.get(ip)
-        if a is None:
-            if len(self._assets) >= self.max_assets:
-                self.dropped += 1
-                return None
-            a = self._assets[ip] = _Asset(ip, ts)
+    def _add(self, ip: str, ts: float, role: str, proto: str, mac, peer: str) -> _Asset | None:
+        if len(self._assets) >= self.max_assets:
+            self.dropped += 1
+            return None
+        a = self._assets[ip] = _Asset(ip, ts, role, proto, mac, peer)
         return a
 
     def observe(self, event: dict, ts: float) -> None:
@@ -57,17 +56,23 @@ class AssetTracker:
         if roles is None:
             roles = self._roles[proto] = (f"{proto}-client", f"{proto}-server")
         assets = self._assets
-        client = assets.get(cip) or self._get(cip, ts)
-        server = assets.get(sip) or self._get(sip, ts)
-        if client is not None:
+        client = assets.get(cip)
+        if client is None:
+            self._add(cip, ts, roles[0], proto, get("source.mac"), sip)
+        else:
             self._update(client, ts, roles[0], proto, get("source.mac"), sip)
-        if server is not None:
+        server = assets.get(sip)
+        if server is None:
+            server = self._add(sip, ts, roles[1], proto, get("destination.mac"), cip)
+        else:
             self._update(server, ts, roles[1], proto, get("destination.mac"), cip)
-            # the event's identity fields (few events have any: look only at those present)
-            fields = DEVICE_FIELDS.intersection(event)
-            if fields:
+        if server is not None:
+            # the event's identity fields (few events have any); a dict view against the set
+            # looks up the 14 names in the event instead of iterating its 30 keys
+            keys = event.keys()
+            if not keys.isdisjoint(DEVICE_FIELDS):
                 identity = server.identity
-                for key in fields:
+                for key in keys & DEVICE_FIELDS:
                     value = event[key]
                     if value is not None and value != "" and identity.get(key) != value:
                         identity[key] = value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -26,7 +27,14 @@ _PCAP_MAGICS = {
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+# a batch ends after this many bytes of records: the engine holds a batch's events until it
+# is done, and small batches keep those in the CPU cache (and out of the garbage collector's
+# older generations)
+_BATCH_BYTES = 8 * 1024
 _MAX_RECORD = 256 * 1024  # larger "packets" mean a corrupt length field, not a jumbo frame
+_READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
+# smallest total length of a pcapng block of each type that carries a body we unpack
+_PCAPNG_MIN_BLOCK = {1: 20, 2: 32, 3: 16, 6: 32}
 
 
 class CaptureError(Exception):
@@ -52,10 +60,13 @@ def _open(path: Path) -> BinaryIO:
 class _ChunkReader:
     """Buffered byte access for the record parsers: few large reads, cheap slices."""
 
-    __slots__ = ("_f", "buf", "pos", "consumed", "eof", "read_error")
+    __slots__ = ("_f", "_read", "buf", "pos", "consumed", "eof", "read_error")
 
     def __init__(self, f: BinaryIO, initial: bytes = b"") -> None:
         self._f = f
+        # a gzip stream cut short raises at its end and the data that read() had decompressed
+        # in that call is lost: read1() hands over what it has, one member read at a time
+        self._read = f.read1 if isinstance(f, gzip.GzipFile) else f.read
         self.buf = initial
         self.pos = 0
         self.consumed = 0  # file offset of buf[0]
@@ -68,8 +79,8 @@ class _ChunkReader:
             if self.eof:
                 return False
             try:
-                chunk = self._f.read(max(_CHUNK, n))
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                chunk = self._read(max(_CHUNK, n))
+            except _READ_ERRORS as exc:
                 self.read_error = f"decompression failed ({exc})"
                 chunk = b""
             if not chunk:
@@ -94,7 +105,7 @@ class CaptureReader:
         self._f = _open(self.path)
         try:
             head = self._f.read(4)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except _READ_ERRORS as exc:
             self._f.close()
             raise CaptureError(f"{self.path}: cannot read ({exc})") from None
         if head in _PCAP_MAGICS:
@@ -160,7 +171,8 @@ class CaptureReader:
                 append = batch.append
                 # every record wholly inside the buffer; the one that straddles its end (or a
                 # damaged one) is left at r.pos for the checks below
-                while n - pos >= 16:
+                stop = pos + _BATCH_BYTES
+                while n - pos >= 16 and pos < stop:
                     sec, frac, incl, _orig = unpack(buf, pos)
                     end = pos + 16 + incl
                     if incl > _MAX_RECORD or end > n:
@@ -228,7 +240,7 @@ class CaptureReader:
                         return
                     ifaces = []  # a new section starts its own interface list
                 btype, blen = struct.unpack_from(order + "II", buf, pos)
-                if blen < 12 or blen % 4 or blen > _MAX_RECORD + 64:
+                if blen < _PCAPNG_MIN_BLOCK.get(btype, 12) or blen % 4 or blen > _MAX_RECORD + 64:
                     self._damage(f"corrupt block length {blen}", nframes)
                     return
                 if not r.need(blen):

@@ -146,7 +146,16 @@ class Engine:
             except CaptureError as exc:
                 self.errors.append(str(exc))
                 continue
-            yield from self.run(reader, progress)
+            if progress is None:  # run()'s loop without its generator: one level less per event
+                out = self._out
+                process = self._process
+                for batch in reader.batches():
+                    process(batch)
+                    if out:
+                        yield from out
+                        out.clear()
+            else:
+                yield from self.run(reader, progress)
             if reader.error:
                 self.errors.append(reader.error)
         yield from self.finish()
@@ -223,7 +232,7 @@ class Engine:
                 if start < 54 or start > end:
                     self._slow(ts, linktype, data)
                     continue
-                # the flow key: addresses and ports as they sit in the header (see _flow_key)
+                # the flow key: addresses and ports as they sit in the header (see self.flows)
                 entry = flows_get(data[26:38])
                 if entry is not None and not flags & 0x07:  # no SYN, FIN, RST
                     flow, to_server = entry
@@ -671,7 +680,7 @@ class Engine:
             ts = ev.pop("ts", flow.last_ts)
             sec = int(ts)
             if sec == tsc[0] and ts >= 0:
-                ev["@timestamp"] = f"{tsc[1]}.{int((ts - sec) * 1e6):06d}Z"
+                ev["@timestamp"] = tsc[1] % int((ts - sec) * 1e6)
             else:
                 ev["@timestamp"] = iso_timestamp(ts)
             if ev["network.protocol"] != proto:  # a sub-protocol (s7comm-plus on the S7 port)
@@ -680,7 +689,7 @@ class Engine:
             ev["event.id"] = f"{uid}-{n}"
             if ev["event.action"] == "anomaly":
                 self.counters["anomalies"] += 1
-            elif assets is not None and (ts >= flow.asset_due or not DEVICE_FIELDS.isdisjoint(rec)):
+            elif assets is not None and (ts >= flow.asset_due or not rec.keys().isdisjoint(DEVICE_FIELDS)):
                 # roles and peers are the same for every event of a flow: look now and then
                 flow.asset_due = ts + ASSET_REFRESH
                 assets.observe(ev, ts)

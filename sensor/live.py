@@ -24,7 +24,14 @@ network-level expressions (``tcp port 502``, ``host 10.0.0.5``) make sense.
 Privileges: opening an ``AF_PACKET`` socket needs ``CAP_NET_RAW`` (root, or e.g.
 ``setcap cap_net_raw,cap_net_admin=eip`` on the Python interpreter); ``CAP_NET_ADMIN`` lets
 the receive buffer grow beyond ``net.core.rmem_max`` (without it the buffer is capped
-there, which is not an error). Everything else runs unprivileged.
+there, which is not an error). Everything else runs unprivileged: ``LiveSource(...,
+user="icsmon")`` (``icsmon sense --user icsmon``), started as root, switches to that user
+(its group and supplementary groups, then its uid) once the socket is open, the filter
+attached and the ring mapped; and whatever the start (root, or a service user given
+``CAP_NET_RAW`` as an ambient capability, see ``deploy/icsmon-sensor.service``), every
+capability is then dropped (``capset`` to empty sets), so the process that decodes hostile
+traffic can open no new raw socket and can never regain root. ``drop_privileges()`` does the
+same for a caller that opens its socket itself.
 
 Stopping: ``stop()`` may be called from a signal handler (SIGINT/SIGTERM) or another
 thread. It wakes the receive loop through a self-pipe; the loop then drains the packets
@@ -48,7 +55,7 @@ from collections.abc import Iterator
 
 from sensor import capture
 
-__all__ = ["CaptureError", "LiveSource", "Frame"]
+__all__ = ["CaptureError", "LiveSource", "Frame", "drop_privileges"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,63 @@ class CaptureError(capture.CaptureError):
     """Live capture cannot start or continue; the message is one line, fit for the user.
 
     A subclass of the file readers' error, so one ``except`` serves both kinds of source."""
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _clear_capabilities() -> None:
+    """Empty the effective, permitted, inheritable and ambient capability sets of this thread
+    (the only thread: call it before any other starts). Raises OSError when the kernel refuses."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # absent on old kernels: fine
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()  # all zero: no capability kept
+    if libc.capset(ctypes.byref(header), data) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def drop_privileges(user: str | None = None) -> None:
+    """Give up what only opening the capture socket needed.
+
+    With ``user`` and running as root: switch to that user's gid, supplementary groups and uid
+    (real, effective and saved, so it cannot switch back). Running as someone else, ``user``
+    must name that same account. Then every capability is dropped, so ``CAP_NET_RAW`` granted
+    by a service manager does not outlive the socket. Raises :class:`CaptureError` with a clear
+    message when the user does not exist or the switch is refused.
+    """
+    import pwd
+
+    if user is not None:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise CaptureError(f"--user {user}: no such user") from None
+        if os.geteuid() == 0:
+            try:
+                os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
+                os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
+                os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
+            except OSError as exc:
+                raise CaptureError(f"--user {user}: cannot switch to that user ({exc.strerror})") from None
+        elif os.geteuid() != entry.pw_uid:
+            raise CaptureError(f"--user {user}: only root can switch users (running as uid {os.geteuid()})")
+    try:
+        _clear_capabilities()
+    except OSError as exc:
+        raise CaptureError(f"cannot drop capabilities after opening the capture socket ({exc.strerror})") from None
+    log.info("capture socket open; running as uid %d with no capabilities", os.geteuid())
 
 
 class _SockFilter(ctypes.Structure):
@@ -176,6 +240,7 @@ class LiveSource:
         promisc: bool = True,
         rcvbuf: int = DEFAULT_RCVBUF,
         ring: bool = True,
+        user: str | None = None,
     ) -> None:
         if snaplen < 64:
             raise CaptureError(f"snaplen {snaplen} is too small (at least 64 bytes)")
@@ -231,6 +296,12 @@ class LiveSource:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        if user is not None:
+            try:
+                drop_privileges(user)
+            except CaptureError:
+                self.close()
+                raise
 
     def _setup(self, program: bytes | None, rcvbuf: int, promisc: bool, ring: bool) -> None:
         sock = self._sock

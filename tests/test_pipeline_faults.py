@@ -207,3 +207,128 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path: Path) -> None:
     finally:
         sink.close(timeout=1)
         drop_pipe(pipe)
+
+
+SENSOR = r"""
+import json, sys, time
+from pipeline.config import load_config
+from pipeline.kafka import KafkaSink
+from tests.test_pipeline_faults import alert_doc
+
+first, last = int(sys.argv[1]), int(sys.argv[2])
+sink = KafkaSink.from_config(load_config(), stall_s=1.0)
+print("ready", sink.spooling, flush=True)
+if sys.argv[3] == "replay-only":
+    while sink.spool.pending() or sink.spooling:
+        time.sleep(0.1)
+    sink.close(timeout=10)
+    print("drained", json.dumps(sink.stats()), flush=True)
+    sys.exit(0)
+reported = False
+for i in range(first, last):
+    sink.write("alert", alert_doc(i))
+    print("w", i, flush=True)  # written: acknowledged, in flight, or fsync'd in the spool
+    if sink.spooling and sink.stats()["inflight"] == 0 and not reported:
+        print("spooling", i, flush=True)
+        reported = True
+    time.sleep(0.002)
+sink.close(timeout=10)
+print("done", json.dumps(sink.stats()), flush=True)
+"""
+
+
+def test_sensor_sigkilled_while_spooling_and_indexer_restarted_lose_nothing(tmp_path: Path) -> None:
+    """Kafka goes away under a running sensor, the sensor spools and is SIGKILLed mid-stream;
+    Kafka returns, the sensor restarts and replays its spool while the indexer is restarted
+    mid-stream. At the end: every alert the sensor wrote is in Elasticsearch, once."""
+    require_services()
+    pipe = make_pipe(tmp_path, indexer={"batch_size": 100})
+    setup(pipe.cfg)
+    written: list[int] = []
+    lines: list[str] = []
+
+    def sensor(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", SENSOR, *args], env={**pipe.env, "PYTHONPATH": str(REPO)},
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def read_until(proc: subprocess.Popen, prefix: str) -> str:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("w "):
+                written.append(int(line.split()[1]))
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"the sensor ended before '{prefix}': {lines[-5:]}")
+
+    indexers: list[tuple[Indexer, threading.Thread]] = []
+
+    def start_indexer() -> Indexer:
+        idx = Indexer(pipe.cfg)
+        worker = threading.Thread(target=idx.run)
+        worker.start()
+        indexers.append((idx, worker))
+        return idx
+
+    def stop_indexer() -> None:
+        idx, worker = indexers.pop()
+        idx.stop()
+        worker.join(60)
+        idx.close()
+
+    try:
+        first = start_indexer()
+        proc = sensor("0", "1000000", "stream")
+        try:
+            read_until(proc, "ready")
+            while len(written) < 300:  # Kafka up: delivered and indexed as it goes
+                read_until(proc, "w ")
+            wait_for("the indexer to index the first alerts", lambda: first.counters["indexed"] > 0,
+                     limit_s=60)
+            stop_indexer()  # the indexer is restarted mid-stream
+            start_indexer()
+            deploy("kafka.sh", "stop")
+            read_until(proc, "spooling")  # the sink noticed; everything in flight is in the spool
+            mark = len(written)
+            while len(written) < mark + 200:  # these go straight to the spool, fsync'd
+                read_until(proc, "w ")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            for line in proc.stdout or []:  # what it printed before it died
+                if line.startswith("w "):
+                    written.append(int(line.split()[1]))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        assert proc.returncode == -signal.SIGKILL
+        deploy("kafka.sh", "start")
+        again = sensor("0", "0", "replay-only")
+        try:
+            read_until(again, "ready")
+            stats = json.loads(read_until(again, "drained").split(" ", 1)[1])
+            again.wait(60)
+        finally:
+            if again.poll() is None:
+                again.kill()
+                again.wait()
+            if again.stdout:
+                again.stdout.close()
+        assert stats["replayed"] >= 200 and stats["spool_alerts_refused"] == 0
+        wait_for("every written alert to reach Elasticsearch",
+                 lambda: len(es_docs(pipe, "alert")) >= len(set(written)), limit_s=120, step_s=0.5)
+        stop_indexer()
+        produced = {f"al-{i:07d}" for i in written}
+        in_es = [h["_id"] for h in es_docs(pipe, "alert")]
+        assert len(in_es) == len(set(in_es))
+        # At most one more than printed: the alert being written when the kill landed.
+        assert produced <= set(in_es) and len(set(in_es) - produced) <= 1, set(in_es) - produced
+        sent = [json.loads(m.value)["event"]["id"] for m in topic_messages(pipe, pipe.cfg.topic("alert"))]
+        assert len(sent) == len(set(sent)), f"{len(sent) - len(set(sent))} alerts sent twice"
+    finally:
+        ensure_started("kafka.sh")
+        while indexers:
+            stop_indexer()
+        drop_pipe(pipe)

@@ -236,6 +236,7 @@ def test_secrets_never_reach_the_logs(env: Env, caplog: pytest.LogCaptureFixture
 
 def test_every_api_route_is_covered_by_the_tenancy_tests(env: Env) -> None:
     """A new endpoint must join OBJECT_ENDPOINTS or HOME_GETS (or be public on purpose)."""
+    # Token needed (test_posture_security checks every route) but no tenancy: same for everyone.
     public = {("GET", "/api/config"), ("GET", "/api/i18n")}
     covered = {(m, p.split("?")[0]) for eps in OBJECT_ENDPOINTS.values() for m, p, _ in eps}
     covered |= {("GET", p.split("?")[0]) for p in HOME_GETS}
@@ -247,5 +248,6 @@ def test_every_api_route_is_covered_by_the_tenancy_tests(env: Env) -> None:
             for method in getattr(route, "methods", set()) - {"HEAD", "OPTIONS"}:
                 routes.add((method, re.sub(r"\{[a-z_]+\}", "{x}", path)))
     assert routes - public - covered == set()
-    for method, path in public:
-        assert env.client.request(method, path).status_code == 200  # no data behind them
+    for path in ("/api/config", "/api/i18n"):
+        assert env.client.get(path).status_code == 401
+        assert env.client.get(path, headers=env.h("city_a")).status_code == 200

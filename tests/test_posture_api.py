@@ -372,7 +372,8 @@ def test_dashboard_and_openapi_are_served(env: Env) -> None:
     page = env.client.get("/")
     assert page.status_code == 200 and "/static/vendor/echarts/echarts.min.js" in page.text
     assert env.client.get("/static/vendor/echarts/echarts.min.js").status_code == 200
-    spec = env.client.get("/openapi.json").json()
+    assert env.client.get("/openapi.json").status_code == 401
+    spec = env.client.get("/openapi.json", headers=env.h("province")).json()
     assert "/api/summary" in spec["paths"] and "/api/alerts/{alert_id}/close" in spec["paths"]
-    i18n = env.client.get("/api/i18n").json()
+    i18n = env.client.get("/api/i18n", headers=env.h("province")).json()
     assert set(i18n["zh"]) == set(i18n["en"])

@@ -383,6 +383,7 @@ async function start() {
   try {
     S.me = await api("/api/me");
     S.org = await api("/api/org");
+    S.refreshS = (await api("/api/config")).refresh_s || 30;
   } catch (err) {
     if (err instanceof AuthError) return showLogin(S.token ? t("login.failed") : "");
     throw err;
@@ -396,8 +397,7 @@ async function start() {
 
 async function init() {
   S.i18n = await (await fetch("/static/i18n.json")).json();
-  const cfg = await (await fetch("/api/config")).json();
-  S.refreshS = cfg.refresh_s || 30;
+  S.refreshS = 30;  // /api/config needs the token: read in start()
   translatePage();
   const range = document.getElementById("range");
   range.value = String(S.hours);

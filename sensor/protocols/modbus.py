@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import struct
+from itertools import chain
 
 from sensor.protocols.base import ParserLimits, Record, anomaly
 
@@ -189,18 +190,23 @@ def _plausible(buf: bytes, pos: int) -> bool:
     return pid == 0 and 2 <= length <= MAX_LENGTH and buf[pos + 7] & 0x7F in _VALID_FC
 
 
+_BIT_ROWS = [tuple((b >> i) & 1 for i in range(8)) for b in range(256)]  # byte -> its bits, LSB first
+
+
 def _bits(body: bytes, count: int) -> list[int]:
-    out = []
-    for byte in body:
-        for i in range(8):
-            out.append((byte >> i) & 1)
-            if len(out) == count:
-                return out
-    return out
+    """The first ``count`` bits of ``body`` (every bit when ``count`` is 0)."""
+    out = list(chain.from_iterable(map(_BIT_ROWS.__getitem__, body)))
+    return out[:count] if 0 < count < len(out) else out
+
+
+# unpackers of n big-endian registers, made once: a PDU holds at most 127 of them
+_REGISTER_UNPACK = [struct.Struct(f">{n}H").unpack_from for n in range(128)]
 
 
 def _registers(body: bytes, limit: int) -> list[int]:
     n = min(len(body) // 2, limit)
+    if 0 <= n < 128:
+        return list(_REGISTER_UNPACK[n](body, 0))
     return list(struct.unpack_from(f">{n}H", body, 0))
 
 
@@ -209,6 +215,7 @@ class _Malformed(Exception):
 
 
 def _need(pdu: bytes, n: int, what: str) -> None:
+    # the decoders test the length first and call this only to fail: no call per good PDU
     if len(pdu) < n:
         raise _Malformed(f"{what}: {len(pdu)} bytes, need {n}")
 
@@ -216,12 +223,14 @@ def _need(pdu: bytes, n: int, what: str) -> None:
 def decode_request(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
     """Fill ``f`` with the fields of a request PDU (``pdu`` starts after the function code)."""
     if fc in (1, 2, 3, 4):
-        _need(pdu, 4, "read request")
+        if len(pdu) < 4:
+            _need(pdu, 4, "read request")
         f["modbus.address"], f["modbus.quantity"] = _HH.unpack_from(pdu, 0)
         if len(pdu) != 4:
             raise _Malformed(f"read request body is {len(pdu)} bytes, expected 4")
     elif fc == 5:
-        _need(pdu, 4, "write single coil")
+        if len(pdu) < 4:
+            _need(pdu, 4, "write single coil")
         addr, value = _HH.unpack_from(pdu, 0)
         f["modbus.address"] = addr
         f["modbus.quantity"] = 1
@@ -229,13 +238,15 @@ def decode_request(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         if value not in (0, 0xFF00):
             raise _Malformed(f"write single coil value 0x{value:04x} is neither 0x0000 nor 0xff00")
     elif fc == 6:
-        _need(pdu, 4, "write single register")
+        if len(pdu) < 4:
+            _need(pdu, 4, "write single register")
         addr, value = _HH.unpack_from(pdu, 0)
         f["modbus.address"] = addr
         f["modbus.quantity"] = 1
         f["modbus.values"] = [value]
     elif fc in (15, 16):
-        _need(pdu, 5, "write multiple")
+        if len(pdu) < 5:
+            _need(pdu, 5, "write multiple")
         addr, qty = _HH.unpack_from(pdu, 0)
         count = pdu[4]
         f["modbus.address"] = addr
@@ -252,7 +263,8 @@ def decode_request(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         if count != expected or len(pdu) - 5 != count:
             raise _Malformed(f"byte count {count} does not match quantity {qty}")
     elif fc == 8:
-        _need(pdu, 2, "diagnostics")
+        if len(pdu) < 2:
+            _need(pdu, 2, "diagnostics")
         sub = _H.unpack_from(pdu, 0)[0]
         f["modbus.subfunction"] = sub
         f["modbus.subfunction_name"] = DIAGNOSTICS.get(sub, f"unknown_{sub}")
@@ -262,14 +274,16 @@ def decode_request(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         elif data:
             f["modbus.data"] = data.hex()
     elif fc == 22:
-        _need(pdu, 6, "mask write register")
+        if len(pdu) < 6:
+            _need(pdu, 6, "mask write register")
         addr, and_mask, or_mask = _HHH.unpack_from(pdu, 0)
         f["modbus.address"] = addr
         f["modbus.quantity"] = 1
         f["modbus.and_mask"] = and_mask
         f["modbus.or_mask"] = or_mask
     elif fc == 23:
-        _need(pdu, 9, "read/write multiple registers")
+        if len(pdu) < 9:
+            _need(pdu, 9, "read/write multiple registers")
         ra, rq, wa, wq = _HHHH.unpack_from(pdu, 0)
         count = pdu[8]
         f["modbus.read_address"] = ra
@@ -282,11 +296,13 @@ def decode_request(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         if count != wq * 2 or len(pdu) - 9 != count:
             raise _Malformed(f"byte count {count} does not match write quantity {wq}")
     elif fc == 24:
-        _need(pdu, 2, "read fifo queue")
+        if len(pdu) < 2:
+            _need(pdu, 2, "read fifo queue")
         f["modbus.fifo_address"] = _H.unpack_from(pdu, 0)[0]
         f["modbus.address"] = f["modbus.fifo_address"]
     elif fc in (20, 21):
-        _need(pdu, 1, "file record")
+        if len(pdu) < 1:
+            _need(pdu, 1, "file record")
         count = pdu[0]
         records = []
         pos = 1
@@ -305,11 +321,13 @@ def decode_request(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         if count != len(pdu) - 1:
             raise _Malformed(f"byte count {count} does not match body length {len(pdu) - 1}")
     elif fc == 43:
-        _need(pdu, 1, "encapsulated interface transport")
+        if len(pdu) < 1:
+            _need(pdu, 1, "encapsulated interface transport")
         mei = pdu[0]
         f["modbus.mei_type"] = mei
         if mei == 14:
-            _need(pdu, 3, "read device identification")
+            if len(pdu) < 3:
+                _need(pdu, 3, "read device identification")
             f["modbus.read_device_id_code"] = pdu[1]
             f["modbus.object_id"] = pdu[2]
         elif len(pdu) > 1:
@@ -324,7 +342,8 @@ def decode_request(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
 def decode_response(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
     """Fill ``f`` with the fields of a normal (non-exception) response PDU."""
     if fc in (1, 2, 3, 4):
-        _need(pdu, 1, "read response")
+        if len(pdu) < 1:
+            _need(pdu, 1, "read response")
         count = pdu[0]
         body = pdu[1 : 1 + count]
         if fc in (1, 2):
@@ -338,36 +357,43 @@ def decode_response(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         if fc in (3, 4) and count % 2:
             raise _Malformed(f"odd byte count {count} for registers")
     elif fc in (5, 6):
-        _need(pdu, 4, "write single echo")
+        if len(pdu) < 4:
+            _need(pdu, 4, "write single echo")
         addr, value = _HH.unpack_from(pdu, 0)
         f.setdefault("modbus.address", addr)
         if "modbus.values" not in f:
             f["modbus.values"] = [1 if value == 0xFF00 else 0] if fc == 5 else [value]
     elif fc in (15, 16):
-        _need(pdu, 4, "write multiple response")
+        if len(pdu) < 4:
+            _need(pdu, 4, "write multiple response")
         addr, qty = _HH.unpack_from(pdu, 0)
         f.setdefault("modbus.address", addr)
         f.setdefault("modbus.quantity", qty)
     elif fc == 7:
-        _need(pdu, 1, "read exception status")
+        if len(pdu) < 1:
+            _need(pdu, 1, "read exception status")
         f["modbus.exception_status"] = pdu[0]
     elif fc == 8:
-        _need(pdu, 2, "diagnostics response")
+        if len(pdu) < 2:
+            _need(pdu, 2, "diagnostics response")
         sub = _H.unpack_from(pdu, 0)[0]
         f.setdefault("modbus.subfunction", sub)
         f.setdefault("modbus.subfunction_name", DIAGNOSTICS.get(sub, f"unknown_{sub}"))
         if len(pdu) == 4:
             f["modbus.diagnostic_data"] = _H.unpack_from(pdu, 2)[0]
     elif fc == 11:
-        _need(pdu, 4, "comm event counter")
+        if len(pdu) < 4:
+            _need(pdu, 4, "comm event counter")
         f["modbus.status"], f["modbus.event_count"] = _HH.unpack_from(pdu, 0)
     elif fc == 12:
-        _need(pdu, 7, "comm event log")
+        if len(pdu) < 7:
+            _need(pdu, 7, "comm event log")
         f["modbus.status"], f["modbus.event_count"], f["modbus.message_count"] = _HHH.unpack_from(
             pdu, 1
         )
     elif fc == 17:
-        _need(pdu, 1, "report server id")
+        if len(pdu) < 1:
+            _need(pdu, 1, "report server id")
         count = pdu[0]
         data = pdu[1 : 1 + count]
         f["modbus.server_id"] = data.hex()
@@ -376,19 +402,24 @@ def decode_response(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         if text:
             f["ics.device.description"] = text.decode("ascii")[:128]
     elif fc == 22:
-        _need(pdu, 6, "mask write echo")
+        if len(pdu) < 6:
+            _need(pdu, 6, "mask write echo")
     elif fc == 23:
-        _need(pdu, 1, "read/write response")
+        if len(pdu) < 1:
+            _need(pdu, 1, "read/write response")
         count = pdu[0]
         f["modbus.read_values"] = _registers(pdu[1 : 1 + count], limits.max_items)
     elif fc == 24:
-        _need(pdu, 4, "read fifo response")
+        if len(pdu) < 4:
+            _need(pdu, 4, "read fifo response")
         _count, fifo = _HH.unpack_from(pdu, 0)
         f["modbus.values"] = _registers(pdu[4 : 4 + fifo * 2], limits.max_items)
     elif fc == 20:
-        _need(pdu, 1, "read file record response")
+        if len(pdu) < 1:
+            _need(pdu, 1, "read file record response")
     elif fc == 43:
-        _need(pdu, 1, "encapsulated interface transport response")
+        if len(pdu) < 1:
+            _need(pdu, 1, "encapsulated interface transport response")
         mei = pdu[0]
         f.setdefault("modbus.mei_type", mei)
         if mei == 14:
@@ -398,7 +429,8 @@ def decode_response(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
 
 
 def _device_identification(pdu: bytes, f: dict, limits: ParserLimits) -> None:
-    _need(pdu, 6, "read device identification response")
+    if len(pdu) < 6:
+        _need(pdu, 6, "read device identification response")
     f["modbus.read_device_id_code"] = pdu[1]
     f["modbus.conformity_level"] = pdu[2]
     f["modbus.more_follows"] = pdu[3]
@@ -614,7 +646,8 @@ class Parser:
         else:
             req_ts, f = req
             f["ics.pairing"] = "paired"
-            f["event.duration"] = max(0, int(round((ts - req_ts) * 1e9)))
+            duration = round((ts - req_ts) * 1e9)  # an int already
+            f["event.duration"] = duration if duration > 0 else 0
             req_fc = f["modbus.function_code"]
             if req_fc != fc:
                 out.append(

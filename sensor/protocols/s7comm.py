@@ -380,7 +380,7 @@ class _PlusPdu:
 
 
 class _Direction:
-    __slots__ = ("buf", "cotp", "plus", "plus_version", "plus_fragments", "resync", "lost")
+    __slots__ = ("buf", "cotp", "plus", "plus_version", "plus_fragments", "resync", "lost", "gap_skipped")
 
     def __init__(self) -> None:
         self.buf = bytearray()  # TPKT bytes not yet framed
@@ -390,11 +390,17 @@ class _Direction:
         self.plus_fragments = 0
         self.resync = False  # scanning for the next plausible TPKT header
         self.lost = False  # an anomaly was already reported for this resync episode
+        # bytes skipped while resynchronising after a gap (None: not after a gap). Up to one
+        # TPKT's worth may be the rest of the lost PDU; more is not S7 and is reported.
+        self.gap_skipped: int | None = None
 
     def reset(self) -> None:
         self.buf.clear()
         self.cotp.clear()
         self.plus.clear()
+
+
+_MAX_TPKT = 0xFFFF  # the largest TPKT: after a gap, the rest of the lost PDU is at most this
 
 
 def _plausible_tpkt(buf: bytes | bytearray, i: int) -> bool | None:
@@ -475,6 +481,7 @@ class Parser:
         d = self._dirs[to_server]
         d.reset()
         d.resync, d.lost = True, True  # a gap is not malformed input: no anomaly for the skip
+        d.gap_skipped = 0  # ... unless more is skipped than the rest of one PDU (see _feed)
         return []
 
     def close(self, ts: float) -> list[Record]:
@@ -516,13 +523,20 @@ class Parser:
         limit = self.limits.max_buffer
         while True:
             if d.resync:
+                start = pos
                 pos = self._resync(src, pos)
+                if d.gap_skipped is not None:
+                    d.gap_skipped += (len(src) if pos < 0 else pos) - start
+                    if d.gap_skipped > _MAX_TPKT:
+                        d.gap_skipped = None
+                        out.append(self._anomaly(ts, "tpkt-bad-header", f"more than {_MAX_TPKT} bytes after a gap without a TPKT header: not S7 traffic"))
                 if pos < 0:  # not even a 0x03 left: nothing worth keeping
                     buf.clear()
                     return
                 if _plausible_tpkt(src, pos) is None:
                     break
                 d.resync = d.lost = False
+                d.gap_skipped = None
             avail = len(src) - pos
             if avail < 4:
                 if avail and (src[pos] != 3 or (avail > 1 and src[pos + 1] != 0)):

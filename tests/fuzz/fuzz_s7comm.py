@@ -1,0 +1,29 @@
+"""Coverage-guided fuzz target: the s7comm dissector (``sensor/protocols/s7comm.py``).
+
+Input: segments as encoded by ``tests/fuzz/common.py`` (direction, optional gap, payload),
+fed to one parser, then ``close()``. A crash is any exception out of the parser or a record
+breaking the dissector contract (see ``common.check_record``). Run it through run.py:
+
+    .venv/bin/python tests/fuzz/run.py s7comm --seconds 600
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+
+import atheris  # noqa: E402
+
+with atheris.instrument_imports(include=["sensor"]):
+    from sensor.protocols import s7comm  # noqa: E402
+
+from tests.fuzz.common import run_parser  # noqa: E402
+
+
+def test_one_input(data: bytes) -> None:
+    run_parser(s7comm, data)
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
