@@ -490,7 +490,7 @@ class Store:
             )
         if not self.readonly and tables:
             # A damaged page is found now, as one clear error, not as a failing write per batch
-            # later. quick_check reads the whole file once (about 1 s per GiB here).
+            # later. quick_check reads the whole file once (a large store takes a while).
             problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if problem != "ok":
                 problem = " ".join(str(problem).split())
