@@ -3,7 +3,7 @@ Modbus traffic mixed in, and single connections that never complete a PDU.
 
 The captures are generated (tests/floodgen.py, plain struct); the Modbus traffic mixed into
 the flood is the real pymodbus capture. Each replay runs in a child process so that its peak
-RSS (the child's own ``ru_maxrss``) is its own. The 1,000,000-flow version and the numbers are
+RSS (the child's own ``VmHWM``) is its own. The 1,000,000-flow version and the numbers are
 in bench/bench_limits.py and bench/README.md ("Limits"); this is the scaled version.
 
 The memory bounds asserted are generous multiples of what the caps allow (they catch a cap
@@ -54,8 +54,10 @@ modbus = []
 for e in eng.replay([sys.argv[2]], progress=tick):
     if e.get("network.protocol") == "modbus":
         modbus.append([e.get("event.action"), e.get("modbus.transaction_id"), e.get("modbus.function_code"), str(e.get("modbus.values")), e.get("event.outcome"), e.get("ics.pairing")])
-import resource
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this process's own peak: ru_maxrss would carry over the parent's peak, which Linux
+# keeps across the fork and exec that started this child (pytest itself may be 400 MB)
+with open("/proc/self/status") as status:
+    rss = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 print(json.dumps({"stats": eng.stats, "errors": eng.errors, "peak": peak, "modbus": sorted(modbus, key=str), "rss": rss}))
 """
 
