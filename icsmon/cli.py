@@ -315,8 +315,12 @@ def sense(
     port: PortOpt = None,
     store_events: StoreEventsOpt = True,
     store_max_events: MaxEventsOpt = None,
-    user: Annotated[str | None, typer.Option(
-        "--user", help="Started as root: run as this user once the capture socket is open")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user", help="Started as root: run as this user once the capture socket is open"
+        ),
+    ] = None,
 ) -> None:
     """Listen on a live interface until SIGINT/SIGTERM; then print the final counters."""
     from sensor.engine import Engine
@@ -379,37 +383,15 @@ def version() -> None:
 
 def _register_subcommands() -> None:
     """Sub-commands that live in their own modules (one per feature area)."""
-    import importlib
+    from icsmon import cmd_baseline, cmd_index, cmd_posture, cmd_query, cmd_rules
 
-    for module, attr, name in (
-        ("icsmon.cmd_rules", "app", "rules"),
-        ("icsmon.cmd_baseline", "app", "baseline"),
-        ("icsmon.cmd_posture", "app", "posture"),
-        ("icsmon.cmd_posture", "org_app", "org"),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        sub = getattr(mod, attr, None)
-        if sub is not None:
-            app.add_typer(sub, name=name)
-    for module, attr, name in (
-        ("icsmon.cmd_query", "alerts_command", "alerts"),
-        ("icsmon.cmd_query", "assets_command", "assets"),
-        ("icsmon.cmd_index", "index_command", "index"),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        func = getattr(mod, attr, None)
-        if func is not None:
-            app.command(name=name)(func)
+    app.add_typer(cmd_rules.app, name="rules")
+    app.add_typer(cmd_baseline.app, name="baseline")
+    app.add_typer(cmd_posture.app, name="posture")
+    app.add_typer(cmd_posture.org_app, name="org")
+    app.command(name="alerts")(cmd_query.alerts_command)
+    app.command(name="assets")(cmd_query.assets_command)
+    app.command(name="index")(cmd_index.index_command)
 
 
 _register_subcommands()

@@ -12,7 +12,6 @@ flow is created.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -57,24 +56,6 @@ BAD_HEADER = "bad-header"
 FRAGMENT = "fragment"  # held for reassembly
 UNSUPPORTED_LINK = "unsupported-link"
 NOT_TCP = "not-tcp"
-
-
-@dataclass(slots=True)
-class Packet:
-    """A decoded TCP segment (also used for UDP with seq/ack/flags at 0)."""
-
-    ipver: int
-    src: bytes
-    dst: bytes
-    proto: int
-    sport: int
-    dport: int
-    seq: int
-    ack: int
-    flags: int
-    payload: bytes
-    smac: bytes | None
-    dmac: bytes | None
 
 
 def link_payload(linktype: int, data: bytes) -> tuple[int, int, bytes | None, bytes | None] | str:
@@ -134,28 +115,6 @@ def link_payload(linktype: int, data: bytes) -> tuple[int, int, bytes | None, by
             return ETH_IPV6, 4, None, None
         return NOT_IP
     return UNSUPPORTED_LINK
-
-
-def transport(
-    ipver: int,
-    src: bytes,
-    dst: bytes,
-    proto: int,
-    l4: bytes,
-    smac: bytes | None,
-    dmac: bytes | None,
-) -> Packet | str:
-    if proto == 6:
-        if len(l4) < 20:
-            return TRUNCATED
-        sport, dport, seq, ack, off, flags = _tcp_hdr(l4, 0)
-        hlen = (off >> 4) * 4
-        if hlen < 20:
-            return BAD_HEADER
-        if hlen > len(l4):
-            return TRUNCATED
-        return Packet(ipver, src, dst, 6, sport, dport, seq, ack, flags, l4[hlen:], smac, dmac)
-    return NOT_TCP
 
 
 def ipv6_payload(data: bytes, off: int) -> tuple[bytes, bytes, int, bytes] | str:

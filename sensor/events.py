@@ -25,13 +25,6 @@ def iso_timestamp(ts: float) -> str:
     return _ts_cache[1] % int((ts - sec) * 1e6)
 
 
-def parse_iso(text: str) -> float:
-    """The inverse of :func:`iso_timestamp` (for documents read back)."""
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 _mac_cache: dict[bytes, str] = {}  # a network has few MACs; every flow asks for two
 
 

@@ -126,11 +126,6 @@ def ip_str(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
-def seq_after(a: int, b: int) -> bool:
-    """a > b in 32-bit sequence space."""
-    return a != b and ((a - b) & SEQ_MASK) < HALF
-
-
 def evict_candidates(flows: list[Flow], count: int) -> list[Flow]:
     """The ``count`` least recently active flows."""
     return heapq.nsmallest(count, flows, key=lambda f: f.last_ts)
