@@ -5,14 +5,17 @@
     .venv/bin/python bench/bench_modbus.py --repeat 3           # best of three rounds
 
 1. Builds a large capture by repeating the conversations recorded from pymodbus in
-   pcaps/modbus/ (the five captures of make_captures.py): each repetition gets its own client address and port (so every
-   repetition is a separate TCP connection), 64 connections are interleaved at a time, and
+   pcaps/modbus/ (the five captures of make_captures.py): each conversation keeps one client
+   address, each repetition gets its own client port (so every repetition is a separate TCP
+   connection), 64 connections are interleaved at a time, and
    timestamps move forward. Checksums are recomputed for the new addresses.
 2. Runs each contender as a child process on that file and measures wall-clock packets/s
    (all packets in the file, the same denominator for everyone) and peak RSS
    (``ru_maxrss`` of the child from ``wait4``):
    - icsmon engine: ``Engine(EngineConfig()).replay([FILE])``, events built and discarded
      (decode, reassembly, request/response pairing, ECS events, asset tracking);
+   - icsmon engine, from source: the same with ``ICSMON_PURE=1``, the Python source instead
+     of the compiled build of the per-packet modules (setup.py);
    - icsmon CLI: ``icsmon replay FILE --events --format jsonl`` to /dev/null, no rules,
      no store (adds nesting and JSON serialisation of every event);
    - tshark: ``tshark -r FILE -Y mbtcp -T fields -e mbtcp.trans_id -e modbus.func_code``
@@ -146,8 +149,10 @@ def build_capture(path: Path, packets: int) -> int:
             span = 0.0
             for slot in range(CONCURRENT):
                 flow = templates[rep % len(templates)]
-                client_ip = bytes([10, 10, (rep >> 8) & 0xFF, rep & 0xFF])
-                client_port = 1024 + (rep // 65536) % 64000
+                # one client per template conversation, a new port per repetition: the
+                # issue's "repeated flows with shifted ports and timestamps"
+                client_ip = bytes([10, 10, 0, 1 + rep % len(templates)])
+                client_port = 1024 + rep % 64000
                 addr_words = _words(client_ip) + server_words
                 start = batch_start + slot * 0.0007
                 for pkt in flow:
@@ -180,13 +185,14 @@ def build_capture(path: Path, packets: int) -> int:
 
 ENGINE_SCRIPT = """
 import sys
+import sensor
 from sensor.engine import Engine, EngineConfig
 engine = Engine(EngineConfig())
 events = 0
 for _ in engine.replay([sys.argv[1]]):
     events += 1
-print(f"events={events} anomalies={engine.stats['anomalies']} packets={engine.stats['packets']}",
-      file=sys.stderr)
+print(f"events={events} anomalies={engine.stats['anomalies']} packets={engine.stats['packets']} "
+      f"build={'compiled' if sensor.COMPILED_IN_USE else 'source'}", file=sys.stderr)
 """
 
 SCAPY_SCRIPT = """
@@ -256,11 +262,16 @@ class Result:
         return self.packets / self.cpu_seconds if self.cpu_seconds else 0.0
 
 
-def measure(name: str, argv: list[str], packets: int, stdout=subprocess.DEVNULL) -> Result:
+def measure(
+    name: str, argv: list[str], packets: int, env_extra: dict[str, str] | None = None
+) -> Result:
     """Run a child to completion; wall time and the child's own peak RSS."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
+    env.update(PYTHONPATH=str(REPO), **(env_extra or {}))
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO
+    )
     assert proc.stderr is not None
     err = proc.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
@@ -299,8 +310,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="rounds; the fastest of each is kept")
     ap.add_argument(
         "--only",
-        default="engine,cli,tshark,scapy,bare",
-        help="comma-separated subset of engine,cli,tshark,scapy,bare",
+        default="engine,source,cli,tshark,scapy,bare",
+        help="comma-separated subset of engine,source,cli,tshark,scapy,bare",
     )
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -319,6 +330,9 @@ def main() -> None:
     contenders: list[tuple[str, list[str], int]] = []
     if "engine" in only:
         contenders.append(("icsmon engine", [PYTHON, "-c", ENGINE_SCRIPT, str(path)], total))
+    if "source" in only:  # the same engine run from its Python source (ICSMON_PURE=1)
+        argv = [PYTHON, "-c", ENGINE_SCRIPT, str(path)]
+        contenders.append(("icsmon engine, from source", argv, total))
     if "cli" in only:
         icsmon = shutil.which("icsmon", path=str(Path(PYTHON).parent)) or "icsmon"
         argv = [icsmon, "replay", str(path), "--events", "--format", "jsonl", "--no-rules"]
@@ -347,7 +361,8 @@ def main() -> None:
     try:
         for round_no in range(1, args.repeat + 1):
             for name, argv, packets in contenders:
-                res = measure(name, argv, packets)
+                env_extra = {"ICSMON_PURE": "1"} if name.endswith("from source") else None
+                res = measure(name, argv, packets, env_extra)
                 if name.startswith("scapy"):
                     loop = float(res.note.split("loop_seconds=")[1].split()[0])
                     res.cpu_seconds *= loop / res.seconds  # the loop's share of CPU time

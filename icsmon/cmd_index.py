@@ -56,7 +56,9 @@ def index_command(
         stream=sys.stderr,
     )
     if not verbose:
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        # the clients log every retry with its traceback; the error line below says it once
+        for noisy in ("kafka", "elastic_transport", "elasticsearch"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     overrides = {
         "kafka": {"brokers": brokers},
         "elasticsearch": {"url": es_url},

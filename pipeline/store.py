@@ -1245,16 +1245,20 @@ def merge_alert(stored: dict[str, Any], incoming: dict[str, Any]) -> dict[str, A
 
 
 def _int_or_none(value: Any) -> int | None:
+    """An indexed integer column's value; None for what is not a number SQLite can hold."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float | str):
+        number = value
+    elif isinstance(value, float | str):
         try:
-            return int(float(value))
+            number = int(float(value))
         except (ValueError, OverflowError):  # "high", nan, inf
             return None
-    return None
+    else:
+        return None
+    # SQLite integers are signed 64-bit: a larger one would fail the whole insert
+    return number if -(1 << 63) <= number < 1 << 63 else None
 
 
 def _str_or_none(value: Any) -> str | None:

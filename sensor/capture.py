@@ -151,11 +151,16 @@ class CaptureReader:
             return
         order, scale = _PCAP_MAGICS[r.buf[0:4]]
         _vmaj, _vmin, _zone, _sig, _snap, network = struct.unpack_from(order + "HHiIII", r.buf, 4)
-        linktype = network & 0x0FFFFFFF if network & 0xF0000000 else network & 0xFFFF
+        linktype: int = network & 0x0FFFFFFF if network & 0xF0000000 else network & 0xFFFF
         r.pos = 24
         rec = struct.Struct(order + "IIII")
         unpack = rec.unpack_from
         nframes = 0
+        # typed locals: the compiled build (setup.py) keeps them as machine integers
+        sec: int
+        frac: int
+        incl: int
+        end: int
         try:
             while True:
                 if len(r.buf) - r.pos < 16 and not r.need(16):
@@ -167,8 +172,7 @@ class CaptureReader:
                 buf = r.buf
                 pos = r.pos
                 n = len(buf)
-                batch = []
-                append = batch.append
+                batch: list[Frame] = []
                 # every record wholly inside the buffer; the one that straddles its end (or a
                 # damaged one) is left at r.pos for the checks below
                 stop = pos + _BATCH_BYTES
@@ -177,7 +181,7 @@ class CaptureReader:
                     end = pos + 16 + incl
                     if incl > _MAX_RECORD or end > n:
                         break
-                    append((sec + frac * scale, linktype, buf[pos + 16 : end]))
+                    batch.append((sec + frac * scale, linktype, buf[pos + 16 : end]))
                     pos = end
                 r.pos = pos
                 if batch:

@@ -10,19 +10,30 @@ _CATEGORY = ["network"]
 
 # [second, "YYYY-MM-DDTHH:MM:SS.%06dZ" of that second]: a %-format is the cheapest way to
 # add the microseconds (the engine reads this cache inline for every event)
-_ts_cache: list = [None, ""]
+class _Second:
+    """The formatted date and time of the last second seen: events cluster in time."""
+
+    __slots__ = ("sec", "prefix")
+
+    def __init__(self) -> None:
+        self.sec = -1
+        self.prefix = ""
+
+
+_second = _Second()
 
 
 def iso_timestamp(ts: float) -> str:
-    """Capture time as ISO 8601 UTC with microseconds (cached per second: events cluster)."""
-    sec = int(ts)
+    """Capture time as ISO 8601 UTC with microseconds."""
     if ts < 0:
-        sec = 0
         ts = 0.0
-    if _ts_cache[0] != sec:
-        _ts_cache[0] = sec
-        _ts_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + ".%06dZ"
-    return _ts_cache[1] % int((ts - sec) * 1e6)
+    sec = int(ts)
+    cache = _second
+    if cache.sec != sec:
+        cache.sec = sec
+        cache.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + "."
+    # six digits of microseconds without a format call: 1000000 + us, first digit dropped
+    return cache.prefix + str(1_000_000 + int((ts - sec) * 1e6))[1:] + "Z"
 
 
 _mac_cache: dict[bytes, str] = {}  # a network has few MACs; every flow asks for two

@@ -19,7 +19,7 @@ import heapq
 import socket
 import struct
 from dataclasses import dataclass
-from types import ModuleType
+from typing import Any
 
 from sensor.protocols.base import ParserLimits
 
@@ -97,8 +97,16 @@ class Flow:
     )
 
     def __init__(self) -> None:
-        self.module: ModuleType | None = None
-        self.parser = None
+        self.client: bytes = b""
+        self.cport: int = 0
+        self.server: bytes = b""
+        self.sport: int = 0
+        self.ipver: int = 4
+        self.first_ts: float = 0.0
+        self.last_ts: float = 0.0
+        self.keys: tuple[bytes, bytes] = (b"", b"")
+        self.module: Any = None
+        self.parser: Any = None
         self.probing = False  # waiting for the first payload to pick a dissector by heuristic
         self.to_client = Direction()
         self.to_server = Direction()
@@ -122,8 +130,18 @@ class Flow:
         return community_id(self.client, self.server, self.cport, self.sport)
 
 
+_ip_cache: dict[bytes, str] = {}  # a plant has few hosts: each address is formatted once
+
+
 def ip_str(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    text = _ip_cache.get(raw)
+    if text is None:
+        if len(_ip_cache) >= 4096:
+            _ip_cache.clear()
+        text = _ip_cache[raw] = socket.inet_ntop(
+            socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw
+        )
+    return text
 
 
 def evict_candidates(flows: list[Flow], count: int) -> list[Flow]:

@@ -212,3 +212,21 @@ def deploy(script: str, action: str) -> None:
     proc = subprocess.run([str(DEPLOY / script), action], capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise AssertionError(f"deploy/{script} {action} failed:\n{proc.stderr[-4000:]}")
+
+
+def write_config_file(cfg: PipelineConfig, path: Path) -> Path:
+    """``cfg`` as the TOML file a deployed sensor, indexer or query is given with ``--config``
+    (every key that is set; JSON string quoting is valid TOML for these values)."""
+    from dataclasses import fields
+
+    lines = []
+    for section in ("kafka", "elasticsearch", "spool", "indexer"):
+        values = getattr(cfg, section)
+        lines.append(f"[{section}]")
+        for f in fields(values):
+            value = getattr(values, f.name)
+            if value is None:
+                continue
+            lines.append(f"{f.name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

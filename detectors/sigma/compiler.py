@@ -18,6 +18,11 @@ The tree is normalised first (flattened AND/OR, equality lists on one field merg
 one frozenset lookup), so the hot path is a dict lookup and a set membership test. The
 normalised tree also yields the rule's *anchor*: a field whose value must be in a fixed set
 for the rule to match, which the engine indexes so an event only reaches rules it can fire.
+
+The closures built here are the general path and the reference; the engine's hot path runs
+Python source generated from the same normalised trees (``codegen``), which is why ``Test``
+nodes also carry the comparison or affix they implement and ``Compiled`` keeps the residual
+tree.
 """
 
 from __future__ import annotations
@@ -136,6 +141,11 @@ class Test:
     field: str
     test: Callable[[Any], bool]
     what: str
+    # A numeric comparison (operator symbol, number): generated code runs it inline on ints.
+    compare: tuple[str, int | float] | None = None
+    # A case-insensitive affix test ("startswith" | "endswith" | "contains", casefolded
+    # literal): generated code runs it inline on the casefolded text.
+    affix: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -185,6 +195,7 @@ class Compiled:
     residual: Predicate
     dataset: str | None = None
     kind: str = "both"  # "both" | "anomaly" | "transaction"
+    residual_node: Node | None = None  # the tree ``residual`` was built from (for codegen)
 
 
 # --- values -> nodes --------------------------------------------------------------------
@@ -278,6 +289,11 @@ def _cidr_test(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) ->
     return test
 
 
+_COMPARE_SYMBOL = {
+    CompareOperators.LT: "<", CompareOperators.LTE: "<=", CompareOperators.GT: ">",
+    CompareOperators.GTE: ">=", CompareOperators.NEQ: "!=",
+}
+
 _COMPARE: dict[CompareOperators, Callable[[float, float], bool]] = {
     CompareOperators.LT: lambda a, b: a < b,
     CompareOperators.LTE: lambda a, b: a <= b,
@@ -350,7 +366,20 @@ def _string_node(field: str, value: SigmaString) -> Node:
             keys.add(number)
         return Eq(field, frozenset(keys))
     inner, what = _wildcard_test(parts, cased)
-    return Test(field, _text_test(inner), what)
+    return Test(field, _text_test(inner), what, None, None if cased else _affix(parts))
+
+
+def _affix(parts: list[str | SpecialChars]) -> tuple[str, str] | None:
+    """The affix form of an uncased wildcard value, when it has one (as _wildcard_test)."""
+    multi = SpecialChars.WILDCARD_MULTI
+    lits = [p.casefold() if isinstance(p, str) else p for p in parts]
+    if len(lits) == 3 and lits[0] is multi and lits[2] is multi and isinstance(lits[1], str):
+        return "contains", lits[1]
+    if len(lits) == 2 and isinstance(lits[0], str) and lits[1] is multi:
+        return "startswith", lits[0]
+    if len(lits) == 2 and lits[0] is multi and isinstance(lits[1], str):
+        return "endswith", lits[1]
+    return None
 
 
 def _value_node(field: str, value: Any) -> Node:
@@ -380,7 +409,9 @@ def _value_node(field: str, value: Any) -> Node:
         return Test(field, _cidr_test([value.network]), f"cidr {value.cidr}")
     if isinstance(value, SigmaCompareExpression):
         test, what = _compare_test(value)
-        return Test(field, test, what)
+        ref = value.number.number
+        exact = type(ref) is int or type(ref) is float
+        return Test(field, test, what, (_COMPARE_SYMBOL[value.op], ref) if exact else None)
     if isinstance(value, SigmaFieldReference):
         return _fieldref_node(field, value)
     raise Unsupported(f"value type {type(value).__name__} on field {field!r} is not supported")
@@ -687,9 +718,10 @@ def plan(node: Node, service: str | None, fields: frozenset[str]) -> Compiled:
     anchors = anchor_candidates(And(rest))
     anchor = anchors[0] if anchors else None
     residual = [i for i in rest if i is not anchor]
-    check = closure(_simplify(And(residual)) if residual else Const(True))
+    residual_node = _simplify(And(residual)) if residual else Const(True)
     return Compiled(
-        closure(node), (anchor.field, anchor.keys) if anchor else None, fields, check, dataset, kind
+        closure(node), (anchor.field, anchor.keys) if anchor else None, fields,
+        closure(residual_node), dataset, kind, residual_node,
     )
 
 

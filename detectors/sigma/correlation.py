@@ -10,6 +10,11 @@ condition needs (``count`` timestamps, ``count`` distinct values, one time per r
 idle longer than the timespan are evicted, and at most ``max_groups`` keys live at once
 (least recently updated evicted first, counted in ``stats``). Elasticsearch hunts of the
 same rules (ES|QL) use tumbling buckets, so their counts can differ at bucket edges.
+
+Value-count correlations that the same single base rule feeds, with the same group-by
+fields, timespan and group limit, can share one group table (:class:`SharedValueCount`):
+one key lookup and LRU move per event instead of one per correlation, with each member's
+window, firings, expiry and eviction exactly those of a separate :class:`Correlation`.
 """
 
 from __future__ import annotations
@@ -90,16 +95,10 @@ class Correlation:
         self.fired = 0
         self._counts_values = kind == "value_count"
         self._recent: _Group | None = None  # the group fed last (skips an LRU move)
+        self._shared: SharedValueCount | None = None  # set when a SharedValueCount holds the state
 
     def _group_key(self, rule_name: str, event: Event) -> tuple[Any, ...] | None:
-        values = []
-        for source in self._sources[rule_name]:
-            v = event.get(source)
-            if v is None:
-                return None  # an event without the group field cannot be grouped
-            t = type(v)
-            values.append(v if t is str or t is int else _hashable(v))
-        return tuple(values)
+        return group_key(self._sources[rule_name], event)
 
     def _expire(self, now: float) -> None:
         horizon = now - self.timespan
@@ -111,6 +110,14 @@ class Correlation:
             del groups[key]
             if group is self._recent:
                 self._recent = None
+
+    def sources(self, rule_name: str) -> tuple[str, ...]:
+        """The event fields holding the group-by values for events of ``rule_name``."""
+        return self._sources[rule_name]
+
+    def group_key(self, rule_name: str, event: Event) -> tuple[Any, ...] | None:
+        """The group an event of ``rule_name`` belongs to (None: it cannot be grouped)."""
+        return self._group_key(rule_name, event)
 
     def feed(
         self, rule_name: str, event: Event, ts: float, event_id: str,
@@ -125,6 +132,12 @@ class Correlation:
             key = keys.get(sources, _UNSET)
             if key is _UNSET:
                 key = keys[sources] = self._group_key(rule_name, event)
+        return self.feed_key(rule_name, key, event, ts, event_id)
+
+    def feed_key(
+        self, rule_name: str, key: tuple[Any, ...] | None, event: Event, ts: float, event_id: str
+    ) -> Firing | None:
+        """``feed`` with the group key already computed (``group_key``)."""
         if key is None:
             return None
         if ts > self._latest:
@@ -219,7 +232,164 @@ class Correlation:
 
     @property
     def groups(self) -> int:
+        if self._shared is not None:
+            return self._shared.counts[self._shared.members.index(self)]
         return len(self._groups)
+
+
+class SharedValueCount:
+    """Several value_count correlations fed by the same single base rule, grouped by the
+    same fields, with the same timespan and group limit (e.g. the Modbus function code and
+    unit id sweeps): one group table, one lookup and one LRU move per event for all of them.
+
+    Each member still has a window of its own per group (a firing clears only the member
+    that fired), so the answers are exactly those of separate :class:`Correlation` objects:
+    the table's order is the order in which keys were last fed, which, restricted to the
+    groups a member holds, is that member's own LRU order; expiry and eviction walk it
+    skipping the groups a member does not hold. Members' ``groups``/``evicted``/``fired``
+    stay accurate.
+    """
+
+    def __init__(self, members: list[Correlation], rule_name: str) -> None:
+        first = members[0]
+        if not all(
+            m.kind == "value_count" and m.rule_names == [rule_name]
+            and m.sources(rule_name) == first.sources(rule_name)
+            and m.timespan == first.timespan and m.max_groups == first.max_groups
+            for m in members
+        ) or first.max_groups < 1:
+            raise ValueError("these correlations cannot share their groups")
+        self.members = members
+        self.timespan = first.timespan
+        self.max_groups = first.max_groups
+        self.counts = [0] * len(members)  # groups each member holds
+        # (index, member, value field, need - 1, need): need - 1 values cannot fire yet.
+        self._members = tuple(
+            (i, m, m._value_source[rule_name], m.need - 1, m.need) for i, m in enumerate(members)
+        )
+        self._order: OrderedDict[tuple[Any, ...], list[_Group | None]] = OrderedDict()
+        self._recent: list[_Group | None] | None = None  # the slot fed last
+        self._latest = float("-inf")
+        self._next_expiry = float("-inf")
+        for m in members:
+            m._shared = self
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.timespan
+        active = list(range(len(self.members)))  # members still sweeping their oldest groups
+        emptied: list[tuple[Any, ...]] = []
+        for key, slot in self._order.items():
+            for i in list(active):
+                group = slot[i]
+                if group is None:
+                    continue  # not one of this member's groups: it does not stop its sweep
+                if group.last >= horizon:
+                    active.remove(i)
+                else:
+                    slot[i] = None
+                    self.counts[i] -= 1
+            if not any(slot):
+                emptied.append(key)
+            if not active:
+                break
+        for key in emptied:
+            if self._order.pop(key) is self._recent:
+                self._recent = None
+
+    def _evict(self, i: int) -> None:
+        # The member's least recently fed group (never the slot being fed: it is last).
+        for key, slot in self._order.items():
+            if slot[i] is not None:
+                slot[i] = None
+                self.counts[i] -= 1
+                self.members[i].evicted += 1
+                if not any(slot):
+                    del self._order[key]
+                return
+
+    def feed(
+        self, key: tuple[Any, ...] | None, event: Event, ts: float, event_id: str
+    ) -> list[tuple[int, Firing]] | None:
+        """The base rule matched ``event``: feed every member, as Correlation.feed_key does.
+        Returns (member index, firing) for the members that fired, in member order."""
+        if key is None:
+            return None
+        if ts > self._latest:
+            self._latest = ts
+            if ts >= self._next_expiry:  # sweep idle groups a few times per timespan
+                self._expire(ts)
+                self._next_expiry = ts + self.timespan / 4
+        order = self._order
+        slot = order.get(key)
+        if slot is None:
+            slot = order[key] = [None] * len(self.members)
+        elif slot is not self._recent:
+            order.move_to_end(key)
+        self._recent = slot
+        fired: list[tuple[int, Firing]] | None = None
+        for i, member, source, below, need in self._members:
+            group = slot[i]
+            if group is None:
+                group = slot[i] = _Group()
+                self.counts[i] += 1
+                if self.counts[i] > self.max_groups:
+                    self._evict(i)
+            if ts > group.last:
+                group.last = ts
+            v = event.get(source)
+            if v is None:
+                continue
+            values = group.values
+            t = type(v)
+            if t is not int and t is not str:
+                v = _hashable(v)
+            n = len(values)
+            if n < below or (n == below and v in values):
+                values[v] = (ts, event_id)  # cannot reach the threshold yet: just remember it
+                continue
+            values[v] = (ts, event_id)
+            if len(values) >= need:
+                horizon = ts - self.timespan
+                for old in [k for k, (seen, _) in values.items() if seen < horizon]:
+                    del values[old]
+            if len(values) >= need:
+                firing = Firing(
+                    event, dict(zip(member.group_by, key, strict=True)), len(values),
+                    [eid for _, eid in values.values()], min(seen for seen, _ in values.values()),
+                )
+                # Start afresh: one firing per window's worth of events (this member only).
+                slot[i] = None
+                self.counts[i] -= 1
+                member.fired += 1
+                if fired is None:
+                    fired = []
+                fired.append((i, firing))
+        if fired is not None and not any(slot):
+            del order[key]
+            self._recent = None
+        return fired
+
+
+def group_key(sources: tuple[str, ...], event: Event) -> tuple[Any, ...] | None:
+    """The group-by values of ``event`` read from ``sources`` (None: it cannot be grouped)."""
+    if len(sources) == 2:  # the usual client/server pair, without the loop
+        a = event.get(sources[0])
+        b = event.get(sources[1])
+        if a is None or b is None:
+            return None
+        ta, tb = type(a), type(b)
+        return (
+            a if ta is str or ta is int else _hashable(a),
+            b if tb is str or tb is int else _hashable(b),
+        )
+    values = []
+    for source in sources:
+        v = event.get(source)
+        if v is None:
+            return None  # an event without the group field cannot be grouped
+        t = type(v)
+        values.append(v if t is str or t is int else _hashable(v))
+    return tuple(values)
 
 
 def _hashable(v: Any) -> Any:

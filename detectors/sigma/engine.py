@@ -10,9 +10,22 @@ Dispatch, so an event is only evaluated by rules it can possibly fire:
 - by *anchor*: a field that must hold one of a fixed set of values (e.g.
   ``modbus.function_code`` in {5, 6, 15, 16, 22, 23}) indexes the rule by those values.
 
-What dispatch has tested is left out of the compiled predicate a candidate still runs
-(``Compiled.residual``). Events of odd shapes (a list where a string belongs) bypass the
-shortcuts and meet every rule's whole predicate, so the answer never depends on dispatch.
+What dispatch has tested is left out of the condition a candidate still runs
+(``Compiled.residual``).
+
+The hot path, transaction events of a protocol dataset, runs one function per dataset
+generated as Python source at load time (``codegen``): field reads hoisted, anchors as one
+dict lookup per anchor field, residual conditions inline. It answers with an int (rules
+evaluated, and one bit per matching rule); what to do for a set of matching rules (alerts
+to record, correlations to feed in order) is a ``_Plan`` built once per set and cached.
+Anomalies, unknown datasets and events of odd shapes (a list where a string belongs) take
+the general path (``_candidates``: index lookups and compiled closures; whole predicates for
+odd dispatch fields), which gives the same answers; the tests hold the two paths to each
+other and to the naive evaluator.
+
+Value-count correlations fed by the same base rule and grouped alike (the Modbus function
+code and unit id sweeps) share one group table (``correlation.SharedValueCount``). Event
+time is parsed once per second of timestamps; the rest of a stamp is its fraction.
 """
 
 from __future__ import annotations
@@ -25,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from detectors.alerts import Deduplicator, RuleMeta, event_identity
-from detectors.sigma.compiler import Predicate, value_key
-from detectors.sigma.correlation import Correlation, Firing
+from detectors.sigma.codegen import Candidate, Matcher, build
+from detectors.sigma.compiler import Const, Node, Predicate, value_key
+from detectors.sigma.correlation import Correlation, Firing, SharedValueCount, group_key
 from detectors.sigma.loader import (
     LoadedCorrelation,
     LoadedRule,
@@ -50,6 +64,21 @@ class _Rule:
     check: Predicate  # what is left to test once dispatch has found the rule (anchor removed)
     output: bool
     feeds: tuple[tuple[int, str], ...]  # (correlation index, name the correlation knows it by)
+    bit: int = 0  # this rule's bit in a matcher's answer (see codegen)
+    anchor: tuple[str, frozenset[Any]] | None = None
+    node: Node | None = None  # the tree of ``check``
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What to do for one set of matching rules (built once per set, then reused)."""
+
+    count: int  # rules matched
+    outputs: tuple[RuleMeta, ...]  # alerts to record, in rule order
+    # (correlation index, base rule names, group-by sources, shared state) in the order they
+    # are fed; several names when one event matched several base rules of one correlation;
+    # a SharedValueCount step feeds all its members (index: the first member's).
+    steps: tuple[tuple[int, tuple[str, ...], tuple[str, ...], SharedValueCount | None], ...]
 
 
 class _Index:
@@ -67,6 +96,7 @@ class _Index:
             for k in keys:
                 table.setdefault(k, []).append(rule)
         self.always: tuple[_Rule, ...] = tuple(always)
+        self.rules: tuple[_Rule, ...] = tuple(r for r, _ in rules)
         self.tables: tuple[tuple[str, dict[Any, tuple[_Rule, ...]]], ...] = tuple(
             (f, {k: tuple(v) for k, v in t.items()}) for f, t in tables.items()
         )
@@ -112,6 +142,7 @@ class _Group:
 
 
 _second_cache: dict[str, float] = {}
+_INF = float("inf")
 
 
 def event_time(event: Event) -> float:
@@ -171,11 +202,29 @@ class SigmaEngine:
             for rid, name in zip(c.rules, c.rule_names, strict=True):
                 feeds.setdefault(rid, []).append((ci, name))
         self.rules: list[LoadedRule] = pack.rules
+        # Value-count correlations fed one after the other by the same base rule, grouped
+        # alike, share their group table: (first correlation index) -> (shared state, indexes).
+        self._shared: dict[int, tuple[SharedValueCount, tuple[int, ...]]] = {}
+        for chain in feeds.values():
+            run: list[tuple[int, str]] = []
+            for ci, name in [*chain, (-1, "")]:
+                if run and ci >= 0 and self._can_share(run[0], (ci, name)):
+                    run.append((ci, name))
+                    continue
+                if len(run) > 1:
+                    shared = SharedValueCount([self._correlations[i][1] for i, _ in run], run[0][1])
+                    self._shared[run[0][0]] = (shared, tuple(i for i, _ in run))
+                run = [(ci, name)]
+        # A matcher answers with the count of rules it evaluated in the low bits and one
+        # bit per matching rule above them.
+        self._shift = len(pack.rules).bit_length()
+        self._low = (1 << self._shift) - 1
         compiled: list[tuple[_Rule, LoadedRule]] = []
         for i, r in enumerate(pack.rules):
             cr = _Rule(
                 i, r.meta, r.compiled.predicate, r.compiled.residual,
-                r.output, tuple(feeds.get(r.meta.id, ())),
+                r.output, tuple(feeds.get(r.meta.id, ())), 1 << (i + self._shift),
+                r.compiled.anchor, r.compiled.residual_node,
             )
             compiled.append((cr, r))
         # Dispatch by event.dataset: a rule whose dataset test was hoisted sits only in its
@@ -188,8 +237,28 @@ class SigmaEngine:
         }
         self._fallback = _Group(anywhere)
         self._all: tuple[_Rule, ...] = tuple(cr for cr, _ in compiled)
+        # Generated matchers for transaction events of each dataset (the hot path).
+        self._fast: dict[str, Matcher] = {}
+        self._sources: dict[str, str] = {}
+        self._legends: dict[str, str] = {}  # the values bound to the names in the source
+        for n, ds in enumerate(sorted(self._groups)):
+            index = self._groups[ds].transaction
+            cands = [
+                Candidate(r.bit, r.anchor, r.node if r.node is not None else Const(True), r.meta.id)
+                for r in sorted(index.rules, key=lambda r: r.index)
+            ]
+            fn, source, legend = build(f"match_{n}", cands, self._match_slow)
+            self._fast[ds] = fn
+            self._sources[ds] = source
+            self._legends[ds] = legend
+        self._plans: dict[int, _Plan] = {}
+        self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._last_second: str | None = None
         self._time_second: str | None = None  # see _time()
+        # The same seconds as prefixes for str.startswith, which compares without slicing;
+        # the empty tuple is a prefix of nothing.
+        self._time_prefix: str | tuple[()] = ()
+        self._last_prefix: str | tuple[()] = ()
         self._time_base = 0.0
         self._stats = {
             "events": 0,
@@ -240,8 +309,101 @@ class SigmaEngine:
 
         Never raises: a failure (a bug, an event of a shape nothing expected) is counted in
         ``stats["errors"]``, logged once, and the event skipped."""
+        # One function (no inner call): this runs for every event.
         try:
-            return self._process(event)
+            stats = self._stats
+            stats["events"] += 1
+            out: list[Event] = []
+            ts: float | None = None
+            dedup = self._dedup
+            stamp = event.get("@timestamp")
+            # Held alerts are released at most once per second of event time: most events
+            # share their second with the previous one and skip the timestamp parse.
+            # (next_due is finite exactly when alerts are held, unless the window is infinite.)
+            if (dedup.next_due != _INF or dedup.pending) and not (
+                type(stamp) is str and stamp.startswith(self._last_prefix)
+            ):
+                second = stamp[:19] if type(stamp) is str else None
+                if second is None or second != self._last_second:
+                    self._last_second = second
+                    self._last_prefix = second if second is not None and len(second) == 19 else ()
+                    ts = self._time(event)
+                    if ts >= dedup.next_due:
+                        out.extend(dedup.tick(ts))
+            # Dispatch (as in _candidates, the common case inlined: this runs for every event).
+            ds = event.get("event.dataset")
+            fn = self._fast.get(ds) if type(ds) is str else None  # type: ignore[arg-type]
+            if fn is not None:
+                action = event.get("event.action")
+                if type(action) is str and action[:1] not in "aA":  # not an anomaly
+                    r = fn(event)
+                else:
+                    r = self._match_slow(event)
+            else:
+                r = self._match_slow(event)
+            low = self._low
+            stats["evaluations"] += r & low
+            if r <= low:  # no rule matched
+                if out:
+                    stats["alerts"] += len(out)
+                return out
+            mask = r >> self._shift
+            plan = self._plans.get(mask)
+            if plan is None:
+                plan = self._plan(mask)
+            stats["matches"] += plan.count
+            if ts is None:
+                # _time()'s common case inlined: the second of the last parse.
+                if (
+                    type(stamp) is str and stamp.startswith(self._time_prefix) and len(stamp) == 27
+                    and stamp[19] == "." and stamp[26] == "Z"
+                ):
+                    frac = stamp[20:26]
+                    if frac.isdigit():
+                        ts = self._time_base + int(frac) / 1e6
+                if ts is None:
+                    ts = self._time(event)
+            for meta in plan.outputs:
+                out.extend(dedup.add(meta, event, ts))
+            if plan.steps:
+                eid = event.get("event.id")
+                if type(eid) is not str or not eid:
+                    eid = event_identity(event)
+                correlations = self._correlations
+                last: tuple[str, ...] | None = None
+                key: tuple[Any, ...] | None = None
+                for ci, names, sources, shared in plan.steps:
+                    if len(names) > 1:
+                        out.extend(self._correlate(ci, names, event, ts, eid, {}))
+                        continue
+                    if sources is not last:  # correlations grouping by the same fields share it
+                        last = sources
+                        key = None
+                        if len(sources) == 2:  # group_key()'s usual case inlined
+                            a = event.get(sources[0])
+                            b = event.get(sources[1])
+                            if a is not None and b is not None:
+                                ta, tb = type(a), type(b)
+                                if (ta is str or ta is int) and (tb is str or tb is int):
+                                    key = (a, b)
+                                else:
+                                    key = group_key(sources, event)
+                        else:
+                            key = group_key(sources, event)
+                    if shared is not None:
+                        fired = shared.feed(key, event, ts, eid)
+                        if fired is not None:
+                            members = self._shared[ci][1]
+                            for member, firing in fired:
+                                out.extend(self._fired(correlations[members[member]][0], firing, event, ts))
+                        continue
+                    corr, state = correlations[ci]
+                    firing = state.feed_key(names[0], key, event, ts, eid)
+                    if firing is not None:
+                        out.extend(self._fired(corr, firing, event, ts))
+            if out:
+                stats["alerts"] += len(out)
+            return out
         except Exception:
             self._stats["errors"] += 1
             if self._stats["errors"] == 1:
@@ -259,7 +421,7 @@ class SigmaEngine:
             ts = event_time(event)
             sec = _second_cache.get(stamp[:19])  # filled by event_time's own fast path
             if sec is not None:
-                self._time_second = stamp[:19]
+                self._time_second = self._time_prefix = stamp[:19]
                 self._time_base = sec  # same float event_time adds to: identical results
             return ts
         return event_time(event)
@@ -285,77 +447,62 @@ class SigmaEngine:
             return self._all, False
         return index.candidates(event), True
 
-    def _process(self, event: Event) -> list[Event]:
-        stats = self._stats
-        stats["events"] += 1
-        out: list[Event] = []
-        ts: float | None = None
-        dedup = self._dedup
-        if dedup.pending:
-            # Held alerts are released at most once per second of event time: most events
-            # share their second with the previous one and skip the timestamp parse.
-            stamp = event.get("@timestamp")
-            second = stamp[:19] if type(stamp) is str else None
-            if second is None or second != self._last_second:
-                self._last_second = second
-                ts = self._time(event)
-                if ts >= dedup.next_due:
-                    out.extend(dedup.tick(ts))
-        matched: list[_Rule] | None = None
-        # Dispatch (as in _candidates, inlined: this runs for every event).
-        ds = event.get("event.dataset")
-        action = event.get("event.action")
-        group = self._groups.get(ds) if type(ds) is str else None  # type: ignore[arg-type]
-        if group is not None and type(action) is str and action != "anomaly" and action[:1] not in "aA":
-            candidates = group.transaction.candidates(event)
-            stats["evaluations"] += len(candidates)
-            for rule in candidates:
-                if rule.check(event):
-                    if matched is None:
-                        matched = [rule]
-                    else:
-                        matched.append(rule)
+    def _match_slow(self, event: Event) -> int:
+        """The general path (anomalies, unknown datasets, odd shapes), answering like a
+        generated matcher: rules evaluated in the low bits, one bit per matching rule."""
+        candidates, residual = self._candidates(event)
+        r = len(candidates)
+        for rule in candidates:
+            if (rule.check if residual else rule.predicate)(event):
+                r |= rule.bit
+        return r
+
+    def _can_share(self, a: tuple[int, str], b: tuple[int, str]) -> bool:
+        (ca, na), (cb, nb) = a, b
+        x, y = self._correlations[ca][1], self._correlations[cb][1]
+        return (
+            na == nb and x.kind == y.kind == "value_count" and x.rule_names == y.rule_names == [na]
+            and x.sources(na) == y.sources(na) and x.timespan == y.timespan
+            and x.max_groups == y.max_groups >= 1 and x._shared is None and y._shared is None
+        )
+
+    def _plan(self, mask: int) -> _Plan:
+        matched = [r for r in self._all if mask >> r.index & 1]
+        feeds = [f for r in matched for f in r.feeds]
+        correlations = self._correlations
+
+        def sources(ci: int, name: str) -> tuple[str, ...]:
+            # One object per distinct tuple: the event's group key is reused by identity.
+            src = correlations[ci][1].sources(name)
+            return self._interned.setdefault(src, src)
+
+        single: list[tuple[int, tuple[str, ...]]]
+        if len(feeds) > 1 and len({ci for ci, _ in feeds}) < len(feeds):
+            # One event matched several base rules of one correlation.
+            by_corr: dict[int, list[str]] = {}
+            for ci, name in feeds:
+                by_corr.setdefault(ci, []).append(name)
+            single = [(ci, tuple(names)) for ci, names in by_corr.items()]
         else:
-            candidates, residual = self._candidates(event)
-            stats["evaluations"] += len(candidates)
-            for rule in candidates:
-                if (rule.check if residual else rule.predicate)(event):
-                    if matched is None:
-                        matched = [rule]
-                    else:
-                        matched.append(rule)
-        if matched is None:
-            if out:
-                stats["alerts"] += len(out)
-            return out
-        stats["matches"] += len(matched)
-        if ts is None:
-            ts = self._time(event)
-        feeds: list[tuple[int, str]] | None = None
-        for rule in matched:
-            if rule.output:
-                out.extend(dedup.add(rule.meta, event, ts))
-            if rule.feeds:
-                feeds = list(rule.feeds) if feeds is None else feeds + list(rule.feeds)
-        if feeds is not None:
-            eid = event_identity(event)
-            keys: dict[tuple[str, ...], Any] = {}  # group keys shared by correlations
-            if len(feeds) > 1 and len({ci for ci, _ in feeds}) < len(feeds):
-                # One event matched several base rules of one correlation.
-                by_corr: dict[int, list[str]] = {}
-                for ci, name in feeds:
-                    by_corr.setdefault(ci, []).append(name)
-                for ci, names in by_corr.items():
-                    out.extend(self._correlate(ci, names, event, ts, eid, keys))
-            else:
-                correlations = self._correlations
-                for ci, name in feeds:
-                    corr, state = correlations[ci]
-                    firing = state.feed(name, event, ts, eid, keys)
-                    if firing is not None:
-                        out.extend(self._fired(corr, firing, event, ts))
-        stats["alerts"] += len(out)
-        return out
+            single = [(ci, (name,)) for ci, name in feeds]
+        steps: list[tuple[int, tuple[str, ...], tuple[str, ...], SharedValueCount | None]] = []
+        i = 0
+        while i < len(single):
+            ci, names = single[i]
+            shared = self._shared.get(ci)
+            if shared is not None:
+                # Members are only ever fed together, one after the other (see __init__).
+                members = shared[1]
+                assert tuple(c for c, _ in single[i : i + len(members)]) == members
+                steps.append((ci, names, sources(ci, names[0]), shared[0]))
+                i += len(members)
+                continue
+            steps.append((ci, names, sources(ci, names[0]), None))
+            i += 1
+        plan = _Plan(len(matched), tuple(r.meta for r in matched if r.output), tuple(steps))
+        if len(self._plans) < 4096:  # combinations seen are few; bounded all the same
+            self._plans[mask] = plan
+        return plan
 
     def _correlate(
         self, ci: int, names: list[str] | tuple[str, ...], event: Event, ts: float, eid: str,
@@ -409,6 +556,15 @@ class SigmaEngine:
         out = self._dedup.flush()
         self._stats["alerts"] += len(out)
         return out
+
+    def generated_source(self) -> str:
+        """The Python source of the generated matchers (one per dataset), for review, each
+        after a comment legend of the values bound to its names."""
+        return "".join(
+            f"# transaction events of event.dataset == {ds!r}; names bound:\n"
+            f"{self._legends[ds]}{src}\n"
+            for ds, src in sorted(self._sources.items())
+        )
 
     @property
     def stats(self) -> dict[str, int]:

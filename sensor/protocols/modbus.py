@@ -304,7 +304,7 @@ def decode_request(fc: int, pdu: bytes, f: dict, limits: ParserLimits) -> None:
         if len(pdu) < 1:
             _need(pdu, 1, "file record")
         count = pdu[0]
-        records = []
+        records: list = []
         pos = 1
         end = min(1 + count, len(pdu))
         while pos + 7 <= end and len(records) < limits.max_items:
@@ -485,9 +485,17 @@ class Parser:
     def feed(self, to_server: bool, data: bytes, ts: float) -> list[Record]:
         d = 1 if to_server else 0
         out: list[Record] = []
+        tid: int  # typed: machine integers in the compiled build (setup.py)
+        pid: int
+        length: int
+        unit: int
         if not self._buf[d] and len(data) >= 8:
-            # the common case: the segment is exactly one complete frame
-            tid, pid, length, unit = _MBAP.unpack_from(data, 0)
+            # the common case: the segment is exactly one complete frame (its MBAP header
+            # read byte by byte: machine operations in the compiled build)
+            tid = data[0] << 8 | data[1]
+            pid = data[2] << 8 | data[3]
+            length = data[4] << 8 | data[5]
+            unit = data[6]
             if pid == 0 and len(data) == length + 6 and 2 <= length <= 254:
                 self._pdu(d, ts, tid, unit, data[7], data[8:], out)
                 self._resync[d] = False

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+# atheris instruments Python bytecode: run the sensor from source, not its compiled build
+os.environ["ICSMON_PURE"] = "1"
 
 import atheris  # noqa: E402
 

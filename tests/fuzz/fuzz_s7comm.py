@@ -7,10 +7,13 @@ breaking the dissector contract (see ``common.check_record``). Run it through ru
     .venv/bin/python tests/fuzz/run.py s7comm --seconds 600
 """
 
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+# atheris instruments Python bytecode: run the sensor from source, not its compiled build
+os.environ["ICSMON_PURE"] = "1"
 
 import atheris  # noqa: E402
 

@@ -1,0 +1,45 @@
+"""Build step: compile the sensor's per-packet modules with mypyc.
+
+The modules below stay plain, type-checked Python; mypyc turns the same source into C
+extensions (about 1.5x faster on a Modbus replay). ``ICSMON_PURE=1`` at install time skips
+the compilation; at run time it makes the sensor load the Python source instead (see
+``sensor/__init__.py``, which also does so by itself when a source file is newer than its
+compiled module, so an edit is never shadowed by a stale build).
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import setup
+
+# keep in step with sensor/__init__.py: COMPILED
+COMPILED = [
+    "sensor/engine.py",
+    "sensor/flows.py",
+    "sensor/events.py",
+    "sensor/capture.py",
+    "sensor/assets.py",
+    "sensor/protocols/base.py",
+    "sensor/protocols/modbus.py",
+]
+
+
+def extensions() -> list:
+    if os.environ.get("ICSMON_PURE") == "1":
+        return []
+    from mypyc.build import mypycify
+
+    extensions = mypycify(
+        # no mypy cache: a stale one has crashed mypyc on a rebuild
+        ["--ignore-missing-imports", "--follow-imports=silent", "--cache-dir=/dev/null", *COMPILED],
+        opt_level="3",
+        separate=True,
+    )
+    for ext in extensions:
+        # no C compiler or Python headers: install anyway, the sensor then runs from source
+        ext.optional = True
+    return extensions
+
+
+setup(ext_modules=extensions())
