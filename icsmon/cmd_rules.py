@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from detectors.sigma.loader import (
@@ -94,7 +95,8 @@ class ConvertFormat(enum.StrEnum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=False)
+    # markup for the prefix only: a path or rule text may contain [brackets]
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -223,6 +225,21 @@ def list_rules(
     Console(width=200).print(table)
     if pack.problems:
         raise typer.Exit(1)
+
+
+@app.command("matchers")
+def show_matchers(rules_dir: RulesDir = None, site_config: SiteConfig = None) -> None:
+    """Print the Python source the engine generates from the rules: one matcher per protocol
+    dataset, each after a legend of the rule values bound to its names (rule values are never
+    pasted into the source). For reviewing what runs on every event."""
+    from detectors.sigma.engine import SigmaEngine
+
+    path = _where(rules_dir)
+    values = _values(site_config)
+    engine = SigmaEngine.load(path, placeholders=values, strict=False)
+    for p in engine.pack.problems:
+        err.print(str(p), highlight=False, soft_wrap=True, markup=False)
+    sys.stdout.write(engine.generated_source())
 
 
 @app.command("convert")

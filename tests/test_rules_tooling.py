@@ -99,6 +99,17 @@ def test_rules_list() -> None:
     assert table.exit_code == 0 and "S7comm PLC Stop" in table.output
 
 
+def test_rules_matchers_prints_the_generated_source(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["matchers"])
+    assert result.exit_code == 0, result.output
+    for dataset in ("ics.modbus", "ics.s7comm", "ics.opcua"):
+        assert f"event.dataset == {dataset!r}" in result.output
+    compile(result.output, "<matchers>", "exec")  # what a reviewer reads is real Python
+    missing = runner.invoke(app, ["matchers", str(tmp_path / "none")])
+    assert missing.exit_code == 2
+    assert "error:" in missing.output and "[bold" not in missing.output
+
+
 def test_console_script_has_the_rules_commands() -> None:
     exe = BIN / "icsmon"
     if not exe.exists():
@@ -107,7 +118,7 @@ def test_console_script_has_the_rules_commands() -> None:
     if res.returncode != 0 and "No such command" in res.stderr:
         pytest.skip("icsmon.cli does not register the rules sub-app yet")
     assert res.returncode == 0, res.stderr
-    for command in ("check", "list", "convert"):
+    for command in ("check", "list", "convert", "matchers"):
         assert command in res.stdout
 
 
