@@ -5,9 +5,14 @@ Seeds a province (default: 16 cities, 4,000 enterprises, 6,000 sites, 10 million
 measures the summary and search endpoints at province and enterprise scope: p50 / p95 / max
 over real HTTP requests. Prints a table and writes JSON. Numbers, not asserts.
 
-    .venv/bin/python bench/bench_posture.py --alerts 1000000            # Elasticsearch
+    .venv/bin/python bench/bench_posture.py --es http://127.0.0.1:9250 --keep   # 10 M alerts
     .venv/bin/python bench/bench_posture.py --store /tmp/b.db --alerts 200000
     .venv/bin/python bench/bench_posture.py --reuse --keep ...           # query an earlier load
+
+Elasticsearch loading sends pre-encoded NDJSON bulk bodies (the exact documents and ids the
+indexer would write) over --workers connections, with refreshes off and an async translog
+while loading, then restores the index settings and force-merges past days (--no-merge skips).
+Run it against a node of its own: a 10 M load is ~5.4 GiB and half an hour.
 
 See bench/README.md for what was run and the results.
 """
@@ -50,7 +55,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--sites", type=int, default=6000)
     ap.add_argument("--days", type=float, default=90.0, help="alerts spread over this many days")
     ap.add_argument("--queries", type=int, default=40, help="timed requests per query kind")
-    ap.add_argument("--workers", type=int, default=2, help="parallel bulk requests while loading")
+    ap.add_argument("--workers", type=int, default=3, help="parallel bulk requests while loading")
+    ap.add_argument("--no-merge", dest="merge", action="store_false",
+                    help="skip the force-merge of past days' indices after loading")
     ap.add_argument("--reuse", action="store_true", help="skip loading: query the existing data")
     ap.add_argument("--keep", action="store_true", help="keep the data afterwards")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -75,6 +82,44 @@ def batches(registry: dict[str, Any], args: argparse.Namespace, now: float):
         out = out[CHUNK:]
 
 
+# Only while loading: no refreshes (nobody reads yet), the translog fsynced in the background
+# rather than per bulk request. Restored afterwards; the templates' mappings never change.
+LOAD_SETTINGS = {"index.refresh_interval": "-1", "index.translog.durability": "async",
+                 "index.translog.flush_threshold_size": "1gb"}
+
+
+def alert_bodies(registry: dict[str, Any], args: argparse.Namespace, now: float):
+    """NDJSON bulk bodies of CHUNK alerts each, exactly what the indexer would send for the
+    documents :func:`posture.seed.generate` makes (daily index of the alert's UTC day, ``_id``
+    = event.id), encoded without building dicts (:class:`posture.seed.AlertEncoder`)."""
+    enc = seed.AlertEncoder(registry, seed=args.seed)
+    index_of: dict[str, bytes] = {}
+    lines: list[bytes] = []
+    n = 0
+    for si, ts, rule, k in seed.alert_plan(len(enc.sites), args.alerts, now - args.days * 86400,
+                                           now - 60, args.seed):
+        when, doc_id, source = enc.encode(si, ts, rule, k)
+        day = when.strftime("%Y.%m.%d")
+        prefix = index_of.get(day)
+        if prefix is None:
+            name = json.dumps(f"{args.prefix}-alerts-{day}")
+            prefix = index_of[day] = f'{{"index":{{"_index":{name},"_id":"'.encode()
+        lines.append(prefix + doc_id.encode() + b'"}}\n' + source + b"\n")
+        n += 1
+        if n == CHUNK:
+            yield n, b"".join(lines)
+            lines, n = [], 0
+    if lines:
+        yield n, b"".join(lines)
+
+
+def send_bulk(client: Any, n: int, body: bytes) -> int:
+    resp = client.bulk(operations=body, refresh=False, filter_path="errors,items.*.error")
+    if resp.get("errors"):
+        raise RuntimeError(f"Elasticsearch rejected a document: {resp['items'][0]}")
+    return n
+
+
 def load_es(registry: dict[str, Any], args: argparse.Namespace, now: float):
     from pipeline.config import load_config
     from pipeline.es import EsQueryBackend, EsStore
@@ -83,28 +128,58 @@ def load_es(registry: dict[str, Any], args: argparse.Namespace, now: float):
                                                           "index_prefix": args.prefix,
                                                           "request_timeout": 120}})
     es_store = EsStore(cfg)
+    client = es_store.client
     info: dict[str, Any] = {}
     if not args.reuse:
         es_store.delete_all()
         es_store.setup()
+        for kind in ("alert", "event", "asset"):
+            body = es_store.template_body(kind)
+            body["template"]["settings"].update(LOAD_SETTINGS)
+            client.indices.put_index_template(name=es_store.alias(kind), **body)
+        client.indices.put_settings(index=f"{args.prefix}-*", settings=LOAD_SETTINGS)
         t0 = time.perf_counter()
-        total = 0
+        total, loads = 0, []
         with ThreadPoolExecutor(args.workers) as pool:
-            pending = []
-            for chunk in batches(registry, args, now):
-                pending.append(pool.submit(seed.es_bulk, es_store, chunk))
+            pending: list[Any] = []
+            for n, body in alert_bodies(registry, args, now):
+                pending.append(pool.submit(send_bulk, client, n, body))
                 if len(pending) >= args.workers * 2:
                     total += pending.pop(0).result()
-                    if total % 200_000 < CHUNK:
-                        print(f"  loaded {total:,} documents "
-                              f"({total / (time.perf_counter() - t0):,.0f}/s)", flush=True)
+                    if total % 500_000 < CHUNK:
+                        loads.append(os.getloadavg()[0])
+                        print(f"  loaded {total:,} alerts ({total / (time.perf_counter() - t0):,.0f}/s,"
+                              f" load average {loads[-1]:.1f})", flush=True)
             total += sum(p.result() for p in pending)
+        info["alerts_load_s"] = round(time.perf_counter() - t0, 1)
+        rest: list[tuple[str, dict[str, Any]]] = (
+            [("event", e) for e in seed.heartbeat_events(registry, now, seed=args.seed)]
+            + [("asset", a) for a in seed.assets(registry, now, seed=args.seed)])
+        for lo in range(0, len(rest), CHUNK):
+            total += seed.es_bulk(es_store, rest[lo:lo + CHUNK])
+        # Back to the templates and index settings the indexer runs with.
+        es_store.setup()
+        client.indices.put_settings(index=f"{args.prefix}-*",
+                                    settings=dict.fromkeys(LOAD_SETTINGS))
         es_store.refresh()
         info["load_s"] = round(time.perf_counter() - t0, 1)
         info["documents"] = total
-    stats = es_store.client.indices.stats(index=f"{args.prefix}-*", metric="docs,store")
-    info["alerts_indexed"] = es_store.client.count(index=es_store.alias("alert"))["count"]
+        info["load_average"] = {"mean": round(statistics.mean(loads), 1) if loads else None,
+                                "max": round(max(loads), 1) if loads else None}
+        if args.merge:
+            # Past days are read-only history: one segment each makes them cheaper to search.
+            today = time.strftime("%Y.%m.%d", time.gmtime(now))
+            old = [i for i in client.indices.get(index=f"{args.prefix}-*", expand_wildcards="open")
+                   if not i.endswith(today)]
+            t1 = time.perf_counter()
+            for lo in range(0, len(old), 10):
+                client.options(request_timeout=3600).indices.forcemerge(
+                    index=",".join(old[lo:lo + 10]), max_num_segments=1)
+            info["merge_s"] = round(time.perf_counter() - t1, 1)
+    stats = client.indices.stats(index=f"{args.prefix}-*", metric="docs,store,segments")
+    info["alerts_indexed"] = client.count(index=es_store.alias("alert"))["count"]
     info["store_bytes"] = stats["_all"]["primaries"]["store"]["size_in_bytes"]
+    info["segments"] = stats["_all"]["primaries"]["segments"]["count"]
     info["indices"] = len(stats["indices"])
     return EsQueryBackend(cfg), es_store, info
 

@@ -132,6 +132,9 @@ path.data: $HOME_E/data
 path.logs: $HOME_E/logs
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
+# posture summaries over past (unchanging) daily indices are served from this cache: the
+# default 1 % of the heap was full and evicting at 10 million alerts (bench/README.md)
+indices.requests.cache.size: 10%
 $(security_config)
 CONF
   chown -R "$ES_USER:" "$HOME_E"

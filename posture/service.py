@@ -159,8 +159,33 @@ class PostureService:
                 AssetFilter(sites=asset_sites, first_seen_since=since, limit=0))[0],
             **self._pair_queries(scope, since, until, org),
         }
+        facets = getattr(b, "alert_facets", None)
+        if facets is not None:
+            # The back end can do all alert aggregations in one request, one pass over the
+            # alerts: cheaper than seven requests that each filter the same documents.
+            n_sites = len(scope.sites) if scope.sites is not None else len(org.sites)
+            size_a = max(n_sites + 100, 100)
+            for name in ("total", "severity", "technique", "tactic", "protocol", "trend",
+                         "site_severity", "site_ruleset"):
+                del calls[name]
+            calls["facets"] = lambda: facets(
+                flt,
+                terms={"severity": ("event.severity", 101), "technique": ("threat.technique.id", top),
+                       "tactic": ("threat.tactic.name", top), "protocol": ("network.protocol", 10)},
+                # Few-valued field outside, sites inside: the same (site, x) counts as sites
+                # outside (both sizes cover every value), ~10x cheaper in Elasticsearch, where
+                # a sub-aggregation under 6,000 site buckets is the slow part of a summary.
+                pairs={"severity_site": ("event.severity", "labels.site", 101, size_a),
+                       "ruleset_site": ("rule.ruleset", "labels.site", 5, size_a)},
+                histogram=(interval, "event.severity", 101),
+            )
         futures = {name: _POOL.submit(fn) for name, fn in calls.items()}
         got = {name: f.result() for name, f in futures.items()}
+        if "facets" in got:
+            got.update(got.pop("facets"))
+            got["trend"] = got.pop("histogram")
+            got["site_severity"] = [(site, sev, n) for sev, site, n in got.pop("severity_site")]
+            got["site_ruleset"] = [(site, rs, n) for rs, site, n in got.pop("ruleset_site")]
 
         total = got["total"]
         by_severity = dict.fromkeys(BAND_WEIGHT, 0)

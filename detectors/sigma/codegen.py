@@ -22,7 +22,8 @@ Values from rules (field names, strings, sets, patterns) are never pasted into t
 they are bound as names in the function's namespace (``F0``, ``K3``...). The source holds
 only names this module makes up, int literals it computed and Python syntax, so a hostile
 rule cannot inject code. ``SigmaEngine.generated_source()`` returns the text, and
-``python -m detectors.sigma [rules_dir]`` prints it (the shipped pack by default).
+``icsmon rules matchers [DIR]`` (or ``python -m detectors.sigma [DIR]``) prints it, the
+shipped pack by default.
 """
 
 from __future__ import annotations
