@@ -14,6 +14,7 @@ unset list, so allow-list rules fail open towards alerting, never towards silenc
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,18 @@ log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent.parent
 PIPELINE_PATH = PACKAGE / "pipelines" / "ics_ecs.yml"
-SHIPPED_RULES = PACKAGE.parent / "rules"
+
+
+def shipped_rules(root: Path = PACKAGE.parent, prefix: str = sys.prefix) -> Path:
+    """The rule pack: ``rules/`` of a source checkout (or an editable install); a wheel
+    installs it as data files under ``<prefix>/share/icsmon/rules`` (pyproject.toml)."""
+    source = root / "rules"
+    if source.is_dir():
+        return source
+    return Path(prefix) / "share" / "icsmon" / "rules"
+
+
+SHIPPED_RULES = shipped_rules()
 UNSET = "255.255.255.255"
 PRODUCT = "ics"
 
