@@ -64,4 +64,4 @@ fi
 
 # -- tests -----------------------------------------------------------------------------
 log "pytest"
-pytest -q -p no:cacheprovider "$@"
+pytest -q -rs -p no:cacheprovider "$@"  # -rs: every skip with its reason
