@@ -13,7 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 # atheris instruments Python bytecode: run the sensor from source, not its compiled build
-os.environ["ICSMON_PURE"] = "1"
+# (only as the fuzzing process: a test importing this module must not change its process)
+if __name__ == "__main__":
+    os.environ["ICSMON_PURE"] = "1"
 
 import atheris  # noqa: E402
 

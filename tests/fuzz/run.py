@@ -66,7 +66,8 @@ def run(target: str, seconds: int, workdir: Path, extra: list[str]) -> tuple[int
     print(f"== {target}: {nseeds} seeds, {seconds} s; {' '.join(argv[1:])}", flush=True)
     t = time.monotonic()
     scratch = base / "scratch.bin"  # the capture target's file for each input
-    env = dict(os.environ, ICSMON_FUZZ_SCRATCH=str(scratch))
+    # ICSMON_PURE: the sensor from its source, the bytecode atheris instruments
+    env = dict(os.environ, ICSMON_FUZZ_SCRATCH=str(scratch), ICSMON_PURE="1")
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, env=env)
     finally:
