@@ -59,9 +59,9 @@ def _has_device_fields(rec: dict) -> bool:
     return any(key in rec for key in _DEVICE_KEYS)
 
 
-def _singles(frames: Iterable[Frame]) -> Iterator[list[Frame]]:
-    for frame in frames:
-        yield [frame]
+def _singles(frames: Iterable[Any]) -> Iterator[list[Frame]]:
+    for ts, linktype, data in frames:
+        yield [(ts, linktype, data if type(data) is bytes else bytes(data))]
 
 
 class Engine:
@@ -208,9 +208,10 @@ class Engine:
 
     # -- per packet -----------------------------------------------------------------
 
-    def feed(self, ts: float, linktype: int, data: bytes) -> None:
+    def feed(self, ts: float, linktype: int, data: bytes | bytearray | memoryview) -> None:
         """One captured frame. Never raises for anything inside the frame."""
-        self._process([(ts, linktype, data)])
+        # the compiled build takes exactly bytes (any buffer is fine for the source build)
+        self._process([(ts, linktype, data if type(data) is bytes else bytes(data))])
 
     def _process(self, frames: list[Frame]) -> None:
         """A batch of frames; events collect in ``self._out``.

@@ -93,3 +93,17 @@ def test_an_edited_source_is_not_shadowed(tmp_path: Path) -> None:
     stale = run()
     assert stale.stdout.split() == ["False", "True"]
     assert "sensor/protocols/modbus.py is newer than its compiled module" in stale.stderr
+
+
+def test_any_buffer_and_number_types_are_accepted() -> None:
+    """The compiled build checks annotated types at run time: a caller's bytearray, memoryview
+    or integer timestamp must still be taken, as the source build takes them."""
+    frame = (REPO / "pcaps" / "modbus" / "modbus_polling.pcap").read_bytes()[40:40 + 60]
+    seen = []
+    for data in (frame, bytearray(frame), memoryview(frame)):
+        eng = engine_module.Engine(engine_module.EngineConfig(site="s", observer="o"))
+        eng.feed(1_800_000_000, 1, data)
+        events = list(eng.run(iter([(1_800_000_001, 1, data)])))
+        assert eng.stats["packets"] == 2
+        seen.append((events, eng.stats))
+    assert seen[0] == seen[1] == seen[2]
