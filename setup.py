@@ -9,20 +9,22 @@ compiled module, so an edit is never shadowed by a stale build).
 
 from __future__ import annotations
 
+import ast
 import os
+from pathlib import Path
 
 from setuptools import setup
 
-# keep in step with sensor/__init__.py: COMPILED
-COMPILED = [
-    "sensor/engine.py",
-    "sensor/flows.py",
-    "sensor/events.py",
-    "sensor/capture.py",
-    "sensor/assets.py",
-    "sensor/protocols/base.py",
-    "sensor/protocols/modbus.py",
-]
+
+def compiled_sources() -> list[str]:
+    """``sensor.COMPILED`` (the one list of the compiled modules), read without importing."""
+    tree = ast.parse((Path(__file__).parent / "sensor" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "COMPILED" for t in node.targets
+        ):
+            return [name.replace(".", "/") + ".py" for name in ast.literal_eval(node.value)]
+    raise SystemExit("setup.py: no COMPILED list in sensor/__init__.py")
 
 
 def extensions() -> list:
@@ -32,7 +34,7 @@ def extensions() -> list:
 
     extensions = mypycify(
         # no mypy cache: a stale one has crashed mypyc on a rebuild
-        ["--ignore-missing-imports", "--follow-imports=silent", "--cache-dir=/dev/null", *COMPILED],
+        ["--ignore-missing-imports", "--follow-imports=silent", "--cache-dir=/dev/null", *compiled_sources()],
         opt_level="3",
         separate=True,
     )

@@ -28,14 +28,7 @@ SEC_DIST="$CACHE_DIR/elasticsearch-$ES_VERSION-security"
 ACTION="${1:-}"
 TLS_DIR=""
 if [[ "${2:-}" == "--tls" ]]; then
-  TLS_DIR="${3:-}"
-  if [[ "$ACTION" == start ]]; then
-    [[ -n "$TLS_DIR" ]] || die "usage: $0 start --tls DIR"
-    TLS_DIR="$(cd "$TLS_DIR" && pwd)" || die "no folder $3"
-    for f in ca.pem server.pem elastic-password; do
-      [[ -s "$TLS_DIR/$f" ]] || die "elasticsearch: $TLS_DIR/$f is missing (see the top of $0)"
-    done
-  fi
+  TLS_DIR="$(tls_dir elasticsearch "$ACTION" "${3:-}" ca.pem server.pem elastic-password)"
   TLS=1
   ES_HOME="$SEC_DIST"
   HOME_E="$RUN_DIR/elasticsearch-tls"

@@ -18,14 +18,7 @@ LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION-libs"
 ACTION="${1:-}"
 TLS_DIR=""
 if [[ "${2:-}" == "--tls" ]]; then
-  TLS_DIR="${3:-}"
-  if [[ "$ACTION" == start ]]; then
-    [[ -n "$TLS_DIR" ]] || die "usage: $0 start --tls DIR"
-    TLS_DIR="$(cd "$TLS_DIR" && pwd)" || die "no folder $3"
-    for f in ca.pem server.pem scram-users; do
-      [[ -s "$TLS_DIR/$f" ]] || die "kafka: $TLS_DIR/$f is missing (see the top of $0)"
-    done
-  fi
+  TLS_DIR="$(tls_dir kafka "$ACTION" "${3:-}" ca.pem server.pem scram-users)"
   HOME_K="$RUN_DIR/kafka-tls"
   CLIENT_PORT=9192
   CONTROLLER_PORT=9193

@@ -65,4 +65,21 @@ show_log() {
 }
 
 now_s() { date +%s.%N; }
+
+# `start --tls DIR` of a service script: DIR as an absolute path, once it holds every named
+# file (other actions take DIR as given). Prints the path; exits with one error line.
+tls_dir() {
+  local service="$1" action="$2" given="$3" dir f
+  shift 3
+  if [[ "$action" != start ]]; then
+    printf '%s\n' "$given"
+    return 0
+  fi
+  [[ -n "$given" ]] || die "usage: $0 start --tls DIR"
+  dir="$(cd "$given" && pwd)" || die "no folder $given"
+  for f in "$@"; do
+    [[ -s "$dir/$f" ]] || die "$service: $dir/$f is missing (see the top of $0)"
+  done
+  printf '%s\n' "$dir"
+}
 elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN {printf "%.1f", b - a}'; }

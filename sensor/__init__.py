@@ -21,7 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
-# keep in step with setup.py: COMPILED
+# setup.py compiles exactly these (it reads this list)
 COMPILED = (
     "sensor.engine",
     "sensor.flows",

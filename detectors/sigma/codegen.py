@@ -36,6 +36,7 @@ from detectors.sigma.compiler import (
     And,
     Const,
     Eq,
+    Event,
     Node,
     Not,
     Or,
@@ -46,7 +47,6 @@ from detectors.sigma.compiler import (
 )
 from detectors.sigma.fields import nested_path
 
-Event = dict[str, Any]
 Matcher = Callable[[Event], int]
 
 _OPS = frozenset({"<", "<=", ">", ">=", "!="})
