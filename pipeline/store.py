@@ -630,8 +630,13 @@ class Store:
                 self._failing += 1
                 self._last_error = str(exc)
                 if self._failing == 1:
-                    log.error("%s: cannot write to the store (%s); keeping up to %d documents "
-                              "in memory and retrying", self.path, exc, self.max_pending)
+                    log.error(
+                        "%s: cannot write to the store (%s); keeping up to %d documents "
+                        "in memory and retrying",
+                        self.path,
+                        exc,
+                        self.max_pending,
+                    )
                 self._pending = batch + self._pending
                 self._shed()
                 return
@@ -639,8 +644,13 @@ class Store:
                 self._write_one_by_one(batch, exc)
             else:
                 if self._failing:
-                    log.warning("%s: writing again after %d failed attempts (%d documents "
-                                "dropped meanwhile)", self.path, self._failing, self._counts["dropped"])
+                    log.warning(
+                        "%s: writing again after %d failed attempts (%d documents "
+                        "dropped meanwhile)",
+                        self.path,
+                        self._failing,
+                        self._counts["dropped"],
+                    )
                     self._failing = 0
             self._counts["batches"] += 1
             if self.max_events is not None:
@@ -732,8 +742,11 @@ class Store:
         dropped = self._counts["dropped"]
         if dropped >= max(1, self._shed_logged * 10):
             self._shed_logged = dropped
-            log.error("%s: write backlog full, dropped %d documents (events first, alerts last)",
-                      self.path, dropped)
+            log.error(
+                "%s: write backlog full, dropped %d documents (events first, alerts last)",
+                self.path,
+                dropped,
+            )
 
     def _write_batch(self, batch: list[tuple[str, dict]]) -> None:
         conn = self._conn
