@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,9 +304,15 @@ def connect_reader(path: Path, busy_timeout: float) -> sqlite3.Connection:
 
 
 def _check_and_init(path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    # One snapshot: read one by one, another process creating the store between the reads
+    # made a new store look like "some other program's database".
+    conn.execute("BEGIN")
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.execute("COMMIT")
     if app_id != APPLICATION_ID:
         if app_id == 0 and not tables and version == 0:
             if readonly:
@@ -343,15 +350,29 @@ def _check_and_init(path: Path, conn: sqlite3.Connection, readonly: bool) -> Non
     # it is what inserts with hashed event ids and dashboards' aggregations mostly wait on.
     conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         # Checkpoint every 16 MiB of WAL rather than 4: fewer fsyncs per batch on a busy disk.
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
 
 
+def use_wal(conn: sqlite3.Connection, patience: float = 10.0) -> None:
+    """WAL mode. Switching needs the file to itself: SQLite answers "locked" at once, without
+    its busy wait, while another process opens the same new file, so this waits here."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def create(conn: sqlite3.Connection) -> None:
     """The latest schema in an empty file (nothing when another process made it first)."""
-    conn.execute("PRAGMA journal_mode = WAL")
+    use_wal(conn)
     # NORMAL in WAL mode: a crash of icsmon loses nothing committed; a power cut may lose
     # the last batch but never corrupts the file.
     conn.execute("PRAGMA synchronous = NORMAL")
