@@ -109,9 +109,13 @@ class AllowBody(BaseModel):
     reason: str = Field(max_length=500)
 
 
-def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
-            principal: Callable[..., Principal],
-            sensors: Callable[[Scope], dict[str, Any]]) -> None:
+def install(
+    app: FastAPI,
+    desk: ResponseDesk,
+    state: PostureState,
+    principal: Callable[..., Principal],
+    sensors: Callable[[Scope], dict[str, Any]],
+) -> None:
     """Add the response routes and their error answers to ``app``."""
 
     @app.exception_handler(NotFound)
@@ -155,8 +159,9 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
         return desk.policy.to_json() | {"calendar": desk.calendar.name}
 
     @app.get("/api/response/audit", summary="The response audit trail the caller may see")
-    def audit(v: Who, kind: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+    def audit(
+        v: Who, kind: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+    ) -> list[dict[str, Any]]:
         return desk.db.audit_trail(v, kind, None, limit)
 
     @app.get("/api/response/audit/verify", summary="Check the audit trail's hash chain (province)")
@@ -168,18 +173,27 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
     # -- incidents ------------------------------------------------------------------------
 
     @app.get("/api/incidents", summary="Incidents the caller may see, newest first")
-    def incidents(v: Who, state: str | None = None,
-                  limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    def incidents(
+        v: Who,
+        state: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
         if state is not None and state not in INCIDENT_STATES:
             raise Invalid(f"state must be one of {', '.join(INCIDENT_STATES)}")
         return desk.incidents.list(v, state, limit, offset)
 
     @app.post("/api/incidents", status_code=201, summary="Open an incident from alerts")
     def create_incident(v: Who, body: IncidentBody) -> dict[str, Any]:
-        iid = desk.incidents.create(v, org(), title=body.title, alert_ids=body.alert_ids,
-                                    summary=body.summary, discovered_at=body.discovered_at,
-                                    facts={k: x for k, x in body.facts.items() if x is not None})
+        iid = desk.incidents.create(
+            v,
+            org(),
+            title=body.title,
+            alert_ids=body.alert_ids,
+            summary=body.summary,
+            discovered_at=body.discovered_at,
+            facts={k: x for k, x in body.facts.items() if x is not None},
+        )
         return desk.incidents.detail(v, iid, org())
 
     @app.post("/api/incidents/group", summary="The grouping rules: propose (or open) incidents")
@@ -189,7 +203,9 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
             return {"created": desk.incidents.apply_groups(v, org(), lo, hi)}
         return {"groups": desk.incidents.propose_groups(v, org(), lo, hi)}
 
-    @app.get("/api/incidents/{incident_id}", summary="One incident: grade, clock, timeline, reports")
+    @app.get(
+        "/api/incidents/{incident_id}", summary="One incident: grade, clock, timeline, reports"
+    )
     def incident(v: Who, incident_id: str) -> dict[str, Any]:
         return desk.incidents.detail(v, incident_id, org())
 
@@ -224,7 +240,9 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
         desk.incidents.visible(v, incident_id)
         return desk.db.audit_trail(v, "incident", incident_id)
 
-    @app.get("/api/incidents/{incident_id}/command", summary="Emergency command view of an incident")
+    @app.get(
+        "/api/incidents/{incident_id}/command", summary="Emergency command view of an incident"
+    )
     def command(v: Who, incident_id: str) -> dict[str, Any]:
         out = desk.command(v, incident_id, org())
         sites = tuple(s for e in out["enterprises"] for s in e["sites"])
@@ -232,7 +250,8 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
         by_site: dict[str, list[dict[str, Any]]] = {}
         for s in health["sensors"]:
             by_site.setdefault(s["site"], []).append(
-                {"name": s["name"], "last_seen": s["last_seen"], "silent": s["silent"]})
+                {"name": s["name"], "last_seen": s["last_seen"], "silent": s["silent"]}
+            )
         for e in out["enterprises"]:
             e["sensors"] = [x for s in e["sites"] for x in by_site.get(s, [])]
         return out
@@ -242,8 +261,11 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
         detail = desk.incidents.detail(v, incident_id, org())
         return export_incident(detail, org(), desk.policy.internal_networks, include_enterprises)
 
-    @app.post("/api/incidents/{incident_id}/reports", status_code=201,
-            summary="Start a report (first, escalation, follow-up, final), prefilled")
+    @app.post(
+        "/api/incidents/{incident_id}/reports",
+        status_code=201,
+        summary="Start a report (first, escalation, follow-up, final), prefilled",
+    )
     def new_report(v: Who, incident_id: str, body: ReportBody) -> dict[str, Any]:
         if body.kind not in REPORT_KINDS:
             raise Invalid(f"kind must be one of {', '.join(REPORT_KINDS)}")
@@ -263,17 +285,23 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
     def get_report_pdf(v: Who, report_id: str) -> Response:
         doc = report_doc(v, report_id)
         name = f"incident-{doc['incident']['number']}-{doc['kind']}-{doc['seq']}.pdf"
-        return Response(report_pdf(doc), media_type="application/pdf",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return Response(
+            report_pdf(doc),
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     @app.post("/api/reports/{report_id}", summary="Edit a draft report")
     def edit_report(v: Who, report_id: str, body: ReportEditBody) -> dict[str, Any]:
         rep = desk.incidents.report(v, report_id)
-        desk.incidents.save_report(v, org(), rep["incident_id"], rep["kind"], body.fields,
-                                   report_id)
+        desk.incidents.save_report(
+            v, org(), rep["incident_id"], rep["kind"], body.fields, report_id
+        )
         return desk.incidents.report(v, report_id)
 
-    @app.post("/api/reports/{report_id}/submit", summary="Submit a report (it can no longer change)")
+    @app.post(
+        "/api/reports/{report_id}/submit", summary="Submit a report (it can no longer change)"
+    )
     def submit_report(v: Who, report_id: str) -> dict[str, Any]:
         return desk.incidents.submit_report(v, report_id)
 
@@ -281,17 +309,26 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
     def attachment(v: Who, attachment_id: str) -> Response:
         meta, data = desk.notices.attachment(v, attachment_id)
         # Served as a download, never rendered by the browser: the content is the user's.
-        return Response(data, media_type="application/octet-stream", headers={
-            "Content-Disposition": f'attachment; filename="{meta["id"]}"',
-            "X-Attachment-Name": meta["name"].encode("ascii", "replace").decode()})
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{meta["id"]}"',
+                "X-Attachment-Name": meta["name"].encode("ascii", "replace").decode(),
+            },
+        )
 
     # -- notices --------------------------------------------------------------------------
 
     @app.get("/api/notices", summary="Notices the caller may see (an enterprise: its own)")
-    def notices(v: Who, state: str | None = None, overdue: bool | None = None,
-                enterprise: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    def notices(
+        v: Who,
+        state: str | None = None,
+        overdue: bool | None = None,
+        enterprise: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
         if state is not None and state not in NOTICE_STATES:
             raise Invalid(f"state must be one of {', '.join(NOTICE_STATES)}")
         return desk.notices.list(v, state, overdue, enterprise, limit, offset)
@@ -300,10 +337,16 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
     def issue(v: Who, body: NoticeBody) -> dict[str, Any]:
         if body.subject_kind not in SUBJECT_KINDS:
             raise Invalid(f"subject_kind must be one of {', '.join(SUBJECT_KINDS)}")
-        nid = desk.notices.issue(v, org(), subject_kind=body.subject_kind,
-                                 subject_ref=body.subject_ref, enterprise=body.enterprise,
-                                 title=body.title, actions=body.actions,
-                                 working_days=body.working_days)
+        nid = desk.notices.issue(
+            v,
+            org(),
+            subject_kind=body.subject_kind,
+            subject_ref=body.subject_ref,
+            enterprise=body.enterprise,
+            title=body.title,
+            actions=body.actions,
+            working_days=body.working_days,
+        )
         return desk.notices.detail(v, nid)
 
     @app.get("/api/notices/stats", summary="Closure rates and overdue counts per city and industry")
@@ -324,8 +367,10 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
         desk.notices.reply(v, notice_id, body.text, [a.model_dump() for a in body.attachments])
         return desk.notices.detail(v, notice_id)
 
-    @app.get("/api/notices/{notice_id}/verification",
-           summary="Whether the telemetry confirms the fix, with the data")
+    @app.get(
+        "/api/notices/{notice_id}/verification",
+        summary="Whether the telemetry confirms the fix, with the data",
+    )
     def verification(v: Who, notice_id: str) -> dict[str, Any]:
         return desk.notices.verification_offer(v, notice_id)
 
@@ -354,10 +399,13 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
     @app.get("/api/campaigns/{campaign_id}/stix", summary="The campaign as a STIX 2.1 bundle")
     def campaign_stix(v: Who, campaign_id: str, include_enterprises: bool = False) -> Any:
         brief = desk.campaigns.brief(v, campaign_id)
-        return export_campaign(brief, desk.campaigns.alerts_of(v, campaign_id), org(),
-                               include_enterprises)
+        return export_campaign(
+            brief, desk.campaigns.alerts_of(v, campaign_id), org(), include_enterprises
+        )
 
-    @app.post("/api/campaigns/{campaign_id}/watch", summary="Put the campaign's address on the watchlist")
+    @app.post(
+        "/api/campaigns/{campaign_id}/watch", summary="Put the campaign's address on the watchlist"
+    )
     def campaign_watch(v: Who, campaign_id: str) -> dict[str, Any]:
         return {"watchlist": desk.campaigns.watch_campaign(v, campaign_id)}
 
@@ -404,12 +452,15 @@ def install(app: FastAPI, desk: ResponseDesk, state: PostureState,
                 found["skipped"] += 1
                 continue
             added += new
-        return {"added": added, "indicators": len(found["addresses"]),
-                "skipped": found["skipped"], "objects": found["objects"]}
+        return {
+            "added": added,
+            "indicators": len(found["addresses"]),
+            "skipped": found["skipped"],
+            "objects": found["objects"],
+        }
 
     @app.delete("/api/watchlist/{watch_id}", status_code=204, summary="Remove a watchlist entry")
     def unwatch(v: Who, watch_id: str) -> None:
         if not v.is_province:
             raise NotFound("watchlist")
         desk.campaigns.unwatch(v, watch_id)
-

@@ -54,8 +54,9 @@ class Campaigns:
 
     def allowlist(self) -> list[dict[str, Any]]:
         fixed = [{**a, "origin": "policy"} for a in self.policy.allowlist]
-        return fixed + [{**r, "origin": "state"} for r in
-                        self.db.rows("SELECT * FROM allowlist ORDER BY value")]
+        return fixed + [
+            {**r, "origin": "state"} for r in self.db.rows("SELECT * FROM allowlist ORDER BY value")
+        ]
 
     def _allowed_networks(self) -> list[Any]:
         return [ipaddress.ip_network(a["value"], strict=False) for a in self.allowlist()]
@@ -70,10 +71,21 @@ class Campaigns:
         if not reason.strip():
             raise Invalid("say why the address is shared (NAT, vendor remote access ...)")
         with self.db.tx() as conn:
-            conn.execute("INSERT OR REPLACE INTO allowlist VALUES (?,?,?,?)",
-                         (str(net), reason.strip(), time.time(), who.name))
-            self.db.audit(conn, who, "allowlist", str(net), "allow", sites=[], enterprises=[],
-                          cities=[], detail={"reason": reason.strip()})
+            conn.execute(
+                "INSERT OR REPLACE INTO allowlist VALUES (?,?,?,?)",
+                (str(net), reason.strip(), time.time(), who.name),
+            )
+            self.db.audit(
+                conn,
+                who,
+                "allowlist",
+                str(net),
+                "allow",
+                sites=[],
+                enterprises=[],
+                cities=[],
+                detail={"reason": reason.strip()},
+            )
         return {"value": str(net), "reason": reason.strip()}
 
     def disallow(self, who: Viewer, value: str) -> None:
@@ -82,13 +94,20 @@ class Campaigns:
         with self.db.tx() as conn:
             if conn.execute("DELETE FROM allowlist WHERE value=?", (value,)).rowcount != 1:
                 raise NotFound(value)
-            self.db.audit(conn, who, "allowlist", value, "remove", sites=[], enterprises=[],
-                          cities=[])
+            self.db.audit(
+                conn, who, "allowlist", value, "remove", sites=[], enterprises=[], cities=[]
+            )
 
     # -- detection ---------------------------------------------------------------------
 
-    def _keys(self, doc: dict[str, Any], kind: str, fields: tuple[str, ...],
-              internal: list[Any], allowed: list[Any]) -> str | None:
+    def _keys(
+        self,
+        doc: dict[str, Any],
+        kind: str,
+        fields: tuple[str, ...],
+        internal: list[Any],
+        allowed: list[Any],
+    ) -> str | None:
         if kind == "source-ip":
             ip = _ip(doc.get("source.ip"))
             if ip is None or any(ip in n for n in internal) or any(ip in n for n in allowed):
@@ -98,14 +117,17 @@ class Campaigns:
             values = [doc.get(f) for f in fields]
             if any(v is None or v == [] for v in values):
                 return None
-            return "|".join(json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else
-                            str(v) for v in values)
+            return "|".join(
+                json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else str(v)
+                for v in values
+            )
         if kind == "rule":
             return str(doc.get("rule.id")) if doc.get("rule.id") else None
         return None
 
-    def _sequences(self, docs: list[dict[str, Any]], min_length: int,
-                   window: float) -> dict[str, list[tuple[float, list[dict[str, Any]]]]]:
+    def _sequences(
+        self, docs: list[dict[str, Any]], min_length: int, window: float
+    ) -> dict[str, list[tuple[float, list[dict[str, Any]]]]]:
         """technique-sequence: per (site, source) session, the ordered distinct techniques."""
         sessions: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for d in docs:
@@ -128,13 +150,22 @@ class Campaigns:
                 run = [d] if d is not None else []
         return out
 
-    def detect(self, org: OrgLike, since: float, until: float,
-               now: float | None = None) -> dict[str, Any]:
+    def detect(
+        self, org: OrgLike, since: float, until: float, now: float | None = None
+    ) -> dict[str, Any]:
         """Scan every enterprise's alerts in [since, until) and record the campaigns."""
         now = time.time() if now is None else now
-        docs = [d for d in page_alerts(self.backend, AlertFilter(
-            since=since, until=until, min_severity=self.policy.campaign_min_severity),
-            DETECT_SCAN_CAP) if d.get("labels.site") in org.sites]
+        docs = [
+            d
+            for d in page_alerts(
+                self.backend,
+                AlertFilter(
+                    since=since, until=until, min_severity=self.policy.campaign_min_severity
+                ),
+                DETECT_SCAN_CAP,
+            )
+            if d.get("labels.site") in org.sites
+        ]
         internal, allowed = self.policy.internal_networks, self._allowed_networks()
         window, need = self.policy.campaign_window_s, self.policy.campaign_min_enterprises
         found: list[tuple[str, str, list[dict[str, Any]]]] = []
@@ -168,8 +199,9 @@ class Campaigns:
         return {"scanned": len(docs), "new": made, "extended": extended}
 
     @staticmethod
-    def _windows(alerts: list[dict[str, Any]], org: OrgLike, window: float,
-                 need: int) -> list[list[dict[str, Any]]]:
+    def _windows(
+        alerts: list[dict[str, Any]], org: OrgLike, window: float, need: int
+    ) -> list[list[dict[str, Any]]]:
         alerts = sorted(alerts, key=alert_epoch)
         out: list[list[dict[str, Any]]] = []
         i, n = 0, len(alerts)
@@ -178,11 +210,11 @@ class Campaigns:
             t = alert_epoch(alerts[i])
             while alert_epoch(alerts[lo]) < t - window:
                 lo += 1
-            ents = {org.sites[str(a["labels.site"])].enterprise_id for a in alerts[lo:i + 1]}
+            ents = {org.sites[str(a["labels.site"])].enterprise_id for a in alerts[lo : i + 1]}
             if len(ents) < need:
                 i += 1
                 continue
-            group = alerts[lo:i + 1]
+            group = alerts[lo : i + 1]
             j = i + 1
             while j < n and alert_epoch(alerts[j]) - alert_epoch(group[-1]) <= window:
                 group.append(alerts[j])
@@ -191,46 +223,97 @@ class Campaigns:
             i = lo = j
         return out
 
-    def _record(self, org: OrgLike, kind: str, key: str, group: list[dict[str, Any]],
-                window: float, now: float) -> tuple[str, bool]:
+    def _record(
+        self,
+        org: OrgLike,
+        kind: str,
+        key: str,
+        group: list[dict[str, Any]],
+        window: float,
+        now: float,
+    ) -> tuple[str, bool]:
         first, last = alert_epoch(group[0]), alert_epoch(group[-1])
         with self.db.tx() as conn:
             row = conn.execute(
                 "SELECT * FROM campaign WHERE kind=? AND indicator=? AND last_seen >= ? AND "
                 "first_seen <= ? ORDER BY first_seen LIMIT 1",
-                (kind, key, first - window, last + window)).fetchone()
+                (kind, key, first - window, last + window),
+            ).fetchone()
             new = row is None
-            cid = (row["id"] if row else "cmp-" + hashlib.sha256(
-                f"{kind}|{key}|{first}".encode()).hexdigest()[:16])
+            cid = (
+                row["id"]
+                if row
+                else "cmp-" + hashlib.sha256(f"{kind}|{key}|{first}".encode()).hexdigest()[:16]
+            )
             before = set()
             if new:
-                conn.execute("INSERT INTO campaign VALUES (?,?,?,?,?,?,?,?)",
-                             (cid, kind, key, first, last, "active", now, now))
+                conn.execute(
+                    "INSERT INTO campaign VALUES (?,?,?,?,?,?,?,?)",
+                    (cid, kind, key, first, last, "active", now, now),
+                )
             else:
-                before = {r[0] for r in conn.execute(
-                    "SELECT DISTINCT enterprise_id FROM campaign_alert WHERE campaign_id=?",
-                    (cid,))}
-                conn.execute("UPDATE campaign SET first_seen=MIN(first_seen, ?), "
-                             "last_seen=MAX(last_seen, ?), updated=? WHERE id=?",
-                             (first, last, now, cid))
+                before = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT DISTINCT enterprise_id FROM campaign_alert WHERE campaign_id=?",
+                        (cid,),
+                    )
+                }
+                conn.execute(
+                    "UPDATE campaign SET first_seen=MIN(first_seen, ?), "
+                    "last_seen=MAX(last_seen, ?), updated=? WHERE id=?",
+                    (first, last, now, cid),
+                )
             for d in group:
                 s = org.sites[str(d["labels.site"])]
-                conn.execute("INSERT OR IGNORE INTO campaign_alert VALUES (?,?,?,?,?,?,?,?,?)",
-                             (cid, str(d["event.id"]), s.id, s.enterprise_id, s.city_id,
-                              s.industry, alert_epoch(d), d.get("rule.id"),
-                              json.dumps(as_list(d.get("threat.technique.id")))))
-            rows = conn.execute("SELECT DISTINCT site_id, enterprise_id, city_id FROM "
-                                "campaign_alert WHERE campaign_id=?", (cid,)).fetchall()
+                conn.execute(
+                    "INSERT OR IGNORE INTO campaign_alert VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        cid,
+                        str(d["event.id"]),
+                        s.id,
+                        s.enterprise_id,
+                        s.city_id,
+                        s.industry,
+                        alert_epoch(d),
+                        d.get("rule.id"),
+                        json.dumps(as_list(d.get("threat.technique.id"))),
+                    ),
+                )
+            rows = conn.execute(
+                "SELECT DISTINCT site_id, enterprise_id, city_id FROM "
+                "campaign_alert WHERE campaign_id=?",
+                (cid,),
+            ).fetchall()
             ents = {r["enterprise_id"] for r in rows}
-            scope = {"sites": [r["site_id"] for r in rows], "enterprises": sorted(ents),
-                     "cities": sorted({r["city_id"] for r in rows})}
+            scope = {
+                "sites": [r["site_id"] for r in rows],
+                "enterprises": sorted(ents),
+                "cities": sorted({r["city_id"] for r in rows}),
+            }
             if new:
-                self.db.audit(conn, SYSTEM, "campaign", cid, "detect", **scope,
-                              to_state="active", at=now,
-                              detail={"kind": kind, "indicator": key, "enterprises": len(ents)})
+                self.db.audit(
+                    conn,
+                    SYSTEM,
+                    "campaign",
+                    cid,
+                    "detect",
+                    **scope,
+                    to_state="active",
+                    at=now,
+                    detail={"kind": kind, "indicator": key, "enterprises": len(ents)},
+                )
             elif ents - before:
-                self.db.audit(conn, SYSTEM, "campaign", cid, "extend", **scope, at=now,
-                              detail={"new_enterprises": sorted(ents - before)})
+                self.db.audit(
+                    conn,
+                    SYSTEM,
+                    "campaign",
+                    cid,
+                    "extend",
+                    **scope,
+                    at=now,
+                    detail={"new_enterprises": sorted(ents - before)},
+                )
         return cid, new
 
     # -- reading ---------------------------------------------------------------------------
@@ -241,8 +324,9 @@ class Campaigns:
         row = self.db.one("SELECT * FROM campaign WHERE id=?", (cid,))
         if row is None:
             raise NotFound(cid)
-        alerts = self.db.rows("SELECT * FROM campaign_alert WHERE campaign_id=? ORDER BY ts",
-                              (cid,))
+        alerts = self.db.rows(
+            "SELECT * FROM campaign_alert WHERE campaign_id=? ORDER BY ts", (cid,)
+        )
         if not who.sees([a["site_id"] for a in alerts]):
             raise NotFound(cid)
         return row, alerts
@@ -250,8 +334,9 @@ class Campaigns:
     def list(self, who: Viewer, limit: int = 100) -> dict[str, Any]:
         if who.is_enterprise:
             return {"total": 0, "items": []}
-        rows = self.db.rows("SELECT id FROM campaign ORDER BY last_seen DESC LIMIT ?",
-                            (limit * 10,))
+        rows = self.db.rows(
+            "SELECT id FROM campaign ORDER BY last_seen DESC LIMIT ?", (limit * 10,)
+        )
         items = []
         for r in rows:
             try:
@@ -267,8 +352,12 @@ class Campaigns:
         everyone = {a["enterprise_id"] for a in alerts}
         mine = [a for a in alerts if who.sites is None or a["site_id"] in who.sites]
         return {
-            "id": row["id"], "kind": row["kind"], "indicator": row["indicator"],
-            "state": row["state"], "first_seen": row["first_seen"], "last_seen": row["last_seen"],
+            "id": row["id"],
+            "kind": row["kind"],
+            "indicator": row["indicator"],
+            "state": row["state"],
+            "first_seen": row["first_seen"],
+            "last_seen": row["last_seen"],
             "detected_at": row["detected_at"],
             "enterprises_total": len(everyone),
             "enterprises": sorted({a["enterprise_id"] for a in mine}),
@@ -281,16 +370,29 @@ class Campaigns:
         out = self.brief(who, cid)
         _, alerts = self._visible(who, cid)
         mine = [a for a in alerts if who.sites is None or a["site_id"] in who.sites]
-        out["timeline"] = [{"at": a["ts"], "alert_id": a["alert_id"], "site": a["site_id"],
-                            "enterprise": a["enterprise_id"], "city": a["city_id"],
-                            "industry": a["industry"], "rule": a["rule_id"],
-                            "techniques": json.loads(a["techniques"])} for a in mine[:2000]]
+        out["timeline"] = [
+            {
+                "at": a["ts"],
+                "alert_id": a["alert_id"],
+                "site": a["site_id"],
+                "enterprise": a["enterprise_id"],
+                "city": a["city_id"],
+                "industry": a["industry"],
+                "rule": a["rule_id"],
+                "techniques": json.loads(a["techniques"]),
+            }
+            for a in mine[:2000]
+        ]
         out["enterprise_list"] = [
-            {"id": e, "name": org.enterprises.get(e, {}).get("name", e),
-             "name_zh": org.enterprises.get(e, {}).get("name_zh", ""),
-             "city": org.enterprises.get(e, {}).get("city_id"),
-             "industry": org.enterprises.get(e, {}).get("industry")}
-            for e in out["enterprises"]]
+            {
+                "id": e,
+                "name": org.enterprises.get(e, {}).get("name", e),
+                "name_zh": org.enterprises.get(e, {}).get("name_zh", ""),
+                "city": org.enterprises.get(e, {}).get("city_id"),
+                "industry": org.enterprises.get(e, {}).get("industry"),
+            }
+            for e in out["enterprises"]
+        ]
         out["techniques"] = sorted({t for a in mine for t in json.loads(a["techniques"])})
         out["audit"] = self.db.audit_trail(who, "campaign", cid)
         return out
@@ -304,8 +406,15 @@ class Campaigns:
     def watchlist(self) -> list[dict[str, Any]]:
         return self.db.rows("SELECT * FROM watchlist ORDER BY added_at, value")
 
-    def watch(self, who: Viewer, kind: str, value: str, source: str, source_ref: str,
-              valid_until: float | None = None) -> tuple[str, bool]:
+    def watch(
+        self,
+        who: Viewer,
+        kind: str,
+        value: str,
+        source: str,
+        source_ref: str,
+        valid_until: float | None = None,
+    ) -> tuple[str, bool]:
         """Add one indicator (idempotent); returns (id, whether it is new)."""
         if not who.is_province and who.role != "system":
             raise Forbidden("the province keeps the watchlist")
@@ -316,13 +425,22 @@ class Campaigns:
             raise Invalid(f"{value!r} is not an {kind}")
         wid = "wl-" + hashlib.sha256(f"{kind}|{ip}".encode()).hexdigest()[:16]
         with self.db.tx() as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO watchlist VALUES (?,?,?,?,?,?,?,?)",
-                               (wid, kind, str(ip), source, source_ref, time.time(), who.name,
-                                valid_until))
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO watchlist VALUES (?,?,?,?,?,?,?,?)",
+                (wid, kind, str(ip), source, source_ref, time.time(), who.name, valid_until),
+            )
             if cur.rowcount:
-                self.db.audit(conn, who, "watchlist", wid, "add", sites=[], enterprises=[],
-                              cities=[], detail={"kind": kind, "value": str(ip),
-                                                 "source": source, "ref": source_ref})
+                self.db.audit(
+                    conn,
+                    who,
+                    "watchlist",
+                    wid,
+                    "add",
+                    sites=[],
+                    enterprises=[],
+                    cities=[],
+                    detail={"kind": kind, "value": str(ip), "source": source, "ref": source_ref},
+                )
         return wid, bool(cur.rowcount)
 
     def unwatch(self, who: Viewer, wid: str) -> None:
@@ -331,8 +449,9 @@ class Campaigns:
         with self.db.tx() as conn:
             if conn.execute("DELETE FROM watchlist WHERE id=?", (wid,)).rowcount != 1:
                 raise NotFound(wid)
-            self.db.audit(conn, who, "watchlist", wid, "remove", sites=[], enterprises=[],
-                          cities=[])
+            self.db.audit(
+                conn, who, "watchlist", wid, "remove", sites=[], enterprises=[], cities=[]
+            )
 
     def watch_campaign(self, who: Viewer, cid: str) -> list[str]:
         """A source-ip campaign's address onto the watchlist."""

@@ -163,8 +163,9 @@ class ResponseDB:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False,
-                                       isolation_level=None, timeout=30)
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
@@ -208,36 +209,71 @@ class ResponseDB:
         return rows[0] if rows else None
 
     def next_number(self, conn: sqlite3.Connection, name: str) -> int:
-        conn.execute("INSERT INTO response_counter VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET "
-                     "value = value + 1", (name,))
-        return int(conn.execute("SELECT value FROM response_counter WHERE name=?", (name,)).fetchone()[0])
+        conn.execute(
+            "INSERT INTO response_counter VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET "
+            "value = value + 1",
+            (name,),
+        )
+        return int(
+            conn.execute("SELECT value FROM response_counter WHERE name=?", (name,)).fetchone()[0]
+        )
 
     # -- the audit trail -------------------------------------------------------------------
 
     def audit(
-        self, conn: sqlite3.Connection, who: Viewer, kind: str, object_id: str, action: str,
-        *, sites: list[str], enterprises: list[str], cities: list[str],
-        from_state: str | None = None, to_state: str | None = None,
-        detail: dict[str, Any] | None = None, at: float | None = None,
+        self,
+        conn: sqlite3.Connection,
+        who: Viewer,
+        kind: str,
+        object_id: str,
+        action: str,
+        *,
+        sites: list[str],
+        enterprises: list[str],
+        cities: list[str],
+        from_state: str | None = None,
+        to_state: str | None = None,
+        detail: dict[str, Any] | None = None,
+        at: float | None = None,
     ) -> dict[str, Any]:
         """Append one entry (inside the caller's transaction) chained to the previous one."""
         last = conn.execute("SELECT hash FROM response_audit ORDER BY seq DESC LIMIT 1").fetchone()
         entry = {
-            "at": time.time() if at is None else at, "actor": who.name, "role": who.role,
-            "object_kind": kind, "object_id": object_id, "action": action,
-            "from_state": from_state, "to_state": to_state, "sites": sorted(set(sites)),
-            "enterprises": sorted(set(enterprises)), "cities": sorted(set(cities)),
-            "detail": detail or {}, "prev_hash": last[0] if last else ZERO_HASH,
+            "at": time.time() if at is None else at,
+            "actor": who.name,
+            "role": who.role,
+            "object_kind": kind,
+            "object_id": object_id,
+            "action": action,
+            "from_state": from_state,
+            "to_state": to_state,
+            "sites": sorted(set(sites)),
+            "enterprises": sorted(set(enterprises)),
+            "cities": sorted(set(cities)),
+            "detail": detail or {},
+            "prev_hash": last[0] if last else ZERO_HASH,
         }
         entry["hash"] = hashlib.sha256(_canonical(entry)).hexdigest()
         cur = conn.execute(
             "INSERT INTO response_audit (at, actor, role, object_kind, object_id, action, "
             "from_state, to_state, sites, enterprises, cities, detail, prev_hash, hash) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (entry["at"], entry["actor"], entry["role"], kind, object_id, action, from_state,
-             to_state, json.dumps(entry["sites"]), json.dumps(entry["enterprises"]),
-             json.dumps(entry["cities"]), json.dumps(entry["detail"], ensure_ascii=False),
-             entry["prev_hash"], entry["hash"]),
+            (
+                entry["at"],
+                entry["actor"],
+                entry["role"],
+                kind,
+                object_id,
+                action,
+                from_state,
+                to_state,
+                json.dumps(entry["sites"]),
+                json.dumps(entry["enterprises"]),
+                json.dumps(entry["cities"]),
+                json.dumps(entry["detail"], ensure_ascii=False),
+                entry["prev_hash"],
+                entry["hash"],
+            ),
         )
         entry["seq"] = cur.lastrowid
         self._pending.append(entry)
@@ -251,7 +287,10 @@ class ResponseDB:
         return out
 
     def audit_trail(
-        self, who: Viewer, kind: str | None = None, object_id: str | None = None,
+        self,
+        who: Viewer,
+        kind: str | None = None,
+        object_id: str | None = None,
         limit: int = 500,
     ) -> list[dict[str, Any]]:
         """Entries ``who`` may see (any of their sites), newest first."""
@@ -288,7 +327,10 @@ class ResponseDB:
         for row in rows:
             entry = self._entry(dict(row))
             seq, stored = entry.pop("seq"), entry.pop("hash")
-            if entry["prev_hash"] != prev or hashlib.sha256(_canonical(entry)).hexdigest() != stored:
+            if (
+                entry["prev_hash"] != prev
+                or hashlib.sha256(_canonical(entry)).hexdigest() != stored
+            ):
                 return {"ok": False, "entries": n, "broken_at": seq}
             prev, n = stored, n + 1
         return {"ok": True, "entries": n, "broken_at": None, "head": prev}

@@ -27,15 +27,31 @@ from response.incidents import OrgLike, alert_epoch, new_id, page_alerts
 from response.policy import Policy
 from response.workdays import Calendar
 
-NOTICE_STATES = ("issued", "acknowledged", "in-progress", "submitted", "verified", "rejected",
-                 "closed")
+NOTICE_STATES = (
+    "issued",
+    "acknowledged",
+    "in-progress",
+    "submitted",
+    "verified",
+    "rejected",
+    "closed",
+)
 SUBJECT_KINDS = ("incident", "finding", "advisory")
 # (from, to) -> which side may make the change.
-ENTERPRISE_MOVES = {("issued", "acknowledged"), ("acknowledged", "in-progress"),
-                    ("rejected", "in-progress")}
-ISSUER_MOVES = {("submitted", "verified"), ("submitted", "rejected"), ("verified", "closed"),
-                ("issued", "closed"), ("acknowledged", "closed"), ("in-progress", "closed"),
-                ("rejected", "closed")}
+ENTERPRISE_MOVES = {
+    ("issued", "acknowledged"),
+    ("acknowledged", "in-progress"),
+    ("rejected", "in-progress"),
+}
+ISSUER_MOVES = {
+    ("submitted", "verified"),
+    ("submitted", "rejected"),
+    ("verified", "closed"),
+    ("issued", "closed"),
+    ("acknowledged", "closed"),
+    ("in-progress", "closed"),
+    ("rejected", "closed"),
+}
 REPLY_FROM = ("acknowledged", "in-progress", "rejected")  # -> submitted, with the reply
 DONE = ("verified", "closed")
 MAX_ACTIONS = 50
@@ -43,8 +59,14 @@ VERIFY_SCAN_CAP = 10_000
 
 
 class Notices:
-    def __init__(self, db: ResponseDB, policy: Policy, calendar: Calendar,
-                 backend: QueryBackend, incidents: Any) -> None:
+    def __init__(
+        self,
+        db: ResponseDB,
+        policy: Policy,
+        calendar: Calendar,
+        backend: QueryBackend,
+        incidents: Any,
+    ) -> None:
         self.db = db
         self.policy = policy
         self.calendar = calendar
@@ -55,8 +77,11 @@ class Notices:
 
     @staticmethod
     def _scope(row: dict[str, Any]) -> dict[str, list[str]]:
-        return {"sites": json.loads(row["sites"]), "enterprises": [row["enterprise_id"]],
-                "cities": [row["city_id"]]}
+        return {
+            "sites": json.loads(row["sites"]),
+            "enterprises": [row["enterprise_id"]],
+            "cities": [row["city_id"]],
+        }
 
     def visible(self, who: Viewer, notice_id: str) -> dict[str, Any]:
         row = self.db.one("SELECT * FROM notice WHERE id=?", (notice_id,))
@@ -76,9 +101,16 @@ class Notices:
 
     # -- reading -------------------------------------------------------------------------
 
-    def list(self, who: Viewer, state: str | None = None, overdue: bool | None = None,
-             enterprise: str | None = None, limit: int = 100, offset: int = 0,
-             now: float | None = None) -> dict[str, Any]:
+    def list(
+        self,
+        who: Viewer,
+        state: str | None = None,
+        overdue: bool | None = None,
+        enterprise: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        now: float | None = None,
+    ) -> dict[str, Any]:
         now = time.time() if now is None else now
         where, args = [], []
         if who.is_enterprise:
@@ -95,27 +127,38 @@ class Notices:
             args.append(enterprise)
         if overdue is not None:
             marks = ",".join("?" * len(DONE))
-            where.append(f"(deadline < ? AND state NOT IN ({marks}))" if overdue else
-                         f"NOT (deadline < ? AND state NOT IN ({marks}))")
+            where.append(
+                f"(deadline < ? AND state NOT IN ({marks}))"
+                if overdue
+                else f"NOT (deadline < ? AND state NOT IN ({marks}))"
+            )
             args.extend([now, *DONE])
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         total = self.db.one(f"SELECT COUNT(*) AS n FROM notice{cond}", args)
-        rows = self.db.rows(f"SELECT * FROM notice{cond} ORDER BY number DESC LIMIT ? OFFSET ?",
-                            [*args, limit, offset])
-        return {"total": total["n"] if total else 0,
-                "items": [self._brief(r, now) for r in rows]}
+        rows = self.db.rows(
+            f"SELECT * FROM notice{cond} ORDER BY number DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        return {"total": total["n"] if total else 0, "items": [self._brief(r, now) for r in rows]}
 
     def _brief(self, row: dict[str, Any], now: float) -> dict[str, Any]:
         return {
-            "id": row["id"], "number": row["number"], "title": row["title"],
+            "id": row["id"],
+            "number": row["number"],
+            "title": row["title"],
             "subject": {"kind": row["subject_kind"], "ref": row["subject_ref"]},
-            "enterprise": row["enterprise_id"], "city": row["city_id"],
-            "industry": row["industry"], "state": row["state"], "issued_at": row["issued_at"],
-            "issued_by": row["issued_by"], "deadline": row["deadline"],
+            "enterprise": row["enterprise_id"],
+            "city": row["city_id"],
+            "industry": row["industry"],
+            "state": row["state"],
+            "issued_at": row["issued_at"],
+            "issued_by": row["issued_by"],
+            "deadline": row["deadline"],
             "working_days": row["working_days"],
             "overdue": row["deadline"] < now and row["state"] not in DONE,
             "escalation": ("none", "city", "province")[row["escalation"]],
-            "submitted_at": row["submitted_at"], "closed_at": row["closed_at"],
+            "submitted_at": row["submitted_at"],
+            "closed_at": row["closed_at"],
         }
 
     def detail(self, who: Viewer, notice_id: str, now: float | None = None) -> dict[str, Any]:
@@ -125,18 +168,25 @@ class Notices:
         out["actions"] = json.loads(row["actions"])
         out["indicators"] = json.loads(row["indicators"])
         out["sites"] = json.loads(row["sites"])
-        replies = self.db.rows("SELECT id, at, author, text, attachments FROM notice_reply "
-                               "WHERE notice_id=? ORDER BY id", (notice_id,))
+        replies = self.db.rows(
+            "SELECT id, at, author, text, attachments FROM notice_reply "
+            "WHERE notice_id=? ORDER BY id",
+            (notice_id,),
+        )
         for r in replies:
             r["attachments"] = json.loads(r["attachments"])
         out["replies"] = replies
-        out["notes"] = self.db.rows("SELECT at, author, text FROM response_note WHERE owner_kind='notice'"
-                                    " AND owner_id=? ORDER BY id", (notice_id,))
+        out["notes"] = self.db.rows(
+            "SELECT at, author, text FROM response_note WHERE owner_kind='notice'"
+            " AND owner_id=? ORDER BY id",
+            (notice_id,),
+        )
         out["moves"] = self.moves(who, row)
-        out["can_reply"] = (who.role == "enterprise-operator" and row["state"] in REPLY_FROM)
+        out["can_reply"] = who.role == "enterprise-operator" and row["state"] in REPLY_FROM
         out["audit"] = self.db.audit_trail(who, "notice", notice_id)
         out["calendar_covers_deadline"] = self.calendar.covers(
-            self.calendar.local_date(row["deadline"]))
+            self.calendar.local_date(row["deadline"])
+        )
         return out
 
     def moves(self, who: Viewer, row: dict[str, Any]) -> list[str]:
@@ -150,9 +200,18 @@ class Notices:
     # -- changes -------------------------------------------------------------------------
 
     def issue(
-        self, who: Viewer, org: OrgLike, *, subject_kind: str, subject_ref: str,
-        enterprise: str, title: str, actions: list[str], working_days: int | None = None,
-        indicators: dict[str, list[str]] | None = None, now: float | None = None,
+        self,
+        who: Viewer,
+        org: OrgLike,
+        *,
+        subject_kind: str,
+        subject_ref: str,
+        enterprise: str,
+        title: str,
+        actions: list[str],
+        working_days: int | None = None,
+        indicators: dict[str, list[str]] | None = None,
+        now: float | None = None,
     ) -> str:
         self._can_issue(who)
         if subject_kind not in SUBJECT_KINDS:
@@ -169,8 +228,10 @@ class Notices:
         inds = {k: sorted(set(map(str, v)))[:200] for k, v in (indicators or {}).items() if v}
         if subject_kind == "incident":
             self.incidents.visible(who, subject_ref)
-            linked = self.db.rows("SELECT site_id, rule_id, source_ip FROM incident_alert "
-                                  "WHERE incident_id=?", (subject_ref,))
+            linked = self.db.rows(
+                "SELECT site_id, rule_id, source_ip FROM incident_alert WHERE incident_id=?",
+                (subject_ref,),
+            )
             mine = [a for a in linked if a["site_id"] in sites]
             if not mine:
                 raise Invalid(f"incident {subject_ref} has no alert at enterprise {enterprise}")
@@ -190,24 +251,71 @@ class Notices:
                 "city_id, industry, sites, title, actions, indicators, issued_at, issued_by, "
                 "issuer_role, working_days, deadline, state, updated) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (notice_id, number, subject_kind, subject_ref.strip()[:500], enterprise,
-                 ent["city_id"], ent["industry"], json.dumps(sites),
-                 title.strip()[:500] or f"Notice {number}", json.dumps(actions, ensure_ascii=False),
-                 json.dumps(inds), now, who.name, who.role, days, deadline, "issued", now))
-            self.db.audit(conn, who, "notice", notice_id, "issue", sites=sites,
-                          enterprises=[enterprise], cities=[ent["city_id"]], to_state="issued",
-                          at=now, detail={"number": number, "subject": f"{subject_kind}:"
-                                          f"{subject_ref}", "deadline": deadline,
-                                          "working_days": days, "actions": actions})
+                (
+                    notice_id,
+                    number,
+                    subject_kind,
+                    subject_ref.strip()[:500],
+                    enterprise,
+                    ent["city_id"],
+                    ent["industry"],
+                    json.dumps(sites),
+                    title.strip()[:500] or f"Notice {number}",
+                    json.dumps(actions, ensure_ascii=False),
+                    json.dumps(inds),
+                    now,
+                    who.name,
+                    who.role,
+                    days,
+                    deadline,
+                    "issued",
+                    now,
+                ),
+            )
+            self.db.audit(
+                conn,
+                who,
+                "notice",
+                notice_id,
+                "issue",
+                sites=sites,
+                enterprises=[enterprise],
+                cities=[ent["city_id"]],
+                to_state="issued",
+                at=now,
+                detail={
+                    "number": number,
+                    "subject": f"{subject_kind}:{subject_ref}",
+                    "deadline": deadline,
+                    "working_days": days,
+                    "actions": actions,
+                },
+            )
             if subject_kind == "incident":
-                self.db.audit(conn, who, "incident", subject_ref, "notice", sites=sites,
-                              enterprises=[enterprise], cities=[ent["city_id"]], at=now,
-                              detail={"notice": notice_id, "number": number})
+                self.db.audit(
+                    conn,
+                    who,
+                    "incident",
+                    subject_ref,
+                    "notice",
+                    sites=sites,
+                    enterprises=[enterprise],
+                    cities=[ent["city_id"]],
+                    at=now,
+                    detail={"notice": notice_id, "number": number},
+                )
         return notice_id
 
-    def _move(self, who: Viewer, row: dict[str, Any], to: str, action: str,
-              note: str | None, extra: dict[str, Any] | None = None,
-              now: float | None = None) -> None:
+    def _move(
+        self,
+        who: Viewer,
+        row: dict[str, Any],
+        to: str,
+        action: str,
+        note: str | None,
+        extra: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> None:
         frm = row["state"]
         now = time.time() if now is None else now
         with self.db.tx() as conn:
@@ -215,15 +323,28 @@ class Notices:
                 "UPDATE notice SET state=?, updated=?, submitted_at=CASE WHEN ?='submitted' "
                 "THEN ? ELSE submitted_at END, closed_at=CASE WHEN ?='closed' THEN ? ELSE "
                 "closed_at END WHERE id=? AND state=?",
-                (to, now, to, now, to, now, row["id"], frm))
+                (to, now, to, now, to, now, row["id"], frm),
+            )
             if cur.rowcount != 1:
                 raise IllegalTransition("the notice changed meanwhile; reload it")
             if note:
-                conn.execute("INSERT INTO response_note (owner_kind, owner_id, at, author, text) VALUES "
-                             "('notice',?,?,?,?)", (row["id"], now, who.name, note))
-            self.db.audit(conn, who, "notice", row["id"], action, **self._scope(row),
-                          from_state=frm, to_state=to, at=now,
-                          detail={**({"note": note} if note else {}), **(extra or {})})
+                conn.execute(
+                    "INSERT INTO response_note (owner_kind, owner_id, at, author, text) VALUES "
+                    "('notice',?,?,?,?)",
+                    (row["id"], now, who.name, note),
+                )
+            self.db.audit(
+                conn,
+                who,
+                "notice",
+                row["id"],
+                action,
+                **self._scope(row),
+                from_state=frm,
+                to_state=to,
+                at=now,
+                detail={**({"note": note} if note else {}), **(extra or {})},
+            )
 
     def transition(self, who: Viewer, notice_id: str, to: str, note: str | None = None) -> str:
         row = self.visible(who, notice_id)
@@ -241,13 +362,22 @@ class Notices:
                 raise Invalid("withdrawing a notice needs a note saying why")
         else:
             raise IllegalTransition(f"a notice cannot go from {frm} to {to}")
-        action = {"acknowledged": "acknowledge", "in-progress": "start", "rejected": "reject",
-                  "closed": "close"}.get(to, to)
+        action = {
+            "acknowledged": "acknowledge",
+            "in-progress": "start",
+            "rejected": "reject",
+            "closed": "close",
+        }.get(to, to)
         self._move(who, row, to, action, note)
         return to
 
-    def reply(self, who: Viewer, notice_id: str, text: str,
-              attachments: list[dict[str, str]] | None = None) -> str:
+    def reply(
+        self,
+        who: Viewer,
+        notice_id: str,
+        text: str,
+        attachments: list[dict[str, str]] | None = None,
+    ) -> str:
         """The enterprise's answer with its evidence: the notice becomes ``submitted``."""
         row = self.visible(who, notice_id)
         if who.role != "enterprise-operator":
@@ -258,21 +388,42 @@ class Notices:
             raise Invalid("a reply needs text")
         now = time.time()
         with self.db.tx() as conn:
-            metas = [self.incidents.add_attachment(conn, who, "notice", notice_id,
-                                                   a.get("name", "evidence"),
-                                                   a.get("content_type", "application/octet-stream"),
-                                                   a.get("data", ""))
-                     for a in (attachments or [])]
-            conn.execute("INSERT INTO notice_reply (notice_id, at, author, text, attachments) "
-                         "VALUES (?,?,?,?,?)", (notice_id, now, who.name, text,
-                                                json.dumps(metas)))
-            cur = conn.execute("UPDATE notice SET state='submitted', submitted_at=?, updated=? "
-                               "WHERE id=? AND state=?", (now, now, notice_id, row["state"]))
+            metas = [
+                self.incidents.add_attachment(
+                    conn,
+                    who,
+                    "notice",
+                    notice_id,
+                    a.get("name", "evidence"),
+                    a.get("content_type", "application/octet-stream"),
+                    a.get("data", ""),
+                )
+                for a in (attachments or [])
+            ]
+            conn.execute(
+                "INSERT INTO notice_reply (notice_id, at, author, text, attachments) "
+                "VALUES (?,?,?,?,?)",
+                (notice_id, now, who.name, text, json.dumps(metas)),
+            )
+            cur = conn.execute(
+                "UPDATE notice SET state='submitted', submitted_at=?, updated=? "
+                "WHERE id=? AND state=?",
+                (now, now, notice_id, row["state"]),
+            )
             if cur.rowcount != 1:
                 raise IllegalTransition("the notice changed meanwhile; reload it")
-            self.db.audit(conn, who, "notice", notice_id, "submit", **self._scope(row),
-                          from_state=row["state"], to_state="submitted", at=now,
-                          detail={"text": text, "attachments": metas})
+            self.db.audit(
+                conn,
+                who,
+                "notice",
+                notice_id,
+                "submit",
+                **self._scope(row),
+                from_state=row["state"],
+                to_state="submitted",
+                at=now,
+                detail={"text": text, "attachments": metas},
+            )
         return "submitted"
 
     def attachment(self, who: Viewer, attachment_id: str) -> tuple[dict[str, Any], bytes]:
@@ -289,8 +440,9 @@ class Notices:
 
     # -- verification ----------------------------------------------------------------------
 
-    def verification_offer(self, who: Viewer, notice_id: str,
-                           now: float | None = None) -> dict[str, Any]:
+    def verification_offer(
+        self, who: Viewer, notice_id: str, now: float | None = None
+    ) -> dict[str, Any]:
         """Whether the telemetry confirms the fix, and the data that says so.
 
         For an incident: since the reply, the enterprise's sites kept reporting (events from
@@ -301,27 +453,35 @@ class Notices:
         if row["state"] != "submitted":
             return {"available": False, "reason": "not-submitted", "supports": {}}
         if row["subject_kind"] != "incident":
-            return {"available": False, "reason": "no-telemetry-check",
-                    "supports": {"subject": row["subject_kind"]}}
+            return {
+                "available": False,
+                "reason": "no-telemetry-check",
+                "supports": {"subject": row["subject_kind"]},
+            }
         since = row["submitted_at"]
         sites = json.loads(row["sites"])
         inds = json.loads(row["indicators"])
         events_total, events = self.backend.search_events(
-            AlertFilter(sites=sites, since=since, until=now + 1, limit=1))
+            AlertFilter(sites=sites, since=since, until=now + 1, limit=1)
+        )
         last_event = alert_epoch(events[0]) if events else None
-        alerts = page_alerts(self.backend, AlertFilter(sites=sites, since=since, until=now + 1),
-                             VERIFY_SCAN_CAP)
+        alerts = page_alerts(
+            self.backend, AlertFilter(sites=sites, since=since, until=now + 1), VERIFY_SCAN_CAP
+        )
         rules, sources = set(inds.get("rule.id", [])), set(inds.get("source.ip", []))
-        matching = [a for a in alerts
-                    if a.get("rule.id") in rules or a.get("source.ip") in sources]
+        matching = [a for a in alerts if a.get("rule.id") in rules or a.get("source.ip") in sources]
         quiet_for = now - since
         supports = {
-            "since": since, "sites": sites, "events_since_reply": events_total,
-            "last_event": last_event, "alerts_since_reply": len(alerts),
+            "since": since,
+            "sites": sites,
+            "events_since_reply": events_total,
+            "last_event": last_event,
+            "alerts_since_reply": len(alerts),
             "matching_alerts": len(matching),
             "matching_alert_ids": [str(a.get("event.id")) for a in matching[:20]],
             "checked": {"rule.id": sorted(rules), "source.ip": sorted(sources)},
-            "quiet_for_s": quiet_for, "quiet_needed_s": self.policy.verify_quiet_s,
+            "quiet_for_s": quiet_for,
+            "quiet_needed_s": self.policy.verify_quiet_s,
             "min_events": self.policy.verify_min_events,
         }
         if matching:
@@ -334,8 +494,9 @@ class Notices:
             reason = "confirmed"
         return {"available": reason == "confirmed", "reason": reason, "supports": supports}
 
-    def verify(self, who: Viewer, notice_id: str, *, use_telemetry: bool,
-               note: str | None = None) -> dict[str, Any]:
+    def verify(
+        self, who: Viewer, notice_id: str, *, use_telemetry: bool, note: str | None = None
+    ) -> dict[str, Any]:
         row = self.visible(who, notice_id)
         self._can_issue(who)
         if row["state"] != "submitted":
@@ -360,8 +521,11 @@ class Notices:
 
         now = time.time() if now is None else now
         marks = ",".join("?" * len(DONE))
-        rows = self.db.rows(f"SELECT * FROM notice WHERE deadline < ? AND escalation < 2 AND "
-                            f"state NOT IN ({marks})", [now, *DONE])
+        rows = self.db.rows(
+            f"SELECT * FROM notice WHERE deadline < ? AND escalation < 2 AND "
+            f"state NOT IN ({marks})",
+            [now, *DONE],
+        )
         changed = []
         for row in rows:
             level = 1
@@ -371,16 +535,30 @@ class Notices:
             if level <= row["escalation"]:
                 continue
             with self.db.tx() as conn:
-                cur = conn.execute("UPDATE notice SET escalation=?, updated=? WHERE id=? AND "
-                                   "escalation=?", (level, now, row["id"], row["escalation"]))
+                cur = conn.execute(
+                    "UPDATE notice SET escalation=?, updated=? WHERE id=? AND escalation=?",
+                    (level, now, row["id"], row["escalation"]),
+                )
                 if cur.rowcount != 1:
                     continue
                 to = ("none", "city", "province")[level]
-                self.db.audit(conn, SYSTEM, "notice", row["id"], "escalate", **self._scope(row),
-                              at=now, detail={"escalation": {
-                                  "from": ("none", "city", "province")[row["escalation"]],
-                                  "to": to}, "deadline": row["deadline"],
-                                  "state": row["state"]})
+                self.db.audit(
+                    conn,
+                    SYSTEM,
+                    "notice",
+                    row["id"],
+                    "escalate",
+                    **self._scope(row),
+                    at=now,
+                    detail={
+                        "escalation": {
+                            "from": ("none", "city", "province")[row["escalation"]],
+                            "to": to,
+                        },
+                        "deadline": row["deadline"],
+                        "state": row["state"],
+                    },
+                )
             changed.append({"id": row["id"], "escalation": to})
         return changed
 
@@ -395,14 +573,18 @@ class Notices:
         where, args = "", []
         if who.role == "city-analyst":
             where, args = " WHERE city_id=?", [who.scope_id]
-        rows = self.db.rows(f"SELECT city_id, industry, state, deadline, issued_at, closed_at "
-                            f"FROM notice{where}", args)
+        rows = self.db.rows(
+            f"SELECT city_id, industry, state, deadline, issued_at, closed_at FROM notice{where}",
+            args,
+        )
 
         def blank() -> dict[str, Any]:
             return {"issued": 0, "closed": 0, "open": 0, "overdue": 0, "days_to_close": 0.0}
 
-        by: dict[str, dict[str, dict[str, Any]]] = {"city": defaultdict(blank),
-                                                    "industry": defaultdict(blank)}
+        by: dict[str, dict[str, dict[str, Any]]] = {
+            "city": defaultdict(blank),
+            "industry": defaultdict(blank),
+        }
         total = blank()
         for r in rows:
             done = r["state"] in DONE
@@ -419,15 +601,22 @@ class Notices:
             if kind == "city":
                 c = org.cities.get(key, {})
                 names = {"name": c.get("name", key), "name_zh": c.get("name_zh", "")}
-            return {"id": key, **names, **b,
-                    "closure_rate": round(b["closed"] / b["issued"], 4) if b["issued"] else None,
-                    "days_to_close": round(b["days_to_close"] / b["closed"], 2)
-                    if b["closed"] else None}
+            return {
+                "id": key,
+                **names,
+                **b,
+                "closure_rate": round(b["closed"] / b["issued"], 4) if b["issued"] else None,
+                "days_to_close": round(b["days_to_close"] / b["closed"], 2)
+                if b["closed"]
+                else None,
+            }
 
         return {
             "total": finish("all", total, "total"),
-            "by_city": sorted((finish(k, v, "city") for k, v in by["city"].items()),
-                              key=lambda x: x["id"]),
-            "by_industry": sorted((finish(k, v, "industry") for k, v in by["industry"].items()),
-                                  key=lambda x: x["id"]),
+            "by_city": sorted(
+                (finish(k, v, "city") for k, v in by["city"].items()), key=lambda x: x["id"]
+            ),
+            "by_industry": sorted(
+                (finish(k, v, "industry") for k, v in by["industry"].items()), key=lambda x: x["id"]
+            ),
         }

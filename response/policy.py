@@ -23,8 +23,14 @@ DEFAULT_POLICY = Path(__file__).resolve().parent / "default_policy.yaml"
 REPORT_KINDS = ("first", "escalation", "follow-up", "final")
 INDICATOR_KINDS = ("source-ip", "write-pattern", "technique-sequence", "rule")
 _TEST = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
-_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
-        "==": operator.eq, "!=": operator.ne}
+_OPS = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 class PolicyError(ValueError):
@@ -155,16 +161,22 @@ class Policy:
             for rule in lv.rules:
                 if all(self.holds(c, facts) for c in rule.conditions):
                     return {
-                        "level": lv.id, "zh": lv.zh, "en": lv.en, "colour": lv.colour,
-                        "rule": rule.id, "source": rule.source, "verified": rule.verified,
+                        "level": lv.id,
+                        "zh": lv.zh,
+                        "en": lv.en,
+                        "colour": lv.colour,
+                        "rule": rule.id,
+                        "source": rule.source,
+                        "verified": rule.verified,
                         "conditions": [
                             {"test": c.describe(), "fact": c.fact, "value": facts.get(c.fact)}
                             for c in rule.conditions
                         ],
                         "policy": self.name,
                     }
-        raise PolicyError(f"{self.source}: no level applies (the last level needs a rule "
-                          "without conditions)")
+        raise PolicyError(
+            f"{self.source}: no level applies (the last level needs a rule without conditions)"
+        )
 
     def registry_facts(self, criticalities: list[int]) -> dict[str, Any]:
         """Facts the registry gives: the most critical affected site decides."""
@@ -187,28 +199,56 @@ class Policy:
             "name": self.name,
             "facts": self.facts,
             "levels": [
-                {"id": lv.id, "zh": lv.zh, "en": lv.en, "colour": lv.colour,
-                 "rules": [{"id": r.id, "when": [c.describe() for c in r.conditions],
-                            "source": r.source, "verified": r.verified} for r in lv.rules]}
+                {
+                    "id": lv.id,
+                    "zh": lv.zh,
+                    "en": lv.en,
+                    "colour": lv.colour,
+                    "rules": [
+                        {
+                            "id": r.id,
+                            "when": [c.describe() for c in r.conditions],
+                            "source": r.source,
+                            "verified": r.verified,
+                        }
+                        for r in lv.rules
+                    ],
+                }
                 for lv in self.levels
             ],
             "reporting": {
-                "report_from_level": self.report_from_level, "warn_at": self.warn_at,
-                "deadlines": [{"id": d.id, "report": d.report, "minutes": d.minutes,
-                               "when": [c.describe() for c in d.conditions], "en": d.en,
-                               "zh": d.zh, "verified": d.verified} for d in self.deadlines],
-                "final_report": {"working_days": self.final_working_days,
-                                 "verified": self.final_verified},
-                "fields": [{"id": f.id, "first": f.first, "final": f.final, "en": f.en,
-                            "zh": f.zh}
-                           for f in self.fields],
+                "report_from_level": self.report_from_level,
+                "warn_at": self.warn_at,
+                "deadlines": [
+                    {
+                        "id": d.id,
+                        "report": d.report,
+                        "minutes": d.minutes,
+                        "when": [c.describe() for c in d.conditions],
+                        "en": d.en,
+                        "zh": d.zh,
+                        "verified": d.verified,
+                    }
+                    for d in self.deadlines
+                ],
+                "final_report": {
+                    "working_days": self.final_working_days,
+                    "verified": self.final_verified,
+                },
+                "fields": [
+                    {"id": f.id, "first": f.first, "final": f.final, "en": f.en, "zh": f.zh}
+                    for f in self.fields
+                ],
             },
-            "notices": {"default_working_days": self.notice_working_days,
-                        "escalate_to_province_after_working_days":
-                            self.escalate_after_working_days},
-            "campaigns": {"min_enterprises": self.campaign_min_enterprises,
-                          "window_hours": self.campaign_window_s / 3600,
-                          "indicators": [i.kind for i in self.indicators]},
+            "notices": {
+                "default_working_days": self.notice_working_days,
+                "escalate_to_province_after_working_days": self.escalate_after_working_days,
+            },
+            "campaigns": {
+                "min_enterprises": self.campaign_min_enterprises,
+                "window_hours": self.campaign_window_s / 3600,
+                "indicators": [i.kind for i in self.indicators],
+            },
             "warning_levels": self.warning_levels,
         }
 
@@ -267,8 +307,10 @@ def _conditions(
                 raise PolicyError(f"{where}: a level cannot depend on the level")
             m = _TEST.match(str(test))
             if not m or m.group(2) not in level_ids:
-                raise PolicyError(f"{where}: level test {test!r} must be like '>= major' with "
-                                  f"one of {', '.join(level_ids)}")
+                raise PolicyError(
+                    f"{where}: level test {test!r} must be like '>= major' with "
+                    f"one of {', '.join(level_ids)}"
+                )
             out.append(Condition("level", m.group(1), m.group(2)))
             continue
         if fact not in facts:
@@ -298,13 +340,18 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         if not isinstance(spec, dict) or spec.get("type") not in ("number", "boolean"):
             raise PolicyError(f"{source}: facts.{name}: needs type: number or boolean")
     reg = _map(data, "registry", source, required=False)
-    cii_min = _int(reg.get("critical_infrastructure_min_criticality", 5),
-                   f"{source}: registry.critical_infrastructure_min_criticality", 1)
+    cii_min = _int(
+        reg.get("critical_infrastructure_min_criticality", 5),
+        f"{source}: registry.critical_infrastructure_min_criticality",
+        1,
+    )
     grades_raw = reg.get("enterprise_grade_by_criticality", {1: 1, 2: 1, 3: 2, 4: 3, 5: 3})
     if not isinstance(grades_raw, dict):
         raise PolicyError(f"{source}: registry.enterprise_grade_by_criticality must be a mapping")
-    grades = {_int(k, f"{source}: registry criticality", 1): _int(v, f"{source}: grade", 1)
-              for k, v in grades_raw.items()}
+    grades = {
+        _int(k, f"{source}: registry criticality", 1): _int(v, f"{source}: grade", 1)
+        for k, v in grades_raw.items()
+    }
 
     levels: list[Level] = []
     raw_levels = _list(data, "levels", source)
@@ -318,18 +365,30 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
             rw = f"{lw}.rules[{j}]"
             if not isinstance(r, dict):
                 raise PolicyError(f"{rw}: must be a mapping")
-            rules.append(Rule(
-                id=_str(r, "id", rw), conditions=_conditions(r.get("when"), rw, facts, None),
-                source=_str(r, "source", rw, default=""), verified=bool(r.get("verified", False)),
-            ))
+            rules.append(
+                Rule(
+                    id=_str(r, "id", rw),
+                    conditions=_conditions(r.get("when"), rw, facts, None),
+                    source=_str(r, "source", rw, default=""),
+                    verified=bool(r.get("verified", False)),
+                )
+            )
         if not rules:
             raise PolicyError(f"{lw}: a level needs at least one rule")
-        levels.append(Level(id=_str(lv, "id", lw), zh=_str(lv, "zh", lw, default=""),
-                            en=_str(lv, "en", lw, default=lv["id"]),
-                            colour=_str(lv, "colour", lw, default="blue"), rules=tuple(rules)))
+        levels.append(
+            Level(
+                id=_str(lv, "id", lw),
+                zh=_str(lv, "zh", lw, default=""),
+                en=_str(lv, "en", lw, default=lv["id"]),
+                colour=_str(lv, "colour", lw, default="blue"),
+                rules=tuple(rules),
+            )
+        )
     if levels[-1].rules[-1].conditions:
-        raise PolicyError(f"{source}: the last level's last rule must have no conditions "
-                          "(every incident gets a level)")
+        raise PolicyError(
+            f"{source}: the last level's last rule must have no conditions "
+            "(every incident gets a level)"
+        )
 
     rep = _map(data, "reporting", source)
     report_from = _str(rep, "report_from_level", f"{source}: reporting")
@@ -346,22 +405,32 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         kind = _str(d, "report", dw)
         if kind not in REPORT_KINDS:
             raise PolicyError(f"{dw}: report must be one of {', '.join(REPORT_KINDS)}")
-        deadlines.append(Deadline(
-            id=_str(d, "id", dw), report=kind, minutes=_num(d.get("minutes"), dw, 1),
-            conditions=_conditions(d.get("when"), dw, facts, level_ids),
-            en=_str(d, "en", dw, default=""), zh=_str(d, "zh", dw, default=""),
-            verified=bool(d.get("verified", False)),
-        ))
+        deadlines.append(
+            Deadline(
+                id=_str(d, "id", dw),
+                report=kind,
+                minutes=_num(d.get("minutes"), dw, 1),
+                conditions=_conditions(d.get("when"), dw, facts, level_ids),
+                en=_str(d, "en", dw, default=""),
+                zh=_str(d, "zh", dw, default=""),
+                verified=bool(d.get("verified", False)),
+            )
+        )
     final = _map(rep, "final_report", f"{source}: reporting", required=False)
     fields = []
     for i, f in enumerate(_list(rep, "fields", f"{source}: reporting")):
         fw = f"{source}: reporting.fields[{i}]"
         if not isinstance(f, dict):
             raise PolicyError(f"{fw}: must be a mapping")
-        fields.append(ReportField(id=_str(f, "id", fw), first=bool(f.get("first", False)),
-                                  final=bool(f.get("first", False) or f.get("final", False)),
-                                  en=_str(f, "en", fw, default=f["id"]),
-                                  zh=_str(f, "zh", fw, default="")))
+        fields.append(
+            ReportField(
+                id=_str(f, "id", fw),
+                first=bool(f.get("first", False)),
+                final=bool(f.get("first", False) or f.get("final", False)),
+                en=_str(f, "en", fw, default=f["id"]),
+                zh=_str(f, "zh", fw, default=""),
+            )
+        )
     if not any(f.first for f in fields):
         raise PolicyError(f"{source}: reporting.fields: mark the first report's items first: true")
 
@@ -374,11 +443,15 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         by = _list(g, "by", gw)
         if not by or not all(isinstance(x, str) for x in by):
             raise PolicyError(f"{gw}: 'by' must list alert fields")
-        grouping.append(GroupingRule(
-            id=_str(g, "id", gw), by=tuple(by),
-            window_s=_num(g.get("window_hours", 6), gw, 0.01) * 3600,
-            min_alerts=_int(g.get("min_alerts", 2), gw, 1),
-            min_severity=_int(g.get("min_severity", 0), gw, 0)))
+        grouping.append(
+            GroupingRule(
+                id=_str(g, "id", gw),
+                by=tuple(by),
+                window_s=_num(g.get("window_hours", 6), gw, 0.01) * 3600,
+                min_alerts=_int(g.get("min_alerts", 2), gw, 1),
+                min_severity=_int(g.get("min_severity", 0), gw, 0),
+            )
+        )
 
     notices = _map(data, "notices", source, required=False)
     verification = _map(notices, "verification", f"{source}: notices", required=False)
@@ -388,7 +461,9 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         try:
             networks.append(ipaddress.ip_network(str(net), strict=False))
         except ValueError:
-            raise PolicyError(f"{source}: campaigns.internal_networks: bad network {net!r}") from None
+            raise PolicyError(
+                f"{source}: campaigns.internal_networks: bad network {net!r}"
+            ) from None
     indicators = []
     for i, ind in enumerate(_list(camp, "indicators", f"{source}: campaigns", required=False)):
         iw = f"{source}: campaigns.indicators[{i}]"
@@ -397,8 +472,13 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         flds = ind.get("fields") or []
         if ind["kind"] == "write-pattern" and not flds:
             raise PolicyError(f"{iw}: write-pattern needs 'fields'")
-        indicators.append(Indicator(kind=ind["kind"], fields=tuple(str(x) for x in flds),
-                                    min_length=_int(ind.get("min_length", 3), iw, 2)))
+        indicators.append(
+            Indicator(
+                kind=ind["kind"],
+                fields=tuple(str(x) for x in flds),
+                min_length=_int(ind.get("min_length", 3), iw, 2),
+            )
+        )
     allow = []
     for i, a in enumerate(_list(camp, "allowlist", f"{source}: campaigns", required=False)):
         aw = f"{source}: campaigns.allowlist[{i}]"
@@ -410,32 +490,52 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         allow.append({"value": str(value), "reason": str(a.get("reason", ""))})
     warn = _map(data, "warnings", source, required=False)
     warning_levels = [
-        {"id": _str(w, "id", f"{source}: warnings"), "zh": str(w.get("zh", "")),
-         "en": str(w.get("en", w.get("id")))}
+        {
+            "id": _str(w, "id", f"{source}: warnings"),
+            "zh": str(w.get("zh", "")),
+            "en": str(w.get("en", w.get("id"))),
+        }
         for w in _list(warn, "levels", f"{source}: warnings", required=False)
         if isinstance(w, dict)
-    ] or [{"id": c, "zh": zh, "en": c.title()} for c, zh in
-          (("red", "红色"), ("orange", "橙色"), ("yellow", "黄色"), ("blue", "蓝色"))]
+    ] or [
+        {"id": c, "zh": zh, "en": c.title()}
+        for c, zh in (("red", "红色"), ("orange", "橙色"), ("yellow", "黄色"), ("blue", "蓝色"))
+    ]
 
     return Policy(
-        name=str(data.get("name") or source), source=source, facts=facts,
-        cii_min_criticality=cii_min, grade_by_criticality=grades, levels=levels,
-        report_from_level=report_from, warn_at=sorted(warn_at), deadlines=deadlines,
+        name=str(data.get("name") or source),
+        source=source,
+        facts=facts,
+        cii_min_criticality=cii_min,
+        grade_by_criticality=grades,
+        levels=levels,
+        report_from_level=report_from,
+        warn_at=sorted(warn_at),
+        deadlines=deadlines,
         final_working_days=_int(final.get("working_days", 5), f"{source}: final_report", 1),
-        final_verified=bool(final.get("verified", False)), fields=fields, grouping=grouping,
-        notice_working_days=_int(notices.get("default_working_days", 10),
-                                 f"{source}: notices.default_working_days", 1),
+        final_verified=bool(final.get("verified", False)),
+        fields=fields,
+        grouping=grouping,
+        notice_working_days=_int(
+            notices.get("default_working_days", 10), f"{source}: notices.default_working_days", 1
+        ),
         escalate_after_working_days=_int(
             notices.get("escalate_to_province_after_working_days", 3),
-            f"{source}: notices.escalate_to_province_after_working_days", 0),
+            f"{source}: notices.escalate_to_province_after_working_days",
+            0,
+        ),
         verify_quiet_s=_num(verification.get("quiet_hours", 0), f"{source}: verification") * 3600,
         verify_min_events=_int(verification.get("min_events", 1), f"{source}: verification", 0),
-        campaign_min_enterprises=_int(camp.get("min_enterprises", 3),
-                                      f"{source}: campaigns.min_enterprises", 2),
+        campaign_min_enterprises=_int(
+            camp.get("min_enterprises", 3), f"{source}: campaigns.min_enterprises", 2
+        ),
         campaign_window_s=_num(camp.get("window_hours", 6), f"{source}: campaigns", 0.01) * 3600,
         campaign_min_severity=_int(camp.get("min_severity", 0), f"{source}: campaigns", 0),
-        internal_networks=networks, indicators=indicators, allowlist=allow,
-        warning_levels=warning_levels, raw=data,
+        internal_networks=networks,
+        indicators=indicators,
+        allowlist=allow,
+        warning_levels=warning_levels,
+        raw=data,
     )
 
 

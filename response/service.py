@@ -17,8 +17,13 @@ from response.workdays import Calendar, load_calendar
 
 
 class Response:
-    def __init__(self, state_path: str | Path, backend: QueryBackend,
-                 policy: Policy | None = None, calendar: Calendar | None = None) -> None:
+    def __init__(
+        self,
+        state_path: str | Path,
+        backend: QueryBackend,
+        policy: Policy | None = None,
+        calendar: Calendar | None = None,
+    ) -> None:
         self.db = ResponseDB(state_path)
         self.policy = policy or load_policy()
         self.calendar = calendar or load_calendar()
@@ -30,38 +35,82 @@ class Response:
     def close(self) -> None:
         self.db.close()
 
-    def command(self, who: Viewer, incident_id: str, org: OrgLike,
-                now: float | None = None) -> dict[str, Any]:
+    def command(
+        self, who: Viewer, incident_id: str, org: OrgLike, now: float | None = None
+    ) -> dict[str, Any]:
         """The emergency command view of one incident: per affected enterprise its sites,
         the notices (tasks) given to it with their state and answers; and the clock."""
         now = time.time() if now is None else now
         inc = self.incidents.detail(who, incident_id, org, now)
-        notices = [self.notices.detail(who, n["id"], now) for n in self.db.rows(
-            "SELECT id FROM notice WHERE subject_kind='incident' AND subject_ref=? "
-            "ORDER BY number", (incident_id,))
-            if who.sites is None or set(self._sites(n["id"])) & who.sites]
+        notices = [
+            self.notices.detail(who, n["id"], now)
+            for n in self.db.rows(
+                "SELECT id FROM notice WHERE subject_kind='incident' AND subject_ref=? "
+                "ORDER BY number",
+                (incident_id,),
+            )
+            if who.sites is None or set(self._sites(n["id"])) & who.sites
+        ]
         enterprises: dict[str, dict[str, Any]] = {}
         for a in inc["affected"]:
-            e = enterprises.setdefault(a["enterprise"], {
-                "id": a["enterprise"], "name": a["enterprise_name"],
-                "name_zh": a["enterprise_name_zh"], "city": a["city"],
-                "industry": a["industry"], "sites": [], "tasks": []})
+            e = enterprises.setdefault(
+                a["enterprise"],
+                {
+                    "id": a["enterprise"],
+                    "name": a["enterprise_name"],
+                    "name_zh": a["enterprise_name_zh"],
+                    "city": a["city"],
+                    "industry": a["industry"],
+                    "sites": [],
+                    "tasks": [],
+                },
+            )
             e["sites"].append(a["site"])
         for n in notices:
             e = enterprises.get(n["enterprise"])
             if e is not None:
-                e["tasks"].append({k: n[k] for k in (
-                    "id", "number", "title", "state", "deadline", "overdue", "escalation",
-                    "actions", "replies", "submitted_at")})
+                e["tasks"].append(
+                    {
+                        k: n[k]
+                        for k in (
+                            "id",
+                            "number",
+                            "title",
+                            "state",
+                            "deadline",
+                            "overdue",
+                            "escalation",
+                            "actions",
+                            "replies",
+                            "submitted_at",
+                        )
+                    }
+                )
         for e in enterprises.values():
             states = [t["state"] for t in e["tasks"]]
-            e["state"] = ("no-notice" if not states else
-                          "overdue" if any(t["overdue"] for t in e["tasks"]) else
-                          min(states, key=_progress))
+            e["state"] = (
+                "no-notice"
+                if not states
+                else "overdue"
+                if any(t["overdue"] for t in e["tasks"])
+                else min(states, key=_progress)
+            )
         return {
-            "incident": {k: inc[k] for k in ("id", "number", "title", "state", "grade",
-                                             "discovered_at", "assignees", "transitions")},
-            "clock": inc["clock"], "enterprises": list(enterprises.values()),
+            "incident": {
+                k: inc[k]
+                for k in (
+                    "id",
+                    "number",
+                    "title",
+                    "state",
+                    "grade",
+                    "discovered_at",
+                    "assignees",
+                    "transitions",
+                )
+            },
+            "clock": inc["clock"],
+            "enterprises": list(enterprises.values()),
             "generated": now,
         }
 

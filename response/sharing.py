@@ -27,11 +27,18 @@ from response.incidents import OrgLike
 
 # icsmon industries -> STIX 2.1 industry-sector-ov
 SECTORS = {
-    "chemicals": "chemical", "metallurgy": "manufacturing", "non-ferrous-metals": "mining",
-    "equipment-manufacturing": "manufacturing", "high-tech-manufacturing": "technology",
-    "building-materials": "construction", "tyres": "automotive", "pistons": "automotive",
-    "coal-to-liquids": "energy", "photovoltaic-silicon": "energy",
-    "instrumentation": "manufacturing", "textiles": "manufacturing",
+    "chemicals": "chemical",
+    "metallurgy": "manufacturing",
+    "non-ferrous-metals": "mining",
+    "equipment-manufacturing": "manufacturing",
+    "high-tech-manufacturing": "technology",
+    "building-materials": "construction",
+    "tyres": "automotive",
+    "pistons": "automotive",
+    "coal-to-liquids": "energy",
+    "photovoltaic-silicon": "energy",
+    "instrumentation": "manufacturing",
+    "textiles": "manufacturing",
 }
 _ADDR = re.compile(r"(ipv4-addr|ipv6-addr):value\s*=\s*'([^'\\]{1,64})'")
 MAX_IMPORT_OBJECTS = 100_000
@@ -49,50 +56,80 @@ def _attack_patterns(techniques: set[str]) -> list[Any]:
     out = []
     for tid in sorted(techniques):
         t = TECHNIQUES.get(tid)
-        out.append(stix2.AttackPattern(
-            name=t.name if t else tid,
-            external_references=[{"source_name": "mitre-ics-attack", "external_id": tid,
-                                  "url": f"https://attack.mitre.org/techniques/{tid}/"}],
-        ))
+        out.append(
+            stix2.AttackPattern(
+                name=t.name if t else tid,
+                external_references=[
+                    {
+                        "source_name": "mitre-ics-attack",
+                        "external_id": tid,
+                        "url": f"https://attack.mitre.org/techniques/{tid}/",
+                    }
+                ],
+            )
+        )
     return out
 
 
-def _address_objects(addresses: dict[str, tuple[float, float, int]],
-                     producer: Any) -> tuple[list[Any], list[Any]]:
+def _address_objects(
+    addresses: dict[str, tuple[float, float, int]], producer: Any
+) -> tuple[list[Any], list[Any]]:
     """Indicators and observed data for external source addresses."""
     indicators, observed = [], []
     for addr, (first, last, count) in sorted(addresses.items()):
         version = 6 if ":" in addr else 4
         sco = (stix2.IPv6Address if version == 6 else stix2.IPv4Address)(value=addr)
-        indicators.append(stix2.Indicator(
-            name=f"Source address {addr}", pattern_type="stix",
-            pattern=f"[ipv{version}-addr:value = '{addr}']", valid_from=_ts(first),
-            indicator_types=["malicious-activity"], created_by_ref=producer.id))
+        indicators.append(
+            stix2.Indicator(
+                name=f"Source address {addr}",
+                pattern_type="stix",
+                pattern=f"[ipv{version}-addr:value = '{addr}']",
+                valid_from=_ts(first),
+                indicator_types=["malicious-activity"],
+                created_by_ref=producer.id,
+            )
+        )
         observed.append(sco)
-        observed.append(stix2.ObservedData(
-            first_observed=_ts(first), last_observed=_ts(max(last, first)),
-            number_observed=max(1, count), object_refs=[sco.id], created_by_ref=producer.id))
+        observed.append(
+            stix2.ObservedData(
+                first_observed=_ts(first),
+                last_observed=_ts(max(last, first)),
+                number_observed=max(1, count),
+                object_refs=[sco.id],
+                created_by_ref=producer.id,
+            )
+        )
     return indicators, observed
 
 
-def _identities(org: OrgLike, enterprise_ids: set[str], include_enterprises: bool,
-                producer: Any) -> list[Any]:
+def _identities(
+    org: OrgLike, enterprise_ids: set[str], include_enterprises: bool, producer: Any
+) -> list[Any]:
     out = []
-    industries = sorted({org.enterprises[e]["industry"] for e in enterprise_ids
-                         if e in org.enterprises})
+    industries = sorted(
+        {org.enterprises[e]["industry"] for e in enterprise_ids if e in org.enterprises}
+    )
     for ind in industries:
-        out.append(stix2.Identity(
-            name=f"{ind} sector, {org.province.get('name', 'province')}",
-            identity_class="class", sectors=[SECTORS.get(ind, "manufacturing")],
-            created_by_ref=producer.id))
+        out.append(
+            stix2.Identity(
+                name=f"{ind} sector, {org.province.get('name', 'province')}",
+                identity_class="class",
+                sectors=[SECTORS.get(ind, "manufacturing")],
+                created_by_ref=producer.id,
+            )
+        )
     if include_enterprises:
         for e in sorted(enterprise_ids):
             info = org.enterprises.get(e)
             if info:
-                out.append(stix2.Identity(
-                    name=info["name"], identity_class="organization",
-                    sectors=[SECTORS.get(info["industry"], "manufacturing")],
-                    created_by_ref=producer.id))
+                out.append(
+                    stix2.Identity(
+                        name=info["name"],
+                        identity_class="organization",
+                        sectors=[SECTORS.get(info["industry"], "manufacturing")],
+                        created_by_ref=producer.id,
+                    )
+                )
     return out
 
 
@@ -104,12 +141,18 @@ def _bundle(objects: list[Any]) -> dict[str, Any]:
 
 
 def _producer(org: OrgLike) -> Any:
-    return stix2.Identity(name=f"{org.province.get('name', 'Province')} ICS security "
-                               "situational-awareness platform", identity_class="organization")
+    return stix2.Identity(
+        name=f"{org.province.get('name', 'Province')} ICS security situational-awareness platform",
+        identity_class="organization",
+    )
 
 
-def export_campaign(campaign: dict[str, Any], alerts: list[dict[str, Any]], org: OrgLike,
-                    include_enterprises: bool = False) -> dict[str, Any]:
+def export_campaign(
+    campaign: dict[str, Any],
+    alerts: list[dict[str, Any]],
+    org: OrgLike,
+    include_enterprises: bool = False,
+) -> dict[str, Any]:
     """``campaign``: Campaigns.brief(); ``alerts``: its campaign_alert rows."""
     producer = _producer(org)
     addresses: dict[str, tuple[float, float, int]] = {}
@@ -120,23 +163,31 @@ def export_campaign(campaign: dict[str, Any], alerts: list[dict[str, Any]], org:
     enterprises = {a["enterprise_id"] for a in alerts}
     camp = stix2.Campaign(
         name=f"{campaign['kind']} {campaign['indicator']}",
-        description=(f"Same {campaign['kind']} at {len(enterprises)} enterprises in "
-                     f"{len({a['city_id'] for a in alerts})} cities"),
-        first_seen=_ts(campaign["first_seen"]), last_seen=_ts(campaign["last_seen"]),
-        created_by_ref=producer.id)
+        description=(
+            f"Same {campaign['kind']} at {len(enterprises)} enterprises in "
+            f"{len({a['city_id'] for a in alerts})} cities"
+        ),
+        first_seen=_ts(campaign["first_seen"]),
+        last_seen=_ts(campaign["last_seen"]),
+        created_by_ref=producer.id,
+    )
     indicators, observed = _address_objects(addresses, producer)
     patterns = _attack_patterns(techniques)
     identities = _identities(org, enterprises, include_enterprises, producer)
-    rels = [stix2.Relationship(i, "indicates", camp, created_by_ref=producer.id)
-            for i in indicators]
+    rels = [
+        stix2.Relationship(i, "indicates", camp, created_by_ref=producer.id) for i in indicators
+    ]
     rels += [stix2.Relationship(camp, "uses", p, created_by_ref=producer.id) for p in patterns]
-    rels += [stix2.Relationship(camp, "targets", i, created_by_ref=producer.id)
-             for i in identities]
+    rels += [stix2.Relationship(camp, "targets", i, created_by_ref=producer.id) for i in identities]
     return _bundle([producer, camp, *indicators, *observed, *patterns, *identities, *rels])
 
 
-def export_incident(incident: dict[str, Any], org: OrgLike, internal_networks: list[Any],
-                    include_enterprises: bool = False) -> dict[str, Any]:
+def export_incident(
+    incident: dict[str, Any],
+    org: OrgLike,
+    internal_networks: list[Any],
+    include_enterprises: bool = False,
+) -> dict[str, Any]:
     """``incident``: Incidents.detail() (its alert_list and affected parts). Source addresses
     inside ``internal_networks`` (the plants' own) are not indicators and are left out."""
     producer = _producer(org)
@@ -155,16 +206,15 @@ def export_incident(incident: dict[str, Any], org: OrgLike, internal_networks: l
     inc = stix2.Incident(
         name=f"Incident {incident['number']}: {incident['title']}",
         description=f"Level {incident['grade'].get('en', '')} "
-                    f"({incident['grade'].get('zh', '')}), rule {incident['grade'].get('rule')}",
-        created_by_ref=producer.id)
+        f"({incident['grade'].get('zh', '')}), rule {incident['grade'].get('rule')}",
+        created_by_ref=producer.id,
+    )
     indicators, observed = _address_objects(addresses, producer)
     patterns = _attack_patterns(techniques)
     identities = _identities(org, enterprises, include_enterprises, producer)
-    rels = [stix2.Relationship(i, "indicates", inc, created_by_ref=producer.id)
-            for i in indicators]
+    rels = [stix2.Relationship(i, "indicates", inc, created_by_ref=producer.id) for i in indicators]
     rels += [stix2.Relationship(inc, "uses", p, created_by_ref=producer.id) for p in patterns]
-    rels += [stix2.Relationship(inc, "targets", i, created_by_ref=producer.id)
-             for i in identities]
+    rels += [stix2.Relationship(inc, "targets", i, created_by_ref=producer.id) for i in identities]
     return _bundle([producer, inc, *indicators, *observed, *patterns, *identities, *rels])
 
 

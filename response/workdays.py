@@ -117,9 +117,12 @@ def parse_calendar(data: Any, source: str = "<calendar>") -> Calendar:
     if both := holidays & workdays:
         raise CalendarError(f"{source}: {min(both)} is both a holiday and a working day")
     return Calendar(
-        name=str(data.get("name") or source), tz=tz,
+        name=str(data.get("name") or source),
+        tz=tz,
         weekend=frozenset(_DAYS.index(str(d).lower()[:3]) for d in weekend),
-        holidays=frozenset(holidays), workdays=frozenset(workdays), years=tuple(years),
+        holidays=frozenset(holidays),
+        workdays=frozenset(workdays),
+        years=tuple(years),
     )
 
 

@@ -23,14 +23,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     e.close()
 
 
-def hit(env: Env, enterprise: str, ts: float, n: int, tag: int, src: str = ATTACKER,
-        rule: int = 0) -> list[dict[str, Any]]:
+def hit(
+    env: Env, enterprise: str, ts: float, n: int, tag: int, src: str = ATTACKER, rule: int = 0
+) -> list[dict[str, Any]]:
     rows = seed.registry_sites(env.registry)
     idx, row = next((i, r) for i, r in enumerate(rows) if r["enterprise"] == enterprise)
     out = []
     for k in range(n):
-        alert, _ = seed.make_alert(row, idx, ts + k * 60, seed.RULES[rule], 90_000 + k,
-                                   seed=tag, with_events=False)
+        alert, _ = seed.make_alert(
+            row, idx, ts + k * 60, seed.RULES[rule], 90_000 + k, seed=tag, with_events=False
+        )
         alert["source.ip"] = src
         out.append(alert)
     env.write([("alert", a) for a in out])
@@ -84,8 +86,10 @@ def test_one_address_three_enterprises_two_cities_is_one_campaign(env: Env) -> N
     assert cut["cities"] == [city] and cut["enterprises_total"] == 4
     assert {x["city"] for x in cut["timeline"]} == {city}
     assert env.client.get(f"/api/campaigns/{c['id']}", headers=env.h("ent_a_op")).status_code == 404
-    assert env.client.post("/api/campaigns/detect", headers=env.h("city_a"),
-                           json={}).status_code == 403
+    assert (
+        env.client.post("/api/campaigns/detect", headers=env.h("city_a"), json={}).status_code
+        == 403
+    )
 
 
 def test_repeats_inside_one_enterprise_make_none(env: Env) -> None:
@@ -108,14 +112,22 @@ def test_allowlisted_and_internal_addresses_make_none(env: Env) -> None:
     for i, ent in enumerate(ents):
         hit(env, ent, t0 + i * 60, 1, tag=i, src="198.51.100.9")  # vendor remote access
         hit(env, ent, t0 + i * 60, 1, tag=10 + i, src="192.168.1.10")  # every plant's own
-    r = env.client.post("/api/allowlist", headers=env.h("province"),
-                        json={"value": "198.51.100.0/28", "reason": "vendor remote access"})
+    r = env.client.post(
+        "/api/allowlist",
+        headers=env.h("province"),
+        json={"value": "198.51.100.0/28", "reason": "vendor remote access"},
+    )
     assert r.status_code == 201, r.text
-    assert env.client.post("/api/allowlist", headers=env.h("city_a"),
-                           json={"value": "1.2.3.4", "reason": "x"}).status_code == 404
+    assert (
+        env.client.post(
+            "/api/allowlist", headers=env.h("city_a"), json={"value": "1.2.3.4", "reason": "x"}
+        ).status_code
+        == 404
+    )
     assert detect(env)["new"] == []
-    r = env.client.delete("/api/allowlist", params={"value": "198.51.100.0/28"},
-                          headers=env.h("province"))
+    r = env.client.delete(
+        "/api/allowlist", params={"value": "198.51.100.0/28"}, headers=env.h("province")
+    )
     assert r.status_code == 204
     made = detect(env)["new"]
     assert len(made) == 1
@@ -149,28 +161,42 @@ def test_stix_export_validates_and_names_no_enterprise_unless_asked(env: Env) ->
     assert sectors and all(o.sectors for o in sectors)
     text = json.dumps(bundle, ensure_ascii=False)
     assert not any(e in text for e in ents)
-    named = env.client.get(f"/api/campaigns/{cid}/stix", params={"include_enterprises": True},
-                           headers=env.h("province")).json()
+    named = env.client.get(
+        f"/api/campaigns/{cid}/stix",
+        params={"include_enterprises": True},
+        headers=env.h("province"),
+    ).json()
     assert {o["name"] for o in named["objects"] if o["type"] == "identity"} & ent_names
 
     # Import into the watchlist (another province's bundle: ours, read back).
-    r = env.client.post("/api/watchlist/import", headers=env.h("province"),
-                        content=json.dumps(bundle))
+    r = env.client.post(
+        "/api/watchlist/import", headers=env.h("province"), content=json.dumps(bundle)
+    )
     assert r.status_code == 200, r.text
     assert r.json()["added"] == 1
-    assert [w["value"] for w in env.client.get("/api/watchlist",
-                                               headers=env.h("province")).json()] == [ATTACKER]
-    again = env.client.post("/api/watchlist/import", headers=env.h("province"),
-                            content=json.dumps(bundle)).json()
+    assert [
+        w["value"] for w in env.client.get("/api/watchlist", headers=env.h("province")).json()
+    ] == [ATTACKER]
+    again = env.client.post(
+        "/api/watchlist/import", headers=env.h("province"), content=json.dumps(bundle)
+    ).json()
     assert again["added"] == 0
     bad = env.client.post("/api/watchlist/import", headers=env.h("province"), content=b"{not")
     assert bad.status_code == 422 and "not a STIX 2 bundle" in bad.json()["detail"]
     # The incident export too.
-    inc = env.client.post("/api/incidents", headers=env.h("province"), json={
-        "title": "campaign at one plant", "alert_ids": [
-            a["alert_id"] for a in env.client.get(f"/api/campaigns/{cid}",
-                                                  headers=env.h("province")).json()["timeline"]
-        ][:2]}).json()
+    inc = env.client.post(
+        "/api/incidents",
+        headers=env.h("province"),
+        json={
+            "title": "campaign at one plant",
+            "alert_ids": [
+                a["alert_id"]
+                for a in env.client.get(f"/api/campaigns/{cid}", headers=env.h("province")).json()[
+                    "timeline"
+                ]
+            ][:2],
+        },
+    ).json()
     b = env.client.get(f"/api/incidents/{inc['id']}/stix", headers=env.h("province")).json()
     objs = stix2.parse(json.dumps(b), allow_custom=False).objects
     assert [o.type for o in objs].count("incident") == 1

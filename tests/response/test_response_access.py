@@ -18,9 +18,14 @@ from posture import seed
 from tests.test_posture_access import WHO
 from tests.test_posture_api import Env, make_env
 
-MISSING = {"incident": "inc-ffffffffffffffff", "notice": "ntc-ffffffffffffffff",
-           "report": "rep-ffffffffffffffff", "attachment": "att-ffffffffffffffff",
-           "campaign": "cmp-ffffffffffffffff", "watch": "wl-ffffffffffffffff"}
+MISSING = {
+    "incident": "inc-ffffffffffffffff",
+    "notice": "ntc-ffffffffffffffff",
+    "report": "rep-ffffffffffffffff",
+    "attachment": "att-ffffffffffffffff",
+    "campaign": "cmp-ffffffffffffffff",
+    "watch": "wl-ffffffffffffffff",
+}
 
 # kind -> (method, path, body); {id} is the object.
 OBJECT_ROUTES: dict[str, list[tuple[str, str, Any]]] = {
@@ -59,13 +64,23 @@ OBJECT_ROUTES: dict[str, list[tuple[str, str, Any]]] = {
 }
 # Listings and actions without an object: what each role gets is checked below.
 HOME_ROUTES = [
-    ("GET", "/api/incidents"), ("POST", "/api/incidents"), ("POST", "/api/incidents/group"),
-    ("GET", "/api/notices"), ("POST", "/api/notices"), ("GET", "/api/notices/stats"),
-    ("GET", "/api/campaigns"), ("POST", "/api/campaigns/detect"),
-    ("GET", "/api/response/policy"), ("GET", "/api/response/audit"),
-    ("GET", "/api/response/audit/verify"), ("GET", "/api/allowlist"),
-    ("POST", "/api/allowlist"), ("DELETE", "/api/allowlist"), ("GET", "/api/watchlist"),
-    ("POST", "/api/watchlist/import"), ("DELETE", "/api/watchlist/{id}"),
+    ("GET", "/api/incidents"),
+    ("POST", "/api/incidents"),
+    ("POST", "/api/incidents/group"),
+    ("GET", "/api/notices"),
+    ("POST", "/api/notices"),
+    ("GET", "/api/notices/stats"),
+    ("GET", "/api/campaigns"),
+    ("POST", "/api/campaigns/detect"),
+    ("GET", "/api/response/policy"),
+    ("GET", "/api/response/audit"),
+    ("GET", "/api/response/audit/verify"),
+    ("GET", "/api/allowlist"),
+    ("POST", "/api/allowlist"),
+    ("DELETE", "/api/allowlist"),
+    ("GET", "/api/watchlist"),
+    ("POST", "/api/watchlist/import"),
+    ("DELETE", "/api/watchlist/{id}"),
 ]
 ROUTES = {(m, p) for eps in OBJECT_ROUTES.values() for m, p, _ in eps} | set(HOME_ROUTES)
 ATTACKER = "203.0.113.50"
@@ -92,25 +107,41 @@ def build_objects(env: Env) -> dict[str, dict[str, list[str]]]:
         idx, row = next((i, r) for i, r in enumerate(rows) if r["enterprise"] == ent)
         alerts = []
         for k in range(2):
-            a, _ = seed.make_alert(row, idx, t0 + n * 60 + k, seed.RULES[0], 80_000 + k,
-                                   seed=n, with_events=False)
+            a, _ = seed.make_alert(
+                row, idx, t0 + n * 60 + k, seed.RULES[0], 80_000 + k, seed=n, with_events=False
+            )
             a["source.ip"] = ATTACKER
             alerts.append(a)
         env.write([("alert", a) for a in alerts])
-        inc = env.client.post("/api/incidents", headers=prov, json={
-            "title": f"incident at {ent}", "alert_ids": [a["event.id"] for a in alerts]})
+        inc = env.client.post(
+            "/api/incidents",
+            headers=prov,
+            json={"title": f"incident at {ent}", "alert_ids": [a["event.id"] for a in alerts]},
+        )
         assert inc.status_code == 201, inc.text
         iid = inc.json()["id"]
         out["incident"].setdefault(ent, []).append(iid)
-        rep = env.client.post(f"/api/incidents/{iid}/reports", headers=prov,
-                              json={"kind": "first"}).json()
+        rep = env.client.post(
+            f"/api/incidents/{iid}/reports", headers=prov, json={"kind": "first"}
+        ).json()
         out["report"].setdefault(ent, []).append(rep["id"])
-        att = env.client.post(f"/api/incidents/{iid}/attachments", headers=prov, json={
-            "name": "pcap.txt", "data": base64.b64encode(b"x").decode()}).json()
+        att = env.client.post(
+            f"/api/incidents/{iid}/attachments",
+            headers=prov,
+            json={"name": "pcap.txt", "data": base64.b64encode(b"x").decode()},
+        ).json()
         out["attachment"].setdefault(ent, []).append(att["id"])
-        ntc = env.client.post("/api/notices", headers=prov, json={
-            "subject_kind": "incident", "subject_ref": iid, "enterprise": ent,
-            "title": f"notice to {ent}", "actions": ["fix"]})
+        ntc = env.client.post(
+            "/api/notices",
+            headers=prov,
+            json={
+                "subject_kind": "incident",
+                "subject_ref": iid,
+                "enterprise": ent,
+                "title": f"notice to {ent}",
+                "actions": ["fix"],
+            },
+        )
         assert ntc.status_code == 201, ntc.text
         out["notice"].setdefault(ent, []).append(ntc.json()["id"])
     env.client.post("/api/campaigns/detect", headers=prov, json={"hours": 6})
@@ -158,18 +189,27 @@ def test_foreign_response_objects_answer_like_missing_ones(env: Env, who: str, k
     if who in ("city_a", "city_b", "ent_a_op", "ent_b_op") and kind != "campaign":
         assert targets, f"{who} must have foreign {kind}s to try"
     for method, path, body in OBJECT_ROUTES[kind]:
-        ref = env.client.request(method, path.replace("{id}", MISSING[kind]),
-                                 headers=env.h(who), json=body)
+        ref = env.client.request(
+            method, path.replace("{id}", MISSING[kind]), headers=env.h(who), json=body
+        )
         assert ref.status_code == 404, (who, method, path, ref.text)
         for target in targets:
-            r = env.client.request(method, path.replace("{id}", target), headers=env.h(who),
-                                   json=body)
-            assert (r.status_code, r.json()) == (404, ref.json()), \
+            r = env.client.request(
+                method, path.replace("{id}", target), headers=env.h(who), json=body
+            )
+            assert (r.status_code, r.json()) == (404, ref.json()), (
                 f"{who} {method} {path} {target}: {r.status_code} {r.text[:200]}"
+            )
 
 
-HOME_GETS = ["/api/incidents", "/api/notices", "/api/campaigns", "/api/response/audit",
-             "/api/response/policy", "/api/notices/stats"]
+HOME_GETS = [
+    "/api/incidents",
+    "/api/notices",
+    "/api/campaigns",
+    "/api/response/audit",
+    "/api/response/policy",
+    "/api/notices/stats",
+]
 
 
 @pytest.mark.parametrize("who", WHO)
@@ -187,11 +227,20 @@ def test_response_listings_hold_no_foreign_identifiers(env: Env, who: str, path:
             assert oid not in body, (who, path, kind, oid)
     rows = seed.registry_sites(env.registry)
     mine = env.sites_of(who)
-    leaked = [r["site"] for r in rows if r["site"] not in mine
-              and re.search(rf'"{re.escape(r["site"])}"', body)]
+    leaked = [
+        r["site"]
+        for r in rows
+        if r["site"] not in mine and re.search(rf'"{re.escape(r["site"])}"', body)
+    ]
     ents_mine = {r["enterprise"] for r in rows if r["site"] in mine}
-    leaked_ents = sorted({r["enterprise"] for r in rows if r["enterprise"] not in ents_mine
-                          and re.search(rf'"{re.escape(r["enterprise"])}"', body)})
+    leaked_ents = sorted(
+        {
+            r["enterprise"]
+            for r in rows
+            if r["enterprise"] not in ents_mine
+            and re.search(rf'"{re.escape(r["enterprise"])}"', body)
+        }
+    )
     if role == "province-analyst":
         return
     if path == "/api/campaigns" and role == "city-analyst":
@@ -205,10 +254,12 @@ def test_response_listings_hold_no_foreign_identifiers(env: Env, who: str, path:
 def test_province_only_routes_answer_not_found_to_others(env: Env, who: str) -> None:
     h = env.h(who)
     for method, path, body in [
-        ("GET", "/api/allowlist", None), ("POST", "/api/allowlist", {"value": "1.2.3.4",
-                                                                     "reason": "x"}),
-        ("DELETE", "/api/allowlist?value=1.2.3.4", None), ("GET", "/api/watchlist", None),
-        ("DELETE", "/api/watchlist/wl-x", None), ("GET", "/api/response/audit/verify", None),
+        ("GET", "/api/allowlist", None),
+        ("POST", "/api/allowlist", {"value": "1.2.3.4", "reason": "x"}),
+        ("DELETE", "/api/allowlist?value=1.2.3.4", None),
+        ("GET", "/api/watchlist", None),
+        ("DELETE", "/api/watchlist/wl-x", None),
+        ("GET", "/api/response/audit/verify", None),
     ]:
         r = env.client.request(method, path, headers=h, json=body)
         assert r.status_code == 404, (who, method, path, r.text)
@@ -221,22 +272,44 @@ def test_province_only_routes_answer_not_found_to_others(env: Env, who: str) -> 
 def test_enterprise_users_cannot_open_incidents_or_issue_notices(env: Env) -> None:
     alert = next(a for a in env.docs["alert"] if a["labels.site"] in env.sites_of("ent_a_op"))
     for who in ("ent_a_op", "ent_a_view"):
-        r = env.client.post("/api/incidents", headers=env.h(who), json={
-            "title": "x", "alert_ids": [alert["event.id"]]})
+        r = env.client.post(
+            "/api/incidents",
+            headers=env.h(who),
+            json={"title": "x", "alert_ids": [alert["event.id"]]},
+        )
         assert r.status_code == 403
-        r = env.client.post("/api/notices", headers=env.h(who), json={
-            "subject_kind": "finding", "subject_ref": "x", "enterprise": "ent-0001",
-            "title": "x", "actions": ["x"]})
+        r = env.client.post(
+            "/api/notices",
+            headers=env.h(who),
+            json={
+                "subject_kind": "finding",
+                "subject_ref": "x",
+                "enterprise": "ent-0001",
+                "title": "x",
+                "actions": ["x"],
+            },
+        )
         assert r.status_code == 403
         assert env.client.get("/api/incidents", headers=env.h(who)).json()["total"] == 0
     # A city analyst cannot issue to another city's enterprise: it does not exist for them.
     other = env.principals["ent_b_op"][1]
-    r = env.client.post("/api/notices", headers=env.h("city_a"), json={
-        "subject_kind": "finding", "subject_ref": "x", "enterprise": other, "title": "x",
-        "actions": ["x"]})
+    r = env.client.post(
+        "/api/notices",
+        headers=env.h("city_a"),
+        json={
+            "subject_kind": "finding",
+            "subject_ref": "x",
+            "enterprise": other,
+            "title": "x",
+            "actions": ["x"],
+        },
+    )
     assert r.status_code == 404
     # ... nor use another city's alert in an incident.
     alert_b = next(a for a in env.docs["alert"] if a["labels.site"] in env.sites_of("ent_b_op"))
-    r = env.client.post("/api/incidents", headers=env.h("city_a"), json={
-        "title": "x", "alert_ids": [alert_b["event.id"]]})
+    r = env.client.post(
+        "/api/incidents",
+        headers=env.h("city_a"),
+        json={"title": "x", "alert_ids": [alert_b["event.id"]]},
+    )
     assert r.status_code == 404

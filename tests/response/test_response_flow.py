@@ -30,16 +30,25 @@ def site_rows(env: Env) -> list[dict[str, Any]]:
     return seed.registry_sites(env.registry)
 
 
-def fresh_alerts(env: Env, site: str, n: int, tag: int, *, src: str | None = None,
-                 ts: float | None = None, rule: int = 0) -> list[dict[str, Any]]:
+def fresh_alerts(
+    env: Env,
+    site: str,
+    n: int,
+    tag: int,
+    *,
+    src: str | None = None,
+    ts: float | None = None,
+    rule: int = 0,
+) -> list[dict[str, Any]]:
     """``n`` new alerts at ``site`` (written to the store), optionally from ``src``."""
     rows = site_rows(env)
     idx = next(i for i, r in enumerate(rows) if r["site"] == site)
     out = []
     base = time.time() - 600 if ts is None else ts
     for k in range(n):
-        alert, _ = seed.make_alert(rows[idx], idx, base + k, seed.RULES[rule], 50_000 + k,
-                                   seed=tag, with_events=False)
+        alert, _ = seed.make_alert(
+            rows[idx], idx, base + k, seed.RULES[rule], 50_000 + k, seed=tag, with_events=False
+        )
         if src:
             alert["source.ip"] = src
         out.append(alert)
@@ -64,8 +73,14 @@ def ent_site(env: Env, who: str) -> str:
 def test_incident_graded_by_policy_with_the_rule_shown(env: Env) -> None:
     site = ent_site(env, "ent_a_op")
     alerts = fresh_alerts(env, site, 3, tag=1)
-    r = env.client.post("/api/incidents", headers=env.h("province"), json={
-        "title": "Writes from an unknown master", "alert_ids": [a["event.id"] for a in alerts]})
+    r = env.client.post(
+        "/api/incidents",
+        headers=env.h("province"),
+        json={
+            "title": "Writes from an unknown master",
+            "alert_ids": [a["event.id"] for a in alerts],
+        },
+    )
     assert r.status_code == 201, r.text
     inc = r.json()
     assert inc["state"] == "open" and inc["alerts"] == 3
@@ -76,19 +91,27 @@ def test_incident_graded_by_policy_with_the_rule_shown(env: Env) -> None:
     assert detail.json()["incident"]["id"] == inc["id"]
     assert {a["alert_id"] for a in inc["alert_list"]} == {a["event.id"] for a in alerts}
     # An alert belongs to one incident only.
-    again = env.client.post("/api/incidents", headers=env.h("province"), json={
-        "title": "dup", "alert_ids": [alerts[0]["event.id"]]})
+    again = env.client.post(
+        "/api/incidents",
+        headers=env.h("province"),
+        json={"title": "dup", "alert_ids": [alerts[0]["event.id"]]},
+    )
     assert again.status_code == 422 and "already belongs" in again.json()["detail"]
 
     # Impact facts: the critical-infrastructure rule decides, shown with its conditions.
-    r = env.client.post(f"/api/incidents/{inc['id']}/facts", headers=env.h("province"),
-                        json={"facts": {"critical_infrastructure": True, "cii_outage_hours": 7}})
+    r = env.client.post(
+        f"/api/incidents/{inc['id']}/facts",
+        headers=env.h("province"),
+        json={"facts": {"critical_infrastructure": True, "cii_outage_hours": 7}},
+    )
     assert r.status_code == 200, r.text
     grade = r.json()
     assert grade["level"] == "especially-major" and grade["zh"] == "特别重大"
     assert grade["rule"] == "cii-full-outage-6h" and grade["verified"] is True
     assert {c["test"] for c in grade["conditions"]} == {
-        "critical_infrastructure == True", "cii_outage_hours >= 6.0"}
+        "critical_infrastructure == True",
+        "cii_outage_hours >= 6.0",
+    }
     inc = env.client.get(f"/api/incidents/{inc['id']}", headers=env.h("province")).json()
     deadlines = {d["id"]: d for d in inc["clock"]["deadlines"]}
     assert set(deadlines) == {"first-report-cii", "escalation-major"}
@@ -103,37 +126,50 @@ def test_incident_graded_by_policy_with_the_rule_shown(env: Env) -> None:
     assert later == {"first-report-cii": "warning", "escalation-major": "overdue"}
     audit = env.client.get(f"/api/incidents/{inc['id']}/audit", headers=env.h("province")).json()
     assert [e["action"] for e in audit][::-1][:3] == ["create", "grade", "facts"]
-    assert {"from": "general", "to": "especially-major"} in [e["detail"].get("level")
-                                                             for e in audit]
+    assert {"from": "general", "to": "especially-major"} in [
+        e["detail"].get("level") for e in audit
+    ]
 
 
 def test_unknown_fact_and_bad_values_are_refused(env: Env) -> None:
     inc = env.client.get("/api/incidents", headers=env.h("province")).json()["items"][0]
-    for facts in ({"no_such_fact": 1}, {"cii_outage_hours": -1},
-                  {"critical_infrastructure": 3}):
-        r = env.client.post(f"/api/incidents/{inc['id']}/facts", headers=env.h("province"),
-                            json={"facts": facts})
+    for facts in ({"no_such_fact": 1}, {"cii_outage_hours": -1}, {"critical_infrastructure": 3}):
+        r = env.client.post(
+            f"/api/incidents/{inc['id']}/facts", headers=env.h("province"), json={"facts": facts}
+        )
         assert r.status_code == 422, (facts, r.text)
 
 
 def test_reports_first_items_then_final_and_the_clock(env: Env) -> None:
     site = ent_site(env, "ent_b_op")
     alerts = fresh_alerts(env, site, 2, tag=2)
-    inc = env.client.post("/api/incidents", headers=env.h("province"), json={
-        "title": "Force listen-only", "alert_ids": [a["event.id"] for a in alerts],
-        "facts": {"direct_loss_yuan": 6_000_000}}).json()
+    inc = env.client.post(
+        "/api/incidents",
+        headers=env.h("province"),
+        json={
+            "title": "Force listen-only",
+            "alert_ids": [a["event.id"] for a in alerts],
+            "facts": {"direct_loss_yuan": 6_000_000},
+        },
+    ).json()
     assert inc["grade"]["level"] == "relatively-major"
     assert inc["grade"]["rule"] == "direct-loss-5m" and inc["grade"]["verified"] is False
-    first = env.client.post(f"/api/incidents/{inc['id']}/reports", headers=env.h("province"),
-                            json={"kind": "first", "fields": {"harm": "", "location": ""}})
+    first = env.client.post(
+        f"/api/incidents/{inc['id']}/reports",
+        headers=env.h("province"),
+        json={"kind": "first", "fields": {"harm": "", "location": ""}},
+    )
     assert first.status_code == 201, first.text
     rep = first.json()
     assert set(rep["missing"]) == {"harm", "location"}
     assert rep["fields"]["operator"]  # prefilled from the registry
     r = env.client.post(f"/api/reports/{rep['id']}/submit", headers=env.h("province"))
     assert r.status_code == 422 and "harm" in r.json()["detail"]
-    env.client.post(f"/api/reports/{rep['id']}", headers=env.h("province"),
-                    json={"fields": {"harm": "PLC in listen-only mode", "location": "济南"}})
+    env.client.post(
+        f"/api/reports/{rep['id']}",
+        headers=env.h("province"),
+        json={"fields": {"harm": "PLC in listen-only mode", "location": "济南"}},
+    )
     r = env.client.post(f"/api/reports/{rep['id']}/submit", headers=env.h("province"))
     assert r.status_code == 200, r.text
     assert r.json()["submitted_at"]
@@ -142,8 +178,11 @@ def test_reports_first_items_then_final_and_the_clock(env: Env) -> None:
     first_dl = next(d for d in clock["deadlines"] if d["report"] == "first")
     assert first_dl["state"] == "met" and first_dl["id"].startswith("first-report")
     # Submitted reports never change.
-    r = env.client.post(f"/api/reports/{rep['id']}", headers=env.h("province"),
-                        json={"fields": {"harm": "rewritten"}})
+    r = env.client.post(
+        f"/api/reports/{rep['id']}",
+        headers=env.h("province"),
+        json={"fields": {"harm": "rewritten"}},
+    )
     assert r.status_code == 409
     doc = env.client.get(f"/api/reports/{rep['id']}", headers=env.h("province")).json()
     assert doc["document"] == "icsmon.incident-report" and doc["status"] == "submitted"
@@ -154,40 +193,57 @@ def test_reports_first_items_then_final_and_the_clock(env: Env) -> None:
     assert pdf.headers["content-type"] == "application/pdf"
     # Final report: after resolution, within working days, needs the final items too.
     for to in ("investigating", "resolved"):
-        assert env.client.post(f"/api/incidents/{inc['id']}/transition", headers=env.h("province"),
-                               json={"to": to}).status_code == 200
+        assert (
+            env.client.post(
+                f"/api/incidents/{inc['id']}/transition", headers=env.h("province"), json={"to": to}
+            ).status_code
+            == 200
+        )
     clock = env.client.get(f"/api/incidents/{inc['id']}", headers=env.h("province")).json()["clock"]
     assert any(d["id"] == "final-report" and d["state"] == "pending" for d in clock["deadlines"])
-    final = env.client.post(f"/api/incidents/{inc['id']}/reports", headers=env.h("province"),
-                            json={"kind": "final"}).json()
+    final = env.client.post(
+        f"/api/incidents/{inc['id']}/reports", headers=env.h("province"), json={"kind": "final"}
+    ).json()
     assert {"measures", "cause"} <= set(final["missing"])
     assert "ransom" not in final["missing"]
 
 
 def test_illegal_incident_transitions_are_refused(env: Env) -> None:
     inc = env.client.get("/api/incidents", headers=env.h("province")).json()["items"][-1]
-    r = env.client.post(f"/api/incidents/{inc['id']}/transition", headers=env.h("province"),
-                        json={"to": "resolved"})
+    r = env.client.post(
+        f"/api/incidents/{inc['id']}/transition", headers=env.h("province"), json={"to": "resolved"}
+    )
     assert inc["state"] == "open" and r.status_code == 409
-    r = env.client.post(f"/api/incidents/{inc['id']}/transition", headers=env.h("province"),
-                        json={"to": "closed"})
+    r = env.client.post(
+        f"/api/incidents/{inc['id']}/transition", headers=env.h("province"), json={"to": "closed"}
+    )
     assert r.status_code == 422  # closing an uninvestigated incident needs a note
-    r = env.client.post(f"/api/incidents/{inc['id']}/transition", headers=env.h("province"),
-                        json={"to": "no-such-state"})
+    r = env.client.post(
+        f"/api/incidents/{inc['id']}/transition",
+        headers=env.h("province"),
+        json={"to": "no-such-state"},
+    )
     assert r.status_code == 409
 
 
 def test_notice_loop_with_automatic_verification(env: Env) -> None:
     site = ent_site(env, "ent_a_op")
     alerts = fresh_alerts(env, site, 2, tag=3, src="198.51.100.23", rule=0)
-    inc = env.client.post("/api/incidents", headers=env.h("city_a"), json={
-        "title": "Unknown master", "alert_ids": [a["event.id"] for a in alerts]})
+    inc = env.client.post(
+        "/api/incidents",
+        headers=env.h("city_a"),
+        json={"title": "Unknown master", "alert_ids": [a["event.id"] for a in alerts]},
+    )
     assert inc.status_code == 201, inc.text
     inc = inc.json()
-    body = {"subject_kind": "incident", "subject_ref": inc["id"], "enterprise": "ent-0001",
-            "title": "整改：未知主站写入", "actions": ["Remove the unlisted master",
-                                               "Restrict writes to the engineering station"],
-            "working_days": 5}
+    body = {
+        "subject_kind": "incident",
+        "subject_ref": inc["id"],
+        "enterprise": "ent-0001",
+        "title": "整改：未知主站写入",
+        "actions": ["Remove the unlisted master", "Restrict writes to the engineering station"],
+        "working_days": 5,
+    }
     # Enterprises answer; they never issue.
     assert env.client.post("/api/notices", headers=env.h("ent_a_op"), json=body).status_code == 403
     r = env.client.post("/api/notices", headers=env.h("city_a"), json=body)
@@ -198,16 +254,38 @@ def test_notice_loop_with_automatic_verification(env: Env) -> None:
     assert notice["deadline"] > time.time() + 5 * 86400 - 86400
     # Illegal transitions: the enterprise cannot verify, nor skip ahead; the city cannot answer.
     h_ent, h_city = env.h("ent_a_op"), env.h("city_a")
-    assert env.client.post(f"/api/notices/{nid}/transition", headers=h_ent,
-                           json={"to": "verified"}).status_code == 409
-    assert env.client.post(f"/api/notices/{nid}/transition", headers=h_ent,
-                           json={"to": "in-progress"}).status_code == 409
-    assert env.client.post(f"/api/notices/{nid}/transition", headers=h_city,
-                           json={"to": "acknowledged"}).status_code == 403
-    assert env.client.post(f"/api/notices/{nid}/reply", headers=h_ent,
-                           json={"text": "done"}).status_code == 409  # not acknowledged yet
-    assert env.client.post(f"/api/notices/{nid}/transition", headers=env.h("ent_a_view"),
-                           json={"to": "acknowledged"}).status_code == 403
+    assert (
+        env.client.post(
+            f"/api/notices/{nid}/transition", headers=h_ent, json={"to": "verified"}
+        ).status_code
+        == 409
+    )
+    assert (
+        env.client.post(
+            f"/api/notices/{nid}/transition", headers=h_ent, json={"to": "in-progress"}
+        ).status_code
+        == 409
+    )
+    assert (
+        env.client.post(
+            f"/api/notices/{nid}/transition", headers=h_city, json={"to": "acknowledged"}
+        ).status_code
+        == 403
+    )
+    assert (
+        env.client.post(
+            f"/api/notices/{nid}/reply", headers=h_ent, json={"text": "done"}
+        ).status_code
+        == 409
+    )  # not acknowledged yet
+    assert (
+        env.client.post(
+            f"/api/notices/{nid}/transition",
+            headers=env.h("ent_a_view"),
+            json={"to": "acknowledged"},
+        ).status_code
+        == 403
+    )
     # Another enterprise does not even see it.
     assert env.client.get(f"/api/notices/{nid}", headers=env.h("ent_b_op")).status_code == 404
     for to in ("acknowledged", "in-progress"):
@@ -215,10 +293,20 @@ def test_notice_loop_with_automatic_verification(env: Env) -> None:
         assert r.status_code == 200 and r.json()["state"] == to
     import base64
 
-    r = env.client.post(f"/api/notices/{nid}/reply", headers=h_ent, json={
-        "text": "Master removed, ACL on the PLC", "attachments": [{
-            "name": "acl.txt", "content_type": "text/plain",
-            "data": base64.b64encode(b"permit 10.0.0.5 only").decode()}]})
+    r = env.client.post(
+        f"/api/notices/{nid}/reply",
+        headers=h_ent,
+        json={
+            "text": "Master removed, ACL on the PLC",
+            "attachments": [
+                {
+                    "name": "acl.txt",
+                    "content_type": "text/plain",
+                    "data": base64.b64encode(b"permit 10.0.0.5 only").decode(),
+                }
+            ],
+        },
+    )
     assert r.status_code == 200, r.text
     notice = r.json()
     assert notice["state"] == "submitted" and notice["replies"][0]["attachments"][0]["size"] == 20
@@ -239,8 +327,11 @@ def test_notice_loop_with_automatic_verification(env: Env) -> None:
     offer = env.client.get(f"/api/notices/{nid}/verification", headers=h_city).json()
     assert offer["reason"] == "still-observed" and offer["supports"]["matching_alerts"] == 1
     # Reject, the enterprise works again and answers; clean traffic follows.
-    r = env.client.post(f"/api/notices/{nid}/transition", headers=h_city,
-                        json={"to": "rejected", "note": "still writing"})
+    r = env.client.post(
+        f"/api/notices/{nid}/transition",
+        headers=h_city,
+        json={"to": "rejected", "note": "still writing"},
+    )
     assert r.status_code == 200
     env.client.post(f"/api/notices/{nid}/transition", headers=h_ent, json={"to": "in-progress"})
     env.client.post(f"/api/notices/{nid}/reply", headers=h_ent, json={"text": "Second fix"})
@@ -250,31 +341,49 @@ def test_notice_loop_with_automatic_verification(env: Env) -> None:
     assert offer["available"] is True and offer["reason"] == "confirmed"
     assert offer["supports"]["events_since_reply"] >= 1
     assert offer["supports"]["matching_alerts"] == 0
-    assert env.client.post(f"/api/notices/{nid}/verify", headers=h_ent,
-                           json={"use_telemetry": True}).status_code == 403
+    assert (
+        env.client.post(
+            f"/api/notices/{nid}/verify", headers=h_ent, json={"use_telemetry": True}
+        ).status_code
+        == 403
+    )
     r = env.client.post(f"/api/notices/{nid}/verify", headers=h_city, json={"use_telemetry": True})
     assert r.status_code == 200 and r.json()["state"] == "verified"
     r = env.client.post(f"/api/notices/{nid}/transition", headers=h_city, json={"to": "closed"})
     assert r.json()["state"] == "closed"
     trail = [(e["action"], e["from_state"], e["to_state"]) for e in reversed(r.json()["audit"])]
     assert trail == [
-        ("issue", None, "issued"), ("acknowledge", "issued", "acknowledged"),
-        ("start", "acknowledged", "in-progress"), ("submit", "in-progress", "submitted"),
-        ("reject", "submitted", "rejected"), ("start", "rejected", "in-progress"),
-        ("submit", "in-progress", "submitted"), ("verify", "submitted", "verified"),
-        ("close", "verified", "closed")]
+        ("issue", None, "issued"),
+        ("acknowledge", "issued", "acknowledged"),
+        ("start", "acknowledged", "in-progress"),
+        ("submit", "in-progress", "submitted"),
+        ("reject", "submitted", "rejected"),
+        ("start", "rejected", "in-progress"),
+        ("submit", "in-progress", "submitted"),
+        ("verify", "submitted", "verified"),
+        ("close", "verified", "closed"),
+    ]
     verify = next(e for e in r.json()["audit"] if e["action"] == "verify")
     assert verify["detail"]["method"] == "telemetry"
     assert verify["detail"]["supports"]["matching_alerts"] == 0
-    assert env.client.post(f"/api/notices/{nid}/transition", headers=h_city,
-                           json={"to": "issued"}).status_code == 409
+    assert (
+        env.client.post(
+            f"/api/notices/{nid}/transition", headers=h_city, json={"to": "issued"}
+        ).status_code
+        == 409
+    )
 
 
 def test_overdue_escalation_and_closure_rates(env: Env) -> None:
     desk = env.client.app.state.response
-    body = {"subject_kind": "finding", "subject_ref": "opcua-security-mode-none@plc-1",
-            "enterprise": "ent-0001", "title": "OPC UA without security",
-            "actions": ["Enable Sign&Encrypt"], "working_days": 2}
+    body = {
+        "subject_kind": "finding",
+        "subject_ref": "opcua-security-mode-none@plc-1",
+        "enterprise": "ent-0001",
+        "title": "OPC UA without security",
+        "actions": ["Enable Sign&Encrypt"],
+        "working_days": 2,
+    }
     nid = env.client.post("/api/notices", headers=env.h("province"), json=body).json()["id"]
     row = desk.db.one("SELECT deadline FROM notice WHERE id=?", (nid,))
     assert all(c["id"] != nid for c in desk.notices.escalate(row["deadline"] - 10))
@@ -284,8 +393,9 @@ def test_overdue_escalation_and_closure_rates(env: Env) -> None:
     assert {"id": nid, "escalation": "province"} in desk.notices.escalate(far)
     assert all(c["id"] != nid for c in desk.notices.escalate(far + 86400))  # never twice
     # Seen as overdue by the city; stats per city and industry.
-    overdue = env.client.get("/api/notices", params={"overdue": "true"},
-                             headers=env.h("city_a")).json()
+    overdue = env.client.get(
+        "/api/notices", params={"overdue": "true"}, headers=env.h("city_a")
+    ).json()
     assert overdue["total"] == 0  # not overdue yet in real time
     stats = env.client.get("/api/notices/stats", headers=env.h("province")).json()
     city = env.principals["city_a"][1]
@@ -303,11 +413,19 @@ def test_audit_trail_is_append_only(env: Env, tmp_path: Path) -> None:
     before = desk.db.verify_audit()
     assert before["ok"] and before["entries"] > 10
     alert = env.docs["alert"][0]["event.id"]  # an entry in the alert workflow's trail too
-    assert env.client.post(f"/api/alerts/{alert}/acknowledge", headers=env.h("province"),
-                           json={}).status_code == 200
+    assert (
+        env.client.post(
+            f"/api/alerts/{alert}/acknowledge", headers=env.h("province"), json={}
+        ).status_code
+        == 200
+    )
     conn = sqlite3.connect(str(desk.db.path))
-    for sql in ("UPDATE response_audit SET actor='x'", "DELETE FROM response_audit",
-                "UPDATE audit SET actor='x'", "DELETE FROM audit"):
+    for sql in (
+        "UPDATE response_audit SET actor='x'",
+        "DELETE FROM response_audit",
+        "UPDATE audit SET actor='x'",
+        "DELETE FROM audit",
+    ):
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             conn.execute(sql)
     conn.close()
@@ -340,19 +458,34 @@ def test_every_state_change_reaches_the_webhooks_of_its_tenant(env: Env) -> None
     hooks = {}
     for who, scope in (("ent_a_op", "enterprise:ent-0001"), ("ent_b_op", None)):
         role, ent = env.principals[who]
-        r = env.client.post("/api/webhooks", headers=env.h(who), json={
-            "scope": scope or f"enterprise:{ent}", "url": "http://127.0.0.1:9/h"})
+        r = env.client.post(
+            "/api/webhooks",
+            headers=env.h(who),
+            json={"scope": scope or f"enterprise:{ent}", "url": "http://127.0.0.1:9/h"},
+        )
         hooks[who] = r.json()["id"]
-    nid = env.client.post("/api/notices", headers=env.h("province"), json={
-        "subject_kind": "advisory", "subject_ref": "CSAF ICSA-25-001-01",
-        "enterprise": "ent-0001", "title": "Patch the PLC", "actions": ["Update firmware"]}
+    nid = env.client.post(
+        "/api/notices",
+        headers=env.h("province"),
+        json={
+            "subject_kind": "advisory",
+            "subject_ref": "CSAF ICSA-25-001-01",
+            "enterprise": "ent-0001",
+            "title": "Patch the PLC",
+            "actions": ["Update firmware"],
+        },
     ).json()["id"]
-    env.client.post(f"/api/notices/{nid}/transition", headers=env.h("ent_a_op"),
-                    json={"to": "acknowledged"})
+    env.client.post(
+        f"/api/notices/{nid}/transition", headers=env.h("ent_a_op"), json={"to": "acknowledged"}
+    )
     state = env.state
-    mine = [json.loads(d["payload"]) for d in state._rows(
-        "SELECT payload FROM delivery WHERE webhook_id=? AND alert_id LIKE 'change-%'",
-        (hooks["ent_a_op"],))]
+    mine = [
+        json.loads(d["payload"])
+        for d in state._rows(
+            "SELECT payload FROM delivery WHERE webhook_id=? AND alert_id LIKE 'change-%'",
+            (hooks["ent_a_op"],),
+        )
+    ]
     types = [m["type"] for m in mine if m["object"]["id"] == nid]
     assert types == ["icsmon.notice.issue", "icsmon.notice.acknowledge"]
     assert all(m["enterprises"] == ["ent-0001"] for m in mine)
@@ -367,7 +500,8 @@ def test_policy_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("levels: [{id: x, rules: [{id: r, when: {nope: '>= 1'}}]}]\nfacts: {}\n")
     with pytest.raises(PolicyError, match=r"p\.yaml: levels\[0\]\.rules\[0\]: unknown fact 'nope'"):
         load_policy(bad)
-    bad.write_text("facts: {a: {type: number}}\nlevels: [{id: x, rules: [{id: r, when: "
-                   "{a: 'about 3'}}]}]\n")
+    bad.write_text(
+        "facts: {a: {type: number}}\nlevels: [{id: x, rules: [{id: r, when: {a: 'about 3'}}]}]\n"
+    )
     with pytest.raises(PolicyError, match="must be like"):
         load_policy(bad)
