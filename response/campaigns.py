@@ -12,8 +12,8 @@ A province-level correlation over every enterprise's alerts. Indicators (policy
 For each indicator value the alerts are sorted in time; a campaign starts when a window of
 ``window_hours`` holds alerts of ``min_enterprises`` distinct enterprises, and takes in the
 indicator's later alerts while they follow within the window. Repeats inside one enterprise
-never make one. A weaker indicator's campaign whose alerts are all in a stronger one's is
-dropped (one attack, one campaign). Detection is idempotent: campaigns are found again by
+never make one. A weaker indicator's campaign whose enterprises a stronger one already covers
+at an overlapping time is dropped (one attack, one campaign). Detection is idempotent: campaigns are found again by
 (kind, indicator, time) and extended, never duplicated.
 
 Also here: the allowlist and the indicator watchlist that early warning pushes to sensors.
@@ -183,14 +183,16 @@ class Campaigns:
             for key, alerts in runs.items():
                 for group in self._windows(alerts, org, window, need):
                     found.append((ind.kind, key, group))
-        # One attack, one campaign: drop a weaker indicator's group already explained.
+        # One attack, one campaign: a weaker indicator's group is dropped when a stronger
+        # one already covers its enterprises over an overlapping time.
         kept: list[tuple[str, str, list[dict[str, Any]]]] = []
-        covered: set[str] = set()
+        spans: list[tuple[set[str], float, float]] = []
         for kind, key, group in found:
-            ids = {str(d["event.id"]) for d in group}
-            if ids <= covered:
+            ents = {org.sites[str(d["labels.site"])].enterprise_id for d in group}
+            lo, hi = alert_epoch(group[0]), alert_epoch(group[-1])
+            if any(ents <= e and lo <= b + window and hi >= a - window for e, a, b in spans):
                 continue
-            covered |= ids
+            spans.append((ents, lo, hi))
             kept.append((kind, key, group))
         made, extended = [], []
         for kind, key, group in kept:

@@ -550,6 +550,6 @@ def load_policy(path: str | Path | None = None) -> Policy:
         raise PolicyError(f"{path}: not UTF-8 text: {exc}") from exc
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date such as 2026-13-01
         raise PolicyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     return parse_policy(data, str(path))

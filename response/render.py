@@ -98,15 +98,15 @@ def report_pdf(doc: dict[str, Any]) -> bytes:
         )
 
     story: list[Any] = [
-        p(f"{doc['kind_zh']} {doc['kind_en']} · 事件 {inc['number']}", head),
+        p(f"{doc['kind_zh']} {doc['kind_en']} | 事件 {inc['number']}", head),
         p(f"{inc['title']}"),
         p(
             f"等级 Level: {inc['level_zh']} / {inc['level_en']} (规则 rule {inc['rule']}"
-            f"{'' if inc['rule_verified'] else ', 未核实 unverified'}) · 策略 policy {inc['policy']}",
+            f"{'' if inc['rule_verified'] else ', 未核实 unverified'}) | 策略 policy {inc['policy']}",
             small,
         ),
         p(
-            f"发现时间 Found: {inc['discovered_at']} · 状态 Status: {doc['status']}"
+            f"发现时间 Found: {inc['discovered_at']} | 状态 Status: {doc['status']}"
             f"{' ' + doc['submitted_at'] if doc['submitted_at'] else ''}",
             small,
         ),
@@ -129,7 +129,7 @@ def report_pdf(doc: dict[str, Any]) -> bytes:
     story += [table, Spacer(1, 3 * mm)]
     if doc["missing"]:
         story.append(p("尚缺 Still missing: " + ", ".join(doc["missing"]), small))
-    story.append(p("* 必填 required for this report · icsmon", small))
+    story.append(p("* 必填 required for this report | icsmon", small))
     out = io.BytesIO()
     SimpleDocTemplate(
         out,

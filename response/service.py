@@ -127,3 +127,54 @@ _ORDER = ("issued", "rejected", "acknowledged", "in-progress", "submitted", "ver
 def _progress(state: str) -> int:
     """The least advanced task state stands for the enterprise."""
     return _ORDER.index(state) if state in _ORDER else 0
+
+
+class Background:
+    """The response desk's periodic work while the posture server runs: escalate overdue
+    notices, and look for campaigns over the last window of alerts."""
+
+    def __init__(
+        self, desk: Response, org: Any, *, escalate_s: float = 60.0, campaigns_s: float = 600.0
+    ) -> None:
+        import threading
+
+        self.desk = desk
+        self.org = org  # a callable returning the current registry
+        self.escalate_s = escalate_s
+        self.campaigns_s = campaigns_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, now: float | None = None, campaigns: bool = True) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        out: dict[str, Any] = {"escalated": self.desk.notices.escalate(now)}
+        if campaigns:
+            window = self.desk.policy.campaign_window_s
+            out["campaigns"] = self.desk.campaigns.detect(self.org(), now - 2 * window, now, now)
+        return out
+
+    def start(self) -> None:
+        import logging
+        import threading
+
+        log = logging.getLogger("icsmon.response")
+
+        def loop() -> None:
+            last_campaigns = 0.0
+            while not self._stop.wait(self.escalate_s):
+                now = time.time()
+                due = self.campaigns_s > 0 and now - last_campaigns >= self.campaigns_s
+                try:
+                    self.run_once(now, campaigns=due)
+                except Exception:  # keep going after a store outage
+                    log.exception("response background pass failed")
+                if due:
+                    last_campaigns = now
+
+        self._thread = threading.Thread(target=loop, name="response-background", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)

@@ -132,6 +132,6 @@ def load_calendar(path: str | Path | None = None) -> Calendar:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CalendarError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:  # ValueError: 2026-13-01
         raise CalendarError(f"{path}: not a YAML calendar: {' '.join(str(exc).split())}") from exc
     return parse_calendar(data, str(path))
