@@ -30,6 +30,7 @@ from pipeline.store import (
     merge_alert,
     merge_asset,
 )
+from pipeline.store import schema as store_schema
 from tests.test_store_samples import BASE_TS, RULES, SITES, asset_doc, corpus, iso
 
 REPO = Path(__file__).resolve().parent.parent
@@ -760,8 +761,8 @@ def test_schema_versions_newer_refused_older_migrated(tmp_path: Path, monkeypatc
         c.execute("ALTER TABLE alerts ADD COLUMN workflow_state TEXT")
         ran.append(1)
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION, add_column)
+    monkeypatch.setattr(store_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_schema.MIGRATIONS, SCHEMA_VERSION, add_column)
     assert "open it once read-write" in one_line_error(path, readonly=True)
     Store(path).close()
     assert ran == [1]
@@ -791,10 +792,9 @@ def test_two_processes_creating_one_store(tmp_path: Path) -> None:
     with Store.open(path, readonly=True) as st:
         assert st.counts()["event"] == 800
     # the losing side of the race, made deterministic: the schema exists when it gets the lock
-    loser = Store.__new__(Store)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        Store._create(loser, conn)
+        store_schema.create(conn)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
@@ -901,6 +901,24 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path, docs) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert "doc" not in [r[1] for r in conn.execute("PRAGMA table_info(events)")]
     conn.close()
+    Store(tmp_path / "new.db").close()
+    assert schema_shape(path) == schema_shape(tmp_path / "new.db")
+
+
+def schema_shape(path: Path) -> dict[str, list]:
+    """Tables with their columns, and indexes with theirs: what a query can rely on."""
+    conn = sqlite3.connect(path)
+    try:
+        shape: dict[str, list] = {}
+        for kind, name in conn.execute("SELECT type, name FROM sqlite_master ORDER BY name"):
+            if name.startswith("sqlite_"):
+                continue
+            pragma = "table_info" if kind == "table" else "index_info"
+            rows = conn.execute(f"PRAGMA {pragma}({name})").fetchall()
+            shape[f"{kind} {name}"] = [r[1:3] if kind == "table" else r[2] for r in rows]
+        return shape
+    finally:
+        conn.close()
 
 
 def test_readonly_store_refuses_writes(filled: Path) -> None:
