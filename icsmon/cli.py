@@ -30,11 +30,18 @@ def version() -> None:
 def _register_subcommands() -> None:
     """Sub-commands that live in their own modules (one per feature area)."""
     from icsmon import (
+<<<<<<< HEAD
+=======
+        cmd_assessment,
+>>>>>>> main
         cmd_baseline,
         cmd_index,
         cmd_posture,
         cmd_query,
+<<<<<<< HEAD
         cmd_response,
+=======
+>>>>>>> main
         cmd_rules,
         cmd_sensor,
     )
@@ -51,6 +58,8 @@ def _register_subcommands() -> None:
     command("alerts")(cmd_query.alerts_command)
     command("assets")(cmd_query.assets_command)
     command("index")(cmd_index.index_command)
+    app.add_typer(cmd_assessment.advisories_app, name="advisories")
+    app.add_typer(cmd_assessment.findings_app, name="findings")
 
 
 _register_subcommands()
