@@ -30,18 +30,12 @@ def version() -> None:
 def _register_subcommands() -> None:
     """Sub-commands that live in their own modules (one per feature area)."""
     from icsmon import (
-<<<<<<< HEAD
-=======
         cmd_assessment,
->>>>>>> main
         cmd_baseline,
         cmd_index,
         cmd_posture,
         cmd_query,
-<<<<<<< HEAD
         cmd_response,
-=======
->>>>>>> main
         cmd_rules,
         cmd_sensor,
     )
