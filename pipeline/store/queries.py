@@ -366,6 +366,36 @@ class StoreQueries:
             ).fetchall()
         return total, [orjson.loads(row[0]) for row in rows]
 
+    def search_findings(
+        self,
+        sites: list[str] | None = None,
+        asset_id: str | None = None,
+        kind: str | None = None,
+        limit: int = 10_000,
+        offset: int = 0,
+    ) -> tuple[int, list[dict]]:
+        """(total matching, one page of merged findings, most severe and newest first)."""
+        conds: list[str] = []
+        params: list[Any] = []
+        if sites is not None:
+            conds.append(f"findings.site IN ({','.join('?' * len(sites))})")
+            params.extend(sites)
+        if asset_id:
+            conds.append("findings.asset_id = ?")
+            params.append(asset_id)
+        if kind:
+            conds.append("findings.kind = ?")
+            params.append(kind)
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        with self._reading() as conn:
+            total = conn.execute(f"SELECT count(*) FROM findings{where}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT doc FROM findings{where} ORDER BY severity DESC, last_seen DESC, id "
+                "LIMIT ? OFFSET ?",
+                [*params, max(0, limit), max(0, offset)],
+            ).fetchall()
+        return total, [orjson.loads(row[0]) for row in rows]
+
     def counts(self) -> dict[str, int]:
         """Documents stored, per kind."""
         with self._reading() as conn:

@@ -29,7 +29,7 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x49434D53  # "ICMS": tells an icsmon store from any other SQLite file
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STORE_ENV = "ICSMON_STORE"
 
 CACHE_KIB = 32 * 1024  # SQLite page cache of the writing connection
@@ -87,6 +87,17 @@ TABLES = {
         None,
         {"labels.site": "site", "host.ip": "ip", "ics.device.vendor": "vendor"},
         {"asset.roles": ("asset_roles", "role")},
+    ),
+    "finding": Table(
+        "finding",
+        "findings",
+        None,
+        {
+            "labels.site": "site",
+            "asset.id": "asset_id",
+            "finding.kind": "kind",
+            "finding.severity": "severity",
+        },
     ),
 }
 
@@ -161,6 +172,19 @@ CREATE TABLE asset_roles (
     asset_id TEXT NOT NULL REFERENCES assets(id),
     PRIMARY KEY (role, asset_id)
 ) WITHOUT ROWID;
+
+CREATE TABLE findings (
+    id TEXT PRIMARY KEY,
+    site TEXT,
+    asset_id TEXT,
+    kind TEXT,
+    severity INTEGER,
+    first_seen REAL,
+    last_seen REAL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX findings_site ON findings(site, last_seen);
+CREATE INDEX findings_asset ON findings(asset_id);
 """
 
 
@@ -201,11 +225,34 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
     )
 
 
+_FINDINGS = """CREATE TABLE findings (
+    id TEXT PRIMARY KEY,
+    site TEXT,
+    asset_id TEXT,
+    kind TEXT,
+    severity INTEGER,
+    first_seen REAL,
+    last_seen REAL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX findings_site ON findings(site, last_seen);
+CREATE INDEX findings_asset ON findings(asset_id);
+"""
+
+
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """Version 5 keeps findings (one row per finding.id, merged)."""
+    for statement in _FINDINGS.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # MIGRATIONS[n] upgrades a version-n store to version n + 1, inside one transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
 }
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from pipeline.assets import as_list, merge_asset, union
+from pipeline.findings import merge_finding
 from pipeline.jsonl import dumps
 from pipeline.store.schema import TABLES, StoreError, store_error
 from sensor.timestamps import parse_timestamp as to_epoch
@@ -241,10 +242,39 @@ def _upsert_asset(conn: sqlite3.Connection, key: str, doc: dict) -> None:
     )
 
 
+def upsert_findings(conn: sqlite3.Connection, findings: list[dict], counts: Counts) -> None:
+    """One row per ``finding.id``, merged by the one finding rule."""
+    for doc in findings:
+        key = text(doc.get("finding.id"))
+        if not key:
+            counts["rejected"] += 1
+            continue
+        row = conn.execute("SELECT doc FROM findings WHERE id = ?", (key,)).fetchone()
+        doc = merge_finding(orjson.loads(row[0]), doc) if row is not None else dict(doc)
+        conn.execute(
+            "INSERT INTO findings (id, site, asset_id, kind, severity, first_seen, last_seen, doc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET site = excluded.site, "
+            "asset_id = excluded.asset_id, kind = excluded.kind, severity = excluded.severity, "
+            "first_seen = excluded.first_seen, last_seen = excluded.last_seen, doc = excluded.doc",
+            (
+                key,
+                text(doc.get("labels.site")),
+                text(doc.get("asset.id")),
+                text(doc.get("finding.kind")),
+                int_or_none(doc.get("finding.severity")),
+                to_epoch(doc.get("finding.first_seen")),
+                to_epoch(doc.get("finding.last_seen")),
+                dumps(doc).decode(),
+            ),
+        )
+        counts["findings"] += 1
+
+
 WRITERS: dict[str, Callable[[sqlite3.Connection, list[dict], Counts], None]] = {
     "event": insert_events,
     "alert": upsert_alerts,
     "asset": upsert_assets,
+    "finding": upsert_findings,
 }
 
 
@@ -311,6 +341,7 @@ class StoreWriter:
             "alerts": 0,
             "alerts_merged": 0,
             "assets": 0,
+            "findings": 0,
             "duplicates": 0,
             "pruned": 0,
             "dropped": 0,
@@ -332,6 +363,8 @@ class StoreWriter:
 
     def _error(self, what: str, exc: BaseException | None = None) -> StoreError:
         return store_error(self.path, what, exc)
+
+    kinds = tuple(WRITERS)  # the document kinds this sink keeps
 
     def write(self, kind: str, doc: dict) -> None:
         if kind not in WRITERS:
@@ -484,7 +517,15 @@ class StoreWriter:
             by_kind[kind].append(doc)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            counts = {"events": 0, "alerts": 0, "alerts_merged": 0, "assets": 0, "duplicates": 0}
+            counts = {
+                "events": 0,
+                "alerts": 0,
+                "alerts_merged": 0,
+                "assets": 0,
+                "findings": 0,
+                "duplicates": 0,
+                "rejected": 0,
+            }
             for kind, docs in by_kind.items():
                 if docs:
                     WRITERS[kind](conn, docs, counts)

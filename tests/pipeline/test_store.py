@@ -91,7 +91,12 @@ def newest_first(docs: list[dict]) -> list[dict]:
 
 def test_documents_round_trip_field_for_field(reader: Store, docs) -> None:
     events, alerts, assets = docs
-    assert reader.counts() == {"event": len(events), "alert": len(alerts), "asset": len(assets)}
+    assert reader.counts() == {
+        "event": len(events),
+        "alert": len(alerts),
+        "asset": len(assets),
+        "finding": 0,
+    }
     for ev in events:
         assert reader.get_event(ev["event.id"]) == ev
     for al in alerts:
@@ -591,7 +596,7 @@ def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None
         assert stats["pending"] == 30 and stats["dropped"] == 15
         blocker.execute("ROLLBACK")
         st.flush()
-        assert st.counts() == {"event": 25, "alert": 5, "asset": 0}
+        assert st.counts() == {"event": 25, "alert": 5, "asset": 0, "finding": 0}
     finally:
         blocker.close()
         st.close()
@@ -998,3 +1003,52 @@ def test_malformed_documents_never_stop_the_store(batch: list[tuple[str, dict]])
     assets_in = sum(1 for k, _ in batch if k == "asset")
     assert handled + assets_in >= len(batch) and stats["pending"] == 0
     assert stats["rejected"] == 0  # odd values are kept in the document, never refused
+
+
+def test_findings_merge_by_id_and_old_stores_gain_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    base = {
+        "finding.id": "f1",
+        "finding.kind": "opcua-anonymous-session",
+        "asset.id": "s1:10.0.0.1",
+        "labels.site": "s1",
+        "finding.severity": 60,
+        "finding.evidence.event_ids": ["e1"],
+        "finding.first_seen": "2026-11-02T00:00:00Z",
+        "finding.last_seen": "2026-11-03T00:00:00Z",
+    }
+    with Store.open(path) as store:
+        store.write("finding", base)
+        store.flush()
+        # a restarted sensor: later first seen, later last seen, new evidence
+        store.write(
+            "finding",
+            {
+                **base,
+                "finding.first_seen": "2026-11-04T00:00:00Z",
+                "finding.last_seen": "2026-11-05T00:00:00Z",
+                "finding.evidence.event_ids": ["e2"],
+            },
+        )
+        store.write("finding", {**base, "finding.id": "f2", "labels.site": "s2"})
+    with Store.open(path, readonly=True) as store:
+        total, docs = store.search_findings(["s1"])
+        assert total == 1
+        (doc,) = docs
+        assert doc["finding.first_seen"] == "2026-11-02T00:00:00Z"
+        assert doc["finding.last_seen"] == doc["@timestamp"] == "2026-11-05T00:00:00Z"
+        assert doc["finding.evidence.event_ids"] == ["e1", "e2"]
+        assert store.search_findings()[0] == 2
+        assert store.search_findings([], asset_id="s1:10.0.0.1")[0] == 0
+    old = tmp_path / "v4.db"
+    with Store.open(old) as store:
+        pass
+    conn = sqlite3.connect(old)
+    conn.execute("DROP TABLE findings")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    with Store.open(old) as store:
+        store.write("finding", base)
+    with Store.open(old, readonly=True) as store:
+        assert store.search_findings()[0] == 1
