@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from posture import seed
-from tests.support.posture import BACKEND_PARAMS, Env, make_env
+from tests.support.posture import BACKEND_PARAMS, WHO, Env, make_env
 
-WHO = ["province", "city_a", "city_b", "ent_a_op", "ent_a_view", "ent_b_op"]
 HEX_ID = re.compile(r"\b[0-9a-f]{24}\b")
 MISSING = "ffffffffffffffffffffffff"
 

@@ -4,8 +4,6 @@ language. Screenshots go to the test's out_dir."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 import time
@@ -15,24 +13,8 @@ from pathlib import Path
 import pytest
 
 from posture import seed
+from tests.support.browser import ARGS, CHROMIUM, need_browser
 from tests.support.posture import Env, make_env
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def need_browser() -> None:
-    missing = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing = "playwright (pip install playwright)"
-    if not Path(CHROMIUM).exists():
-        missing = "chromium (apt-get install -y chromium)"
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing} is not installed")
-        pytest.skip(f"{missing} is not installed")
 
 
 @pytest.fixture(scope="module")

@@ -164,3 +164,7 @@ def seed_ts(doc: dict[str, Any]) -> float:
     from pipeline.store import to_epoch
 
     return to_epoch(doc["@timestamp"]) or 0.0
+
+
+# the principals make_env creates tokens for, one per role and scope
+WHO = ["province", "city_a", "city_b", "ent_a_op", "ent_a_view", "ent_b_op"]
