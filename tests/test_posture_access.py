@@ -122,7 +122,7 @@ OBJECT_ENDPOINTS = {
         ("GET", "/api/findings?scope={id}", None),
         ("GET", "/api/advisories?scope={id}", None),
         ("GET", "/api/advisories/ACME-2026-001?scope={id}", None),
-        ("GET", "/api/reports/weekly?scope={id}&format=html", None),
+        ("GET", "/api/assessment/reports/weekly?scope={id}&format=html", None),
         ("POST", "/api/webhooks", "scope-body"),
     ],
     "finding": [
@@ -206,7 +206,7 @@ HOME_GETS = [
     "/api/findings",
     "/api/advisories",
     "/api/advisories/ACME-2026-001",
-    "/api/reports/weekly?format=html",
+    "/api/assessment/reports/weekly?format=html",
 ]
 
 
@@ -331,9 +331,12 @@ def test_every_api_route_is_covered_by_the_tenancy_tests(env: Env) -> None:
     public = {("GET", "/api/config"), ("GET", "/api/i18n")}
     covered = {(m, p.split("?")[0]) for eps in OBJECT_ENDPOINTS.values() for m, p, _ in eps}
     covered |= {("GET", p.split("?")[0]) for p in HOME_GETS}
+    from tests.response.test_response_access import ROUTES as RESPONSE_ROUTES
+
+    covered |= set(RESPONSE_ROUTES)
     covered = {(m, p.replace("{id}", "{x}")) for m, p in covered}
     # the report's path parameter is its period, not an object: tried with "weekly" above
-    covered |= {(m, "/api/reports/{x}") for m, p in covered if p == "/api/reports/weekly"}
+    covered |= {(m, "/api/assessment/reports/{x}") for m, p in covered if p == "/api/assessment/reports/weekly"}
     routes = set()
     for route in env.client.app.routes:
         path = getattr(route, "path", "")
