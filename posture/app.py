@@ -455,7 +455,10 @@ def create_app(
     app.state.assessment = AssessmentData(backend, state, catalog)
     add_routes(app, app.state.assessment, Who, scoped, NotVisible)
 
-    @app.get("/api/assessment/reports/{period}", summary="Weekly or monthly report of a scope (HTML or PDF)")
+    @app.get(
+        "/api/assessment/reports/{period}",
+        summary="Weekly or monthly report of a scope (HTML or PDF)",
+    )
     def report(
         p: Who,
         period: Literal["weekly", "monthly"],

@@ -336,7 +336,11 @@ def test_every_api_route_is_covered_by_the_tenancy_tests(env: Env) -> None:
     covered |= set(RESPONSE_ROUTES)
     covered = {(m, p.replace("{id}", "{x}")) for m, p in covered}
     # the report's path parameter is its period, not an object: tried with "weekly" above
-    covered |= {(m, "/api/assessment/reports/{x}") for m, p in covered if p == "/api/assessment/reports/weekly"}
+    covered |= {
+        (m, "/api/assessment/reports/{x}")
+        for m, p in covered
+        if p == "/api/assessment/reports/weekly"
+    }
     routes = set()
     for route in env.client.app.routes:
         path = getattr(route, "path", "")

@@ -87,9 +87,13 @@ def test_api_serves_pdf_and_html_to_the_callers_scope(env) -> None:
         )
         or True
     )
-    r = env.client.get("/api/assessment/reports/monthly?format=html&lang=en", headers=env.h("city_a"))
+    r = env.client.get(
+        "/api/assessment/reports/monthly?format=html&lang=en", headers=env.h("city_a")
+    )
     assert r.status_code == 200 and "monthly report" in r.text
-    assert env.client.get("/api/assessment/reports/yearly", headers=env.h("city_a")).status_code == 422
+    assert (
+        env.client.get("/api/assessment/reports/yearly", headers=env.h("city_a")).status_code == 422
+    )
 
 
 def test_icsmon_report_command(tmp_path: Path) -> None:
