@@ -11,7 +11,9 @@ Its deadline is counted in working days (response.workdays). States and who move
 Overdue is not a state but a fact (deadline passed, not yet verified or closed); an overdue
 notice escalates to the city at its deadline and to the province some working days later
 (:meth:`Notices.escalate`, run periodically by the posture server). Where the telemetry can
-confirm the fix, :meth:`Notices.verification_offer` says so with the data behind it.
+confirm the fix, :meth:`Notices.verification_offer` says so with the data behind it: for an
+incident, the site kept reporting and its rules and sources stopped; for a finding, the asset
+was seen again and the finding was not.
 """
 
 from __future__ import annotations
@@ -238,6 +240,14 @@ class Notices:
             # What the fix must stop: the incident's rules and sources at this enterprise.
             inds.setdefault("rule.id", sorted({a["rule_id"] for a in mine if a["rule_id"]}))
             inds.setdefault("source.ip", sorted({a["source_ip"] for a in mine if a["source_ip"]}))
+        elif subject_kind == "finding" and self._keeps_findings():
+            finding = self.finding(subject_ref.strip(), sites)
+            if finding is None:
+                raise NotFound(subject_ref)  # not a finding at this enterprise
+            # What the fix must make disappear: this finding on this asset.
+            inds.setdefault("finding.id", [str(finding["finding.id"])])
+            inds.setdefault("finding.kind", [str(finding.get("finding.kind") or "")])
+            inds.setdefault("asset.id", [str(finding.get("asset.id") or "")])
         elif not subject_ref.strip():
             raise Invalid("a notice needs a subject reference")
         now = time.time() if now is None else now
@@ -438,6 +448,84 @@ class Notices:
         data = row.pop("data")
         return row, data
 
+    # -- findings ---------------------------------------------------------------------------
+
+    def _keeps_findings(self) -> bool:
+        return callable(getattr(self.backend, "search_findings", None))
+
+    def finding(self, finding_id: str, sites: list[str]) -> dict[str, Any] | None:
+        """The merged finding ``finding_id`` when it lies at one of ``sites``."""
+        search = getattr(self.backend, "search_findings", None)
+        if search is None:
+            return None
+        offset = 0
+        while True:
+            _, docs = search(sites=sites, limit=500, offset=offset)
+            for d in docs:
+                if str(d.get("finding.id")) == finding_id:
+                    return d
+            if len(docs) < 500:
+                return None
+            offset += 500
+
+    def _finding_offer(self, row: dict[str, Any], now: float) -> dict[str, Any]:
+        """A finding's fix is confirmed when the asset was seen again after the reply and the
+        finding was not, for ``finding_quiet_minutes``."""
+        from pipeline.query import AssetFilter
+
+        since = row["submitted_at"]
+        sites = json.loads(row["sites"])
+        inds = json.loads(row["indicators"])
+        fid = (inds.get("finding.id") or [row["subject_ref"]])[0]
+        finding = self.finding(fid, sites)
+        if finding is None:
+            return {
+                "available": False,
+                "reason": "no-telemetry-check",
+                "supports": {"subject": "finding", "finding_id": fid},
+            }
+        asset_id = str(finding.get("asset.id") or "")
+        asset_seen = None
+        offset = 0
+        while asset_id:
+            _, assets = self.backend.search_assets(
+                AssetFilter(sites=sites, last_seen_since=since, limit=500, offset=offset)
+            )
+            hit = next((a for a in assets if a.get("asset.id") == asset_id), None)
+            if hit is not None:
+                asset_seen = alert_epoch({"@timestamp": hit.get("asset.last_seen")})
+                break
+            if len(assets) < 500:
+                break
+            offset += 500
+        events_total, _ = self.backend.search_events(
+            AlertFilter(sites=sites, since=since, until=now + 1, limit=0)
+        )
+        last_seen = alert_epoch({"@timestamp": finding.get("finding.last_seen")})
+        quiet = max(self.policy.verify_quiet_s, self.policy.verify_finding_quiet_s)
+        supports = {
+            "since": since,
+            "sites": sites,
+            "finding_id": fid,
+            "finding_kind": finding.get("finding.kind"),
+            "asset_id": asset_id,
+            "finding_last_seen": last_seen,
+            "asset_last_seen": asset_seen,
+            "events_since_reply": events_total,
+            "quiet_for_s": now - since,
+            "quiet_needed_s": quiet,
+            "checked": {"finding.id": [fid], "asset.id": [asset_id]},
+        }
+        if last_seen >= since:
+            reason = "still-observed"
+        elif asset_seen is None:
+            reason = "asset-not-seen-since-reply"
+        elif now - since < quiet:
+            reason = "too-early"
+        else:
+            reason = "confirmed"
+        return {"available": reason == "confirmed", "reason": reason, "supports": supports}
+
     # -- verification ----------------------------------------------------------------------
 
     def verification_offer(
@@ -452,6 +540,8 @@ class Notices:
         now = time.time() if now is None else now
         if row["state"] != "submitted":
             return {"available": False, "reason": "not-submitted", "supports": {}}
+        if row["subject_kind"] == "finding" and self._keeps_findings():
+            return self._finding_offer(row, now)
         if row["subject_kind"] != "incident":
             return {
                 "available": False,

@@ -119,6 +119,7 @@ class Policy:
     escalate_after_working_days: int
     verify_quiet_s: float
     verify_min_events: int
+    verify_finding_quiet_s: float
     campaign_min_enterprises: int
     campaign_window_s: float
     campaign_min_severity: int
@@ -526,6 +527,11 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         ),
         verify_quiet_s=_num(verification.get("quiet_hours", 0), f"{source}: verification") * 3600,
         verify_min_events=_int(verification.get("min_events", 1), f"{source}: verification", 0),
+        verify_finding_quiet_s=_num(
+            verification.get("finding_quiet_minutes", 10),
+            f"{source}: verification.finding_quiet_minutes",
+        )
+        * 60,
         campaign_min_enterprises=_int(
             camp.get("min_enterprises", 3), f"{source}: campaigns.min_enterprises", 2
         ),

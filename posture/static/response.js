@@ -256,6 +256,7 @@ async function renderNotices(root) {
   const parts = [el("section", { class: "row" }, el("div", { class: "card wide" }, el("div", { class: "card-title" }, t("tab.notices")),
     el("table", { id: "notices", class: "grid clickable" }, ...table([t("col.number"), t("col.title"), t("notice.subject"), t("col.enterprise"), t("col.state"), t("notice.deadline"), ""], rows))))];
   if (analyst) {
+    parts.push(el("section", { class: "row" }, card(t("notice.issue_title"), issueForm())));
     const st = await api("/api/notices/stats");
     const statRows = (items, kind) => items.map((r) => el("tr", {}, el("td", {}, kind === "city" ? nameOf("city", r.id) : t(`industry.${r.id}`)),
       el("td", { class: "num" }, r.issued), el("td", { class: "num" }, r.closed), el("td", { class: "num" }, r.open),
@@ -270,6 +271,26 @@ async function renderNotices(root) {
   root.replaceChildren(...parts);
 }
 
+/* A notice about a finding or an advisory exposure (incidents issue from their own page). */
+function issueForm() {
+  const ents = S.org.cities.flatMap((c) => c.enterprises);
+  const kind = el("select", { id: "issue-kind" }, ["finding", "advisory", "incident"].map((k) => el("option", { value: k }, t(`subject.${k}`))));
+  const ref = el("input", { id: "issue-ref", placeholder: t("notice.ref_hint") });
+  const ent = el("select", { id: "issue-enterprise" }, ents.map((e) => el("option", { value: e.id }, S.lang === "zh" && e.name_zh ? e.name_zh : e.name)));
+  const title = el("input", { id: "issue-title" });
+  const actions = el("textarea", { id: "issue-actions", rows: 3, placeholder: t("notice.actions_hint") });
+  const days = el("input", { id: "issue-days", type: "number", min: "1", max: "400", value: String(R.policy.notices.default_working_days) });
+  const issue = guard(async () => {
+    const n = await post("/api/notices", { subject_kind: kind.value, subject_ref: ref.value.trim(), enterprise: ent.value,
+      title: title.value || `${t("subject." + kind.value)} ${ref.value.trim()}`,
+      actions: actions.value.split("\n").map((x) => x.trim()).filter(Boolean), working_days: Number(days.value) });
+    rHash("notice", n.id);
+  });
+  return el("div", { class: "notice-form" }, el("label", {}, t("notice.subject"), kind), el("label", {}, t("notice.ref"), ref),
+    el("label", {}, t("col.enterprise"), ent), el("label", {}, t("col.title"), title), el("label", {}, t("notice.actions"), actions),
+    el("label", {}, t("notice.working_days"), days), el("button", { id: "issue-send", type: "button", onclick: issue }, t("btn.issue")), errorBox());
+}
+
 function verificationPanel(n, offer) {
   const s = offer.supports || {};
   const rows = [el("div", { id: "verification-state", class: offer.available ? "ok-text" : "muted" }, t(`verify.${offer.reason}`))];
@@ -277,7 +298,9 @@ function verificationPanel(n, offer) {
     rows.push(el("div", { class: "facts", id: "verification-data" }, ...facts([
       [t("verify.since"), when(s.since)], [t("verify.events"), s.events_since_reply], [t("verify.last_event"), when(s.last_event)],
       [t("verify.alerts"), s.alerts_since_reply], [t("verify.matching"), s.matching_alerts],
-      [t("verify.checked"), [...(s.checked["rule.id"] || []), ...(s.checked["source.ip"] || [])]]])));
+      [t("verify.finding_last_seen"), s.finding_id ? when(s.finding_last_seen) : null],
+      [t("verify.asset_last_seen"), s.asset_id ? `${s.asset_id} ${when(s.asset_last_seen)}` : null],
+      [t("verify.checked"), Object.values(s.checked || {}).flat()]])));
   }
   if (n.state === "submitted") {
     const note = el("textarea", { id: "verify-note", rows: 2, placeholder: t("verify.note_hint") });

@@ -377,11 +377,11 @@ def test_notice_loop_with_automatic_verification(env: Env) -> None:
 def test_overdue_escalation_and_closure_rates(env: Env) -> None:
     desk = env.client.app.state.response
     body = {
-        "subject_kind": "finding",
-        "subject_ref": "opcua-security-mode-none@plc-1",
+        "subject_kind": "advisory",
+        "subject_ref": "ICSA-25-100-01@plc-1",
         "enterprise": "ent-0001",
-        "title": "OPC UA without security",
-        "actions": ["Enable Sign&Encrypt"],
+        "title": "Firmware affected by an advisory",
+        "actions": ["Update the firmware"],
         "working_days": 2,
     }
     nid = env.client.post("/api/notices", headers=env.h("province"), json=body).json()["id"]
