@@ -464,6 +464,37 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "opcua.values": TYPED_VALUES,
     "opcua.input_arguments": TYPED_VALUES,
     "opcua.output_arguments": TYPED_VALUES,
+    # the server's certificate (sensor/protocols/certificates.py)
+    **{
+        f"opcua.server_certificate.{name}": K
+        for name in ("subject", "issuer", "sha1", "serial_number", "signature_hash", "parse_error")
+    },
+    "opcua.server_certificate.not_before": DATE,
+    "opcua.server_certificate.not_after": DATE,
+    "opcua.server_certificate.self_signed": BOOL,
+    "opcua.server_certificate.key_bits": LONG,
+    # S7 protection record (SZL 0x0132 / 0x0232 index 4)
+    "s7comm.protection.key_switch_level": LONG,
+    "s7comm.protection.assigned_level": LONG,
+    "s7comm.protection.level": LONG,
+    "s7comm.protection.mode_switch": K,
+    "s7comm.protection.startup_switch": K,
+    # findings (detectors/findings.py) and the details they carry
+    "finding.id": K,
+    "finding.kind": K,
+    "finding.category": K,
+    "finding.title": K,
+    "finding.summary": TEXT,
+    "finding.severity": LONG,
+    "finding.state": K,
+    "finding.first_seen": DATE,
+    "finding.last_seen": DATE,
+    "finding.evidence.event_ids": K,
+    "source.ips": IP,
+    "modbus.masters": IP,
+    "opcua.deprecated_policies": K,
+    "opcua.user_names": K,
+    "s7comm.transfers": K,
 }
 
 # Fields a newer sensor adds before this table knows them.
