@@ -98,7 +98,7 @@ def test_enterprise_states_and_required_coverage_by_city_and_industry() -> None:
 
 def test_api_coverage_is_scoped(tmp_path) -> None:
     from posture import seed
-    from tests.test_posture_api import make_env
+    from tests.support.posture import make_env
 
     env = make_env(tmp_path, "store", n_alerts=200)
     try:
