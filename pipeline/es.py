@@ -469,7 +469,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     },
     **{
         f"opcua.server_certificate.{name}": K
-        for name in ("sha1", "subject", "issuer", "serial_number", "signature_hash")
+        for name in ("sha1", "subject", "issuer", "serial_number", "signature_hash", "parse_error")
     },
     "opcua.server_certificate.not_before": DATE,
     "opcua.server_certificate.not_after": DATE,
@@ -478,21 +478,6 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "opcua.values": TYPED_VALUES,
     "opcua.input_arguments": TYPED_VALUES,
     "opcua.output_arguments": TYPED_VALUES,
-    # the server's certificate (sensor/protocols/certificates.py)
-    **{
-        f"opcua.server_certificate.{name}": K
-        for name in ("subject", "issuer", "sha1", "serial_number", "signature_hash", "parse_error")
-    },
-    "opcua.server_certificate.not_before": DATE,
-    "opcua.server_certificate.not_after": DATE,
-    "opcua.server_certificate.self_signed": BOOL,
-    "opcua.server_certificate.key_bits": LONG,
-    # S7 protection record (SZL 0x0132 / 0x0232 index 4)
-    "s7comm.protection.key_switch_level": LONG,
-    "s7comm.protection.assigned_level": LONG,
-    "s7comm.protection.level": LONG,
-    "s7comm.protection.mode_switch": K,
-    "s7comm.protection.startup_switch": K,
     # findings (detectors/findings.py) and the details they carry
     "finding.id": K,
     "finding.kind": K,

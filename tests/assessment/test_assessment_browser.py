@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from assessment.catalog import Catalog
-from tests.test_posture_api import Env, make_env
-from tests.test_posture_browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.posture import Env, make_env
 
 CSAF = Path(__file__).resolve().parent / "csaf"
 
