@@ -119,6 +119,11 @@ class LiftBody(BaseModel):
     note: Text = Field(min_length=1)
 
 
+class RuleBody(BaseModel):
+    yaml: str = Field(max_length=262_144)
+    policy: str = Field(default="central", max_length=10)
+
+
 class AllowBody(BaseModel):
     value: str = Field(max_length=64)
     reason: str = Field(max_length=500)
@@ -509,6 +514,35 @@ def install(
             "skipped": found["skipped"],
             "objects": found["objects"],
         }
+
+    @app.get("/api/content", summary="The detection content package for sensors (province)")
+    def content(v: Who) -> dict[str, Any]:
+        if not v.is_province:
+            raise NotFound("content")
+        desk.content.province = str(state.org().province.get("id") or "")
+        return desk.content.package()
+
+    @app.get("/api/content/rules", summary="Sigma rules pushed to sensors (province)")
+    def content_rules(v: Who) -> list[dict[str, Any]]:
+        if not v.is_province:
+            raise NotFound("content")
+        return desk.content.rules()
+
+    @app.post(
+        "/api/content/rules",
+        status_code=201,
+        summary="Push a Sigma rule to sensors (central or local policy)",
+    )
+    def push_rule(v: Who, body: RuleBody) -> dict[str, Any]:
+        if not v.is_province:
+            raise NotFound("content")
+        return desk.content.add_rule(v, body.yaml, body.policy)
+
+    @app.delete("/api/content/rules/{rule_id}", status_code=204, summary="Stop pushing a rule")
+    def remove_rule(v: Who, rule_id: str) -> None:
+        if not v.is_province:
+            raise NotFound("content")
+        desk.content.remove_rule(v, rule_id)
 
     @app.delete("/api/watchlist/{watch_id}", status_code=204, summary="Remove a watchlist entry")
     def unwatch(v: Who, watch_id: str) -> None:
