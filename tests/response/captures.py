@@ -112,7 +112,7 @@ def sense_live(content: Path, pcap: Path, observer: str) -> list[dict[str, Any]]
         pytest.skip("needs root to create a network namespace")
     for name in ("ip", "tcpreplay"):
         tool(name)
-    from tests.test_live import (
+    from tests.sensor.test_live import (
         SENSE,
         _capture_ready,
         _ifindex,

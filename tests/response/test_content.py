@@ -15,7 +15,7 @@ import pytest
 
 from detectors.content import ContentError, install_rules, load_package, parse_package, seal
 from tests.response.captures import CAPTURES, icsmon_cmd, sense_live, shifted
-from tests.test_posture_api import Env, make_env
+from tests.support.posture import Env, make_env
 
 RID = "5f0c1a52-3c1e-4f3a-9d1e-7c2a0b9e6a11"
 ATTACKER = "203.0.113.66"  # only written into files and into a namespace's veth pair
