@@ -26,6 +26,7 @@ from response.service import Response as ResponseDesk
 from response.sharing import SharingError, export_campaign, export_incident, read_indicators
 
 Text = Annotated[str, Field(max_length=20_000)]
+MAX_BUNDLE = 20 * 1024 * 1024  # a STIX bundle to import
 
 
 class IncidentBody(BaseModel):
@@ -493,8 +494,11 @@ def install(
     async def watchlist_import(request: Request, v: Who) -> dict[str, Any]:
         if not v.is_province:
             raise NotFound("watchlist")
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BUNDLE:  # refused before it is read
+            raise HTTPException(413, "bundle larger than 20 MiB")
         body = await request.body()
-        if len(body) > 20 * 1024 * 1024:
+        if len(body) > MAX_BUNDLE:
             raise HTTPException(413, "bundle larger than 20 MiB")
         try:
             found = read_indicators(body)
