@@ -116,6 +116,12 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
         for name in ("expected", "observed", "entry", "file", "asset", "conversation", "series")
     },
     "icsmon.baseline.count": LONG,
+    # watchlist alerts (detectors/content.py): the province's content at the sensor
+    "icsmon.watchlist.id": K,
+    "icsmon.watchlist.value": K,  # an address or a network (CIDR)
+    "icsmon.watchlist.source": K,
+    "icsmon.watchlist.side": K,
+    "icsmon.content.version": LONG,
     # assets
     "asset.id": K,
     "asset.roles": K,
