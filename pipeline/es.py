@@ -118,6 +118,12 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
         for name in ("expected", "observed", "entry", "file", "asset", "conversation", "series")
     },
     "icsmon.baseline.count": LONG,
+    # watchlist alerts (detectors/content.py): the province's content at the sensor
+    "icsmon.watchlist.id": K,
+    "icsmon.watchlist.value": K,  # an address or a network (CIDR)
+    "icsmon.watchlist.source": K,
+    "icsmon.watchlist.side": K,
+    "icsmon.content.version": LONG,
     # assets
     "asset.id": K,
     "asset.roles": K,
@@ -128,6 +134,22 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "host.ip": IP,
     "host.mac": K,
     "host.name": K,
+    # findings (detectors/findings.py) and the details they carry
+    "finding.id": K,
+    "finding.kind": K,
+    "finding.category": K,
+    "finding.title": K,
+    "finding.summary": TEXT,
+    "finding.severity": LONG,
+    "finding.state": K,
+    "finding.first_seen": DATE,
+    "finding.last_seen": DATE,
+    "finding.evidence.event_ids": K,
+    "source.ips": IP,
+    "modbus.masters": IP,
+    "opcua.deprecated_policies": K,
+    "opcua.user_names": K,
+    "s7comm.transfers": K,
 }
 
 # Fields a newer sensor adds before this table knows them.
