@@ -250,6 +250,8 @@ def replay(
                 {f"sink.{k}": v for k, v in out_sink.stats().items() if isinstance(v, int)}
             )
         print_stats(counters)
+    for line in dets.notes():
+        err.print(f"note: {line}", highlight=False, soft_wrap=True)
     for line in engine.errors:
         err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
     if engine.errors:
@@ -370,7 +372,10 @@ def sense(
         counters = dict(engine.stats)
         counters["alerts"] = run.alerts
         counters.update({f"capture.{k}": v for k, v in source.stats().items()})
+        counters.update(dets.stats())
         print_stats(counters, title=f"sensor counters ({iface})")
+    for line in dets.notes():
+        err.print(f"note: {line}", highlight=False, soft_wrap=True)
     if capture_error:
         raise fail(capture_error[0], 1)
 
