@@ -78,12 +78,24 @@ def load_labels(path: str | Path) -> Labels:
     attacks = []
     for i, entry in enumerate(doc.get("attacks") or []):
         try:
-            start, end = event_time({"@timestamp": entry["start"]}), event_time({"@timestamp": entry["end"]})
+            start, end = (
+                event_time({"@timestamp": entry["start"]}),
+                event_time({"@timestamp": entry["end"]}),
+            )
             if start is None or end is None or end < start:
                 raise ValueError("start and end must be ISO times, start first")
-            attacks.append(Attack(
-                str(entry["id"]), str(entry["capture"]), start, end, str(entry["attacker"]),
-                str(entry["target"]), tuple(str(t) for t in entry["techniques"]), str(entry.get("description", ""))))
+            attacks.append(
+                Attack(
+                    str(entry["id"]),
+                    str(entry["capture"]),
+                    start,
+                    end,
+                    str(entry["attacker"]),
+                    str(entry["target"]),
+                    tuple(str(t) for t in entry["techniques"]),
+                    str(entry.get("description", "")),
+                )
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise LabelsError(f"{name}: attacks[{i}]: {exc}") from None
     return Labels(tuple(doc.get("learn") or ()), tuple(doc.get("clean") or ()), tuple(attacks))
@@ -97,8 +109,13 @@ def alert_time(alert: dict[str, Any]) -> float | None:
     return None
 
 
-def attribute(alert: dict[str, Any], attacks: list[Attack] | tuple[Attack, ...], *, before: float = BEFORE,
-              after: float = AFTER) -> Attack | None:
+def attribute(
+    alert: dict[str, Any],
+    attacks: list[Attack] | tuple[Attack, ...],
+    *,
+    before: float = BEFORE,
+    after: float = AFTER,
+) -> Attack | None:
     """The attack (of the alert's capture) an alert belongs to, or None: a false alert."""
     hosts = {alert.get("source.ip"), alert.get("destination.ip")}
     ts = alert_time(alert)
@@ -110,7 +127,11 @@ def attribute(alert: dict[str, Any], attacks: list[Attack] | tuple[Attack, ...],
             continue
         if not attack.start - before <= ts <= attack.end + after:
             continue
-        distance = 0.0 if attack.start <= ts <= attack.end else min(abs(ts - attack.start), abs(ts - attack.end))
+        distance = (
+            0.0
+            if attack.start <= ts <= attack.end
+            else min(abs(ts - attack.start), abs(ts - attack.end))
+        )
         if best is None or distance < best[0]:
             best = (distance, attack)
     return best[1] if best else None
@@ -152,12 +173,22 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "attacks": [{
-                "id": r.attack.id, "capture": r.attack.capture, "attacker": r.attack.attacker,
-                "target": r.attack.target, "techniques": list(r.attack.techniques), "detected": r.detected,
-                "techniques_seen": sorted(r.techniques), "missing": r.missing, "alerts": r.alerts,
-                "matches": r.matches, "by_rule": dict(sorted(r.by_rule.items())),
-            } for r in self.attacks],
+            "attacks": [
+                {
+                    "id": r.attack.id,
+                    "capture": r.attack.capture,
+                    "attacker": r.attack.attacker,
+                    "target": r.attack.target,
+                    "techniques": list(r.attack.techniques),
+                    "detected": r.detected,
+                    "techniques_seen": sorted(r.techniques),
+                    "missing": r.missing,
+                    "alerts": r.alerts,
+                    "matches": r.matches,
+                    "by_rule": dict(sorted(r.by_rule.items())),
+                }
+                for r in self.attacks
+            ],
             "clean_alerts": len(self.clean_alerts),
             "attack_alerts": self.attack_alerts,
             "false_alerts": len(self.false_alerts),
@@ -166,8 +197,13 @@ class Score:
         }
 
 
-def score(labels: Labels, alerts: dict[str, list[dict[str, Any]]], *, before: float = BEFORE,
-          after: float = AFTER) -> Score:
+def score(
+    labels: Labels,
+    alerts: dict[str, list[dict[str, Any]]],
+    *,
+    before: float = BEFORE,
+    after: float = AFTER,
+) -> Score:
     """Score flat alerts per capture name (``alerts["attack_recon.pcap"]``)."""
     results = {a.id: AttackResult(a) for a in labels.attacks}
     false: list[dict[str, Any]] = []

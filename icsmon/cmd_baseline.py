@@ -14,8 +14,21 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from detectors.baseline import Baseline, BaselineError, BaselineLearner, accept_alert
+from icsmon.common import (
+    ExitCode,
+    HeurOpt,
+    PortOpt,
+    SiteOpt,
+    engine_config,
+    error_line,
+    fail,
+    note,
+    open_engine,
+    warning_line,
+)
 
 app = typer.Typer(
     help="Learn what normal traffic looks like, review it, and accept deviations.",
@@ -23,82 +36,70 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _load(path: Path) -> Baseline:
     try:
         return Baseline.load(path)
     except BaselineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _save(baseline: Baseline, path: Path) -> None:
     try:
         baseline.save(path)
     except OSError as exc:
-        raise _fail(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
+        raise fail(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
 
 
 @app.command()
 def learn(
-    pcap: Annotated[list[Path], typer.Argument(help="Captures of normal traffic (pcap/pcapng)", show_default=False)],
+    pcap: Annotated[
+        list[Path],
+        typer.Argument(help="Captures of normal traffic (pcap/pcapng)", show_default=False),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Baseline file to write (JSON)")],
-    site: Annotated[str, typer.Option("--site", envvar="ICSMON_SITE", help="Site id of the traffic")] = "",
+    site: SiteOpt = "",
     merge_into: Annotated[
-        Path | None, typer.Option("--base", help="Start from this baseline and add what the captures show")
+        Path | None,
+        typer.Option("--base", help="Start from this baseline and add what the captures show"),
     ] = None,
-    heuristic: Annotated[
-        list[str] | None, typer.Option("--heuristic", help="Probe this protocol on every port (repeatable)")
-    ] = None,
-    port: Annotated[
-        list[str] | None,
-        typer.Option("--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"),
-    ] = None,
+    heuristic: HeurOpt = None,
+    port: PortOpt = None,
     store: Annotated[
         Path | None,
-        typer.Option("--store", help="Also write the learned assets to this embedded store (icsmon assets)"),
+        typer.Option(
+            "--store", help="Also write the learned assets to this embedded store (icsmon assets)"
+        ),
     ] = None,
 ) -> None:
     """Learn a baseline from captures taken as normal; same captures, byte-identical file."""
-    from icsmon.cli import _engine_config  # the same engine options as replay and sense
-    from sensor.engine import Engine
-
     for path in pcap:
         if not path.is_file():
-            raise _fail(f"{path}: capture file not found")
+            raise fail(f"{path}: capture file not found")
     base = _load(merge_into) if merge_into is not None else None
     learner = BaselineLearner(base=base)
-    try:
-        engine = Engine(_engine_config(site, "baseline", "", heuristic, port))
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    engine = open_engine(engine_config(site, "baseline", "", heuristic, port))
     for path in pcap:
         learner.add_source(path.name)
     for event in engine.replay(pcap):
         learner.observe(event)
     for line in engine.errors:
-        err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        error_line(line)
     baseline = learner.result()
     _save(baseline, output)
     s = baseline.summary()
-    err.print(
+    note(
         f"{output}: {s['assets']} assets, {s['conversations']} conversations, {s['operations']} operations, "
         f"{s['polling_series']} polling series, {s['points']} value points from "
-        f"{s['window']['events']} events ({s['window']['start']} .. {s['window']['end']})",
-        highlight=False, soft_wrap=True,
+        f"{s['window']['events']} events ({s['window']['start']} .. {s['window']['end']})"
     )
     if s["truncated"]:
-        err.print(f"[yellow]warning:[/] memory caps dropped entries: {s['truncated']}", highlight=False)
+        warning_line(f"memory caps dropped entries: {s['truncated']}")
     if store is not None:
         _store_assets(baseline, site, store)
     if engine.errors:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _store_assets(baseline: Baseline, site: str, path: Path) -> None:
@@ -110,8 +111,8 @@ def _store_assets(baseline: Baseline, site: str, path: Path) -> None:
             for doc in docs:
                 st.write("asset", doc)
     except StoreError as exc:
-        raise _fail(str(exc)) from None
-    err.print(f"{path}: {len(docs)} learned assets stored", highlight=False)
+        raise fail(str(exc)) from None
+    note(f"{path}: {len(docs)} learned assets stored")
 
 
 def _ranges(spaces: dict) -> str:
@@ -126,7 +127,9 @@ def _ranges(spaces: dict) -> str:
 def show(
     baseline_file: Annotated[Path, typer.Argument(help="Baseline file", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
-    placeholders: Annotated[bool, typer.Option("--placeholders", help="Also list the Sigma placeholder values")] = False,
+    placeholders: Annotated[
+        bool, typer.Option("--placeholders", help="Also list the Sigma placeholder values")
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", help="Conversations listed at most")] = 200,
 ) -> None:
     """Summarise a baseline: window, assets, conversations, operations, polling."""
@@ -141,11 +144,21 @@ def show(
     if not out.is_terminal:
         out = Console(soft_wrap=True, width=200)  # piped: long keys stay on one line, greppable
     w = summary["window"]
-    out.print(f"[bold]{baseline_file}[/]: learned {w['start']} .. {w['end']} from {w['events']} events"
-              + (f" ({', '.join(summary['sources'])})" if summary["sources"] else ""), highlight=False)
-    out.print(f"{summary['assets']} assets, {summary['conversations']} conversations, "
-              f"{summary['operations']} operations, {summary['polling_series']} polling series, "
-              f"{summary['points']} value points", highlight=False)
+    # paths, keys and device identities are text from files and the wire, never markup
+    out.print(
+        Text.assemble(
+            (str(baseline_file), "bold"),
+            f": learned {w['start']} .. {w['end']} from {w['events']} events"
+            + (f" ({', '.join(summary['sources'])})" if summary["sources"] else ""),
+        ),
+        highlight=False,
+    )
+    out.print(
+        f"{summary['assets']} assets, {summary['conversations']} conversations, "
+        f"{summary['operations']} operations, {summary['polling_series']} polling series, "
+        f"{summary['points']} value points",
+        highlight=False,
+    )
     if summary["truncated"]:
         out.print(f"[yellow]truncated by memory caps:[/] {summary['truncated']}", highlight=False)
     accepted = baseline.doc.get("accepted") or []
@@ -156,19 +169,45 @@ def show(
         assets.add_column(col)
     for ip, a in sorted(baseline.assets.items()):
         ident = ", ".join(f"{k}={v}" for k, v in sorted((a.get("identity") or {}).items()))
-        assets.add_row(ip, ", ".join(a.get("roles") or []), str(a.get("events")), str(a.get("first_seen")),
-                       str(a.get("last_seen")), ident)
+        assets.add_row(
+            *map(
+                Text,
+                (
+                    ip,
+                    ", ".join(a.get("roles") or []),
+                    str(a.get("events")),
+                    str(a.get("first_seen")),
+                    str(a.get("last_seen")),
+                    ident,
+                ),
+            )
+        )
     out.print(assets)
     for shown, (key, c) in enumerate(sorted(baseline.conversations.items())):
         if shown >= limit:
-            out.print(f"... {len(baseline.conversations) - shown} more conversation(s) (--limit)", highlight=False)
+            out.print(
+                f"... {len(baseline.conversations) - shown} more conversation(s) (--limit)",
+                highlight=False,
+            )
             break
-        extras = [f"{kind} {'/'.join(sorted(values))}" for kind, values in sorted((c.get("security") or {}).items())]
+        extras = [
+            f"{kind} {'/'.join(sorted(values))}"
+            for kind, values in sorted((c.get("security") or {}).items())
+        ]
         rate = c.get("rate") or {}
         if rate.get("max"):
-            extras.append(f"rate median {rate.get('median')} max {rate['max']} per {rate.get('bucket_seconds')} s")
-        out.print(f"\n[bold]{key}[/]: {c.get('events')} events, {c.get('first_seen')} .. {c.get('last_seen')}"
-                  + (f"; {'; '.join(extras)}" if extras else ""), highlight=False)
+            extras.append(
+                f"rate median {rate.get('median')} max {rate['max']} per {rate.get('bucket_seconds')} s"
+            )
+        out.print(
+            Text.assemble(
+                "\n",
+                (key, "bold"),
+                f": {c.get('events')} events, {c.get('first_seen')} .. {c.get('last_seen')}"
+                + (f"; {'; '.join(extras)}" if extras else ""),
+            ),
+            highlight=False,
+        )
         polling = c.get("polling") or {}
         table = Table(show_edge=False, pad_edge=False)
         for col in ("operation", "class", "count", "addresses / items", "polling"):
@@ -176,15 +215,29 @@ def show(
         for op_key, op in sorted(c["operations"].items()):
             where = "; ".join(
                 [f"{d}: {_ranges(s)}" for d, s in sorted((op.get("addresses") or {}).items()) if s]
-                + [f"{d}: {len(n)} item(s)" for d, n in sorted((op.get("nodes") or {}).items()) if n]
+                + [
+                    f"{d}: {len(n)} item(s)"
+                    for d, n in sorted((op.get("nodes") or {}).items())
+                    if n
+                ]
             )
-            periods = sorted({f"{s['period']:.3g} s" for k, s in polling.items()
-                              if s.get("regular") and (k == op_key or k.startswith(op_key + " @"))})
-            table.add_row(op_key, str(op.get("class")), str(op.get("count")), where, ", ".join(periods))
+            periods = sorted(
+                {
+                    f"{s['period']:.3g} s"
+                    for k, s in polling.items()
+                    if s.get("regular") and (k == op_key or k.startswith(op_key + " @"))
+                }
+            )
+            table.add_row(
+                *map(
+                    Text,
+                    (op_key, str(op.get("class")), str(op.get("count")), where, ", ".join(periods)),
+                )
+            )
         out.print(table)
     if placeholders:
         for name, values in baseline.placeholders().items():
-            out.print(f"%{name}%: {', '.join(values) or '-'}", highlight=False)
+            out.print(f"%{name}%: {', '.join(values) or '-'}", highlight=False, markup=False)
 
 
 @app.command()
@@ -197,7 +250,7 @@ def merge(
     merged = _load(first).merge(_load(second))
     _save(merged, output)
     s = merged.summary()
-    err.print(f"{output}: {s['assets']} assets, {s['conversations']} conversations", highlight=False)
+    note(f"{output}: {s['assets']} assets, {s['conversations']} conversations")
 
 
 def _find_alert(alert_id: str, alerts_file: Path | None, store: Path | None) -> dict[str, Any]:
@@ -207,7 +260,7 @@ def _find_alert(alert_id: str, alerts_file: Path | None, store: Path | None) -> 
         try:
             fh = open(alerts_file, encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
-            raise _fail(f"{alerts_file}: cannot read alerts: {exc.strerror or exc}") from None
+            raise fail(f"{alerts_file}: cannot read alerts: {exc.strerror or exc}") from None
         with fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip():
@@ -215,35 +268,44 @@ def _find_alert(alert_id: str, alerts_file: Path | None, store: Path | None) -> 
                 try:
                     doc = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise _fail(f"{alerts_file}:{number}: not a JSON line: {exc.msg}") from None
+                    raise fail(f"{alerts_file}:{number}: not a JSON line: {exc.msg}") from None
                 flat = flatten(doc) if isinstance(doc, dict) else {}
                 if flat.get("event.id") == alert_id:
                     return flat
-        raise _fail(f"{alerts_file}: no alert with id {alert_id}")
+        raise fail(f"{alerts_file}: no alert with id {alert_id}")
     from pipeline.store import Store, StoreError
 
     try:
         with Store.open(store, readonly=True) as st:
             doc = st.get_alert(alert_id)
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if doc is None:
-        raise _fail(f"no alert with id {alert_id} in the store")
+        raise fail(f"no alert with id {alert_id} in the store")
     return flatten(doc)
 
 
 @app.command()
 def accept(
-    alert_id: Annotated[str, typer.Argument(help="event.id of a baseline alert", show_default=False)],
-    baseline_file: Annotated[Path, typer.Option("--baseline", "-b", help="Baseline file to update")],
+    alert_id: Annotated[
+        str, typer.Argument(help="event.id of a baseline alert", show_default=False)
+    ],
+    baseline_file: Annotated[
+        Path, typer.Option("--baseline", "-b", help="Baseline file to update")
+    ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here instead of updating --baseline")
+        Path | None,
+        typer.Option("--output", "-o", help="Write here instead of updating --baseline"),
     ] = None,
     alerts_file: Annotated[
-        Path | None, typer.Option("--alerts", help="Find the alert in this JSON lines file (e.g. replay --format jsonl)")
+        Path | None,
+        typer.Option(
+            "--alerts", help="Find the alert in this JSON lines file (e.g. replay --format jsonl)"
+        ),
     ] = None,
     store: Annotated[
-        Path | None, typer.Option("--store", envvar="ICSMON_STORE", help="Embedded store holding the alert")
+        Path | None,
+        typer.Option("--store", envvar="ICSMON_STORE", help="Embedded store holding the alert"),
     ] = None,
 ) -> None:
     """Accept a deviation: fold what a baseline alert saw into the baseline."""
@@ -252,7 +314,7 @@ def accept(
     try:
         updated, what = accept_alert(baseline, alert, accepted_at=time.time())
     except (BaselineError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     target = output or baseline_file
     _save(updated, target)
-    err.print(f"{target}: accepted {alert.get('rule.id')} ({what})", highlight=False, soft_wrap=True)
+    note(f"{target}: accepted {alert.get('rule.id')} ({what})")

@@ -10,22 +10,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-err = Console(stderr=True)
+from icsmon.common import ExitCode, fail
 
 
 def index_command(
     setup: Annotated[
         bool,
-        typer.Option("--setup", help="Create the topics and install the index templates, then exit"),
+        typer.Option(
+            "--setup", help="Create the topics and install the index templates, then exit"
+        ),
     ] = False,
     once: Annotated[
         bool, typer.Option("--once", help="Index what the topics hold now, then exit")
     ] = False,
     config: Annotated[
         Path | None,
-        typer.Option("--config", envvar="ICSMON_CONFIG", help="Pipeline config file (TOML or YAML)"),
+        typer.Option(
+            "--config", envvar="ICSMON_CONFIG", help="Pipeline config file (TOML or YAML)"
+        ),
     ] = None,
     brokers: Annotated[
         str | None, typer.Option("--brokers", help="Kafka brokers, host:port[,host:port...]")
@@ -35,8 +38,12 @@ def index_command(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Messages per bulk request")
     ] = None,
-    stats: Annotated[bool, typer.Option("--stats", help="Print the counters as JSON at exit")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr")] = False,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Print the counters as JSON at exit")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr")
+    ] = False,
 ) -> None:
     """Consume alerts, events and assets from Kafka and index them into Elasticsearch.
 
@@ -67,8 +74,7 @@ def index_command(
     try:
         cfg = load_config(config, overrides=overrides)
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
 
     from kafka.errors import KafkaError
 
@@ -78,11 +84,9 @@ def index_command(
     try:
         done = setup_pipeline(cfg)
     except KafkaError as exc:
-        err.print(f"[bold red]error:[/] Kafka at {','.join(cfg.kafka.brokers)}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(f"Kafka at {','.join(cfg.kafka.brokers)}: {exc}", ExitCode.FAILED) from None
     except Exception as exc:  # the Elasticsearch client's errors, reported as one line
-        err.print(f"[bold red]error:[/] Elasticsearch at {cfg.elasticsearch.url}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(f"Elasticsearch at {cfg.elasticsearch.url}: {exc}", ExitCode.FAILED) from None
     if setup:
         for line in done or ["everything already in place"]:
             typer.echo(line)
@@ -91,8 +95,7 @@ def index_command(
     try:
         indexer = Indexer(cfg)
     except KafkaError as exc:
-        err.print(f"[bold red]error:[/] Kafka at {','.join(cfg.kafka.brokers)}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(f"Kafka at {','.join(cfg.kafka.brokers)}: {exc}", ExitCode.FAILED) from None
 
     def stop(_signum: int, _frame: object) -> None:
         indexer.stop()  # finish the batch in hand, commit, leave the group

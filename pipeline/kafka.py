@@ -110,13 +110,22 @@ class KafkaSink:
         self._producer: KafkaProducer | None = None
         self._closing = threading.Event()
         self._wake = threading.Event()
-        self.counters = {"sent": 0, "acked": 0, "spooled": 0, "replayed": 0, "errors": 0, "failovers": 0}
+        self.counters = {
+            "sent": 0,
+            "acked": 0,
+            "spooled": 0,
+            "replayed": 0,
+            "errors": 0,
+            "failovers": 0,
+        }
         try:
             self._producer = make_producer(cfg)
         except KafkaError as exc:
             log.warning("Kafka producer not available yet (%s): spooling", exc)
             self._spooling = True
-        self._thread = threading.Thread(target=self._drain_loop, name="icsmon-kafka-drain", daemon=True)
+        self._thread = threading.Thread(
+            target=self._drain_loop, name="icsmon-kafka-drain", daemon=True
+        )
         self._thread.start()
 
     @classmethod

@@ -1,5 +1,7 @@
 """Baseline learning and deviation detection.
 
+Usage:
+
     learner = BaselineLearner()
     for event in events:
         learner.observe(event)

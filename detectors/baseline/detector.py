@@ -51,60 +51,125 @@ from statistics import median
 from typing import Any
 
 from detectors.alerts import Deduplicator, RuleMeta, event_identity
-from detectors.baseline.features import IDENTITY_FIELDS, Observation, event_time, observe, security_rank
+from detectors.baseline.features import (
+    IDENTITY_FIELDS,
+    Observation,
+    event_time,
+    observe,
+    security_rank,
+)
 from detectors.baseline.model import Baseline, add_range, iso, uncovered
 
 # Event fields a flush-time alert (no triggering event) borrows from the series' last event.
-_TEMPLATE_PREFIXES = ("source.", "destination.", "network.", "observer.", "organization.", "labels.",
-                      "ecs.", "event.dataset")
+_TEMPLATE_PREFIXES = (
+    "source.",
+    "destination.",
+    "network.",
+    "observer.",
+    "organization.",
+    "labels.",
+    "ecs.",
+    "event.dataset",
+)
 
-_CLASS_SEVERITY = {"session": 30, "other": 35, "read": 40, "diagnostic": 45, "write": 70,
-                   "control": 85, "program": 85}
-_CLASS_RANK = {"session": 0, "other": 1, "read": 2, "diagnostic": 3, "write": 4, "control": 5, "program": 6}
+_CLASS_SEVERITY = {
+    "session": 30,
+    "other": 35,
+    "read": 40,
+    "diagnostic": 45,
+    "write": 70,
+    "control": 85,
+    "program": 85,
+}
+_CLASS_RANK = {
+    "session": 0,
+    "other": 1,
+    "read": 2,
+    "diagnostic": 3,
+    "write": 4,
+    "control": 5,
+    "program": 6,
+}
 
 _RULES: dict[str, tuple[str, str]] = {
-    "baseline-new-asset": ("New asset not in the baseline",
-                           "A host the baseline never saw takes part in industrial traffic."),
-    "baseline-new-conversation": ("New industrial conversation",
-                                  "A client talks to a server (protocol and port) it never talked to while the baseline was learned."),
-    "baseline-new-operation": ("New operation on a conversation",
-                               "A conversation performs an operation the baseline never saw on it."),
-    "baseline-new-write-address": ("Write to an address never written",
-                                   "A known write operation touches addresses it never wrote during learning."),
-    "baseline-new-read-address": ("Read of an address never read",
-                                  "A known read operation touches addresses it never read during learning."),
-    "baseline-new-node": ("Operation on an item never touched",
-                          "An operation touches a node or item id it never touched during learning."),
-    "baseline-point-sweep": ("Sweep of points never read (at any rate)",
-                             "A client reads many points (registers, items, nodes) of a server that no client read "
-                             "while the baseline was learned, at any rate: Point & Tag Identification (T0861) is "
-                             "how an adversary learns what a device controls before acting on it."),
-    "baseline-cleartext-password": ("Password in clear never seen before",
-                                    "On a known conversation, a user whose password travels in clear and who never "
-                                    "did so there while learning: a new credential exposed on the network or used "
-                                    "from this client (Valid Accounts, T0859). Users who always did are a finding "
-                                    "of the security assessment, not an alert."),
-    "baseline-value-out-of-range": ("Value outside the learned range",
-                                    "A value written to (or read from) a point lies outside the range learned for it."),
-    "baseline-polling-stopped": ("Polling stopped",
-                                 "A polling series went silent for longer than its learned period and jitter allow."),
-    "baseline-polling-slowed": ("Polling slowed",
-                                "A polling series' recent period is far above the learned one."),
-    "baseline-request-flood": ("Request flood",
-                               "A conversation's request rate is far above the highest rate learned."),
-    "baseline-security-downgrade": ("Security downgrade",
-                                    "A session uses a weaker security mode or identity token than any learned for it."),
-    "baseline-mac-changed": ("Known IP with a new MAC address",
-                             "A known IP address appears with a MAC address the baseline never saw for it."),
-    "baseline-identity-changed": ("Device identity changed",
-                                  "A device reports an identity (vendor, product, firmware...) different from the learned one."),
+    "baseline-new-asset": (
+        "New asset not in the baseline",
+        "A host the baseline never saw takes part in industrial traffic.",
+    ),
+    "baseline-new-conversation": (
+        "New industrial conversation",
+        "A client talks to a server (protocol and port) it never talked to while the baseline was learned.",
+    ),
+    "baseline-new-operation": (
+        "New operation on a conversation",
+        "A conversation performs an operation the baseline never saw on it.",
+    ),
+    "baseline-new-write-address": (
+        "Write to an address never written",
+        "A known write operation touches addresses it never wrote during learning.",
+    ),
+    "baseline-new-read-address": (
+        "Read of an address never read",
+        "A known read operation touches addresses it never read during learning.",
+    ),
+    "baseline-new-node": (
+        "Operation on an item never touched",
+        "An operation touches a node or item id it never touched during learning.",
+    ),
+    "baseline-point-sweep": (
+        "Sweep of points never read (at any rate)",
+        "A client reads many points (registers, items, nodes) of a server that no client read "
+        "while the baseline was learned, at any rate: Point & Tag Identification (T0861) is "
+        "how an adversary learns what a device controls before acting on it.",
+    ),
+    "baseline-cleartext-password": (
+        "Password in clear never seen before",
+        "On a known conversation, a user whose password travels in clear and who never "
+        "did so there while learning: a new credential exposed on the network or used "
+        "from this client (Valid Accounts, T0859). Users who always did are a finding "
+        "of the security assessment, not an alert.",
+    ),
+    "baseline-value-out-of-range": (
+        "Value outside the learned range",
+        "A value written to (or read from) a point lies outside the range learned for it.",
+    ),
+    "baseline-polling-stopped": (
+        "Polling stopped",
+        "A polling series went silent for longer than its learned period and jitter allow.",
+    ),
+    "baseline-polling-slowed": (
+        "Polling slowed",
+        "A polling series' recent period is far above the learned one.",
+    ),
+    "baseline-request-flood": (
+        "Request flood",
+        "A conversation's request rate is far above the highest rate learned.",
+    ),
+    "baseline-security-downgrade": (
+        "Security downgrade",
+        "A session uses a weaker security mode or identity token than any learned for it.",
+    ),
+    "baseline-mac-changed": (
+        "Known IP with a new MAC address",
+        "A known IP address appears with a MAC address the baseline never saw for it.",
+    ),
+    "baseline-identity-changed": (
+        "Device identity changed",
+        "A device reports an identity (vendor, product, firmware...) different from the learned one.",
+    ),
 }
 
 
 def _rule(rule_id: str, techniques: list[str]) -> RuleMeta:
     name, description = _RULES[rule_id]
-    return RuleMeta(id=rule_id, name=name, level="medium", description=description, author="icsmon",
-                    techniques=tuple(dict.fromkeys(techniques)))
+    return RuleMeta(
+        id=rule_id,
+        name=name,
+        level="medium",
+        description=description,
+        author="icsmon",
+        techniques=tuple(dict.fromkeys(techniques)),
+    )
 
 
 def op_techniques(op_class: str, event: dict | None = None, function: str = "") -> list[str]:
@@ -141,7 +206,9 @@ def op_techniques(op_class: str, event: dict | None = None, function: str = "") 
             return ["T0855"]
         if "stop" in action:
             return ["T0858", "T0816", "T0881"]
-        operation = str(ev.get("s7comm.pi.operation") or ev.get("s7comm.userdata.subfunction_name") or "")
+        operation = str(
+            ev.get("s7comm.pi.operation") or ev.get("s7comm.userdata.subfunction_name") or ""
+        )
         if "start" in operation or "start" in action or operation in ("memory_reset", "exit_hold"):
             return ["T0858", "T0816"]
         if "alarm" in operation:
@@ -184,7 +251,9 @@ def _writes_outputs(event: dict) -> bool:
     if event.get("s7comm.userdata.subfunction_name") == "force":
         return True
     items = event.get("s7comm.items")
-    return isinstance(items, list) and any(isinstance(i, dict) and i.get("area_name") == "Q" for i in items)
+    return isinstance(items, list) and any(
+        isinstance(i, dict) and i.get("area_name") == "Q" for i in items
+    )
 
 
 @dataclass(slots=True)
@@ -216,11 +285,23 @@ class BaselineDetector:
     (0: every deviation at once).
     """
 
-    def __init__(self, baseline: Baseline, tolerance: float = 0.1, *, stop_factor: float = 3.0,
-                 min_stop_gap: float = 5.0, slow_factor: float = 2.0, flood_factor: float = 3.0,
-                 flood_margin: int = 20, realert: float = 300.0, check_read_values: bool = True,
-                 sweep_points: int = 8, sweep_window: float = 3600.0, dedup_window: float = 60.0,
-                 max_state: int = 100_000) -> None:
+    def __init__(
+        self,
+        baseline: Baseline,
+        tolerance: float = 0.1,
+        *,
+        stop_factor: float = 3.0,
+        min_stop_gap: float = 5.0,
+        slow_factor: float = 2.0,
+        flood_factor: float = 3.0,
+        flood_margin: int = 20,
+        realert: float = 300.0,
+        check_read_values: bool = True,
+        sweep_points: int = 8,
+        sweep_window: float = 3600.0,
+        dedup_window: float = 60.0,
+        max_state: int = 100_000,
+    ) -> None:
         self.baseline = baseline
         self.tolerance = float(tolerance)
         self.stop_factor = stop_factor
@@ -239,8 +320,11 @@ class BaselineDetector:
         self._assets: dict[str, dict] = doc["assets"]
         self._convs: dict[str, dict] = doc["conversations"]
         # learned conversations seen in this run / never seen (sensor health: absence_summary)
-        self.stats.update(conversations_learned=len(self._convs), conversations_seen=0,
-                          conversations_unseen=len(self._convs))
+        self.stats.update(
+            conversations_learned=len(self._convs),
+            conversations_seen=0,
+            conversations_unseen=len(self._convs),
+        )
         self._bucket_width = float(doc["settings"].get("rate_bucket_seconds", 10.0))
         self._dedup = Deduplicator(dedup_window, max_pending=max(1, min(max_state, 10_000)))
         self._series: dict[tuple[str, str], _Series] = {}
@@ -249,7 +333,9 @@ class BaselineDetector:
         for conv_key, conv in self._convs.items():
             for series_key, s in (conv.get("polling") or {}).items():
                 if s.get("regular") and s.get("period"):
-                    st = _Series(float(s["period"]), float(s.get("mad") or 0.0), conv_key, series_key)
+                    st = _Series(
+                        float(s["period"]), float(s.get("mad") or 0.0), conv_key, series_key
+                    )
                     self._series[(conv_key, series_key)] = st
                     self._by_service.setdefault(_service(conv), []).append(st)
         self._clients: dict[tuple[str, str], set[str]] = {}  # (server, protocol) -> learned clients
@@ -258,11 +344,15 @@ class BaselineDetector:
         self._server_security: dict[str, dict[str, set[str]]] = {}
         for conv in self._convs.values():
             for kind, counts in (conv.get("security") or {}).items():
-                self._server_security.setdefault(conv["server"], {}).setdefault(kind, set()).update(counts)
+                self._server_security.setdefault(conv["server"], {}).setdefault(kind, set()).update(
+                    counts
+                )
         # (server, protocol) -> points any client read while learning: what a sweep is measured against
         self._known_points: dict[tuple[str, str], tuple[dict[str, list[list[int]]], set[str]]] = {}
         for conv in self._convs.values():
-            ranges, nodes = self._known_points.setdefault((conv["server"], conv["protocol"]), ({}, set()))
+            ranges, nodes = self._known_points.setdefault(
+                (conv["server"], conv["protocol"]), ({}, set())
+            )
             for op in conv["operations"].values():
                 for space, spans in ((op.get("addresses") or {}).get("read") or {}).items():
                     target = ranges.setdefault(space, [])
@@ -274,7 +364,9 @@ class BaselineDetector:
         self._last_event: dict[str, dict] = {}  # known conversation -> its latest event
         self._once: OrderedDict[tuple, None] = OrderedDict()  # deviations already raised
         self._last_alert: OrderedDict[tuple, float] = OrderedDict()  # value deviations: last raised
-        self._unknown: OrderedDict[str, int] = OrderedDict()  # unknown conversation -> highest class rank alerted
+        self._unknown: OrderedDict[str, int] = (
+            OrderedDict()
+        )  # unknown conversation -> highest class rank alerted
         self._sweeps: OrderedDict[tuple[str, str, str], _Sweep] = OrderedDict()
         self._buckets: dict[str, list] = {}  # conversation -> [bucket index, count, alerted]
         self._start: float | None = None
@@ -339,23 +431,47 @@ class BaselineDetector:
         silent = [k for k in unseen if k not in checked]
         parts = [f"{len(unseen)} of {len(self._convs)} learned conversations never appeared"]
         if silent:
-            shown = ", ".join(silent[:5]) + (f" (+{len(silent) - 5} more)" if len(silent) > 5 else "")
-            parts.append(f"{len(silent)} not checked for silence, their server never answered on that "
-                         f"service here: {shown}")
+            shown = ", ".join(silent[:5]) + (
+                f" (+{len(silent) - 5} more)" if len(silent) > 5 else ""
+            )
+            parts.append(
+                f"{len(silent)} not checked for silence, their server never answered on that "
+                f"service here: {shown}"
+            )
         if checked:
-            polled = [k for k in checked if any(st.conv == k for st in self._by_service[_service(self._convs[k])])]
+            polled = [
+                k
+                for k in checked
+                if any(st.conv == k for st in self._by_service[_service(self._convs[k])])
+            ]
             if polled:
-                parts.append(f"{len(polled)} reported as stopped polling (their server answered others)")
+                parts.append(
+                    f"{len(polled)} reported as stopped polling (their server answered others)"
+                )
             if len(checked) > len(polled):
-                parts.append(f"{len(checked) - len(polled)} without a polling series (nothing to miss)")
+                parts.append(
+                    f"{len(checked) - len(polled)} without a polling series (nothing to miss)"
+                )
         return "baseline: " + "; ".join(parts)
 
     # ------------------------------------------------------------ alert building
 
-    def _alert(self, rule_id: str, techniques: list[str], severity: int, event: dict, *,
-               key: str, message: str, expected: str, observed: str, entry: str,
-               refs: dict[str, Any] | None = None, event_ids: list[str] | None = None,
-               group: str | None = None) -> list[dict]:
+    def _alert(
+        self,
+        rule_id: str,
+        techniques: list[str],
+        severity: int,
+        event: dict,
+        *,
+        key: str,
+        message: str,
+        expected: str,
+        observed: str,
+        entry: str,
+        refs: dict[str, Any] | None = None,
+        event_ids: list[str] | None = None,
+        group: str | None = None,
+    ) -> list[dict]:
         """Record a deviation; returns the alerts whose de-duplication window ended.
 
         ``group``: what repeats merge on (default: the event's source -> destination); ``key``
@@ -378,10 +494,18 @@ class BaselineDetector:
         if ts is None:
             ts = self._now or 0.0
         when = event.get("@timestamp")
-        return self._release(self._dedup.add(
-            _rule(rule_id, techniques), event, ts, key=group if self._dedup.window > 0 else key,
-            event_ids=event_ids, start=when if isinstance(when, str) else None, extra=extra,
-            keep_first=True))
+        return self._release(
+            self._dedup.add(
+                _rule(rule_id, techniques),
+                event,
+                ts,
+                key=group if self._dedup.window > 0 else key,
+                event_ids=event_ids,
+                start=when if isinstance(when, str) else None,
+                extra=extra,
+                keep_first=True,
+            )
+        )
 
     def _release(self, alerts: list[dict]) -> list[dict]:
         for alert in alerts:
@@ -413,22 +537,48 @@ class BaselineDetector:
                 else:
                     techniques, severity = [], 45
                 known = len(self._assets)
-                out.extend(self._alert(
-                    "baseline-new-asset", techniques, severity, event, key=ip,
-                    message=f"{ip} is not in the baseline ({known} known assets); seen as {obs.protocol} {side}"
-                            f" ({obs.function or obs.op_class}) {'to' if side == 'client' else 'from'} "
-                            f"{obs.server if side == 'client' else obs.client}.",
-                    expected=f"one of the {known} assets learned", observed=f"{ip} as {obs.protocol}-{side}",
-                    entry=f"assets[{ip!r}]", refs={"asset": ip}, group=ip))
+                out.extend(
+                    self._alert(
+                        "baseline-new-asset",
+                        techniques,
+                        severity,
+                        event,
+                        key=ip,
+                        message=f"{ip} is not in the baseline ({known} known assets); seen as {obs.protocol} {side}"
+                        f" ({obs.function or obs.op_class}) {'to' if side == 'client' else 'from'} "
+                        f"{obs.server if side == 'client' else obs.client}.",
+                        expected=f"one of the {known} assets learned",
+                        observed=f"{ip} as {obs.protocol}-{side}",
+                        entry=f"assets[{ip!r}]",
+                        refs={"asset": ip},
+                        group=ip,
+                    )
+                )
                 continue
             mac = event.get(f"{'source' if side == 'client' else 'destination'}.mac")
             macs = asset.get("macs") or []
-            if isinstance(mac, str) and mac and macs and mac not in macs and self._first(("mac", ip, mac)):
-                out.extend(self._alert(
-                    "baseline-mac-changed", ["T0830"], 60, event, key=f"{ip}|{mac}",
-                    message=f"{ip} appears with MAC {mac}; the baseline knows it as {', '.join(macs)}.",
-                    expected=", ".join(macs), observed=mac, entry=f"assets[{ip!r}].macs", refs={"asset": ip},
-                    group=ip))
+            if (
+                isinstance(mac, str)
+                and mac
+                and macs
+                and mac not in macs
+                and self._first(("mac", ip, mac))
+            ):
+                out.extend(
+                    self._alert(
+                        "baseline-mac-changed",
+                        ["T0830"],
+                        60,
+                        event,
+                        key=f"{ip}|{mac}",
+                        message=f"{ip} appears with MAC {mac}; the baseline knows it as {', '.join(macs)}.",
+                        expected=", ".join(macs),
+                        observed=mac,
+                        entry=f"assets[{ip!r}].macs",
+                        refs={"asset": ip},
+                        group=ip,
+                    )
+                )
             if side == "server":
                 identity = asset.get("identity") or {}
                 for field_name, name in IDENTITY_FIELDS if identity else ():
@@ -438,12 +588,21 @@ class BaselineDetector:
                         continue
                     if not self._first(("identity", ip, name, str(v))):
                         continue
-                    out.extend(self._alert(
-                        "baseline-identity-changed", ["T0857"] if name == "firmware" else ["T0830"],
-                        70 if name == "firmware" else 55, event, key=f"{ip}|{name}|{v}",
-                        message=f"{ip} reports {name} {v!r}; the baseline learned {learned!r}.",
-                        expected=str(learned), observed=str(v),
-                        entry=f"assets[{ip!r}].identity.{name}", refs={"asset": ip}, group=f"{ip}|{name}"))
+                    out.extend(
+                        self._alert(
+                            "baseline-identity-changed",
+                            ["T0857"] if name == "firmware" else ["T0830"],
+                            70 if name == "firmware" else 55,
+                            event,
+                            key=f"{ip}|{name}|{v}",
+                            message=f"{ip} reports {name} {v!r}; the baseline learned {learned!r}.",
+                            expected=str(learned),
+                            observed=str(v),
+                            entry=f"assets[{ip!r}].identity.{name}",
+                            refs={"asset": ip},
+                            group=f"{ip}|{name}",
+                        )
+                    )
 
     def _check_unknown_conversation(self, obs: Observation, event: dict, out: list[dict]) -> None:
         key = obs.conversation
@@ -454,31 +613,57 @@ class BaselineDetector:
             if len(self._unknown) > self.max_state:
                 self._unknown.popitem(last=False)
             client_known = obs.client in self._assets
-            techniques = ([] if client_known else ["T0848"]) + op_techniques(obs.op_class, event, obs.function)
-            severity = {"write": 85, "control": 90, "program": 90}.get(obs.op_class, 50) + (0 if client_known else 5)
+            techniques = ([] if client_known else ["T0848"]) + op_techniques(
+                obs.op_class, event, obs.function
+            )
+            severity = {"write": 85, "control": 90, "program": 90}.get(obs.op_class, 50) + (
+                0 if client_known else 5
+            )
             clients = sorted(self._clients.get((obs.server, obs.protocol), ()))
-            expected = (f"clients of {obs.server} {obs.port}/{obs.protocol}: {', '.join(clients)}" if clients
-                        else f"no {obs.protocol} client of {obs.server} port {obs.port}")
-            out.extend(self._alert(
-                "baseline-new-conversation", techniques, severity, event, key=key,
-                message=f"{obs.client} -> {obs.server} {obs.port}/{obs.protocol} was never seen while learning; "
-                        f"first operation: {obs.function or obs.op_class} ({obs.op_class}).",
-                expected=expected, observed=f"{obs.client} ({obs.function or obs.op_class})",
-                entry=f"conversations[{key!r}]", refs={"conversation": key}))
+            expected = (
+                f"clients of {obs.server} {obs.port}/{obs.protocol}: {', '.join(clients)}"
+                if clients
+                else f"no {obs.protocol} client of {obs.server} port {obs.port}"
+            )
+            out.extend(
+                self._alert(
+                    "baseline-new-conversation",
+                    techniques,
+                    severity,
+                    event,
+                    key=key,
+                    message=f"{obs.client} -> {obs.server} {obs.port}/{obs.protocol} was never seen while learning; "
+                    f"first operation: {obs.function or obs.op_class} ({obs.op_class}).",
+                    expected=expected,
+                    observed=f"{obs.client} ({obs.function or obs.op_class})",
+                    entry=f"conversations[{key!r}]",
+                    refs={"conversation": key},
+                )
+            )
             return
         if rank <= previous:
             return
         self._unknown[key] = rank
         if rank < _CLASS_RANK["write"]:
             return  # reads after a session on an unknown conversation: already reported
-        techniques = (["T0848"] if obs.client not in self._assets else []) + op_techniques(obs.op_class, event, obs.function)
-        out.extend(self._alert(
-            "baseline-new-operation", techniques, _CLASS_SEVERITY.get(obs.op_class, 50) + 10, event,
-            key=f"{key}|{obs.op_class}",
-            message=f"{obs.client}, on a conversation unknown to the baseline, now does {_what(obs)} "
-                    f"({obs.op_class}) on {obs.server}.",
-            expected=f"no {obs.op_class} operation from {obs.client}", observed=f"{obs.op_key} ({obs.op_class})",
-            entry=f"conversations[{key!r}]", refs={"conversation": key, "operation": obs.op_key}))
+        techniques = (["T0848"] if obs.client not in self._assets else []) + op_techniques(
+            obs.op_class, event, obs.function
+        )
+        out.extend(
+            self._alert(
+                "baseline-new-operation",
+                techniques,
+                _CLASS_SEVERITY.get(obs.op_class, 50) + 10,
+                event,
+                key=f"{key}|{obs.op_class}",
+                message=f"{obs.client}, on a conversation unknown to the baseline, now does {_what(obs)} "
+                f"({obs.op_class}) on {obs.server}.",
+                expected=f"no {obs.op_class} operation from {obs.client}",
+                observed=f"{obs.op_key} ({obs.op_class})",
+                entry=f"conversations[{key!r}]",
+                refs={"conversation": key, "operation": obs.op_key},
+            )
+        )
 
     def _check_operation(self, conv: dict, obs: Observation, event: dict, out: list[dict]) -> None:
         key = obs.conversation
@@ -496,15 +681,25 @@ class BaselineDetector:
                 self.stats["suppressed"] += 1
                 return
             classes = sorted({o.get("class", "other") for o in ops.values()})
-            severity = _CLASS_SEVERITY.get(obs.op_class, 40) + (10 if obs.op_class not in classes else 0)
+            severity = _CLASS_SEVERITY.get(obs.op_class, 40) + (
+                10 if obs.op_class not in classes else 0
+            )
             learned = ", ".join(f"{k} ({o.get('class')})" for k, o in sorted(ops.items()))
-            out.extend(self._alert(
-                "baseline-new-operation", techniques, severity, event,
-                key=f"{key}|{obs.op_key}",
-                message=f"{obs.client} did {_what(obs)} ({obs.op_class}) on {obs.server} "
-                        f"{obs.port}/{obs.protocol}; learned operations: {learned or 'none'}.",
-                expected=learned, observed=f"{obs.op_key} ({obs.op_class})",
-                entry=f"conversations[{key!r}].operations", refs={"conversation": key, "operation": obs.op_key}))
+            out.extend(
+                self._alert(
+                    "baseline-new-operation",
+                    techniques,
+                    severity,
+                    event,
+                    key=f"{key}|{obs.op_key}",
+                    message=f"{obs.client} did {_what(obs)} ({obs.op_class}) on {obs.server} "
+                    f"{obs.port}/{obs.protocol}; learned operations: {learned or 'none'}.",
+                    expected=learned,
+                    observed=f"{obs.op_key} ({obs.op_class})",
+                    entry=f"conversations[{key!r}].operations",
+                    refs={"conversation": key, "operation": obs.op_key},
+                )
+            )
             return
         for direction, spaces in obs.addresses.items():
             learned_spaces = (op.get("addresses") or {}).get(direction) or {}
@@ -514,55 +709,95 @@ class BaselineDetector:
                     gaps = uncovered(learned, lo, hi)
                     if not gaps:
                         continue
-                    rid = "baseline-new-write-address" if direction == "write" else "baseline-new-read-address"
+                    rid = (
+                        "baseline-new-write-address"
+                        if direction == "write"
+                        else "baseline-new-read-address"
+                    )
                     gap_text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in gaps[:8])
                     if not self._first((rid, key, obs.op_key, space, gap_text)):
                         continue
-                    learned_text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in learned[:16]) or "none"
-                    out.extend(self._alert(
-                        rid, _address_techniques(direction, space), 60 if direction == "write" else 25,
-                        event, key=f"{key}|{obs.op_key}|{space}|{gap_text}",
-                        message=f"{obs.client} {direction}s {space} {gap_text} on {obs.server} with {obs.op_key}; "
-                                f"learned {direction} addresses: {learned_text}.",
-                        expected=f"{space} {learned_text}", observed=f"{space} {gap_text}",
-                        entry=f"conversations[{key!r}].operations[{obs.op_key!r}].addresses.{direction}.{space}",
-                        refs={"conversation": key, "operation": obs.op_key}))
+                    learned_text = (
+                        ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in learned[:16])
+                        or "none"
+                    )
+                    out.extend(
+                        self._alert(
+                            rid,
+                            _address_techniques(direction, space),
+                            60 if direction == "write" else 25,
+                            event,
+                            key=f"{key}|{obs.op_key}|{space}|{gap_text}",
+                            message=f"{obs.client} {direction}s {space} {gap_text} on {obs.server} with {obs.op_key}; "
+                            f"learned {direction} addresses: {learned_text}.",
+                            expected=f"{space} {learned_text}",
+                            observed=f"{space} {gap_text}",
+                            entry=f"conversations[{key!r}].operations[{obs.op_key!r}].addresses.{direction}.{space}",
+                            refs={"conversation": key, "operation": obs.op_key},
+                        )
+                    )
         for direction, nodes in obs.nodes.items():
             learned_nodes = set((op.get("nodes") or {}).get(direction) or [])
             new = [n for n in nodes if n not in learned_nodes]
             if not new or not self._first(("node", key, obs.op_key, direction, tuple(new[:8]))):
                 continue
             severity = {"write": 60, "call": 65}.get(direction, 25)
-            techniques = ["T0836"] if direction == "write" else ["T0855"] if direction == "call" else ["T0861"]
-            out.extend(self._alert(
-                "baseline-new-node", techniques, severity, event, key=f"{key}|{obs.op_key}|{direction}|{new[0]}",
-                message=f"{obs.client} {direction}s {', '.join(new[:8])} on {obs.server} with {obs.op_key}, never "
-                        f"{direction} by it while learning.",
-                expected=", ".join(sorted(learned_nodes)[:16]) or "none", observed=", ".join(new[:16]),
-                entry=f"conversations[{key!r}].operations[{obs.op_key!r}].nodes.{direction}",
-                refs={"conversation": key, "operation": obs.op_key}))
+            techniques = (
+                ["T0836"]
+                if direction == "write"
+                else ["T0855"]
+                if direction == "call"
+                else ["T0861"]
+            )
+            out.extend(
+                self._alert(
+                    "baseline-new-node",
+                    techniques,
+                    severity,
+                    event,
+                    key=f"{key}|{obs.op_key}|{direction}|{new[0]}",
+                    message=f"{obs.client} {direction}s {', '.join(new[:8])} on {obs.server} with {obs.op_key}, never "
+                    f"{direction} by it while learning.",
+                    expected=", ".join(sorted(learned_nodes)[:16]) or "none",
+                    observed=", ".join(new[:16]),
+                    entry=f"conversations[{key!r}].operations[{obs.op_key!r}].nodes.{direction}",
+                    refs={"conversation": key, "operation": obs.op_key},
+                )
+            )
 
-    def _check_security(self, conv: dict | None, obs: Observation, event: dict, out: list[dict]) -> None:
+    def _check_security(
+        self, conv: dict | None, obs: Observation, event: dict, out: list[dict]
+    ) -> None:
         if not obs.security:
             return
         user = obs.security.get("cleartext_user")
         if conv is not None and user is not None:
-            learned_users = set(((conv.get("security") or {}).get("cleartext_user") or {}))
+            learned_users = set((conv.get("security") or {}).get("cleartext_user") or {})
             if user not in learned_users and self._first(("cleartext", obs.conversation, user)):
                 before = ", ".join(sorted(learned_users)) or "none"
-                out.extend(self._alert(
-                    "baseline-cleartext-password", ["T0859"], 70, event, key=f"{obs.conversation}|{user}",
-                    message=f"{obs.client} -> {obs.server}: user {user!r} sent its password in clear, which it never "
-                            f"did on this conversation while learning (users seen in clear: {before}).",
-                    expected=f"passwords in clear only from: {before}", observed=user,
-                    entry=f"conversations[{obs.conversation!r}].security.cleartext_user",
-                    refs={"conversation": obs.conversation}))
+                out.extend(
+                    self._alert(
+                        "baseline-cleartext-password",
+                        ["T0859"],
+                        70,
+                        event,
+                        key=f"{obs.conversation}|{user}",
+                        message=f"{obs.client} -> {obs.server}: user {user!r} sent its password in clear, which it never "
+                        f"did on this conversation while learning (users seen in clear: {before}).",
+                        expected=f"passwords in clear only from: {before}",
+                        observed=user,
+                        entry=f"conversations[{obs.conversation!r}].security.cleartext_user",
+                        refs={"conversation": obs.conversation},
+                    )
+                )
         learned_all = (conv or {}).get("security") or {}
         for kind in ("security_mode", "identity_token"):
             value = obs.security.get(kind)
             if value is None:
                 continue
-            learned = set(learned_all.get(kind) or ()) or self._server_security.get(obs.server, {}).get(kind, set())
+            learned = set(learned_all.get(kind) or ()) or self._server_security.get(
+                obs.server, {}
+            ).get(kind, set())
             if not learned or value in learned:
                 continue
             rank = security_rank(kind, value)
@@ -571,14 +806,22 @@ class BaselineDetector:
                 continue
             if not self._first(("security", obs.conversation, kind, value)):
                 continue
-            out.extend(self._alert(
-                "baseline-security-downgrade", ["T0830"] if kind == "security_mode" else ["T0859"], 75, event,
-                key=f"{obs.conversation}|{kind}|{value}",
-                message=f"{obs.client} -> {obs.server}: {kind.replace('_', ' ')} {value}, weaker than anything "
-                        f"learned ({', '.join(sorted(learned))}).",
-                expected=", ".join(sorted(learned)), observed=value,
-                entry=f"conversations[{obs.conversation!r}].security.{kind}",
-                refs={"conversation": obs.conversation}, group=f"{obs.client}->{obs.server}|{kind}"))
+            out.extend(
+                self._alert(
+                    "baseline-security-downgrade",
+                    ["T0830"] if kind == "security_mode" else ["T0859"],
+                    75,
+                    event,
+                    key=f"{obs.conversation}|{kind}|{value}",
+                    message=f"{obs.client} -> {obs.server}: {kind.replace('_', ' ')} {value}, weaker than anything "
+                    f"learned ({', '.join(sorted(learned))}).",
+                    expected=", ".join(sorted(learned)),
+                    observed=value,
+                    entry=f"conversations[{obs.conversation!r}].security.{kind}",
+                    refs={"conversation": obs.conversation},
+                    group=f"{obs.client}->{obs.server}|{kind}",
+                )
+            )
 
     def _check_timing(self, conv: dict, obs: Observation, event: dict, out: list[dict]) -> None:
         key = obs.conversation
@@ -596,13 +839,21 @@ class BaselineDetector:
                 slow_at = max(self.slow_factor * st.period, st.period + 6 * 1.4826 * st.mad)
                 if recent > slow_at and not st.slowed:
                     st.slowed = True
-                    out.extend(self._alert(
-                        "baseline-polling-slowed", ["T0803", "T0804"], 45, event, key=f"{key}|{st.key}|{obs.ts:.6f}",
-                        message=f"{obs.client} polls {obs.server} ({st.key}) every {recent:.3f} s lately; "
-                                f"learned period {st.period:.3f} s (MAD {st.mad:.3f} s).",
-                        expected=f"period {st.period:.3f} s, MAD {st.mad:.3f} s", observed=f"period {recent:.3f} s",
-                        entry=f"conversations[{key!r}].polling[{st.key!r}]",
-                        refs={"conversation": key, "series": [st.key]}))
+                    out.extend(
+                        self._alert(
+                            "baseline-polling-slowed",
+                            ["T0803", "T0804"],
+                            45,
+                            event,
+                            key=f"{key}|{st.key}|{obs.ts:.6f}",
+                            message=f"{obs.client} polls {obs.server} ({st.key}) every {recent:.3f} s lately; "
+                            f"learned period {st.period:.3f} s (MAD {st.mad:.3f} s).",
+                            expected=f"period {st.period:.3f} s, MAD {st.mad:.3f} s",
+                            observed=f"period {recent:.3f} s",
+                            entry=f"conversations[{key!r}].polling[{st.key!r}]",
+                            refs={"conversation": key, "series": [st.key]},
+                        )
+                    )
                 elif recent <= (1 + (self.slow_factor - 1) / 2) * st.period:
                     st.slowed = False
         rate = conv.get("rate") or {}
@@ -621,13 +872,21 @@ class BaselineDetector:
             bucket[2] = True
             ratio = bucket[1] / learned_max
             severity = 60 + min(20, int(10 * math.log2(max(ratio / self.flood_factor, 1.0))))
-            out.extend(self._alert(
-                "baseline-request-flood", ["T0814"], severity, event, key=f"{key}|{index}",
-                message=f"{obs.client} -> {obs.server}: {bucket[1]} requests so far in this {self._bucket_width:g} s "
-                        f"bucket (threshold {int(limit)}); learned at most {learned_max} (median {rate.get('median')}).",
-                expected=f"at most {learned_max} requests per {self._bucket_width:g} s",
-                observed=f"more than {int(limit)} requests per {self._bucket_width:g} s",
-                entry=f"conversations[{key!r}].rate", refs={"conversation": key, "count": bucket[1]}))
+            out.extend(
+                self._alert(
+                    "baseline-request-flood",
+                    ["T0814"],
+                    severity,
+                    event,
+                    key=f"{key}|{index}",
+                    message=f"{obs.client} -> {obs.server}: {bucket[1]} requests so far in this {self._bucket_width:g} s "
+                    f"bucket (threshold {int(limit)}); learned at most {learned_max} (median {rate.get('median')}).",
+                    expected=f"at most {learned_max} requests per {self._bucket_width:g} s",
+                    observed=f"more than {int(limit)} requests per {self._bucket_width:g} s",
+                    entry=f"conversations[{key!r}].rate",
+                    refs={"conversation": key, "count": bucket[1]},
+                )
+            )
 
     def _check_values(self, obs: Observation, event: dict, out: list[dict]) -> None:
         if not obs.values:
@@ -664,20 +923,28 @@ class BaselineDetector:
             severity = base + min(top, int(10 * math.log2(1 + excess)))
             shown = int(value) if value == int(value) else value
             learned_values = stats.get("values")
-            expected = f"{_fmt(lo)}..{_fmt(hi)}" + (f" (seen: {', '.join(_fmt(v) for v in learned_values)})"
-                                                    if learned_values else "")
-            out.extend(self._alert(
-                # a setpoint outside its operating range is a parameter change that manipulates
-                # the process (T0836 + T0831); a process value outside it, evidence of that
-                "baseline-value-out-of-range", ["T0836", "T0831"] if direction == "write" else ["T0831"], severity, event,
-                key=f"{obs.server}|{point_key}|{direction}|{obs.ts:.6f}",
-                message=f"{obs.client} {'wrote' if direction == 'write' else 'read'} {shown} "
-                        f"{'to' if direction == 'write' else 'from'} {name} on {obs.server}; learned "
-                        f"{direction} range {_fmt(lo)}..{_fmt(hi)} over {stats.get('count')} values "
-                        f"(tolerance {self.tolerance:g}).",
-                expected=expected, observed=_fmt(value),
-                entry=f"assets[{obs.server!r}].points[{point_key!r}].{direction}",
-                refs={"asset": obs.server, "point": point_key, "direction": direction}))
+            expected = f"{_fmt(lo)}..{_fmt(hi)}" + (
+                f" (seen: {', '.join(_fmt(v) for v in learned_values)})" if learned_values else ""
+            )
+            out.extend(
+                self._alert(
+                    # a setpoint outside its operating range is a parameter change that manipulates
+                    # the process (T0836 + T0831); a process value outside it, evidence of that
+                    "baseline-value-out-of-range",
+                    ["T0836", "T0831"] if direction == "write" else ["T0831"],
+                    severity,
+                    event,
+                    key=f"{obs.server}|{point_key}|{direction}|{obs.ts:.6f}",
+                    message=f"{obs.client} {'wrote' if direction == 'write' else 'read'} {shown} "
+                    f"{'to' if direction == 'write' else 'from'} {name} on {obs.server}; learned "
+                    f"{direction} range {_fmt(lo)}..{_fmt(hi)} over {stats.get('count')} values "
+                    f"(tolerance {self.tolerance:g}).",
+                    expected=expected,
+                    observed=_fmt(value),
+                    entry=f"assets[{obs.server!r}].points[{point_key!r}].{direction}",
+                    refs={"asset": obs.server, "point": point_key, "direction": direction},
+                )
+            )
 
     # ------------------------------------------------------------ timing
 
@@ -692,7 +959,9 @@ class BaselineDetector:
         return self._overdue(now)
 
     def _stop_after(self, st: _Series) -> float:
-        return max(self.stop_factor * st.period, st.period + self.min_stop_gap + 6 * 1.4826 * st.mad)
+        return max(
+            self.stop_factor * st.period, st.period + self.min_stop_gap + 6 * 1.4826 * st.mad
+        )
 
     def _overdue(self, now: float) -> list[dict]:
         out: list[dict] = []
@@ -720,10 +989,17 @@ class BaselineDetector:
             for conv_key, items in stopped.items():
                 conv = self._convs[conv_key]
                 last = self._last_event.get(conv_key)
-                template = _template(last) if last is not None else {
-                    "source.ip": conv["client"], "destination.ip": conv["server"],
-                    "destination.port": conv["port"], "network.protocol": conv["protocol"],
-                    "network.transport": "tcp"}
+                template = (
+                    _template(last)
+                    if last is not None
+                    else {
+                        "source.ip": conv["client"],
+                        "destination.ip": conv["server"],
+                        "destination.port": conv["port"],
+                        "network.protocol": conv["protocol"],
+                        "network.transport": "tcp",
+                    }
+                )
                 event = dict(template)
                 event["@timestamp"] = iso(now)
                 event["event.action"] = "polling-stopped"
@@ -731,17 +1007,29 @@ class BaselineDetector:
                 names = "; ".join(f"{st.key} (every {st.period:.3f} s)" for st, _ in items)
                 ids = [st.last_event_id for st, _ in items if st.last_event_id]
                 never = all(st.last is None for st, _ in items)
-                what = ("no request since " + (iso(since) or "?") if not never else
-                        f"no request at all while the server answered others since {iso(seen_at)}")
-                out.extend(self._alert(
-                    "baseline-polling-stopped", ["T0803", "T0804"], 65, event,
-                    key=f"{conv_key}|{since:.6f}",
-                    message=(f"{conv['client']} stopped polling {conv['server']} {conv['port']}/{conv['protocol']}: "
-                             f"{what} ({now - since:.1f} s); series: {names}."),
-                    expected=names, observed=f"silent for {now - since:.1f} s",
-                    entry=f"conversations[{conv_key!r}].polling",
-                    refs={"conversation": conv_key, "series": [st.key for st, _ in items]},
-                    event_ids=ids or None))
+                what = (
+                    "no request since " + (iso(since) or "?")
+                    if not never
+                    else f"no request at all while the server answered others since {iso(seen_at)}"
+                )
+                out.extend(
+                    self._alert(
+                        "baseline-polling-stopped",
+                        ["T0803", "T0804"],
+                        65,
+                        event,
+                        key=f"{conv_key}|{since:.6f}",
+                        message=(
+                            f"{conv['client']} stopped polling {conv['server']} {conv['port']}/{conv['protocol']}: "
+                            f"{what} ({now - since:.1f} s); series: {names}."
+                        ),
+                        expected=names,
+                        observed=f"silent for {now - since:.1f} s",
+                        entry=f"conversations[{conv_key!r}].polling",
+                        refs={"conversation": conv_key, "series": [st.key for st, _ in items]},
+                        event_ids=ids or None,
+                    )
+                )
         return out
 
     # ------------------------------------------------------------ sweeps
@@ -757,7 +1045,10 @@ class BaselineDetector:
         for space, spans in (obs.addresses.get("read") or {}).items():
             learned = ranges.get(space) or []
             for lo, hi in spans:
-                new.extend(f"{space} {a}" if a == b else f"{space} {a}-{b}" for a, b in uncovered(learned, lo, hi))
+                new.extend(
+                    f"{space} {a}" if a == b else f"{space} {a}-{b}"
+                    for a, b in uncovered(learned, lo, hi)
+                )
         new.extend(n for n in obs.nodes.get("read") or () if n not in nodes)
         if not new:
             return
@@ -778,15 +1069,23 @@ class BaselineDetector:
         span = obs.ts - sweep.start
         rate = len(sweep.points) / span * 60 if span > 0 else float(len(sweep.points))
         shown = ", ".join(sweep.points[:12]) + (" ..." if len(sweep.points) > 12 else "")
-        out.extend(self._alert(
-            "baseline-point-sweep", ["T0861"], 60, event, key=f"{obs.client}|{obs.server}|{sweep.start:.6f}",
-            message=f"{obs.client} read {len(sweep.points)} points of {obs.server} ({obs.protocol}) that no client "
-                    f"read while learning, in {span:.0f} s ({rate:.1f} a minute): {shown}.",
-            expected=f"reads of the points learned for {obs.server}",
-            observed=f"{len(sweep.points)} points never read: {shown}",
-            entry=f"conversations[{obs.conversation!r}]",
-            refs={"conversation": obs.conversation, "points": list(sweep.points)},
-            event_ids=list(dict.fromkeys(sweep.event_ids))))
+        out.extend(
+            self._alert(
+                "baseline-point-sweep",
+                ["T0861"],
+                60,
+                event,
+                key=f"{obs.client}|{obs.server}|{sweep.start:.6f}",
+                message=f"{obs.client} read {len(sweep.points)} points of {obs.server} ({obs.protocol}) that no client "
+                f"read while learning, in {span:.0f} s ({rate:.1f} a minute): {shown}.",
+                expected=f"reads of the points learned for {obs.server}",
+                observed=f"{len(sweep.points)} points never read: {shown}",
+                entry=f"conversations[{obs.conversation!r}]",
+                refs={"conversation": obs.conversation, "points": list(sweep.points)},
+                event_ids=list(dict.fromkeys(sweep.event_ids)),
+            )
+        )
+
 
 def _service(conv: dict) -> tuple[str, int, str]:
     return conv["server"], conv["port"], conv["protocol"]

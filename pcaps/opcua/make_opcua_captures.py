@@ -17,6 +17,12 @@ Captures (see pcaps/README.md):
   (no TCP handshake, HEL/ACK or OPN): a sensor that starts late.
 - ``opcua_sign.pcap``: Basic256Sha256 with mode Sign (readable, signed bodies).
 - ``opcua_encrypted.pcap``: Basic256Sha256 with mode SignAndEncrypt (unreadable bodies).
+- ``opcua_legacy_policies.pcap``: a server offering None, Basic256 (Sign) and Basic128Rsa15
+  (SignAndEncrypt) endpoints with a self-signed certificate that expired 30 days before the
+  capture; the client lists the endpoints, then reads over a Basic256 Sign channel.
+- ``opcua_ca_signed.pcap``: a server offering only Basic256Sha256 SignAndEncrypt with a
+  certificate issued by a test CA, valid for a year; the client lists the endpoints, then logs
+  in with a user name and password over the encrypted channel: nothing insecure to see.
 
 Needs root (tcpdump on lo), tcpdump, asyncua and dpkt (the project's test extras).
 """
@@ -63,7 +69,11 @@ class _Users(UserManager):
     """Accepts operator/secret only."""
 
     def get_user(
-        self, iserver: object, username: str | None = None, password: str | None = None, certificate: object = None
+        self,
+        iserver: object,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: object = None,
     ) -> User | None:
         if username is None:
             return User(role=UserRole.User)
@@ -72,15 +82,24 @@ class _Users(UserManager):
         return None
 
 
-async def _server(limits: TransportLimits | None = None, users: bool = False, security: list | None = None,
-                  cert_dir: Path | None = None) -> tuple[Server, dict]:
+async def _server(
+    limits: TransportLimits | None = None,
+    users: bool = False,
+    security: list | None = None,
+    cert_dir: Path | None = None,
+) -> tuple[Server, dict]:
     server = Server(user_manager=_Users() if users else None)
     await server.init()
     server.set_endpoint(URL)
     server.set_server_name("icsmon test PLC")
     await server.set_application_uri("urn:icsmon:test:plc")
     await server.set_build_info(
-        "urn:icsmon:test:plc", "Example Automation", "Example PLC 1500", "4.2.1", "77", dt.datetime(2026, 1, 1)
+        "urn:icsmon:test:plc",
+        "Example Automation",
+        "Example PLC 1500",
+        "4.2.1",
+        "77",
+        dt.datetime(2026, 1, 1),
     )
     if limits is not None:
         server.limits = limits
@@ -97,8 +116,12 @@ async def _server(limits: TransportLimits | None = None, users: bool = False, se
         "running": await pump.add_variable(idx, "Running", True),
         "name": await pump.add_variable(idx, "Name", "P-101"),
         "counter": await pump.add_variable(idx, "Counter", ua.Variant(7, ua.VariantType.Int32)),
-        "setpoints": await pump.add_variable(idx, "Setpoints", ua.Variant([10.0, 20.0, 30.0], ua.VariantType.Float)),
-        "big": await pump.add_variable(idx, "Trend", ua.Variant([float(i) for i in range(2500)], ua.VariantType.Double)),
+        "setpoints": await pump.add_variable(
+            idx, "Setpoints", ua.Variant([10.0, 20.0, 30.0], ua.VariantType.Float)
+        ),
+        "big": await pump.add_variable(
+            idx, "Trend", ua.Variant([float(i) for i in range(2500)], ua.VariantType.Double)
+        ),
     }
     for key in ("speed", "running", "counter", "setpoints", "big"):
         await nodes[key].set_writable()
@@ -122,14 +145,18 @@ async def _client_anonymous(nodes: dict) -> None:
         await objects.get_children()
         pump = await objects.get_child([f"{idx}:Pump"])
         speed = client.get_node(nodes["speed"].nodeid)
-        await client.read_values([
-            speed,
-            client.get_node(nodes["running"].nodeid),
-            client.get_node(nodes["name"].nodeid),
-            client.get_node(nodes["counter"].nodeid),
-            client.get_node(nodes["setpoints"].nodeid),
-        ])
-        await client.read_values([client.get_node(ua.NodeId(i)) for i in (2261, 2262, 2263, 2264, 2265)])
+        await client.read_values(
+            [
+                speed,
+                client.get_node(nodes["running"].nodeid),
+                client.get_node(nodes["name"].nodeid),
+                client.get_node(nodes["counter"].nodeid),
+                client.get_node(nodes["setpoints"].nodeid),
+            ]
+        )
+        await client.read_values(
+            [client.get_node(ua.NodeId(i)) for i in (2261, 2262, 2263, 2264, 2265)]
+        )
         await speed.write_value(ua.DataValue(ua.Variant(1500.25, ua.VariantType.Double)))
         await client.get_node(nodes["setpoints"].nodeid).write_value(
             ua.DataValue(ua.Variant([11.0, 22.0, 33.0], ua.VariantType.Float))
@@ -180,7 +207,9 @@ async def _client_chunked(nodes: dict) -> None:
     async with Client(URL) as client:
         big = client.get_node(nodes["big"].nodeid)
         values = await big.read_value()
-        await big.write_value(ua.DataValue(ua.Variant([v * 2 for v in values], ua.VariantType.Double)))
+        await big.write_value(
+            ua.DataValue(ua.Variant([v * 2 for v in values], ua.VariantType.Double))
+        )
 
 
 async def _client_secure(mode: ua.MessageSecurityMode, cert_dir: Path) -> None:
@@ -200,6 +229,97 @@ async def _client_secure(mode: ua.MessageSecurityMode, cert_dir: Path) -> None:
         await speed.write_value(ua.DataValue(ua.Variant(1234.5, ua.VariantType.Double)))
 
 
+async def _client_legacy(cert_dir: Path) -> None:
+    probe = Client(URL)
+    await probe.connect_and_get_server_endpoints()
+    client = Client(URL)
+    client.application_uri = "urn:icsmon:test:hmi"
+    await client.set_security(
+        security_policies.SecurityPolicyBasic256,
+        str(cert_dir / "client.der"),
+        str(cert_dir / "client.pem"),
+        server_certificate=str(cert_dir / "server.der"),
+        mode=ua.MessageSecurityMode.Sign,
+    )
+    async with client:
+        idx = await client.get_namespace_index(NAMESPACE)
+        speed = await client.nodes.objects.get_child([f"{idx}:Pump", f"{idx}:Speed"])
+        await speed.read_value()
+
+
+async def _client_ca_signed(cert_dir: Path) -> None:
+    probe = Client(URL)
+    await probe.connect_and_get_server_endpoints()
+    client = Client(URL)
+    client.application_uri = "urn:icsmon:test:hmi"
+    client.set_user("operator")
+    client.set_password("secret")
+    await client.set_security(
+        security_policies.SecurityPolicyBasic256Sha256,
+        str(cert_dir / "client.der"),
+        str(cert_dir / "client.pem"),
+        server_certificate=str(cert_dir / "server.der"),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
+    async with client:
+        idx = await client.get_namespace_index(NAMESPACE)
+        speed = await client.nodes.objects.get_child([f"{idx}:Pump", f"{idx}:Speed"])
+        await speed.read_value()
+
+
+def _issued_cert(folder: Path, expired: bool = False, ca: bool = False) -> None:
+    """server.der/pem: self-signed and expired 30 days ago (``expired``), or issued by a test
+    CA and valid for a year (``ca``)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    key = generate_private_key()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "icsmon test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "icsmon test server"),
+        ]
+    )
+    issuer, signer = subject, key
+    if ca:
+        signer = generate_private_key()
+        issuer = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "icsmon test"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "icsmon test plant CA"),
+            ]
+        )
+    start, end = (
+        (now - dt.timedelta(days=400), now - dt.timedelta(days=30))
+        if expired
+        else (now - dt.timedelta(days=1), now + dt.timedelta(days=365))
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.UniformResourceIdentifier("urn:icsmon:test:plc"),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address(HOST)),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(signer, hashes.SHA256())
+    )
+    (folder / "server.pem").write_bytes(dump_private_key_as_pem(key))
+    (folder / "server.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
+
+
 def _make_certs(folder: Path) -> None:
     for name, uri, usage in (
         ("server", "urn:icsmon:test:plc", ExtendedKeyUsageOID.SERVER_AUTH),
@@ -207,8 +327,14 @@ def _make_certs(folder: Path) -> None:
     ):
         key = generate_private_key()
         cert = generate_self_signed_app_certificate(
-            key, f"icsmon test {name}", {"organizationName": "icsmon test"},
-            [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))],
+            key,
+            f"icsmon test {name}",
+            {"organizationName": "icsmon test"},
+            [
+                x509.UniformResourceIdentifier(uri),
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address(HOST)),
+            ],
             [usage],
         )
         (folder / f"{name}.pem").write_bytes(dump_private_key_as_pem(key))
@@ -226,8 +352,10 @@ async def _scenario(name: str, tmp: Path) -> None:
             await _client_username()
     elif name == "opcua_chunked":
         limits = TransportLimits(
-            max_recv_buffer=8192, max_send_buffer=8192,
-            max_chunk_count=math.ceil((1 << 20) / 8192), max_message_size=1 << 20,
+            max_recv_buffer=8192,
+            max_send_buffer=8192,
+            max_chunk_count=math.ceil((1 << 20) / 8192),
+            max_message_size=1 << 20,
         )
         server, nodes = await _server(limits=limits)
         async with server:
@@ -236,12 +364,35 @@ async def _scenario(name: str, tmp: Path) -> None:
         _make_certs(tmp)
         sign = name == "opcua_sign"
         policy = (
-            ua.SecurityPolicyType.Basic256Sha256_Sign if sign else ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt
+            ua.SecurityPolicyType.Basic256Sha256_Sign
+            if sign
+            else ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt
         )
         server, _nodes = await _server(security=[policy], cert_dir=tmp)
         async with server:
             mode = ua.MessageSecurityMode.Sign if sign else ua.MessageSecurityMode.SignAndEncrypt
             await _client_secure(mode, tmp)
+    elif name == "opcua_legacy_policies":
+        _make_certs(tmp)
+        _issued_cert(tmp, expired=True)
+        server, _nodes = await _server(
+            security=[
+                ua.SecurityPolicyType.NoSecurity,
+                ua.SecurityPolicyType.Basic256_Sign,
+                ua.SecurityPolicyType.Basic128Rsa15_SignAndEncrypt,
+            ],
+            cert_dir=tmp,
+        )
+        async with server:
+            await _client_legacy(tmp)
+    elif name == "opcua_ca_signed":
+        _make_certs(tmp)
+        _issued_cert(tmp, ca=True)
+        server, _nodes = await _server(
+            users=True, security=[ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt], cert_dir=tmp
+        )
+        async with server:
+            await _client_ca_signed(tmp)
     else:
         raise SystemExit(f"unknown capture {name}")
 
@@ -249,8 +400,19 @@ async def _scenario(name: str, tmp: Path) -> None:
 def _capture(name: str, out: Path, tmp: Path) -> Path:
     path = out / f"{name}.pcap"
     dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", str(path), f"tcp port {PORT} and host {HOST}"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            "tcpdump",
+            "-i",
+            "lo",
+            "-U",
+            "-s",
+            "0",
+            "-w",
+            str(path),
+            f"tcp port {PORT} and host {HOST}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert dump.stderr is not None
     dump.stderr.readline()  # "listening on lo ...": the capture is armed
@@ -293,7 +455,15 @@ def _tcp_payload(buf: bytes, linktype: int) -> bytes:
     return bytes(ip.data.data)
 
 
-NAMES = ("opcua_anonymous", "opcua_username", "opcua_chunked", "opcua_sign", "opcua_encrypted")
+NAMES = (
+    "opcua_anonymous",
+    "opcua_username",
+    "opcua_chunked",
+    "opcua_sign",
+    "opcua_encrypted",
+    "opcua_legacy_policies",
+    "opcua_ca_signed",
+)
 
 
 def main() -> None:

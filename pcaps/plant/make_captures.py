@@ -158,7 +158,9 @@ class Split:
         return self.attacks.get(attack_id)
 
 
-def schedule(rng: random.Random, duration: float, first: float, gap: tuple[float, float]) -> list[float]:
+def schedule(
+    rng: random.Random, duration: float, first: float, gap: tuple[float, float]
+) -> list[float]:
     """Times of a sporadic action: the first near ``first``, then gaps drawn from ``gap``."""
     times, t = [], first + rng.uniform(0, gap[0] / 2)
     while t < duration - 5:
@@ -197,17 +199,28 @@ def start_modbus_server() -> None:
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
 
-    async def action(function_code: int, start_address: int, address: int, count: int,
-                     registers: list[int], set_values: list[int] | list[bool] | None) -> None:
+    async def action(
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> None:
         if function_code == 3 and address < 10:  # a new scan of the levels behind holding 0-9
             rng = PROCESS.rng
-            for i in range(address - start_address, min(10 - start_address, address - start_address + count)):
+            for i in range(
+                address - start_address, min(10 - start_address, address - start_address + count)
+            ):
                 registers[i] = 200 + 10 * (i + start_address) + rng.randint(-3, 3)
         return None
 
     coils = SimData(0, values=[i % 2 == 0 for i in range(16)], datatype=DataType.BITS)
-    holding = SimData(0, values=[200 + 10 * i for i in range(10)] + [0] * 90 + [50] + [0] * 99,
-                      datatype=DataType.REGISTERS)
+    holding = SimData(
+        0,
+        values=[200 + 10 * i for i in range(10)] + [0] * 90 + [50] + [0] * 99,
+        datatype=DataType.REGISTERS,
+    )
     inputs = SimData(0, values=[False] * 16, datatype=DataType.BITS)
     input_regs = SimData(0, values=[0] * 16, datatype=DataType.REGISTERS)
     device = SimDevice(id=1, simdata=([coils], [inputs], [holding], [input_regs]), action=action)
@@ -249,8 +262,13 @@ def start_process_clock() -> None:
 class _Users:
     """The historian's account; anonymous sessions are accepted too."""
 
-    def get_user(self, iserver: object, username: str | None = None, password: str | None = None,
-                 certificate: object = None) -> object:
+    def get_user(
+        self,
+        iserver: object,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: object = None,
+    ) -> object:
         from asyncua.crypto.permission_rules import User, UserRole
 
         if username is None:
@@ -285,9 +303,14 @@ def start_opcua_server() -> None:
             while True:
                 await asyncio.sleep(1.0)
                 rng = PROCESS.rng
-                for key, base, spread in (("Line1.Temperature", 71.0, 1.5), ("Line1.Pressure", 3.2, 0.2),
-                                          ("Line1.Speed", 1450.0, 20.0), ("Line2.Temperature", 65.0, 1.5),
-                                          ("Line2.Pressure", 2.9, 0.2), ("Line2.Speed", 1200.0, 20.0)):
+                for key, base, spread in (
+                    ("Line1.Temperature", 71.0, 1.5),
+                    ("Line1.Pressure", 3.2, 0.2),
+                    ("Line1.Speed", 1450.0, 20.0),
+                    ("Line2.Temperature", 65.0, 1.5),
+                    ("Line2.Pressure", 2.9, 0.2),
+                    ("Line2.Speed", 1200.0, 20.0),
+                ):
                     value = round(base + rng.uniform(-spread, spread), 2)
                     await nodes[key].write_value(ua.Variant(value, ua.VariantType.Double))
 
@@ -375,7 +398,10 @@ def hmi_opcua(clock: Clock, split: Split) -> None:
     from asyncua import Client, ua
 
     rng = random.Random(split.seed * 100 + 3)
-    writes = [(t, round(rng.uniform(45.0, 55.0), 1)) for t in schedule(rng, clock.duration, 25.0, (30.0, 60.0))]
+    writes = [
+        (t, round(rng.uniform(45.0, 55.0), 1))
+        for t in schedule(rng, clock.duration, 25.0, (30.0, 60.0))
+    ]
     _bind.ip = HMI
 
     async def run() -> None:
@@ -390,7 +416,9 @@ def hmi_opcua(clock: Clock, split: Split) -> None:
                 await client.read_values(nodes)
                 while writes and writes[0][0] <= t:
                     value = writes.pop(0)[1]
-                    await setpoint.write_value(ua.DataValue(ua.Variant(value, ua.VariantType.Double)))
+                    await setpoint.write_value(
+                        ua.DataValue(ua.Variant(value, ua.VariantType.Double))
+                    )
                 tick += 1
 
     asyncio.run(run())
@@ -429,8 +457,11 @@ async def _tag_sweep(client: object, idx: int, clock: Clock, attack: Attack, t: 
     operation, one request every 4 s: a slow sweep no rate threshold sees."""
     await clock.asleep_until(t)
     attack.begin()
-    objects = [o for o in await client.nodes.objects.get_children()  # type: ignore[attr-defined]
-               if o.nodeid.NamespaceIndex == idx]
+    objects = [
+        o
+        for o in await client.nodes.objects.get_children()  # type: ignore[attr-defined]
+        if o.nodeid.NamespaceIndex == idx
+    ]
     found = []
     for obj in objects:
         t += 4.0
@@ -549,44 +580,93 @@ NORMAL: dict[str, Worker] = {
 
 ATTACKS: dict[str, list[Attack]] = {
     "attack_recon": [
-        Attack("modbus-slow-sweep", ROGUE_SWEEP, MODBUS_PLC, ["T0861"],
-               "A host never seen reads 4 holding registers at a time at 16 addresses, one request "
-               "every 4 s (no rate threshold sees it)."),
-        Attack("opcua-slow-tag-sweep", HISTORIAN, OPCUA_SERVER, ["T0861"],
-               "The historian (trusted, read-only) browses the address space and reads every "
-               "variable it never reads, one request every 4 s."),
-        Attack("s7-recon-upload", ROGUE_S7, S7_PLC, ["T0888", "T0845"],
-               "A host never seen reads the S7 PLC's identity (SZL 0x0011, 0x001C, 0x0131) and "
-               "uploads block DB1."),
+        Attack(
+            "modbus-slow-sweep",
+            ROGUE_SWEEP,
+            MODBUS_PLC,
+            ["T0861"],
+            "A host never seen reads 4 holding registers at a time at 16 addresses, one request "
+            "every 4 s (no rate threshold sees it).",
+        ),
+        Attack(
+            "opcua-slow-tag-sweep",
+            HISTORIAN,
+            OPCUA_SERVER,
+            ["T0861"],
+            "The historian (trusted, read-only) browses the address space and reads every "
+            "variable it never reads, one request every 4 s.",
+        ),
+        Attack(
+            "s7-recon-upload",
+            ROGUE_S7,
+            S7_PLC,
+            ["T0888", "T0845"],
+            "A host never seen reads the S7 PLC's identity (SZL 0x0011, 0x001C, 0x0131) and "
+            "uploads block DB1.",
+        ),
     ],
     "attack_process": [
-        Attack("hmi-setpoint-out-of-range", HMI, MODBUS_PLC, ["T0836", "T0831"],
-               "The HMI (trusted) writes 95 to the setpoint (holding 100), which the operator keeps "
-               "within 40..60."),
-        Attack("opcua-rogue-write", ROGUE_OPCUA, OPCUA_SERVER, ["T0848", "T0855", "T0836"],
-               "A host never seen opens an anonymous session among the busy HMI and historian "
-               "sessions and writes Line1.Setpoint = 52 (a value inside the normal range)."),
-        Attack("hmi-s7-db-write", HMI, S7_PLC, ["T0836"],
-               "The HMI (trusted, writes DB2 setpoints) writes 4 bytes of DB1, the process data "
-               "block it only ever reads."),
+        Attack(
+            "hmi-setpoint-out-of-range",
+            HMI,
+            MODBUS_PLC,
+            ["T0836", "T0831"],
+            "The HMI (trusted) writes 95 to the setpoint (holding 100), which the operator keeps "
+            "within 40..60.",
+        ),
+        Attack(
+            "opcua-rogue-write",
+            ROGUE_OPCUA,
+            OPCUA_SERVER,
+            ["T0848", "T0855", "T0836"],
+            "A host never seen opens an anonymous session among the busy HMI and historian "
+            "sessions and writes Line1.Setpoint = 52 (a value inside the normal range).",
+        ),
+        Attack(
+            "hmi-s7-db-write",
+            HMI,
+            S7_PLC,
+            ["T0836"],
+            "The HMI (trusted, writes DB2 setpoints) writes 4 bytes of DB1, the process data "
+            "block it only ever reads.",
+        ),
     ],
     "attack_control": [
-        Attack("eng-plc-stop", ENGINEERING, S7_PLC, ["T0858", "T0816"],
-               "The engineering station (trusted, does maintenance) stops the S7 PLC and starts "
-               "it again 8 s later."),
-        Attack("hmi-modbus-restart", HMI, MODBUS_PLC, ["T0816"],
-               "The HMI (trusted, reads and writes the setpoint) sends Modbus FC 8 sub-function 1 "
-               "(restart communications option)."),
-        Attack("hmi-s7-polling-blocked", HMI, S7_PLC, ["T0804"],
-               "The HMI's polling of the S7 PLC stops at 130 s (its reporting path is blocked) "
-               "while it keeps polling the Modbus PLC and the OPC UA server."),
+        Attack(
+            "eng-plc-stop",
+            ENGINEERING,
+            S7_PLC,
+            ["T0858", "T0816"],
+            "The engineering station (trusted, does maintenance) stops the S7 PLC and starts "
+            "it again 8 s later.",
+        ),
+        Attack(
+            "hmi-modbus-restart",
+            HMI,
+            MODBUS_PLC,
+            ["T0816"],
+            "The HMI (trusted, reads and writes the setpoint) sends Modbus FC 8 sub-function 1 "
+            "(restart communications option).",
+        ),
+        Attack(
+            "hmi-s7-polling-blocked",
+            HMI,
+            S7_PLC,
+            ["T0804"],
+            "The HMI's polling of the S7 PLC stops at 130 s (its reporting path is blocked) "
+            "while it keeps polling the Modbus PLC and the OPC UA server.",
+        ),
     ],
 }
 
 SPLITS: dict[str, tuple[float, int, dict[str, Worker]]] = {
     "train": (300.0, 1, NORMAL),
     "test": (150.0, 2, NORMAL),
-    "attack_recon": (180.0, 11, {**NORMAL, "rogue_sweep": rogue_modbus_sweep, "rogue_s7": rogue_s7_recon}),
+    "attack_recon": (
+        180.0,
+        11,
+        {**NORMAL, "rogue_sweep": rogue_modbus_sweep, "rogue_s7": rogue_s7_recon},
+    ),
     "attack_process": (180.0, 12, {**NORMAL, "rogue_opcua": rogue_opcua_write}),
     "attack_control": (180.0, 13, NORMAL),
 }
@@ -604,14 +684,29 @@ def run_split(name: str, attempts: int = 3) -> tuple[Path, list[Attack]]:
 
 def _record(name: str) -> tuple[Path, int, list[Attack]]:
     duration, seed, workers = SPLITS[name]
-    attacks = [Attack(a.id, a.attacker, a.target, list(a.techniques), a.description)
-               for a in ATTACKS.get(name, [])]
+    attacks = [
+        Attack(a.id, a.attacker, a.target, list(a.techniques), a.description)
+        for a in ATTACKS.get(name, [])
+    ]
     split = Split(duration, seed, {a.id: a for a in attacks})
     PROCESS.reseed(seed)
     out = HERE / f"{name}.pcap"
     dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "--immediate-mode", "-B", "16384", "-U", "-n", "-s", "0",
-         "-w", str(out), BPF],
+        [
+            "tcpdump",
+            "-i",
+            "lo",
+            "--immediate-mode",
+            "-B",
+            "16384",
+            "-U",
+            "-n",
+            "-s",
+            "0",
+            "-w",
+            str(out),
+            BPF,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -650,17 +745,31 @@ def _iso(ts: float) -> str:
 def write_labels(recorded: dict[str, list[Attack]]) -> None:
     """labels.json: one entry per attack, splits recorded now replace their old entries."""
     doc = json.loads(LABELS.read_text(encoding="utf-8")) if LABELS.exists() else {}
-    entries = [e for e in doc.get("attacks", []) if e["capture"] not in {f"{n}.pcap" for n in recorded}]
+    entries = [
+        e for e in doc.get("attacks", []) if e["capture"] not in {f"{n}.pcap" for n in recorded}
+    ]
     for name, attacks in recorded.items():
         for a in attacks:
             assert a.start is not None and a.end is not None
-            entries.append({
-                "id": a.id, "capture": f"{name}.pcap", "start": _iso(a.start), "end": _iso(a.end),
-                "attacker": a.attacker, "target": a.target, "techniques": a.techniques,
-                "description": a.description,
-            })
+            entries.append(
+                {
+                    "id": a.id,
+                    "capture": f"{name}.pcap",
+                    "start": _iso(a.start),
+                    "end": _iso(a.end),
+                    "attacker": a.attacker,
+                    "target": a.target,
+                    "techniques": a.techniques,
+                    "description": a.description,
+                }
+            )
     order = list(SPLITS)
-    entries.sort(key=lambda e: (order.index(e["capture"][:-5]) if e["capture"][:-5] in order else 99, e["start"]))
+    entries.sort(
+        key=lambda e: (
+            order.index(e["capture"][:-5]) if e["capture"][:-5] in order else 99,
+            e["start"],
+        )
+    )
     doc = {
         "format": "icsmon-attack-labels",
         "version": 1,

@@ -50,7 +50,9 @@ def save_baseline(path: Path) -> Path:
     return path
 
 
-def detect(baseline_file: Path, evs: list[dict], rules: bool = True) -> tuple[list[dict], Detectors]:
+def detect(
+    baseline_file: Path, evs: list[dict], rules: bool = True
+) -> tuple[list[dict], Detectors]:
     """Alerts of the default rules (with the baseline's placeholders) and the baseline
     detector, as `icsmon replay --baseline FILE` applies them; and the detectors for notes."""
     detectors = load_detectors(None, not rules, None, baseline_file)

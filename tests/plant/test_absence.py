@@ -42,7 +42,11 @@ def baseline_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def stopped(alerts: list[dict]) -> list[tuple[str, str]]:
-    return sorted((a["source.ip"], a["destination.ip"]) for a in alerts if a["rule.id"] == "baseline-polling-stopped")
+    return sorted(
+        (a["source.ip"], a["destination.ip"])
+        for a in alerts
+        if a["rule.id"] == "baseline-polling-stopped"
+    )
 
 
 def _t0(evs: list[dict]) -> float:
@@ -67,7 +71,11 @@ def test_a_series_seen_then_silent_is_stopped(baseline_file: Path) -> None:
     # The HMI's S7 polling ends 40 s into the split; the rest of the plant goes on.
     evs = events("test.pcap")
     t0 = _t0(evs)
-    cut = [e for e in evs if not (between(HMI, S7_PLC, e["source.ip"], e["destination.ip"]) and _rel(e, t0) > 40)]
+    cut = [
+        e
+        for e in evs
+        if not (between(HMI, S7_PLC, e["source.ip"], e["destination.ip"]) and _rel(e, t0) > 40)
+    ]
     alerts, _ = detect(baseline_file, cut)
     assert stopped(alerts) == [(HMI, S7_PLC)]
     (alert,) = [a for a in alerts if a["rule.id"] == "baseline-polling-stopped"]
@@ -77,7 +85,9 @@ def test_a_series_seen_then_silent_is_stopped(baseline_file: Path) -> None:
     assert set(alert["threat.technique.id"]) == {"T0803", "T0804"}
 
 
-def test_a_client_never_seen_while_its_server_answers_others_is_loss_of_view(baseline_file: Path) -> None:
+def test_a_client_never_seen_while_its_server_answers_others_is_loss_of_view(
+    baseline_file: Path,
+) -> None:
     # The historian is absent from the start; the OPC UA server keeps answering the HMI.
     evs = [e for e in events("test.pcap") if e["source.ip"] != HISTORIAN]
     alerts, dets = detect(baseline_file, evs)
@@ -96,9 +106,15 @@ def test_a_protocol_missing_from_the_input_is_not_alerted(baseline_file: Path) -
     alerts, dets = detect(baseline_file, evs)
     assert alerts == []
     (note,) = dets.notes()
-    assert note.startswith("baseline: 4 of 5 learned conversations never appeared; 4 not checked for silence")
-    for conv in (f"{HMI} -> {S7_PLC} 102/s7comm", f"{HMI} -> {OPCUA_SERVER} 4840/opcua",
-                 f"{HISTORIAN} -> {OPCUA_SERVER} 4840/opcua", f"{ENGINEERING} -> {S7_PLC} 102/s7comm"):
+    assert note.startswith(
+        "baseline: 4 of 5 learned conversations never appeared; 4 not checked for silence"
+    )
+    for conv in (
+        f"{HMI} -> {S7_PLC} 102/s7comm",
+        f"{HMI} -> {OPCUA_SERVER} 4840/opcua",
+        f"{HISTORIAN} -> {OPCUA_SERVER} 4840/opcua",
+        f"{ENGINEERING} -> {S7_PLC} 102/s7comm",
+    ):
         assert conv in note
     stats = dets.stats()
     assert stats["baselinedetector.conversations_learned"] == 5
@@ -131,9 +147,25 @@ def test_a_server_seen_only_on_another_protocol_is_not_alerted() -> None:
 def test_replay_of_a_bpf_filtered_capture(baseline_file: Path, tmp_path: Path) -> None:
     # The case through the command line: a capture of one protocol (as `tcpdump ...
     # 'tcp port 502'` writes it) replayed against the whole site's baseline.
-    modbus = craft(capture("test.pcap"), tmp_path / "modbus-only.pcap", lambda t, s, d, sp, dp: 502 in (sp, dp))
-    proc = subprocess.run([ICSMON, "replay", str(modbus), "--baseline", str(baseline_file), "--format", "jsonl",
-                           "--sink", "none"], capture_output=True, text=True, timeout=120)
+    modbus = craft(
+        capture("test.pcap"), tmp_path / "modbus-only.pcap", lambda t, s, d, sp, dp: 502 in (sp, dp)
+    )
+    proc = subprocess.run(
+        [
+            ICSMON,
+            "replay",
+            str(modbus),
+            "--baseline",
+            str(baseline_file),
+            "--format",
+            "jsonl",
+            "--sink",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["rule"]["name"] for line in proc.stdout.splitlines()] == []
     notes = [line for line in proc.stderr.splitlines() if line.startswith("note: baseline:")]

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.plant.support import HISTORIAN, HMI, OPCUA_SERVER, S7_PLC, between, capture, craft, save_baseline
+from tests.plant.support import (
+    HISTORIAN,
+    HMI,
+    OPCUA_SERVER,
+    S7_PLC,
+    between,
+    capture,
+    craft,
+    save_baseline,
+)
 from tests.test_live import (
     ICSMON,
     SENSE,
@@ -46,14 +55,19 @@ def _keep(t: float, src: str, dst: str, sport: int, dport: int) -> bool:
 @pytest.fixture(scope="module")
 def cut(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("absence")
-    return (craft(capture("test.pcap"), folder / "cut.pcap", _keep, until=22.0),
-            save_baseline(folder / "plant.baseline.json"))
+    return (
+        craft(capture("test.pcap"), folder / "cut.pcap", _keep, until=22.0),
+        save_baseline(folder / "plant.baseline.json"),
+    )
 
 
 def _stopped(stdout: str) -> list[tuple[str, str]]:
     alerts = [json.loads(line) for line in stdout.splitlines() if line.strip()]
-    return sorted((a["source"]["ip"], a["destination"]["ip"]) for a in alerts
-                  if a["rule"]["id"] == "baseline-polling-stopped")
+    return sorted(
+        (a["source"]["ip"], a["destination"]["ip"])
+        for a in alerts
+        if a["rule"]["id"] == "baseline-polling-stopped"
+    )
 
 
 def _notes(stderr: str) -> list[str]:
@@ -62,8 +76,23 @@ def _notes(stderr: str) -> list[str]:
 
 def test_replay_of_the_cut(cut: tuple[Path, Path]) -> None:
     pcap, baseline = cut
-    proc = subprocess.run([ICSMON, "replay", str(pcap), "--baseline", str(baseline), "--no-rules",
-                           "--format", "jsonl", "--sink", "none"], capture_output=True, text=True, timeout=WAIT)
+    proc = subprocess.run(
+        [
+            ICSMON,
+            "replay",
+            str(pcap),
+            "--baseline",
+            str(baseline),
+            "--no-rules",
+            "--format",
+            "jsonl",
+            "--sink",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert _stopped(proc.stdout) == EXPECTED
     (note,) = _notes(proc.stderr)
@@ -75,9 +104,25 @@ def test_replay_of_the_cut(cut: tuple[Path, Path]) -> None:
 def test_sense_on_a_live_port(netns: str, cut: tuple[Path, Path]) -> None:  # noqa: F811
     pcap, baseline = cut
     proc = subprocess.Popen(
-        _in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--baseline", str(baseline), "--no-rules",
-               "--format", "jsonl", "--sink", "none", "--observer", "t"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        _in_ns(
+            netns,
+            ICSMON,
+            "sense",
+            "--iface",
+            SENSE,
+            "--baseline",
+            str(baseline),
+            "--no-rules",
+            "--format",
+            "jsonl",
+            "--sink",
+            "none",
+            "--observer",
+            "t",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         ifindex = _ifindex(netns, SENSE)
@@ -99,8 +144,13 @@ def test_sense_on_a_live_port(netns: str, cut: tuple[Path, Path]) -> None:  # no
 
 def _replay_paced(ns: str, pcap: Path) -> None:
     """tcpreplay at the capture's own pace (polling periods are what the baseline measures)."""
-    subprocess.run(_in_ns(ns, "tcpreplay", "-q", "-i", "vsend", str(pcap)), capture_output=True, text=True,
-                   check=True, timeout=WAIT)
+    subprocess.run(
+        _in_ns(ns, "tcpreplay", "-q", "-i", "vsend", str(pcap)),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=WAIT,
+    )
 
 
 _ = _replay  # the --topspeed helper of tests/test_live.py; pace matters here

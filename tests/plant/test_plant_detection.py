@@ -26,7 +26,10 @@ MAX_ALERTS_PER_ATTACK = 12  # "a handful of alerts each, not hundreds"
 def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Score, dict[str, list[dict]]]:
     labels = load_labels(LABELS)
     baseline_file = save_baseline(tmp_path_factory.mktemp("plant") / "plant.baseline.json")
-    alerts = {name: detect(baseline_file, events(name))[0] for name in (*labels.clean, *labels.attack_captures)}
+    alerts = {
+        name: detect(baseline_file, events(name))[0]
+        for name in (*labels.clean, *labels.attack_captures)
+    }
     scored = score(labels, alerts)
     print("\n" + json.dumps(scored.to_dict(), indent=1))
     return scored, alerts
@@ -41,8 +44,11 @@ def test_labels_describe_real_attacks_in_their_captures() -> None:
         frames = [ts for ts, _, _ in CaptureReader(capture(attack.capture))]
         assert frames[0] <= attack.start <= attack.end <= frames[-1], attack.id
         assert attack.techniques and all(t in TECHNIQUES for t in attack.techniques), attack.id
-        evs = [e for e in events(attack.capture)
-               if {e["source.ip"], e["destination.ip"]} == {attack.attacker, attack.target}]
+        evs = [
+            e
+            for e in events(attack.capture)
+            if {e["source.ip"], e["destination.ip"]} == {attack.attacker, attack.target}
+        ]
         assert evs, f"{attack.id}: no traffic between {attack.attacker} and {attack.target}"
         protocols.update(e["network.protocol"] for e in evs)
     assert protocols == {"modbus", "s7comm", "opcua"}
@@ -52,19 +58,26 @@ def test_labels_describe_real_attacks_in_their_captures() -> None:
 
 def test_clean_test_split_raises_nothing(result: tuple[Score, dict]) -> None:
     scored, _ = result
-    assert [(a["rule.name"], a["source.ip"], a["destination.ip"]) for a in scored.clean_alerts] == []
+    assert [
+        (a["rule.name"], a["source.ip"], a["destination.ip"]) for a in scored.clean_alerts
+    ] == []
 
 
 def test_every_attack_is_detected_with_its_techniques(result: tuple[Score, dict]) -> None:
     scored, _ = result
-    missed = {r.attack.id: (r.detected, r.missing) for r in scored.attacks if not r.detected or r.missing}
+    missed = {
+        r.attack.id: (r.detected, r.missing) for r in scored.attacks if not r.detected or r.missing
+    }
     assert missed == {}
     assert scored.detected == len(scored.attacks)
 
 
 def test_precision_on_the_attack_splits(result: tuple[Score, dict]) -> None:
     scored, _ = result
-    false = [(a["rule.name"], a["source.ip"], a["destination.ip"], a["@timestamp"]) for a in scored.false_alerts]
+    false = [
+        (a["rule.name"], a["source.ip"], a["destination.ip"], a["@timestamp"])
+        for a in scored.false_alerts
+    ]
     assert scored.precision >= 0.9, false
 
 
@@ -79,8 +92,11 @@ def test_each_attack_is_a_handful_of_alerts(result: tuple[Score, dict]) -> None:
 def test_attribution_needs_attacker_target_and_window() -> None:
     labels = load_labels(LABELS)
     attack = labels.attacks[0]
-    alert = {"source.ip": attack.attacker, "destination.ip": attack.target,
-             "@timestamp": "1970-01-01T00:00:00.000000Z"}
+    alert = {
+        "source.ip": attack.attacker,
+        "destination.ip": attack.target,
+        "@timestamp": "1970-01-01T00:00:00.000000Z",
+    }
     assert attribute(alert, [attack]) is None  # outside the window
     from detectors.baseline.model import iso
 
