@@ -372,7 +372,8 @@ def hmi_s7(clock: Clock, split: Split) -> None:
         t = 0.6 + tick * 2.0
         if blocked is not None and t >= 130.0:
             blocked.begin()  # the HMI's view of the PLC goes dark: no request from here on
-            blocked.end = blocked.start + (clock.duration - t)
+            time.sleep(max(0.0, clock.duration - 1.0 - clock.now()))
+            blocked.done()  # it lasts until the split ends (1 s before the last polls)
             break
         try:
             client.db_read(1, 0, 16)

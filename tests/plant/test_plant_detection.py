@@ -113,3 +113,17 @@ def test_bad_labels_file_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LabelsError, match="cannot read"):
         load_labels(tmp_path / "missing.json")
     assert (PLANT / "make_captures.py").is_file()
+
+
+def test_training_baseline_golden(update_golden: bool) -> None:
+    """The baseline learned from train.pcap, as reviewed: a change in learning shows as a diff
+    of pcaps/plant/train.baseline.json (regenerate with ICSMON_UPDATE_GOLDEN=1). `icsmon
+    baseline learn pcaps/plant/train.pcap -o FILE` gives the same apart from window.sources."""
+    from tests.plant.support import trained
+
+    golden = PLANT / "train.baseline.json"
+    text = trained().to_json()
+    if update_golden:
+        golden.write_text(text, encoding="utf-8")
+    assert golden.is_file(), "regenerate with ICSMON_UPDATE_GOLDEN=1"
+    assert golden.read_text(encoding="utf-8") == text
