@@ -35,6 +35,7 @@ def _register_subcommands() -> None:
         cmd_index,
         cmd_posture,
         cmd_query,
+        cmd_response,
         cmd_rules,
         cmd_sensor,
     )
@@ -47,6 +48,7 @@ def _register_subcommands() -> None:
     app.add_typer(cmd_baseline.app, name="baseline")
     app.add_typer(cmd_posture.app, name="posture")
     app.add_typer(cmd_posture.org_app, name="org")
+    app.add_typer(cmd_response.app, name="response")
     command("alerts")(cmd_query.alerts_command)
     command("assets")(cmd_query.assets_command)
     command("index")(cmd_index.index_command)

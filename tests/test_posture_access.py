@@ -298,6 +298,9 @@ def test_every_api_route_is_covered_by_the_tenancy_tests(env: Env) -> None:
     public = {("GET", "/api/config"), ("GET", "/api/i18n")}
     covered = {(m, p.split("?")[0]) for eps in OBJECT_ENDPOINTS.values() for m, p, _ in eps}
     covered |= {("GET", p.split("?")[0]) for p in HOME_GETS}
+    from tests.response.test_response_access import ROUTES as RESPONSE_ROUTES
+
+    covered |= set(RESPONSE_ROUTES)
     covered = {(m, p.replace("{id}", "{x}")) for m, p in covered}
     routes = set()
     for route in env.client.app.routes:
