@@ -113,7 +113,19 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "icsmon.correlation.key": K,
     **{
         f"icsmon.baseline.{name}": K
-        for name in ("expected", "observed", "entry", "file", "asset", "conversation", "series")
+        for name in (
+            "expected",
+            "observed",
+            "entry",
+            "file",
+            "asset",
+            "conversation",
+            "series",
+            "operation",
+            "point",
+            "direction",
+            "points",
+        )
     },
     "icsmon.baseline.count": LONG,
     # assets
