@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.findings import merge_finding
+
 RESOLVE_AFTER_S = 7 * 86400.0
-MAX_EVIDENCE = 20
 STATES = ("open", "resolved", "accepted")
 
 
@@ -37,30 +38,14 @@ def epoch(stamp: Any) -> float:
 
 
 def merge(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict]:
-    """One document per ``finding.id``."""
+    """One document per ``finding.id``, by the one merge rule (``pipeline.findings``)."""
     out: dict[str, dict] = {}
     for doc in docs:
         fid = doc.get("finding.id")
         if not fid:
             continue
         old = out.get(fid)
-        if old is None:
-            out[fid] = dict(doc)
-            continue
-        newer = epoch(doc.get("finding.last_seen")) >= epoch(old.get("finding.last_seen"))
-        merged = {**old, **doc} if newer else {**doc, **old}
-        firsts = [d.get("finding.first_seen") for d in (old, doc) if d.get("finding.first_seen")]
-        lasts = [d.get("finding.last_seen") for d in (old, doc) if d.get("finding.last_seen")]
-        if firsts:
-            merged["finding.first_seen"] = min(firsts, key=epoch)
-        if lasts:
-            merged["finding.last_seen"] = max(lasts, key=epoch)
-        evidence = list(old.get("finding.evidence.event_ids") or [])
-        for eid in doc.get("finding.evidence.event_ids") or []:
-            if eid not in evidence:
-                evidence.append(eid)
-        merged["finding.evidence.event_ids"] = evidence[:MAX_EVIDENCE]
-        out[fid] = merged
+        out[fid] = dict(doc) if old is None else merge_finding(old, dict(doc))
     return out
 
 

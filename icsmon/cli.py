@@ -54,6 +54,7 @@ def _register_subcommands() -> None:
     command("index")(cmd_index.index_command)
     app.add_typer(cmd_assessment.advisories_app, name="advisories")
     app.add_typer(cmd_assessment.findings_app, name="findings")
+    command("report")(cmd_assessment.report_command)
 
 
 _register_subcommands()

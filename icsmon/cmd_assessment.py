@@ -251,3 +251,67 @@ def findings_reopen(
     if not open_catalog(store, catalog).reopen(finding_id):
         raise fail(f"{finding_id}: not accepted")
     note(f"{finding_id}: open again")
+
+
+def report_command(
+    period: Annotated[str, typer.Option("--period", help="weekly or monthly")] = "weekly",
+    scope: Annotated[
+        str,
+        typer.Option("--scope", help="province, city:ID, industry:NAME, enterprise:ID, site:ID"),
+    ] = "province",
+    fmt: Annotated[
+        str, typer.Option("--format", help="pdf, html or json (the report's data)")
+    ] = "pdf",
+    lang: Annotated[str, typer.Option("--lang", help="zh or en")] = "zh",
+    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the report")] = Path(
+        "report.pdf"
+    ),
+    store: StoreOpt = None,
+    state: Annotated[
+        Path | None, typer.Option("--state", help="Posture state (registry) file")
+    ] = None,
+    catalog: CatalogOpt = None,
+) -> None:
+    """A weekly or monthly report of a scope: score and trend, top-risk enterprises,
+    findings, exposure, coverage, alerts by technique; PDF or HTML, in Chinese by default."""
+    from posture.report import PERIODS, render_html, render_pdf, report_data
+
+    if period not in PERIODS:
+        raise fail(f"--period must be one of {', '.join(PERIODS)}")
+    if fmt not in ("pdf", "html", "json"):
+        raise fail("--format must be pdf, html or json")
+    if lang not in ("zh", "en"):
+        raise fail("--lang must be zh or en")
+    from icsmon.cmd_posture import open_state
+    from posture.access import NotVisible, Principal, resolve_scope
+    from posture.assessment_api import AssessmentData
+    from posture.service import PostureService
+
+    backend = _open_store(store)
+    st = open_state(store, None, state)
+    try:
+        try:
+            sc = resolve_scope(Principal("report", "province-analyst", None), st.org(), scope)
+        except NotVisible:
+            raise fail(f"--scope {scope}: not in the registry") from None
+        data = report_data(
+            PostureService(backend, st),
+            AssessmentData(backend, st, open_catalog(store, catalog)),
+            sc,
+            period,
+        )
+        if fmt == "json":
+            import json
+
+            payload = json.dumps(data, ensure_ascii=False, indent=1).encode()
+        else:
+            page = render_html(data, lang)
+            payload = render_pdf(page) if fmt == "pdf" else page.encode()
+        try:
+            out.write_bytes(payload)
+        except OSError as exc:
+            raise fail(f"{out}: cannot write: {exc.strerror}", ExitCode.FAILED) from None
+        note(f"{period} report of {sc.key} ({data['since']} - {data['until']}) -> {out}")
+    finally:
+        backend.close()
+        st.close()

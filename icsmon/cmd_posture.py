@@ -93,6 +93,13 @@ def serve(
     webhook_interval: Annotated[
         float, typer.Option("--webhook-interval", help="Seconds between webhook passes")
     ] = 15.0,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="Assessment catalog (advisories, accepted findings; default beside the store)",
+        ),
+    ] = None,
     response_policy: Annotated[
         Path | None,
         typer.Option(
@@ -131,9 +138,18 @@ def serve(
     st = open_state(store, es, state)
     if not st.org().sites:
         warning_line("the registry is empty: load one with `icsmon org import FILE`")
+    from icsmon.cmd_assessment import open_catalog
+
+    if catalog is None and es is not None:
+        catalog = state_path(store, es, state).with_name("assessment.db")
     desk = Response(st.path, backend, pol, cal)
     application = create_app(
-        backend, st, silent_after_s=silent_after * 60, refresh_s=refresh, response=desk
+        backend,
+        st,
+        silent_after_s=silent_after * 60,
+        refresh_s=refresh,
+        response=desk,
+        catalog=open_catalog(store, catalog),
     )
     dispatcher = WebhookDispatcher(backend, st) if webhooks else None
     if dispatcher:
@@ -179,6 +195,8 @@ def demo(
             sink.write("event", ev)
         for asset in seed.assets(registry, now):
             sink.write("asset", asset)
+        for finding in seed.findings(registry, now):
+            sink.write("finding", finding)
     st = open_state(store, None, state)
     counts = st.import_org(parse_org(registry, "demo registry"))
     token = st.create_token("demo", "province-analyst", None)

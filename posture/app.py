@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -150,6 +150,7 @@ def create_app(
     refresh_s: int = 30,
     auth_failures: int = 20,
     auth_window_s: float = 60.0,
+    catalog: Any | None = None,
     response: ResponseDesk | None = None,
 ) -> FastAPI:
     service = PostureService(backend, state, silent_after_s=silent_after_s)
@@ -446,6 +447,44 @@ def create_app(
             )
         )
         return {"total": total, "items": [nest(d) for d in docs]}
+
+    # -- assessment (posture/assessment_api.py) ------------------------------------------
+
+    from posture.assessment_api import AssessmentData, add_routes
+
+    app.state.assessment = AssessmentData(backend, state, catalog)
+    add_routes(app, app.state.assessment, Who, scoped, NotVisible)
+
+    @app.get(
+        "/api/assessment/reports/{period}",
+        summary="Weekly or monthly report of a scope (HTML or PDF)",
+    )
+    def report(
+        p: Who,
+        period: Literal["weekly", "monthly"],
+        scope: str | None = None,
+        format: Literal["html", "pdf", "json"] = "pdf",
+        lang: Literal["zh", "en"] = "zh",
+    ) -> Response:
+        from posture.report import render_html, render_pdf, report_data
+
+        sc = scoped(p, scope)
+        data = report_data(service, app.state.assessment, sc, period)
+        name = f"icsmon-{period}-{sc.key.replace(':', '-')}-{data['until']}"
+        if format == "json":
+            return JSONResponse(data)
+        page = render_html(data, lang)
+        if format == "html":
+            return Response(
+                page,
+                media_type="text/html; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}.html"'},
+            )
+        return Response(
+            render_pdf(page),
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'},
+        )
 
     # -- webhooks ------------------------------------------------------------------------
 

@@ -104,6 +104,21 @@ class DetectBody(BaseModel):
     hours: float = Field(default=24, gt=0, le=24 * 400)
 
 
+class WarningBody(BaseModel):
+    level: str = Field(max_length=20)
+    title: str = Field(max_length=500)
+    text: Text = ""
+    campaign: str | None = Field(default=None, max_length=64)
+    industries: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        default=None, max_length=50
+    )
+    vendors: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None, max_length=50)
+
+
+class LiftBody(BaseModel):
+    note: Text = Field(min_length=1)
+
+
 class AllowBody(BaseModel):
     value: str = Field(max_length=64)
     reason: str = Field(max_length=500)
@@ -408,6 +423,42 @@ def install(
     )
     def campaign_watch(v: Who, campaign_id: str) -> dict[str, Any]:
         return {"watchlist": desk.campaigns.watch_campaign(v, campaign_id)}
+
+    # -- early warning ----------------------------------------------------------------------
+
+    @app.get("/api/warnings", summary="Early warnings (an enterprise: those addressed to it)")
+    def warnings(v: Who, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+        return desk.warnings.list(v, limit)
+
+    @app.post(
+        "/api/warnings",
+        status_code=201,
+        summary="Warn the enterprises not yet hit that share the sector or vendor",
+    )
+    def issue_warning(v: Who, body: WarningBody) -> dict[str, Any]:
+        wid = desk.warnings.issue(
+            v,
+            org(),
+            level=body.level,
+            title=body.title,
+            text=body.text,
+            campaign=body.campaign,
+            industries=body.industries,
+            vendors=body.vendors,
+        )
+        return desk.warnings.detail(v, wid)
+
+    @app.get("/api/warnings/{warning_id}", summary="One early warning and its recipients")
+    def warning(v: Who, warning_id: str) -> dict[str, Any]:
+        return desk.warnings.detail(v, warning_id)
+
+    @app.post("/api/warnings/{warning_id}/acknowledge", summary="The enterprise acknowledges")
+    def acknowledge_warning(v: Who, warning_id: str) -> dict[str, Any]:
+        return desk.warnings.acknowledge(v, warning_id)
+
+    @app.post("/api/warnings/{warning_id}/lift", summary="Lift an early warning (province)")
+    def lift_warning(v: Who, warning_id: str, body: LiftBody) -> dict[str, Any]:
+        return desk.warnings.lift(v, warning_id, body.note)
 
     @app.get("/api/allowlist", summary="Shared addresses that never make a campaign")
     def allowlist(v: Who) -> list[dict[str, Any]]:

@@ -30,10 +30,11 @@ LATE_ARRIVAL_S = 600.0  # alerts can reach the store this long after their @time
 PAGE = 200
 
 
-# Response objects whose changes an enterprise's webhooks receive (its own notices); city
+# Response objects whose changes an enterprise's webhooks receive (its own notices and
+# warnings); city
 # webhooks also receive incidents and campaigns touching the city.
-ENTERPRISE_KINDS = ("notice",)
-CITY_KINDS = ("notice", "incident", "report", "campaign")
+ENTERPRISE_KINDS = ("notice", "warning")
+CITY_KINDS = ("notice", "incident", "report", "campaign", "warning")
 
 
 def notify_change(state: PostureState, entry: dict[str, Any]) -> int:

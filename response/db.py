@@ -97,6 +97,16 @@ CREATE TABLE IF NOT EXISTS watchlist (
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL, source TEXT NOT NULL,
   source_ref TEXT NOT NULL, added_at REAL NOT NULL, added_by TEXT NOT NULL,
   valid_until REAL, UNIQUE (kind, value));
+CREATE TABLE IF NOT EXISTS warning (
+  id TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQUE, level TEXT NOT NULL, title TEXT NOT NULL,
+  text TEXT NOT NULL, source_kind TEXT NOT NULL, source_ref TEXT NOT NULL,
+  industries TEXT NOT NULL, vendors TEXT NOT NULL, issued_at REAL NOT NULL,
+  issued_by TEXT NOT NULL, state TEXT NOT NULL, lifted_at REAL);
+CREATE TABLE IF NOT EXISTS warning_recipient (
+  warning_id TEXT NOT NULL REFERENCES warning(id), enterprise_id TEXT NOT NULL,
+  city_id TEXT NOT NULL, industry TEXT NOT NULL, sites TEXT NOT NULL, reason TEXT NOT NULL,
+  acknowledged_at REAL, acknowledged_by TEXT, PRIMARY KEY (warning_id, enterprise_id));
+CREATE INDEX IF NOT EXISTS warning_recipient_enterprise ON warning_recipient(enterprise_id);
 CREATE TABLE IF NOT EXISTS response_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 

@@ -13,6 +13,7 @@ from response.db import ResponseDB, Viewer
 from response.incidents import Incidents, OrgLike
 from response.notices import Notices
 from response.policy import Policy, load_policy
+from response.warnings import Warnings
 from response.workdays import Calendar, load_calendar
 
 
@@ -31,6 +32,7 @@ class Response:
         self.incidents = Incidents(self.db, self.policy, self.calendar, backend)
         self.notices = Notices(self.db, self.policy, self.calendar, backend, self.incidents)
         self.campaigns = Campaigns(self.db, self.policy, backend)
+        self.warnings = Warnings(self.db, self.policy, backend, self.campaigns)
 
     def close(self) -> None:
         self.db.close()

@@ -86,6 +86,7 @@ function renderTabs(active) {
   if (analyst) tabs.push(["incidents", "#view=incidents"]);
   tabs.push(["notices", "#view=notices"]);
   if (analyst) tabs.push(["campaigns", "#view=campaigns"]);
+  tabs.push(["warnings", "#view=warnings"]);
   nav.replaceChildren(...tabs.map(([k, href]) => el("a", { href, id: `tab-${k}`, class: k === active ? "current" : "" }, t(`tab.${k}`))));
 }
 
@@ -384,6 +385,7 @@ async function renderCampaign(root, id) {
       [t("industry"), c.industries.map((x) => t(`industry.${x}`))], [t("col.technique"), c.techniques], [t("campaign.first"), when(c.first_seen)], [t("campaign.last"), when(c.last_seen)]])),
     errorBox()),
     el("section", { class: "row" }, el("div", { class: "card wide" }, el("div", { class: "card-title" }, t("incident.timeline")), el("div", { id: "campaign-chart", class: "chart" }))),
+    province ? el("section", { class: "row" }, card(t("warning.issue"), warningForm(c))) : "",
     el("section", { class: "row" }, card(t("col.enterprises"), el("table", { class: "grid", id: "campaign-enterprises" }, ...table([t("col.enterprise"), t("col.city"), t("industry")],
       c.enterprise_list.map((e) => el("tr", {}, el("td", {}, S.lang === "zh" && e.name_zh ? e.name_zh : e.name), el("td", {}, nameOf("city", e.city)), el("td", {}, t(`industry.${e.industry}`)))))))));
   const ents = c.enterprise_list.map((e) => e.id);
@@ -394,6 +396,45 @@ async function renderCampaign(root, id) {
     series: [{ type: "scatter", symbolSize: 12, itemStyle: { color: "#f46036" },
       data: c.timeline.map((x) => ({ value: [x.at * 1000, ents.indexOf(x.enterprise)], rule: x.rule })) }],
   });
+}
+
+/* ---- early warning ---------------------------------------------------------------------- */
+
+function warningLevel(id) {
+  const lv = (R.levels || []).find((x) => x.id === id) || { id, zh: id, en: id };
+  return el("span", { class: "pill level", style: `background:${LEVEL_COLOR[id] || "#5aa9e6"}` }, S.lang === "zh" ? lv.zh : lv.en);
+}
+
+async function renderWarnings(root) {
+  const list = await api("/api/warnings?limit=200");
+  const operator = S.me.role === "enterprise-operator";
+  const cards = list.items.map((w) => {
+    const mine = w.recipients.find((r) => r.enterprise_id === S.me.scope.split(":")[1]);
+    return el("div", { class: "card warning-card", "data-warning": w.id },
+      el("div", { class: "dl-head" }, warningLevel(w.level), el("b", {}, `#${w.number} ${w.title}`),
+        el("span", { class: `badge st-${w.state === "active" ? "issued" : "closed"}` }, t(`warning.state.${w.state}`))),
+      el("div", { class: "muted" }, `${when(w.issued_at)} · ${w.industries.map((x) => t("industry." + x)).join(", ")}${w.vendors.length ? " · " + w.vendors.join(", ") : ""}`),
+      w.text ? el("div", { class: "warning-text" }, w.text) : "",
+      el("div", { class: "muted" }, `${t("warning.recipients")} ${w.recipients_total} · ${t("warning.acknowledged")} ${w.acknowledged}`),
+      operator && mine && !mine.acknowledged_at && w.state === "active"
+        ? el("button", { type: "button", class: "warning-ack", onclick: guard(async () => { await post(`/api/warnings/${w.id}/acknowledge`); await refresh(); }) }, t("btn.acknowledge"))
+        : mine && mine.acknowledged_at ? el("span", { class: "ok-text" }, `${t("warning.acknowledged")} ${when(mine.acknowledged_at)}`) : "");
+  });
+  root.replaceChildren(el("section", { class: "row" }, el("div", { class: "card wide" },
+    el("div", { class: "card-title" }, t("tab.warnings")), errorBox(),
+    el("div", { id: "warnings", class: "ent-grid" }, ...(cards.length ? cards : [el("div", { class: "muted" }, t("none"))])))));
+}
+
+function warningForm(c) {
+  const level = el("select", { id: "warning-level" }, (R.levels || []).map((l) => el("option", { value: l.id }, S.lang === "zh" ? l.zh : l.en)));
+  const title = el("input", { id: "warning-title", value: `${t("indicator." + c.kind)} ${c.indicator}` });
+  const text = el("textarea", { id: "warning-text", rows: 3, placeholder: t("warning.text_hint") });
+  const send = guard(async () => {
+    const w = await post("/api/warnings", { level: level.value, title: title.value, text: text.value, campaign: c.id });
+    document.getElementById("resp-status").textContent = `${t("warning.sent")} ${w.recipients_total}`;
+  });
+  return el("div", { class: "notice-form" }, el("label", {}, t("warning.level"), level), el("label", {}, t("col.title"), title),
+    el("label", {}, t("warning.text"), text), el("button", { id: "warning-send", type: "button", onclick: send }, t("btn.warn")));
 }
 
 /* ---- emergency command view ------------------------------------------------------------ */
@@ -433,7 +474,10 @@ const ResponseUI = {
     return ["view", "incident", "notice", "campaign", "command"].some((k) => params.has(k));
   },
   async render(params) {
-    if (!R.policy && S.me.role !== "enterprise-operator" && S.me.role !== "enterprise-viewer") R.policy = await api("/api/response/policy");
+    if (!R.policy) {
+      R.policy = await api("/api/response/policy");
+      R.levels = R.policy.warning_levels;
+    }
     const root = document.getElementById("response-view");
     const view = params.get("view");
     let tab = "incidents";
@@ -443,6 +487,7 @@ const ResponseUI = {
     else if (params.has("campaign")) { tab = "campaigns"; await renderCampaign(root, params.get("campaign")); }
     else if (view === "notices") { tab = "notices"; await renderNotices(root); }
     else if (view === "campaigns") { tab = "campaigns"; await renderCampaigns(root); }
+    else if (view === "warnings") { tab = "warnings"; await renderWarnings(root); }
     else await renderIncidents(root);
     renderTabs(tab);
   },

@@ -11,7 +11,7 @@ import pytest
 import stix2
 
 from posture import seed
-from tests.test_posture_api import Env, make_env
+from tests.support.posture import Env, make_env
 
 ATTACKER = "203.0.113.77"  # TEST-NET-3: documents only, no traffic is sent anywhere
 
@@ -201,3 +201,86 @@ def test_stix_export_validates_and_names_no_enterprise_unless_asked(env: Env) ->
     objs = stix2.parse(json.dumps(b), allow_custom=False).objects
     assert [o.type for o in objs].count("incident") == 1
     assert any(o.type == "indicator" for o in objs)
+
+
+def test_early_warning_to_the_enterprises_not_yet_hit(env: Env) -> None:
+    ents = three_enterprises_two_cities(env)
+    t0 = time.time() - 3600
+    for i, ent in enumerate(ents):
+        hit(env, ent, t0 + i * 60, 1, tag=i)
+    cid = detect(env)["new"][0]
+    rows = seed.registry_sites(env.registry)
+    camp = env.client.get(f"/api/campaigns/{cid}", headers=env.h("province")).json()
+    r = env.client.post(
+        "/api/warnings",
+        headers=env.h("province"),
+        json={
+            "level": "orange",
+            "title": "Unlisted masters writing setpoints",
+            "campaign": cid,
+            "text": "Block 203.0.113.77 at the plant boundary; check Modbus write access.",
+        },
+    )
+    assert r.status_code == 201, r.text
+    w = r.json()
+    got = {x["enterprise_id"]: x["reason"] for x in w["recipients"]}
+    # Same sector or same vendor, never one already hit.
+    industries = set(camp["industries"])
+    site_vendor = {
+        a["labels.site"]: a.get("ics.device.vendor")
+        for a in env.docs["asset"]
+        if a.get("ics.device.vendor")
+    }
+    hit_sites = {x["site"] for x in camp["timeline"]}
+    hit_vendors = {site_vendor[s] for s in hit_sites if s in site_vendor}
+    want = {
+        r_["enterprise"]
+        for r_ in rows
+        if r_["enterprise"] not in ents
+        and (r_["industry"] in industries or site_vendor.get(r_["site"]) in hit_vendors)
+    }
+    assert set(got) == want and want
+    assert not set(got) & set(ents)
+    assert set(w["industries"]) == industries and set(w["vendors"]) == hit_vendors
+    assert all(v == "industry" or v.startswith("vendor:") for v in got.values())
+    # Each recipient sees its own warning and no other recipient; others see nothing.
+    recipient = sorted(got)[0]
+    tok = env.state.create_token("rcpt", "enterprise-operator", recipient)
+    h = {"Authorization": f"Bearer {tok}"}
+    mine = env.client.get(f"/api/warnings/{w['id']}", headers=h).json()
+    assert [x["enterprise_id"] for x in mine["recipients"]] == [recipient]
+    assert mine["source"] == {"kind": "campaign"} and mine["recipients_total"] == 1
+    assert env.client.get("/api/warnings", headers=h).json()["total"] == 1
+    outsider = next(r_["enterprise"] for r_ in rows if r_["enterprise"] not in got)
+    tok2 = env.state.create_token("out", "enterprise-operator", outsider)
+    h2 = {"Authorization": f"Bearer {tok2}"}
+    assert env.client.get(f"/api/warnings/{w['id']}", headers=h2).status_code == 404
+    assert env.client.get("/api/warnings", headers=h2).json()["total"] == 0
+    # Acknowledged once; a city cannot issue; the province lifts.
+    r = env.client.post(f"/api/warnings/{w['id']}/acknowledge", headers=h)
+    assert r.status_code == 200 and r.json()["recipients"][0]["acknowledged_by"] == "rcpt"
+    assert env.client.post(f"/api/warnings/{w['id']}/acknowledge", headers=h).status_code == 409
+    assert (
+        env.client.post(
+            "/api/warnings",
+            headers=env.h("city_a"),
+            json={"level": "red", "title": "x", "industries": ["chemicals"]},
+        ).status_code
+        == 403
+    )
+    assert (
+        env.client.post(
+            "/api/warnings",
+            headers=env.h("province"),
+            json={"level": "purple", "title": "x", "industries": ["chemicals"]},
+        ).status_code
+        == 422
+    )
+    r = env.client.post(
+        f"/api/warnings/{w['id']}/lift", headers=env.h("province"), json={"note": "campaign over"}
+    )
+    assert r.json()["state"] == "lifted"
+    audit = env.client.get(
+        "/api/response/audit", params={"kind": "warning"}, headers=env.h("province")
+    ).json()
+    assert [e["action"] for e in audit] == ["lift", "acknowledge", "issue"]

@@ -1,7 +1,7 @@
 """Tenancy of the response routes: every route, as every role, against every other tenant's
 incidents, notices, reports, attachments and campaigns. A foreign object answers exactly like
 a missing one; home listings hold no foreign identifiers. ``ROUTES`` lists every response
-route; tests/test_posture_access.py checks that no API route is left out of the tenancy tests.
+route; tests/posture/test_access.py checks that no API route is left out of the tenancy tests.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from posture import seed
-from tests.test_posture_access import WHO
-from tests.test_posture_api import Env, make_env
+from tests.support.posture import WHO, Env, make_env
 
 MISSING = {
     "incident": "inc-ffffffffffffffff",
@@ -25,6 +24,7 @@ MISSING = {
     "attachment": "att-ffffffffffffffff",
     "campaign": "cmp-ffffffffffffffff",
     "watch": "wl-ffffffffffffffff",
+    "warning": "wrn-ffffffffffffffff",
 }
 
 # kind -> (method, path, body); {id} is the object.
@@ -56,6 +56,11 @@ OBJECT_ROUTES: dict[str, list[tuple[str, str, Any]]] = {
         ("POST", "/api/reports/{id}/submit", None),
     ],
     "attachment": [("GET", "/api/attachments/{id}", None)],
+    "warning": [
+        ("GET", "/api/warnings/{id}", None),
+        ("POST", "/api/warnings/{id}/acknowledge", None),
+        ("POST", "/api/warnings/{id}/lift", {"note": "x"}),
+    ],
     "campaign": [
         ("GET", "/api/campaigns/{id}", None),
         ("GET", "/api/campaigns/{id}/stix", None),
@@ -71,6 +76,8 @@ HOME_ROUTES = [
     ("POST", "/api/notices"),
     ("GET", "/api/notices/stats"),
     ("GET", "/api/campaigns"),
+    ("GET", "/api/warnings"),
+    ("POST", "/api/warnings"),
     ("POST", "/api/campaigns/detect"),
     ("GET", "/api/response/policy"),
     ("GET", "/api/response/audit"),
@@ -149,6 +156,21 @@ def build_objects(env: Env) -> dict[str, dict[str, list[str]]]:
     assert len(camps) == 1
     for ent in camps[0]["enterprises"]:
         out["campaign"].setdefault(ent, []).append(camps[0]["id"])
+    # Early warnings to the sectors of the two principals' enterprises.
+    industry = {r["enterprise"]: r["industry"] for r in rows}
+    for ent in ents[:2]:
+        w = env.client.post(
+            "/api/warnings",
+            headers=prov,
+            json={
+                "level": "yellow",
+                "title": f"warning for {industry[ent]}",
+                "industries": [industry[ent]],
+            },
+        )
+        assert w.status_code == 201, w.text
+        for rcpt in w.json()["recipients"]:
+            out["warning"].setdefault(rcpt["enterprise_id"], []).append(w.json()["id"])
     return out
 
 
@@ -159,7 +181,7 @@ def visible_enterprises(env: Env, who: str, kind: str) -> set[str]:
         return {r["enterprise"] for r in rows}
     if role == "city-analyst":
         return {r["enterprise"] for r in rows if r["city"] == scope}
-    if kind in ("notice",):
+    if kind in ("notice", "warning"):
         return {scope}
     return set()  # enterprises see no incidents, reports, campaigns
 
@@ -172,8 +194,8 @@ def foreign_ids(env: Env, who: str, kind: str, leak: bool = False) -> list[str]:
     if leak and role.startswith("enterprise-"):
         mine = {scope}
     objects = env.objects[kind]  # type: ignore[attr-defined]
-    if kind == "campaign":
-        # A campaign is visible when any of its enterprises is.
+    if kind in ("campaign", "warning"):
+        # Visible when any of its enterprises (recipients) is.
         ids = {i for ids in objects.values() for i in ids}
         seen = {i for e, ids in objects.items() if e in mine for i in ids}
         return sorted(ids - seen)
@@ -186,7 +208,7 @@ def foreign_ids(env: Env, who: str, kind: str, leak: bool = False) -> list[str]:
 @pytest.mark.parametrize("kind", list(OBJECT_ROUTES))
 def test_foreign_response_objects_answer_like_missing_ones(env: Env, who: str, kind: str) -> None:
     targets = foreign_ids(env, who, kind)
-    if who in ("city_a", "city_b", "ent_a_op", "ent_b_op") and kind != "campaign":
+    if who in ("city_a", "city_b", "ent_a_op", "ent_b_op") and kind not in ("campaign", "warning"):
         assert targets, f"{who} must have foreign {kind}s to try"
     for method, path, body in OBJECT_ROUTES[kind]:
         ref = env.client.request(
@@ -203,6 +225,7 @@ def test_foreign_response_objects_answer_like_missing_ones(env: Env, who: str, k
 
 
 HOME_GETS = [
+    "/api/warnings",
     "/api/incidents",
     "/api/notices",
     "/api/campaigns",
@@ -222,7 +245,7 @@ def test_response_listings_hold_no_foreign_identifiers(env: Env, who: str, path:
         return
     assert r.status_code == 200, r.text
     body = r.text
-    for kind in ("incident", "notice", "report", "attachment"):
+    for kind in ("incident", "notice", "report", "attachment", "warning"):
         for oid in foreign_ids(env, who, kind, leak=True):
             assert oid not in body, (who, path, kind, oid)
     rows = seed.registry_sites(env.registry)

@@ -35,7 +35,7 @@ from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from tests.response.captures import CAPTURES, replay, shifted
-from tests.test_posture_browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import ARGS, CHROMIUM, need_browser
 
 ATTACKER_OUTSIDE = "203.0.113.66"  # TEST-NET-3: only written into a file
 
@@ -250,18 +250,42 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
             bundle = json.loads(Path(dl.value.path()).read_text())
             assert any(o["type"] == "campaign" for o in bundle["objects"])
 
+            # Early warning from the campaign to the enterprises not yet hit.
+            page.select_option("#warning-level", "orange")
+            page.fill("#warning-text", "在边界封禁 203.0.113.66，核查Modbus写权限")
+            page.click("#warning-send")
+            expect(page.locator("#resp-status")).to_contain_text("已发布")
+            from response.db import SYSTEM, ResponseDB
+
+            db = ResponseDB(world["state"].path)
+            recipient = db.rows("SELECT enterprise_id FROM warning_recipient LIMIT 1")[0]
+            db.close()
+            hit = {r["enterprise"] for r in targets}
+            assert recipient["enterprise_id"] not in hit
+            token = world["state"].create_token(
+                "recipient", "enterprise-operator", recipient["enterprise_id"]
+            )
+            login(page, url, token)
+            page.click("#tab-warnings")
+            expect(page.locator(".warning-card")).to_have_count(1)
+            expect(page.locator(".warning-card")).to_contain_text("橙色")
+            page.click(".warning-ack")
+            expect(page.locator(".warning-card")).to_contain_text("已签收")
+            shot(page, out_dir, "9-warning-acknowledged")
+            login(page, url, world["tokens"]["province"])
+            page.goto(url + "/#view=campaigns")
+            page.locator("#campaigns tbody tr").first.click()
+
             # English, from the same translation table.
             page.click("#lang")
             expect(page.locator("#tab-campaigns")).to_have_text("Campaigns")
             expect(page.locator("#campaign-title")).to_contain_text("Same source address")
-            shot(page, out_dir, "9-campaign-en")
+            shot(page, out_dir, "10-campaign-en")
         finally:
             browser.close()
     assert not errors, errors
 
     # What the pages showed is what the state holds.
-    from response.db import SYSTEM, ResponseDB
-
     db = ResponseDB(world["state"].path)
     try:
         assert db.verify_audit()["ok"]
@@ -272,6 +296,9 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
         camps = db.rows("SELECT kind, indicator FROM campaign")
         assert camps == [{"kind": "source-ip", "indicator": ATTACKER_OUTSIDE}]
         actions = [e["action"] for e in db.audit_trail(SYSTEM, "notice")][::-1]
+        assert db.one(
+            "SELECT acknowledged_by FROM warning_recipient WHERE acknowledged_at IS NOT NULL"
+        ) == {"acknowledged_by": "recipient"}
         assert actions == ["issue", "acknowledge", "start", "submit", "verify", "close"]
     finally:
         db.close()
