@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from detectors.baseline import BaselineDetector, BaselineLearner
-from tests.plant.support import (
+from tests.support.plant import (
     ENGINEERING,
     HISTORIAN,
     HMI,

@@ -1,6 +1,6 @@
 """Absence scope on a live interface: `icsmon sense` with the plant's baseline, fed a cut of
 the clean test split at its real pace (tcpreplay) on a veth pair in a namespace the test
-creates (as tests/test_live.py does), and the same file through `icsmon replay`.
+creates (as tests/sensor/test_live.py does), and the same file through `icsmon replay`.
 
 The cut (22 s): the HMI's S7 polling ends after 8 s (seen, then silent: stopped), the
 historian is absent from the start while the OPC UA server answers the HMI (loss of view:
@@ -18,7 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.plant.support import (
+from tests.sensor.test_live import (
+    ICSMON,
+    SENSE,
+    WAIT,
+    _capture_ready,
+    _ifindex,
+    _in_ns,
+    _queue_drained,
+    _wait_for,
+    netns,  # noqa: F401 (fixture)
+)
+from tests.support.plant import (
     HISTORIAN,
     HMI,
     OPCUA_SERVER,
@@ -27,18 +38,6 @@ from tests.plant.support import (
     capture,
     craft,
     save_baseline,
-)
-from tests.test_live import (
-    ICSMON,
-    SENSE,
-    WAIT,
-    _capture_ready,
-    _ifindex,
-    _in_ns,
-    _queue_drained,
-    _replay,
-    _wait_for,
-    netns,  # noqa: F401 (fixture)
 )
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -143,7 +142,8 @@ def test_sense_on_a_live_port(netns: str, cut: tuple[Path, Path]) -> None:  # no
 
 
 def _replay_paced(ns: str, pcap: Path) -> None:
-    """tcpreplay at the capture's own pace (polling periods are what the baseline measures)."""
+    """tcpreplay at the capture's own pace, not --topspeed as tests/sensor/test_live.py
+    replays: polling periods are what the baseline measures."""
     subprocess.run(
         _in_ns(ns, "tcpreplay", "-q", "-i", "vsend", str(pcap)),
         capture_output=True,
@@ -151,6 +151,3 @@ def _replay_paced(ns: str, pcap: Path) -> None:
         check=True,
         timeout=WAIT,
     )
-
-
-_ = _replay  # the --topspeed helper of tests/test_live.py; pace matters here

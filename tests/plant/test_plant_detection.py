@@ -17,7 +17,7 @@ import pytest
 from detectors.attack_ics import TECHNIQUES
 from detectors.scoring import LabelsError, Score, attribute, load_labels, score
 from sensor.capture import CaptureReader
-from tests.plant.support import LABELS, PLANT, capture, detect, events, save_baseline
+from tests.support.plant import LABELS, PLANT, capture, detect, events, save_baseline
 
 MAX_ALERTS_PER_ATTACK = 12  # "a handful of alerts each, not hundreds"
 
@@ -119,7 +119,7 @@ def test_training_baseline_golden(update_golden: bool) -> None:
     """The baseline learned from train.pcap, as reviewed: a change in learning shows as a diff
     of pcaps/plant/train.baseline.json (regenerate with ICSMON_UPDATE_GOLDEN=1). `icsmon
     baseline learn pcaps/plant/train.pcap -o FILE` gives the same apart from window.sources."""
-    from tests.plant.support import trained
+    from tests.support.plant import trained
 
     golden = PLANT / "train.baseline.json"
     text = trained().to_json()
