@@ -128,6 +128,12 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
         )
     },
     "icsmon.baseline.count": LONG,
+    # watchlist alerts (detectors/content.py): the province's content at the sensor
+    "icsmon.watchlist.id": K,
+    "icsmon.watchlist.value": K,  # an address or a network (CIDR)
+    "icsmon.watchlist.source": K,
+    "icsmon.watchlist.side": K,
+    "icsmon.content.version": LONG,
     # assets
     "asset.id": K,
     "asset.roles": K,

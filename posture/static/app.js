@@ -345,7 +345,7 @@ function renderWorkflow(d) {
 
 /* ---- data flow ------------------------------------------------------------------------ */
 
-async function refresh() {
+async function refreshNow() {
   const r = route();
   S.scope = r.scope;
   const params = new URLSearchParams(location.hash.slice(1));
@@ -381,6 +381,14 @@ async function refresh() {
     document.body.classList.add("stale");
     document.getElementById("refreshed").textContent = `${t("error.load")}: ${err.message}`;
   }
+}
+
+/* One refresh at a time: a timer tick and a click landing together must not interleave
+   their renders (the later one always draws last). */
+let refreshing = Promise.resolve();
+function refresh() {
+  refreshing = refreshing.then(refreshNow, refreshNow);
+  return refreshing;
 }
 
 function showLogin(message) {
