@@ -115,7 +115,19 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "icsmon.correlation.key": K,
     **{
         f"icsmon.baseline.{name}": K
-        for name in ("expected", "observed", "entry", "file", "asset", "conversation", "series")
+        for name in (
+            "expected",
+            "observed",
+            "entry",
+            "file",
+            "asset",
+            "conversation",
+            "series",
+            "operation",
+            "point",
+            "direction",
+            "points",
+        )
     },
     "icsmon.baseline.count": LONG,
     # watchlist alerts (detectors/content.py): the province's content at the sensor
