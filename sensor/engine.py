@@ -45,7 +45,7 @@ from sensor.flows import (
     evict_candidates,
 )
 from sensor.protocols import DISSECTORS
-from sensor.protocols.base import DEVICE_FIELDS
+from sensor.schema import device_fields
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class EngineConfig:
     track_assets: bool = True
 
 
-_DEVICE_KEYS = tuple(sorted(DEVICE_FIELDS))
+_DEVICE_KEYS = tuple(sorted(device_fields()))
 
 
 def _has_device_fields(rec: dict) -> bool:
