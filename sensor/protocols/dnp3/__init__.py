@@ -20,31 +20,10 @@ record). CONFIRM and the *no ack* functions give a request-only record; unsolici
 (and responses whose request was not seen) a response-only one. Unprefixed fields describe the
 request (or the response alone); ``dnp3.response.*`` the response of a pair.
 
-Fields (under ``dnp3.``; ints unless noted):
-
-| field | meaning |
-| --- | --- |
-| ``master``, ``outstation`` | link addresses of the master (requests' source) and outstation |
-| ``source``, ``destination`` | link addresses of link-service records and anomalies |
-| ``broadcast`` | bool: sent to a broadcast address (0xFFFD-0xFFFF) |
-| ``function_code``, ``function`` | application function (``direct_operate``, ``cold_restart``, ``unsolicited_response``...) |
-| ``sequence``, ``application.control`` | application sequence and control octet (FIR, FIN, CON, UNS) |
-| ``segments`` | transport segments of the request when more than one |
-| ``objects`` | list of object headers: ``group``, ``variation``, ``type`` (``g12v1``), ``name``, ``qualifier``, ``start``/``stop`` or ``count``, ``all``, ``points`` (decoded values) |
-| ``object_types`` | the ``gXvY`` types of ``objects``, in order, once each |
-| ``response.function_code``, ``response.function``, ``response.application.control``, ``response.objects``, ``response.object_types``, ``response.fragments`` | the response of a pair |
-| ``iin``, ``iin_flags`` | internal indications of the response (IIN1 << 8 \\| IIN2) and the names of the bits set (``device_restart``, ``need_time``, ``parameter_error``...) |
-| ``unsolicited`` | bool: an unsolicited response, or the CONFIRM of one |
-| ``points``, ``values``, ``operations`` | the output points commanded (CROB and analog output blocks), the analog output values, the CROB operations (``latch_on``, ``pulse_on``, ``trip``, ``close``...) |
-| ``control_status`` | status names of the echoed control objects in the response (``success``, ``no_select``, ``not_supported``...) |
-| ``time``, ``time_interval_ms``, ``time_delay_ms`` | time and date written or read (group 50, ISO 8601 UTC), time delay (group 52) |
-| ``file.name``, ``file.names``, ``file.mode``, ``file.handle``, ``file.size``, ``file.block``, ``file.last_block``, ``file.data_length``, ``file.status``, ``file.permissions``, ``file.created``, ``file.max_block_size``, ``file.request_id``, ``file.user_name`` | file transfer (group 70); a password is never copied |
-| ``attributes`` | device attributes (group 0): name -> value |
-| ``iin_written``, ``restart_cleared`` | a WRITE of group 80: the indications written; the device-restart bit cleared |
-| ``link.function``, ``link.function_code``, ``link.primary``, ``link.response_function``, ``link.response_function_code`` | link-service records |
-| ``decode_error``, ``response.decode_error`` | text: why object decoding stopped early (an object size icsmon does not know) |
-| ``truncated`` | bool: more objects than ``limits.max_items`` |
-| ``skipped_bytes``, ``direction`` | anomalies: octets skipped to the next link frame |
+Fields: ``fields.py`` declares each one with its type (and docs/schema.md lists them): the
+master and outstation link addresses, the function, every object header (``objects``,
+``object_types``), the response's function, objects and internal indications, the output
+points commanded with their operations and values, time, file transfer and device attributes.
 
 Device identity: group 0 attributes in responses give ``ics.device.vendor`` (manufacturer's
 name, 252), ``product`` (product name and model, 250), ``firmware`` (software version,
@@ -59,6 +38,7 @@ reassembly, pairing, records), ``objects`` (object headers and values), ``tables
 
 from __future__ import annotations
 
+from sensor.protocols.dnp3 import fields
 from sensor.protocols.dnp3.anomalies import Anomaly
 from sensor.protocols.dnp3.link import datagram_to_server, probe
 from sensor.protocols.dnp3.parser import REQUEST_TIMEOUT, Parser, function_name, iin_flags
@@ -82,6 +62,7 @@ __all__ = [
     "REQUEST_TIMEOUT",
     "UDP_PORTS",
     "Anomaly",
+    "fields",
     "DatagramParser",
     "Parser",
     "datagram_to_server",

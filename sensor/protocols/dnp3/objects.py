@@ -314,6 +314,7 @@ def _attribute(variation: int, data: bytes, pos: int, end: int, out: Decoded) ->
         value = struct.unpack("<f" if length == 4 else "<d", raw)[0]
     else:
         value = raw[:MAX_STRING].hex()
+    value = value if isinstance(value, str) else str(value)  # the attributes are a text map
     name = ATTRIBUTES.get(variation, f"attribute_{variation}")
     attrs = out.fields.setdefault("dnp3.attributes", {})
     if isinstance(attrs, dict):
