@@ -91,6 +91,7 @@ function renderTabs(active) {
   if (!nav || !S.me) return;
   const analyst = S.me.role === "province-analyst" || S.me.role === "city-analyst";
   const tabs = [["overview", "#scope=" + encodeURIComponent(S.scope || S.me.scope)]];
+  tabs.push(["assessment", "#assess=" + encodeURIComponent(S.scope || S.me.scope)]);
   if (analyst) tabs.push(["incidents", "#view=incidents"]);
   tabs.push(["notices", "#view=notices"]);
   if (analyst) tabs.push(["campaigns", "#view=campaigns"]);
