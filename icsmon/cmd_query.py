@@ -23,6 +23,7 @@ from rich.text import Text
 from detectors.alerts import SEVERITY
 from icsmon.common import ExitCode, StoreOpt, fail
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
+from sensor.timestamps import parse_timestamp
 
 # event.severity (0-100) of each Sigma level, as the detectors set it: "--severity high"
 # means at least the high value, and a value is labelled with the highest level it reaches.
@@ -62,16 +63,13 @@ def parse_time(text: str, now: float | None = None) -> float:
     if match:
         now = time.time() if now is None else now
         return now - float(match.group(1)) * _UNITS[match.group(2).lower()]
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
+    ts = parse_timestamp(text)
+    if ts is None:
         raise typer.BadParameter(
             f"{text!r} is not a time: use 90s, 30m, 1h, 7d, 2w, or a date such as "
             "2026-11-01 or 2026-11-01T08:00 (UTC unless an offset is given)"
         ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return ts
 
 
 def parse_severity(text: str) -> int:
@@ -171,9 +169,7 @@ def _console() -> Console:
 
 
 def _time(value: Any) -> str:
-    from pipeline.store import to_epoch
-
-    epoch = to_epoch(value)
+    epoch = parse_timestamp(value)
     if epoch is None:
         return str(value or "")
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

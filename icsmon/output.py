@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.docs import nest
+from sensor.timestamps import render_times
 
 # protocol fields worth a glance in a table, in order
 _DETAIL_FIELDS = (
@@ -57,7 +58,7 @@ class Printer:
             self.stream.write(json_line(doc))
             self.stream.write("\n")
             return
-        self.rows.append(doc)
+        self.rows.append(render_times(doc))  # a table shows times as the documents do
         if len(self.rows) >= 200:
             self.flush()
 

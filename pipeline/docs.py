@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from sensor.timestamps import TIME_FIELDS, format_timestamp
+
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"source.ip": x}`` -> ``{"source": {"ip": x}}``; ``@timestamp`` stays at the top."""
+    """``{"source.ip": x}`` -> ``{"source": {"ip": x}}``; ``@timestamp`` stays at the top.
+    The output form of a document: times carried as numbers become ISO 8601 text here."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
+        if key in TIME_FIELDS and isinstance(value, float | int) and not isinstance(value, bool):
+            value = format_timestamp(value)
         if "." not in key:
             out[key] = value
             continue

@@ -28,6 +28,7 @@ from pipeline.docs import flatten
 from pipeline.query import AlertFilter, AssetFilter
 from sensor.protocols.schema import Field, FieldType
 from sensor.schema import event_fields
+from sensor.timestamps import parse_timestamp
 
 K = {"type": "keyword", "ignore_above": 1024}
 LONG = {"type": "long"}
@@ -220,13 +221,11 @@ def make_client(cfg: PipelineConfig, **extra: Any) -> Elasticsearch:
 
 
 def day_of(value: Any) -> str:
-    """``YYYY.MM.DD`` (UTC) of an ISO-8601 timestamp; ValueError when it is not one."""
-    if not isinstance(value, str) or len(value) < 10:
+    """``YYYY.MM.DD`` (UTC) of a document's time; ValueError when it is not a time."""
+    ts = parse_timestamp(value)
+    if ts is None:
         raise ValueError(f"not an ISO-8601 timestamp: {value!r}")
-    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC)
-    return ts.strftime("%Y.%m.%d")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y.%m.%d")
 
 
 class EsStore:

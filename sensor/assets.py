@@ -3,7 +3,6 @@ its peers, and the device identity the traffic reveals (``ics.device.*`` on even
 
 from __future__ import annotations
 
-from sensor.events import iso_timestamp
 from sensor.schema import device_fields
 
 DEVICE_FIELDS = device_fields()  # the identity fields the dissectors fill
@@ -116,9 +115,9 @@ class AssetTracker:
             "asset.roles": sorted(a.roles),
             "asset.protocols": sorted(a.protocols),
             "asset.peers": sorted(a.peers),
-            "asset.first_seen": iso_timestamp(a.first),
-            "asset.last_seen": iso_timestamp(a.last),
-            "@timestamp": iso_timestamp(a.last),
+            "asset.first_seen": a.first,
+            "asset.last_seen": a.last,
+            "@timestamp": a.last,
             "event.kind": "asset",
         }
         if a.mac:
