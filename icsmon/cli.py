@@ -62,12 +62,28 @@ def _engine_config(
     )
 
 
+def _load_config(config: Path | None):
+    """The pipeline configuration (file, ICSMON_* variables); one error line when bad."""
+    from pipeline.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def _heartbeats(engine, cfg):
+    from sensor.heartbeat import Heartbeats
+
+    return Heartbeats(engine.ctx, cfg.sensor.heartbeat_interval, version=__version__)
+
+
 def _open_sink(
     name: SinkName,
     store: Path | None,
     out: Path | None,
     site: str,
-    config: Path | None,
+    cfg,
     max_events: int | None = None,
 ):
     if name == SinkName.none:
@@ -85,13 +101,8 @@ def _open_sink(
         if out is None:
             raise fail("--sink jsonl needs --out FILE (stdout carries the printed output)")
         return JsonlSink(out)
-    from pipeline.config import ConfigError, load_config
     from pipeline.kafka import KafkaSink
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
     try:
         return KafkaSink.from_config(cfg, site=site)
     except OSError as exc:  # the spool folder: in use by another sensor, or not writable
@@ -223,15 +234,17 @@ def replay(
     except ValueError as exc:
         raise fail(str(exc)) from None
     dets = _detectors(rules, no_rules, site_config, baseline, learn)
-    out_sink = _open_sink(sink, store, out, site, config, store_max_events)
+    cfg = _load_config(config)
+    out_sink = _open_sink(sink, store, out, site, cfg, store_max_events)
     printer = Printer(fmt.value, kind="event" if events else "alert")
     from icsmon.run import Run
 
-    run = Run(engine, dets, out_sink, store_events=store_events)
+    run = Run(engine, dets, out_sink, store_events=store_events, heartbeats=_heartbeats(engine, cfg))
     progress, stop_progress = _progress(pcap)
     try:
         for doc in run.process(engine.replay(pcap, progress), want_events=events):
             printer.write(doc)
+        run.stop()
     except BrokenPipeError:
         sys.stderr.close()  # reader went away (| head): not an error worth a traceback
         raise typer.Exit(0) from None
@@ -331,15 +344,25 @@ def sense(
     except ValueError as exc:
         raise fail(str(exc)) from None
     dets = _detectors(rules, no_rules, site_config, baseline, learn)
+    cfg = _load_config(config)
     try:
         source = LiveSource(iface, bpf, user=user)
     except CaptureError as exc:
         raise fail(str(exc)) from None
-    out_sink = _open_sink(sink, store, out, site, config, store_max_events)
+    out_sink = _open_sink(sink, store, out, site, cfg, store_max_events)
     printer = Printer(fmt.value, kind="event" if events else "alert")
     from icsmon.run import Run
 
-    run = Run(engine, dets, out_sink, store_events=store_events, live=True)
+    def print_alert(alert: dict) -> None:  # raised between packets (silence detectors)
+        if not events:
+            printer.write(alert)
+            printer.flush()
+
+    run = Run(
+        engine, dets, out_sink, store_events=store_events, live=True,
+        heartbeats=_heartbeats(engine, cfg), source_counters=source.stats, on_alert=print_alert,
+    )
+    source.on_tick = run.tick
 
     def stop(signum, _frame) -> None:
         source.stop()
@@ -359,10 +382,12 @@ def sense(
         yield from engine.finish()
 
     try:
+        run.start()
         for doc in run.process(live_events(), want_events=events):
             printer.write(doc)
             if fmt == Format.jsonl:
                 printer.flush()
+        run.stop()
     finally:
         printer.flush()
         _close_sink(out_sink)

@@ -4,12 +4,13 @@ beyond the order in which the parts are called."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sensor.engine import Engine
+from sensor.heartbeat import Heartbeats
 
 ASSET_FLUSH_INTERVAL = 60.0  # seconds of wall time between asset snapshots on long runs
 TICK_INTERVAL = 5.0  # seconds of wall time between detector ticks on a live port
@@ -91,7 +92,11 @@ def load_detectors(
 
 
 class Run:
-    """Feeds events through detectors into the sink; yields what the user asked to see."""
+    """Feeds events through detectors into the sink; yields what the user asked to see.
+
+    Time: a live run (``live``) uses wall time; a replay uses capture time (the newest packet
+    the engine has seen), so the heartbeats of a replayed capture are the same every time.
+    """
 
     def __init__(
         self,
@@ -100,47 +105,122 @@ class Run:
         sink: Any | None,
         store_events: bool = True,
         live: bool = False,
+        heartbeats: Heartbeats | None = None,
+        source_counters: Callable[[], dict[str, int]] | None = None,
+        on_alert: Callable[[dict], None] | None = None,
     ) -> None:
         self.engine = engine
         self.detectors = detectors
         self.sink = sink
         self.store_events = store_events
         self.live = live  # wall time matters: tick the detectors that watch for silence
+        self.heartbeats = heartbeats
+        self.source_counters = source_counters  # the capture's own (kernel drops)
+        self.on_alert = on_alert  # alerts raised between events (tick): printed by the caller
         self.alerts = 0
+        self.pdus = 0
         self._last_assets = time.monotonic()
         self._last_tick = time.monotonic()
+
+    # -- time and state --------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.time() if self.live else self.engine.last_ts
+
+    def counters(self) -> dict[str, int]:
+        """What a heartbeat reports: the engine's counters, alerts, PDUs, the capture's."""
+        stats = self.engine.stats
+        out = {name: stats.get(name, 0) for name in ("packets", "bytes", "events", "anomalies", "flows")}
+        out["alerts"] = self.alerts
+        out["pdus"] = self.pdus
+        if self.source_counters is not None:
+            out["kernel_drops"] = self.source_counters().get("kernel_drops", 0)
+        return out
+
+    def _heartbeat(self, now: float) -> None:
+        hb = self.heartbeats
+        if hb is None or self.sink is None:
+            return
+        if hb.started is None:
+            start = now if self.live else self.engine.first_ts
+            if not start:  # a replay before its first packet: no capture time yet
+                return
+            # A replay learns its start time from its first packets: it states the
+            # sensor's state before them (nothing seen yet), as a live start does.
+            counters = self.counters() if self.live else {}
+            self.sink.write("heartbeat", hb.start(start, counters))
+            if hb.due(now):  # a replay that started on a busy capture: catch up once
+                self.sink.write("heartbeat", hb.beat(now, self.counters()))
+        elif hb.due(now):
+            self.sink.write("heartbeat", hb.beat(now, self.counters()))
+
+    def start(self) -> None:
+        """A live run starts now: its first heartbeat says so before any packet."""
+        if self.live:
+            self._heartbeat(self.now())
+
+    def tick(self) -> None:
+        """Time passes (a live port calls this about once a second, traffic or not)."""
+        now = self.now()
+        self._heartbeat(now)
+        mono = time.monotonic()
+        if self.live and mono - self._last_tick > TICK_INTERVAL:
+            self._last_tick = mono
+            for alert in self.detectors.tick(now):
+                self._alert(alert)
+                if self.on_alert is not None:
+                    self.on_alert(alert)
+        if self.live and self.sink is not None and mono - self._last_assets > ASSET_FLUSH_INTERVAL:
+            self._last_assets = mono
+            self.write_assets()
+
+    def stop(self) -> None:
+        """A clean stop: the last heartbeat."""
+        hb = self.heartbeats
+        if hb is None or self.sink is None:
+            return
+        now = self.now()
+        if hb.started is None:
+            self._heartbeat(now)
+        if hb.started is not None:
+            self.sink.write("heartbeat", hb.stop(now, self.counters()))
+
+    def _alert(self, alert: dict) -> None:
+        self.alerts += 1
+        if self.sink is not None:
+            self.sink.write("alert", alert)
+
+    # -- the loop --------------------------------------------------------------------------
 
     def process(self, events: Iterator[dict], want_events: bool) -> Iterator[dict]:
         sink = self.sink
         detectors = self.detectors
+        hb = self.heartbeats
         for event in events:
             if sink is not None and self.store_events:
                 sink.write("event", event)
+            self.pdus += _pdus(event)
+            if hb is not None and self.now() >= hb.next_due:
+                self._heartbeat(self.now())
             alerts = detectors.process(event)
             if want_events:
                 yield event
             for alert in alerts:
-                self.alerts += 1
-                if sink is not None:
-                    sink.write("alert", alert)
+                self._alert(alert)
                 if not want_events:
                     yield alert
-            now = time.monotonic()
-            if self.live and now - self._last_tick > TICK_INTERVAL:
-                self._last_tick = now
+            mono = time.monotonic()
+            if self.live and mono - self._last_tick > TICK_INTERVAL:
+                self._last_tick = mono
                 for alert in detectors.tick(time.time()):
-                    self.alerts += 1
-                    if sink is not None:
-                        sink.write("alert", alert)
+                    self._alert(alert)
                     if not want_events:
                         yield alert
-            if sink is not None and now - self._last_assets > ASSET_FLUSH_INTERVAL:
-                self._last_assets = now
+            if sink is not None and mono - self._last_assets > ASSET_FLUSH_INTERVAL:
+                self._last_assets = mono
                 self.write_assets()
         for alert in detectors.flush():
-            self.alerts += 1
-            if sink is not None:
-                sink.write("alert", alert)
+            self._alert(alert)
             if not want_events:
                 yield alert
         self.write_assets()
@@ -150,3 +230,15 @@ class Run:
             return
         for asset in self.engine.changed_assets():
             self.sink.write("asset", asset)
+
+
+def _pdus(event: dict) -> int:
+    """Protocol data units a transaction event stands for: its request and its answer."""
+    pairing = event.get("ics.pairing")
+    if pairing == "paired":
+        return 2
+    if pairing is not None:  # request-only, response-only
+        return 1
+    if event.get("event.action") == "anomaly":
+        return 0
+    return 1 if event.get("event.outcome") == "unknown" else 2  # no answer seen: the request

@@ -10,14 +10,14 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     sasl_username = "sensor-0042"
     sasl_password = "..."
     ca_file = "/etc/icsmon/kafka-ca.pem"
-    topic_prefix = "icsmon"             # topics <prefix>.alerts/.events/.assets/.deadletter
+    topic_prefix = "icsmon"             # topics <prefix>.alerts/.events/... (pipeline.kinds)
     compression = "lz4"
 
     [elasticsearch]
     url = "https://soc.example:9200"
     api_key = "..."                     # or username + password
     ca_file = "/etc/icsmon/es-ca.pem"
-    index_prefix = "icsmon"             # aliases <prefix>-alerts/-events/-assets
+    index_prefix = "icsmon"             # aliases <prefix>-alerts/-events/... (pipeline.kinds)
 
     [spool]
     dir = "/var/lib/icsmon/spool"
@@ -26,6 +26,9 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     [indexer]
     group_id = "icsmon-indexer"
     batch_size = 2000
+
+    [sensor]
+    heartbeat_interval = 60             # seconds; also one heartbeat at start and clean stop
 
 Every key has an environment variable: ``ICSMON_<SECTION>_<KEY>`` upper-cased, e.g.
 ``ICSMON_KAFKA_BROKERS``, ``ICSMON_ES_URL`` (``ES`` is short for ``ELASTICSEARCH``),
@@ -43,6 +46,8 @@ from typing import Any
 
 import platformdirs
 import yaml
+
+from pipeline import kinds
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -96,20 +101,27 @@ class IndexerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SensorConfig:
+    heartbeat_interval: float = 60.0  # seconds between heartbeats (and one at start and stop)
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     elasticsearch: EsConfig = field(default_factory=EsConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     indexer: IndexerConfig = field(default_factory=IndexerConfig)
+    sensor: SensorConfig = field(default_factory=SensorConfig)
     source: str = "defaults"  # where the values came from, for messages
 
     def topic(self, kind: str) -> str:
         """Topic of a document kind: ``event`` -> ``icsmon.events``; ``deadletter`` as is."""
-        suffix = kind if kind == "deadletter" else f"{kind}s"
-        return f"{self.kafka.topic_prefix}.{suffix}"
+        if kind == "deadletter":
+            return f"{self.kafka.topic_prefix}.deadletter"
+        return kinds.get(kind).topic(self.kafka.topic_prefix)
 
     def alias(self, kind: str) -> str:
-        return f"{self.elasticsearch.index_prefix}-{kind}s"
+        return kinds.get(kind).alias(self.elasticsearch.index_prefix)
 
 
 _SECTIONS: dict[str, type] = {
@@ -117,8 +129,11 @@ _SECTIONS: dict[str, type] = {
     "elasticsearch": EsConfig,
     "spool": SpoolConfig,
     "indexer": IndexerConfig,
+    "sensor": SensorConfig,
 }
-_ENV_SECTION = {"kafka": "KAFKA", "elasticsearch": "ES", "spool": "SPOOL", "indexer": "INDEXER"}
+_ENV_SECTION = {
+    "kafka": "KAFKA", "elasticsearch": "ES", "spool": "SPOOL", "indexer": "INDEXER", "sensor": "SENSOR",
+}
 
 
 def _coerce(value: Any, default: Any, name: str, origin: str) -> Any:
@@ -264,3 +279,5 @@ def _validate(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{where}: spool.max_bytes must be at least 4 segments ({4 * cfg.spool.segment_bytes})")
     if cfg.indexer.batch_size < 1:
         raise ConfigError(f"{where}: indexer.batch_size must be positive")
+    if not cfg.sensor.heartbeat_interval >= 1:
+        raise ConfigError(f"{where}: sensor.heartbeat_interval must be at least 1 second")

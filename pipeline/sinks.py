@@ -1,15 +1,14 @@
 """Where documents go: the contract shared by the embedded store, JSON lines and Kafka.
 
-A sink receives flat documents (dotted keys, see docs/schema.md) of three kinds:
-``"event"``, ``"alert"`` and ``"asset"``. ``write`` must not block the sensor for long
-and must not raise on a transient outage (spool, retry, count); ``close`` flushes.
+A sink receives flat documents (dotted keys, see docs/schema.md) of the kinds registered
+in ``pipeline.kinds`` (``"event"``, ``"alert"``, ``"asset"``, ``"heartbeat"``...). ``write``
+must not block the sensor for long and must not raise on a transient outage (spool, retry,
+count); ``close`` flushes.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
-
-KINDS = ("event", "alert", "asset")
 
 
 class Sink(Protocol):

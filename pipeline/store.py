@@ -53,9 +53,9 @@ from typing import Any
 import orjson
 import platformdirs
 
+from pipeline import kinds
 from pipeline.jsonl import dumps
 from pipeline.query import AlertFilter, AssetFilter
-from pipeline.sinks import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,31 @@ CREATE TABLE asset_roles (
 ) WITHOUT ROWID;
 """
 DOC_TABLE = {"events": "event_docs", "alerts": "alert_docs"}
+
+# The kinds with tables of their own shape above; every other stored kind of pipeline.kinds
+# (heartbeats, ...) is "simple": kept whole by id, with the columns below, in a table named
+# after the kind's plural that a read-write open creates when missing (no migration needed).
+SHAPED_KINDS = ("event", "alert", "asset")
+SIMPLE_COLUMNS = {"labels.site": "site", "observer.name": "observer", "organization.id": "org"}
+_SIMPLE_TABLE = """
+CREATE TABLE IF NOT EXISTS {t} (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL,
+    site TEXT,
+    observer TEXT,
+    org TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {t}_ts ON {t}(ts);
+CREATE INDEX IF NOT EXISTS {t}_site_ts ON {t}(site, ts);
+CREATE INDEX IF NOT EXISTS {t}_observer_ts ON {t}(observer, ts)
+"""
+
+
+def simple_tables() -> dict[str, str]:
+    """kind -> table of the stored kinds kept whole by id (see SIMPLE_COLUMNS)."""
+    return {k.name: k.plural for k in kinds.all_kinds() if k.stored and k.name not in SHAPED_KINDS}
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
@@ -504,6 +529,8 @@ class Store:
                     "read-write (icsmon replay/sense --store) to upgrade it"
                 )
             self._migrate(conn, version)
+        if not self.readonly:
+            self._ensure_simple_tables(conn)
         # A bounded page cache (32 MiB) keeps the id and time indexes' hot pages in memory;
         # it is what inserts with hashed event ids and dashboards' aggregations mostly wait on.
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
@@ -532,6 +559,23 @@ class Store:
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+                conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _ensure_simple_tables(conn: sqlite3.Connection) -> None:
+        have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in simple_tables().values() if t not in have]
+        if not missing:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in missing:
+                for statement in _SIMPLE_TABLE.format(t=table).split(";"):
+                    conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
 
@@ -593,8 +637,8 @@ class Store:
     # ---- Sink ---------------------------------------------------------------------------
 
     def write(self, kind: str, doc: dict) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown document kind {kind!r}; known: {', '.join(KINDS)}")
+        if not kinds.get(kind).stored:  # raises for an unknown kind
+            return
         if self.readonly:
             raise self._error("opened read-only, cannot write")
         with self._lock:
@@ -713,11 +757,12 @@ class Store:
                 self.flush()
 
     def _shed(self) -> None:
-        """Over ``max_pending``: drop the oldest events first, then assets, alerts last."""
+        """Over ``max_pending``: drop the oldest of the least important kind first (events),
+        alerts last (``kinds.eviction_order``)."""
         excess = len(self._pending) - self.max_pending
         if excess <= 0:
             return
-        for victim in ("event", "asset", "alert"):
+        for victim in (*kinds.eviction_order(), *(k for k in kinds.names() if k not in kinds.eviction_order())):
             if excess <= 0:
                 break
             kept: list[tuple[str, dict]] = []
@@ -740,8 +785,11 @@ class Store:
         events = [doc for kind, doc in batch if kind == "event"]
         alerts = [doc for kind, doc in batch if kind == "alert"]
         assets: dict[str, dict] = {}
+        simple: dict[str, list[dict]] = {}
         for kind, doc in batch:
-            if kind == "asset":
+            if kind not in SHAPED_KINDS:
+                simple.setdefault(kind, []).append(doc)
+            elif kind == "asset":
                 asset_id = self._asset_id(doc)
                 previous = assets.get(asset_id)
                 assets[asset_id] = merge_asset(previous, doc) if previous else doc
@@ -755,13 +803,15 @@ class Store:
             for asset_id, doc in assets.items():
                 self._upsert_asset(conn, asset_id, doc)
                 counts["assets"] += 1
+            for kind, docs in simple.items():
+                self._insert_simple(conn, kind, docs, counts)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
                 conn.execute("ROLLBACK")
             raise
         for key, value in counts.items():
-            self._counts[key] += value
+            self._counts[key] = self._counts.get(key, 0) + value
         self._counts["written"] += len(batch)
         if self._event_count is not None:
             self._event_count += counts["events"]
@@ -823,6 +873,29 @@ class Store:
         conn.executemany("INSERT INTO event_docs (rowid, doc) VALUES (?, ?)", docs)
         counts["events"] += len(rows)
         counts["duplicates"] += len(events) - len(rows)
+
+    def _insert_simple(self, conn: sqlite3.Connection, kind: str, docs: list[dict], counts: dict) -> None:
+        """Documents of a simple kind, new ids only (a re-sent one is the same document)."""
+        table = kinds.get(kind).plural
+        rows = [
+            (
+                self._doc_id(doc),
+                to_epoch(doc.get("@timestamp")),
+                _text(doc.get("labels.site")),
+                _text(doc.get("observer.name")),
+                _text(doc.get("organization.id")),
+                dumps(doc).decode(),
+            )
+            for doc in docs
+        ]
+        before = conn.total_changes
+        conn.executemany(
+            f"INSERT OR IGNORE INTO {table} (id, ts, site, observer, org, doc) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        added = conn.total_changes - before
+        counts[table] = counts.get(table, 0) + added
+        counts["duplicates"] += len(rows) - added
 
     def _upsert_alert(self, conn: sqlite3.Connection, doc: dict, counts: dict) -> None:
         alert_id = self._doc_id(doc)
@@ -1162,8 +1235,10 @@ class Store:
     ) -> list[tuple[str, float]]:
         """(value, newest @timestamp) per value of ``field_name`` among ``kind`` documents
         matching ``flt``, newest first (sensor health: ``last_seen_by(flt, "observer.name")``)."""
+        if kind in simple_tables():
+            return self._simple_last_seen_by(kind, flt, field_name, size)
         if kind not in ("event", "alert"):
-            raise ValueError(f"kind must be 'event' or 'alert', not {kind!r}")
+            raise ValueError(f"kind must be 'event', 'alert' or a simple kind, not {kind!r}")
         table = kind + "s"
         extra, expr, fparams = self._field_source(table, field_name)
         where, params = self._where(flt, table)
@@ -1175,6 +1250,81 @@ class Store:
         with self._reading() as conn:
             rows = conn.execute(sql, [*fparams, *params, size]).fetchall()
         return [(_key(v), float(last)) for v, last in rows]
+
+    # -- simple kinds (heartbeats, ...) ---------------------------------------------------
+
+    @staticmethod
+    def _simple_where(flt: AlertFilter, table: str) -> tuple[str, list[Any]]:
+        """Time, sites and ids of an AlertFilter (the rest does not apply to these kinds)."""
+        conds: list[str] = []
+        params: list[Any] = []
+        if flt.since is not None:
+            conds.append(f"{table}.ts >= ?")
+            params.append(flt.since)
+        if flt.until is not None:
+            conds.append(f"{table}.ts < ?")
+            params.append(flt.until)
+        if flt.sites:
+            conds.append(f"{table}.site IN ({','.join('?' * len(flt.sites))})")
+            params.extend(flt.sites)
+        if flt.ids:
+            conds.append(f"{table}.id IN (SELECT value FROM json_each(?))")
+            params.append(dumps(list(flt.ids)).decode())
+        return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+    def _simple_table(self, conn: sqlite3.Connection, kind: str) -> str | None:
+        """The kind's table, or None when this (read-only, older) store has none yet."""
+        table = simple_tables().get(kind)
+        if table is None:
+            raise ValueError(f"{kind!r} is not a simple stored kind")
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return table if found else None
+
+    def _simple_expr(self, table: str, field_name: str) -> tuple[str, list[Any]]:
+        if field_name in SIMPLE_COLUMNS:
+            return f"{table}.{SIMPLE_COLUMNS[field_name]}", []
+        return f"json_extract({table}.doc, ?)", [_json_path(field_name)]
+
+    def _simple_last_seen_by(
+        self, kind: str, flt: AlertFilter, field_name: str, size: int
+    ) -> list[tuple[str, float]]:
+        with self._reading() as conn:
+            table = self._simple_table(conn, kind)
+            if table is None:
+                return []
+            expr, fparams = self._simple_expr(table, field_name)
+            where, params = self._simple_where(flt, table)
+            where = self._and_not_null(self._and_not_null(where, expr), f"{table}.ts")
+            rows = conn.execute(
+                f"SELECT {expr} AS v, max({table}.ts) AS last FROM {table}{where} "
+                "GROUP BY v ORDER BY last DESC, v LIMIT ?",
+                [*fparams, *params, *fparams, size],
+            ).fetchall()
+        return [(_key(v), float(last)) for v, last in rows]
+
+    def latest(self, kind: str, flt: AlertFilter, size: int = 1000) -> list[dict]:
+        """The newest document of ``kind`` per value of its ``latest_by`` field (a sensor's
+        last heartbeat) among those matching ``flt``, newest first."""
+        key = kinds.get(kind).latest_by
+        if key is None:
+            raise ValueError(f"document kind {kind!r} keeps no latest document")
+        with self._reading() as conn:
+            table = self._simple_table(conn, kind)
+            if table is None:
+                return []
+            expr, fparams = self._simple_expr(table, key)
+            where, params = self._simple_where(flt, table)
+            where = self._and_not_null(self._and_not_null(where, expr), f"{table}.ts")
+            # the newest row per key: max(ts) with a bare column is SQLite's documented
+            # "the row holding the max" form
+            rows = conn.execute(
+                f"SELECT {table}.doc, max({table}.ts) AS last FROM {table}{where} "
+                f"GROUP BY {expr} ORDER BY last DESC LIMIT ?",
+                [*params, *fparams, *fparams, size],
+            ).fetchall()
+        return [orjson.loads(row[0]) for row in rows]
 
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]:
         """(total matching, one page of assets by site then IP)."""
@@ -1206,10 +1356,17 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Documents stored, per kind."""
+        out = {}
         with self._reading() as conn:
-            return {
-                kind: conn.execute(f"SELECT count(*) FROM {kind}s").fetchone()[0] for kind in KINDS
-            }
+            for kind in kinds.names():
+                table = kind + "s" if kind in SHAPED_KINDS else simple_tables().get(kind)
+                if table is None:
+                    continue
+                if kind not in SHAPED_KINDS and self._simple_table(conn, kind) is None:
+                    out[kind] = 0
+                    continue
+                out[kind] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return out
 
     @staticmethod
     def _and_not_null(where: str, expr: str) -> str:
@@ -1280,15 +1437,20 @@ def open_store(path: str | os.PathLike[str] | None = None, **options: Any) -> St
     return Store(path, readonly=True, **options)
 
 
-def iter_docs(store: Store, kinds: Iterable[str] = KINDS) -> Iterator[tuple[str, dict]]:
+def iter_docs(store: Store, which: Iterable[str] | None = None) -> Iterator[tuple[str, dict]]:
     """Every stored document in the order written, read a page at a time (for export)."""
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown document kind {kind!r}")
+    for kind in kinds.names() if which is None else which:
+        kinds.get(kind)  # raises for an unknown kind
         last = 0
         while True:
             with store._reading() as conn:
-                table = DOC_TABLE.get(f"{kind}s", "assets")
+                if kind in SHAPED_KINDS:
+                    table = DOC_TABLE.get(f"{kind}s", "assets")
+                else:
+                    found = store._simple_table(conn, kind) if kind in simple_tables() else None
+                    if found is None:
+                        break
+                    table = found
                 rows = conn.execute(
                     f"SELECT rowid, doc FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 1000",
                     (last,),

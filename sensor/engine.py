@@ -100,6 +100,9 @@ class Engine:
         self._next_sweep = 0.0
         self._anomaly_n = 0
         self._out: list[dict] = []
+        # capture time of the first and of the newest frame (0.0 before any): a replay's clock
+        self.first_ts = 0.0
+        self.last_ts = 0.0
         self._packets = 0  # hot counters live outside the dict: see ``stats``
         self._bytes = 0
         self._segments = 0
@@ -300,6 +303,10 @@ class Engine:
                     0,
                 )
         finally:
+            if frames:
+                if not self.first_ts:
+                    self.first_ts = frames[0][0]
+                self.last_ts = frames[-1][0]
             self._packets += len(frames)
             self._bytes += nbytes
             self._segments += fast

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import kinds
 from pipeline.config import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,7 +176,7 @@ def committed(pipe: Pipe) -> dict[tuple[str, int], int]:
                              enable_auto_commit=False, api_version=(4, 3))
     try:
         out = {}
-        for kind in ("alert", "event", "asset"):
+        for kind in kinds.names():
             topic = pipe.cfg.topic(kind)
             for p in consumer.partitions_for_topic(topic) or []:
                 offset = consumer.committed(TopicPartition(topic, p))
@@ -192,7 +193,7 @@ def end_offsets(pipe: Pipe) -> dict[tuple[str, int], int]:
     consumer = KafkaConsumer(bootstrap_servers=BROKER, api_version=(4, 3))
     try:
         parts = []
-        for kind in ("alert", "event", "asset"):
+        for kind in kinds.names():
             topic = pipe.cfg.topic(kind)
             parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(parts).items() if off}
@@ -220,7 +221,7 @@ def write_config_file(cfg: PipelineConfig, path: Path) -> Path:
     from dataclasses import fields
 
     lines = []
-    for section in ("kafka", "elasticsearch", "spool", "indexer"):
+    for section in ("kafka", "elasticsearch", "spool", "indexer", "sensor"):
         values = getattr(cfg, section)
         lines.append(f"[{section}]")
         for f in fields(values):

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import kinds
 from pipeline.docs import flatten
 from pipeline.es import FIELD_TYPES, EsQueryBackend, EsStore, properties_tree
 from pipeline.indexer import Indexer, setup
@@ -70,9 +71,10 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {"alert": [], "event": [], "asset": []}
+    out: dict[str, list[dict[str, Any]]] = {"alert": [], "event": [], "asset": [], "heartbeat": []}
     for doc in docs:
-        out[doc["event"]["kind"]].append(doc)
+        kind = "heartbeat" if doc["event"].get("dataset") == "icsmon.heartbeat" else doc["event"]["kind"]
+        out[kind].append(doc)
     return out
 
 
@@ -81,7 +83,9 @@ def test_every_document_arrives_once_field_for_field(replayed: Any) -> None:
     expected = by_kind(embedded)
     assert expected["event"], "the captures produced no events"
     assert stats["deadlettered"] == 0 and stats["rewinds"] == 0
-    for kind in ("alert", "event"):
+    reasons = [d["icsmon"]["sensor"]["reason"] for d in expected["heartbeat"]]
+    assert reasons[0] == "start" and reasons[-1] == "stop" and set(reasons[1:-1]) <= {"interval"}
+    for kind in ("alert", "event", "heartbeat"):
         want = {d["event"]["id"]: d for d in expected[kind]}
         assert len(want) == len(expected[kind]), f"duplicate {kind} ids in the embedded run"
         got = es_docs(pipe, kind)
@@ -96,11 +100,19 @@ def test_every_document_arrives_once_field_for_field(replayed: Any) -> None:
     last_asset = {d["asset"]["id"]: d for d in expected["asset"]}
     got_assets = {h["_id"]: h["_source"] for h in es_docs(pipe, "asset")}
     assert got_assets == last_asset
+    # The sensor's newest heartbeat, whatever order they were indexed in.
+    store = EsStore(pipe.cfg)
+    try:
+        latest = store.client.get(index=store.latest_index("heartbeat"), id="sensor-e2e")["_source"]
+    finally:
+        store.close()
+    newest = max(expected["heartbeat"], key=lambda d: d["@timestamp"])
+    assert latest == newest
 
 
 def test_what_kafka_carried_is_what_elasticsearch_holds(replayed: Any) -> None:
     pipe, _embedded, _stats = replayed
-    for kind in ("alert", "event", "asset"):
+    for kind in ("alert", "event", "asset", "heartbeat"):
         produced: dict[str, Any] = {}
         for msg in topic_messages(pipe, pipe.cfg.topic(kind)):
             doc = json.loads(msg.value)
@@ -124,8 +136,8 @@ def test_no_field_was_mapped_dynamically_or_dropped_as_malformed(replayed: Any) 
     pipe, _embedded, _stats = replayed
     store = EsStore(pipe.cfg)
     try:
-        explicit = properties_tree(FIELD_TYPES)
-        for kind in ("alert", "event", "asset"):
+        for kind in ("alert", "event", "asset", "heartbeat"):
+            explicit = properties_tree({**FIELD_TYPES, **kinds.get(kind).es_fields})
             mappings = store.client.indices.get_mapping(index=store.alias(kind))
             for index, body in mappings.items():
                 extra = sorted(_extra_fields(body["mappings"].get("properties", {}), explicit))
@@ -289,7 +301,7 @@ def test_two_indexers_share_the_partitions(tmp_path: Path) -> None:
             t.start()
         wait_for("both members to get partitions",
                  lambda: all(assigned) and not (assigned[0] & assigned[1])
-                 and len(assigned[0] | assigned[1]) == 9, limit_s=120)
+                 and len(assigned[0] | assigned[1]) == 3 * len(kinds.names()), limit_s=120)
         n = 6000
         for i in range(n):
             sink.write("event", event_doc(i, site=f"site-{i % 12}"))  # 12 keys over 3 partitions

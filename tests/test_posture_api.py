@@ -124,7 +124,7 @@ def make_env(folder: Path, backend: str = "store", n_alerts: int = N_ALERTS) -> 
     now = time.time()
     docs = seed.dataset(registry, now, n_alerts, days=2.0, seed=11)
     be, write, cleanup = BACKENDS[backend](folder)
-    write([(kind, doc) for kind in ("event", "alert", "asset") for doc in docs[kind]])
+    write([(kind, doc) for kind in ("event", "alert", "asset", "heartbeat") for doc in docs[kind]])
     state = PostureState(folder / "icsmon.posture.db")
     state.import_org(parse_org(registry, "test registry"))
     env = Env(backend=be, state=state, client=TestClient(create_app(be, state)),
@@ -234,12 +234,16 @@ def test_sensors_silent_and_assets_new(env: Env) -> None:
     s = env.client.get("/api/summary", params={"hours": 24}, headers=env.h("province")).json()
     registered = [(r["site"], n) for r in seed.registry_sites(env.registry) for n in r["sensors"]]
     last: dict[str, float] = {}
-    for ev in env.docs["event"]:
-        last[ev["observer.name"]] = max(last.get(ev["observer.name"], 0), seed_ts(ev))
+    quiet: set[str] = set()
+    for beat in env.docs["heartbeat"]:
+        last[beat["observer.name"]] = max(last.get(beat["observer.name"], 0), seed_ts(beat))
+        if beat["icsmon.sensor.traffic"] == 0:
+            quiet.add(beat["observer.name"])
     silent = {n for _, n in registered if env.now - last.get(n, 0) > 900}
     assert s["sensors"]["total"] == len(registered)
     assert s["sensors"]["silent"] == len(silent) > 0
     assert {r["name"] for r in s["sensors"]["silent_list"]} == silent
+    assert s["sensors"]["no_traffic"] == len(quiet - silent) > 0
     new = [a for a in env.docs["asset"] if seed_ts({"@timestamp": a["asset.first_seen"]})
            >= env.now - 24 * 3600]
     assert s["assets"]["new"] == len(new) > 0

@@ -91,7 +91,8 @@ def newest_first(docs: list[dict]) -> list[dict]:
 
 def test_documents_round_trip_field_for_field(reader: Store, docs) -> None:
     events, alerts, assets = docs
-    assert reader.counts() == {"event": len(events), "alert": len(alerts), "asset": len(assets)}
+    assert reader.counts() == {"event": len(events), "alert": len(alerts), "asset": len(assets),
+                               "heartbeat": 0}
     for ev in events:
         assert reader.get_event(ev["event.id"]) == ev
     for al in alerts:
@@ -591,7 +592,7 @@ def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None
         assert stats["pending"] == 30 and stats["dropped"] == 15
         blocker.execute("ROLLBACK")
         st.flush()
-        assert st.counts() == {"event": 25, "alert": 5, "asset": 0}
+        assert st.counts() == {"event": 25, "alert": 5, "asset": 0, "heartbeat": 0}
     finally:
         blocker.close()
         st.close()

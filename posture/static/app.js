@@ -185,7 +185,8 @@ function renderOverview() {
     kpi(t("kpi.assets"), s.assets.seen.toLocaleString()),
     kpi(t("kpi.assets_new"), s.assets.new.toLocaleString(), s.assets.new ? "warn" : ""),
     kpi(t("kpi.sensors"), `${s.sensors.reporting} / ${s.sensors.total}`),
-    kpi(t("kpi.silent"), String(s.sensors.silent), s.sensors.silent ? "crit" : ""));
+    kpi(t("kpi.silent"), String(s.sensors.silent), s.sensors.silent ? "crit" : ""),
+    kpi(t("kpi.no_traffic"), String(s.sensors.no_traffic || 0), s.sensors.no_traffic ? "warn" : ""));
 
   // Tiles: the next level down, coloured by score.
   const kind = s.children[0]?.kind || (s.scope.kind === "province" ? "city" : s.scope.kind === "site" ? "site" : "enterprise");
@@ -236,10 +237,11 @@ function renderOverview() {
 
   const silent = s.sensors.silent_list;
   document.getElementById("silent").replaceChildren(
-    head(t("sensor"), t("col.site"), t("col.last_seen")),
+    head(t("sensor"), t("col.site"), t("col.state"), t("col.last_seen")),
     el("tbody", {}, silent.length ? silent.map((r) => el("tr", {},
-      el("td", {}, r.name), el("td", {}, nameOf("site", r.site)), el("td", { class: "crit-text" }, fmtTime(r.last_seen))))
-      : [el("tr", {}, el("td", { colspan: 3, class: "muted" }, t("none")))]));
+      el("td", {}, r.name), el("td", {}, nameOf("site", r.site)), el("td", {}, t(`sensor.state.${r.state || "silent"}`)),
+      el("td", { class: "crit-text" }, fmtTime(r.last_seen))))
+      : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, t("none")))]));
 }
 
 function renderAlerts(page) {
