@@ -34,7 +34,12 @@ def extensions() -> list:
 
     extensions = mypycify(
         # no mypy cache: a stale one has crashed mypyc on a rebuild
-        ["--ignore-missing-imports", "--follow-imports=silent", "--cache-dir=/dev/null", *compiled_sources()],
+        [
+            "--ignore-missing-imports",
+            "--follow-imports=silent",
+            "--cache-dir=/dev/null",
+            *compiled_sources(),
+        ],
         opt_level="3",
         separate=True,
     )

@@ -47,12 +47,21 @@ def synthetic_baseline(conversations: int) -> Baseline:
         server = f"10.200.{i % 40}.1"
         for k in range(9):
             fc = 6 if k == 8 else 3
-            learner.observe({
-                "@timestamp": iso(t0 + k), "source.ip": client, "destination.ip": server,
-                "destination.port": 502, "network.protocol": "modbus",
-                "ics.operation": "write" if fc == 6 else "read", "modbus.function_code": fc,
-                "modbus.unit_id": 1, "modbus.address": i % 100, "modbus.quantity": 1, "modbus.values": [k],
-            })
+            learner.observe(
+                {
+                    "@timestamp": iso(t0 + k),
+                    "source.ip": client,
+                    "destination.ip": server,
+                    "destination.port": 502,
+                    "network.protocol": "modbus",
+                    "ics.operation": "write" if fc == 6 else "read",
+                    "modbus.function_code": fc,
+                    "modbus.unit_id": 1,
+                    "modbus.address": i % 100,
+                    "modbus.quantity": 1,
+                    "modbus.values": [k],
+                }
+            )
     return learner.result()
 
 
@@ -80,9 +89,13 @@ def main() -> int:
         alerts += len(detector.process(e))
     alerts += len(detector.flush())
     detect_s = time.perf_counter() - t
-    print(f"learn:  {len(train_events)} events in {learn_s:.3f} s = {len(train_events) / learn_s:,.0f} events/s")
-    print(f"detect: {len(clean_events)} events in {detect_s:.3f} s = {len(clean_events) / detect_s:,.0f} events/s"
-          f" ({alerts} alerts)")
+    print(
+        f"learn:  {len(train_events)} events in {learn_s:.3f} s = {len(train_events) / learn_s:,.0f} events/s"
+    )
+    print(
+        f"detect: {len(clean_events)} events in {detect_s:.3f} s = {len(clean_events) / detect_s:,.0f} events/s"
+        f" ({alerts} alerts)"
+    )
     big = synthetic_baseline(args.conversations)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.json"
@@ -93,8 +106,10 @@ def main() -> int:
         t = time.perf_counter()
         BaselineDetector(loaded)
         ready_s = time.perf_counter() - t
-        print(f"load:   {args.conversations} conversations, {path.stat().st_size / 1e6:.1f} MB: "
-              f"{load_s:.3f} s to load, {ready_s:.3f} s to build the detector")
+        print(
+            f"load:   {args.conversations} conversations, {path.stat().st_size / 1e6:.1f} MB: "
+            f"{load_s:.3f} s to load, {ready_s:.3f} s to build the detector"
+        )
     return 0
 
 

@@ -43,7 +43,13 @@ def _rss_mb() -> float:
 def modbus_signature(events) -> list[tuple]:
     """What the real Modbus traffic decoded to, comparable across runs."""
     return sorted(
-        (e.get("event.action"), e.get("modbus.transaction_id"), e.get("modbus.function_code"), str(e.get("modbus.values")), e.get("event.outcome"))
+        (
+            e.get("event.action"),
+            e.get("modbus.transaction_id"),
+            e.get("modbus.function_code"),
+            str(e.get("modbus.values")),
+            e.get("event.outcome"),
+        )
         for e in events
         if e.get("network.protocol") == "modbus"
     )
@@ -57,13 +63,19 @@ def child_replay(path: str, max_flows: int, want: str) -> None:
     elapsed = time.perf_counter() - t
     sig = modbus_signature(events)
     expected = json.loads(Path(want).read_text()) if want else None
-    print(json.dumps({
-        "seconds": round(elapsed, 2),
-        "stats": eng.stats,
-        "errors": eng.errors,
-        "modbus_events": len(sig),
-        "modbus_same_as_alone": None if expected is None else [list(x) for x in sig] == expected,
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": round(elapsed, 2),
+                "stats": eng.stats,
+                "errors": eng.errors,
+                "modbus_events": len(sig),
+                "modbus_same_as_alone": None
+                if expected is None
+                else [list(x) for x in sig] == expected,
+            }
+        )
+    )
 
 
 def run_child(args: list[str]) -> tuple[dict, float, float]:
@@ -88,14 +100,22 @@ def flood(ns: argparse.Namespace) -> None:
         t = time.perf_counter()
         packets = syn_flood(path, ns.flows, mix)
         gen = time.perf_counter() - t
-        print(f"generated {packets:,} packets ({path.stat().st_size / 2**20:.1f} MiB) in {gen:.1f} s")
+        print(
+            f"generated {packets:,} packets ({path.stat().st_size / 2**20:.1f} MiB) in {gen:.1f} s"
+        )
         res, wall, rss = run_child(["_child", str(path), str(ns.max_flows), str(want)])
         s = res["stats"]
-        print(f"max_flows {ns.max_flows:,}: {res['seconds']} s in the engine ({wall:.1f} s wall with start-up), "
-              f"peak RSS {rss:.0f} MB, {packets / res['seconds']:,.0f} packets/s")
-        print(f"flows {s['flows']:,}, cap-evicted {s['flows_cap_evicted']:,}, idle-evicted {s['flows_idle_evicted']:,}, "
-              f"active at end {s['flows_active']}, events {s['events']}, anomalies {s['anomalies']}")
-        print(f"mixed-in Modbus: {res['modbus_events']} events, same as replayed alone: {res['modbus_same_as_alone']}")
+        print(
+            f"max_flows {ns.max_flows:,}: {res['seconds']} s in the engine ({wall:.1f} s wall with start-up), "
+            f"peak RSS {rss:.0f} MB, {packets / res['seconds']:,.0f} packets/s"
+        )
+        print(
+            f"flows {s['flows']:,}, cap-evicted {s['flows_cap_evicted']:,}, idle-evicted {s['flows_idle_evicted']:,}, "
+            f"active at end {s['flows_active']}, events {s['events']}, anomalies {s['anomalies']}"
+        )
+        print(
+            f"mixed-in Modbus: {res['modbus_events']} events, same as replayed alone: {res['modbus_same_as_alone']}"
+        )
 
 
 def trickle_cmd(ns: argparse.Namespace) -> None:
@@ -104,8 +124,10 @@ def trickle_cmd(ns: argparse.Namespace) -> None:
         packets = trickle(path, ns.kind, ns.mbytes << 20)
         res, wall, rss = run_child(["_child", str(path), str(FlowLimits().max_flows), ""])
         s = res["stats"]
-        print(f"{ns.kind}: {packets:,} packets, {ns.mbytes} MiB of payload in one connection, "
-              f"{res['seconds']} s, peak RSS {rss:.0f} MB, events {s['events']}, anomalies {s['anomalies']}")
+        print(
+            f"{ns.kind}: {packets:,} packets, {ns.mbytes} MiB of payload in one connection, "
+            f"{res['seconds']} s, peak RSS {rss:.0f} MB, events {s['events']}, anomalies {s['anomalies']}"
+        )
 
 
 def soak(ns: argparse.Namespace) -> None:
@@ -126,15 +148,20 @@ def soak(ns: argparse.Namespace) -> None:
             start_rss = _rss_mb()
             print(f"start (after 3 rounds): RSS {start_rss:.1f} MB", flush=True)
         if time.monotonic() >= next_report:
-            print(f"{(time.monotonic() - t0) / 60:5.1f} min: {rounds} rounds, {events:,} events, "
-                  f"RSS {_rss_mb():.1f} MB, active flows {eng.nflows}", flush=True)
+            print(
+                f"{(time.monotonic() - t0) / 60:5.1f} min: {rounds} rounds, {events:,} events, "
+                f"RSS {_rss_mb():.1f} MB, active flows {eng.nflows}",
+                flush=True,
+            )
             next_report += 60
     for _ in eng.finish():
         events += 1
     s = eng.stats
-    print(f"end: {rounds} rounds of {len(frames)} packets in {(time.monotonic() - t0) / 60:.1f} min, {events:,} events, "
-          f"RSS start {start_rss} MB, end {_rss_mb():.1f} MB, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB, "
-          f"flows {s['flows']:,}, active {eng.nflows}")
+    print(
+        f"end: {rounds} rounds of {len(frames)} packets in {(time.monotonic() - t0) / 60:.1f} min, {events:,} events, "
+        f"RSS start {start_rss} MB, end {_rss_mb():.1f} MB, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB, "
+        f"flows {s['flows']:,}, active {eng.nflows}"
+    )
 
 
 def main() -> None:

@@ -39,7 +39,12 @@ from tests.test_opcua_support import DECODE_AS, recorded_feeds  # noqa: E402
 
 PUBLIC = REPO.parent / "shared" / "pcaps" / "public" / "opcua"
 OWN = REPO / "pcaps" / "opcua"
-FIELDS = ("opcua.transport.type", "opcua.servicenodeid.numeric", "opcua.RequestHandle", "opcua.ServiceResult")
+FIELDS = (
+    "opcua.transport.type",
+    "opcua.servicenodeid.numeric",
+    "opcua.RequestHandle",
+    "opcua.ServiceResult",
+)
 
 
 def _ports(path: Path) -> tuple[int, ...]:
@@ -61,7 +66,9 @@ def _cpu_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bench_parser(conns: list[list[tuple[bool, bytes, float]]], rounds: int) -> tuple[int, int, float, float]:
+def bench_parser(
+    conns: list[list[tuple[bool, bytes, float]]], rounds: int
+) -> tuple[int, int, float, float]:
     """(messages, records, wall seconds, CPU seconds) over ``rounds`` passes."""
     messages = 0
     records = 0
@@ -103,7 +110,9 @@ def bench_tshark(tshark: str, files: list[Path], rounds: int) -> dict[str, float
     file: tshark's start-up (reading its dissector tables), subtracted for the net figures."""
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one.pcap"
-        subprocess.run(["editcap", "-r", str(files[0]), str(one), "1"], check=True, capture_output=True)
+        subprocess.run(
+            ["editcap", "-r", str(files[0]), str(one), "1"], check=True, capture_output=True
+        )
         runs = [_run_tshark(_tshark_cmd(tshark, one)) for _ in range(max(3, rounds))]
         start_wall = min(r[1] for r in runs)
         start_cpu = min(r[2] for r in runs)
@@ -111,7 +120,9 @@ def bench_tshark(tshark: str, files: list[Path], rounds: int) -> dict[str, float
     for path in files:
         runs = [_run_tshark(_tshark_cmd(tshark, path)) for _ in range(rounds)]
         out = runs[0][0]
-        result["messages"] += sum(len(line.split("\t")[0].split(",")) for line in out.splitlines() if line)
+        result["messages"] += sum(
+            len(line.split("\t")[0].split(",")) for line in out.splitlines() if line
+        )
         wall = min(r[1] for r in runs)
         cpu = min(r[2] for r in runs)
         result["wall"] += wall
@@ -123,8 +134,15 @@ def bench_tshark(tshark: str, files: list[Path], rounds: int) -> dict[str, float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=20, help="passes of the icsmon parser/engine over all captures")
-    ap.add_argument("--tshark-rounds", type=int, default=2, help="passes of tshark over all captures")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=20,
+        help="passes of the icsmon parser/engine over all captures",
+    )
+    ap.add_argument(
+        "--tshark-rounds", type=int, default=2, help="passes of tshark over all captures"
+    )
     args = ap.parse_args()
     files = sorted(PUBLIC.glob("*.pcap*")) + sorted(OWN.glob("*.pcap"))
     if not files:
@@ -135,11 +153,15 @@ def main() -> None:
 
     msgs, recs, secs, cpu = bench_parser(conns, args.rounds)
     per_round = msgs // args.rounds
-    print(f"icsmon parser : {msgs:8d} messages, {recs} records: {msgs / secs:9.0f} msg/s wall,"
-          f" {msgs / cpu:9.0f} msg/s CPU ({payload * args.rounds / cpu / 1e6:.1f} MB/s CPU)")
+    print(
+        f"icsmon parser : {msgs:8d} messages, {recs} records: {msgs / secs:9.0f} msg/s wall,"
+        f" {msgs / cpu:9.0f} msg/s CPU ({payload * args.rounds / cpu / 1e6:.1f} MB/s CPU)"
+    )
     events, esecs, ecpu = bench_engine(files, args.rounds)
-    print(f"icsmon engine : {events:8d} events (same messages): {msgs / esecs:9.0f} msg/s wall,"
-          f" {msgs / ecpu:9.0f} msg/s CPU")
+    print(
+        f"icsmon engine : {events:8d} events (same messages): {msgs / esecs:9.0f} msg/s wall,"
+        f" {msgs / ecpu:9.0f} msg/s CPU"
+    )
 
     tshark = shutil.which("tshark")
     if not tshark:
@@ -147,17 +169,25 @@ def main() -> None:
         return
     t = bench_tshark(tshark, files, args.tshark_rounds)
     tm = t["messages"]
-    print(f"tshark        : {int(tm):8d} messages, best of {args.tshark_rounds} per file: {tm / t['wall']:9.0f} msg/s wall,"
-          f" {tm / t['cpu']:9.0f} msg/s CPU; without start-up {tm / t['net_wall']:.0f} wall, {tm / t['net_cpu']:.0f} CPU")
+    print(
+        f"tshark        : {int(tm):8d} messages, best of {args.tshark_rounds} per file: {tm / t['wall']:9.0f} msg/s wall,"
+        f" {tm / t['cpu']:9.0f} msg/s CPU; without start-up {tm / t['net_wall']:.0f} wall, {tm / t['net_cpu']:.0f} CPU"
+    )
     parser_cpu = per_round / (cpu / args.rounds)
     engine_cpu = per_round / (ecpu / args.rounds)
-    print(f"ratio (CPU) parser/tshark: {parser_cpu / (tm / t['cpu']):.1f}x, "
-          f"without tshark start-up {parser_cpu / (tm / t['net_cpu']):.1f}x")
-    print(f"ratio (CPU) engine/tshark: {engine_cpu / (tm / t['cpu']):.1f}x, "
-          f"without tshark start-up {engine_cpu / (tm / t['net_cpu']):.1f}x")
+    print(
+        f"ratio (CPU) parser/tshark: {parser_cpu / (tm / t['cpu']):.1f}x, "
+        f"without tshark start-up {parser_cpu / (tm / t['net_cpu']):.1f}x"
+    )
+    print(
+        f"ratio (CPU) engine/tshark: {engine_cpu / (tm / t['cpu']):.1f}x, "
+        f"without tshark start-up {engine_cpu / (tm / t['net_cpu']):.1f}x"
+    )
     if per_round != int(tm):
-        print(f"note: messages per round differ: icsmon {per_round}, tshark {int(tm)}"
-              " (see tests/test_opcua_conformance.py KNOWN_DIFFERENCES)")
+        print(
+            f"note: messages per round differ: icsmon {per_round}, tshark {int(tm)}"
+            " (see tests/test_opcua_conformance.py KNOWN_DIFFERENCES)"
+        )
 
 
 if __name__ == "__main__":

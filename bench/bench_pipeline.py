@@ -43,10 +43,27 @@ def real_alerts(tmp: Path) -> list[dict[str, Any]]:
     captures = sorted(str(p) for p in (REPO / "pcaps").rglob("*.pcap"))
     out = tmp / "alerts.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "icsmon.cli", "replay", *captures, "--site", "site-bench",
-         "--org", "ent-bench", "--observer", "sensor-bench", "--no-store-events",
-         "--sink", "jsonl", "--out", str(out)],
-        check=True, cwd=REPO, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "icsmon.cli",
+            "replay",
+            *captures,
+            "--site",
+            "site-bench",
+            "--org",
+            "ent-bench",
+            "--observer",
+            "sensor-bench",
+            "--no-store-events",
+            "--sink",
+            "jsonl",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
     )
     alerts = [flatten(json.loads(line)) for line in out.read_text().splitlines() if line.strip()]
     alerts = [a for a in alerts if a.get("event.kind") == "alert"]
@@ -60,7 +77,9 @@ def make_docs(seeds: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     for i in range(count):
         doc = copy.copy(seeds[i % len(seeds)])
         doc["event.id"] = f"bench-{i:09d}"
-        doc["@timestamp"] = f"2026-11-26T{i // 3_600_000 % 24:02d}:{i // 60_000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}000Z"
+        doc["@timestamp"] = (
+            f"2026-11-26T{i // 3_600_000 % 24:02d}:{i // 60_000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}000Z"
+        )
         doc["labels.site"] = f"site-{i % 50:03d}"
         docs.append(doc)
     return docs
@@ -82,8 +101,11 @@ def bench_bulk(cfg: Any, docs: list[dict[str, Any]]) -> float:
     setup(cfg, store)
     alias = store.alias("alert")
     actions = (
-        {"_index": store.index_name("alert", day_of(d["@timestamp"])), "_id": d["event.id"],
-         "_source": nest(d)}
+        {
+            "_index": store.index_name("alert", day_of(d["@timestamp"])),
+            "_id": d["event.id"],
+            "_source": nest(d),
+        }
         for d in docs
     )
     t0 = time.perf_counter()
@@ -96,7 +118,9 @@ def bench_bulk(cfg: Any, docs: list[dict[str, Any]]) -> float:
     return elapsed
 
 
-def bench_pipeline(cfg: Any, env: dict[str, str], docs: list[dict[str, Any]], indexers: int) -> float:
+def bench_pipeline(
+    cfg: Any, env: dict[str, str], docs: list[dict[str, Any]], indexers: int
+) -> float:
     setup(cfg)
     store = EsStore(cfg)
     alias = store.alias("alert")
@@ -133,7 +157,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--indexers", type=int, default=1)
-    parser.add_argument("--compression", default="lz4", help="producer compression (kafka.compression)")
+    parser.add_argument(
+        "--compression", default="lz4", help="producer compression (kafka.compression)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the indices and topics")
     args = parser.parse_args()
 
@@ -142,8 +168,10 @@ def main() -> None:
     docs = make_docs(seeds, args.count)
     sizes = [len(encode_doc(d)) for d in docs[: min(len(docs), 5000)]]
     avg = sum(sizes) / len(sizes)
-    print(f"{args.count} alerts from {len(seeds)} real ones; {avg:.0f} bytes each on average, "
-          f"{avg * args.count / 1e6:.1f} MB in all")
+    print(
+        f"{args.count} alerts from {len(seeds)} real ones; {avg:.0f} bytes each on average, "
+        f"{avg * args.count / 1e6:.1f} MB in all"
+    )
 
     run = uuid.uuid4().hex[:8]
     prefix = f"bench{run}"
@@ -154,18 +182,30 @@ def main() -> None:
         "indexer": {"group_id": f"{prefix}-indexers"},
     }
     cfg = load_config(env={}, overrides=values)
-    bulk_cfg = load_config(env={}, overrides={**values, "elasticsearch": {"index_prefix": f"{prefix}bulk"}})
+    bulk_cfg = load_config(
+        env={}, overrides={**values, "elasticsearch": {"index_prefix": f"{prefix}bulk"}}
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICSMON_")}
-    env.update({"ICSMON_KAFKA_TOPIC_PREFIX": prefix, "ICSMON_ES_INDEX_PREFIX": prefix,
-                "ICSMON_INDEXER_GROUP_ID": f"{prefix}-indexers", "ICSMON_SPOOL_DIR": str(tmp / "spool2")})
+    env.update(
+        {
+            "ICSMON_KAFKA_TOPIC_PREFIX": prefix,
+            "ICSMON_ES_INDEX_PREFIX": prefix,
+            "ICSMON_INDEXER_GROUP_ID": f"{prefix}-indexers",
+            "ICSMON_SPOOL_DIR": str(tmp / "spool2"),
+        }
+    )
     try:
         bulk_s = bench_bulk(bulk_cfg, docs)
         bulk_rate = args.count / bulk_s
-        print(f"helpers.bulk: {args.count} alerts searchable in {bulk_s:.2f}s = {bulk_rate:,.0f} alerts/s")
+        print(
+            f"helpers.bulk: {args.count} alerts searchable in {bulk_s:.2f}s = {bulk_rate:,.0f} alerts/s"
+        )
         pipe_s = bench_pipeline(cfg, env, docs, args.indexers)
         pipe_rate = args.count / pipe_s
-        print(f"pipeline (KafkaSink -> Kafka -> {args.indexers} indexer(s) -> ES): {args.count} alerts "
-              f"searchable in {pipe_s:.2f}s = {pipe_rate:,.0f} alerts/s")
+        print(
+            f"pipeline (KafkaSink -> Kafka -> {args.indexers} indexer(s) -> ES): {args.count} alerts "
+            f"searchable in {pipe_s:.2f}s = {pipe_rate:,.0f} alerts/s"
+        )
         print(f"ratio pipeline/bulk = {pipe_rate / bulk_rate:.0%} (target >= 80%)")
     finally:
         if not args.keep:

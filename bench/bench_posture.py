@@ -56,8 +56,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--days", type=float, default=90.0, help="alerts spread over this many days")
     ap.add_argument("--queries", type=int, default=40, help="timed requests per query kind")
     ap.add_argument("--workers", type=int, default=3, help="parallel bulk requests while loading")
-    ap.add_argument("--no-merge", dest="merge", action="store_false",
-                    help="skip the force-merge of past days' indices after loading")
+    ap.add_argument(
+        "--no-merge",
+        dest="merge",
+        action="store_false",
+        help="skip the force-merge of past days' indices after loading",
+    )
     ap.add_argument("--reuse", action="store_true", help="skip loading: query the existing data")
     ap.add_argument("--keep", action="store_true", help="keep the data afterwards")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -68,8 +72,9 @@ def parse_args() -> argparse.Namespace:
 def batches(registry: dict[str, Any], args: argparse.Namespace, now: float):
     """(kind, flat doc) lists of CHUNK documents: alerts, then sensor events, then assets."""
     out: list[tuple[str, dict[str, Any]]] = []
-    gen = seed.generate(registry, args.alerts, now - args.days * 86400, now - 60,
-                        seed=args.seed, with_events=False)
+    gen = seed.generate(
+        registry, args.alerts, now - args.days * 86400, now - 60, seed=args.seed, with_events=False
+    )
     for item in gen:
         out.append(item)
         if len(out) >= CHUNK:
@@ -84,8 +89,11 @@ def batches(registry: dict[str, Any], args: argparse.Namespace, now: float):
 
 # Only while loading: no refreshes (nobody reads yet), the translog fsynced in the background
 # rather than per bulk request. Restored afterwards; the templates' mappings never change.
-LOAD_SETTINGS = {"index.refresh_interval": "-1", "index.translog.durability": "async",
-                 "index.translog.flush_threshold_size": "1gb"}
+LOAD_SETTINGS = {
+    "index.refresh_interval": "-1",
+    "index.translog.durability": "async",
+    "index.translog.flush_threshold_size": "1gb",
+}
 
 
 def alert_bodies(registry: dict[str, Any], args: argparse.Namespace, now: float):
@@ -96,8 +104,9 @@ def alert_bodies(registry: dict[str, Any], args: argparse.Namespace, now: float)
     index_of: dict[str, bytes] = {}
     lines: list[bytes] = []
     n = 0
-    for si, ts, rule, k in seed.alert_plan(len(enc.sites), args.alerts, now - args.days * 86400,
-                                           now - 60, args.seed):
+    for si, ts, rule, k in seed.alert_plan(
+        len(enc.sites), args.alerts, now - args.days * 86400, now - 60, args.seed
+    ):
         when, doc_id, source = enc.encode(si, ts, rule, k)
         day = when.strftime("%Y.%m.%d")
         prefix = index_of.get(day)
@@ -124,9 +133,12 @@ def load_es(registry: dict[str, Any], args: argparse.Namespace, now: float):
     from pipeline.config import load_config
     from pipeline.es import EsQueryBackend, EsStore
 
-    cfg = load_config(env={}, overrides={"elasticsearch": {"url": args.es,
-                                                          "index_prefix": args.prefix,
-                                                          "request_timeout": 120}})
+    cfg = load_config(
+        env={},
+        overrides={
+            "elasticsearch": {"url": args.es, "index_prefix": args.prefix, "request_timeout": 120}
+        },
+    )
     es_store = EsStore(cfg)
     client = es_store.client
     info: dict[str, Any] = {}
@@ -148,33 +160,41 @@ def load_es(registry: dict[str, Any], args: argparse.Namespace, now: float):
                     total += pending.pop(0).result()
                     if total % 500_000 < CHUNK:
                         loads.append(os.getloadavg()[0])
-                        print(f"  loaded {total:,} alerts ({total / (time.perf_counter() - t0):,.0f}/s,"
-                              f" load average {loads[-1]:.1f})", flush=True)
+                        print(
+                            f"  loaded {total:,} alerts ({total / (time.perf_counter() - t0):,.0f}/s,"
+                            f" load average {loads[-1]:.1f})",
+                            flush=True,
+                        )
             total += sum(p.result() for p in pending)
         info["alerts_load_s"] = round(time.perf_counter() - t0, 1)
-        rest: list[tuple[str, dict[str, Any]]] = (
-            [("heartbeat", e) for e in seed.heartbeats(registry, now, seed=args.seed)]
-            + [("asset", a) for a in seed.assets(registry, now, seed=args.seed)])
+        rest: list[tuple[str, dict[str, Any]]] = [
+            ("heartbeat", e) for e in seed.heartbeats(registry, now, seed=args.seed)
+        ] + [("asset", a) for a in seed.assets(registry, now, seed=args.seed)]
         for lo in range(0, len(rest), CHUNK):
-            total += seed.es_bulk(es_store, rest[lo:lo + CHUNK])
+            total += seed.es_bulk(es_store, rest[lo : lo + CHUNK])
         # Back to the templates and index settings the indexer runs with.
         es_store.setup()
-        client.indices.put_settings(index=f"{args.prefix}-*",
-                                    settings=dict.fromkeys(LOAD_SETTINGS))
+        client.indices.put_settings(index=f"{args.prefix}-*", settings=dict.fromkeys(LOAD_SETTINGS))
         es_store.refresh()
         info["load_s"] = round(time.perf_counter() - t0, 1)
         info["documents"] = total
-        info["load_average"] = {"mean": round(statistics.mean(loads), 1) if loads else None,
-                                "max": round(max(loads), 1) if loads else None}
+        info["load_average"] = {
+            "mean": round(statistics.mean(loads), 1) if loads else None,
+            "max": round(max(loads), 1) if loads else None,
+        }
         if args.merge:
             # Past days are read-only history: one segment each makes them cheaper to search.
             today = time.strftime("%Y.%m.%d", time.gmtime(now))
-            old = [i for i in client.indices.get(index=f"{args.prefix}-*", expand_wildcards="open")
-                   if not i.endswith(today)]
+            old = [
+                i
+                for i in client.indices.get(index=f"{args.prefix}-*", expand_wildcards="open")
+                if not i.endswith(today)
+            ]
             t1 = time.perf_counter()
             for lo in range(0, len(old), 10):
                 client.options(request_timeout=3600).indices.forcemerge(
-                    index=",".join(old[lo:lo + 10]), max_num_segments=1)
+                    index=",".join(old[lo : lo + 10]), max_num_segments=1
+                )
             info["merge_s"] = round(time.perf_counter() - t1, 1)
     stats = client.indices.stats(index=f"{args.prefix}-*", metric="docs,store,segments")
     info["alerts_indexed"] = client.count(index=es_store.alias("alert"))["count"]
@@ -212,8 +232,15 @@ def serve(backend: Any, state: PostureState) -> tuple[Any, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(backend, state), host="127.0.0.1",
-                                           port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(backend, state),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -249,9 +276,12 @@ def main() -> None:
     rng = random.Random(args.seed)
     registry = seed.make_registry(args.enterprises, args.sites, args.cities, seed=args.seed)
     now = time.time()
-    print(f"province: {args.cities} cities, {args.enterprises} enterprises, {args.sites} sites; "
-          f"{args.alerts:,} alerts over {args.days:g} days -> "
-          f"{'store ' + str(args.store) if args.store else 'Elasticsearch ' + args.es}", flush=True)
+    print(
+        f"province: {args.cities} cities, {args.enterprises} enterprises, {args.sites} sites; "
+        f"{args.alerts:,} alerts over {args.days:g} days -> "
+        f"{'store ' + str(args.store) if args.store else 'Elasticsearch ' + args.es}",
+        flush=True,
+    )
     backend, es_store, info = (load_store if args.store else load_es)(registry, args, now)
     print(f"data: {json.dumps(info)}", flush=True)
 
@@ -264,8 +294,9 @@ def main() -> None:
 
     n = args.queries
     ent_pick = [rng.choice(ents) for _ in range(n)]
-    ent_tokens = {e: state.create_token(f"bench-{e}", "enterprise-operator", e)
-                  for e in set(ent_pick)}
+    ent_tokens = {
+        e: state.create_token(f"bench-{e}", "enterprise-operator", e) for e in set(ent_pick)
+    }
     filters = ["", "&min_severity=70", "&protocol=modbus", "&technique=T0855", "&q=S7"]
 
     def q(path: str, **params: Any) -> str:
@@ -275,38 +306,68 @@ def main() -> None:
         "province summary 24 h": (province, [q("/api/summary", hours=24)] * n),
         "province summary 7 d": (province, [q("/api/summary", hours=168)] * n),
         "province summary 90 d": (province, [q("/api/summary", hours=2160)] * max(5, n // 4)),
-        "city summary 24 h": (province, [q("/api/summary", hours=24,
-                                           scope=f"city:{rng.choice(list(state.org().cities))}")
-                                         for _ in range(n)]),
-        "province search 24 h": (province, [q("/api/alerts", hours=24, limit=50)
-                                            + rng.choice(filters) for _ in range(n)]),
-        "province search 30 d, page 20": (province, [q("/api/alerts", hours=720, limit=50,
-                                                       offset=950) for _ in range(n)]),
+        "city summary 24 h": (
+            province,
+            [
+                q("/api/summary", hours=24, scope=f"city:{rng.choice(list(state.org().cities))}")
+                for _ in range(n)
+            ],
+        ),
+        "province search 24 h": (
+            province,
+            [q("/api/alerts", hours=24, limit=50) + rng.choice(filters) for _ in range(n)],
+        ),
+        "province search 30 d, page 20": (
+            province,
+            [q("/api/alerts", hours=720, limit=50, offset=950) for _ in range(n)],
+        ),
     }
     results: dict[str, dict[str, float]] = {}
     for name, (token, paths) in kinds.items():
         ms = timed(port, token or province, paths)
-        results[name] = {"n": len(ms), "p50_ms": round(statistics.median(ms), 1),
-                         "p95_ms": round(pct(ms, 95), 1), "max_ms": round(max(ms), 1)}
-        print(f"  {name:34s} p50 {results[name]['p50_ms']:8.1f} ms   "
-              f"p95 {results[name]['p95_ms']:8.1f} ms   max {results[name]['max_ms']:8.1f} ms",
-              flush=True)
+        results[name] = {
+            "n": len(ms),
+            "p50_ms": round(statistics.median(ms), 1),
+            "p95_ms": round(pct(ms, 95), 1),
+            "max_ms": round(max(ms), 1),
+        }
+        print(
+            f"  {name:34s} p50 {results[name]['p50_ms']:8.1f} ms   "
+            f"p95 {results[name]['p95_ms']:8.1f} ms   max {results[name]['max_ms']:8.1f} ms",
+            flush=True,
+        )
     # Enterprise scope: each request as that enterprise's own user.
-    for name, path in (("enterprise summary 24 h", "/api/summary?hours=24"),
-                       ("enterprise summary 90 d", "/api/summary?hours=2160"),
-                       ("enterprise search 90 d", "/api/alerts?hours=2160&limit=50")):
+    for name, path in (
+        ("enterprise summary 24 h", "/api/summary?hours=24"),
+        ("enterprise summary 90 d", "/api/summary?hours=2160"),
+        ("enterprise search 90 d", "/api/alerts?hours=2160&limit=50"),
+    ):
         ms = []
         for e in ent_pick:
             ms += timed(port, ent_tokens[e], [path], warmup=0)
-        results[name] = {"n": len(ms), "p50_ms": round(statistics.median(ms), 1),
-                         "p95_ms": round(pct(ms, 95), 1), "max_ms": round(max(ms), 1)}
-        print(f"  {name:34s} p50 {results[name]['p50_ms']:8.1f} ms   "
-              f"p95 {results[name]['p95_ms']:8.1f} ms   max {results[name]['max_ms']:8.1f} ms",
-              flush=True)
+        results[name] = {
+            "n": len(ms),
+            "p50_ms": round(statistics.median(ms), 1),
+            "p95_ms": round(pct(ms, 95), 1),
+            "max_ms": round(max(ms), 1),
+        }
+        print(
+            f"  {name:34s} p50 {results[name]['p50_ms']:8.1f} ms   "
+            f"p95 {results[name]['p95_ms']:8.1f} ms   max {results[name]['max_ms']:8.1f} ms",
+            flush=True,
+        )
     server.should_exit = True
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                        "data": info, "latency": results}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "data": info,
+                    "latency": results,
+                },
+                indent=2,
+            )
+        )
     if es_store is not None and not args.keep:
         es_store.delete_all()
     backend.close()

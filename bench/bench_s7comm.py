@@ -40,7 +40,9 @@ Call = tuple[str, bool, bytes, float, int]  # (feed|gap, to_server, data, ts, ga
 
 
 def captures(shared: Path) -> list[Path]:
-    files = [p for folder in ("s7comm", "s7comm-plus") for p in sorted((shared / folder).glob("*.pcap*"))]
+    files = [
+        p for folder in ("s7comm", "s7comm-plus") for p in sorted((shared / folder).glob("*.pcap*"))
+    ]
     return files + sorted((REPO / "pcaps" / "s7comm").glob("*.pcap"))
 
 
@@ -90,7 +92,11 @@ def run_parser(connections: list[list[Call]], repeat: int) -> tuple[float, int, 
             parser = s7comm.Parser()
             last = 0.0
             for kind, to_server, data, ts, size in calls:
-                recs = parser.feed(to_server, data, ts) if kind == "feed" else parser.gap(to_server, ts, size)
+                recs = (
+                    parser.feed(to_server, data, ts)
+                    if kind == "feed"
+                    else parser.gap(to_server, ts, size)
+                )
                 events += len(recs)
                 pdus += pdus_of(recs)
                 last = ts
@@ -105,7 +111,11 @@ def run_engine(files: list[Path], repeat: int) -> tuple[float, int, int]:
     start = time.perf_counter()
     for _ in range(repeat):
         for path in files:
-            batch = [e for e in Engine(EngineConfig()).replay([path]) if str(e.get("network.protocol", "")).startswith("s7comm")]
+            batch = [
+                e
+                for e in Engine(EngineConfig()).replay([path])
+                if str(e.get("network.protocol", "")).startswith("s7comm")
+            ]
             events += len(batch)
             pdus += pdus_of(batch)
     return time.perf_counter() - start, events, pdus
@@ -117,7 +127,10 @@ def run_tshark(files: list[Path], repeat: int, workdir: Path) -> tuple[float, in
         print("tshark/mergecap not installed: tshark line skipped")
         return None
     big = workdir / "s7_all.pcapng"
-    subprocess.run([mergecap, "-a", "-F", "pcapng", "-w", str(big), *[str(p) for p in files] * repeat], check=True)
+    subprocess.run(
+        [mergecap, "-a", "-F", "pcapng", "-w", str(big), *[str(p) for p in files] * repeat],
+        check=True,
+    )
     cmd = [
         tshark, "-r", str(big), "-o", "tcp.analyze_sequence_numbers:FALSE", "-Y", "s7comm",
         "-T", "fields", "-e", "s7comm.header.rosctr",
@@ -137,9 +150,13 @@ def main() -> None:
     args = ap.parse_args()
     files = captures(args.shared)
     size = sum(p.stat().st_size for p in files)
-    print(f"{len(files)} captures, {size / 1e6:.2f} MB, repeated {args.repeat} times; Python {sys.version.split()[0]}")
+    print(
+        f"{len(files)} captures, {size / 1e6:.2f} MB, repeated {args.repeat} times; Python {sys.version.split()[0]}"
+    )
     connections = record_calls(files)
-    print(f"{len(connections)} S7 connections, {sum(len(c) for c in connections)} parser calls per repetition")
+    print(
+        f"{len(connections)} S7 connections, {sum(len(c) for c in connections)} parser calls per repetition"
+    )
 
     rows = []
     seconds, events, pdus = run_parser(connections, args.repeat)
@@ -151,7 +168,9 @@ def main() -> None:
     if result:
         rows.append(("tshark -Y s7comm -T fields", result[0], 0, result[1]))
 
-    print(f"\n{'contender':28} {'seconds':>8} {'events':>9} {'events/s':>10} {'S7 PDUs':>9} {'PDUs/s':>10}")
+    print(
+        f"\n{'contender':28} {'seconds':>8} {'events':>9} {'events/s':>10} {'S7 PDUs':>9} {'PDUs/s':>10}"
+    )
     for name, secs, ev, pd in rows:
         ev_rate = f"{ev / secs:,.0f}" if ev else "-"
         print(f"{name:28} {secs:8.2f} {ev or '-':>9} {ev_rate:>10} {pd:9d} {pd / secs:10,.0f}")
@@ -160,7 +179,9 @@ def main() -> None:
         for name, secs, _, pd in rows[:2]:
             print(f"{name} / tshark (S7comm PDUs per second): {pd / secs / tshark_rate:.1f}x")
         if rows[0][3] != result[1]:
-            print(f"note: PDU counts differ ({rows[0][3]} vs tshark {result[1]}): tshark decodes retransmitted copies too")
+            print(
+                f"note: PDU counts differ ({rows[0][3]} vs tshark {result[1]}): tshark decodes retransmitted copies too"
+            )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ def captures() -> list[Path]:
     paths = sorted(p for p in (REPO / "pcaps").rglob("*.pcap*") if p.suffix in (".pcap", ".pcapng"))
     for proto in ("modbus", "s7comm", "s7comm-plus", "opcua"):
         if (SHARED / proto).is_dir():
-            paths += sorted(p for p in (SHARED / proto).iterdir() if p.suffix in (".pcap", ".pcapng"))
+            paths += sorted(
+                p for p in (SHARED / proto).iterdir() if p.suffix in (".pcap", ".pcapng")
+            )
     return paths
 
 
@@ -62,7 +64,9 @@ def cycle(events: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     while len(out) < n:
         for ev in events:
             copy = dict(ev)
-            copy["@timestamp"] = (base + timedelta(seconds=i * 0.001)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            copy["@timestamp"] = (base + timedelta(seconds=i * 0.001)).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            )
             copy["event.id"] = f"{ev.get('event.id')}-{len(out)}"
             out.append(copy)
             i += 1
@@ -114,8 +118,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs")
-    ap.add_argument("--naive-events", type=int, default=20_000,
-                    help="the naive evaluator runs on the first N events only (it is slow)")
+    ap.add_argument(
+        "--naive-events",
+        type=int,
+        default=20_000,
+        help="the naive evaluator runs on the first N events only (it is slow)",
+    )
     args = ap.parse_args()
 
     paths = captures()
@@ -191,14 +199,20 @@ def main() -> None:
         "alerts": alerts,
     }
     print(f"corpus: {len(base_events)} events from {len(paths)} captures {protocols}")
-    print(f"pack: {len(rules)} rules ({result['correlations']} correlations), loaded in {load_s:.2f} s")
-    print(f"machine speed at the best engine run: {calib:.0f} ns per two dict lookups "
-          "(an idle x86 core: ~60)")
+    print(
+        f"pack: {len(rules)} rules ({result['correlations']} correlations), loaded in {load_s:.2f} s"
+    )
+    print(
+        f"machine speed at the best engine run: {calib:.0f} ns per two dict lookups "
+        "(an idle x86 core: ~60)"
+    )
     print(f"{'contender':<24}{'us/event':>10}{'events/s':>12}  (CPU time, best of {args.repeat})")
     for k, v in per.items():
         print(f"{k:<24}{v:>10.2f}{1e6 / v:>12,.0f}")
-    print(f"engine vs naive: {result['speedup_vs_naive']}x; rules evaluated per event: "
-          f"{result['evaluations_per_event']}; alerts: {alerts}")
+    print(
+        f"engine vs naive: {result['speedup_vs_naive']}x; rules evaluated per event: "
+        f"{result['evaluations_per_event']}; alerts: {alerts}"
+    )
     print(json.dumps(result))
 
 

@@ -58,7 +58,9 @@ class RuleMeta:
 
 
 def _digest(*parts: Any) -> str:
-    return hashlib.blake2b("|".join(str(p) for p in parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        "|".join(str(p) for p in parts).encode("utf-8", "surrogatepass"), digest_size=16
+    ).hexdigest()
 
 
 def event_identity(event: dict[str, Any]) -> str:
@@ -67,8 +69,11 @@ def event_identity(event: dict[str, Any]) -> str:
     if eid:
         return str(eid)
     return _digest(
-        event.get("@timestamp"), event.get("network.community_id"), event.get("event.action"),
-        event.get("source.ip"), event.get("source.port"),
+        event.get("@timestamp"),
+        event.get("network.community_id"),
+        event.get("event.action"),
+        event.get("source.ip"),
+        event.get("source.port"),
     )
 
 
@@ -178,8 +183,14 @@ class Deduplicator:
             self.emitted += 1
             out.append(
                 build_alert(
-                    rule, event, count=1, event_ids=ids, start=start or when, end=when,
-                    extra=extra, key=group,
+                    rule,
+                    event,
+                    count=1,
+                    event_ids=ids,
+                    start=start or when,
+                    end=when,
+                    extra=extra,
+                    key=group,
                 )
             )
             return out
@@ -210,8 +221,14 @@ class Deduplicator:
         self._update_due()
         self.emitted += 1
         return build_alert(
-            p.rule, p.event, count=p.count, event_ids=p.event_ids, start=p.first_time,
-            end=p.last_time, extra=p.extra, key=p.key,
+            p.rule,
+            p.event,
+            count=p.count,
+            event_ids=p.event_ids,
+            start=p.first_time,
+            end=p.last_time,
+            extra=p.extra,
+            key=p.key,
         )
 
     def tick(self, now: float) -> list[dict[str, Any]]:

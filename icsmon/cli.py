@@ -239,7 +239,9 @@ def replay(
     printer = Printer(fmt.value, kind="event" if events else "alert")
     from icsmon.run import Run
 
-    run = Run(engine, dets, out_sink, store_events=store_events, heartbeats=_heartbeats(engine, cfg))
+    run = Run(
+        engine, dets, out_sink, store_events=store_events, heartbeats=_heartbeats(engine, cfg)
+    )
     progress, stop_progress = _progress(pcap)
     try:
         for doc in run.process(engine.replay(pcap, progress), want_events=events):
@@ -359,8 +361,14 @@ def sense(
             printer.flush()
 
     run = Run(
-        engine, dets, out_sink, store_events=store_events, live=True,
-        heartbeats=_heartbeats(engine, cfg), source_counters=source.stats, on_alert=print_alert,
+        engine,
+        dets,
+        out_sink,
+        store_events=store_events,
+        live=True,
+        heartbeats=_heartbeats(engine, cfg),
+        source_counters=source.stats,
+        on_alert=print_alert,
     )
     source.on_tick = run.tick
 

@@ -47,22 +47,33 @@ def _save(baseline: Baseline, path: Path) -> None:
 
 @app.command()
 def learn(
-    pcap: Annotated[list[Path], typer.Argument(help="Captures of normal traffic (pcap/pcapng)", show_default=False)],
+    pcap: Annotated[
+        list[Path],
+        typer.Argument(help="Captures of normal traffic (pcap/pcapng)", show_default=False),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Baseline file to write (JSON)")],
-    site: Annotated[str, typer.Option("--site", envvar="ICSMON_SITE", help="Site id of the traffic")] = "",
+    site: Annotated[
+        str, typer.Option("--site", envvar="ICSMON_SITE", help="Site id of the traffic")
+    ] = "",
     merge_into: Annotated[
-        Path | None, typer.Option("--base", help="Start from this baseline and add what the captures show")
+        Path | None,
+        typer.Option("--base", help="Start from this baseline and add what the captures show"),
     ] = None,
     heuristic: Annotated[
-        list[str] | None, typer.Option("--heuristic", help="Probe this protocol on every port (repeatable)")
+        list[str] | None,
+        typer.Option("--heuristic", help="Probe this protocol on every port (repeatable)"),
     ] = None,
     port: Annotated[
         list[str] | None,
-        typer.Option("--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"),
+        typer.Option(
+            "--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"
+        ),
     ] = None,
     store: Annotated[
         Path | None,
-        typer.Option("--store", help="Also write the learned assets to this embedded store (icsmon assets)"),
+        typer.Option(
+            "--store", help="Also write the learned assets to this embedded store (icsmon assets)"
+        ),
     ] = None,
 ) -> None:
     """Learn a baseline from captures taken as normal; same captures, byte-identical file."""
@@ -91,10 +102,13 @@ def learn(
         f"{output}: {s['assets']} assets, {s['conversations']} conversations, {s['operations']} operations, "
         f"{s['polling_series']} polling series, {s['points']} value points from "
         f"{s['window']['events']} events ({s['window']['start']} .. {s['window']['end']})",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
     if s["truncated"]:
-        err.print(f"[yellow]warning:[/] memory caps dropped entries: {s['truncated']}", highlight=False)
+        err.print(
+            f"[yellow]warning:[/] memory caps dropped entries: {s['truncated']}", highlight=False
+        )
     if store is not None:
         _store_assets(baseline, site, store)
     if engine.errors:
@@ -126,7 +140,9 @@ def _ranges(spaces: dict) -> str:
 def show(
     baseline_file: Annotated[Path, typer.Argument(help="Baseline file", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
-    placeholders: Annotated[bool, typer.Option("--placeholders", help="Also list the Sigma placeholder values")] = False,
+    placeholders: Annotated[
+        bool, typer.Option("--placeholders", help="Also list the Sigma placeholder values")
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", help="Conversations listed at most")] = 200,
 ) -> None:
     """Summarise a baseline: window, assets, conversations, operations, polling."""
@@ -141,11 +157,17 @@ def show(
     if not out.is_terminal:
         out = Console(soft_wrap=True, width=200)  # piped: long keys stay on one line, greppable
     w = summary["window"]
-    out.print(f"[bold]{baseline_file}[/]: learned {w['start']} .. {w['end']} from {w['events']} events"
-              + (f" ({', '.join(summary['sources'])})" if summary["sources"] else ""), highlight=False)
-    out.print(f"{summary['assets']} assets, {summary['conversations']} conversations, "
-              f"{summary['operations']} operations, {summary['polling_series']} polling series, "
-              f"{summary['points']} value points", highlight=False)
+    out.print(
+        f"[bold]{baseline_file}[/]: learned {w['start']} .. {w['end']} from {w['events']} events"
+        + (f" ({', '.join(summary['sources'])})" if summary["sources"] else ""),
+        highlight=False,
+    )
+    out.print(
+        f"{summary['assets']} assets, {summary['conversations']} conversations, "
+        f"{summary['operations']} operations, {summary['polling_series']} polling series, "
+        f"{summary['points']} value points",
+        highlight=False,
+    )
     if summary["truncated"]:
         out.print(f"[yellow]truncated by memory caps:[/] {summary['truncated']}", highlight=False)
     accepted = baseline.doc.get("accepted") or []
@@ -156,19 +178,36 @@ def show(
         assets.add_column(col)
     for ip, a in sorted(baseline.assets.items()):
         ident = ", ".join(f"{k}={v}" for k, v in sorted((a.get("identity") or {}).items()))
-        assets.add_row(ip, ", ".join(a.get("roles") or []), str(a.get("events")), str(a.get("first_seen")),
-                       str(a.get("last_seen")), ident)
+        assets.add_row(
+            ip,
+            ", ".join(a.get("roles") or []),
+            str(a.get("events")),
+            str(a.get("first_seen")),
+            str(a.get("last_seen")),
+            ident,
+        )
     out.print(assets)
     for shown, (key, c) in enumerate(sorted(baseline.conversations.items())):
         if shown >= limit:
-            out.print(f"... {len(baseline.conversations) - shown} more conversation(s) (--limit)", highlight=False)
+            out.print(
+                f"... {len(baseline.conversations) - shown} more conversation(s) (--limit)",
+                highlight=False,
+            )
             break
-        extras = [f"{kind} {'/'.join(sorted(values))}" for kind, values in sorted((c.get("security") or {}).items())]
+        extras = [
+            f"{kind} {'/'.join(sorted(values))}"
+            for kind, values in sorted((c.get("security") or {}).items())
+        ]
         rate = c.get("rate") or {}
         if rate.get("max"):
-            extras.append(f"rate median {rate.get('median')} max {rate['max']} per {rate.get('bucket_seconds')} s")
-        out.print(f"\n[bold]{key}[/]: {c.get('events')} events, {c.get('first_seen')} .. {c.get('last_seen')}"
-                  + (f"; {'; '.join(extras)}" if extras else ""), highlight=False)
+            extras.append(
+                f"rate median {rate.get('median')} max {rate['max']} per {rate.get('bucket_seconds')} s"
+            )
+        out.print(
+            f"\n[bold]{key}[/]: {c.get('events')} events, {c.get('first_seen')} .. {c.get('last_seen')}"
+            + (f"; {'; '.join(extras)}" if extras else ""),
+            highlight=False,
+        )
         polling = c.get("polling") or {}
         table = Table(show_edge=False, pad_edge=False)
         for col in ("operation", "class", "count", "addresses / items", "polling"):
@@ -176,11 +215,22 @@ def show(
         for op_key, op in sorted(c["operations"].items()):
             where = "; ".join(
                 [f"{d}: {_ranges(s)}" for d, s in sorted((op.get("addresses") or {}).items()) if s]
-                + [f"{d}: {len(n)} item(s)" for d, n in sorted((op.get("nodes") or {}).items()) if n]
+                + [
+                    f"{d}: {len(n)} item(s)"
+                    for d, n in sorted((op.get("nodes") or {}).items())
+                    if n
+                ]
             )
-            periods = sorted({f"{s['period']:.3g} s" for k, s in polling.items()
-                              if s.get("regular") and (k == op_key or k.startswith(op_key + " @"))})
-            table.add_row(op_key, str(op.get("class")), str(op.get("count")), where, ", ".join(periods))
+            periods = sorted(
+                {
+                    f"{s['period']:.3g} s"
+                    for k, s in polling.items()
+                    if s.get("regular") and (k == op_key or k.startswith(op_key + " @"))
+                }
+            )
+            table.add_row(
+                op_key, str(op.get("class")), str(op.get("count")), where, ", ".join(periods)
+            )
         out.print(table)
     if placeholders:
         for name, values in baseline.placeholders().items():
@@ -197,7 +247,9 @@ def merge(
     merged = _load(first).merge(_load(second))
     _save(merged, output)
     s = merged.summary()
-    err.print(f"{output}: {s['assets']} assets, {s['conversations']} conversations", highlight=False)
+    err.print(
+        f"{output}: {s['assets']} assets, {s['conversations']} conversations", highlight=False
+    )
 
 
 def _find_alert(alert_id: str, alerts_file: Path | None, store: Path | None) -> dict[str, Any]:
@@ -234,16 +286,25 @@ def _find_alert(alert_id: str, alerts_file: Path | None, store: Path | None) -> 
 
 @app.command()
 def accept(
-    alert_id: Annotated[str, typer.Argument(help="event.id of a baseline alert", show_default=False)],
-    baseline_file: Annotated[Path, typer.Option("--baseline", "-b", help="Baseline file to update")],
+    alert_id: Annotated[
+        str, typer.Argument(help="event.id of a baseline alert", show_default=False)
+    ],
+    baseline_file: Annotated[
+        Path, typer.Option("--baseline", "-b", help="Baseline file to update")
+    ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here instead of updating --baseline")
+        Path | None,
+        typer.Option("--output", "-o", help="Write here instead of updating --baseline"),
     ] = None,
     alerts_file: Annotated[
-        Path | None, typer.Option("--alerts", help="Find the alert in this JSON lines file (e.g. replay --format jsonl)")
+        Path | None,
+        typer.Option(
+            "--alerts", help="Find the alert in this JSON lines file (e.g. replay --format jsonl)"
+        ),
     ] = None,
     store: Annotated[
-        Path | None, typer.Option("--store", envvar="ICSMON_STORE", help="Embedded store holding the alert")
+        Path | None,
+        typer.Option("--store", envvar="ICSMON_STORE", help="Embedded store holding the alert"),
     ] = None,
 ) -> None:
     """Accept a deviation: fold what a baseline alert saw into the baseline."""
@@ -255,4 +316,6 @@ def accept(
         raise _fail(str(exc)) from None
     target = output or baseline_file
     _save(updated, target)
-    err.print(f"{target}: accepted {alert.get('rule.id')} ({what})", highlight=False, soft_wrap=True)
+    err.print(
+        f"{target}: accepted {alert.get('rule.id')} ({what})", highlight=False, soft_wrap=True
+    )

@@ -18,14 +18,18 @@ err = Console(stderr=True)
 def index_command(
     setup: Annotated[
         bool,
-        typer.Option("--setup", help="Create the topics and install the index templates, then exit"),
+        typer.Option(
+            "--setup", help="Create the topics and install the index templates, then exit"
+        ),
     ] = False,
     once: Annotated[
         bool, typer.Option("--once", help="Index what the topics hold now, then exit")
     ] = False,
     config: Annotated[
         Path | None,
-        typer.Option("--config", envvar="ICSMON_CONFIG", help="Pipeline config file (TOML or YAML)"),
+        typer.Option(
+            "--config", envvar="ICSMON_CONFIG", help="Pipeline config file (TOML or YAML)"
+        ),
     ] = None,
     brokers: Annotated[
         str | None, typer.Option("--brokers", help="Kafka brokers, host:port[,host:port...]")
@@ -35,8 +39,12 @@ def index_command(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Messages per bulk request")
     ] = None,
-    stats: Annotated[bool, typer.Option("--stats", help="Print the counters as JSON at exit")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr")] = False,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Print the counters as JSON at exit")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr")
+    ] = False,
 ) -> None:
     """Consume alerts, events and assets from Kafka and index them into Elasticsearch.
 
@@ -78,10 +86,14 @@ def index_command(
     try:
         done = setup_pipeline(cfg)
     except KafkaError as exc:
-        err.print(f"[bold red]error:[/] Kafka at {','.join(cfg.kafka.brokers)}: {exc}", highlight=False)
+        err.print(
+            f"[bold red]error:[/] Kafka at {','.join(cfg.kafka.brokers)}: {exc}", highlight=False
+        )
         raise typer.Exit(1) from None
     except Exception as exc:  # the Elasticsearch client's errors, reported as one line
-        err.print(f"[bold red]error:[/] Elasticsearch at {cfg.elasticsearch.url}: {exc}", highlight=False)
+        err.print(
+            f"[bold red]error:[/] Elasticsearch at {cfg.elasticsearch.url}: {exc}", highlight=False
+        )
         raise typer.Exit(1) from None
     if setup:
         for line in done or ["everything already in place"]:
@@ -91,7 +103,9 @@ def index_command(
     try:
         indexer = Indexer(cfg)
     except KafkaError as exc:
-        err.print(f"[bold red]error:[/] Kafka at {','.join(cfg.kafka.brokers)}: {exc}", highlight=False)
+        err.print(
+            f"[bold red]error:[/] Kafka at {','.join(cfg.kafka.brokers)}: {exc}", highlight=False
+        )
         raise typer.Exit(1) from None
 
     def stop(_signum: int, _frame: object) -> None:

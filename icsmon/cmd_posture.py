@@ -10,23 +10,29 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(help="The provincial posture API and dashboard.", no_args_is_help=True)
-token_app = typer.Typer(help="Access tokens for the posture API (stored hashed).",
-                        no_args_is_help=True)
+token_app = typer.Typer(
+    help="Access tokens for the posture API (stored hashed).", no_args_is_help=True
+)
 app.add_typer(token_app, name="token")
-org_app = typer.Typer(help="The organisation registry: province, cities, enterprises, sites.",
-                      no_args_is_help=True)
+org_app = typer.Typer(
+    help="The organisation registry: province, cities, enterprises, sites.", no_args_is_help=True
+)
 err = Console(stderr=True)
 
 StoreOpt = Annotated[
     Path | None, typer.Option("--store", envvar="ICSMON_STORE", help="Embedded store file")
 ]
 EsOpt = Annotated[
-    str | None, typer.Option("--es", envvar="ICSMON_ES", help="Elasticsearch URL instead of the store")
+    str | None,
+    typer.Option("--es", envvar="ICSMON_ES", help="Elasticsearch URL instead of the store"),
 ]
 StateOpt = Annotated[
     Path | None,
-    typer.Option("--state", envvar="ICSMON_POSTURE_STATE",
-                 help="Posture state file (registry, tokens, workflow); default: beside the store"),
+    typer.Option(
+        "--state",
+        envvar="ICSMON_POSTURE_STATE",
+        help="Posture state file (registry, tokens, workflow); default: beside the store",
+    ),
 ]
 
 
@@ -108,7 +114,9 @@ def serve(
     backend = open_backend(store, es)
     st = open_state(store, es, state)
     if not st.org().sites:
-        err.print("[yellow]warning:[/] the registry is empty: load one with `icsmon org import FILE`")
+        err.print(
+            "[yellow]warning:[/] the registry is empty: load one with `icsmon org import FILE`"
+        )
     application = create_app(backend, st, silent_after_s=silent_after * 60, refresh_s=refresh)
     dispatcher = WebhookDispatcher(backend, st) if webhooks else None
     if dispatcher:
@@ -159,11 +167,18 @@ def demo(
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option("--role", help="province-analyst | city-analyst | "
-                                      "enterprise-operator | enterprise-viewer")],
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="province-analyst | city-analyst | enterprise-operator | enterprise-viewer",
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", help="Who uses it (shown in the audit trail)")],
     scope: Annotated[str | None, typer.Option("--scope", help="City id or enterprise id")] = None,
-    store: StoreOpt = None, es: EsOpt = None, state: StateOpt = None,
+    store: StoreOpt = None,
+    es: EsOpt = None,
+    state: StateOpt = None,
 ) -> None:
     """Create a token and print it once (only its SHA-256 digest is kept)."""
     st = open_state(store, es, state)
@@ -185,7 +200,9 @@ def token_list(store: StoreOpt = None, es: EsOpt = None, state: StateOpt = None)
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[int, typer.Argument(help="Id from `token list`")],
-    store: StoreOpt = None, es: EsOpt = None, state: StateOpt = None,
+    store: StoreOpt = None,
+    es: EsOpt = None,
+    state: StateOpt = None,
 ) -> None:
     if not open_state(store, es, state).revoke_token(token_id):
         raise fail(f"no active token with id {token_id}")
@@ -194,7 +211,9 @@ def token_revoke(
 @org_app.command("import")
 def org_import(
     file: Annotated[Path, typer.Argument(help="Registry YAML (see deploy/org-example.yaml)")],
-    store: StoreOpt = None, es: EsOpt = None, state: StateOpt = None,
+    store: StoreOpt = None,
+    es: EsOpt = None,
+    state: StateOpt = None,
 ) -> None:
     """Load the registry (replaces the previous one; tokens and workflow are kept)."""
     from posture.orgfile import OrgFileError, load_org_file
@@ -217,5 +236,7 @@ def org_show(store: StoreOpt = None, es: EsOpt = None, state: StateOpt = None) -
     org = open_state(store, es, state).org()
     for cid, city in org.cities.items():
         ents = [e for e in org.enterprises.values() if e["city_id"] == cid]
-        typer.echo(f"{cid}\t{city['name']} {city['name_zh']}\t{len(ents)} enterprises\t"
-                   f"{len(org.sites_of_city(cid))} sites")
+        typer.echo(
+            f"{cid}\t{city['name']} {city['name_zh']}\t{len(ents)} enterprises\t"
+            f"{len(org.sites_of_city(cid))} sites"
+        )

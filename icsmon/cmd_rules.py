@@ -49,8 +49,14 @@ def unreadable_rule_files(paths: list[Path]) -> list[Problem]:
             continue
         for doc in docs:
             if doc is not None and not isinstance(doc, dict):
-                out.append(Problem(str(f), 1, "",
-                                   f"a Sigma rule must be a YAML mapping, not {type(doc).__name__}"))
+                out.append(
+                    Problem(
+                        str(f),
+                        1,
+                        "",
+                        f"a Sigma rule must be a YAML mapping, not {type(doc).__name__}",
+                    )
+                )
                 break
     return out
 
@@ -66,7 +72,9 @@ err = Console(stderr=True)
 # pySigma validators left out: they download MITRE data (no network on a sensor or in CI).
 # icsmon checks ATT&CK for ICS ids itself against detectors/attack_ics.py.
 OFFLINE_EXCLUDED = ("attacktag", "d3_fendtag")
-VALIDATION_CONFIG = Path(__file__).resolve().parent.parent / "detectors" / "sigma" / "sigma-validation.yml"
+VALIDATION_CONFIG = (
+    Path(__file__).resolve().parent.parent / "detectors" / "sigma" / "sigma-validation.yml"
+)
 
 RulesDir = Annotated[
     Path | None,
@@ -140,8 +148,11 @@ def _pysigma_issues(path: Path) -> list[Problem]:
             src = rule.source.path if rule.source and rule.source.path else None
             problems.append(
                 Problem(
-                    str(src or "?"), locate(src, hint), str(rule.id or ""),
-                    f"{name}: {issue.description}", "warning",
+                    str(src or "?"),
+                    locate(src, hint),
+                    str(rule.id or ""),
+                    f"{name}: {issue.description}",
+                    "warning",
                 )
             )
     return problems
@@ -195,18 +206,26 @@ def list_rules(
     for r in pack.rules:
         rows.append(
             {
-                "id": r.meta.id, "title": r.meta.name, "level": r.meta.level,
-                "service": r.service or "any", "type": "rule" if r.output else "base",
-                "techniques": list(r.meta.techniques), "path": r.meta.path,
+                "id": r.meta.id,
+                "title": r.meta.name,
+                "level": r.meta.level,
+                "service": r.service or "any",
+                "type": "rule" if r.output else "base",
+                "techniques": list(r.meta.techniques),
+                "path": r.meta.path,
             }
         )
     for c in pack.correlations:
         services = {r.service for r in pack.rules if r.meta.id in c.rules}
         rows.append(
             {
-                "id": c.meta.id, "title": c.meta.name, "level": c.meta.level,
+                "id": c.meta.id,
+                "title": c.meta.name,
+                "level": c.meta.level,
                 "service": (services.pop() if len(services) == 1 else None) or "any",
-                "type": c.kind, "techniques": list(c.meta.techniques), "path": c.meta.path,
+                "type": c.kind,
+                "techniques": list(c.meta.techniques),
+                "path": c.meta.path,
             }
         )
     rows.sort(key=lambda r: (r["service"], r["path"]))
@@ -219,7 +238,11 @@ def list_rules(
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(
-            row["id"], row["title"], row["level"], row["service"], row["type"],
+            row["id"],
+            row["title"],
+            row["level"],
+            row["service"],
+            row["type"],
             ", ".join(row["techniques"]),
         )
     Console(width=200).print(table)
@@ -283,8 +306,18 @@ def convert_rules(
         except OSError as exc:
             raise _fail(f"{output}: cannot write: {exc.strerror}") from None
     for p, rid, reason in result.skipped:
-        err.print(f"{p}:{locate(p, 'correlation')}: [{rid}] skipped: {reason}", highlight=False, soft_wrap=True, markup=False)
+        err.print(
+            f"{p}:{locate(p, 'correlation')}: [{rid}] skipped: {reason}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
     for p, rid, reason in result.errors:
-        err.print(f"{p}:{locate(p, 'detection')}: [{rid}] error: {reason}", highlight=False, soft_wrap=True, markup=False)
+        err.print(
+            f"{p}:{locate(p, 'detection')}: [{rid}] error: {reason}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
     if result.errors:
         raise typer.Exit(1)

@@ -130,7 +130,10 @@ class Run:
     def counters(self) -> dict[str, int]:
         """What a heartbeat reports: the engine's counters, alerts, PDUs, the capture's."""
         stats = self.engine.stats
-        out = {name: stats.get(name, 0) for name in ("packets", "bytes", "events", "anomalies", "flows")}
+        out = {
+            name: stats.get(name, 0)
+            for name in ("packets", "bytes", "events", "anomalies", "flows")
+        }
         out["alerts"] = self.alerts
         out["pdus"] = self.pdus
         if self.source_counters is not None:

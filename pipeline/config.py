@@ -85,7 +85,9 @@ class EsConfig:
 
 @dataclass(frozen=True, slots=True)
 class SpoolConfig:
-    dir: str = field(default_factory=lambda: str(Path(platformdirs.user_state_dir("icsmon")) / "spool"))
+    dir: str = field(
+        default_factory=lambda: str(Path(platformdirs.user_state_dir("icsmon")) / "spool")
+    )
     max_bytes: int = 1 << 30
     segment_bytes: int = 4 << 20
 
@@ -132,7 +134,11 @@ _SECTIONS: dict[str, type] = {
     "sensor": SensorConfig,
 }
 _ENV_SECTION = {
-    "kafka": "KAFKA", "elasticsearch": "ES", "spool": "SPOOL", "indexer": "INDEXER", "sensor": "SENSOR",
+    "kafka": "KAFKA",
+    "elasticsearch": "ES",
+    "spool": "SPOOL",
+    "indexer": "INDEXER",
+    "sensor": "SENSOR",
 }
 
 
@@ -167,12 +173,16 @@ def _coerce(value: Any, default: Any, name: str, origin: str) -> Any:
     return value
 
 
-def _apply(cfg: PipelineConfig, values: Mapping[str, Mapping[str, Any]], origin: str) -> PipelineConfig:
+def _apply(
+    cfg: PipelineConfig, values: Mapping[str, Mapping[str, Any]], origin: str
+) -> PipelineConfig:
     changes: dict[str, Any] = {}
     for section, entries in values.items():
         cls = _SECTIONS.get(section)
         if cls is None:
-            raise ConfigError(f"{origin}: unknown section [{section}] (known: {', '.join(_SECTIONS)})")
+            raise ConfigError(
+                f"{origin}: unknown section [{section}] (known: {', '.join(_SECTIONS)})"
+            )
         if not isinstance(entries, Mapping):
             raise ConfigError(f"{origin}: [{section}] must be a table of keys")
         current = changes.get(section, getattr(cfg, section))
@@ -257,15 +267,24 @@ def _validate(cfg: PipelineConfig) -> None:
     where = cfg.source
     k = cfg.kafka
     if k.security_protocol not in KAFKA_SECURITY_PROTOCOLS:
-        raise ConfigError(f"{where}: kafka.security_protocol must be one of {KAFKA_SECURITY_PROTOCOLS}")
+        raise ConfigError(
+            f"{where}: kafka.security_protocol must be one of {KAFKA_SECURITY_PROTOCOLS}"
+        )
     if k.security_protocol.startswith("SASL"):
         if k.sasl_mechanism not in SASL_MECHANISMS:
-            raise ConfigError(f"{where}: kafka.sasl_mechanism must be one of {SASL_MECHANISMS} with SASL")
+            raise ConfigError(
+                f"{where}: kafka.sasl_mechanism must be one of {SASL_MECHANISMS} with SASL"
+            )
         if not (k.sasl_username and k.sasl_password):
-            raise ConfigError(f"{where}: kafka.sasl_username and sasl_password are needed with SASL")
+            raise ConfigError(
+                f"{where}: kafka.sasl_username and sasl_password are needed with SASL"
+            )
     if k.compression not in COMPRESSIONS:
         raise ConfigError(f"{where}: kafka.compression must be one of {COMPRESSIONS}")
-    for name, ca in (("kafka.ca_file", k.ca_file), ("elasticsearch.ca_file", cfg.elasticsearch.ca_file)):
+    for name, ca in (
+        ("kafka.ca_file", k.ca_file),
+        ("elasticsearch.ca_file", cfg.elasticsearch.ca_file),
+    ):
         if ca and not Path(ca).is_file():
             raise ConfigError(f"{where}: {name} {ca} is not a file")
     es = cfg.elasticsearch
@@ -276,7 +295,9 @@ def _validate(cfg: PipelineConfig) -> None:
     if bool(es.username) != bool(es.password):
         raise ConfigError(f"{where}: elasticsearch.username and password go together")
     if cfg.spool.max_bytes < 4 * cfg.spool.segment_bytes:
-        raise ConfigError(f"{where}: spool.max_bytes must be at least 4 segments ({4 * cfg.spool.segment_bytes})")
+        raise ConfigError(
+            f"{where}: spool.max_bytes must be at least 4 segments ({4 * cfg.spool.segment_bytes})"
+        )
     if cfg.indexer.batch_size < 1:
         raise ConfigError(f"{where}: indexer.batch_size must be positive")
     if not cfg.sensor.heartbeat_interval >= 1:

@@ -136,9 +136,20 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     **{
         f"ics.device.{name}": K
         for name in (
-            "vendor", "product", "product_code", "model", "order_number", "firmware",
-            "hardware_version", "serial", "name", "module_name", "plant", "description",
-            "application_uri", "product_uri",
+            "vendor",
+            "product",
+            "product_code",
+            "model",
+            "order_number",
+            "firmware",
+            "hardware_version",
+            "serial",
+            "name",
+            "module_name",
+            "plant",
+            "description",
+            "application_uri",
+            "product_uri",
         )
     },
     "ics.device.server_id": HEX,
@@ -146,12 +157,32 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     **{
         f"modbus.{name}": LONG
         for name in (
-            "transaction_id", "unit_id", "function_code", "exception_code", "address",
-            "quantity", "values", "read_address", "read_quantity", "write_address",
-            "write_quantity", "read_values", "and_mask", "or_mask", "subfunction",
-            "exception_status", "event_count", "message_count", "status", "fifo_address",
-            "mei_type", "read_device_id_code", "object_id", "conformity_level",
-            "more_follows", "skipped_bytes",
+            "transaction_id",
+            "unit_id",
+            "function_code",
+            "exception_code",
+            "address",
+            "quantity",
+            "values",
+            "read_address",
+            "read_quantity",
+            "write_address",
+            "write_quantity",
+            "read_values",
+            "and_mask",
+            "or_mask",
+            "subfunction",
+            "exception_status",
+            "event_count",
+            "message_count",
+            "status",
+            "fifo_address",
+            "mei_type",
+            "read_device_id_code",
+            "object_id",
+            "conformity_level",
+            "more_follows",
+            "skipped_bytes",
         )
     },
     "modbus.function": K,
@@ -166,8 +197,12 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "modbus.file_records": {
         "type": "object",
         "properties": {
-            "file": LONG, "record": LONG, "length": LONG, "reference_type": LONG,
-            "values": LONG, "data": HEX,
+            "file": LONG,
+            "record": LONG,
+            "length": LONG,
+            "reference_type": LONG,
+            "values": LONG,
+            "data": HEX,
         },
     },
     "modbus.truncated": BOOL,
@@ -175,27 +210,80 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     **{
         f"s7comm.{name}": LONG
         for name in (
-            "rosctr", "pdu_reference", "function_code", "item_count", "error_class",
-            "error_code", "pdu_size", "max_amq_calling", "max_amq_called", "upload_id",
-            "response.rosctr", "response.function_code", "response.item_count",
-            "cotp.connection_type", "cotp.rack", "cotp.slot", "cotp.tpdu_size", "cotp.reason",
-            "block.number", "block.length", "block.mc7_length", "block.count", "block.data_length",
-            "block.language", "block.checksum", "block.load_memory_length", "userdata.type", "userdata.group",
-            "userdata.subfunction", "userdata.sequence_number", "userdata.return_code",
-            "userdata.error_code", "szl.id", "szl.index", "szl.record_count",
-            "block.language", "block.load_memory_length", "block.checksum",
+            "rosctr",
+            "pdu_reference",
+            "function_code",
+            "item_count",
+            "error_class",
+            "error_code",
+            "pdu_size",
+            "max_amq_calling",
+            "max_amq_called",
+            "upload_id",
+            "response.rosctr",
+            "response.function_code",
+            "response.item_count",
+            "cotp.connection_type",
+            "cotp.rack",
+            "cotp.slot",
+            "cotp.tpdu_size",
+            "cotp.reason",
+            "block.number",
+            "block.length",
+            "block.mc7_length",
+            "block.count",
+            "block.data_length",
+            "block.language",
+            "block.checksum",
+            "block.load_memory_length",
+            "userdata.type",
+            "userdata.group",
+            "userdata.subfunction",
+            "userdata.sequence_number",
+            "userdata.return_code",
+            "userdata.error_code",
+            "szl.id",
+            "szl.index",
+            "szl.record_count",
+            "block.language",
+            "block.load_memory_length",
+            "block.checksum",
         )
     },
     **{
         f"s7comm.{name}": K
         for name in (
-            "rosctr_name", "function", "initiator", "cotp.src_tsap", "cotp.dst_tsap",
-            "cotp.connection_type_name", "block.type", "block.filesystem", "block.filename",
-            "block.author", "block.family", "block.name", "block.version", "block.code_timestamp",
-            "block.interface_timestamp", "pi_service", "pi.operation", "pi.parameter", "pi.blocks", "userdata.type_name",
-            "userdata.group_name", "userdata.subfunction_name", "clock", "mode",
-            "error_name", "block.author", "block.family", "block.name", "block.version",
-            "block.code_timestamp", "block.interface_timestamp",
+            "rosctr_name",
+            "function",
+            "initiator",
+            "cotp.src_tsap",
+            "cotp.dst_tsap",
+            "cotp.connection_type_name",
+            "block.type",
+            "block.filesystem",
+            "block.filename",
+            "block.author",
+            "block.family",
+            "block.name",
+            "block.version",
+            "block.code_timestamp",
+            "block.interface_timestamp",
+            "pi_service",
+            "pi.operation",
+            "pi.parameter",
+            "pi.blocks",
+            "userdata.type_name",
+            "userdata.group_name",
+            "userdata.subfunction_name",
+            "clock",
+            "mode",
+            "error_name",
+            "block.author",
+            "block.family",
+            "block.name",
+            "block.version",
+            "block.code_timestamp",
+            "block.interface_timestamp",
         )
     },
     "s7comm.userdata.last_data_unit": BOOL,
@@ -205,7 +293,10 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "s7comm.diagnostic.events": {
         "type": "object",
         "properties": {
-            "event_id": LONG, "event_class": LONG, "priority_class": LONG, "ob_number": LONG,
+            "event_id": LONG,
+            "event_class": LONG,
+            "priority_class": LONG,
+            "ob_number": LONG,
             "time": K,
         },
     },
@@ -213,20 +304,45 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "s7comm.items": {
         "type": "object",
         "properties": {
-            "syntax_id": LONG, "transport_size": LONG, "data_transport_size": LONG, "area": LONG, "area_name": K, "db": LONG,
-            "byte": LONG, "bit": LONG, "length": LONG, "return_code": LONG,
-            "return_code_name": K, "data": HEX, "data_length": LONG, "data_truncated": BOOL,
-            "value": FREE, "areas": FREE, "address": HEX,
+            "syntax_id": LONG,
+            "transport_size": LONG,
+            "data_transport_size": LONG,
+            "area": LONG,
+            "area_name": K,
+            "db": LONG,
+            "byte": LONG,
+            "bit": LONG,
+            "length": LONG,
+            "return_code": LONG,
+            "return_code_name": K,
+            "data": HEX,
+            "data_length": LONG,
+            "data_truncated": BOOL,
+            "value": FREE,
+            "areas": FREE,
+            "address": HEX,
         },
     },
     # S7comm-plus
     **{
         f"s7comm_plus.{name}": LONG
         for name in (
-            "version", "opcode", "function_code", "sequence_number", "session_id",
-            "transport_flags", "digest_length", "data_length", "return_value",
-            "response.sequence_number", "created_object_id", "subscription_id",
-            "fragments", "error_code", "response.opcode", "response.data_length",
+            "version",
+            "opcode",
+            "function_code",
+            "sequence_number",
+            "session_id",
+            "transport_flags",
+            "digest_length",
+            "data_length",
+            "return_value",
+            "response.sequence_number",
+            "created_object_id",
+            "subscription_id",
+            "fragments",
+            "error_code",
+            "response.opcode",
+            "response.data_length",
             "response.fragments",
         )
     },
@@ -238,18 +354,48 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     **{
         f"opcua.{name}": LONG
         for name in (
-            "chunk_count", "response_chunk_count", "secure_channel_id", "token_id",
-            "sequence_number", "response_sequence_number", "request_id", "service_type_id",
-            "response_type_id", "request_handle", "status_code", "protocol_version",
-            "receive_buffer_size", "send_buffer_size", "max_message_size", "max_chunk_count",
-            "revised_receive_buffer_size", "revised_send_buffer_size",
-            "revised_max_message_size", "revised_max_chunk_count", "requested_lifetime",
-            "revised_lifetime", "endpoint_count", "server_count", "attribute_ids",
-            "result_codes", "reference_count", "continuation_point_count", "subscription_id",
-            "lifetime_count", "max_keep_alive_count", "priority", "monitored_item_ids",
-            "acknowledgement_count", "notification_sequence_number", "notification_count",
-            "subscription_ids", "issued_channel_id", "issued_token_id", "skipped_bytes",
-            "chunk_size", "response_request_handle",
+            "chunk_count",
+            "response_chunk_count",
+            "secure_channel_id",
+            "token_id",
+            "sequence_number",
+            "response_sequence_number",
+            "request_id",
+            "service_type_id",
+            "response_type_id",
+            "request_handle",
+            "status_code",
+            "protocol_version",
+            "receive_buffer_size",
+            "send_buffer_size",
+            "max_message_size",
+            "max_chunk_count",
+            "revised_receive_buffer_size",
+            "revised_send_buffer_size",
+            "revised_max_message_size",
+            "revised_max_chunk_count",
+            "requested_lifetime",
+            "revised_lifetime",
+            "endpoint_count",
+            "server_count",
+            "attribute_ids",
+            "result_codes",
+            "reference_count",
+            "continuation_point_count",
+            "subscription_id",
+            "lifetime_count",
+            "max_keep_alive_count",
+            "priority",
+            "monitored_item_ids",
+            "acknowledgement_count",
+            "notification_sequence_number",
+            "notification_count",
+            "subscription_ids",
+            "issued_channel_id",
+            "issued_token_id",
+            "skipped_bytes",
+            "chunk_size",
+            "response_request_handle",
         )
     },
     "opcua.publishing_interval": DOUBLE,
@@ -257,25 +403,65 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     **{
         f"opcua.{name}": K
         for name in (
-            "message_type", "security_policy_uri", "security_policy", "security_mode",
-            "service", "service_node_id", "status", "endpoint_url", "error_reason",
-            "server_uri", "request_type", "application_uri", "product_uri",
-            "application_name", "application_type", "client.application_uri",
-            "client.product_uri", "client.application_name", "client.application_type",
-            "session_name", "session_id", "endpoint_urls", "security_policy_uris",
-            "security_modes", "user_token_types", "server_application_uris", "discovery_urls",
-            "server_names", "identity_token", "identity_policy_id", "user_name", "node_ids",
-            "attributes", "browse_paths", "target_node_ids", "browse_names", "object_ids",
-            "method_ids", "monitoring_mode", "registered_node_ids", "parent_node_ids",
-            "decode_error", "direction", "response_message_type",
+            "message_type",
+            "security_policy_uri",
+            "security_policy",
+            "security_mode",
+            "service",
+            "service_node_id",
+            "status",
+            "endpoint_url",
+            "error_reason",
+            "server_uri",
+            "request_type",
+            "application_uri",
+            "product_uri",
+            "application_name",
+            "application_type",
+            "client.application_uri",
+            "client.product_uri",
+            "client.application_name",
+            "client.application_type",
+            "session_name",
+            "session_id",
+            "endpoint_urls",
+            "security_policy_uris",
+            "security_modes",
+            "user_token_types",
+            "server_application_uris",
+            "discovery_urls",
+            "server_names",
+            "identity_token",
+            "identity_policy_id",
+            "user_name",
+            "node_ids",
+            "attributes",
+            "browse_paths",
+            "target_node_ids",
+            "browse_names",
+            "object_ids",
+            "method_ids",
+            "monitoring_mode",
+            "registered_node_ids",
+            "parent_node_ids",
+            "decode_error",
+            "direction",
+            "response_message_type",
         )
     },
     **{
         f"opcua.{name}": BOOL
         for name in (
-            "encrypted", "signed", "certificate_present", "service_fault", "aborted",
-            "password_encrypted", "delete_subscriptions", "publishing_enabled",
-            "more_notifications", "truncated",
+            "encrypted",
+            "signed",
+            "certificate_present",
+            "service_fault",
+            "aborted",
+            "password_encrypted",
+            "delete_subscriptions",
+            "publishing_enabled",
+            "more_notifications",
+            "truncated",
         )
     },
     "opcua.values": TYPED_VALUES,
@@ -289,7 +475,6 @@ DYNAMIC_TEMPLATES = [
     {"integers_as_long": {"match_mapping_type": "long", "mapping": LONG}},
     {"floats_as_double": {"match_mapping_type": "double", "mapping": DOUBLE}},
 ]
-
 
 
 def properties_tree(field_types: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -398,10 +583,16 @@ class EsStore:
         out = [{"index": {"_index": self.index_name(kind, ts.strftime("%Y.%m.%d")), "_id": doc_id}}]
         key = dig(doc, spec.latest_by) if spec.latest_by else None
         if isinstance(key, str) and key and len(key) <= 512:
-            out.append({"index": {
-                "_index": self.latest_index(kind), "_id": key,
-                "version": max(0, int(ts.timestamp() * 1000)), "version_type": "external_gte",
-            }})
+            out.append(
+                {
+                    "index": {
+                        "_index": self.latest_index(kind),
+                        "_id": key,
+                        "version": max(0, int(ts.timestamp() * 1000)),
+                        "version_type": "external_gte",
+                    }
+                }
+            )
         return out
 
     @staticmethod
@@ -442,9 +633,12 @@ class EsStore:
                 done.append(f"index {self.index_name(kind, today)}")
             if kinds.get(kind).latest_by:
                 latest = self.latest_index(kind)
-                settings = {"number_of_shards": 1, "auto_expand_replicas": "0-1",
-                            "index.mapping.ignore_malformed": True,
-                            "index.mapping.total_fields.limit": 2000}
+                settings = {
+                    "number_of_shards": 1,
+                    "auto_expand_replicas": "0-1",
+                    "index.mapping.ignore_malformed": True,
+                    "index.mapping.total_fields.limit": 2000,
+                }
                 if self._create(latest, settings=settings, mappings=self.mappings(kind)):
                     done.append(f"index {latest}")
                 else:  # new fields of a newer version
@@ -476,7 +670,9 @@ class EsStore:
 
     def delete_all(self) -> None:
         """Drop this prefix's indices and templates (tests and benchmarks)."""
-        self.client.indices.delete(index=f"{self.prefix}-*", ignore_unavailable=True, allow_no_indices=True)
+        self.client.indices.delete(
+            index=f"{self.prefix}-*", ignore_unavailable=True, allow_no_indices=True
+        )
         for kind in kinds.names():
             try:
                 self.client.indices.delete_index_template(name=self.alias(kind))
@@ -521,8 +717,12 @@ class EsQueryBackend:
         if community_id:
             filters.append({"term": {"network.community_id": community_id}})
         if flt.text:
-            pattern = "*" + flt.text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?") + "*"
-            filters.append({"wildcard": {"rule.name": {"value": pattern, "case_insensitive": True}}})
+            pattern = (
+                "*" + flt.text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?") + "*"
+            )
+            filters.append(
+                {"wildcard": {"rule.name": {"value": pattern, "case_insensitive": True}}}
+            )
         return {"bool": {"filter": filters}} if filters else {"match_all": {}}
 
     # Daily indices: a pre-filter round (can_match) on every search lets a 24 h query skip the
@@ -530,21 +730,37 @@ class EsQueryBackend:
     # ES only pre-filters above 128 shards).
     PRE_FILTER = 1
 
-    def _search(self, kind: str, query: dict[str, Any], limit: int, offset: int,
-                sort: list[dict[str, Any]], **extra: Any) -> tuple[int, list[dict]]:
+    def _search(
+        self,
+        kind: str,
+        query: dict[str, Any],
+        limit: int,
+        offset: int,
+        sort: list[dict[str, Any]],
+        **extra: Any,
+    ) -> tuple[int, list[dict]]:
         try:
             resp = self.client.search(
-                index=self.store.alias(kind), query=query, size=limit, from_=offset, sort=sort,
-                track_total_hits=True, ignore_unavailable=True, allow_no_indices=True,
-                pre_filter_shard_size=self.PRE_FILTER, **extra,
+                index=self.store.alias(kind),
+                query=query,
+                size=limit,
+                from_=offset,
+                sort=sort,
+                track_total_hits=True,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+                pre_filter_shard_size=self.PRE_FILTER,
+                **extra,
             )
         except NotFoundError:
             return 0, []
         total = resp["hits"]["total"]["value"]
         return total, [flatten(hit["_source"]) for hit in resp["hits"]["hits"]]
 
-    _NEWEST = [{"@timestamp": {"order": "desc", "unmapped_type": "date"}},
-               {"event.id": {"order": "asc", "unmapped_type": "keyword"}}]
+    _NEWEST = [
+        {"@timestamp": {"order": "desc", "unmapped_type": "date"}},
+        {"event.id": {"order": "asc", "unmapped_type": "keyword"}},
+    ]
 
     def search_alerts(self, flt: AlertFilter) -> tuple[int, list[dict]]:
         return self._search("alert", self._alert_query(flt), flt.limit, flt.offset, self._NEWEST)
@@ -556,12 +772,18 @@ class EsQueryBackend:
         total, docs = self._search("alert", {"term": {"event.id": alert_id}}, 1, 0, self._NEWEST)
         return docs[0] if total else None
 
-    def count_alerts_by(self, flt: AlertFilter, field_name: str, size: int = 20) -> list[tuple[str, int]]:
+    def count_alerts_by(
+        self, flt: AlertFilter, field_name: str, size: int = 20
+    ) -> list[tuple[str, int]]:
         try:
             resp = self.client.search(
-                index=self.store.alias("alert"), query=self._alert_query(flt), size=0,
+                index=self.store.alias("alert"),
+                query=self._alert_query(flt),
+                size=0,
                 aggs={"by": {"terms": {"field": field_name, "size": size}}},
-                ignore_unavailable=True, allow_no_indices=True, pre_filter_shard_size=self.PRE_FILTER,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+                pre_filter_shard_size=self.PRE_FILTER,
             )
         except NotFoundError:
             return []
@@ -576,20 +798,33 @@ class EsQueryBackend:
             filters.append({"term": {"asset.roles": flt.role}})
         if flt.vendor:
             pattern = "*" + flt.vendor.replace("*", "\\*").replace("?", "\\?") + "*"
-            filters.append({"wildcard": {"ics.device.vendor": {"value": pattern, "case_insensitive": True}}})
-        for attr, name in (("first_seen_since", "asset.first_seen"), ("last_seen_since", "asset.last_seen")):
+            filters.append(
+                {"wildcard": {"ics.device.vendor": {"value": pattern, "case_insensitive": True}}}
+            )
+        for attr, name in (
+            ("first_seen_since", "asset.first_seen"),
+            ("last_seen_since", "asset.last_seen"),
+        ):
             since = getattr(flt, attr, None)
             if since is not None:
-                filters.append({"range": {name: {"gte": int(since * 1000), "format": "epoch_millis"}}})
+                filters.append(
+                    {"range": {name: {"gte": int(since * 1000), "format": "epoch_millis"}}}
+                )
         query = {"bool": {"filter": filters}} if filters else {"match_all": {}}
         # An asset has one document per day it changed: collapse to its newest state.
         try:
             resp = self.client.search(
-                index=self.store.alias("asset"), query=query, size=flt.limit, from_=flt.offset,
+                index=self.store.alias("asset"),
+                query=query,
+                size=flt.limit,
+                from_=flt.offset,
                 sort=[{"asset.last_seen": {"order": "desc", "unmapped_type": "date"}}],
                 collapse={"field": "asset.id"},
-                aggs={"assets": {"cardinality": {"field": "asset.id", "precision_threshold": 40000}}},
-                ignore_unavailable=True, allow_no_indices=True,
+                aggs={
+                    "assets": {"cardinality": {"field": "asset.id", "precision_threshold": 40000}}
+                },
+                ignore_unavailable=True,
+                allow_no_indices=True,
             )
         except NotFoundError:
             return 0, []
@@ -598,12 +833,18 @@ class EsQueryBackend:
 
     # Aggregations the posture view needs (pipeline.query.QueryBackend); all done by ES.
 
-    def _aggregate(self, kind: str, flt: AlertFilter, aggs: dict[str, Any],
-                   track_total: bool = False) -> dict[str, Any]:
+    def _aggregate(
+        self, kind: str, flt: AlertFilter, aggs: dict[str, Any], track_total: bool = False
+    ) -> dict[str, Any]:
         try:
             resp = self.client.search(
-                index=self.store.alias(kind), query=self._alert_query(flt), size=0, aggs=aggs,
-                ignore_unavailable=True, allow_no_indices=True, pre_filter_shard_size=self.PRE_FILTER,
+                index=self.store.alias(kind),
+                query=self._alert_query(flt),
+                size=0,
+                aggs=aggs,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+                pre_filter_shard_size=self.PRE_FILTER,
                 track_total_hits=track_total,
             )
         except NotFoundError:
@@ -617,8 +858,13 @@ class EsQueryBackend:
         self, flt: AlertFilter, interval_s: int, field_name: str | None = None, size: int = 10
     ) -> list[tuple[float, str | None, int]]:
         # fixed_interval buckets are aligned to multiples of the interval since the epoch (UTC).
-        hist: dict[str, Any] = {"date_histogram": {
-            "field": "@timestamp", "fixed_interval": f"{int(interval_s)}s", "min_doc_count": 1}}
+        hist: dict[str, Any] = {
+            "date_histogram": {
+                "field": "@timestamp",
+                "fixed_interval": f"{int(interval_s)}s",
+                "min_doc_count": 1,
+            }
+        }
         if field_name is not None:
             hist["aggs"] = {"by": {"terms": {"field": field_name, "size": size}}}
         out: list[tuple[float, str | None, int]] = []
@@ -633,8 +879,12 @@ class EsQueryBackend:
     def count_alerts_by_pair(
         self, flt: AlertFilter, field_a: str, field_b: str, size_a: int = 100, size_b: int = 10
     ) -> list[tuple[str, str, int]]:
-        aggs = {"a": {"terms": {"field": field_a, "size": size_a},
-                      "aggs": {"b": {"terms": {"field": field_b, "size": size_b}}}}}
+        aggs = {
+            "a": {
+                "terms": {"field": field_a, "size": size_a},
+                "aggs": {"b": {"terms": {"field": field_b, "size": size_b}}},
+            }
+        }
         return [
             (_bucket_key(a), _bucket_key(b), b["doc_count"])
             for a in self._aggregate("alert", flt, aggs).get("a", {}).get("buckets", [])
@@ -642,7 +892,9 @@ class EsQueryBackend:
         ]
 
     def alert_facets(
-        self, flt: AlertFilter, terms: dict[str, tuple[str, int]],
+        self,
+        flt: AlertFilter,
+        terms: dict[str, tuple[str, int]],
         pairs: dict[str, tuple[str, str, int, int]],
         histogram: tuple[int, str, int] | None = None,
     ) -> dict[str, Any]:
@@ -650,28 +902,42 @@ class EsQueryBackend:
         ``{"total": n, name: count_alerts_by(...) for terms, name: count_alerts_by_pair(...)
         for pairs, "histogram": alert_histogram(...)}``, each shaped as its own method's."""
         aggs: dict[str, Any] = {
-            f"t_{name}": {"terms": {"field": f, "size": size}} for name, (f, size) in terms.items()}
+            f"t_{name}": {"terms": {"field": f, "size": size}} for name, (f, size) in terms.items()
+        }
         for name, (fa, fb, size_a, size_b) in pairs.items():
-            aggs[f"p_{name}"] = {"terms": {"field": fa, "size": size_a},
-                                 "aggs": {"b": {"terms": {"field": fb, "size": size_b}}}}
+            aggs[f"p_{name}"] = {
+                "terms": {"field": fa, "size": size_a},
+                "aggs": {"b": {"terms": {"field": fb, "size": size_b}}},
+            }
         if histogram is not None:
             interval_s, field_name, size = histogram
-            aggs["h"] = {"date_histogram": {
-                "field": "@timestamp", "fixed_interval": f"{int(interval_s)}s", "min_doc_count": 1},
-                "aggs": {"by": {"terms": {"field": field_name, "size": size}}}}
+            aggs["h"] = {
+                "date_histogram": {
+                    "field": "@timestamp",
+                    "fixed_interval": f"{int(interval_s)}s",
+                    "min_doc_count": 1,
+                },
+                "aggs": {"by": {"terms": {"field": field_name, "size": size}}},
+            }
         got = self._aggregate("alert", flt, aggs, track_total=True)
         out: dict[str, Any] = {"total": got.get("_total", 0)}
         for name in terms:
-            out[name] = [(_bucket_key(b), b["doc_count"])
-                         for b in got.get(f"t_{name}", {}).get("buckets", [])]
+            out[name] = [
+                (_bucket_key(b), b["doc_count"])
+                for b in got.get(f"t_{name}", {}).get("buckets", [])
+            ]
         for name in pairs:
-            out[name] = [(_bucket_key(a), _bucket_key(b), b["doc_count"])
-                         for a in got.get(f"p_{name}", {}).get("buckets", [])
-                         for b in a["b"]["buckets"]]
+            out[name] = [
+                (_bucket_key(a), _bucket_key(b), b["doc_count"])
+                for a in got.get(f"p_{name}", {}).get("buckets", [])
+                for b in a["b"]["buckets"]
+            ]
         if histogram is not None:
-            out["histogram"] = [(b["key"] / 1000.0, _bucket_key(t), t["doc_count"])
-                                for b in got.get("h", {}).get("buckets", [])
-                                for t in b["by"]["buckets"]]
+            out["histogram"] = [
+                (b["key"] / 1000.0, _bucket_key(t), t["doc_count"])
+                for b in got.get("h", {}).get("buckets", [])
+                for t in b["by"]["buckets"]
+            ]
         return out
 
     def last_seen_by(
@@ -679,8 +945,12 @@ class EsQueryBackend:
     ) -> list[tuple[str, float]]:
         kinds.get(kind)  # raises for an unknown kind
         # No ordering by the max: it would make ES sort thousands of buckets for nothing.
-        aggs = {"v": {"terms": {"field": field_name, "size": size},
-                      "aggs": {"last": {"max": {"field": "@timestamp"}}}}}
+        aggs = {
+            "v": {
+                "terms": {"field": field_name, "size": size},
+                "aggs": {"last": {"max": {"field": "@timestamp"}}},
+            }
+        }
         return [
             (_bucket_key(b), b["last"]["value"] / 1000.0)
             for b in self._aggregate(kind, flt, aggs).get("v", {}).get("buckets", [])
@@ -710,10 +980,13 @@ class EsQueryBackend:
             want = min(size - len(out), 5000)
             try:
                 resp = self.client.search(
-                    index=self.store.latest_index(kind), query={"bool": {"filter": filters}},
+                    index=self.store.latest_index(kind),
+                    query={"bool": {"filter": filters}},
                     size=want,
                     sort=[{"@timestamp": {"order": "desc"}}, {key: {"order": "asc"}}],
-                    ignore_unavailable=True, allow_no_indices=True, **extra,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
+                    **extra,
                 )
             except NotFoundError:
                 break

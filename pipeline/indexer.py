@@ -91,14 +91,25 @@ class Indexer:
         self._dlq = make_producer(cfg, client_id=f"{client_id}-deadletter", max_block_ms=10_000)
         self.stop_event = threading.Event()
         self.counters = {
-            "consumed": 0, "indexed": 0, "deadlettered": 0, "retries": 0, "batches": 0,
-            "commits": 0, "rewinds": 0, "latest_updated": 0, "latest_older": 0,
+            "consumed": 0,
+            "indexed": 0,
+            "deadlettered": 0,
+            "retries": 0,
+            "batches": 0,
+            "commits": 0,
+            "rewinds": 0,
+            "latest_updated": 0,
+            "latest_older": 0,
         }
 
     # ---- main loop ------------------------------------------------------------------------
 
-    def run(self, once: bool = False, max_idle_s: float | None = None,
-            on_poll: Callable[[Indexer], None] | None = None) -> dict[str, int]:
+    def run(
+        self,
+        once: bool = False,
+        max_idle_s: float | None = None,
+        on_poll: Callable[[Indexer], None] | None = None,
+    ) -> dict[str, int]:
         """Index until stopped; with ``once``, until the topics' ends as of the first assignment."""
         targets: dict[TopicPartition, int] | None = None
         idle_since = time.monotonic()
@@ -192,8 +203,16 @@ class Indexer:
         except ValueError as exc:
             return str(exc)
         return [
-            _Doc(tp, rec.offset, kind, value, rec.key, json.dumps(action).encode(),
-                 action["index"]["_id"], latest=n > 0)
+            _Doc(
+                tp,
+                rec.offset,
+                kind,
+                value,
+                rec.key,
+                json.dumps(action).encode(),
+                action["index"]["_id"],
+                latest=n > 0,
+            )
             for n, action in enumerate(actions)
         ]
 
@@ -208,7 +227,9 @@ class Indexer:
             try:
                 resp = self.store.client.bulk(operations=body, refresh=False)
             except (EsConnectionError, EsConnectionTimeout, TransportError) as exc:
-                log.warning("Elasticsearch unreachable (%s): retrying %d documents", exc, len(pending))
+                log.warning(
+                    "Elasticsearch unreachable (%s): retrying %d documents", exc, len(pending)
+                )
                 retry = pending
             except ApiError as exc:
                 if exc.status_code == 429 or exc.status_code >= 500:
@@ -229,10 +250,14 @@ class Indexer:
                         retry.append(d)
                     elif d.latest:
                         # the history copy decides whether the document is a dead letter
-                        log.warning("latest %s index refused %s: %s", d.kind, d.doc_id, result.get("error"))
+                        log.warning(
+                            "latest %s index refused %s: %s", d.kind, d.doc_id, result.get("error")
+                        )
                     else:
                         err = result.get("error", {})
-                        reason = f"rejected by Elasticsearch: {err.get('type')}: {err.get('reason')}"
+                        reason = (
+                            f"rejected by Elasticsearch: {err.get('type')}: {err.get('reason')}"
+                        )
                         caused = err.get("caused_by")
                         if caused:
                             reason += f" (caused by {caused.get('type')}: {caused.get('reason')})"
@@ -253,8 +278,11 @@ class Indexer:
         futures = []
         try:
             for rec, reason in dead:
-                futures.append(self._dlq.send(self.deadletter_topic, key=rec.key,
-                                              value=_dead_letter(rec, reason)))
+                futures.append(
+                    self._dlq.send(
+                        self.deadletter_topic, key=rec.key, value=_dead_letter(rec, reason)
+                    )
+                )
             for fut in futures:
                 fut.get(timeout=30)
         except KafkaError as exc:
@@ -280,15 +308,17 @@ def _dead_letter(rec: Any, reason: str) -> bytes:
         original: dict[str, str] = {"value": raw.decode("utf-8")}
     except UnicodeDecodeError:
         original = {"value_base64": base64.b64encode(raw).decode()}
-    return json.dumps({
-        "reason": reason,
-        "topic": rec.topic,
-        "partition": rec.partition,
-        "offset": rec.offset,
-        "key": rec.key.decode("utf-8", "replace") if rec.key else None,
-        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **original,
-    }).encode()
+    return json.dumps(
+        {
+            "reason": reason,
+            "topic": rec.topic,
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "key": rec.key.decode("utf-8", "replace") if rec.key else None,
+            "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **original,
+        }
+    ).encode()
 
 
 def setup(cfg: PipelineConfig, store: EsStore | None = None) -> list[str]:
@@ -297,12 +327,17 @@ def setup(cfg: PipelineConfig, store: EsStore | None = None) -> list[str]:
     from kafka.errors import TopicAlreadyExistsError
 
     done = []
-    admin = KafkaAdminClient(client_id="icsmon-setup", api_version=(4, 3), **kafka_client_options(cfg))
+    admin = KafkaAdminClient(
+        client_id="icsmon-setup", api_version=(4, 3), **kafka_client_options(cfg)
+    )
     try:
         existing = set(admin.list_topics())
         wanted = [cfg.topic(kind) for kind in kinds.names()] + [cfg.topic("deadletter")]
-        new = [NewTopic(name=t, num_partitions=cfg.indexer.partitions, replication_factor=-1)
-               for t in wanted if t not in existing]
+        new = [
+            NewTopic(name=t, num_partitions=cfg.indexer.partitions, replication_factor=-1)
+            for t in wanted
+            if t not in existing
+        ]
         if new:
             try:
                 admin.create_topics(new)

@@ -111,13 +111,22 @@ class KafkaSink:
         self._producer: KafkaProducer | None = None
         self._closing = threading.Event()
         self._wake = threading.Event()
-        self.counters = {"sent": 0, "acked": 0, "spooled": 0, "replayed": 0, "errors": 0, "failovers": 0}
+        self.counters = {
+            "sent": 0,
+            "acked": 0,
+            "spooled": 0,
+            "replayed": 0,
+            "errors": 0,
+            "failovers": 0,
+        }
         try:
             self._producer = make_producer(cfg)
         except KafkaError as exc:
             log.warning("Kafka producer not available yet (%s): spooling", exc)
             self._spooling = True
-        self._thread = threading.Thread(target=self._drain_loop, name="icsmon-kafka-drain", daemon=True)
+        self._thread = threading.Thread(
+            target=self._drain_loop, name="icsmon-kafka-drain", daemon=True
+        )
         self._thread.start()
 
     @classmethod
@@ -128,7 +137,9 @@ class KafkaSink:
 
     def write(self, kind: str, doc: dict) -> None:
         if kind not in self.topics:
-            raise ValueError(f"unknown document kind {kind!r} (expected one of {tuple(self.topics)})")
+            raise ValueError(
+                f"unknown document kind {kind!r} (expected one of {tuple(self.topics)})"
+            )
         try:
             value = encode_doc(doc)
         except (TypeError, ValueError) as exc:

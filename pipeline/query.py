@@ -45,7 +45,9 @@ class QueryBackend(Protocol):
 
     def get_alert(self, alert_id: str) -> dict | None: ...
 
-    def count_alerts_by(self, flt: AlertFilter, field_name: str, size: int = 20) -> list[tuple[str, int]]:
+    def count_alerts_by(
+        self, flt: AlertFilter, field_name: str, size: int = 20
+    ) -> list[tuple[str, int]]:
         """Terms aggregation: the ``size`` most frequent values of ``field_name``."""
         ...
 

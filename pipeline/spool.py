@@ -170,7 +170,9 @@ class Spool:
             count += 1
         if good != len(data):
             self.counters["corrupt"] += 1
-            log.warning("spool %s: cut %d bytes of torn or corrupt data", seg.path, len(data) - good)
+            log.warning(
+                "spool %s: cut %d bytes of torn or corrupt data", seg.path, len(data) - good
+            )
             with open(seg.path, "r+b") as fh:
                 fh.truncate(good)
                 os.fsync(fh.fileno())
@@ -180,9 +182,14 @@ class Spool:
     def _settle_cursor(self, queue: _Queue) -> None:
         """Point the cursor at a live segment and count the records already read in it."""
         segs = queue.segments
-        while segs and (segs[0].seq < queue.cursor_seq or (
-            segs[0].seq == queue.cursor_seq and queue.cursor_off >= segs[0].size and len(segs) > 1
-        )):
+        while segs and (
+            segs[0].seq < queue.cursor_seq
+            or (
+                segs[0].seq == queue.cursor_seq
+                and queue.cursor_off >= segs[0].size
+                and len(segs) > 1
+            )
+        ):
             self._delete_segment(queue, segs[0])
         if not segs:
             queue.cursor_seq, queue.cursor_off, queue.consumed_in_cursor_seg = queue.next_seq, 0, 0
@@ -284,13 +291,21 @@ class Spool:
         self.counters["write_errors"] += 1
         if self._write_failing is None:
             self._write_failing = exc.strerror or str(exc)
-            log.error("spool %s: cannot write (%s): alerts wait in memory (up to %d), events "
-                      "and assets are dropped until it can", self.directory, self._write_failing,
-                      self.max_memory_alerts)
+            log.error(
+                "spool %s: cannot write (%s): alerts wait in memory (up to %d), events "
+                "and assets are dropped until it can",
+                self.directory,
+                self._write_failing,
+                self.max_memory_alerts,
+            )
 
     def _write_recovered(self) -> None:
-        log.warning("spool %s: writing again after %s (%d records lost meanwhile)",
-                    self.directory, self._write_failing, self.counters["write_errors"])
+        log.warning(
+            "spool %s: writing again after %s (%d records lost meanwhile)",
+            self.directory,
+            self._write_failing,
+            self.counters["write_errors"],
+        )
         self._write_failing = None
 
     def _keep_in_memory(self, kind: str, record: bytes) -> bool:
@@ -344,7 +359,9 @@ class Spool:
             if victim is None:
                 return False
             seg = victim.segments[0]
-            lost = seg.records - (victim.consumed_in_cursor_seg if victim.cursor_seq == seg.seq else 0)
+            lost = seg.records - (
+                victim.consumed_in_cursor_seg if victim.cursor_seq == seg.seq else 0
+            )
             self.counters[f"{kinds.get(victim.kind).plural}_dropped"] += lost
             log.warning("spool full: dropped %d oldest %s records", lost, victim.kind)
             if victim.writer is not None and seg is victim.segments[-1]:
@@ -468,8 +485,11 @@ class Spool:
         with self._lock:
             self.sync()
             if self._waiting:
-                log.error("spool %s: %d alerts could not be written before closing (disk full)",
-                          self.directory, len(self._waiting))
+                log.error(
+                    "spool %s: %d alerts could not be written before closing (disk full)",
+                    self.directory,
+                    len(self._waiting),
+                )
                 self.counters["alerts_refused"] += len(self._waiting)
                 self._waiting.clear()
             for queue in self._queues.values():

@@ -564,7 +564,9 @@ class Store:
 
     @staticmethod
     def _ensure_simple_tables(conn: sqlite3.Connection) -> None:
-        have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        have = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         missing = [t for t in simple_tables().values() if t not in have]
         if not missing:
             return
@@ -674,8 +676,13 @@ class Store:
                 self._failing += 1
                 self._last_error = str(exc)
                 if self._failing == 1:
-                    log.error("%s: cannot write to the store (%s); keeping up to %d documents "
-                              "in memory and retrying", self.path, exc, self.max_pending)
+                    log.error(
+                        "%s: cannot write to the store (%s); keeping up to %d documents "
+                        "in memory and retrying",
+                        self.path,
+                        exc,
+                        self.max_pending,
+                    )
                 self._pending = batch + self._pending
                 self._shed()
                 return
@@ -683,8 +690,13 @@ class Store:
                 self._write_one_by_one(batch, exc)
             else:
                 if self._failing:
-                    log.warning("%s: writing again after %d failed attempts (%d documents "
-                                "dropped meanwhile)", self.path, self._failing, self._counts["dropped"])
+                    log.warning(
+                        "%s: writing again after %d failed attempts (%d documents "
+                        "dropped meanwhile)",
+                        self.path,
+                        self._failing,
+                        self._counts["dropped"],
+                    )
                     self._failing = 0
             self._counts["batches"] += 1
             if self.max_events is not None:
@@ -762,7 +774,10 @@ class Store:
         excess = len(self._pending) - self.max_pending
         if excess <= 0:
             return
-        for victim in (*kinds.eviction_order(), *(k for k in kinds.names() if k not in kinds.eviction_order())):
+        for victim in (
+            *kinds.eviction_order(),
+            *(k for k in kinds.names() if k not in kinds.eviction_order()),
+        ):
             if excess <= 0:
                 break
             kept: list[tuple[str, dict]] = []
@@ -777,8 +792,11 @@ class Store:
         dropped = self._counts["dropped"]
         if dropped >= max(1, self._shed_logged * 10):
             self._shed_logged = dropped
-            log.error("%s: write backlog full, dropped %d documents (events first, alerts last)",
-                      self.path, dropped)
+            log.error(
+                "%s: write backlog full, dropped %d documents (events first, alerts last)",
+                self.path,
+                dropped,
+            )
 
     def _write_batch(self, batch: list[tuple[str, dict]]) -> None:
         conn = self._conn
@@ -874,7 +892,9 @@ class Store:
         counts["events"] += len(rows)
         counts["duplicates"] += len(events) - len(rows)
 
-    def _insert_simple(self, conn: sqlite3.Connection, kind: str, docs: list[dict], counts: dict) -> None:
+    def _insert_simple(
+        self, conn: sqlite3.Connection, kind: str, docs: list[dict], counts: dict
+    ) -> None:
         """Documents of a simple kind, new ids only (a re-sent one is the same document)."""
         table = kinds.get(kind).plural
         rows = [

@@ -64,8 +64,9 @@ class SecurityHeaders(BaseHTTPMiddleware):
         try:
             response = await call_next(request)
         except Exception as exc:  # never a traceback or an exception text to the client
-            log.error("internal error on %s %s (%s)", request.method, request.url.path,
-                      type(exc).__name__)
+            log.error(
+                "internal error on %s %s (%s)", request.method, request.url.path, type(exc).__name__
+            )
             response = JSONResponse({"detail": "internal error"}, status_code=500)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
@@ -139,15 +140,22 @@ def _redact_url(url: str) -> str:
 
 
 def create_app(
-    backend: QueryBackend, state: PostureState, *, silent_after_s: float = 900.0,
-    refresh_s: int = 30, auth_failures: int = 20, auth_window_s: float = 60.0,
+    backend: QueryBackend,
+    state: PostureState,
+    *,
+    silent_after_s: float = 900.0,
+    refresh_s: int = 30,
+    auth_failures: int = 20,
+    auth_window_s: float = 60.0,
 ) -> FastAPI:
     service = PostureService(backend, state, silent_after_s=silent_after_s)
     app = FastAPI(
         title="icsmon posture",
         description="Provincial ICS security posture: summaries, alerts, workflow, webhooks.",
         version="1",
-        docs_url=None, redoc_url=None, openapi_url=None,  # served below, behind a token
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served below, behind a token
     )
     app.add_middleware(SecurityHeaders)
     app.state.service = service
@@ -167,16 +175,21 @@ def create_app(
         if presented:
             wait = limiter.blocked_for(client)
             if wait > 0:
-                raise HTTPException(429, "too many wrong tokens from this address; try later",
-                                    headers={"Retry-After": str(int(wait) + 1)})
+                raise HTTPException(
+                    429,
+                    "too many wrong tokens from this address; try later",
+                    headers={"Retry-After": str(int(wait) + 1)},
+                )
         info = state.lookup_token(token.strip()) if presented else None
         if info is None:
             if presented:
                 limiter.failed(client)
-                log.warning("wrong bearer token from %s on %s %s", client, request.method,
-                            request.url.path)
-            raise HTTPException(401, "a valid bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})
+                log.warning(
+                    "wrong bearer token from %s on %s %s", client, request.method, request.url.path
+                )
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
         return Principal.from_token(info)
 
     Who = Annotated[Principal, Depends(principal)]
@@ -223,8 +236,12 @@ def create_app(
 
     @app.get("/api/me", summary="The caller's role and home scope")
     def me(p: Who) -> dict[str, Any]:
-        return {"name": p.name, "role": p.role, "scope": p.home_scope,
-                "can_workflow": p.can_workflow}
+        return {
+            "name": p.name,
+            "role": p.role,
+            "scope": p.home_scope,
+            "can_workflow": p.can_workflow,
+        }
 
     @app.get("/api/org", summary="The part of the registry the caller may see")
     def org_tree(p: Who) -> dict[str, Any]:
@@ -238,27 +255,41 @@ def create_app(
             c = cities.setdefault(s.city_id, {**org.cities[s.city_id], "enterprises": {}})
             e = org.enterprises[s.enterprise_id]
             ent = c["enterprises"].setdefault(e["id"], {**e, "sites": []})
-            ent["sites"].append({"id": sid, "name": s.name, "criticality": s.criticality,
-                                 "sensors": list(s.sensors)})
+            ent["sites"].append(
+                {
+                    "id": sid,
+                    "name": s.name,
+                    "criticality": s.criticality,
+                    "sensors": list(s.sensors),
+                }
+            )
         if allowed is None:
             for cid, c in org.cities.items():
                 cities.setdefault(cid, {**c, "enterprises": {}})
         out = [
-            {**c, "enterprises": list(c["enterprises"].values())}
-            for _, c in sorted(cities.items())
+            {**c, "enterprises": list(c["enterprises"].values())} for _, c in sorted(cities.items())
         ]
         industries = sorted({e["industry"] for c in out for e in c["enterprises"]})
-        return {"province": org.province if allowed is None else None, "cities": out,
-                "industries": industries}
+        return {
+            "province": org.province if allowed is None else None,
+            "cities": out,
+            "industries": industries,
+        }
 
     # -- posture -------------------------------------------------------------------------
 
     @app.get("/api/summary", summary="Posture of one scope over a time range")
     def summary(
         p: Who,
-        scope: Annotated[str | None, Query(description="province | city:ID | industry:NAME | "
-                                           "enterprise:ID | site:ID; default: the caller's")] = None,
-        since: float | None = None, until: float | None = None,
+        scope: Annotated[
+            str | None,
+            Query(
+                description="province | city:ID | industry:NAME | "
+                "enterprise:ID | site:ID; default: the caller's"
+            ),
+        ] = None,
+        since: float | None = None,
+        until: float | None = None,
         hours: Annotated[float, Query(gt=0, le=9600)] = 24,
         top: Annotated[int, Query(ge=1, le=50)] = 10,
     ) -> dict[str, Any]:
@@ -277,11 +308,14 @@ def create_app(
         p: Who,
         scope: str | None = None,
         site: str | None = None,
-        since: float | None = None, until: float | None = None,
+        since: float | None = None,
+        until: float | None = None,
         hours: Annotated[float, Query(gt=0, le=9600)] = 24 * 30,
         min_severity: Annotated[int | None, Query(ge=0, le=100)] = None,
-        technique: str | None = None, protocol: str | None = None,
-        rule_id: str | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
+        technique: str | None = None,
+        protocol: str | None = None,
+        rule_id: str | None = None,
+        q: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=0, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
@@ -295,9 +329,18 @@ def create_app(
         if offset + limit > MAX_WINDOW:
             raise HTTPException(422, f"offset + limit must be at most {MAX_WINDOW}")
         lo, hi = time_range(since, until, hours)
-        flt = AlertFilter(since=lo, until=hi, min_severity=min_severity, sites=sites,
-                          technique=technique, protocol=protocol, rule_id=rule_id, text=q,
-                          limit=limit, offset=offset)
+        flt = AlertFilter(
+            since=lo,
+            until=hi,
+            min_severity=min_severity,
+            sites=sites,
+            technique=technique,
+            protocol=protocol,
+            rule_id=rule_id,
+            text=q,
+            limit=limit,
+            offset=offset,
+        )
         total, items = service.search(flt)
         return {"total": total, "offset": offset, "limit": limit, "items": items}
 
@@ -317,8 +360,9 @@ def create_app(
     @app.post("/api/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert")
     def acknowledge(p: Who, alert_id: str, body: OptionalNote | None = None) -> dict[str, Any]:
         doc = writable_alert(p, alert_id)
-        return state.update_alert(doc, p.name, "acknowledge", status="acknowledged",
-                                  note=body.note if body else None)
+        return state.update_alert(
+            doc, p.name, "acknowledge", status="acknowledged", note=body.note if body else None
+        )
 
     @app.post("/api/alerts/{alert_id}/assign", summary="Assign an alert (empty name unassigns)")
     def assign(p: Who, alert_id: str, body: AssignBody) -> dict[str, Any]:
@@ -328,14 +372,16 @@ def create_app(
     @app.post("/api/alerts/{alert_id}/close", summary="Close an alert with a reason")
     def close(p: Who, alert_id: str, body: CloseBody) -> dict[str, Any]:
         doc = writable_alert(p, alert_id)
-        return state.update_alert(doc, p.name, "close", status="closed",
-                                  close_reason=body.reason, note=body.note)
+        return state.update_alert(
+            doc, p.name, "close", status="closed", close_reason=body.reason, note=body.note
+        )
 
     @app.post("/api/alerts/{alert_id}/reopen", summary="Reopen a closed alert")
     def reopen(p: Who, alert_id: str, body: OptionalNote | None = None) -> dict[str, Any]:
         doc = writable_alert(p, alert_id)
-        return state.update_alert(doc, p.name, "reopen", status="open",
-                                  note=body.note if body else None)
+        return state.update_alert(
+            doc, p.name, "reopen", status="open", note=body.note if body else None
+        )
 
     @app.post("/api/alerts/{alert_id}/notes", summary="Add a note to an alert")
     def add_note(p: Who, alert_id: str, body: NoteBody) -> dict[str, Any]:
@@ -344,9 +390,11 @@ def create_app(
 
     @app.get("/api/workflow", summary="Alerts in a workflow status (acknowledged, closed)")
     def workflow(
-        p: Who, scope: str | None = None,
+        p: Who,
+        scope: str | None = None,
         status: Literal["acknowledged", "closed", "open"] = "acknowledged",
-        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         sc = scoped(p, scope)
         total, rows = state.workflow_list(
@@ -355,25 +403,36 @@ def create_app(
         return {"total": total, "items": rows}
 
     @app.get("/api/audit", summary="The audit trail of a scope, newest first")
-    def audit(p: Who, scope: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+    def audit(
+        p: Who, scope: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+    ) -> list[dict[str, Any]]:
         sc = scoped(p, scope)
-        return state.audit_trail(sites=list(sc.sites) if sc.sites is not None else None,
-                                 limit=limit)
+        return state.audit_trail(
+            sites=list(sc.sites) if sc.sites is not None else None, limit=limit
+        )
 
     # -- assets --------------------------------------------------------------------------
 
     @app.get("/api/assets", summary="Assets seen in a scope")
     def assets(
-        p: Who, scope: str | None = None, role: str | None = None, vendor: str | None = None,
+        p: Who,
+        scope: str | None = None,
+        role: str | None = None,
+        vendor: str | None = None,
         new_since: float | None = None,
         limit: Annotated[int, Query(ge=0, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
     ) -> dict[str, Any]:
         sc = scoped(p, scope)
         total, docs = backend.search_assets(
-            AssetFilter(sites=list(sc.sites) if sc.sites is not None else [], role=role,
-                        vendor=vendor, first_seen_since=new_since, limit=limit, offset=offset)
+            AssetFilter(
+                sites=list(sc.sites) if sc.sites is not None else [],
+                role=role,
+                vendor=vendor,
+                first_seen_since=new_since,
+                limit=limit,
+                offset=offset,
+            )
         )
         return {"total": total, "items": [nest(d) for d in docs]}
 
@@ -392,16 +451,24 @@ def create_app(
         return bool(sites) and all(can_see_site(p, org, s) for s in sites)
 
     def hook_view(hook: dict[str, Any]) -> dict[str, Any]:
-        return {"id": hook["id"], "scope": f"{hook['scope_kind']}:{hook['scope_id']}",
-                "url": _redact_url(hook["url"]), "min_severity": hook["min_severity"],
-                "created": hook["created"], "created_by": hook["created_by"]}
+        return {
+            "id": hook["id"],
+            "scope": f"{hook['scope_kind']}:{hook['scope_id']}",
+            "url": _redact_url(hook["url"]),
+            "min_severity": hook["min_severity"],
+            "created": hook["created"],
+            "created_by": hook["created_by"],
+        }
 
     @app.get("/api/webhooks", summary="Webhooks of the caller's scope (secrets never shown)")
     def list_webhooks(p: Who) -> list[dict[str, Any]]:
         return [hook_view(h) for h in state.webhooks() if hook_visible(p, h)]
 
-    @app.post("/api/webhooks", status_code=201,
-              summary="Notify a URL of new alerts of a city or enterprise (secret shown once)")
+    @app.post(
+        "/api/webhooks",
+        status_code=201,
+        summary="Notify a URL of new alerts of a city or enterprise (secret shown once)",
+    )
     def add_webhook(p: Who, body: WebhookBody) -> dict[str, Any]:
         kind, _, ident = body.scope.partition(":")
         if kind not in ("city", "enterprise"):
@@ -412,10 +479,18 @@ def create_app(
         if urllib.parse.urlsplit(body.url).scheme not in ("http", "https"):
             raise HTTPException(422, "url must be http:// or https://")
         hook_id, secret = state.add_webhook(kind, ident, body.url, body.min_severity, p.name)
-        state.audit(p.name, "webhook-add", {"webhook": hook_id, "scope": body.scope,
-                                            "url": _redact_url(body.url)})
-        return {"id": hook_id, "secret": secret, "scope": body.scope,
-                "url": _redact_url(body.url), "min_severity": body.min_severity}
+        state.audit(
+            p.name,
+            "webhook-add",
+            {"webhook": hook_id, "scope": body.scope, "url": _redact_url(body.url)},
+        )
+        return {
+            "id": hook_id,
+            "secret": secret,
+            "scope": body.scope,
+            "url": _redact_url(body.url),
+            "min_severity": body.min_severity,
+        }
 
     def own_hook(p: Principal, hook_id: int) -> dict[str, Any]:
         for h in state.webhooks():
@@ -429,8 +504,11 @@ def create_app(
         if not p.can_workflow:
             raise HTTPException(403, "this token is read-only")
         state.delete_webhook(hook_id)
-        state.audit(p.name, "webhook-delete", {"webhook": hook_id,
-                                               "scope": f"{hook['scope_kind']}:{hook['scope_id']}"})
+        state.audit(
+            p.name,
+            "webhook-delete",
+            {"webhook": hook_id, "scope": f"{hook['scope_kind']}:{hook['scope_id']}"},
+        )
 
     @app.get("/api/webhooks/{hook_id}/deliveries", summary="Recent deliveries of a webhook")
     def deliveries(p: Who, hook_id: int) -> list[dict[str, Any]]:

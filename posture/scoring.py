@@ -20,8 +20,12 @@ ALERT_SCALE = 20.0  # weighted open-alert pressure per site per day that costs 6
 DEVIATION_SCALE = 10.0  # weighted open deviations per site per day: 63% of DEVIATION_MAX
 
 # Score -> rating, for tile colours and wording.
-RATINGS: tuple[tuple[str, float], ...] = (("good", 85.0), ("guarded", 70.0), ("elevated", 50.0),
-                                          ("poor", 0.0))
+RATINGS: tuple[tuple[str, float], ...] = (
+    ("good", 85.0),
+    ("guarded", 70.0),
+    ("elevated", 50.0),
+    ("poor", 0.0),
+)
 
 
 def band(severity: int | float) -> str:

@@ -19,12 +19,22 @@ from typing import Any
 
 # Shandong's 16 prefecture-level cities (id, English, Chinese).
 SHANDONG_CITIES: tuple[tuple[str, str, str], ...] = (
-    ("jinan", "Jinan", "济南"), ("qingdao", "Qingdao", "青岛"), ("zibo", "Zibo", "淄博"),
-    ("zaozhuang", "Zaozhuang", "枣庄"), ("dongying", "Dongying", "东营"),
-    ("yantai", "Yantai", "烟台"), ("weifang", "Weifang", "潍坊"), ("jining", "Jining", "济宁"),
-    ("taian", "Tai'an", "泰安"), ("weihai", "Weihai", "威海"), ("rizhao", "Rizhao", "日照"),
-    ("linyi", "Linyi", "临沂"), ("dezhou", "Dezhou", "德州"), ("liaocheng", "Liaocheng", "聊城"),
-    ("binzhou", "Binzhou", "滨州"), ("heze", "Heze", "菏泽"),
+    ("jinan", "Jinan", "济南"),
+    ("qingdao", "Qingdao", "青岛"),
+    ("zibo", "Zibo", "淄博"),
+    ("zaozhuang", "Zaozhuang", "枣庄"),
+    ("dongying", "Dongying", "东营"),
+    ("yantai", "Yantai", "烟台"),
+    ("weifang", "Weifang", "潍坊"),
+    ("jining", "Jining", "济宁"),
+    ("taian", "Tai'an", "泰安"),
+    ("weihai", "Weihai", "威海"),
+    ("rizhao", "Rizhao", "日照"),
+    ("linyi", "Linyi", "临沂"),
+    ("dezhou", "Dezhou", "德州"),
+    ("liaocheng", "Liaocheng", "聊城"),
+    ("binzhou", "Binzhou", "滨州"),
+    ("heze", "Heze", "菏泽"),
 )
 
 # Industry id -> (English, Chinese, typical criticality). Sectors named in the provinces' reports.
@@ -43,40 +53,156 @@ INDUSTRIES: dict[str, tuple[str, str, int]] = {
     "textiles": ("Textiles", "纺织", 1),
 }
 
-_NAME_PARTS = (("Huaxin", "华信"), ("Lutong", "鲁通"), ("Hengyuan", "恒远"), ("Jinding", "金鼎"),
-               ("Zhongtai", "中泰"), ("Dongfang", "东方"), ("Xinghai", "星海"), ("Taishan", "泰山"),
-               ("Qilu", "齐鲁"), ("Boyuan", "博远"), ("Ruifeng", "瑞丰"), ("Changsheng", "长盛"))
+_NAME_PARTS = (
+    ("Huaxin", "华信"),
+    ("Lutong", "鲁通"),
+    ("Hengyuan", "恒远"),
+    ("Jinding", "金鼎"),
+    ("Zhongtai", "中泰"),
+    ("Dongfang", "东方"),
+    ("Xinghai", "星海"),
+    ("Taishan", "泰山"),
+    ("Qilu", "齐鲁"),
+    ("Boyuan", "博远"),
+    ("Ruifeng", "瑞丰"),
+    ("Changsheng", "长盛"),
+)
 
 # Rules the demo alerts come from: (rule id, name, level -> severity, protocol, technique ids,
 # technique names, tactic names, ruleset, relative frequency).
 RULES: tuple[tuple[str, str, int, str, list[str], list[str], list[str], str, int], ...] = (
-    ("icsmon-modbus-write-unknown-master", "Modbus write from a master not in the baseline", 73,
-     "modbus", ["T0855"], ["Unauthorized Command Message"], ["Impair Process Control"],
-     "sigma", 10),
-    ("icsmon-modbus-force-listen-only", "Modbus Force Listen Only Mode (FC 8/4)", 99, "modbus",
-     ["T0881", "T0816"], ["Service Stop", "Device Restart/Shutdown"],
-     ["Inhibit Response Function"], "sigma", 1),
-    ("icsmon-modbus-read-device-id", "Modbus Read Device Identification", 21, "modbus",
-     ["T0888"], ["Remote System Information Discovery"], ["Discovery"], "sigma", 30),
-    ("icsmon-modbus-write-burst", "Burst of writes to one Modbus register", 73, "modbus",
-     ["T0806"], ["Brute Force I/O"], ["Impair Process Control"], "sigma", 4),
-    ("icsmon-s7-plc-stop", "S7 PLC Stop", 99, "s7comm", ["T0858", "T0881"],
-     ["Change Operating Mode", "Service Stop"], ["Execution", "Inhibit Response Function"],
-     "sigma", 1),
-    ("icsmon-s7-download-block", "S7 program download", 73, "s7comm", ["T0843"],
-     ["Program Download"], ["Lateral Movement"], "sigma", 3),
-    ("icsmon-s7-upload-block", "S7 program upload", 47, "s7comm", ["T0845"], ["Program Upload"],
-     ["Collection"], "sigma", 5),
-    ("icsmon-s7-read-szl", "S7 Read SZL (CPU identification)", 21, "s7comm", ["T0888"],
-     ["Remote System Information Discovery"], ["Discovery"], "sigma", 25),
-    ("icsmon-opcua-browse", "OPC UA address-space browse from a new client", 47, "opcua",
-     ["T0861"], ["Point & Tag Identification"], ["Collection"], "sigma", 12),
-    ("icsmon-opcua-write", "OPC UA Write service call", 73, "opcua", ["T0836"],
-     ["Modify Parameter"], ["Impair Process Control"], "sigma", 4),
-    ("baseline-new-master", "New master talking to a controller", 47, "modbus", ["T0848"],
-     ["Rogue Master"], ["Initial Access"], "baseline", 6),
-    ("baseline-new-function", "Function code never seen in the baseline", 47, "s7comm",
-     ["T0855"], ["Unauthorized Command Message"], ["Impair Process Control"], "baseline", 4),
+    (
+        "icsmon-modbus-write-unknown-master",
+        "Modbus write from a master not in the baseline",
+        73,
+        "modbus",
+        ["T0855"],
+        ["Unauthorized Command Message"],
+        ["Impair Process Control"],
+        "sigma",
+        10,
+    ),
+    (
+        "icsmon-modbus-force-listen-only",
+        "Modbus Force Listen Only Mode (FC 8/4)",
+        99,
+        "modbus",
+        ["T0881", "T0816"],
+        ["Service Stop", "Device Restart/Shutdown"],
+        ["Inhibit Response Function"],
+        "sigma",
+        1,
+    ),
+    (
+        "icsmon-modbus-read-device-id",
+        "Modbus Read Device Identification",
+        21,
+        "modbus",
+        ["T0888"],
+        ["Remote System Information Discovery"],
+        ["Discovery"],
+        "sigma",
+        30,
+    ),
+    (
+        "icsmon-modbus-write-burst",
+        "Burst of writes to one Modbus register",
+        73,
+        "modbus",
+        ["T0806"],
+        ["Brute Force I/O"],
+        ["Impair Process Control"],
+        "sigma",
+        4,
+    ),
+    (
+        "icsmon-s7-plc-stop",
+        "S7 PLC Stop",
+        99,
+        "s7comm",
+        ["T0858", "T0881"],
+        ["Change Operating Mode", "Service Stop"],
+        ["Execution", "Inhibit Response Function"],
+        "sigma",
+        1,
+    ),
+    (
+        "icsmon-s7-download-block",
+        "S7 program download",
+        73,
+        "s7comm",
+        ["T0843"],
+        ["Program Download"],
+        ["Lateral Movement"],
+        "sigma",
+        3,
+    ),
+    (
+        "icsmon-s7-upload-block",
+        "S7 program upload",
+        47,
+        "s7comm",
+        ["T0845"],
+        ["Program Upload"],
+        ["Collection"],
+        "sigma",
+        5,
+    ),
+    (
+        "icsmon-s7-read-szl",
+        "S7 Read SZL (CPU identification)",
+        21,
+        "s7comm",
+        ["T0888"],
+        ["Remote System Information Discovery"],
+        ["Discovery"],
+        "sigma",
+        25,
+    ),
+    (
+        "icsmon-opcua-browse",
+        "OPC UA address-space browse from a new client",
+        47,
+        "opcua",
+        ["T0861"],
+        ["Point & Tag Identification"],
+        ["Collection"],
+        "sigma",
+        12,
+    ),
+    (
+        "icsmon-opcua-write",
+        "OPC UA Write service call",
+        73,
+        "opcua",
+        ["T0836"],
+        ["Modify Parameter"],
+        ["Impair Process Control"],
+        "sigma",
+        4,
+    ),
+    (
+        "baseline-new-master",
+        "New master talking to a controller",
+        47,
+        "modbus",
+        ["T0848"],
+        ["Rogue Master"],
+        ["Initial Access"],
+        "baseline",
+        6,
+    ),
+    (
+        "baseline-new-function",
+        "Function code never seen in the baseline",
+        47,
+        "s7comm",
+        ["T0855"],
+        ["Unauthorized Command Message"],
+        ["Impair Process Control"],
+        "baseline",
+        4,
+    ),
 )
 
 ACTIONS = {
@@ -146,17 +272,25 @@ def registry_sites(registry: dict[str, Any]) -> list[dict[str, Any]]:
     for c in registry["cities"]:
         for e in c["enterprises"]:
             for s in e["sites"]:
-                out.append({"site": s["id"], "enterprise": e["id"], "city": c["id"],
-                            "industry": e["industry"],
-                            "criticality": s.get("criticality", e["criticality"]),
-                            "sensors": s.get("sensors", [])})
+                out.append(
+                    {
+                        "site": s["id"],
+                        "enterprise": e["id"],
+                        "city": c["id"],
+                        "industry": e["industry"],
+                        "criticality": s.get("criticality", e["criticality"]),
+                        "sensors": s.get("sensors", []),
+                    }
+                )
     return out
 
 
 def _site_ips(site_index: int) -> tuple[str, str]:
     """(client, server) addresses of a plant's control network (RFC 1918, per site)."""
-    return (f"10.{site_index // 250 % 250}.{site_index % 250}.5",
-            f"10.{site_index // 250 % 250}.{site_index % 250}.10")
+    return (
+        f"10.{site_index // 250 % 250}.{site_index % 250}.5",
+        f"10.{site_index // 250 % 250}.{site_index % 250}.10",
+    )
 
 
 def community_id(src: str, dst: str, sport: int, dport: int, proto: int = 6) -> str:
@@ -165,15 +299,22 @@ def community_id(src: str, dst: str, sport: int, dport: int, proto: int = 6) -> 
     a, b = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
     if (a, sport) > (b, dport):
         a, b, sport, dport = b, a, dport, sport
-    digest = hashlib.sha1(struct.pack("!H", 0) + a + b + struct.pack("!BBHH", proto, 0, sport,
-                                                                       dport),
-                          usedforsecurity=False).digest()
+    digest = hashlib.sha1(
+        struct.pack("!H", 0) + a + b + struct.pack("!BBHH", proto, 0, sport, dport),
+        usedforsecurity=False,
+    ).digest()
     return "1:" + base64.b64encode(digest).decode()
 
 
-def make_alert(site: dict[str, Any], site_index: int, ts: float, rule: tuple, n: int,
-               seed: int = 0, with_events: bool = True,
-               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def make_alert(
+    site: dict[str, Any],
+    site_index: int,
+    ts: float,
+    rule: tuple,
+    n: int,
+    seed: int = 0,
+    with_events: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One alert at ``site`` and the events that fired it (flat, docs/schema.md); without
     ``with_events`` only the alert (it still names both events' ids)."""
     rule_id, name, sev, proto, tech_ids, tech_names, tactics, ruleset, _ = rule
@@ -183,53 +324,88 @@ def make_alert(site: dict[str, Any], site_index: int, ts: float, rule: tuple, n:
     cid = community_id(src, dst, sport, dport)
     sensor = site["sensors"][0] if site["sensors"] else f"sensor-{site['site']}"
     base = {
-        "@timestamp": iso(ts), "ecs.version": "8.17.0",
-        "network.transport": "tcp", "network.type": "ipv4", "network.protocol": proto,
+        "@timestamp": iso(ts),
+        "ecs.version": "8.17.0",
+        "network.transport": "tcp",
+        "network.type": "ipv4",
+        "network.protocol": proto,
         "network.community_id": cid,
-        "source.ip": src, "source.port": sport, "destination.ip": dst, "destination.port": dport,
-        "observer.name": sensor, "observer.type": "sensor", "observer.product": "icsmon",
-        "organization.id": site["enterprise"], "labels.site": site["site"],
-        "ics.operation": op, "ics.function": func,
+        "source.ip": src,
+        "source.port": sport,
+        "destination.ip": dst,
+        "destination.port": dport,
+        "observer.name": sensor,
+        "observer.type": "sensor",
+        "observer.product": "icsmon",
+        "organization.id": site["enterprise"],
+        "labels.site": site["site"],
+        "ics.operation": op,
+        "ics.function": func,
     }
     events = []
     event_ids = [_id("ev", seed, site["site"], n, k) for k in range(2)]
     for k in range(2) if with_events else (1,):
         ev = dict(base)
-        ev.update({
-            "@timestamp": iso(ts - 0.2 * (1 - k)),
-            "event.kind": "event", "event.category": ["network"],
-            "event.type": ["protocol", "change" if op in ("write", "control") else "access"],
-            "event.action": action, "event.dataset": f"ics.{proto}", "event.outcome": "success",
-            "event.duration": 1_250_000 + 1000 * k,
-            "event.id": event_ids[k],
-        })
+        ev.update(
+            {
+                "@timestamp": iso(ts - 0.2 * (1 - k)),
+                "event.kind": "event",
+                "event.category": ["network"],
+                "event.type": ["protocol", "change" if op in ("write", "control") else "access"],
+                "event.action": action,
+                "event.dataset": f"ics.{proto}",
+                "event.outcome": "success",
+                "event.duration": 1_250_000 + 1000 * k,
+                "event.id": event_ids[k],
+            }
+        )
         if proto == "modbus":
-            ev.update({"modbus.function_code": 16, "modbus.unit_id": 1,
-                       "modbus.register.start": 40001 + k, "modbus.register.count": 2})
+            ev.update(
+                {
+                    "modbus.function_code": 16,
+                    "modbus.unit_id": 1,
+                    "modbus.register.start": 40001 + k,
+                    "modbus.register.count": 2,
+                }
+            )
         elif proto == "s7comm":
             ev.update({"s7comm.rosctr": "job", "s7comm.function_code": 41})
         else:
             ev.update({"opcua.service": "BrowseRequest", "opcua.status_code": 0})
         events.append(ev)
     alert = dict(events[-1])
-    alert.update({
-        "@timestamp": iso(ts),
-        "event.kind": "alert", "event.category": ["network", "intrusion_detection"],
-        "event.severity": sev, "event.id": _id("al", seed, site["site"], n),
-        "rule.id": rule_id, "rule.name": name, "rule.ruleset": ruleset,
-        "rule.description": f"{name} (demo rule).", "rule.author": "icsmon",
-        "rule.reference": [f"https://attack.mitre.org/techniques/{t}/" for t in tech_ids],
-        "threat.framework": "MITRE ATT&CK for ICS", "threat.technique.id": tech_ids,
-        "threat.technique.name": tech_names, "threat.tactic.name": tactics,
-        "icsmon.alert.count": 1, "icsmon.alert.event_ids": event_ids,
-    })
+    alert.update(
+        {
+            "@timestamp": iso(ts),
+            "event.kind": "alert",
+            "event.category": ["network", "intrusion_detection"],
+            "event.severity": sev,
+            "event.id": _id("al", seed, site["site"], n),
+            "rule.id": rule_id,
+            "rule.name": name,
+            "rule.ruleset": ruleset,
+            "rule.description": f"{name} (demo rule).",
+            "rule.author": "icsmon",
+            "rule.reference": [f"https://attack.mitre.org/techniques/{t}/" for t in tech_ids],
+            "threat.framework": "MITRE ATT&CK for ICS",
+            "threat.technique.id": tech_ids,
+            "threat.technique.name": tech_names,
+            "threat.tactic.name": tactics,
+            "icsmon.alert.count": 1,
+            "icsmon.alert.event_ids": event_ids,
+        }
+    )
     if ruleset == "baseline":
         alert["icsmon.baseline.entry"] = f"{src} -> {dst}:{dport} {func}"
     return alert, events if with_events else []
 
 
 def generate(
-    registry: dict[str, Any], n_alerts: int, start: float, end: float, seed: int = 7,
+    registry: dict[str, Any],
+    n_alerts: int,
+    start: float,
+    end: float,
+    seed: int = 7,
     with_events: bool = True,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(kind, flat doc)`` for ``n_alerts`` alerts spread evenly over [start, end), oldest
@@ -245,7 +421,11 @@ def generate(
 
 
 def alert_plan(
-    n_sites: int, n_alerts: int, start: float, end: float, seed: int = 7,
+    n_sites: int,
+    n_alerts: int,
+    start: float,
+    end: float,
+    seed: int = 7,
 ) -> Iterator[tuple[int, float, tuple, int]]:
     """(site index, timestamp, rule, n) of each alert :func:`generate` makes, in its order:
     shared with :class:`AlertEncoder` so both produce the same alerts for a seed."""
@@ -269,7 +449,10 @@ def alert_plan(
 
 
 def heartbeats(
-    registry: dict[str, Any], now: float, silent_every: int = 9, seed: int = 7,
+    registry: dict[str, Any],
+    now: float,
+    silent_every: int = 9,
+    seed: int = 7,
     quiet_every: int = 13,
 ) -> Iterator[dict[str, Any]]:
     """The newest heartbeat of every sensor (docs/schema.md, the shape ``sensor.heartbeat``
@@ -286,22 +469,35 @@ def heartbeats(
             packets = int(uptime * 120)
             quiet = bool(quiet_every) and k % quiet_every == 0
             doc = {
-                "@timestamp": iso(ts), "ecs.version": "8.17.0", "event.kind": "state",
-                "event.category": ["host"], "event.type": ["info"],
-                "event.dataset": "icsmon.heartbeat", "event.action": "heartbeat",
-                "event.module": "icsmon", "event.id": _id("hb", seed, sensor, int(ts)),
-                "observer.name": sensor, "observer.type": "sensor", "observer.product": "icsmon",
-                "observer.version": "0.1.0", "labels.site": site["site"],
+                "@timestamp": iso(ts),
+                "ecs.version": "8.17.0",
+                "event.kind": "state",
+                "event.category": ["host"],
+                "event.type": ["info"],
+                "event.dataset": "icsmon.heartbeat",
+                "event.action": "heartbeat",
+                "event.module": "icsmon",
+                "event.id": _id("hb", seed, sensor, int(ts)),
+                "observer.name": sensor,
+                "observer.type": "sensor",
+                "observer.product": "icsmon",
+                "observer.version": "0.1.0",
+                "labels.site": site["site"],
                 "organization.id": site["enterprise"],
-                "icsmon.sensor.packets": packets, "icsmon.sensor.bytes": packets * 90,
-                "icsmon.sensor.pdus": packets // 2, "icsmon.sensor.events": packets // 4,
-                "icsmon.sensor.alerts": i % 7, "icsmon.sensor.anomalies": i % 3,
-                "icsmon.sensor.kernel_drops": 0, "icsmon.sensor.flows": 40 + i % 20,
+                "icsmon.sensor.packets": packets,
+                "icsmon.sensor.bytes": packets * 90,
+                "icsmon.sensor.pdus": packets // 2,
+                "icsmon.sensor.events": packets // 4,
+                "icsmon.sensor.alerts": i % 7,
+                "icsmon.sensor.anomalies": i % 3,
+                "icsmon.sensor.kernel_drops": 0,
+                "icsmon.sensor.flows": 40 + i % 20,
                 "icsmon.sensor.uptime_s": uptime,
                 "icsmon.sensor.traffic": 0 if quiet else 7200,
                 "icsmon.sensor.interval_s": 60.0,
                 "icsmon.sensor.started": iso(ts - uptime),
-                "icsmon.sensor.reason": "interval", "icsmon.sensor.content_version": "",
+                "icsmon.sensor.reason": "interval",
+                "icsmon.sensor.content_version": "",
             }
             yield doc
 
@@ -312,19 +508,35 @@ def assets(registry: dict[str, Any], now: float, seed: int = 7) -> Iterator[dict
         src, dst = _site_ips(i)
         new = i % 5 == 2
         vendor = ("Siemens", "Schneider Electric", "Inovance", "Hollysys")[i % 4]
-        yield {"asset.id": f"{site['site']}:{dst}", "host.ip": dst, "labels.site": site["site"],
-               "asset.roles": ["modbus-server"], "asset.protocols": ["modbus"],
-               "asset.peers": [src], "ics.device.vendor": vendor,
-               "asset.first_seen": iso(now - (3600 if new else 40 * 86400)),
-               "asset.last_seen": iso(now - 60)}
-        yield {"asset.id": f"{site['site']}:{src}", "host.ip": src, "labels.site": site["site"],
-               "asset.roles": ["modbus-client"], "asset.protocols": ["modbus"],
-               "asset.peers": [dst], "asset.first_seen": iso(now - 40 * 86400),
-               "asset.last_seen": iso(now - 60)}
+        yield {
+            "asset.id": f"{site['site']}:{dst}",
+            "host.ip": dst,
+            "labels.site": site["site"],
+            "asset.roles": ["modbus-server"],
+            "asset.protocols": ["modbus"],
+            "asset.peers": [src],
+            "ics.device.vendor": vendor,
+            "asset.first_seen": iso(now - (3600 if new else 40 * 86400)),
+            "asset.last_seen": iso(now - 60),
+        }
+        yield {
+            "asset.id": f"{site['site']}:{src}",
+            "host.ip": src,
+            "labels.site": site["site"],
+            "asset.roles": ["modbus-client"],
+            "asset.protocols": ["modbus"],
+            "asset.peers": [dst],
+            "asset.first_seen": iso(now - 40 * 86400),
+            "asset.last_seen": iso(now - 60),
+        }
 
 
 def dataset(
-    registry: dict[str, Any], now: float, n_alerts: int, days: float = 2.0, seed: int = 7,
+    registry: dict[str, Any],
+    now: float,
+    n_alerts: int,
+    days: float = 2.0,
+    seed: int = 7,
 ) -> dict[str, list[dict[str, Any]]]:
     """All documents of a small demo province, by kind (for tests and the demo)."""
     out: dict[str, list[dict[str, Any]]] = {"event": [], "alert": [], "asset": [], "heartbeat": []}
@@ -337,9 +549,16 @@ def dataset(
 
 # Values that differ from alert to alert; everything else in an alert depends on its rule only.
 _VARYING = {
-    "@timestamp": "TS", "network.community_id": "CID", "source.ip": "SRC", "source.port": "SPORT",
-    "destination.ip": "DST", "observer.name": "SENSOR", "organization.id": "ORG",
-    "labels.site": "SITE", "event.id": "ID", "icsmon.baseline.entry": "ENTRY",
+    "@timestamp": "TS",
+    "network.community_id": "CID",
+    "source.ip": "SRC",
+    "source.port": "SPORT",
+    "destination.ip": "DST",
+    "observer.name": "SENSOR",
+    "organization.id": "ORG",
+    "labels.site": "SITE",
+    "event.id": "ID",
+    "icsmon.baseline.entry": "ENTRY",
 }
 _SLOT = re.compile(rb'"@@([A-Z0-9]+)@@"')
 
@@ -371,8 +590,9 @@ class AlertEncoder:
             alert["icsmon.alert.event_ids"] = ["@@EV0@@", "@@EV1@@"][: len(ids)]
             parts = _SLOT.split(orjson.dumps(nest(alert)))
             # Even items are literal JSON, odd ones the names of the slots between them.
-            self._templates[rule[0]] = [p if i % 2 == 0 else p.decode()
-                                        for i, p in enumerate(parts)]
+            self._templates[rule[0]] = [
+                p if i % 2 == 0 else p.decode() for i, p in enumerate(parts)
+            ]
 
     def _site(self, si: int) -> tuple:
         got = self._site_cache.get(si)
@@ -381,10 +601,20 @@ class AlertEncoder:
             src, dst = _site_ips(si)
             sensor = site["sensors"][0] if site["sensors"] else f"sensor-{site['site']}"
             d = self._dumps
-            got = (site["site"], ipaddress.ip_address(src).packed,
-                   ipaddress.ip_address(dst).packed,
-                   {"SRC": d(src), "DST": d(dst), "SENSOR": d(sensor),
-                    "ORG": d(site["enterprise"]), "SITE": d(site["site"])}, src, dst)
+            got = (
+                site["site"],
+                ipaddress.ip_address(src).packed,
+                ipaddress.ip_address(dst).packed,
+                {
+                    "SRC": d(src),
+                    "DST": d(dst),
+                    "SENSOR": d(sensor),
+                    "ORG": d(site["enterprise"]),
+                    "SITE": d(site["site"]),
+                },
+                src,
+                dst,
+            )
             self._site_cache[si] = got
         return got
 
@@ -396,20 +626,29 @@ class AlertEncoder:
         sport = 40000 + (n * 7919 + si) % 20000
         # community_id(), with the site's packed addresses kept (src is always the lower one).
         lo, hi, p1, p2 = (a, b, sport, dport) if (a, sport) <= (b, dport) else (b, a, dport, sport)
-        cid = "1:" + base64.b64encode(hashlib.sha1(
-            b"\x00\x00" + lo + hi + struct.pack("!BBHH", 6, 0, p1, p2),
-            usedforsecurity=False).digest()).decode()
+        cid = (
+            "1:"
+            + base64.b64encode(
+                hashlib.sha1(
+                    b"\x00\x00" + lo + hi + struct.pack("!BBHH", 6, 0, p1, p2),
+                    usedforsecurity=False,
+                ).digest()
+            ).decode()
+        )
         when = datetime.fromtimestamp(ts, UTC)
         seed = self.seed
         event_id = _id("al", seed, site_id, n)
         vals = dict(values)
-        vals.update({
-            "TS": b'"' + when.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode() + b'"',
-            "CID": b'"' + cid.encode() + b'"', "SPORT": str(sport).encode(),
-            "ID": b'"' + event_id.encode() + b'"',
-            "EV0": b'"' + _id("ev", seed, site_id, n, 0).encode() + b'"',
-            "EV1": b'"' + _id("ev", seed, site_id, n, 1).encode() + b'"',
-        })
+        vals.update(
+            {
+                "TS": b'"' + when.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode() + b'"',
+                "CID": b'"' + cid.encode() + b'"',
+                "SPORT": str(sport).encode(),
+                "ID": b'"' + event_id.encode() + b'"',
+                "EV0": b'"' + _id("ev", seed, site_id, n, 0).encode() + b'"',
+                "EV1": b'"' + _id("ev", seed, site_id, n, 1).encode() + b'"',
+            }
+        )
         if ruleset == "baseline":
             vals["ENTRY"] = self._dumps(f"{src} -> {dst}:{dport} {func}")
         parts = self._templates[rule_id]
@@ -434,8 +673,11 @@ def es_bulk(es_store: Any, items: list[tuple[str, dict[str, Any]]], refresh: boo
     resp = es_store.client.bulk(operations=ops, refresh="wait_for" if refresh else False)
     if resp["errors"]:
         # 409 is a latest index keeping a newer document: as intended
-        bad = [i["index"] for i in resp["items"] if i["index"].get("status", 500) >= 300
-               and i["index"].get("status") != 409]
+        bad = [
+            i["index"]
+            for i in resp["items"]
+            if i["index"].get("status", 500) >= 300 and i["index"].get("status") != 409
+        ]
         if bad:
             raise RuntimeError(f"Elasticsearch rejected a document: {bad[0].get('error')}")
     return len(items)

@@ -68,14 +68,21 @@ class PostureService:
         size_a = max(n_sites + 100, 100)  # every registered site, and some unregistered ones
         return {
             "site_severity": lambda: self.backend.count_alerts_by_pair(
-                flt, "labels.site", "event.severity", size_a=size_a, size_b=101),
+                flt, "labels.site", "event.severity", size_a=size_a, size_b=101
+            ),
             "site_ruleset": lambda: self.backend.count_alerts_by_pair(
-                flt, "labels.site", "rule.ruleset", size_a=size_a, size_b=5),
+                flt, "labels.site", "rule.ruleset", size_a=size_a, size_b=5
+            ),
         }
 
     def _site_pressures(
-        self, scope: Scope, since: float | None, until: float | None, org: OrgIndex,
-        site_severity: list[tuple[str, str, int]], site_ruleset: list[tuple[str, str, int]],
+        self,
+        scope: Scope,
+        since: float | None,
+        until: float | None,
+        org: OrgIndex,
+        site_severity: list[tuple[str, str, int]],
+        site_ruleset: list[tuple[str, str, int]],
     ) -> tuple[dict[str, Pressure], dict[str, dict[str, int]]]:
         """Per site: pressure from open alerts and deviations; and open counts per band."""
         by_sev: dict[tuple[str, int], int] = defaultdict(int)
@@ -138,29 +145,49 @@ class PostureService:
                 state = "reporting"
             info = org.sites[sid]
             row: dict[str, Any] = {
-                "name": name, "site": sid, "enterprise": info.enterprise_id, "city": info.city_id,
-                "last_seen": seen, "silent": state in ("silent", "stopped"), "state": state,
+                "name": name,
+                "site": sid,
+                "enterprise": info.enterprise_id,
+                "city": info.city_id,
+                "last_seen": seen,
+                "silent": state in ("silent", "stopped"),
+                "state": state,
             }
             if beat is not None:
-                row.update({
-                    key: beat.get(f"icsmon.sensor.{key}")
-                    for key in ("traffic", "packets", "kernel_drops", "anomalies", "uptime_s",
-                                "content_version")
-                })
+                row.update(
+                    {
+                        key: beat.get(f"icsmon.sensor.{key}")
+                        for key in (
+                            "traffic",
+                            "packets",
+                            "kernel_drops",
+                            "anomalies",
+                            "uptime_s",
+                            "content_version",
+                        )
+                    }
+                )
                 row["version"] = beat.get("observer.version")
             rows.append(row)
         rows.sort(key=lambda r: (not r["silent"], r["last_seen"] or 0, r["name"]))
         silent_n = sum(1 for r in rows if r["silent"])
         return {
-            "total": len(rows), "reporting": len(rows) - silent_n, "silent": silent_n,
+            "total": len(rows),
+            "reporting": len(rows) - silent_n,
+            "silent": silent_n,
             "no_traffic": sum(1 for r in rows if r["state"] == "no-traffic"),
-            "silent_after_s": self.silent_after_s, "sensors": rows,
+            "silent_after_s": self.silent_after_s,
+            "sensors": rows,
         }
 
     # -- summary ---------------------------------------------------------------------------
 
     def summary(
-        self, scope: Scope, since: float, until: float, now: float | None = None,
+        self,
+        scope: Scope,
+        since: float,
+        until: float,
+        now: float | None = None,
         top: int = 10,
     ) -> dict[str, Any]:
         now = time.time() if now is None else now
@@ -179,9 +206,11 @@ class PostureService:
             "trend": lambda: b.alert_histogram(flt, interval, "event.severity", size=101),
             "sensors": lambda: self.sensors(scope, now),
             "assets_seen": lambda: b.search_assets(
-                AssetFilter(sites=asset_sites, last_seen_since=since, limit=0))[0],
+                AssetFilter(sites=asset_sites, last_seen_since=since, limit=0)
+            )[0],
             "assets_new": lambda: b.search_assets(
-                AssetFilter(sites=asset_sites, first_seen_since=since, limit=0))[0],
+                AssetFilter(sites=asset_sites, first_seen_since=since, limit=0)
+            )[0],
             **self._pair_queries(scope, since, until, org),
         }
         facets = getattr(b, "alert_facets", None)
@@ -190,18 +219,32 @@ class PostureService:
             # alerts: cheaper than seven requests that each filter the same documents.
             n_sites = len(scope.sites) if scope.sites is not None else len(org.sites)
             size_a = max(n_sites + 100, 100)
-            for name in ("total", "severity", "technique", "tactic", "protocol", "trend",
-                         "site_severity", "site_ruleset"):
+            for name in (
+                "total",
+                "severity",
+                "technique",
+                "tactic",
+                "protocol",
+                "trend",
+                "site_severity",
+                "site_ruleset",
+            ):
                 del calls[name]
             calls["facets"] = lambda: facets(
                 flt,
-                terms={"severity": ("event.severity", 101), "technique": ("threat.technique.id", top),
-                       "tactic": ("threat.tactic.name", top), "protocol": ("network.protocol", 10)},
+                terms={
+                    "severity": ("event.severity", 101),
+                    "technique": ("threat.technique.id", top),
+                    "tactic": ("threat.tactic.name", top),
+                    "protocol": ("network.protocol", 10),
+                },
                 # Few-valued field outside, sites inside: the same (site, x) counts as sites
                 # outside (both sizes cover every value), ~10x cheaper in Elasticsearch, where
                 # a sub-aggregation under 6,000 site buckets is the slow part of a summary.
-                pairs={"severity_site": ("event.severity", "labels.site", 101, size_a),
-                       "ruleset_site": ("rule.ruleset", "labels.site", 5, size_a)},
+                pairs={
+                    "severity_site": ("event.severity", "labels.site", 101, size_a),
+                    "ruleset_site": ("rule.ruleset", "labels.site", 5, size_a),
+                },
                 histogram=(interval, "event.severity", 101),
             )
         futures = {name: _POOL.submit(fn) for name, fn in calls.items()}
@@ -228,7 +271,8 @@ class PostureService:
         ]
 
         pressures, open_bands = self._site_pressures(
-            scope, since, until, org, got["site_severity"], got["site_ruleset"])
+            scope, since, until, org, got["site_severity"], got["site_ruleset"]
+        )
         sensors = got["sensors"]
         site_ids = scope.sites if scope.sites is not None else tuple(org.sites)
         total_p = Pressure()
@@ -254,19 +298,25 @@ class PostureService:
         # Rank on raw numbers first; build the rows of the few that are shown.
         ranked = heapq.nsmallest(
             top,
-            ((-(p.alert_pressure + p.deviation_pressure), sid) for sid, p in pressures.items()
-             if p.alert_pressure or p.deviation_pressure),
+            (
+                (-(p.alert_pressure + p.deviation_pressure), sid)
+                for sid, p in pressures.items()
+                if p.alert_pressure or p.deviation_pressure
+            ),
         )
         top_sites = []
         for _, sid in ranked:
             p, info = pressures[sid], org.sites.get(sid)
-            top_sites.append({
-                "site": sid, "name": info.name if info else sid,
-                "enterprise": info.enterprise_id if info else None,
-                "city": info.city_id if info else None,
-                "risk": site_risk(p.alert_pressure, p.deviation_pressure),
-                "open": open_bands.get(sid, {}),
-            })
+            top_sites.append(
+                {
+                    "site": sid,
+                    "name": info.name if info else sid,
+                    "enterprise": info.enterprise_id if info else None,
+                    "city": info.city_id if info else None,
+                    "risk": site_risk(p.alert_pressure, p.deviation_pressure),
+                    "open": open_bands.get(sid, {}),
+                }
+            )
         open_total = sum(sum(v.values()) for v in open_bands.values())
 
         assets_seen, assets_new = got["assets_seen"], got["assets_new"]
@@ -292,8 +342,12 @@ class PostureService:
         }
 
     def _children(
-        self, scope: Scope, per_site: dict[str, Pressure], open_bands: dict[str, dict[str, int]],
-        org: OrgIndex, days: float,
+        self,
+        scope: Scope,
+        per_site: dict[str, Pressure],
+        open_bands: dict[str, dict[str, int]],
+        org: OrgIndex,
+        days: float,
     ) -> list[dict[str, Any]]:
         """The next level down (cities / enterprises / sites), each with its own score."""
         if scope.kind == "province":
@@ -313,8 +367,13 @@ class PostureService:
                 groups.setdefault(cid, Pressure())
         out = []
         for gid, p in groups.items():
-            row = {"kind": kind, "id": gid, "open": opens.get(gid, 0), "sites": p.sites,
-                   **score(p, days)}
+            row = {
+                "kind": kind,
+                "id": gid,
+                "open": opens.get(gid, 0),
+                "sites": p.sites,
+                **score(p, days),
+            }
             row.update(self._names(kind, gid, org))
             out.append(row)
         out.sort(key=lambda r: (r["score"], r["id"]))
@@ -327,21 +386,33 @@ class PostureService:
             return {"name": c.get("name", ident), "name_zh": c.get("name_zh", "")}
         if kind == "enterprise":
             e = org.enterprises.get(ident, {})
-            return {"name": e.get("name", ident), "name_zh": e.get("name_zh", ""),
-                    "industry": e.get("industry"), "criticality": e.get("criticality"),
-                    "city": e.get("city_id")}
+            return {
+                "name": e.get("name", ident),
+                "name_zh": e.get("name_zh", ""),
+                "industry": e.get("industry"),
+                "criticality": e.get("criticality"),
+                "city": e.get("city_id"),
+            }
         if kind == "site":
             s = org.sites.get(ident)
-            return {"name": s.name if s else ident, "name_zh": "",
-                    "criticality": s.criticality if s else None,
-                    "enterprise": s.enterprise_id if s else None}
+            return {
+                "name": s.name if s else ident,
+                "name_zh": "",
+                "criticality": s.criticality if s else None,
+                "enterprise": s.enterprise_id if s else None,
+            }
         return {"name": ident, "name_zh": ""}
 
     def describe(self, scope: Scope, org: OrgIndex) -> dict[str, Any]:
         if scope.kind == "province":
             p = org.province
-            return {"kind": "province", "id": p.get("id"), "name": p.get("name", ""),
-                    "name_zh": p.get("name_zh", ""), "path": []}
+            return {
+                "kind": "province",
+                "id": p.get("id"),
+                "name": p.get("name", ""),
+                "name_zh": p.get("name_zh", ""),
+                "path": [],
+            }
         out = {"kind": scope.kind, "id": scope.id, **self._names(scope.kind, scope.id or "", org)}
         out["path"] = self._path(scope, org)
         return out
@@ -355,7 +426,10 @@ class PostureService:
             path.append({"kind": "city", "id": e["city_id"]})
         elif scope.kind == "site":
             s = org.sites[scope.id or ""]
-            path += [{"kind": "city", "id": s.city_id}, {"kind": "enterprise", "id": s.enterprise_id}]
+            path += [
+                {"kind": "city", "id": s.city_id},
+                {"kind": "enterprise", "id": s.enterprise_id},
+            ]
         return path
 
     # -- alerts ---------------------------------------------------------------------------
@@ -405,8 +479,9 @@ class PostureService:
         ts = epoch_of(doc.get("@timestamp"))
         if cid:
             flow_total, evs = self.backend.search_events(
-                AlertFilter(sites=sites, community_id=str(cid), since=ts - 3600, until=ts + 3600,
-                            limit=50)
+                AlertFilter(
+                    sites=sites, community_id=str(cid), since=ts - 3600, until=ts + 3600, limit=50
+                )
             )
             flow = [nest(e) for e in evs]
         rule = {k.split(".", 1)[1]: v for k, v in doc.items() if k.startswith("rule.")}
@@ -415,14 +490,23 @@ class PostureService:
         org = self.state.org()
         info = org.sites.get(str(site)) if site else None
         out["org"] = (
-            {"site": info.id, "site_name": info.name, "enterprise": info.enterprise_id,
-             "enterprise_name": org.enterprises[info.enterprise_id]["name"],
-             "enterprise_name_zh": org.enterprises[info.enterprise_id]["name_zh"],
-             "city": info.city_id, "industry": info.industry, "criticality": info.criticality}
-            if info else None
+            {
+                "site": info.id,
+                "site_name": info.name,
+                "enterprise": info.enterprise_id,
+                "enterprise_name": org.enterprises[info.enterprise_id]["name"],
+                "enterprise_name_zh": org.enterprises[info.enterprise_id]["name_zh"],
+                "city": info.city_id,
+                "industry": info.industry,
+                "criticality": info.criticality,
+            }
+            if info
+            else None
         )
         out["evidence"] = {
-            "events": evidence, "rule": rule, "baseline": nest(baseline) if baseline else None,
+            "events": evidence,
+            "rule": rule,
+            "baseline": nest(baseline) if baseline else None,
             "flow": {"community_id": cid, "events_total": flow_total, "events": flow},
         }
         out["notes"] = self.state.notes(alert_id)

@@ -116,7 +116,9 @@ class PostureState:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
@@ -151,8 +153,15 @@ class PostureState:
                     db.execute(f"DELETE FROM {table}")
                 db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('province', ?)",
-                    (json.dumps({"id": org.province_id, "name": org.province_name,
-                                 "name_zh": org.province_name_zh}),),
+                    (
+                        json.dumps(
+                            {
+                                "id": org.province_id,
+                                "name": org.province_name,
+                                "name_zh": org.province_name_zh,
+                            }
+                        ),
+                    ),
                 )
                 for c in org.cities:
                     db.execute("INSERT INTO city VALUES (?,?,?)", (c.id, c.name, c.name_zh))
@@ -201,8 +210,12 @@ class PostureState:
         for r in self._db.execute("SELECT * FROM site ORDER BY id"):
             ent = idx.enterprises[r["enterprise_id"]]
             idx.sites[r["id"]] = SiteInfo(
-                id=r["id"], name=r["name"], enterprise_id=ent["id"], city_id=ent["city_id"],
-                industry=ent["industry"], criticality=r["criticality"],
+                id=r["id"],
+                name=r["name"],
+                enterprise_id=ent["id"],
+                city_id=ent["city_id"],
+                industry=ent["industry"],
+                criticality=r["criticality"],
                 sensors=tuple(sensors.get(r["id"], ())),
             )
         return idx
@@ -236,7 +249,9 @@ class PostureState:
         return TokenInfo(**rows[0]) if rows else None
 
     def list_tokens(self) -> list[dict[str, Any]]:
-        return self._rows("SELECT id, name, role, scope_id, created, revoked FROM token ORDER BY id")
+        return self._rows(
+            "SELECT id, name, role, scope_id, created, revoked FROM token ORDER BY id"
+        )
 
     def revoke_token(self, token_id: int) -> bool:
         cur = self._exec(
@@ -289,10 +304,17 @@ class PostureState:
                     "INSERT INTO alert_state VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO "
                     "UPDATE SET status=excluded.status, assignee=excluded.assignee, "
                     "close_reason=excluded.close_reason, updated=excluded.updated",
-                    (alert_id, site, int(alert.get("event.severity") or 0),
-                     epoch_of(alert.get("@timestamp")), str(alert.get("rule.ruleset") or "sigma"),
-                     after["status"], after["assignee"],
-                     after["close_reason"], now),
+                    (
+                        alert_id,
+                        site,
+                        int(alert.get("event.severity") or 0),
+                        epoch_of(alert.get("@timestamp")),
+                        str(alert.get("rule.ruleset") or "sigma"),
+                        after["status"],
+                        after["assignee"],
+                        after["close_reason"],
+                        now,
+                    ),
                 )
                 if note:
                     db.execute(
@@ -341,7 +363,9 @@ class PostureState:
             r["detail"] = json.loads(r["detail"])
         return rows
 
-    def audit(self, actor: str, action: str, detail: dict[str, Any], site: str | None = None) -> None:
+    def audit(
+        self, actor: str, action: str, detail: dict[str, Any], site: str | None = None
+    ) -> None:
         self._exec(
             "INSERT INTO audit (at, actor, action, alert_id, site_id, detail) VALUES (?,?,?,?,?,?)",
             (time.time(), actor, action, None, site, json.dumps(detail, ensure_ascii=False)),
@@ -364,7 +388,8 @@ class PostureState:
             args.append(until)
         rows = self._rows(
             "SELECT site_id, severity, ruleset, COUNT(*) AS n FROM alert_state WHERE "
-            + " AND ".join(where) + " GROUP BY site_id, severity, ruleset",
+            + " AND ".join(where)
+            + " GROUP BY site_id, severity, ruleset",
             args,
         )
         return [(r["site_id"], r["severity"], r["ruleset"], r["n"]) for r in rows]
@@ -387,7 +412,12 @@ class PostureState:
     # -- webhooks ------------------------------------------------------------------------
 
     def add_webhook(
-        self, scope_kind: str, scope_id: str, url: str, min_severity: int, actor: str,
+        self,
+        scope_kind: str,
+        scope_id: str,
+        url: str,
+        min_severity: int,
+        actor: str,
         secret: str | None = None,
     ) -> tuple[int, str]:
         """Register a webhook; returns (id, signing secret). Alerts older than now are not sent."""

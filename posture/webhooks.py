@@ -69,8 +69,13 @@ class WebhookDispatcher:
             offset = 0
             while True:
                 _, docs = self.backend.search_alerts(
-                    AlertFilter(since=since, min_severity=hook["min_severity"], sites=sites,
-                                limit=PAGE, offset=offset)
+                    AlertFilter(
+                        since=since,
+                        min_severity=hook["min_severity"],
+                        sites=sites,
+                        limit=PAGE,
+                        offset=offset,
+                    )
                 )
                 for doc in docs:
                     body = json.dumps(nest(doc), ensure_ascii=False, default=str)
@@ -88,10 +93,15 @@ class WebhookDispatcher:
         for d in self.state.due_deliveries(now):
             body = d["payload"].encode()
             req = urllib.request.Request(
-                d["url"], data=body, method="POST",
-                headers={"Content-Type": "application/json", "User-Agent": "icsmon-posture",
-                         "X-Icsmon-Delivery": str(d["id"]),
-                         "X-Icsmon-Signature": sign(d["secret"], body)},
+                d["url"],
+                data=body,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "User-Agent": "icsmon-posture",
+                    "X-Icsmon-Delivery": str(d["id"]),
+                    "X-Icsmon-Signature": sign(d["secret"], body),
+                },
             )
             error: str | None = None
             try:
@@ -111,8 +121,13 @@ class WebhookDispatcher:
                 self.state.record_attempt(d["id"], False, now, error, None)
                 counts["failed"] += 1
                 # The URL may embed credentials: log the webhook id, never the URL or secret.
-                log.warning("webhook %s: giving up on alert %s after %d attempts: %s",
-                            d["webhook_id"], d["alert_id"], attempts, error)
+                log.warning(
+                    "webhook %s: giving up on alert %s after %d attempts: %s",
+                    d["webhook_id"],
+                    d["alert_id"],
+                    attempts,
+                    error,
+                )
             else:
                 next_try = now + self.backoff_s * 2 ** (attempts - 1)
                 self.state.record_attempt(d["id"], False, now, error, next_try)

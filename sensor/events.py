@@ -8,6 +8,7 @@ import time
 ECS_VERSION = "8.17.0"
 _CATEGORY = ["network"]
 
+
 # [second, "YYYY-MM-DDTHH:MM:SS.%06dZ" of that second]: a %-format is the cheapest way to
 # add the microseconds (the engine reads this cache inline for every event)
 class _Second:

@@ -126,8 +126,11 @@ class _CapHeader(ctypes.Structure):
 
 
 class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
 
 
 def _clear_capabilities() -> None:
@@ -164,13 +167,19 @@ def drop_privileges(user: str | None = None) -> None:
                 os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
                 os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
             except OSError as exc:
-                raise CaptureError(f"--user {user}: cannot switch to that user ({exc.strerror})") from None
+                raise CaptureError(
+                    f"--user {user}: cannot switch to that user ({exc.strerror})"
+                ) from None
         elif os.geteuid() != entry.pw_uid:
-            raise CaptureError(f"--user {user}: only root can switch users (running as uid {os.geteuid()})")
+            raise CaptureError(
+                f"--user {user}: only root can switch users (running as uid {os.geteuid()})"
+            )
     try:
         _clear_capabilities()
     except OSError as exc:
-        raise CaptureError(f"cannot drop capabilities after opening the capture socket ({exc.strerror})") from None
+        raise CaptureError(
+            f"cannot drop capabilities after opening the capture socket ({exc.strerror})"
+        ) from None
     log.info("capture socket open; running as uid %d with no capabilities", os.geteuid())
 
 

@@ -25,7 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(scope="session")
 def update_golden(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getoption("--update-golden") or os.environ.get("ICSMON_UPDATE_GOLDEN"))
+    return bool(
+        request.config.getoption("--update-golden") or os.environ.get("ICSMON_UPDATE_GOLDEN")
+    )
 
 
 @pytest.fixture(scope="session")

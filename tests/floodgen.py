@@ -23,7 +23,16 @@ def pcap_header(linktype: int = 1) -> bytes:
     return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
 
 
-def tcp_frame(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes = b"") -> bytes:
+def tcp_frame(
+    src: bytes,
+    dst: bytes,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    payload: bytes = b"",
+) -> bytes:
     """Ethernet + IPv4 + TCP (checksums left zero: icsmon does not verify them, as a sensor must not)."""
     tcp = _TCP.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535, 0, 0)
     ip = _IP.pack(0x45, 0, 20 + len(tcp) + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
@@ -35,7 +44,9 @@ def record(ts: float, frame: bytes) -> bytes:
     return _REC.pack(sec, int((ts - sec) * 1e6), len(frame), len(frame)) + frame
 
 
-def real_modbus_frames(names: tuple[str, ...] = ("modbus_polling.pcap", "modbus_writes.pcap")) -> list[tuple[float, bytes]]:
+def real_modbus_frames(
+    names: tuple[str, ...] = ("modbus_polling.pcap", "modbus_writes.pcap"),
+) -> list[tuple[float, bytes]]:
     """The frames of real pymodbus captures, timestamps rebased to start at 0."""
     frames: list[tuple[float, bytes]] = []
     for name in names:
@@ -46,7 +57,12 @@ def real_modbus_frames(names: tuple[str, ...] = ("modbus_polling.pcap", "modbus_
     return frames
 
 
-def syn_flood(path: Path, flows: int, mix: list[tuple[float, bytes]] | None = None, t0: float = 1_800_000_000.0) -> int:
+def syn_flood(
+    path: Path,
+    flows: int,
+    mix: list[tuple[float, bytes]] | None = None,
+    t0: float = 1_800_000_000.0,
+) -> int:
     """``flows`` SYNs to 10.20.0.10:502, each from its own address/port, with the frames of
     ``mix`` spread evenly through the flood (in their order). Returns the number of packets."""
     mix = mix or []
@@ -77,7 +93,9 @@ def syn_flood(path: Path, flows: int, mix: list[tuple[float, bytes]] | None = No
     return n
 
 
-def handshake(client: bytes, server: bytes, cport: int, sport: int, ts: float) -> tuple[list[bytes], int, int]:
+def handshake(
+    client: bytes, server: bytes, cport: int, sport: int, ts: float
+) -> tuple[list[bytes], int, int]:
     """A SYN, SYN-ACK, ACK; returns the records and the next client and server sequence numbers."""
     cs, ss = 1000, 5000
     recs = [
@@ -88,7 +106,9 @@ def handshake(client: bytes, server: bytes, cport: int, sport: int, ts: float) -
     return recs, cs + 1, ss + 1
 
 
-def trickle(path: Path, kind: str, total_bytes: int, segment: int = 1400, t0: float = 1_800_000_000.0) -> int:
+def trickle(
+    path: Path, kind: str, total_bytes: int, segment: int = 1400, t0: float = 1_800_000_000.0
+) -> int:
     """One connection that never completes a PDU, ``total_bytes`` of client payload:
 
     - ``cotp``: TPKT + COTP DT segments to port 102 without the EOT bit (the S7 PDU never ends);
@@ -111,10 +131,14 @@ def trickle(path: Path, kind: str, total_bytes: int, segment: int = 1400, t0: fl
         segs = next(iter(tcp_segments(PCAPS / "opcua" / "opcua_chunked.pcap").values()))
         for to_server, payload in segs[:4]:
             if to_server:
-                out.append(record(ts, tcp_frame(client, server, 40000, sport, cseq, sseq, 0x18, payload)))
+                out.append(
+                    record(ts, tcp_frame(client, server, 40000, sport, cseq, sseq, 0x18, payload))
+                )
                 cseq += len(payload)
             else:
-                out.append(record(ts, tcp_frame(server, client, sport, 40000, sseq, cseq, 0x18, payload)))
+                out.append(
+                    record(ts, tcp_frame(server, client, sport, 40000, sseq, cseq, 0x18, payload))
+                )
                 sseq += len(payload)
             ts += 0.0005
             n += 1
@@ -128,7 +152,9 @@ def trickle(path: Path, kind: str, total_bytes: int, segment: int = 1400, t0: fl
             else:
                 body = struct.pack("<IIII", chan, tok, 100 + n, 77) + b"\xaa" * (segment - 24)
                 payload = b"MSGC" + struct.pack("<I", 8 + len(body)) + body
-            out.append(record(ts, tcp_frame(client, server, 40000, sport, cseq, sseq, 0x18, payload)))
+            out.append(
+                record(ts, tcp_frame(client, server, 40000, sport, cseq, sseq, 0x18, payload))
+            )
             cseq += len(payload)
             sent += len(payload)
             ts += 0.0005

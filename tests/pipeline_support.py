@@ -30,7 +30,9 @@ def services_up() -> str | None:
     from kafka import KafkaAdminClient
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=BROKER, request_timeout_ms=5000, api_version=(4, 3))
+        admin = KafkaAdminClient(
+            bootstrap_servers=BROKER, request_timeout_ms=5000, api_version=(4, 3)
+        )
         brokers = admin.describe_cluster().get("brokers")
         admin.close()
         if not brokers:
@@ -66,13 +68,21 @@ class Pipe:
     cfg: PipelineConfig
     env: dict[str, str]
 
-    def cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [sys.executable, "-m", "icsmon.cli", *args], env=self.env, cwd=REPO,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "icsmon.cli", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"icsmon {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise AssertionError(
+                f"icsmon {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
         return proc
 
 
@@ -88,12 +98,14 @@ def make_pipe(tmp_path: Path, **sections: dict[str, Any]) -> Pipe:
         values.setdefault(section, {}).update(entries)
     cfg = load_config(env={}, overrides=values)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICSMON_")}
-    env.update({
-        "ICSMON_KAFKA_TOPIC_PREFIX": prefix,
-        "ICSMON_ES_INDEX_PREFIX": prefix,
-        "ICSMON_SPOOL_DIR": cfg.spool.dir,
-        "ICSMON_INDEXER_GROUP_ID": cfg.indexer.group_id,
-    })
+    env.update(
+        {
+            "ICSMON_KAFKA_TOPIC_PREFIX": prefix,
+            "ICSMON_ES_INDEX_PREFIX": prefix,
+            "ICSMON_SPOOL_DIR": cfg.spool.dir,
+            "ICSMON_INDEXER_GROUP_ID": cfg.indexer.group_id,
+        }
+    )
     return Pipe(prefix, cfg, env)
 
 
@@ -117,7 +129,9 @@ def drop_pipe(pipe: Pipe) -> None:
         admin.close()
 
 
-def wait_for(what: str, check: Callable[[], bool], limit_s: float = 120, step_s: float = 0.2) -> None:
+def wait_for(
+    what: str, check: Callable[[], bool], limit_s: float = 120, step_s: float = 0.2
+) -> None:
     """Poll until ``check()``; a limit only so a broken run ends with a message, not a hang."""
     deadline = time.monotonic() + limit_s
     while not check():
@@ -137,8 +151,9 @@ def es_docs(pipe: Pipe, kind: str) -> list[dict[str, Any]]:
         after = None
         while True:
             kwargs: dict[str, Any] = {"search_after": after} if after else {}
-            resp = store.client.search(index=store.alias(kind), size=5000, sort=["_doc"],
-                                       query={"match_all": {}}, **kwargs)
+            resp = store.client.search(
+                index=store.alias(kind), size=5000, sort=["_doc"], query={"match_all": {}}, **kwargs
+            )
             hits = resp["hits"]["hits"]
             if not hits:
                 return out
@@ -152,8 +167,9 @@ def topic_messages(pipe: Pipe, topic: str) -> list[Any]:
     """Every message of a topic from the beginning (no group: nothing committed)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=BROKER, enable_auto_commit=False, group_id=None,
-                             api_version=(4, 3))
+    consumer = KafkaConsumer(
+        bootstrap_servers=BROKER, enable_auto_commit=False, group_id=None, api_version=(4, 3)
+    )
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         consumer.assign(parts)
@@ -172,8 +188,12 @@ def committed(pipe: Pipe) -> dict[tuple[str, int], int]:
     """The consumer group's committed offsets, per (topic, partition) (asks without joining)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=BROKER, group_id=pipe.cfg.indexer.group_id,
-                             enable_auto_commit=False, api_version=(4, 3))
+    consumer = KafkaConsumer(
+        bootstrap_servers=BROKER,
+        group_id=pipe.cfg.indexer.group_id,
+        enable_auto_commit=False,
+        api_version=(4, 3),
+    )
     try:
         out = {}
         for kind in kinds.names():
@@ -196,7 +216,9 @@ def end_offsets(pipe: Pipe) -> dict[tuple[str, int], int]:
         for kind in kinds.names():
             topic = pipe.cfg.topic(kind)
             parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(parts).items() if off}
+        return {
+            (tp.topic, tp.partition): off for tp, off in consumer.end_offsets(parts).items() if off
+        }
     finally:
         consumer.close()
 
@@ -210,7 +232,9 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 def deploy(script: str, action: str) -> None:
     """Stop or start a service with the project's own deploy script."""
-    proc = subprocess.run([str(DEPLOY / script), action], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(DEPLOY / script), action], capture_output=True, text=True, timeout=300
+    )
     if proc.returncode != 0:
         raise AssertionError(f"deploy/{script} {action} failed:\n{proc.stderr[-4000:]}")
 
@@ -228,6 +252,8 @@ def write_config_file(cfg: PipelineConfig, path: Path) -> Path:
             value = getattr(values, f.name)
             if value is None:
                 continue
-            lines.append(f"{f.name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}")
+            lines.append(
+                f"{f.name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}"
+            )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -34,17 +34,34 @@ REPO = Path(__file__).resolve().parent.parent
 CAPTURES = REPO / "pcaps" / "baseline"
 
 
-def _modbus_event(ts: float, client: str, server: str, fc: int = 3, address: int = 0,
-                  values: list[int] | None = None) -> dict:
+def _modbus_event(
+    ts: float,
+    client: str,
+    server: str,
+    fc: int = 3,
+    address: int = 0,
+    values: list[int] | None = None,
+) -> dict:
     op = "write" if fc in (5, 6, 15, 16) else "read"
     values = values if values is not None else [address]
     return {
-        "@timestamp": iso(ts), "source.ip": client, "source.port": 40000, "destination.ip": server,
-        "destination.port": 502, "network.protocol": "modbus", "network.transport": "tcp",
+        "@timestamp": iso(ts),
+        "source.ip": client,
+        "source.port": 40000,
+        "destination.ip": server,
+        "destination.port": 502,
+        "network.protocol": "modbus",
+        "network.transport": "tcp",
         "event.action": "read-holding-registers" if op == "read" else "write-single-register",
-        "event.outcome": "success", "ics.operation": op, "ics.function": "f",
-        "modbus.function_code": fc, "modbus.unit_id": 1, "modbus.address": address,
-        "modbus.quantity": len(values), "modbus.values": values, "event.id": f"e{ts}",
+        "event.outcome": "success",
+        "ics.operation": op,
+        "ics.function": "f",
+        "modbus.function_code": fc,
+        "modbus.unit_id": 1,
+        "modbus.address": address,
+        "modbus.quantity": len(values),
+        "modbus.values": values,
+        "event.id": f"e{ts}",
     }
 
 
@@ -113,10 +130,16 @@ def test_file_is_versioned_and_diffable(tmp_path: Path) -> None:
     text = path.read_text()
     doc = json.loads(text)
     assert doc["format"] == "icsmon-baseline" and doc["version"] == 1
-    assert doc["window"] == {"start": "2023-11-14T22:13:20.000000Z", "end": "2023-11-14T22:13:39.000000Z",
-                             "events": 20, "sources": []}
+    assert doc["window"] == {
+        "start": "2023-11-14T22:13:20.000000Z",
+        "end": "2023-11-14T22:13:39.000000Z",
+        "events": 20,
+        "sources": [],
+    }
     assert text.count("\n") > 50  # one entry per line or so: reviewable in a diff
-    series = doc["conversations"]["10.0.0.5 -> 10.0.0.10 502/modbus"]["polling"]["fc=3 unit=1 @ r:holding:0-0"]
+    series = doc["conversations"]["10.0.0.5 -> 10.0.0.10 502/modbus"]["polling"][
+        "fc=3 unit=1 @ r:holding:0-0"
+    ]
     assert series["requests"] == 20 and series["intervals"] == 19 and series["regular"]
     assert series["period"] == pytest.approx(1.0, rel=0.005)
 
@@ -147,8 +170,10 @@ def test_learning_is_streaming_and_bounded() -> None:
         assert set(conv["operations"]) == set(b.conversations[key]["operations"])
         assert b.conversations[key]["events"] == 8 * conv["events"]
     size_once, size_many = len(a.to_json()), len(b.to_json())
-    print(f"\nbaseline size: 1 window {size_once} B, 8 windows {size_many} B; "
-          f"learner memory after 2 windows {after_two} B, after 8 {after_eight} B")
+    print(
+        f"\nbaseline size: 1 window {size_once} B, 8 windows {size_many} B; "
+        f"learner memory after 2 windows {after_two} B, after 8 {after_eight} B"
+    )
     assert size_many < 1.3 * size_once
     assert after_eight < after_two + 200_000
 
@@ -164,8 +189,9 @@ def _ts(event: dict) -> float:
 def test_memory_caps_are_counted() -> None:
     learner = BaselineLearner(limits=LearnerLimits(max_conversations=3, max_assets=4, max_points=5))
     for i in range(10):
-        learner.observe(_modbus_event(1_700_000_000.0 + i, f"10.0.0.{i + 1}", "10.0.1.1",
-                                      values=list(range(8))))
+        learner.observe(
+            _modbus_event(1_700_000_000.0 + i, f"10.0.0.{i + 1}", "10.0.1.1", values=list(range(8)))
+        )
     result = learner.result()
     assert len(result.conversations) == 3 and len(result.assets) == 4
     # 10 clients and 1 server: 7 clients over the asset cap; 7 conversations over theirs;
@@ -184,7 +210,9 @@ def _big_baseline(conversations: int) -> BaselineLearner:
         client = f"10.{i // 250 % 250}.{i % 250}.{1 + i // 62500}"
         server = f"10.200.{i % 40}.1"
         for k in range(8):  # a polling series, a write and a value per conversation
-            learner.observe(_modbus_event(t0 + k, client, server, fc=3, address=i % 100, values=[k]))
+            learner.observe(
+                _modbus_event(t0 + k, client, server, fc=3, address=i % 100, values=[k])
+            )
         learner.observe(_modbus_event(t0 + 9, client, server, fc=6, address=100, values=[50]))
     return learner
 
@@ -199,15 +227,21 @@ def test_ten_thousand_conversations_load_quickly(tmp_path: Path, out_dir: Path) 
     detector = BaselineDetector(baseline)
     ready = time.perf_counter()
     size = path.stat().st_size
-    line = (f"10,000 conversations ({len(baseline.assets)} assets, {size / 1e6:.1f} MB): "
-            f"load {loaded - started:.3f} s, detector ready {ready - loaded:.3f} s")
+    line = (
+        f"10,000 conversations ({len(baseline.assets)} assets, {size / 1e6:.1f} MB): "
+        f"load {loaded - started:.3f} s, detector ready {ready - loaded:.3f} s"
+    )
     print("\n" + line)
     (out_dir / "baseline_load.txt").write_text(line + "\n")
     assert len(baseline.conversations) == 10_000
     # the loaded baseline still works: a known conversation is quiet, a new one is not
-    quiet = detector.process(_modbus_event(1_700_000_100.0, "10.0.0.1", "10.200.0.1", address=0, values=[3]))
+    quiet = detector.process(
+        _modbus_event(1_700_000_100.0, "10.0.0.1", "10.200.0.1", address=0, values=[3])
+    )
     assert quiet == []
-    loud = detector.process(_modbus_event(1_700_000_100.5, "10.0.0.1", "10.200.1.1", fc=6, address=7))
+    loud = detector.process(
+        _modbus_event(1_700_000_100.5, "10.0.0.1", "10.200.1.1", fc=6, address=7)
+    )
     assert {a["rule.id"] for a in loud} == {"baseline-new-conversation"}
 
 
@@ -227,7 +261,11 @@ def test_learn_then_detect(tmp_path: Path) -> None:
 
 
 def test_parse_duration() -> None:
-    assert parse_duration("90") == 90 and parse_duration("30m") == 1800 and parse_duration("2h") == 7200
+    assert (
+        parse_duration("90") == 90
+        and parse_duration("30m") == 1800
+        and parse_duration("2h") == 7200
+    )
     assert parse_duration("7d") == 7 * 86400 and parse_duration("1.5h") == 5400
     for bad in ("", "abc", "10x", "-5m", "0"):
         with pytest.raises(ValueError):
@@ -257,8 +295,22 @@ def _icsmon(*args: object) -> _Result:
 def test_console_script_runs(tmp_path: Path) -> None:
     """Once through the installed entry point, as plant staff run it."""
     out = tmp_path / "b.json"
-    done = subprocess.run([sys.executable, "-m", "icsmon.cli", "baseline", "learn", str(CAPTURES / "clean.pcap"),
-                           "-o", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "icsmon.cli",
+            "baseline",
+            "learn",
+            str(CAPTURES / "clean.pcap"),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert Baseline.load(out).summary()["conversations"] == 4
 
@@ -280,26 +332,58 @@ def test_cli_learn_show_merge_accept(tmp_path: Path) -> None:
     assert table.returncode == 0 and "127.0.5.11 -> 127.0.5.10 502/modbus" in table.stdout
 
     rogue = tmp_path / "rogue.json"
-    assert _icsmon("baseline", "learn", CAPTURES / "attack_new_host_write.pcap", "-o", rogue).returncode == 0
+    assert (
+        _icsmon(
+            "baseline", "learn", CAPTURES / "attack_new_host_write.pcap", "-o", rogue
+        ).returncode
+        == 0
+    )
     merged = tmp_path / "merged.json"
     result = _icsmon("baseline", "merge", base, rogue, "-o", merged)
     assert result.returncode == 0, result.stderr
     assert "127.0.5.66" in Baseline.load(merged).assets
 
     # replay with the baseline, then accept the new-conversation alert from its JSON line
-    replay = _icsmon("replay", CAPTURES / "attack_new_host_write.pcap", "--baseline", base,
-                     "--no-rules", "--sink", "none", "--format", "jsonl")
+    replay = _icsmon(
+        "replay",
+        CAPTURES / "attack_new_host_write.pcap",
+        "--baseline",
+        base,
+        "--no-rules",
+        "--sink",
+        "none",
+        "--format",
+        "jsonl",
+    )
     assert replay.returncode == 0, replay.stderr
     alerts = [json.loads(line) for line in replay.stdout.splitlines() if line.strip()]
     assert {a["rule"]["id"] for a in alerts} == {"baseline-new-asset", "baseline-new-conversation"}
     (tmp_path / "alerts.jsonl").write_text(replay.stdout)
     conv_alert = next(a for a in alerts if a["rule"]["id"] == "baseline-new-conversation")
-    accepted = _icsmon("baseline", "accept", conv_alert["event"]["id"], "--baseline", base,
-                       "--alerts", tmp_path / "alerts.jsonl", "-o", tmp_path / "accepted.json")
+    accepted = _icsmon(
+        "baseline",
+        "accept",
+        conv_alert["event"]["id"],
+        "--baseline",
+        base,
+        "--alerts",
+        tmp_path / "alerts.jsonl",
+        "-o",
+        tmp_path / "accepted.json",
+    )
     assert accepted.returncode == 0, accepted.stderr
     assert "accepted baseline-new-conversation" in accepted.stderr
-    after = _icsmon("replay", CAPTURES / "attack_new_host_write.pcap", "--baseline", tmp_path / "accepted.json",
-                    "--no-rules", "--sink", "none", "--format", "jsonl")
+    after = _icsmon(
+        "replay",
+        CAPTURES / "attack_new_host_write.pcap",
+        "--baseline",
+        tmp_path / "accepted.json",
+        "--no-rules",
+        "--sink",
+        "none",
+        "--format",
+        "jsonl",
+    )
     assert after.returncode == 0 and after.stdout.strip() == ""
 
 
@@ -321,18 +405,46 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- hostile input
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 _FIELDS = (
-    "@timestamp", "source.ip", "destination.ip", "destination.port", "network.protocol", "ics.operation",
-    "event.action", "event.outcome", "source.mac", "modbus.function_code", "modbus.unit_id", "modbus.address",
-    "modbus.quantity", "modbus.values", "modbus.read_address", "modbus.read_values", "s7comm.items",
-    "s7comm.function", "s7comm.userdata.group", "s7comm.szl.id", "s7comm.block.type", "opcua.service",
-    "opcua.node_ids", "opcua.values", "opcua.attributes", "opcua.security_mode", "opcua.identity_token",
-    "ics.device.firmware", "s7comm.cotp.connection_type_name",
+    "@timestamp",
+    "source.ip",
+    "destination.ip",
+    "destination.port",
+    "network.protocol",
+    "ics.operation",
+    "event.action",
+    "event.outcome",
+    "source.mac",
+    "modbus.function_code",
+    "modbus.unit_id",
+    "modbus.address",
+    "modbus.quantity",
+    "modbus.values",
+    "modbus.read_address",
+    "modbus.read_values",
+    "s7comm.items",
+    "s7comm.function",
+    "s7comm.userdata.group",
+    "s7comm.szl.id",
+    "s7comm.block.type",
+    "opcua.service",
+    "opcua.node_ids",
+    "opcua.values",
+    "opcua.attributes",
+    "opcua.security_mode",
+    "opcua.identity_token",
+    "ics.device.firmware",
+    "s7comm.cotp.connection_type_name",
 )
 
 
@@ -345,9 +457,13 @@ def sample_events() -> list[dict]:
     return list(by_protocol.values())
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_hostile_field_values_never_raise(sample_events: list[dict], data: st.DataObject, tmp_path: Path) -> None:
+def test_hostile_field_values_never_raise(
+    sample_events: list[dict], data: st.DataObject, tmp_path: Path
+) -> None:
     # Field values come from the wire: any type, any size, must not stop learning or detection.
     learner = BaselineLearner()
     mutated = []
@@ -370,19 +486,42 @@ def test_hostile_field_values_never_raise(sample_events: list[dict], data: st.Da
 def test_cli_accept_from_the_store(tmp_path: Path) -> None:
     base, store = tmp_path / "plant.json", tmp_path / "alerts.db"
     assert _icsmon("baseline", "learn", CAPTURES / "train.pcap", "-o", base).returncode == 0
-    replay = _icsmon("replay", CAPTURES / "attack_out_of_range.pcap", "--baseline", base, "--no-rules",
-                     "--sink", "store", "--store", store, "--no-store-events", "--format", "jsonl")
+    replay = _icsmon(
+        "replay",
+        CAPTURES / "attack_out_of_range.pcap",
+        "--baseline",
+        base,
+        "--no-rules",
+        "--sink",
+        "store",
+        "--store",
+        store,
+        "--no-store-events",
+        "--format",
+        "jsonl",
+    )
     assert replay.returncode == 0, replay.stderr
     alerts = [json.loads(line) for line in replay.stdout.splitlines() if line.strip()]
     assert {a["rule"]["id"] for a in alerts} == {"baseline-value-out-of-range"}
     for alert in alerts:
-        done = _icsmon("baseline", "accept", alert["event"]["id"], "--baseline", base, "--store", store)
+        done = _icsmon(
+            "baseline", "accept", alert["event"]["id"], "--baseline", base, "--store", store
+        )
         assert done.returncode == 0, done.stderr
     doc = json.loads(base.read_text())
     assert [a["rule_id"] for a in doc["accepted"]] == ["baseline-value-out-of-range"] * len(alerts)
     assert doc["assets"]["127.0.5.10"]["points"]["modbus unit=1 holding=100"]["write"]["max"] == 500
-    again = _icsmon("replay", CAPTURES / "attack_out_of_range.pcap", "--baseline", base, "--no-rules",
-                    "--sink", "none", "--format", "jsonl")
+    again = _icsmon(
+        "replay",
+        CAPTURES / "attack_out_of_range.pcap",
+        "--baseline",
+        base,
+        "--no-rules",
+        "--sink",
+        "none",
+        "--format",
+        "jsonl",
+    )
     assert again.returncode == 0 and again.stdout.strip() == ""
     missing = _icsmon("baseline", "accept", "0000", "--baseline", base, "--store", store)
     assert missing.returncode == 2 and "no alert with id 0000" in missing.stderr
@@ -390,8 +529,17 @@ def test_cli_accept_from_the_store(tmp_path: Path) -> None:
 
 def test_cli_learn_stores_the_asset_inventory(tmp_path: Path) -> None:
     store = tmp_path / "inventory.db"
-    done = _icsmon("baseline", "learn", CAPTURES / "train.pcap", "-o", tmp_path / "b.json", "--site", "plant-a",
-                   "--store", store)
+    done = _icsmon(
+        "baseline",
+        "learn",
+        CAPTURES / "train.pcap",
+        "-o",
+        tmp_path / "b.json",
+        "--site",
+        "plant-a",
+        "--store",
+        store,
+    )
     assert done.returncode == 0, done.stderr
     listed = _icsmon("assets", "--store", store, "--format", "jsonl", "--role", "modbus-client")
     assert listed.returncode == 0, listed.stderr

@@ -32,7 +32,9 @@ def events(name: str) -> list[dict]:
 def learn(*names: str) -> Baseline:
     learner = BaselineLearner()
     for name in names:
-        for event in Engine(EngineConfig(site="plant-a", observer="sensor-1")).replay([CAPTURES / f"{name}.pcap"]):
+        for event in Engine(EngineConfig(site="plant-a", observer="sensor-1")).replay(
+            [CAPTURES / f"{name}.pcap"]
+        ):
             learner.observe(event)
     return learner.result()
 
@@ -70,11 +72,14 @@ def test_training_baseline_content(baseline: Baseline) -> None:
     assert reads == [[0, 9], [100, 101]]
     regular = {k: s["period"] for k, s in hmi_modbus["polling"].items() if s["regular"]}
     # the HMI polls FC3 0-9 every 0.5 s, coils and FC3 100-101 every 1 s (script schedule)
-    assert regular == pytest.approx({
-        "fc=3 unit=1 @ r:holding:0-9": 0.5,
-        "fc=1 unit=1 @ r:coil:0-7": 1.0,
-        "fc=3 unit=1 @ r:holding:100-101": 1.0,
-    }, rel=0.05)
+    assert regular == pytest.approx(
+        {
+            "fc=3 unit=1 @ r:holding:0-9": 0.5,
+            "fc=1 unit=1 @ r:coil:0-7": 1.0,
+            "fc=3 unit=1 @ r:holding:100-101": 1.0,
+        },
+        rel=0.05,
+    )
     scada = convs[f"{SCADA} -> {MODBUS_PLC} 502/modbus"]
     assert {op["class"] for op in scada["operations"].values()} == {"write"}
     setpoint = baseline.assets[MODBUS_PLC]["points"]["modbus unit=1 holding=100"]
@@ -82,7 +87,9 @@ def test_training_baseline_content(baseline: Baseline) -> None:
     assert setpoint["write"]["values"] == [40, 45, 50, 55, 60]
     opcua = convs[f"{HISTORIAN} -> {OPCUA_SERVER} 4840/opcua"]
     assert "Read" in opcua["operations"]
-    assert opcua["security"]["security_mode"] == {"None": opcua["security"]["security_mode"]["None"]}
+    assert opcua["security"]["security_mode"] == {
+        "None": opcua["security"]["security_mode"]["None"]
+    }
     assert set(opcua["security"]["identity_token"]) == {"anonymous"}
     # the window covers the capture and every entry carries its counts
     assert baseline.window["events"] == sum(c["events"] for c in convs.values())
@@ -108,15 +115,20 @@ def test_clean_capture_raises_nothing(baseline: Baseline, out_dir: Path) -> None
 
 ATTACKS = {
     # capture: {rule.id: techniques that must be among the alert's}, exact set of rule ids
-    "attack_new_host_write": {"baseline-new-asset": {"T0848"},
-                              "baseline-new-conversation": {"T0848", "T0855", "T0836"}},
+    "attack_new_host_write": {
+        "baseline-new-asset": {"T0848"},
+        "baseline-new-conversation": {"T0848", "T0855", "T0836"},
+    },
     "attack_out_of_range": {"baseline-value-out-of-range": {"T0836"}},
     "attack_polling_stops": {"baseline-polling-stopped": {"T0803", "T0804"}},
     "attack_flood": {"baseline-request-flood": {"T0814"}},
     "attack_plc_stop": {"baseline-new-operation": {"T0858"}},
     "attack_program_upload": {"baseline-new-operation": {"T0845"}},
-    "attack_opcua_write": {"baseline-new-asset": {"T0848"}, "baseline-new-conversation": {"T0848"},
-                           "baseline-new-operation": {"T0855", "T0836"}},
+    "attack_opcua_write": {
+        "baseline-new-asset": {"T0848"},
+        "baseline-new-conversation": {"T0848"},
+        "baseline-new-operation": {"T0855", "T0836"},
+    },
 }
 
 
@@ -144,7 +156,10 @@ def test_attack_details(baseline: Baseline) -> None:
     assert write["source.ip"] == SCADA and write["modbus.values"] == [500]
     assert write["icsmon.baseline.observed"] == "500"
     assert write["icsmon.baseline.expected"].startswith("40..60")
-    assert write["icsmon.baseline.entry"] == f"assets['{MODBUS_PLC}'].points['modbus unit=1 holding=100'].write"
+    assert (
+        write["icsmon.baseline.entry"]
+        == f"assets['{MODBUS_PLC}'].points['modbus unit=1 holding=100'].write"
+    )
     read = next(a for a in alerts if a["icsmon.baseline.direction"] == "read")
     assert read["source.ip"] == HMI
     # a written value outranks the same value read back
@@ -165,7 +180,9 @@ def test_alerts_follow_the_schema(baseline: Baseline) -> None:
         evs = events(capture)
         first = detect(baseline, evs)
         again = detect(baseline, evs)
-        assert [a["event.id"] for a in first] == [a["event.id"] for a in again], "alert ids must be deterministic"
+        assert [a["event.id"] for a in first] == [a["event.id"] for a in again], (
+            "alert ids must be deterministic"
+        )
         for a in first:
             assert a["event.kind"] == "alert"
             assert a["event.category"] == ["network", "intrusion_detection"]
@@ -175,8 +192,16 @@ def test_alerts_follow_the_schema(baseline: Baseline) -> None:
             assert a["threat.framework"] == FRAMEWORK
             assert all(t in TECHNIQUES for t in a["threat.technique.id"])
             assert len(a["threat.technique.name"]) == len(a["threat.technique.id"])
-            for key in ("@timestamp", "source.ip", "destination.ip", "destination.port", "network.protocol",
-                        "icsmon.baseline.expected", "icsmon.baseline.observed", "icsmon.baseline.entry"):
+            for key in (
+                "@timestamp",
+                "source.ip",
+                "destination.ip",
+                "destination.port",
+                "network.protocol",
+                "icsmon.baseline.expected",
+                "icsmon.baseline.observed",
+                "icsmon.baseline.entry",
+            ):
                 assert a.get(key) not in (None, ""), (a["rule.id"], key)
             json.dumps(a)  # plain JSON types only
 
@@ -225,9 +250,14 @@ def test_security_downgrade_against_an_edited_baseline(baseline: Baseline) -> No
     security["identity_token"] = {"username": 3}
     alerts = detect(edited, events("clean"))
     report("clean vs. a baseline edited to SignAndEncrypt", alerts)
-    kinds = {(a["rule.id"], a["icsmon.baseline.observed"], tuple(a["threat.technique.id"])) for a in alerts}
-    assert kinds == {("baseline-security-downgrade", "None", ("T0830",)),
-                     ("baseline-security-downgrade", "anonymous", ("T0859",))}
+    kinds = {
+        (a["rule.id"], a["icsmon.baseline.observed"], tuple(a["threat.technique.id"]))
+        for a in alerts
+    }
+    assert kinds == {
+        ("baseline-security-downgrade", "None", ("T0830",)),
+        ("baseline-security-downgrade", "anonymous", ("T0859",)),
+    }
 
 
 def test_identity_change_against_an_edited_baseline(baseline: Baseline) -> None:
@@ -237,7 +267,8 @@ def test_identity_change_against_an_edited_baseline(baseline: Baseline) -> None:
     identity["name"] = "Other Server"
     alerts = detect(edited, events("clean"))
     assert [(a["rule.id"], a["icsmon.baseline.expected"]) for a in alerts] == [
-        ("baseline-identity-changed", "Other Server")]
+        ("baseline-identity-changed", "Other Server")
+    ]
 
 
 def test_merge_and_accept(baseline: Baseline) -> None:
@@ -248,7 +279,8 @@ def test_merge_and_accept(baseline: Baseline) -> None:
     assert detect(merged, events("clean")) == []
     conv = f"{HMI} -> {MODBUS_PLC} 502/modbus"
     assert merged.conversations[conv]["events"] == (
-        baseline.conversations[conv]["events"] + rogue.conversations[conv]["events"])
+        baseline.conversations[conv]["events"] + rogue.conversations[conv]["events"]
+    )
     # accepting alerts one by one removes exactly those deviations
     current = baseline
     for alert in detect(baseline, events("attack_out_of_range")):
@@ -274,7 +306,9 @@ def test_placeholders_cover_learned_hosts(baseline: Baseline) -> None:
     assert values["modbus_masters"] == [HMI, SCADA]
     assert values["opcua_clients"] == [HISTORIAN]
     assert values["modbus_servers"] == [MODBUS_PLC]
-    assert values["known_hosts"] == sorted(baseline.assets, key=lambda ip: tuple(map(int, ip.split("."))))
+    assert values["known_hosts"] == sorted(
+        baseline.assets, key=lambda ip: tuple(map(int, ip.split(".")))
+    )
     every_client = set(values["engineering_stations"]) | set(values["hmi_hosts"])
     assert every_client == {HMI, SCADA, HISTORIAN}
     assert not set(values["engineering_stations"]) & set(values["hmi_hosts"])
@@ -311,9 +345,11 @@ def test_baseline_fills_sigma_placeholders(baseline: Baseline, tmp_path: Path) -
 
     without = sigma_alerts(None)
     learned = sigma_alerts(path)
-    print(f"\n[clean, Sigma rules] without a baseline: {len(without)} alert(s) "
-          f"{sorted({a['rule.name'] for a in without})}; with the baseline's placeholders: {len(learned)} "
-          f"{sorted({a['rule.name'] for a in learned})}")
+    print(
+        f"\n[clean, Sigma rules] without a baseline: {len(without)} alert(s) "
+        f"{sorted({a['rule.name'] for a in without})}; with the baseline's placeholders: {len(learned)} "
+        f"{sorted({a['rule.name'] for a in learned})}"
+    )
     # allow-list rules fire on the clean run without a baseline, and stay silent with it
     assert any(a["rule.id"] in with_placeholders for a in without)
     assert [a["rule.name"] for a in learned if a["rule.id"] in with_placeholders] == []

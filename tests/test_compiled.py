@@ -26,14 +26,18 @@ def _built() -> bool:
     return any(sensor._extension(name) for name in sensor.COMPILED)
 
 
-needs_build = pytest.mark.skipif(not _built(), reason="icsmon was installed without the compiled build (ICSMON_PURE=1)")
+needs_build = pytest.mark.skipif(
+    not _built(), reason="icsmon was installed without the compiled build (ICSMON_PURE=1)"
+)
 
 
 @needs_build
 def test_the_compiled_build_is_in_use() -> None:
     if os.environ.get("ICSMON_PURE") == "1":
         pytest.skip("ICSMON_PURE=1 is set")
-    assert sensor.COMPILED_IN_USE, "a source file is newer than its compiled module: run `pip install -e .`"
+    assert sensor.COMPILED_IN_USE, (
+        "a source file is newer than its compiled module: run `pip install -e .`"
+    )
     assert not engine_module.__file__.endswith(".py")
 
 
@@ -53,7 +57,12 @@ def _replay(paths: list[Path], pure: bool) -> str:
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, *map(str, paths)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=True,
     )
     return proc.stdout
 
@@ -82,8 +91,15 @@ def test_an_edited_source_is_not_shadowed(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(tmp_path)
 
     def run() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=120, check=True)
+        return subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+            check=True,
+        )
 
     fresh = run()
     assert fresh.stdout.split() == ["True", "False"], fresh.stderr
@@ -98,7 +114,7 @@ def test_an_edited_source_is_not_shadowed(tmp_path: Path) -> None:
 def test_any_buffer_and_number_types_are_accepted() -> None:
     """The compiled build checks annotated types at run time: a caller's bytearray, memoryview
     or integer timestamp must still be taken, as the source build takes them."""
-    frame = (REPO / "pcaps" / "modbus" / "modbus_polling.pcap").read_bytes()[40:40 + 60]
+    frame = (REPO / "pcaps" / "modbus" / "modbus_polling.pcap").read_bytes()[40 : 40 + 60]
     seen = []
     for data in (frame, bytearray(frame), memoryview(frame)):
         eng = engine_module.Engine(engine_module.EngineConfig(site="s", observer="o"))

@@ -26,8 +26,14 @@ PCAP = REPO / "pcaps" / "modbus" / "modbus_attack.pcap"
 def icsmon(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICSMON_")}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "icsmon.cli", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "icsmon.cli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def digest(path: Path) -> str:
@@ -43,9 +49,13 @@ def good_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def store_alerts(store: Path) -> list[str]:
-    proc = icsmon("alerts", "--store", store, "--format", "jsonl", "--since", "100000d", cwd=store.parent)
+    proc = icsmon(
+        "alerts", "--store", store, "--format", "jsonl", "--since", "100000d", cwd=store.parent
+    )
     assert proc.returncode == 0, proc.stderr
-    return sorted(json.loads(line)["event"]["id"] for line in proc.stdout.splitlines() if line.strip())
+    return sorted(
+        json.loads(line)["event"]["id"] for line in proc.stdout.splitlines() if line.strip()
+    )
 
 
 def corrupt_store(folder: Path, good: Path) -> Path:
@@ -114,15 +124,25 @@ def unknown_key(folder: Path, _good: Path) -> Path:
 
 def bad_value(folder: Path, _good: Path) -> Path:
     bad = folder / "pipeline.yaml"
-    bad.write_text("kafka:\n  security_protocol: SASL_SSL\n  sasl_mechanism: SCRAM-SHA-512\n",
-                   encoding="utf-8")
+    bad.write_text(
+        "kafka:\n  security_protocol: SASL_SSL\n  sasl_mechanism: SCRAM-SHA-512\n", encoding="utf-8"
+    )
     return bad
 
 
 def replay_with(option: str) -> Callable[[Path, Path], list[str | Path]]:
     def args(bad: Path, good: Path) -> list[str | Path]:
-        return ["replay", PCAP, option, bad if option != "--rules" else bad.parent,
-                "--store", good, "--format", "jsonl"]
+        return [
+            "replay",
+            PCAP,
+            option,
+            bad if option != "--rules" else bad.parent,
+            "--store",
+            good,
+            "--format",
+            "jsonl",
+        ]
+
     return args
 
 
@@ -154,8 +174,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_file_is_one_clear_line_and_nothing_else_is_lost(case: str, tmp_path: Path,
-                                                            good_store: Path) -> None:
+def test_bad_file_is_one_clear_line_and_nothing_else_is_lost(
+    case: str, tmp_path: Path, good_store: Path
+) -> None:
     make, command, words = CASES[case]
     good = tmp_path / "store.db"
     shutil.copy(good_store, good)

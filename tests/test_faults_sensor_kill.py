@@ -74,15 +74,28 @@ def spooled_bytes(spool_dir: Path, kind: str) -> int:
 
 
 def sensor_cmd(capture: Path, *sink: str) -> list[str]:
-    return [sys.executable, "-m", "icsmon.cli", "replay", str(capture), "--site", SITE,
-            "--observer", OBSERVER, "--format", "jsonl", *sink]
+    return [
+        sys.executable,
+        "-m",
+        "icsmon.cli",
+        "replay",
+        str(capture),
+        "--site",
+        SITE,
+        "--observer",
+        OBSERVER,
+        "--format",
+        "jsonl",
+        *sink,
+    ]
 
 
 def run_cli(args: list[str], env: dict[str, str], log: Path, timeout: float = 300) -> str:
     """Run to completion; stdout to a file (a full pipe would block the child), bounded."""
     with open(log, "w+b") as out:
-        proc = subprocess.run(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=timeout)
+        proc = subprocess.run(
+            args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+        )
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
     if proc.returncode != 0:
@@ -102,9 +115,14 @@ def test_sensor_sigkill_while_spooling_loses_and_doubles_no_alert(tmp_path: Path
 
     # 1. What the capture produces, without Kafka in the way.
     expected_file = tmp_path / "expected.jsonl"
-    run_cli(sensor_cmd(capture, "--sink", "jsonl", "--out", str(expected_file)), env,
-            tmp_path / "expected.log")
-    expected = [d["event"]["id"] for d in read_jsonl(expected_file) if d["event"]["kind"] == "alert"]
+    run_cli(
+        sensor_cmd(capture, "--sink", "jsonl", "--out", str(expected_file)),
+        env,
+        tmp_path / "expected.log",
+    )
+    expected = [
+        d["event"]["id"] for d in read_jsonl(expected_file) if d["event"]["kind"] == "alert"
+    ]
     assert len(expected) >= 10 * COPIES and len(set(expected)) == len(expected)
 
     sensor: subprocess.Popen | None = None
@@ -115,56 +133,84 @@ def test_sensor_sigkill_while_spooling_loses_and_doubles_no_alert(tmp_path: Path
         deploy("kafka.sh", "stop")
         kafka_stopped = True
         with open(tmp_path / "killed.log", "wb") as log:
-            sensor = subprocess.Popen(sensor_cmd(capture, "--sink", "kafka", "--config", str(config)),
-                                      env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            sensor = subprocess.Popen(
+                sensor_cmd(capture, "--sink", "kafka", "--config", str(config)),
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         # About ten alerts: the kill lands early, with most of the capture still to come.
-        wait_for("the sensor to spool alerts",
-                 lambda: spooled_bytes(spool_dir, "alert") > 20_000 or sensor.poll() is not None,
-                 limit_s=120, step_s=0.02)
+        wait_for(
+            "the sensor to spool alerts",
+            lambda: spooled_bytes(spool_dir, "alert") > 20_000 or sensor.poll() is not None,
+            limit_s=120,
+            step_s=0.02,
+        )
         os.kill(sensor.pid, signal.SIGKILL)
         sensor.wait(30)
         assert sensor.returncode == -signal.SIGKILL, (
             f"the sensor ended on its own ({sensor.returncode}) before the kill:\n"
-            + (tmp_path / "killed.log").read_text(errors="replace")[-2000:])
+            + (tmp_path / "killed.log").read_text(errors="replace")[-2000:]
+        )
         sensor = None
 
         on_disk = Spool(spool_dir)  # the lock died with the process
         try:
-            prefix = [json.loads(r.value)["event"]["id"]
-                      for r in on_disk.read("alert", on_disk.pending("alert"))]
+            prefix = [
+                json.loads(r.value)["event"]["id"]
+                for r in on_disk.read("alert", on_disk.pending("alert"))
+            ]
         finally:
             on_disk.close()
-        assert 0 < len(prefix) < len(expected), f"the kill did not land mid-run ({len(prefix)} alerts)"
+        assert 0 < len(prefix) < len(expected), (
+            f"the kill did not land mid-run ({len(prefix)} alerts)"
+        )
         # Same capture, same ids: what the killed run spooled is part of what a full run makes.
         assert set(prefix) <= set(expected) and len(set(prefix)) == len(prefix)
 
         # 3. Kafka back; the sensor again on the same spool, then whatever its close left.
         deploy("kafka.sh", "start")
         kafka_stopped = False
-        run_cli(sensor_cmd(capture, "--sink", "kafka", "--config", str(config), "--stats"),
-                env, tmp_path / "second.log")
+        run_cli(
+            sensor_cmd(capture, "--sink", "kafka", "--config", str(config), "--stats"),
+            env,
+            tmp_path / "second.log",
+        )
         # The sink replays a leftover spool when it opens: the product's way to drain one.
         drainer = KafkaSink.from_config(pipe.cfg)
-        wait_for("the spool to drain", lambda: drainer.spool.pending() == 0 and not drainer.spooling,
-                 limit_s=300)
+        wait_for(
+            "the spool to drain",
+            lambda: drainer.spool.pending() == 0 and not drainer.spooling,
+            limit_s=300,
+        )
         drainer.flush(timeout=60)
         drainer.close(timeout=10)
         drainer = None
 
-        sent = Counter(json.loads(m.value)["event"]["id"]
-                       for m in topic_messages(pipe, pipe.cfg.topic("alert")))
-        assert set(sent) == set(expected), f"{len(set(expected) - set(sent))} alerts never reached Kafka"
+        sent = Counter(
+            json.loads(m.value)["event"]["id"]
+            for m in topic_messages(pipe, pipe.cfg.topic("alert"))
+        )
+        assert set(sent) == set(expected), (
+            f"{len(set(expected) - set(sent))} alerts never reached Kafka"
+        )
         # The killed run's alerts were sent twice (spool + second run): at least once is the contract.
         assert all(sent[i] >= 2 for i in prefix)
 
-        run_cli([sys.executable, "-m", "icsmon.cli", "index", "--once", "--config", str(config)],
-                env, tmp_path / "index.log")
+        run_cli(
+            [sys.executable, "-m", "icsmon.cli", "index", "--once", "--config", str(config)],
+            env,
+            tmp_path / "index.log",
+        )
 
         # 4. Every alert once in Elasticsearch, under its event.id.
         docs = es_docs(pipe, "alert")
         ids = [d["_id"] for d in docs]
-        print(f"alerts: expected {len(expected)}, spooled before the kill {len(prefix)}, "
-              f"messages in Kafka {sum(sent.values())}, documents in Elasticsearch {len(ids)}")
+        print(
+            f"alerts: expected {len(expected)}, spooled before the kill {len(prefix)}, "
+            f"messages in Kafka {sum(sent.values())}, documents in Elasticsearch {len(ids)}"
+        )
         dupes = [i for i, n in Counter(ids).items() if n > 1]
         assert not dupes, f"{len(dupes)} alerts indexed twice, e.g. {dupes[:3]}"
         assert len(ids) == len(expected)

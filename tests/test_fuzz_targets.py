@@ -25,8 +25,19 @@ SECONDS = 3
 @pytest.mark.parametrize("target", ["modbus", "s7comm", "opcua", "capture"])
 def test_fuzz_target_short_run(tmp_path, target: str) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests/fuzz/run.py"), target, "--seconds", str(SECONDS), "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=SECONDS + 120, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "tests/fuzz/run.py"),
+            target,
+            "--seconds",
+            str(SECONDS),
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     runs = re.search(r"Done (\d+) runs", proc.stdout)
@@ -41,5 +52,7 @@ def test_seeds_round_trip() -> None:
         for segs in streams_for(name):
             joined = [(t, p) for t, _g, p in decode(encode(segs))]
             for to_server in (True, False):
-                assert b"".join(p for t, p in joined if t == to_server) == b"".join(p for t, p in segs if t == to_server)
+                assert b"".join(p for t, p in joined if t == to_server) == b"".join(
+                    p for t, p in segs if t == to_server
+                )
     assert len(pcap_seeds()) >= 20

@@ -110,7 +110,9 @@ def mutate(data: st.DataObject, stream: list[tuple[bool, bytes]]) -> list[tuple[
             if op == "flip":
                 buf[i] ^= 1 << data.draw(st.integers(0, 7))
             elif op == "byte":
-                buf[i] = data.draw(st.sampled_from([0, 0xFF, 0x7F, 0x80, data.draw(st.integers(0, 255))]))
+                buf[i] = data.draw(
+                    st.sampled_from([0, 0xFF, 0x7F, 0x80, data.draw(st.integers(0, 255))])
+                )
             elif op == "insert":
                 buf[i:i] = data.draw(st.binary(min_size=1, max_size=8))
             else:
@@ -138,7 +140,10 @@ def break_framing(name: str, payload: bytes, how: int) -> bytes:
         pid, length = [(1 + how, length), (0, how % 2), (0, 261 + how)][how % 3]
         return struct.pack(">HHHB", tid, pid, length, unit) + payload[7:]
     if name == "s7comm":  # TPKT version not 3 or a length shorter than its header
-        return [bytes([4 + how % 200]) + payload[1:], payload[:2] + struct.pack("!H", how % 7) + payload[4:]][how % 2]
+        return [
+            bytes([4 + how % 200]) + payload[1:],
+            payload[:2] + struct.pack("!H", how % 7) + payload[4:],
+        ][how % 2]
     # OPC UA: an unknown message type or a size below the header's
     return [b"XYZ" + payload[3:], payload[:4] + struct.pack("<I", how % 8) + payload[8:]][how % 2]
 
@@ -167,16 +172,21 @@ def test_broken_framing_is_an_anomaly(name: str, data: st.DataObject) -> None:
 @HOSTILE
 @given(
     frames=st.lists(
-        st.tuples(st.integers(0, 255), st.binary(max_size=252)), min_size=1, max_size=FUZZ_LIMITS.max_pending
+        st.tuples(st.integers(0, 255), st.binary(max_size=252)),
+        min_size=1,
+        max_size=FUZZ_LIMITS.max_pending,
     ),
     split=st.integers(1, 300),
 )
-def test_modbus_every_well_framed_request_is_one_event(frames: list[tuple[int, bytes]], split: int) -> None:
+def test_modbus_every_well_framed_request_is_one_event(
+    frames: list[tuple[int, bytes]], split: int
+) -> None:
     """Valid MBAP framing with any function byte and body, delivered in arbitrary TCP
     segments: each request becomes exactly one event (request-only at close), and a body
     that does not match its function's layout adds a malformed-pdu anomaly."""
     stream = b"".join(
-        struct.pack(">HHHB", tid, 0, 2 + len(body), 1) + bytes([fc]) + body for tid, (fc, body) in enumerate(frames)
+        struct.pack(">HHHB", tid, 0, 2 + len(body), 1) + bytes([fc]) + body
+        for tid, (fc, body) in enumerate(frames)
     )
     segs = [(True, stream[i : i + split]) for i in range(0, len(stream), split)]
     records = run_parser(modbus, encode(segs))
@@ -186,10 +196,16 @@ def test_modbus_every_well_framed_request_is_one_event(frames: list[tuple[int, b
     for tid, (fc, body) in enumerate(frames):
         if fc in (1, 2, 3, 4) and len(body) != 4 or fc & 0x80:
             assert any(
-                r.get("error.type") == "malformed-pdu" and r["modbus.transaction_id"] == tid for r in records
+                r.get("error.type") == "malformed-pdu" and r["modbus.transaction_id"] == tid
+                for r in records
             ), (fc, body)
 
 
 def test_decode_splits_segments_as_encoded() -> None:
     segs = [(True, b"a" * 300), (False, b""), (False, b"xyz")]
-    assert [(t, p) for t, _g, p in decode(encode(segs))] == [(True, b"a" * 255), (True, b"a" * 45), (False, b""), (False, b"xyz")]
+    assert [(t, p) for t, _g, p in decode(encode(segs))] == [
+        (True, b"a" * 255),
+        (True, b"a" * 45),
+        (False, b""),
+        (False, b"xyz"),
+    ]

@@ -28,15 +28,28 @@ from tests.pcapgen import frames_of, pcapng
 
 ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"
-ICSMON = [sys.executable, "-m", "icsmon.cli"] if not (ROOT / ".venv/bin/icsmon").exists() else [str(ROOT / ".venv/bin/icsmon")]
-CAPTURES = ["modbus/modbus_attack.pcap", "s7comm/s7_blocks.pcap", "opcua/opcua_chunked.pcap", "baseline/attack_flood.pcap"]
+ICSMON = (
+    [sys.executable, "-m", "icsmon.cli"]
+    if not (ROOT / ".venv/bin/icsmon").exists()
+    else [str(ROOT / ".venv/bin/icsmon")]
+)
+CAPTURES = [
+    "modbus/modbus_attack.pcap",
+    "s7comm/s7_blocks.pcap",
+    "opcua/opcua_chunked.pcap",
+    "baseline/attack_flood.pcap",
+]
 
 
 def replay(path: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
     proc = subprocess.run(
         [*ICSMON, "replay", str(path), "--sink", "none", "--events", "--format", "jsonl", *args],
-        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
     )
     assert proc.returncode >= 0, f"killed by signal {-proc.returncode}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -44,7 +57,10 @@ def replay(path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def stats_of(stderr: str) -> dict[str, int]:
-    return {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"│ ([a-z_.]+)\s+│\s+([\d,]+) │", stderr)}
+    return {
+        m[1]: int(m[2].replace(",", ""))
+        for m in re.finditer(r"│ ([a-z_.]+)\s+│\s+([\d,]+) │", stderr)
+    }
 
 
 def records(blob: bytes) -> list[tuple[int, int]]:
@@ -77,14 +93,20 @@ def payload_at(blob: bytearray, start: int) -> tuple[int, int] | None:
 
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("name", CAPTURES)
-def test_bit_flips_inside_packets_exit_0_with_anomalies_counted(tmp_path, name: str, seed: int) -> None:
+def test_bit_flips_inside_packets_exit_0_with_anomalies_counted(
+    tmp_path, name: str, seed: int
+) -> None:
     rng = random.Random(f"{name}{seed}")
     blob = bytearray((PCAPS / name).read_bytes())
     recs = records(bytes(blob))
     for start, end in rng.sample(recs, max(4, len(recs) // 8)):
         for _ in range(rng.randint(1, 4)):
             if end - start > 16:
-                i = rng.randrange(start + 16 + 14, end) if end - start > 30 else rng.randrange(start + 16, end)
+                i = (
+                    rng.randrange(start + 16 + 14, end)
+                    if end - start > 30
+                    else rng.randrange(start + 16, end)
+                )
                 blob[i] ^= 1 << rng.randrange(8)
     # and one flip in the framing header of one PDU (Modbus protocol id, TPKT version, OPC UA
     # message type): this one must be counted as an anomaly, whatever the others hit
@@ -101,13 +123,19 @@ def test_bit_flips_inside_packets_exit_0_with_anomalies_counted(tmp_path, name: 
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     printed = sum(e["event"]["action"] == "anomaly" for e in events)
     assert printed == stats["anomalies"] and stats["events"] == len(events)
-    assert "error" not in proc.stderr.lower().replace("parser_errors", "").replace("sigmaengine.errors", "")
+    assert "error" not in proc.stderr.lower().replace("parser_errors", "").replace(
+        "sigmaengine.errors", ""
+    )
 
 
-def expect_damage(proc: subprocess.CompletedProcess, file: Path, what: str, clean: subprocess.CompletedProcess) -> None:
+def expect_damage(
+    proc: subprocess.CompletedProcess, file: Path, what: str, clean: subprocess.CompletedProcess
+) -> None:
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(file.name) in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(file.name) in lines[0], (
+        proc.stderr
+    )
     assert what in lines[0] and re.search(r"at byte \d+ after \d+ packets", lines[0]), lines[0]
     # the packets before the damage: the same events as a file that ends cleanly there
     assert clean.returncode == 0 and clean.stdout
@@ -136,7 +164,9 @@ def test_corrupt_record_length(tmp_path, name: str) -> None:
     bad.write_bytes(bytes(blob))
     clean = tmp_path / "clean.pcap"
     clean.write_bytes(bytes(blob[:start]))
-    expect_damage(replay(bad), bad, f"corrupt record length {0x7FFFFFFF} at byte {start}", replay(clean))
+    expect_damage(
+        replay(bad), bad, f"corrupt record length {0x7FFFFFFF} at byte {start}", replay(clean)
+    )
 
 
 def test_corrupt_pcapng_block_length(tmp_path) -> None:

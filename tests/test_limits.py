@@ -62,10 +62,13 @@ print(json.dumps({"stats": eng.stats, "errors": eng.errors, "peak": peak, "modbu
 """
 
 
-def run_child(path: Path, max_flows: int, max_buffer: int = ParserLimits().max_buffer) -> tuple[dict, float]:
+def run_child(
+    path: Path, max_flows: int, max_buffer: int = ParserLimits().max_buffer
+) -> tuple[dict, float]:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(ROOT), str(path), str(max_flows), str(max_buffer)],
-        capture_output=True, timeout=300,
+        capture_output=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     res = json.loads(proc.stdout)
@@ -86,7 +89,9 @@ def mix_alone(tmp_path_factory, mix) -> tuple[dict, float]:
 
 
 @pytest.mark.slow
-def test_syn_flood_flows_are_evicted_and_counted_and_modbus_still_decoded(tmp_path, mix, mix_alone) -> None:
+def test_syn_flood_flows_are_evicted_and_counted_and_modbus_still_decoded(
+    tmp_path, mix, mix_alone
+) -> None:
     flows, cap = 100_000, 4096
     path = tmp_path / "flood.pcap"
     packets = syn_flood(path, flows, mix)
@@ -133,6 +138,11 @@ def test_a_pdu_that_never_completes_is_bounded_and_reported(tmp_path, kind: str)
 def test_flow_limit_defaults_are_the_documented_ones() -> None:
     """README.md ("Plant IT") and bench/README.md ("Limits") document these numbers."""
     f, p = FlowLimits(), ParserLimits()
-    assert (f.max_flows, f.max_ooo_bytes, f.max_ooo_total, f.idle_timeout) == (65536, 256 << 10, 64 << 20, 600.0)
+    assert (f.max_flows, f.max_ooo_bytes, f.max_ooo_total, f.idle_timeout) == (
+        65536,
+        256 << 10,
+        64 << 20,
+        600.0,
+    )
     assert (p.max_buffer, p.max_pending, p.max_items) == (1 << 20, 1024, 4096)
     assert Engine().limits == f

@@ -56,8 +56,13 @@ def test_capture_runs_as_the_user_with_no_capabilities(ring: bool) -> None:
     import pwd
 
     nobody = pwd.getpwnam("nobody")
-    proc = subprocess.run([sys.executable, "-c", CHILD.replace("RING", str(ring))], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD.replace("RING", str(ring))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == f"uid {nobody.pw_uid} {nobody.pw_uid} {nobody.pw_gid} {nobody.pw_gid}"
@@ -68,9 +73,26 @@ def test_capture_runs_as_the_user_with_no_capabilities(ring: bool) -> None:
 def test_unknown_user_is_one_clear_line_through_the_cli() -> None:
     if os.geteuid() != 0:
         pytest.skip("opening a packet socket needs root")
-    proc = subprocess.run([sys.executable, "-m", "icsmon.cli", "sense", "--iface", "lo",
-                           "--user", "no-such-user-icsmon", "--sink", "jsonl", "--out", os.devnull],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "icsmon.cli",
+            "sense",
+            "--iface",
+            "lo",
+            "--user",
+            "no-such-user-icsmon",
+            "--sink",
+            "jsonl",
+            "--out",
+            os.devnull,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "no-such-user-icsmon: no such user" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -86,9 +108,14 @@ def test_systemd_unit_is_well_formed(tmp_path: Path) -> None:
     assert svc["User"] == "icsmon" and svc["Group"] == "icsmon"
     assert svc["AmbientCapabilities"] == "CAP_NET_RAW"
     assert set(svc["CapabilityBoundingSet"].split()) == {"CAP_NET_RAW"}
-    for key, want in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-                      "PrivateTmp": "yes", "ProtectKernelModules": "yes",
-                      "RestrictAddressFamilies": "AF_PACKET AF_UNIX AF_INET AF_INET6 AF_NETLINK"}.items():
+    for key, want in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "ProtectKernelModules": "yes",
+        "RestrictAddressFamilies": "AF_PACKET AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    }.items():
         assert svc[key] == want, key
     exec_start = svc["ExecStart"].split()
     assert exec_start[0].startswith("/") and exec_start[1] == "sense"
@@ -100,6 +127,8 @@ def test_systemd_unit_is_well_formed(tmp_path: Path) -> None:
     # verify wants the ExecStart binary to exist: point a copy at this machine's Python.
     copy = tmp_path / "icsmon-sensor.service"
     copy.write_text(text.replace(svc["ExecStart"].split()[0], sys.executable), encoding="utf-8")
-    proc = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60
+    )
     problems = [ln for ln in proc.stderr.splitlines() if "icsmon-sensor.service" in ln]
     assert not problems, proc.stderr

@@ -32,10 +32,14 @@ def _events(name: str) -> list[dict]:
 
 
 def _opcua(events: list[dict]) -> list[dict]:
-    return [e for e in events if e.get("network.protocol") == "opcua" and e["event.action"] != "anomaly"]
+    return [
+        e for e in events if e.get("network.protocol") == "opcua" and e["event.action"] != "anomaly"
+    ]
 
 
-def _feed_all(feeds: list[tuple[bool, bytes, float]], parser: opcua.Parser | None = None) -> list[dict]:
+def _feed_all(
+    feeds: list[tuple[bool, bytes, float]], parser: opcua.Parser | None = None
+) -> list[dict]:
     parser = parser or opcua.Parser()
     out: list[dict] = []
     for to_server, data, ts in feeds:
@@ -59,7 +63,15 @@ def test_module_is_registered_with_its_contract() -> None:
 def test_every_part4_service_has_an_action_and_an_operation() -> None:
     for name in SERVICES:
         assert opcua._ACTION[name] == opcua._ACTION[name].lower()
-        assert opcua._OPERATION[name][0] in ("read", "write", "program", "control", "diagnostic", "session", "other")
+        assert opcua._OPERATION[name][0] in (
+            "read",
+            "write",
+            "program",
+            "control",
+            "diagnostic",
+            "session",
+            "other",
+        )
     assert opcua._ACTION["TranslateBrowsePathsToNodeIds"] == "translate-browse-paths-to-node-ids"
     assert opcua._ACTION["CreateSession"] == "create-session"
 
@@ -93,7 +105,10 @@ def test_probe_accepts_the_first_bytes_of_every_own_capture() -> None:
 
 
 def test_probe_rejects_other_protocols_and_noise(public_pcaps: Path) -> None:
-    others = [public_pcaps / "modbus" / "iti__modbus_test.pcap", public_pcaps / "s7comm" / "icsnpp__snap7.pcap"]
+    others = [
+        public_pcaps / "modbus" / "iti__modbus_test.pcap",
+        public_pcaps / "s7comm" / "icsnpp__snap7.pcap",
+    ]
     firsts = [feeds[0][1] for path in others for feeds in recorded_feeds(path, (502, 102)) if feeds]
     assert firsts
     for data in firsts:
@@ -115,9 +130,19 @@ def test_anonymous_session_is_decoded_service_by_service() -> None:
     actions = [e["event.action"] for e in events]
     assert actions[:4] == ["hello", "open-secure-channel", "get-endpoints", "close-secure-channel"]
     assert actions[4:8] == ["hello", "open-secure-channel", "create-session", "activate-session"]
-    for expected in ("browse", "translate-browse-paths-to-node-ids", "read", "write", "call", "register-nodes",
-                     "create-subscription", "create-monitored-items", "publish", "delete-subscriptions",
-                     "close-session"):
+    for expected in (
+        "browse",
+        "translate-browse-paths-to-node-ids",
+        "read",
+        "write",
+        "call",
+        "register-nodes",
+        "create-subscription",
+        "create-monitored-items",
+        "publish",
+        "delete-subscriptions",
+        "close-session",
+    ):
         assert expected in actions
     assert all(e["event.outcome"] in ("success", "unknown") for e in events)
     # each paired transaction has a response time; only CLO and the last Publish go unanswered
@@ -127,7 +152,9 @@ def test_anonymous_session_is_decoded_service_by_service() -> None:
 
     endpoints = next(e for e in events if e["event.action"] == "get-endpoints")
     assert endpoints["opcua.endpoint_urls"] == ["opc.tcp://127.0.0.21:4840/icsmon/"]
-    assert endpoints["opcua.security_policy_uris"] == ["http://opcfoundation.org/UA/SecurityPolicy#None"]
+    assert endpoints["opcua.security_policy_uris"] == [
+        "http://opcfoundation.org/UA/SecurityPolicy#None"
+    ]
     assert set(endpoints["opcua.user_token_types"]) >= {"anonymous", "username"}
     assert endpoints["ics.device.application_uri"] == "urn:icsmon:test:plc"
     assert endpoints["ics.operation"] == "diagnostic"
@@ -140,7 +167,11 @@ def test_anonymous_session_is_decoded_service_by_service() -> None:
     assert activate["opcua.identity_token"] == "anonymous" and "opcua.user_name" not in activate
 
     reads = [e for e in events if e["event.action"] == "read"]
-    pump = next(e for e in reads if len(e["opcua.node_ids"]) == 5 and e["opcua.node_ids"][0].startswith("ns=2;"))
+    pump = next(
+        e
+        for e in reads
+        if len(e["opcua.node_ids"]) == 5 and e["opcua.node_ids"][0].startswith("ns=2;")
+    )
     assert pump["opcua.attributes"] == ["Value"] * 5
     assert pump["opcua.values"] == [
         {"type": "Double", "value": 1450.5},
@@ -157,7 +188,9 @@ def test_anonymous_session_is_decoded_service_by_service() -> None:
     writes = [e for e in events if e["event.action"] == "write"]
     assert writes[0]["opcua.node_ids"] == ["ns=2;i=2"] and writes[0]["opcua.attribute_ids"] == [13]
     assert writes[0]["opcua.values"] == [{"type": "Double", "value": 1500.25}]
-    assert writes[0]["event.type"] == ["protocol", "change"] and writes[0]["ics.operation"] == "write"
+    assert (
+        writes[0]["event.type"] == ["protocol", "change"] and writes[0]["ics.operation"] == "write"
+    )
     assert writes[1]["opcua.values"] == [{"type": "Float", "value": [11.0, 22.0, 33.0]}]
 
     call = next(e for e in events if e["event.action"] == "call")
@@ -169,13 +202,17 @@ def test_anonymous_session_is_decoded_service_by_service() -> None:
 
     sub = next(e for e in events if e["event.action"] == "create-subscription")
     items = next(e for e in events if e["event.action"] == "create-monitored-items")
-    publishes = [e for e in events if e["event.action"] == "publish" and e["ics.pairing"] == "paired"]
+    publishes = [
+        e for e in events if e["event.action"] == "publish" and e["ics.pairing"] == "paired"
+    ]
     assert sub["opcua.publishing_interval"] == 100.0
     assert items["opcua.subscription_id"] == sub["opcua.subscription_id"]
     assert len(items["opcua.monitored_item_ids"]) == 2 and items["opcua.result_codes"] == [0, 0]
     assert all(p["opcua.subscription_id"] == sub["opcua.subscription_id"] for p in publishes)
     assert sum(p["opcua.notification_count"] for p in publishes) == 5
-    changed = [v["value"] for p in publishes for v in p.get("opcua.values", []) if v["type"] == "Int32"]
+    changed = [
+        v["value"] for p in publishes for v in p.get("opcua.values", []) if v["type"] == "Int32"
+    ]
     assert changed == [7, 8, 9, 10]
 
 
@@ -195,11 +232,16 @@ def test_username_sessions_report_the_user_never_the_password() -> None:
     activations = [e for e in events if e.get("event.action") == "activate-session"]
     assert [a["event.outcome"] for a in activations] == ["failure", "success"]
     rejected, accepted = activations
-    assert rejected["opcua.status"] == "BadUserAccessDenied" and rejected["opcua.service_fault"] is True
+    assert (
+        rejected["opcua.status"] == "BadUserAccessDenied"
+        and rejected["opcua.service_fault"] is True
+    )
     for a in activations:
         assert a["opcua.identity_token"] == "username"
         assert a["opcua.user_name"] == "operator"
-        assert a["opcua.password_encrypted"] is False  # no server certificate: asyncua sends it in clear
+        assert (
+            a["opcua.password_encrypted"] is False
+        )  # no server certificate: asyncua sends it in clear
     text = json.dumps(events)
     assert "wrong-password" not in text and "secret" not in text
     assert [e["event.action"] for e in _opcua(events)].count("write") == 1
@@ -215,12 +257,21 @@ def test_chunked_messages_are_reassembled() -> None:
     assert write["opcua.chunk_count"] == 3
     (value,) = read["opcua.values"]
     assert value["type"] == "Double"
-    assert value["value"] == [float(i) for i in range(opcua.MAX_ARRAY_VALUES)]  # 2500 sent, a sample kept
+    assert value["value"] == [
+        float(i) for i in range(opcua.MAX_ARRAY_VALUES)
+    ]  # 2500 sent, a sample kept
     assert read["opcua.truncated"] is True
     assert write["opcua.values"][0]["value"][:3] == [0.0, 2.0, 4.0]
     _records, messages = parse_capture(OWN / "opcua_chunked.pcap")
-    assert [m["chunk"] for m in messages if m["type"] == "MSG" and m.get("request_id") == write["opcua.request_id"]] == [
-        "C", "C", "F", "F"  # the request's three chunks, then the one-chunk answer
+    assert [
+        m["chunk"]
+        for m in messages
+        if m["type"] == "MSG" and m.get("request_id") == write["opcua.request_id"]
+    ] == [
+        "C",
+        "C",
+        "F",
+        "F",  # the request's three chunks, then the one-chunk answer
     ]
 
 
@@ -247,7 +298,9 @@ def test_an_aborted_message_is_reported_and_dropped() -> None:
     an abort chunk (``A``: error code + reason) as a sender would send (asyncua never aborts)."""
     (feeds,) = recorded_feeds(OWN / "opcua_chunked.pcap")
     chunks = split_chunks(b"".join(d for t, d, _ in feeds if t))
-    final = next(i for i, c in enumerate(chunks) if c[:4] == b"MSGF" and chunks[i - 1][:4] == b"MSGC")
+    final = next(
+        i for i, c in enumerate(chunks) if c[:4] == b"MSGF" and chunks[i - 1][:4] == b"MSGC"
+    )
     head = chunks[final][8:24]  # channel id, token id, sequence number, request id
     reason = b"request cancelled by client"
     body = struct.pack("<I", 0x802C0000) + struct.pack("<i", len(reason)) + reason
@@ -260,7 +313,9 @@ def test_an_aborted_message_is_reported_and_dropped() -> None:
     assert abort["opcua.status"] == "BadRequestCancelledByClient"
     assert abort["opcua.error_reason"] == reason.decode()
     assert abort["event.outcome"] == "failure" and abort["opcua.chunk_count"] == 3
-    assert abort["event.action"] == "write" and abort["opcua.service_type_id"] == 673  # from its first chunk
+    assert (
+        abort["event.action"] == "write" and abort["opcua.service_type_id"] == 673
+    )  # from its first chunk
     assert abort["ics.pairing"] == "request-only" and "opcua.decode_error" not in abort
     assert not parser._dir[1].partial
     # the messages after the abort still decode (only client bytes were fed: unanswered)
@@ -277,7 +332,9 @@ def test_an_aborted_answer_fails_its_transaction() -> None:
     body = struct.pack("<I", 0x80B90000) + struct.pack("<i", -1)  # null reason
     down[final] = b"MSGA" + struct.pack("<I", 24 + len(body)) + down[final][8:24] + body
     parser = opcua.Parser()
-    records = parser.feed(True, up, 1.0) + parser.feed(False, b"".join(down), 1.5) + parser.close(2.0)
+    records = (
+        parser.feed(True, up, 1.0) + parser.feed(False, b"".join(down), 1.5) + parser.close(2.0)
+    )
     read = next(r for r in records if r["event.action"] == "read")
     assert read["ics.pairing"] == "paired" and read["opcua.aborted"] is True
     assert read["opcua.status"] == "BadResponseTooLarge" and read["event.outcome"] == "failure"
@@ -305,8 +362,12 @@ def test_limits_negotiated_and_hard() -> None:
             data = data[:24] + struct.pack("<I", 2) + data[28:]
         edited.append((to_server, data, ts))
     records = _feed_all(edited)
-    assert Counter(r.get("error.type") for r in records)["opcua-too-many-chunks"] == 1  # the request
-    assert next(r for r in records if r["event.action"] == "write")["opcua.chunk_count"] == 3  # still decoded
+    assert (
+        Counter(r.get("error.type") for r in records)["opcua-too-many-chunks"] == 1
+    )  # the request
+    assert (
+        next(r for r in records if r["event.action"] == "write")["opcua.chunk_count"] == 3
+    )  # still decoded
 
 
 def test_midstream_capture_decodes_without_handshake() -> None:
@@ -378,10 +439,18 @@ def test_sign_and_encrypt_is_reported_without_guessing() -> None:
     assert len(secured) >= 8
     for e in secured:
         assert e["opcua.encrypted"] is True and e["opcua.security_policy"] == "Basic256Sha256"
-        for field in ("opcua.sequence_number", "opcua.request_id", "opcua.request_handle", "opcua.status_code"):
+        for field in (
+            "opcua.sequence_number",
+            "opcua.request_id",
+            "opcua.request_handle",
+            "opcua.status_code",
+        ):
             assert field not in e
         assert e["event.outcome"] == "unknown"
-    assert {e["opcua.service"] for e in secured if "opcua.service" in e} == {"OpenSecureChannel", "CloseSecureChannel"}
+    assert {e["opcua.service"] for e in secured if "opcua.service" in e} == {
+        "OpenSecureChannel",
+        "CloseSecureChannel",
+    }
     assert all(e["event.action"] == "message" for e in secured if e["opcua.message_type"] == "MSG")
 
 
@@ -389,7 +458,11 @@ def test_sign_and_encrypt_is_reported_without_guessing() -> None:
 
 
 def test_discovery_services(public_pcaps: Path) -> None:
-    events = list(Engine(EngineConfig()).replay([public_pcaps / "opcua" / "icsnpp__open62541_discover_getendpoints_discover_urls.pcap"]))
+    events = list(
+        Engine(EngineConfig()).replay(
+            [public_pcaps / "opcua" / "icsnpp__open62541_discover_getendpoints_discover_urls.pcap"]
+        )
+    )
     find = next(e for e in events if e.get("event.action") == "find-servers")
     assert find["opcua.server_count"] >= 1 and find["opcua.discovery_urls"]
     on_network = next(e for e in events if e.get("event.action") == "find-servers-on-network")
@@ -398,7 +471,11 @@ def test_discovery_services(public_pcaps: Path) -> None:
 
 def test_a_method_call_crafted_to_crash_dissectors(public_pcaps: Path) -> None:
     """ITI's capture of a Call request that froze Wireshark: an anomaly, never an exception."""
-    events = list(Engine(EngineConfig()).replay([public_pcaps / "opcua" / "iti__opc-ua-ap-method-wireshark-freeze.pcap"]))
+    events = list(
+        Engine(EngineConfig()).replay(
+            [public_pcaps / "opcua" / "iti__opc-ua-ap-method-wireshark-freeze.pcap"]
+        )
+    )
     calls = [e for e in events if e.get("event.action") == "call"]
     assert len(calls) == 2 and all("opcua.decode_error" in c for c in calls)
     errors = [e for e in events if e.get("event.action") == "error"]
@@ -411,7 +488,9 @@ def test_answers_without_requests_and_pending_limit(public_pcaps: Path) -> None:
     path = public_pcaps / "opcua" / "icsnpp__pending_overflow_tests-traces.pcap"
     records, _messages = parse_capture(path)
     assert Counter(r["ics.pairing"] for r in records) == {"response-only": 12, "request-only": 12}
-    assert {r["opcua.service"] for r in records if r["ics.pairing"] == "response-only"} == {"GetEndpoints"}
+    assert {r["opcua.service"] for r in records if r["ics.pairing"] == "response-only"} == {
+        "GetEndpoints"
+    }
     (feeds,) = recorded_feeds(OWN / "opcua_anonymous.pcap")[-1:]
     requests_only = [f for f in feeds if f[0]]
     records = _feed_all(requests_only, opcua.Parser(ParserLimits(max_pending=4)))
@@ -419,11 +498,17 @@ def test_answers_without_requests_and_pending_limit(public_pcaps: Path) -> None:
 
 
 def test_service_fault_answers_fail_the_transaction(public_pcaps: Path) -> None:
-    path = public_pcaps / "opcua" / "icsnpp__open62541_client-server_mainloop-ActivateSession-diagInfo.pcap"
+    path = (
+        public_pcaps
+        / "opcua"
+        / "icsnpp__open62541_client-server_mainloop-ActivateSession-diagInfo.pcap"
+    )
     events = _opcua(list(Engine(EngineConfig()).replay([path])))
     faults = [e for e in events if e.get("opcua.service_fault")]
     assert len(faults) == 20
-    assert all(e["event.outcome"] == "failure" and e["opcua.status"].startswith("Bad") for e in faults)
+    assert all(
+        e["event.outcome"] == "failure" and e["opcua.status"].startswith("Bad") for e in faults
+    )
 
 
 # -- malformed input ---------------------------------------------------------------------
@@ -450,13 +535,21 @@ def test_every_truncation_of_every_real_message_is_an_anomaly_not_an_exception()
 @given(st.binary(max_size=600), st.booleans())
 def test_random_bytes_never_raise(data: bytes, to_server: bool) -> None:
     parser = opcua.Parser()
-    records = parser.feed(to_server, data, 1.0) + parser.gap(to_server, 1.5, 10) + parser.feed(to_server, data, 2.0)
+    records = (
+        parser.feed(to_server, data, 1.0)
+        + parser.gap(to_server, 1.5, 10)
+        + parser.feed(to_server, data, 2.0)
+    )
     records += parser.close(3.0)
     for r in records:
         assert r["network.protocol"] == "opcua" and r["event.action"]
 
 
-_REAL = recorded_feeds(OWN / "opcua_anonymous.pcap")[-1] if (OWN / "opcua_anonymous.pcap").exists() else []
+_REAL = (
+    recorded_feeds(OWN / "opcua_anonymous.pcap")[-1]
+    if (OWN / "opcua_anonymous.pcap").exists()
+    else []
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -33,7 +33,11 @@ _GAP_EXTRA_MESSAGES = {("MSG", 464, 1000001): 1, ("status", 0): 1}
 _GAP_EXTRA_CHUNKS = {("MSG", "F", 464, 1000001): 1, ("status", 0): 1}
 KNOWN_DIFFERENCES: dict[str, tuple[str, dict, dict]] = {
     "icsnpp__opcua_with-gap.pcap": (_GAP_REASON, _GAP_EXTRA_MESSAGES, _GAP_EXTRA_CHUNKS),
-    "icsnpp__opcua_with-gap_with-handshake.pcap": (_GAP_REASON, _GAP_EXTRA_MESSAGES, _GAP_EXTRA_CHUNKS),
+    "icsnpp__opcua_with-gap_with-handshake.pcap": (
+        _GAP_REASON,
+        _GAP_EXTRA_MESSAGES,
+        _GAP_EXTRA_CHUNKS,
+    ),
 }
 # anomalies icsmon must report on published captures (everything else must decode cleanly)
 EXPECTED_ANOMALIES = {
@@ -65,8 +69,18 @@ def engine_messages(events: list[dict]) -> list[tuple]:
             rows.append((mtype, ev.get("opcua.service_type_id"), handle))
         if pairing in ("paired", "response-only"):
             rtype = ev.get("opcua.response_message_type", mtype)
-            rows.append((rtype, ev.get("opcua.response_type_id"), ev.get("opcua.response_request_handle", handle)))
-            if rtype in ("MSG", "OPN", "CLO") and "opcua.status_code" in ev and not ev.get("opcua.aborted"):
+            rows.append(
+                (
+                    rtype,
+                    ev.get("opcua.response_type_id"),
+                    ev.get("opcua.response_request_handle", handle),
+                )
+            )
+            if (
+                rtype in ("MSG", "OPN", "CLO")
+                and "opcua.status_code" in ev
+                and not ev.get("opcua.aborted")
+            ):
                 rows.append(("status", ev["opcua.status_code"]))
     return rows
 
@@ -77,12 +91,18 @@ def _check(name: str, theirs: Counter, ours: Counter, view: int, report: list[st
     extra = ours - theirs
     expected_extra = KNOWN_DIFFERENCES[name][view] if name in KNOWN_DIFFERENCES else {}
     if dict(extra) != expected_extra or missing:
-        report.append(f"{name}: tshark-only {dict(missing)} icsmon-only {dict(extra)} (expected icsmon-only {expected_extra})")
+        report.append(
+            f"{name}: tshark-only {dict(missing)} icsmon-only {dict(extra)} (expected icsmon-only {expected_extra})"
+        )
 
 
-def test_every_public_opcua_capture_agrees_with_tshark_through_the_engine(public_pcaps: Path, tshark: str) -> None:
+def test_every_public_opcua_capture_agrees_with_tshark_through_the_engine(
+    public_pcaps: Path, tshark: str
+) -> None:
     files = _public(public_pcaps)
-    assert len([p for p in files if p.parent.name == "opcua"]) == 31, "SOURCES.md lists 31 OPC UA captures"
+    assert len([p for p in files if p.parent.name == "opcua"]) == 31, (
+        "SOURCES.md lists 31 OPC UA captures"
+    )
     report: list[str] = []
     total = 0
     for path in files:
@@ -98,7 +118,9 @@ def test_every_public_opcua_capture_agrees_with_tshark_through_the_engine(public
     assert not report, "\n".join(report)
 
 
-def test_every_public_opcua_capture_agrees_with_tshark_chunk_by_chunk(public_pcaps: Path, tshark: str) -> None:
+def test_every_public_opcua_capture_agrees_with_tshark_chunk_by_chunk(
+    public_pcaps: Path, tshark: str
+) -> None:
     report: list[str] = []
     for path in _public(public_pcaps):
         _records, messages = parse_capture(path)

@@ -52,7 +52,11 @@ def _ip(buf: bytes, linktype: int) -> dpkt.ip.IP | dpkt.ip6.IP6 | None:
         return eth.data if isinstance(eth.data, dpkt.ip.IP | dpkt.ip6.IP6) else None
     if linktype in (dpkt.pcap.DLT_NULL, dpkt.pcap.DLT_LOOP):
         family = int.from_bytes(buf[:4], "little" if buf[0] else "big")
-        return dpkt.ip6.IP6(buf[4:]) if family in (24, 28, 30, socket.AF_INET6) else dpkt.ip.IP(buf[4:])
+        return (
+            dpkt.ip6.IP6(buf[4:])
+            if family in (24, 28, 30, socket.AF_INET6)
+            else dpkt.ip.IP(buf[4:])
+        )
     if linktype == dpkt.pcap.DLT_LINUX_SLL:
         sll = dpkt.sll.SLL(buf)
         return sll.data if isinstance(sll.data, dpkt.ip.IP | dpkt.ip6.IP6) else None
@@ -114,12 +118,22 @@ def replay_streams(
     return records
 
 
-def _drain(parser: opcua.Parser, half: _Half, to_server: bool, ts: float, force: bool = False) -> list[dict]:
+def _drain(
+    parser: opcua.Parser, half: _Half, to_server: bool, ts: float, force: bool = False
+) -> list[dict]:
     out: list[dict] = []
     while half.held:
         assert half.next_seq is not None
-        ready = [s for s in half.held if (s - half.next_seq) & 0xFFFFFFFF < 0x80000000 or s == half.next_seq]
-        behind = [s for s in half.held if (half.next_seq - s) & 0xFFFFFFFF < 0x80000000 and s != half.next_seq]
+        ready = [
+            s
+            for s in half.held
+            if (s - half.next_seq) & 0xFFFFFFFF < 0x80000000 or s == half.next_seq
+        ]
+        behind = [
+            s
+            for s in half.held
+            if (half.next_seq - s) & 0xFFFFFFFF < 0x80000000 and s != half.next_seq
+        ]
         progressed = False
         for s in behind:  # retransmission or overlap: keep only new bytes
             data = half.held.pop(s)
@@ -147,7 +161,9 @@ def parse_capture(path: Path, limits: ParserLimits | None = None) -> tuple[list[
     """(records, per-chunk message summaries in wire order) for one capture, on the ports
     the dissector owns plus the decode-as port of that file."""
     messages: list[dict] = []
-    ports = tuple(opcua.PORTS) + tuple(int(d.split("==")[1].split(",")[0]) for n, d in DECODE_AS.items() if n == path.name)
+    ports = tuple(opcua.PORTS) + tuple(
+        int(d.split("==")[1].split(",")[0]) for n, d in DECODE_AS.items() if n == path.name
+    )
     records = replay_streams(path, lambda: opcua.Parser(limits, on_message=messages.append), ports)
     return records, messages
 
@@ -155,7 +171,19 @@ def parse_capture(path: Path, limits: ParserLimits | None = None) -> tuple[list[
 @functools.lru_cache(maxsize=64)
 def _tshark_fields(tshark: str, path: Path) -> str:
     """One tshark run per capture per test session (both views read the same output)."""
-    cmd = [tshark, "-r", str(path), "-Y", "opcua", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=|"]
+    cmd = [
+        tshark,
+        "-r",
+        str(path),
+        "-Y",
+        "opcua",
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=|",
+    ]
     if path.name in DECODE_AS:
         cmd += ["-d", DECODE_AS[path.name]]
     for field in TSHARK_FIELDS:
@@ -171,7 +199,9 @@ def tshark_messages(tshark: str, path: Path, whole: bool = False) -> list[tuple]
     rows: list[tuple] = []
     open_messages: set[tuple] = set()  # (stream, sender port): a chunked message is in progress
     for line in out.splitlines():
-        stream, sport, types, chunks, tids, handles, results = (c.split("|") if c else [] for c in line.split("\t"))
+        stream, sport, types, chunks, tids, handles, results = (
+            c.split("|") if c else [] for c in line.split("\t")
+        )
         # one frame can hold several messages; ids/handles line up only when every message has
         # them, which holds for the frames these captures contain
         for i, mtype in enumerate(types):
@@ -213,7 +243,9 @@ def icsmon_messages(messages: list[dict]) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
-def test_stream_helper_sees_every_payload_byte_of_a_clean_capture(public_pcaps: Path, tshark: str) -> None:
+def test_stream_helper_sees_every_payload_byte_of_a_clean_capture(
+    public_pcaps: Path, tshark: str
+) -> None:
     """The helper's reassembled byte count equals tshark's sum of tcp.len for a capture with
     no retransmissions, so tests built on it are not testing a lossy view."""
     path = public_pcaps / "opcua" / "icsnpp__open62541_client-server_mainloop.pcap"
@@ -228,7 +260,9 @@ def test_stream_helper_sees_every_payload_byte_of_a_clean_capture(public_pcaps: 
     replay_streams(path, Counting, (4840,))
     out = subprocess.run(
         [tshark, "-r", str(path), "-Y", "tcp.port==4840", "-T", "fields", "-e", "tcp.len"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert fed == sum(int(x) for x in out.split()) > 0
 
@@ -238,7 +272,9 @@ def test_decode_as_ports_match_the_sources_list(public_pcaps: Path, name: str) -
     assert name in (public_pcaps / "SOURCES.md").read_text(encoding="utf-8")
 
 
-def recorded_feeds(path: Path, ports: tuple[int, ...] = (4840,)) -> list[list[tuple[bool, bytes, float]]]:
+def recorded_feeds(
+    path: Path, ports: tuple[int, ...] = (4840,)
+) -> list[list[tuple[bool, bytes, float]]]:
     """Per connection, the (to_server, bytes, ts) feeds the dissector would receive, in order:
     real traffic to re-cut, re-order or damage in tests."""
     conns: list[list[tuple[bool, bytes, float]]] = []

@@ -25,7 +25,10 @@ def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
-        capture_output=True, text=True, timeout=800, env={**os.environ, "ICSMON_PURE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=800,
+        env={**os.environ, "ICSMON_PURE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = out.glob("icsmon-*.whl")
@@ -34,12 +37,13 @@ def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
 
 
 def test_the_wheel_carries_the_rule_pack_where_the_loader_looks(wheel_files: set[str]) -> None:
-    rules = sorted(p.relative_to(REPO / "rules").as_posix() for p in (REPO / "rules").rglob("*.yml"))
+    rules = sorted(
+        p.relative_to(REPO / "rules").as_posix() for p in (REPO / "rules").rglob("*.yml")
+    )
     assert len(rules) >= 30
     data = {n.split("/data/", 1)[1] for n in wheel_files if ".data/data/" in n}
     missing = [r for r in rules if f"share/icsmon/rules/{r}" not in data]
     assert not missing, f"rules not in the wheel: {missing}"
-
 
 
 def test_without_a_checkout_the_loader_reads_the_installed_pack(tmp_path: Path) -> None:

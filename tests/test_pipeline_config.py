@@ -76,10 +76,16 @@ def test_yaml_file_with_sasl_and_api_key(tmp_path: Path) -> None:
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     path = write(tmp_path, "p.toml", TOML)
-    env = {"ICSMON_KAFKA_BROKERS": "env1:9092", "ICSMON_INDEXER_BATCH_SIZE": "900",
-           "ICSMON_ES_URL": "http://env:9200"}
-    cfg = load_config(path, env=env, overrides={"kafka": {"brokers": "flag:9092"},
-                                                 "indexer": {"batch_size": None}})
+    env = {
+        "ICSMON_KAFKA_BROKERS": "env1:9092",
+        "ICSMON_INDEXER_BATCH_SIZE": "900",
+        "ICSMON_ES_URL": "http://env:9200",
+    }
+    cfg = load_config(
+        path,
+        env=env,
+        overrides={"kafka": {"brokers": "flag:9092"}, "indexer": {"batch_size": None}},
+    )
     assert cfg.kafka.brokers == ("flag:9092",)  # flag beats env beats file
     assert cfg.indexer.batch_size == 900  # env beats file; a flag left unset changes nothing
     assert cfg.elasticsearch.url == "http://env:9200"
@@ -126,5 +132,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_bad_environment_value_names_the_environment() -> None:
-    with pytest.raises(ConfigError, match=r"environment \(ICSMON_\*\): bad value for spool.max_bytes"):
+    with pytest.raises(
+        ConfigError, match=r"environment \(ICSMON_\*\): bad value for spool.max_bytes"
+    ):
         load_config(env={"ICSMON_SPOOL_MAX_BYTES": "huge"})

@@ -36,8 +36,11 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("no mount command")
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -67,9 +70,16 @@ def fill(mnt: Path, leave: int = 0) -> Path:
 
 
 def doc(i: int, kind: str = "event") -> dict:
-    d = {"@timestamp": "2026-01-01T00:00:00Z", "event.kind": kind, "event.id": f"{kind}-{i:06d}",
-         "labels.site": "plant-1", "source.ip": "10.0.0.1", "destination.ip": "10.0.0.2",
-         "network.protocol": "modbus", "message": "x" * 300}
+    d = {
+        "@timestamp": "2026-01-01T00:00:00Z",
+        "event.kind": kind,
+        "event.id": f"{kind}-{i:06d}",
+        "labels.site": "plant-1",
+        "source.ip": "10.0.0.1",
+        "destination.ip": "10.0.0.2",
+        "network.protocol": "modbus",
+        "message": "x" * 300,
+    }
     if kind == "alert":
         d.update({"event.severity": 73, "rule.id": "r-1", "rule.name": "Write from a new host"})
     return d
@@ -79,7 +89,9 @@ def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
-def test_spool_disk_full_keeps_alerts_and_recovers(tiny_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_spool_disk_full_keeps_alerts_and_recovers(
+    tiny_fs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     spool = Spool(tiny_fs / "spool", max_bytes=64 << 20, segment_bytes=64 << 10)
     for i in range(20):
@@ -109,9 +121,17 @@ def test_spool_disk_full_keeps_alerts_and_recovers(tiny_fs: Path, caplog: pytest
 
 
 def test_kafka_sink_with_broker_down_and_spool_full_never_raises(tiny_fs: Path) -> None:
-    cfg = load_config(env={}, overrides={
-        "kafka": {"brokers": "127.0.0.1:1", "topic_prefix": "t" + uuid.uuid4().hex[:8]},
-        "spool": {"dir": str(tiny_fs / "spool"), "max_bytes": 1 << 20, "segment_bytes": 64 << 10}})
+    cfg = load_config(
+        env={},
+        overrides={
+            "kafka": {"brokers": "127.0.0.1:1", "topic_prefix": "t" + uuid.uuid4().hex[:8]},
+            "spool": {
+                "dir": str(tiny_fs / "spool"),
+                "max_bytes": 1 << 20,
+                "segment_bytes": 64 << 10,
+            },
+        },
+    )
     sink = KafkaSink.from_config(cfg, stall_s=0.5)
     try:
         filler = fill(tiny_fs)
@@ -133,7 +153,9 @@ def test_kafka_sink_with_broker_down_and_spool_full_never_raises(tiny_fs: Path) 
         spool.close()
 
 
-def test_store_disk_full_one_error_then_recovers(tiny_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_store_disk_full_one_error_then_recovers(
+    tiny_fs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     store = Store(tiny_fs / "icsmon.db", background_flush=False, batch_size=50)
     try:
@@ -159,17 +181,35 @@ def test_store_disk_full_one_error_then_recovers(tiny_fs: Path, caplog: pytest.L
 def test_replay_onto_a_full_disk_still_prints_every_alert(tiny_fs: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICSMON_")}
     cmd = [sys.executable, "-m", "icsmon.cli", "replay", str(PCAP), "--format", "jsonl"]
-    normal = subprocess.run([*cmd, "--store", str(tmp_path / "ok.db")], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    normal = subprocess.run(
+        [*cmd, "--store", str(tmp_path / "ok.db")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert normal.returncode == 0 and normal.stdout
     # The store exists (the sensor has been running); then the disk fills up.
-    first = subprocess.run([*cmd, "--store", str(tiny_fs / "full.db"), "--no-store-events"], env=env,
-                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(
+        [*cmd, "--store", str(tiny_fs / "full.db"), "--no-store-events"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert first.returncode == 0, first.stderr
     # Room to open the store (its shared-memory file) but not to write this run's documents.
     filler = fill(tiny_fs, leave=48 * 1024)
-    full = subprocess.run([*cmd, "--store", str(tiny_fs / "full.db")], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    full = subprocess.run(
+        [*cmd, "--store", str(tiny_fs / "full.db")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     ids = [json.loads(x)["event"]["id"] for x in full.stdout.splitlines()]
     assert ids == [json.loads(x)["event"]["id"] for x in normal.stdout.splitlines()]
     err = [ln for ln in full.stderr.splitlines() if ln.strip()]
@@ -177,17 +217,35 @@ def test_replay_onto_a_full_disk_still_prints_every_alert(tiny_fs: Path, tmp_pat
     assert err and all("full.db" in ln for ln in err) and len(err) <= 2, full.stderr
     assert any("full" in ln for ln in err)
     os.unlink(filler)  # space returns: the same store takes the next run whole
-    again = subprocess.run([*cmd, "--store", str(tiny_fs / "full.db")], env=env, cwd=REPO,
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [*cmd, "--store", str(tiny_fs / "full.db")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout == normal.stdout
 
 
 def test_no_room_even_to_open_the_store_is_one_clear_line(tiny_fs: Path) -> None:
     fill(tiny_fs)
-    proc = subprocess.run([sys.executable, "-m", "icsmon.cli", "replay", str(PCAP), "--store",
-                           str(tiny_fs / "new.db")], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "icsmon.cli",
+            "replay",
+            str(PCAP),
+            "--store",
+            str(tiny_fs / "new.db"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(err) == 1 and err[0].startswith("error: ") and "new.db" in err[0], proc.stderr

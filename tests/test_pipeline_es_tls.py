@@ -55,7 +55,9 @@ def tls_es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     """The TLS node, and a client for it as the built-in superuser ``elastic``."""
     require_services()  # plain Kafka carries the documents; the plain node stays untouched
     if os.geteuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip("deploy/elasticsearch.sh runs Elasticsearch as its own user: needs root and runuser")
+        pytest.skip(
+            "deploy/elasticsearch.sh runs Elasticsearch as its own user: needs root and runuser"
+        )
     from elasticsearch import Elasticsearch
 
     folder = tmp_path_factory.mktemp("es-tls")
@@ -68,8 +70,12 @@ def tls_es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     if started.returncode != 0:
         es_tls("reset")
         pytest.fail(f"deploy/elasticsearch.sh start --tls failed:\n{started.stderr[-4000:]}")
-    admin = Elasticsearch(TLS_ES, basic_auth=("elastic", password), ca_certs=str(folder / "ca.pem"),
-                          request_timeout=60)
+    admin = Elasticsearch(
+        TLS_ES,
+        basic_auth=("elastic", password),
+        ca_certs=str(folder / "ca.pem"),
+        request_timeout=60,
+    )
     try:
         yield {"ca": str(folder / "ca.pem"), "admin": admin, "folder": folder}
     finally:
@@ -80,27 +86,56 @@ def tls_es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 def api_key(admin: Any, name: str, prefix: str, indices: list[str], cluster: list[str]) -> str:
     """A key limited to ``<prefix>-*``, in the encoded form the config's api_key takes."""
-    resp = admin.security.create_api_key(name=name, expiration="1h", role_descriptors={
-        name: {"cluster": cluster, "indices": [{"names": [f"{prefix}-*"], "privileges": indices}]}})
+    resp = admin.security.create_api_key(
+        name=name,
+        expiration="1h",
+        role_descriptors={
+            name: {
+                "cluster": cluster,
+                "indices": [{"names": [f"{prefix}-*"], "privileges": indices}],
+            }
+        },
+    )
     return resp["encoded"]
 
 
-def tls_pipe(tmp_path: Path, tls_es: dict[str, Any], key: str | None, index_prefix: str,
-             topic_prefix: str | None = None, **es: Any) -> Pipe:
+def tls_pipe(
+    tmp_path: Path,
+    tls_es: dict[str, Any],
+    key: str | None,
+    index_prefix: str,
+    topic_prefix: str | None = None,
+    **es: Any,
+) -> Pipe:
     """A pipe on the TLS node under ``index_prefix`` (``es`` entries set to None are left out)."""
-    settings = {"url": TLS_ES, "api_key": key, "ca_file": tls_es["ca"], "request_timeout": 20,
-                "index_prefix": index_prefix}
+    settings = {
+        "url": TLS_ES,
+        "api_key": key,
+        "ca_file": tls_es["ca"],
+        "request_timeout": 20,
+        "index_prefix": index_prefix,
+    }
     settings.update(es)
     settings = {k: v for k, v in settings.items() if v is not None}
     kafka = {"topic_prefix": topic_prefix or index_prefix}
-    return make_pipe(tmp_path, kafka=kafka, indexer={"group_id": f"{kafka['topic_prefix']}-ix"},
-                     elasticsearch=settings)
+    return make_pipe(
+        tmp_path,
+        kafka=kafka,
+        indexer={"group_id": f"{kafka['topic_prefix']}-ix"},
+        elasticsearch=settings,
+    )
 
 
 def cli(args: list[str], config: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICSMON_")}
-    return subprocess.run([sys.executable, "-m", "icsmon.cli", *args, "--config", str(config)],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "icsmon.cli", *args, "--config", str(config)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def drop_topics(prefix: str) -> None:
@@ -115,7 +150,9 @@ def drop_topics(prefix: str) -> None:
         admin.close()
 
 
-def test_alerts_indexed_and_queried_over_tls_with_api_keys(tmp_path: Path, tls_es: dict[str, Any]) -> None:
+def test_alerts_indexed_and_queried_over_tls_with_api_keys(
+    tmp_path: Path, tls_es: dict[str, Any]
+) -> None:
     admin = tls_es["admin"]
     probe = make_pipe(tmp_path)  # only for a fresh prefix
     prefix = probe.prefix
@@ -151,7 +188,9 @@ def test_alerts_indexed_and_queried_over_tls_with_api_keys(tmp_path: Path, tls_e
         from pipeline.es import open_query_backend
 
         reader_cfg = write_config_file(
-            tls_pipe(tmp_path, tls_es, reader_key, index_prefix=prefix).cfg, tmp_path / "reader.toml")
+            tls_pipe(tmp_path, tls_es, reader_key, index_prefix=prefix).cfg,
+            tmp_path / "reader.toml",
+        )
         backend = open_query_backend(config=str(reader_cfg))
         try:
             total, alerts = backend.search_alerts(AlertFilter(limit=5))
@@ -173,10 +212,13 @@ def test_alerts_indexed_and_queried_over_tls_with_api_keys(tmp_path: Path, tls_e
         admin.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
 
 
-@pytest.mark.parametrize("what", ["wrong-api-key", "no-ca", "other-ca", "plain-http", "http-with-ca"])
+@pytest.mark.parametrize(
+    "what", ["wrong-api-key", "no-ca", "other-ca", "plain-http", "http-with-ca"]
+)
 @pytest.mark.parametrize("command", [["index", "--setup"], ["alerts", "--limit", "1"]])
-def test_bad_tls_or_key_is_one_clear_error(tmp_path: Path, tls_es: dict[str, Any], what: str,
-                                           command: list[str]) -> None:
+def test_bad_tls_or_key_is_one_clear_error(
+    tmp_path: Path, tls_es: dict[str, Any], what: str, command: list[str]
+) -> None:
     admin = tls_es["admin"]
     prefix = make_pipe(tmp_path).prefix
     good = api_key(admin, "icsmon-bad-clients", prefix, INDEXER_INDICES + ["read"], INDEXER_CLUSTER)
@@ -206,7 +248,11 @@ def test_bad_tls_or_key_is_one_clear_error(tmp_path: Path, tls_es: dict[str, Any
     assert lines and lines[0].startswith("error:"), err[-3000:]
     assert TLS_ES.split("//")[1] in err  # names the node it could not use
     assert good not in err and wrong not in err  # credentials never echoed
-    expect = {"wrong-api-key": ("401", "authenticat"), "no-ca": ("certificate", "verify"),
-              "other-ca": ("certificate", "verify"), "plain-http": ("Connection",),
-              "http-with-ca": ("https",)}[what]
+    expect = {
+        "wrong-api-key": ("401", "authenticat"),
+        "no-ca": ("certificate", "verify"),
+        "other-ca": ("certificate", "verify"),
+        "plain-http": ("Connection",),
+        "http-with-ca": ("https",),
+    }[what]
     assert any(word.lower() in err.lower() for word in expect), err[-3000:]

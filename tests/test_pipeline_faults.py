@@ -41,9 +41,17 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 def alert_doc(i: int) -> dict[str, Any]:
     doc = event_doc(i)
-    doc.update({"event.kind": "alert", "event.id": f"al-{i:07d}", "event.severity": 73,
-                "rule.id": "r-1", "rule.name": "Write to a PLC from a new host",
-                "threat.framework": "MITRE ATT&CK for ICS", "threat.technique.id": ["T0855"]})
+    doc.update(
+        {
+            "event.kind": "alert",
+            "event.id": f"al-{i:07d}",
+            "event.severity": 73,
+            "rule.id": "r-1",
+            "rule.name": "Write to a PLC from a new host",
+            "threat.framework": "MITRE ATT&CK for ICS",
+            "threat.technique.id": ["T0855"],
+        }
+    )
     return doc
 
 
@@ -87,16 +95,21 @@ def test_kafka_outage_spools_and_delivers_everything_once(tmp_path: Path) -> Non
         assert reopened.spooling  # leftovers of the last run are replayed first
         for doc in after:
             reopened.write("event", doc)
-        wait_for("the spool to drain", lambda: reopened.spool.pending() == 0 and not reopened.spooling,
-                 limit_s=180)
+        wait_for(
+            "the spool to drain",
+            lambda: reopened.spool.pending() == 0 and not reopened.spooling,
+            limit_s=180,
+        )
         reopened.flush()
         assert reopened.stats()["spool_events_dropped"] == 0
 
         every = before + during + after
         for kind in ("event", "alert"):
             want = sorted(d["event.id"] for d in every if d["event.kind"] == kind)
-            got = sorted(json.loads(m.value)["event"]["id"]
-                         for m in topic_messages(pipe, pipe.cfg.topic(kind)))
+            got = sorted(
+                json.loads(m.value)["event"]["id"]
+                for m in topic_messages(pipe, pipe.cfg.topic(kind))
+            )
             assert len(set(got)) == len(want), f"{kind}s lost: {set(want) - set(got)}"
             assert set(got) == set(want)
             # Duplicates can only come from an acknowledgement lost in the outage; the index
@@ -120,7 +133,9 @@ def test_kafka_outage_spools_and_delivers_everything_once(tmp_path: Path) -> Non
 
 def test_elasticsearch_outage_commits_nothing_then_delivers_all(tmp_path: Path) -> None:
     require_services()
-    pipe = make_pipe(tmp_path, indexer={"batch_size": 500, "retry_initial_s": 0.2, "retry_max_s": 1.0})
+    pipe = make_pipe(
+        tmp_path, indexer={"batch_size": 500, "retry_initial_s": 0.2, "retry_max_s": 1.0}
+    )
     setup(pipe.cfg)
     sink = KafkaSink.from_config(pipe.cfg)
     n = 3000
@@ -135,15 +150,24 @@ def test_elasticsearch_outage_commits_nothing_then_delivers_all(tmp_path: Path) 
         worker = threading.Thread(target=indexer.run)
         worker.start()
         try:
-            wait_for("the indexer to fail a batch and rewind", lambda: indexer.counters["rewinds"] >= 2,
-                     limit_s=120)
+            wait_for(
+                "the indexer to fail a batch and rewind",
+                lambda: indexer.counters["rewinds"] >= 2,
+                limit_s=120,
+            )
             assert indexer.counters["indexed"] == 0
             assert committed(pipe) == {}  # nothing acknowledged by Elasticsearch, nothing committed
             deploy("elasticsearch.sh", "start")
-            wait_for("every document to be indexed", lambda: indexer.counters["indexed"] >= n,
-                     limit_s=180)
-            wait_for("the offsets to be committed", lambda: committed(pipe) == end_offsets(pipe),
-                     limit_s=60)
+            wait_for(
+                "every document to be indexed",
+                lambda: indexer.counters["indexed"] >= n,
+                limit_s=180,
+            )
+            wait_for(
+                "the offsets to be committed",
+                lambda: committed(pipe) == end_offsets(pipe),
+                limit_s=60,
+            )
         finally:
             indexer.stop()
             worker.join(60)
@@ -170,8 +194,9 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path: Path) -> None:
         sink.flush()
         assert sink.stats()["acked"] == n
         cmd = [sys.executable, "-m", "icsmon.cli", "index", "--once", "--batch-size", "300"]
-        proc = subprocess.Popen(cmd, env=pipe.env, cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd, env=pipe.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         try:
             from pipeline.es import EsStore
 
@@ -181,7 +206,9 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path: Path) -> None:
                 store.refresh()
                 return store.client.count(index=store.alias("event"))["count"] > 0
 
-            wait_for("the indexer to write its first batches", some_indexed, limit_s=120, step_s=0.05)
+            wait_for(
+                "the indexer to write its first batches", some_indexed, limit_s=120, step_s=0.05
+            )
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
             store.refresh()
@@ -207,4 +234,3 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tmp_path: Path) -> None:
     finally:
         sink.close(timeout=1)
         drop_pipe(pipe)
-

@@ -32,15 +32,28 @@ def closed_port() -> int:
 
 
 def offline_cfg(tmp_path: Path) -> Any:
-    return load_config(env={}, overrides={
-        "kafka": {"brokers": f"127.0.0.1:{closed_port()}"},
-        "spool": {"dir": str(tmp_path / "spool"), "max_bytes": 8 << 20, "segment_bytes": 1 << 20},
-    })
+    return load_config(
+        env={},
+        overrides={
+            "kafka": {"brokers": f"127.0.0.1:{closed_port()}"},
+            "spool": {
+                "dir": str(tmp_path / "spool"),
+                "max_bytes": 8 << 20,
+                "segment_bytes": 1 << 20,
+            },
+        },
+    )
 
 
 def doc(i: int, kind: str = "event") -> dict[str, Any]:
-    return {"@timestamp": "2026-11-26T10:00:00Z", "event.kind": kind, "event.id": f"{kind}-{i}",
-            "labels.site": "site-a", "source.ip": "10.0.0.1", "modbus.function_code": 6}
+    return {
+        "@timestamp": "2026-11-26T10:00:00Z",
+        "event.kind": kind,
+        "event.id": f"{kind}-{i}",
+        "labels.site": "site-a",
+        "source.ip": "10.0.0.1",
+        "modbus.function_code": 6,
+    }
 
 
 def test_unreachable_kafka_spools_everything_and_keeps_it_for_the_next_run(tmp_path: Path) -> None:
@@ -50,8 +63,14 @@ def test_unreachable_kafka_spools_everything_and_keeps_it_for_the_next_run(tmp_p
         sink.write("event", doc(i))
     for i in range(5):
         sink.write("alert", doc(i, "alert"))
-    sink.write("asset", {"asset.id": "site-a:10.0.0.1", "host.ip": "10.0.0.1",
-                         "asset.last_seen": "2026-11-26T10:00:00Z"})
+    sink.write(
+        "asset",
+        {
+            "asset.id": "site-a:10.0.0.1",
+            "host.ip": "10.0.0.1",
+            "asset.last_seen": "2026-11-26T10:00:00Z",
+        },
+    )
     stats = sink.stats()
     assert sink.spooling
     assert stats["acked"] == 0
@@ -82,12 +101,30 @@ def test_cli_replay_with_kafka_down_exits_and_spools_the_alerts(tmp_path: Path) 
     if not captures:
         pytest.skip("no captures under pcaps/")
     spool_dir = tmp_path / "spool"
-    env = {"ICSMON_KAFKA_BROKERS": f"127.0.0.1:{closed_port()}", "ICSMON_SPOOL_DIR": str(spool_dir),
-           "PATH": "/usr/bin:/bin"}
+    env = {
+        "ICSMON_KAFKA_BROKERS": f"127.0.0.1:{closed_port()}",
+        "ICSMON_SPOOL_DIR": str(spool_dir),
+        "PATH": "/usr/bin:/bin",
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "icsmon.cli", "replay", *captures, "--sink", "kafka",
-         "--site", "site-off", "--format", "jsonl"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "icsmon.cli",
+            "replay",
+            *captures,
+            "--sink",
+            "kafka",
+            "--site",
+            "site-off",
+            "--format",
+            "jsonl",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -146,9 +183,18 @@ def test_every_field_of_the_golden_outputs_is_mapped_with_a_fitting_type() -> No
 
 
 def test_numeric_ics_fields_are_numbers_in_the_mapping() -> None:
-    for name in ("modbus.function_code", "modbus.address", "modbus.values", "s7comm.function_code",
-                 "s7comm.items.db", "opcua.service_type_id", "opcua.status_code", "event.severity",
-                 "source.port", "destination.port"):
+    for name in (
+        "modbus.function_code",
+        "modbus.address",
+        "modbus.values",
+        "s7comm.function_code",
+        "s7comm.items.db",
+        "opcua.service_type_id",
+        "opcua.status_code",
+        "event.severity",
+        "source.port",
+        "destination.port",
+    ):
         assert mapped_type(name) == "long", name
     for name in ("source.ip", "destination.ip", "host.ip", "asset.peers"):
         assert mapped_type(name) == "ip", name

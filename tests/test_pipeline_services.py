@@ -40,7 +40,15 @@ from tests.pipeline_support import (
 pytestmark = pytest.mark.services
 
 CAPTURES = sorted(str(p) for p in (REPO / "pcaps").rglob("*.pcap"))
-REPLAY_ARGS = ["--site", "site-e2e", "--observer", "sensor-e2e", "--org", "ent-e2e", "--no-store-events"]
+REPLAY_ARGS = [
+    "--site",
+    "site-e2e",
+    "--observer",
+    "sensor-e2e",
+    "--org",
+    "ent-e2e",
+    "--no-store-events",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +68,16 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     try:
         pipe.cli("index", "--setup")
         embedded = tmp / "embedded.jsonl"
-        pipe.cli("replay", *captures, *REPLAY_ARGS, "--sink", "jsonl", "--out", str(embedded),
-                 "--store-events")
+        pipe.cli(
+            "replay",
+            *captures,
+            *REPLAY_ARGS,
+            "--sink",
+            "jsonl",
+            "--out",
+            str(embedded),
+            "--store-events",
+        )
         pipe.cli("replay", *captures, *REPLAY_ARGS, "--sink", "kafka", "--store-events")
         proc = pipe.cli("index", "--once", "--stats")
         stats = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -73,7 +89,11 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {"alert": [], "event": [], "asset": [], "heartbeat": []}
     for doc in docs:
-        kind = "heartbeat" if doc["event"].get("dataset") == "icsmon.heartbeat" else doc["event"]["kind"]
+        kind = (
+            "heartbeat"
+            if doc["event"].get("dataset") == "icsmon.heartbeat"
+            else doc["event"]["kind"]
+        )
         out[kind].append(doc)
     return out
 
@@ -142,8 +162,9 @@ def test_no_field_was_mapped_dynamically_or_dropped_as_malformed(replayed: Any) 
             for index, body in mappings.items():
                 extra = sorted(_extra_fields(body["mappings"].get("properties", {}), explicit))
                 assert not extra, f"{index}: fields not in FIELD_TYPES: {extra}"
-            ignored = store.client.search(index=store.alias(kind), size=5,
-                                          query={"exists": {"field": "_ignored"}})
+            ignored = store.client.search(
+                index=store.alias(kind), size=5, query={"exists": {"field": "_ignored"}}
+            )
             bad = [(h["_id"], h.get("_ignored")) for h in ignored["hits"]["hits"]]
             assert not bad, f"{kind}: values ignored as malformed: {bad}"
     finally:
@@ -233,10 +254,18 @@ def test_setup_is_idempotent(tmp_path: Path) -> None:
 def event_doc(i: int, site: str = "site-x") -> dict[str, Any]:
     return {
         "@timestamp": f"2026-11-26T10:{i // 6000 % 60:02d}:{i // 100 % 60:02d}.{i % 100:06d}Z",
-        "event.kind": "event", "event.id": f"ev-{i:07d}", "event.action": "read-holding-registers",
-        "network.protocol": "modbus", "source.ip": "10.0.0.5", "source.port": 40000 + i % 1000,
-        "destination.ip": "10.0.0.10", "destination.port": 502, "labels.site": site,
-        "modbus.function_code": 3, "modbus.address": i % 100, "modbus.values": [i % 7, i % 11],
+        "event.kind": "event",
+        "event.id": f"ev-{i:07d}",
+        "event.action": "read-holding-registers",
+        "network.protocol": "modbus",
+        "source.ip": "10.0.0.5",
+        "source.port": 40000 + i % 1000,
+        "destination.ip": "10.0.0.10",
+        "destination.port": 502,
+        "labels.site": site,
+        "modbus.function_code": 3,
+        "modbus.address": i % 100,
+        "modbus.values": [i % 7, i % 11],
     }
 
 
@@ -246,16 +275,33 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_rest_flow(tmp_path:
     setup(pipe.cfg)
     producer = make_producer(pipe.cfg)
     events = pipe.cfg.topic("event")
-    good = [json.dumps({"@timestamp": "2026-11-26T10:00:00Z", "event": {"kind": "event", "id": f"ok-{i}"},
-                        "source": {"ip": "10.0.0.1"}}).encode() for i in range(3)]
+    good = [
+        json.dumps(
+            {
+                "@timestamp": "2026-11-26T10:00:00Z",
+                "event": {"kind": "event", "id": f"ok-{i}"},
+                "source": {"ip": "10.0.0.1"},
+            }
+        ).encode()
+        for i in range(3)
+    ]
     poison = {
         b"\xff\xfe not json": "undecodable: not JSON",
         b"[1, 2, 3]": "undecodable: a JSON list",
-        json.dumps({"@timestamp": "2026-11-26T10:00:00Z", "event": {"kind": "event"}}).encode(): "no usable id",
-        json.dumps({"@timestamp": "yesterday", "event": {"id": "bad-ts"}}).encode(): "no usable timestamp",
+        json.dumps(
+            {"@timestamp": "2026-11-26T10:00:00Z", "event": {"kind": "event"}}
+        ).encode(): "no usable id",
+        json.dumps(
+            {"@timestamp": "yesterday", "event": {"id": "bad-ts"}}
+        ).encode(): "no usable timestamp",
         # An object where ECS has a value: Elasticsearch rejects the document itself.
-        json.dumps({"@timestamp": "2026-11-26T10:00:00Z", "event": {"id": "bad-map"},
-                    "source": {"ip": {"nested": "object"}}}).encode(): "rejected by Elasticsearch",
+        json.dumps(
+            {
+                "@timestamp": "2026-11-26T10:00:00Z",
+                "event": {"id": "bad-map"},
+                "source": {"ip": {"nested": "object"}},
+            }
+        ).encode(): "rejected by Elasticsearch",
     }
     try:
         for value in [good[0], *poison, good[1], good[2]]:
@@ -299,9 +345,15 @@ def test_two_indexers_share_the_partitions(tmp_path: Path) -> None:
     try:
         for t in threads:
             t.start()
-        wait_for("both members to get partitions",
-                 lambda: all(assigned) and not (assigned[0] & assigned[1])
-                 and len(assigned[0] | assigned[1]) == 3 * len(kinds.names()), limit_s=120)
+        wait_for(
+            "both members to get partitions",
+            lambda: (
+                all(assigned)
+                and not (assigned[0] & assigned[1])
+                and len(assigned[0] | assigned[1]) == 3 * len(kinds.names())
+            ),
+            limit_s=120,
+        )
         n = 6000
         for i in range(n):
             sink.write("event", event_doc(i, site=f"site-{i % 12}"))  # 12 keys over 3 partitions

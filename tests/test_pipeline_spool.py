@@ -150,9 +150,13 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops)
-def test_matches_a_plain_queue_across_reopens(tmp_path_factory: pytest.TempPathFactory, steps: list) -> None:
+def test_matches_a_plain_queue_across_reopens(
+    tmp_path_factory: pytest.TempPathFactory, steps: list
+) -> None:
     # Large enough that nothing is evicted: then the spool must behave exactly like a FIFO.
     folder = tmp_path_factory.mktemp("spool")
     spool = Spool(folder, max_bytes=1 << 22, segment_bytes=1024)

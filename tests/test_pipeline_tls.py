@@ -35,33 +35,56 @@ def make_ca(folder: Path) -> None:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "icsmon test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
     (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
     (folder / "server.pem").write_bytes(
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        + cert.public_bytes(pem) + ca.public_bytes(pem))
+        + cert.public_bytes(pem)
+        + ca.public_bytes(pem)
+    )
     (folder / "server.pem").chmod(0o600)
 
 
@@ -83,20 +106,31 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     kafka_tls("reset")  # users are created when the storage is formatted: start clean
     kafka_tls("start", folder)
     try:
-        yield {"ca": str(folder / "ca.pem"), "user": "sensor-0042", "password": users["sensor-0042"]}
+        yield {
+            "ca": str(folder / "ca.pem"),
+            "user": "sensor-0042",
+            "password": users["sensor-0042"],
+        }
     finally:
         kafka_tls("reset")
 
 
 def tls_pipe(tmp_path: Path, broker: dict[str, str], **kafka: str):
-    settings = {"brokers": TLS_BROKER, "security_protocol": "SASL_SSL",
-                "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": broker["user"],
-                "sasl_password": broker["password"], "ca_file": broker["ca"]}
+    settings = {
+        "brokers": TLS_BROKER,
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_username": broker["user"],
+        "sasl_password": broker["password"],
+        "ca_file": broker["ca"],
+    }
     settings.update(kafka)
     return make_pipe(tmp_path, kafka=settings)
 
 
-def test_alerts_flow_through_kafka_with_tls_and_scram(tmp_path: Path, tls_broker: dict[str, str]) -> None:
+def test_alerts_flow_through_kafka_with_tls_and_scram(
+    tmp_path: Path, tls_broker: dict[str, str]
+) -> None:
     pipe = tls_pipe(tmp_path, tls_broker)
     from pipeline.es import EsStore
 
@@ -109,8 +143,11 @@ def test_alerts_flow_through_kafka_with_tls_and_scram(tmp_path: Path, tls_broker
                 sink.write("alert", alert_doc(i))
             # The first TLS + SCRAM handshake may outlast max_block_ms: then the sink spools and
             # its background replay delivers, as in any outage.
-            wait_for("every alert to be delivered", lambda: sink.spool.pending() == 0
-                     and not sink.spooling, limit_s=120)
+            wait_for(
+                "every alert to be delivered",
+                lambda: sink.spool.pending() == 0 and not sink.spooling,
+                limit_s=120,
+            )
             sink.flush(timeout=60)
             stats = sink.stats()
             assert stats["acked"] + stats["replayed"] >= n and stats["spool_alerts_refused"] == 0
@@ -131,13 +168,17 @@ def test_alerts_flow_through_kafka_with_tls_and_scram(tmp_path: Path, tls_broker
 
 
 @pytest.mark.parametrize("what", ["wrong-password", "untrusted-ca", "plaintext"])
-def test_the_tls_broker_refuses_bad_clients(tmp_path: Path, tls_broker: dict[str, str], what: str) -> None:
+def test_the_tls_broker_refuses_bad_clients(
+    tmp_path: Path, tls_broker: dict[str, str], what: str
+) -> None:
     other_ca = tmp_path / "other"
     other_ca.mkdir()
     make_ca(other_ca)
-    changes = {"wrong-password": {"sasl_password": "not-the-password"},
-               "untrusted-ca": {"ca_file": str(other_ca / "ca.pem")},
-               "plaintext": {"security_protocol": "PLAINTEXT"}}[what]
+    changes = {
+        "wrong-password": {"sasl_password": "not-the-password"},
+        "untrusted-ca": {"ca_file": str(other_ca / "ca.pem")},
+        "plaintext": {"security_protocol": "PLAINTEXT"},
+    }[what]
     pipe = tls_pipe(tmp_path, tls_broker, **changes)
     producer = make_producer(pipe.cfg, max_block_ms=4000)
     try:

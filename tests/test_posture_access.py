@@ -32,15 +32,21 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     for who in ("city_a", "city_b", "ent_a_op", "ent_b_op"):
         role, scope = e.principals[who]
         kind = "city" if role == "city-analyst" else "enterprise"
-        r = e.client.post("/api/webhooks", headers=prov, json={
-            "scope": f"{kind}:{scope}", "url": "http://127.0.0.1:9/hook", "min_severity": 70})
+        r = e.client.post(
+            "/api/webhooks",
+            headers=prov,
+            json={"scope": f"{kind}:{scope}", "url": "http://127.0.0.1:9/hook", "min_severity": 70},
+        )
         assert r.status_code == 201, r.text
         e.hooks[who] = r.json()["id"]
     for site in sorted(e.sites_of("province")):
         alert = next((a for a in e.docs["alert"] if a["labels.site"] == site), None)
         if alert:
-            e.client.post(f"/api/alerts/{alert['event.id']}/acknowledge", headers=prov,
-                          json={"note": f"seen at {site}"})
+            e.client.post(
+                f"/api/alerts/{alert['event.id']}/acknowledge",
+                headers=prov,
+                json={"note": f"seen at {site}"},
+            )
     yield e
     e.close()
 
@@ -54,8 +60,10 @@ def foreign(env: Env, who: str) -> dict[str, Any]:
     my_cities = {r["city"] for r in rows if r["site"] in mine}
     role = env.principals[who][0]
     f_ents = sorted({r["enterprise"] for r in rows} - my_ents)
-    f_cities = sorted({r["city"] for r in rows} - (my_cities if role != "enterprise-operator"
-                                                    and role != "enterprise-viewer" else set()))
+    f_cities = sorted(
+        {r["city"] for r in rows}
+        - (my_cities if role != "enterprise-operator" and role != "enterprise-viewer" else set())
+    )
     by_site: dict[str, str] = {}
     for a in env.docs["alert"]:
         if a["labels.site"] in f_sites:
@@ -76,8 +84,14 @@ def foreign(env: Env, who: str) -> dict[str, Any]:
 
     visible_hooks = {h for h in env.hooks if hook_visible(h)}
     f_hooks = [env.hooks[h] for h in env.hooks if h not in visible_hooks]
-    return {"sites": f_sites, "enterprises": f_ents, "cities": f_cities,
-            "alerts": list(by_site.values())[:8], "alert_ids": f_alert_ids, "hooks": f_hooks}
+    return {
+        "sites": f_sites,
+        "enterprises": f_ents,
+        "cities": f_cities,
+        "alerts": list(by_site.values())[:8],
+        "alert_ids": f_alert_ids,
+        "hooks": f_hooks,
+    }
 
 
 # Each entry: (method, path template, json body or None). {id} is replaced by the target.
@@ -122,8 +136,11 @@ def test_foreign_objects_answer_like_missing_ones(env: Env, who: str, kind: str)
     if kind == "alert":
         targets, missing = f["alerts"], MISSING
     elif kind == "scope":
-        targets = ([f"site:{s}" for s in f["sites"]] + [f"enterprise:{e}" for e in f["enterprises"]]
-                   + [f"city:{c}" for c in f["cities"]])
+        targets = (
+            [f"site:{s}" for s in f["sites"]]
+            + [f"enterprise:{e}" for e in f["enterprises"]]
+            + [f"city:{c}" for c in f["cities"]]
+        )
         if who != "province":
             targets.append("province")
         missing = "site:no-such-site"
@@ -143,13 +160,21 @@ def test_foreign_objects_answer_like_missing_ones(env: Env, who: str, kind: str)
         assert ref.status_code == 404, (method, path, ref.text)
         for target in tried:
             r = call(env, who, method, path, body, target)
-            assert (r.status_code, r.json()) == (ref.status_code, ref.json()), \
+            assert (r.status_code, r.json()) == (ref.status_code, ref.json()), (
                 f"{who} {method} {path} {target}: {r.status_code} {r.text[:200]}"
+            )
 
 
 HOME_GETS = [
-    "/api/summary?hours=72", "/api/alerts?hours=72&limit=500", "/api/sensors", "/api/assets",
-    "/api/workflow?status=acknowledged", "/api/audit", "/api/org", "/api/webhooks", "/api/me",
+    "/api/summary?hours=72",
+    "/api/alerts?hours=72&limit=500",
+    "/api/sensors",
+    "/api/assets",
+    "/api/workflow?status=acknowledged",
+    "/api/audit",
+    "/api/org",
+    "/api/webhooks",
+    "/api/me",
 ]
 
 
@@ -164,7 +189,12 @@ def test_home_scope_responses_hold_no_foreign_identifiers(env: Env, who: str, pa
     leaked_ents = [e for e in f["enterprises"] if re.search(rf'"{re.escape(e)}"', body)]
     leaked_alerts = set(HEX_ID.findall(body)) & f["alert_ids"]
     assert not leaked_sites and not leaked_ents and not leaked_alerts, (
-        who, path, leaked_sites[:3], leaked_ents[:3], list(leaked_alerts)[:3])
+        who,
+        path,
+        leaked_sites[:3],
+        leaked_ents[:3],
+        list(leaked_alerts)[:3],
+    )
     if who != "province" and path.startswith("/api/alerts"):
         items = r.json()["items"]
         assert items and {i["labels"]["site"] for i in items} <= env.sites_of(who)
@@ -174,39 +204,62 @@ def test_city_analyst_industry_view_is_cut_to_their_city(env: Env) -> None:
     city = env.principals["city_a"][1]
     rows = seed.registry_sites(env.registry)
     industry = next(r["industry"] for r in rows if r["city"] == city)
-    s = env.client.get("/api/summary", params={"scope": f"industry:{industry}", "hours": 72},
-                       headers=env.h("city_a")).json()
+    s = env.client.get(
+        "/api/summary",
+        params={"scope": f"industry:{industry}", "hours": 72},
+        headers=env.h("city_a"),
+    ).json()
     mine = {r["site"] for r in rows if r["city"] == city and r["industry"] == industry}
     want = sum(1 for a in env.docs["alert"] if a["labels.site"] in mine)
     assert s["alerts"]["total"] == want
-    other = next((r["industry"] for r in rows if r["city"] != city
-                  and r["industry"] not in {x["industry"] for x in rows if x["city"] == city}),
-                 None)
+    other = next(
+        (
+            r["industry"]
+            for r in rows
+            if r["city"] != city
+            and r["industry"] not in {x["industry"] for x in rows if x["city"] == city}
+        ),
+        None,
+    )
     if other:
-        r = env.client.get("/api/summary", params={"scope": f"industry:{other}"},
-                           headers=env.h("city_a"))
+        r = env.client.get(
+            "/api/summary", params={"scope": f"industry:{other}"}, headers=env.h("city_a")
+        )
         assert r.status_code == 404
 
 
 def test_enterprise_users_cannot_add_city_webhooks_and_viewers_nothing(env: Env) -> None:
     city = env.principals["city_a"][1]
-    r = env.client.post("/api/webhooks", headers=env.h("ent_a_op"),
-                        json={"scope": f"city:{city}", "url": "http://127.0.0.1:9/x"})
+    r = env.client.post(
+        "/api/webhooks",
+        headers=env.h("ent_a_op"),
+        json={"scope": f"city:{city}", "url": "http://127.0.0.1:9/x"},
+    )
     assert r.status_code == 404  # the city is not the enterprise user's to see
-    r = env.client.post("/api/webhooks", headers=env.h("ent_a_view"),
-                        json={"scope": "enterprise:ent-0001", "url": "http://127.0.0.1:9/x"})
+    r = env.client.post(
+        "/api/webhooks",
+        headers=env.h("ent_a_view"),
+        json={"scope": "enterprise:ent-0001", "url": "http://127.0.0.1:9/x"},
+    )
     assert r.status_code == 403
 
 
-def test_secrets_never_reach_the_logs(env: Env, caplog: pytest.LogCaptureFixture,
-                                      tmp_path: Path) -> None:
+def test_secrets_never_reach_the_logs(
+    env: Env, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     from posture.webhooks import WebhookDispatcher
 
     caplog.set_level(logging.DEBUG)
     token = env.tokens["ent_a_op"]
-    created = env.client.post("/api/webhooks", headers=env.h("ent_a_op"), json={
-        "scope": "enterprise:ent-0001", "min_severity": 0,
-        "url": "http://alice:hunter2-pass@127.0.0.1:9/hook?key=s3cr3t-query"})
+    created = env.client.post(
+        "/api/webhooks",
+        headers=env.h("ent_a_op"),
+        json={
+            "scope": "enterprise:ent-0001",
+            "min_severity": 0,
+            "url": "http://alice:hunter2-pass@127.0.0.1:9/hook?key=s3cr3t-query",
+        },
+    )
     assert created.status_code == 201
     secret = created.json()["secret"]
     listed = env.client.get("/api/webhooks", headers=env.h("ent_a_op")).text
@@ -219,8 +272,13 @@ def test_secrets_never_reach_the_logs(env: Env, caplog: pytest.LogCaptureFixture
     site = sorted(env.sites_of("ent_a_op"))[0]
     base = time.time()  # after the webhook was made: alerts before it are not sent
     alert, _ = seed.make_alert(
-        next(r for r in seed.registry_sites(env.registry) if r["site"] == site), 0,
-        base + 5, seed.RULES[0], 10_000, seed=99)
+        next(r for r in seed.registry_sites(env.registry) if r["site"] == site),
+        0,
+        base + 5,
+        seed.RULES[0],
+        10_000,
+        seed=99,
+    )
     env.write([("alert", alert)])
     disp = WebhookDispatcher(env.backend, env.state, max_attempts=2, backoff_s=1, timeout_s=2)
     t = base + 10

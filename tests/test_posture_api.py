@@ -98,14 +98,13 @@ def es_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[], 
     from pipeline.es import EsQueryBackend, EsStore
 
     prefix = f"icsmon-posture-{os.getpid()}-{folder.name.lower()}"
-    cfg = load_config(env={}, overrides={"elasticsearch": {"url": ES_URL,
-                                                          "index_prefix": prefix}})
+    cfg = load_config(env={}, overrides={"elasticsearch": {"url": ES_URL, "index_prefix": prefix}})
     es_store = EsStore(cfg)
     es_store.setup()
 
     def write(items: list[tuple[str, dict[str, Any]]]) -> None:
         for lo in range(0, len(items), 2000):
-            seed.es_bulk(es_store, items[lo:lo + 2000])
+            seed.es_bulk(es_store, items[lo : lo + 2000])
         es_store.refresh()
 
     def drop() -> None:
@@ -127,8 +126,16 @@ def make_env(folder: Path, backend: str = "store", n_alerts: int = N_ALERTS) -> 
     write([(kind, doc) for kind in ("event", "alert", "asset", "heartbeat") for doc in docs[kind]])
     state = PostureState(folder / "icsmon.posture.db")
     state.import_org(parse_org(registry, "test registry"))
-    env = Env(backend=be, state=state, client=TestClient(create_app(be, state)),
-              registry=registry, docs=docs, now=now, write=write, cleanup=cleanup)
+    env = Env(
+        backend=be,
+        state=state,
+        client=TestClient(create_app(be, state)),
+        registry=registry,
+        docs=docs,
+        now=now,
+        write=write,
+        cleanup=cleanup,
+    )
     sites = seed.registry_sites(registry)
     city_a = sites[0]["city"]  # ent-0001's city
     ent_a = "ent-0001"
@@ -159,8 +166,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 def alerts_in(env: Env, sites: set[str], since: float) -> list[dict[str, Any]]:
-    return [a for a in env.docs["alert"]
-            if a["labels.site"] in sites and seed_ts(a) >= since]
+    return [a for a in env.docs["alert"] if a["labels.site"] in sites and seed_ts(a) >= since]
 
 
 def seed_ts(doc: dict[str, Any]) -> float:
@@ -176,8 +182,7 @@ def seed_ts(doc: dict[str, Any]) -> float:
 def test_summary_counts_match_the_documents(env: Env, who: str) -> None:
     until = env.now + 1
     since = until - 36 * 3600
-    r = env.client.get("/api/summary", params={"since": since, "until": until},
-                       headers=env.h(who))
+    r = env.client.get("/api/summary", params={"since": since, "until": until}, headers=env.h(who))
     assert r.status_code == 200, r.text
     s = r.json()
     expect = alerts_in(env, env.sites_of(who), since)
@@ -188,8 +193,10 @@ def test_summary_counts_match_the_documents(env: Env, who: str) -> None:
     techniques = Counter(t for a in expect for t in a["threat.technique.id"])
     got = dict(s["alerts"]["by_technique"])
     assert all(got[k] == techniques[k] for k in got)
-    assert set(got) == {k for k, _ in techniques.most_common(len(got))} or min(got.values()) == \
-        sorted(techniques.values(), reverse=True)[len(got) - 1]
+    assert (
+        set(got) == {k for k, _ in techniques.most_common(len(got))}
+        or min(got.values()) == sorted(techniques.values(), reverse=True)[len(got) - 1]
+    )
     assert dict(s["alerts"]["by_protocol"]) == Counter(a["network.protocol"] for a in expect)
     assert sum(b[k] for b in s["trend"]["buckets"] for k in BAND_WEIGHT) == len(expect)
     assert s["alerts"]["open"] == len(expect)  # nothing closed yet in this module's first test
@@ -220,12 +227,14 @@ def test_province_children_are_all_cities_and_scores_follow_pressure(env: Env) -
 
 
 def test_top_sites_rank_by_risk(env: Env) -> None:
-    s = env.client.get("/api/summary", params={"hours": 48, "top": 5},
-                       headers=env.h("province")).json()
+    s = env.client.get(
+        "/api/summary", params={"hours": 48, "top": 5}, headers=env.h("province")
+    ).json()
     risks = [r["risk"] for r in s["top_sites"]]
     assert risks == sorted(risks, reverse=True) and len(risks) == 5
-    counts = Counter(a["labels.site"] for a in alerts_in(env, env.sites_of("province"),
-                                                         env.now - 48 * 3600))
+    counts = Counter(
+        a["labels.site"] for a in alerts_in(env, env.sites_of("province"), env.now - 48 * 3600)
+    )
     top = s["top_sites"][0]
     assert sum(top["open"].values()) == counts[top["site"]]
 
@@ -244,8 +253,11 @@ def test_sensors_silent_and_assets_new(env: Env) -> None:
     assert s["sensors"]["silent"] == len(silent) > 0
     assert {r["name"] for r in s["sensors"]["silent_list"]} == silent
     assert s["sensors"]["no_traffic"] == len(quiet - silent) > 0
-    new = [a for a in env.docs["asset"] if seed_ts({"@timestamp": a["asset.first_seen"]})
-           >= env.now - 24 * 3600]
+    new = [
+        a
+        for a in env.docs["asset"]
+        if seed_ts({"@timestamp": a["asset.first_seen"]}) >= env.now - 24 * 3600
+    ]
     assert s["assets"]["new"] == len(new) > 0
     assert s["assets"]["seen"] == len(env.docs["asset"])
     assert s["score"]["sensor_health"] > 0
@@ -253,21 +265,28 @@ def test_sensors_silent_and_assets_new(env: Env) -> None:
 
 def test_city_drill_down_lists_enterprises_then_sites(env: Env) -> None:
     city = env.principals["city_a"][1]
-    s = env.client.get("/api/summary", params={"scope": f"city:{city}", "hours": 48},
-                       headers=env.h("province")).json()
+    s = env.client.get(
+        "/api/summary", params={"scope": f"city:{city}", "hours": 48}, headers=env.h("province")
+    ).json()
     ents = {r["enterprise"] for r in seed.registry_sites(env.registry) if r["city"] == city}
     assert s["scope"]["name_zh"] and {c["id"] for c in s["children"]} <= ents
     assert all(c["kind"] == "enterprise" for c in s["children"])
-    s2 = env.client.get("/api/summary", params={"scope": "enterprise:ent-0001", "hours": 48},
-                        headers=env.h("city_a")).json()
+    s2 = env.client.get(
+        "/api/summary",
+        params={"scope": "enterprise:ent-0001", "hours": 48},
+        headers=env.h("city_a"),
+    ).json()
     assert {c["kind"] for c in s2["children"]} == {"site"}
     assert s2["scope"]["path"] == [{"kind": "city", "id": city}]
 
 
 def test_industry_scope(env: Env) -> None:
     industry = seed.registry_sites(env.registry)[0]["industry"]
-    s = env.client.get("/api/summary", params={"scope": f"industry:{industry}", "hours": 48},
-                       headers=env.h("province")).json()
+    s = env.client.get(
+        "/api/summary",
+        params={"scope": f"industry:{industry}", "hours": 48},
+        headers=env.h("province"),
+    ).json()
     sites = {r["site"] for r in seed.registry_sites(env.registry) if r["industry"] == industry}
     assert s["alerts"]["total"] == len(alerts_in(env, sites, env.now - 48 * 3600))
 
@@ -278,24 +297,32 @@ def test_industry_scope(env: Env) -> None:
 def test_search_filters_and_pagination(env: Env) -> None:
     params = {"hours": 48, "min_severity": 70, "protocol": "modbus", "limit": 7}
     first = env.client.get("/api/alerts", params=params, headers=env.h("province")).json()
-    expect = [a for a in alerts_in(env, env.sites_of("province"), env.now - 48 * 3600)
-              if a["event.severity"] >= 70 and a["network.protocol"] == "modbus"]
+    expect = [
+        a
+        for a in alerts_in(env, env.sites_of("province"), env.now - 48 * 3600)
+        if a["event.severity"] >= 70 and a["network.protocol"] == "modbus"
+    ]
     assert first["total"] == len(expect) > 7
     seen: list[str] = []
     for offset in range(0, first["total"], 7):
-        page = env.client.get("/api/alerts", params={**params, "offset": offset},
-                              headers=env.h("province")).json()
+        page = env.client.get(
+            "/api/alerts", params={**params, "offset": offset}, headers=env.h("province")
+        ).json()
         seen += [i["event"]["id"] for i in page["items"]]
         stamps = [i["@timestamp"] for i in page["items"]]
         assert stamps == sorted(stamps, reverse=True)
     assert sorted(seen) == sorted(a["event.id"] for a in expect)
-    tech = env.client.get("/api/alerts", params={"hours": 48, "technique": "T0843"},
-                          headers=env.h("province")).json()
-    assert tech["total"] == sum(1 for a in alerts_in(env, env.sites_of("province"),
-                                                     env.now - 48 * 3600)
-                                if "T0843" in a["threat.technique.id"])
-    r = env.client.get("/api/alerts", params={"limit": 500, "offset": 9600},
-                       headers=env.h("province"))
+    tech = env.client.get(
+        "/api/alerts", params={"hours": 48, "technique": "T0843"}, headers=env.h("province")
+    ).json()
+    assert tech["total"] == sum(
+        1
+        for a in alerts_in(env, env.sites_of("province"), env.now - 48 * 3600)
+        if "T0843" in a["threat.technique.id"]
+    )
+    r = env.client.get(
+        "/api/alerts", params={"limit": 500, "offset": 9600}, headers=env.h("province")
+    )
     assert r.status_code == 422
 
 
@@ -320,25 +347,45 @@ def test_alert_detail_has_evidence_rule_and_flow(env: Env) -> None:
 
 
 def test_workflow_and_audit(env: Env) -> None:
-    site_alerts = [a for a in env.docs["alert"] if a["labels.site"] in env.sites_of("ent_a_op")
-                   and seed_ts(a) >= env.now - 24 * 3600]
+    site_alerts = [
+        a
+        for a in env.docs["alert"]
+        if a["labels.site"] in env.sites_of("ent_a_op") and seed_ts(a) >= env.now - 24 * 3600
+    ]
     alert = site_alerts[0]
     aid = alert["event.id"]
-    before = env.client.get("/api/summary", params={"scope": "enterprise:ent-0001", "hours": 24},
-                            headers=env.h("ent_a_op")).json()
+    before = env.client.get(
+        "/api/summary",
+        params={"scope": "enterprise:ent-0001", "hours": 24},
+        headers=env.h("ent_a_op"),
+    ).json()
     h = env.h("ent_a_op")
-    assert env.client.post(f"/api/alerts/{aid}/acknowledge", json={"note": "looking"},
-                           headers=h).json()["status"] == "acknowledged"
-    assert env.client.post(f"/api/alerts/{aid}/assign", json={"assignee": "wang.li"},
-                           headers=h).json()["assignee"] == "wang.li"
+    assert (
+        env.client.post(
+            f"/api/alerts/{aid}/acknowledge", json={"note": "looking"}, headers=h
+        ).json()["status"]
+        == "acknowledged"
+    )
+    assert (
+        env.client.post(
+            f"/api/alerts/{aid}/assign", json={"assignee": "wang.li"}, headers=h
+        ).json()["assignee"]
+        == "wang.li"
+    )
     bad = env.client.post(f"/api/alerts/{aid}/close", json={"reason": "bored"}, headers=h)
     assert bad.status_code == 422
-    closed = env.client.post(f"/api/alerts/{aid}/close",
-                             json={"reason": "false-positive", "note": "maintenance window"},
-                             headers=h).json()
+    closed = env.client.post(
+        f"/api/alerts/{aid}/close",
+        json={"reason": "false-positive", "note": "maintenance window"},
+        headers=h,
+    ).json()
     assert closed["status"] == "closed" and closed["close_reason"] == "false-positive"
-    assert env.client.post(f"/api/alerts/{aid}/notes", json={"text": "vendor confirmed"},
-                           headers=env.h("city_a")).status_code == 200
+    assert (
+        env.client.post(
+            f"/api/alerts/{aid}/notes", json={"text": "vendor confirmed"}, headers=env.h("city_a")
+        ).status_code
+        == 200
+    )
     # Read-only users see the alert but may not change it.
     ro = env.client.post(f"/api/alerts/{aid}/reopen", headers=env.h("ent_a_view"))
     assert ro.status_code == 403
@@ -348,8 +395,9 @@ def test_workflow_and_audit(env: Env) -> None:
     assert trail[0]["actor"] == "city_a" and trail[3]["actor"] == "ent_a_op"
     d = env.client.get(f"/api/alerts/{aid}", headers=h).json()
     assert [n["text"] for n in d["notes"]] == ["looking", "maintenance window", "vendor confirmed"]
-    after = env.client.get("/api/summary", params={"scope": "enterprise:ent-0001", "hours": 24},
-                           headers=h).json()
+    after = env.client.get(
+        "/api/summary", params={"scope": "enterprise:ent-0001", "hours": 24}, headers=h
+    ).json()
     assert after["alerts"]["open"] == before["alerts"]["open"] - 1
     assert after["alerts"]["total"] == before["alerts"]["total"]
     assert after["score"]["alerts"] <= before["score"]["alerts"]
@@ -364,8 +412,10 @@ def test_workflow_and_audit(env: Env) -> None:
 
 def test_tokens_are_required_and_stored_hashed(env: Env) -> None:
     assert env.client.get("/api/summary").status_code == 401
-    assert env.client.get("/api/summary",
-                          headers={"Authorization": "Bearer icsm_wrong"}).status_code == 401
+    assert (
+        env.client.get("/api/summary", headers={"Authorization": "Bearer icsm_wrong"}).status_code
+        == 401
+    )
     raw = (Path(env.state.path)).read_bytes()
     for token in env.tokens.values():
         assert token.encode() not in raw

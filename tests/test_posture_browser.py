@@ -45,8 +45,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, str]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(env.backend, env.state, refresh_s=5), host="127.0.0.1",
-                            port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(env.backend, env.state, refresh_s=5),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -99,8 +103,9 @@ def test_dashboard_click_down_to_an_alert(served: tuple[Env, str], out_dir: Path
             site = seed.registry_sites(env.registry)[0]
             fresh, _ = seed.make_alert(site, 0, time.time() - 1, seed.RULES[4], 90_000, seed=3)
             env.write([("alert", fresh)])
-            expect(page.locator("#kpis")).to_contain_text(f"{summary['alerts']['total'] + 1:,}",
-                                                          timeout=30_000)
+            expect(page.locator("#kpis")).to_contain_text(
+                f"{summary['alerts']['total'] + 1:,}", timeout=30_000
+            )
             expect(page.locator("#alerts")).to_contain_text(fresh["rule.name"])
             # The new critical alert may reorder the tiles: follow the page's current worst.
             worst = env.client.get("/api/summary", headers=env.h("province")).json()["children"][0]
@@ -110,11 +115,13 @@ def test_dashboard_click_down_to_an_alert(served: tuple[Env, str], out_dir: Path
             # Click down to the city: tiles become its enterprises, the breadcrumb follows.
             first.click()
             expect(page.locator("#crumbs a.current")).to_contain_text(worst["name_zh"])
-            city = env.client.get("/api/summary", params={"scope": f"city:{worst['id']}"},
-                                  headers=env.h("province")).json()
+            city = env.client.get(
+                "/api/summary", params={"scope": f"city:{worst['id']}"}, headers=env.h("province")
+            ).json()
             expect(tiles).to_have_count(len(city["children"]))
-            expect(tiles.nth(0)).to_have_attribute("data-scope",
-                                                   f"enterprise:{city['children'][0]['id']}")
+            expect(tiles.nth(0)).to_have_attribute(
+                "data-scope", f"enterprise:{city['children'][0]['id']}"
+            )
             page.screenshot(path=str(out_dir / "2-city.png"), full_page=True)
 
             # ... then to an alert from the latest-alerts table.
@@ -126,7 +133,8 @@ def test_dashboard_click_down_to_an_alert(served: tuple[Env, str], out_dir: Path
             expect(page.locator("#alert-title")).to_contain_text(detail["rule"]["name"])
             expect(page.locator("#alert-facts")).to_contain_text(detail["source"]["ip"])
             expect(page.locator("#evidence tbody tr")).to_have_count(
-                len(detail["evidence"]["events"]))
+                len(detail["evidence"]["events"])
+            )
             expect(page.locator("#alert-status")).to_have_text("待处置")
             page.fill("#wf-note", "已通知企业")
             page.click("#wf-ack")

@@ -18,8 +18,13 @@ EXAMPLE = REPO / "deploy" / "org-example.yaml"
 
 
 def icsmon(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "icsmon.cli", *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "icsmon.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_example_registry_loads() -> None:
@@ -34,12 +39,20 @@ def test_example_registry_loads() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["cities"][0]["enterprises"][0].__setitem__("criticality", 9),
-         "cities[0].enterprises[0]: criticality must be an integer from 1 to 5"),
-        (lambda d: d["cities"][1]["enterprises"][0]["sites"][0].__setitem__("id", "site-0001-a"),
-         "cities[1].enterprises[0].sites[0]: duplicate id 'site-0001-a'"),
-        (lambda d: d["cities"][1]["enterprises"][0]["sites"][0].__setitem__(
-            "sensors", ["sensor-0001-a"]), "sensor 'sensor-0001-a' is already used"),
+        (
+            lambda d: d["cities"][0]["enterprises"][0].__setitem__("criticality", 9),
+            "cities[0].enterprises[0]: criticality must be an integer from 1 to 5",
+        ),
+        (
+            lambda d: d["cities"][1]["enterprises"][0]["sites"][0].__setitem__("id", "site-0001-a"),
+            "cities[1].enterprises[0].sites[0]: duplicate id 'site-0001-a'",
+        ),
+        (
+            lambda d: d["cities"][1]["enterprises"][0]["sites"][0].__setitem__(
+                "sensors", ["sensor-0001-a"]
+            ),
+            "sensor 'sensor-0001-a' is already used",
+        ),
         (lambda d: d["cities"][0].pop("name"), "cities[0]: missing 'name'"),
         (lambda d: d["cities"][0].__setitem__("id", "bad id!"), "cities[0]: id 'bad id!'"),
         (lambda d: d.__setitem__("cities", {"x": 1}), "'cities' must be a list of mappings"),
@@ -75,8 +88,19 @@ def test_cli_org_import_tokens_and_errors(tmp_path: Path) -> None:
     bad.write_text("province: {id: x, name: X}\ncities: []\n", encoding="utf-8")
     r = icsmon("org", "import", str(bad), "--state", str(state))
     assert r.returncode == 2 and str(bad) in r.stderr and "no cities" in r.stderr
-    r = icsmon("posture", "token", "create", "--role", "city-analyst", "--scope", "jinan",
-               "--name", "li.ming", "--state", str(state))
+    r = icsmon(
+        "posture",
+        "token",
+        "create",
+        "--role",
+        "city-analyst",
+        "--scope",
+        "jinan",
+        "--name",
+        "li.ming",
+        "--state",
+        str(state),
+    )
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
     assert token.startswith("icsm_") and len(token) > 40
@@ -89,8 +113,19 @@ def test_cli_org_import_tokens_and_errors(tmp_path: Path) -> None:
     assert token.encode() not in state.read_bytes()
     listed = icsmon("posture", "token", "list", "--state", str(state)).stdout
     assert "li.ming\tcity-analyst\tjinan" in listed and token not in listed
-    r = icsmon("posture", "token", "create", "--role", "city-analyst", "--scope", "atlantis",
-               "--name", "x", "--state", str(state))
+    r = icsmon(
+        "posture",
+        "token",
+        "create",
+        "--role",
+        "city-analyst",
+        "--scope",
+        "atlantis",
+        "--name",
+        "x",
+        "--state",
+        str(state),
+    )
     assert r.returncode == 2 and "city 'atlantis' is not in the registry" in r.stderr
 
 
@@ -117,7 +152,7 @@ def test_score_properties() -> None:
     calm = score(Pressure(sites=10, sensor_weight=10))
     assert calm["score"] == 100 and calm["rating"] == "good"
     one_critical = score(Pressure(sites=1, alert_pressure=10.0, sensor_weight=1))
-    assert one_critical["alerts"] == pytest.approx(60 * (1 - 2.718281828 ** -0.5), abs=0.05)
+    assert one_critical["alerts"] == pytest.approx(60 * (1 - 2.718281828**-0.5), abs=0.05)
     worse = score(Pressure(sites=1, alert_pressure=40.0, sensor_weight=1))
     assert worse["score"] < one_critical["score"]
     # Per site and per day: the same pressure spread over more sites or days weighs less.
@@ -125,8 +160,11 @@ def test_score_properties() -> None:
     assert score(Pressure(sites=1, alert_pressure=40.0), days=4)["score"] > worse["score"]
     dark = score(Pressure(sites=3, sensor_weight=3, silent_weight=3))
     assert dark["sensor_health"] == 25 and dark["score"] == 75
-    floor = score(Pressure(sites=1, alert_pressure=1e9, deviation_pressure=1e9, sensor_weight=1,
-                           silent_weight=1))
+    floor = score(
+        Pressure(
+            sites=1, alert_pressure=1e9, deviation_pressure=1e9, sensor_weight=1, silent_weight=1
+        )
+    )
     assert floor["score"] == 0 and floor["rating"] == "poor"
 
 
@@ -136,10 +174,12 @@ def test_seed_community_ids_match_the_reference_library() -> None:
     from posture.seed import community_id
 
     ref = communityid.CommunityID()
-    for src, dst, sport, dport in [("10.0.3.5", "10.0.3.10", 40123, 502),
-                                   ("10.0.3.10", "10.0.3.5", 502, 40123),
-                                   ("192.168.1.20", "10.1.0.1", 102, 50000),
-                                   ("10.0.0.1", "10.0.0.1", 4840, 1024)]:
+    for src, dst, sport, dport in [
+        ("10.0.3.5", "10.0.3.10", 40123, 502),
+        ("10.0.3.10", "10.0.3.5", 502, 40123),
+        ("192.168.1.20", "10.1.0.1", 102, 50000),
+        ("10.0.0.1", "10.0.0.1", 4840, 1024),
+    ]:
         want = ref.calc(communityid.FlowTuple.make_tcp(src, dst, sport, dport))
         assert community_id(src, dst, sport, dport) == want
 
@@ -152,8 +192,18 @@ def test_cli_demo_then_serve(tmp_path: Path) -> None:
     import urllib.request
 
     store = tmp_path / "demo.db"
-    r = icsmon("posture", "demo", "--store", str(store), "--alerts", "300", "--enterprises", "20",
-               "--sites", "24")
+    r = icsmon(
+        "posture",
+        "demo",
+        "--store",
+        str(store),
+        "--alerts",
+        "300",
+        "--enterprises",
+        "20",
+        "--sites",
+        "24",
+    )
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
     assert (tmp_path / "demo.posture.db").is_file()
@@ -161,10 +211,24 @@ def test_cli_demo_then_serve(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "icsmon.cli", "posture", "serve", "--store", str(store),
-         "--port", str(port), "--no-webhooks"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "icsmon.cli",
+            "posture",
+            "serve",
+            "--store",
+            str(store),
+            "--port",
+            str(port),
+            "--no-webhooks",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(600):  # wait for start-up (not a timed assertion)
@@ -174,8 +238,9 @@ def test_cli_demo_then_serve(tmp_path: Path) -> None:
             except OSError:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 time.sleep(0.1)
-        req = urllib.request.Request(base + "/api/summary",
-                                     headers={"Authorization": f"Bearer {token}"})
+        req = urllib.request.Request(
+            base + "/api/summary", headers={"Authorization": f"Bearer {token}"}
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             summary = json.load(resp)
         assert summary["scope"]["name_zh"] == "山东" and summary["alerts"]["total"] > 0

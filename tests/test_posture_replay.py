@@ -34,10 +34,29 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestCli
     store_path = tmp / "icsmon.db"
     for capture, site, ent, sensor in PLANTS:
         r = subprocess.run(
-            [sys.executable, "-m", "icsmon.cli", "replay", str(REPO / capture), "--site", site,
-             "--org", ent, "--observer", sensor, "--sink", "store", "--store", str(store_path),
-             "--format", "jsonl"],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "icsmon.cli",
+                "replay",
+                str(REPO / capture),
+                "--site",
+                site,
+                "--org",
+                ent,
+                "--observer",
+                sensor,
+                "--sink",
+                "store",
+                "--store",
+                str(store_path),
+                "--format",
+                "jsonl",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert r.returncode == 0, r.stderr[-2000:]
     state = PostureState(tmp / "icsmon.posture.db")
@@ -65,15 +84,18 @@ def test_each_enterprise_sees_its_replayed_alerts_only(replayed) -> None:
         assert golden, f"{capture} has no alerts to show"
         stamps = [to_epoch(a["@timestamp"]) or 0 for a in golden]
         params = {"since": min(stamps) - 1, "until": max(stamps) + 1, "limit": 500}
-        page = client.get("/api/alerts", params=params,
-                          headers={"Authorization": f"Bearer {tokens[ent]}"}).json()
+        page = client.get(
+            "/api/alerts", params=params, headers={"Authorization": f"Bearer {tokens[ent]}"}
+        ).json()
         assert page["total"] == len(golden)
         assert {i["rule"]["id"] for i in page["items"]} == {a["rule"]["id"] for a in golden}
         assert {i["labels"]["site"] for i in page["items"]} == {site}
         ids[ent] = {i["event"]["id"] for i in page["items"]}
-        summary = client.get("/api/summary", params={"since": params["since"],
-                                                     "until": params["until"]},
-                             headers={"Authorization": f"Bearer {tokens[ent]}"}).json()
+        summary = client.get(
+            "/api/summary",
+            params={"since": params["since"], "until": params["until"]},
+            headers={"Authorization": f"Bearer {tokens[ent]}"},
+        ).json()
         assert summary["alerts"]["total"] == len(golden)
         techniques = {t for a in golden for t in a["threat"]["technique"]["id"]}
         assert {k for k, _ in summary["alerts"]["by_technique"]} <= techniques
@@ -81,12 +103,14 @@ def test_each_enterprise_sees_its_replayed_alerts_only(replayed) -> None:
     # The other enterprise's alerts do not exist for this one; the province sees both.
     (_, _, ent_a, _), (_, _, ent_b, _) = PLANTS
     for alert_id in ids[ent_b]:
-        r = client.get(f"/api/alerts/{alert_id}", headers={"Authorization":
-                                                          f"Bearer {tokens[ent_a]}"})
+        r = client.get(
+            f"/api/alerts/{alert_id}", headers={"Authorization": f"Bearer {tokens[ent_a]}"}
+        )
         assert r.status_code == 404
     for alert_id in ids[ent_a] | ids[ent_b]:
-        r = client.get(f"/api/alerts/{alert_id}", headers={"Authorization":
-                                                          f"Bearer {tokens['province']}"})
+        r = client.get(
+            f"/api/alerts/{alert_id}", headers={"Authorization": f"Bearer {tokens['province']}"}
+        )
         assert r.status_code == 200
 
 
@@ -95,16 +119,23 @@ def test_replayed_alert_detail_has_the_events_that_fired_it(replayed) -> None:
     capture, _, ent, _ = PLANTS[0]
     h = {"Authorization": f"Bearer {tokens[ent]}"}
     stamps = [to_epoch(a["@timestamp"]) or 0 for a in golden_alerts(capture)]
-    page = client.get("/api/alerts", params={"since": min(stamps) - 1, "until": max(stamps) + 1,
-                                             "limit": 500}, headers=h).json()
-    with_events = [a for a in page["items"] if a.get("icsmon", {}).get("alert", {}).get("event_ids")]
+    page = client.get(
+        "/api/alerts",
+        params={"since": min(stamps) - 1, "until": max(stamps) + 1, "limit": 500},
+        headers=h,
+    ).json()
+    with_events = [
+        a for a in page["items"] if a.get("icsmon", {}).get("alert", {}).get("event_ids")
+    ]
     assert with_events
     for alert in with_events:
         d = client.get(f"/api/alerts/{alert['event']['id']}", headers=h).json()
         want = set(alert["icsmon"]["alert"]["event_ids"])
         got = {e["event"]["id"] for e in d["evidence"]["events"]}
         assert got == want
-        assert all(e["network"]["community_id"] == alert["network"]["community_id"]
-                   for e in d["evidence"]["flow"]["events"])
+        assert all(
+            e["network"]["community_id"] == alert["network"]["community_id"]
+            for e in d["evidence"]["flow"]["events"]
+        )
         assert d["org"]["enterprise_name_zh"] == "济南华信化工有限公司"
         assert d["evidence"]["rule"]["id"] == alert["rule"]["id"]

@@ -55,21 +55,34 @@ def test_every_route_but_health_and_the_login_page_needs_a_token(env: Env) -> No
             continue
         assert bare.status_code == 401, (method, path, bare.status_code)
         assert bare.headers["www-authenticate"] == "Bearer"
-        assert env.client.request(method, url, json={}, headers={"Authorization": "Basic eDp5"}
-                                  ).status_code == 401
+        assert (
+            env.client.request(
+                method, url, json={}, headers={"Authorization": "Basic eDp5"}
+            ).status_code
+            == 401
+        )
 
 
 def test_security_headers_on_every_kind_of_answer(env: Env) -> None:
-    answers = [env.client.get("/"), env.client.get("/static/app.js"), env.client.get("/healthz"),
-               env.client.get("/api/me"), env.client.get("/api/me", headers=env.h("province")),
-               env.client.get("/nowhere"), env.client.get("/api/alerts/none", headers=env.h("province"))]
+    answers = [
+        env.client.get("/"),
+        env.client.get("/static/app.js"),
+        env.client.get("/healthz"),
+        env.client.get("/api/me"),
+        env.client.get("/api/me", headers=env.h("province")),
+        env.client.get("/nowhere"),
+        env.client.get("/api/alerts/none", headers=env.h("province")),
+    ]
     assert [a.status_code for a in answers] == [200, 200, 200, 401, 200, 404, 404]
     for resp in answers:
         for name, value in SECURITY_HEADERS.items():
             assert resp.headers.get(name) == value, (resp.url, name)
     csp = SECURITY_HEADERS["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in csp and "script-src 'self';" in csp
-    assert "unsafe-eval" not in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    assert (
+        "unsafe-eval" not in csp
+        and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    )
 
 
 def test_wrong_tokens_are_rate_limited_per_address(tmp_path: Path, env: Env) -> None:
@@ -77,8 +90,10 @@ def test_wrong_tokens_are_rate_limited_per_address(tmp_path: Path, env: Env) -> 
     client = TestClient(app)
     good = env.h("province")
     assert client.get("/api/me", headers=good).status_code == 200
-    codes = [client.get("/api/me", headers={"Authorization": f"Bearer guess-{i}"}).status_code
-             for i in range(8)]
+    codes = [
+        client.get("/api/me", headers={"Authorization": f"Bearer guess-{i}"}).status_code
+        for i in range(8)
+    ]
     assert codes == [401] * 5 + [429] * 3
     # Locked out: even a right token from that address waits, so guessing cannot go on.
     blocked = client.get("/api/me", headers=good)
@@ -108,10 +123,14 @@ def test_no_secret_in_logs_or_error_pages(env: Env, caplog: pytest.LogCaptureFix
 
     client = TestClient(app, raise_server_exceptions=False)
     caplog.set_level(logging.DEBUG)
-    assert client.get("/api/me", headers={"Authorization": f"Bearer {secret_guess}"}).status_code == 401
+    assert (
+        client.get("/api/me", headers={"Authorization": f"Bearer {secret_guess}"}).status_code
+        == 401
+    )
     assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    resp = client.get("/api/boom", headers={"Authorization": f"Bearer {token}"},
-                      params={"api_key": "hunter2"})
+    resp = client.get(
+        "/api/boom", headers={"Authorization": f"Bearer {token}"}, params={"api_key": "hunter2"}
+    )
     assert resp.status_code == 500 and resp.json() == {"detail": "internal error"}
     for name in SECURITY_HEADERS:
         assert name in resp.headers
@@ -121,8 +140,12 @@ def test_no_secret_in_logs_or_error_pages(env: Env, caplog: pytest.LogCaptureFix
     for secret in (secret_guess, token, "hunter2"):
         assert secret not in text
         assert secret not in resp.text
-    bad = client.post("/api/webhooks", headers={"Authorization": f"Bearer {token}"},
-                      json={"scope": "city:nowhere", "url": "https://u:hunter2@example/x?k=hunter2"})
+    bad = client.post(
+        "/api/webhooks",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"scope": "city:nowhere", "url": "https://u:hunter2@example/x?k=hunter2"},
+    )
     assert bad.status_code in (404, 422) and "hunter2" not in bad.text
-    assert "hunter2" not in "\n".join(r.getMessage() for r in caplog.records
-                                     if not r.name.startswith("httpx"))
+    assert "hunter2" not in "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("httpx")
+    )

@@ -34,7 +34,8 @@ def test_encoder_orders_community_id_endpoints() -> None:
     for si in (0, 249, 250, 299):
         site = enc.sites[si]
         for rule in seed.RULES:
-            alert, _ = seed.make_alert(site, si, 1_764_000_123.5, rule, 77, seed=1,
-                                       with_events=False)
+            alert, _ = seed.make_alert(
+                site, si, 1_764_000_123.5, rule, 77, seed=1, with_events=False
+            )
             _, _, source = enc.encode(si, 1_764_000_123.5, rule, 77)
             assert orjson.loads(source) == nest(alert)

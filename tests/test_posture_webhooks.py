@@ -37,8 +37,15 @@ class Receiver:
                 alert_id = doc["event"]["id"]
                 n = receiver.attempts[alert_id] = receiver.attempts.get(alert_id, 0) + 1
                 ok = n > receiver.fail_first
-                receiver.requests.append({"path": self.path, "body": body, "doc": doc, "ok": ok,
-                                          "headers": dict(self.headers)})
+                receiver.requests.append(
+                    {
+                        "path": self.path,
+                        "body": body,
+                        "doc": doc,
+                        "ok": ok,
+                        "headers": dict(self.headers),
+                    }
+                )
                 self.send_response(204 if ok else 500)
                 self.end_headers()
 
@@ -86,15 +93,19 @@ def new_alerts(env: Env, at: float, per_site: int = 2) -> list[dict[str, Any]]:
     return out
 
 
-def test_new_high_alerts_reach_their_enterprise_and_city_once(env: Env,
-                                                              receiver: Receiver) -> None:
+def test_new_high_alerts_reach_their_enterprise_and_city_once(env: Env, receiver: Receiver) -> None:
     city = env.principals["city_a"][1]
     ent = env.principals["ent_b_op"][1]
     made = {}
-    for who, scope, path in (("city_a", f"city:{city}", "/city"),
-                             ("ent_b_op", f"enterprise:{ent}", "/ent")):
-        r = env.client.post("/api/webhooks", headers=env.h(who), json={
-            "scope": scope, "url": receiver.url(path), "min_severity": 70})
+    for who, scope, path in (
+        ("city_a", f"city:{city}", "/city"),
+        ("ent_b_op", f"enterprise:{ent}", "/ent"),
+    ):
+        r = env.client.post(
+            "/api/webhooks",
+            headers=env.h(who),
+            json={"scope": scope, "url": receiver.url(path), "min_severity": 70},
+        )
         assert r.status_code == 201, r.text
         made[path] = r.json()
     disp = WebhookDispatcher(env.backend, env.state, max_attempts=5, backoff_s=10, timeout_s=5)
@@ -103,10 +114,16 @@ def test_new_high_alerts_reach_their_enterprise_and_city_once(env: Env,
     assert disp.run_once(t0)["queued"] == 0  # the seeded (older) alerts are not news
     alerts = new_alerts(env, base + 30)
     rows = {r["site"]: r for r in seed.registry_sites(env.registry)}
-    want_city = {a["event.id"] for a in alerts if a["event.severity"] >= 70
-                 and rows[a["labels.site"]]["city"] == city}
-    want_ent = {a["event.id"] for a in alerts if a["event.severity"] >= 70
-                and rows[a["labels.site"]]["enterprise"] == ent}
+    want_city = {
+        a["event.id"]
+        for a in alerts
+        if a["event.severity"] >= 70 and rows[a["labels.site"]]["city"] == city
+    }
+    want_ent = {
+        a["event.id"]
+        for a in alerts
+        if a["event.severity"] >= 70 and rows[a["labels.site"]]["enterprise"] == ent
+    }
     assert want_city and want_ent
 
     first = disp.run_once(t0 + 1)
@@ -127,8 +144,9 @@ def test_new_high_alerts_reach_their_enterprise_and_city_once(env: Env,
         expect = "sha256=" + hmac.new(secret.encode(), req["body"], hashlib.sha256).hexdigest()
         assert req["headers"]["X-Icsmon-Signature"] == expect
         assert req["doc"]["event"]["kind"] == "alert" and req["doc"]["labels"]["site"]
-    deliveries = env.client.get(f"/api/webhooks/{made['/ent']['id']}/deliveries",
-                                headers=env.h("ent_b_op")).json()
+    deliveries = env.client.get(
+        f"/api/webhooks/{made['/ent']['id']}/deliveries", headers=env.h("ent_b_op")
+    ).json()
     assert {d["status"] for d in deliveries} == {"delivered"}
     assert {d["attempts"] for d in deliveries} == {3}
 
@@ -136,8 +154,15 @@ def test_new_high_alerts_reach_their_enterprise_and_city_once(env: Env,
 def test_delivery_gives_up_after_max_attempts(env: Env, tmp_path: Path) -> None:
     always_failing = Receiver(fail_first=10**6)
     try:
-        r = env.client.post("/api/webhooks", headers=env.h("ent_a_op"), json={
-            "scope": "enterprise:ent-0001", "url": always_failing.url("/x"), "min_severity": 70})
+        r = env.client.post(
+            "/api/webhooks",
+            headers=env.h("ent_a_op"),
+            json={
+                "scope": "enterprise:ent-0001",
+                "url": always_failing.url("/x"),
+                "min_severity": 70,
+            },
+        )
         hook = r.json()["id"]
         disp = WebhookDispatcher(env.backend, env.state, max_attempts=3, backoff_s=1)
         base = time.time()
@@ -147,8 +172,7 @@ def test_delivery_gives_up_after_max_attempts(env: Env, tmp_path: Path) -> None:
         assert results[0]["retrying"] > 0
         assert results[2]["failed"] == results[0]["retrying"]
         assert results[3]["retrying"] == results[4]["retrying"] == 0
-        rows = env.client.get(f"/api/webhooks/{hook}/deliveries",
-                              headers=env.h("ent_a_op")).json()
+        rows = env.client.get(f"/api/webhooks/{hook}/deliveries", headers=env.h("ent_a_op")).json()
         assert rows and all(d["status"] == "failed" and d["attempts"] == 3 for d in rows)
         assert all(d["last_error"] == "HTTP 500" for d in rows)
         per_alert = {a: n for a, n in always_failing.attempts.items()}
@@ -158,6 +182,9 @@ def test_delivery_gives_up_after_max_attempts(env: Env, tmp_path: Path) -> None:
 
 
 def test_webhook_rejects_non_http_urls(env: Env) -> None:
-    r = env.client.post("/api/webhooks", headers=env.h("province"), json={
-        "scope": "enterprise:ent-0001", "url": "file:///etc/passwd"})
+    r = env.client.post(
+        "/api/webhooks",
+        headers=env.h("province"),
+        json={"scope": "enterprise:ent-0001", "url": "file:///etc/passwd"},
+    )
     assert r.status_code == 422

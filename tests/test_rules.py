@@ -177,10 +177,15 @@ def test_rule_fields_are_documented_by_the_dissector(prefix: str, module: str) -
         pytest.skip(f"sensor/protocols/{module}.py not present")
     pack = pack_for(None)
     used = {f for r in pack.rules for f in r.fields if f.startswith(prefix)}
-    used |= {f for c in pack.correlations for f in [*c.group_by, c.value_field or ""] if f.startswith(prefix)}
+    used |= {
+        f
+        for c in pack.correlations
+        for f in [*c.group_by, c.value_field or ""]
+        if f.startswith(prefix)
+    }
     missing = []
     for f in sorted(used):
-        rel = f[len(prefix):]
+        rel = f[len(prefix) :]
         parts = rel.split(".")
         # Docstrings name fields in full, relative to the prefix, or by their last part(s).
         candidates = {f, rel, parts[-1], ".".join(parts[-2:])}
@@ -237,7 +242,11 @@ def test_transaction_rules_ignore_anomaly_records() -> None:
         spec = yaml.safe_load(case_file(rule_path).read_text()) or {}
         pack = pack_for(spec.get("placeholders"))
         item = find_rule(pack, rule_path)
-        if isinstance(item, LoadedCorrelation) or "anomaly" in rule_path.stem or "malformed" in rule_path.stem:
+        if (
+            isinstance(item, LoadedCorrelation)
+            or "anomaly" in rule_path.stem
+            or "malformed" in rule_path.stem
+        ):
             continue
         for fields in spec["match"]:
             ev = expand([fields], item.service)[0]

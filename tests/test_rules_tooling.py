@@ -46,14 +46,20 @@ def test_rules_check_passes_on_the_pack() -> None:
 def test_sigma_cli_check_passes_on_the_pack() -> None:
     res = subprocess.run(
         [sigma_cli(), "check", "-i", "-c", str(VALIDATION), str(RULES)],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Found 0 errors, 0 condition errors and 0 issues" in res.stdout
 
 
 BROKEN = {
-    "typo_field.yml": ("modbus.fucntion_code: 6", "field 'modbus.fucntion_code' is not emitted", "modbus.fucntion_code"),
+    "typo_field.yml": (
+        "modbus.fucntion_code: 6",
+        "field 'modbus.fucntion_code' is not emitted",
+        "modbus.fucntion_code",
+    ),
     "revoked_tag.yml": ("modbus.function_code: 6", "attack.t0875", "tags:"),
     "bad_modifier.yml": ("modbus.function_code|in: [5, 6]", "Unknown modifier", None),
 }
@@ -80,9 +86,16 @@ def test_rules_check_reports_file_line_and_rule(tmp_path: Path) -> None:
         assert hit, (name, result.output)
         if key:
             path, line = hit[0].split(":")[0], int(hit[0].split(":")[1])
-            assert key in Path(path if Path(path).is_absolute() else REPO / path).read_text().splitlines()[line - 1]
+            assert (
+                key
+                in Path(path if Path(path).is_absolute() else REPO / path)
+                .read_text()
+                .splitlines()[line - 1]
+            )
     res = subprocess.run(
-        [sigma_cli(), "check", "-i", "-c", str(VALIDATION), str(tmp_path)], capture_output=True, text=True
+        [sigma_cli(), "check", "-i", "-c", str(VALIDATION), str(tmp_path)],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 1  # sigma-cli refuses the unknown modifier too
 
@@ -94,7 +107,14 @@ def test_rules_list() -> None:
     stop = next(r for r in rows if r["title"] == "S7comm PLC Stop")
     assert stop["level"] == "critical" and stop["techniques"] == ["T0858", "T0881"]
     assert stop["service"] == "s7comm" and stop["type"] == "rule"
-    assert {r["type"] for r in rows} >= {"rule", "base", "event_count", "value_count", "temporal", "temporal_ordered"}
+    assert {r["type"] for r in rows} >= {
+        "rule",
+        "base",
+        "event_count",
+        "value_count",
+        "temporal",
+        "temporal_ordered",
+    }
     table = runner.invoke(app, ["list"])
     assert table.exit_code == 0 and "S7comm PLC Stop" in table.output
 
@@ -141,18 +161,22 @@ def test_converted_pack_matches_golden(target: str, update_golden: bool, tmp_pat
 def test_icsmon_convert_agrees_with_sigma_cli() -> None:
     """Same pipeline file, same queries: sigma-cli on the single-event alerting rules."""
     files = sorted(
-        str(p) for p in RULES.rglob("*.yml")
+        str(p)
+        for p in RULES.rglob("*.yml")
         if "correlation" not in p.parts and "level: informational" not in p.read_text()
     )
     for target in ("lucene", "esql"):
         res = subprocess.run(
             [sigma_cli(), "convert", "-t", target, "-p", str(PIPELINE), *files],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         theirs = sorted(line for line in res.stdout.splitlines() if line.strip())
         ours = runner.invoke(app, ["convert", "--to", target, "--format", "json"])
         mine = sorted(
-            json.loads(line)["query"] for line in ours.output.splitlines()
+            json.loads(line)["query"]
+            for line in ours.output.splitlines()
             if line.startswith("{") and "/correlation/" not in json.loads(line)["path"]
         )
         assert theirs == mine

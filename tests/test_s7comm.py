@@ -47,12 +47,16 @@ def s7_ack_data(ref: int, params: bytes, data: bytes = b"", err: int = 0) -> byt
 
 
 def read_var_job(ref: int, db: int, start: int, length: int) -> bytes:
-    item = struct.pack(">BBBBHHB", 0x12, 0x0A, 0x10, 0x02, length, db, 0x84) + (start * 8).to_bytes(3, "big")
+    item = struct.pack(">BBBBHHB", 0x12, 0x0A, 0x10, 0x02, length, db, 0x84) + (start * 8).to_bytes(
+        3, "big"
+    )
     return s7_job(ref, bytes([0x04, 1]) + item)
 
 
 def read_var_ack(ref: int, payload: bytes) -> bytes:
-    return s7_ack_data(ref, bytes([0x04, 1]), struct.pack(">BBH", 0xFF, 0x04, len(payload) * 8) + payload)
+    return s7_ack_data(
+        ref, bytes([0x04, 1]), struct.pack(">BBH", 0xFF, 0x04, len(payload) * 8) + payload
+    )
 
 
 def streams(path: Path) -> list[tuple[bool, bytes]]:
@@ -102,7 +106,15 @@ def test_probe_accepts_s7_and_rejects_lookalikes() -> None:
     assert s7comm.probe(job) and s7comm.probe(cr_tsap) and s7comm.probe(plus)
     rdp_cr = tpkt(bytes.fromhex("0ee000000000000100080003000000"))  # RDP: CR without TSAPs
     mms = dt(bytes.fromhex("0100010061"))  # ISO session layer (MMS) over COTP
-    for data in (rdp_cr, mms, b"GET / HTTP/1.1\r\n", b"\x03\x00", b"", job[:6], b"\x03\x01\x00\x1f" + job[4:]):
+    for data in (
+        rdp_cr,
+        mms,
+        b"GET / HTTP/1.1\r\n",
+        b"\x03\x00",
+        b"",
+        job[:6],
+        b"\x03\x01\x00\x1f" + job[4:],
+    ):
         assert not s7comm.probe(data), data
 
 
@@ -132,13 +144,21 @@ def test_snap7_read_write_capture() -> None:
     assert (first["area_name"], first["db"], first["byte"], first["length"]) == ("DB", 1, 0, 16)
     assert first["data"] == bytes(range(16)).hex() and first["return_code_name"] == "success"
     assert writes[0]["s7comm.items"][0]["data"] == "11223344"
-    assert writes[0]["ics.operation"] == "write" and writes[0]["event.type"] == ["protocol", "change"]
+    assert writes[0]["ics.operation"] == "write" and writes[0]["event.type"] == [
+        "protocol",
+        "change",
+    ]
     bit_write = writes[2]["s7comm.items"][0]
     assert (bit_write["byte"], bit_write["bit"], bit_write["value"]) == (10, 3, 1)
     multi = next(r for r in reads if r["s7comm.item_count"] == 3)
-    addresses = sorted((i["area_name"], i["db"], i["byte"], i["length"]) for i in multi["s7comm.items"])
+    addresses = sorted(
+        (i["area_name"], i["db"], i["byte"], i["length"]) for i in multi["s7comm.items"]
+    )
     assert addresses == [("DB", 1, 0, 4), ("DB", 2, 8, 2), ("M", 0, 0, 3)]  # snap7 reorders them
-    assert all(i["return_code"] == 0xFF and len(i["data"]) == 2 * i["length"] for i in multi["s7comm.items"])
+    assert all(
+        i["return_code"] == 0xFF and len(i["data"]) == 2 * i["length"]
+        for i in multi["s7comm.items"]
+    )
     missing = reads[-1]
     assert missing["event.outcome"] == "failure"
     assert missing["s7comm.items"][0]["return_code_name"] == "object_does_not_exist"
@@ -147,7 +167,11 @@ def test_snap7_read_write_capture() -> None:
 
 def test_snap7_control_capture() -> None:
     records = replay(PCAPS / "s7_control.pcap")
-    controls = [(r["event.action"], r.get("s7comm.pi.operation")) for r in records if r["ics.operation"] == "control"]
+    controls = [
+        (r["event.action"], r.get("s7comm.pi.operation"))
+        for r in records
+        if r["ics.operation"] == "control"
+    ]
     assert controls == [
         ("plc-stop", None),
         ("plc-control", "hot-start"),
@@ -178,13 +202,32 @@ def test_snap7_identity_capture() -> None:
 
 def test_snap7_blocks_capture() -> None:
     records = replay(PCAPS / "s7_blocks.pcap")
-    assert actions(records)[1:7] == ["setup-communication", "list-blocks", "list-blocks-of-type", "get-block-info", "start-upload", "upload"]
+    assert actions(records)[1:7] == [
+        "setup-communication",
+        "list-blocks",
+        "list-blocks-of-type",
+        "get-block-info",
+        "start-upload",
+        "upload",
+    ]
     assert records[2]["s7comm.block.counts"]["DB"] == 2
     start = records[5]
-    assert (start["s7comm.block.type"], start["s7comm.block.number"], start["s7comm.block.filesystem"]) == ("DB", 1, "A")
+    assert (
+        start["s7comm.block.type"],
+        start["s7comm.block.number"],
+        start["s7comm.block.filesystem"],
+    ) == ("DB", 1, "A")
     upload = records[6]
-    assert upload["s7comm.upload_id"] == start["s7comm.upload_id"] and upload["s7comm.block.number"] == 1
-    download = [r for r in records if r["ics.operation"] == "program" and r["event.action"].startswith(("request-down", "download"))]
+    assert (
+        upload["s7comm.upload_id"] == start["s7comm.upload_id"]
+        and upload["s7comm.block.number"] == 1
+    )
+    download = [
+        r
+        for r in records
+        if r["ics.operation"] == "program"
+        and r["event.action"].startswith(("request-down", "download"))
+    ]
     assert actions(download) == ["request-download", "download-block", "download-ended"]
     assert all(r["s7comm.block.number"] == 2 for r in download)
     # during a download the PLC asks the client for the block: jobs from the server side
@@ -193,7 +236,9 @@ def test_snap7_blocks_capture() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["read_write", "control"])
-def test_live_snap7_traffic_decodes_like_the_committed_capture(scenario: str, tmp_path: Path) -> None:
+def test_live_snap7_traffic_decodes_like_the_committed_capture(
+    scenario: str, tmp_path: Path
+) -> None:
     """Real python-snap7 client and server on loopback, recorded now with tcpdump: the events
     are the ones of the committed capture (the script that made it is the one used here)."""
     if os.geteuid() != 0 or not shutil.which("tcpdump"):
@@ -207,7 +252,12 @@ def test_live_snap7_traffic_decodes_like_the_committed_capture(scenario: str, tm
 
     def summary(path: Path) -> list[tuple]:
         return [
-            (r["event.action"], r["event.outcome"], r.get("s7comm.pi_service"), str(r.get("s7comm.items", "")))
+            (
+                r["event.action"],
+                r["event.outcome"],
+                r.get("s7comm.pi_service"),
+                str(r.get("s7comm.items", "")),
+            )
             for r in replay(path)
         ]
 
@@ -225,7 +275,9 @@ def test_engine_finds_s7_on_another_port(tmp_path: Path) -> None:
             tcp.sport, tcp.dport = (1102 if p == 102 else p for p in (tcp.sport, tcp.dport))
             tcp.sum = 0  # recomputed on write
             writer.writepkt(bytes(eth), ts)
-    original = [(r["event.action"], r.get("s7comm.pi_service")) for r in replay(PCAPS / "s7_control.pcap")]
+    original = [
+        (r["event.action"], r.get("s7comm.pi_service")) for r in replay(PCAPS / "s7_control.pcap")
+    ]
     records = replay(moved)
     assert [(r["event.action"], r.get("s7comm.pi_service")) for r in records] == original
     assert {r["destination.port"] for r in records} == {1102}
@@ -265,7 +317,9 @@ def test_s7comm_plus_session_and_identity(public_pcaps: Path) -> None:
 def test_s7comm_plus_v3_integrity(public_pcaps: Path) -> None:
     records = replay(public_pcaps / "s7comm-plus" / "icsnpp__s7comm_plus.pcap")
     v3 = [r for r in records if r.get("s7comm_plus.version") == 3]
-    assert v3 and all(r["s7comm_plus.integrity"] and r["s7comm_plus.digest_length"] == 32 for r in v3)
+    assert v3 and all(
+        r["s7comm_plus.integrity"] and r["s7comm_plus.digest_length"] == 32 for r in v3
+    )
     writes = [r for r in v3 if r["event.action"] == "set-variable"]
     assert len(writes) == 26 and all(r["ics.operation"] == "write" for r in writes)
 
@@ -274,7 +328,10 @@ def test_s7comm_plus_fragmented_message_reassembled(public_pcaps: Path) -> None:
     """TIA V12 sends a CreateObject of 2233 bytes in three TPKT packets (the last with the trailer)."""
     records = replay(public_pcaps / "s7comm-plus" / "iti__S7-1200-Uploading-OB1-TIAV12.pcap")
     creates = [r for r in records if r["event.action"] == "create-object"]
-    assert [(r["s7comm_plus.fragments"], r["s7comm_plus.data_length"]) for r in creates] == [(1, 206), (3, 2233)]
+    assert [(r["s7comm_plus.fragments"], r["s7comm_plus.data_length"]) for r in creates] == [
+        (1, 206),
+        (3, 2233),
+    ]
     assert not anomalies(records)
 
 
@@ -381,7 +438,10 @@ def test_garbage_then_resync_reports_once() -> None:
         (dt(b"\x32\x05" + bytes(8)), "s7-unknown-rosctr"),
         (dt(s7_job(1, b"\x04\x02\x12\x0a\x10")), "s7-bad-parameter"),  # items cut short
         (dt(s7_job(1, b"\x04\x01\x99\x0a" + bytes(10))), "s7-bad-parameter"),  # not 0x12
-        (dt(s7_ack_data(1, b"\x04\x01", b"\xff\x04\x00\x80\x01")), "s7-bad-parameter"),  # 16 bytes announced, 1 sent
+        (
+            dt(s7_ack_data(1, b"\x04\x01", b"\xff\x04\x00\x80\x01")),
+            "s7-bad-parameter",
+        ),  # 16 bytes announced, 1 sent
         (dt(s7_job(1, b"\x28" + bytes(9))), "s7-bad-parameter"),  # PI service without its name
         (dt(b"\x72\x02\x00\x40\x31"), "s7plus-short-pdu"),
         (dt(b"\x72\x02\x00\x02\x31\x00\x99\x99\x99"), "s7plus-bad-fragment"),
@@ -399,7 +459,9 @@ def test_malformed_pdu_is_an_anomaly(data: bytes, error: str) -> None:
     # the parser keeps working afterwards
     after = s7comm.Parser()
     after.feed(True, data, 1.0)
-    follow = after.feed(True, dt(read_var_job(3, 1, 0, 1)), 3.0) + after.feed(False, dt(read_var_ack(3, b"\x07")), 3.1)
+    follow = after.feed(True, dt(read_var_job(3, 1, 0, 1)), 3.0) + after.feed(
+        False, dt(read_var_ack(3, b"\x07")), 3.1
+    )
     assert follow and follow[-1]["event.action"] == "read-var"
 
 
@@ -437,7 +499,10 @@ def test_buffer_and_pending_caps() -> None:
     closing = parser.close(20.0)
     assert [r["s7comm.pdu_reference"] for r in closing] == [6, 7, 8, 9]
     # many items: decoded up to max_items
-    items = b"".join(struct.pack(">BBBBHHB", 0x12, 0x0A, 0x10, 2, 1, 1, 0x84) + b"\x00\x00\x00" for _ in range(20))
+    items = b"".join(
+        struct.pack(">BBBBHHB", 0x12, 0x0A, 0x10, 2, 1, 1, 0x84) + b"\x00\x00\x00"
+        for _ in range(20)
+    )
     parser = s7comm.Parser(limits)
     rec = parser.feed(True, dt(s7_job(1, bytes([4, 20]) + items)), 1.0) + parser.close(2.0)
     assert rec[-1]["s7comm.item_count"] == 20 and len(rec[-1]["s7comm.items"]) == 8
@@ -464,7 +529,11 @@ def test_response_without_request_and_push() -> None:
     parser = s7comm.Parser()
     records = parser.feed(False, dt(read_var_ack(0x55, b"\x01\x02")), 1.0)
     (rec,) = records
-    assert rec["s7comm.rosctr"] == 3 and rec["event.outcome"] == "success" and "event.duration" not in rec
+    assert (
+        rec["s7comm.rosctr"] == 3
+        and rec["event.outcome"] == "success"
+        and "event.duration" not in rec
+    )
     # userdata push (mode transition to STOP), as STEP 7 captures show it
     push = dt(bytes.fromhex("320700000000000800000100101000000000"))
     records = parser.feed(False, push, 2.0)
@@ -507,6 +576,8 @@ def test_random_bytes_never_raise(chunks: list[tuple[bool, bytes]]) -> None:
     parser = s7comm.Parser(ParserLimits(max_buffer=512, max_pending=8, max_items=16))
     records = []
     for to_server, chunk in chunks:
-        records += parser.feed(to_server, b"\x03\x00" + chunk if chunk[:1] == b"\x00" else chunk, 1.0)
+        records += parser.feed(
+            to_server, b"\x03\x00" + chunk if chunk[:1] == b"\x00" else chunk, 1.0
+        )
     records += parser.close(2.0)
     assert "s7-decode-error" not in anomalies(records)

@@ -52,9 +52,15 @@ def test_s7comm_pdus_match_tshark(name: str, public_pcaps: Path, tshark: str) ->
     ours = Counter(record_pdus(records))
     theirs = Counter(tshark_pdus(tshark, path))
     assert sum(ours.values()) == sum(theirs.values()), f"{name}: PDU count differs"
-    assert ours == theirs, f"{name}: only ours {list((ours - theirs).items())[:5]}, only tshark {list((theirs - ours).items())[:5]}"
+    assert ours == theirs, (
+        f"{name}: only ours {list((ours - theirs).items())[:5]}, only tshark {list((theirs - ours).items())[:5]}"
+    )
     # The published captures are well formed: no decoding errors may hide behind the counts.
-    errors = [r for r in records if r.get("error.type") in ("s7-bad-parameter", "s7-bad-length", "s7-decode-error")]
+    errors = [
+        r
+        for r in records
+        if r.get("error.type") in ("s7-bad-parameter", "s7-bad-length", "s7-decode-error")
+    ]
     assert not errors, errors[:3]
 
 
@@ -92,7 +98,9 @@ ITEM_CAPTURES = [
 
 def _tshark_items(tshark: str, path: Path) -> Counter:
     seen: Counter = Counter()
-    for row in tshark_rows(tshark, path, "s7comm.param.func==4 || s7comm.param.func==5", list(ITEM_FIELDS)):
+    for row in tshark_rows(
+        tshark, path, "s7comm.param.func==4 || s7comm.param.func==5", list(ITEM_FIELDS)
+    ):
         cols = [c.split(",") if c else [] for c in row]
         rosctr, func, ref = int(cols[0][0]), int(cols[1][0], 16), int(cols[2][0])
         if rosctr == 1:
@@ -102,7 +110,16 @@ def _tshark_items(tshark: str, path: Path) -> Counter:
             for area, db, length, tsize in zip(cols[4], cols[5], cols[8], cols[9], strict=True):
                 a = int(area, 16)
                 byte, bit = (numbers.pop(0), None) if a in TIMERS_COUNTERS else byte_bits.pop(0)
-                addresses.append((a, int(db), int(byte), None if bit is None else int(bit), int(length), int(tsize)))
+                addresses.append(
+                    (
+                        a,
+                        int(db),
+                        int(byte),
+                        None if bit is None else int(bit),
+                        int(length),
+                        int(tsize),
+                    )
+                )
             assert not byte_bits and not numbers
             addresses = tuple(addresses)
             seen[("request", func, ref, addresses, tuple(cols[11]) if func == 5 else ())] += 1
@@ -116,13 +133,28 @@ def _our_items(records: list[dict]) -> Counter:
     seen: Counter = Counter()
     for rec in records:
         func = rec.get("s7comm.function_code")
-        if rec.get("network.protocol") != "s7comm" or func not in (4, 5) or "s7comm.items" not in rec:
+        if (
+            rec.get("network.protocol") != "s7comm"
+            or func not in (4, 5)
+            or "s7comm.items" not in rec
+        ):
             continue
         items = rec["s7comm.items"]
         ref = rec["s7comm.pdu_reference"]
         if rec["s7comm.rosctr"] == 1:
-            addresses = tuple((i["area"], i["db"], i["byte"], i.get("bit"), i["length"], i["transport_size"]) for i in items)
-            seen[("request", func, ref, addresses, tuple(i["data"] for i in items) if func == 5 else ())] += 1
+            addresses = tuple(
+                (i["area"], i["db"], i["byte"], i.get("bit"), i["length"], i["transport_size"])
+                for i in items
+            )
+            seen[
+                (
+                    "request",
+                    func,
+                    ref,
+                    addresses,
+                    tuple(i["data"] for i in items) if func == 5 else (),
+                )
+            ] += 1
         if rec["s7comm.rosctr"] == 3 or "s7comm.response.rosctr" in rec:
             codes = tuple(i["return_code"] for i in items)
             data = tuple(i["data"] for i in items if "data" in i) if func == 4 else ()
@@ -131,14 +163,18 @@ def _our_items(records: list[dict]) -> Counter:
 
 
 @pytest.mark.parametrize("name", ITEM_CAPTURES, ids=ITEM_CAPTURES)
-def test_read_write_items_match_tshark(name: str, tshark: str, request: pytest.FixtureRequest) -> None:
+def test_read_write_items_match_tshark(
+    name: str, tshark: str, request: pytest.FixtureRequest
+) -> None:
     if name.startswith("own/"):
         path = OWN / name[4:]
     else:
         path = request.getfixturevalue("public_pcaps") / name
     ours, theirs = _our_items(replay(path)), _tshark_items(tshark, path)
     assert sum(theirs.values()) > 0
-    assert ours == theirs, f"only ours {list(ours - theirs)[:3]}, only tshark {list(theirs - ours)[:3]}"
+    assert ours == theirs, (
+        f"only ours {list(ours - theirs)[:3]}, only tshark {list(theirs - ours)[:3]}"
+    )
 
 
 # Userdata services (type, function group, sub-function, SZL id/index) and block/PI-service
@@ -158,13 +194,25 @@ BLOCK_CODES = {name: code for code, name in s7comm.BLOCK_TYPES.items()}
 
 def _tshark_services(tshark: str, path: Path) -> Counter:
     seen: Counter = Counter()
-    for ref, utype, group, sub, mode, szl_id, szl_index in tshark_rows(tshark, path, "s7comm.header.rosctr==7", USERDATA_FIELDS):
+    for ref, utype, group, sub, mode, szl_id, szl_index in tshark_rows(
+        tshark, path, "s7comm.header.rosctr==7", USERDATA_FIELDS
+    ):
         request = utype == "4"
         seen[("userdata", int(ref), int(utype), int(group), int(sub or mode),
               int(szl_id, 16) if request and szl_id else None, int(szl_index, 16) if request and szl_index else None)] += 1  # fmt: skip
     jobs = "s7comm.header.rosctr==1 && (s7comm.param.func==0x28 || (s7comm.param.func>=0x1a && s7comm.param.func<=0x1d))"
     for ref, func, service, btype, number, fs in tshark_rows(tshark, path, jobs, JOB_FIELDS):
-        seen[("job", int(ref), int(func, 16), service, btype or None, int(number) if number else None, fs or None)] += 1
+        seen[
+            (
+                "job",
+                int(ref),
+                int(func, 16),
+                service,
+                btype or None,
+                int(number) if number else None,
+                fs or None,
+            )
+        ] += 1
     return seen
 
 
@@ -179,7 +227,13 @@ def _our_services(records: list[dict]) -> Counter:
                   rec.get("s7comm.szl.index") if request else None)] += 1  # fmt: skip
             if "s7comm.response.rosctr" in rec:
                 seen[("userdata", ref, 8, group, sub, None, None)] += 1
-        elif rec.get("s7comm.rosctr") == 1 and rec.get("s7comm.function_code") in (0x1A, 0x1B, 0x1C, 0x1D, 0x28):
+        elif rec.get("s7comm.rosctr") == 1 and rec.get("s7comm.function_code") in (
+            0x1A,
+            0x1B,
+            0x1C,
+            0x1D,
+            0x28,
+        ):
             btype = rec.get("s7comm.block.type")
             seen[("job", rec["s7comm.pdu_reference"], rec["s7comm.function_code"], rec.get("s7comm.pi_service", ""),
                   BLOCK_CODES.get(btype, btype), rec.get("s7comm.block.number"), rec.get("s7comm.block.filesystem"))] += 1  # fmt: skip
@@ -196,8 +250,23 @@ BLOCK_INFO_FIELDS = [
 
 def _tshark_block_info(tshark: str, path: Path) -> Counter:
     seen: Counter = Counter()
-    for ref, num, lang, load, mc7, author, family, name, version, checksum in tshark_rows(tshark, path, "s7comm.blockinfo.author", BLOCK_INFO_FIELDS):
-        seen[(int(ref), int(num), int(lang), int(load), int(mc7), author.strip(), family.strip(), name.strip(), version, int(checksum, 16))] += 1
+    for ref, num, lang, load, mc7, author, family, name, version, checksum in tshark_rows(
+        tshark, path, "s7comm.blockinfo.author", BLOCK_INFO_FIELDS
+    ):
+        seen[
+            (
+                int(ref),
+                int(num),
+                int(lang),
+                int(load),
+                int(mc7),
+                author.strip(),
+                family.strip(),
+                name.strip(),
+                version,
+                int(checksum, 16),
+            )
+        ] += 1
     return seen
 
 
@@ -213,7 +282,12 @@ def _our_block_info(records: list[dict]) -> Counter:
 
 
 def _tshark_diagnostics(tshark: str, path: Path) -> Counter:
-    fields = ["s7comm.header.pduref", "s7comm.cpu.diag_msg.eventid", "s7comm.cpu.diag_msg.obnumber", "s7comm.cpu.diag_msg.prioclass"]
+    fields = [
+        "s7comm.header.pduref",
+        "s7comm.cpu.diag_msg.eventid",
+        "s7comm.cpu.diag_msg.obnumber",
+        "s7comm.cpu.diag_msg.prioclass",
+    ]
     seen: Counter = Counter()
     for ref, ids, obs, prios in tshark_rows(tshark, path, "s7comm.cpu.diag_msg.eventid", fields):
         events = zip(ids.split(","), obs.split(","), prios.split(","), strict=True)
@@ -225,7 +299,10 @@ def _our_diagnostics(records: list[dict]) -> Counter:
     seen: Counter = Counter()
     for r in records:
         if "s7comm.diagnostic.events" in r:
-            events = tuple((e["event_id"], e["ob_number"], e["priority_class"]) for e in r["s7comm.diagnostic.events"])
+            events = tuple(
+                (e["event_id"], e["ob_number"], e["priority_class"])
+                for e in r["s7comm.diagnostic.events"]
+            )
             seen[(r["s7comm.pdu_reference"], events)] += 1
     return seen
 
@@ -234,15 +311,23 @@ SERVICE_CAPTURES = [n for n in CAPTURES if n.startswith("s7comm/")]
 
 
 @pytest.mark.parametrize("name", SERVICE_CAPTURES, ids=SERVICE_CAPTURES)
-def test_userdata_and_block_services_match_tshark(name: str, public_pcaps: Path, tshark: str) -> None:
+def test_userdata_and_block_services_match_tshark(
+    name: str, public_pcaps: Path, tshark: str
+) -> None:
     path = public_pcaps / name
     records = replay(path)
     ours, theirs = _our_services(records), _tshark_services(tshark, path)
-    assert ours == theirs, f"only ours {list(ours - theirs)[:3]}, only tshark {list(theirs - ours)[:3]}"
+    assert ours == theirs, (
+        f"only ours {list(ours - theirs)[:3]}, only tshark {list(theirs - ours)[:3]}"
+    )
     ours, theirs = _our_block_info(records), _tshark_block_info(tshark, path)
-    assert ours == theirs, f"block info: only ours {list(ours - theirs)[:3]}, only tshark {list(theirs - ours)[:3]}"
+    assert ours == theirs, (
+        f"block info: only ours {list(ours - theirs)[:3]}, only tshark {list(theirs - ours)[:3]}"
+    )
     ours, theirs = _our_diagnostics(records), _tshark_diagnostics(tshark, path)
-    assert ours == theirs, f"diagnostics: only ours {list(ours - theirs)[:2]}, only tshark {list(theirs - ours)[:2]}"
+    assert ours == theirs, (
+        f"diagnostics: only ours {list(ours - theirs)[:2]}, only tshark {list(theirs - ours)[:2]}"
+    )
 
 
 # -- S7comm-plus ----------------------------------------------------------------------------
@@ -262,7 +347,9 @@ def _sources_plus_counts(public_pcaps: Path, filename: str) -> tuple[Counter, Co
             match = PLUS_ROW.search(line)
             if not match:
                 return None
-            types = Counter({int(k, 16): int(v) for k, v in re.findall(r"(0x[0-9a-f]+) (\d+)", match.group(1))})
+            types = Counter(
+                {int(k, 16): int(v) for k, v in re.findall(r"(0x[0-9a-f]+) (\d+)", match.group(1))}
+            )
             funcs = Counter()
             for kind, fname, count in re.findall(r"(Req|Res) (\w+) (\d+)", match.group(2)):
                 funcs[f"{kind} {_camel_to_snake(fname)}"] = int(count)
@@ -314,7 +401,9 @@ def _our_plus_counts(records: list[dict]) -> tuple[Counter, Counter, int]:
         if rec.get("network.protocol") != "s7comm-plus" or rec["event.action"] == "anomaly":
             continue
         version = rec["s7comm_plus.version"]
-        types[version] += rec["s7comm_plus.fragments"] + rec.get("s7comm_plus.response.fragments", 0)
+        types[version] += rec["s7comm_plus.fragments"] + rec.get(
+            "s7comm_plus.response.fragments", 0
+        )
         if rec["s7comm_plus.opcode"] == 0x33:
             notifications += 1
             continue
@@ -328,7 +417,9 @@ def _our_plus_counts(records: list[dict]) -> tuple[Counter, Counter, int]:
     return types, funcs, notifications
 
 
-PLUS_CAPTURES = [n for n in CAPTURES if n.startswith("s7comm-plus/") or n == "mixed/zeek__modbusBig.pcap"]
+PLUS_CAPTURES = [
+    n for n in CAPTURES if n.startswith("s7comm-plus/") or n == "mixed/zeek__modbusBig.pcap"
+]
 
 
 @pytest.mark.parametrize("name", PLUS_CAPTURES, ids=PLUS_CAPTURES)

@@ -11,7 +11,9 @@ from sensor.engine import Engine, EngineConfig
 def replay(path: Path) -> list[dict]:
     """The S7comm / S7comm-plus events (anomalies included) the engine makes of a capture."""
     engine = Engine(EngineConfig())
-    return [e for e in engine.replay([path]) if str(e.get("network.protocol", "")).startswith("s7comm")]
+    return [
+        e for e in engine.replay([path]) if str(e.get("network.protocol", "")).startswith("s7comm")
+    ]
 
 
 def record_pdus(records: list[dict]) -> list[tuple]:
@@ -63,7 +65,13 @@ def tshark_rows(tshark: str, path: Path, display_filter: str, fields: list[str])
 
 def tshark_pdus(tshark: str, path: Path) -> list[tuple]:
     """tshark's S7comm PDUs: (rosctr, function, item count, PDU reference) per PDU."""
-    fields = ["frame.number", "s7comm.header.rosctr", "s7comm.param.func", "s7comm.param.itemcount", "s7comm.header.pduref"]
+    fields = [
+        "frame.number",
+        "s7comm.header.rosctr",
+        "s7comm.param.func",
+        "s7comm.param.itemcount",
+        "s7comm.header.pduref",
+    ]
     pdus = []
     for frame, rosctrs, funcs, counts, refs in tshark_rows(tshark, path, "s7comm", fields):
         rosctr_l = [int(x) for x in rosctrs.split(",") if x]

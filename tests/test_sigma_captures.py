@@ -51,12 +51,32 @@ REQUEST = "tcp.dstport==502 && "
 @pytest.mark.parametrize(
     ("capture", "rule", "display_filter"),
     [
-        ("part1", "modbus_force_listen_only_mode", REQUEST + "modbus.func_code==8 && modbus.diagnostic_code==4"),
-        ("part1", "modbus_restart_communications", REQUEST + "modbus.func_code==8 && modbus.diagnostic_code==1"),
+        (
+            "part1",
+            "modbus_force_listen_only_mode",
+            REQUEST + "modbus.func_code==8 && modbus.diagnostic_code==4",
+        ),
+        (
+            "part1",
+            "modbus_restart_communications",
+            REQUEST + "modbus.func_code==8 && modbus.diagnostic_code==1",
+        ),
         ("part1", "modbus_report_server_id", REQUEST + "modbus.func_code==17"),
-        ("part1", "modbus_read_device_identification", REQUEST + "modbus.func_code==43 && modbus.mei==14"),
-        ("part1", "modbus_write_from_unlisted_master", REQUEST + "modbus.func_code in {5,6,15,16,22,23}"),
-        ("part2", "modbus_write_from_unlisted_master", REQUEST + "modbus.func_code in {5,6,15,16,22,23}"),
+        (
+            "part1",
+            "modbus_read_device_identification",
+            REQUEST + "modbus.func_code==43 && modbus.mei==14",
+        ),
+        (
+            "part1",
+            "modbus_write_from_unlisted_master",
+            REQUEST + "modbus.func_code in {5,6,15,16,22,23}",
+        ),
+        (
+            "part2",
+            "modbus_write_from_unlisted_master",
+            REQUEST + "modbus.func_code in {5,6,15,16,22,23}",
+        ),
         ("part2", "modbus_write_file_record", REQUEST + "modbus.func_code==21"),
         ("part2", "modbus_report_server_id", REQUEST + "modbus.func_code==17"),
     ],
@@ -70,15 +90,29 @@ def test_digitalbond_requests_fire_their_rules(
     assert matches_by_rule(replay([pcap]))[rule] == expected
 
 
-def test_digitalbond_function_code_sweep_and_exception_burst(public_pcaps: Path, tshark: str) -> None:
+def test_digitalbond_function_code_sweep_and_exception_burst(
+    public_pcaps: Path, tshark: str
+) -> None:
     pcap = public_pcaps / "modbus" / "digitalbond__modbus_test_data_part2.pcap"
     alerts = replay([pcap])
     fired = matches_by_rule(alerts)
     # The capture walks function codes 0-127 (Quickdraw's function code scan test).
     codes = set(
         subprocess.run(
-            [tshark, "-r", str(pcap), "-Y", "tcp.dstport==502 && mbtcp", "-T", "fields", "-e", "modbus.func_code"],
-            capture_output=True, text=True, check=True,
+            [
+                tshark,
+                "-r",
+                str(pcap),
+                "-Y",
+                "tcp.dstport==502 && mbtcp",
+                "-T",
+                "fields",
+                "-e",
+                "modbus.func_code",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
     )
     assert len(codes) >= 12
@@ -134,12 +168,18 @@ def test_clean_plant_traffic_with_its_site_configuration(plant_site: Path) -> No
 @pytest.mark.parametrize(
     ("capture", "rule", "source"),
     [
-        ("attack_new_host_write", "Modbus Write From a Host Outside the Modbus Masters List", "127.0.5.66"),
+        (
+            "attack_new_host_write",
+            "Modbus Write From a Host Outside the Modbus Masters List",
+            "127.0.5.66",
+        ),
         ("attack_opcua_write", "OPC UA Write From a Host Outside the OPC UA Clients", "127.0.5.67"),
         ("attack_opcua_write", "OPC UA Write or Call on a Channel Without Security", "127.0.5.67"),
     ],
 )
-def test_attacks_on_the_plant_are_found(plant_site: Path, capture: str, rule: str, source: str) -> None:
+def test_attacks_on_the_plant_are_found(
+    plant_site: Path, capture: str, rule: str, source: str
+) -> None:
     alerts = replay([PCAPS / "baseline" / f"{capture}.pcap"], plant_site)
     hits = [a for a in alerts if a["rule.name"] == rule]
     assert [a["source.ip"] for a in hits] == [source]
@@ -148,23 +188,35 @@ def test_attacks_on_the_plant_are_found(plant_site: Path, capture: str, rule: st
 def test_s7_program_transfer_captures(tshark: str) -> None:
     blocks = PCAPS / "s7comm" / "s7_blocks.pcap"
     fired = matches_by_rule(replay([blocks]))
-    downloads = tshark_count(tshark, blocks, "s7comm.header.rosctr==1 && s7comm.param.func in {0x1a,0x1b,0x1c}")
-    uploads = tshark_count(tshark, blocks, "s7comm.header.rosctr==1 && s7comm.param.func in {0x1d,0x1e,0x1f}")
+    downloads = tshark_count(
+        tshark, blocks, "s7comm.header.rosctr==1 && s7comm.param.func in {0x1a,0x1b,0x1c}"
+    )
+    uploads = tshark_count(
+        tshark, blocks, "s7comm.header.rosctr==1 && s7comm.param.func in {0x1d,0x1e,0x1f}"
+    )
     assert downloads and uploads
     assert fired["s7_program_download"] == downloads
     assert fired["s7_program_upload"] == uploads
     control = PCAPS / "s7comm" / "s7_control.pcap"
     fired = matches_by_rule(replay([control]))
-    assert fired["s7_plc_stop"] == tshark_count(tshark, control, "s7comm.header.rosctr==1 && s7comm.param.func==0x29")
+    assert fired["s7_plc_stop"] == tshark_count(
+        tshark, control, "s7comm.header.rosctr==1 && s7comm.param.func==0x29"
+    )
 
 
 @pytest.mark.parametrize(
     ("capture", "rule", "listing"),
     [
-        ("iti__s7-1200-hmi.pcap", "S7comm-plus SetVariable From a Host Outside the Engineering Stations and HMIs",
-         "hmi_hosts"),
-        ("iti__S7-1200-Uploading-OB1-TIAV12.pcap",
-         "S7comm-plus Program Transfer From a Host Outside the Engineering Stations", "engineering_stations"),
+        (
+            "iti__s7-1200-hmi.pcap",
+            "S7comm-plus SetVariable From a Host Outside the Engineering Stations and HMIs",
+            "hmi_hosts",
+        ),
+        (
+            "iti__S7-1200-Uploading-OB1-TIAV12.pcap",
+            "S7comm-plus Program Transfer From a Host Outside the Engineering Stations",
+            "engineering_stations",
+        ),
     ],
 )
 def test_s7comm_plus_writes_and_program_transfer(
@@ -187,23 +239,49 @@ def test_modbus_attack_capture_fires_every_modbus_correlation(tshark: str) -> No
     correlation; tshark confirms the traffic is what the correlation needs."""
     pcap = PCAPS / "modbus" / "modbus_attack.pcap"
     fields = subprocess.run(
-        [tshark, "-r", str(pcap), "-Y", "tcp.dstport==502 && mbtcp", "-T", "fields",
-         "-e", "modbus.func_code", "-e", "mbtcp.unit_id"],
-        capture_output=True, text=True, check=True,
+        [
+            tshark,
+            "-r",
+            str(pcap),
+            "-Y",
+            "tcp.dstport==502 && mbtcp",
+            "-T",
+            "fields",
+            "-e",
+            "modbus.func_code",
+            "-e",
+            "mbtcp.unit_id",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")
     codes = {line.split("\t")[0] for line in fields if line}
     units = {line.split("\t")[1] for line in fields if line}
     assert len(codes) >= 12 and len(units) >= 10
     assert tshark_count(tshark, pcap, "tcp.srcport==502 && modbus.exception_code") >= 20
-    assert tshark_count(tshark, pcap, "tcp.dstport==502 && modbus.func_code==5 && modbus.reference_num==3") >= 20
+    assert (
+        tshark_count(
+            tshark, pcap, "tcp.dstport==502 && modbus.func_code==5 && modbus.reference_num==3"
+        )
+        >= 20
+    )
     alerts = replay([pcap])
     fired = matches_by_rule(alerts)
     for rule in (
-        "modbus_function_code_sweep", "modbus_unit_id_sweep", "modbus_exception_burst",
-        "modbus_register_brute_force", "modbus_identification_then_write",
+        "modbus_function_code_sweep",
+        "modbus_unit_id_sweep",
+        "modbus_exception_burst",
+        "modbus_register_brute_force",
+        "modbus_identification_then_write",
     ):
         assert fired[rule] >= 1, rule
-    brute = next(a for a in alerts if a["rule.name"] == "Modbus Brute Force Writes to One Coil or Register")
+    brute = next(
+        a for a in alerts if a["rule.name"] == "Modbus Brute Force Writes to One Coil or Register"
+    )
     assert brute["modbus.address"] == 3 and brute["icsmon.correlation.value"] == 20
-    assert brute["icsmon.correlation.key"] == "source.ip=127.0.0.8|destination.ip=127.0.0.9|modbus.unit_id=1|modbus.address=3"
+    assert (
+        brute["icsmon.correlation.key"]
+        == "source.ip=127.0.0.8|destination.ip=127.0.0.9|modbus.unit_id=1|modbus.address=3"
+    )
     assert len(brute["icsmon.alert.event_ids"]) == 20

@@ -50,7 +50,9 @@ def event(**fields: Any) -> dict[str, Any]:
     return ev
 
 
-def rule_text(detection: str, *, service: str = "modbus", rid: str = RULE_ID, extra: str = "") -> str:
+def rule_text(
+    detection: str, *, service: str = "modbus", rid: str = RULE_ID, extra: str = ""
+) -> str:
     return (
         "title: Test rule\n"
         f"id: {rid}\n"
@@ -85,7 +87,10 @@ MODIFIER_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
     (  # wildcards * and ?, escaped \* is literal
         "sel:\n  modbus.function: 'read_*_reg?sters\\*'\ncondition: sel",
         [{"modbus.function": "read_holding_registers*"}, {"modbus.function": "READ__REGISTERS*"}],
-        [{"modbus.function": "read_holding_registers"}, {"modbus.function": "read_holding_regXXsters*"}],
+        [
+            {"modbus.function": "read_holding_registers"},
+            {"modbus.function": "read_holding_regXXsters*"},
+        ],
     ),
     (
         "sel:\n  modbus.function|contains: hold\ncondition: sel",
@@ -104,7 +109,10 @@ MODIFIER_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
     ),
     (  # re is a search; |i makes it case-insensitive
         "sel:\n  modbus.function|re|i: 'WRITE_(SINGLE|MULTIPLE)'\ncondition: sel",
-        [{"modbus.function": "write_single_coil"}, {"modbus.function": "x_write_multiple_registers"}],
+        [
+            {"modbus.function": "write_single_coil"},
+            {"modbus.function": "x_write_multiple_registers"},
+        ],
         [{"modbus.function": "read_coils"}],
     ),
     (
@@ -129,8 +137,14 @@ MODIFIER_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
     ),
     (
         "sel:\n  modbus.quantity|gt: 10\n  modbus.address|lte: 5\ncondition: sel",
-        [{"modbus.quantity": 11, "modbus.address": 5}, {"modbus.quantity": "12", "modbus.address": 0}],
-        [{"modbus.quantity": 10, "modbus.address": 0}, {"modbus.quantity": 11, "modbus.address": 6}],
+        [
+            {"modbus.quantity": 11, "modbus.address": 5},
+            {"modbus.quantity": "12", "modbus.address": 0},
+        ],
+        [
+            {"modbus.quantity": 10, "modbus.address": 0},
+            {"modbus.quantity": 11, "modbus.address": 6},
+        ],
     ),
     (
         "sel:\n  modbus.quantity|gte: 10\n  modbus.address|lt: 5\ncondition: sel",
@@ -154,7 +168,11 @@ MODIFIER_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
     ),
     (  # base64offset|contains: the value at any offset of a base64 text
         "sel:\n  error.message|base64offset|contains: STOP\ncondition: sel",
-        [{"error.message": "xU1RPUAo="}, {"error.message": "QVNUT1A="}, {"error.message": "QUFTVE9Q"}],
+        [
+            {"error.message": "xU1RPUAo="},
+            {"error.message": "QVNUT1A="},
+            {"error.message": "QUFTVE9Q"},
+        ],
         [{"error.message": "STOP"}],
     ),
     (
@@ -211,19 +229,30 @@ MODIFIER_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
     (
         "a:\n  modbus.function_code: 1\nb:\n  modbus.unit_id: 1\nc:\n  modbus.address: 1\n"
         "condition: a and (b or c) and not (b and c)",
-        [{"modbus.function_code": 1, "modbus.unit_id": 1}, {"modbus.function_code": 1, "modbus.address": 1}],
-        [{"modbus.function_code": 1, "modbus.unit_id": 1, "modbus.address": 1}, {"modbus.function_code": 1}],
+        [
+            {"modbus.function_code": 1, "modbus.unit_id": 1},
+            {"modbus.function_code": 1, "modbus.address": 1},
+        ],
+        [
+            {"modbus.function_code": 1, "modbus.unit_id": 1, "modbus.address": 1},
+            {"modbus.function_code": 1},
+        ],
     ),
     (  # a list of maps is an OR of ANDs
         "sel:\n  - modbus.function_code: 8\n    modbus.subfunction: 4\n"
         "  - modbus.function_code: 43\n    modbus.mei_type: 14\ncondition: sel",
-        [{"modbus.function_code": 8, "modbus.subfunction": 4}, {"modbus.function_code": 43, "modbus.mei_type": 14}],
+        [
+            {"modbus.function_code": 8, "modbus.subfunction": 4},
+            {"modbus.function_code": 43, "modbus.mei_type": 14},
+        ],
         [{"modbus.function_code": 8, "modbus.mei_type": 14}],
     ),
 ]
 
 
-@pytest.mark.parametrize(("detection", "hits", "misses"), MODIFIER_CASES, ids=range(len(MODIFIER_CASES)))
+@pytest.mark.parametrize(
+    ("detection", "hits", "misses"), MODIFIER_CASES, ids=range(len(MODIFIER_CASES))
+)
 def test_modifiers_and_conditions(
     tmp_path: Path, detection: str, hits: list[dict[str, Any]], misses: list[dict[str, Any]]
 ) -> None:
@@ -257,12 +286,33 @@ def test_other_protocols_do_not_reach_a_modbus_rule(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "reason", "line_of"),
     [
-        (rule_text("sel:\n  modbus.function|re: '(?<=a)b'\ncondition: sel"), "look-around", "modbus.function"),
-        (rule_text("sel:\n  modbus.function: x\ncondition: sel").replace("product: ics", "product: windows"),
-         "logsource", "logsource"),
-        (rule_text("sel:\n  modbus.function: x\ncondition: sel", service="dnp3"), "unknown service", "service"),
-        (rule_text("sel:\n  source.ip|expand: '%nonexistent_list%'\ncondition: sel"), "nonexistent_list", "detection"),
-        (rule_text("sel:\n  modbus.function: x\ncondition: sel and missing"), "missing", "detection"),
+        (
+            rule_text("sel:\n  modbus.function|re: '(?<=a)b'\ncondition: sel"),
+            "look-around",
+            "modbus.function",
+        ),
+        (
+            rule_text("sel:\n  modbus.function: x\ncondition: sel").replace(
+                "product: ics", "product: windows"
+            ),
+            "logsource",
+            "logsource",
+        ),
+        (
+            rule_text("sel:\n  modbus.function: x\ncondition: sel", service="dnp3"),
+            "unknown service",
+            "service",
+        ),
+        (
+            rule_text("sel:\n  source.ip|expand: '%nonexistent_list%'\ncondition: sel"),
+            "nonexistent_list",
+            "detection",
+        ),
+        (
+            rule_text("sel:\n  modbus.function: x\ncondition: sel and missing"),
+            "missing",
+            "detection",
+        ),
     ],
     ids=["re-lookaround", "logsource", "service", "placeholder", "condition"],
 )
@@ -289,14 +339,22 @@ def test_unsupported_rules_are_refused_with_file_line_and_id(
 @pytest.mark.parametrize(
     ("correlation", "reason"),
     [
-        ("  type: value_sum\n  rules: [base]\n  group-by: [source.ip]\n  timespan: 1m\n"
-         "  condition:\n    gte: 10\n    field: modbus.quantity\n", "value_sum"),
-        ("  type: event_count\n  rules: [base]\n  group-by: [source.ip]\n  timespan: 1m\n"
-         "  condition:\n    lt: 10\n", "gte or gt"),
+        (
+            "  type: value_sum\n  rules: [base]\n  group-by: [source.ip]\n  timespan: 1m\n"
+            "  condition:\n    gte: 10\n    field: modbus.quantity\n",
+            "value_sum",
+        ),
+        (
+            "  type: event_count\n  rules: [base]\n  group-by: [source.ip]\n  timespan: 1m\n"
+            "  condition:\n    lt: 10\n",
+            "gte or gt",
+        ),
     ],
     ids=["value_sum", "lt"],
 )
-def test_unsupported_correlations_are_refused(tmp_path: Path, correlation: str, reason: str) -> None:
+def test_unsupported_correlations_are_refused(
+    tmp_path: Path, correlation: str, reason: str
+) -> None:
     (tmp_path / "base.yml").write_text(
         rule_text("sel:\n  modbus.function_code: 6\ncondition: sel").replace(
             "status: test", "name: base\nstatus: test"
@@ -344,7 +402,9 @@ def test_site_config_wins_over_baseline_placeholders(tmp_path: Path) -> None:
     rules.mkdir()
     site = tmp_path / "site.yml"
     site.write_text("site: plant-1\nplaceholders:\n  modbus_masters: [10.0.0.5, 10.0.1.0/24]\n")
-    engine = engine_for(rules, ALLOW, site_config=site, placeholders={"modbus_masters": ["10.0.0.66"]})
+    engine = engine_for(
+        rules, ALLOW, site_config=site, placeholders={"modbus_masters": ["10.0.0.66"]}
+    )
     assert not fires(engine, event(modbus__function_code=6, source__ip="10.0.0.5"))
     assert not fires(engine, event(modbus__function_code=6, source__ip="10.0.1.77"))  # CIDR entry
     assert fires(engine, event(modbus__function_code=6, source__ip="10.0.0.66"))
@@ -353,7 +413,8 @@ def test_site_config_wins_over_baseline_placeholders(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", ["placeholders: [1, 2]\n", "placeholders:\n  modbus_masters: {a: 1}\n", "a: [\n", "- x\n"]
+    "content",
+    ["placeholders: [1, 2]\n", "placeholders:\n  modbus_masters: {a: 1}\n", "a: [\n", "- x\n"],
 )
 def test_bad_site_config_names_the_file(tmp_path: Path, content: str) -> None:
     site = tmp_path / "site.yml"
@@ -367,7 +428,9 @@ def test_bad_site_config_names_the_file(tmp_path: Path, content: str) -> None:
 # --- correlations -------------------------------------------------------------------------
 
 
-def write_correlation(tmp_path: Path, base_detection: str, correlation: str, bases: int = 1) -> None:
+def write_correlation(
+    tmp_path: Path, base_detection: str, correlation: str, bases: int = 1
+) -> None:
     for i in range(bases):
         det = base_detection if bases == 1 else base_detection.format(i=i)
         (tmp_path / f"base{i}.yml").write_text(
@@ -377,7 +440,9 @@ def write_correlation(tmp_path: Path, base_detection: str, correlation: str, bas
         )
     (tmp_path / "corr.yml").write_text(
         f"title: Corr\nid: {RULE_ID}\nstatus: test\ntags:\n  - attack.t0806\n"
-        "correlation:\n" + textwrap.indent(textwrap.dedent(correlation).strip(), "  ") + "\nlevel: high\n"
+        "correlation:\n"
+        + textwrap.indent(textwrap.dedent(correlation).strip(), "  ")
+        + "\nlevel: high\n"
     )
 
 
@@ -389,15 +454,21 @@ def run(engine: SigmaEngine, events: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def test_event_count_uses_event_time_not_arrival(tmp_path: Path) -> None:
-    write_correlation(tmp_path, "sel:\n  modbus.function_code: 6\ncondition: sel",
-                      "type: event_count\nrules: [base0]\ngroup-by: [source.ip]\ntimespan: 10s\n"
-                      "condition:\n  gte: 3")
+    write_correlation(
+        tmp_path,
+        "sel:\n  modbus.function_code: 6\ncondition: sel",
+        "type: event_count\nrules: [base0]\ngroup-by: [source.ip]\ntimespan: 10s\n"
+        "condition:\n  gte: 3",
+    )
     engine = SigmaEngine.load(tmp_path, dedup_window=0)
     # Processed back to back, but 6 s apart in capture time: never 3 within 10 s.
     spread = [event(modbus__function_code=6, **{"@timestamp": ts(6 * i)}) for i in range(5)]
     assert [a for a in run(engine, spread) if a["rule.id"] == RULE_ID] == []
     engine = SigmaEngine.load(tmp_path, dedup_window=0)
-    close = [event(modbus__function_code=6, **{"@timestamp": ts(4 * i), "event.id": f"e{i}"}) for i in range(3)]
+    close = [
+        event(modbus__function_code=6, **{"@timestamp": ts(4 * i), "event.id": f"e{i}"})
+        for i in range(3)
+    ]
     alerts = [a for a in run(engine, close) if a["rule.id"] == RULE_ID]
     assert len(alerts) == 1
     a = alerts[0]
@@ -411,39 +482,61 @@ def test_event_count_uses_event_time_not_arrival(tmp_path: Path) -> None:
 
 def test_temporal_ordered_and_aliases(tmp_path: Path) -> None:
     write_correlation(
-        tmp_path, "sel:\n  modbus.function_code: {i}\ncondition: sel",
+        tmp_path,
+        "sel:\n  modbus.function_code: {i}\ncondition: sel",
         "type: temporal_ordered\nrules: [base0, base1, base2]\ngroup-by: [host]\ntimespan: 1m\n"
         "aliases:\n  host:\n    base0: source.ip\n    base1: source.ip\n    base2: destination.ip",
         bases=3,
     )
 
     def seq(*steps: tuple[float, int, str, str]) -> list[dict[str, Any]]:
-        return [event(modbus__function_code=fc, source__ip=s, destination__ip=d, **{"@timestamp": ts(t)})
-                for t, fc, s, d in steps]
+        return [
+            event(
+                modbus__function_code=fc, source__ip=s, destination__ip=d, **{"@timestamp": ts(t)}
+            )
+            for t, fc, s, d in steps
+        ]
 
     def count(events: list[dict[str, Any]]) -> int:
         engine = SigmaEngine.load(tmp_path, dedup_window=0)
         return len([a for a in run(engine, events) if a["rule.id"] == RULE_ID])
 
     a, b = "10.0.0.66", "10.0.0.10"
-    assert count(seq((0, 0, a, b), (1, 1, a, b), (2, 2, "10.9.9.9", a))) == 1  # alias: step 3 by destination
+    assert (
+        count(seq((0, 0, a, b), (1, 1, a, b), (2, 2, "10.9.9.9", a))) == 1
+    )  # alias: step 3 by destination
     assert count(seq((0, 1, a, b), (1, 0, a, b), (2, 2, b, a))) == 0  # out of order
     assert count(seq((0, 0, a, b), (30, 1, a, b), (70, 2, b, a))) == 0  # longer than 1 m
-    assert count(seq((0, 0, a, b), (50, 0, a, b), (60, 1, a, b), (70, 2, b, a))) == 1  # restarted chain
+    assert (
+        count(seq((0, 0, a, b), (50, 0, a, b), (60, 1, a, b), (70, 2, b, a))) == 1
+    )  # restarted chain
 
 
 def test_value_count_and_bounded_state(tmp_path: Path) -> None:
-    write_correlation(tmp_path, "sel:\n  modbus.function_code|gte: 0\ncondition: sel",
-                      "type: value_count\nrules: [base0]\ngroup-by: [source.ip]\ntimespan: 1m\n"
-                      "condition:\n  gte: 4\n  field: modbus.unit_id")
+    write_correlation(
+        tmp_path,
+        "sel:\n  modbus.function_code|gte: 0\ncondition: sel",
+        "type: value_count\nrules: [base0]\ngroup-by: [source.ip]\ntimespan: 1m\n"
+        "condition:\n  gte: 4\n  field: modbus.unit_id",
+    )
     engine = SigmaEngine.load(tmp_path, dedup_window=0, max_correlation_groups=50)
-    events = [event(modbus__function_code=3, modbus__unit_id=u % 3, source__ip=f"10.1.{i // 250}.{i % 250}",
-                    **{"@timestamp": ts(i * 0.01)}) for i, u in enumerate(range(5000))]
+    events = [
+        event(
+            modbus__function_code=3,
+            modbus__unit_id=u % 3,
+            source__ip=f"10.1.{i // 250}.{i % 250}",
+            **{"@timestamp": ts(i * 0.01)},
+        )
+        for i, u in enumerate(range(5000))
+    ]
     assert run(engine, events) == []  # 5000 clients, each one unit id: no sweep
     stats = engine.stats
     assert stats["correlation_groups"] <= 50
     assert stats["correlation_evicted"] >= 5000 - 50
-    sweep = [event(modbus__function_code=3, modbus__unit_id=u, **{"@timestamp": ts(100 + u)}) for u in range(4)]
+    sweep = [
+        event(modbus__function_code=3, modbus__unit_id=u, **{"@timestamp": ts(100 + u)})
+        for u in range(4)
+    ]
     assert len(run(engine, sweep)) == 1
     # Idle groups expire with event time.
     later = [event(modbus__function_code=3, source__ip="10.2.0.1", **{"@timestamp": ts(10_000)})]
@@ -456,14 +549,18 @@ def test_value_count_and_bounded_state(tmp_path: Path) -> None:
 
 def test_alert_document(tmp_path: Path) -> None:
     engine = engine_for(tmp_path, "sel:\n  modbus.function_code: 6\ncondition: sel")
-    ev = event(modbus__function_code=6, modbus__values=[1], event__duration=1000, ics__operation="write")
+    ev = event(
+        modbus__function_code=6, modbus__values=[1], event__duration=1000, ics__operation="write"
+    )
     alerts = engine.process(ev) + engine.flush()
     assert len(alerts) == 1
     a = alerts[0]
     assert a["event.kind"] == "alert"
     assert a["event.category"] == ["network", "intrusion_detection"]
     assert a["event.severity"] == SEVERITY["high"]
-    assert a["rule.id"] == RULE_ID and a["rule.name"] == "Test rule" and a["rule.ruleset"] == "sigma"
+    assert (
+        a["rule.id"] == RULE_ID and a["rule.name"] == "Test rule" and a["rule.ruleset"] == "sigma"
+    )
     assert a["threat.framework"] == "MITRE ATT&CK for ICS"
     assert a["threat.technique.id"] == ["T0855"]
     assert a["threat.technique.name"] == ["Unauthorized Command Message"]
@@ -478,21 +575,36 @@ def test_alert_document(tmp_path: Path) -> None:
 
 
 def test_bursts_on_one_flow_become_one_alert_with_a_count(tmp_path: Path) -> None:
-    engine = engine_for(tmp_path, "sel:\n  modbus.function_code: 6\ncondition: sel", dedup_window=60)
+    engine = engine_for(
+        tmp_path, "sel:\n  modbus.function_code: 6\ncondition: sel", dedup_window=60
+    )
     out: list[dict[str, Any]] = []
     for i in range(5):
-        out += engine.process(event(modbus__function_code=6, **{"@timestamp": ts(i), "event.id": f"a{i}"}))
-    out += engine.process(event(modbus__function_code=6, network__community_id="1:flow-b",
-                                **{"@timestamp": ts(5), "event.id": "b0"}))
+        out += engine.process(
+            event(modbus__function_code=6, **{"@timestamp": ts(i), "event.id": f"a{i}"})
+        )
+    out += engine.process(
+        event(
+            modbus__function_code=6,
+            network__community_id="1:flow-b",
+            **{"@timestamp": ts(5), "event.id": "b0"},
+        )
+    )
     assert out == []  # held while their windows are open
     assert engine.stats["alerts_pending"] == 2
     # A later event closes flow a's window; flow b's too (it started at 5 s).
     out += engine.process(event(modbus__function_code=3, **{"@timestamp": ts(70)}))
-    assert [(a["icsmon.alert.count"], a["network.community_id"]) for a in out] == [(5, "1:flow-a"), (1, "1:flow-b")]
+    assert [(a["icsmon.alert.count"], a["network.community_id"]) for a in out] == [
+        (5, "1:flow-a"),
+        (1, "1:flow-b"),
+    ]
     assert out[0]["icsmon.alert.event_ids"] == ["a0", "a1", "a2", "a3", "a4"]
     assert out[0]["event.start"] == ts(0) and out[0]["event.end"] == ts(4)
     # The next match on flow a starts a new alert, released by tick() or flush().
-    assert engine.process(event(modbus__function_code=6, **{"@timestamp": ts(80), "event.id": "a9"})) == []
+    assert (
+        engine.process(event(modbus__function_code=6, **{"@timestamp": ts(80), "event.id": "a9"}))
+        == []
+    )
     assert engine.tick((T0 + timedelta(seconds=100)).timestamp()) == []
     released = engine.tick((T0 + timedelta(seconds=141)).timestamp())
     assert [a["icsmon.alert.event_ids"] for a in released] == [["a9"]]
@@ -501,11 +613,17 @@ def test_bursts_on_one_flow_become_one_alert_with_a_count(tmp_path: Path) -> Non
 
 
 def test_pending_alerts_are_bounded(tmp_path: Path) -> None:
-    engine = engine_for(tmp_path, "sel:\n  modbus.function_code: 6\ncondition: sel",
-                        dedup_window=60, max_pending_alerts=10)
+    engine = engine_for(
+        tmp_path,
+        "sel:\n  modbus.function_code: 6\ncondition: sel",
+        dedup_window=60,
+        max_pending_alerts=10,
+    )
     out: list[dict[str, Any]] = []
     for i in range(100):
-        out += engine.process(event(modbus__function_code=6, network__community_id=f"1:f{i}", event__id=f"x{i}"))
+        out += engine.process(
+            event(modbus__function_code=6, network__community_id=f"1:f{i}", event__id=f"x{i}")
+        )
     assert engine.stats["alerts_pending"] == 10
     assert len(out) == 90 and engine.stats["alerts_forced"] == 90
     assert len(engine.flush()) == 10
@@ -514,19 +632,41 @@ def test_pending_alerts_are_bounded(tmp_path: Path) -> None:
 # --- robustness and agreement with the naive evaluator -------------------------------------
 
 WEIRD_VALUES: list[Any] = [
-    None, "", "x" * 100_000, 0, -1, 2**70, 1.5, float("nan"), True, False, [], [None], [[1, 2], {"a": 1}],
-    {"a": {"b": [1]}}, b"\x00\xff", "10.0.0.300", "::1", "ÄÖÜ\u0000\udcff",
+    None,
+    "",
+    "x" * 100_000,
+    0,
+    -1,
+    2**70,
+    1.5,
+    float("nan"),
+    True,
+    False,
+    [],
+    [None],
+    [[1, 2], {"a": 1}],
+    {"a": {"b": [1]}},
+    b"\x00\xff",
+    "10.0.0.300",
+    "::1",
+    "ÄÖÜ\u0000\udcff",
 ]
 
 
 def test_hostile_event_values_never_raise() -> None:
     engine = SigmaEngine.load(None, dedup_window=0)
-    fields = sorted({f for r in engine.rules for f in r.fields} | {"@timestamp", "network.protocol"})
+    fields = sorted(
+        {f for r in engine.rules for f in r.fields} | {"@timestamp", "network.protocol"}
+    )
     rng = random.Random(7)
     for i in range(3000):
         ev: dict[str, Any] = {f: rng.choice(WEIRD_VALUES) for f in rng.sample(fields, 12)}
-        ev["network.protocol"] = rng.choice(["modbus", "s7comm", "s7comm-plus", "opcua", None, 5, "x"])
-        ev["event.dataset"] = rng.choice(["ics.modbus", "ics.s7comm", "ics.s7comm_plus", "ics.opcua"])
+        ev["network.protocol"] = rng.choice(
+            ["modbus", "s7comm", "s7comm-plus", "opcua", None, 5, "x"]
+        )
+        ev["event.dataset"] = rng.choice(
+            ["ics.modbus", "ics.s7comm", "ics.s7comm_plus", "ics.opcua"]
+        )
         ev["@timestamp"] = rng.choice([ts(i), "garbage", None, 12.5, ts(-i)])
         engine.process(ev)
     engine.flush()
@@ -544,7 +684,9 @@ def random_event(rng: random.Random) -> dict[str, Any]:
     ev["event.outcome"] = rng.choice(["success", "failure"])
     if proto == "modbus":
         ev["modbus.function_code"] = rng.choice([1, 3, 5, 6, 8, 15, 16, 17, 21, 22, 23, 43, 90, 42])
-        ev["modbus.function"] = rng.choice(["read_coils", "unknown_42", "user_defined_65", "unity_umas"])
+        ev["modbus.function"] = rng.choice(
+            ["read_coils", "unknown_42", "user_defined_65", "unity_umas"]
+        )
         ev["modbus.subfunction"] = rng.choice([0, 1, 4])
         ev["modbus.mei_type"] = rng.choice([13, 14])
         ev["modbus.unit_id"] = rng.choice([0, 1, 255])
@@ -561,10 +703,14 @@ def random_event(rng: random.Random) -> dict[str, Any]:
         ev["s7comm.items"] = [{"area_name": rng.choice(["DB", "M", "Q"])}]
         ev["s7comm.cotp.connection_type_name"] = rng.choice(["pg", "op"])
     elif proto == "s7comm-plus":
-        ev["s7comm_plus.function"] = rng.choice(["set_variable", "invoke", "explore", "begin_sequence"])
+        ev["s7comm_plus.function"] = rng.choice(
+            ["set_variable", "invoke", "explore", "begin_sequence"]
+        )
         ev["s7comm_plus.opcode_name"] = rng.choice(["request", "response"])
     else:
-        ev["opcua.service"] = rng.choice(["Write", "Call", "Read", "ActivateSession", "GetEndpoints", "Browse"])
+        ev["opcua.service"] = rng.choice(
+            ["Write", "Call", "Read", "ActivateSession", "GetEndpoints", "Browse"]
+        )
         ev["opcua.identity_token"] = rng.choice(["anonymous", "username"])
         ev["opcua.security_policy"] = rng.choice(["None", "Basic256Sha256"])
         ev["opcua.password_encrypted"] = rng.choice([True, False])
@@ -618,7 +764,12 @@ def test_cached_event_time_is_exactly_event_time() -> None:
 
     engine = SigmaEngine(Pack())
     rng = random.Random(3)
-    stamps = [ts(rng.uniform(0, 120)) for _ in range(5000)] + ["2026-11-26T10:00:00Z", "junk", None, 7.5]
+    stamps = [ts(rng.uniform(0, 120)) for _ in range(5000)] + [
+        "2026-11-26T10:00:00Z",
+        "junk",
+        None,
+        7.5,
+    ]
     for stamp in stamps:
         ev = {"@timestamp": stamp}
         assert engine._time(ev) == event_time(ev), stamp
@@ -652,7 +803,9 @@ def test_generated_matchers_agree_with_the_general_path() -> None:
     assert matched > 1000
 
 
-@pytest.mark.parametrize(("detection", "hits", "misses"), MODIFIER_CASES, ids=range(len(MODIFIER_CASES)))
+@pytest.mark.parametrize(
+    ("detection", "hits", "misses"), MODIFIER_CASES, ids=range(len(MODIFIER_CASES))
+)
 def test_modifiers_through_the_generated_matcher(
     tmp_path: Path, detection: str, hits: list[dict[str, Any]], misses: list[dict[str, Any]]
 ) -> None:
@@ -668,12 +821,14 @@ def test_modifiers_through_the_generated_matcher(
 def test_generated_source_holds_no_rule_text(tmp_path: Path) -> None:
     """Rule values are bound names, never source: a value that is Python stays data."""
     hostile = "x') or __import__('os').system('false') or ('"
-    engine = engine_for(tmp_path, f"sel:\n  modbus.function: \"{hostile}\"\ncondition: sel")
+    engine = engine_for(tmp_path, f'sel:\n  modbus.function: "{hostile}"\ncondition: sel')
     source = engine._sources["ics.modbus"]  # what is compiled
     assert "def match_" in source and "__import__" not in source and "modbus.function" not in source
     shown = engine.generated_source()  # the rule's value appears in comments only
     assert hostile in shown
-    assert all(hostile not in line for line in shown.splitlines() if not line.lstrip().startswith("#"))
+    assert all(
+        hostile not in line for line in shown.splitlines() if not line.lstrip().startswith("#")
+    )
     compile(shown, "<shown>", "exec")
     ev = event(modbus__function=hostile.upper())
     ev["event.action"] = "read-coils"
@@ -689,8 +844,16 @@ def test_shared_value_count_state_is_that_of_separate_correlations() -> None:
 
     def pair() -> list[Correlation]:
         return [
-            Correlation("value_count", ["base"], ["source.ip", "destination.ip"], 30, need, "gte",
-                        field, max_groups=3)
+            Correlation(
+                "value_count",
+                ["base"],
+                ["source.ip", "destination.ip"],
+                30,
+                need,
+                "gte",
+                field,
+                max_groups=3,
+            )
             for need, field in ((4, "modbus.function_code"), (3, "modbus.unit_id"))
         ]
 
@@ -717,7 +880,10 @@ def test_shared_value_count_state_is_that_of_separate_correlations() -> None:
             if firing is not None and other is not None:
                 fired += 1
                 assert (firing.group, firing.value, firing.event_ids, firing.start_ts) == (
-                    other.group, other.value, other.event_ids, other.start_ts
+                    other.group,
+                    other.value,
+                    other.event_ids,
+                    other.start_ts,
                 ), n
         for a, b in zip(alone, together, strict=True):
             assert (a.groups, a.evicted, a.fired) == (b.groups, b.evicted, b.fired), n

@@ -91,8 +91,12 @@ def newest_first(docs: list[dict]) -> list[dict]:
 
 def test_documents_round_trip_field_for_field(reader: Store, docs) -> None:
     events, alerts, assets = docs
-    assert reader.counts() == {"event": len(events), "alert": len(alerts), "asset": len(assets),
-                               "heartbeat": 0}
+    assert reader.counts() == {
+        "event": len(events),
+        "alert": len(alerts),
+        "asset": len(assets),
+        "heartbeat": 0,
+    }
     for ev in events:
         assert reader.get_event(ev["event.id"]) == ev
     for al in alerts:

@@ -28,23 +28,56 @@ MAX_ADDRESS = 1 << 32  # Modbus, S7 and OPC UA addresses all fit in 32 bits
 OP_CLASSES = ("session", "other", "read", "diagnostic", "write", "control", "program")
 
 _MODBUS_SPACE = {
-    1: "coil", 5: "coil", 15: "coil",
+    1: "coil",
+    5: "coil",
+    15: "coil",
     2: "discrete",
     4: "input",
-    3: "holding", 6: "holding", 16: "holding", 22: "holding", 23: "holding",
+    3: "holding",
+    6: "holding",
+    16: "holding",
+    22: "holding",
+    23: "holding",
 }
 
 # OPC UA MessageSecurityMode and UserTokenType, weakest first (rank 0 = no protection).
-SECURITY_MODE_RANK = {"invalid": 0, "none": 0, "sign": 1, "signandencrypt": 2, "sign_and_encrypt": 2}
-TOKEN_RANK = {"anonymous": 0, "username": 1, "user_name": 1, "certificate": 2, "x509": 2,
-              "issued": 2, "issuedtoken": 2, "issued_token": 2}
+SECURITY_MODE_RANK = {
+    "invalid": 0,
+    "none": 0,
+    "sign": 1,
+    "signandencrypt": 2,
+    "sign_and_encrypt": 2,
+}
+TOKEN_RANK = {
+    "anonymous": 0,
+    "username": 1,
+    "user_name": 1,
+    "certificate": 2,
+    "x509": 2,
+    "issued": 2,
+    "issuedtoken": 2,
+    "issued_token": 2,
+}
 
 
 # Device identity fields the dissectors fill (sensor/protocols/base.py and each module's docstring).
 IDENTITY_FIELDS = tuple(
     (f"ics.device.{name}", name)
-    for name in ("vendor", "product", "model", "order_number", "firmware", "serial", "name", "plant",
-                 "application_uri", "product_code", "server_id", "hardware_version", "module_name")
+    for name in (
+        "vendor",
+        "product",
+        "model",
+        "order_number",
+        "firmware",
+        "serial",
+        "name",
+        "plant",
+        "application_uri",
+        "product_code",
+        "server_id",
+        "hardware_version",
+        "module_name",
+    )
 )
 
 
@@ -228,11 +261,17 @@ def _s7_space(item: dict) -> str | None:
 
 def _s7comm(event: dict, obs: Observation) -> None:
     if obs.protocol == "s7comm-plus":
-        obs.op_key = str(event.get("s7comm_plus.function") or event.get("s7comm_plus.opcode_name") or obs.function)
+        obs.op_key = str(
+            event.get("s7comm_plus.function")
+            or event.get("s7comm_plus.opcode_name")
+            or obs.function
+        )
         return
     group = event.get("s7comm.userdata.group_name") or event.get("s7comm.userdata.group")
     if group is not None:
-        sub = event.get("s7comm.userdata.subfunction_name") or event.get("s7comm.userdata.subfunction")
+        sub = event.get("s7comm.userdata.subfunction_name") or event.get(
+            "s7comm.userdata.subfunction"
+        )
         obs.op_key = f"userdata {group}/{sub}"
         szl = event.get("s7comm.szl.id")
         if isinstance(szl, int):
@@ -262,7 +301,9 @@ def _s7comm(event: dict, obs: Observation) -> None:
         if space is None or not isinstance(start, int):
             continue
         length = item.get("length")
-        obs.add_range(direction, space, start, length if isinstance(length, int) and length > 0 else 1)
+        obs.add_range(
+            direction, space, start, length if isinstance(length, int) and length > 0 else 1
+        )
         value = _number(item.get("value"))
         if value is not None:
             bit = item.get("bit")
@@ -295,14 +336,20 @@ def _opcua(event: dict, obs: Observation) -> None:
     attributes = event.get("opcua.attributes")
     if isinstance(values, list) and isinstance(nodes, list) and len(values) == len(nodes):
         for i, (node, entry) in enumerate(zip(nodes[:MAX_VALUES_PER_EVENT], values, strict=False)):
-            if isinstance(attributes, list) and i < len(attributes) and attributes[i] not in ("Value", None):
+            if (
+                isinstance(attributes, list)
+                and i < len(attributes)
+                and attributes[i] not in ("Value", None)
+            ):
                 continue  # only the Value attribute is a process value
             number = _opcua_value(entry)
             if number is not None:
                 obs.values.append((str(node), "write" if direction == "write" else "read", number))
-    for key, name in (("security_mode", "opcua.security_mode"),
-                      ("security_policy", "opcua.security_policy"),
-                      ("identity_token", "opcua.identity_token")):
+    for key, name in (
+        ("security_mode", "opcua.security_mode"),
+        ("security_policy", "opcua.security_policy"),
+        ("identity_token", "opcua.identity_token"),
+    ):
         value = event.get(name)
         if isinstance(value, str) and value:
             obs.security[key] = value
@@ -321,7 +368,13 @@ _EXTRACTORS = {
 
 
 def security_rank(kind: str, value: str) -> int | None:
-    table = SECURITY_MODE_RANK if kind == "security_mode" else TOKEN_RANK if kind == "identity_token" else None
+    table = (
+        SECURITY_MODE_RANK
+        if kind == "security_mode"
+        else TOKEN_RANK
+        if kind == "identity_token"
+        else None
+    )
     if table is None:
         return None
     return table.get(value.lower().replace(" ", "").replace("-", "_"))

@@ -56,8 +56,12 @@ class BaselineLearner:
     time order per series, which replay and live capture give), then ``result()``.
     """
 
-    def __init__(self, limits: LearnerLimits | None = None, settings: dict | None = None,
-                 base: Baseline | None = None) -> None:
+    def __init__(
+        self,
+        limits: LearnerLimits | None = None,
+        settings: dict | None = None,
+        base: Baseline | None = None,
+    ) -> None:
         self.limits = limits or LearnerLimits()
         merged = dict(DEFAULT_SETTINGS)
         merged.update(settings or {})
@@ -98,7 +102,9 @@ class BaselineLearner:
         for key, (_, count) in self._bucket.items():
             conv = doc["conversations"].get(key)
             if conv is not None and count:
-                _hist_add(conv.setdefault("rate", _new_rate(self.settings))["histogram"], str(count))
+                _hist_add(
+                    conv.setdefault("rate", _new_rate(self.settings))["histogram"], str(count)
+                )
         for conv in doc["conversations"].values():
             for series in (conv.get("polling") or {}).values():
                 finalize_series(series, self.settings)
@@ -128,12 +134,18 @@ class BaselineLearner:
         if client is not None:
             add_sorted(client["roles"], f"{obs.protocol}-client", 64)
             add_sorted(client["protocols"], obs.protocol, 64)
-            if not add_sorted(client["peers"], obs.server, self.limits.max_peers) and obs.server not in client["peers"]:
+            if (
+                not add_sorted(client["peers"], obs.server, self.limits.max_peers)
+                and obs.server not in client["peers"]
+            ):
                 self._truncate("peers")
         if server is not None:
             add_sorted(server["roles"], f"{obs.protocol}-server", 64)
             add_sorted(server["protocols"], obs.protocol, 64)
-            if not add_sorted(server["peers"], obs.client, self.limits.max_peers) and obs.client not in server["peers"]:
+            if (
+                not add_sorted(server["peers"], obs.client, self.limits.max_peers)
+                and obs.client not in server["peers"]
+            ):
                 self._truncate("peers")
             for key, name in IDENTITY_FIELDS:
                 value = event.get(key)
@@ -165,8 +177,17 @@ class BaselineLearner:
             if len(assets) >= self.limits.max_assets:
                 self._truncate("assets")
                 return None
-            asset = assets[ip] = {"first_seen": stamp, "last_seen": stamp, "events": 0, "macs": [],
-                                  "roles": [], "protocols": [], "peers": [], "identity": {}, "points": {}}
+            asset = assets[ip] = {
+                "first_seen": stamp,
+                "last_seen": stamp,
+                "events": 0,
+                "macs": [],
+                "roles": [],
+                "protocols": [],
+                "peers": [],
+                "identity": {},
+                "points": {},
+            }
         asset["events"] += 1
         if stamp is not None:
             if asset["first_seen"] is None or stamp < asset["first_seen"]:
@@ -185,9 +206,17 @@ class BaselineLearner:
             if len(convs) >= self.limits.max_conversations:
                 self._truncate("conversations")
                 return None
-            conv = convs[key] = {"client": obs.client, "server": obs.server, "port": obs.port,
-                                 "protocol": obs.protocol, "first_seen": stamp, "last_seen": stamp,
-                                 "events": 0, "operations": {}, "polling": {}}
+            conv = convs[key] = {
+                "client": obs.client,
+                "server": obs.server,
+                "port": obs.port,
+                "protocol": obs.protocol,
+                "first_seen": stamp,
+                "last_seen": stamp,
+                "events": 0,
+                "operations": {},
+                "polling": {},
+            }
         conv["events"] += 1
         if stamp is not None:
             conv["first_seen"] = min(conv["first_seen"] or stamp, stamp)
@@ -201,9 +230,16 @@ class BaselineLearner:
             if len(ops) >= self.limits.max_operations:
                 self._truncate("operations")
                 return
-            op = ops[obs.op_key] = {"class": obs.op_class, "function": obs.function, "count": 0,
-                                    "first_seen": stamp, "last_seen": stamp, "outcomes": {},
-                                    "addresses": {}, "nodes": {}}
+            op = ops[obs.op_key] = {
+                "class": obs.op_class,
+                "function": obs.function,
+                "count": 0,
+                "first_seen": stamp,
+                "last_seen": stamp,
+                "outcomes": {},
+                "addresses": {},
+                "nodes": {},
+            }
         op["count"] += 1
         if stamp is not None:
             op["first_seen"] = min(op["first_seen"] or stamp, stamp)
@@ -220,7 +256,10 @@ class BaselineLearner:
         for direction, nodes in obs.nodes.items():
             learned_nodes = op["nodes"].setdefault(direction, [])
             for node in nodes:
-                if not add_sorted(learned_nodes, node, self.limits.max_nodes) and len(learned_nodes) >= self.limits.max_nodes:
+                if (
+                    not add_sorted(learned_nodes, node, self.limits.max_nodes)
+                    and len(learned_nodes) >= self.limits.max_nodes
+                ):
                     self._truncate("nodes")
 
     def _timing(self, conv: dict, obs: Observation) -> None:
@@ -233,7 +272,9 @@ class BaselineLearner:
             index = current[0]  # a late event (transactions complete out of order): count it now
         if current is None or current[0] != index:
             if current is not None and current[1]:
-                _hist_add(conv.setdefault("rate", _new_rate(self.settings))["histogram"], str(current[1]))
+                _hist_add(
+                    conv.setdefault("rate", _new_rate(self.settings))["histogram"], str(current[1])
+                )
             current = (index, 0)
         self._bucket[key] = (index, current[1] + 1)
         # polling: intervals between successive requests of the same series
@@ -293,8 +334,14 @@ def _restore_empty_entries(doc: dict) -> None:
     """Put back the empty entries ``prune`` left out of a saved baseline (learning adds to them)."""
     doc.setdefault("truncated", {})
     for asset in doc["assets"].values():
-        for key, empty in (("macs", list), ("roles", list), ("protocols", list), ("peers", list),
-                           ("identity", dict), ("points", dict)):
+        for key, empty in (
+            ("macs", list),
+            ("roles", list),
+            ("protocols", list),
+            ("peers", list),
+            ("identity", dict),
+            ("points", dict),
+        ):
             asset.setdefault(key, empty())
     for conv in doc["conversations"].values():
         conv.setdefault("polling", {})

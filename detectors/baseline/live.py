@@ -27,8 +27,13 @@ class LearnThenDetect:
     """Learns from the first ``duration`` seconds of traffic (event time), writes the baseline
     to ``output``, then raises deviations. Interrupted while learning, it saves what it has."""
 
-    def __init__(self, duration: float, output: str | os.PathLike[str], tolerance: float = 0.1,
-                 base: Baseline | None = None) -> None:
+    def __init__(
+        self,
+        duration: float,
+        output: str | os.PathLike[str],
+        tolerance: float = 0.1,
+        base: Baseline | None = None,
+    ) -> None:
         self.duration = float(duration)
         self.output = output
         self.tolerance = tolerance

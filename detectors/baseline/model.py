@@ -257,8 +257,15 @@ def validate(doc: Any, path: str) -> None:
     if doc.get("format") != FORMAT:
         raise _fail(path, f"'format' is {doc.get('format')!r}, expected {FORMAT!r}")
     if doc.get("version") != VERSION:
-        raise _fail(path, f"version {doc.get('version')!r} is not supported (this icsmon reads {VERSION})")
-    for key, kind in (("window", dict), ("settings", dict), ("assets", dict), ("conversations", dict)):
+        raise _fail(
+            path, f"version {doc.get('version')!r} is not supported (this icsmon reads {VERSION})"
+        )
+    for key, kind in (
+        ("window", dict),
+        ("settings", dict),
+        ("assets", dict),
+        ("conversations", dict),
+    ):
         if not isinstance(doc.get(key), kind):
             raise _fail(path, f"'{key}' is missing or not an object")
     settings = doc["settings"]
@@ -269,7 +276,9 @@ def validate(doc: Any, path: str) -> None:
     for ip, asset in doc["assets"].items():
         if not isinstance(asset, dict):
             raise _fail(path, f"assets[{ip!r}] is not an object")
-        if not isinstance(asset.get("macs") or [], list) or not isinstance(asset.get("identity") or {}, dict):
+        if not isinstance(asset.get("macs") or [], list) or not isinstance(
+            asset.get("identity") or {}, dict
+        ):
             raise _fail(path, f"assets[{ip!r}] needs a list of macs and an identity object")
         points = asset.get("points", {})
         if not isinstance(points, dict):
@@ -278,14 +287,24 @@ def validate(doc: Any, path: str) -> None:
             if not isinstance(point, dict):
                 raise _fail(path, f"assets[{ip!r}].points[{name!r}] is not an object")
             for direction, stats in point.items():
-                if not (isinstance(stats, dict) and _num(stats.get("min")) and _num(stats.get("max"))):
-                    raise _fail(path, f"assets[{ip!r}].points[{name!r}].{direction} needs numeric min and max")
+                if not (
+                    isinstance(stats, dict) and _num(stats.get("min")) and _num(stats.get("max"))
+                ):
+                    raise _fail(
+                        path,
+                        f"assets[{ip!r}].points[{name!r}].{direction} needs numeric min and max",
+                    )
     for key, conv in doc["conversations"].items():
         where = f"conversations[{key!r}]"
         if not isinstance(conv, dict):
             raise _fail(path, f"{where} is not an object")
-        for field_name, kind in (("client", str), ("server", str), ("port", int), ("protocol", str),
-                                 ("operations", dict)):
+        for field_name, kind in (
+            ("client", str),
+            ("server", str),
+            ("port", int),
+            ("protocol", str),
+            ("operations", dict),
+        ):
             if not isinstance(conv.get(field_name), kind):
                 raise _fail(path, f"{where}.{field_name} is missing or has the wrong type")
         for op_key, op in conv["operations"].items():
@@ -295,10 +314,15 @@ def validate(doc: Any, path: str) -> None:
                 if not isinstance(spaces, dict) or not all(
                     isinstance(r, list) and all(_range(x) for x in r) for r in spaces.values()
                 ):
-                    raise _fail(path, f"{where}.operations[{op_key!r}].addresses.{direction} needs [[lo, hi], ...] lists")
+                    raise _fail(
+                        path,
+                        f"{where}.operations[{op_key!r}].addresses.{direction} needs [[lo, hi], ...] lists",
+                    )
         for series_key, series in (conv.get("polling") or {}).items():
-            if not isinstance(series, dict) or (series.get("regular") and not (
-                _num(series.get("period")) and _num(series.get("mad")))):
+            if not isinstance(series, dict) or (
+                series.get("regular")
+                and not (_num(series.get("period")) and _num(series.get("mad")))
+            ):
                 raise _fail(path, f"{where}.polling[{series_key!r}] needs numeric period and mad")
             nodes = op.get("nodes") or {}
             if not isinstance(nodes, dict) or not all(
@@ -306,11 +330,15 @@ def validate(doc: Any, path: str) -> None:
             ):
                 raise _fail(path, f"{where}.operations[{op_key!r}].nodes needs lists of item ids")
         rate = conv.get("rate")
-        if rate is not None and (not isinstance(rate, dict) or not (rate.get("max") is None or _num(rate["max"]))):
+        if rate is not None and (
+            not isinstance(rate, dict) or not (rate.get("max") is None or _num(rate["max"]))
+        ):
             raise _fail(path, f"{where}.rate needs a numeric max")
         for section in ("security", "attributes"):
             counts = conv.get(section) or {}
-            if not isinstance(counts, dict) or not all(isinstance(v, dict) for v in counts.values()):
+            if not isinstance(counts, dict) or not all(
+                isinstance(v, dict) for v in counts.values()
+            ):
                 raise _fail(path, f"{where}.{section} needs {{name: {{value: count}}}}")
 
 
@@ -319,7 +347,13 @@ def _num(x: Any) -> bool:
 
 
 def _range(x: Any) -> bool:
-    return isinstance(x, list) and len(x) == 2 and isinstance(x[0], int) and isinstance(x[1], int) and x[0] <= x[1]
+    return (
+        isinstance(x, list)
+        and len(x) == 2
+        and isinstance(x[0], int)
+        and isinstance(x[1], int)
+        and x[0] <= x[1]
+    )
 
 
 # An innermost list of scalars spread over lines by the indenter (no bracket or brace inside;
@@ -369,14 +403,17 @@ class Baseline:
         except FileNotFoundError:
             raise BaselineError(f"{name}: baseline file not found") from None
         except OSError as exc:
-            raise BaselineError(f"{name}: cannot read the baseline file: {exc.strerror or exc}") from None
+            raise BaselineError(
+                f"{name}: cannot read the baseline file: {exc.strerror or exc}"
+            ) from None
         try:  # the standard parser: exact integers of any size (orjson turns big ones into floats)
             doc = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError:
             raise BaselineError(f"{name}: not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise BaselineError(
-                f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+                f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+            ) from None
         validate(doc, name)
         baseline = cls(doc)
         baseline.path = name
@@ -430,9 +467,16 @@ class Baseline:
             ops = conv["operations"].values()
             classes = {op.get("class") for op in ops}
             functions = {str(op.get("function") or "") for op in ops}
-            connection_types = set((conv.get("attributes") or {}).get("s7comm.cotp.connection_type_name") or {})
-            if (classes & {"program", "control"} or "pg" in connection_types
-                    or any(f.startswith("user_defined") or f in ("unity_umas", "invoke") for f in functions)):
+            connection_types = set(
+                (conv.get("attributes") or {}).get("s7comm.cotp.connection_type_name") or {}
+            )
+            if (
+                classes & {"program", "control"}
+                or "pg" in connection_types
+                or any(
+                    f.startswith("user_defined") or f in ("unity_umas", "invoke") for f in functions
+                )
+            ):
                 engineering.add(client)
             if classes & {"read", "write", "diagnostic"}:
                 operators.add(client)
@@ -544,8 +588,11 @@ def _sum_hist(a: dict, b: dict) -> dict:
 
 
 def merge_stats(a: dict, b: dict, cap: int) -> dict:
-    out = {"count": a.get("count", 0) + b.get("count", 0),
-           "min": min(a["min"], b["min"]), "max": max(a["max"], b["max"])}
+    out = {
+        "count": a.get("count", 0) + b.get("count", 0),
+        "min": min(a["min"], b["min"]),
+        "max": max(a["max"], b["max"]),
+    }
     if a.get("values") is not None and b.get("values") is not None:
         values = sorted(set(a["values"]) | set(b["values"]))
         out["values"] = values if len(values) <= cap else None
@@ -580,7 +627,9 @@ def merge_documents(doc: dict, other: dict) -> None:
         for name, op in (oa.get("points") or {}).items():
             p = points.setdefault(name, {})
             for direction, stats in op.items():
-                p[direction] = merge_stats(p[direction], stats, cap_values) if direction in p else dict(stats)
+                p[direction] = (
+                    merge_stats(p[direction], stats, cap_values) if direction in p else dict(stats)
+                )
     settings = doc["settings"]
     for key, oc in other["conversations"].items():
         c = doc["conversations"].get(key)
@@ -607,7 +656,8 @@ def merge_documents(doc: dict, other: dict) -> None:
                         add_range(target, lo, hi, 1 << 30)
             for direction, nodes in (oop.get("nodes") or {}).items():
                 op.setdefault("nodes", {})[direction] = sorted(
-                    set(op.get("nodes", {}).get(direction, [])) | set(nodes))
+                    set(op.get("nodes", {}).get(direction, [])) | set(nodes)
+                )
         for series_key, os_ in (oc.get("polling") or {}).items():
             s = c.setdefault("polling", {}).get(series_key)
             if s is None:
@@ -617,7 +667,9 @@ def merge_documents(doc: dict, other: dict) -> None:
             s["histogram"] = _sum_hist(s.get("histogram") or {}, os_.get("histogram") or {})
             finalize_series(s, settings)
         if oc.get("rate"):
-            r = c.setdefault("rate", {"bucket_seconds": settings["rate_bucket_seconds"], "histogram": {}})
+            r = c.setdefault(
+                "rate", {"bucket_seconds": settings["rate_bucket_seconds"], "histogram": {}}
+            )
             r["histogram"] = _sum_hist(r.get("histogram") or {}, oc["rate"].get("histogram") or {})
             finalize_rate(r)
         for section in ("security", "attributes"):

@@ -216,7 +216,9 @@ def _string_parts(s: SigmaString) -> list[str | SpecialChars]:
     return parts
 
 
-def _wildcard_test(parts: list[str | SpecialChars], cased: bool) -> tuple[Callable[[str], bool], str]:
+def _wildcard_test(
+    parts: list[str | SpecialChars], cased: bool
+) -> tuple[Callable[[str], bool], str]:
     """A test on text for a Sigma string with wildcards: fast paths, else a full regex."""
     fold: Callable[[str], str] = (lambda x: x) if cased else str.casefold
     lits = [fold(p) if isinstance(p, str) else p for p in parts]
@@ -272,7 +274,9 @@ def _regex_node(field: str, value: SigmaRegularExpression) -> Node:
     return Test(field, _text_test(lambda t: search(t) is not None), f"re {pattern!r}")
 
 
-def _cidr_test(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Callable[[Any], bool]:
+def _cidr_test(
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> Callable[[Any], bool]:
     nets = tuple(networks)
 
     def test(v: Any) -> bool:
@@ -290,8 +294,11 @@ def _cidr_test(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) ->
 
 
 _COMPARE_SYMBOL = {
-    CompareOperators.LT: "<", CompareOperators.LTE: "<=", CompareOperators.GT: ">",
-    CompareOperators.GTE: ">=", CompareOperators.NEQ: "!=",
+    CompareOperators.LT: "<",
+    CompareOperators.LTE: "<=",
+    CompareOperators.GT: ">",
+    CompareOperators.GTE: ">=",
+    CompareOperators.NEQ: "!=",
 }
 
 _COMPARE: dict[CompareOperators, Callable[[float, float], bool]] = {
@@ -467,7 +474,11 @@ def _keyword_node(value: Any) -> Node:
     cased = isinstance(value, SigmaCasedString)
     multi = SpecialChars.WILDCARD_MULTI
     # Keywords are substrings (the Lucene conversion wraps them in *...*).
-    wrapped = ([] if parts[:1] == [multi] else [multi]) + parts + ([] if parts[-1:] == [multi] else [multi])
+    wrapped = (
+        ([] if parts[:1] == [multi] else [multi])
+        + parts
+        + ([] if parts[-1:] == [multi] else [multi])
+    )
     inner, what = _wildcard_test(wrapped, cased)
 
     def anywhere(e: Event) -> bool:
@@ -679,7 +690,8 @@ def anchor_candidates(node: Node) -> list[Eq]:
     changes nothing (the OR still tests it)."""
     items = node.items if isinstance(node, And) else [node]
     out = [
-        i for i in items
+        i
+        for i in items
         if isinstance(i, Eq) and i.field not in WEAK_ANCHORS and nested_path(i.field) is None
     ]
     for i in items:
@@ -707,8 +719,10 @@ def plan(node: Node, service: str | None, fields: frozenset[str]) -> Compiled:
         if isinstance(item, Eq) and item.field == "event.action" and item.keys == ANOMALY:
             kind = "anomaly"
         elif (
-            isinstance(item, Not) and isinstance(item.item, Eq)
-            and item.item.field == "event.action" and item.item.keys == ANOMALY
+            isinstance(item, Not)
+            and isinstance(item.item, Eq)
+            and item.item.field == "event.action"
+            and item.item.keys == ANOMALY
         ):
             kind = "transaction"
         else:
@@ -720,8 +734,13 @@ def plan(node: Node, service: str | None, fields: frozenset[str]) -> Compiled:
     residual = [i for i in rest if i is not anchor]
     residual_node = _simplify(And(residual)) if residual else Const(True)
     return Compiled(
-        closure(node), (anchor.field, anchor.keys) if anchor else None, fields,
-        closure(residual_node), dataset, kind, residual_node,
+        closure(node),
+        (anchor.field, anchor.keys) if anchor else None,
+        fields,
+        closure(residual_node),
+        dataset,
+        kind,
+        residual_node,
     )
 
 

@@ -77,7 +77,9 @@ def convert(
             if isinstance(rule, SigmaCorrelationRule):
                 kind = rule.type.name.lower()
                 if kind not in _CORRELATIONS[target]:
-                    result.skipped.append((path, rid, f"{target} cannot express {kind} correlations"))
+                    result.skipped.append(
+                        (path, rid, f"{target} cannot express {kind} correlations")
+                    )
                     continue
                 queries = backend.convert_correlation_rule(rule, backend.default_format)
             else:

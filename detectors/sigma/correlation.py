@@ -84,7 +84,8 @@ class Correlation:
         self._next_expiry = float("-inf")
         # Per base rule: the event fields holding its group-by values and counted value.
         self._sources: dict[str, tuple[str, ...]] = {
-            name: tuple(self.aliases.get(g, {}).get(name, g) for g in group_by) for name in rule_names
+            name: tuple(self.aliases.get(g, {}).get(name, g) for g in group_by)
+            for name in rule_names
         }
         self._value_source: dict[str, str] = {
             name: self.aliases.get(value_field, {}).get(name, value_field)
@@ -120,7 +121,11 @@ class Correlation:
         return self._group_key(rule_name, event)
 
     def feed(
-        self, rule_name: str, event: Event, ts: float, event_id: str,
+        self,
+        rule_name: str,
+        event: Event,
+        ts: float,
+        event_id: str,
         keys: dict[tuple[str, ...], Any] | None = None,
     ) -> Firing | None:
         """A base rule matched ``event`` at event time ``ts``. ``keys`` caches group keys
@@ -189,7 +194,10 @@ class Correlation:
                     del values[old]
             if len(values) >= self.need:
                 firing = Firing(
-                    event, {}, len(values), [i for _, i in values.values()],
+                    event,
+                    {},
+                    len(values),
+                    [i for _, i in values.values()],
                     min(t for t, _ in values.values()),
                 )
         else:
@@ -252,12 +260,17 @@ class SharedValueCount:
 
     def __init__(self, members: list[Correlation], rule_name: str) -> None:
         first = members[0]
-        if not all(
-            m.kind == "value_count" and m.rule_names == [rule_name]
-            and m.sources(rule_name) == first.sources(rule_name)
-            and m.timespan == first.timespan and m.max_groups == first.max_groups
-            for m in members
-        ) or first.max_groups < 1:
+        if (
+            not all(
+                m.kind == "value_count"
+                and m.rule_names == [rule_name]
+                and m.sources(rule_name) == first.sources(rule_name)
+                and m.timespan == first.timespan
+                and m.max_groups == first.max_groups
+                for m in members
+            )
+            or first.max_groups < 1
+        ):
             raise ValueError("these correlations cannot share their groups")
         self.members = members
         self.timespan = first.timespan
@@ -354,8 +367,11 @@ class SharedValueCount:
                     del values[old]
             if len(values) >= need:
                 firing = Firing(
-                    event, dict(zip(member.group_by, key, strict=True)), len(values),
-                    [eid for _, eid in values.values()], min(seen for seen, _ in values.values()),
+                    event,
+                    dict(zip(member.group_by, key, strict=True)),
+                    len(values),
+                    [eid for _, eid in values.values()],
+                    min(seen for seen, _ in values.values()),
                 )
                 # Start afresh: one firing per window's worth of events (this member only).
                 slot[i] = None

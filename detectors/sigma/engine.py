@@ -137,8 +137,12 @@ class _Group:
     """The rules an event of one dataset is offered to, split by anomaly / transaction."""
 
     def __init__(self, rules: list[tuple[_Rule, LoadedRule]]) -> None:
-        self.anomaly = _Index([(r, lr.compiled.anchor) for r, lr in rules if lr.compiled.kind != "transaction"])
-        self.transaction = _Index([(r, lr.compiled.anchor) for r, lr in rules if lr.compiled.kind != "anomaly"])
+        self.anomaly = _Index(
+            [(r, lr.compiled.anchor) for r, lr in rules if lr.compiled.kind != "transaction"]
+        )
+        self.transaction = _Index(
+            [(r, lr.compiled.anchor) for r, lr in rules if lr.compiled.kind != "anomaly"]
+        )
 
 
 _second_cache: dict[str, float] = {}
@@ -195,8 +199,15 @@ class SigmaEngine:
         feeds: dict[str, list[tuple[int, str]]] = {}
         for ci, c in enumerate(pack.correlations):
             state = Correlation(
-                c.kind, c.rule_names, c.group_by, c.timespan, c.threshold, c.op,
-                c.value_field, c.aliases, max_groups=max_correlation_groups,
+                c.kind,
+                c.rule_names,
+                c.group_by,
+                c.timespan,
+                c.threshold,
+                c.op,
+                c.value_field,
+                c.aliases,
+                max_groups=max_correlation_groups,
             )
             self._correlations.append((c, state))
             for rid, name in zip(c.rules, c.rule_names, strict=True):
@@ -222,9 +233,15 @@ class SigmaEngine:
         compiled: list[tuple[_Rule, LoadedRule]] = []
         for i, r in enumerate(pack.rules):
             cr = _Rule(
-                i, r.meta, r.compiled.predicate, r.compiled.residual,
-                r.output, tuple(feeds.get(r.meta.id, ())), 1 << (i + self._shift),
-                r.compiled.anchor, r.compiled.residual_node,
+                i,
+                r.meta,
+                r.compiled.predicate,
+                r.compiled.residual,
+                r.output,
+                tuple(feeds.get(r.meta.id, ())),
+                1 << (i + self._shift),
+                r.compiled.anchor,
+                r.compiled.residual_node,
             )
             compiled.append((cr, r))
         # Dispatch by event.dataset: a rule whose dataset test was hoisted sits only in its
@@ -355,8 +372,11 @@ class SigmaEngine:
             if ts is None:
                 # _time()'s common case inlined: the second of the last parse.
                 if (
-                    type(stamp) is str and stamp.startswith(self._time_prefix) and len(stamp) == 27
-                    and stamp[19] == "." and stamp[26] == "Z"
+                    type(stamp) is str
+                    and stamp.startswith(self._time_prefix)
+                    and len(stamp) == 27
+                    and stamp[19] == "."
+                    and stamp[26] == "Z"
                 ):
                     frac = stamp[20:26]
                     if frac.isdigit():
@@ -395,7 +415,9 @@ class SigmaEngine:
                         if fired is not None:
                             members = self._shared[ci][1]
                             for member, firing in fired:
-                                out.extend(self._fired(correlations[members[member]][0], firing, event, ts))
+                                out.extend(
+                                    self._fired(correlations[members[member]][0], firing, event, ts)
+                                )
                         continue
                     corr, state = correlations[ci]
                     firing = state.feed_key(names[0], key, event, ts, eid)
@@ -439,7 +461,9 @@ class SigmaEngine:
             return self._all, False
         action = event.get("event.action")
         if type(action) is str:
-            anomalous = action == "anomaly" or (action[:1] in "aA" and action.casefold() == "anomaly")
+            anomalous = action == "anomaly" or (
+                action[:1] in "aA" and action.casefold() == "anomaly"
+            )
             index = group.anomaly if anomalous else group.transaction
         elif action is None:
             index = group.transaction
@@ -461,9 +485,14 @@ class SigmaEngine:
         (ca, na), (cb, nb) = a, b
         x, y = self._correlations[ca][1], self._correlations[cb][1]
         return (
-            na == nb and x.kind == y.kind == "value_count" and x.rule_names == y.rule_names == [na]
-            and x.sources(na) == y.sources(na) and x.timespan == y.timespan
-            and x.max_groups == y.max_groups >= 1 and x._shared is None and y._shared is None
+            na == nb
+            and x.kind == y.kind == "value_count"
+            and x.rule_names == y.rule_names == [na]
+            and x.sources(na) == y.sources(na)
+            and x.timespan == y.timespan
+            and x.max_groups == y.max_groups >= 1
+            and x._shared is None
+            and y._shared is None
         )
 
     def _plan(self, mask: int) -> _Plan:
@@ -505,7 +534,12 @@ class SigmaEngine:
         return plan
 
     def _correlate(
-        self, ci: int, names: list[str] | tuple[str, ...], event: Event, ts: float, eid: str,
+        self,
+        ci: int,
+        names: list[str] | tuple[str, ...],
+        event: Event,
+        ts: float,
+        eid: str,
         keys: dict[tuple[str, ...], Any],
     ) -> list[Event]:
         corr, state = self._correlations[ci]
@@ -524,7 +558,9 @@ class SigmaEngine:
                 out.extend(self._fired(corr, firing, event, ts))
         return out
 
-    def _fired(self, corr: LoadedCorrelation, firing: Firing, event: Event, ts: float) -> list[Event]:
+    def _fired(
+        self, corr: LoadedCorrelation, firing: Firing, event: Event, ts: float
+    ) -> list[Event]:
         key = "|".join(f"{k}={v}" for k, v in firing.group.items()) or "all"
         extra = {
             "icsmon.correlation.type": corr.kind,
@@ -537,8 +573,13 @@ class SigmaEngine:
             "icsmon.correlation.rules": list(corr.rules),
         }
         return self._dedup.add(
-            corr.meta, event, ts, key=f"corr:{key}", event_ids=firing.event_ids,
-            start=_iso_from(firing.start_ts), extra=extra,
+            corr.meta,
+            event,
+            ts,
+            key=f"corr:{key}",
+            event_ids=firing.event_ids,
+            start=_iso_from(firing.start_ts),
+            extra=extra,
         )
 
     def tick(self, now: float) -> list[Event]:

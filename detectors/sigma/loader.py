@@ -159,7 +159,9 @@ def locate(path: Path | str | None, *hints: str) -> int:
     return 1
 
 
-def _problem(path: Any, rule_id: Any, message: str, *hints: str, severity: str = "error") -> Problem:
+def _problem(
+    path: Any, rule_id: Any, message: str, *hints: str, severity: str = "error"
+) -> Problem:
     return Problem(str(path or "?"), locate(path, *hints), str(rule_id or ""), message, severity)
 
 
@@ -290,7 +292,9 @@ def load_pack(
     files = rule_files(p for p in paths if p.exists())
     if not files:
         if not missing:
-            pack.problems.append(Problem(", ".join(map(str, paths)), 1, "", "no rule files (*.yml)"))
+            pack.problems.append(
+                Problem(", ".join(map(str, paths)), 1, "", "no rule files (*.yml)")
+            )
         return pack
     collection = SigmaCollection.load_ruleset(files, collect_errors=True)
     in_rules = {id(e) for r in collection.rules for e in r.errors}  # reported per rule below
@@ -336,16 +340,25 @@ def _load_rule(rule: SigmaRule, pipeline: ProcessingPipeline, pack: Pack) -> Loa
     ls = rule.logsource
     if ls.product != PRODUCT or ls.category is not None:
         pack.problems.append(
-            _problem(path, rid, f"logsource must be product: {PRODUCT} with an ICS service "
-                     f"(got product={ls.product} category={ls.category})", "logsource")
+            _problem(
+                path,
+                rid,
+                f"logsource must be product: {PRODUCT} with an ICS service "
+                f"(got product={ls.product} category={ls.category})",
+                "logsource",
+            )
         )
         return None
     from detectors.sigma.fields import SERVICES
 
     if ls.service is not None and ls.service not in SERVICES:
         pack.problems.append(
-            _problem(path, rid, f"unknown service {ls.service!r} (one of {', '.join(SERVICES)})",
-                     "service")
+            _problem(
+                path,
+                rid,
+                f"unknown service {ls.service!r} (one of {', '.join(SERVICES)})",
+                "service",
+            )
         )
         return None
     try:
@@ -353,7 +366,9 @@ def _load_rule(rule: SigmaRule, pipeline: ProcessingPipeline, pack: Pack) -> Loa
         conditions = [c.parsed for c in rule.detection.parsed_condition]
     except SigmaError as exc:
         hint = exc.args[0] if exc.args else ""
-        pack.problems.append(_problem(path, rid, f"pipeline: {exc}".split(" in ")[0], "detection", str(hint)))
+        pack.problems.append(
+            _problem(path, rid, f"pipeline: {exc}".split(" in ")[0], "detection", str(hint))
+        )
         return None
     fields: set[str] = set()
     nodes = []
@@ -401,14 +416,28 @@ def _load_correlation(
     rid = rule.id or rule.name or rule.title
     kind = str(rule.type.name).lower()
     if kind not in SUPPORTED_TYPES:
-        pack.problems.append(_problem(path, rid, f"correlation type {kind} is not supported "
-                                      f"(supported: {', '.join(SUPPORTED_TYPES)})", "type"))
+        pack.problems.append(
+            _problem(
+                path,
+                rid,
+                f"correlation type {kind} is not supported "
+                f"(supported: {', '.join(SUPPORTED_TYPES)})",
+                "type",
+            )
+        )
         return None
     cond = rule.condition
     op = getattr(getattr(cond, "op", None), "name", "").lower()
     if op not in SUPPORTED_OPS:
-        pack.problems.append(_problem(path, rid, f"correlation condition {op or cond!r} is not "
-                                      "supported in a stream (use gte or gt)", "condition"))
+        pack.problems.append(
+            _problem(
+                path,
+                rid,
+                f"correlation condition {op or cond!r} is not "
+                "supported in a stream (use gte or gt)",
+                "condition",
+            )
+        )
         return None
     try:
         pipeline.apply(rule)
@@ -420,13 +449,21 @@ def _load_correlation(
     for ref in rule.rules or []:
         target = getattr(ref, "rule", None)
         if not isinstance(target, SigmaRule):
-            pack.problems.append(_problem(path, rid, f"rule {ref.reference!r} is a correlation or "
-                                          "unresolved (correlations of correlations are not "
-                                          "supported)", "rules"))
+            pack.problems.append(
+                _problem(
+                    path,
+                    rid,
+                    f"rule {ref.reference!r} is a correlation or "
+                    "unresolved (correlations of correlations are not "
+                    "supported)",
+                    "rules",
+                )
+            )
             return None
         if id(target) in refused:
-            pack.problems.append(_problem(path, rid, f"referenced rule {ref.reference!r} was "
-                                          "refused", "rules"))
+            pack.problems.append(
+                _problem(path, rid, f"referenced rule {ref.reference!r} was refused", "rules")
+            )
             return None
         ids.append(str(target.id) if target.id else str(target.name or target.title))
         names.append(str(ref.reference))
@@ -435,7 +472,9 @@ def _load_correlation(
         fr = cond.fieldref
         value_field = fr[0] if isinstance(fr, list) else fr
         if not value_field:
-            pack.problems.append(_problem(path, rid, "value_count needs condition.field", "condition"))
+            pack.problems.append(
+                _problem(path, rid, "value_count needs condition.field", "condition")
+            )
             return None
     aliases: dict[str, dict[str, str]] = {}
     for alias in rule.aliases:
@@ -468,8 +507,15 @@ def check_known(pack: Pack) -> list[Problem]:
         path = r.meta.path
         for f in sorted(r.fields):
             if f not in known:
-                problems.append(_problem(path, r.meta.id, f"field {f!r} is not emitted for service "
-                                         f"{r.service or 'any'} (see detectors/sigma/fields.py)", f))
+                problems.append(
+                    _problem(
+                        path,
+                        r.meta.id,
+                        f"field {f!r} is not emitted for service "
+                        f"{r.service or 'any'} (see detectors/sigma/fields.py)",
+                        f,
+                    )
+                )
         problems.extend(_check_tags(r.sigma, path, r.meta.id, r.output))
     for c in pack.correlations:
         problems.extend(_check_tags(c.sigma, c.meta.path, c.meta.id, True))
@@ -477,12 +523,15 @@ def check_known(pack: Pack) -> list[Problem]:
         known = known_fields(services.pop() if len(services) == 1 else None)
         for f in [*c.group_by, *([c.value_field] if c.value_field else [])]:
             if f not in known and f not in c.aliases:
-                problems.append(_problem(c.meta.path, c.meta.id, f"field {f!r} is not a known "
-                                         "event field", f))
+                problems.append(
+                    _problem(c.meta.path, c.meta.id, f"field {f!r} is not a known event field", f)
+                )
     return problems
 
 
-def _check_tags(rule: SigmaRule | SigmaCorrelationRule, path: str, rid: str, output: bool) -> list[Problem]:
+def _check_tags(
+    rule: SigmaRule | SigmaCorrelationRule, path: str, rid: str, output: bool
+) -> list[Problem]:
     problems: list[Problem] = []
     seen = False
     for tag in rule.tags:
@@ -492,11 +541,21 @@ def _check_tags(rule: SigmaRule | SigmaCorrelationRule, path: str, rid: str, out
         if len(name) == 5 and name[0] == "t" and name[1:].isdigit():
             seen = True
             if name.upper() not in TECHNIQUES:
-                problems.append(_problem(path, rid, f"attack.{name}: not a technique of ATT&CK for "
-                                         "ICS (see detectors/attack_ics.py)", "tags"))
+                problems.append(
+                    _problem(
+                        path,
+                        rid,
+                        f"attack.{name}: not a technique of ATT&CK for "
+                        "ICS (see detectors/attack_ics.py)",
+                        "tags",
+                    )
+                )
         elif tactic_from_tag(tag.namespace, tag.name) is None and not name.startswith("ics"):
-            problems.append(_problem(path, rid, f"attack.{name}: not an ATT&CK for ICS tactic or "
-                                     "technique", "tags"))
+            problems.append(
+                _problem(
+                    path, rid, f"attack.{name}: not an ATT&CK for ICS tactic or technique", "tags"
+                )
+            )
     if output and not seen:
         problems.append(_problem(path, rid, "no attack.t0xxx technique tag", "tags"))
     return problems

@@ -46,7 +46,9 @@ def _get(event: dict[str, Any], field: str) -> Any:
         return None
     items = event.get(nested[0])
     if isinstance(items, list):
-        found = [i.get(nested[1]) for i in items if isinstance(i, dict) and i.get(nested[1]) is not None]
+        found = [
+            i.get(nested[1]) for i in items if isinstance(i, dict) and i.get(nested[1]) is not None
+        ]
         return found or None
     return None
 
@@ -107,9 +109,12 @@ def _scalar(field: str, v: Any, value: Any) -> bool:
                 return not isinstance(v, str) and float(plain) == v
             except ValueError:
                 return False
-        return _pattern(value, isinstance(value, SigmaCasedString)).fullmatch(
-            text if isinstance(value, SigmaCasedString) else text
-        ) is not None
+        return (
+            _pattern(value, isinstance(value, SigmaCasedString)).fullmatch(
+                text if isinstance(value, SigmaCasedString) else text
+            )
+            is not None
+        )
     if isinstance(value, SigmaRegularExpression):
         text = _text(v)
         flags = 0
@@ -147,7 +152,9 @@ def _field(event: dict[str, Any], field: str, value: Any) -> bool:
         return v is None
     if isinstance(value, SigmaFieldReference):
         other = _get(event, value.field)
-        return v is not None and other is not None and _text(v).casefold() == _text(other).casefold()  # type: ignore[union-attr]
+        return (
+            v is not None and other is not None and _text(v).casefold() == _text(other).casefold()
+        )  # type: ignore[union-attr]
     if v is None:
         return False
     if isinstance(v, list):

@@ -245,7 +245,10 @@ def historian_opcua(clock: Clock) -> None:
     async def run() -> None:
         async with Client(f"opc.tcp://{OPCUA_SERVER}:4840/plant/", timeout=5) as client:
             idx = await client.get_namespace_index("urn:icsmon:plant")
-            nodes = [client.get_node(ua.NodeId(name, idx)) for name in ("Line1.Temperature", "Line1.Speed")]
+            nodes = [
+                client.get_node(ua.NodeId(name, idx))
+                for name in ("Line1.Temperature", "Line1.Speed")
+            ]
             tick = 0
             while True:
                 t = 0.3 + tick * 1.0
@@ -323,8 +326,21 @@ def _record(name: str) -> tuple[Path, int]:
     out = HERE / f"{name}.pcap"
     bpf = "net 127.0.5.0/24 and (tcp port 502 or tcp port 102 or tcp port 4840)"
     dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "--immediate-mode", "-B", "8192", "-U", "-n", "-s", "0",
-         "-w", str(out), bpf],
+        [
+            "tcpdump",
+            "-i",
+            "lo",
+            "--immediate-mode",
+            "-B",
+            "8192",
+            "-U",
+            "-n",
+            "-s",
+            "0",
+            "-w",
+            str(out),
+            bpf,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -65,10 +65,16 @@ async def attack(client: base.AsyncModbusTcpClient) -> None:
     await client.read_device_information(read_code=1, object_id=0, device_id=UNIT)
     await client.report_device_id(device_id=UNIT)
     await base.send_raw(
-        [base.raw_request(0x200 + i, UNIT, bytes([fc]) + body) for i, (fc, body) in enumerate(SWEEP.items())]
+        [
+            base.raw_request(0x200 + i, UNIT, bytes([fc]) + body)
+            for i, (fc, body) in enumerate(SWEEP.items())
+        ]
     )
     await base.send_raw(
-        [base.raw_request(0x300 + unit, unit, struct.pack(">BHH", 3, 0, 1)) for unit in range(1, 13)]
+        [
+            base.raw_request(0x300 + unit, unit, struct.pack(">BHH", 3, 0, 1))
+            for unit in range(1, 13)
+        ]
     )
     for _ in range(25):
         await base.answered(client.read_holding_registers(150, count=1, device_id=UNIT))

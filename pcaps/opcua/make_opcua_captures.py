@@ -63,7 +63,11 @@ class _Users(UserManager):
     """Accepts operator/secret only."""
 
     def get_user(
-        self, iserver: object, username: str | None = None, password: str | None = None, certificate: object = None
+        self,
+        iserver: object,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: object = None,
     ) -> User | None:
         if username is None:
             return User(role=UserRole.User)
@@ -72,15 +76,24 @@ class _Users(UserManager):
         return None
 
 
-async def _server(limits: TransportLimits | None = None, users: bool = False, security: list | None = None,
-                  cert_dir: Path | None = None) -> tuple[Server, dict]:
+async def _server(
+    limits: TransportLimits | None = None,
+    users: bool = False,
+    security: list | None = None,
+    cert_dir: Path | None = None,
+) -> tuple[Server, dict]:
     server = Server(user_manager=_Users() if users else None)
     await server.init()
     server.set_endpoint(URL)
     server.set_server_name("icsmon test PLC")
     await server.set_application_uri("urn:icsmon:test:plc")
     await server.set_build_info(
-        "urn:icsmon:test:plc", "Example Automation", "Example PLC 1500", "4.2.1", "77", dt.datetime(2026, 1, 1)
+        "urn:icsmon:test:plc",
+        "Example Automation",
+        "Example PLC 1500",
+        "4.2.1",
+        "77",
+        dt.datetime(2026, 1, 1),
     )
     if limits is not None:
         server.limits = limits
@@ -97,8 +110,12 @@ async def _server(limits: TransportLimits | None = None, users: bool = False, se
         "running": await pump.add_variable(idx, "Running", True),
         "name": await pump.add_variable(idx, "Name", "P-101"),
         "counter": await pump.add_variable(idx, "Counter", ua.Variant(7, ua.VariantType.Int32)),
-        "setpoints": await pump.add_variable(idx, "Setpoints", ua.Variant([10.0, 20.0, 30.0], ua.VariantType.Float)),
-        "big": await pump.add_variable(idx, "Trend", ua.Variant([float(i) for i in range(2500)], ua.VariantType.Double)),
+        "setpoints": await pump.add_variable(
+            idx, "Setpoints", ua.Variant([10.0, 20.0, 30.0], ua.VariantType.Float)
+        ),
+        "big": await pump.add_variable(
+            idx, "Trend", ua.Variant([float(i) for i in range(2500)], ua.VariantType.Double)
+        ),
     }
     for key in ("speed", "running", "counter", "setpoints", "big"):
         await nodes[key].set_writable()
@@ -122,14 +139,18 @@ async def _client_anonymous(nodes: dict) -> None:
         await objects.get_children()
         pump = await objects.get_child([f"{idx}:Pump"])
         speed = client.get_node(nodes["speed"].nodeid)
-        await client.read_values([
-            speed,
-            client.get_node(nodes["running"].nodeid),
-            client.get_node(nodes["name"].nodeid),
-            client.get_node(nodes["counter"].nodeid),
-            client.get_node(nodes["setpoints"].nodeid),
-        ])
-        await client.read_values([client.get_node(ua.NodeId(i)) for i in (2261, 2262, 2263, 2264, 2265)])
+        await client.read_values(
+            [
+                speed,
+                client.get_node(nodes["running"].nodeid),
+                client.get_node(nodes["name"].nodeid),
+                client.get_node(nodes["counter"].nodeid),
+                client.get_node(nodes["setpoints"].nodeid),
+            ]
+        )
+        await client.read_values(
+            [client.get_node(ua.NodeId(i)) for i in (2261, 2262, 2263, 2264, 2265)]
+        )
         await speed.write_value(ua.DataValue(ua.Variant(1500.25, ua.VariantType.Double)))
         await client.get_node(nodes["setpoints"].nodeid).write_value(
             ua.DataValue(ua.Variant([11.0, 22.0, 33.0], ua.VariantType.Float))
@@ -180,7 +201,9 @@ async def _client_chunked(nodes: dict) -> None:
     async with Client(URL) as client:
         big = client.get_node(nodes["big"].nodeid)
         values = await big.read_value()
-        await big.write_value(ua.DataValue(ua.Variant([v * 2 for v in values], ua.VariantType.Double)))
+        await big.write_value(
+            ua.DataValue(ua.Variant([v * 2 for v in values], ua.VariantType.Double))
+        )
 
 
 async def _client_secure(mode: ua.MessageSecurityMode, cert_dir: Path) -> None:
@@ -207,8 +230,14 @@ def _make_certs(folder: Path) -> None:
     ):
         key = generate_private_key()
         cert = generate_self_signed_app_certificate(
-            key, f"icsmon test {name}", {"organizationName": "icsmon test"},
-            [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))],
+            key,
+            f"icsmon test {name}",
+            {"organizationName": "icsmon test"},
+            [
+                x509.UniformResourceIdentifier(uri),
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address(HOST)),
+            ],
             [usage],
         )
         (folder / f"{name}.pem").write_bytes(dump_private_key_as_pem(key))
@@ -226,8 +255,10 @@ async def _scenario(name: str, tmp: Path) -> None:
             await _client_username()
     elif name == "opcua_chunked":
         limits = TransportLimits(
-            max_recv_buffer=8192, max_send_buffer=8192,
-            max_chunk_count=math.ceil((1 << 20) / 8192), max_message_size=1 << 20,
+            max_recv_buffer=8192,
+            max_send_buffer=8192,
+            max_chunk_count=math.ceil((1 << 20) / 8192),
+            max_message_size=1 << 20,
         )
         server, nodes = await _server(limits=limits)
         async with server:
@@ -236,7 +267,9 @@ async def _scenario(name: str, tmp: Path) -> None:
         _make_certs(tmp)
         sign = name == "opcua_sign"
         policy = (
-            ua.SecurityPolicyType.Basic256Sha256_Sign if sign else ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt
+            ua.SecurityPolicyType.Basic256Sha256_Sign
+            if sign
+            else ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt
         )
         server, _nodes = await _server(security=[policy], cert_dir=tmp)
         async with server:
@@ -249,8 +282,19 @@ async def _scenario(name: str, tmp: Path) -> None:
 def _capture(name: str, out: Path, tmp: Path) -> Path:
     path = out / f"{name}.pcap"
     dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", str(path), f"tcp port {PORT} and host {HOST}"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            "tcpdump",
+            "-i",
+            "lo",
+            "-U",
+            "-s",
+            "0",
+            "-w",
+            str(path),
+            f"tcp port {PORT} and host {HOST}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert dump.stderr is not None
     dump.stderr.readline()  # "listening on lo ...": the capture is armed

@@ -135,7 +135,19 @@ def start_tcpdump(path: Path) -> subprocess.Popen[bytes]:
     if not tcpdump:
         sys.exit("tcpdump is not installed (apt-get install tcpdump)")
     proc = subprocess.Popen(
-        [tcpdump, "-i", "lo", "--immediate-mode", "-B", "8192", "-U", "-n", "-w", str(path), CAPTURE_FILTER],
+        [
+            tcpdump,
+            "-i",
+            "lo",
+            "--immediate-mode",
+            "-B",
+            "8192",
+            "-U",
+            "-n",
+            "-w",
+            str(path),
+            CAPTURE_FILTER,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -165,7 +177,10 @@ def record(name: str, scenario: Scenario, path: Path | None = None) -> int:
     server, _areas = make_server()
     try:
         for _ in range(100):  # wait for the listener (this probe is not captured)
-            with contextlib.suppress(OSError), socket.create_connection((SERVER_IP, PORT), timeout=0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((SERVER_IP, PORT), timeout=0.2),
+            ):
                 break
             time.sleep(0.05)
         time.sleep(0.2)

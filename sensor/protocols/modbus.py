@@ -190,7 +190,9 @@ def _plausible(buf: bytes, pos: int) -> bool:
     return pid == 0 and 2 <= length <= MAX_LENGTH and buf[pos + 7] & 0x7F in _VALID_FC
 
 
-_BIT_ROWS = [tuple((b >> i) & 1 for i in range(8)) for b in range(256)]  # byte -> its bits, LSB first
+_BIT_ROWS = [
+    tuple((b >> i) & 1 for i in range(8)) for b in range(256)
+]  # byte -> its bits, LSB first
 
 
 def _bits(body: bytes, count: int) -> list[int]:

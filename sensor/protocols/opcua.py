@@ -139,23 +139,69 @@ USER_TOKEN_TYPES = {0: "anonymous", 1: "username", 2: "x509", 3: "issued"}
 IDENTITY_TOKENS = {321: "anonymous", 324: "username", 327: "x509", 940: "issued"}
 APPLICATION_TYPES = {0: "server", 1: "client", 2: "client_and_server", 3: "discovery_server"}
 ATTRIBUTES = {
-    1: "NodeId", 2: "NodeClass", 3: "BrowseName", 4: "DisplayName", 5: "Description",
-    6: "WriteMask", 7: "UserWriteMask", 8: "IsAbstract", 9: "Symmetric", 10: "InverseName",
-    11: "ContainsNoLoops", 12: "EventNotifier", 13: "Value", 14: "DataType", 15: "ValueRank",
-    16: "ArrayDimensions", 17: "AccessLevel", 18: "UserAccessLevel",
-    19: "MinimumSamplingInterval", 20: "Historizing", 21: "Executable", 22: "UserExecutable",
-    23: "DataTypeDefinition", 24: "RolePermissions", 25: "UserRolePermissions",
-    26: "AccessRestrictions", 27: "AccessLevelEx",
+    1: "NodeId",
+    2: "NodeClass",
+    3: "BrowseName",
+    4: "DisplayName",
+    5: "Description",
+    6: "WriteMask",
+    7: "UserWriteMask",
+    8: "IsAbstract",
+    9: "Symmetric",
+    10: "InverseName",
+    11: "ContainsNoLoops",
+    12: "EventNotifier",
+    13: "Value",
+    14: "DataType",
+    15: "ValueRank",
+    16: "ArrayDimensions",
+    17: "AccessLevel",
+    18: "UserAccessLevel",
+    19: "MinimumSamplingInterval",
+    20: "Historizing",
+    21: "Executable",
+    22: "UserExecutable",
+    23: "DataTypeDefinition",
+    24: "RolePermissions",
+    25: "UserRolePermissions",
+    26: "AccessRestrictions",
+    27: "AccessLevelEx",
 }
 BUILTIN_TYPES = {
-    1: "Boolean", 2: "SByte", 3: "Byte", 4: "Int16", 5: "UInt16", 6: "Int32", 7: "UInt32",
-    8: "Int64", 9: "UInt64", 10: "Float", 11: "Double", 12: "String", 13: "DateTime",
-    14: "Guid", 15: "ByteString", 16: "XmlElement", 17: "NodeId", 18: "ExpandedNodeId",
-    19: "StatusCode", 20: "QualifiedName", 21: "LocalizedText", 22: "ExtensionObject",
-    23: "DataValue", 24: "Variant", 25: "DiagnosticInfo",
+    1: "Boolean",
+    2: "SByte",
+    3: "Byte",
+    4: "Int16",
+    5: "UInt16",
+    6: "Int32",
+    7: "UInt32",
+    8: "Int64",
+    9: "UInt64",
+    10: "Float",
+    11: "Double",
+    12: "String",
+    13: "DateTime",
+    14: "Guid",
+    15: "ByteString",
+    16: "XmlElement",
+    17: "NodeId",
+    18: "ExpandedNodeId",
+    19: "StatusCode",
+    20: "QualifiedName",
+    21: "LocalizedText",
+    22: "ExtensionObject",
+    23: "DataValue",
+    24: "Variant",
+    25: "DiagnosticInfo",
 }
 # Server.ServerStatus.BuildInfo variables (ns=0) -> ics.device field
-_BUILD_INFO = {2261: "product", 2262: "product_uri", 2263: "vendor", 2264: "firmware", 2265: "build_number"}
+_BUILD_INFO = {
+    2261: "product",
+    2262: "product_uri",
+    2263: "vendor",
+    2264: "firmware",
+    2265: "build_number",
+}
 
 _REQUEST_IDS: dict[int, str] = {req: name for name, (req, _resp) in SERVICES.items()}
 _RESPONSE_IDS: dict[int, str] = {resp: name for name, (_req, resp) in SERVICES.items()}
@@ -163,18 +209,59 @@ _RESPONSE_IDS: dict[int, str] = {resp: name for name, (_req, resp) in SERVICES.i
 # service -> (ics.operation, event.type second element)
 _OPERATION: dict[str, tuple[str, str]] = {}
 for _names, _op, _etype in (
-    (("Read", "HistoryRead", "Browse", "BrowseNext", "TranslateBrowsePathsToNodeIds", "QueryFirst",
-      "QueryNext", "RegisterNodes", "UnregisterNodes", "CreateSubscription", "ModifySubscription",
-      "SetPublishingMode", "Publish", "Republish", "TransferSubscriptions", "DeleteSubscriptions",
-      "CreateMonitoredItems", "ModifyMonitoredItems", "SetMonitoringMode", "SetTriggering",
-      "DeleteMonitoredItems"), "read", "access"),
+    (
+        (
+            "Read",
+            "HistoryRead",
+            "Browse",
+            "BrowseNext",
+            "TranslateBrowsePathsToNodeIds",
+            "QueryFirst",
+            "QueryNext",
+            "RegisterNodes",
+            "UnregisterNodes",
+            "CreateSubscription",
+            "ModifySubscription",
+            "SetPublishingMode",
+            "Publish",
+            "Republish",
+            "TransferSubscriptions",
+            "DeleteSubscriptions",
+            "CreateMonitoredItems",
+            "ModifyMonitoredItems",
+            "SetMonitoringMode",
+            "SetTriggering",
+            "DeleteMonitoredItems",
+        ),
+        "read",
+        "access",
+    ),
     (("Write", "HistoryUpdate"), "write", "change"),
     (("Call",), "control", "change"),
     (("AddNodes", "AddReferences", "DeleteNodes", "DeleteReferences"), "program", "change"),
-    (("FindServers", "FindServersOnNetwork", "GetEndpoints", "RegisterServer", "RegisterServer2"),
-     "diagnostic", "info"),
-    (("OpenSecureChannel", "CloseSecureChannel", "CreateSession", "ActivateSession", "CloseSession",
-      "Cancel"), "session", "info"),
+    (
+        (
+            "FindServers",
+            "FindServersOnNetwork",
+            "GetEndpoints",
+            "RegisterServer",
+            "RegisterServer2",
+        ),
+        "diagnostic",
+        "info",
+    ),
+    (
+        (
+            "OpenSecureChannel",
+            "CloseSecureChannel",
+            "CreateSession",
+            "ActivateSession",
+            "CloseSession",
+            "Cancel",
+        ),
+        "session",
+        "info",
+    ),
 ):
     for _n in _names:
         _OPERATION[_n] = (_op, _etype)
@@ -186,9 +273,18 @@ _I32 = struct.Struct("<i").unpack_from
 _HDR = struct.Struct("<3scI").unpack_from
 _II = struct.Struct("<II").unpack_from
 _BASIC = {
-    2: struct.Struct("<b"), 3: struct.Struct("<B"), 4: struct.Struct("<h"), 5: struct.Struct("<H"),
-    6: struct.Struct("<i"), 7: struct.Struct("<I"), 8: struct.Struct("<q"), 9: struct.Struct("<Q"),
-    10: struct.Struct("<f"), 11: struct.Struct("<d"), 13: struct.Struct("<q"), 19: struct.Struct("<I"),
+    2: struct.Struct("<b"),
+    3: struct.Struct("<B"),
+    4: struct.Struct("<h"),
+    5: struct.Struct("<H"),
+    6: struct.Struct("<i"),
+    7: struct.Struct("<I"),
+    8: struct.Struct("<q"),
+    9: struct.Struct("<Q"),
+    10: struct.Struct("<f"),
+    11: struct.Struct("<d"),
+    13: struct.Struct("<q"),
+    19: struct.Struct("<I"),
 }
 _EPOCH_1601 = datetime(1601, 1, 1, tzinfo=UTC)
 
@@ -206,7 +302,11 @@ def _is_bad(code: int) -> bool:
 def _kebab(name: str) -> str:
     out = []
     for i, ch in enumerate(name):
-        if ch.isupper() and i and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
+        if (
+            ch.isupper()
+            and i
+            and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower()))
+        ):
             out.append("-")
         out.append(ch.lower())
     return "".join(out)
@@ -523,7 +623,9 @@ def _datetime(ticks: int) -> str | None:
     if ticks <= 0 or ticks >= 0x7FFFFFFFFFFFFFFF:
         return None
     try:
-        return (_EPOCH_1601 + timedelta(microseconds=ticks // 10)).isoformat().replace("+00:00", "Z")
+        return (
+            (_EPOCH_1601 + timedelta(microseconds=ticks // 10)).isoformat().replace("+00:00", "Z")
+        )
     except OverflowError:
         return None
 
@@ -928,7 +1030,9 @@ def _req_create_monitored_items(r: _Reader, f: dict) -> None:
         item()
     _set_nodes_attrs(f, items[: r.max_items])
     if modes:
-        f["opcua.monitoring_mode"] = {0: "disabled", 1: "sampling", 2: "reporting"}.get(modes[0], str(modes[0]))
+        f["opcua.monitoring_mode"] = {0: "disabled", 1: "sampling", 2: "reporting"}.get(
+            modes[0], str(modes[0])
+        )
 
 
 def _resp_create_monitored_items(r: _Reader, f: dict) -> None:
@@ -1155,7 +1259,9 @@ class _Message:
 
     __slots__ = ("ts", "mtype", "info", "body", "aborted")
 
-    def __init__(self, ts: float, mtype: str, info: dict, body: _Body | None, aborted: bool = False) -> None:
+    def __init__(
+        self, ts: float, mtype: str, info: dict, body: _Body | None, aborted: bool = False
+    ) -> None:
         self.ts = ts
         self.mtype = mtype
         self.info = info  # transport fields: opcua.* keys
@@ -1206,7 +1312,14 @@ class Parser:
             d.need = d.discard = 0
             d.partial.clear()
             d.resync = True
-            out.append(anomaly(ts, NAME, "opcua-internal-error", f"dissector error, stream resynchronised: {exc!r}"))
+            out.append(
+                anomaly(
+                    ts,
+                    NAME,
+                    "opcua-internal-error",
+                    f"dissector error, stream resynchronised: {exc!r}",
+                )
+            )
         return out
 
     def _feed(self, di: int, data: bytes, ts: float, out: list[Record]) -> None:
@@ -1233,7 +1346,9 @@ class Parser:
             if size > limit:
                 out.append(
                     anomaly(
-                        ts, NAME, "opcua-chunk-too-large",
+                        ts,
+                        NAME,
+                        "opcua-chunk-too-large",
                         f"{mtype.decode()} chunk of {size} bytes exceeds the {limit}-byte buffer limit; skipped",
                         **{"opcua.message_type": mtype.decode(), "opcua.chunk_size": size},
                     )
@@ -1253,7 +1368,14 @@ class Parser:
             pos = end
         del buf[:pos]
         if len(buf) > limit + 8:  # cannot happen by construction; a last line of defence
-            out.append(anomaly(ts, NAME, "opcua-buffer-overflow", f"{len(buf)} bytes without a complete chunk; dropped"))
+            out.append(
+                anomaly(
+                    ts,
+                    NAME,
+                    "opcua-buffer-overflow",
+                    f"{len(buf)} bytes without a complete chunk; dropped",
+                )
+            )
             d.buf = bytearray()
             d.need = 0
             d.resync = True
@@ -1293,9 +1415,14 @@ class Parser:
         d = self._dir[di]
         out.append(
             anomaly(
-                ts, NAME, "opcua-bad-header",
+                ts,
+                NAME,
+                "opcua-bad-header",
                 f"skipped {d.skipped} bytes that are not a UA TCP message",
-                **{"opcua.skipped_bytes": d.skipped, "opcua.direction": "request" if di else "response"},
+                **{
+                    "opcua.skipped_bytes": d.skipped,
+                    "opcua.direction": "request" if di else "response",
+                },
             )
         )
         d.skipped = 0
@@ -1307,7 +1434,9 @@ class Parser:
         if d.partial or d.buf:
             out.append(
                 anomaly(
-                    ts, NAME, "opcua-lost-chunk",
+                    ts,
+                    NAME,
+                    "opcua-lost-chunk",
                     f"{size} bytes lost inside a chunk or message: {len(d.partial) or 1} message(s) dropped",
                     **{"opcua.direction": "request" if di else "response"},
                 )
@@ -1332,11 +1461,21 @@ class Parser:
                 d = self._dir[di]
                 if d.buf and not d.resync:
                     out.append(
-                        anomaly(ts, NAME, "opcua-truncated", f"connection ended inside a chunk ({len(d.buf)} bytes left)")
+                        anomaly(
+                            ts,
+                            NAME,
+                            "opcua-truncated",
+                            f"connection ended inside a chunk ({len(d.buf)} bytes left)",
+                        )
                     )
                 if d.partial:
                     out.append(
-                        anomaly(ts, NAME, "opcua-truncated", f"connection ended with {len(d.partial)} message(s) missing their final chunk")
+                        anomaly(
+                            ts,
+                            NAME,
+                            "opcua-truncated",
+                            f"connection ended with {len(d.partial)} message(s) missing their final chunk",
+                        )
                     )
                 if d.resync and d.skipped:
                     self._report_skipped(di, ts, out)
@@ -1344,7 +1483,9 @@ class Parser:
                 d.need = d.discard = 0
                 d.partial.clear()
         except Exception as exc:  # pragma: no cover - defensive, like feed()
-            out.append(anomaly(ts, NAME, "opcua-internal-error", f"dissector error at close: {exc!r}"))
+            out.append(
+                anomaly(ts, NAME, "opcua-internal-error", f"dissector error at close: {exc!r}")
+            )
         self._pending.clear()
         self._pending_hel.clear()
         self._pending_opn.clear()
@@ -1356,7 +1497,9 @@ class Parser:
         if self.on_message is not None:
             self.on_message(summary)
 
-    def _chunk(self, di: int, mtype_b: bytes, chunk_b: bytes, data: bytes, ts: float, out: list[Record]) -> None:
+    def _chunk(
+        self, di: int, mtype_b: bytes, chunk_b: bytes, data: bytes, ts: float, out: list[Record]
+    ) -> None:
         mtype = mtype_b.decode()
         chunk = chunk_b.decode()
         size = len(data)
@@ -1368,15 +1511,29 @@ class Parser:
                 self._secure_chunk(di, mtype, chunk, data, ts, out, summary)
         except DecodeError as exc:
             out.append(
-                anomaly(ts, NAME, "opcua-malformed-body", f"{mtype} chunk: {exc}", **{"opcua.message_type": mtype})
+                anomaly(
+                    ts,
+                    NAME,
+                    "opcua-malformed-body",
+                    f"{mtype} chunk: {exc}",
+                    **{"opcua.message_type": mtype},
+                )
             )
         self._notify(summary)
 
-    def _connection_message(self, di: int, mtype: str, data: bytes, ts: float, out: list[Record], summary: dict) -> None:
+    def _connection_message(
+        self, di: int, mtype: str, data: bytes, ts: float, out: list[Record], summary: dict
+    ) -> None:
         r = _Reader(data, self.limits.max_items, 8)
         info: dict = {"opcua.message_type": mtype}
         if mtype in ("HEL", "ACK"):
-            names = ("protocol_version", "receive_buffer_size", "send_buffer_size", "max_message_size", "max_chunk_count")
+            names = (
+                "protocol_version",
+                "receive_buffer_size",
+                "send_buffer_size",
+                "max_message_size",
+                "max_chunk_count",
+            )
             vals = [r.u32() for _ in names]
             prefix = "opcua." if mtype == "HEL" else "opcua.revised_"
             for key, v in zip(names, vals, strict=True):
@@ -1427,11 +1584,22 @@ class Parser:
         if tid in _REQUEST_IDS or tid in _RESPONSE_IDS or tid == SERVICE_FAULT_ID:
             self._clear = True
             if self._policy is not None and self._policy != NONE_POLICY:
-                self._mode = "Sign"  # a protected policy with a body in clear: signed, not encrypted
+                self._mode = (
+                    "Sign"  # a protected policy with a body in clear: signed, not encrypted
+                )
             return True
         return False
 
-    def _secure_chunk(self, di: int, mtype: str, chunk: str, data: bytes, ts: float, out: list[Record], summary: dict) -> None:
+    def _secure_chunk(
+        self,
+        di: int,
+        mtype: str,
+        chunk: str,
+        data: bytes,
+        ts: float,
+        out: list[Record],
+        summary: dict,
+    ) -> None:
         d = self._dir[di]
         r = _Reader(data, self.limits.max_items, 8)
         info: dict = {"opcua.message_type": mtype, "opcua.secure_channel_id": r.u32()}
@@ -1455,7 +1623,9 @@ class Parser:
             info["opcua.security_policy_uri"] = self._policy
         self._limit_checks(di, mtype, chunk, len(data), ts, out)
         if not clear:
-            info["opcua.encrypted"] = self._policy is not None and self._policy != NONE_POLICY or None
+            info["opcua.encrypted"] = (
+                self._policy is not None and self._policy != NONE_POLICY or None
+            )
             info = {k: v for k, v in info.items() if v is not None}
             if chunk == "F" or chunk == "A":
                 self._complete(di, _Message(ts, mtype, info, None, aborted=False), out, summary)
@@ -1468,7 +1638,11 @@ class Parser:
         summary["sequence_number"] = seq
         summary["request_id"] = rid
         end = len(data)
-        sig = _SIGNATURE_SIZE.get(_policy_name(self._policy) or "", 0) if self._policy != NONE_POLICY else 0
+        sig = (
+            _SIGNATURE_SIZE.get(_policy_name(self._policy) or "", 0)
+            if self._policy != NONE_POLICY
+            else 0
+        )
         if sig and mtype != "OPN":
             end = max(r.pos, end - sig)
         payload = data[r.pos : end]
@@ -1495,7 +1669,12 @@ class Parser:
                 body.fields.pop("opcua.status", None)
                 info = {**partial.info, **info, "opcua.chunk_count": partial.chunks + 1}
                 info["opcua.sequence_number"] = partial.info["opcua.sequence_number"]
-            self._complete(di, _Message(partial.ts if partial else ts, mtype, info, body, aborted=True), out, summary)
+            self._complete(
+                di,
+                _Message(partial.ts if partial else ts, mtype, info, body, aborted=True),
+                out,
+                summary,
+            )
             return
         if partial is None:
             partial = _Partial(ts, info)
@@ -1503,7 +1682,12 @@ class Parser:
                 if len(d.partial) >= MAX_PARTIAL_MESSAGES:
                     old_rid, _old = d.partial.popitem(last=False)
                     out.append(
-                        anomaly(ts, NAME, "opcua-too-many-chunks", f"more than {MAX_PARTIAL_MESSAGES} messages in reassembly; request id {old_rid} dropped")
+                        anomaly(
+                            ts,
+                            NAME,
+                            "opcua-too-many-chunks",
+                            f"more than {MAX_PARTIAL_MESSAGES} messages in reassembly; request id {old_rid} dropped",
+                        )
                     )
                 d.partial[rid] = partial
         partial.parts.append(payload)
@@ -1514,7 +1698,9 @@ class Parser:
             d.partial.pop(rid, None)
             out.append(
                 anomaly(
-                    ts, NAME, "opcua-message-too-large",
+                    ts,
+                    NAME,
+                    "opcua-message-too-large",
                     f"message for request id {rid}: {partial.size} bytes in {partial.chunks} chunks exceed the {self.limits.max_buffer}-byte limit; dropped",
                     **{"opcua.request_id": rid, "opcua.message_type": mtype},
                 )
@@ -1525,10 +1711,16 @@ class Parser:
         over_size = max_msg and partial.size > max_msg and partial.size - len(payload) <= max_msg
         over_count = max_chunks and partial.chunks == max_chunks + 1
         if over_size or over_count:
-            what = f"{partial.size} bytes > MaxMessageSize {max_msg}" if over_size else f"{partial.chunks} chunks > MaxChunkCount {max_chunks}"
+            what = (
+                f"{partial.size} bytes > MaxMessageSize {max_msg}"
+                if over_size
+                else f"{partial.chunks} chunks > MaxChunkCount {max_chunks}"
+            )
             out.append(
                 anomaly(
-                    ts, NAME, "opcua-message-too-large" if over_size else "opcua-too-many-chunks",
+                    ts,
+                    NAME,
+                    "opcua-message-too-large" if over_size else "opcua-too-many-chunks",
                     f"message for request id {rid} exceeds the negotiated limit: {what}",
                     **{"opcua.request_id": rid, "opcua.message_type": mtype},
                 )
@@ -1549,8 +1741,15 @@ class Parser:
         if body.error:
             out.append(
                 anomaly(
-                    partial.ts, NAME, "opcua-malformed-body", f"{mtype} body: {body.error}",
-                    **{"opcua.message_type": mtype, "opcua.request_id": rid, "opcua.service": body.service},
+                    partial.ts,
+                    NAME,
+                    "opcua-malformed-body",
+                    f"{mtype} body: {body.error}",
+                    **{
+                        "opcua.message_type": mtype,
+                        "opcua.request_id": rid,
+                        "opcua.service": body.service,
+                    },
                 )
             )
         if mtype == "OPN" and body.is_request and "opcua.security_mode" in body.fields:
@@ -1564,7 +1763,9 @@ class Parser:
             return 0, 0
         return src["max_message_size"], src["max_chunk_count"]
 
-    def _limit_checks(self, di: int, mtype: str, chunk: str, size: int, ts: float, out: list[Record]) -> None:
+    def _limit_checks(
+        self, di: int, mtype: str, chunk: str, size: int, ts: float, out: list[Record]
+    ) -> None:
         # a chunk may not exceed the receiver's receive buffer (ACK revises both sides)
         if self._ack is None:
             return
@@ -1572,7 +1773,9 @@ class Parser:
         if limit and size > limit:
             out.append(
                 anomaly(
-                    ts, NAME, "opcua-chunk-too-large",
+                    ts,
+                    NAME,
+                    "opcua-chunk-too-large",
                     f"{mtype} chunk of {size} bytes exceeds the negotiated buffer size {limit}",
                     **{"opcua.message_type": mtype, "opcua.chunk_size": size},
                 )
@@ -1600,7 +1803,9 @@ class Parser:
             # no body to pair on: the direction says which side spoke
             out.append(self._record(msg, None) if di else self._record(None, msg))
             return
-        key = ("rid", rid) if rid is not None else ("handle", body.fields.get("opcua.request_handle"))
+        key = (
+            ("rid", rid) if rid is not None else ("handle", body.fields.get("opcua.request_handle"))
+        )
         if body.is_request and not msg.aborted:
             if key in self._pending:
                 old, _ = self._pending.pop(key)
@@ -1619,7 +1824,9 @@ class Parser:
         if body.service not in (req.body.service, "ServiceFault") if req.body else False:
             out.append(
                 anomaly(
-                    msg.ts, NAME, "opcua-response-mismatch",
+                    msg.ts,
+                    NAME,
+                    "opcua-response-mismatch",
                     f"{body.service} response answers a {req.body.service} request (request id {rid})",
                     **{"opcua.request_id": rid, "opcua.service": req.body.service},
                 )
@@ -1644,7 +1851,12 @@ class Parser:
                 self._pending_hel.pop(0)
             dropped += 1
         out.append(
-            anomaly(ts, NAME, "opcua-pending-overflow", f"more than {limit} unanswered requests; {dropped} oldest dropped")
+            anomaly(
+                ts,
+                NAME,
+                "opcua-pending-overflow",
+                f"more than {limit} unanswered requests; {dropped} oldest dropped",
+            )
         )
 
     def _record(self, req: _Message | None, resp: _Message | None) -> Record:
@@ -1713,7 +1925,10 @@ class Parser:
         if policy:
             f["opcua.security_policy"] = _policy_name(policy)
             f["opcua.signed"] = policy != NONE_POLICY
-            f.setdefault("opcua.encrypted", False if policy == NONE_POLICY else f.get("opcua.encrypted", False))
+            f.setdefault(
+                "opcua.encrypted",
+                False if policy == NONE_POLICY else f.get("opcua.encrypted", False),
+            )
             if policy == NONE_POLICY:
                 f.setdefault("opcua.security_mode", "None")
         elif "opcua.sequence_number" in f or "opcua.response_sequence_number" in f:
@@ -1792,4 +2007,6 @@ class Parser:
             f["ics.device.model"] = found["product"]  # OPC UA has no separate model name
         if "firmware" in found:
             build = found.get("build_number")
-            f["ics.device.firmware"] = f"{found['firmware']} (build {build})" if build else found["firmware"]
+            f["ics.device.firmware"] = (
+                f"{found['firmware']} (build {build})" if build else found["firmware"]
+            )

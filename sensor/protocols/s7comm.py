@@ -165,14 +165,29 @@ ERROR_CLASSES = {
     0x83: "no_resources", 0x84: "service_processing", 0x85: "supplies", 0x87: "access_error",
 }  # fmt: skip
 
-BLOCK_TYPES = {"08": "OB", "0A": "DB", "0B": "SDB", "0C": "FC", "0D": "SFC", "0E": "FB", "0F": "SFB"}
+BLOCK_TYPES = {
+    "08": "OB",
+    "0A": "DB",
+    "0B": "SDB",
+    "0C": "FC",
+    "0D": "SFC",
+    "0E": "FB",
+    "0F": "SFB",
+}
 
 PI_OPERATIONS = {
     "_INSE": "insert-block", "_DELE": "delete-block", "_MODU": "copy-ram-to-rom",
     "_GARB": "compress-memory", "_N_LOGIN_": "login", "_N_LOGOUT": "logout",
 }  # fmt: skip
 
-USERDATA_TYPES = {0: "push", 4: "request", 8: "response", 3: "nc_push", 7: "nc_request", 11: "nc_response"}
+USERDATA_TYPES = {
+    0: "push",
+    4: "request",
+    8: "response",
+    3: "nc_push",
+    7: "nc_request",
+    11: "nc_response",
+}
 
 # Userdata function groups: name, default ics.operation.
 USERDATA_GROUPS: dict[int, tuple[str, str]] = {
@@ -276,7 +291,9 @@ _REQUEST_VIEW = frozenset({
 _SCALAR_FORMATS = {2: ">B", 3: ">B", 4: ">H", 5: ">h", 6: ">I", 7: ">i", 8: ">f"}
 
 # The CreateObject answer of an S7-1200/1500 names the module: "1;6ES7 511-1AK00-0AB0;V1.0".
-_PLUS_MODULE_RE = re.compile(rb"\d;(6E[SP]\d [0-9A-Z]{3}-[0-9A-Z]{5}-[0-9A-Z]{4});V(\d+\.\d+(?:\.\d+)?)")
+_PLUS_MODULE_RE = re.compile(
+    rb"\d;(6E[SP]\d [0-9A-Z]{3}-[0-9A-Z]{5}-[0-9A-Z]{4});V(\d+\.\d+(?:\.\d+)?)"
+)
 
 
 def _kebab(name: str) -> str:
@@ -380,7 +397,16 @@ class _PlusPdu:
 
 
 class _Direction:
-    __slots__ = ("buf", "cotp", "plus", "plus_version", "plus_fragments", "resync", "lost", "gap_skipped")
+    __slots__ = (
+        "buf",
+        "cotp",
+        "plus",
+        "plus_version",
+        "plus_fragments",
+        "resync",
+        "lost",
+        "gap_skipped",
+    )
 
     def __init__(self) -> None:
         self.buf = bytearray()  # TPKT bytes not yet framed
@@ -529,7 +555,13 @@ class Parser:
                     d.gap_skipped += (len(src) if pos < 0 else pos) - start
                     if d.gap_skipped > _MAX_TPKT:
                         d.gap_skipped = None
-                        out.append(self._anomaly(ts, "tpkt-bad-header", f"more than {_MAX_TPKT} bytes after a gap without a TPKT header: not S7 traffic"))
+                        out.append(
+                            self._anomaly(
+                                ts,
+                                "tpkt-bad-header",
+                                f"more than {_MAX_TPKT} bytes after a gap without a TPKT header: not S7 traffic",
+                            )
+                        )
                 if pos < 0:  # not even a 0x03 left: nothing worth keeping
                     buf.clear()
                     return
@@ -540,22 +572,42 @@ class Parser:
             avail = len(src) - pos
             if avail < 4:
                 if avail and (src[pos] != 3 or (avail > 1 and src[pos + 1] != 0)):
-                    self._lose(d, ts, out, "tpkt-bad-header", f"bytes {bytes(src[pos:]).hex()} do not start a TPKT header")
+                    self._lose(
+                        d,
+                        ts,
+                        out,
+                        "tpkt-bad-header",
+                        f"bytes {bytes(src[pos:]).hex()} do not start a TPKT header",
+                    )
                     pos += 1
                     continue
                 break
             if src[pos] != 3 or src[pos + 1] != 0:
-                self._lose(d, ts, out, "tpkt-bad-header", f"bad TPKT header {bytes(src[pos:pos + 4]).hex()}")
+                self._lose(
+                    d,
+                    ts,
+                    out,
+                    "tpkt-bad-header",
+                    f"bad TPKT header {bytes(src[pos : pos + 4]).hex()}",
+                )
                 pos += 1
                 continue
             length = (src[pos + 2] << 8) | src[pos + 3]
             if length < 7:
-                self._lose(d, ts, out, "tpkt-bad-header", f"TPKT length {length} below the 7-byte minimum")
+                self._lose(
+                    d, ts, out, "tpkt-bad-header", f"TPKT length {length} below the 7-byte minimum"
+                )
                 pos += 1
                 continue
             if avail < length:
                 if length > limit:
-                    self._lose(d, ts, out, "buffer-overflow", f"TPKT length {length} exceeds the buffer cap")
+                    self._lose(
+                        d,
+                        ts,
+                        out,
+                        "buffer-overflow",
+                        f"TPKT length {length} exceeds the buffer cap",
+                    )
                     pos += 1
                     continue
                 break
@@ -568,7 +620,13 @@ class Parser:
         elif pos < len(src):
             buf += src[pos:]
         if len(buf) > limit:
-            self._lose(d, ts, out, "buffer-overflow", f"more than {limit} bytes buffered without a complete TPKT")
+            self._lose(
+                d,
+                ts,
+                out,
+                "buffer-overflow",
+                f"more than {limit} bytes buffered without a complete TPKT",
+            )
             buf.clear()
 
     @staticmethod
@@ -584,7 +642,9 @@ class Parser:
                 return i
             i += 1
 
-    def _lose(self, d: _Direction, ts: float, out: list[Record], error_type: str, message: str) -> None:
+    def _lose(
+        self, d: _Direction, ts: float, out: list[Record], error_type: str, message: str
+    ) -> None:
         """Malformed framing: report once per episode, drop partial PDUs, scan for a header."""
         if not d.lost:
             out.append(self._anomaly(ts, error_type, message))
@@ -592,10 +652,14 @@ class Parser:
         d.plus.clear()
         d.resync = d.lost = True
 
-    def _cotp(self, d: _Direction, to_server: bool, tpdu: bytes, ts: float, out: list[Record]) -> None:
+    def _cotp(
+        self, d: _Direction, to_server: bool, tpdu: bytes, ts: float, out: list[Record]
+    ) -> None:
         li = tpdu[0]
         if li + 1 > len(tpdu) or li < 2:
-            self._lose(d, ts, out, "cotp-bad-header", f"COTP length indicator {li} does not fit the TPKT")
+            self._lose(
+                d, ts, out, "cotp-bad-header", f"COTP length indicator {li} does not fit the TPKT"
+            )
             return
         code = tpdu[1] & 0xF0
         if code == _COTP_DT:
@@ -624,18 +688,30 @@ class Parser:
         elif code == _COTP_DC:
             return
         elif code == _COTP_ER:
-            out.append(self._anomaly(ts, "cotp-error", "COTP error TPDU (the peer rejected a TPDU)"))
+            out.append(
+                self._anomaly(ts, "cotp-error", "COTP error TPDU (the peer rejected a TPDU)")
+            )
         else:
-            self._lose(d, ts, out, "cotp-unknown-type", f"COTP TPDU type 0x{tpdu[1]:02x} is not used by ISO-on-TCP class 0")
+            self._lose(
+                d,
+                ts,
+                out,
+                "cotp-unknown-type",
+                f"COTP TPDU type 0x{tpdu[1]:02x} is not used by ISO-on-TCP class 0",
+            )
 
-    def _cotp_connect(self, to_server: bool, code: int, tpdu: bytes, li: int, ts: float, out: list[Record]) -> None:
+    def _cotp_connect(
+        self, to_server: bool, code: int, tpdu: bytes, li: int, ts: float, out: list[Record]
+    ) -> None:
         fields: dict[str, object] = {}
         i, end = 7, li + 1
         while i + 2 <= end:
             pcode, plen = tpdu[i], tpdu[i + 1]
             value = tpdu[i + 2 : i + 2 + plen]
             if len(value) < plen:
-                out.append(self._anomaly(ts, "cotp-bad-header", "COTP parameter runs past the header"))
+                out.append(
+                    self._anomaly(ts, "cotp-bad-header", "COTP parameter runs past the header")
+                )
                 break
             if pcode == 0xC0 and plen == 1 and value[0] <= 16:
                 fields["s7comm.cotp.tpdu_size"] = 1 << value[0]
@@ -646,7 +722,11 @@ class Parser:
                 if plen == 2:
                     ctype = value[0]
                     fields["s7comm.cotp.connection_type"] = ctype
-                    fields["s7comm.cotp.connection_type_name"] = {1: "pg", 2: "op", 3: "s7-basic"}.get(ctype, "other")
+                    fields["s7comm.cotp.connection_type_name"] = {
+                        1: "pg",
+                        2: "op",
+                        3: "s7-basic",
+                    }.get(ctype, "other")
                     fields["s7comm.cotp.rack"] = value[1] >> 5
                     fields["s7comm.cotp.slot"] = value[1] & 0x1F
             i += 2 + plen
@@ -670,7 +750,9 @@ class Parser:
                 self._conn.update(fields)
             out.append(self._cotp_record(ts, fields, ts, request_seen=False))
 
-    def _cotp_record(self, ts: float, fields: dict[str, object], resp_ts: float | None, request_seen: bool = True) -> Record:
+    def _cotp_record(
+        self, ts: float, fields: dict[str, object], resp_ts: float | None, request_seen: bool = True
+    ) -> Record:
         rec: Record = {
             "ts": ts, "network.protocol": PROTO_S7, "event.action": "cotp-connect",
             "event.type": ["protocol", "start"], "ics.operation": "session", "ics.function": "cotp_connect",
@@ -692,38 +774,75 @@ class Parser:
         the oldest requests still become records, with an unknown outcome."""
         if not self._overflowed:
             self._overflowed = True
-            out.append(self._anomaly(ts, "too-many-pending", f"more than {self.limits.max_pending} unanswered requests: the oldest are reported without their answer", protocol))
+            out.append(
+                self._anomaly(
+                    ts,
+                    "too-many-pending",
+                    f"more than {self.limits.max_pending} unanswered requests: the oldest are reported without their answer",
+                    protocol,
+                )
+            )
 
-    def _anomaly(self, ts: float, error_type: str, message: str, protocol: str = PROTO_S7) -> Record:
+    def _anomaly(
+        self, ts: float, error_type: str, message: str, protocol: str = PROTO_S7
+    ) -> Record:
         return self._with_conn(anomaly(ts, protocol, error_type, message))
 
     # -- S7 PDUs ----------------------------------------------------------------------------
 
-    def _dispatch(self, d: _Direction, to_server: bool, payload: bytes, ts: float, out: list[Record]) -> None:
+    def _dispatch(
+        self, d: _Direction, to_server: bool, payload: bytes, ts: float, out: list[Record]
+    ) -> None:
         pid = payload[0]
         if pid == 0x32:
             if d.plus:  # an S7comm PDU cannot sit inside an S7comm-plus message
-                out.append(self._anomaly(ts, "s7plus-bad-fragment", "S7comm-plus message cut short", PROTO_PLUS))
+                out.append(
+                    self._anomaly(
+                        ts, "s7plus-bad-fragment", "S7comm-plus message cut short", PROTO_PLUS
+                    )
+                )
                 d.plus.clear()
             self._s7(to_server, payload, ts, out)
         elif pid == 0x72:
             self._plus_fragment(d, to_server, payload, ts, out)
         elif not self._foreign:  # e.g. MMS (IEC 61850/ICCP) also runs on ISO-on-TCP port 102
             self._foreign = True
-            out.append(self._anomaly(ts, "s7-unknown-protocol", f"COTP data with protocol id 0x{pid:02x}, not S7comm (0x32) or S7comm-plus (0x72); such PDUs on this connection are skipped"))
+            out.append(
+                self._anomaly(
+                    ts,
+                    "s7-unknown-protocol",
+                    f"COTP data with protocol id 0x{pid:02x}, not S7comm (0x32) or S7comm-plus (0x72); such PDUs on this connection are skipped",
+                )
+            )
 
     def _s7(self, to_server: bool, p: bytes, ts: float, out: list[Record]) -> None:
         if len(p) < 10:
-            out.append(self._anomaly(ts, "s7-short-pdu", f"S7comm PDU of {len(p)} bytes is shorter than its header"))
+            out.append(
+                self._anomaly(
+                    ts, "s7-short-pdu", f"S7comm PDU of {len(p)} bytes is shorter than its header"
+                )
+            )
             return
         rosctr = p[1]
         if rosctr not in ROSCTR_NAMES:
-            out.append(self._anomaly(ts, "s7-unknown-rosctr", f"S7comm ROSCTR {rosctr} is not job/ack/ack_data/userdata"))
+            out.append(
+                self._anomaly(
+                    ts,
+                    "s7-unknown-rosctr",
+                    f"S7comm ROSCTR {rosctr} is not job/ack/ack_data/userdata",
+                )
+            )
             return
         pdu_ref, parlg, datlg = struct.unpack_from(">HHH", p, 4)
         hlen = 12 if rosctr in (2, 3) else 10
         if len(p) < hlen or hlen + parlg + datlg > len(p):
-            out.append(self._anomaly(ts, "s7-bad-length", f"S7comm header announces {hlen + parlg + datlg} bytes, PDU has {len(p)}"))
+            out.append(
+                self._anomaly(
+                    ts,
+                    "s7-bad-length",
+                    f"S7comm header announces {hlen + parlg + datlg} bytes, PDU has {len(p)}",
+                )
+            )
             return
         params = p[hlen : hlen + parlg]
         data = p[hlen + parlg : hlen + parlg + datlg]
@@ -741,7 +860,9 @@ class Parser:
             else:
                 self._job_or_ack(pdu, params, data)
         except (IndexError, struct.error, ValueError) as exc:
-            out.append(self._anomaly(ts, "s7-bad-parameter", f"S7comm parameters do not parse ({exc})"))
+            out.append(
+                self._anomaly(ts, "s7-bad-parameter", f"S7comm parameters do not parse ({exc})")
+            )
             pdu.fields["s7comm.malformed"] = True
         self._pair(pdu, out)
 
@@ -821,7 +942,9 @@ class Parser:
             i += 2 + spec_len
         return items
 
-    def _data_items(self, data: bytes, count: int, into: list[dict[str, object]] | None) -> list[dict[str, object]]:
+    def _data_items(
+        self, data: bytes, count: int, into: list[dict[str, object]] | None
+    ) -> list[dict[str, object]]:
         """Data items (return code, transport size, length, data); merged into request items."""
         items = into if into is not None else []
         i = 0
@@ -978,7 +1101,11 @@ class Parser:
             self._szl(pdu, utype, body)
         elif group == 3:
             self._block_userdata(pdu, sub, utype, body)
-        elif group == 7 and len(body) >= 8 and ((utype == 8 and sub in (1, 3)) or (utype == 4 and sub in (2, 4))):
+        elif (
+            group == 7
+            and len(body) >= 8
+            and ((utype == 8 and sub in (1, 3)) or (utype == 4 and sub in (2, 4)))
+        ):
             clock = _s7_time(body)  # read clock answers and set clock requests carry the time
             if clock:
                 f["s7comm.clock"] = clock
@@ -991,7 +1118,10 @@ class Parser:
             return
         rec_len, count = struct.unpack_from(">HH", body, 4)
         f["s7comm.szl.record_count"] = count
-        records = [body[8 + k * rec_len : 8 + (k + 1) * rec_len] for k in range(min(count, self.limits.max_items))]
+        records = [
+            body[8 + k * rec_len : 8 + (k + 1) * rec_len]
+            for k in range(min(count, self.limits.max_items))
+        ]
         records = [r for r in records if len(r) == rec_len]
         dev = pdu.device
         if szl_id & 0xFF == 0xA0 and rec_len == 20:  # diagnostic buffer
@@ -1128,7 +1258,9 @@ class Parser:
             if len(self._uploads) >= _MAX_UPLOAD_IDS:
                 self._uploads.pop(next(iter(self._uploads)))
             self._uploads[int(rec["s7comm.upload_id"])] = {  # type: ignore[call-overload]
-                k: v for k, v in rec.items() if k.startswith("s7comm.block.") and k != "s7comm.block.more_data"
+                k: v
+                for k, v in rec.items()
+                if k.startswith("s7comm.block.") and k != "s7comm.block.more_data"
             }
         rec["event.action"] = action
         rec["ics.function"] = function
@@ -1143,7 +1275,9 @@ class Parser:
         return rec
 
     @staticmethod
-    def _merge_items(req_items: list[dict[str, object]] | None, resp_items: list[dict[str, object]]) -> list[dict[str, object]]:
+    def _merge_items(
+        req_items: list[dict[str, object]] | None, resp_items: list[dict[str, object]]
+    ) -> list[dict[str, object]]:
         if not req_items:
             return resp_items
         for k, item in enumerate(req_items):
@@ -1153,14 +1287,27 @@ class Parser:
 
     # -- S7comm-plus ------------------------------------------------------------------------
 
-    def _plus_fragment(self, d: _Direction, to_server: bool, p: bytes, ts: float, out: list[Record]) -> None:
+    def _plus_fragment(
+        self, d: _Direction, to_server: bool, p: bytes, ts: float, out: list[Record]
+    ) -> None:
         if len(p) < 4:
-            out.append(self._anomaly(ts, "s7plus-short-pdu", f"S7comm-plus PDU of {len(p)} bytes", PROTO_PLUS))
+            out.append(
+                self._anomaly(
+                    ts, "s7plus-short-pdu", f"S7comm-plus PDU of {len(p)} bytes", PROTO_PLUS
+                )
+            )
             return
         version, dlen = p[1], (p[2] << 8) | p[3]
         if 4 + dlen > len(p):
             d.plus.clear()
-            out.append(self._anomaly(ts, "s7plus-short-pdu", f"S7comm-plus header announces {dlen} data bytes, {len(p) - 4} present", PROTO_PLUS))
+            out.append(
+                self._anomaly(
+                    ts,
+                    "s7plus-short-pdu",
+                    f"S7comm-plus header announces {dlen} data bytes, {len(p) - 4} present",
+                    PROTO_PLUS,
+                )
+            )
             return
         chunk = p[4 : 4 + dlen]
         trailer = p[4 + dlen :]
@@ -1174,21 +1321,47 @@ class Parser:
         elif not trailer:  # more fragments follow
             if len(d.plus) + len(chunk) > self.limits.max_buffer:
                 d.plus.clear()
-                out.append(self._anomaly(ts, "buffer-overflow", "S7comm-plus fragments exceed the buffer cap", PROTO_PLUS))
+                out.append(
+                    self._anomaly(
+                        ts,
+                        "buffer-overflow",
+                        "S7comm-plus fragments exceed the buffer cap",
+                        PROTO_PLUS,
+                    )
+                )
                 return
             d.plus += chunk
         elif dlen == 0 or version in (0xFE, 0xFF):  # keep-alive style PDUs carry no transaction
             return
         else:
             d.plus.clear()
-            out.append(self._anomaly(ts, "s7plus-bad-fragment", f"S7comm-plus PDU has {len(trailer)} unexpected bytes after its data", PROTO_PLUS))
+            out.append(
+                self._anomaly(
+                    ts,
+                    "s7plus-bad-fragment",
+                    f"S7comm-plus PDU has {len(trailer)} unexpected bytes after its data",
+                    PROTO_PLUS,
+                )
+            )
 
-    def _plus(self, to_server: bool, version: int, body: bytes, ts: float, out: list[Record], fragments: int = 1) -> None:
+    def _plus(
+        self,
+        to_server: bool,
+        version: int,
+        body: bytes,
+        ts: float,
+        out: list[Record],
+        fragments: int = 1,
+    ) -> None:
         f: dict[str, object] = {"s7comm_plus.version": version, "s7comm_plus.fragments": fragments}
         i = 0
         if version == 3:  # integrity digest (length byte + digest) precedes the data
             if not body:
-                out.append(self._anomaly(ts, "s7plus-short-pdu", "S7comm-plus V3 PDU without its digest", PROTO_PLUS))
+                out.append(
+                    self._anomaly(
+                        ts, "s7plus-short-pdu", "S7comm-plus V3 PDU without its digest", PROTO_PLUS
+                    )
+                )
                 return
             dig = body[0]
             f["s7comm_plus.integrity"] = True
@@ -1209,7 +1382,14 @@ class Parser:
             out.append(self._plus_record(_PlusPdu(ts, to_server, opcode, -1, -1, f), None))
             return
         if opcode not in (0x31, 0x32, 0x02) or len(body) < i + 9:
-            out.append(self._anomaly(ts, "s7plus-short-pdu", f"S7comm-plus opcode 0x{opcode:02x} with a {len(body) - i}-byte header", PROTO_PLUS))
+            out.append(
+                self._anomaly(
+                    ts,
+                    "s7plus-short-pdu",
+                    f"S7comm-plus opcode 0x{opcode:02x} with a {len(body) - i}-byte header",
+                    PROTO_PLUS,
+                )
+            )
             return
         func, seq = struct.unpack_from(">HxxH", body, i + 3)
         pdu = _PlusPdu(ts, to_server, opcode, func, seq, f)
@@ -1249,9 +1429,15 @@ class Parser:
                         f["s7comm_plus.created_object_id"] = object_id
                     match = _PLUS_MODULE_RE.search(body)
                     if match and not to_server:
-                        pdu.device = {"vendor": "Siemens", "order_number": match.group(1).decode(), "firmware": "V" + match.group(2).decode()}
+                        pdu.device = {
+                            "vendor": "Siemens",
+                            "order_number": match.group(1).decode(),
+                            "firmware": "V" + match.group(2).decode(),
+                        }
         req = self._plus_pending.pop((not to_server, seq), None)
-        if req is not None and req.function_code != func:  # same sequence, other function: not its answer
+        if (
+            req is not None and req.function_code != func
+        ):  # same sequence, other function: not its answer
             self._plus_pending[(not to_server, seq)] = req
             req = None
         out.append(self._plus_record(req, pdu) if req is not None else self._plus_record(pdu, None))
@@ -1263,14 +1449,20 @@ class Parser:
         if req.opcode == 0x33:
             name, operation = "notification", "read"
         else:
-            name, operation = PLUS_FUNCTIONS.get(req.function_code, (f"function_0x{req.function_code:04x}", "other"))
+            name, operation = PLUS_FUNCTIONS.get(
+                req.function_code, (f"function_0x{req.function_code:04x}", "other")
+            )
             rec["s7comm_plus.function"] = name
         failed = req.failed
         if resp is not None:
             rec["event.duration"] = int(round((resp.ts - req.ts) * 1e9))
             rec["s7comm_plus.response.sequence_number"] = resp.seq
             rec["s7comm_plus.response.opcode"] = resp.opcode
-            for key in ("s7comm_plus.return_value", "s7comm_plus.error_code", "s7comm_plus.created_object_id"):
+            for key in (
+                "s7comm_plus.return_value",
+                "s7comm_plus.error_code",
+                "s7comm_plus.created_object_id",
+            ):
                 if key in resp.fields:
                     rec[key] = resp.fields[key]
             rec["s7comm_plus.response.data_length"] = resp.fields.get("s7comm_plus.data_length")

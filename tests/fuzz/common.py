@@ -123,5 +123,7 @@ def pcap_seeds() -> dict[str, bytes]:
         path = next(PCAPS.glob(f"*/{name}"))
         frames = list(CaptureReader(path))
         seeds[name + "ng"] = pcapng([(1, None, frames)])
-        seeds[name + "ng.be9"] = pcapng([(1, 9, frames[: len(frames) // 2]), (1, 6, frames[len(frames) // 2 :])], order=">")
+        seeds[name + "ng.be9"] = pcapng(
+            [(1, 9, frames[: len(frames) // 2]), (1, 6, frames[len(frames) // 2 :])], order=">"
+        )
     return seeds

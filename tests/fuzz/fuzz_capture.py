@@ -28,7 +28,9 @@ with atheris.instrument_imports(include=["sensor"]):
 # the reader opens paths: each input is written here (run.py points it into its work
 # directory and removes it afterwards; libFuzzer exits without running Python's cleanup)
 _DIR = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
-_PATH = Path(os.environ.get("ICSMON_FUZZ_SCRATCH") or _DIR / f"icsmon-fuzz-capture-{os.getpid()}.bin")
+_PATH = Path(
+    os.environ.get("ICSMON_FUZZ_SCRATCH") or _DIR / f"icsmon-fuzz-capture-{os.getpid()}.bin"
+)
 
 
 def check_capture(path: Path) -> int:

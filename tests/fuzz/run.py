@@ -74,12 +74,23 @@ def run(target: str, seconds: int, workdir: Path, extra: list[str]) -> tuple[int
         scratch.unlink(missing_ok=True)
     log = proc.stdout + proc.stderr
     (base / "last.log").write_text(log)
-    done = [ln for ln in log.splitlines() if ln.startswith(("Done ", "stat::number_of_executed_units", "stat::peak_rss_mb"))]
+    done = [
+        ln
+        for ln in log.splitlines()
+        if ln.startswith(("Done ", "stat::number_of_executed_units", "stat::peak_rss_mb"))
+    ]
     print("\n".join(done) or log[-2000:], flush=True)
-    print(f"   {target}: exit {proc.returncode} after {time.monotonic() - t:.0f} s; log {base / 'last.log'}", flush=True)
+    print(
+        f"   {target}: exit {proc.returncode} after {time.monotonic() - t:.0f} s; log {base / 'last.log'}",
+        flush=True,
+    )
     if proc.returncode:
         print(log[-4000:], flush=True)
-        crashes = sorted(base.glob("crash-*")) + sorted(base.glob("timeout-*")) + sorted(base.glob("oom-*"))
+        crashes = (
+            sorted(base.glob("crash-*"))
+            + sorted(base.glob("timeout-*"))
+            + sorted(base.glob("oom-*"))
+        )
         for c in crashes:
             print(f"   artifact: {c}", flush=True)
     return proc.returncode, log
