@@ -1,414 +1,27 @@
-"""The ``icsmon`` command line: wiring only (see DESIGN.md for the fixed interface)."""
+"""The ``icsmon`` command line: registers the sub-commands, each in its own module (see
+DESIGN.md for the fixed interface; the shared console, errors and options are in
+``icsmon.common``)."""
 
 from __future__ import annotations
 
-import enum
 import os
-import signal
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from icsmon import __version__
-from icsmon.output import Printer, print_stats
+from icsmon.common import EXIT_CODES_HELP
 
 app = typer.Typer(
     name="icsmon",
     help="Industrial (OT/ICS) network security monitor: Modbus/TCP, S7comm, OPC UA.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
 
 
-class Format(enum.StrEnum):
-    table = "table"
-    jsonl = "jsonl"
-
-
-class SinkName(enum.StrEnum):
-    store = "store"
-    jsonl = "jsonl"
-    kafka = "kafka"
-    none = "none"
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _engine_config(
-    site: str, observer: str, organization: str, heuristic: list[str] | None, port: list[str] | None
-):
-    from sensor.engine import EngineConfig
-
-    ports: dict[int, str] = {}
-    for item in port or []:
-        num, _, proto = item.partition("=")
-        if not num.isdigit() or not proto:
-            raise fail(f"--port expects PORT=PROTOCOL (e.g. 5020=modbus), got {item!r}")
-        ports[int(num)] = proto
-    return EngineConfig(
-        site=site,
-        observer=observer,
-        organization=organization,
-        heuristics=tuple(heuristic) if heuristic else None,
-        ports=ports,
-    )
-
-
-def _load_config(config: Path | None):
-    """The pipeline configuration (file, ICSMON_* variables); one error line when bad."""
-    from pipeline.config import ConfigError, load_config
-
-    try:
-        return load_config(config)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-
-
-def _heartbeats(engine, cfg):
-    from sensor.heartbeat import Heartbeats
-
-    return Heartbeats(engine.ctx, cfg.sensor.heartbeat_interval, version=__version__)
-
-
-def _open_sink(
-    name: SinkName,
-    store: Path | None,
-    out: Path | None,
-    site: str,
-    cfg,
-    max_events: int | None = None,
-):
-    if name == SinkName.none:
-        return None
-    if name == SinkName.store:
-        from pipeline.store import Store, StoreError
-
-        try:
-            return Store.open(store, max_events=max_events)
-        except StoreError as exc:
-            raise fail(str(exc)) from None
-    if name == SinkName.jsonl:
-        from pipeline.jsonl import JsonlSink
-
-        if out is None:
-            raise fail("--sink jsonl needs --out FILE (stdout carries the printed output)")
-        return JsonlSink(out)
-    from pipeline.kafka import KafkaSink
-
-    try:
-        return KafkaSink.from_config(cfg, site=site)
-    except OSError as exc:  # the spool folder: in use by another sensor, or not writable
-        raise fail(str(exc)) from None
-
-
-def _detectors(
-    rules: Path | None,
-    no_rules: bool,
-    site_config: Path | None,
-    baseline: Path | None,
-    learn: str | None = None,
-):
-    from icsmon.run import load_detectors
-
-    try:
-        return load_detectors(rules, no_rules, site_config, baseline, learn)
-    except (OSError, ValueError) as exc:
-        raise fail(" ".join(str(exc).split())) from None
-    except Exception:  # pySigma raises on unparsable rule files: name the file, no traceback
-        from icsmon.cmd_rules import unreadable_rule_files
-
-        problems = unreadable_rule_files([rules]) if rules is not None else []
-        if not problems:
-            raise
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more unreadable rule files)" if len(problems) > 1 else ""
-        raise fail(f"{first.path}:{first.line}: {first.message}{more}") from None
-
-
-RulesOpt = Annotated[
-    Path | None, typer.Option("--rules", help="Sigma rule folder (default: the shipped pack)")
-]
-NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Do not apply Sigma rules")]
-SiteConfigOpt = Annotated[
-    Path | None, typer.Option("--site-config", help="Site YAML: placeholder values for rules")
-]
-BaselineOpt = Annotated[
-    Path | None, typer.Option("--baseline", help="Baseline file: alert on deviations")
-]
-SiteOpt = Annotated[
-    str, typer.Option("--site", envvar="ICSMON_SITE", help="Site id carried by every document")
-]
-ObserverOpt = Annotated[
-    str,
-    typer.Option("--observer", envvar="ICSMON_OBSERVER", help="Sensor name (default: host name)"),
-]
-OrgOpt = Annotated[
-    str, typer.Option("--org", envvar="ICSMON_ORG", help="Organisation (enterprise) id")
-]
-FormatOpt = Annotated[
-    Format, typer.Option("--format", "-f", help="Output: table for people, jsonl for programs")
-]
-EventsOpt = Annotated[bool, typer.Option("--events", help="Print decoded events instead of alerts")]
-SinkOpt = Annotated[SinkName, typer.Option("--sink", help="Where events, alerts and assets go")]
-StoreOpt = Annotated[
-    Path | None, typer.Option("--store", envvar="ICSMON_STORE", help="Embedded store file")
-]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="File for --sink jsonl")]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", envvar="ICSMON_CONFIG", help="Pipeline config file (Kafka, Elasticsearch)"
-    ),
-]
-StatsOpt = Annotated[bool, typer.Option("--stats", help="Print the sensor's counters at the end")]
-HeurOpt = Annotated[
-    list[str] | None,
-    typer.Option("--heuristic", help="Probe this protocol on every port (repeatable)"),
-]
-PortOpt = Annotated[
-    list[str] | None,
-    typer.Option("--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"),
-]
-LearnOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--learn",
-        help="Learn a baseline from the first DURATION of traffic (90s, 30m, 12h, 7d), write it to --baseline FILE, then detect with it",
-    ),
-]
-MaxEventsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--store-max-events",
-        envvar="ICSMON_STORE_MAX_EVENTS",
-        help="Keep at most this many events in the embedded store (oldest pruned; alerts never)",
-    ),
-]
-StoreEventsOpt = Annotated[
-    bool,
-    typer.Option(
-        "--store-events/--no-store-events",
-        help="Also write every event (not only alerts and assets) to the sink",
-    ),
-]
-
-
-@app.command()
-def replay(
-    pcap: Annotated[
-        list[Path], typer.Argument(help="pcap or pcapng files (plain or gzip)", show_default=False)
-    ],
-    events: EventsOpt = False,
-    rules: RulesOpt = None,
-    no_rules: NoRulesOpt = False,
-    site_config: SiteConfigOpt = None,
-    baseline: BaselineOpt = None,
-    learn: LearnOpt = None,
-    site: SiteOpt = "",
-    observer: ObserverOpt = "",
-    org: OrgOpt = "",
-    fmt: FormatOpt = Format.table,
-    sink: SinkOpt = SinkName.store,
-    store: StoreOpt = None,
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    stats: StatsOpt = False,
-    heuristic: HeurOpt = None,
-    port: PortOpt = None,
-    store_events: StoreEventsOpt = True,
-    store_max_events: MaxEventsOpt = None,
-) -> None:
-    """Decode capture files: print alerts (or events with --events) and send them to the sink."""
-    from sensor.engine import Engine
-
-    try:
-        engine = Engine(_engine_config(site, observer, org, heuristic, port))
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    dets = _detectors(rules, no_rules, site_config, baseline, learn)
-    cfg = _load_config(config)
-    out_sink = _open_sink(sink, store, out, site, cfg, store_max_events)
-    printer = Printer(fmt.value, kind="event" if events else "alert")
-    from icsmon.run import Run
-
-    run = Run(
-        engine, dets, out_sink, store_events=store_events, heartbeats=_heartbeats(engine, cfg)
-    )
-    progress, stop_progress = _progress(pcap)
-    try:
-        for doc in run.process(engine.replay(pcap, progress), want_events=events):
-            printer.write(doc)
-        run.stop()
-    except BrokenPipeError:
-        sys.stderr.close()  # reader went away (| head): not an error worth a traceback
-        raise typer.Exit(0) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-    finally:
-        stop_progress()
-        printer.flush()
-        _close_sink(out_sink)
-    if stats:
-        counters = dict(engine.stats)
-        counters["alerts"] = run.alerts
-        counters.update(dets.stats())
-        if out_sink is not None and hasattr(out_sink, "stats"):
-            counters.update(
-                {f"sink.{k}": v for k, v in out_sink.stats().items() if isinstance(v, int)}
-            )
-        print_stats(counters)
-    for line in engine.errors:
-        err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
-    if engine.errors:
-        raise typer.Exit(1)
-
-
-def _close_sink(sink) -> None:
-    """Flush the sink; a failure to write what remained is one error line, not a traceback."""
-    if sink is None:
-        return
-    try:
-        sink.close()
-    except Exception as exc:  # each sink has its own error class; all end the same way here
-        raise fail(f"{type(exc).__name__}: {exc}", 1) from None
-
-
-def _progress(paths: list[Path]):
-    """A progress bar on stderr for long replays at a terminal; nothing otherwise."""
-    total = 0
-    for p in paths:
-        try:
-            total += p.stat().st_size
-        except OSError:
-            pass
-    if not sys.stderr.isatty() or total < 20 << 20:
-        return None, lambda: None
-    from rich.progress import Progress
-
-    bar = Progress(console=err, transient=True)
-    task = bar.add_task("replaying", total=None)
-    bar.start()
-
-    def update(n: int) -> None:
-        bar.update(task, completed=n, description=f"{n:,} packets")
-
-    return update, bar.stop
-
-
-@app.command()
-def sense(
-    iface: Annotated[
-        str, typer.Option("--iface", "-i", help="Interface on the mirrored (SPAN/TAP) port")
-    ],
-    bpf: Annotated[
-        str | None, typer.Option("--bpf", help="BPF capture filter, e.g. 'tcp port 502'")
-    ] = None,
-    events: EventsOpt = False,
-    rules: RulesOpt = None,
-    no_rules: NoRulesOpt = False,
-    site_config: SiteConfigOpt = None,
-    baseline: BaselineOpt = None,
-    learn: LearnOpt = None,
-    site: SiteOpt = "",
-    observer: ObserverOpt = "",
-    org: OrgOpt = "",
-    fmt: FormatOpt = Format.table,
-    sink: SinkOpt = SinkName.store,
-    store: StoreOpt = None,
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    stats: StatsOpt = True,
-    heuristic: HeurOpt = None,
-    port: PortOpt = None,
-    store_events: StoreEventsOpt = True,
-    store_max_events: MaxEventsOpt = None,
-    user: Annotated[
-        str | None,
-        typer.Option(
-            "--user", help="Started as root: run as this user once the capture socket is open"
-        ),
-    ] = None,
-) -> None:
-    """Listen on a live interface until SIGINT/SIGTERM; then print the final counters."""
-    from sensor.engine import Engine
-    from sensor.live import CaptureError, LiveSource
-
-    try:
-        engine = Engine(_engine_config(site, observer, org, heuristic, port))
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    dets = _detectors(rules, no_rules, site_config, baseline, learn)
-    cfg = _load_config(config)
-    try:
-        source = LiveSource(iface, bpf, user=user)
-    except CaptureError as exc:
-        raise fail(str(exc)) from None
-    out_sink = _open_sink(sink, store, out, site, cfg, store_max_events)
-    printer = Printer(fmt.value, kind="event" if events else "alert")
-    from icsmon.run import Run
-
-    def print_alert(alert: dict) -> None:  # raised between packets (silence detectors)
-        if not events:
-            printer.write(alert)
-            printer.flush()
-
-    run = Run(
-        engine,
-        dets,
-        out_sink,
-        store_events=store_events,
-        live=True,
-        heartbeats=_heartbeats(engine, cfg),
-        source_counters=source.stats,
-        on_alert=print_alert,
-    )
-    source.on_tick = run.tick
-
-    def stop(signum, _frame) -> None:
-        source.stop()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    if fmt == Format.table:
-        err.print(f"listening on {iface}" + (f" ({bpf})" if bpf else "") + "; Ctrl-C stops")
-
-    capture_error: list[str] = []
-
-    def live_events():
-        try:
-            yield from engine.run(source)
-        except CaptureError as exc:  # the interface went away: still flush what is open
-            capture_error.append(str(exc))
-        yield from engine.finish()
-
-    try:
-        run.start()
-        for doc in run.process(live_events(), want_events=events):
-            printer.write(doc)
-            if fmt == Format.jsonl:
-                printer.flush()
-        run.stop()
-    finally:
-        printer.flush()
-        _close_sink(out_sink)
-    if stats:
-        counters = dict(engine.stats)
-        counters["alerts"] = run.alerts
-        counters.update({f"capture.{k}": v for k, v in source.stats().items()})
-        print_stats(counters, title=f"sensor counters ({iface})")
-    if capture_error:
-        raise fail(capture_error[0], 1)
-
-
-@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(f"icsmon {__version__}")
@@ -416,15 +29,19 @@ def version() -> None:
 
 def _register_subcommands() -> None:
     """Sub-commands that live in their own modules (one per feature area)."""
-    from icsmon import cmd_baseline, cmd_index, cmd_posture, cmd_query, cmd_rules
+    from icsmon import cmd_baseline, cmd_index, cmd_posture, cmd_query, cmd_rules, cmd_sensor
 
+    command = lambda name: app.command(name=name, epilog=EXIT_CODES_HELP)  # noqa: E731
+    command("replay")(cmd_sensor.replay)
+    command("sense")(cmd_sensor.sense)
+    app.command(name="version")(version)
     app.add_typer(cmd_rules.app, name="rules")
     app.add_typer(cmd_baseline.app, name="baseline")
     app.add_typer(cmd_posture.app, name="posture")
     app.add_typer(cmd_posture.org_app, name="org")
-    app.command(name="alerts")(cmd_query.alerts_command)
-    app.command(name="assets")(cmd_query.assets_command)
-    app.command(name="index")(cmd_index.index_command)
+    command("alerts")(cmd_query.alerts_command)
+    command("assets")(cmd_query.assets_command)
+    command("index")(cmd_index.index_command)
 
 
 _register_subcommands()

@@ -14,8 +14,21 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from detectors.baseline import Baseline, BaselineError, BaselineLearner, accept_alert
+from icsmon.common import (
+    ExitCode,
+    HeurOpt,
+    PortOpt,
+    SiteOpt,
+    engine_config,
+    error_line,
+    fail,
+    note,
+    open_engine,
+    warning_line,
+)
 
 app = typer.Typer(
     help="Learn what normal traffic looks like, review it, and accept deviations.",
@@ -23,26 +36,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _load(path: Path) -> Baseline:
     try:
         return Baseline.load(path)
     except BaselineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _save(baseline: Baseline, path: Path) -> None:
     try:
         baseline.save(path)
     except OSError as exc:
-        raise _fail(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
+        raise fail(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
 
 
 @app.command()
@@ -52,23 +59,13 @@ def learn(
         typer.Argument(help="Captures of normal traffic (pcap/pcapng)", show_default=False),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Baseline file to write (JSON)")],
-    site: Annotated[
-        str, typer.Option("--site", envvar="ICSMON_SITE", help="Site id of the traffic")
-    ] = "",
+    site: SiteOpt = "",
     merge_into: Annotated[
         Path | None,
         typer.Option("--base", help="Start from this baseline and add what the captures show"),
     ] = None,
-    heuristic: Annotated[
-        list[str] | None,
-        typer.Option("--heuristic", help="Probe this protocol on every port (repeatable)"),
-    ] = None,
-    port: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"
-        ),
-    ] = None,
+    heuristic: HeurOpt = None,
+    port: PortOpt = None,
     store: Annotated[
         Path | None,
         typer.Option(
@@ -77,42 +74,32 @@ def learn(
     ] = None,
 ) -> None:
     """Learn a baseline from captures taken as normal; same captures, byte-identical file."""
-    from icsmon.cli import _engine_config  # the same engine options as replay and sense
-    from sensor.engine import Engine
-
     for path in pcap:
         if not path.is_file():
-            raise _fail(f"{path}: capture file not found")
+            raise fail(f"{path}: capture file not found")
     base = _load(merge_into) if merge_into is not None else None
     learner = BaselineLearner(base=base)
-    try:
-        engine = Engine(_engine_config(site, "baseline", "", heuristic, port))
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    engine = open_engine(engine_config(site, "baseline", "", heuristic, port))
     for path in pcap:
         learner.add_source(path.name)
     for event in engine.replay(pcap):
         learner.observe(event)
     for line in engine.errors:
-        err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        error_line(line)
     baseline = learner.result()
     _save(baseline, output)
     s = baseline.summary()
-    err.print(
+    note(
         f"{output}: {s['assets']} assets, {s['conversations']} conversations, {s['operations']} operations, "
         f"{s['polling_series']} polling series, {s['points']} value points from "
-        f"{s['window']['events']} events ({s['window']['start']} .. {s['window']['end']})",
-        highlight=False,
-        soft_wrap=True,
+        f"{s['window']['events']} events ({s['window']['start']} .. {s['window']['end']})"
     )
     if s["truncated"]:
-        err.print(
-            f"[yellow]warning:[/] memory caps dropped entries: {s['truncated']}", highlight=False
-        )
+        warning_line(f"memory caps dropped entries: {s['truncated']}")
     if store is not None:
         _store_assets(baseline, site, store)
     if engine.errors:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _store_assets(baseline: Baseline, site: str, path: Path) -> None:
@@ -124,8 +111,8 @@ def _store_assets(baseline: Baseline, site: str, path: Path) -> None:
             for doc in docs:
                 st.write("asset", doc)
     except StoreError as exc:
-        raise _fail(str(exc)) from None
-    err.print(f"{path}: {len(docs)} learned assets stored", highlight=False)
+        raise fail(str(exc)) from None
+    note(f"{path}: {len(docs)} learned assets stored")
 
 
 def _ranges(spaces: dict) -> str:
@@ -157,9 +144,13 @@ def show(
     if not out.is_terminal:
         out = Console(soft_wrap=True, width=200)  # piped: long keys stay on one line, greppable
     w = summary["window"]
+    # paths, keys and device identities are text from files and the wire, never markup
     out.print(
-        f"[bold]{baseline_file}[/]: learned {w['start']} .. {w['end']} from {w['events']} events"
-        + (f" ({', '.join(summary['sources'])})" if summary["sources"] else ""),
+        Text.assemble(
+            (str(baseline_file), "bold"),
+            f": learned {w['start']} .. {w['end']} from {w['events']} events"
+            + (f" ({', '.join(summary['sources'])})" if summary["sources"] else ""),
+        ),
         highlight=False,
     )
     out.print(
@@ -179,12 +170,17 @@ def show(
     for ip, a in sorted(baseline.assets.items()):
         ident = ", ".join(f"{k}={v}" for k, v in sorted((a.get("identity") or {}).items()))
         assets.add_row(
-            ip,
-            ", ".join(a.get("roles") or []),
-            str(a.get("events")),
-            str(a.get("first_seen")),
-            str(a.get("last_seen")),
-            ident,
+            *map(
+                Text,
+                (
+                    ip,
+                    ", ".join(a.get("roles") or []),
+                    str(a.get("events")),
+                    str(a.get("first_seen")),
+                    str(a.get("last_seen")),
+                    ident,
+                ),
+            )
         )
     out.print(assets)
     for shown, (key, c) in enumerate(sorted(baseline.conversations.items())):
@@ -204,8 +200,12 @@ def show(
                 f"rate median {rate.get('median')} max {rate['max']} per {rate.get('bucket_seconds')} s"
             )
         out.print(
-            f"\n[bold]{key}[/]: {c.get('events')} events, {c.get('first_seen')} .. {c.get('last_seen')}"
-            + (f"; {'; '.join(extras)}" if extras else ""),
+            Text.assemble(
+                "\n",
+                (key, "bold"),
+                f": {c.get('events')} events, {c.get('first_seen')} .. {c.get('last_seen')}"
+                + (f"; {'; '.join(extras)}" if extras else ""),
+            ),
             highlight=False,
         )
         polling = c.get("polling") or {}
@@ -229,12 +229,15 @@ def show(
                 }
             )
             table.add_row(
-                op_key, str(op.get("class")), str(op.get("count")), where, ", ".join(periods)
+                *map(
+                    Text,
+                    (op_key, str(op.get("class")), str(op.get("count")), where, ", ".join(periods)),
+                )
             )
         out.print(table)
     if placeholders:
         for name, values in baseline.placeholders().items():
-            out.print(f"%{name}%: {', '.join(values) or '-'}", highlight=False)
+            out.print(f"%{name}%: {', '.join(values) or '-'}", highlight=False, markup=False)
 
 
 @app.command()
@@ -247,9 +250,7 @@ def merge(
     merged = _load(first).merge(_load(second))
     _save(merged, output)
     s = merged.summary()
-    err.print(
-        f"{output}: {s['assets']} assets, {s['conversations']} conversations", highlight=False
-    )
+    note(f"{output}: {s['assets']} assets, {s['conversations']} conversations")
 
 
 def _find_alert(alert_id: str, alerts_file: Path | None, store: Path | None) -> dict[str, Any]:
@@ -259,7 +260,7 @@ def _find_alert(alert_id: str, alerts_file: Path | None, store: Path | None) -> 
         try:
             fh = open(alerts_file, encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
-            raise _fail(f"{alerts_file}: cannot read alerts: {exc.strerror or exc}") from None
+            raise fail(f"{alerts_file}: cannot read alerts: {exc.strerror or exc}") from None
         with fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip():
@@ -267,20 +268,20 @@ def _find_alert(alert_id: str, alerts_file: Path | None, store: Path | None) -> 
                 try:
                     doc = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise _fail(f"{alerts_file}:{number}: not a JSON line: {exc.msg}") from None
+                    raise fail(f"{alerts_file}:{number}: not a JSON line: {exc.msg}") from None
                 flat = flatten(doc) if isinstance(doc, dict) else {}
                 if flat.get("event.id") == alert_id:
                     return flat
-        raise _fail(f"{alerts_file}: no alert with id {alert_id}")
+        raise fail(f"{alerts_file}: no alert with id {alert_id}")
     from pipeline.store import Store, StoreError
 
     try:
         with Store.open(store, readonly=True) as st:
             doc = st.get_alert(alert_id)
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if doc is None:
-        raise _fail(f"no alert with id {alert_id} in the store")
+        raise fail(f"no alert with id {alert_id} in the store")
     return flatten(doc)
 
 
@@ -313,9 +314,7 @@ def accept(
     try:
         updated, what = accept_alert(baseline, alert, accepted_at=time.time())
     except (BaselineError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     target = output or baseline_file
     _save(updated, target)
-    err.print(
-        f"{target}: accepted {alert.get('rule.id')} ({what})", highlight=False, soft_wrap=True
-    )
+    note(f"{target}: accepted {alert.get('rule.id')} ({what})")

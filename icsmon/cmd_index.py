@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-err = Console(stderr=True)
+from icsmon.common import ExitCode, fail
 
 
 def index_command(
@@ -75,8 +74,7 @@ def index_command(
     try:
         cfg = load_config(config, overrides=overrides)
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
 
     from kafka.errors import KafkaError
 
@@ -86,15 +84,9 @@ def index_command(
     try:
         done = setup_pipeline(cfg)
     except KafkaError as exc:
-        err.print(
-            f"[bold red]error:[/] Kafka at {','.join(cfg.kafka.brokers)}: {exc}", highlight=False
-        )
-        raise typer.Exit(1) from None
+        raise fail(f"Kafka at {','.join(cfg.kafka.brokers)}: {exc}", ExitCode.FAILED) from None
     except Exception as exc:  # the Elasticsearch client's errors, reported as one line
-        err.print(
-            f"[bold red]error:[/] Elasticsearch at {cfg.elasticsearch.url}: {exc}", highlight=False
-        )
-        raise typer.Exit(1) from None
+        raise fail(f"Elasticsearch at {cfg.elasticsearch.url}: {exc}", ExitCode.FAILED) from None
     if setup:
         for line in done or ["everything already in place"]:
             typer.echo(line)
@@ -103,10 +95,7 @@ def index_command(
     try:
         indexer = Indexer(cfg)
     except KafkaError as exc:
-        err.print(
-            f"[bold red]error:[/] Kafka at {','.join(cfg.kafka.brokers)}: {exc}", highlight=False
-        )
-        raise typer.Exit(1) from None
+        raise fail(f"Kafka at {','.join(cfg.kafka.brokers)}: {exc}", ExitCode.FAILED) from None
 
     def stop(_signum: int, _frame: object) -> None:
         indexer.stop()  # finish the batch in hand, commit, leave the group

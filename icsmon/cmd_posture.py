@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from icsmon.common import StoreOpt, fail, note, warning_line
 
 app = typer.Typer(help="The provincial posture API and dashboard.", no_args_is_help=True)
 token_app = typer.Typer(
@@ -17,11 +18,6 @@ app.add_typer(token_app, name="token")
 org_app = typer.Typer(
     help="The organisation registry: province, cities, enterprises, sites.", no_args_is_help=True
 )
-err = Console(stderr=True)
-
-StoreOpt = Annotated[
-    Path | None, typer.Option("--store", envvar="ICSMON_STORE", help="Embedded store file")
-]
 EsOpt = Annotated[
     str | None,
     typer.Option("--es", envvar="ICSMON_ES", help="Elasticsearch URL instead of the store"),
@@ -34,11 +30,6 @@ StateOpt = Annotated[
         help="Posture state file (registry, tokens, workflow); default: beside the store",
     ),
 ]
-
-
-def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
 
 
 def state_path(store: Path | None, es: str | None, state: Path | None) -> Path:
@@ -114,14 +105,12 @@ def serve(
     backend = open_backend(store, es)
     st = open_state(store, es, state)
     if not st.org().sites:
-        err.print(
-            "[yellow]warning:[/] the registry is empty: load one with `icsmon org import FILE`"
-        )
+        warning_line("the registry is empty: load one with `icsmon org import FILE`")
     application = create_app(backend, st, silent_after_s=silent_after * 60, refresh_s=refresh)
     dispatcher = WebhookDispatcher(backend, st) if webhooks else None
     if dispatcher:
         dispatcher.start(webhook_interval)
-    err.print(f"posture view on http://{host}:{port}/ (state {st.path})")
+    note(f"posture view on http://{host}:{port}/ (state {st.path})")
     try:
         uvicorn.run(application, host=host, port=port, log_level="info")
     finally:
@@ -161,7 +150,7 @@ def demo(
     st = open_state(store, None, state)
     counts = st.import_org(parse_org(registry, "demo registry"))
     token = st.create_token("demo", "province-analyst", None)
-    err.print(f"demo: {alerts} alerts, {counts['sites']} sites in {sink.path}; state {st.path}")
+    note(f"demo: {alerts} alerts, {counts['sites']} sites in {sink.path}; state {st.path}")
     typer.echo(token)
 
 

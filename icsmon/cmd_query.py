@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from detectors.alerts import SEVERITY
+from icsmon.common import ExitCode, StoreOpt, fail
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
 
 # event.severity (0-100) of each Sigma level, as the detectors set it: "--severity high"
@@ -43,7 +44,12 @@ class QueryFormat(enum.StrEnum):
 
 
 class QueryError(Exception):
-    """A back end cannot be opened or queried; the message is one line."""
+    """A back end cannot be opened or queried; the message is one line. ``code``: USAGE when
+    what the user named is wrong (config, URL, store file), FAILED when a service failed."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.USAGE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # ---- option parsing -----------------------------------------------------------------------
@@ -143,7 +149,9 @@ def _run_query(backend: QueryBackend, call: Any) -> Any:
             raise
         cfg = getattr(getattr(backend, "store", None), "cfg", None)
         where = cfg.elasticsearch.url if cfg is not None else "Elasticsearch"
-        raise QueryError(f"{where}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise QueryError(
+            f"{where}: {type(exc).__name__}: {_first_line(exc)}", ExitCode.FAILED
+        ) from None
     finally:
         backend.close()
 
@@ -160,13 +168,6 @@ def _console() -> Console:
     # Piped into grep/less, a table still wants its full width rather than rich's default 80.
     wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return Console(soft_wrap=False, width=200 if wide else None, highlight=False)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    # the message names a file: its path is text, not rich markup
-    line = Text.assemble(("error:", "bold red"), " ", message)
-    Console(stderr=True, highlight=False).print(line, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _time(value: Any) -> str:
@@ -271,14 +272,6 @@ def assets_table(total: int, assets: list[dict], offset: int) -> Table:
 
 # ---- commands -----------------------------------------------------------------------------
 
-StoreOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--store",
-        envvar="ICSMON_STORE",
-        help="Embedded store file (default: icsmon.db in the user data folder)",
-    ),
-]
 EsOption = Annotated[
     str | None,
     typer.Option(
@@ -325,7 +318,7 @@ def alerts_command(
     fmt: FormatOption = QueryFormat.table,
     limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many alerts")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many first")] = 0,
-    store: StoreOption = None,
+    store: StoreOpt = None,
     es: EsOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -346,7 +339,7 @@ def alerts_command(
         backend = open_backend(store, es, config)
         total, alerts = _run_query(backend, lambda: backend.search_alerts(flt))
     except QueryError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), exc.code) from None
     if fmt == QueryFormat.jsonl:
         _write_jsonl("alert", alerts)
         return
@@ -372,7 +365,7 @@ def assets_command(
     fmt: FormatOption = QueryFormat.table,
     limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many assets")] = 1000,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many first")] = 0,
-    store: StoreOption = None,
+    store: StoreOpt = None,
     es: EsOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -390,7 +383,7 @@ def assets_command(
         backend = open_backend(store, es, config)
         total, assets = _run_query(backend, lambda: backend.search_assets(flt))
     except QueryError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), exc.code) from None
     if fmt == QueryFormat.jsonl:
         _write_jsonl("asset", assets)
         return

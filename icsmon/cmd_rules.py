@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from detectors.sigma.loader import (
@@ -27,6 +26,7 @@ from detectors.sigma.loader import (
     resolve_placeholders,
     rule_files,
 )
+from icsmon.common import ExitCode, fail, note
 
 
 def unreadable_rule_files(paths: list[Path]) -> list[Problem]:
@@ -67,7 +67,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
 
 # pySigma validators left out: they download MITRE data (no network on a sensor or in CI).
 # icsmon checks ATT&CK for ICS ids itself against detectors/attack_ics.py.
@@ -102,23 +101,17 @@ class ConvertFormat(enum.StrEnum):
     json = "json"
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    # markup for the prefix only: a path or rule text may contain [brackets]
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _values(site_config: Path | None) -> dict[str, list[str]]:
     try:
         return resolve_placeholders(site_config)
     except SiteConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _where(rules_dir: Path | None) -> Path:
     path = rules_dir or SHIPPED_RULES
     if not path.exists():
-        raise _fail(f"{path}: no such file or directory")
+        raise fail(f"{path}: no such file or directory")
     return path
 
 
@@ -173,8 +166,8 @@ def check(
     if unreadable:  # pySigma would stop with a traceback on these: report them alone
         for p in unreadable:
             print(str(p))
-        err.print(f"{len(unreadable)} rule files cannot be parsed", highlight=False)
-        raise typer.Exit(1)
+        note(f"{len(unreadable)} rule files cannot be parsed")
+        raise typer.Exit(ExitCode.FAILED)
     pack = load_pack([path], _values(site_config))
     problems = [*pack.problems, *check_known(pack), *_pysigma_issues(path)]
     problems.sort(key=lambda p: (p.path, p.line, p.message))
@@ -183,13 +176,12 @@ def check(
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity != "error"]
     n = len(pack.rules) + len(pack.correlations)
-    err.print(
+    note(
         f"{n} rules checked ({len(pack.correlations)} correlations): "
-        f"{len(errors)} errors, {len(warnings)} warnings",
-        highlight=False,
+        f"{len(errors)} errors, {len(warnings)} warnings"
     )
     if errors or (strict and warnings):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @app.command("list")
@@ -201,7 +193,7 @@ def list_rules(
     path = _where(rules_dir)
     pack = load_pack([path], _values(None))
     for p in pack.problems:
-        err.print(str(p), highlight=False, soft_wrap=True, markup=False)
+        note(str(p))
     rows = []
     for r in pack.rules:
         rows.append(
@@ -247,7 +239,7 @@ def list_rules(
         )
     Console(width=200).print(table)
     if pack.problems:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @app.command("matchers")
@@ -261,7 +253,7 @@ def show_matchers(rules_dir: RulesDir = None, site_config: SiteConfig = None) ->
     values = _values(site_config)
     engine = SigmaEngine.load(path, placeholders=values, strict=False)
     for p in engine.pack.problems:
-        err.print(str(p), highlight=False, soft_wrap=True, markup=False)
+        note(str(p))
     sys.stdout.write(engine.generated_source())
 
 
@@ -285,7 +277,7 @@ def convert_rules(
     try:
         result = convert(to.value, path, site_config)
     except SiteConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     lines = []
     for q in result.queries:
         if fmt == ConvertFormat.json:
@@ -304,20 +296,10 @@ def convert_rules(
         try:
             output.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise _fail(f"{output}: cannot write: {exc.strerror}") from None
+            raise fail(f"{output}: cannot write: {exc.strerror}", ExitCode.FAILED) from None
     for p, rid, reason in result.skipped:
-        err.print(
-            f"{p}:{locate(p, 'correlation')}: [{rid}] skipped: {reason}",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
+        note(f"{p}:{locate(p, 'correlation')}: [{rid}] skipped: {reason}")
     for p, rid, reason in result.errors:
-        err.print(
-            f"{p}:{locate(p, 'detection')}: [{rid}] error: {reason}",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
+        note(f"{p}:{locate(p, 'detection')}: [{rid}] error: {reason}")
     if result.errors:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

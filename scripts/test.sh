@@ -32,6 +32,7 @@ export PATH="$root/.venv/bin:$PATH"
 
 log "ruff"
 ruff check .
+ruff format --check .
 
 log "dependency audit: pip-audit on the installed environment"
 # Fails the run on a known vulnerability. When the vulnerability service cannot be reached or

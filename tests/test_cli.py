@@ -109,3 +109,39 @@ def test_no_permission_for_live_capture() -> None:
         timeout=60,
     )
     assert_clean_error(proc, "lo", "CAP_NET_RAW")
+
+
+# ---- one exit code convention, paths printed as they are ----------------------------------
+
+
+def test_help_documents_the_exit_codes() -> None:
+    for args in (["--help"], ["replay", "--help"], ["alerts", "--help"]):
+        proc = icsmon(*args)
+        text = " ".join(proc.stdout.split())
+        assert proc.returncode == 0 and "Exit status: 0 done; 1 the work ran" in text, args
+        assert "2 nothing was done" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        # 2: a file or option named on the command line is missing or invalid
+        (["replay", str(POLLING), "--rules", "[bold]rules[/]"], 2, "[bold]rules[/]"),
+        (["replay", str(POLLING), "--baseline", "[red]b[/].json"], 2, "[red]b[/].json"),
+        (["replay", str(POLLING), "--port", "x=modbus"], 2, "PORT=PROTOCOL"),
+        (["alerts", "--store", "[bold]x[/]/icsmon.db"], 2, "[bold]x[/]/icsmon.db"),
+        (["assets", "--store", "[/]/icsmon.db"], 2, "[/]/icsmon.db"),
+        (["baseline", "show", "[/x].json"], 2, "[/x].json"),
+        (["baseline", "learn", "[/nope].pcap", "-o", "/dev/null"], 2, "[/nope].pcap"),
+        (["rules", "check", "[/rules]"], 2, "[/rules]"),
+        (["posture", "serve", "--store", "[/]", "--es", "http://x"], 2, "either --store"),
+        (["index", "--config", "[/]x.toml"], 2, "[/]x.toml"),
+        # 1: the work ran and failed (a capture cut short, a service that cannot be reached)
+        (["replay", "[/gone].pcap", "--sink", "none"], 1, "[/gone].pcap"),
+        (["alerts", "--es", "http://127.0.0.1:9"], 1, "127.0.0.1:9"),
+    ],
+)
+def test_exit_codes_and_markup_safe_errors(args: list[str], code: int, needle: str) -> None:
+    proc = icsmon(*args)
+    assert_clean_error(proc, needle)
+    assert proc.returncode == code, proc.stderr

@@ -203,7 +203,7 @@ def test_missing_store_is_one_clear_line(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "icsmon.db"
     for command in ("alerts", "assets"):
         result = invoke(command, "--store", missing)
-        assert result.exit_code == 1
+        assert result.exit_code == 2  # a file named on the command line is missing
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and str(missing) in lines[0] and "no icsmon store" in lines[0]
     assert not missing.exists()  # a query never creates a store
@@ -220,7 +220,7 @@ def test_bad_store_files_are_one_clear_line(tmp_path: Path, store_path: Path) ->
     corrupt.write_bytes(bytes(data))
     for path, fragment in ((text, "not an SQLite database"), (corrupt, "corrupt")):
         result = invoke("alerts", "--store", path, "--limit", "1000")
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and str(path) in lines[0] and fragment in lines[0], lines
         assert "Traceback" not in result.output
@@ -274,7 +274,7 @@ def test_text_from_the_wire_is_not_rich_markup(tmp_path: Path, docs) -> None:
     assert "[/] write [red]" in result.stdout
     missing = folder / "[/x].db"
     result = invoke("alerts", "--store", missing)
-    assert result.exit_code == 1 and str(missing) in result.stderr
+    assert result.exit_code == 2 and str(missing) in result.stderr
 
 
 # ---- end to end: replay into a store, then query it ----------------------------------------
@@ -450,7 +450,7 @@ def test_elasticsearch_assets_and_errors(es_corpus, store_path: Path) -> None:
     key = lambda d: d["asset"]["id"]  # noqa: E731
     assert sorted(jsonl(from_es.stdout), key=key) == sorted(jsonl(from_store.stdout), key=key)
     bad = invoke("alerts", "--es", "ftp://127.0.0.1:9200")
-    assert bad.exit_code == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "elasticsearch.url" in bad.stderr
 
 
@@ -467,5 +467,5 @@ def test_elasticsearch_from_a_config_file(es_corpus, store_path: Path, tmp_path:
     broken = tmp_path / "broken.toml"
     broken.write_text("[elasticsearch\nurl = 1\n")
     bad = invoke("alerts", "--config", broken)
-    assert bad.exit_code == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert str(broken) in bad.stderr

@@ -1,14 +1,16 @@
 """Baseline learning and deviation detection.
 
-learner = BaselineLearner()
-for event in events:
-    learner.observe(event)
-baseline = learner.result()
-baseline.save("plant.baseline.json")
+Usage:
 
-detector = BaselineDetector(Baseline.load("plant.baseline.json"), tolerance=0.1)
-alerts = detector.process(event)        # per event
-alerts = detector.flush(now_ts)         # timing checks at end of input / on a clock tick
+    learner = BaselineLearner()
+    for event in events:
+        learner.observe(event)
+    baseline = learner.result()
+    baseline.save("plant.baseline.json")
+
+    detector = BaselineDetector(Baseline.load("plant.baseline.json"), tolerance=0.1)
+    alerts = detector.process(event)        # per event
+    alerts = detector.flush(now_ts)         # timing checks at end of input / on a clock tick
 """
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 HERE = Path(__file__).resolve().parent
 SERVER = ("127.0.0.1", 502)
 CLIENT_IP = "127.0.0.2"
+SECOND_MASTER_IP = "127.0.0.3"  # only the two_masters capture uses it
 UNIT = 1
 # Only this script's conversations: other Modbus traffic may share the loopback interface.
-CAPTURE_FILTER = f"host {CLIENT_IP} and tcp port {SERVER[1]}"
+CAPTURE_FILTER = f"(host {CLIENT_IP} or host {SECOND_MASTER_IP}) and tcp port {SERVER[1]}"
 ATTEMPTS = 3
 
 Scenario = Callable[[AsyncModbusTcpClient], Awaitable[None]]
@@ -221,12 +222,32 @@ async def diagnostics(client: AsyncModbusTcpClient) -> None:
     await answered(client.diag_restart_communication(False, device_id=UNIT))
 
 
+async def two_masters(client: AsyncModbusTcpClient) -> None:
+    """Two masters write the same controller: the SCADA master (127.0.0.2) sets holding
+    register 10 and coil 3, then a second master (127.0.0.3, its own connection) writes
+    register 10 and coil 3 too; each reads back."""
+    await client.write_register(10, 1200, device_id=UNIT)
+    await client.write_coil(3, True, device_id=UNIT)
+    second = AsyncModbusTcpClient(
+        SERVER[0], port=SERVER[1], source_address=(SECOND_MASTER_IP, 0), retries=0, timeout=1
+    )
+    await second.connect()
+    try:
+        await second.write_register(10, 1500, device_id=UNIT)
+        await second.write_coil(3, False, device_id=UNIT)
+        await second.read_holding_registers(10, count=1, device_id=UNIT)
+    finally:
+        second.close()
+    await client.read_holding_registers(10, count=1, device_id=UNIT)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "polling": polling,
     "writes": writes,
     "exceptions": exceptions,
     "identification": identification,
     "diagnostics": diagnostics,
+    "two_masters": two_masters,
 }
 
 

@@ -17,6 +17,12 @@ Captures (see pcaps/README.md):
   (no TCP handshake, HEL/ACK or OPN): a sensor that starts late.
 - ``opcua_sign.pcap``: Basic256Sha256 with mode Sign (readable, signed bodies).
 - ``opcua_encrypted.pcap``: Basic256Sha256 with mode SignAndEncrypt (unreadable bodies).
+- ``opcua_legacy_policies.pcap``: a server offering None, Basic256 (Sign) and Basic128Rsa15
+  (SignAndEncrypt) endpoints with a self-signed certificate that expired 30 days before the
+  capture; the client lists the endpoints, then reads over a Basic256 Sign channel.
+- ``opcua_ca_signed.pcap``: a server offering only Basic256Sha256 SignAndEncrypt with a
+  certificate issued by a test CA, valid for a year; the client lists the endpoints, then logs
+  in with a user name and password over the encrypted channel: nothing insecure to see.
 
 Needs root (tcpdump on lo), tcpdump, asyncua and dpkt (the project's test extras).
 """
@@ -223,6 +229,97 @@ async def _client_secure(mode: ua.MessageSecurityMode, cert_dir: Path) -> None:
         await speed.write_value(ua.DataValue(ua.Variant(1234.5, ua.VariantType.Double)))
 
 
+async def _client_legacy(cert_dir: Path) -> None:
+    probe = Client(URL)
+    await probe.connect_and_get_server_endpoints()
+    client = Client(URL)
+    client.application_uri = "urn:icsmon:test:hmi"
+    await client.set_security(
+        security_policies.SecurityPolicyBasic256,
+        str(cert_dir / "client.der"),
+        str(cert_dir / "client.pem"),
+        server_certificate=str(cert_dir / "server.der"),
+        mode=ua.MessageSecurityMode.Sign,
+    )
+    async with client:
+        idx = await client.get_namespace_index(NAMESPACE)
+        speed = await client.nodes.objects.get_child([f"{idx}:Pump", f"{idx}:Speed"])
+        await speed.read_value()
+
+
+async def _client_ca_signed(cert_dir: Path) -> None:
+    probe = Client(URL)
+    await probe.connect_and_get_server_endpoints()
+    client = Client(URL)
+    client.application_uri = "urn:icsmon:test:hmi"
+    client.set_user("operator")
+    client.set_password("secret")
+    await client.set_security(
+        security_policies.SecurityPolicyBasic256Sha256,
+        str(cert_dir / "client.der"),
+        str(cert_dir / "client.pem"),
+        server_certificate=str(cert_dir / "server.der"),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
+    async with client:
+        idx = await client.get_namespace_index(NAMESPACE)
+        speed = await client.nodes.objects.get_child([f"{idx}:Pump", f"{idx}:Speed"])
+        await speed.read_value()
+
+
+def _issued_cert(folder: Path, expired: bool = False, ca: bool = False) -> None:
+    """server.der/pem: self-signed and expired 30 days ago (``expired``), or issued by a test
+    CA and valid for a year (``ca``)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    key = generate_private_key()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "icsmon test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "icsmon test server"),
+        ]
+    )
+    issuer, signer = subject, key
+    if ca:
+        signer = generate_private_key()
+        issuer = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "icsmon test"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "icsmon test plant CA"),
+            ]
+        )
+    start, end = (
+        (now - dt.timedelta(days=400), now - dt.timedelta(days=30))
+        if expired
+        else (now - dt.timedelta(days=1), now + dt.timedelta(days=365))
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.UniformResourceIdentifier("urn:icsmon:test:plc"),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address(HOST)),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(signer, hashes.SHA256())
+    )
+    (folder / "server.pem").write_bytes(dump_private_key_as_pem(key))
+    (folder / "server.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
+
+
 def _make_certs(folder: Path) -> None:
     for name, uri, usage in (
         ("server", "urn:icsmon:test:plc", ExtendedKeyUsageOID.SERVER_AUTH),
@@ -275,6 +372,27 @@ async def _scenario(name: str, tmp: Path) -> None:
         async with server:
             mode = ua.MessageSecurityMode.Sign if sign else ua.MessageSecurityMode.SignAndEncrypt
             await _client_secure(mode, tmp)
+    elif name == "opcua_legacy_policies":
+        _make_certs(tmp)
+        _issued_cert(tmp, expired=True)
+        server, _nodes = await _server(
+            security=[
+                ua.SecurityPolicyType.NoSecurity,
+                ua.SecurityPolicyType.Basic256_Sign,
+                ua.SecurityPolicyType.Basic128Rsa15_SignAndEncrypt,
+            ],
+            cert_dir=tmp,
+        )
+        async with server:
+            await _client_legacy(tmp)
+    elif name == "opcua_ca_signed":
+        _make_certs(tmp)
+        _issued_cert(tmp, ca=True)
+        server, _nodes = await _server(
+            users=True, security=[ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt], cert_dir=tmp
+        )
+        async with server:
+            await _client_ca_signed(tmp)
     else:
         raise SystemExit(f"unknown capture {name}")
 
@@ -337,7 +455,15 @@ def _tcp_payload(buf: bytes, linktype: int) -> bytes:
     return bytes(ip.data.data)
 
 
-NAMES = ("opcua_anonymous", "opcua_username", "opcua_chunked", "opcua_sign", "opcua_encrypted")
+NAMES = (
+    "opcua_anonymous",
+    "opcua_username",
+    "opcua_chunked",
+    "opcua_sign",
+    "opcua_encrypted",
+    "opcua_legacy_policies",
+    "opcua_ca_signed",
+)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -40,9 +41,28 @@ ATTEMPTS = 3
 Scenario = Callable[[Client], None]
 
 
-def make_server() -> tuple[Server, list[bytearray]]:
-    """A snap7 server with DB1 (64 bytes), DB2 (256 bytes) and 32 merker bytes."""
-    server = Server(log=False)
+class ProtectionServer(Server):
+    """python-snap7's server, answering SZL 0x0132 / 0x0232 index 4 (protection) in the layout
+    a CPU uses (record length 40, one record: index 4, key switch level, assigned level, valid
+    level, mode switch, startup switch, reserved words); the stock server answers a headerless
+    five-word stub that no reader of the standard layout can interpret."""
+
+    def __init__(self, level: int, assigned: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.protection = (level, assigned)
+
+    def _get_szl_data(self, szl_id: int, szl_index: int) -> bytes | None:
+        if szl_id in (0x0132, 0x0232) and szl_index == 4:
+            level, assigned = self.protection
+            record = struct.pack(">HHHHHH", 4, max(level, 1), assigned, level, 1, 2) + bytes(28)
+            return struct.pack(">HH", len(record), 1) + record
+        return super()._get_szl_data(szl_id, szl_index)
+
+
+def make_server(protection: tuple[int, int] | None = None) -> tuple[Server, list[bytearray]]:
+    """A snap7 server with DB1 (64 bytes), DB2 (256 bytes) and 32 merker bytes; with
+    ``protection`` (valid level, assigned level) it answers the protection SZL."""
+    server = Server(log=False) if protection is None else ProtectionServer(*protection, log=False)
     db1 = bytearray(range(64))
     db2 = bytearray(b"\xaa" * 256)
     merkers = bytearray(32)
@@ -122,12 +142,33 @@ def blocks(client: Client) -> None:
     client.delete(Block.DB, 2)
 
 
+def unprotected(client: Client) -> None:
+    """A CPU at protection level 1 with no password assigned: read its protection (SZL 0x0232
+    index 4), stop it and upload DB1, no password given."""
+    client.read_szl(0x0232, 4)
+    client.plc_stop()
+    client.upload(1)
+
+
+def protected(client: Client) -> None:
+    """A CPU at protection level 3 (password assigned): the session password first, then the
+    protection SZL (0x0132 and 0x0232, index 4), a stop and an upload of DB1."""
+    client.set_session_password("s3cret")
+    client.read_szl(0x0132, 4)
+    client.read_szl(0x0232, 4)
+    client.plc_stop()
+    client.upload(1)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "read_write": read_write,
     "identity": identity,
     "control": control,
     "blocks": blocks,
+    "unprotected": unprotected,
+    "protected": protected,
 }
+PROTECTION = {"unprotected": (1, 0), "protected": (3, 3)}  # (valid level, assigned level)
 
 
 def start_tcpdump(path: Path) -> subprocess.Popen[bytes]:
@@ -174,7 +215,7 @@ def record(name: str, scenario: Scenario, path: Path | None = None) -> int:
     """Record one capture (to ``path``, default beside this script); return the kernel's drop
     count (0 for a complete capture)."""
     path = path or HERE / f"s7_{name}.pcap"
-    server, _areas = make_server()
+    server, _areas = make_server(PROTECTION.get(name))
     try:
         for _ in range(100):  # wait for the listener (this probe is not captured)
             with (

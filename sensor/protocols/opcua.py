@@ -35,6 +35,7 @@ not seen). Fields (under ``opcua.``; ints unless noted):
 | ``encrypted`` | bool: the body could not be read because the channel protects it |
 | ``signed`` | bool: the channel policy is not ``None`` (every chunk carries a signature) |
 | ``certificate_present`` | bool: OPN asymmetric header carries a sender certificate |
+| ``server_certificate.*`` | the server's certificate (OPN answer, GetEndpoints, CreateSession answer): ``subject``, ``issuer``, ``not_before``, ``not_after``, ``self_signed``, ``sha1``, ``serial_number``, ``key_bits``, ``signature_hash``, ``parse_error`` (``sensor/protocols/certificates.py``) |
 | ``service`` | service name without Request/Response (``Read``); ``unknown`` when the id is not a Part 4 service |
 | ``service_type_id``, ``response_type_id`` | numeric encoding NodeId of the request / response body (``i=`` form kept in ``service_node_id`` when not numeric ns=0) |
 | ``request_handle`` | RequestHeader.RequestHandle (the response's when no request was seen) |
@@ -105,6 +106,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sensor.protocols.base import ParserLimits, Record, anomaly
+from sensor.protocols.certificates import fields as certificate_fields
 from sensor.protocols.opcua_types import SERVICE_FAULT_ID, SERVICES, STATUS_CODES
 
 NAME = "opcua"
@@ -694,7 +696,9 @@ def _endpoint_descriptions(r: _Reader, f: dict) -> None:
     for _ in range(n):
         _append_unique(f, "opcua.endpoint_urls", r.string())
         _server_identity(f, _application_description(r))
-        r.skip_raw()  # server certificate
+        cert = r.raw()
+        if cert and "opcua.server_certificate.sha1" not in f:
+            f.update(certificate_fields(cert, "opcua.server_certificate"))
         mode = r.u32()
         _append_unique(f, "opcua.security_modes", SECURITY_MODES.get(mode, str(mode)))
         _append_unique(f, "opcua.security_policy_uris", r.string())
@@ -803,7 +807,7 @@ def _resp_create_session(r: _Reader, f: dict) -> None:
     r.node_id()  # authentication token: a session secret, not reported
     r.f64()
     r.skip_raw()  # server nonce
-    r.skip_raw()  # server certificate
+    f.update(certificate_fields(r.raw(), "opcua.server_certificate"))
     _endpoint_descriptions(r, f)
 
 
@@ -1606,10 +1610,12 @@ class Parser:
         summary["secure_channel_id"] = info["opcua.secure_channel_id"]
         if mtype == "OPN":
             policy = r.string()
-            cert = r.skip_raw()
+            cert = r.raw()
             r.skip_raw()  # receiver certificate thumbprint
             info["opcua.security_policy_uri"] = policy
-            info["opcua.certificate_present"] = cert > 0
+            info["opcua.certificate_present"] = bool(cert)
+            if cert and not di:  # the server's answer: its own certificate
+                info.update(certificate_fields(cert, "opcua.server_certificate"))
             if policy != self._policy:
                 self._policy = policy
                 self._mode = None

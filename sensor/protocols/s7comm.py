@@ -73,6 +73,10 @@ Userdata: ``s7comm.userdata.type`` (0 push, 4 request, 8 response) / ``type_name
   ``checksum``, ``language``, ``load_memory_length``, ``mc7_length``, ``code_timestamp``,
   ``interface_timestamp`` (ISO, local PLC time). Password data
   (security group) is never copied into records.
+  Protection from an SZL 0x0132 / 0x0232 index 4 answer: ``s7comm.protection.level`` (the
+  CPU's valid protection level: 1 is none, 3 the strictest), ``assigned_level`` (set in the
+  hardware configuration; 0: no password), ``key_switch_level``, ``mode_switch`` (``run``,
+  ``run-p``, ``stop``, ``mres``, ``undefined``), ``startup_switch`` (``crst``, ``wrst``).
   Identity from SZL 0x0011 / 0x001C answers sent by the server: ``ics.device.vendor``,
   ``order_number``, ``firmware``, ``hardware`` (SZL 0x0011), ``name`` (automation system
   name), ``model`` (module name), ``module_type``, ``plant``, ``serial`` (SZL 0x001C).
@@ -344,6 +348,23 @@ def _s7_time(raw: bytes) -> str | None:
     if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
         return None
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{msec:03d}"
+
+
+_MODE_SWITCH = {0: "undefined", 1: "run", 2: "run-p", 3: "stop", 4: "mres"}
+_STARTUP_SWITCH = {0: "undefined", 1: "crst", 2: "wrst"}
+
+
+def _protection(rec: bytes) -> dict:
+    """SZL 0x0132 / 0x0232 index 4 record: the CPU's protection levels and switch positions
+    (index, key switch level, assigned level, valid level, mode switch, startup switch)."""
+    key, assigned, level, mode, startup = struct.unpack_from(">HHHHH", rec, 2)
+    return {
+        "s7comm.protection.key_switch_level": key,
+        "s7comm.protection.assigned_level": assigned,
+        "s7comm.protection.level": level,
+        "s7comm.protection.mode_switch": _MODE_SWITCH.get(mode, str(mode)),
+        "s7comm.protection.startup_switch": _STARTUP_SWITCH.get(startup, str(startup)),
+    }
 
 
 def _diag_event(raw: bytes) -> dict[str, object]:
@@ -1135,6 +1156,8 @@ class Parser:
                         dev["hardware"] = f"{r[25]}" if r[24] == 0 else f"{r[24]}.{r[25]}"
                 elif index == 7 and rec_len == 28 and r[24] == ord("V"):
                     dev["firmware"] = f"V{r[25]}.{r[26]}.{r[27]}"
+        elif szl_id & 0xFF == 0x32 and szl_index == 4 and rec_len >= 12 and records:
+            f.update(_protection(records[0]))
         elif szl_id & 0xFF == 0x1C and rec_len == 34:  # component identification
             keys = {1: "name", 2: "model", 3: "plant", 5: "serial", 7: "module_type"}
             for r in records:
