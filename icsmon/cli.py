@@ -29,7 +29,16 @@ def version() -> None:
 
 def _register_subcommands() -> None:
     """Sub-commands that live in their own modules (one per feature area)."""
-    from icsmon import cmd_baseline, cmd_index, cmd_posture, cmd_query, cmd_rules, cmd_sensor
+    from icsmon import (
+        cmd_assessment,
+        cmd_baseline,
+        cmd_index,
+        cmd_posture,
+        cmd_query,
+        cmd_response,
+        cmd_rules,
+        cmd_sensor,
+    )
 
     command = lambda name: app.command(name=name, epilog=EXIT_CODES_HELP)  # noqa: E731
     command("replay")(cmd_sensor.replay)
@@ -39,9 +48,13 @@ def _register_subcommands() -> None:
     app.add_typer(cmd_baseline.app, name="baseline")
     app.add_typer(cmd_posture.app, name="posture")
     app.add_typer(cmd_posture.org_app, name="org")
+    app.add_typer(cmd_response.app, name="response")
     command("alerts")(cmd_query.alerts_command)
     command("assets")(cmd_query.assets_command)
     command("index")(cmd_index.index_command)
+    app.add_typer(cmd_assessment.advisories_app, name="advisories")
+    app.add_typer(cmd_assessment.findings_app, name="findings")
+    command("report")(cmd_assessment.report_command)
 
 
 _register_subcommands()

@@ -93,29 +93,77 @@ def serve(
     webhook_interval: Annotated[
         float, typer.Option("--webhook-interval", help="Seconds between webhook passes")
     ] = 15.0,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="Assessment catalog (advisories, accepted findings; default beside the store)",
+        ),
+    ] = None,
+    response_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--response-policy",
+            envvar="ICSMON_RESPONSE_POLICY",
+            help="Incident grading and reporting policy (default: shipped)",
+        ),
+    ] = None,
+    calendar: Annotated[
+        Path | None,
+        typer.Option(
+            "--calendar",
+            envvar="ICSMON_CALENDAR",
+            help="Working-day calendar for notice deadlines (default: shipped)",
+        ),
+    ] = None,
+    campaign_interval: Annotated[
+        float,
+        typer.Option(
+            "--campaign-interval", help="Seconds between campaign correlation passes (0: off)"
+        ),
+    ] = 600.0,
 ) -> None:
     """Serve the posture API (OpenAPI at /docs) and the dashboard (/)."""
     if store is not None and es is not None:
         raise fail("give either --store or --es, not both")
     import uvicorn
 
+    from icsmon.cmd_response import load_calendar_or_fail, load_policy_or_fail
     from posture.app import create_app
     from posture.webhooks import WebhookDispatcher
+    from response.service import Background, Response
 
+    pol, cal = load_policy_or_fail(response_policy), load_calendar_or_fail(calendar)
     backend = open_backend(store, es)
     st = open_state(store, es, state)
     if not st.org().sites:
         warning_line("the registry is empty: load one with `icsmon org import FILE`")
-    application = create_app(backend, st, silent_after_s=silent_after * 60, refresh_s=refresh)
+    from icsmon.cmd_assessment import open_catalog
+
+    if catalog is None and es is not None:
+        catalog = state_path(store, es, state).with_name("assessment.db")
+    desk = Response(st.path, backend, pol, cal)
+    application = create_app(
+        backend,
+        st,
+        silent_after_s=silent_after * 60,
+        refresh_s=refresh,
+        response=desk,
+        catalog=open_catalog(store, catalog),
+    )
     dispatcher = WebhookDispatcher(backend, st) if webhooks else None
     if dispatcher:
         dispatcher.start(webhook_interval)
+    background = Background(desk, st.org, campaigns_s=campaign_interval)
+    background.start()
     note(f"posture view on http://{host}:{port}/ (state {st.path})")
     try:
         uvicorn.run(application, host=host, port=port, log_level="info")
     finally:
+        background.stop()
         if dispatcher:
             dispatcher.stop()
+        desk.close()
         backend.close()
         st.close()
 
@@ -147,6 +195,8 @@ def demo(
             sink.write("heartbeat", beat)
         for asset in seed.assets(registry, now):
             sink.write("asset", asset)
+        for finding in seed.findings(registry, now):
+            sink.write("finding", finding)
     st = open_state(store, None, state)
     counts = st.import_org(parse_org(registry, "demo registry"))
     token = st.create_token("demo", "province-analyst", None)

@@ -119,7 +119,11 @@ RulesOpt = Annotated[
 ]
 NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Do not apply Sigma rules")]
 SiteConfigOpt = Annotated[
-    Path | None, typer.Option("--site-config", help="Site YAML: placeholder values for rules")
+    Path | None,
+    typer.Option(
+        "--site-config",
+        help="Site YAML: placeholder values for rules, declared segments for findings",
+    ),
 ]
 BaselineOpt = Annotated[
     Path | None, typer.Option("--baseline", help="Baseline file: alert on deviations")

@@ -45,6 +45,15 @@ class Detectors:
                 alerts.extend(tick(now) or [])
         return alerts
 
+    def findings(self, final: bool = False) -> list[dict]:
+        """Finding documents that are new or changed since the last call."""
+        out: list[dict] = []
+        for part in self.parts:
+            changed = getattr(part, "changed_findings", None)
+            if changed is not None:
+                out.extend(changed(final))
+        return out
+
     def stats(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for part in self.parts:
@@ -60,6 +69,7 @@ def load_detectors(
     site_config: Path | None,
     baseline: Path | None,
     learn: str | None = None,
+    findings: bool = True,
 ) -> Detectors:
     """The Sigma engine (unless ``no_rules``) and the baseline detector (with ``baseline``);
     with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``."""
@@ -86,9 +96,26 @@ def load_detectors(
         parts.append(SigmaEngine.load(rules, site_config=site_config, placeholders=placeholders))
     if base is not None:
         parts.append(BaselineDetector(base))
+    if findings:
+        parts.append(_finding_tracker(site_config, placeholders))
     if learner is not None:
         parts.append(learner)
     return Detectors(parts)
+
+
+def _finding_tracker(site_config: Path | None, learned: dict[str, list[str]] | None) -> Any:
+    """Findings at the sensor: the site's declared segments, and the Modbus masters it
+    declares or a baseline learned (writers first: a master that only reads is no writer)."""
+    from detectors.findings import FindingTracker, read_segments
+
+    masters: set[str] = set()
+    if learned:
+        masters.update(learned.get("modbus_writers") or learned.get("modbus_masters") or [])
+    if site_config is not None:
+        from detectors.sigma.loader import read_site_config
+
+        masters.update(read_site_config(site_config).get("modbus_masters") or [])
+    return FindingTracker(segments=read_segments(site_config), masters=masters)
 
 
 class Run:
@@ -226,13 +253,27 @@ class Run:
             self._alert(alert)
             if not want_events:
                 yield alert
-        self.write_assets()
+        self.write_assets(final=True)
 
-    def write_assets(self) -> None:
+    def write_assets(self, final: bool = False) -> None:
         if self.sink is None:
             return
         for asset in self.engine.changed_assets():
             self.sink.write("asset", asset)
+        if _accepts(self.sink, "finding"):
+            for finding in self.detectors.findings(final):
+                self.sink.write("finding", finding)
+
+
+def _accepts(sink: Any, kind: str) -> bool:
+    """Whether ``sink`` takes documents of ``kind`` (a sink may declare ``kinds``; otherwise
+    every registered kind)."""
+    kinds = getattr(sink, "kinds", None)
+    if kinds is None:
+        from pipeline.kinds import names
+
+        kinds = names()
+    return kind in kinds
 
 
 def _pdus(event: dict) -> int:

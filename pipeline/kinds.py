@@ -120,6 +120,16 @@ ALERT = register(
         description="a detection: a Sigma rule or a baseline deviation fired",
     )
 )
+FINDING = register(
+    DocKind(
+        "finding",
+        "findings",
+        "finding.id",
+        time_field="finding.last_seen",
+        rank=15,
+        description="a durable observation about an asset (detectors/findings.py), merged by id",
+    )
+)
 ASSET = register(
     DocKind(
         "asset",
@@ -160,6 +170,36 @@ HEARTBEAT = register(
             "observer.version": _KEYWORD,
         },
         description="a sensor's state: one per interval, at start and at a clean stop",
+    )
+)
+ROLLUP = register(
+    DocKind(
+        "rollup",
+        "rollups",
+        "event.id",
+        rank=30,
+        always_shipped=False,
+        es_fields={
+            **{
+                f"icsmon.rollup.{name}": _LONG
+                for name in (
+                    "transactions",
+                    "requests",
+                    "responses",
+                    "success",
+                    "exception",
+                    "failure",
+                    "response_time.min",
+                    "response_time.mean",
+                    "response_time.max",
+                )
+            },
+            "icsmon.rollup.written.min": _DOUBLE,
+            "icsmon.rollup.written.max": _DOUBLE,
+            "icsmon.rollup.object": _KEYWORD,
+            "icsmon.rollup.interval_s": _DOUBLE,
+        },
+        description="one conversation series over one interval (sensor/rollups.py)",
     )
 )
 EVENT = register(

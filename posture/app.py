@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -35,8 +35,11 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from pipeline.docs import nest
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
 from posture.access import NotVisible, Principal, Scope, can_see_site, resolve_scope
+from posture.response_api import install as install_response
 from posture.service import PostureService
 from posture.state import CLOSE_REASONS, PostureState
+from posture.webhooks import notify_change
+from response.service import Response as ResponseDesk
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_RANGE_S = 400 * 86400
@@ -147,8 +150,13 @@ def create_app(
     refresh_s: int = 30,
     auth_failures: int = 20,
     auth_window_s: float = 60.0,
+    catalog: Any | None = None,
+    response: ResponseDesk | None = None,
 ) -> FastAPI:
     service = PostureService(backend, state, silent_after_s=silent_after_s)
+    # Incidents, notices and campaigns keep their tables in the same state file.
+    desk = response if response is not None else ResponseDesk(state.path, backend)
+    desk.db.listeners.append(lambda entry: notify_change(state, entry))
     app = FastAPI(
         title="icsmon posture",
         description="Provincial ICS security posture: summaries, alerts, workflow, webhooks.",
@@ -160,6 +168,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.state.service = service
     app.state.posture_state = state
+    app.state.response = desk
     limiter = AuthLimiter(auth_failures, auth_window_s)
     app.state.auth_limiter = limiter
 
@@ -349,7 +358,10 @@ def create_app(
         doc = service.visible_alert(p, alert_id)
         if doc is None:
             raise NotVisible(alert_id)
-        return service.detail(doc)
+        out = service.detail(doc)
+        # The alert's incident, for those who see incidents (analysts).
+        out["incident"] = desk.incidents.incident_of_alert(alert_id) if p.is_analyst else None
+        return out
 
     @app.get("/api/alerts/{alert_id}/audit", summary="Every workflow change of one alert")
     def alert_audit(p: Who, alert_id: str) -> list[dict[str, Any]]:
@@ -436,6 +448,44 @@ def create_app(
         )
         return {"total": total, "items": [nest(d) for d in docs]}
 
+    # -- assessment (posture/assessment_api.py) ------------------------------------------
+
+    from posture.assessment_api import AssessmentData, add_routes
+
+    app.state.assessment = AssessmentData(backend, state, catalog)
+    add_routes(app, app.state.assessment, Who, scoped, NotVisible)
+
+    @app.get(
+        "/api/assessment/reports/{period}",
+        summary="Weekly or monthly report of a scope (HTML or PDF)",
+    )
+    def report(
+        p: Who,
+        period: Literal["weekly", "monthly"],
+        scope: str | None = None,
+        format: Literal["html", "pdf", "json"] = "pdf",
+        lang: Literal["zh", "en"] = "zh",
+    ) -> Response:
+        from posture.report import render_html, render_pdf, report_data
+
+        sc = scoped(p, scope)
+        data = report_data(service, app.state.assessment, sc, period)
+        name = f"icsmon-{period}-{sc.key.replace(':', '-')}-{data['until']}"
+        if format == "json":
+            return JSONResponse(data)
+        page = render_html(data, lang)
+        if format == "html":
+            return Response(
+                page,
+                media_type="text/html; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}.html"'},
+            )
+        return Response(
+            render_pdf(page),
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'},
+        )
+
     # -- webhooks ------------------------------------------------------------------------
 
     def hook_visible(p: Principal, hook: dict[str, Any]) -> bool:
@@ -519,4 +569,5 @@ def create_app(
     def i18n(_p: Who) -> dict[str, Any]:
         return json.loads((STATIC / "i18n.json").read_text(encoding="utf-8"))
 
+    install_response(app, desk, state, principal, service.sensors)
     return app

@@ -507,8 +507,8 @@ def assets(registry: dict[str, Any], now: float, seed: int = 7) -> Iterator[dict
     for i, site in enumerate(registry_sites(registry)):
         src, dst = _site_ips(i)
         new = i % 5 == 2
-        vendor = ("Siemens", "Schneider Electric", "Inovance", "Hollysys")[i % 4]
-        yield {
+        vendor, product, firmware = DEVICES[i % len(DEVICES)]
+        plc = {
             "asset.id": f"{site['site']}:{dst}",
             "host.ip": dst,
             "labels.site": site["site"],
@@ -516,9 +516,13 @@ def assets(registry: dict[str, Any], now: float, seed: int = 7) -> Iterator[dict
             "asset.protocols": ["modbus"],
             "asset.peers": [src],
             "ics.device.vendor": vendor,
+            "ics.device.product": product,
             "asset.first_seen": iso(now - (3600 if new else 40 * 86400)),
             "asset.last_seen": iso(now - 60),
         }
+        if firmware:
+            plc["ics.device.firmware"] = firmware
+        yield plc
         yield {
             "asset.id": f"{site['site']}:{src}",
             "host.ip": src,
@@ -529,6 +533,77 @@ def assets(registry: dict[str, Any], now: float, seed: int = 7) -> Iterator[dict
             "asset.first_seen": iso(now - 40 * 86400),
             "asset.last_seen": iso(now - 60),
         }
+
+
+# Made-up devices (the test advisories in tests/assessment/csaf describe them): vendor,
+# product, firmware ("" unknown)
+DEVICES = (
+    ("Acme Automation", "Acme PLC 200", "2.4.1"),
+    ("Example Automation", "Example PLC 1500", "4.2.1"),
+    ("Northwind Controls", "NW-RTU 40", "10.10"),
+    ("Acme Automation", "Acme PLC 200", ""),
+    ("Acme Automation", "Acme PLC 200", "2.4.2"),
+)
+# (kind, category, severity, title, summary) of the findings the demo's PLCs show, by site
+FINDINGS = (
+    (
+        "modbus-multiple-masters",
+        "communication",
+        50,
+        "Modbus controller written by several masters",
+        "written by 2 masters",
+    ),
+    (
+        "opcua-security-mode-none",
+        "configuration",
+        60,
+        "OPC UA endpoint without security",
+        "an endpoint offers SecurityMode None",
+    ),
+    (
+        "s7-no-protection-level",
+        "configuration",
+        60,
+        "S7 CPU without protection level",
+        "protection level 1, assigned level 0 (no password)",
+    ),
+    (
+        "engineering-access-outside-segment",
+        "exposure",
+        70,
+        "Engineering protocol reachable from outside the control segment",
+        "s7comm answered for 10.99.0.5, outside 10.0.0.0/16",
+    ),
+)
+
+
+def findings(registry: dict[str, Any], now: float) -> Iterator[dict[str, Any]]:
+    """One or two findings on each site's PLC (shaped as detectors/findings.py makes them)."""
+    for i, site in enumerate(registry_sites(registry)):
+        _src, dst = _site_ips(i)
+        asset_id = f"{site['site']}:{dst}"
+        for k in {i % len(FINDINGS), (i * 3 + 1) % len(FINDINGS)}:
+            kind, category, severity, title, summary = FINDINGS[k]
+            fid = hashlib.blake2b(f"{site['site']}|{asset_id}|{kind}".encode(), digest_size=10)
+            yield {
+                "@timestamp": iso(now - 120),
+                "event.kind": "state",
+                "event.dataset": "icsmon.finding",
+                "finding.id": fid.hexdigest(),
+                "finding.kind": kind,
+                "finding.category": category,
+                "finding.title": title,
+                "finding.severity": severity,
+                "finding.summary": summary,
+                "finding.first_seen": iso(now - 10 * 86400),
+                "finding.last_seen": iso(now - 120),
+                "finding.state": "open",
+                "finding.evidence.event_ids": [],
+                "asset.id": asset_id,
+                "host.ip": dst,
+                "labels.site": site["site"],
+                "organization.id": site["enterprise"],
+            }
 
 
 def dataset(
@@ -544,6 +619,7 @@ def dataset(
         out[kind].append(doc)
     out["heartbeat"].extend(heartbeats(registry, now, seed=seed))
     out["asset"].extend(assets(registry, now, seed=seed))
+    out["finding"] = list(findings(registry, now))
     return out
 
 

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   alert_id TEXT, site_id TEXT, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_alert ON audit(alert_id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TABLE IF NOT EXISTS webhook (
   id INTEGER PRIMARY KEY, scope_kind TEXT NOT NULL, scope_id TEXT NOT NULL, url TEXT NOT NULL,
   secret TEXT NOT NULL, min_severity INTEGER NOT NULL, created REAL NOT NULL,

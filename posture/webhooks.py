@@ -30,6 +30,51 @@ LATE_ARRIVAL_S = 600.0  # alerts can reach the store this long after their @time
 PAGE = 200
 
 
+# Response objects whose changes an enterprise's webhooks receive (its own notices and
+# warnings); city
+# webhooks also receive incidents and campaigns touching the city.
+ENTERPRISE_KINDS = ("notice", "warning")
+CITY_KINDS = ("notice", "incident", "report", "campaign", "warning")
+
+
+def notify_change(state: PostureState, entry: dict[str, Any]) -> int:
+    """Queue one delivery per webhook whose city or enterprise the audited change touches.
+
+    The body names the object, the action and the states, never another tenant: an
+    enterprise's webhook sees its own enterprise only. Delivered by the next pass."""
+    kind = entry["object_kind"]
+    queued = 0
+    for hook in state.webhooks():
+        if hook["scope_kind"] == "enterprise":
+            if kind not in ENTERPRISE_KINDS or hook["scope_id"] not in entry["enterprises"]:
+                continue
+            enterprises = [hook["scope_id"]]
+        else:
+            if kind not in CITY_KINDS or hook["scope_id"] not in entry["cities"]:
+                continue
+            org = state.org()
+            enterprises = [
+                e
+                for e in entry["enterprises"]
+                if org.enterprises.get(e, {}).get("city_id") == hook["scope_id"]
+            ]
+        body = {
+            "type": f"icsmon.{kind}.{entry['action']}",
+            "object": {"kind": kind, "id": entry["object_id"]},
+            "action": entry["action"],
+            "from": entry["from_state"],
+            "to": entry["to_state"],
+            "at": entry["at"],
+            "actor": entry["actor"],
+            "enterprises": enterprises,
+            "audit_seq": entry["seq"],
+        }
+        payload = json.dumps(body, ensure_ascii=False)
+        if state.enqueue_delivery(hook["id"], f"change-{entry['seq']}", payload, entry["at"]):
+            queued += 1
+    return queued
+
+
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 

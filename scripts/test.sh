@@ -9,7 +9,8 @@ root=$(pwd)
 log() { printf '\n== %s\n' "$*"; }
 
 # -- Debian packages ---------------------------------------------------------------------
-debs=(tshark tcpdump tcpreplay iproute2 chromium fonts-noto-cjk unzip curl maven openjdk-17-jdk-headless)
+debs=(tshark tcpdump tcpreplay iproute2 chromium fonts-noto-cjk unzip curl maven openjdk-17-jdk-headless
+      libpango-1.0-0 libpangoft2-1.0-0 poppler-utils)  # the last three: PDF reports and reading them back
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -26,8 +26,12 @@ CONFIG = {"site": "golden-site", "observer": "golden-sensor", "organization": "g
 class _Collect:
     """A sink that keeps what it is given, by kind."""
 
+    kinds = ("alert", "asset", "event")
+
+    kinds = ("alert", "asset", "event", "finding")
+
     def __init__(self) -> None:
-        self.docs: dict[str, list[str]] = {"alert": [], "asset": [], "event": []}
+        self.docs: dict[str, list[str]] = {kind: [] for kind in self.kinds}
 
     def write(self, kind: str, doc: dict) -> None:
         self.docs[kind].append(json_line(doc))
@@ -42,7 +46,12 @@ def _outputs(capture: Path) -> dict[str, list[str]]:
     sink = _Collect()
     run = Run(engine, detectors, sink, store_events=False)
     events = [json_line(doc) for doc in run.process(engine.replay([capture]), want_events=True)]
-    return {"events": events, "alerts": sink.docs["alert"], "assets": sink.docs["asset"]}
+    return {
+        "events": events,
+        "alerts": sink.docs["alert"],
+        "assets": sink.docs["asset"],
+        "findings": sink.docs["finding"],
+    }
 
 
 def _compare(path: Path, lines: list[str], update: bool) -> str | None:

@@ -87,13 +87,10 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {"alert": [], "event": [], "asset": [], "heartbeat": []}
+    out: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds.names()}
     for doc in docs:
-        kind = (
-            "heartbeat"
-            if doc["event"].get("dataset") == "icsmon.heartbeat"
-            else doc["event"]["kind"]
-        )
+        dataset = doc["event"].get("dataset", "")
+        kind = dataset[7:] if dataset.startswith("icsmon.") else doc["event"]["kind"]
         out[kind].append(doc)
     return out
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from assessment.catalog import Catalog
 from pipeline.query import QueryBackend
 from pipeline.store import Store
 from posture import seed
@@ -117,19 +118,24 @@ def es_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[], 
 BACKENDS = {"store": store_backend, "es": es_backend}
 
 
-def make_env(folder: Path, backend: str = "store", n_alerts: int = N_ALERTS) -> Env:
+def make_env(
+    folder: Path, backend: str = "store", n_alerts: int = N_ALERTS, now: float | None = None
+) -> Env:
     """Seed a new back end (embedded store or Elasticsearch) and start the app over it."""
     registry = small_registry()
-    now = time.time()
+    now = time.time() if now is None else now
     docs = seed.dataset(registry, now, n_alerts, days=2.0, seed=11)
     be, write, cleanup = BACKENDS[backend](folder)
-    write([(kind, doc) for kind in ("event", "alert", "asset", "heartbeat") for doc in docs[kind]])
+    kinds = ("event", "alert", "asset", "heartbeat") + (("finding",) if backend == "store" else ())
+    write([(kind, doc) for kind in kinds for doc in docs[kind]])
     state = PostureState(folder / "icsmon.posture.db")
     state.import_org(parse_org(registry, "test registry"))
+    catalog = Catalog(folder / "icsmon.assessment.db")
+    catalog.import_paths([Path(__file__).resolve().parent / "assessment" / "csaf"])
     env = Env(
         backend=be,
         state=state,
-        client=TestClient(create_app(be, state)),
+        client=TestClient(create_app(be, state, catalog=catalog)),
         registry=registry,
         docs=docs,
         now=now,

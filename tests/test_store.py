@@ -30,6 +30,7 @@ from pipeline.store import (
     merge_alert,
     merge_asset,
 )
+from pipeline.store import schema as store_schema
 from tests.test_store_samples import BASE_TS, RULES, SITES, asset_doc, corpus, iso
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +96,9 @@ def test_documents_round_trip_field_for_field(reader: Store, docs) -> None:
         "event": len(events),
         "alert": len(alerts),
         "asset": len(assets),
+        "finding": 0,
         "heartbeat": 0,
+        "rollup": 0,
     }
     for ev in events:
         assert reader.get_event(ev["event.id"]) == ev
@@ -596,7 +599,14 @@ def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None
         assert stats["pending"] == 30 and stats["dropped"] == 15
         blocker.execute("ROLLBACK")
         st.flush()
-        assert st.counts() == {"event": 25, "alert": 5, "asset": 0, "heartbeat": 0}
+        assert st.counts() == {
+            "event": 25,
+            "alert": 5,
+            "asset": 0,
+            "finding": 0,
+            "heartbeat": 0,
+            "rollup": 0,
+        }
     finally:
         blocker.close()
         st.close()
@@ -765,8 +775,8 @@ def test_schema_versions_newer_refused_older_migrated(tmp_path: Path, monkeypatc
         c.execute("ALTER TABLE alerts ADD COLUMN workflow_state TEXT")
         ran.append(1)
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION, add_column)
+    monkeypatch.setattr(store_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_schema.MIGRATIONS, SCHEMA_VERSION, add_column)
     assert "open it once read-write" in one_line_error(path, readonly=True)
     Store(path).close()
     assert ran == [1]
@@ -796,10 +806,9 @@ def test_two_processes_creating_one_store(tmp_path: Path) -> None:
     with Store.open(path, readonly=True) as st:
         assert st.counts()["event"] == 800
     # the losing side of the race, made deterministic: the schema exists when it gets the lock
-    loser = Store.__new__(Store)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        Store._create(loser, conn)
+        store_schema.create(conn)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
@@ -906,6 +915,24 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path, docs) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert "doc" not in [r[1] for r in conn.execute("PRAGMA table_info(events)")]
     conn.close()
+    Store(tmp_path / "new.db").close()
+    assert schema_shape(path) == schema_shape(tmp_path / "new.db")
+
+
+def schema_shape(path: Path) -> dict[str, list]:
+    """Tables with their columns, and indexes with theirs: what a query can rely on."""
+    conn = sqlite3.connect(path)
+    try:
+        shape: dict[str, list] = {}
+        for kind, name in conn.execute("SELECT type, name FROM sqlite_master ORDER BY name"):
+            if name.startswith("sqlite_"):
+                continue
+            pragma = "table_info" if kind == "table" else "index_info"
+            rows = conn.execute(f"PRAGMA {pragma}({name})").fetchall()
+            shape[f"{kind} {name}"] = [r[1:3] if kind == "table" else r[2] for r in rows]
+        return shape
+    finally:
+        conn.close()
 
 
 def test_readonly_store_refuses_writes(filled: Path) -> None:
@@ -986,3 +1013,53 @@ def test_malformed_documents_never_stop_the_store(batch: list[tuple[str, dict]])
     assets_in = sum(1 for k, _ in batch if k == "asset")
     assert handled + assets_in >= len(batch) and stats["pending"] == 0
     assert stats["rejected"] == 0  # odd values are kept in the document, never refused
+
+
+def test_findings_merge_by_id_and_old_stores_gain_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    base = {
+        "finding.id": "f1",
+        "finding.kind": "opcua-anonymous-session",
+        "asset.id": "s1:10.0.0.1",
+        "labels.site": "s1",
+        "finding.severity": 60,
+        "finding.evidence.event_ids": ["e1"],
+        "finding.first_seen": "2026-11-02T00:00:00Z",
+        "finding.last_seen": "2026-11-03T00:00:00Z",
+    }
+    with Store.open(path) as store:
+        store.write("finding", base)
+        store.flush()
+        # a restarted sensor: later first seen, later last seen, new evidence
+        store.write(
+            "finding",
+            {
+                **base,
+                "finding.first_seen": "2026-11-04T00:00:00Z",
+                "finding.last_seen": "2026-11-05T00:00:00Z",
+                "finding.evidence.event_ids": ["e2"],
+            },
+        )
+        store.write("finding", {**base, "finding.id": "f2", "labels.site": "s2"})
+    with Store.open(path, readonly=True) as store:
+        total, docs = store.search_findings(["s1"])
+        assert total == 1
+        (doc,) = docs
+        assert doc["finding.first_seen"] == "2026-11-02T00:00:00Z"
+        assert doc["finding.last_seen"] == doc["@timestamp"] == "2026-11-05T00:00:00Z"
+        assert doc["finding.evidence.event_ids"] == ["e1", "e2"]
+        assert store.search_findings()[0] == 2
+        assert store.search_findings([], asset_id="s1:10.0.0.1")[0] == 0
+    old = tmp_path / "v4.db"
+    with Store.open(old) as store:
+        pass
+    conn = sqlite3.connect(old)
+    for newer in ("findings", "heartbeats", "rollups"):  # the tables of versions 5 and 6
+        conn.execute(f"DROP TABLE {newer}")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    with Store.open(old) as store:
+        store.write("finding", base)
+    with Store.open(old, readonly=True) as store:
+        assert store.search_findings()[0] == 1

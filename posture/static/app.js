@@ -315,6 +315,7 @@ async function renderAlert(id) {
     el("span", { class: "muted" }, Object.entries(r.detail).map(([k, v]) => (typeof v === "object" ? `${k}: ${v.from ?? "—"} → ${v.to ?? "—"}` : `${k}: ${v}`)).join("; "))))
     : [el("div", { class: "muted" }, t("none"))]));
   renderWorkflow(d);
+  if (window.ResponseUI) window.ResponseUI.alertIncident(d);
 }
 
 function renderWorkflow(d) {
@@ -349,8 +350,15 @@ function renderWorkflow(d) {
 async function refresh() {
   const r = route();
   S.scope = r.scope;
+  const params = new URLSearchParams(location.hash.slice(1));
+  const response = window.ResponseUI && window.ResponseUI.handles(params);
+  document.getElementById("response-view").hidden = !response;
   try {
-    if (r.alert) {
+    if (response) {
+      document.getElementById("overview").hidden = true;
+      document.getElementById("alert-view").hidden = true;
+      await window.ResponseUI.render(params);
+    } else if (r.alert) {
       document.getElementById("overview").hidden = true;
       document.getElementById("alert-view").hidden = false;
       await renderAlert(r.alert);
@@ -364,7 +372,10 @@ async function refresh() {
       renderAlerts(page);
       Object.values(S.charts).forEach((c) => c.resize());
     }
-    renderCrumbs(r.scope);
+    if (!response) {
+      renderCrumbs(r.scope);
+      if (window.ResponseUI) window.ResponseUI.tabs("overview");
+    } else document.getElementById("crumbs").replaceChildren();
     document.getElementById("refreshed").textContent = fmtTime(Date.now() / 1000, false);
     document.body.classList.remove("stale");
   } catch (err) {

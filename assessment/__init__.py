@@ -1,0 +1,1 @@
+"""Security assessment: findings lifecycle, CSAF advisories and matching, risk (README.md)."""

@@ -1,0 +1,471 @@
+"""Reading the store: the query side (``pipeline.query.QueryBackend``).
+
+Queries may run while another process writes: the file is in WAL mode, so readers never
+block the writer and see whole batches only. Each querying thread has its own read-only
+connection (the posture view runs its aggregations in parallel). Filters use the indexed
+columns and side tables of ``schema.TABLES``; aggregations over any other field use
+SQLite's JSON1 ``json_each`` on the documents (a list field counts each element, as
+Elasticsearch terms do).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pipeline import kinds
+from pipeline.jsonl import dumps
+from pipeline.query import AlertFilter, AssetFilter
+from pipeline.store.schema import TABLES, connect_reader, describe, store_error
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
+
+_FIELD_NAME = re.compile(r"^[@A-Za-z0-9_][@A-Za-z0-9_.\-]*$")
+
+
+def _check_field(field_name: str) -> str:
+    if not _FIELD_NAME.match(field_name):
+        raise ValueError(f"not a field name: {field_name!r}")
+    return field_name
+
+
+def _json_path(field_name: str) -> str:
+    return f'$."{_check_field(field_name)}"'
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+_BY_NAME = {table.name: table for table in TABLES.values()}  # "alerts" -> its Table
+_ALERT_LISTS = TABLES["alert"].lists
+
+
+def _key(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+# Kinds kept whole by id with a time, site and sensor (heartbeats, rollups): time and sites
+# of an AlertFilter apply to them.
+_TIMED = ("heartbeat", "rollup")
+
+
+def _timed_where(flt: AlertFilter, table: str) -> tuple[str, list[Any]]:
+    conds: list[str] = []
+    params: list[Any] = []
+    if flt.since is not None:
+        conds.append(f"{table}.ts >= ?")
+        params.append(flt.since)
+    if flt.until is not None:
+        conds.append(f"{table}.ts < ?")
+        params.append(flt.until)
+    if flt.sites:
+        conds.append(f"{table}.site IN ({','.join('?' * len(flt.sites))})")
+        params.extend(flt.sites)
+    if flt.ids:
+        conds.append(f"{table}.id IN (SELECT value FROM json_each(?))")
+        params.append(dumps(list(flt.ids)).decode())
+    return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def _and_not_null(where: str, expr: str) -> str:
+    cond = f"{expr} IS NOT NULL"
+    return f"{where} AND {cond}" if where else f" WHERE {cond}"
+
+
+class StoreQueries:
+    """The query half of ``pipeline.store.Store``.
+
+    Shares ``path``, ``_lock`` and ``_closed`` with the store it is part of.
+    """
+
+    path: Path
+    _lock: threading.RLock
+    _closed: bool
+
+    def _init_readers(self, busy_timeout: float) -> None:
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+
+    def _close_readers(self) -> None:
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection: queries from several threads (the posture
+        view's parallel aggregations) run side by side instead of queueing on one lock."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    raise store_error(self.path, "the store is closed")
+                conn = connect_reader(self.path, self._busy_timeout)
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """Queries: one consistent snapshot, SQLite errors turned into a one-line StoreError."""
+        if self._closed:
+            raise store_error(self.path, "the store is closed")
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise describe(self.path, exc) from exc
+
+    def _where(self, flt: AlertFilter, table: str) -> tuple[str, list[Any]]:
+        """SQL conditions for an AlertFilter on ``alerts`` or ``events`` (limit/offset aside).
+
+        On events, conditions on fields events lack (severity, technique, rule) match only the
+        events that carry them, read from the JSON document; ``text`` searches event.action.
+        """
+        conds: list[str] = []
+        params: list[Any] = []
+        if flt.since is not None:
+            conds.append(f"{table}.ts >= ?")
+            params.append(flt.since)
+        if flt.until is not None:
+            conds.append(f"{table}.ts < ?")
+            params.append(flt.until)
+        if flt.sites:
+            conds.append(f"{table}.site IN ({','.join('?' * len(flt.sites))})")
+            params.extend(flt.sites)
+        if flt.protocol:
+            conds.append(f"{table}.protocol = ?")
+            params.append(flt.protocol)
+        if flt.ids:
+            conds.append(f"{table}.id IN (SELECT value FROM json_each(?))")
+            params.append(dumps(list(flt.ids)).decode())
+        if flt.community_id:
+            conds.append(f"{table}.community_id = ?")
+            params.append(flt.community_id)
+        if table == "alerts":
+            if flt.min_severity is not None:
+                conds.append("alerts.severity >= ?")
+                params.append(flt.min_severity)
+            if flt.technique:
+                # IN, not a correlated EXISTS: the side table's index picks the rows
+                conds.append(
+                    "alerts.rowid IN (SELECT alert_rowid FROM alert_techniques WHERE technique = ?)"
+                )
+                params.append(flt.technique.upper())
+            if flt.rule_id:
+                conds.append("alerts.rule_id = ?")
+                params.append(flt.rule_id)
+            if flt.text:
+                conds.append("alerts.rule_name LIKE ? ESCAPE '\\'")
+                params.append(_like(flt.text))
+        else:
+            if flt.min_severity is not None:
+                conds.append(
+                    "(SELECT json_extract(d.doc, '$.\"event.severity\"') FROM event_docs d "
+                    "WHERE d.rowid = events.rowid) >= ?"
+                )
+                params.append(flt.min_severity)
+            if flt.technique:
+                conds.append(
+                    "EXISTS (SELECT 1 FROM event_docs d, "
+                    "json_each(d.doc, '$.\"threat.technique.id\"') j "
+                    "WHERE d.rowid = events.rowid AND upper(j.value) = ?)"
+                )
+                params.append(flt.technique.upper())
+            if flt.rule_id:
+                conds.append(
+                    "(SELECT json_extract(d.doc, '$.\"rule.id\"') FROM event_docs d "
+                    "WHERE d.rowid = events.rowid) = ?"
+                )
+                params.append(flt.rule_id)
+            if flt.text:
+                conds.append("events.action LIKE ? ESCAPE '\\'")
+                params.append(_like(flt.text))
+        return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+    def _field_source(
+        self, table: str, field_name: str, alias: str = "f"
+    ) -> tuple[str, str, list[Any]]:
+        """(extra FROM clause, value expression, params) for aggregating on a field: its own
+        column when it has one, its side table (techniques, tactics), else JSON1 over the
+        document (a list field counts each element, as Elasticsearch terms do)."""
+        spec = _BY_NAME[table]
+        if field_name in spec.columns:
+            return "", f"{table}.{spec.columns[field_name]}", []
+        if field_name in spec.lists:
+            side, column = spec.lists[field_name]
+            return (
+                f" JOIN {side} {alias} ON {alias}.alert_rowid = alerts.rowid",
+                f"{alias}.{column}",
+                [],
+            )
+        docs = spec.docs or table  # documents kept in the row: the table joined to itself
+        return (
+            f" JOIN {docs} {alias}_doc ON {alias}_doc.rowid = {table}.rowid, "
+            f"json_each({alias}_doc.doc, ?) AS {alias}",
+            f"{alias}.value",
+            [_json_path(field_name)],
+        )
+
+    def _search(self, table: str, flt: AlertFilter) -> tuple[int, list[dict]]:
+        where, params = self._where(flt, table)
+        with self._reading() as conn:
+            total = conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
+            # the page is chosen on the narrow rows; only its documents are read
+            rows = conn.execute(
+                f"SELECT d.doc FROM (SELECT {table}.rowid AS r, {table}.ts AS t FROM {table}"
+                f"{where} ORDER BY {table}.ts DESC, {table}.rowid DESC LIMIT ? OFFSET ?) AS page "
+                f"JOIN {_BY_NAME[table].docs} d ON d.rowid = page.r ORDER BY page.t DESC, page.r DESC",
+                [*params, max(0, flt.limit), max(0, flt.offset)],
+            ).fetchall()
+        return total, [orjson.loads(row[0]) for row in rows]
+
+    def search_alerts(self, flt: AlertFilter) -> tuple[int, list[dict]]:
+        """(total matching, one page of alerts newest first)."""
+        return self._search("alerts", flt)
+
+    def search_events(self, flt: AlertFilter) -> tuple[int, list[dict]]:
+        """(total matching, one page of events newest first)."""
+        return self._search("events", flt)
+
+    def get_alert(self, alert_id: str) -> dict | None:
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT d.doc FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid WHERE a.id = ?",
+                (alert_id,),
+            ).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def get_event(self, event_id: str) -> dict | None:
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT d.doc FROM events e JOIN event_docs d ON d.rowid = e.rowid WHERE e.id = ?",
+                (event_id,),
+            ).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def get_asset(self, asset_id: str) -> dict | None:
+        with self._reading() as conn:
+            row = conn.execute("SELECT doc FROM assets WHERE id = ?", (asset_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def count_alerts_by(
+        self, flt: AlertFilter, field_name: str, size: int = 20
+    ) -> list[tuple[str, int]]:
+        """Terms aggregation in SQL: the ``size`` most frequent values of ``field_name``."""
+        where, params = self._where(flt, "alerts")
+        if field_name in _ALERT_LISTS:
+            # "top techniques/tactics" are the posture view's staples: count the side table's
+            # index, touching alerts only to apply a filter
+            side, column = _ALERT_LISTS[field_name]
+            chosen = (
+                f" WHERE alert_rowid IN (SELECT alerts.rowid FROM alerts{where})" if where else ""
+            )
+            sql = (
+                f"SELECT {column} AS v, count(*) AS n FROM {side}{chosen} "
+                "GROUP BY v ORDER BY n DESC, v LIMIT ?"
+            )
+            with self._reading() as conn:
+                rows = conn.execute(sql, [*params, size]).fetchall()
+            return [(_key(v), n) for v, n in rows]
+        extra, expr, fparams = self._field_source("alerts", field_name)
+        where = _and_not_null(where, expr)
+        sql = (
+            f"SELECT {expr} AS v, count(*) AS n FROM alerts{extra}{where} "
+            "GROUP BY v ORDER BY n DESC, v LIMIT ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [*fparams, *params, size]).fetchall()
+        return [(_key(v), n) for v, n in rows]
+
+    def alert_histogram(
+        self, flt: AlertFilter, interval_s: int, field_name: str | None = None, size: int = 10
+    ) -> list[tuple[float, str | None, int]]:
+        """Date histogram on ``@timestamp`` (buckets aligned to multiples of ``interval_s``),
+        optionally split by the ``size`` most frequent values of a field within each bucket."""
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        where, params = self._where(flt, "alerts")
+        where = _and_not_null(where, "alerts.ts")
+        bucket = "(CAST(floor(alerts.ts / ?) AS INTEGER) * ?)"
+        if field_name is None:
+            sql = f"SELECT {bucket} AS b, count(*) FROM alerts{where} GROUP BY b ORDER BY b"
+            with self._reading() as conn:
+                rows = conn.execute(sql, [interval_s, interval_s, *params]).fetchall()
+            return [(float(b), None, n) for b, n in rows]
+        extra, expr, fparams = self._field_source("alerts", field_name)
+        where = _and_not_null(where, expr)
+        sql = (
+            f"SELECT b, v, n FROM (SELECT b, v, n, row_number() OVER "
+            f"(PARTITION BY b ORDER BY n DESC, v) AS r FROM (SELECT {bucket} AS b, {expr} AS v, "
+            f"count(*) AS n FROM alerts{extra}{where} GROUP BY b, v)) WHERE r <= ? ORDER BY b, n DESC, v"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [interval_s, interval_s, *fparams, *params, size]).fetchall()
+        return [(float(b), _key(v), n) for b, v, n in rows]
+
+    def count_alerts_by_pair(
+        self, flt: AlertFilter, field_a: str, field_b: str, size_a: int = 100, size_b: int = 10
+    ) -> list[tuple[str, str, int]]:
+        """Two-level terms aggregation: the ``size_a`` top values of ``field_a``, each split by
+        its ``size_b`` top values of ``field_b``; ordered by a's total, then count."""
+        extra_a, expr_a, params_a = self._field_source("alerts", field_a, "fa")
+        extra_b, expr_b, params_b = self._field_source("alerts", field_b, "fb")
+        where, params = self._where(flt, "alerts")
+        where = _and_not_null(_and_not_null(where, expr_a), expr_b)
+        sql = (
+            f"WITH pairs AS (SELECT {expr_a} AS a, {expr_b} AS b, count(*) AS n "
+            f"FROM alerts{extra_a}{extra_b}{where} GROUP BY a, b), "
+            f"top_a AS (SELECT {expr_a} AS a, count(*) AS total FROM alerts{extra_a}"
+            f"{_and_not_null(self._where(flt, 'alerts')[0], expr_a)} "
+            "GROUP BY a ORDER BY total DESC, a LIMIT ?), "
+            "ranked AS (SELECT pairs.a, pairs.b, pairs.n, top_a.total, row_number() OVER "
+            "(PARTITION BY pairs.a ORDER BY pairs.n DESC, pairs.b) AS r "
+            "FROM pairs JOIN top_a ON top_a.a = pairs.a) "
+            "SELECT a, b, n FROM ranked WHERE r <= ? ORDER BY total DESC, a, n DESC, b"
+        )
+        all_params = [*params_a, *params_b, *params, *params_a, *params, size_a, size_b]
+        with self._reading() as conn:
+            rows = conn.execute(sql, all_params).fetchall()
+        return [(_key(a), _key(b), n) for a, b, n in rows]
+
+    def last_seen_by(
+        self, flt: AlertFilter, field_name: str, size: int = 1000, kind: str = "event"
+    ) -> list[tuple[str, float]]:
+        """(value, newest @timestamp) per value of ``field_name`` among ``kind`` documents
+        matching ``flt``, newest first."""
+        if kind not in ("event", "alert") and kind not in _TIMED:
+            raise ValueError(f"no last-seen query on {kind!r} documents")
+        table = TABLES[kind].name
+        extra, expr, fparams = self._field_source(table, field_name)
+        where, params = (
+            self._where(flt, table) if kind in ("event", "alert") else _timed_where(flt, table)
+        )
+        where = _and_not_null(_and_not_null(where, expr), f"{table}.ts")
+        sql = (
+            f"SELECT {expr} AS v, max({table}.ts) AS last FROM {table}{extra}{where} "
+            "GROUP BY v ORDER BY last DESC, v LIMIT ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [*fparams, *params, size]).fetchall()
+        return [(_key(v), float(last)) for v, last in rows]
+
+    def latest(self, kind: str, flt: AlertFilter, size: int = 1000) -> list[dict]:
+        """The newest document of ``kind`` per value of its ``latest_by`` field
+        (``pipeline.kinds``: a sensor's last heartbeat) among those matching ``flt`` (time
+        and sites), newest first."""
+        key = kinds.get(kind).latest_by
+        if key is None or kind not in _TIMED:
+            raise ValueError(f"document kind {kind!r} keeps no latest document")
+        table = TABLES[kind].name
+        column = TABLES[kind].columns[key]
+        where, params = _timed_where(flt, table)
+        where = _and_not_null(where, f"{table}.{column}")
+        # max() with a bare column: SQLite takes that column from the row holding the max
+        sql = (
+            f"SELECT {table}.doc, max({table}.ts) AS last FROM {table}{where} "
+            f"GROUP BY {table}.{column} ORDER BY last DESC LIMIT ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [*params, size]).fetchall()
+        return [orjson.loads(row[0]) for row in rows]
+
+    def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]:
+        """(total matching, one page of assets by site then IP)."""
+        conds: list[str] = []
+        params: list[Any] = []
+        if flt.sites:
+            conds.append(f"assets.site IN ({','.join('?' * len(flt.sites))})")
+            params.extend(flt.sites)
+        if flt.role:
+            conds.append("assets.id IN (SELECT asset_id FROM asset_roles WHERE role = ?)")
+            params.append(flt.role)
+        if flt.vendor:
+            conds.append("assets.vendor LIKE ? ESCAPE '\\'")
+            params.append(_like(flt.vendor))
+        if flt.first_seen_since is not None:
+            conds.append("assets.first_seen >= ?")
+            params.append(flt.first_seen_since)
+        if flt.last_seen_since is not None:
+            conds.append("assets.last_seen >= ?")
+            params.append(flt.last_seen_since)
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        with self._reading() as conn:
+            total = conn.execute(f"SELECT count(*) FROM assets{where}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT doc FROM assets{where} ORDER BY site, ip_key, id LIMIT ? OFFSET ?",
+                [*params, max(0, flt.limit), max(0, flt.offset)],
+            ).fetchall()
+        return total, [orjson.loads(row[0]) for row in rows]
+
+    def search_findings(
+        self,
+        sites: list[str] | None = None,
+        asset_id: str | None = None,
+        kind: str | None = None,
+        limit: int = 10_000,
+        offset: int = 0,
+    ) -> tuple[int, list[dict]]:
+        """(total matching, one page of merged findings, most severe and newest first)."""
+        conds: list[str] = []
+        params: list[Any] = []
+        if sites is not None:
+            conds.append(f"findings.site IN ({','.join('?' * len(sites))})")
+            params.extend(sites)
+        if asset_id:
+            conds.append("findings.asset_id = ?")
+            params.append(asset_id)
+        if kind:
+            conds.append("findings.kind = ?")
+            params.append(kind)
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        with self._reading() as conn:
+            total = conn.execute(f"SELECT count(*) FROM findings{where}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT doc FROM findings{where} ORDER BY severity DESC, last_seen DESC, id "
+                "LIMIT ? OFFSET ?",
+                [*params, max(0, limit), max(0, offset)],
+            ).fetchall()
+        return total, [orjson.loads(row[0]) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Documents stored, per kind."""
+        with self._reading() as conn:
+            return {
+                kind: conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]
+                for kind, table in TABLES.items()
+            }
+
+
+def iter_docs(store: Store, kinds: Iterable[str] = tuple(TABLES)) -> Iterator[tuple[str, dict]]:
+    """Every stored document in the order written, read a page at a time (for export)."""
+    for kind in kinds:
+        if kind not in TABLES:
+            raise ValueError(f"unknown document kind {kind!r}")
+        table = TABLES[kind].docs or TABLES[kind].name
+        last = 0
+        while True:
+            with store._reading() as conn:
+                rows = conn.execute(
+                    f"SELECT rowid, doc FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 1000",
+                    (last,),
+                ).fetchall()
+            if not rows:
+                break
+            last = rows[-1][0]
+            for _, doc in rows:
+                yield kind, orjson.loads(doc)

@@ -1,0 +1,523 @@
+"""The store file on disk: tables, versions and upgrades, and opening a connection.
+
+Every document kind has a row table of indexed columns (``TABLES``: the fields filters and
+aggregations use) and keeps each document whole as JSON, either in a documents table under
+the same rowid (``event_docs``, ``alert_docs``: filters, counts and histograms walk narrow
+rows and indexes, only the page asked for reads the JSON) or in the row itself (assets, few
+and small). List fields filters need have side tables (``alert_techniques``...).
+
+A new kind of document is a new ``Table`` entry, its ``CREATE`` statements in ``_SCHEMA``,
+a migration that creates them in older stores (``MIGRATIONS``, ``SCHEMA_VERSION`` + 1), and
+its write function in ``pipeline.store.writer``.
+
+``PRAGMA application_id`` marks an icsmon store; ``PRAGMA user_version`` is the schema
+version, upgraded on a read-write open by the functions in ``MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x49434D53  # "ICMS": tells an icsmon store from any other SQLite file
+SCHEMA_VERSION = 6
+STORE_ENV = "ICSMON_STORE"
+
+CACHE_KIB = 32 * 1024  # SQLite page cache of the writing connection
+READER_CACHE_KIB = 8 * 1024  # and of each querying thread's connection
+WAL_CHECKPOINT_PAGES = 4096
+
+
+@dataclass(frozen=True)
+class Table:
+    """Where one kind of document lives."""
+
+    kind: str  # the document kind ("event")
+    name: str  # its row table ("events")
+    docs: str | None  # the table of whole documents (same rowid), None: ``doc`` in the row
+    columns: dict[str, str]  # field -> indexed column of the row table
+    lists: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (side table, column)
+
+
+TABLES = {
+    "event": Table(
+        "event",
+        "events",
+        "event_docs",
+        {
+            "labels.site": "site",
+            "network.protocol": "protocol",
+            "event.action": "action",
+            "observer.name": "observer",
+            "network.community_id": "community_id",
+        },
+    ),
+    "alert": Table(
+        "alert",
+        "alerts",
+        "alert_docs",
+        {
+            "event.severity": "severity",
+            "labels.site": "site",
+            "rule.id": "rule_id",
+            "rule.name": "rule_name",
+            "network.protocol": "protocol",
+            "observer.name": "observer",
+            "organization.id": "org",
+            "network.community_id": "community_id",
+            "rule.ruleset": "ruleset",
+        },
+        {
+            "threat.technique.id": ("alert_techniques", "technique"),
+            "threat.tactic.name": ("alert_tactics", "tactic"),
+        },
+    ),
+    "asset": Table(
+        "asset",
+        "assets",
+        None,
+        {"labels.site": "site", "host.ip": "ip", "ics.device.vendor": "vendor"},
+        {"asset.roles": ("asset_roles", "role")},
+    ),
+    "finding": Table(
+        "finding",
+        "findings",
+        None,
+        {
+            "labels.site": "site",
+            "asset.id": "asset_id",
+            "finding.kind": "kind",
+            "finding.severity": "severity",
+        },
+    ),
+    "heartbeat": Table(
+        "heartbeat",
+        "heartbeats",
+        None,
+        {"labels.site": "site", "observer.name": "observer", "organization.id": "org"},
+    ),
+    "rollup": Table(
+        "rollup",
+        "rollups",
+        None,
+        {
+            "labels.site": "site",
+            "observer.name": "observer",
+            "organization.id": "org",
+            "source.ip": "client",
+            "destination.ip": "server",
+            "network.protocol": "protocol",
+            "ics.operation": "operation",
+            "ics.function": "function",
+        },
+    ),
+}
+
+# The latest schema, for new stores; older stores are upgraded by MIGRATIONS (a test checks
+# that both give the same tables, columns and indexes).
+_SCHEMA = (
+    """
+CREATE TABLE events (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL,
+    site TEXT,
+    protocol TEXT,
+    action TEXT,
+    observer TEXT,
+    community_id TEXT
+);
+CREATE INDEX events_ts ON events(ts);
+CREATE INDEX events_observer_ts ON events(observer, ts);
+CREATE INDEX events_community ON events(community_id);
+CREATE TABLE event_docs (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL);
+
+CREATE TABLE alerts (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL,
+    severity INTEGER,
+    site TEXT,
+    rule_id TEXT,
+    rule_name TEXT,
+    protocol TEXT,
+    observer TEXT,
+    org TEXT,
+    community_id TEXT,
+    ruleset TEXT
+);
+CREATE INDEX alerts_community ON alerts(community_id);
+CREATE INDEX alerts_ts ON alerts(ts);
+CREATE INDEX alerts_site_ts ON alerts(site, ts);
+CREATE INDEX alerts_severity ON alerts(severity);
+CREATE INDEX alerts_rule ON alerts(rule_id);
+CREATE INDEX alerts_protocol ON alerts(protocol);
+CREATE TABLE alert_docs (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL);
+
+CREATE TABLE alert_techniques (
+    technique TEXT NOT NULL,
+    alert_rowid INTEGER NOT NULL REFERENCES alerts(rowid),
+    PRIMARY KEY (technique, alert_rowid)
+) WITHOUT ROWID;
+CREATE INDEX alert_techniques_alert ON alert_techniques(alert_rowid);
+
+CREATE TABLE alert_tactics (
+    tactic TEXT NOT NULL,
+    alert_rowid INTEGER NOT NULL REFERENCES alerts(rowid),
+    PRIMARY KEY (tactic, alert_rowid)
+) WITHOUT ROWID;
+CREATE INDEX alert_tactics_alert ON alert_tactics(alert_rowid);
+
+CREATE TABLE assets (
+    id TEXT PRIMARY KEY,
+    site TEXT,
+    ip TEXT,
+    ip_key TEXT,
+    vendor TEXT,
+    first_seen REAL,
+    last_seen REAL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX assets_site_ip ON assets(site, ip_key);
+
+CREATE TABLE asset_roles (
+    role TEXT NOT NULL,
+    asset_id TEXT NOT NULL REFERENCES assets(id),
+    PRIMARY KEY (role, asset_id)
+) WITHOUT ROWID;
+
+CREATE TABLE findings (
+    id TEXT PRIMARY KEY,
+    site TEXT,
+    asset_id TEXT,
+    kind TEXT,
+    severity INTEGER,
+    first_seen REAL,
+    last_seen REAL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX findings_site ON findings(site, last_seen);
+CREATE INDEX findings_asset ON findings(asset_id);
+"""
+    + """
+CREATE TABLE heartbeats (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL,
+    site TEXT,
+    observer TEXT,
+    org TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX heartbeats_ts ON heartbeats(ts);
+CREATE INDEX heartbeats_observer_ts ON heartbeats(observer, ts);
+
+CREATE TABLE rollups (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL,
+    site TEXT,
+    observer TEXT,
+    org TEXT,
+    client TEXT,
+    server TEXT,
+    protocol TEXT,
+    operation TEXT,
+    function TEXT,
+    transactions INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX rollups_ts ON rollups(ts);
+CREATE INDEX rollups_site_ts ON rollups(site, ts);
+"""
+)
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Version 2 indexes network.community_id (an alert's flow -> its events)."""
+    for table in ("events", "alerts"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN community_id TEXT")
+        conn.execute(
+            f"UPDATE {table} SET community_id = json_extract(doc, '$.\"network.community_id\"')"
+        )
+        conn.execute(f"CREATE INDEX {table}_community ON {table}(community_id)")
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Version 3 moves the documents out of the indexed rows into their own tables."""
+    for table, docs in (("events", "event_docs"), ("alerts", "alert_docs")):
+        conn.execute(f"CREATE TABLE {docs} (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL)")
+        conn.execute(f"INSERT INTO {docs} (rowid, doc) SELECT rowid, doc FROM {table}")
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN doc")
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """Version 4 indexes rule.ruleset and threat.tactic.name (the posture view counts them)."""
+    conn.execute("ALTER TABLE alerts ADD COLUMN ruleset TEXT")
+    conn.execute(
+        "UPDATE alerts SET ruleset = (SELECT json_extract(d.doc, '$.\"rule.ruleset\"') "
+        "FROM alert_docs d WHERE d.rowid = alerts.rowid)"
+    )
+    conn.execute(
+        "CREATE TABLE alert_tactics (tactic TEXT NOT NULL, alert_rowid INTEGER NOT NULL "
+        "REFERENCES alerts(rowid), PRIMARY KEY (tactic, alert_rowid)) WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX alert_tactics_alert ON alert_tactics(alert_rowid)")
+    conn.execute(
+        "INSERT OR IGNORE INTO alert_tactics (tactic, alert_rowid) SELECT j.value, d.rowid "
+        "FROM alert_docs d, json_each(d.doc, '$.\"threat.tactic.name\"') j "
+        "WHERE j.type = 'text' AND j.value != ''"
+    )
+
+
+_FINDINGS = """CREATE TABLE findings (
+    id TEXT PRIMARY KEY,
+    site TEXT,
+    asset_id TEXT,
+    kind TEXT,
+    severity INTEGER,
+    first_seen REAL,
+    last_seen REAL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX findings_site ON findings(site, last_seen);
+CREATE INDEX findings_asset ON findings(asset_id);
+"""
+
+
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """Version 5 keeps findings (one row per finding.id, merged)."""
+    for statement in _FINDINGS.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
+    """Version 6 keeps the sensor's heartbeats and its rollups (docs/schema.md)."""
+    tail = _SCHEMA[_SCHEMA.index("CREATE TABLE heartbeats") :]
+    for statement in tail.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+# MIGRATIONS[n] upgrades a version-n store to version n + 1, inside one transaction.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
+    5: _migrate_5_to_6,
+}
+
+
+class StoreError(Exception):
+    """The store file cannot be used; ``str()`` is one line that names the file."""
+
+
+def default_store_path() -> Path:
+    """``$ICSMON_STORE`` if set, else ``icsmon.db`` in the user's data directory."""
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("icsmon")) / "icsmon.db"
+
+
+def resolve_store_path(path: str | os.PathLike[str] | None) -> Path:
+    """An explicit ``--store PATH`` wins over ``$ICSMON_STORE`` and the default."""
+    return Path(path).expanduser() if path else default_store_path()
+
+
+def store_error(path: Path, what: str, exc: BaseException | None = None) -> StoreError:
+    detail = f" ({exc})" if exc is not None else ""
+    return StoreError(f"{path}: {what}{detail}")
+
+
+def describe(path: Path, exc: sqlite3.Error) -> StoreError:
+    """One line for what SQLite says about a bad file."""
+    msg = str(exc)
+    if "file is not a database" in msg:
+        return store_error(path, "not an icsmon store (not an SQLite database)")
+    if "malformed" in msg or "corrupt" in msg:
+        return store_error(
+            path, f"the store is corrupt ({msg}); restore a backup or start a new file"
+        )
+    if "locked" in msg or "busy" in msg:
+        return store_error(path, f"the store is locked by another process ({msg})")
+    if "readonly" in msg or "unable to open" in msg:
+        return store_error(path, f"cannot open the store ({msg})")
+    return store_error(path, f"store error ({msg})")
+
+
+def connect(path: Path, readonly: bool, busy_timeout: float) -> sqlite3.Connection:
+    """The connection that writes (or, ``readonly``, checks) the store at ``path``: created
+    when missing and writable, checked to be an icsmon store, upgraded to this schema."""
+    if path.is_dir():
+        raise store_error(path, "is a directory, not an icsmon store file")
+    if readonly:
+        if not path.exists():
+            raise store_error(
+                path,
+                "no icsmon store here (icsmon replay/sense write one; --store PATH or "
+                "$ICSMON_STORE names another)",
+            )
+        target, uri = path.resolve().as_uri() + "?mode=ro", True
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise store_error(path, "cannot create the folder for the store", exc) from exc
+        target, uri = str(path), False
+    try:
+        conn = sqlite3.connect(
+            target,
+            uri=uri,
+            timeout=busy_timeout,
+            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE per batch
+            check_same_thread=False,  # the background flusher shares it, under the store's lock
+        )
+    except sqlite3.Error as exc:
+        raise store_error(path, "cannot open the store", exc) from exc
+    try:
+        _check_and_init(path, conn, readonly)
+    except StoreError:
+        conn.close()
+        raise
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise describe(path, exc) from exc
+    return conn
+
+
+def connect_reader(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A read-only connection for queries (one per querying thread)."""
+    try:
+        conn = sqlite3.connect(
+            path.resolve().as_uri() + "?mode=ro",
+            uri=True,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,  # close() may come from another thread
+        )
+        conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+    except sqlite3.Error as exc:
+        raise describe(path, exc) from exc
+    return conn
+
+
+def _check_and_init(path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
+    # One snapshot: read one by one, another process creating the store between the reads
+    # made a new store look like "some other program's database".
+    conn.execute("BEGIN")
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.execute("COMMIT")
+    if app_id != APPLICATION_ID:
+        if app_id == 0 and not tables and version == 0:
+            if readonly:
+                raise store_error(path, "not an icsmon store (an empty file)")
+            create(conn)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        else:
+            raise store_error(
+                path, "not an icsmon store (an SQLite database of some other program)"
+            )
+    if version > SCHEMA_VERSION:
+        raise store_error(
+            path,
+            f"written by a newer icsmon (store schema {version}, this one knows up to "
+            f"{SCHEMA_VERSION})",
+        )
+    if not readonly and tables:
+        # A damaged page is found now, as one clear error, not as a failing write per batch
+        # later. quick_check reads the whole file once (a large store takes a while).
+        problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            problem = " ".join(str(problem).split())
+            raise store_error(
+                path, f"the store is corrupt ({problem}); restore a backup or start a new file"
+            )
+    if version < SCHEMA_VERSION:
+        if readonly:
+            raise store_error(
+                path,
+                f"store schema {version} is older than {SCHEMA_VERSION}: open it once "
+                "read-write (icsmon replay/sense --store) to upgrade it",
+            )
+        migrate(path, conn, version)
+    # A bounded page cache (32 MiB) keeps the id and time indexes' hot pages in memory;
+    # it is what inserts with hashed event ids and dashboards' aggregations mostly wait on.
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    if not readonly:
+        use_wal(conn)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoint every 16 MiB of WAL rather than 4: fewer fsyncs per batch on a busy disk.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+
+
+def use_wal(conn: sqlite3.Connection, patience: float = 10.0) -> None:
+    """WAL mode. Switching needs the file to itself: SQLite answers "locked" at once, without
+    its busy wait, while another process opens the same new file, so this waits here."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """The latest schema in an empty file (nothing when another process made it first)."""
+    use_wal(conn)
+    # NORMAL in WAL mode: a crash of icsmon loses nothing committed; a power cut may lose
+    # the last batch but never corrupts the file.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+            # Another process created the store while this one waited for the lock.
+            conn.execute("COMMIT")
+            return
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+            conn.execute("ROLLBACK")
+        raise
+
+
+def migrate(path: Path, conn: sqlite3.Connection, version: int) -> None:
+    """Upgrade a store from ``version`` to SCHEMA_VERSION, one transaction per step."""
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise store_error(path, f"no upgrade from store schema {version}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            step(conn)
+            version += 1
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.info("%s: upgraded store schema to %d", path, version)

@@ -1,0 +1,659 @@
+"""Writing the store: the sink side (``pipeline.sinks.Sink``).
+
+Writes are batched: a transaction per ``batch_size`` documents or ``flush_interval`` seconds
+(a background thread flushes a quiet sensor), and on ``flush``/``close``. A failed batch (disk
+full, file locked too long) is kept and retried; beyond ``max_pending`` documents the oldest
+events are dropped first (alerts last), and every loss is counted in ``stats()``. Odd values
+(a list where a site name belongs, bytes, sets) are stored as JSON can hold them and left out
+of the indexed columns; integers wider than 64 bits are written exactly but read back as
+floats (the JSON reader's limit, and Elasticsearch's).
+
+Identity. Alerts and events are de-duplicated by ``event.id`` (deterministic, so a capture
+replayed twice or a batch delivered twice stores nothing new). An alert arriving again with
+new triggering events adds to ``icsmon.alert.count`` (``merge_alert``). Assets are upserted
+by ``asset.id`` and merged by the one asset rule, ``pipeline.assets.merge_asset``.
+
+Each kind of document has one write function in ``WRITERS`` (a new kind adds one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline import kinds
+from pipeline.assets import as_list, merge_asset, union
+from pipeline.findings import merge_finding
+from pipeline.jsonl import dumps
+from pipeline.store.schema import TABLES, StoreError, store_error
+from sensor.timestamps import parse_timestamp as to_epoch
+
+log = logging.getLogger(__name__)
+
+MAX_EVENT_IDS = 100  # icsmon.alert.event_ids kept per alert (the count goes on past it)
+
+Counts = dict[str, int]
+
+
+# ---- column values ------------------------------------------------------------------------
+
+
+def int_or_none(value: Any) -> int | None:
+    """An indexed integer column's value; None for what is not a number SQLite can hold."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float | str):
+        try:
+            number = int(float(value))
+        except (ValueError, OverflowError):  # "high", nan, inf
+            return None
+    else:
+        return None
+    # SQLite integers are signed 64-bit: a larger one would fail the whole insert
+    return number if -(1 << 63) <= number < 1 << 63 else None
+
+
+def str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def text(value: Any) -> str | None:
+    """A column value for text fields: strings only (a list or a number in ``labels.site``
+    is a malformed document; it is kept whole in ``doc`` and left out of the index)."""
+    return value if isinstance(value, str) else None
+
+
+def ip_key(ip: Any) -> str | None:
+    """Sorts IPv4 before IPv6 and numerically within each (10.0.0.9 before 10.0.0.10)."""
+    if not isinstance(ip, str):
+        return None
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return "9" + ip
+    return f"{addr.version}{addr.packed.hex()}"
+
+
+# Indexed columns that are not plain text (every other column takes strings only: ``text``)
+_COLUMN_VALUE: dict[str, Callable[[Any], Any]] = {
+    "severity": int_or_none,
+    "rule_id": str_or_none,
+    "rule_name": str_or_none,
+}
+
+
+def row_values(kind: str, doc: dict) -> list[Any]:
+    """The indexed column values of a document, in ``TABLES[kind].columns`` order."""
+    return [
+        _COLUMN_VALUE.get(column, text)(doc.get(field))
+        for field, column in TABLES[kind].columns.items()
+    ]
+
+
+def doc_id(doc: dict) -> str:
+    """``event.id``; a document without one gets a content hash, so it still de-duplicates."""
+    value = doc.get("event.id")
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return "sha1:" + hashlib.sha1(dumps(doc), usedforsecurity=False).hexdigest()
+
+
+def asset_id(doc: dict) -> str:
+    value = doc.get("asset.id")
+    if isinstance(value, str) and value:
+        return value
+    return f"{doc.get('labels.site') or ''}:{doc.get('host.ip') or ''}"
+
+
+# ---- one write function per kind ----------------------------------------------------------
+
+
+def insert_events(conn: sqlite3.Connection, events: list[dict], counts: Counts) -> None:
+    """New events only (by event.id), each row and its document under one explicit rowid:
+    the batch holds the write lock, so max(rowid) + n is free for it."""
+    table = TABLES["event"]
+    fresh: dict[str, dict] = {}
+    for doc in events:
+        fresh.setdefault(doc_id(doc), doc)
+    known = {
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
+            (dumps(list(fresh)).decode(),),
+        )
+    }
+    base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+    rows, docs = [], []
+    for key, doc in fresh.items():
+        if key in known:
+            continue
+        rowid = base + len(rows) + 1
+        rows.append((rowid, key, to_epoch(doc.get("@timestamp")), *row_values("event", doc)))
+        docs.append((rowid, dumps(doc).decode()))
+    columns = ", ".join(table.columns.values())
+    marks = ", ".join("?" * (3 + len(table.columns)))
+    conn.executemany(f"INSERT INTO events (rowid, id, ts, {columns}) VALUES ({marks})", rows)
+    conn.executemany("INSERT INTO event_docs (rowid, doc) VALUES (?, ?)", docs)
+    counts["events"] += len(rows)
+    counts["duplicates"] += len(events) - len(rows)
+
+
+def upsert_alerts(conn: sqlite3.Connection, alerts: list[dict], counts: Counts) -> None:
+    for doc in alerts:
+        _upsert_alert(conn, doc, counts)
+
+
+def _upsert_alert(conn: sqlite3.Connection, doc: dict, counts: Counts) -> None:
+    table = TABLES["alert"]
+    key = doc_id(doc)
+    row = conn.execute(
+        "SELECT a.rowid, d.doc FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid WHERE a.id = ?",
+        (key,),
+    ).fetchone()
+    if row is None:
+        columns = ", ".join(table.columns.values())
+        marks = ", ".join("?" * (2 + len(table.columns)))
+        cur = conn.execute(
+            f"INSERT INTO alerts (id, ts, {columns}) VALUES ({marks})",
+            (key, to_epoch(doc.get("@timestamp")), *row_values("alert", doc)),
+        )
+        conn.execute(
+            "INSERT INTO alert_docs (rowid, doc) VALUES (?, ?)",
+            (cur.lastrowid, dumps(doc).decode()),
+        )
+        techniques = {str(t).upper() for t in as_list(doc.get("threat.technique.id")) if t}
+        conn.executemany(
+            "INSERT OR IGNORE INTO alert_techniques (technique, alert_rowid) VALUES (?, ?)",
+            [(t, cur.lastrowid) for t in techniques],
+        )
+        tactics = {t for t in as_list(doc.get("threat.tactic.name")) if isinstance(t, str) and t}
+        conn.executemany(
+            "INSERT OR IGNORE INTO alert_tactics (tactic, alert_rowid) VALUES (?, ?)",
+            [(t, cur.lastrowid) for t in tactics],
+        )
+        counts["alerts"] += 1
+        return
+    rowid, stored_json = row
+    stored = orjson.loads(stored_json)
+    merged = merge_alert(stored, doc)
+    if merged is None:
+        counts["duplicates"] += 1
+        return
+    conn.execute(
+        "UPDATE alerts SET severity = ? WHERE rowid = ?",
+        (int_or_none(merged.get("event.severity")), rowid),
+    )
+    conn.execute("UPDATE alert_docs SET doc = ? WHERE rowid = ?", (dumps(merged).decode(), rowid))
+    counts["alerts_merged"] += 1
+
+
+def upsert_assets(conn: sqlite3.Connection, assets: list[dict], counts: Counts) -> None:
+    """Observations of one asset in a batch merge first, then into the stored record."""
+    merged: dict[str, dict] = {}
+    for doc in assets:
+        key = asset_id(doc)
+        previous = merged.get(key)
+        merged[key] = merge_asset(previous, doc) if previous else doc
+    for key, doc in merged.items():
+        _upsert_asset(conn, key, doc)
+        counts["assets"] += 1
+
+
+def _upsert_asset(conn: sqlite3.Connection, key: str, doc: dict) -> None:
+    row = conn.execute("SELECT doc FROM assets WHERE id = ?", (key,)).fetchone()
+    doc = merge_asset(orjson.loads(row[0]), doc) if row is not None else dict(doc)
+    doc["asset.id"] = key
+    ip = doc.get("host.ip")
+    if isinstance(ip, list):
+        ip = ip[0] if ip else None
+    ip = text(ip)
+    conn.execute(
+        "INSERT INTO assets (id, site, ip, ip_key, vendor, first_seen, last_seen, doc) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET site = excluded.site, "
+        "ip = excluded.ip, ip_key = excluded.ip_key, vendor = excluded.vendor, "
+        "first_seen = excluded.first_seen, last_seen = excluded.last_seen, doc = excluded.doc",
+        (
+            key,
+            text(doc.get("labels.site")),
+            ip,
+            ip_key(ip),
+            text(doc.get("ics.device.vendor")),
+            to_epoch(doc.get("asset.first_seen")),
+            to_epoch(doc.get("asset.last_seen")),
+            dumps(doc).decode(),
+        ),
+    )
+    roles = {str(r) for r in as_list(doc.get("asset.roles")) if r}
+    conn.executemany(
+        "INSERT OR IGNORE INTO asset_roles (role, asset_id) VALUES (?, ?)",
+        [(role, key) for role in roles],
+    )
+
+
+def upsert_findings(conn: sqlite3.Connection, findings: list[dict], counts: Counts) -> None:
+    """One row per ``finding.id``, merged by the one finding rule."""
+    for doc in findings:
+        key = text(doc.get("finding.id"))
+        if not key:
+            counts["rejected"] += 1
+            continue
+        row = conn.execute("SELECT doc FROM findings WHERE id = ?", (key,)).fetchone()
+        doc = merge_finding(orjson.loads(row[0]), doc) if row is not None else dict(doc)
+        conn.execute(
+            "INSERT INTO findings (id, site, asset_id, kind, severity, first_seen, last_seen, doc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET site = excluded.site, "
+            "asset_id = excluded.asset_id, kind = excluded.kind, severity = excluded.severity, "
+            "first_seen = excluded.first_seen, last_seen = excluded.last_seen, doc = excluded.doc",
+            (
+                key,
+                text(doc.get("labels.site")),
+                text(doc.get("asset.id")),
+                text(doc.get("finding.kind")),
+                int_or_none(doc.get("finding.severity")),
+                to_epoch(doc.get("finding.first_seen")),
+                to_epoch(doc.get("finding.last_seen")),
+                dumps(doc).decode(),
+            ),
+        )
+        counts["findings"] += 1
+
+
+def insert_heartbeats(conn: sqlite3.Connection, docs: list[dict], counts: Counts) -> None:
+    """New heartbeats only, by ``event.id`` (a re-sent one is the same document)."""
+    _insert_new(
+        conn,
+        "heartbeats",
+        ("site", "observer", "org"),
+        [
+            (
+                text(d.get("labels.site")),
+                text(d.get("observer.name")),
+                text(d.get("organization.id")),
+            )
+            for d in docs
+        ],
+        docs,
+        counts,
+    )
+
+
+def insert_rollups(conn: sqlite3.Connection, docs: list[dict], counts: Counts) -> None:
+    """New rollups only, by ``event.id`` (site, series, interval start: a re-send is the same)."""
+    _insert_new(
+        conn,
+        "rollups",
+        (
+            "site",
+            "observer",
+            "org",
+            "client",
+            "server",
+            "protocol",
+            "operation",
+            "function",
+            "transactions",
+        ),
+        [
+            (
+                text(d.get("labels.site")),
+                text(d.get("observer.name")),
+                text(d.get("organization.id")),
+                text(d.get("source.ip")),
+                text(d.get("destination.ip")),
+                text(d.get("network.protocol")),
+                text(d.get("ics.operation")),
+                text(d.get("ics.function")),
+                int_or_none(d.get("icsmon.rollup.transactions")),
+            )
+            for d in docs
+        ],
+        docs,
+        counts,
+    )
+
+
+def _insert_new(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    values: list[tuple],
+    docs: list[dict],
+    counts: Counts,
+) -> None:
+    """Rows of a kind kept whole by id (``INSERT OR IGNORE``): id, time, columns, document."""
+    names = ", ".join(("id", "ts", *columns, "doc"))
+    marks = ", ".join("?" * (len(columns) + 3))
+    rows = [
+        (doc_id(d), to_epoch(d.get("@timestamp")), *v, dumps(d).decode())
+        for d, v in zip(docs, values, strict=True)
+    ]
+    before = conn.total_changes
+    conn.executemany(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})", rows)
+    added = conn.total_changes - before
+    counts[table] = counts.get(table, 0) + added
+    counts["duplicates"] += len(rows) - added
+
+
+WRITERS: dict[str, Callable[[sqlite3.Connection, list[dict], Counts], None]] = {
+    "event": insert_events,
+    "alert": upsert_alerts,
+    "asset": upsert_assets,
+    "finding": upsert_findings,
+    "heartbeat": insert_heartbeats,
+    "rollup": insert_rollups,
+}
+
+
+def merge_alert(stored: dict[str, Any], incoming: dict[str, Any]) -> dict[str, Any] | None:
+    """An alert whose ``event.id`` is already stored: ``None`` when it brings nothing new (the
+    same triggering events delivered again), else the stored alert with ``icsmon.alert.count``
+    increased by the incoming count, the triggering event ids joined, ``event.start`` and
+    ``event.end`` widened to cover both, and the highest severity.
+    """
+    old_ids = as_list(stored.get("icsmon.alert.event_ids"))
+    new_ids = as_list(incoming.get("icsmon.alert.event_ids"))
+    if new_ids and set(map(str, new_ids)) <= set(map(str, old_ids)):
+        return None
+    merged = dict(stored)
+    old_count = int_or_none(stored.get("icsmon.alert.count")) or 1
+    new_count = int_or_none(incoming.get("icsmon.alert.count")) or 1
+    merged["icsmon.alert.count"] = old_count + new_count
+    if old_ids or new_ids:
+        merged["icsmon.alert.event_ids"] = union(old_ids, new_ids, MAX_EVENT_IDS)
+    for key, later in (("event.start", False), ("event.end", True)):
+        a, b = to_epoch(stored.get(key)), to_epoch(incoming.get(key))
+        if b is not None and (a is None or (b > a if later else b < a)):
+            merged[key] = incoming[key]
+    old_sev = int_or_none(stored.get("event.severity"))
+    new_sev = int_or_none(incoming.get("event.severity"))
+    if new_sev is not None and (old_sev is None or new_sev > old_sev):
+        merged["event.severity"] = new_sev
+    return merged
+
+
+# ---- the batching writer ------------------------------------------------------------------
+
+
+class StoreWriter:
+    """The write half of ``pipeline.store.Store``: pending documents, batches, retries.
+
+    Shares ``path``, ``readonly``, ``_lock`` and ``_closed`` with the store it is part of.
+    """
+
+    path: Path
+    readonly: bool
+    _lock: threading.RLock
+    _closed: bool
+
+    def _init_writer(
+        self,
+        conn: sqlite3.Connection,
+        batch_size: int,
+        flush_interval: float,
+        max_events: int | None,
+        max_pending: int,
+        background_flush: bool,
+    ) -> None:
+        self._conn = conn
+        self.batch_size = max(1, batch_size)
+        self.flush_interval = flush_interval
+        self.max_events = max_events
+        self.max_pending = max_pending
+        self._pending: list[tuple[str, dict]] = []
+        self._last_flush = time.monotonic()
+        self._counts = {
+            "written": 0,
+            "events": 0,
+            "alerts": 0,
+            "alerts_merged": 0,
+            "assets": 0,
+            "findings": 0,
+            "heartbeats": 0,
+            "rollups": 0,
+            "duplicates": 0,
+            "pruned": 0,
+            "dropped": 0,
+            "rejected": 0,
+            "errors": 0,
+            "batches": 0,
+        }
+        self._failing = 0  # consecutive failed flushes (disk full, I/O error)
+        self._last_error = ""
+        self._shed_logged = 0
+        self._event_count: int | None = None
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if not self.readonly and background_flush and flush_interval > 0:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"store-flush:{self.path.name}", daemon=True
+            )
+            self._flusher.start()
+
+    def _error(self, what: str, exc: BaseException | None = None) -> StoreError:
+        return store_error(self.path, what, exc)
+
+    kinds = tuple(WRITERS)  # the document kinds this sink keeps
+
+    def write(self, kind: str, doc: dict) -> None:
+        if kind not in WRITERS:
+            if not kinds.get(kind).stored:  # raises for an unknown kind
+                return  # a kind the sensor ships but does not keep
+            raise ValueError(f"no store table for document kind {kind!r}")
+        if self.readonly:
+            raise self._error("opened read-only, cannot write")
+        with self._lock:
+            if self._closed:
+                self._counts["dropped"] += 1
+                return
+            self._pending.append((kind, doc))
+            due = len(self._pending) >= self.batch_size or (
+                self.flush_interval > 0
+                and time.monotonic() - self._last_flush >= self.flush_interval
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything pending in one transaction. Never raises: a failure is logged,
+        counted, and the batch kept for the next try (bounded by ``max_pending``)."""
+        with self._lock:
+            self._last_flush = time.monotonic()
+            if not self._pending or self.readonly:
+                return
+            batch, self._pending = self._pending, []
+            try:
+                self._write_batch(batch)
+            except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+                if not isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                    self._write_one_by_one(batch, exc)
+                    self._counts["batches"] += 1
+                    return
+                # Locked too long, disk full, I/O error, a page damaged under us: the same
+                # batch may well go through later. One error line per outage, not per try.
+                self._counts["errors"] += 1
+                self._failing += 1
+                self._last_error = str(exc)
+                if self._failing == 1:
+                    log.error(
+                        "%s: cannot write to the store (%s); keeping up to %d documents "
+                        "in memory and retrying",
+                        self.path,
+                        exc,
+                        self.max_pending,
+                    )
+                self._pending = batch + self._pending
+                self._shed()
+                return
+            except Exception as exc:  # a document it cannot take: find it
+                self._write_one_by_one(batch, exc)
+            else:
+                if self._failing:
+                    log.warning(
+                        "%s: writing again after %d failed attempts (%d documents "
+                        "dropped meanwhile)",
+                        self.path,
+                        self._failing,
+                        self._counts["dropped"],
+                    )
+                    self._failing = 0
+            self._counts["batches"] += 1
+            if self.max_events is not None:
+                try:
+                    self._prune()
+                except sqlite3.Error as exc:
+                    self._counts["errors"] += 1
+                    log.error("%s: cannot prune old events: %s", self.path, exc)
+
+    def _write_one_by_one(self, batch: list[tuple[str, dict]], first: Exception) -> None:
+        """A batch failed for something other than a busy or full disk: write its documents
+        singly so that one bad document costs only itself (counted as ``rejected``)."""
+        log.warning("%s: a batch failed (%s); writing its documents one by one", self.path, first)
+        for item in batch:
+            try:
+                self._write_batch([item])
+            except sqlite3.OperationalError:
+                self._pending.append(item)
+            except Exception as exc:  # the sensor must go on
+                self._counts["rejected"] += 1
+                self._counts["errors"] += 1
+                if self._counts["rejected"] <= 10:
+                    log.error("%s: rejected a %s document: %s", self.path, item[0], exc)
+        self._shed()
+
+    def _close_writer(self) -> int:
+        """Stop the flusher, write what is pending; the number of documents left unwritten."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        self.flush()
+        with self._lock:
+            unwritten = len(self._pending)
+            self._pending = []
+            self._closed = True  # later writes are counted as dropped
+            try:
+                if not self.readonly:
+                    self._conn.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass  # only a planner hint
+            self._conn.close()
+        if unwritten:
+            self._counts["dropped"] += unwritten
+        return unwritten
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {**self._counts, "pending": len(self._pending)}
+
+    def _flush_loop(self) -> None:
+        # A quiet sensor still gets its last alerts on disk within flush_interval seconds.
+        while not self._stop.wait(self.flush_interval):
+            with self._lock:
+                due = bool(self._pending) and (
+                    time.monotonic() - self._last_flush >= self.flush_interval
+                )
+            if due:
+                self.flush()
+
+    def _shed(self) -> None:
+        """Over ``max_pending``: drop the oldest of the least important kind first (events),
+        alerts last (``pipeline.kinds``)."""
+        excess = len(self._pending) - self.max_pending
+        if excess <= 0:
+            return
+        order = kinds.eviction_order()
+        for victim in (*order, *(k for k in kinds.names() if k not in order)):
+            if excess <= 0:
+                break
+            kept: list[tuple[str, dict]] = []
+            for item in self._pending:
+                if excess > 0 and item[0] == victim:
+                    excess -= 1
+                    self._counts["dropped"] += 1
+                    continue
+                kept.append(item)
+            self._pending = kept
+        # Logged when the count first passes 1, 10, 100, ... dropped: a line, not a flood.
+        dropped = self._counts["dropped"]
+        if dropped >= max(1, self._shed_logged * 10):
+            self._shed_logged = dropped
+            log.error(
+                "%s: write backlog full, dropped %d documents (events first, alerts last)",
+                self.path,
+                dropped,
+            )
+
+    def _write_batch(self, batch: list[tuple[str, dict]]) -> None:
+        conn = self._conn
+        by_kind: dict[str, list[dict]] = {kind: [] for kind in WRITERS}
+        for kind, doc in batch:
+            by_kind[kind].append(doc)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            counts = {
+                "events": 0,
+                "alerts": 0,
+                "alerts_merged": 0,
+                "assets": 0,
+                "findings": 0,
+                "heartbeats": 0,
+                "rollups": 0,
+                "duplicates": 0,
+                "rejected": 0,
+            }
+            for kind, docs in by_kind.items():
+                if docs:
+                    WRITERS[kind](conn, docs, counts)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+                conn.execute("ROLLBACK")
+            raise
+        for key, value in counts.items():
+            self._counts[key] = self._counts.get(key, 0) + value
+        self._counts["written"] += len(batch)
+        if self._event_count is not None:
+            self._event_count += counts["events"]
+
+    def _prune(self) -> None:
+        """Keep the newest ``max_events`` events (by @timestamp); alerts are never pruned."""
+        assert self.max_events is not None
+        if self._event_count is None:
+            self._event_count = self._conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        excess = self._event_count - self.max_events
+        if excess <= 0:
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            # the same oldest rows from both tables, chosen once inside this transaction
+            self._conn.execute(
+                "DELETE FROM event_docs WHERE rowid IN "
+                "(SELECT rowid FROM events ORDER BY ts, rowid LIMIT ?)",
+                (excess,),
+            )
+            cur = self._conn.execute(
+                "DELETE FROM events WHERE rowid IN "
+                "(SELECT rowid FROM events ORDER BY ts, rowid LIMIT ?)",
+                (excess,),
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        self._event_count -= cur.rowcount
+        self._counts["pruned"] += cur.rowcount
+
+    # ---- QueryBackend -------------------------------------------------------------------

@@ -1,0 +1,276 @@
+"""The assessment routes of the posture API: the scope's assessment (risk with its parts,
+findings by kind, exposure by advisory with affected assets by city and industry), who is
+affected by one advisory, an asset with its findings, advisories and risk, and accepting a
+finding. Tenancy as everywhere: the scope becomes a site list intersected with the
+caller's, and whatever lies outside answers 404 like a missing object.
+
+The domain is ``assessment/``; this module only fetches the scope's documents through the
+query interface and the posture state, and hands them over.
+"""
+
+import time
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from assessment.assess import SiteInfo, assess
+from assessment.catalog import Catalog
+from assessment.findings import RESOLVE_AFTER_S
+from assessment.matching import Matcher
+from pipeline.docs import nest
+from pipeline.query import AlertFilter, AssetFilter, QueryBackend
+
+MAX_ASSETS = 200_000  # assets fetched for one scope's assessment
+ALERT_DAYS = 7  # open alerts of the last week weigh in the risk
+MAX_ALERTS = 10_000
+
+
+class AcceptBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class AssessmentData:
+    """Fetches a scope's documents and assesses them."""
+
+    def __init__(self, backend: QueryBackend, state: Any, catalog: Catalog | None) -> None:
+        self.backend = backend
+        self.state = state
+        self.catalog = catalog
+        self._matcher: tuple[int, Matcher] | None = None
+        self.resolve_after_s = RESOLVE_AFTER_S
+
+    def matcher(self) -> Matcher | None:
+        if self.catalog is None:
+            return None
+        advisories = self.catalog.advisories()
+        key = id(advisories)
+        if self._matcher is None or self._matcher[0] != key:
+            self._matcher = (key, Matcher(advisories))
+        return self._matcher[1]
+
+    def sites(self, sites: list[str] | None) -> dict[str, SiteInfo]:
+        org = self.state.org()
+        out = {}
+        for sid, s in org.sites.items():
+            if sites is not None and sid not in sites:
+                continue
+            ent = org.enterprises.get(s.enterprise_id, {})
+            out[sid] = SiteInfo(
+                sid,
+                s.enterprise_id,
+                ent.get("name", s.enterprise_id),
+                s.city_id,
+                s.industry,
+                s.criticality,
+            )
+        return out
+
+    def assets(self, sites: list[str] | None) -> list[dict]:
+        out: list[dict] = []
+        if sites is not None and not sites:
+            return out  # a scope without sites sees nothing (an empty filter means "all")
+        while len(out) < MAX_ASSETS:
+            total, page = self.backend.search_assets(
+                AssetFilter(
+                    sites=list(sites) if sites is not None else [], limit=5000, offset=len(out)
+                )
+            )
+            out.extend(page)
+            if not page or len(out) >= total:
+                break
+        return out
+
+    def findings(self, sites: list[str] | None, asset_id: str | None = None) -> list[dict]:
+        search = getattr(self.backend, "search_findings", None)
+        if search is None:
+            return []  # Elasticsearch keeps no findings yet (see posture/README.md)
+        return search(sites, asset_id=asset_id, limit=1_000_000)[1]
+
+    def alerts(self, sites: list[str] | None, now: float | None = None) -> list[dict]:
+        if sites is not None and not sites:
+            return []
+        now = time.time() if now is None else now
+        _total, docs = self.backend.search_alerts(
+            AlertFilter(
+                since=now - ALERT_DAYS * 86400,
+                until=now + 60,
+                sites=list(sites) if sites is not None else None,
+                limit=MAX_ALERTS,
+            )
+        )
+        closed = self.closed_ids([d.get("event.id") for d in docs])
+        return [d for d in docs if d.get("event.id") not in closed]
+
+    def closed_ids(self, ids: list[Any]) -> set[str]:
+        lookup = getattr(self.state, "alert_states", None)
+        if lookup is None:
+            return set()
+        states = lookup([str(i) for i in ids if i])
+        return {k for k, v in states.items() if v.get("status") == "closed"}
+
+    def assess(
+        self, sites: list[str] | None, assets: list[dict] | None = None, now: float | None = None
+    ):
+        acceptances = self.catalog.acceptances() if self.catalog else {}
+        return assess(
+            self.assets(sites) if assets is None else assets,
+            self.findings(sites),
+            self.alerts(sites, now),
+            self.sites(sites),
+            self.matcher(),
+            acceptances,
+            now=now,
+            resolve_after_s=self.resolve_after_s,
+        )
+
+
+def add_routes(
+    app: FastAPI, data: AssessmentData, who: Any, scoped: Any, not_visible: type
+) -> None:
+    """Register the assessment routes (``who``: the principal dependency; ``scoped``: the
+    scope resolver; ``not_visible``: the exception that answers 404)."""
+
+    def site_list(sc: Any) -> list[str] | None:
+        return list(sc.sites) if sc.sites is not None else None
+
+    @app.get("/api/assessment", summary="Assessment of a scope: risk, findings, exposure")
+    def assessment(p: who, scope: str | None = None, top: int = Query(10, ge=1, le=100)) -> dict:
+        sc = scoped(p, scope)
+        result = data.assess(site_list(sc))
+        doc = result.doc()
+        doc["top_assets"] = result.assets[:top]
+        doc["scope"] = sc.key if hasattr(sc, "key") else scope
+        doc["advisories_loaded"] = len(data.matcher().advisories) if data.matcher() else 0
+        return doc
+
+    @app.get("/api/findings", summary="Findings of a scope with their state")
+    def findings(
+        p: who,
+        scope: str | None = None,
+        state: str | None = None,
+        kind: str | None = None,
+        limit: int = Query(200, ge=1, le=5000),
+    ) -> dict:
+        sc = scoped(p, scope)
+        rows = data.assess(site_list(sc), assets=[]).findings
+        if state:
+            rows = [r for r in rows if r["finding.state"] == state]
+        if kind:
+            rows = [r for r in rows if r["finding.kind"] == kind]
+        return {"total": len(rows), "items": [nest(r) for r in rows[:limit]]}
+
+    def visible_finding(p: Any, finding_id: str) -> dict:
+        sc = scoped(p, None)
+        for doc in data.findings(site_list(sc)):
+            if doc.get("finding.id") == finding_id:
+                return doc
+        raise not_visible(finding_id)
+
+    @app.post("/api/findings/{finding_id}/accept", summary="Accept a finding with a reason")
+    def accept(p: who, finding_id: str, body: AcceptBody) -> dict:
+        doc = visible_finding(p, finding_id)
+        if not p.can_workflow:
+            raise HTTPException(403, "this token is read-only")
+        if data.catalog is None:
+            raise HTTPException(503, "no assessment catalog")
+        data.catalog.accept(finding_id, body.reason, p.name)
+        data.state.audit(
+            p.name,
+            "finding-accept",
+            {"finding": finding_id, "reason": body.reason},
+            site=doc.get("labels.site"),
+        )
+        return {"id": finding_id, "state": "accepted", "reason": body.reason.strip()}
+
+    @app.post("/api/findings/{finding_id}/reopen", summary="Withdraw a finding's acceptance")
+    def reopen(p: who, finding_id: str) -> dict:
+        doc = visible_finding(p, finding_id)
+        if not p.can_workflow:
+            raise HTTPException(403, "this token is read-only")
+        if data.catalog is not None:
+            data.catalog.reopen(finding_id)
+        data.state.audit(
+            p.name, "finding-reopen", {"finding": finding_id}, site=doc.get("labels.site")
+        )
+        return {"id": finding_id, "state": "open"}
+
+    @app.get("/api/advisories", summary="Imported advisories, with affected counts in scope")
+    def advisories(p: who, scope: str | None = None) -> dict:
+        sc = scoped(p, scope)
+        matcher = data.matcher()
+        if matcher is None:
+            return {"total": 0, "items": []}
+        counts: dict[str, list[int]] = {}
+        for m in matcher.match(data.assets(site_list(sc))):
+            c = counts.setdefault(m.advisory_id, [0, 0])
+            c[0 if m.status == "affected" else 1] += 1
+        items = []
+        for adv in matcher.advisories.values():
+            row = nest(adv.summary())
+            row["affected"], row["possibly"] = counts.get(adv.id, [0, 0])
+            items.append(row)
+        items.sort(
+            key=lambda r: (-r["affected"], not r["advisory"]["exploited"], r["advisory"]["id"])
+        )
+        return {"total": len(items), "items": items}
+
+    @app.get("/api/advisories/{advisory_id}", summary="Who is affected by one advisory")
+    def affected(p: who, advisory_id: str, scope: str | None = None) -> dict:
+        sc = scoped(p, scope)
+        matcher = data.matcher()
+        adv = matcher.advisories.get(advisory_id) if matcher else None
+        if adv is None:
+            raise not_visible(advisory_id)  # advisories are shared: only a missing one is 404
+        sites = data.sites(site_list(sc))
+        rows = []
+        by_city: dict[str, int] = {}
+        by_industry: dict[str, int] = {}
+        by_enterprise: dict[str, int] = {}
+        for m in Matcher([adv]).match(data.assets(site_list(sc))):
+            doc = m.doc()
+            site = m.asset_id.rsplit(":", 1)[0]
+            info = sites.get(site)
+            doc["labels.site"] = site
+            doc["city"] = info.city if info else ""
+            doc["industry"] = info.industry if info else ""
+            doc["enterprise"] = info.enterprise_name if info else ""
+            rows.append(doc)
+            if m.status == "affected":
+                by_city[doc["city"] or "?"] = by_city.get(doc["city"] or "?", 0) + 1
+                by_industry[doc["industry"] or "?"] = by_industry.get(doc["industry"] or "?", 0) + 1
+                by_enterprise[doc["enterprise"] or "?"] = (
+                    by_enterprise.get(doc["enterprise"] or "?", 0) + 1
+                )
+        rows.sort(key=lambda r: (r["match.status"] != "affected", r["asset.id"]))
+        return {
+            "advisory": nest(adv.summary())["advisory"],
+            "affected": sum(1 for r in rows if r["match.status"] == "affected"),
+            "possibly": sum(1 for r in rows if r["match.status"] != "affected"),
+            "by_city": by_city,
+            "by_industry": by_industry,
+            "by_enterprise": by_enterprise,
+            "items": [nest(r) for r in rows],
+        }
+
+    @app.get("/api/assets/{asset_id}", summary="One asset: findings, advisories and risk")
+    def asset(p: who, asset_id: str) -> dict:
+        sc = scoped(p, None)
+        sites = site_list(sc)
+        site = asset_id.rsplit(":", 1)[0] if ":" in asset_id else ""
+        if sites is not None and site not in sites:
+            raise not_visible(asset_id)
+        doc = None
+        getter = getattr(data.backend, "get_asset", None)
+        if getter is not None:
+            doc = getter(asset_id)
+        if doc is None:
+            raise not_visible(asset_id)
+        result = data.assess([site] if site else sites, assets=[doc])
+        risk = next((r for r in result.assets if r["asset.id"] == asset_id), None)
+        return {
+            "asset": nest(doc),
+            "risk": risk,
+            "findings": [nest(f) for f in result.findings if f["asset.id"] == asset_id],
+            "advisories": [nest(m) for m in result.matches if m["asset.id"] == asset_id],
+        }

@@ -1,0 +1,216 @@
+"""CSAF 2.0 advisories: every test document validates (schema and mandatory tests, offline),
+bad ones are refused with the file named, and matching is exact at the range boundaries.
+The documents (tests/assessment/csaf, made by make_csaf.py) describe made-up products."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from assessment.advisories import AdvisoryError, files, load_file, norm, parse, validate
+from assessment.matching import Matcher
+from assessment.versions import RangeError, parse_range, parse_version
+from sensor.engine import Engine, EngineConfig
+
+CSAF = Path(__file__).resolve().parent / "csaf"
+PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+
+
+@pytest.fixture(scope="module")
+def advisories():
+    return [load_file(p) for p in files([CSAF])]
+
+
+def test_at_least_twenty_valid_documents(advisories) -> None:
+    assert len(advisories) >= 20
+    assert len({a.id for a in advisories}) == len(advisories)
+    for path in files([CSAF]):
+        validate(json.loads(path.read_text()), str(path))  # raises on any problem
+
+
+ACME = {"ics.device.vendor": "Acme Automation GmbH", "ics.device.product": "ACME plc 200"}
+EXAMPLE = {"ics.device.vendor": "Example Automation", "ics.device.product": "Example PLC 1500"}
+NORTH = {"ics.device.vendor": "Northwind Controls", "ics.device.product": "NW-RTU 40"}
+
+# firmware -> the advisories it is affected by (ranges in tests/assessment/make_csaf.py)
+BOUNDARIES = [
+    (ACME, "2.4.1", {"ACME-2026-001", "ACME-2026-003", "ACME-2026-005", "ACME-2026-008"}),
+    (ACME, "2.4.2", {"ACME-2026-004", "ACME-2026-006"}),  # <2.4.2 excludes, >2.4.1 includes
+    (
+        ACME,
+        "2.4.0",
+        {
+            "ACME-2026-001",
+            "ACME-2026-002",
+            "ACME-2026-006",
+            "ACME-2026-008",
+            "ACME-2026-009",
+            "ACME-2026-010",
+        },
+    ),
+    (
+        ACME,
+        "2.0.0",
+        {"ACME-2026-001", "ACME-2026-002", "ACME-2026-006", "ACME-2026-008", "ACME-2026-009"},
+    ),  # >=2.0.0 includes, second range of 010 starts at 2.4.0
+    (ACME, "1.9.9", {"ACME-2026-002", "ACME-2026-008", "ACME-2026-009", "ACME-2026-010"}),
+    (ACME, "2.4.10", {"ACME-2026-004", "ACME-2026-006", "ACME-2026-011"}),  # numeric, not text
+    (
+        ACME,
+        "V2.4.1-rc2",
+        {
+            "ACME-2026-001",
+            "ACME-2026-002",
+            "ACME-2026-006",
+            "ACME-2026-008",
+            "ACME-2026-009",
+            "ACME-2026-010",
+            "ACME-2026-013",
+        },
+    ),  # pre-release
+    (ACME, "3.0.0", set()),
+    (EXAMPLE, "4.2.1 (build 77)", {"EXA-2026-001", "EXA-2026-004"}),
+    (EXAMPLE, "4.2.1.5", {"EXA-2026-001", "EXA-2026-004", "EXA-2026-006"}),  # four parts
+    (EXAMPLE, "4.2.1.4", {"EXA-2026-001", "EXA-2026-004"}),
+    (EXAMPLE, "4.2.2", {"EXA-2026-002", "EXA-2026-004"}),
+    (EXAMPLE, "4.0.0", {"EXA-2026-001", "EXA-2026-003"}),
+    (EXAMPLE, "3.9.9", {"EXA-2026-003"}),
+    (NORTH, "10.9", {"NWC-2026-001", "NWC-2026-002"}),
+    (NORTH, "10.10", {"NWC-2026-001", "NWC-2026-003"}),  # <10.10 excludes, =10.10 includes
+    (NORTH, "10.11", {"NWC-2026-001", "NWC-2026-003"}),
+    (NORTH, "10.12", set()),
+    (NORTH, "10.2", {"NWC-2026-001", "NWC-2026-002"}),
+    (NORTH, "10.1", {"NWC-2026-001"}),
+]
+
+
+@pytest.mark.parametrize(("device", "firmware", "expected"), BOUNDARIES)
+def test_exact_at_range_boundaries(advisories, device, firmware, expected) -> None:
+    found = Matcher(advisories).match_device({**device, "ics.device.firmware": firmware})
+    assert {adv.id for adv, status, _p in found if status == "affected"} == expected
+    assert all(status == "affected" for _a, status, _p in found)
+
+
+def test_model_number_wildcard_matches_by_product_code(advisories) -> None:
+    device = {
+        "ics.device.vendor": "Acme Automation",
+        "ics.device.product_code": "AC-PLC-200",
+        "ics.device.firmware": "8.9.9",
+    }
+    assert [a.id for a, _s, _p in Matcher(advisories).match_device(device)] == ["ACME-2026-014"]
+    device["ics.device.product_code"] = "AC-PLC-300"
+    assert Matcher(advisories).match_device(device) == []
+
+
+def test_unknown_firmware_is_possibly_affected(advisories) -> None:
+    found = Matcher(advisories).match_device(dict(EXAMPLE))
+    assert {a.id for a, _s, _p in found} == {f"EXA-2026-00{n}" for n in (1, 2, 3, 4, 6)}
+    assert {s for _a, s, _p in found} == {"possibly-affected"}
+    found = Matcher(advisories).match_device({**EXAMPLE, "ics.device.firmware": "unknown"})
+    assert {s for _a, s, _p in found} == {"possibly-affected"}
+
+
+def test_other_vendors_and_products_never_match(advisories) -> None:
+    matcher = Matcher(advisories)
+    assert (
+        matcher.match_device(
+            {
+                "ics.device.vendor": "Acme Automation",
+                "ics.device.product": "Acme PLC 2000",
+                "ics.device.firmware": "1",
+            }
+        )
+        == []
+    )
+    assert (
+        matcher.match_device(
+            {
+                "ics.device.vendor": "Acme Robotics",
+                "ics.device.product": "Acme PLC 200",
+                "ics.device.firmware": "1",
+            }
+        )
+        == []
+    )
+    assert matcher.match_device({"ics.device.product": "Acme PLC 200"}) == []  # no vendor
+
+
+def test_assets_replayed_from_a_capture_are_matched(advisories) -> None:
+    engine = Engine(EngineConfig(site="plant-1"))
+    for _ in engine.replay(
+        [PCAPS / "modbus" / "modbus_identification.pcap", PCAPS / "opcua" / "opcua_anonymous.pcap"]
+    ):
+        pass
+    assets = engine.changed_assets()
+    matches = Matcher(advisories).match(assets)
+    by_asset: dict[str, set[str]] = {}
+    for m in matches:
+        by_asset.setdefault(m.asset_id, set()).add(m.advisory_id)
+    assert by_asset == {
+        "plant-1:127.0.0.1": {
+            "ACME-2026-001",
+            "ACME-2026-003",
+            "ACME-2026-005",
+            "ACME-2026-008",
+            "ACME-2026-014",
+        },
+        "plant-1:127.0.0.21": {"EXA-2026-001", "EXA-2026-004"},
+    }
+    kev = {m.advisory_id for m in matches if m.exploited}
+    assert kev == {"ACME-2026-001", "EXA-2026-001"}
+    first = next(m for m in matches if m.advisory_id == "ACME-2026-001")
+    assert first.cvss == 9.8 and first.remediation == "Update Acme PLC 200 to 2.4.2 or later."
+
+
+def _doc() -> dict:
+    return json.loads((CSAF / "acme-2026-001.json").read_text())
+
+
+def test_invalid_documents_are_refused_with_the_reason(tmp_path: Path) -> None:
+    doc = _doc()
+    doc["vulnerabilities"][0]["product_status"]["known_affected"].append("CSAFPID-9999")
+    with pytest.raises(
+        AdvisoryError, match=r"x.json: not a valid CSAF 2.0 advisory: 6.1.1 Missing"
+    ):
+        parse(doc, "x.json")
+    doc = _doc()
+    del doc["document"]["title"]
+    with pytest.raises(AdvisoryError, match=r"schema .*'title' is a required property"):
+        parse(doc, "x.json")
+    doc = _doc()
+    doc["document"]["csaf_version"] = "2.1"
+    with pytest.raises(AdvisoryError, match="CSAF version '2.1'; this reader takes 2.0"):
+        parse(doc, "x.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(AdvisoryError, match="bad.json: not JSON"):
+        load_file(bad)
+    with pytest.raises(AdvisoryError, match="not a CSAF document"):
+        parse([], "list.json")
+
+
+def test_an_unreadable_range_makes_the_product_possibly_affected() -> None:
+    doc = _doc()
+    branch = doc["product_tree"]["branches"][0]["branches"][0]["branches"][0]
+    branch["name"] = "all versions before the spring release"
+    adv = parse(copy.deepcopy(doc), "x.json", check=False)
+    (product,) = [p for p in adv.products.values() if p.problem]
+    found = Matcher([adv]).match_device({**ACME, "ics.device.firmware": "2.4.1"})
+    assert [(a.id, s) for a, s, _p in found] == [("ACME-2026-001", "possibly-affected")]
+    assert "not a version" in product.problem
+
+
+def test_version_helpers() -> None:
+    assert parse_version("V4.2.1") == parse_version("4.2.1 (build 77)") == parse_version("4.2.1")
+    assert parse_version("build") is None
+    assert parse_version("2.4.1-rc1") < parse_version("2.4.1")
+    assert parse_version("4.2.1.6") < parse_version("4.2.2")
+    assert parse_version("2.4.1") in parse_range(">=2.0 <2.5")
+    assert parse_version("2.5") not in parse_range(">=2.0 <2.5")
+    assert parse_version("9") in parse_range("vers:all/*")
+    with pytest.raises(RangeError):
+        parse_range("vers:nosuchscheme/1.0")
+    assert norm("ACME Automation, Inc.") == norm("acme automation") == "acme automation"
