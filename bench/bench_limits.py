@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from sensor.capture import CaptureReader  # noqa: E402
 from sensor.engine import Engine, EngineConfig  # noqa: E402
 from sensor.flows import FlowLimits  # noqa: E402
-from tests.floodgen import real_modbus_frames, syn_flood, trickle  # noqa: E402
+from tests.support.floodgen import real_modbus_frames, syn_flood, trickle  # noqa: E402
 
 
 def _rss_mb() -> float:

@@ -5,7 +5,7 @@
 
 1. Collects every OPC UA capture in ../shared/pcaps/public/opcua and pcaps/opcua, and cuts
    each TCP connection into the byte feeds the dissector receives (per direction, in order:
-   the test helper tests/test_opcua_support.py, whose byte count the tests check against
+   the test helper tests/support/opcua.py, whose byte count the tests check against
    tshark's).
 2. icsmon parser: feeds every connection to a fresh ``opcua.Parser`` ``--rounds`` times and
    counts OPC UA messages (chunks, as tshark counts them) and transaction records; no I/O in
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from sensor.engine import Engine, EngineConfig  # noqa: E402
 from sensor.protocols import opcua  # noqa: E402
-from tests.test_opcua_support import DECODE_AS, recorded_feeds  # noqa: E402
+from tests.support.opcua import DECODE_AS, recorded_feeds  # noqa: E402
 
 PUBLIC = REPO.parent / "shared" / "pcaps" / "public" / "opcua"
 OWN = REPO / "pcaps" / "opcua"
@@ -186,7 +186,7 @@ def main() -> None:
     if per_round != int(tm):
         print(
             f"note: messages per round differ: icsmon {per_round}, tshark {int(tm)}"
-            " (see tests/test_opcua_conformance.py KNOWN_DIFFERENCES)"
+            " (see tests/protocols/opcua/test_conformance.py KNOWN_DIFFERENCES)"
         )
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.query import AlertFilter, AssetFilter  # noqa: E402
 from pipeline.store import Store  # noqa: E402
-from tests.test_store_samples import BASE_TS, SITES, corpus  # noqa: E402
+from tests.support.store_samples import BASE_TS, SITES, corpus  # noqa: E402
 
 
 def timed(fn: Callable[[], object], reps: int = 5) -> float:

@@ -286,6 +286,12 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
             "block.interface_timestamp",
         )
     },
+    **{
+        f"s7comm.protection.{name}": LONG
+        for name in ("level", "assigned_level", "key_switch_level")
+    },
+    "s7comm.protection.mode_switch": K,
+    "s7comm.protection.startup_switch": K,
     "s7comm.userdata.last_data_unit": BOOL,
     "s7comm.block.more_data": BOOL,
     "s7comm.malformed": BOOL,
@@ -464,6 +470,14 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
             "truncated",
         )
     },
+    **{
+        f"opcua.server_certificate.{name}": K
+        for name in ("sha1", "subject", "issuer", "serial_number", "signature_hash")
+    },
+    "opcua.server_certificate.not_before": DATE,
+    "opcua.server_certificate.not_after": DATE,
+    "opcua.server_certificate.key_bits": LONG,
+    "opcua.server_certificate.self_signed": BOOL,
     "opcua.values": TYPED_VALUES,
     "opcua.input_arguments": TYPED_VALUES,
     "opcua.output_arguments": TYPED_VALUES,

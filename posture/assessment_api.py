@@ -109,6 +109,58 @@ class AssessmentData:
         states = lookup([str(i) for i in ids if i])
         return {k for k, v in states.items() if v.get("status") == "closed"}
 
+    def coverage(self, sites: list[str] | None, now: float | None = None) -> dict:
+        """Coverage of the scope's enterprises (assessment/coverage.py): heartbeats where the
+        back end keeps them, else each sensor's newest event."""
+        from assessment.coverage import (
+            STALE_AFTER_S,
+            EnterpriseInfo,
+            coverage,
+            signals_from_heartbeats,
+        )
+
+        now = time.time() if now is None else now
+        org = self.state.org()
+        site_ids = list(org.sites) if sites is None else [s for s in sites if s in org.sites]
+        ents: dict[str, EnterpriseInfo] = {}
+        sensors: list[str] = []
+        for sid in site_ids:
+            site = org.sites[sid]
+            e = org.enterprises.get(site.enterprise_id, {})
+            info = ents.setdefault(
+                site.enterprise_id,
+                EnterpriseInfo(
+                    site.enterprise_id,
+                    e.get("name", site.enterprise_id),
+                    site.city_id,
+                    site.industry,
+                    e.get("grade"),
+                    bool(e.get("key_connected")),
+                ),
+            )
+            info.sensors.extend(site.sensors)
+            sensors.extend(site.sensors)
+        # each sensor's newest heartbeat (Elasticsearch: the small latest-heartbeats index)
+        signals = signals_from_heartbeats(
+            self.backend.latest(
+                "heartbeat",
+                AlertFilter(since=now - STALE_AFTER_S, sites=site_ids),
+                size=len(sensors) + 100,
+            )
+        )
+        if sensors:
+            last = self.backend.last_seen_by(
+                AlertFilter(since=now - STALE_AFTER_S, until=now + 60, sites=site_ids),
+                "observer.name",
+                size=len(sensors) + 100,
+                kind="event",
+            )
+            from assessment.coverage import SensorSignal
+
+            for name, ts in last:
+                signals.setdefault(name, SensorSignal(name)).last_event = ts
+        return coverage(ents.values(), signals, now)
+
     def assess(
         self, sites: list[str] | None, assets: list[dict] | None = None, now: float | None = None
     ):
@@ -142,6 +194,7 @@ def add_routes(
         doc["top_assets"] = result.assets[:top]
         doc["scope"] = sc.key if hasattr(sc, "key") else scope
         doc["advisories_loaded"] = len(data.matcher().advisories) if data.matcher() else 0
+        doc["coverage"] = data.coverage(site_list(sc))
         return doc
 
     @app.get("/api/findings", summary="Findings of a scope with their state")

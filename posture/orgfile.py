@@ -38,6 +38,8 @@ class Enterprise:
     industry: str
     criticality: int
     sites: list[Site] = field(default_factory=list)
+    grade: int | None = None  # classification grade 1-3 (grade 3 must be monitored)
+    key_connected: bool = False  # on the province's list of key connected enterprises
 
 
 @dataclass(slots=True)
@@ -72,6 +74,22 @@ def _ident(entry: dict[str, Any], where: str, seen: set[str]) -> str:
     if value in seen:
         raise OrgFileError(f"{where}: duplicate id {value!r}")
     seen.add(value)
+    return value
+
+
+def _grade(entry: dict[str, Any], where: str) -> int | None:
+    value = entry.get("grade")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3:
+        raise OrgFileError(f"{where}: grade must be 1, 2 or 3, got {value!r}")
+    return value
+
+
+def _flag(entry: dict[str, Any], key: str, where: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise OrgFileError(f"{where}: {key} must be true or false, got {value!r}")
     return value
 
 
@@ -121,6 +139,8 @@ def parse_org(data: Any, source: str = "<registry>") -> Org:
                 city_id=city.id,
                 industry=_text(e, "industry", ew),
                 criticality=_criticality(e, ew, None),
+                grade=_grade(e, ew),
+                key_connected=_flag(e, "key_connected", ew),
             )
             for si, s in enumerate(_entries(e, "sites", ew)):
                 sw = f"{ew}.sites[{si}]"

@@ -53,6 +53,12 @@ TEXT = {
         "possibly": "可能受影响",
         "exploited": "已被利用",
         "coverage": "监测覆盖",
+        "required": "须接入企业",
+        "state_connected": "已接入",
+        "state_no_traffic": "在线无流量",
+        "state_disconnected": "断开",
+        "state_stale": "长期失联",
+        "state_never_onboarded": "未接入",
         "sensors": "传感器",
         "reporting": "在线",
         "silent": "静默",
@@ -92,6 +98,12 @@ TEXT = {
         "possibly": "possibly",
         "exploited": "exploited",
         "coverage": "Coverage",
+        "required": "Enterprises that must connect",
+        "state_connected": "connected",
+        "state_no_traffic": "connected, no traffic",
+        "state_disconnected": "disconnected",
+        "state_stale": "stale",
+        "state_never_onboarded": "never onboarded",
         "sensors": "Sensors",
         "reporting": "reporting",
         "silent": "silent",
@@ -132,7 +144,9 @@ def report_data(
     since = now - days * 86400
     summary = service.summary(scope, since, now, now=now)
     before = service.summary(scope, since - days * 86400, since, now=now)
-    result = assessment.assess(list(scope.sites) if scope.sites is not None else None, now=now)
+    sites = list(scope.sites) if scope.sites is not None else None
+    result = assessment.assess(sites, now=now)
+    cov = assessment.coverage(sites, now=now)
     per_day: dict[str, int] = {}
     for b in summary["trend"]["buckets"]:
         day = _day(b["t"])
@@ -153,7 +167,13 @@ def report_data(
             "per_day": sorted(per_day.items()),
             "by_technique": summary["alerts"]["by_technique"],
         },
-        "coverage": {k: summary["sensors"][k] for k in ("total", "reporting", "silent")},
+        "coverage": {
+            **{k: summary["sensors"][k] for k in ("total", "reporting", "silent")},
+            **{
+                k: cov[k]
+                for k in ("by_state", "required", "required_connected", "ratio", "by_city")
+            },
+        },
         "risk": result.risk,
         "top_enterprises": [
             {k: e[k] for k in ("enterprise", "name", "city", "risk", "parts")}
@@ -269,6 +289,7 @@ def render_html(data: dict, lang: str = "zh") -> str:
         or f"<tr><td colspan=5>{t['none']}</td></tr>"
     )
     cov = data["coverage"]
+    ratio = f" ({cov['ratio'] * 100:.0f}%)" if cov.get("ratio") is not None else ""
     delta = round(score["score"] - data["previous_score"], 1)
     return f"""<!DOCTYPE html>
 <html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">
@@ -297,6 +318,8 @@ svg text {{ font-family: {FONT}; }}
 <table><tr><th>{t["advisory"]}</th><th>CVE</th><th>CVSS</th><th>{t["affected"]}</th><th>{t["possibly"]}</th></tr>{adv_rows}</table>
 <h2>{t["coverage"]}</h2>
 <p>{t["sensors"]}: {cov["total"]} · {t["reporting"]} {cov["reporting"]} · {t["silent"]} {cov["silent"]}</p>
+<p>{t["required"]}: {cov["required"]} · {t["state_connected"]} {cov["required_connected"]}{ratio}</p>
+{_bars([(t["state_" + k.replace("-", "_")], v) for k, v in cov["by_state"].items()], color="#4f81bd")}
 <h2>{t["techniques"]}</h2>{_bars([(k, v) for k, v in data["alerts"]["by_technique"]], color="#c0504d")}
 </body></html>"""
 

@@ -249,6 +249,9 @@ def make_registry(
             "criticality": max(1, min(5, crit + rng.choice((-1, 0, 0, 1)))),
             "sites": [],
         }
+        # classification (no random draw: the rest of the seeded province stays as it was)
+        ent["grade"] = 3 if ent["criticality"] >= 4 else 1 + i % 2
+        ent["key_connected"] = i % 3 == 0
         city["enterprises"].append(ent)
         ents.append(ent)
     for j in range(n_sites):

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS city (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, name_zh TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS enterprise (
   id TEXT PRIMARY KEY, city_id TEXT NOT NULL REFERENCES city(id), name TEXT NOT NULL,
-  name_zh TEXT NOT NULL, industry TEXT NOT NULL, criticality INTEGER NOT NULL);
+  name_zh TEXT NOT NULL, industry TEXT NOT NULL, criticality INTEGER NOT NULL,
+  grade INTEGER, key_connected INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS site (
   id TEXT PRIMARY KEY, enterprise_id TEXT NOT NULL REFERENCES enterprise(id),
   name TEXT NOT NULL, criticality INTEGER NOT NULL);
@@ -126,6 +127,12 @@ class PostureState:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(enterprise)")}
+            if "grade" not in columns:  # a state file from before coverage: add the columns
+                self._db.execute("ALTER TABLE enterprise ADD COLUMN grade INTEGER")
+                self._db.execute(
+                    "ALTER TABLE enterprise ADD COLUMN key_connected INTEGER NOT NULL DEFAULT 0"
+                )
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"{self.path}: not a usable posture state database: {exc}") from exc
         self._db.row_factory = sqlite3.Row
@@ -172,8 +179,18 @@ class PostureState:
                     counts["cities"] += 1
                     for e in c.enterprises:
                         db.execute(
-                            "INSERT INTO enterprise VALUES (?,?,?,?,?,?)",
-                            (e.id, c.id, e.name, e.name_zh, e.industry, e.criticality),
+                            "INSERT INTO enterprise (id, city_id, name, name_zh, industry, "
+                            "criticality, grade, key_connected) VALUES (?,?,?,?,?,?,?,?)",
+                            (
+                                e.id,
+                                c.id,
+                                e.name,
+                                e.name_zh,
+                                e.industry,
+                                e.criticality,
+                                e.grade,
+                                int(e.key_connected),
+                            ),
                         )
                         counts["enterprises"] += 1
                         for s in e.sites:

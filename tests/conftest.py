@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import REPO
+
 PCAPS = REPO / "pcaps"
 SHARED_PCAPS = Path(os.environ.get("ICSMON_SHARED", REPO.parent / "shared")) / "pcaps" / "public"
 OUT = REPO / "tests" / "out"

@@ -2,7 +2,7 @@
 
 ``icsmon rules check`` refuses a rule that names a field outside this list (a typo or a
 field no dissector produces would make the rule silently dead). Keep it in step with the
-field tables in the docstrings of ``sensor/protocols/*.py``; tests/test_rules.py checks
+field tables in the docstrings of ``sensor/protocols/*.py``; tests/detectors/test_rules.py checks
 that every protocol field a shipped rule uses is documented there.
 """
 

@@ -1,8 +1,9 @@
 """Big OPC UA tables for ``sensor.protocols.opcua``: service encoding ids and status codes.
 
 Taken from the OPC Foundation's published NodeIds.csv and StatusCode.csv (UA specification
-Part 4 services, Part 6 binary encodings). tests/test_opcua_types.py checks them against the
-copy shipped with the asyncua reference stack, so a drift shows up as a failing test.
+Part 4 services, Part 6 binary encodings). A test in tests/protocols/opcua/test_dissector.py
+(``test_service_and_status_tables_match_the_reference_stack``) checks them against the copy
+shipped with the asyncua reference stack, so a drift shows up as a failing test.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 
 from posture.access import Principal, resolve_scope
 from posture.report import render_html, render_pdf, report_data
-from tests.test_posture_api import make_env
+from tests.support.posture import make_env
 
 GOLDEN = Path(__file__).resolve().parent / "report_weekly_province.json"
 NOW = 1796000000.0  # 2026-11-29T01:33:20Z: seeded documents are placed relative to it

@@ -16,7 +16,7 @@ from pipeline.spool import Spool
 from pipeline.store import Store
 from sensor.events import Context
 from sensor.heartbeat import Heartbeats
-from tests.pipeline_support import drop_pipe, make_pipe, require_services
+from tests.support.pipeline import drop_pipe, make_pipe, require_services
 
 
 def test_every_kind_has_its_names_in_one_place() -> None:

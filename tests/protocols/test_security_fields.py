@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from sensor.engine import Engine, EngineConfig
 from sensor.protocols import certificates
+from tests.support import REPO
 
-PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+PCAPS = REPO / "pcaps"
 
 
 def _events(path: Path) -> list[dict]:

@@ -11,7 +11,7 @@ import pytest
 import stix2
 
 from posture import seed
-from tests.test_posture_api import Env, make_env
+from tests.support.posture import Env, make_env
 
 ATTACKER = "203.0.113.77"  # TEST-NET-3: documents only, no traffic is sent anywhere
 

@@ -1,7 +1,7 @@
 """Tenancy of the response routes: every route, as every role, against every other tenant's
 incidents, notices, reports, attachments and campaigns. A foreign object answers exactly like
 a missing one; home listings hold no foreign identifiers. ``ROUTES`` lists every response
-route; tests/test_posture_access.py checks that no API route is left out of the tenancy tests.
+route; tests/posture/test_access.py checks that no API route is left out of the tenancy tests.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from posture import seed
-from tests.test_posture_access import WHO
-from tests.test_posture_api import Env, make_env
+from tests.support.posture import WHO, Env, make_env
 
 MISSING = {
     "incident": "inc-ffffffffffffffff",

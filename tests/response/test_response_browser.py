@@ -35,7 +35,7 @@ from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from tests.response.captures import CAPTURES, replay, shifted
-from tests.test_posture_browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import ARGS, CHROMIUM, need_browser
 
 ATTACKER_OUTSIDE = "203.0.113.66"  # TEST-NET-3: only written into a file
 

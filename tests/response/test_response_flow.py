@@ -16,7 +16,7 @@ import pytest
 
 from posture import seed
 from response.policy import load_policy
-from tests.test_posture_api import Env, make_env
+from tests.support.posture import Env, make_env
 
 
 @pytest.fixture(scope="module")

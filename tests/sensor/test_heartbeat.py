@@ -17,7 +17,7 @@ import pytest
 from sensor.capture import CaptureReader
 from sensor.events import Context
 from sensor.heartbeat import COUNTERS, Heartbeats
-from tests.test_live import (
+from tests.sensor.test_live import (
     SENSE,
     _capture_ready,
     _ifindex,

@@ -1,0 +1,421 @@
+"""Live capture on a veth pair inside a network namespace the test creates.
+
+One end (``vsend``) gets the captures from ``pcaps/modbus/`` pushed into it by tcpreplay;
+the other (``vsense``) is read by ``sensor.live.LiveSource`` or by ``icsmon sense``. Both
+ends live in the namespace, so nothing touches the host's interfaces, and deleting the
+namespace removes them. Needs root (namespaces, AF_PACKET), ``ip`` and ``tcpreplay``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sensor.capture import CaptureReader
+from sensor.live import CaptureError, LiveSource
+from tests.support import REPO
+
+CAPTURES = sorted((REPO / "pcaps" / "modbus").glob("*.pcap"))
+BIN = Path(sys.executable).parent
+ICSMON = str(BIN / "icsmon")
+SEND, SENSE = "vsend", "vsense"
+WAIT = 60.0  # generous upper bound on waiting for a child; not a performance assertion
+_names = itertools.count()
+
+pytestmark = pytest.mark.live
+
+# Fields that depend on when packets arrive, not on what they contain.
+TIME_FIELDS = {"@timestamp", "event.duration", "event.id"}
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=WAIT)
+
+
+@pytest.fixture()
+def netns() -> Iterator[str]:
+    """A namespace holding an up veth pair (vsend <-> vsense) and nothing else."""
+    if os.geteuid() != 0:
+        pytest.skip("live capture test needs root to create a network namespace")
+    if not shutil.which("ip"):
+        pytest.skip("the 'ip' command (iproute2) is not installed")
+    if not shutil.which("tcpreplay"):
+        if os.environ.get("CI"):
+            pytest.fail("tcpreplay is not installed: scripts/test.sh installs Debian's tcpreplay")
+        pytest.skip("tcpreplay is not installed (apt-get install tcpreplay)")
+    name = f"icsmon-live-{os.getpid()}-{next(_names)}"
+    made = _run("ip", "netns", "add", name, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
+    try:
+        # No IPv6 on the pair: no router solicitations or MLD reports mixed into the capture
+        # (a nicety: the checks look at IPv4 frames and Modbus events only).
+        for scope in ("all", "default") if shutil.which("sysctl") else ():
+            setting = f"net.ipv6.conf.{scope}.disable_ipv6=1"
+            _run(*_in_ns(name, "sysctl", "-q", "-w", setting), check=False)
+        _run("ip", "-n", name, "link", "add", SEND, "type", "veth", "peer", "name", SENSE)
+        _run("ip", "-n", name, "link", "set", SEND, "up")
+        _run("ip", "-n", name, "link", "set", SENSE, "up")
+        yield name
+    finally:
+        _run("ip", "netns", "del", name, check=False)
+
+
+def _in_ns(ns: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def _packet_sockets(ns: str) -> list[dict[str, int]]:
+    """Rows of /proc/net/packet inside the namespace: bound protocol, ifindex, queued bytes."""
+    rows = []
+    lines = _run(*_in_ns(ns, "cat", "/proc/net/packet")).stdout.splitlines()[1:]
+    for line in lines:
+        cols = line.split()
+        rows.append(
+            {
+                "proto": int(cols[3], 16),
+                "iface": int(cols[4]),
+                "running": int(cols[5]),
+                "rmem": int(cols[6]),
+            }
+        )
+    return rows
+
+
+def _ifindex(ns: str, iface: str) -> int:
+    out = _run(*_in_ns(ns, "cat", f"/sys/class/net/{iface}/ifindex")).stdout
+    return int(out)
+
+
+def _wait_for(what: str, check, proc: subprocess.Popen) -> None:
+    """Poll ``check()`` until true; fail (with the child's stderr) if the child dies or
+    WAIT passes. A deadline on waiting, not a timing assertion."""
+    deadline = time.monotonic() + WAIT
+    while not check():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"child exited ({proc.returncode}) before {what}: {err[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def _capture_ready(ns: str, ifindex: int) -> bool:
+    # Bound to the interface with ETH_P_ALL: from here on every frame is queued for it.
+    return any(r["iface"] == ifindex and r["proto"] == 0x0003 for r in _packet_sockets(ns))
+
+
+def _capture_running(ns: str, ifindex: int, running: int) -> bool:
+    return any(r["iface"] == ifindex and r["running"] == running for r in _packet_sockets(ns))
+
+
+def _queue_drained(ns: str, ifindex: int) -> bool:
+    return all(r["rmem"] == 0 for r in _packet_sockets(ns) if r["iface"] == ifindex)
+
+
+def _replay(ns: str, *files: Path) -> None:
+    _run(*_in_ns(ns, "tcpreplay", "--topspeed", "-q", "-i", SEND, *map(str, files)))
+
+
+def _frames(path: Path) -> list[bytes]:
+    return [data for _, _, data in CaptureReader(path)]
+
+
+def _write_pcap(path: Path, frames: list[bytes]) -> None:
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, frame in enumerate(frames):
+            f.write(struct.pack("<IIII", 1_800_000_000, i, len(frame), len(frame)) + frame)
+
+
+# A child that captures with LiveSource until SIGINT and writes what it saw as a pcap.
+CAPTURE_CHILD = r"""
+import json, signal, struct, sys
+from sensor.live import LiveSource
+iface, out, bpf, mode, snaplen = sys.argv[1:6]
+source = LiveSource(iface, bpf or None, int(snaplen), ring=mode == "ring")
+signal.signal(signal.SIGINT, lambda *_: source.stop())
+timestamps = []
+with open(out, "wb") as f:
+    f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, source.linktype))
+    for ts, linktype, data in source:
+        timestamps.append(ts)
+        sec = int(ts)
+        f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(data), len(data)) + data)
+report = {"stats": source.stats(), "mode": source.mode, "first_ts": timestamps[:1]}
+print(json.dumps({**report, "sorted": timestamps == sorted(timestamps)}))
+"""
+
+
+def _live_capture(
+    ns: str,
+    tmp_path: Path,
+    files: list[Path],
+    bpf: str = "",
+    mode: str = "ring",
+    snaplen: int = 65535,
+) -> tuple[list[bytes], dict]:
+    """Replay ``files`` into vsend while a LiveSource child reads vsense; its frames and report."""
+    out = tmp_path / "live.pcap"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        _in_ns(ns, sys.executable, "-c", CAPTURE_CHILD, SENSE, str(out), bpf, mode, str(snaplen)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        ifindex = _ifindex(ns, SENSE)
+        _wait_for("the capture socket", lambda: _capture_ready(ns, ifindex), proc)
+        started = time.time()
+        _replay(ns, *files)
+        _wait_for("the capture queue to drain", lambda: _queue_drained(ns, ifindex), proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["mode"] == mode
+    report["started"] = started
+    return _frames(out), report
+
+
+def _ipv4(frames: list[bytes]) -> list[bytes]:
+    return [f for f in frames if f[12:14] == b"\x08\x00" or f[12:14] == b"\x81\x00"]
+
+
+# -- LiveSource itself ---------------------------------------------------------------------
+
+
+MODES = pytest.mark.parametrize("mode", ["ring", "recvmsg"])
+
+
+@MODES
+def test_live_source_delivers_the_replayed_frames_byte_for_byte(
+    netns: str, tmp_path: Path, mode: str
+) -> None:
+    sent = [f for path in CAPTURES for f in _frames(path)]
+    got, report = _live_capture(netns, tmp_path, CAPTURES, mode=mode)
+    assert _ipv4(got) == sent
+    stats = report["stats"]
+    assert stats["kernel_drops"] == 0
+    assert stats["packets"] == len(got)
+    assert stats["bytes"] == sum(map(len, got))
+    # Kernel receive timestamps: in order, and from this run (the capture files are older).
+    assert report["sorted"]
+    assert report["first_ts"][0] >= report["started"] - 1
+
+
+@MODES
+def test_bpf_filter_runs_in_the_kernel(netns: str, tmp_path: Path, mode: str) -> None:
+    path = REPO / "pcaps" / "modbus" / "modbus_polling.pcap"
+    frames = _frames(path)
+    # Requests only: TCP payload towards port 502 (hand-computed from the file).
+    expected = [
+        f
+        for f in frames
+        if struct.unpack_from("!H", f, 36)[0] == 502 and len(f) > 14 + 20 + (f[46] >> 4) * 4
+    ]
+    assert 0 < len(expected) < len(frames)
+    got, report = _live_capture(
+        netns, tmp_path, [path], "tcp dst port 502 and (tcp[tcpflags] & tcp-push != 0)", mode
+    )
+    assert got == expected
+    # Filtered in the kernel: the socket never queued the others.
+    assert report["stats"]["kernel_packets"] == len(expected)
+
+
+@MODES
+def test_vlan_tags_reach_the_decoder(netns: str, tmp_path: Path, mode: str) -> None:
+    """Hand-built edge case: 802.1Q-tagged copies of real frames. Where the NIC strips the
+    tag (VLAN offload), LiveSource puts it back from PACKET_AUXDATA."""
+    tagged = [
+        f[:12] + struct.pack("!HH", 0x8100, 42) + f[12:]
+        for f in _frames(REPO / "pcaps" / "modbus" / "modbus_writes.pcap")
+    ]
+    path = tmp_path / "vlan.pcap"
+    _write_pcap(path, tagged)
+    got, _ = _live_capture(netns, tmp_path, [path], mode=mode)
+    assert _ipv4(got) == tagged
+
+
+FLAP_CHILD = r"""
+import json, sys
+from sensor.live import CaptureError, LiveSource
+source = LiveSource(sys.argv[1], ring=sys.argv[2] == "ring")
+frames, error = [], None
+try:
+    for _, _, data in source:
+        frames.append(data.hex())
+except CaptureError as exc:
+    error = str(exc)
+print(json.dumps({"frames": frames, "error": error, "stats": source.stats()}))
+"""
+
+
+@MODES
+def test_link_down_and_up_is_survived_and_removal_ends_capture(netns: str, mode: str) -> None:
+    path = REPO / "pcaps" / "modbus" / "modbus_polling.pcap"
+    proc = subprocess.Popen(
+        _in_ns(netns, sys.executable, "-c", FLAP_CHILD, SENSE, mode),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    try:
+        ifindex = _ifindex(netns, SENSE)
+        _wait_for("the capture socket", lambda: _capture_ready(netns, ifindex), proc)
+        _replay(netns, path)
+        _run("ip", "-n", netns, "link", "set", SENSE, "down")
+        _wait_for("the link to go down", lambda: _capture_running(netns, ifindex, 0), proc)
+        _run("ip", "-n", netns, "link", "set", SENSE, "up")
+        _wait_for("delivery to resume", lambda: _capture_running(netns, ifindex, 1), proc)
+        _replay(netns, path)
+        # No wait for the reader here: what was received before the interface went away is
+        # still delivered, then the capture ends with the error.
+        _run("ip", "-n", netns, "link", "del", SEND)  # takes its peer, vsense, with it
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["error"] == f"interface '{SENSE}' disappeared during capture"
+    assert report["stats"]["link_errors"] >= 1
+    assert "waiting for the link" in stderr
+    got = _ipv4([bytes.fromhex(h) for h in report["frames"]])
+    assert got == _frames(path) * 2
+
+
+@MODES
+def test_snaplen_cuts_frames_and_counts_them(netns: str, tmp_path: Path, mode: str) -> None:
+    path = REPO / "pcaps" / "modbus" / "modbus_identification.pcap"
+    sent = _frames(path)
+    got, report = _live_capture(netns, tmp_path, [path], mode=mode, snaplen=80)
+    assert got == [f[:80] for f in sent]
+    assert report["stats"]["truncated"] == sum(len(f) > 80 for f in sent) > 0
+
+
+def test_missing_interface_is_one_clear_error() -> None:
+    with pytest.raises(CaptureError, match=r"^no such network interface: 'icsmon-nope0'$"):
+        LiveSource("icsmon-nope0")
+
+
+def test_invalid_filter_is_one_clear_error() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("opening a packet socket needs root")
+    with pytest.raises(CaptureError, match=r"^invalid BPF filter 'tcp port': .*syntax error"):
+        LiveSource("lo", "tcp port")
+
+
+def _without_net_raw(*argv: str) -> subprocess.CompletedProcess[str]:
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop CAP_NET_RAW")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", *argv],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=env,
+    )
+
+
+def test_no_permission_is_one_clear_error() -> None:
+    code = "from sensor.live import LiveSource, CaptureError\ntry:\n    LiveSource('lo')\nexcept CaptureError as e:\n    print(e)\n"
+    out = _without_net_raw(sys.executable, "-c", code)
+    assert out.stdout.strip() == (
+        "no permission to capture on 'lo': live capture needs root or CAP_NET_RAW"
+    ), out.stderr
+
+
+# -- icsmon sense --------------------------------------------------------------------------
+
+
+def test_sense_cli_errors_are_one_line() -> None:
+    missing = _run(
+        ICSMON, "sense", "--iface", "icsmon-nope0", "--no-rules", "--sink", "none", check=False
+    )
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines() == [
+        "error: no such network interface: 'icsmon-nope0'"
+    ]
+    denied = _without_net_raw(ICSMON, "sense", "--iface", "lo", "--no-rules", "--sink", "none")
+    assert denied.returncode != 0
+    assert "Traceback" not in denied.stderr
+    assert denied.stderr.strip().splitlines() == [
+        "error: no permission to capture on 'lo': live capture needs root or CAP_NET_RAW"
+    ]
+
+
+def _comparable(lines: str) -> list[str]:
+    """Events without their time-dependent fields, as sorted canonical JSON."""
+    from pipeline.docs import flatten
+
+    docs = []
+    for line in lines.splitlines():
+        flat = {k: v for k, v in flatten(json.loads(line)).items() if k not in TIME_FIELDS}
+        docs.append(json.dumps(flat, sort_keys=True))
+    return sorted(docs)
+
+
+def test_sense_emits_the_same_events_as_replay(netns: str) -> None:
+    common = ["--events", "--format", "jsonl", "--no-rules", "--sink", "none", "--observer", "t"]
+    replayed = _run(ICSMON, "replay", *map(str, CAPTURES), *common)
+    expected = _comparable(replayed.stdout)
+    assert len(expected) > 40  # every capture contributes transactions
+
+    proc = subprocess.Popen(
+        _in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--bpf", "tcp port 502", *common),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ifindex = _ifindex(netns, SENSE)
+        _wait_for("icsmon sense to listen", lambda: _capture_ready(netns, ifindex), proc)
+        _replay(netns, *CAPTURES)
+        _wait_for("icsmon sense to read every frame", lambda: _queue_drained(netns, ifindex), proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert _comparable(stdout) == expected
+
+
+def test_sense_stops_cleanly_on_sigterm_when_idle(netns: str) -> None:
+    proc = subprocess.Popen(
+        _in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--no-rules", "--sink", "none"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ifindex = _ifindex(netns, SENSE)
+        _wait_for("icsmon sense to listen", lambda: _capture_ready(netns, ifindex), proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr

@@ -1,0 +1,177 @@
+"""A seeded province for the posture tests: back end (store or Elasticsearch), posture
+state, API client, tokens and the documents written."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from assessment.catalog import Catalog
+from pipeline.query import QueryBackend
+from pipeline.store import Store
+from posture import seed
+from posture.app import create_app
+from posture.orgfile import parse_org
+from posture.state import PostureState
+from tests.support import REPO
+
+N_ALERTS = 1500
+
+
+ES_URL = os.environ.get("ICSMON_ES_URL", "http://127.0.0.1:9200")
+
+
+@dataclass
+class Env:
+    """A seeded province: back end, posture state, app client, tokens and the documents."""
+
+    backend: QueryBackend
+    state: PostureState
+    client: TestClient
+    registry: dict[str, Any]
+    docs: dict[str, list[dict[str, Any]]]
+    now: float
+    write: Callable[[list[tuple[str, dict[str, Any]]]], None]
+    tokens: dict[str, str] = field(default_factory=dict)
+    # role key -> (role, scope id)
+    principals: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    hooks: dict[str, int] = field(default_factory=dict)
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def h(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def sites_of(self, who: str) -> set[str]:
+        role, scope = self.principals[who]
+        rows = seed.registry_sites(self.registry)
+        if role == "province-analyst":
+            return {r["site"] for r in rows}
+        if role == "city-analyst":
+            return {r["site"] for r in rows if r["city"] == scope}
+        return {r["site"] for r in rows if r["enterprise"] == scope}
+
+    def close(self) -> None:
+        self.client.close()
+        self.backend.close()
+        self.state.close()
+        for fn in self.cleanup:
+            fn()
+
+
+def small_registry() -> dict[str, Any]:
+    return seed.make_registry(n_enterprises=20, n_sites=28, cities=16, seed=11)
+
+
+def store_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[], None]]]:
+    store = Store.open(folder / "icsmon.db")
+
+    def write(items: list[tuple[str, dict[str, Any]]]) -> None:
+        for kind, doc in items:
+            store.write(kind, doc)
+        store.flush()
+
+    return store, write, []
+
+
+def es_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"{ES_URL}/_cluster/health?timeout=2s", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def es_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[], None]]]:
+    """A fresh index prefix on the real Elasticsearch (the test script starts it)."""
+    if not es_up():
+        if os.environ.get("CI"):
+            pytest.fail(f"Elasticsearch is not up at {ES_URL} (deploy/services.sh start)")
+        pytest.skip(f"Elasticsearch is not up at {ES_URL}")
+    from pipeline.config import load_config
+    from pipeline.es import EsQueryBackend, EsStore
+
+    prefix = f"icsmon-posture-{os.getpid()}-{folder.name.lower()}"
+    cfg = load_config(env={}, overrides={"elasticsearch": {"url": ES_URL, "index_prefix": prefix}})
+    es_store = EsStore(cfg)
+    es_store.setup()
+
+    def write(items: list[tuple[str, dict[str, Any]]]) -> None:
+        for lo in range(0, len(items), 2000):
+            seed.es_bulk(es_store, items[lo : lo + 2000])
+        es_store.refresh()
+
+    def drop() -> None:
+        es_store.delete_all()
+        es_store.close()
+
+    return EsQueryBackend(cfg), write, [drop]
+
+
+BACKENDS = {"store": store_backend, "es": es_backend}
+
+
+def make_env(
+    folder: Path, backend: str = "store", n_alerts: int = N_ALERTS, now: float | None = None
+) -> Env:
+    """Seed a new back end (embedded store or Elasticsearch) and start the app over it."""
+    registry = small_registry()
+    now = time.time() if now is None else now
+    docs = seed.dataset(registry, now, n_alerts, days=2.0, seed=11)
+    be, write, cleanup = BACKENDS[backend](folder)
+    kinds = ("event", "alert", "asset", "heartbeat") + (("finding",) if backend == "store" else ())
+    write([(kind, doc) for kind in kinds for doc in docs[kind]])
+    state = PostureState(folder / "icsmon.posture.db")
+    state.import_org(parse_org(registry, "test registry"))
+    catalog = Catalog(folder / "icsmon.assessment.db")
+    catalog.import_paths([REPO / "tests" / "assessment" / "csaf"])
+    env = Env(
+        backend=be,
+        state=state,
+        client=TestClient(create_app(be, state, catalog=catalog)),
+        registry=registry,
+        docs=docs,
+        now=now,
+        write=write,
+        cleanup=cleanup,
+    )
+    sites = seed.registry_sites(registry)
+    city_a = sites[0]["city"]  # ent-0001's city
+    ent_a = "ent-0001"
+    ent_b = next(r["enterprise"] for r in sites if r["city"] != city_a)
+    city_b = next(r["city"] for r in sites if r["enterprise"] == ent_b)
+    env.principals = {
+        "province": ("province-analyst", None),
+        "city_a": ("city-analyst", city_a),
+        "city_b": ("city-analyst", city_b),
+        "ent_a_op": ("enterprise-operator", ent_a),
+        "ent_a_view": ("enterprise-viewer", ent_a),
+        "ent_b_op": ("enterprise-operator", ent_b),
+    }
+    for who, (role, scope) in env.principals.items():
+        env.tokens[who] = state.create_token(who, role, scope)
+    return env
+
+
+BACKEND_PARAMS = ["store", pytest.param("es", marks=pytest.mark.services)]
+
+
+def alerts_in(env: Env, sites: set[str], since: float) -> list[dict[str, Any]]:
+    return [a for a in env.docs["alert"] if a["labels.site"] in sites and seed_ts(a) >= since]
+
+
+def seed_ts(doc: dict[str, Any]) -> float:
+    from pipeline.store import to_epoch
+
+    return to_epoch(doc["@timestamp"]) or 0.0
+
+
+# the principals make_env creates tokens for, one per role and scope
+WHO = ["province", "city_a", "city_b", "ent_a_op", "ent_a_view", "ent_b_op"]
