@@ -11,6 +11,7 @@ from typing import Any
 
 from sensor.engine import Engine
 from sensor.heartbeat import Heartbeats
+from sensor.rollups import Rollups
 
 ASSET_FLUSH_INTERVAL = 60.0  # seconds of wall time between asset snapshots on long runs
 TICK_INTERVAL = 5.0  # seconds of wall time between detector ticks on a live port
@@ -135,6 +136,7 @@ class Run:
         heartbeats: Heartbeats | None = None,
         source_counters: Callable[[], dict[str, int]] | None = None,
         on_alert: Callable[[dict], None] | None = None,
+        rollups: Rollups | None = None,
     ) -> None:
         self.engine = engine
         self.detectors = detectors
@@ -144,6 +146,8 @@ class Run:
         self.heartbeats = heartbeats
         self.source_counters = source_counters  # the capture's own (kernel drops)
         self.on_alert = on_alert  # alerts raised between events (tick): printed by the caller
+        self.rollups = rollups
+        self.on_rollup: Callable[[dict], None] | None = None  # rollups closed by a tick
         self.alerts = 0
         self.pdus = 0
         self._last_assets = time.monotonic()
@@ -193,6 +197,11 @@ class Run:
         """Time passes (a live port calls this about once a second, traffic or not)."""
         now = self.now()
         self._heartbeat(now)
+        if self.rollups is not None:
+            for doc in self.rollups.advance(now):
+                self._rollup(doc)
+                if self.on_rollup is not None:
+                    self.on_rollup(doc)
         mono = time.monotonic()
         if self.live and mono - self._last_tick > TICK_INTERVAL:
             self._last_tick = mono
@@ -215,6 +224,10 @@ class Run:
         if hb.started is not None:
             self.sink.write("heartbeat", hb.stop(now, self.counters()))
 
+    def _rollup(self, doc: dict) -> None:
+        if self.sink is not None:
+            self.sink.write("rollup", doc)
+
     def _alert(self, alert: dict) -> None:
         self.alerts += 1
         if self.sink is not None:
@@ -222,14 +235,24 @@ class Run:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def process(self, events: Iterator[dict], want_events: bool) -> Iterator[dict]:
+    def process(
+        self, events: Iterator[dict], want_events: bool, want_rollups: bool = False
+    ) -> Iterator[dict]:
+        """Yields alerts; or events (``want_events``); or rollups (``want_rollups``)."""
         sink = self.sink
         detectors = self.detectors
         hb = self.heartbeats
+        rollups = self.rollups
+        want_alerts = not (want_events or want_rollups)
         for event in events:
             if sink is not None and self.store_events:
                 sink.write("event", event)
             self.pdus += _pdus(event)
+            if rollups is not None:
+                for doc in rollups.add(event):
+                    self._rollup(doc)
+                    if want_rollups:
+                        yield doc
             if hb is not None and self.now() >= hb.next_due:
                 self._heartbeat(self.now())
             alerts = detectors.process(event)
@@ -237,22 +260,27 @@ class Run:
                 yield event
             for alert in alerts:
                 self._alert(alert)
-                if not want_events:
+                if want_alerts:
                     yield alert
             mono = time.monotonic()
             if self.live and mono - self._last_tick > TICK_INTERVAL:
                 self._last_tick = mono
                 for alert in detectors.tick(time.time()):
                     self._alert(alert)
-                    if not want_events:
+                    if want_alerts:
                         yield alert
             if sink is not None and mono - self._last_assets > ASSET_FLUSH_INTERVAL:
                 self._last_assets = mono
                 self.write_assets()
         for alert in detectors.flush():
             self._alert(alert)
-            if not want_events:
+            if want_alerts:
                 yield alert
+        if rollups is not None:  # end of input: the open intervals as they are
+            for doc in rollups.flush():
+                self._rollup(doc)
+                if want_rollups:
+                    yield doc
         self.write_assets(final=True)
 
     def write_assets(self, final: bool = False) -> None:

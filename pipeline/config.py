@@ -29,6 +29,10 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
 
     [sensor]
     heartbeat_interval = 60             # seconds; also one heartbeat at start and clean stop
+    events = "rollups"                  # to Kafka besides alerts, assets, heartbeats: none | rollups | all
+    rollup_interval = 60                # seconds per rollup
+    store_max_bytes = 2147483648        # the sensor's own store: full events kept up to this size
+    store_max_age_days = 30             # ... and this age
 
 Every key has an environment variable: ``ICSMON_<SECTION>_<KEY>`` upper-cased, e.g.
 ``ICSMON_KAFKA_BROKERS``, ``ICSMON_ES_URL`` (``ES`` is short for ``ELASTICSEARCH``),
@@ -105,6 +109,11 @@ class IndexerConfig:
 @dataclass(frozen=True, slots=True)
 class SensorConfig:
     heartbeat_interval: float = 60.0  # seconds between heartbeats (and one at start and stop)
+    events: str = "rollups"  # what goes to Kafka besides alerts, assets...: none|rollups|all
+    rollup_interval: float = 60.0  # seconds per rollup interval
+    # the sensor's own store (icsmon sense, and the local store of --sink kafka):
+    store_max_bytes: int = 2 << 30  # events, rollups, heartbeats pruned oldest first beyond
+    store_max_age_days: float = 30.0  # and beyond this age (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,5 +309,14 @@ def _validate(cfg: PipelineConfig) -> None:
         )
     if cfg.indexer.batch_size < 1:
         raise ConfigError(f"{where}: indexer.batch_size must be positive")
-    if not cfg.sensor.heartbeat_interval >= 1:
+    s = cfg.sensor
+    if not s.heartbeat_interval >= 1:
         raise ConfigError(f"{where}: sensor.heartbeat_interval must be at least 1 second")
+    if not s.rollup_interval >= 1:
+        raise ConfigError(f"{where}: sensor.rollup_interval must be at least 1 second")
+    if s.events not in ("none", "rollups", "all"):
+        raise ConfigError(f"{where}: sensor.events must be none, rollups or all, not {s.events!r}")
+    if s.store_max_bytes < 0 or not s.store_max_age_days >= 0:
+        raise ConfigError(
+            f"{where}: sensor.store_max_bytes and store_max_age_days cannot be negative"
+        )

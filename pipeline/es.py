@@ -971,6 +971,72 @@ class EsQueryBackend:
             if b["last"]["value"] is not None
         ]
 
+    def rollup_sums(
+        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+    ) -> list[tuple[tuple[str, ...], int, int, float]]:
+        """Traffic from rollups (see the store's ``rollup_sums``): multi-level terms on
+        ``fields`` with sums of transactions and bytes and the earliest interval start."""
+        query: dict[str, Any] = {"bool": {"filter": []}}
+        if flt.since is not None or flt.until is not None:
+            rng: dict[str, Any] = {"format": "epoch_millis"}
+            if flt.since is not None:
+                rng["gte"] = int(flt.since * 1000)
+            if flt.until is not None:
+                rng["lt"] = int(flt.until * 1000)
+            query["bool"]["filter"].append({"range": {"@timestamp": rng}})
+        if flt.sites:
+            query["bool"]["filter"].append({"terms": {"labels.site": list(flt.sites)}})
+        metrics = {
+            "n": {"sum": {"field": "icsmon.rollup.transactions"}},
+            "b": {"sum": {"field": "network.bytes"}},
+            "first": {"min": {"field": "@timestamp"}},
+        }
+        aggs: dict[str, Any] = {"aggs": metrics}
+        for name in reversed(fields):  # innermost first
+            aggs = {
+                "aggs": {
+                    "g": {
+                        "terms": {"field": name, "size": size * 4, "order": {"n_total": "desc"}},
+                        "aggs": {
+                            **aggs["aggs"],
+                            "n_total": {"sum": {"field": "icsmon.rollup.transactions"}},
+                        },
+                    }
+                }
+            }
+        try:
+            resp = self.client.search(
+                index=self.store.alias("rollup"),
+                query=query,
+                size=0,
+                aggs=aggs["aggs"],
+                ignore_unavailable=True,
+                allow_no_indices=True,
+                pre_filter_shard_size=self.PRE_FILTER,
+            )
+        except NotFoundError:
+            return []
+        out: list[tuple[tuple[str, ...], int, int, float]] = []
+
+        def walk(node: dict[str, Any], prefix: tuple[str, ...]) -> None:
+            for b in node.get("g", {}).get("buckets", []):
+                key = (*prefix, _bucket_key(b))
+                if "g" in b:
+                    walk(b, key)
+                else:
+                    out.append(
+                        (
+                            key,
+                            int(b["n"]["value"] or 0),
+                            int(b["b"]["value"] or 0),
+                            (b["first"]["value"] or 0) / 1000.0,
+                        )
+                    )
+
+        walk(resp.get("aggregations", {}), ())
+        out.sort(key=lambda r: -r[1])
+        return out[:size]
+
     def latest(self, kind: str, flt: AlertFilter, size: int = 1000) -> list[dict]:
         """The newest document of ``kind`` per value of its ``latest_by`` field, from the
         kind's latest index (one document per key: no scan of the history), newest first."""

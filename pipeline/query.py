@@ -81,6 +81,13 @@ class QueryBackend(Protocol):
         (``pipeline.kinds``): a sensor's last heartbeat. Time and sites of ``flt`` apply."""
         ...
 
+    def rollup_sums(
+        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+    ) -> list[tuple[tuple[str, ...], int, int, float]]:
+        """Traffic from rollups: (values of ``fields``, transactions, bytes, first interval
+        start) for the ``size`` busiest combinations in ``flt``'s time and sites."""
+        ...
+
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]: ...
 
     def search_events(self, flt: AlertFilter) -> tuple[int, list[dict]]: ...

@@ -180,6 +180,54 @@ class PostureService:
             "sensors": rows,
         }
 
+    # -- traffic (rollups) -------------------------------------------------------------------
+
+    def traffic(
+        self, scope: Scope, since: float, until: float, top: int = 20, history_days: float = 7.0
+    ) -> dict[str, Any]:
+        """Who talks to whom, the operations mix and new talkers, from rollups (never events):
+        a new talker is a (client, server, protocol) with traffic in the range and none in
+        the ``history_days`` before it."""
+        flt = self.alert_filter(scope, since=since, until=until)
+        b = self.backend
+        calls: dict[str, Callable[[], Any]] = {
+            "pairs": lambda: b.rollup_sums(
+                flt, ("source.ip", "destination.ip", "network.protocol"), size=max(top, 500)
+            ),
+            "operations": lambda: b.rollup_sums(flt, ("ics.operation",), size=20),
+            "protocols": lambda: b.rollup_sums(flt, ("network.protocol",), size=20),
+            "before": lambda: b.rollup_sums(
+                self.alert_filter(scope, since=since - history_days * 86400, until=since),
+                ("source.ip", "destination.ip", "network.protocol"),
+                size=100_000,
+            ),
+        }
+        futures = {name: _POOL.submit(fn) for name, fn in calls.items()}
+        got = {name: f.result() for name, f in futures.items()}
+        known = {key for key, *_ in got["before"]}
+        pairs = got["pairs"]
+        return {
+            "range": {"since": since, "until": until},
+            "talkers": [
+                {"client": k[0], "server": k[1], "protocol": k[2], "transactions": n, "bytes": nb}
+                for k, n, nb, _ in pairs[:top]
+            ],
+            "operations": [[k[0], n] for k, n, _, _ in got["operations"]],
+            "protocols": [[k[0], n] for k, n, _, _ in got["protocols"]],
+            "new_talkers": [
+                {
+                    "client": k[0],
+                    "server": k[1],
+                    "protocol": k[2],
+                    "transactions": n,
+                    "first_seen": first,
+                }
+                for k, n, _, first in sorted(pairs, key=lambda r: -r[3])
+                if k not in known
+            ][:top],
+            "history_days": history_days,
+        }
+
     # -- summary ---------------------------------------------------------------------------
 
     def summary(

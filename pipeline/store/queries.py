@@ -384,6 +384,35 @@ class StoreQueries:
             rows = conn.execute(sql, [*params, size]).fetchall()
         return [orjson.loads(row[0]) for row in rows]
 
+    def rollup_sums(
+        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+    ) -> list[tuple[tuple[str, ...], int, int, float]]:
+        """Traffic from rollups: per value of ``fields`` (each a column of the rollups table:
+        source.ip, destination.ip, network.protocol, ics.operation, ics.function...), the
+        transactions and bytes in ``flt``'s time and sites, and the first interval start;
+        the ``size`` busiest, busiest first."""
+        spec = TABLES["rollup"]
+        cols = [f"rollups.{spec.columns[f]}" for f in fields]
+        where, params = _timed_where(flt, "rollups")
+        group = ", ".join(cols)
+        sql = (
+            f"SELECT {group}, sum(rollups.transactions) AS n, "
+            "sum(coalesce(json_extract(rollups.doc, '$.\"network.bytes\"'), 0)), min(rollups.ts) "
+            f"FROM rollups{where} GROUP BY {group} ORDER BY n DESC LIMIT ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [*params, size]).fetchall()
+        k = len(fields)
+        return [
+            (
+                tuple(_key(v) for v in row[:k]),
+                int(row[k] or 0),
+                int(row[k + 1] or 0),
+                float(row[k + 2]),
+            )
+            for row in rows
+        ]
+
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]:
         """(total matching, one page of assets by site then IP)."""
         conds: list[str] = []

@@ -244,6 +244,26 @@ function renderOverview() {
       : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, t("none")))]));
 }
 
+// Traffic from the sensors' rollups (never raw events): who talks to whom, operations, new talkers.
+function renderTraffic(tr) {
+  const head = (...cols) => el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c))));
+  const none = (n) => [el("tr", {}, el("td", { colspan: n, class: "muted" }, t("none")))];
+  const total = tr.operations.reduce((a, [, n]) => a + n, 0) || 1;
+  document.getElementById("operations").textContent = tr.operations.length
+    ? `${t("traffic.operations")}: ` + tr.operations.map(([k, n]) => `${k || "—"} ${Math.round((100 * n) / total)}%`).join(" · ")
+    : "";
+  document.getElementById("talkers").replaceChildren(
+    head(t("col.client"), t("col.server"), t("col.protocol"), t("col.transactions")),
+    el("tbody", {}, tr.talkers.length ? tr.talkers.map((r) => el("tr", {},
+      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, r.protocol),
+      el("td", { class: "num" }, r.transactions.toLocaleString()))) : none(4)));
+  document.getElementById("new-talkers").replaceChildren(
+    head(t("col.client"), t("col.server"), t("col.protocol"), t("col.first_seen")),
+    el("tbody", {}, tr.new_talkers.length ? tr.new_talkers.map((r) => el("tr", {},
+      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, r.protocol),
+      el("td", {}, fmtTime(r.first_seen)))) : none(4)));
+}
+
 function renderAlerts(page) {
   const head = el("thead", {}, el("tr", {}, [t("col.time"), t("col.severity"), t("col.rule"), t("col.technique"), t("col.site"), t("col.protocol"), t("col.status")].map((c) => el("th", {}, c))));
   const rows = page.items.map((a) => {
@@ -366,10 +386,12 @@ async function refresh() {
       document.getElementById("alert-view").hidden = true;
       document.getElementById("overview").hidden = false;
       const q = `scope=${encodeURIComponent(r.scope)}&hours=${S.hours}`;
-      const [summary, page] = await Promise.all([api(`/api/summary?${q}`), api(`/api/alerts?${q}&limit=15`)]);
+      const [summary, page, traffic] = await Promise.all([
+        api(`/api/summary?${q}`), api(`/api/alerts?${q}&limit=15`), api(`/api/traffic?${q}&top=10`)]);
       S.summary = summary;
       renderOverview();
       renderAlerts(page);
+      renderTraffic(traffic);
       Object.values(S.charts).forEach((c) => c.resize());
     }
     if (!response) {

@@ -1,7 +1,7 @@
 """Sensor -> Kafka -> indexer -> Elasticsearch, end to end, against the real services.
 
 The captures in pcaps/ are replayed twice by the real command line: once into a JSON lines
-file (the embedded run) and once with ``--sink kafka``; ``icsmon index --once`` then moves
+file (the embedded run) and once with ``--sink kafka --ship all``; ``icsmon index --once`` then moves
 the topics into Elasticsearch, where every alert, event and asset of the embedded run must
 be found, field for field, once.
 """
@@ -79,7 +79,9 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Any:
             str(embedded),
             "--store-events",
         )
-        pipe.cli("replay", *captures, *REPLAY_ARGS, "--sink", "kafka", "--store-events")
+        pipe.cli(
+            "replay", *captures, *REPLAY_ARGS, "--sink", "kafka", "--store-events", "--ship", "all"
+        )
         proc = pipe.cli("index", "--once", "--stats")
         stats = json.loads(proc.stdout.strip().splitlines()[-1])
         yield pipe, list(read_jsonl(embedded)), stats
@@ -103,7 +105,7 @@ def test_every_document_arrives_once_field_for_field(replayed: Any) -> None:
     assert stats["deadlettered"] == 0 and stats["rewinds"] == 0
     reasons = [d["icsmon"]["sensor"]["reason"] for d in expected["heartbeat"]]
     assert reasons[0] == "start" and reasons[-1] == "stop" and set(reasons[1:-1]) <= {"interval"}
-    for kind in ("alert", "event", "heartbeat"):
+    for kind in ("alert", "event", "heartbeat", "rollup"):
         want = {d["event"]["id"]: d for d in expected[kind]}
         assert len(want) == len(expected[kind]), f"duplicate {kind} ids in the embedded run"
         got = es_docs(pipe, kind)
@@ -130,7 +132,7 @@ def test_every_document_arrives_once_field_for_field(replayed: Any) -> None:
 
 def test_what_kafka_carried_is_what_elasticsearch_holds(replayed: Any) -> None:
     pipe, _embedded, _stats = replayed
-    for kind in ("alert", "event", "asset", "heartbeat"):
+    for kind in ("alert", "event", "asset", "heartbeat", "rollup"):
         produced: dict[str, Any] = {}
         for msg in topic_messages(pipe, pipe.cfg.topic(kind)):
             doc = json.loads(msg.value)
@@ -154,7 +156,7 @@ def test_no_field_was_mapped_dynamically_or_dropped_as_malformed(replayed: Any) 
     pipe, _embedded, _stats = replayed
     store = EsStore(pipe.cfg)
     try:
-        for kind in ("alert", "event", "asset", "heartbeat"):
+        for kind in ("alert", "event", "asset", "heartbeat", "rollup"):
             explicit = properties_tree({**FIELD_TYPES, **kinds.get(kind).es_fields})
             mappings = store.client.indices.get_mapping(index=store.alias(kind))
             for index, body in mappings.items():

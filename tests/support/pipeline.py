@@ -104,6 +104,8 @@ def make_pipe(tmp_path: Path, **sections: dict[str, Any]) -> Pipe:
             "ICSMON_ES_INDEX_PREFIX": prefix,
             "ICSMON_SPOOL_DIR": cfg.spool.dir,
             "ICSMON_INDEXER_GROUP_ID": cfg.indexer.group_id,
+            # a sensor's own store (--sink kafka keeps everything there): one per pipe
+            "ICSMON_STORE": str(tmp_path / "sensor.db"),
         }
     )
     return Pipe(prefix, cfg, env)
