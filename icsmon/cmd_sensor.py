@@ -126,11 +126,12 @@ def _detectors(
     site_config: Path | None,
     baseline: Path | None,
     learn: str | None = None,
+    content: Path | None = None,
 ):
     from icsmon.run import load_detectors
 
     try:
-        return load_detectors(rules, no_rules, site_config, baseline, learn)
+        return load_detectors(rules, no_rules, site_config, baseline, learn, content=content)
     except (OSError, ValueError) as exc:
         raise fail(" ".join(str(exc).split())) from None
     except Exception:  # pySigma raises on unparsable rule files: name the file, no traceback
@@ -144,6 +145,14 @@ def _detectors(
         raise fail(f"{first.path}:{first.line}: {first.message}{more}") from None
 
 
+ContentOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--content",
+        envvar="ICSMON_CONTENT",
+        help="Detection content package from the province (its indicator watchlist is matched)",
+    ),
+]
 RulesOpt = Annotated[
     Path | None, typer.Option("--rules", help="Sigma rule folder (default: the shipped pack)")
 ]
@@ -257,11 +266,12 @@ def replay(
     rollups: RollupsOpt = False,
     rollup_interval: RollupIntervalOpt = None,
     ship: ShipOpt = None,
+    content: ContentOpt = None,
 ) -> None:
     """Decode capture files: print alerts (or events with --events, rollups with --rollups)
     and send them to the sink."""
     engine = open_engine(engine_config(site, observer, org, heuristic, port))
-    dets = _detectors(rules, no_rules, site_config, baseline, learn)
+    dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
     cfg = _load_config(config)
     _check_ship(ship, sink)
     retention = _retention(
@@ -382,6 +392,7 @@ def sense(
     rollups: RollupsOpt = False,
     rollup_interval: RollupIntervalOpt = None,
     ship: ShipOpt = None,
+    content: ContentOpt = None,
     user: Annotated[
         str | None,
         typer.Option(
@@ -393,7 +404,7 @@ def sense(
     from sensor.live import CaptureError, LiveSource
 
     engine = open_engine(engine_config(site, observer, org, heuristic, port))
-    dets = _detectors(rules, no_rules, site_config, baseline, learn)
+    dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
     cfg = _load_config(config)
     _check_ship(ship, sink)
     try:

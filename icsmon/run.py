@@ -71,9 +71,11 @@ def load_detectors(
     baseline: Path | None,
     learn: str | None = None,
     findings: bool = True,
+    content: Path | None = None,
 ) -> Detectors:
     """The Sigma engine (unless ``no_rules``) and the baseline detector (with ``baseline``);
-    with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``."""
+    with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``;
+    with ``content``, the province's indicator watchlist is matched."""
     parts: list[Any] = []
     placeholders = None
     base = None
@@ -101,6 +103,10 @@ def load_detectors(
         parts.append(_finding_tracker(site_config, placeholders))
     if learner is not None:
         parts.append(learner)
+    if content is not None:
+        from detectors.content import WatchlistDetector, load_package
+
+        parts.append(WatchlistDetector(load_package(content)))
     return Detectors(parts)
 
 

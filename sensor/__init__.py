@@ -29,7 +29,7 @@ COMPILED = (
     "sensor.capture",
     "sensor.assets",
     "sensor.protocols.base",
-    "sensor.protocols.modbus",
+    "sensor.protocols.modbus.parser",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,12 +1,14 @@
 """The contract between the flow layer and the protocol dissectors.
 
-A dissector module (one per protocol, in this package) exposes:
+A dissector (one package per protocol in this package: ``modbus/``, ``s7comm/``, ``opcua/``,
+split by the protocol's layers) exposes from its ``__init__``:
 
 - ``NAME``: the protocol name as in ``network.protocol`` (``modbus``, ``s7comm``, ``opcua``);
 - ``PORTS``: the TCP server ports it owns by default;
 - ``probe(data: bytes) -> bool``: does a stream that starts (or resumes) with ``data`` look
   like this protocol? Used for non-standard ports; must be cheap and never raise;
-- ``Parser``: one instance per TCP connection, fed the reassembled bytes of each direction.
+- ``Parser``: one instance per TCP connection, fed the reassembled bytes of each direction;
+- ``Anomaly``: its anomaly codes, a closed enum (``sensor.protocols.schema.ProtocolAnomaly``).
 
 Parsers are bytes in, plain data out: no I/O, no globals, no exception escapes ``feed``.
 Each call returns a list of *records*: flat dicts keyed by dotted ECS names, which the flow
@@ -18,9 +20,10 @@ layer completes into events (adds ``@timestamp``, ``source.*``, ``destination.*`
 - ``network.protocol``: the protocol name (a module may report a sub-protocol, e.g.
   ``s7comm-plus`` from the S7 module).
 - ``event.action``: kebab-case name of what happened (``read-holding-registers``,
-  ``plc-stop``, ``write``); ``anomaly`` for malformed input.
-- ``event.type``: list of ECS types, e.g. ``["protocol", "access"]`` for reads,
-  ``["protocol", "change"]`` for writes, ``["protocol", "error"]`` for anomalies.
+  ``plc-stop``, ``write``), ``kebab(function name)`` below; ``anomaly`` for malformed input.
+- ``event.type``: list of ECS types, ``event_type(ics.operation)`` below: e.g.
+  ``["protocol", "access"]`` for reads, ``["protocol", "change"]`` for writes;
+  ``["protocol", "error"]`` for anomalies.
 - ``event.outcome``: ``success`` / ``failure`` (exception, error code) / ``unknown`` (no
   response seen).
 - ``event.duration``: response time in nanoseconds, when a request was paired.
@@ -32,8 +35,8 @@ layer completes into events (adds ``@timestamp``, ``source.*``, ``destination.*`
   ``vendor``, ``product``, ``model``, ``order_number``, ``firmware``, ``serial``,
   ``name``, ``plant``, ``application_uri``, ... (the set is ``DEVICE_FIELDS`` below: add a
   name there before using it). The asset observer folds these into the server's asset record.
-- anomalies: ``event.action = "anomaly"``, ``error.type`` (short kebab-case code such as
-  ``mbap-bad-length``), ``error.message`` (one human sentence). A parser never raises:
+- anomalies: ``event.action = "anomaly"``, ``error.type`` (a member of the protocol's
+  ``Anomaly`` enum, such as ``mbap-bad-header``), ``error.message`` (one human sentence). A parser never raises:
   whatever it cannot read becomes an anomaly record and it resynchronises.
 
 Memory: a parser buffers at most ``limits.max_buffer`` bytes per direction and keeps at
@@ -92,7 +95,9 @@ class StreamParser(Protocol):
 
 
 def anomaly(ts: float, protocol: str, error_type: str, message: str, **fields: object) -> Record:
-    """An anomaly record: malformed or unexpected input, counted and reported, never raised."""
+    """An anomaly record: malformed or unexpected input, counted and reported, never raised.
+    ``error_type`` is a member of the protocol's closed ``Anomaly`` enum (a ``str``); the
+    record keeps its plain text value."""
     rec: Record = {
         "ts": ts,
         "network.protocol": protocol,
@@ -100,8 +105,48 @@ def anomaly(ts: float, protocol: str, error_type: str, message: str, **fields: o
         "event.type": ["protocol", "error"],
         "event.outcome": "failure",
         "ics.operation": "other",
-        "error.type": error_type,
+        "error.type": str(error_type),
         "error.message": message,
     }
     rec.update(fields)
     return rec
+
+
+# ``ics.operation`` -> ``event.type`` of a transaction (anomalies are ``["protocol", "error"]``,
+# a connection set-up may say ``start``): reads access, what changes a device changes, the
+# rest informs.
+OPERATIONS = ("read", "write", "program", "control", "diagnostic", "session", "other")
+_EVENT_TYPES: dict[str, list[str]] = {
+    "read": ["protocol", "access"],
+    "write": ["protocol", "change"],
+    "program": ["protocol", "change"],
+    "control": ["protocol", "change"],
+}
+_INFO = ["protocol", "info"]
+
+
+def event_type(operation: str) -> list[str]:
+    """``event.type`` for an ``ics.operation`` (a new list: records are mutable)."""
+    return list(_EVENT_TYPES.get(operation, _INFO))
+
+
+def kebab(name: str) -> str:
+    """``event.action`` from a protocol's function name, snake_case or CamelCase:
+    ``read_holding_registers`` -> ``read-holding-registers``, ``CreateSession`` ->
+    ``create-session``, ``TranslateBrowsePathsToNodeIds`` -> ``translate-browse-paths-to-node-ids``
+    (a run of capitals is one word: ``GetHTTPStatus`` -> ``get-http-status``)."""
+    out: list[str] = []
+    n = len(name)
+    for i, ch in enumerate(name):
+        if ch == "_":
+            out.append("-")
+            continue
+        if (
+            ch.isupper()
+            and i
+            and name[i - 1] != "_"
+            and (not name[i - 1].isupper() or (i + 1 < n and name[i + 1].islower()))
+        ):
+            out.append("-")
+        out.append(ch.lower())
+    return "".join(out)

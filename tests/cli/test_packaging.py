@@ -63,7 +63,9 @@ def test_the_wheel_carries_the_files_modules_read(wheel_files: set[str]) -> None
         "detectors/sigma/sigma-validation.yml",
         "posture/static/index.html",
         "posture/static/vendor/echarts/echarts.min.js",
-        "sensor/protocols/modbus.py",
+        "sensor/protocols/modbus/parser.py",
+        "sensor/protocols/opcua/nodeids.py",
+        "sensor/protocols/s7comm/parser.py",
         "icsmon/cli.py",
     ):
         assert name in wheel_files, name

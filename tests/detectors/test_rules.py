@@ -157,7 +157,7 @@ def test_every_alerting_rule_has_ics_techniques() -> None:
 
 
 def _docstring_fields(module: str) -> set[str] | None:
-    path = REPO / "sensor" / "protocols" / f"{module}.py"
+    path = REPO / "sensor" / "protocols" / module / "__init__.py"
     if not path.is_file():
         return None
     import ast
@@ -174,7 +174,7 @@ def test_rule_fields_are_documented_by_the_dissector(prefix: str, module: str) -
     """Each protocol field a shipped rule reads appears in its dissector's docstring."""
     documented = _docstring_fields(module)
     if documented is None:
-        pytest.skip(f"sensor/protocols/{module}.py not present")
+        pytest.skip(f"sensor/protocols/{module}/ not present")
     pack = pack_for(None)
     used = {f for r in pack.rules for f in r.fields if f.startswith(prefix)}
     used |= {

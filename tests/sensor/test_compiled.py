@@ -103,12 +103,12 @@ def test_an_edited_source_is_not_shadowed(tmp_path: Path) -> None:
 
     fresh = run()
     assert fresh.stdout.split() == ["True", "False"], fresh.stderr
-    modbus = copy / "protocols" / "modbus.py"
+    modbus = copy / "protocols" / "modbus" / "parser.py"
     later = max(p.stat().st_mtime for p in copy.rglob("*.so")) + 10
     os.utime(modbus, (later, later))
     stale = run()
     assert stale.stdout.split() == ["False", "True"]
-    assert "sensor/protocols/modbus.py is newer than its compiled module" in stale.stderr
+    assert "sensor/protocols/modbus/parser.py is newer than its compiled module" in stale.stderr
 
 
 def test_any_buffer_and_number_types_are_accepted() -> None:

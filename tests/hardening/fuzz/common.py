@@ -9,6 +9,7 @@ TCP payloads of every connection of the real captures, in capture order.
 
 from __future__ import annotations
 
+import importlib
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,6 +113,9 @@ def check_record(name: str, rec: dict) -> None:
     if rec["event.action"] == "anomaly":
         assert rec["error.type"] and rec["error.message"], rec
         assert rec["event.type"] == ["protocol", "error"], rec
+        # a closed set: every code is a member of the dissector's Anomaly enum, as plain text
+        anomalies = importlib.import_module(f"sensor.protocols.{name}").Anomaly
+        assert type(rec["error.type"]) is str and rec["error.type"] in set(anomalies), rec
 
 
 def pcap_seeds() -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target: the modbus dissector (``sensor/protocols/modbus.py``).
+"""Coverage-guided fuzz target: the modbus dissector (``sensor/protocols/modbus/``).
 
 Input: segments as encoded by ``tests/hardening/fuzz/common.py`` (direction, optional gap, payload),
 fed to one parser, then ``close()``. A crash is any exception out of the parser or a record

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target: the opcua dissector (``sensor/protocols/opcua.py``).
+"""Coverage-guided fuzz target: the opcua dissector (``sensor/protocols/opcua/``).
 
 Input: segments as encoded by ``tests/hardening/fuzz/common.py`` (direction, optional gap, payload),
 fed to one parser, then ``close()``. A crash is any exception out of the parser or a record

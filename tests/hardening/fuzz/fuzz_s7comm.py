@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target: the s7comm dissector (``sensor/protocols/s7comm.py``).
+"""Coverage-guided fuzz target: the s7comm dissector (``sensor/protocols/s7comm/``).
 
 Input: segments as encoded by ``tests/hardening/fuzz/common.py`` (direction, optional gap, payload),
 fed to one parser, then ``close()``. A crash is any exception out of the parser or a record

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from sensor.engine import Engine, EngineConfig
 from sensor.protocols import BY_NAME, opcua
-from sensor.protocols.base import ParserLimits
-from sensor.protocols.opcua_types import SERVICES, STATUS_CODES
+from sensor.protocols.base import OPERATIONS, ParserLimits
+from sensor.protocols.opcua import SERVICES, STATUS_CODES
 from tests.support import REPO
 from tests.support.opcua import parse_capture, recorded_feeds, split_chunks
 
@@ -63,18 +63,10 @@ def test_module_is_registered_with_its_contract() -> None:
 
 def test_every_part4_service_has_an_action_and_an_operation() -> None:
     for name in SERVICES:
-        assert opcua._ACTION[name] == opcua._ACTION[name].lower()
-        assert opcua._OPERATION[name][0] in (
-            "read",
-            "write",
-            "program",
-            "control",
-            "diagnostic",
-            "session",
-            "other",
-        )
-    assert opcua._ACTION["TranslateBrowsePathsToNodeIds"] == "translate-browse-paths-to-node-ids"
-    assert opcua._ACTION["CreateSession"] == "create-session"
+        assert opcua.ACTION[name] == opcua.ACTION[name].lower()
+        assert opcua.OPERATION[name] in OPERATIONS
+    assert opcua.ACTION["TranslateBrowsePathsToNodeIds"] == "translate-browse-paths-to-node-ids"
+    assert opcua.ACTION["CreateSession"] == "create-session"
 
 
 def test_service_and_status_tables_match_the_reference_stack() -> None:

@@ -1,4 +1,4 @@
-"""Big OPC UA tables for ``sensor.protocols.opcua``: service encoding ids and status codes.
+"""OPC UA service encoding ids and status codes (the big tables of ``sensor.protocols.opcua``).
 
 Taken from the OPC Foundation's published NodeIds.csv and StatusCode.csv (UA specification
 Part 4 services, Part 6 binary encodings). A test in tests/protocols/opcua/test_dissector.py

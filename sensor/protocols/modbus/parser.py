@@ -1,32 +1,7 @@
-"""Modbus/TCP: MBAP framing over the reassembled stream, every public function code,
-request/response pairing by (transaction id, unit id) within a connection.
+"""Modbus/TCP connection parser: MBAP framing over the reassembled stream, request and
+response PDUs of every public function code, pairing by (transaction id, unit id).
 
-Fields (under ``modbus.``; all ints unless noted):
-
-| field | meaning |
-| --- | --- |
-| ``transaction_id``, ``unit_id`` | MBAP header |
-| ``function_code`` | function code without the exception bit (0x80) |
-| ``function`` | name, snake_case (``read_holding_registers``; ``user_defined_65``; ``unknown_42``) |
-| ``exception_code``, ``exception`` | on exception responses: code and name (``illegal_data_address``) |
-| ``address``, ``quantity`` | first coil/register and count (FC 1-6, 15, 16, 22) |
-| ``values`` | list: register or coil values; for reads from the response, for writes from the request; ``values[i]`` is at ``address + i`` |
-| ``read_address``, ``read_quantity``, ``write_address``, ``write_quantity`` | FC 23 |
-| ``and_mask``, ``or_mask`` | FC 22 |
-| ``subfunction``, ``subfunction_name`` | FC 8 diagnostics |
-| ``diagnostic_data`` | FC 8 data field (int when 2 bytes) |
-| ``exception_status`` | FC 7 response |
-| ``event_count``, ``message_count``, ``status`` | FC 11 / 12 responses |
-| ``file_records`` | FC 20/21: list of {file, record, length} |
-| ``fifo_address`` | FC 24 |
-| ``mei_type``, ``read_device_id_code``, ``object_id``, ``conformity_level``, ``objects`` | FC 43 (MEI 13/14); ``objects`` maps object names to strings |
-| ``server_id`` | FC 17 response: the device-specific server id and run indicator, hex |
-| ``data`` | hex of a PDU body icsmon does not decode (user/unknown functions) |
-| ``truncated`` | bool: more values than ``limits.max_items`` were present |
-
-Device identity: FC 43/14 objects fill ``ics.device.vendor`` (VendorName), ``product``
-(ProductName, else ProductCode), ``model`` (ModelName), ``firmware`` (MajorMinorRevision),
-``product_code``; FC 17 gives ``ics.device.description`` (the longest readable text of its device-specific id).
+Compiled with mypyc at install (``sensor.COMPILED``): the hot loop is typed for it.
 """
 
 from __future__ import annotations
@@ -35,7 +10,8 @@ import re
 import struct
 from itertools import chain
 
-from sensor.protocols.base import ParserLimits, Record, anomaly
+from sensor.protocols.base import ParserLimits, Record, anomaly, event_type, kebab
+from sensor.protocols.modbus.anomalies import Anomaly
 
 NAME = "modbus"
 PORTS = (502,)
@@ -135,12 +111,6 @@ DEVICE_OBJECTS: dict[int, str] = {
     6: "user_application_name",
 }
 
-_EVENT_TYPE = {
-    "read": ["protocol", "access"],
-    "write": ["protocol", "change"],
-    "diagnostic": ["protocol", "info"],
-    "other": ["protocol", "info"],
-}
 _VALID_FC = frozenset(FUNCTIONS) | USER_DEFINED
 MAX_LENGTH = 260  # the specification's limit is 254; some vendors (Schneider UMAS) send 255+
 REQUEST_TIMEOUT = 30.0  # seconds of capture time before an unanswered request is reported
@@ -153,8 +123,8 @@ def _common_fields(fc: int) -> dict:
     return {
         "ics.operation": op,
         "ics.function": name,
-        "event.action": name.replace("_", "-"),
-        "event.type": _EVENT_TYPE[op],
+        "event.action": kebab(name),
+        "event.type": event_type(op),
     }
 
 
@@ -517,7 +487,7 @@ class Parser:
                     anomaly(
                         ts,
                         NAME,
-                        "mbap-oversized",
+                        Anomaly.MBAP_OVERSIZED,
                         f"MBAP length {length} exceeds the 254 the specification allows",
                         **{"modbus.transaction_id": tid, "modbus.unit_id": unit},
                     )
@@ -534,7 +504,7 @@ class Parser:
                 anomaly(
                     ts,
                     NAME,
-                    "buffer-overflow",
+                    Anomaly.BUFFER_OVERFLOW,
                     f"{len(rest)} bytes without a complete MBAP frame; dropped",
                 )
             )
@@ -560,7 +530,9 @@ class Parser:
             pos = max(pos, n - 7)
         if not self._resync[d]:
             self._resync[d] = True
-            kind = "not-modbus" if not self._not_modbus_reported[d] else "mbap-bad-header"
+            kind = (
+                Anomaly.NOT_MODBUS if not self._not_modbus_reported[d] else Anomaly.MBAP_BAD_HEADER
+            )
             self._not_modbus_reported[d] = True
             out.append(
                 anomaly(
@@ -593,7 +565,7 @@ class Parser:
                     anomaly(
                         ts,
                         NAME,
-                        "truncated-pdu",
+                        Anomaly.TRUNCATED_PDU,
                         f"connection ended inside an MBAP frame ({len(self._buf[d])} bytes left)",
                     )
                 )
@@ -664,7 +636,7 @@ class Parser:
                     anomaly(
                         ts,
                         NAME,
-                        "function-mismatch",
+                        Anomaly.FUNCTION_MISMATCH,
                         f"response function {fc} does not match request function {req_fc}",
                         **{"modbus.transaction_id": tid, "modbus.unit_id": unit},
                     )
@@ -717,7 +689,7 @@ class Parser:
         return anomaly(
             ts,
             NAME,
-            "malformed-pdu",
+            Anomaly.MALFORMED_PDU,
             f"malformed {function_name(fc)} {side}: {exc}",
             **{"modbus.transaction_id": tid, "modbus.unit_id": unit, "modbus.function_code": fc},
         )
