@@ -314,6 +314,8 @@ def replay(
                 {f"sink.{k}": v for k, v in out_sink.stats().items() if isinstance(v, int)}
             )
         print_stats(counters)
+    for line in dets.notes():
+        note(f"note: {line}")
     for line in engine.errors:
         error_line(line)
     if engine.errors:  # a capture could not be read (to its end): what was read is processed
@@ -472,6 +474,9 @@ def sense(
         counters = dict(engine.stats)
         counters["alerts"] = run.alerts
         counters.update({f"capture.{k}": v for k, v in source.stats().items()})
+        counters.update(dets.stats())
         print_stats(counters, title=f"sensor counters ({iface})")
+    for line in dets.notes():
+        note(f"note: {line}")
     if capture_error:
         raise fail(capture_error[0], ExitCode.FAILED)

@@ -46,6 +46,17 @@ class Detectors:
                 alerts.extend(tick(now) or [])
         return alerts
 
+    def notes(self) -> list[str]:
+        """Lines for the end of a run that are not alerts (e.g. learned conversations that
+        never appeared: docs in detectors/README.md, "Absence")."""
+        lines = []
+        for part in self.parts:
+            summary = getattr(part, "absence_summary", None)
+            line = summary() if summary is not None else None
+            if line:
+                lines.append(line)
+        return lines
+
     def findings(self, final: bool = False) -> list[dict]:
         """Finding documents that are new or changed since the last call."""
         out: list[dict] = []

@@ -29,6 +29,8 @@ from pipeline import kinds
 from pipeline.config import PipelineConfig
 from pipeline.docs import flatten
 from pipeline.query import AlertFilter, AssetFilter
+from sensor.protocols.schema import Field, FieldType
+from sensor.schema import event_fields
 
 K = {"type": "keyword", "ignore_above": 1024}
 LONG = {"type": "long"}
@@ -40,30 +42,42 @@ TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above"
 HEX = {"type": "keyword", "ignore_above": 8192}
 # Arbitrary JSON (protocol values of any type): kept in _source, not indexed.
 FREE = {"type": "object", "enabled": False}
-TYPED_VALUES = {"type": "object", "properties": {"type": K, "value": FREE, "status_code": LONG}}
+
+_BY_TYPE: dict[FieldType, dict[str, Any]] = {
+    FieldType.KEYWORD: K,
+    FieldType.TEXT: TEXT,
+    FieldType.LONG: LONG,
+    FieldType.DOUBLE: DOUBLE,
+    FieldType.BOOLEAN: BOOL,
+    FieldType.IP: IP,
+    FieldType.DATE: DATE,
+    FieldType.HEX: HEX,
+    FieldType.MAP: {"type": "object", "dynamic": True},
+    FieldType.ANY: FREE,
+}
+
+
+def field_mapping(field: Field) -> dict[str, Any]:
+    """The Elasticsearch mapping of a declared field (objects: their properties')."""
+    if field.type == FieldType.OBJECT:
+        return {
+            "type": "object",
+            "properties": {key: field_mapping(sub) for key, sub in field.properties.items()},
+        }
+    return copy.deepcopy(_BY_TYPE[field.type])
+
 
 FIELD_TYPES: dict[str, dict[str, Any]] = {
-    # ECS base, event, network, endpoints
+    # Every event field (the flow layer's envelope, each dissector's fields, the device
+    # identity) from its one declaration: sensor/schema.py and sensor/protocols/*/fields.py
+    **{name: field_mapping(field) for name, field in event_fields().items()},
     # Microseconds, as the sensor writes them: ordering within a millisecond survives.
     "@timestamp": {"type": "date_nanos"},
-    "ecs.version": K,
+    # ECS fields other producers set (alerts, findings) and a few kept for compatibility
     "message": TEXT,
     "tags": K,
-    "labels.site": K,
-    "organization.id": K,
     "organization.name": K,
-    "observer.name": K,
-    "observer.type": K,
-    "observer.product": K,
     "observer.hostname": K,
-    "event.kind": K,
-    "event.category": K,
-    "event.type": K,
-    "event.action": K,
-    "event.dataset": K,
-    "event.outcome": K,
-    "event.duration": LONG,
-    "event.id": K,
     "event.severity": LONG,
     "event.start": DATE,
     "event.end": DATE,
@@ -71,23 +85,11 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "event.ingested": DATE,
     "event.module": K,
     "event.original": {"type": "keyword", "index": False, "doc_values": False},
-    "network.transport": K,
-    "network.type": K,
-    "network.protocol": K,
-    "network.community_id": K,
     "network.direction": K,
     "network.bytes": LONG,
     "network.packets": LONG,
-    "source.ip": IP,
-    "source.port": LONG,
-    "source.mac": K,
     "source.bytes": LONG,
-    "destination.ip": IP,
-    "destination.port": LONG,
-    "destination.mac": K,
     "destination.bytes": LONG,
-    "error.type": K,
-    "error.message": TEXT,
     "error.code": K,
     # alerts
     "rule.id": K,
@@ -116,7 +118,19 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "icsmon.correlation.key": K,
     **{
         f"icsmon.baseline.{name}": K
-        for name in ("expected", "observed", "entry", "file", "asset", "conversation", "series")
+        for name in (
+            "expected",
+            "observed",
+            "entry",
+            "file",
+            "asset",
+            "conversation",
+            "series",
+            "operation",
+            "point",
+            "direction",
+            "points",
+        )
     },
     "icsmon.baseline.count": LONG,
     # watchlist alerts (detectors/content.py): the province's content at the sensor
@@ -135,358 +149,6 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "host.ip": IP,
     "host.mac": K,
     "host.name": K,
-    # cross-protocol ICS fields
-    "ics.operation": K,
-    "ics.function": K,
-    "ics.pairing": K,
-    **{
-        f"ics.device.{name}": K
-        for name in (
-            "vendor",
-            "product",
-            "product_code",
-            "model",
-            "order_number",
-            "firmware",
-            "hardware_version",
-            "serial",
-            "name",
-            "module_name",
-            "plant",
-            "description",
-            "application_uri",
-            "product_uri",
-        )
-    },
-    "ics.device.server_id": HEX,
-    # Modbus/TCP
-    **{
-        f"modbus.{name}": LONG
-        for name in (
-            "transaction_id",
-            "unit_id",
-            "function_code",
-            "exception_code",
-            "address",
-            "quantity",
-            "values",
-            "read_address",
-            "read_quantity",
-            "write_address",
-            "write_quantity",
-            "read_values",
-            "and_mask",
-            "or_mask",
-            "subfunction",
-            "exception_status",
-            "event_count",
-            "message_count",
-            "status",
-            "fifo_address",
-            "mei_type",
-            "read_device_id_code",
-            "object_id",
-            "conformity_level",
-            "more_follows",
-            "skipped_bytes",
-        )
-    },
-    "modbus.function": K,
-    "modbus.exception": K,
-    "modbus.subfunction_name": K,
-    "modbus.diagnostic_data": K,  # an int when 2 bytes, else hex: keyword takes both
-    "modbus.server_id": HEX,
-    "modbus.data": HEX,
-    "modbus.response_data": HEX,
-    "modbus.direction": K,
-    "modbus.objects": {"type": "object", "dynamic": True},
-    "modbus.file_records": {
-        "type": "object",
-        "properties": {
-            "file": LONG,
-            "record": LONG,
-            "length": LONG,
-            "reference_type": LONG,
-            "values": LONG,
-            "data": HEX,
-        },
-    },
-    "modbus.truncated": BOOL,
-    # S7comm (and the COTP connection it rides on)
-    **{
-        f"s7comm.{name}": LONG
-        for name in (
-            "rosctr",
-            "pdu_reference",
-            "function_code",
-            "item_count",
-            "error_class",
-            "error_code",
-            "pdu_size",
-            "max_amq_calling",
-            "max_amq_called",
-            "upload_id",
-            "response.rosctr",
-            "response.function_code",
-            "response.item_count",
-            "cotp.connection_type",
-            "cotp.rack",
-            "cotp.slot",
-            "cotp.tpdu_size",
-            "cotp.reason",
-            "block.number",
-            "block.length",
-            "block.mc7_length",
-            "block.count",
-            "block.data_length",
-            "block.language",
-            "block.checksum",
-            "block.load_memory_length",
-            "userdata.type",
-            "userdata.group",
-            "userdata.subfunction",
-            "userdata.sequence_number",
-            "userdata.return_code",
-            "userdata.error_code",
-            "szl.id",
-            "szl.index",
-            "szl.record_count",
-            "block.language",
-            "block.load_memory_length",
-            "block.checksum",
-        )
-    },
-    **{
-        f"s7comm.{name}": K
-        for name in (
-            "rosctr_name",
-            "function",
-            "initiator",
-            "cotp.src_tsap",
-            "cotp.dst_tsap",
-            "cotp.connection_type_name",
-            "block.type",
-            "block.filesystem",
-            "block.filename",
-            "block.author",
-            "block.family",
-            "block.name",
-            "block.version",
-            "block.code_timestamp",
-            "block.interface_timestamp",
-            "pi_service",
-            "pi.operation",
-            "pi.parameter",
-            "pi.blocks",
-            "userdata.type_name",
-            "userdata.group_name",
-            "userdata.subfunction_name",
-            "clock",
-            "mode",
-            "error_name",
-            "block.author",
-            "block.family",
-            "block.name",
-            "block.version",
-            "block.code_timestamp",
-            "block.interface_timestamp",
-        )
-    },
-    **{
-        f"s7comm.protection.{name}": LONG
-        for name in ("level", "assigned_level", "key_switch_level")
-    },
-    "s7comm.protection.mode_switch": K,
-    "s7comm.protection.startup_switch": K,
-    "s7comm.userdata.last_data_unit": BOOL,
-    "s7comm.block.more_data": BOOL,
-    "s7comm.malformed": BOOL,
-    "s7comm.szl.follow_up": BOOL,
-    "s7comm.diagnostic.events": {
-        "type": "object",
-        "properties": {
-            "event_id": LONG,
-            "event_class": LONG,
-            "priority_class": LONG,
-            "ob_number": LONG,
-            "time": K,
-        },
-    },
-    "s7comm.block.counts": FREE,
-    "s7comm.items": {
-        "type": "object",
-        "properties": {
-            "syntax_id": LONG,
-            "transport_size": LONG,
-            "data_transport_size": LONG,
-            "area": LONG,
-            "area_name": K,
-            "db": LONG,
-            "byte": LONG,
-            "bit": LONG,
-            "length": LONG,
-            "return_code": LONG,
-            "return_code_name": K,
-            "data": HEX,
-            "data_length": LONG,
-            "data_truncated": BOOL,
-            "value": FREE,
-            "areas": FREE,
-            "address": HEX,
-        },
-    },
-    # S7comm-plus
-    **{
-        f"s7comm_plus.{name}": LONG
-        for name in (
-            "version",
-            "opcode",
-            "function_code",
-            "sequence_number",
-            "session_id",
-            "transport_flags",
-            "digest_length",
-            "data_length",
-            "return_value",
-            "response.sequence_number",
-            "created_object_id",
-            "subscription_id",
-            "fragments",
-            "error_code",
-            "response.opcode",
-            "response.data_length",
-            "response.fragments",
-        )
-    },
-    "s7comm_plus.opcode_name": K,
-    "s7comm_plus.function": K,
-    "s7comm_plus.integrity": BOOL,
-    "s7comm_plus.body_decoded": BOOL,
-    # OPC UA binary
-    **{
-        f"opcua.{name}": LONG
-        for name in (
-            "chunk_count",
-            "response_chunk_count",
-            "secure_channel_id",
-            "token_id",
-            "sequence_number",
-            "response_sequence_number",
-            "request_id",
-            "service_type_id",
-            "response_type_id",
-            "request_handle",
-            "status_code",
-            "protocol_version",
-            "receive_buffer_size",
-            "send_buffer_size",
-            "max_message_size",
-            "max_chunk_count",
-            "revised_receive_buffer_size",
-            "revised_send_buffer_size",
-            "revised_max_message_size",
-            "revised_max_chunk_count",
-            "requested_lifetime",
-            "revised_lifetime",
-            "endpoint_count",
-            "server_count",
-            "attribute_ids",
-            "result_codes",
-            "reference_count",
-            "continuation_point_count",
-            "subscription_id",
-            "lifetime_count",
-            "max_keep_alive_count",
-            "priority",
-            "monitored_item_ids",
-            "acknowledgement_count",
-            "notification_sequence_number",
-            "notification_count",
-            "subscription_ids",
-            "issued_channel_id",
-            "issued_token_id",
-            "skipped_bytes",
-            "chunk_size",
-            "response_request_handle",
-        )
-    },
-    "opcua.publishing_interval": DOUBLE,
-    "opcua.revised_publishing_interval": DOUBLE,
-    **{
-        f"opcua.{name}": K
-        for name in (
-            "message_type",
-            "security_policy_uri",
-            "security_policy",
-            "security_mode",
-            "service",
-            "service_node_id",
-            "status",
-            "endpoint_url",
-            "error_reason",
-            "server_uri",
-            "request_type",
-            "application_uri",
-            "product_uri",
-            "application_name",
-            "application_type",
-            "client.application_uri",
-            "client.product_uri",
-            "client.application_name",
-            "client.application_type",
-            "session_name",
-            "session_id",
-            "endpoint_urls",
-            "security_policy_uris",
-            "security_modes",
-            "user_token_types",
-            "server_application_uris",
-            "discovery_urls",
-            "server_names",
-            "identity_token",
-            "identity_policy_id",
-            "user_name",
-            "node_ids",
-            "attributes",
-            "browse_paths",
-            "target_node_ids",
-            "browse_names",
-            "object_ids",
-            "method_ids",
-            "monitoring_mode",
-            "registered_node_ids",
-            "parent_node_ids",
-            "decode_error",
-            "direction",
-            "response_message_type",
-        )
-    },
-    **{
-        f"opcua.{name}": BOOL
-        for name in (
-            "encrypted",
-            "signed",
-            "certificate_present",
-            "service_fault",
-            "aborted",
-            "password_encrypted",
-            "delete_subscriptions",
-            "publishing_enabled",
-            "more_notifications",
-            "truncated",
-        )
-    },
-    **{
-        f"opcua.server_certificate.{name}": K
-        for name in ("sha1", "subject", "issuer", "serial_number", "signature_hash", "parse_error")
-    },
-    "opcua.server_certificate.not_before": DATE,
-    "opcua.server_certificate.not_after": DATE,
-    "opcua.server_certificate.key_bits": LONG,
-    "opcua.server_certificate.self_signed": BOOL,
-    "opcua.values": TYPED_VALUES,
-    "opcua.input_arguments": TYPED_VALUES,
-    "opcua.output_arguments": TYPED_VALUES,
     # findings (detectors/findings.py) and the details they carry
     "finding.id": K,
     "finding.kind": K,

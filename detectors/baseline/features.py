@@ -10,7 +10,9 @@ An event becomes an :class:`Observation`:
 - ``nodes``: string item ids touched (OPC UA node ids, S7 symbolic items), per direction;
 - ``values``: numeric values per point (``unit=1 holding=100``, ``db1.4``, ``ns=2;s=Temp``);
 - ``series``: the polling series the request belongs to (operation + what it asks for);
-- ``security``: OPC UA security mode / policy / identity token type when the event shows them.
+- ``security``: OPC UA security mode / policy / identity token type when the event shows them,
+  and ``cleartext_user``: the user name of a UserName token whose password is not encrypted
+  (the password itself is never decoded).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from sensor.protocols.schema import DEVICE_PREFIX
+from sensor.schema import device_fields
 
 MAX_SIGNATURE = 160  # characters of a series signature kept (long item lists are hashed down)
 MAX_VALUES_PER_EVENT = 512  # values folded per event (a 2000-register read is still bounded)
@@ -60,24 +65,10 @@ TOKEN_RANK = {
 }
 
 
-# Device identity fields the dissectors fill (sensor/protocols/base.py and each module's docstring).
+# Device identity fields the dissectors fill (declared in each sensor/protocols/<name>/fields.py):
+# (event field, name in the baseline's asset identity)
 IDENTITY_FIELDS = tuple(
-    (f"ics.device.{name}", name)
-    for name in (
-        "vendor",
-        "product",
-        "model",
-        "order_number",
-        "firmware",
-        "serial",
-        "name",
-        "plant",
-        "application_uri",
-        "product_code",
-        "server_id",
-        "hardware_version",
-        "module_name",
-    )
+    (name, name.removeprefix(DEVICE_PREFIX)) for name in sorted(device_fields())
 )
 
 
@@ -353,6 +344,13 @@ def _opcua(event: dict, obs: Observation) -> None:
         value = event.get(name)
         if isinstance(value, str) and value:
             obs.security[key] = value
+    if (
+        event.get("opcua.password_encrypted") is False
+    ):  # a UserName token with the password in clear
+        user = event.get("opcua.user_name")
+        obs.security["cleartext_user"] = (
+            user if isinstance(user, str) and user else "(no user name)"
+        )
 
 
 def _generic(event: dict, obs: Observation) -> None:
