@@ -102,6 +102,7 @@ class Flow:
         "closed",
         "asset_due",
         "asset_addresses",
+        "reported",
         "transport",
     )
 
@@ -127,6 +128,7 @@ class Flow:
         # protocol addresses (a DNP3 link address, an IEC 104 common address) already shown to
         # the asset tracker: a new one is observed at once, not at the next refresh
         self.asset_addresses: set[tuple[str, object]] | None = None
+        self.reported = 0  # payload bytes already counted in an event's network.bytes
         self.cmac: bytes | None = None
         self.smac: bytes | None = None
         self.transport: int = TCP  # IP protocol number: TCP or UDP
