@@ -11,7 +11,7 @@
    traffic in the published files is left out) over Ethernet and IPv4, the whole set repeated
    ``--copies`` times. Each copy moves both addresses of every frame into its own /16
    (``10.<copy>.x.y``: the connections of two copies never mix) and its timestamps after the
-   previous copy's. IPv4 checksums are not recomputed (no contender checks them).
+   previous copy's (idle gaps over 60 s cut to 60 s). IPv4 checksums are not recomputed (no contender checks them).
 2. Times each contender on that file (wall clock, this machine, this run):
    - parser: the protocol's ``Parser`` alone, fed the exact byte chunks, gaps and datagrams
      the engine hands it for every connection of the file (recorded once beforehand):
@@ -118,22 +118,24 @@ def build_capture(path: Path, parts: list[list[Frame]], copies: int) -> tuple[in
         fh.write(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for copy in range(copies):
             for part in parts:
-                first = part[0][0]
-                span = 0.0
+                previous = part[0][0]
+                offset = 0.0
                 for ts, data in part:
                     frame = bytearray(data)
                     for at in (26, 30):  # both addresses into this copy's 10.<copy>/16
                         frame[at] = 10
                         frame[at + 1] = copy & 0xFF
-                    offset = max(0.0, ts - first)
-                    span = max(span, offset)
+                    # time moves as in the capture, idle gaps cut to 60 s (some published
+                    # files span years)
+                    offset += min(max(ts - previous, 0.0), 60.0)
+                    previous = ts
                     stamp = clock + offset
                     sec = int(stamp)
                     fh.write(_RECORD.pack(sec, int((stamp - sec) * 1e6), len(frame), len(frame)))
                     fh.write(frame)
                     frames += 1
                     total += len(frame)
-                clock += span + 60.0  # the next part after this one's flows went idle
+                clock += offset + 600.0  # the next part after this one's flows went idle
     return frames, total
 
 
