@@ -3,10 +3,13 @@
 
 A series is (client, server, server port, protocol, function, object), the object at a
 grain an analyst reads: a Modbus unit, table and block of addresses, an S7 area or data
-block (or the block a program operation moves), an OPC UA node (or set of nodes). Per
+block (or the block a program operation moves), an OPC UA node (or set of nodes), a DNP3
+outstation and the object types a request names (``outstation 10 g41v1``), an IEC 104
+station and block of information object addresses (``ca 1 ioa 6000-6099``). Per
 series and interval: request and response counts, success / exception / failure counts,
 first and last time, response time (min, mean, max), bytes, and for writes the lowest and
-highest value written where the dissector decoded one.
+highest value written where the dissector decoded one (a DNP3 analog output block is written
+by a control function: select, operate, direct operate).
 
 Intervals are aligned to multiples of ``interval_s`` of event time (capture time on a replay,
 so replaying a capture twice gives the same rollups, same ids). An interval is emitted once
@@ -31,7 +34,8 @@ import hashlib
 import math
 from collections.abc import Callable
 
-from sensor.events import ECS_VERSION, Context, iso_timestamp
+from sensor.events import ECS_VERSION, Context
+from sensor.timestamps import parse_timestamp
 
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_MAX_SERIES = 50_000
@@ -104,17 +108,47 @@ def _opcua_object(ev: dict) -> str:
     return f"{distinct[0]} +{len(distinct) - 1} ({digest})"
 
 
+IEC104_BLOCK = 100  # information object addresses per object: 6000-6099, ...
+
+
+def _dnp3_object(ev: dict) -> str:
+    outstation = ev.get("dnp3.outstation")
+    if outstation is None:
+        return ""
+    types = ev.get("dnp3.object_types")
+    if not types or type(types) is not list:
+        return f"outstation {outstation}"
+    shown = " ".join(str(t) for t in types[:4]) + (" ..." if len(types) > 4 else "")
+    return f"outstation {outstation} {shown}"
+
+
+def _iec104_object(ev: dict) -> str:
+    ca = ev.get("iec104.common_address")
+    if ca is None:
+        return ""  # U format: the connection itself
+    ioas = ev.get("iec104.ioa")
+    if not ioas or type(ioas) is not list or type(ioas[0]) is not int:
+        return f"ca {ca}"
+    low = ioas[0] - ioas[0] % IEC104_BLOCK
+    return f"ca {ca} ioa {low}-{low + IEC104_BLOCK - 1}"
+
+
 #: protocol -> the object an event touched, at the rollup grain
 OBJECT_OF: dict[str, Callable[[dict], str]] = {
     "modbus": _modbus_object,
     "s7comm": _s7_object,
     "opcua": _opcua_object,
+    "dnp3": _dnp3_object,
+    "iec104": _iec104_object,
 }
+# protocols whose control functions carry written values (DNP3 analog output blocks)
+_CONTROL_VALUES = frozenset(("dnp3",))
 
 
 def _written_values(ev: dict) -> list[float]:
     """Numbers a write event carries (Modbus register/coil values, S7 item values, OPC UA
-    Write values), for the rollup's min/max written."""
+    Write values, DNP3 analog output block values, IEC 104 set point and command values), for
+    the rollup's min/max written."""
     proto = ev.get("network.protocol")
     out: list[float] = []
     if proto == "modbus":
@@ -133,6 +167,10 @@ def _written_values(ev: dict) -> list[float]:
                 v = typed.get("value")
                 if type(v) is int or type(v) is float:
                     out.append(v)
+    elif proto == "dnp3" or proto == "iec104":
+        values = ev.get(f"{proto}.values")
+        if type(values) is list:
+            out = [v for v in values if (type(v) is int or type(v) is float)]
     return out
 
 
@@ -177,35 +215,6 @@ class _Series:
         self.wmax: float | None = None
 
 
-class _TimeParser:
-    """``@timestamp`` -> epoch seconds: a number as is; ISO 8601 text (``...HH:MM:SS.ffffffZ``,
-    what the sensor writes) through a cache of the last second seen, since events cluster."""
-
-    __slots__ = ("prefix", "base")
-
-    def __init__(self) -> None:
-        self.prefix = ""
-        self.base = 0.0
-
-    def __call__(self, value: object) -> float | None:
-        if type(value) is float or type(value) is int:
-            return float(value)  # type: ignore[arg-type]
-        if type(value) is not str or len(value) < 19:
-            return None
-        text: str = value  # type: ignore[assignment]
-        prefix = text[:19]
-        if prefix != self.prefix:
-            from datetime import UTC, datetime
-
-            try:
-                self.base = datetime.fromisoformat(prefix).replace(tzinfo=UTC).timestamp()
-            except ValueError:
-                return None
-            self.prefix = prefix
-        frac = text[20:26] if len(text) > 20 and text[19] == "." else ""
-        return self.base + (int(frac) / 10 ** len(frac) if frac.isdigit() else 0.0)
-
-
 class Rollups:
     """Aggregates events into rollup documents; see the module docstring."""
 
@@ -226,7 +235,6 @@ class Rollups:
         self._open: dict[int, dict[tuple, _Series]] = {}
         self._close_at = math.inf  # the earliest time an open interval is due
         self._parts: dict[int, int] = {}  # interval index -> parts emitted already
-        self._time = _TimeParser()
         self.stats = {
             "events": 0,
             "rollups": 0,
@@ -241,7 +249,9 @@ class Rollups:
 
     def add(self, ev: dict) -> list[dict]:
         """Count one event; returns the rollups of intervals that this event's time closed."""
-        ts = self._time(ev.get("@timestamp"))
+        ts = ev.get("@timestamp")
+        if type(ts) is not float:  # the sensor's events carry a number; text from elsewhere
+            ts = parse_timestamp(ts)
         if ts is None:
             self.stats["untimed"] += 1
             return []
@@ -317,7 +327,9 @@ class Rollups:
                 series.rt_max = rt
             series.rt_n += 1
             series.rt_sum += rt
-        if series.operation == "write":
+        if series.operation == "write" or (
+            series.operation == "control" and proto in _CONTROL_VALUES
+        ):
             for v in _written_values(ev):
                 if series.wmin is None or v < series.wmin:
                     series.wmin = v
@@ -387,7 +399,7 @@ class Rollups:
         if part:
             key_text += f"|{part}"
         doc: dict = {
-            "@timestamp": iso_timestamp(start),
+            "@timestamp": start,
             "ecs.version": ECS_VERSION,
             "event.kind": "metric",
             "event.category": ["network"],
@@ -396,8 +408,8 @@ class Rollups:
             "event.action": "rollup",
             "event.module": "icsmon",
             "event.id": hashlib.blake2b(key_text.encode(), digest_size=12).hexdigest(),
-            "event.start": iso_timestamp(s.first),
-            "event.end": iso_timestamp(s.last),
+            "event.start": s.first,
+            "event.end": s.last,
             "observer.name": ctx.observer,
             "observer.type": "sensor",
             "observer.product": "icsmon",

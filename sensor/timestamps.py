@@ -27,6 +27,7 @@ TIME_FIELDS = frozenset(
         "asset.last_seen",
         "finding.first_seen",
         "finding.last_seen",
+        "icsmon.sensor.started",
     }
 )
 MAX_EPOCH = 253402300800.0  # 10000-01-01T00:00:00Z: what ISO 8601 text can say
