@@ -181,13 +181,19 @@ def load_hunt_engine(
     placeholders: dict[str, list[str]] | None = None,
     *,
     dedup_window: float = 60.0,
+    max_pending_alerts: int = 10_000,
+    max_correlation_groups: int = 10_000,
 ) -> SigmaEngine:
     """The engine of a hunt: the pack of ``rules_dir`` (the shipped one by default) narrowed
     to ``selection``, with the stream's defaults. RuleLoadError when a rule is refused;
     HuntError when the selection names nothing in the pack."""
     values = resolve_placeholders(site_config, placeholders)
     root = rules_dir or SHIPPED_RULES
-    pack = load_pack([root], values)
+    try:
+        pack = load_pack([root], values)
+    except Exception as exc:  # pySigma raises on a file that is not YAML at all
+        text = str(exc).strip().splitlines()
+        raise HuntError(f"{root}: the rules do not load: {text[0] if text else exc!r}") from None
     errors = [p for p in pack.problems if p.severity == "error"]
     if errors:
         raise RuleLoadError(errors)
@@ -196,7 +202,12 @@ def load_hunt_engine(
         raise HuntError(f"no rule in {root} matches {', '.join(unmatched)}")
     if not any(r.output for r in chosen.rules) and not chosen.correlations:
         raise HuntError(f"no alerting rule selected in {root}")
-    return SigmaEngine(chosen, dedup_window=dedup_window)
+    return SigmaEngine(
+        chosen,
+        dedup_window=dedup_window,
+        max_pending_alerts=max_pending_alerts,
+        max_correlation_groups=max_correlation_groups,
+    )
 
 
 @dataclass(slots=True)
