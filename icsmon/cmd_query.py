@@ -11,7 +11,6 @@ import os
 import re
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from detectors.alerts import SEVERITY
-from icsmon.common import ExitCode, StoreOpt, fail
+from icsmon.common import ExitCode, StoreOpt, fail, table_time
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
 from sensor.timestamps import parse_timestamp
 
@@ -168,13 +167,6 @@ def _console() -> Console:
     return Console(soft_wrap=False, width=200 if wide else None, highlight=False)
 
 
-def _time(value: Any) -> str:
-    epoch = parse_timestamp(value)
-    if epoch is None:
-        return str(value or "")
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def _endpoint(doc: dict, side: str) -> str:
     ip = doc.get(f"{side}.ip") or "?"
     port = doc.get(f"{side}.port")
@@ -221,7 +213,7 @@ def alerts_table(total: int, alerts: list[dict], offset: int) -> Table:
             rule += f" (x{count})"
         table.add_row(
             *_cells(
-                _time(doc.get("@timestamp")),
+                table_time(doc.get("@timestamp")),
                 Text(f"{sev} {level}".strip() if sev is not None else "", style=style),
                 rule,
                 _joined(doc.get("threat.technique.id")),
@@ -267,8 +259,8 @@ def assets_table(total: int, assets: list[dict], offset: int) -> Table:
                 device,
                 str(doc.get("ics.device.firmware") or ""),
                 str(len(peers) if isinstance(peers, list) else 1),
-                _time(doc.get("asset.first_seen")),
-                _time(doc.get("asset.last_seen")),
+                table_time(doc.get("asset.first_seen")),
+                table_time(doc.get("asset.last_seen")),
             )
         )
     shown = f"{offset + 1}-{offset + len(assets)}" if assets else "0"

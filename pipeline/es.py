@@ -910,7 +910,7 @@ class EsHuntSource:
             return
         lines: list[dict[str, Any]] = []
         for alert in self._pending:
-            doc = nest(_rendered(alert))
+            doc = nest(alert)  # the times the hunt carries as numbers become text here
             lines += [self.store.bulk_actions("alert", doc)[0], doc]
         self._pending.clear()
         resp = self.client.bulk(operations=lines, refresh="wait_for")
@@ -925,15 +925,3 @@ class EsHuntSource:
             self._flush()
         finally:
             self.client.close()
-
-
-def _rendered(doc: dict[str, Any]) -> dict[str, Any]:
-    """Event times the hunt carries as numbers, as the ISO text documents hold."""
-    from sensor.events import iso_timestamp
-
-    out = dict(doc)
-    for key in ("@timestamp", "event.start", "event.end"):
-        value = out.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[key] = iso_timestamp(float(value))
-    return out
