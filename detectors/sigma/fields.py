@@ -54,6 +54,7 @@ COMMON: frozenset[str] = frozenset(
         "ics.device.server_id",
         "ics.device.hardware_version",
         "ics.device.module_name",
+        "ics.device.module_type",
         "error.type",
         "error.message",
     }
@@ -309,6 +310,43 @@ OPCUA: frozenset[str] = frozenset(
 )
 
 
+ENIP: frozenset[str] = frozenset(
+    [
+        "enip." + f
+        for f in (
+            "command", "command_name", "session_handle", "status", "status_name",
+            "sender_context", "connection_id", "sequence", "protocol_version", "options_flags",
+            "services", "interface_count", "skipped_bytes",
+            "identity.vendor_id", "identity.vendor", "identity.device_type",
+            "identity.device_type_name", "identity.product_code", "identity.revision",
+            "identity.status", "identity.serial", "identity.product_name", "identity.state",
+            "identity.state_name", "identity.encapsulation_version", "identity.socket_address",
+            "identity.socket_port",
+        )
+    ]
+    + [
+        "cip." + f
+        for f in (
+            "service_code", "service", "response_service_code", "class", "class_name",
+            "classes", "instance", "attribute", "member", "connection_point", "tag", "via",
+            "route", "multiple_index", "multiple_count", "status", "status_name",
+            "extended_status", "data_type", "structure_handle", "elements", "offset", "values",
+            "data", "response_data", "or_mask", "and_mask", "attribute_count", "attributes",
+            "reset_type",
+        )
+    ]
+    + [
+        "cip.connection." + f
+        for f in (
+            "o_t_id", "t_o_id", "serial", "originator_vendor_id", "originator_serial",
+            "timeout_multiplier", "o_t_rpi", "t_o_rpi", "o_t_api", "t_o_api", "o_t_size",
+            "t_o_size", "o_t_type", "t_o_type", "transport_class", "trigger", "class",
+            "instance", "connection_point", "route", "key_vendor_id", "key_product_code",
+        )
+    ]
+)  # fmt: skip
+
+
 def _with_nested(fields: frozenset[str]) -> frozenset[str]:
     extra = {f"{base}.{key}" for base, keys in NESTED.items() if base in fields for key in keys}
     return fields | extra
@@ -320,10 +358,11 @@ BY_SERVICE: dict[str | None, frozenset[str]] = {
     # S7comm-plus records carry the connection's COTP fields (s7comm.cotp.*) too.
     "s7comm-plus": _with_nested(COMMON | S7COMM_PLUS | S7COMM),
     "opcua": _with_nested(COMMON | OPCUA),
-    None: _with_nested(COMMON | MODBUS | S7COMM | S7COMM_PLUS | OPCUA),
+    "enip": COMMON | ENIP,
+    None: _with_nested(COMMON | MODBUS | S7COMM | S7COMM_PLUS | OPCUA | ENIP),
 }
 
-SERVICES: tuple[str, ...] = ("modbus", "s7comm", "s7comm-plus", "opcua")
+SERVICES: tuple[str, ...] = ("modbus", "s7comm", "s7comm-plus", "opcua", "enip")
 
 
 def known_fields(service: str | None) -> frozenset[str]:

@@ -45,6 +45,7 @@ DEFAULTS: dict[str | None, dict[str, Any]] = {
     "s7comm": {"destination.port": 102},
     "s7comm-plus": {"destination.port": 102},
     "opcua": {"destination.port": 4840},
+    "enip": {"destination.port": 44818},
     None: {"destination.port": 502},
 }
 
@@ -168,7 +169,14 @@ def _docstring_fields(module: str) -> set[str] | None:
 
 @pytest.mark.parametrize(
     ("prefix", "module"),
-    [("modbus.", "modbus"), ("s7comm.", "s7comm"), ("s7comm_plus.", "s7comm"), ("opcua.", "opcua")],
+    [
+        ("modbus.", "modbus"),
+        ("s7comm.", "s7comm"),
+        ("s7comm_plus.", "s7comm"),
+        ("opcua.", "opcua"),
+        ("enip.", "enip"),
+        ("cip.", "enip"),
+    ],
 )
 def test_rule_fields_are_documented_by_the_dissector(prefix: str, module: str) -> None:
     """Each protocol field a shipped rule reads appears in its dissector's docstring."""

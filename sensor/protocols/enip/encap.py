@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from sensor.protocols.enip.tables import COMMANDS, ENCAP_STATUS
+from sensor.protocols.enip.tables import COMMANDS
 
 HEADER = struct.Struct("<HHII8sI")
 HEADER_SIZE = 24
@@ -18,13 +18,12 @@ class CpfError(Exception):
 
 
 def plausible(buf: bytes, pos: int) -> bool:
-    """A header at ``pos`` (24 bytes available): known command, known status, options 0."""
+    """A header at ``pos`` (24 bytes available): known command, a 16-bit status (stacks
+    answer with codes outside the specification's list, cpppo with CIP's 0x08), options 0."""
     command = buf[pos] | buf[pos + 1] << 8
     if command not in COMMANDS:
         return False
-    status = int.from_bytes(buf[pos + 8 : pos + 12], "little")
-    options = int.from_bytes(buf[pos + 20 : pos + 24], "little")
-    return status in ENCAP_STATUS and options == 0
+    return buf[pos + 10] == 0 and buf[pos + 11] == 0 and not any(buf[pos + 20 : pos + 24])
 
 
 def resync(buf: bytes, pos: int) -> int:

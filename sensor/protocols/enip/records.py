@@ -172,7 +172,11 @@ def _cip(
         if rq.service == SERVICE_UNCONNECTED_SEND and klass == CLASS_CONNECTION_MANAGER:
             # the target answers the routed request itself (or 0xd2 when routing failed)
             inner = rq.embedded[0]
-            if rs is not None and rs.service == SERVICE_UNCONNECTED_SEND:
+            if (
+                rs is not None
+                and rs.service == SERVICE_UNCONNECTED_SEND
+                and inner.service != SERVICE_UNCONNECTED_SEND  # 0x52 is also Read Tag Fragmented
+            ):
                 _one(base, inner, None, failed, via + ["unconnected_send"], rq.route, out, rs)
             else:
                 _cip(base, inner, rs, failed, via + ["unconnected_send"], rq.route, out, problems)
