@@ -173,8 +173,13 @@ class Deduplicator:
         event_ids: list[str] | None = None,
         start: str | None = None,
         extra: dict[str, Any] | None = None,
+        keep_first: bool = False,
     ) -> list[dict[str, Any]]:
-        """Record a match at event time ``ts``; returns alerts whose window has ended."""
+        """Record a match at event time ``ts``; returns alerts whose window has ended.
+
+        A repeat replaces the held alert's ``extra`` with its own (a correlation's latest
+        count), or leaves the first one's with ``keep_first`` (the alert then describes its
+        first match throughout)."""
         out = self.tick(ts) if ts >= self.next_due else []
         ids = event_ids or [event_identity(event)]
         group = key if key is not None else self.flow_key(event)
@@ -203,7 +208,7 @@ class Deduplicator:
             room = MAX_EVENT_IDS - len(pending.event_ids)
             if room > 0:  # ids of later matches are new events: no membership test needed
                 pending.event_ids.extend(ids[:room])
-            if extra:
+            if extra and not keep_first:
                 pending.extra = extra
             return out
         self._pending[slot] = _Pending(

@@ -202,3 +202,31 @@ def audit(store: StoreOpt = None, es: EsOpt = None, state: StateOpt = None) -> N
             ExitCode.FAILED,
         )
     typer.echo(f"{got['entries']} audit entries, chain intact (head {got.get('head', '')[:16]})")
+
+
+@app.command("content")
+def content(
+    out: Annotated[Path, typer.Option("--out", help="Write the package here (JSON)")],
+    store: StoreOpt = None,
+    es: EsOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Export the detection content package (watchlist, pushed rules) for the sensors."""
+    from response.content import Content
+    from response.db import ResponseDB
+
+    st = open_state(store, es, state)
+    db = ResponseDB(st.path)
+    try:
+        pkg = Content(db, str(st.org().province.get("id") or "")).package()
+    finally:
+        db.close()
+        st.close()
+    try:
+        out.write_text(json.dumps(pkg, ensure_ascii=False, indent=1))
+    except OSError as exc:
+        raise fail(f"{out}: cannot write: {exc.strerror or exc}") from None
+    note(
+        f"content version {pkg['version']}: {len(pkg['watchlist'])} watchlist entries, "
+        f"{len(pkg['rules'])} rules -> {out}"
+    )

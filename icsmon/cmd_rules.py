@@ -303,3 +303,31 @@ def convert_rules(
         note(f"{p}:{locate(p, 'detection')}: [{rid}] error: {reason}")
     if result.errors:
         raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command("install")
+def install(
+    package: Annotated[Path, typer.Argument(help="Content package from the province (JSON)")],
+    rules_dir: Annotated[
+        Path, typer.Option("--dir", help="The sensor's rule folder (rules go to DIR/central)")
+    ],
+) -> None:
+    """Install a content package's Sigma rules under each rule's policy (central: the
+    province's version replaces a local edit; local: a local edit is kept)."""
+    from detectors.content import ContentError, install_rules, load_package
+
+    try:
+        pkg = load_package(package)
+        done = install_rules(pkg, rules_dir)
+    except ContentError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"{rules_dir}: cannot write: {exc.strerror or exc}") from None
+    for what, ids in done.items():
+        for rid in ids:
+            typer.echo(f"{what}\t{rid}")
+    note(
+        f"content version {pkg.version}: {len(done['written'])} written, {len(done['kept'])} "
+        f"kept (local edits), {len(done['overridden'])} overridden, {len(done['removed'])} "
+        "removed"
+    )

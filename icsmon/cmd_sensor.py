@@ -84,11 +84,12 @@ def _detectors(
     site_config: Path | None,
     baseline: Path | None,
     learn: str | None = None,
+    content: Path | None = None,
 ):
     from icsmon.run import load_detectors
 
     try:
-        return load_detectors(rules, no_rules, site_config, baseline, learn)
+        return load_detectors(rules, no_rules, site_config, baseline, learn, content=content)
     except (OSError, ValueError) as exc:
         raise fail(" ".join(str(exc).split())) from None
     except Exception:  # pySigma raises on unparsable rule files: name the file, no traceback
@@ -102,6 +103,14 @@ def _detectors(
         raise fail(f"{first.path}:{first.line}: {first.message}{more}") from None
 
 
+ContentOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--content",
+        envvar="ICSMON_CONTENT",
+        help="Detection content package from the province (its indicator watchlist is matched)",
+    ),
+]
 RulesOpt = Annotated[
     Path | None, typer.Option("--rules", help="Sigma rule folder (default: the shipped pack)")
 ]
@@ -176,10 +185,11 @@ def replay(
     port: PortOpt = None,
     store_events: StoreEventsOpt = True,
     store_max_events: MaxEventsOpt = None,
+    content: ContentOpt = None,
 ) -> None:
     """Decode capture files: print alerts (or events with --events) and send them to the sink."""
     engine = open_engine(engine_config(site, observer, org, heuristic, port))
-    dets = _detectors(rules, no_rules, site_config, baseline, learn)
+    dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
     out_sink = _open_sink(sink, store, out, site, config, store_max_events)
     printer = Printer(fmt.value, kind="event" if events else "alert")
     from icsmon.run import Run
@@ -207,6 +217,8 @@ def replay(
                 {f"sink.{k}": v for k, v in out_sink.stats().items() if isinstance(v, int)}
             )
         print_stats(counters)
+    for line in dets.notes():
+        note(f"note: {line}")
     for line in engine.errors:
         error_line(line)
     if engine.errors:  # a capture could not be read (to its end): what was read is processed
@@ -271,6 +283,7 @@ def sense(
     port: PortOpt = None,
     store_events: StoreEventsOpt = True,
     store_max_events: MaxEventsOpt = None,
+    content: ContentOpt = None,
     user: Annotated[
         str | None,
         typer.Option(
@@ -282,7 +295,7 @@ def sense(
     from sensor.live import CaptureError, LiveSource
 
     engine = open_engine(engine_config(site, observer, org, heuristic, port))
-    dets = _detectors(rules, no_rules, site_config, baseline, learn)
+    dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
     try:
         source = LiveSource(iface, bpf, user=user)
     except CaptureError as exc:
@@ -322,6 +335,9 @@ def sense(
         counters = dict(engine.stats)
         counters["alerts"] = run.alerts
         counters.update({f"capture.{k}": v for k, v in source.stats().items()})
+        counters.update(dets.stats())
         print_stats(counters, title=f"sensor counters ({iface})")
+    for line in dets.notes():
+        note(f"note: {line}")
     if capture_error:
         raise fail(capture_error[0], ExitCode.FAILED)

@@ -44,6 +44,17 @@ class Detectors:
                 alerts.extend(tick(now) or [])
         return alerts
 
+    def notes(self) -> list[str]:
+        """Lines for the end of a run that are not alerts (e.g. learned conversations that
+        never appeared: docs in detectors/README.md, "Absence")."""
+        lines = []
+        for part in self.parts:
+            summary = getattr(part, "absence_summary", None)
+            line = summary() if summary is not None else None
+            if line:
+                lines.append(line)
+        return lines
+
     def findings(self, final: bool = False) -> list[dict]:
         """Finding documents that are new or changed since the last call."""
         out: list[dict] = []
@@ -69,9 +80,11 @@ def load_detectors(
     baseline: Path | None,
     learn: str | None = None,
     findings: bool = True,
+    content: Path | None = None,
 ) -> Detectors:
     """The Sigma engine (unless ``no_rules``) and the baseline detector (with ``baseline``);
-    with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``."""
+    with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``;
+    with ``content``, the province's indicator watchlist is matched."""
     parts: list[Any] = []
     placeholders = None
     base = None
@@ -99,6 +112,10 @@ def load_detectors(
         parts.append(_finding_tracker(site_config, placeholders))
     if learner is not None:
         parts.append(learner)
+    if content is not None:
+        from detectors.content import WatchlistDetector, load_package
+
+        parts.append(WatchlistDetector(load_package(content)))
     return Detectors(parts)
 
 

@@ -113,9 +113,27 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "icsmon.correlation.key": K,
     **{
         f"icsmon.baseline.{name}": K
-        for name in ("expected", "observed", "entry", "file", "asset", "conversation", "series")
+        for name in (
+            "expected",
+            "observed",
+            "entry",
+            "file",
+            "asset",
+            "conversation",
+            "series",
+            "operation",
+            "point",
+            "direction",
+            "points",
+        )
     },
     "icsmon.baseline.count": LONG,
+    # watchlist alerts (detectors/content.py): the province's content at the sensor
+    "icsmon.watchlist.id": K,
+    "icsmon.watchlist.value": K,  # an address or a network (CIDR)
+    "icsmon.watchlist.source": K,
+    "icsmon.watchlist.side": K,
+    "icsmon.content.version": LONG,
     # assets
     "asset.id": K,
     "asset.roles": K,
@@ -469,7 +487,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     },
     **{
         f"opcua.server_certificate.{name}": K
-        for name in ("sha1", "subject", "issuer", "serial_number", "signature_hash")
+        for name in ("sha1", "subject", "issuer", "serial_number", "signature_hash", "parse_error")
     },
     "opcua.server_certificate.not_before": DATE,
     "opcua.server_certificate.not_after": DATE,
@@ -478,6 +496,22 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "opcua.values": TYPED_VALUES,
     "opcua.input_arguments": TYPED_VALUES,
     "opcua.output_arguments": TYPED_VALUES,
+    # findings (detectors/findings.py) and the details they carry
+    "finding.id": K,
+    "finding.kind": K,
+    "finding.category": K,
+    "finding.title": K,
+    "finding.summary": TEXT,
+    "finding.severity": LONG,
+    "finding.state": K,
+    "finding.first_seen": DATE,
+    "finding.last_seen": DATE,
+    "finding.evidence.event_ids": K,
+    "source.ips": IP,
+    "modbus.masters": IP,
+    "opcua.deprecated_policies": K,
+    "opcua.user_names": K,
+    "s7comm.transfers": K,
 }
 
 # Fields a newer sensor adds before this table knows them.

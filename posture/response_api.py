@@ -26,6 +26,7 @@ from response.service import Response as ResponseDesk
 from response.sharing import SharingError, export_campaign, export_incident, read_indicators
 
 Text = Annotated[str, Field(max_length=20_000)]
+MAX_BUNDLE = 20 * 1024 * 1024  # a STIX bundle to import
 
 
 class IncidentBody(BaseModel):
@@ -117,6 +118,11 @@ class WarningBody(BaseModel):
 
 class LiftBody(BaseModel):
     note: Text = Field(min_length=1)
+
+
+class RuleBody(BaseModel):
+    yaml: str = Field(max_length=262_144)
+    policy: str = Field(default="central", max_length=10)
 
 
 class AllowBody(BaseModel):
@@ -488,8 +494,11 @@ def install(
     async def watchlist_import(request: Request, v: Who) -> dict[str, Any]:
         if not v.is_province:
             raise NotFound("watchlist")
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BUNDLE:  # refused before it is read
+            raise HTTPException(413, "bundle larger than 20 MiB")
         body = await request.body()
-        if len(body) > 20 * 1024 * 1024:
+        if len(body) > MAX_BUNDLE:
             raise HTTPException(413, "bundle larger than 20 MiB")
         try:
             found = read_indicators(body)
@@ -509,6 +518,35 @@ def install(
             "skipped": found["skipped"],
             "objects": found["objects"],
         }
+
+    @app.get("/api/content", summary="The detection content package for sensors (province)")
+    def content(v: Who) -> dict[str, Any]:
+        if not v.is_province:
+            raise NotFound("content")
+        desk.content.province = str(state.org().province.get("id") or "")
+        return desk.content.package()
+
+    @app.get("/api/content/rules", summary="Sigma rules pushed to sensors (province)")
+    def content_rules(v: Who) -> list[dict[str, Any]]:
+        if not v.is_province:
+            raise NotFound("content")
+        return desk.content.rules()
+
+    @app.post(
+        "/api/content/rules",
+        status_code=201,
+        summary="Push a Sigma rule to sensors (central or local policy)",
+    )
+    def push_rule(v: Who, body: RuleBody) -> dict[str, Any]:
+        if not v.is_province:
+            raise NotFound("content")
+        return desk.content.add_rule(v, body.yaml, body.policy)
+
+    @app.delete("/api/content/rules/{rule_id}", status_code=204, summary="Stop pushing a rule")
+    def remove_rule(v: Who, rule_id: str) -> None:
+        if not v.is_province:
+            raise NotFound("content")
+        desk.content.remove_rule(v, rule_id)
 
     @app.delete("/api/watchlist/{watch_id}", status_code=204, summary="Remove a watchlist entry")
     def unwatch(v: Who, watch_id: str) -> None:

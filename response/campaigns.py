@@ -432,6 +432,7 @@ class Campaigns:
                 (wid, kind, str(ip), source, source_ref, time.time(), who.name, valid_until),
             )
             if cur.rowcount:
+                self.db.next_number(conn, "content")  # the sensors' content changes
                 self.db.audit(
                     conn,
                     who,
@@ -451,6 +452,7 @@ class Campaigns:
         with self.db.tx() as conn:
             if conn.execute("DELETE FROM watchlist WHERE id=?", (wid,)).rowcount != 1:
                 raise NotFound(wid)
+            self.db.next_number(conn, "content")
             self.db.audit(
                 conn, who, "watchlist", wid, "remove", sites=[], enterprises=[], cities=[]
             )

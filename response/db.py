@@ -107,6 +107,9 @@ CREATE TABLE IF NOT EXISTS warning_recipient (
   city_id TEXT NOT NULL, industry TEXT NOT NULL, sites TEXT NOT NULL, reason TEXT NOT NULL,
   acknowledged_at REAL, acknowledged_by TEXT, PRIMARY KEY (warning_id, enterprise_id));
 CREATE INDEX IF NOT EXISTS warning_recipient_enterprise ON warning_recipient(enterprise_id);
+CREATE TABLE IF NOT EXISTS content_rule (
+  id TEXT PRIMARY KEY, title TEXT NOT NULL, yaml TEXT NOT NULL, policy TEXT NOT NULL,
+  added_at REAL NOT NULL, added_by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS response_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 

@@ -287,10 +287,13 @@ class Incidents:
     # -- grading and the clock ----------------------------------------------------------
 
     def facts_of(
-        self, row: dict[str, Any], sites: list[dict[str, Any]], criticality: Mapping[str, int]
+        self, row: dict[str, Any], sites: list[dict[str, Any]], org: OrgLike
     ) -> dict[str, Any]:
         """Registry facts, then the analysts' entries (which override them)."""
-        facts = self.policy.registry_facts([criticality.get(s["site_id"], 0) for s in sites])
+        facts = self.policy.registry_facts(
+            [org.sites[s["site_id"]].criticality for s in sites if s["site_id"] in org.sites],
+            [org.enterprises.get(s["enterprise_id"], {}).get("grade") for s in sites],
+        )
         facts["enterprises_affected"] = len({s["enterprise_id"] for s in sites})
         facts.update(json.loads(row["facts"]) if isinstance(row["facts"], str) else row["facts"])
         return facts
@@ -378,9 +381,7 @@ class Incidents:
             "verified": verified,
         }
 
-    def _regrade(
-        self, conn: Any, who: Viewer, incident_id: str, criticality: Mapping[str, int]
-    ) -> None:
+    def _regrade(self, conn: Any, who: Viewer, incident_id: str, org: OrgLike) -> None:
         row = dict(conn.execute("SELECT * FROM incident WHERE id=?", (incident_id,)).fetchone())
         sites = [
             dict(r)
@@ -389,7 +390,7 @@ class Incidents:
                 (incident_id,),
             )
         ]
-        facts = self.facts_of(row, sites, criticality)
+        facts = self.facts_of(row, sites, org)
         grade = self.policy.grade(facts)
         grade["facts"] = facts
         old = json.loads(row["grade"]) if row["grade"] else {}
@@ -491,7 +492,6 @@ class Incidents:
         earliest = min(alert_epoch(d) for d in docs)
         discovered = earliest if discovered_at is None else discovered_at
         incident_id = new_id("inc")
-        crit = {sid: s.criticality for sid, s in org.sites.items()}
         with self.db.tx() as conn:
             number = self.db.next_number(conn, "incident")
             conn.execute(
@@ -539,7 +539,7 @@ class Incidents:
                     "discovered_at": discovered,
                 },
             )
-            self._regrade(conn, who, incident_id, crit)
+            self._regrade(conn, who, incident_id, org)
         return incident_id
 
     def add_alerts(
@@ -548,7 +548,6 @@ class Incidents:
         self.writable(who, incident_id)
         docs = self._alerts(who, alert_ids, org)
         now = time.time()
-        crit = {sid: s.criticality for sid, s in org.sites.items()}
         with self.db.tx() as conn:
             n = conn.execute(
                 "SELECT COUNT(*) FROM incident_alert WHERE incident_id=?", (incident_id,)
@@ -567,7 +566,7 @@ class Incidents:
                     **self._scope(sites),
                     detail={"alerts": added},
                 )
-                self._regrade(conn, who, incident_id, crit)
+                self._regrade(conn, who, incident_id, org)
         return added
 
     @staticmethod
@@ -607,7 +606,6 @@ class Incidents:
         old = json.loads(row["facts"])
         merged = {**old, **facts}
         merged = self._check_facts({k: v for k, v in merged.items() if v is not None})
-        crit = {sid: s.criticality for sid, s in org.sites.items()}
         with self.db.tx() as conn:
             conn.execute(
                 "UPDATE incident SET facts=?, updated=? WHERE id=?",
@@ -623,7 +621,7 @@ class Incidents:
                 **self._scope(sites),
                 detail={"from": old, "to": merged},
             )
-            self._regrade(conn, who, incident_id, crit)
+            self._regrade(conn, who, incident_id, org)
         return json.loads(self._row(incident_id)["grade"])
 
     def transition(self, who: Viewer, incident_id: str, to: str, note: str | None = None) -> str:

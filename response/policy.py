@@ -179,12 +179,18 @@ class Policy:
             f"{self.source}: no level applies (the last level needs a rule without conditions)"
         )
 
-    def registry_facts(self, criticalities: list[int]) -> dict[str, Any]:
-        """Facts the registry gives: the most critical affected site decides."""
+    def registry_facts(
+        self, criticalities: list[int], grades: list[int | None] | None = None
+    ) -> dict[str, Any]:
+        """Facts the registry gives: the most critical affected site decides; the enterprise
+        grade is the registered one (the classification guide's 1-3) where the registry has
+        it, else derived from criticality (``enterprise_grade_by_criticality``)."""
         top = max(criticalities, default=0)
+        registered = [g for g in grades or [] if g]
+        derived = self.grade_by_criticality.get(top, 0) if top else 0
         return {
             "critical_infrastructure": top >= self.cii_min_criticality,
-            "enterprise_grade": self.grade_by_criticality.get(top, 0) if top else 0,
+            "enterprise_grade": max(registered) if registered else derived,
         }
 
     def reportable(self, level_id: str) -> bool:

@@ -1,17 +1,17 @@
 """Incident reports as structured documents: JSON (the record) and PDF (to send).
 
-The PDF is drawn with ReportLab; Chinese text uses the standard CID font STSong-Light (a
-font every PDF reader provides, so nothing is embedded and the file stays small).
+The PDF is drawn from an HTML page by WeasyPrint (as the assessment reports are), with the
+CJK font fontconfig finds (Debian's ``fonts-noto-cjk``), embedded so any reader shows it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 from typing import Any
 
 from response.policy import Policy
 
+FONT = "'Noto Sans CJK SC', 'Noto Sans CJK', 'Noto Sans SC', sans-serif"
 KIND_NAMES = {
     "first": ("First report", "首报"),
     "escalation": ("Escalation report", "上报"),
@@ -71,74 +71,48 @@ def report_document(
     }
 
 
-def report_pdf(doc: dict[str, Any]) -> bytes:
-    from xml.sax.saxutils import escape
+def report_html(doc: dict[str, Any]) -> str:
+    """The report as one HTML page (what the PDF is drawn from)."""
+    from html import escape
 
-    from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import ParagraphStyle
-    from reportlab.lib.units import mm
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    def e(value: Any) -> str:
+        text = "" if value in (None, "") else str(value)
+        return escape(text).replace("\n", "<br>") or "—"
 
-    font = "STSong-Light"
-    if font not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(UnicodeCIDFont(font))
-    body = ParagraphStyle("body", fontName=font, fontSize=10, leading=14, wordWrap="CJK")
-    head = ParagraphStyle("head", parent=body, fontSize=16, leading=22, spaceAfter=6)
-    small = ParagraphStyle(
-        "small", parent=body, fontSize=8, leading=11, textColor=colors.HexColor("#555555")
-    )
     inc = doc["incident"]
-
-    def p(text: Any, style: ParagraphStyle = body) -> Paragraph:
-        return Paragraph(
-            escape(str(text if text not in (None, "") else "—")).replace("\n", "<br/>"), style
-        )
-
-    story: list[Any] = [
-        p(f"{doc['kind_zh']} {doc['kind_en']} | 事件 {inc['number']}", head),
-        p(f"{inc['title']}"),
-        p(
-            f"等级 Level: {inc['level_zh']} / {inc['level_en']} (规则 rule {inc['rule']}"
-            f"{'' if inc['rule_verified'] else ', 未核实 unverified'}) | 策略 policy {inc['policy']}",
-            small,
-        ),
-        p(
-            f"发现时间 Found: {inc['discovered_at']} | 状态 Status: {doc['status']}"
-            f"{' ' + doc['submitted_at'] if doc['submitted_at'] else ''}",
-            small,
-        ),
-        Spacer(1, 4 * mm),
-    ]
-    rows = [[p("项目 Item"), p("内容 Content")]]
-    for f in doc["fields"]:
-        label = f"{f['zh']}\n{f['en']}" + (" *" if f["required"] else "")
-        rows.append([p(label), p(f["value"])])
-    table = Table(rows, colWidths=[55 * mm, 115 * mm], repeatRows=1)
-    table.setStyle(
-        TableStyle(
-            [
-                ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#999999")),
-                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef5")),
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ]
-        )
+    rows = "".join(
+        f"<tr><th>{e(f['zh'])}<br><span class=en>{e(f['en'])}</span>"
+        f"{' *' if f['required'] else ''}</th><td>{e(f['value'])}</td></tr>"
+        for f in doc["fields"]
     )
-    story += [table, Spacer(1, 3 * mm)]
-    if doc["missing"]:
-        story.append(p("尚缺 Still missing: " + ", ".join(doc["missing"]), small))
-    story.append(p("* 必填 required for this report | icsmon", small))
-    out = io.BytesIO()
-    SimpleDocTemplate(
-        out,
-        pagesize=A4,
-        title=f"{doc['kind_en']} {inc['number']}",
-        author="icsmon",
-        leftMargin=20 * mm,
-        rightMargin=20 * mm,
-        topMargin=18 * mm,
-        bottomMargin=18 * mm,
-    ).build(story)
-    return out.getvalue()
+    unverified = "" if inc["rule_verified"] else "，阈值未核实 unverified"
+    missing = (
+        f"<p class=meta>尚缺 Still missing: {e(', '.join(doc['missing']))}</p>"
+        if doc["missing"]
+        else ""
+    )
+    submitted = f" {e(doc['submitted_at'])}" if doc["submitted_at"] else ""
+    return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<title>{e(doc["kind_en"])} {inc["number"]}</title><style>
+@page {{ size: A4; margin: 18mm 20mm; }}
+body {{ font-family: {FONT}; font-size: 10pt; color: #222; }}
+h1 {{ font-size: 16pt; margin: 0 0 4pt; }} .meta {{ color: #555; font-size: 8.5pt; margin: 2pt 0; }}
+table {{ border-collapse: collapse; width: 100%; margin-top: 8pt; }}
+th, td {{ border: 0.5pt solid #999; padding: 3pt 5pt; vertical-align: top; text-align: left; }}
+th {{ width: 32%; background: #eef2f7; font-weight: normal; }} .en {{ color: #555; font-size: 8.5pt; }}
+</style></head><body>
+<h1>{e(doc["kind_zh"])} {e(doc["kind_en"])} · 事件 Incident {inc["number"]}</h1>
+<p>{e(inc["title"])}</p>
+<p class=meta>等级 Level: {e(inc["level_zh"])} / {e(inc["level_en"])}（规则 rule {e(inc["rule"])}{unverified}）
+· 策略 policy {e(inc["policy"])}</p>
+<p class=meta>发现时间 Found: {e(inc["discovered_at"])} · 状态 Status: {e(doc["status"])}{submitted}</p>
+<table><tr><th>项目 Item</th><td>内容 Content</td></tr>{rows}</table>
+{missing}<p class=meta>* 必填 required for this report · icsmon</p>
+</body></html>"""
+
+
+def report_pdf(doc: dict[str, Any]) -> bytes:
+    """The PDF (WeasyPrint, with the CJK font fontconfig finds: Debian's fonts-noto-cjk)."""
+    from weasyprint import HTML
+
+    return HTML(string=report_html(doc)).write_pdf()

@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.query import QueryBackend
 from response.campaigns import Campaigns
+from response.content import Content
 from response.db import ResponseDB, Viewer
 from response.incidents import Incidents, OrgLike
 from response.notices import Notices
@@ -33,6 +34,7 @@ class Response:
         self.notices = Notices(self.db, self.policy, self.calendar, backend, self.incidents)
         self.campaigns = Campaigns(self.db, self.policy, backend)
         self.warnings = Warnings(self.db, self.policy, backend, self.campaigns)
+        self.content = Content(self.db)
 
     def close(self) -> None:
         self.db.close()

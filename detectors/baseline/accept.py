@@ -4,7 +4,10 @@ Structural deviations (new asset, conversation, operation, address, node, value,
 security setting) are accepted by learning the alert's triggering event, whose fields the
 alert carries. Timing deviations change the learned timing: an accepted stopped or slowed
 polling series is dropped (it is learned again from later traffic), an accepted flood raises
-the learned maximum rate. Each acceptance is recorded under ``accepted`` in the file.
+the learned maximum rate. Each acceptance is recorded under ``accepted`` in the file. An
+alert that stands for several deviations (``icsmon.alert.count`` above 1: repeats of one rule
+between one source and target within its window) carries its first one's event: accepting it
+learns that one; the others alert again until accepted or learned.
 """
 
 from __future__ import annotations

@@ -8,14 +8,38 @@ Deviation kinds (``rule.id``):
 | ``baseline-new-asset`` | an IP the baseline never saw | T0848 when it acts as a client |
 | ``baseline-new-conversation`` | a client -> server/port/protocol pair never seen | T0848 (+ the operation's) |
 | ``baseline-new-operation`` | a known conversation does an operation never seen (first write, PLC stop, ...); or an unknown conversation moves to a more dangerous class | by class: T0855/T0836 write, T0858 control, T0843/T0845 program, T0888 diagnostic, T0801 read |
-| ``baseline-new-write-address`` / ``baseline-new-read-address`` | a known operation touches addresses never touched | T0836 / T0861 |
-| ``baseline-new-node`` | an OPC UA node (or item id) never touched by that operation | T0836 write, T0861 read |
-| ``baseline-value-out-of-range`` | a written (or read) value outside the learned range, with tolerance | T0836 write, T0831 read |
+| ``baseline-new-write-address`` / ``baseline-new-read-address`` | a known operation touches addresses never touched | T0836 (+ T0831 for coils and outputs) / T0861 |
+| ``baseline-new-node`` | an OPC UA node (or item id) never touched by that operation | T0836 write, T0855 call, T0861 read |
+| ``baseline-point-sweep`` | a client reads ``sweep_points`` or more points of a server that no client read while learning, however slowly (within ``sweep_window``) | T0861 |
+| ``baseline-value-out-of-range`` | a written (or read) value outside the learned range, with tolerance | T0836 + T0831 write, T0831 read |
 | ``baseline-polling-stopped`` / ``baseline-polling-slowed`` | a polling series silent beyond its learned period and jitter / its recent period far above it | T0803, T0804 |
 | ``baseline-request-flood`` | requests per bucket far above the learned maximum | T0814 |
 | ``baseline-security-downgrade`` | an OPC UA session weaker (mode or identity token) than any learned | T0830 / T0859 |
+| ``baseline-cleartext-password`` | on a known conversation, a user whose password travels in clear and never did while learning | T0859 |
 | ``baseline-mac-changed`` | a known IP with a MAC never seen for it | T0830 |
 | ``baseline-identity-changed`` | a device identity field (vendor, firmware, ...) differs from the learned one | T0857 firmware, else T0830 |
+
+Findings are not alerts: what the baseline learned as normal (an anonymous OPC UA session,
+security mode None, a password in clear, an S7 connection without protection, an
+unauthenticated Modbus write) raises nothing when it happens again; only what is new against
+it does (a new client, a weaker setting, a user never seen sending a password in clear). The
+insecure configuration itself is a property of the asset, recorded once per asset and kind
+by the security assessment.
+
+Absence has a scope (docs: detectors/README.md). A learned polling series is checked for
+silence only once its server has been seen *answering* on the series' port and protocol in
+this run (live: since the sensor started): the series itself, or any client of that service.
+Its silence counts from the later of its last request and that moment. So a series seen and
+then silent is reported (``no request since ...``), and so is a client that never shows up
+while its server keeps answering others (loss of view, ``no request at all``); a server
+absent from the input, or seen only on another protocol (a replayed file without that
+protocol, a BPF filter), is never reported. Learned conversations that never appear are one
+summary line (:meth:`BaselineDetector.absence_summary`) and counters in ``stats``, not
+alerts.
+
+Volume: deviations of one rule between one source and one target within ``dedup_window``
+seconds of event time are one alert whose ``icsmon.alert.count`` says how many (as Sigma
+alerts are); the alert is the first deviation's, released when the window ends.
 """
 
 from __future__ import annotations
@@ -26,9 +50,15 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
-from detectors.alerts import RuleMeta, build_alert, event_identity
-from detectors.baseline.features import IDENTITY_FIELDS, Observation, observe, security_rank
-from detectors.baseline.model import Baseline, iso, uncovered
+from detectors.alerts import Deduplicator, RuleMeta, event_identity
+from detectors.baseline.features import (
+    IDENTITY_FIELDS,
+    Observation,
+    event_time,
+    observe,
+    security_rank,
+)
+from detectors.baseline.model import Baseline, add_range, iso, uncovered
 
 # Event fields a flush-time alert (no triggering event) borrows from the series' last event.
 _TEMPLATE_PREFIXES = (
@@ -86,6 +116,19 @@ _RULES: dict[str, tuple[str, str]] = {
         "Operation on an item never touched",
         "An operation touches a node or item id it never touched during learning.",
     ),
+    "baseline-point-sweep": (
+        "Sweep of points never read (at any rate)",
+        "A client reads many points (registers, items, nodes) of a server that no client read "
+        "while the baseline was learned, at any rate: Point & Tag Identification (T0861) is "
+        "how an adversary learns what a device controls before acting on it.",
+    ),
+    "baseline-cleartext-password": (
+        "Password in clear never seen before",
+        "On a known conversation, a user whose password travels in clear and who never "
+        "did so there while learning: a new credential exposed on the network or used "
+        "from this client (Valid Accounts, T0859). Users who always did are a finding "
+        "of the security assessment, not an alert.",
+    ),
     "baseline-value-out-of-range": (
         "Value outside the learned range",
         "A value written to (or read from) a point lies outside the range learned for it.",
@@ -130,27 +173,87 @@ def _rule(rule_id: str, techniques: list[str]) -> RuleMeta:
 
 
 def op_techniques(op_class: str, event: dict | None = None, function: str = "") -> list[str]:
-    """ATT&CK for ICS ids for an operation by its class (and a few telling functions)."""
-    action = str((event or {}).get("event.action") or function or "").lower()
-    if (event or {}).get("modbus.function_code") == 8:
-        sub = (event or {}).get("modbus.subfunction")
+    """ATT&CK for ICS (v18) ids for an operation: by its class, refined by what it does.
+
+    - write: Unauthorized Command Message (T0855: a command the baseline did not expect from
+      this client) and Modify Parameter (T0836); a write to coils or outputs also drives the
+      process directly: Manipulation of Control (T0831).
+    - control: a stop is Change Operating Mode (T0858), Device Restart/Shutdown (T0816: the
+      controller stops controlling) and Service Stop (T0881); a (re)start or memory reset is
+      T0858 and T0816; alarm acknowledge/lock is Alarm Suppression (T0878); an OPC UA method
+      call and any other command is T0855.
+    - program: upload is Program Upload (T0845); download and block insertion Program
+      Download (T0843); deleting or copying blocks is Modify Program (T0889).
+    - diagnostic: Remote System Information Discovery (T0888); reading the CPU's operating
+      mode (SZL 0x0424 / 0x0174) Detect Operating Mode (T0868).
+    - read: Monitor Process State (T0801); browsing Point & Tag Identification (T0861).
+    - session: Remote Services (T0886).
+    - Modbus FC 8 sub-function 1 (restart communications) is T0816; sub-function 4 (force
+      listen only) T0881 and Denial of Service (T0814).
+    """
+    ev = event or {}
+    action = str(ev.get("event.action") or function or "").lower()
+    if ev.get("modbus.function_code") == 8:
+        sub = ev.get("modbus.subfunction")
         if sub == 1:
             return ["T0816"]
         if sub == 4:
-            return ["T0881"]
+            return ["T0881", "T0814"]
     if op_class == "write":
-        return ["T0855", "T0836"]
+        return ["T0855", "T0836", "T0831"] if _writes_outputs(ev) else ["T0855", "T0836"]
     if op_class == "control":
-        return ["T0858", "T0881"] if "stop" in action else ["T0858"]
+        if ev.get("network.protocol") == "opcua":
+            return ["T0855"]
+        if "stop" in action:
+            return ["T0858", "T0816", "T0881"]
+        operation = str(
+            ev.get("s7comm.pi.operation") or ev.get("s7comm.userdata.subfunction_name") or ""
+        )
+        if "start" in operation or "start" in action or operation in ("memory_reset", "exit_hold"):
+            return ["T0858", "T0816"]
+        if "alarm" in operation:
+            return ["T0878"]
+        if operation == "breakpoint":
+            return ["T0858"]
+        return ["T0855"]
     if op_class == "program":
-        return ["T0845"] if "upload" in action else ["T0843"]
+        operation = str(ev.get("s7comm.pi.operation") or "")
+        if "upload" in action:
+            return ["T0845"]
+        if operation in ("delete-block", "copy-ram-to-rom", "compress-memory"):
+            return ["T0889"]
+        if ev.get("network.protocol") == "opcua":
+            return ["T0855"]
+        return ["T0843"]
     if op_class == "diagnostic":
+        if ev.get("s7comm.szl.id") in (0x0424, 0x0174):
+            return ["T0868"]
         return ["T0888"]
     if op_class == "read":
         return ["T0861"] if "browse" in action else ["T0801"]
     if op_class == "session":
         return ["T0886"]
     return []
+
+
+def _address_techniques(direction: str, space: str) -> list[str]:
+    """A new write address is a parameter changed (T0836); on coils or the S7 output image it
+    drives the process directly (T0831). A new read address is a point being looked for (T0861)."""
+    if direction != "write":
+        return ["T0861"]
+    return ["T0836", "T0831"] if space in ("coil", "q") else ["T0836"]
+
+
+def _writes_outputs(event: dict) -> bool:
+    """A write that sets outputs (Modbus coils, the S7 output image or a forced value)."""
+    if event.get("modbus.function_code") in (5, 15):
+        return True
+    if event.get("s7comm.userdata.subfunction_name") == "force":
+        return True
+    items = event.get("s7comm.items")
+    return isinstance(items, list) and any(
+        isinstance(i, dict) and i.get("area_name") == "Q" for i in items
+    )
 
 
 @dataclass(slots=True)
@@ -176,6 +279,10 @@ class BaselineDetector:
     flood_margin: a rate bucket above ``flood_factor * learned max + flood_margin`` is a flood.
     realert: seconds of event time before a repeated value deviation on the same point alerts
     again. check_read_values: also check values read (process values), not only writes.
+    sweep_points/sweep_window: that many distinct points never read from a server, read by
+    one client within that many seconds, are a sweep. dedup_window: seconds of event time
+    during which deviations of one rule between one source and one target are one alert
+    (0: every deviation at once).
     """
 
     def __init__(
@@ -190,6 +297,9 @@ class BaselineDetector:
         flood_margin: int = 20,
         realert: float = 300.0,
         check_read_values: bool = True,
+        sweep_points: int = 8,
+        sweep_window: float = 3600.0,
+        dedup_window: float = 60.0,
         max_state: int = 100_000,
     ) -> None:
         self.baseline = baseline
@@ -201,15 +311,25 @@ class BaselineDetector:
         self.flood_margin = flood_margin
         self.realert = realert
         self.check_read_values = check_read_values
+        self.sweep_points = max(1, int(sweep_points))
+        self.sweep_window = float(sweep_window)
         self.max_state = max_state
         # counters for --stats; suppressed = repeats of a deviation already raised
         self.stats: dict[str, int] = {"events": 0, "skipped": 0, "alerts": 0, "suppressed": 0}
         doc = baseline.doc
         self._assets: dict[str, dict] = doc["assets"]
         self._convs: dict[str, dict] = doc["conversations"]
+        # learned conversations seen in this run / never seen (sensor health: absence_summary)
+        self.stats.update(
+            conversations_learned=len(self._convs),
+            conversations_seen=0,
+            conversations_unseen=len(self._convs),
+        )
         self._bucket_width = float(doc["settings"].get("rate_bucket_seconds", 10.0))
+        self._dedup = Deduplicator(dedup_window, max_pending=max(1, min(max_state, 10_000)))
         self._series: dict[tuple[str, str], _Series] = {}
-        self._by_server: dict[str, list[_Series]] = {}
+        # (server, port, protocol) -> its learned polling series: what absence is checked on
+        self._by_service: dict[tuple[str, int, str], list[_Series]] = {}
         for conv_key, conv in self._convs.items():
             for series_key, s in (conv.get("polling") or {}).items():
                 if s.get("regular") and s.get("period"):
@@ -217,7 +337,7 @@ class BaselineDetector:
                         float(s["period"]), float(s.get("mad") or 0.0), conv_key, series_key
                     )
                     self._series[(conv_key, series_key)] = st
-                    self._by_server.setdefault(conv["server"], []).append(st)
+                    self._by_service.setdefault(_service(conv), []).append(st)
         self._clients: dict[tuple[str, str], set[str]] = {}  # (server, protocol) -> learned clients
         for conv in self._convs.values():
             self._clients.setdefault((conv["server"], conv["protocol"]), set()).add(conv["client"])
@@ -227,13 +347,27 @@ class BaselineDetector:
                 self._server_security.setdefault(conv["server"], {}).setdefault(kind, set()).update(
                     counts
                 )
-        self._seen_servers: dict[str, float] = {}
+        # (server, protocol) -> points any client read while learning: what a sweep is measured against
+        self._known_points: dict[tuple[str, str], tuple[dict[str, list[list[int]]], set[str]]] = {}
+        for conv in self._convs.values():
+            ranges, nodes = self._known_points.setdefault(
+                (conv["server"], conv["protocol"]), ({}, set())
+            )
+            for op in conv["operations"].values():
+                for space, spans in ((op.get("addresses") or {}).get("read") or {}).items():
+                    target = ranges.setdefault(space, [])
+                    for lo, hi in spans:
+                        add_range(target, lo, hi, 1 << 30)
+                nodes.update((op.get("nodes") or {}).get("read") or ())
+        self._service_seen: dict[tuple[str, int, str], float] = {}  # answering in this run, since
+        self._convs_seen: set[str] = set()  # learned conversations seen in this run
         self._last_event: dict[str, dict] = {}  # known conversation -> its latest event
         self._once: OrderedDict[tuple, None] = OrderedDict()  # deviations already raised
         self._last_alert: OrderedDict[tuple, float] = OrderedDict()  # value deviations: last raised
         self._unknown: OrderedDict[str, int] = (
             OrderedDict()
         )  # unknown conversation -> highest class rank alerted
+        self._sweeps: OrderedDict[tuple[str, str, str], _Sweep] = OrderedDict()
         self._buckets: dict[str, list] = {}  # conversation -> [bucket index, count, alerted]
         self._start: float | None = None
         self._now: float | None = None
@@ -247,39 +381,78 @@ class BaselineDetector:
             self.stats["skipped"] += 1
             return []
         self.stats["events"] += 1
-        out = self._tick(obs.ts)
-        if (
-            obs.server in self._by_server
-        ):  # only servers with learned polling: bounded by the baseline
-            self._seen_servers.setdefault(obs.server, obs.ts)
+        out: list[dict] = []
+        if obs.ts >= self._dedup.next_due:
+            out.extend(self._release(self._dedup.tick(obs.ts)))
+        out.extend(self._tick(obs.ts))
+        if not obs.anomaly and event.get("event.outcome") in ("success", "failure"):
+            service = (obs.server, obs.port, obs.protocol)
+            if service in self._by_service:  # bounded by the baseline
+                self._service_seen.setdefault(service, obs.ts)
         self._check_assets(obs, event, out)
         conv = self._convs.get(obs.conversation)
         if conv is None:
             self._check_unknown_conversation(obs, event, out)
             self._check_security(None, obs, event, out)
         elif not obs.anomaly:
+            if obs.conversation not in self._convs_seen:
+                self._convs_seen.add(obs.conversation)
+                self.stats["conversations_seen"] += 1
+                self.stats["conversations_unseen"] -= 1
             self._last_event[obs.conversation] = event  # fields for a later polling alert
             self._check_operation(conv, obs, event, out)
             self._check_security(conv, obs, event, out)
             self._check_timing(conv, obs, event, out)
         if not obs.anomaly:
+            self._check_sweep(obs, event, out)
             self._check_values(obs, event, out)
-        self.stats["alerts"] += len(out)
         return out
 
     def tick(self, now_ts: float) -> list[dict]:
         """Timing checks on a live clock (call every few seconds): polling that stopped is
-        reported even when the whole network has gone quiet and no event arrives."""
-        return self.flush(now_ts)
+        reported even when the whole network has gone quiet and no event arrives; alerts
+        whose de-duplication window ended are released."""
+        return self._overdue(now_ts) + self._release(self._dedup.tick(now_ts))
 
     def flush(self, now_ts: float | None = None) -> list[dict]:
-        """Timing checks at ``now_ts`` (default: the latest event time), e.g. at end of input."""
+        """End of input: timing checks at ``now_ts`` (default: the latest event time), then
+        every alert still held."""
         now = now_ts if now_ts is not None else self._now
-        if now is None:
-            return []
-        out = self._overdue(now)
-        self.stats["alerts"] += len(out)
-        return out
+        out = self._overdue(now) if now is not None else []
+        return out + self._release(self._dedup.flush())
+
+    def absence_summary(self) -> str | None:
+        """One line on the learned conversations that never appeared in this input (None when
+        every one did): they are not alerted unless their server was seen answering others."""
+        unseen = [k for k in self._convs if k not in self._convs_seen]
+        if not unseen:
+            return None
+        checked = [k for k in unseen if _service(self._convs[k]) in self._service_seen]
+        silent = [k for k in unseen if k not in checked]
+        parts = [f"{len(unseen)} of {len(self._convs)} learned conversations never appeared"]
+        if silent:
+            shown = ", ".join(silent[:5]) + (
+                f" (+{len(silent) - 5} more)" if len(silent) > 5 else ""
+            )
+            parts.append(
+                f"{len(silent)} not checked for silence, their server never answered on that "
+                f"service here: {shown}"
+            )
+        if checked:
+            polled = [
+                k
+                for k in checked
+                if any(st.conv == k for st in self._by_service[_service(self._convs[k])])
+            ]
+            if polled:
+                parts.append(
+                    f"{len(polled)} reported as stopped polling (their server answered others)"
+                )
+            if len(checked) > len(polled):
+                parts.append(
+                    f"{len(checked) - len(polled)} without a polling series (nothing to miss)"
+                )
+        return "baseline: " + "; ".join(parts)
 
     # ------------------------------------------------------------ alert building
 
@@ -297,7 +470,12 @@ class BaselineDetector:
         entry: str,
         refs: dict[str, Any] | None = None,
         event_ids: list[str] | None = None,
-    ) -> dict:
+        group: str | None = None,
+    ) -> list[dict]:
+        """Record a deviation; returns the alerts whose de-duplication window ended.
+
+        ``group``: what repeats merge on (default: the event's source -> destination); ``key``
+        names this deviation (the alert id when the window is 0)."""
         extra: dict[str, Any] = {
             "rule.ruleset": "baseline",
             "event.severity": max(1, min(100, int(severity))),
@@ -310,12 +488,30 @@ class BaselineDetector:
             extra["icsmon.baseline.file"] = self.baseline.path
         for k, v in (refs or {}).items():
             extra[f"icsmon.baseline.{k}"] = v
-        alert = build_alert(
-            _rule(rule_id, techniques), event, key=key, event_ids=event_ids, extra=extra
+        if group is None:
+            group = f"{event.get('source.ip')}->{event.get('destination.ip')}"
+        ts = event_time(event)
+        if ts is None:
+            ts = self._now or 0.0
+        when = event.get("@timestamp")
+        return self._release(
+            self._dedup.add(
+                _rule(rule_id, techniques),
+                event,
+                ts,
+                key=group if self._dedup.window > 0 else key,
+                event_ids=event_ids,
+                start=when if isinstance(when, str) else None,
+                extra=extra,
+                keep_first=True,
+            )
         )
-        alert["rule.reference"] = []
-        alert.pop("tags", None)
-        return alert
+
+    def _release(self, alerts: list[dict]) -> list[dict]:
+        for alert in alerts:
+            alert.pop("tags", None)
+        self.stats["alerts"] += len(alerts)
+        return alerts
 
     def _first(self, key: tuple) -> bool:
         """True the first time a deviation key is seen (bounded memory: oldest forgotten)."""
@@ -341,7 +537,7 @@ class BaselineDetector:
                 else:
                     techniques, severity = [], 45
                 known = len(self._assets)
-                out.append(
+                out.extend(
                     self._alert(
                         "baseline-new-asset",
                         techniques,
@@ -355,6 +551,7 @@ class BaselineDetector:
                         observed=f"{ip} as {obs.protocol}-{side}",
                         entry=f"assets[{ip!r}]",
                         refs={"asset": ip},
+                        group=ip,
                     )
                 )
                 continue
@@ -367,7 +564,7 @@ class BaselineDetector:
                 and mac not in macs
                 and self._first(("mac", ip, mac))
             ):
-                out.append(
+                out.extend(
                     self._alert(
                         "baseline-mac-changed",
                         ["T0830"],
@@ -379,6 +576,7 @@ class BaselineDetector:
                         observed=mac,
                         entry=f"assets[{ip!r}].macs",
                         refs={"asset": ip},
+                        group=ip,
                     )
                 )
             if side == "server":
@@ -390,7 +588,7 @@ class BaselineDetector:
                         continue
                     if not self._first(("identity", ip, name, str(v))):
                         continue
-                    out.append(
+                    out.extend(
                         self._alert(
                             "baseline-identity-changed",
                             ["T0857"] if name == "firmware" else ["T0830"],
@@ -402,6 +600,7 @@ class BaselineDetector:
                             observed=str(v),
                             entry=f"assets[{ip!r}].identity.{name}",
                             refs={"asset": ip},
+                            group=f"{ip}|{name}",
                         )
                     )
 
@@ -426,7 +625,7 @@ class BaselineDetector:
                 if clients
                 else f"no {obs.protocol} client of {obs.server} port {obs.port}"
             )
-            out.append(
+            out.extend(
                 self._alert(
                     "baseline-new-conversation",
                     techniques,
@@ -450,7 +649,7 @@ class BaselineDetector:
         techniques = (["T0848"] if obs.client not in self._assets else []) + op_techniques(
             obs.op_class, event, obs.function
         )
-        out.append(
+        out.extend(
             self._alert(
                 "baseline-new-operation",
                 techniques,
@@ -486,7 +685,7 @@ class BaselineDetector:
                 10 if obs.op_class not in classes else 0
             )
             learned = ", ".join(f"{k} ({o.get('class')})" for k, o in sorted(ops.items()))
-            out.append(
+            out.extend(
                 self._alert(
                     "baseline-new-operation",
                     techniques,
@@ -522,10 +721,10 @@ class BaselineDetector:
                         ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in learned[:16])
                         or "none"
                     )
-                    out.append(
+                    out.extend(
                         self._alert(
                             rid,
-                            ["T0836"] if direction == "write" else ["T0861"],
+                            _address_techniques(direction, space),
                             60 if direction == "write" else 25,
                             event,
                             key=f"{key}|{obs.op_key}|{space}|{gap_text}",
@@ -550,7 +749,7 @@ class BaselineDetector:
                 if direction == "call"
                 else ["T0861"]
             )
-            out.append(
+            out.extend(
                 self._alert(
                     "baseline-new-node",
                     techniques,
@@ -571,6 +770,26 @@ class BaselineDetector:
     ) -> None:
         if not obs.security:
             return
+        user = obs.security.get("cleartext_user")
+        if conv is not None and user is not None:
+            learned_users = set((conv.get("security") or {}).get("cleartext_user") or {})
+            if user not in learned_users and self._first(("cleartext", obs.conversation, user)):
+                before = ", ".join(sorted(learned_users)) or "none"
+                out.extend(
+                    self._alert(
+                        "baseline-cleartext-password",
+                        ["T0859"],
+                        70,
+                        event,
+                        key=f"{obs.conversation}|{user}",
+                        message=f"{obs.client} -> {obs.server}: user {user!r} sent its password in clear, which it never "
+                        f"did on this conversation while learning (users seen in clear: {before}).",
+                        expected=f"passwords in clear only from: {before}",
+                        observed=user,
+                        entry=f"conversations[{obs.conversation!r}].security.cleartext_user",
+                        refs={"conversation": obs.conversation},
+                    )
+                )
         learned_all = (conv or {}).get("security") or {}
         for kind in ("security_mode", "identity_token"):
             value = obs.security.get(kind)
@@ -587,7 +806,7 @@ class BaselineDetector:
                 continue
             if not self._first(("security", obs.conversation, kind, value)):
                 continue
-            out.append(
+            out.extend(
                 self._alert(
                     "baseline-security-downgrade",
                     ["T0830"] if kind == "security_mode" else ["T0859"],
@@ -600,6 +819,7 @@ class BaselineDetector:
                     observed=value,
                     entry=f"conversations[{obs.conversation!r}].security.{kind}",
                     refs={"conversation": obs.conversation},
+                    group=f"{obs.client}->{obs.server}|{kind}",
                 )
             )
 
@@ -619,7 +839,7 @@ class BaselineDetector:
                 slow_at = max(self.slow_factor * st.period, st.period + 6 * 1.4826 * st.mad)
                 if recent > slow_at and not st.slowed:
                     st.slowed = True
-                    out.append(
+                    out.extend(
                         self._alert(
                             "baseline-polling-slowed",
                             ["T0803", "T0804"],
@@ -652,7 +872,7 @@ class BaselineDetector:
             bucket[2] = True
             ratio = bucket[1] / learned_max
             severity = 60 + min(20, int(10 * math.log2(max(ratio / self.flood_factor, 1.0))))
-            out.append(
+            out.extend(
                 self._alert(
                     "baseline-request-flood",
                     ["T0814"],
@@ -706,10 +926,12 @@ class BaselineDetector:
             expected = f"{_fmt(lo)}..{_fmt(hi)}" + (
                 f" (seen: {', '.join(_fmt(v) for v in learned_values)})" if learned_values else ""
             )
-            out.append(
+            out.extend(
                 self._alert(
+                    # a setpoint outside its operating range is a parameter change that manipulates
+                    # the process (T0836 + T0831); a process value outside it, evidence of that
                     "baseline-value-out-of-range",
-                    ["T0836"] if direction == "write" else ["T0831"],
+                    ["T0836", "T0831"] if direction == "write" else ["T0831"],
                     severity,
                     event,
                     key=f"{obs.server}|{point_key}|{direction}|{obs.ts:.6f}",
@@ -743,15 +965,15 @@ class BaselineDetector:
 
     def _overdue(self, now: float) -> list[dict]:
         out: list[dict] = []
-        for server, series in self._by_server.items():
-            seen_at = self._seen_servers.get(server)
+        for service, series in self._by_service.items():
+            seen_at = self._service_seen.get(service)
             if seen_at is None:
-                continue  # a server absent from this input: nothing to say about its polling
+                continue  # the server never answered on this service here: nothing to say (scope)
             stopped: dict[str, list[tuple[_Series, float]]] = {}
             for st in series:
                 if st.stopped:
                     continue
-                since = st.last if st.last is not None else max(seen_at, self._start or seen_at)
+                since = st.last if st.last is not None else seen_at
                 if now - since > self._stop_after(st):
                     st.stopped = True
                     stopped.setdefault(st.conv, []).append((st, since))
@@ -760,7 +982,7 @@ class BaselineDetector:
             for st in series:
                 if st.stopped or st.conv not in stopped:
                     continue
-                since = st.last if st.last is not None else max(seen_at, self._start or seen_at)
+                since = st.last if st.last is not None else seen_at
                 if now - since > max(self.stop_factor * st.period, st.period + 6 * 1.4826 * st.mad):
                     st.stopped = True
                     stopped[st.conv].append((st, since))
@@ -785,7 +1007,12 @@ class BaselineDetector:
                 names = "; ".join(f"{st.key} (every {st.period:.3f} s)" for st, _ in items)
                 ids = [st.last_event_id for st, _ in items if st.last_event_id]
                 never = all(st.last is None for st, _ in items)
-                out.append(
+                what = (
+                    "no request since " + (iso(since) or "?")
+                    if not never
+                    else f"no request at all while the server answered others since {iso(seen_at)}"
+                )
+                out.extend(
                     self._alert(
                         "baseline-polling-stopped",
                         ["T0803", "T0804"],
@@ -794,8 +1021,7 @@ class BaselineDetector:
                         key=f"{conv_key}|{since:.6f}",
                         message=(
                             f"{conv['client']} stopped polling {conv['server']} {conv['port']}/{conv['protocol']}: "
-                            f"{'no request since ' + (iso(since) or '?') if not never else 'no request at all'} "
-                            f"({now - since:.1f} s); series: {names}."
+                            f"{what} ({now - since:.1f} s); series: {names}."
                         ),
                         expected=names,
                         observed=f"silent for {now - since:.1f} s",
@@ -805,6 +1031,72 @@ class BaselineDetector:
                     )
                 )
         return out
+
+    # ------------------------------------------------------------ sweeps
+
+    def _check_sweep(self, obs: Observation, event: dict, out: list[dict]) -> None:
+        """Distinct points no client read while learning, read by one client: counted over
+        ``sweep_window`` seconds whatever the rate (a slow sweep stays under every rate
+        threshold), alerted once per window when they reach ``sweep_points``."""
+        if obs.op_class != "read" or not (obs.addresses.get("read") or obs.nodes.get("read")):
+            return
+        ranges, nodes = self._known_points.get((obs.server, obs.protocol), ({}, set()))
+        new: list[str] = []
+        for space, spans in (obs.addresses.get("read") or {}).items():
+            learned = ranges.get(space) or []
+            for lo, hi in spans:
+                new.extend(
+                    f"{space} {a}" if a == b else f"{space} {a}-{b}"
+                    for a, b in uncovered(learned, lo, hi)
+                )
+        new.extend(n for n in obs.nodes.get("read") or () if n not in nodes)
+        if not new:
+            return
+        key = (obs.client, obs.server, obs.protocol)
+        sweep = self._sweeps.get(key)
+        if sweep is None or obs.ts - sweep.start > self.sweep_window:
+            sweep = self._sweeps[key] = _Sweep(obs.ts)
+            if len(self._sweeps) > self.max_state:
+                self._sweeps.popitem(last=False)
+        self._sweeps.move_to_end(key)
+        for point in new:
+            if len(sweep.points) < 4 * self.sweep_points and point not in sweep.points:
+                sweep.points.append(point)
+                sweep.event_ids.append(event_identity(event))
+        if sweep.alerted or len(sweep.points) < self.sweep_points:
+            return
+        sweep.alerted = True
+        span = obs.ts - sweep.start
+        rate = len(sweep.points) / span * 60 if span > 0 else float(len(sweep.points))
+        shown = ", ".join(sweep.points[:12]) + (" ..." if len(sweep.points) > 12 else "")
+        out.extend(
+            self._alert(
+                "baseline-point-sweep",
+                ["T0861"],
+                60,
+                event,
+                key=f"{obs.client}|{obs.server}|{sweep.start:.6f}",
+                message=f"{obs.client} read {len(sweep.points)} points of {obs.server} ({obs.protocol}) that no client "
+                f"read while learning, in {span:.0f} s ({rate:.1f} a minute): {shown}.",
+                expected=f"reads of the points learned for {obs.server}",
+                observed=f"{len(sweep.points)} points never read: {shown}",
+                entry=f"conversations[{obs.conversation!r}]",
+                refs={"conversation": obs.conversation, "points": list(sweep.points)},
+                event_ids=list(dict.fromkeys(sweep.event_ids)),
+            )
+        )
+
+
+def _service(conv: dict) -> tuple[str, int, str]:
+    return conv["server"], conv["port"], conv["protocol"]
+
+
+@dataclass(slots=True)
+class _Sweep:
+    start: float
+    points: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    alerted: bool = False
 
 
 def _what(obs: Observation) -> str:

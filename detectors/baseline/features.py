@@ -10,7 +10,9 @@ An event becomes an :class:`Observation`:
 - ``nodes``: string item ids touched (OPC UA node ids, S7 symbolic items), per direction;
 - ``values``: numeric values per point (``unit=1 holding=100``, ``db1.4``, ``ns=2;s=Temp``);
 - ``series``: the polling series the request belongs to (operation + what it asks for);
-- ``security``: OPC UA security mode / policy / identity token type when the event shows them.
+- ``security``: OPC UA security mode / policy / identity token type when the event shows them,
+  and ``cleartext_user``: the user name of a UserName token whose password is not encrypted
+  (the password itself is never decoded).
 """
 
 from __future__ import annotations
@@ -354,6 +356,13 @@ def _opcua(event: dict, obs: Observation) -> None:
         value = event.get(name)
         if isinstance(value, str) and value:
             obs.security[key] = value
+    if (
+        event.get("opcua.password_encrypted") is False
+    ):  # a UserName token with the password in clear
+        user = event.get("opcua.user_name")
+        obs.security["cleartext_user"] = (
+            user if isinstance(user, str) and user else "(no user name)"
+        )
 
 
 # ---------------------------------------------------------------- EtherNet/IP

@@ -78,6 +78,9 @@ class LearnThenDetect:
             return []
         return self.detector.flush(now_ts)
 
+    def absence_summary(self) -> str | None:
+        return self.detector.absence_summary() if self.detector is not None else None
+
     @property
     def stats(self) -> dict[str, int]:
         if self.detector is not None:

@@ -16,7 +16,8 @@ Layout (``version`` 1; every entry keeps the counts and times behind it)::
           "polling": {series: {"requests", "intervals", "period", "mad", "min", "max",
                                "regular", "histogram": {bin: n}}},
           "rate": {"bucket_seconds", "buckets", "median", "max", "histogram": {count: n}},
-          "security": {"security_mode": {value: n}, "identity_token": {value: n}, ...},
+          "security": {"security_mode": {value: n}, "identity_token": {value: n},
+                       "cleartext_user": {user name: n}, ...},
           "attributes": {"s7comm.cotp.connection_type_name": {value: n}, ...}}}}
 
 Values are in a point's stats: ``{"count", "min", "max", "values": [...] | null}`` (the
@@ -225,7 +226,10 @@ def finalize_rate(rate: dict) -> None:
 DEFAULT_SETTINGS: dict[str, Any] = {
     "min_poll_intervals": 6,  # intervals before a series counts as polling
     "max_poll_period": 3600.0,  # seconds; slower than this is not "polling"
-    "max_poll_jitter": 0.25,  # MAD / period above which a series is irregular
+    # MAD / period above which a series is irregular. Pollers keep their period to a few per
+    # cent; operator actions at random times (gaps within +-40%) have a MAD near 20% of their
+    # median and must not count as polling (their absence is no evidence of anything).
+    "max_poll_jitter": 0.05,
     "rate_bucket_seconds": RATE_BUCKET,
     "max_value_set": 16,  # distinct values listed per point
 }
@@ -459,6 +463,7 @@ class Baseline:
         writers: dict[str, set[str]] = {}
         anonymous: set[str] = set()  # OPC UA clients seen with an anonymous identity token
         insecure: set[str] = set()  # OPC UA clients seen on a channel without security
+        cleartext: set[str] = set()  # OPC UA clients seen sending a password in clear
         for conv in self.conversations.values():
             proto = conv["protocol"].replace("-", "_")
             client = conv["client"]
@@ -487,6 +492,8 @@ class Baseline:
                 anonymous.add(client)
             if "None" in (security.get("security_mode") or {}):
                 insecure.add(client)
+            if security.get("cleartext_user"):
+                cleartext.add(client)
         out: dict[str, set[str]] = {}
         for proto, ips in clients.items():
             out[f"{proto}_clients"] = ips
@@ -501,6 +508,7 @@ class Baseline:
         out["opcua_clients"] = clients.get("opcua", set())
         out["opcua_anonymous_clients"] = anonymous
         out["opcua_insecure_clients"] = insecure
+        out["opcua_cleartext_password_clients"] = cleartext
         out["s7_clients"] = s7_clients
         out["s7_servers"] = s7_servers
         out["plcs"] = servers.get("modbus", set()) | s7_servers | servers.get("enip", set())

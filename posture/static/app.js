@@ -345,14 +345,20 @@ function renderWorkflow(d) {
 
 /* ---- data flow ------------------------------------------------------------------------ */
 
-async function refresh() {
+async function refreshNow() {
   const r = route();
   S.scope = r.scope;
   const params = new URLSearchParams(location.hash.slice(1));
-  const response = window.ResponseUI && window.ResponseUI.handles(params);
+  const assessing = window.AssessmentUI && window.AssessmentUI.handles(params);
+  const response = !assessing && window.ResponseUI && window.ResponseUI.handles(params);
   document.getElementById("response-view").hidden = !response;
+  document.getElementById("assessment-view").hidden = !assessing;
   try {
-    if (response) {
+    if (assessing) {
+      document.getElementById("overview").hidden = true;
+      document.getElementById("alert-view").hidden = true;
+      await window.AssessmentUI.render(params);
+    } else if (response) {
       document.getElementById("overview").hidden = true;
       document.getElementById("alert-view").hidden = true;
       await window.ResponseUI.render(params);
@@ -370,7 +376,8 @@ async function refresh() {
       renderAlerts(page);
       Object.values(S.charts).forEach((c) => c.resize());
     }
-    if (!response) {
+    if (assessing) document.getElementById("crumbs").replaceChildren();
+    else if (!response) {
       renderCrumbs(r.scope);
       if (window.ResponseUI) window.ResponseUI.tabs("overview");
     } else document.getElementById("crumbs").replaceChildren();
@@ -381,6 +388,14 @@ async function refresh() {
     document.body.classList.add("stale");
     document.getElementById("refreshed").textContent = `${t("error.load")}: ${err.message}`;
   }
+}
+
+/* One refresh at a time: a timer tick and a click landing together must not interleave
+   their renders (the later one always draws last). */
+let refreshing = Promise.resolve();
+function refresh() {
+  refreshing = refreshing.then(refreshNow, refreshNow);
+  return refreshing;
 }
 
 function showLogin(message) {

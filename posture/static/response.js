@@ -58,8 +58,16 @@ async function post(path, body) {
   return api(path, { method: "POST", body: JSON.stringify(body || {}) });
 }
 
+/* A confirmation that outlives the next few refreshes of the page (ten seconds). */
+function flash(text) {
+  R.flash = { text, until: Date.now() + 10_000 };
+  const box = document.getElementById("resp-status");
+  if (box) box.textContent = text;
+}
+
 function errorBox() {
-  return el("div", {}, el("div", { class: "error", id: "resp-error" }), el("div", { class: "ok-text", id: "resp-status" }));
+  const status = R.flash && Date.now() < R.flash.until ? R.flash.text : "";
+  return el("div", {}, el("div", { class: "error", id: "resp-error" }), el("div", { class: "ok-text", id: "resp-status" }, status));
 }
 
 function guard(fn) {
@@ -83,6 +91,7 @@ function renderTabs(active) {
   if (!nav || !S.me) return;
   const analyst = S.me.role === "province-analyst" || S.me.role === "city-analyst";
   const tabs = [["overview", "#scope=" + encodeURIComponent(S.scope || S.me.scope)]];
+  tabs.push(["assessment", "#assess=" + encodeURIComponent(S.scope || S.me.scope)]);
   if (analyst) tabs.push(["incidents", "#view=incidents"]);
   tabs.push(["notices", "#view=notices"]);
   if (analyst) tabs.push(["campaigns", "#view=campaigns"]);
@@ -366,7 +375,22 @@ async function renderCampaigns(root) {
     el("td", { class: "num" }, c.alerts), el("td", {}, when(c.first_seen)), el("td", {}, when(c.last_seen))));
   const detect = S.me.role === "province-analyst" ? el("button", { id: "campaigns-detect", type: "button",
     onclick: guard(async () => { await post("/api/campaigns/detect", { hours: S.hours }); await refresh(); }) }, t("btn.detect")) : "";
-  root.replaceChildren(el("section", { class: "row" }, el("div", { class: "card wide" },
+  let contentPanel = "";
+  if (S.me.role === "province-analyst") {
+    const pkg = await api("/api/content");
+    const ruleText = el("textarea", { id: "rule-yaml", rows: 6, placeholder: t("content.rule_hint") });
+    const policy = el("select", { id: "rule-policy" }, ["central", "local"].map((p) => el("option", { value: p }, t(`content.policy.${p}`))));
+    contentPanel = el("section", { class: "row two" },
+      card(`${t("content.title")} · v${pkg.version}`,
+        el("table", { class: "grid", id: "content-watchlist" }, ...table([t("indicator.value"), t("content.source")],
+          pkg.watchlist.map((w) => el("tr", {}, el("td", {}, w.value), el("td", {}, w.source))))),
+        el("table", { class: "grid", id: "content-rules" }, ...table([t("col.rule"), t("content.policy")],
+          pkg.rules.map((r) => el("tr", {}, el("td", {}, r.id), el("td", {}, t(`content.policy.${r.policy}`)))))),
+        el("button", { type: "button", id: "content-export", onclick: guard(() => download("/api/content", `icsmon-content-v${pkg.version}.json`)) }, t("content.export"))),
+      card(t("content.push"), ruleText, policy,
+        el("button", { type: "button", id: "rule-push", onclick: guard(async () => { await post("/api/content/rules", { yaml: ruleText.value, policy: policy.value }); await refresh(); }) }, t("content.push_button"))));
+  }
+  root.replaceChildren(contentPanel, el("section", { class: "row" }, el("div", { class: "card wide" },
     el("div", { class: "alert-head" }, el("div", { class: "card-title" }, t("tab.campaigns")), detect),
     el("table", { id: "campaigns", class: "grid clickable" }, ...table([t("indicator"), t("indicator.value"), t("col.enterprises"), t("col.city"), t("industry"), t("kpi.alerts"), t("campaign.first"), t("campaign.last")], rows)),
     errorBox())));
@@ -380,7 +404,7 @@ async function renderCampaign(root, id) {
       el("button", { type: "button", id: "back", onclick: () => { location.hash = "view=campaigns"; } }, t("alert.back")),
       el("h1", { id: "campaign-title" }, `${t("indicator." + c.kind)}: ${c.indicator}`),
       el("button", { type: "button", id: "campaign-stix", onclick: guard(() => download(`/api/campaigns/${c.id}/stix`, `campaign-${c.id}.stix.json`)) }, "STIX 2.1"),
-      province && c.kind === "source-ip" ? el("button", { type: "button", id: "campaign-watch", onclick: guard(async () => { await post(`/api/campaigns/${c.id}/watch`); document.getElementById("resp-status").textContent = t("campaign.watched"); }) }, t("btn.watch")) : ""),
+      province && c.kind === "source-ip" ? el("button", { type: "button", id: "campaign-watch", onclick: guard(async () => { await post(`/api/campaigns/${c.id}/watch`); flash(t("campaign.watched")); }) }, t("btn.watch")) : ""),
     el("div", { class: "facts" }, ...facts([[t("col.enterprises"), c.enterprises_total], [t("col.city"), c.cities.map((x) => nameOf("city", x))],
       [t("industry"), c.industries.map((x) => t(`industry.${x}`))], [t("col.technique"), c.techniques], [t("campaign.first"), when(c.first_seen)], [t("campaign.last"), when(c.last_seen)]])),
     errorBox()),
@@ -431,7 +455,7 @@ function warningForm(c) {
   const text = el("textarea", { id: "warning-text", rows: 3, placeholder: t("warning.text_hint") });
   const send = guard(async () => {
     const w = await post("/api/warnings", { level: level.value, title: title.value, text: text.value, campaign: c.id });
-    document.getElementById("resp-status").textContent = `${t("warning.sent")} ${w.recipients_total}`;
+    flash(`${t("warning.sent")} ${w.recipients_total}`);
   });
   return el("div", { class: "notice-form" }, el("label", {}, t("warning.level"), level), el("label", {}, t("col.title"), title),
     el("label", {}, t("warning.text"), text), el("button", { id: "warning-send", type: "button", onclick: send }, t("btn.warn")));

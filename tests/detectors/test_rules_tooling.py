@@ -105,7 +105,7 @@ def test_rules_list() -> None:
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]
     stop = next(r for r in rows if r["title"] == "S7comm PLC Stop")
-    assert stop["level"] == "critical" and stop["techniques"] == ["T0858", "T0881"]
+    assert stop["level"] == "critical" and stop["techniques"] == ["T0858", "T0816", "T0881"]
     assert stop["service"] == "s7comm" and stop["type"] == "rule"
     assert {r["type"] for r in rows} >= {
         "rule",

@@ -132,7 +132,11 @@ def test_s7_plc_stop_capture_is_critical() -> None:
     assert len(stops) == 1
     a = stops[0]
     assert a["event.severity"] == 99
-    assert a["threat.technique.id"] == ["T0858", "T0881"]
+    assert a["threat.technique.id"] == [
+        "T0858",
+        "T0816",
+        "T0881",
+    ]  # mode change, device stop, service stop
     assert a["s7comm.function"] == "plc_stop"
     assert a["network.protocol"] == "s7comm"
     assert a["source.ip"] == "127.0.5.11" and a["destination.ip"] == "127.0.5.20"
@@ -155,10 +159,11 @@ def plant_site(tmp_path: Path) -> Path:
 
 def test_clean_plant_traffic_with_its_site_configuration(plant_site: Path) -> None:
     alerts = replay([PCAPS / "baseline" / "clean.pcap"], plant_site)
-    # What remains is posture, not attack: the OPC UA server accepts anonymous sessions, and
-    # the HMI (python-snap7) opens its S7 connection with a PG (programming device) TSAP.
+    # What remains is posture, not attack: the OPC UA server accepts anonymous sessions (the
+    # site configuration does not list the historian as an anonymous client), and the HMI
+    # (python-snap7) opens its S7 connection with a PG (programming device) TSAP.
     assert sorted({a["rule.name"] for a in alerts}) == [
-        "OPC UA Anonymous Session Activated",
+        "OPC UA Anonymous Session From a New Client",
         "S7 Programming Device Connection From a Host Outside the Engineering Stations",
     ]
     without_site = {a["rule.name"] for a in replay([PCAPS / "baseline" / "clean.pcap"])}
@@ -174,7 +179,11 @@ def test_clean_plant_traffic_with_its_site_configuration(plant_site: Path) -> No
             "127.0.5.66",
         ),
         ("attack_opcua_write", "OPC UA Write From a Host Outside the OPC UA Clients", "127.0.5.67"),
-        ("attack_opcua_write", "OPC UA Write or Call on a Channel Without Security", "127.0.5.67"),
+        (
+            "attack_opcua_write",
+            "OPC UA Write or Call Without Security From a New Client",
+            "127.0.5.67",
+        ),
     ],
 )
 def test_attacks_on_the_plant_are_found(

@@ -4,6 +4,7 @@ the real command line into a store. Files only: no traffic leaves the machine.""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CAPTURES = REPO / "pcaps" / "baseline"
 OPCUA = REPO / "pcaps" / "opcua"
+_NS = itertools.count()
 
 
 def icsmon_cmd() -> list[str]:
@@ -98,3 +100,66 @@ def replay(pcap: Path, store: Path, site: dict[str, Any]) -> None:
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
+
+
+def sense_live(content: Path, pcap: Path, observer: str) -> list[dict[str, Any]]:
+    """Alerts of a running ``icsmon sense --content CONTENT`` on a veth pair inside a network
+    namespace made here, while ``pcap`` is pushed into the other end with tcpreplay."""
+    import json
+    import signal
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a network namespace")
+    for name in ("ip", "tcpreplay"):
+        tool(name)
+    from tests.sensor.test_live import (
+        SENSE,
+        _capture_ready,
+        _ifindex,
+        _in_ns,
+        _queue_drained,
+        _replay,
+        _run,
+        _wait_for,
+    )
+
+    ns = f"icsmon-content-{os.getpid()}-{next(_NS)}"
+    if _run("ip", "netns", "add", ns, check=False).returncode != 0:
+        pytest.skip("cannot create a network namespace")
+    try:
+        _run("ip", "-n", ns, "link", "add", "vsend", "type", "veth", "peer", "name", SENSE)
+        _run("ip", "-n", ns, "link", "set", "vsend", "up")
+        _run("ip", "-n", ns, "link", "set", SENSE, "up")
+        argv = [
+            *icsmon_cmd(),
+            "sense",
+            "--iface",
+            SENSE,
+            "--content",
+            str(content),
+            "--no-rules",
+            "--sink",
+            "none",
+            "--format",
+            "jsonl",
+            "--observer",
+            observer,
+        ]
+        proc = subprocess.Popen(
+            _in_ns(ns, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            ifindex = _ifindex(ns, SENSE)
+            _wait_for("icsmon sense to listen", lambda: _capture_ready(ns, ifindex), proc)
+            _replay(ns, pcap)
+            _wait_for("icsmon sense to read every frame", lambda: _queue_drained(ns, ifindex), proc)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        _run("ip", "netns", "del", ns, check=False)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]

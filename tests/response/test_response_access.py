@@ -88,6 +88,10 @@ HOME_ROUTES = [
     ("GET", "/api/watchlist"),
     ("POST", "/api/watchlist/import"),
     ("DELETE", "/api/watchlist/{id}"),
+    ("GET", "/api/content"),
+    ("GET", "/api/content/rules"),
+    ("POST", "/api/content/rules"),
+    ("DELETE", "/api/content/rules/{id}"),
 ]
 ROUTES = {(m, p) for eps in OBJECT_ROUTES.values() for m, p, _ in eps} | set(HOME_ROUTES)
 ATTACKER = "203.0.113.50"
@@ -283,6 +287,10 @@ def test_province_only_routes_answer_not_found_to_others(env: Env, who: str) -> 
         ("GET", "/api/watchlist", None),
         ("DELETE", "/api/watchlist/wl-x", None),
         ("GET", "/api/response/audit/verify", None),
+        ("GET", "/api/content", None),
+        ("GET", "/api/content/rules", None),
+        ("POST", "/api/content/rules", {"yaml": "title: x", "policy": "central"}),
+        ("DELETE", "/api/content/rules/x", None),
     ]:
         r = env.client.request(method, path, headers=h, json=body)
         assert r.status_code == 404, (who, method, path, r.text)

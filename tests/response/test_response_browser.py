@@ -34,7 +34,7 @@ from pipeline.store import Store
 from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
-from tests.response.captures import CAPTURES, replay, shifted
+from tests.response.captures import CAPTURES, replay, sense_live, shifted
 from tests.support.browser import ARGS, CHROMIUM, need_browser
 
 ATTACKER_OUTSIDE = "203.0.113.66"  # TEST-NET-3: only written into a file
@@ -240,11 +240,25 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
             page.click("#campaigns-detect")
             expect(page.locator("#campaigns tbody tr")).to_have_count(1)
             expect(page.locator("#campaigns")).to_contain_text(ATTACKER_OUTSIDE)
+            expect(page.locator("#content-watchlist tbody")).to_contain_text("无")
             page.locator("#campaigns tbody tr").first.click()
             expect(page.locator("#campaign-enterprises tbody tr")).to_have_count(3)
             page.click("#campaign-watch")
             expect(page.locator("#resp-status")).to_have_text("已加入监测清单")
-            shot(page, out_dir, "8-campaign")
+            page.click("#tab-campaigns")  # the watchlist is now in the sensors' content
+            expect(page.locator("#content-watchlist")).to_contain_text(ATTACKER_OUTSIDE)
+            shot(page, out_dir, "8-content-for-sensors")
+            with page.expect_download() as dl:
+                page.click("#content-export")
+            from detectors.content import load_package
+
+            pushed = load_package(dl.value.path())
+            assert [e.value for e in pushed.entries] == [f"{ATTACKER_OUTSIDE}/32"]
+            content = folder / "content.json"
+            dl.value.save_as(content)
+            shutil.copy(content, out_dir / "content.json")
+            page.locator("#campaigns tbody tr").first.click()
+            shot(page, out_dir, "8-campaign-warning")
             with page.expect_download() as dl:
                 page.click("#campaign-stix")
             bundle = json.loads(Path(dl.value.path()).read_text())
@@ -284,6 +298,20 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
         finally:
             browser.close()
     assert not errors, errors
+
+    # The content the campaign put out, given to a running sensor at a plant not yet hit
+    # (the transport to the sensor is the control channel of issue 12; here, the file).
+    fresh = next(r for r in rows if r["enterprise"] not in {t["enterprise"] for t in targets})
+    pcap = shifted(
+        CAPTURES / "attack_new_host_write.pcap",
+        folder / "next-plant.pcap",
+        time.time(),
+        rewrite=ATTACKER_OUTSIDE,
+    )
+    alerts = sense_live(content, pcap, fresh["sensors"][0])
+    hits = [a for a in alerts if a["rule"]["id"] == "icsmon-watchlist"]
+    assert hits and {a["source"]["ip"] for a in hits} == {ATTACKER_OUTSIDE}
+    assert hits[0]["icsmon"]["content"]["version"] == pushed.version
 
     # What the pages showed is what the state holds.
     db = ResponseDB(world["state"].path)

@@ -505,3 +505,18 @@ def test_policy_file_errors_name_the_file(tmp_path: Path) -> None:
     )
     with pytest.raises(PolicyError, match="must be like"):
         load_policy(bad)
+
+
+def test_registry_facts_prefer_the_registered_grade() -> None:
+    policy = load_policy()
+    assert policy.registry_facts([3], [3]) == {
+        "critical_infrastructure": False,
+        "enterprise_grade": 3,
+    }
+    assert policy.registry_facts([3], [None]) == {
+        "critical_infrastructure": False,
+        "enterprise_grade": 2,
+    }
+    assert policy.registry_facts([5, 2], [1, None])["critical_infrastructure"] is True
+    grade = policy.grade({**policy.registry_facts([3], [3]), "main_function_outage_hours": 1})
+    assert (grade["level"], grade["rule"]) == ("relatively-major", "grade-3-enterprise-hit")
