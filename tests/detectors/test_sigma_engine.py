@@ -896,4 +896,4 @@ def test_generated_source_is_printed_for_review(capsys: pytest.CaptureFixture[st
     assert main([]) == 0
     source = capsys.readouterr().out
     compile(source, "<generated>", "exec")  # what is printed is the Python that runs
-    assert source.count("def match_") == 4  # one per protocol dataset
+    assert source.count("def match_") == 5  # one per protocol dataset

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensor.protocols import modbus, opcua, s7comm
+from sensor.protocols import enip, modbus, opcua, s7comm
 from sensor.protocols.base import ParserLimits
 from tests.hardening.fuzz.common import (
     FUZZ_LIMITS,
@@ -32,7 +32,7 @@ from tests.hardening.fuzz.common import (
     streams_for,
 )
 
-MODULES = {"modbus": modbus, "s7comm": s7comm, "opcua": opcua}
+MODULES = {"modbus": modbus, "s7comm": s7comm, "opcua": opcua, "enip": enip}
 STREAMS = {name: streams_for(name) for name in MODULES}
 # a loop or a quadratic blow-up on inputs this small fails the example
 HOSTILE = settings(
@@ -48,6 +48,8 @@ def buffered(parser) -> list[int]:
         return [len(b) for b in parser._buf]
     if isinstance(parser, s7comm.Parser):
         return [n for d in parser._dirs.values() for n in (len(d.buf), len(d.cotp))]
+    if isinstance(parser, enip.Parser):
+        return [len(b) for b in parser._buf]
     return [len(d.buf) + sum(m.size for m in d.partial.values()) for d in parser._dir]
 
 
@@ -150,6 +152,11 @@ def break_framing(name: str, payload: bytes, how: int) -> bytes:
         return [
             bytes([4 + how % 200]) + payload[1:],
             payload[:2] + struct.pack("!H", how % 7) + payload[4:],
+        ][how % 2]
+    if name == "enip":  # an unknown command, or options that are not 0
+        return [
+            struct.pack("<H", 0x0200 + how) + payload[2:],
+            payload[:20] + struct.pack("<I", 1 + how) + payload[24:],
         ][how % 2]
     # OPC UA: an unknown message type or a size below the header's
     return [b"XYZ" + payload[3:], payload[:4] + struct.pack("<I", how % 8) + payload[8:]][how % 2]

@@ -39,13 +39,18 @@ _LIST_INTERFACES = 0x0064
 class Parser:
     """One EtherNet/IP TCP connection."""
 
-    __slots__ = ("limits", "_buf", "_resync", "_reported", "_pending", "_t_o", "_overflowed")
+    __slots__ = ("limits", "_buf", "_resync", "_reported", "_gap_skipped", "_pending", "_t_o",
+                 "_overflowed")  # fmt: skip
 
     def __init__(self, limits: ParserLimits | None = None) -> None:
         self.limits = limits or ParserLimits()
         self._buf = [b"", b""]  # index 1: to server, 0: to client
-        self._resync = [False, False]  # skipping bytes that are not a header
-        self._reported = [False, False]  # the first framing anomaly of a direction was sent
+        self._resync = [False, False]  # skipping bytes that are not a header (an episode)
+        self._reported = [False, False]  # a message or a framing anomaly was seen: later
+        # garbage is a bad header, not "not EtherNet/IP"
+        # bytes skipped since a gap (-1: not after a gap): up to one message may be the rest
+        # of the lost one; more is not EtherNet/IP and is reported
+        self._gap_skipped = [-1, -1]
         # unanswered requests: ("u", command, sender context) or ("c", connection id, sequence)
         self._pending: dict[tuple[str, int, bytes | int], Message] = {}
         self._t_o: dict[int, int] = {}  # T->O connection id -> O->T id (Forward Open replies)
@@ -70,7 +75,7 @@ class Parser:
         d = 1 if to_server else 0
         self._buf[d] = b""
         self._resync[d] = True
-        self._reported[d] = True  # bytes lost, not malformed: no anomaly for the skip
+        self._gap_skipped[d] = 0  # bytes lost, not malformed: no anomaly for the skip
         return []
 
     def close(self, ts: float) -> list[Record]:
@@ -103,23 +108,12 @@ class Parser:
                 start = pos
                 if not plausible(buf, pos):
                     pos = resync(buf, pos)
-                if pos > start and not self._reported[d]:
-                    first = not self._reported[d]
-                    self._reported[d] = True
-                    command = buf[start] | buf[start + 1] << 8
-                    out.append(
-                        anomaly(
-                            ts,
-                            NAME,
-                            Anomaly.NOT_ENIP if first and start == 0 else Anomaly.BAD_HEADER,
-                            f"bytes that are not an encapsulation header (command 0x{command:04x}); "
-                            f"skipped {pos - start} bytes",
-                            **{"enip.skipped_bytes": pos - start},
-                        )
-                    )
+                if pos > start:
+                    self._skipped(d, buf, start, pos, ts, out)
                 if n - pos < HEADER_SIZE:
                     break
                 self._resync[d] = False
+                self._gap_skipped[d] = -1
             length = buf[pos + 2] | buf[pos + 3] << 8
             end = pos + HEADER_SIZE + length
             if end > n:
@@ -140,6 +134,42 @@ class Parser:
             self._reported[d] = True  # later garbage is a bad header, not "not EtherNet/IP"
             pos = end
         self._buf[d] = buf[pos:] if pos < n else b""
+
+    def _skipped(
+        self, d: int, buf: bytes, start: int, pos: int, ts: float, out: list[Record]
+    ) -> None:
+        """Bytes that are not a header were skipped: one anomaly per episode; after a gap,
+        only beyond what the rest of the lost message can be."""
+        if self._gap_skipped[d] >= 0:
+            self._gap_skipped[d] += pos - start
+            if self._gap_skipped[d] > HEADER_SIZE + 0xFFFF:
+                self._gap_skipped[d] = -1
+                out.append(
+                    anomaly(
+                        ts,
+                        NAME,
+                        Anomaly.BAD_HEADER,
+                        f"more than {HEADER_SIZE + 0xFFFF} bytes after a gap without an "
+                        "encapsulation header: not EtherNet/IP traffic",
+                    )  # fmt: skip
+                )
+            return
+        if self._resync[d]:
+            return  # this episode was reported
+        self._resync[d] = True
+        kind = Anomaly.BAD_HEADER if self._reported[d] else Anomaly.NOT_ENIP
+        self._reported[d] = True
+        command = buf[start] | buf[start + 1] << 8
+        out.append(
+            anomaly(
+                ts,
+                NAME,
+                kind,
+                f"bytes that are not an encapsulation header (command 0x{command:04x}); "
+                f"skipped {pos - start} bytes",
+                **{"enip.skipped_bytes": pos - start},
+            )  # fmt: skip
+        )
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from sensor.protocols.enip.tables import (
     CLASS_FILE,
     CLASS_IDENTITY,
     CLASS_NVS,
+    CLASSES,
     COMMANDS,
     ENCAP_STATUS,
     GENERAL_STATUS,
@@ -149,7 +150,7 @@ def build(req: Message | None, resp: Message | None, out: list[Record]) -> list[
         out.append(_finish(rec, name, _COMMAND_OPERATION.get(first.command, "other"), outcome))
         return []
     problems: list[str] = []
-    _cip(rec, rq, rs, failed, [], "", out, problems)
+    _cip(rec, rq, rs, failed, [], "", out, problems, -1, 0)
     return problems
 
 
@@ -162,8 +163,11 @@ def _cip(
     route: str,
     out: list[Record],
     problems: list[str],
+    index: int,
+    count: int,
 ) -> None:
-    """Records of one CIP request/response pair, unwrapping what it embeds."""
+    """Records of one CIP request/response pair, unwrapping what it embeds (``index`` /
+    ``count``: its place in a Multiple Service Packet, -1 outside one)."""
     for msg in (rq, rs):
         if msg is not None and msg.error:
             problems.append(msg.error)
@@ -177,44 +181,29 @@ def _cip(
                 and rs.service == SERVICE_UNCONNECTED_SEND
                 and inner.service != SERVICE_UNCONNECTED_SEND  # 0x52 is also Read Tag Fragmented
             ):
-                _one(base, inner, None, failed, via + ["unconnected_send"], rq.route, out, rs)
+                _one(base, inner, None, failed, via + ["unconnected_send"], rq.route, out, rs,
+                     index, count)  # fmt: skip
             else:
-                _cip(base, inner, rs, failed, via + ["unconnected_send"], rq.route, out, problems)
+                _cip(base, inner, rs, failed, via + ["unconnected_send"], rq.route, out, problems,
+                     index, count)  # fmt: skip
             return
         if rq.service == SERVICE_MSP:
             answers = rs.embedded if rs is not None and rs.service == SERVICE_MSP else []
-            count = max(len(rq.embedded), len(answers))
-            for k in range(count):
+            total = max(len(rq.embedded), len(answers))
+            failing = failed or (rs is not None and not answers and rs.status not in SUCCESS_STATUS)
+            inner_via = via + ["multiple_service_packet"]
+            for k in range(total):
                 inner_rq = rq.embedded[k] if k < len(rq.embedded) else None
                 inner_rs = answers[k] if k < len(answers) else None
-                rec = dict(base)
-                rec["cip.multiple_index"] = k
-                rec["cip.multiple_count"] = count
-                failing = failed or (
-                    rs is not None and not answers and rs.status not in SUCCESS_STATUS
-                )
-                _cip(
-                    rec,
-                    inner_rq,
-                    inner_rs,
-                    failing,
-                    via + ["multiple_service_packet"],
-                    route,
-                    out,
-                    problems,
-                )
+                _cip(base, inner_rq, inner_rs, failing, inner_via, route, out, problems, k, total)
             return
     if rq is None and rs is not None and rs.service == SERVICE_MSP and rs.embedded:
-        count = len(rs.embedded)
+        total = len(rs.embedded)
+        inner_via = via + ["multiple_service_packet"]
         for k, inner_rs in enumerate(rs.embedded):
-            rec = dict(base)
-            rec["cip.multiple_index"] = k
-            rec["cip.multiple_count"] = count
-            _cip(
-                rec, None, inner_rs, failed, via + ["multiple_service_packet"], route, out, problems
-            )
+            _cip(base, None, inner_rs, failed, inner_via, route, out, problems, k, total)
         return
-    _one(base, rq, rs, failed, via, route, out, None)
+    _one(base, rq, rs, failed, via, route, out, None, index, count)
 
 
 def _one(
@@ -226,18 +215,29 @@ def _one(
     route: str,
     out: list[Record],
     routing_error: Cip | None,
+    index: int,
+    count: int,
 ) -> None:
-    rec = dict(base)
+    rec = base.copy()
+    if index >= 0:
+        rec["cip.multiple_index"] = index
+        rec["cip.multiple_count"] = count
     first = rq if rq is not None else rs
     assert first is not None
     path = rq.path if rq is not None else first.path
     klass = path.klass
-    name = service_name(first.service, klass, bool(path.tag))
+    key = (first.service, klass, path.tag != "")
+    info = _SERVICES.get(key)
+    if info is None:
+        name = service_name(first.service, klass, path.tag != "")
+        op = operation(name, klass)
+        info = _SERVICES[key] = (name, kebab(name), op, event_type(op))
+    name = info[0]
     rec["cip.service_code"] = first.service
     rec["cip.service"] = name
     if klass >= 0:
         rec["cip.class"] = klass
-        rec["cip.class_name"] = class_name(klass)
+        rec["cip.class_name"] = CLASSES.get(klass) or class_name(klass)
     if path.classes:
         rec["cip.classes"] = path.classes
     if path.instance >= 0:
@@ -272,8 +272,16 @@ def _one(
             if klass == CLASS_IDENTITY and rs.data:
                 _identity(rec, name, path.attribute, rs.data)
         failed = failed or not ok
-    outcome = "failure" if failed else ("success" if answer is not None else "unknown")
-    out.append(_finish(rec, name, operation(name, klass), outcome))
+    rec["ics.function"] = name
+    rec["event.action"] = info[1]
+    rec["ics.operation"] = info[2]
+    rec["event.type"] = list(info[3])
+    rec["event.outcome"] = "failure" if failed else ("success" if answer is not None else "unknown")
+    out.append(rec)
+
+
+# (service code, class, symbolic path) -> (name, event.action, ics.operation, event.type)
+_SERVICES: dict[tuple[int, int, bool], tuple[str, str, str, list[str]]] = {}
 
 
 def _identity(rec: Record, name: str, attribute: int, data: bytes) -> None:

@@ -108,7 +108,8 @@ def test_baseline_learns_clients_operations_tags_and_values() -> None:
     alerts += detector.flush()
     messages = " | ".join(a["message"] for a in alerts)
     assert "Mode" in messages  # Mode = 0 is outside the learned value (2)
-    assert any("stop" in a["message"] for a in alerts)  # a new operation on the conversation
+    new = [a["message"] for a in alerts if a["rule.id"] == "baseline-new-operation"]
+    assert new and "reset class=0x01" in new[0]  # the first dangerous service, never learned
 
 
 def test_published_set_is_counted(public_pcaps: Path, tshark: str) -> None:
