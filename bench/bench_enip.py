@@ -55,21 +55,24 @@ def record_calls(files: list[Path]) -> list[list[Call]]:
     connections: list[list[Call]] = []
     original = enip.Parser
 
-    class Recording(original):  # type: ignore[misc, valid-type]
-        __slots__ = ("calls",)
+    class Recording:
+        """Wraps a parser (the compiled one cannot be subclassed) and keeps its input."""
 
         def __init__(self, *args: object) -> None:
-            super().__init__(*args)
+            self.parser = original(*args)
             self.calls: list[Call] = []
             connections.append(self.calls)
 
         def feed(self, to_server: bool, data: bytes, ts: float) -> list[dict]:
             self.calls.append(("feed", to_server, bytes(data), ts, 0))
-            return super().feed(to_server, data, ts)
+            return self.parser.feed(to_server, data, ts)
 
         def gap(self, to_server: bool, ts: float, size: int) -> list[dict]:
             self.calls.append(("gap", to_server, b"", ts, size))
-            return super().gap(to_server, ts, size)
+            return self.parser.gap(to_server, ts, size)
+
+        def close(self, ts: float) -> list[dict]:
+            return self.parser.close(ts)
 
     enip.Parser = Recording  # type: ignore[misc]
     try:

@@ -9,6 +9,7 @@ request of a Multiple Service Packet, the request an Unconnected Send routes).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from sensor.protocols.enip.epath import Path, PathError, decode
 from sensor.protocols.enip.tables import (
@@ -126,7 +127,7 @@ def decode_response(msg: bytes, depth: int = 0) -> Cip:
     return cip
 
 
-def _embedded(cip: Cip, depth: int, decoder) -> None:  # noqa: ANN001 - one of the two above
+def _embedded(cip: Cip, depth: int, decoder: Callable[[bytes, int], Cip]) -> None:
     """The messages of a Multiple Service Packet: a count, offsets from the count, bodies."""
     data = cip.data
     if len(data) < 2:
@@ -176,7 +177,7 @@ def _unconnected_send(cip: Cip, depth: int) -> None:
 # -- service data ---------------------------------------------------------------------------
 
 
-def values(type_code: int, data: bytes, count: int) -> list[int | float] | None:
+def values(type_code: int, data: bytes, count: int) -> list[int | float | str] | None:
     """Up to ``count`` (at most MAX_VALUES) values of an elementary type, or None."""
     spec = DATA_TYPES.get(type_code)
     if spec is None:
@@ -185,10 +186,10 @@ def values(type_code: int, data: bytes, count: int) -> list[int | float] | None:
     n = min(len(data) // size, count, MAX_VALUES)
     if n <= 0:
         return []
-    out: list[int | float] = list(struct.unpack_from(f"<{n}{fmt[1]}", data, 0))
-    if fmt[1] in "fd":
-        out = [round(v, 6) if v == v and abs(v) != float("inf") else str(v) for v in out]  # type: ignore[misc]
-    return out
+    raw = struct.unpack_from(f"<{n}{fmt[1]}", data, 0)
+    if fmt[1] in "fd":  # JSON has no NaN or infinity: those are kept as text
+        return [round(v, 6) if v == v and abs(v) != float("inf") else str(v) for v in raw]
+    return list(raw)
 
 
 def _type_name(code: int) -> str:

@@ -301,7 +301,7 @@ class Parser:
                     if key[0] == "c" and key[2] == msg.sequence:
                         req = pending.pop(key)
                         if len(self._t_o) < self.limits.max_pending:
-                            self._t_o[msg.connection_id] = key[1]  # type: ignore[assignment]
+                            self._t_o[msg.connection_id] = key[1]
                         break
         else:
             req = pending.pop(("u", msg.command, msg.context), None)
