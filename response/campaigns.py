@@ -25,7 +25,7 @@ import hashlib
 import ipaddress
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from pipeline.query import AlertFilter, QueryBackend
@@ -204,24 +204,29 @@ class Campaigns:
     def _windows(
         alerts: list[dict[str, Any]], org: OrgLike, window: float, need: int
     ) -> list[list[dict[str, Any]]]:
-        alerts = sorted(alerts, key=alert_epoch)
+        """Runs of alerts where a window holds ``need`` distinct enterprises (one pass: a
+        count of the enterprises inside the sliding window)."""
+        timed = sorted(((alert_epoch(a), a) for a in alerts), key=lambda x: x[0])
+        ts = [t for t, _ in timed]
+        ents = [org.sites[str(a["labels.site"])].enterprise_id for _, a in timed]
         out: list[list[dict[str, Any]]] = []
-        i, n = 0, len(alerts)
-        lo = 0
+        inside: Counter[str] = Counter()
+        i, lo, n = 0, 0, len(timed)
         while i < n:
-            t = alert_epoch(alerts[i])
-            while alert_epoch(alerts[lo]) < t - window:
+            inside[ents[i]] += 1
+            while ts[lo] < ts[i] - window:
+                inside[ents[lo]] -= 1
+                if not inside[ents[lo]]:
+                    del inside[ents[lo]]
                 lo += 1
-            ents = {org.sites[str(a["labels.site"])].enterprise_id for a in alerts[lo : i + 1]}
-            if len(ents) < need:
+            if len(inside) < need:
                 i += 1
                 continue
-            group = alerts[lo : i + 1]
             j = i + 1
-            while j < n and alert_epoch(alerts[j]) - alert_epoch(group[-1]) <= window:
-                group.append(alerts[j])
+            while j < n and ts[j] - ts[j - 1] <= window:
                 j += 1
-            out.append(group)
+            out.append([a for _, a in timed[lo:j]])
+            inside.clear()
             i = lo = j
         return out
 

@@ -74,16 +74,42 @@ def as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+RESULT_WINDOW = 10_000  # deepest page a search may reach (Elasticsearch's default)
+PAGE = 2_000  # alerts per request when reading many (offset paging costs grow with depth)
+
+
 def page_alerts(backend: QueryBackend, flt: AlertFilter, cap: int) -> list[dict[str, Any]]:
-    """Every alert matching ``flt`` (newest first), in pages, at most ``cap``."""
+    """Every alert matching ``flt`` (newest first), at most ``cap``.
+
+    Pages within the search's result window, then moves the window's upper time bound down
+    to the oldest alert read and goes on, so more than 10,000 alerts can be read; alerts read
+    twice at a window's edge are dropped by ``event.id``."""
     out: list[dict[str, Any]] = []
-    flt.limit, flt.offset = 500, 0
+    seen: set[str] = set()
+    until = flt.until
     while len(out) < cap:
-        _, docs = backend.search_alerts(flt)
-        out.extend(docs)
-        if len(docs) < flt.limit or flt.offset + flt.limit >= 10_000:
+        flt.until, flt.limit, flt.offset = until, PAGE, 0
+        oldest: float | None = None
+        new = 0
+        while True:
+            _, docs = backend.search_alerts(flt)
+            for d in docs:
+                eid = str(d.get("event.id"))
+                if eid in seen:
+                    continue
+                seen.add(eid)
+                out.append(d)
+                new += 1
+                ts = alert_epoch(d)
+                oldest = ts if oldest is None else min(oldest, ts)
+            if len(docs) < flt.limit:
+                return out[:cap]
+            if flt.offset + 2 * flt.limit > RESULT_WINDOW:
+                break
+            flt.offset += flt.limit
+        if not new or oldest is None:  # a whole window of one instant: nothing more to gain
             break
-        flt.offset += flt.limit
+        until = oldest + 1e-6  # the edge's instant again (its alerts read once, by id)
     return out[:cap]
 
 

@@ -4,7 +4,9 @@ its peers, and the device identity the traffic reveals (``ics.device.*`` on even
 from __future__ import annotations
 
 from sensor.events import iso_timestamp
-from sensor.protocols.base import DEVICE_FIELDS
+from sensor.schema import device_fields
+
+DEVICE_FIELDS = device_fields()  # the identity fields the dissectors fill
 
 MAX_PEERS = 256  # a server polled by thousands of hosts is still one bounded record
 
@@ -68,7 +70,7 @@ class AssetTracker:
             self._update(server, ts, roles[1], proto, get("destination.mac"), cip)
         if server is not None:
             # the event's identity fields (few events have any); a dict view against the set
-            # looks up the 14 names in the event instead of iterating its 30 keys
+            # looks up the identity names in the event instead of iterating its 30 keys
             keys = event.keys()
             if not keys.isdisjoint(DEVICE_FIELDS):
                 identity = server.identity

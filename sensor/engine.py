@@ -27,7 +27,7 @@ from sensor.capture import CaptureError, CaptureReader, Frame
 from sensor.events import Context, dataset, flow_uid, iso_timestamp, mac_str
 from sensor.flows import ACK, FIN, HALF, PSH, RST, SEQ_MASK, SYN, Flow, FlowLimits, evict_candidates
 from sensor.protocols import DISSECTORS
-from sensor.protocols.base import DEVICE_FIELDS
+from sensor.schema import device_fields
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class EngineConfig:
     track_assets: bool = True
 
 
-_DEVICE_KEYS = tuple(sorted(DEVICE_FIELDS))
+_DEVICE_KEYS = tuple(sorted(device_fields()))
 
 
 def _has_device_fields(rec: dict) -> bool:

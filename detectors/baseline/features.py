@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sensor.protocols.schema import DEVICE_PREFIX
+from sensor.schema import device_fields
+
 MAX_SIGNATURE = 160  # characters of a series signature kept (long item lists are hashed down)
 MAX_VALUES_PER_EVENT = 512  # values folded per event (a 2000-register read is still bounded)
 MAX_ADDRESS = 1 << 32  # Modbus, S7 and OPC UA addresses all fit in 32 bits
@@ -62,25 +65,10 @@ TOKEN_RANK = {
 }
 
 
-# Device identity fields the dissectors fill (sensor/protocols/base.py and each module's docstring).
+# Device identity fields the dissectors fill (declared in each sensor/protocols/<name>/fields.py):
+# (event field, name in the baseline's asset identity)
 IDENTITY_FIELDS = tuple(
-    (f"ics.device.{name}", name)
-    for name in (
-        "vendor",
-        "product",
-        "model",
-        "order_number",
-        "firmware",
-        "serial",
-        "name",
-        "plant",
-        "application_uri",
-        "product_code",
-        "server_id",
-        "hardware_version",
-        "module_name",
-        "module_type",
-    )
+    (name, name.removeprefix(DEVICE_PREFIX)) for name in sorted(device_fields())
 )
 
 

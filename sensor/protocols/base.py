@@ -31,10 +31,14 @@ layer completes into events (adds ``@timestamp``, ``source.*``, ``destination.*`
   ``session``, ``other`` (the cross-protocol class of the operation, what rules and
   baselines reason about); ``ics.function``: the protocol's own function name.
 - ``<protocol>.*``: the protocol fields, lowercase snake_case leaves, numbers as ints.
-- ``ics.device.*`` (optional): identity of the *server* side as shown by the traffic:
-  ``vendor``, ``product``, ``model``, ``order_number``, ``firmware``, ``serial``,
-  ``name``, ``plant``, ``application_uri``, ... (the set is ``DEVICE_FIELDS`` below: add a
-  name there before using it). The asset observer folds these into the server's asset record.
+- ``ics.device.*`` (optional): identity of the *server* side as shown by the traffic
+  (``vendor``, ``product``, ``model``, ``order_number``, ``firmware``, ``serial``, ...).
+  The asset observer folds these into the server's asset record and the baseline watches
+  them (``sensor.schema.device_fields``).
+
+Every field a record carries is declared with its type in the package's ``fields.py``
+(``FIELDS``): the Sigma field list, the Elasticsearch mapping, the identity fields and
+docs/schema.md are derived from it, and a test holds every golden output to it.
 - anomalies: ``event.action = "anomaly"``, ``error.type`` (a member of the protocol's
   ``Anomaly`` enum, such as ``mbap-bad-header``), ``error.message`` (one human sentence). A parser never raises:
   whatever it cannot read becomes an anomaly record and it resynchronises.
@@ -50,27 +54,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 Record = dict
-
-# the identity fields a record may carry about the server (see the module docstring)
-DEVICE_FIELDS = frozenset(
-    f"ics.device.{name}"
-    for name in (
-        "vendor",
-        "product",
-        "product_code",
-        "model",
-        "order_number",
-        "firmware",
-        "serial",
-        "name",
-        "plant",
-        "application_uri",
-        "product_uri",
-        "description",
-        "hardware",
-        "module_type",
-    )
-)
 
 
 @dataclass(frozen=True, slots=True)

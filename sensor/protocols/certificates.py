@@ -7,11 +7,9 @@ assessment needs to tell a self-signed or expired server certificate; the certif
 is not kept. Parsing is the ``cryptography`` package's (a hardened DER parser); anything it
 refuses gives ``parse_error`` and nothing else.
 
-Fields (under the caller's prefix, e.g. ``opcua.server_certificate.``): ``subject``,
-``issuer`` (RFC 4514 strings, at most 256 characters), ``not_before``, ``not_after`` (ISO
-8601 UTC), ``self_signed`` (bool: issuer equals subject and the certificate's own key
-verifies its signature), ``sha1`` (hex thumbprint), ``serial_number`` (hex), ``key_bits``
-(RSA / EC key size when known), ``signature_hash`` (``sha1``, ``sha256``, ...), ``parse_error``.
+Fields (under the caller's prefix): declared, with their types, by the protocol that shows
+the certificate (``opcua.server_certificate.*`` in ``sensor/protocols/opcua/fields.py``).
+Names are RFC 4514 strings of at most 256 characters, times ISO 8601 UTC.
 """
 
 from __future__ import annotations

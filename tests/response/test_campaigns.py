@@ -284,3 +284,33 @@ def test_early_warning_to_the_enterprises_not_yet_hit(env: Env) -> None:
         "/api/response/audit", params={"kind": "warning"}, headers=env.h("province")
     ).json()
     assert [e["action"] for e in audit] == ["lift", "acknowledge", "issue"]
+
+
+def test_technique_sequence_campaign_when_enabled(env: Env) -> None:
+    from response.policy import Indicator
+
+    desk = env.client.app.state.response
+    saved = list(desk.policy.indicators)
+    desk.policy.indicators = [Indicator(kind="technique-sequence", min_length=3)]
+    try:
+        ents = three_enterprises_two_cities(env)
+        t0 = time.time() - 2 * 3600
+        for i, ent in enumerate(ents):
+            for k, rule in enumerate((2, 0, 1)):  # discovery, write, force listen-only
+                hit(
+                    env,
+                    ent,
+                    t0 + i * 600 + k * 60,
+                    1,
+                    tag=100 + 10 * i + k,
+                    src=f"10.9.{i}.5",
+                    rule=rule,
+                )
+        made = detect(env)["new"]
+        assert len(made) == 1
+        c = env.client.get(f"/api/campaigns/{made[0]}", headers=env.h("province")).json()
+        assert c["kind"] == "technique-sequence"
+        assert c["indicator"] == "T0855>T0881>T0816"  # the discovery alert is below severity 40
+        assert sorted(c["enterprises"]) == sorted(ents)
+    finally:
+        desk.policy.indicators = saved

@@ -35,6 +35,7 @@ alone when the Forward Open was not seen). ``ics.pairing``: ``paired``, ``reques
 ``response-only``. Unanswered requests are reported after 30 s of capture time, beyond
 ``limits.max_pending`` or at close.
 
+Fields: ``fields.py`` declares each one with its type (docs/schema.md lists them).
 Anomalies (``error.type``): the closed set in ``anomalies.Anomaly``.
 
 Layers: ``encap`` (header, CPF, probe), ``cip`` (messages, embedded requests, service data),
@@ -44,6 +45,7 @@ record per CIP service), ``parser`` (the connection: framing, pairing), ``tables
 
 from __future__ import annotations
 
+from sensor.protocols.enip import fields
 from sensor.protocols.enip.anomalies import Anomaly
 from sensor.protocols.enip.encap import probe
 from sensor.protocols.enip.parser import REQUEST_TIMEOUT, Parser
@@ -65,5 +67,6 @@ __all__ = [
     "VENDORS",
     "Anomaly",
     "Parser",
+    "fields",
     "probe",
 ]

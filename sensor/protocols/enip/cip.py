@@ -177,7 +177,7 @@ def _unconnected_send(cip: Cip, depth: int) -> None:
 # -- service data ---------------------------------------------------------------------------
 
 
-def values(type_code: int, data: bytes, count: int) -> list[int | float | str] | None:
+def values(type_code: int, data: bytes, count: int) -> list[int | float | None] | None:
     """Up to ``count`` (at most MAX_VALUES) values of an elementary type, or None."""
     spec = DATA_TYPES.get(type_code)
     if spec is None:
@@ -187,8 +187,8 @@ def values(type_code: int, data: bytes, count: int) -> list[int | float | str] |
     if n <= 0:
         return []
     raw = struct.unpack_from(f"<{n}{fmt[1]}", data, 0)
-    if fmt[1] in "fd":  # JSON has no NaN or infinity: those are kept as text
-        return [round(v, 6) if v == v and abs(v) != float("inf") else str(v) for v in raw]
+    if fmt[1] in "fd":  # JSON has no NaN or infinity: those become null
+        return [round(v, 6) if v == v and abs(v) != float("inf") else None for v in raw]
     return list(raw)
 
 

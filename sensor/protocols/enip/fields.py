@@ -73,15 +73,21 @@ FIELDS: dict[str, Field] = {
                 "answers the Unconnected Send)"
             ),
             "class": long("class of the request path (the last one when several)"),
-            "class_name": keyword("identity, assembly, connection_manager, symbol, ... or class_0x8e"),
+            "class_name": keyword(
+                "identity, assembly, connection_manager, symbol, ... or class_0x8e"
+            ),
             "classes": long("every class of a path naming an object inside another"),
             "instance": long("instance of the request path"),
             "attribute": long("attribute of the request path"),
             "member": long("member of the request path"),
             "connection_point": long("connection point of the request path"),
             "tag": keyword("symbolic tag of the path, elements in brackets: Program:Main.Speed[2]"),
-            "via": keyword("the wrappers the service came in: unconnected_send, multiple_service_packet"),
-            "route": keyword("the Unconnected Send's route, port/link hops: 1/0 is backplane slot 0"),
+            "via": keyword(
+                "the wrappers the service came in: unconnected_send, multiple_service_packet"
+            ),
+            "route": keyword(
+                "the Unconnected Send's route, port/link hops: 1/0 is backplane slot 0"
+            ),
             "multiple_index": long("position in its Multiple Service Packet"),
             "multiple_count": long("services in its Multiple Service Packet"),
             "status": long("CIP general status of the reply (0 success, 6 partial transfer)"),

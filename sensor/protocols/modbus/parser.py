@@ -433,7 +433,7 @@ def _device_identification(pdu: bytes, f: dict, limits: ParserLimits) -> None:
 
 
 class Parser:
-    """One Modbus/TCP connection (see the module docstring for the fields)."""
+    """One Modbus/TCP connection (its fields: fields.py)."""
 
     __slots__ = (
         "limits",

@@ -30,7 +30,7 @@ from sensor.protocols.opcua.transport import (
 
 
 class Parser:
-    """One OPC UA TCP connection (see the module docstring for the fields).
+    """One OPC UA TCP connection (its fields: fields.py).
 
     ``on_message``, when given, is called with a summary of every transport chunk in wire
     order (message type, chunk type, and for completed messages the service type id,
