@@ -78,7 +78,11 @@ HeurOpt = Annotated[
 ]
 PortOpt = Annotated[
     list[str] | None,
-    typer.Option("--port", help="PORT=PROTOCOL: dissect this port as this protocol (repeatable)"),
+    typer.Option(
+        "--port",
+        help="PORT=PROTOCOL (TCP) or PORT/udp=PROTOCOL: dissect this port as this protocol "
+        "(repeatable)",
+    ),
 ]
 StoreOpt = Annotated[
     Path | None,
@@ -101,17 +105,23 @@ def engine_config(
     from sensor.engine import EngineConfig
 
     ports: dict[int, str] = {}
+    udp_ports: dict[int, str] = {}
     for item in port or []:
-        num, _, proto = item.partition("=")
-        if not num.isdigit() or not proto:
-            raise fail(f"--port expects PORT=PROTOCOL (e.g. 5020=modbus), got {item!r}")
-        ports[int(num)] = proto
+        spec, _, proto = item.partition("=")
+        num, _, transport = spec.partition("/")
+        if not num.isdigit() or not proto or transport not in ("", "tcp", "udp"):
+            raise fail(
+                f"--port expects PORT=PROTOCOL or PORT/udp=PROTOCOL (e.g. 5020=modbus, "
+                f"20001/udp=dnp3), got {item!r}"
+            )
+        (udp_ports if transport == "udp" else ports)[int(num)] = proto
     return EngineConfig(
         site=site,
         observer=observer,
         organization=organization,
         heuristics=tuple(heuristic) if heuristic else None,
         ports=ports,
+        udp_ports=udp_ports,
     )
 
 

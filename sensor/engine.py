@@ -1,5 +1,10 @@
 """The sensor's core loop: frames -> packets -> flows -> dissectors -> events.
 
+TCP segments are reassembled per direction and fed to a dissector's ``Parser``; UDP
+datagrams go whole to its ``DatagramParser`` (the two sides of the contract in
+``sensor/protocols/base.py``). A UDP flow exists only for datagrams a dissector wants (its
+UDP port, or a heuristic probe): the DNS and NTP chatter of a plant costs a counter, no state.
+
     eng = Engine(EngineConfig(site="plant-7"))
     for event in eng.replay(["capture.pcap"]):   # flat ECS event dicts
         ...
@@ -25,7 +30,20 @@ from sensor import decode as dec
 from sensor.assets import AssetTracker
 from sensor.capture import CaptureError, CaptureReader, Frame
 from sensor.events import Context, dataset, flow_uid, iso_timestamp, mac_str
-from sensor.flows import ACK, FIN, HALF, PSH, RST, SEQ_MASK, SYN, Flow, FlowLimits, evict_candidates
+from sensor.flows import (
+    ACK,
+    FIN,
+    HALF,
+    PSH,
+    RST,
+    SEQ_MASK,
+    SYN,
+    TCP,
+    UDP,
+    Flow,
+    FlowLimits,
+    evict_candidates,
+)
 from sensor.protocols import DISSECTORS
 from sensor.schema import device_fields
 
@@ -33,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _ipv4 = struct.Struct("!BxHHHBBxx4s4s").unpack_from
 _tcp = struct.Struct("!HHIIBB").unpack_from
+_udp = struct.Struct("!HHH").unpack_from
 _ports = struct.Struct("!HH").pack
 _SWEEP_INTERVAL = 30.0  # seconds of capture time between idle-flow sweeps
 ASSET_REFRESH = 30.0  # seconds of capture time between asset observations of one flow
@@ -47,6 +66,7 @@ class EngineConfig:
         None  # protocols probed on any port; None = each module's default
     )
     ports: dict[int, str] = field(default_factory=dict)  # extra port -> protocol assignments
+    udp_ports: dict[int, str] = field(default_factory=dict)  # the same for UDP ports
     limits: FlowLimits = field(default_factory=FlowLimits)
     track_assets: bool = True
 
@@ -80,6 +100,19 @@ class Engine:
                     f"unknown protocol {name!r} for port {port}: known are {', '.join(sorted(by_name))}"
                 )
             self.port_map[port] = by_name[name]
+        # the datagram side: modules with a DatagramParser (base.py), by their UDP ports
+        by_udp = {m.NAME: m for m in DISSECTORS if hasattr(m, "DatagramParser")}
+        self.udp_port_map: dict[int, ModuleType] = {}
+        for m in by_udp.values():
+            for p in m.UDP_PORTS:
+                self.udp_port_map.setdefault(p, m)
+        for port, name in cfg.udp_ports.items():
+            if name not in by_udp:
+                raise ValueError(
+                    f"protocol {name!r} for UDP port {port} does not run over UDP: "
+                    f"those that do are {', '.join(sorted(by_udp)) or 'none'}"
+                )
+            self.udp_port_map[port] = by_udp[name]
         if cfg.heuristics is None:
             self.heuristic = tuple(m for m in DISSECTORS if getattr(m, "HEURISTIC_DEFAULT", False))
         else:
@@ -89,8 +122,10 @@ class Engine:
                     f"unknown protocol(s) for heuristics: {', '.join(sorted(unknown))}"
                 )
             self.heuristic = tuple(m for m in DISSECTORS if m.NAME in cfg.heuristics)
+        self.udp_heuristic = tuple(m for m in self.heuristic if hasattr(m, "probe_datagram"))
         # key: source address, destination address, source port, destination port, as bytes
-        # in header order (for IPv4 the slice data[26:38] of a frame: no tuple to build)
+        # in header order (for IPv4 the slice data[26:38] of a frame: no tuple to build); a
+        # UDP flow's key has the same bytes after a "u" (a different length: never a TCP key)
         self.flows: dict[bytes, tuple[Flow, bool]] = {}
         self.nflows = 0
         self.defrag = dec.Defragmenter()
@@ -108,12 +143,13 @@ class Engine:
                 "packets",
                 "bytes",
                 "non_ip",
-                "non_tcp",
+                "other_transport",
                 "truncated",
                 "bad_headers",
                 "unsupported_link",
                 "ip_fragments",
                 "tcp_segments",
+                "udp_datagrams",
                 "flows",
                 "flows_dissected",
                 "flows_closed",
@@ -337,10 +373,12 @@ class Engine:
                     self._decode_problem(ts, r, "IPv6")
                     return
                 src, dst, proto, l4 = r
-                if proto != 6:
-                    stats["non_tcp"] += 1
-                    return
-                self._l4(ts, src, dst, l4, smac, dmac, 6, 0)
+                if proto == TCP:
+                    self._l4(ts, src, dst, l4, smac, dmac, 6, 0)
+                elif proto == UDP:
+                    self._udp(ts, src, dst, l4, smac, dmac, 6, 0)
+                else:
+                    stats["other_transport"] += 1
             else:
                 stats["non_ip"] += 1
         except (
@@ -361,7 +399,7 @@ class Engine:
         elif reason == dec.FRAGMENT:
             stats["ip_fragments"] += 1
         elif reason == dec.NOT_TCP:
-            stats["non_tcp"] += 1
+            stats["other_transport"] += 1
         else:
             stats["bad_headers"] += 1
             self._capture_anomaly(ts, "bad-header", f"invalid {what} header")
@@ -388,13 +426,15 @@ class Engine:
             if whole is None:
                 return
             src, dst, proto, payload = whole
-            if proto != 6:
-                stats["non_tcp"] += 1
-                return
-            self._l4(ts, src, dst, payload, smac, dmac, 4, 0)
+            if proto == TCP:
+                self._l4(ts, src, dst, payload, smac, dmac, 4, 0)
+            elif proto == UDP:
+                self._udp(ts, src, dst, payload, smac, dmac, 4, 0)
+            else:
+                stats["other_transport"] += 1
             return
-        if proto != 6:
-            stats["non_tcp"] += 1
+        if proto != TCP and proto != UDP:
+            stats["other_transport"] += 1
             return
         end = off + total
         if cut > 0:  # snaplen (or damage) cut the frame: what is missing becomes a gap
@@ -404,7 +444,11 @@ class Engine:
                 "truncated-packet",
                 f"IPv4 packet of {total} bytes captured with {total - cut} (snaplen)",
             )
-        self._l4(ts, src, dst, data[off + ihl : min(end, len(data))], smac, dmac, 4, max(cut, 0))
+        seg = data[off + ihl : min(end, len(data))]
+        if proto == UDP:
+            self._udp(ts, src, dst, seg, smac, dmac, 4, max(cut, 0))
+        else:
+            self._l4(ts, src, dst, seg, smac, dmac, 4, max(cut, 0))
 
     def _l4(
         self,
@@ -435,6 +479,141 @@ class Engine:
         self.counters["anomalies"] += 1
         self.counters["events"] += 1
         self._out.append(self.ctx.anomaly_event(ts, error_type, message, self._anomaly_n))
+
+    # -- UDP: the datagram side of the contract ----------------------------------------
+
+    def _udp(
+        self,
+        ts: float,
+        src: bytes,
+        dst: bytes,
+        seg: bytes,
+        smac: bytes | None,
+        dmac: bytes | None,
+        ipver: int,
+        missing: int,
+    ) -> None:
+        stats = self.counters
+        if len(seg) < 8:
+            self._decode_problem(ts, dec.TRUNCATED, "UDP")
+            return
+        sport, dport, length = _udp(seg, 0)
+        if length < 8 or (length > len(seg) and not missing):
+            self._decode_problem(ts, dec.BAD_HEADER, "UDP")
+            return
+        stats["udp_datagrams"] += 1
+        payload = seg[8:length]  # a short capture (snaplen) gives what there is
+        entry = self.flows.get(b"u" + src + dst + _ports(sport, dport))
+        if entry is None:
+            if not payload:
+                return
+            flow, to_server = self._new_udp_flow(
+                ts, src, dst, sport, dport, payload, smac, dmac, ipver
+            )
+            if flow is None:
+                return  # a datagram no dissector wants: counted, no state kept
+        else:
+            flow, to_server = entry
+        flow.last_ts = ts
+        d = flow.to_server if to_server else flow.to_client
+        d.packets += 1
+        d.bytes += len(payload)
+        if flow.parser is None:
+            if not flow.probing or not payload:
+                return
+            flow.probing = False  # the first datagram decides
+            for module in self.udp_heuristic:
+                try:
+                    hit = module.probe_datagram(payload)
+                except Exception:  # a probe must never stop the sensor
+                    hit = False
+                if hit:
+                    flow.module = module
+                    flow.parser = module.DatagramParser(self.limits.parser)
+                    stats["flows_dissected"] += 1
+                    break
+            else:
+                return
+        try:
+            records = flow.parser.datagram(to_server, payload, ts)
+        except Exception as exc:  # the contract says parsers never raise; keep going
+            stats["parser_errors"] += 1
+            log.debug("parser error", exc_info=True)
+            records = [self._parser_failure(flow, ts, exc)]
+        if records:
+            self._emit(flow, records)
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def _new_udp_flow(
+        self,
+        ts: float,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        payload: bytes,
+        smac: bytes | None,
+        dmac: bytes | None,
+        ipver: int,
+    ) -> tuple[Flow | None, bool]:
+        port_map = self.udp_port_map
+        module = port_map.get(dport)
+        if module is not None and sport not in port_map:
+            client_first = True
+        elif module is None and sport in port_map:
+            module = port_map[sport]
+            client_first = False
+        elif module is not None:  # both ends on a dissector's port: ask the protocol
+            client_first = True
+            direction = getattr(module, "datagram_to_server", None)
+            if direction is not None:
+                try:
+                    said = direction(payload)
+                except Exception:  # a hint must never stop the sensor
+                    said = None
+                if said is not None:
+                    client_first = bool(said)
+        elif self.udp_heuristic:
+            client_first = True  # the first sender; the probe may name the protocol
+        else:
+            return None, False
+        if self.nflows >= self.limits.max_flows:
+            self._evict_lru(ts)
+        f = Flow()
+        f.transport = UDP
+        if client_first:
+            f.client, f.cport, f.server, f.sport, f.cmac, f.smac = (
+                src,
+                sport,
+                dst,
+                dport,
+                smac,
+                dmac,
+            )
+        else:
+            f.client, f.cport, f.server, f.sport, f.cmac, f.smac = (
+                dst,
+                dport,
+                src,
+                sport,
+                dmac,
+                smac,
+            )
+        f.ipver = ipver
+        f.first_ts = f.last_ts = ts
+        if module is not None:
+            f.module = module
+            f.parser = module.DatagramParser(self.limits.parser)
+            self.counters["flows_dissected"] += 1
+        else:
+            f.probing = True
+        self.counters["flows"] += 1
+        f.keys = (b"u" + src + dst + _ports(sport, dport), b"u" + dst + src + _ports(dport, sport))
+        self.flows[f.keys[0]] = (f, client_first)
+        self.flows[f.keys[1]] = (f, not client_first)
+        self.nflows += 1
+        return f, client_first
 
     # -- flows and reassembly ---------------------------------------------------------
 
@@ -621,9 +800,10 @@ class Engine:
             self._emit(flow, records)
 
     def _parser_failure(self, flow: Flow, ts: float, exc: Exception) -> dict:
-        flow.parser = flow.module.Parser(
-            self.limits.parser
-        )  # start afresh: state may be inconsistent
+        # start afresh: state may be inconsistent
+        module = flow.module
+        new = module.DatagramParser if flow.transport == UDP else module.Parser
+        flow.parser = new(self.limits.parser)
         from sensor.protocols.base import anomaly
 
         return anomaly(
@@ -757,7 +937,7 @@ class Engine:
         flow.uid = flow_uid(ctx.site, ctx.observer, cid, flow.first_ts, flow.cport)
         base.update(
             {
-                "network.transport": "tcp",
+                "network.transport": "udp" if flow.transport == UDP else "tcp",
                 "network.type": "ipv4" if flow.ipver == 4 else "ipv6",
                 "network.protocol": flow.module.NAME if flow.module else "unknown",
                 "network.community_id": cid,

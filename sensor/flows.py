@@ -1,4 +1,5 @@
-"""TCP flows: orientation, per-direction reassembly, eviction, memory caps.
+"""Flows: TCP connections (orientation, per-direction reassembly) and UDP flows; eviction,
+memory caps.
 
 Each direction of a connection is a byte stream with sequence tracking: in-order payload goes
 straight to the dissector; out-of-order segments wait (bounded) until the hole fills;
@@ -8,7 +9,10 @@ never fill (the peer acknowledged past it, the buffer cap is hit, or the flow en
 a running network, so a direction without a handshake starts at its first seen segment.
 
 Orientation (who is the client): the SYN sender; else the side talking *to* a dissector's
-port; else the higher (ephemeral) port.
+port; else the higher (ephemeral) port. A UDP flow (one per pair of endpoints, only for
+datagrams a dissector wants) is oriented by the dissector's UDP port; when both ends use it,
+by the protocol itself where it says (``datagram_to_server`` in ``sensor/protocols/base.py``),
+else the first sender is the client.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ SYN = 0x02
 RST = 0x04
 PSH = 0x08
 ACK = 0x10
+
+TCP = 6  # IP protocol numbers (``Flow.transport``)
+UDP = 17
 
 _PORTS = struct.Struct("!BxHH")
 
@@ -94,6 +101,7 @@ class Flow:
         "keys",
         "closed",
         "asset_due",
+        "transport",
     )
 
     def __init__(self) -> None:
@@ -117,6 +125,7 @@ class Flow:
         self.asset_due = 0.0  # capture time of the next asset observation of this flow
         self.cmac: bytes | None = None
         self.smac: bytes | None = None
+        self.transport: int = TCP  # IP protocol number: TCP or UDP
 
     @property
     def client_ip(self) -> str:
@@ -127,7 +136,7 @@ class Flow:
         return ip_str(self.server)
 
     def community_id(self) -> str:
-        return community_id(self.client, self.server, self.cport, self.sport)
+        return community_id(self.client, self.server, self.cport, self.sport, self.transport)
 
 
 _ip_cache: dict[bytes, str] = {}  # a plant has few hosts: each address is formatted once

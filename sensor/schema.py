@@ -25,20 +25,26 @@ ENVELOPE: dict[str, Field] = {
     "event.kind": keyword("event (alert for alerts)"),
     "event.category": keyword("network"),
     "event.dataset": keyword(
-        "ics.modbus, ics.s7comm, ics.s7comm_plus, ics.opcua, ics.enip; ics.capture for the "
-        "packet layer"
+        "ics.modbus, ics.s7comm, ics.s7comm_plus, ics.opcua, ics.dnp3, ics.iec104, ics.enip; "
+        "ics.capture for the packet layer"
     ),
     "event.id": keyword(
         "deterministic: the same capture gives the same ids (redelivery cannot duplicate)"
     ),
-    "network.transport": keyword("tcp"),
+    "network.transport": keyword("tcp or udp"),
     "network.type": keyword("ipv4 or ipv6"),
-    "network.protocol": keyword("modbus, s7comm, s7comm-plus, opcua, enip (EtherNet/IP with CIP)"),
+    "network.protocol": keyword(
+        "modbus, s7comm, s7comm-plus, opcua, dnp3, iec104, enip (EtherNet/IP with CIP)"
+    ),
     "network.community_id": keyword("Community ID v1 of the flow"),
-    "source.ip": Field(FieldType.IP, "the client (master, HMI, engineering station)"),
+    "source.ip": Field(
+        FieldType.IP, "the client (master, HMI, engineering station, controlling station)"
+    ),
     "source.port": long("the client's port"),
     "source.mac": keyword("the client's MAC (upper case, dashes), when the link layer shows it"),
-    "destination.ip": Field(FieldType.IP, "the server (PLC, RTU, OPC UA server)"),
+    "destination.ip": Field(
+        FieldType.IP, "the server (PLC, RTU, OPC UA server, outstation, controlled station)"
+    ),
     "destination.port": long("the server's port"),
     "destination.mac": keyword("the server's MAC, when the link layer shows it"),
     "observer.name": keyword("the sensor's name"),

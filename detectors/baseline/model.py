@@ -506,6 +506,8 @@ class Baseline:
         out["modbus_masters"] = clients.get("modbus", set())
         out["modbus_slaves"] = servers.get("modbus", set())
         out["opcua_clients"] = clients.get("opcua", set())
+        out["dnp3_masters"] = clients.get("dnp3", set())
+        out["iec104_masters"] = clients.get("iec104", set())
         out["opcua_anonymous_clients"] = anonymous
         out["opcua_insecure_clients"] = insecure
         out["opcua_cleartext_password_clients"] = cleartext

@@ -10,6 +10,24 @@ split by the protocol's layers) exposes from its ``__init__``:
 - ``Parser``: one instance per TCP connection, fed the reassembled bytes of each direction;
 - ``Anomaly``: its anomaly codes, a closed enum (``sensor.protocols.schema.ProtocolAnomaly``).
 
+A protocol that also runs over UDP (DNP3, EtherNet/IP) adds the datagram side:
+
+- ``UDP_PORTS``: the UDP server ports it owns by default (a module without it is TCP only);
+- ``DatagramParser``: one instance per UDP flow (client address and port, server address and
+  port), fed each datagram's payload whole (see ``DatagramParser`` below). It may be the
+  same class as ``Parser`` when the protocol frames itself the same way on both;
+- ``probe_datagram(data: bytes) -> bool`` (optional): ``probe`` for the first datagram of a
+  UDP flow on a port no module owns, for the protocols listed in the engine's heuristics;
+- ``datagram_to_server(data: bytes) -> bool | None`` (optional): which way a datagram
+  travels, read from the protocol itself (DNP3's DIR bit: master to outstation). Asked for
+  the first datagram of a flow only when the ports cannot tell (both ends on the protocol's
+  port, as DNP3 masters and outstations often are on 20000); ``None``: the first sender is
+  taken as the client, as for any other UDP flow.
+
+UDP flows live in the same flow table as TCP connections (the key tells them apart), are
+ended by the idle timeout, the flow cap and the end of input, and their events carry
+``network.transport: udp``.
+
 Parsers are bytes in, plain data out: no I/O, no globals, no exception escapes ``feed``.
 Each call returns a list of *records*: flat dicts keyed by dotted ECS names, which the flow
 layer completes into events (adds ``@timestamp``, ``source.*``, ``destination.*``,
@@ -61,6 +79,19 @@ class ParserLimits:
     max_buffer: int = 1 << 20  # bytes buffered per direction awaiting a complete PDU
     max_pending: int = 1024  # unanswered requests kept for pairing per connection
     max_items: int = 4096  # items/registers/values decoded per PDU before truncating
+
+
+class DatagramParser(Protocol):
+    """One per UDP flow. A datagram is a whole unit: nothing is buffered from one datagram
+    to the next at this layer (a protocol that reassembles above it, such as DNP3's
+    transport function, keeps its own bounded state). No ``gap``: a lost datagram is simply
+    not seen; sequence numbers inside the protocol tell, when it has them."""
+
+    def datagram(self, to_server: bool, data: bytes, ts: float) -> list[Record]: ...
+
+    def close(self, ts: float) -> list[Record]:
+        """The flow ended (idle, evicted, end of input): flush unanswered requests."""
+        ...
 
 
 class StreamParser(Protocol):

@@ -299,7 +299,7 @@ def test_other_protocols_do_not_reach_a_modbus_rule(tmp_path: Path) -> None:
             "logsource",
         ),
         (
-            rule_text("sel:\n  modbus.function: x\ncondition: sel", service="dnp3"),
+            rule_text("sel:\n  modbus.function: x\ncondition: sel", service="bacnet"),
             "unknown service",
             "service",
         ),
@@ -896,4 +896,4 @@ def test_generated_source_is_printed_for_review(capsys: pytest.CaptureFixture[st
     assert main([]) == 0
     source = capsys.readouterr().out
     compile(source, "<generated>", "exec")  # what is printed is the Python that runs
-    assert source.count("def match_") == 5  # one per protocol dataset
+    assert source.count("def match_") == 6  # one per protocol dataset with rules

@@ -99,3 +99,13 @@ def add_vlan(frame: bytes, *tags: tuple[int, int]) -> bytes:
     """Insert (tpid, vid) tags after the MAC addresses, outermost first."""
     inner = b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in tags)
     return frame[:12] + inner + frame[12:]
+
+
+def with_udp_ports(frame: bytes, ports: dict[int, int]) -> bytes:
+    """An Ethernet/IPv4/UDP frame with its ports renamed by ``ports`` (old -> new) and the
+    UDP checksum zeroed (IPv4 allows "no checksum")."""
+    ihl = (frame[14] & 0x0F) * 4
+    off = 14 + ihl
+    sport, dport = struct.unpack_from("!HH", frame, off)
+    head = struct.pack("!HH", ports.get(sport, sport), ports.get(dport, dport))
+    return frame[:off] + head + frame[off + 4 : off + 6] + b"\0\0" + frame[off + 8 :]
