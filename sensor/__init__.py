@@ -36,6 +36,7 @@ COMPILED = (
     "sensor.protocols.enip.identity",
     "sensor.protocols.enip.records",
     "sensor.protocols.enip.parser",
+    "sensor.protocols.enip.datagram",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,6 +23,7 @@ For each capture ``python -m cpppo.server.enip`` listens on 127.0.0.41:44818 wit
   Download to the File object (class 0x37), and Set_Attribute_Single of an output assembly
   (class 0x04, instance 100, attribute 3); cpppo's client writes a tag as well. cpppo answers
   what it does not implement with a CIP error, which is part of the capture.
+- ``udp``: cpppo's client asks ListIdentity, ListServices and ListInterfaces over UDP 44818.
 """
 
 from __future__ import annotations
@@ -121,11 +122,16 @@ def dangerous() -> None:
     cpppo_client("Mode=(SINT)0")
 
 
+def udp() -> None:
+    cpppo_client("-u", "-i", "-s", "-I")  # the list commands over UDP, as discovery tools do
+
+
 SCENARIOS: dict[str, Callable[[], None]] = {
     "identity": identity,
     "tags": tags,
     "connected": connected,
     "dangerous": dangerous,
+    "udp": udp,
 }
 
 

@@ -223,3 +223,46 @@ def test_decode_splits_segments_as_encoded() -> None:
         (False, b""),
         (False, b"xyz"),
     ]
+
+
+# -- EtherNet/IP over UDP: the datagram side -----------------------------------------------
+
+_IO_DATAGRAM = bytes.fromhex("020002800800") + bytes(8) + bytes.fromhex("b1000600") + bytes(6)
+_LIST_IDENTITY = bytes.fromhex("6300") + bytes(22)
+
+
+@HOSTILE
+@given(
+    datagrams=st.lists(
+        st.tuples(
+            st.booleans(),
+            st.one_of(
+                st.binary(max_size=120),
+                st.sampled_from([_IO_DATAGRAM, _LIST_IDENTITY]).flatmap(
+                    lambda seed: st.builds(
+                        lambda cut, flip, at: bytes(
+                            b ^ flip if i == at else b for i, b in enumerate(seed)
+                        )[:cut],
+                        st.integers(0, len(seed)),
+                        st.integers(0, 255),
+                        st.integers(0, len(seed) - 1),
+                    )
+                ),
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_enip_datagrams_keep_the_contract(datagrams: list[tuple[bool, bytes]]) -> None:
+    """Random datagrams and mutated I/O and ListIdentity datagrams (hand-made seeds of the
+    two shapes UDP carries) never raise, and every record keeps the contract."""
+    parser = enip.DatagramParser(FUZZ_LIMITS)
+    records = []
+    ts = 1.0
+    for to_server, data in datagrams:
+        records += parser.datagram(to_server, data, ts)
+        assert not parser._stream._buf[0] and not parser._stream._buf[1]  # nothing kept
+        ts += 0.01
+    records += parser.close(ts)
+    for rec in records:
+        check_record("enip", rec)

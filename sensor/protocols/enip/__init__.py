@@ -1,4 +1,6 @@
-"""EtherNet/IP and CIP (TCP 44818): explicit messaging, to the depth of the Modbus dissector.
+"""EtherNet/IP and CIP: explicit messaging on TCP 44818, ListIdentity and the other list
+commands on UDP 44818 (broadcast discovery), implicit I/O counted per connection on UDP 2222
+(``datagram``).
 
 Encapsulation: the 24-byte header of every message (``enip.command`` / ``command_name``,
 ``session_handle``, ``status`` of the reply and its name when not zero, ``sender_context``
@@ -47,18 +49,24 @@ from __future__ import annotations
 
 from sensor.protocols.enip import fields
 from sensor.protocols.enip.anomalies import Anomaly
+from sensor.protocols.enip.datagram import IO_REPORT_INTERVAL, DatagramParser, datagram_to_server
 from sensor.protocols.enip.encap import probe
 from sensor.protocols.enip.parser import REQUEST_TIMEOUT, Parser
 from sensor.protocols.enip.tables import CLASSES, COMMANDS, GENERAL_STATUS, VENDORS
 
 NAME = "enip"
 PORTS = (44818,)
+UDP_PORTS = (44818, 2222)  # encapsulation (ListIdentity broadcasts), implicit I/O
 # The header has no magic: a probe on every port would take 24 zero bytes for a NOP.
 HEURISTIC_DEFAULT = False
 
 __all__ = [
     "CLASSES",
     "COMMANDS",
+    "IO_REPORT_INTERVAL",
+    "UDP_PORTS",
+    "DatagramParser",
+    "datagram_to_server",
     "GENERAL_STATUS",
     "HEURISTIC_DEFAULT",
     "NAME",

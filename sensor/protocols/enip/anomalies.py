@@ -34,6 +34,10 @@ class Anomaly(ProtocolAnomaly):
         "buffer-overflow",
         "more than the buffer cap announced by one encapsulation header",
     )
+    BAD_IO = (
+        "bad-io",
+        "a datagram on the implicit I/O port without a sequenced address item, once per flow",
+    )
     TOO_MANY_PENDING = (
         "too-many-pending",
         "more unanswered requests than the cap, once per connection (oldest reported unanswered)",

@@ -2,7 +2,8 @@
 Sigma field list, the Elasticsearch mapping, the baseline's identity fields and
 docs/schema.md are derived from.
 
-``enip.*`` is the encapsulation (every record) and what the commands without CIP carry
+``enip.io.*`` counts implicit I/O on UDP 2222 (one record per connection and interval);
+``enip.*`` is otherwise the encapsulation (every record) and what the commands without CIP carry
 (ListIdentity, ListServices, ListInterfaces, RegisterSession); ``cip.*`` is one CIP service
 of SendRRData / SendUnitData: a Multiple Service Packet gives one record per embedded
 request, an Unconnected Send the request it routes."""
@@ -36,6 +37,16 @@ FIELDS: dict[str, Field] = {
             "services": keyword("ListServices reply: the names of the services offered"),
             "interface_count": long("ListInterfaces / ListTargets reply: items in the list"),
             "skipped_bytes": long("anomaly: bytes skipped to the next plausible header"),
+            "io.connection_id": long("implicit I/O (UDP 2222): the connection id of the datagrams"),
+            "io.sender": keyword("implicit I/O: client or server, the side of the flow that sent"),
+            "io.packets": long("implicit I/O: datagrams of this connection in the record's span"),
+            "io.bytes": long("implicit I/O: bytes of connected data in those datagrams"),
+            "io.data_size": long("implicit I/O: size of the last datagram's connected data"),
+            "io.first_sequence": long("implicit I/O: first sequence number of the span"),
+            "io.last_sequence": long("implicit I/O: highest sequence number of the span"),
+            "io.lost": long("implicit I/O: sequence numbers skipped (datagrams lost or not seen)"),
+            "io.repeated": long("implicit I/O: datagrams repeating or behind the last sequence"),
+            "io.mean_interval_us": long("implicit I/O: mean time between datagrams, us"),
             "identity.vendor_id": long("ListIdentity / Identity object: vendor id"),
             "identity.vendor": keyword(
                 "vendor name for the common vendors (Rockwell Automation/Allen-Bradley, "

@@ -116,3 +116,62 @@ def test_published_set_is_counted(public_pcaps: Path, tshark: str) -> None:
     """A one-line check that the helper reads tshark's view: the ListIdentity capture."""
     path = public_pcaps / "enip" / "digitalbond__enip_test.pcap"
     assert tshark_messages(tshark, path)["commands"] == Counter({0x63: 2})
+
+
+def test_list_commands_over_udp(tshark: str) -> None:
+    """cpppo's client asks the list commands over UDP 44818: the same records as over TCP,
+    on a UDP flow, and the identity reaches the device's asset."""
+    import subprocess
+
+    evs = [e for e in events("enip_udp.pcap") if e.get("network.protocol") == "enip"]
+    assert [e["enip.command_name"] for e in evs] == [
+        "list_services",
+        "list_identity",
+        "list_interfaces",
+    ]
+    assert all(e["network.transport"] == "udp" and e["ics.pairing"] == "paired" for e in evs)
+    assert evs[1]["enip.identity.product_name"] == "1756-L61/B LOGIX5561"
+    out = subprocess.run([tshark, "-r", str(OWN / "enip_udp.pcap"), "-Y", "enip", "-T", "fields",
+                          "-e", "enip.command"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert Counter(int(c, 16) for c in out.split()) == Counter({0x04: 2, 0x63: 2, 0x64: 2})
+
+
+def test_a_short_datagram_is_an_anomaly() -> None:
+    """Hand-made edge case: a ListIdentity reply whose header announces more than the
+    datagram holds, and an I/O datagram without a sequenced address item."""
+    from sensor.protocols import enip
+
+    parser = enip.DatagramParser()
+    reply = bytes.fromhex("6300") + (40).to_bytes(2, "little") + bytes(20) + b"\x01\x00"
+    recs = parser.datagram(False, reply, 1.0)
+    assert [r["error.type"] for r in recs] == ["truncated-pdu"]
+    io = bytes.fromhex("0100b1000400") + b"\x01\x00\xaa\xbb"
+    assert [r["error.type"] for r in parser.datagram(True, io, 1.1)] == ["bad-io"]
+    assert parser.datagram(True, io, 1.2) == []  # once per flow
+    assert parser.close(2.0) == []
+
+
+def test_implicit_io_reports_each_interval_and_counts_losses() -> None:
+    """Hand-made edge case: one I/O connection for 150 s at a 10 ms RPI with datagram 500
+    lost and 700 repeated: a record per 60 s span, the loss and the repeat counted."""
+    from sensor.protocols import enip
+
+    parser = enip.DatagramParser()
+
+    def datagram(seq: int) -> bytes:
+        address = (0x1234).to_bytes(4, "little") + seq.to_bytes(4, "little")
+        return (b"\x02\x00\x02\x80\x08\x00" + address + b"\xb1\x00\x06\x00" + seq.to_bytes(2, "little")
+                + b"\x00\x00\x00\x00")  # fmt: skip
+
+    recs = []
+    for n in range(15_000):
+        if n == 500:
+            continue
+        recs += parser.datagram(True, datagram(n), 100.0 + n * 0.01)
+        if n == 700:
+            recs += parser.datagram(True, datagram(n), 100.0 + n * 0.01)
+    recs += parser.close(300.0)
+    assert [r["enip.io.packets"] for r in recs] == [6000, 6000, 3000]
+    assert recs[0]["enip.io.lost"] == 1 and recs[0]["enip.io.repeated"] == 1
+    assert recs[0]["enip.io.mean_interval_us"] == 10_000
+    assert sum(r["enip.io.lost"] for r in recs) == 1
