@@ -80,7 +80,7 @@ def batches(registry: dict[str, Any], args: argparse.Namespace, now: float):
         if len(out) >= CHUNK:
             yield out
             out = []
-    out += [("event", e) for e in seed.heartbeat_events(registry, now, seed=args.seed)]
+    out += [("heartbeat", e) for e in seed.heartbeats(registry, now, seed=args.seed)]
     out += [("asset", a) for a in seed.assets(registry, now, seed=args.seed)]
     while out:
         yield out[:CHUNK]
@@ -168,7 +168,7 @@ def load_es(registry: dict[str, Any], args: argparse.Namespace, now: float):
             total += sum(p.result() for p in pending)
         info["alerts_load_s"] = round(time.perf_counter() - t0, 1)
         rest: list[tuple[str, dict[str, Any]]] = [
-            ("event", e) for e in seed.heartbeat_events(registry, now, seed=args.seed)
+            ("heartbeat", e) for e in seed.heartbeats(registry, now, seed=args.seed)
         ] + [("asset", a) for a in seed.assets(registry, now, seed=args.seed)]
         for lo in range(0, len(rest), CHUNK):
             total += seed.es_bulk(es_store, rest[lo : lo + CHUNK])

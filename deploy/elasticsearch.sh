@@ -66,7 +66,8 @@ fetch() {
   if [[ ! -f "$ZIP" ]]; then
     command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
     log "elasticsearch: fetching $ARTIFACT with Maven (first run only)"
-    mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get -Dartifact="$ARTIFACT" -Dtransitive=false \
+    mvn -B -q -Dmaven.repo.local="$MAVEN_REPO" \
+      org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get -Dartifact="$ARTIFACT" -Dtransitive=false \
       || die "Maven could not fetch $ARTIFACT (see above)"
   fi
   command -v unzip >/dev/null || die "unzip not found (apt-get install unzip)"

@@ -48,7 +48,7 @@ fetch() {
   command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
   log "kafka: resolving jars with Maven (first run only)"
   rm -rf "$LIBS"
-  mvn -B -q -f "$DEPLOY_DIR/kafka/pom.xml" dependency:copy-dependencies \
+  mvn -B -q -Dmaven.repo.local="$MAVEN_REPO" -f "$DEPLOY_DIR/kafka/pom.xml" dependency:copy-dependencies \
     -Dkafka.version="$KAFKA_VERSION" -DoutputDirectory="$LIBS" -DincludeScope=runtime \
     || die "Maven could not fetch the Kafka jars (see above)"
   touch "$LIBS/.complete"

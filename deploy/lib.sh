@@ -6,6 +6,9 @@ DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(dirname "$DEPLOY_DIR")"
 CACHE_DIR="${ICSMON_CACHE_DIR:-$DEPLOY_DIR/.cache}"
 RUN_DIR="${ICSMON_RUN_DIR:-$DEPLOY_DIR/run}"
+# Maven's local repository, given to every mvn call (-Dmaven.repo.local): left to itself Maven
+# takes the account's home from the password database, not $HOME, so with sudo keeping HOME
+# or a service account the zip would be fetched to one folder and looked for in another.
 MAVEN_REPO="${ICSMON_MAVEN_REPO:-$HOME/.m2/repository}"
 
 if [[ -z "${ICSMON_PYTHON:-}" ]]; then

@@ -191,8 +191,8 @@ def demo(
     with sink:
         for kind, doc in seed.generate(registry, alerts, now - days * 86400, now):
             sink.write(kind, doc)
-        for ev in seed.heartbeat_events(registry, now):
-            sink.write("event", ev)
+        for beat in seed.heartbeats(registry, now):
+            sink.write("heartbeat", beat)
         for asset in seed.assets(registry, now):
             sink.write("asset", asset)
         for finding in seed.findings(registry, now):

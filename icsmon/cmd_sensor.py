@@ -42,40 +42,82 @@ class SinkName(enum.StrEnum):
     none = "none"
 
 
+def _load_config(config: Path | None):
+    """The pipeline configuration (file, ICSMON_* variables); one error line when bad."""
+    from pipeline.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def _rollups(engine, cfg, interval: float | None):
+    from sensor.rollups import Rollups
+
+    return Rollups(engine.ctx, interval or cfg.sensor.rollup_interval)
+
+
+def _heartbeats(engine, cfg):
+    from icsmon import __version__
+    from sensor.heartbeat import Heartbeats
+
+    return Heartbeats(engine.ctx, cfg.sensor.heartbeat_interval, version=__version__)
+
+
+def _open_store(store: Path | None, retention: dict):
+    from pipeline.store import Store, StoreError
+
+    try:
+        return Store.open(store, **retention)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+
+
+def _retention(cfg, sensor: bool, max_events, max_bytes, max_age_days) -> dict:
+    """The store's bounds: the flags; for a sensor's own store the configuration's too."""
+    s = cfg.sensor
+    if sensor:
+        max_bytes = s.store_max_bytes if max_bytes is None else max_bytes
+        max_age_days = s.store_max_age_days if max_age_days is None else max_age_days
+    return {
+        "max_events": max_events,
+        "max_bytes": max_bytes or None,
+        "max_age_s": max_age_days * 86400 if max_age_days else None,
+    }
+
+
 def _open_sink(
     name: SinkName,
     store: Path | None,
     out: Path | None,
     site: str,
-    config: Path | None,
-    max_events: int | None = None,
+    cfg,
+    retention: dict,
+    ship: str | None = None,
 ):
+    """The sink; with Kafka, the sensor's own store (everything) and Kafka (what ``ship``,
+    else ``[sensor] events``, sends: docs/schema.md, "What a sensor ships")."""
     if name == SinkName.none:
         return None
     if name == SinkName.store:
-        from pipeline.store import Store, StoreError
-
-        try:
-            return Store.open(store, max_events=max_events)
-        except StoreError as exc:
-            raise fail(str(exc)) from None
+        return _open_store(store, retention)
     if name == SinkName.jsonl:
         from pipeline.jsonl import JsonlSink
 
         if out is None:
             raise fail("--sink jsonl needs --out FILE (stdout carries the printed output)")
         return JsonlSink(out)
-    from pipeline.config import ConfigError, load_config
     from pipeline.kafka import KafkaSink
+    from pipeline.sinks import Only, Tee, shipped_kinds
 
+    local = _open_store(store, retention)
     try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    try:
-        return KafkaSink.from_config(cfg, site=site)
+        kafka = KafkaSink.from_config(cfg, site=site)
     except OSError as exc:  # the spool folder: in use by another sensor, or not writable
+        local.close()
         raise fail(str(exc)) from None
+    return Tee({"store": local, "kafka": Only(kafka, shipped_kinds(ship or cfg.sensor.events))})
 
 
 def _detectors(
@@ -153,6 +195,40 @@ MaxEventsOpt = Annotated[
         help="Keep at most this many events in the embedded store (oldest pruned; alerts never)",
     ),
 ]
+ShipOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ship",
+        help="With --sink kafka: none | rollups | all (events too); alerts, assets and heartbeats always go [default: [sensor] events, rollups]",
+    ),
+]
+RollupsOpt = Annotated[
+    bool, typer.Option("--rollups", help="Print rollups (traffic summaries) instead of alerts")
+]
+RollupIntervalOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rollup-interval",
+        min=1,
+        help="Seconds per rollup [default: [sensor] rollup_interval, 60]",
+    ),
+]
+MaxBytesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--store-max-bytes",
+        min=0,
+        help="Prune the oldest events (then rollups, heartbeats) beyond this size of the store [sense: [sensor] store_max_bytes]",
+    ),
+]
+MaxAgeOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--store-max-age-days",
+        min=0,
+        help="Prune events, rollups and heartbeats older than this [sense: [sensor] store_max_age_days]",
+    ),
+]
 StoreEventsOpt = Annotated[
     bool,
     typer.Option(
@@ -185,20 +261,41 @@ def replay(
     port: PortOpt = None,
     store_events: StoreEventsOpt = True,
     store_max_events: MaxEventsOpt = None,
+    store_max_bytes: MaxBytesOpt = None,
+    store_max_age_days: MaxAgeOpt = None,
+    rollups: RollupsOpt = False,
+    rollup_interval: RollupIntervalOpt = None,
+    ship: ShipOpt = None,
     content: ContentOpt = None,
 ) -> None:
-    """Decode capture files: print alerts (or events with --events) and send them to the sink."""
+    """Decode capture files: print alerts (or events with --events, rollups with --rollups)
+    and send them to the sink."""
     engine = open_engine(engine_config(site, observer, org, heuristic, port))
     dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
-    out_sink = _open_sink(sink, store, out, site, config, store_max_events)
-    printer = Printer(fmt.value, kind="event" if events else "alert")
+    cfg = _load_config(config)
+    _check_ship(ship, sink)
+    retention = _retention(
+        cfg, sink == SinkName.kafka, store_max_events, store_max_bytes, store_max_age_days
+    )
+    out_sink = _open_sink(sink, store, out, site, cfg, retention, ship)
+    printer = Printer(fmt.value, kind="event" if events else "rollup" if rollups else "alert")
     from icsmon.run import Run
 
-    run = Run(engine, dets, out_sink, store_events=store_events)
+    run = Run(
+        engine,
+        dets,
+        out_sink,
+        store_events=store_events,
+        heartbeats=_heartbeats(engine, cfg),
+        rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
+    )
     progress, stop_progress = _progress(pcap)
     try:
-        for doc in run.process(engine.replay(pcap, progress), want_events=events):
+        for doc in run.process(
+            engine.replay(pcap, progress), want_events=events, want_rollups=rollups
+        ):
             printer.write(doc)
+        run.stop()
     except BrokenPipeError:
         sys.stderr.close()  # reader went away (| head): not an error worth a traceback
         raise typer.Exit(0) from None
@@ -223,6 +320,15 @@ def replay(
         error_line(line)
     if engine.errors:  # a capture could not be read (to its end): what was read is processed
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _check_ship(ship: str | None, sink: SinkName) -> None:
+    if ship is None:
+        return
+    if ship not in ("none", "rollups", "all"):
+        raise fail(f"--ship must be none, rollups or all, not {ship!r}")
+    if sink != SinkName.kafka:
+        raise fail("--ship applies to --sink kafka (the other sinks keep everything)")
 
 
 def _close_sink(sink) -> None:
@@ -283,6 +389,11 @@ def sense(
     port: PortOpt = None,
     store_events: StoreEventsOpt = True,
     store_max_events: MaxEventsOpt = None,
+    store_max_bytes: MaxBytesOpt = None,
+    store_max_age_days: MaxAgeOpt = None,
+    rollups: RollupsOpt = False,
+    rollup_interval: RollupIntervalOpt = None,
+    ship: ShipOpt = None,
     content: ContentOpt = None,
     user: Annotated[
         str | None,
@@ -296,15 +407,41 @@ def sense(
 
     engine = open_engine(engine_config(site, observer, org, heuristic, port))
     dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
+    cfg = _load_config(config)
+    _check_ship(ship, sink)
     try:
         source = LiveSource(iface, bpf, user=user)
     except CaptureError as exc:
         raise fail(str(exc)) from None
-    out_sink = _open_sink(sink, store, out, site, config, store_max_events)
-    printer = Printer(fmt.value, kind="event" if events else "alert")
+    # A sensor's own store is bounded (it runs for months): by the flags, else the config.
+    retention = _retention(cfg, True, store_max_events, store_max_bytes, store_max_age_days)
+    out_sink = _open_sink(sink, store, out, site, cfg, retention, ship)
+    printer = Printer(fmt.value, kind="event" if events else "rollup" if rollups else "alert")
     from icsmon.run import Run
 
-    run = Run(engine, dets, out_sink, store_events=store_events, live=True)
+    def print_alert(alert: dict) -> None:  # raised between packets (silence detectors)
+        if not events and not rollups:
+            printer.write(alert)
+            printer.flush()
+
+    def print_rollup(doc: dict) -> None:  # intervals closed by the clock, traffic or not
+        if rollups:
+            printer.write(doc)
+            printer.flush()
+
+    run = Run(
+        engine,
+        dets,
+        out_sink,
+        store_events=store_events,
+        live=True,
+        heartbeats=_heartbeats(engine, cfg),
+        source_counters=source.stats,
+        on_alert=print_alert,
+        rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
+    )
+    run.on_rollup = print_rollup
+    source.on_tick = run.tick
 
     def stop(signum, _frame) -> None:
         source.stop()
@@ -324,10 +461,12 @@ def sense(
         yield from engine.finish()
 
     try:
-        for doc in run.process(live_events(), want_events=events):
+        run.start()
+        for doc in run.process(live_events(), want_events=events, want_rollups=rollups):
             printer.write(doc)
             if fmt == Format.jsonl:
                 printer.flush()
+        run.stop()
     finally:
         printer.flush()
         _close_sink(out_sink)

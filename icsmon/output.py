@@ -94,6 +94,39 @@ class Printer:
                     str(d.get("network.protocol", "")),
                     str(d.get("icsmon.alert.count", 1)),
                 )
+        elif self.kind == "rollup":
+            for col in (
+                "interval",
+                "protocol",
+                "client -> server",
+                "function",
+                "object",
+                "tx",
+                "ok/exc/fail",
+                "rtt ms (min/mean/max)",
+                "bytes",
+            ):
+                table.add_column(col, overflow="fold")
+            for d in self.rows:
+                rtt = (
+                    ""
+                    if "icsmon.rollup.response_time.min" not in d
+                    else "/".join(
+                        f"{d[f'icsmon.rollup.response_time.{k}'] / 1e6:.2f}"
+                        for k in ("min", "mean", "max")
+                    )
+                )
+                table.add_row(
+                    str(d.get("@timestamp", ""))[:19],
+                    str(d.get("network.protocol", "")),
+                    f"{d.get('source.ip', '')} -> {d.get('destination.ip', '')}:{d.get('destination.port', '')}",
+                    str(d.get("ics.function", "")),
+                    str(d.get("icsmon.rollup.object", "")),
+                    str(d.get("icsmon.rollup.transactions", "")),
+                    f"{d.get('icsmon.rollup.success', 0)}/{d.get('icsmon.rollup.exception', 0)}/{d.get('icsmon.rollup.failure', 0)}",
+                    rtt,
+                    str(d.get("network.bytes", "")),
+                )
         else:
             for col in (
                 "time",

@@ -4,12 +4,14 @@ beyond the order in which the parts are called."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sensor.engine import Engine
+from sensor.heartbeat import Heartbeats
+from sensor.rollups import Rollups
 
 ASSET_FLUSH_INTERVAL = 60.0  # seconds of wall time between asset snapshots on long runs
 TICK_INTERVAL = 5.0  # seconds of wall time between detector ticks on a live port
@@ -135,7 +137,11 @@ def _finding_tracker(site_config: Path | None, learned: dict[str, list[str]] | N
 
 
 class Run:
-    """Feeds events through detectors into the sink; yields what the user asked to see."""
+    """Feeds events through detectors into the sink; yields what the user asked to see.
+
+    Time: a live run (``live``) uses wall time; a replay uses capture time (the newest packet
+    the engine has seen), so the heartbeats of a replayed capture are the same every time.
+    """
 
     def __init__(
         self,
@@ -144,49 +150,154 @@ class Run:
         sink: Any | None,
         store_events: bool = True,
         live: bool = False,
+        heartbeats: Heartbeats | None = None,
+        source_counters: Callable[[], dict[str, int]] | None = None,
+        on_alert: Callable[[dict], None] | None = None,
+        rollups: Rollups | None = None,
     ) -> None:
         self.engine = engine
         self.detectors = detectors
         self.sink = sink
         self.store_events = store_events
         self.live = live  # wall time matters: tick the detectors that watch for silence
+        self.heartbeats = heartbeats
+        self.source_counters = source_counters  # the capture's own (kernel drops)
+        self.on_alert = on_alert  # alerts raised between events (tick): printed by the caller
+        self.rollups = rollups
+        self.on_rollup: Callable[[dict], None] | None = None  # rollups closed by a tick
         self.alerts = 0
+        self.pdus = 0
         self._last_assets = time.monotonic()
         self._last_tick = time.monotonic()
 
-    def process(self, events: Iterator[dict], want_events: bool) -> Iterator[dict]:
+    # -- time and state --------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.time() if self.live else self.engine.last_ts
+
+    def counters(self) -> dict[str, int]:
+        """What a heartbeat reports: the engine's counters, alerts, PDUs, the capture's."""
+        stats = self.engine.stats
+        out = {
+            name: stats.get(name, 0)
+            for name in ("packets", "bytes", "events", "anomalies", "flows")
+        }
+        out["alerts"] = self.alerts
+        out["pdus"] = self.pdus
+        if self.source_counters is not None:
+            out["kernel_drops"] = self.source_counters().get("kernel_drops", 0)
+        return out
+
+    def _heartbeat(self, now: float) -> None:
+        hb = self.heartbeats
+        if hb is None or self.sink is None:
+            return
+        if hb.started is None:
+            start = now if self.live else self.engine.first_ts
+            if not start:  # a replay before its first packet: no capture time yet
+                return
+            # A replay learns its start time from its first packets: it states the
+            # sensor's state before them (nothing seen yet), as a live start does.
+            counters = self.counters() if self.live else {}
+            self.sink.write("heartbeat", hb.start(start, counters))
+            if hb.due(now):  # a replay that started on a busy capture: catch up once
+                self.sink.write("heartbeat", hb.beat(now, self.counters()))
+        elif hb.due(now):
+            self.sink.write("heartbeat", hb.beat(now, self.counters()))
+
+    def start(self) -> None:
+        """A live run starts now: its first heartbeat says so before any packet."""
+        if self.live:
+            self._heartbeat(self.now())
+
+    def tick(self) -> None:
+        """Time passes (a live port calls this about once a second, traffic or not)."""
+        now = self.now()
+        self._heartbeat(now)
+        if self.rollups is not None:
+            for doc in self.rollups.advance(now):
+                self._rollup(doc)
+                if self.on_rollup is not None:
+                    self.on_rollup(doc)
+        mono = time.monotonic()
+        if self.live and mono - self._last_tick > TICK_INTERVAL:
+            self._last_tick = mono
+            for alert in self.detectors.tick(now):
+                self._alert(alert)
+                if self.on_alert is not None:
+                    self.on_alert(alert)
+        if self.live and self.sink is not None and mono - self._last_assets > ASSET_FLUSH_INTERVAL:
+            self._last_assets = mono
+            self.write_assets()
+
+    def stop(self) -> None:
+        """A clean stop: the last heartbeat."""
+        hb = self.heartbeats
+        if hb is None or self.sink is None:
+            return
+        now = self.now()
+        if hb.started is None:
+            self._heartbeat(now)
+        if hb.started is not None:
+            self.sink.write("heartbeat", hb.stop(now, self.counters()))
+
+    def _rollup(self, doc: dict) -> None:
+        if self.sink is not None:
+            self.sink.write("rollup", doc)
+
+    def _alert(self, alert: dict) -> None:
+        self.alerts += 1
+        if self.sink is not None:
+            self.sink.write("alert", alert)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def process(
+        self, events: Iterator[dict], want_events: bool, want_rollups: bool = False
+    ) -> Iterator[dict]:
+        """Yields alerts; or events (``want_events``); or rollups (``want_rollups``)."""
         sink = self.sink
         detectors = self.detectors
+        hb = self.heartbeats
+        rollups = self.rollups
+        want_alerts = not (want_events or want_rollups)
         for event in events:
             if sink is not None and self.store_events:
                 sink.write("event", event)
+            self.pdus += _pdus(event)
+            if rollups is not None:
+                for doc in rollups.add(event):
+                    self._rollup(doc)
+                    if want_rollups:
+                        yield doc
+            if hb is not None and self.now() >= hb.next_due:
+                self._heartbeat(self.now())
             alerts = detectors.process(event)
             if want_events:
                 yield event
             for alert in alerts:
-                self.alerts += 1
-                if sink is not None:
-                    sink.write("alert", alert)
-                if not want_events:
+                self._alert(alert)
+                if want_alerts:
                     yield alert
-            now = time.monotonic()
-            if self.live and now - self._last_tick > TICK_INTERVAL:
-                self._last_tick = now
+            mono = time.monotonic()
+            if self.live and mono - self._last_tick > TICK_INTERVAL:
+                self._last_tick = mono
                 for alert in detectors.tick(time.time()):
-                    self.alerts += 1
-                    if sink is not None:
-                        sink.write("alert", alert)
-                    if not want_events:
+                    self._alert(alert)
+                    if want_alerts:
                         yield alert
-            if sink is not None and now - self._last_assets > ASSET_FLUSH_INTERVAL:
-                self._last_assets = now
+            if sink is not None and mono - self._last_assets > ASSET_FLUSH_INTERVAL:
+                self._last_assets = mono
                 self.write_assets()
         for alert in detectors.flush():
-            self.alerts += 1
-            if sink is not None:
-                sink.write("alert", alert)
-            if not want_events:
+            self._alert(alert)
+            if want_alerts:
                 yield alert
+        if rollups is not None:  # end of input: the open intervals as they are
+            for doc in rollups.flush():
+                self._rollup(doc)
+                if want_rollups:
+                    yield doc
         self.write_assets(final=True)
 
     def write_assets(self, final: bool = False) -> None:
@@ -200,7 +311,23 @@ class Run:
 
 
 def _accepts(sink: Any, kind: str) -> bool:
+    """Whether ``sink`` takes documents of ``kind`` (a sink may declare ``kinds``; otherwise
+    every registered kind)."""
     kinds = getattr(sink, "kinds", None)
     if kinds is None:
-        from pipeline.sinks import KINDS as kinds
+        from pipeline.kinds import names
+
+        kinds = names()
     return kind in kinds
+
+
+def _pdus(event: dict) -> int:
+    """Protocol data units a transaction event stands for: its request and its answer."""
+    pairing = event.get("ics.pairing")
+    if pairing == "paired":
+        return 2
+    if pairing is not None:  # request-only, response-only
+        return 1
+    if event.get("event.action") == "anomaly":
+        return 0
+    return 1 if event.get("event.outcome") == "unknown" else 2  # no answer seen: the request

@@ -10,14 +10,14 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     sasl_username = "sensor-0042"
     sasl_password = "..."
     ca_file = "/etc/icsmon/kafka-ca.pem"
-    topic_prefix = "icsmon"             # topics <prefix>.alerts/.events/.assets/.deadletter
+    topic_prefix = "icsmon"             # topics <prefix>.alerts/.events/... (pipeline.kinds)
     compression = "lz4"
 
     [elasticsearch]
     url = "https://soc.example:9200"
     api_key = "..."                     # or username + password
     ca_file = "/etc/icsmon/es-ca.pem"
-    index_prefix = "icsmon"             # aliases <prefix>-alerts/-events/-assets
+    index_prefix = "icsmon"             # aliases <prefix>-alerts/-events/... (pipeline.kinds)
 
     [spool]
     dir = "/var/lib/icsmon/spool"
@@ -26,6 +26,13 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     [indexer]
     group_id = "icsmon-indexer"
     batch_size = 2000
+
+    [sensor]
+    heartbeat_interval = 60             # seconds; also one heartbeat at start and clean stop
+    events = "rollups"                  # to Kafka besides alerts, assets, heartbeats: none | rollups | all
+    rollup_interval = 60                # seconds per rollup
+    store_max_bytes = 2147483648        # the sensor's own store: full events kept up to this size
+    store_max_age_days = 30             # ... and this age
 
 Every key has an environment variable: ``ICSMON_<SECTION>_<KEY>`` upper-cased, e.g.
 ``ICSMON_KAFKA_BROKERS``, ``ICSMON_ES_URL`` (``ES`` is short for ``ELASTICSEARCH``),
@@ -43,6 +50,8 @@ from typing import Any
 
 import platformdirs
 import yaml
+
+from pipeline import kinds
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -98,20 +107,32 @@ class IndexerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SensorConfig:
+    heartbeat_interval: float = 60.0  # seconds between heartbeats (and one at start and stop)
+    events: str = "rollups"  # what goes to Kafka besides alerts, assets...: none|rollups|all
+    rollup_interval: float = 60.0  # seconds per rollup interval
+    # the sensor's own store (icsmon sense, and the local store of --sink kafka):
+    store_max_bytes: int = 2 << 30  # events, rollups, heartbeats pruned oldest first beyond
+    store_max_age_days: float = 30.0  # and beyond this age (0: no limit)
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     elasticsearch: EsConfig = field(default_factory=EsConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     indexer: IndexerConfig = field(default_factory=IndexerConfig)
+    sensor: SensorConfig = field(default_factory=SensorConfig)
     source: str = "defaults"  # where the values came from, for messages
 
     def topic(self, kind: str) -> str:
         """Topic of a document kind: ``event`` -> ``icsmon.events``; ``deadletter`` as is."""
-        suffix = kind if kind == "deadletter" else f"{kind}s"
-        return f"{self.kafka.topic_prefix}.{suffix}"
+        if kind == "deadletter":
+            return f"{self.kafka.topic_prefix}.deadletter"
+        return kinds.get(kind).topic(self.kafka.topic_prefix)
 
     def alias(self, kind: str) -> str:
-        return f"{self.elasticsearch.index_prefix}-{kind}s"
+        return kinds.get(kind).alias(self.elasticsearch.index_prefix)
 
 
 _SECTIONS: dict[str, type] = {
@@ -119,8 +140,15 @@ _SECTIONS: dict[str, type] = {
     "elasticsearch": EsConfig,
     "spool": SpoolConfig,
     "indexer": IndexerConfig,
+    "sensor": SensorConfig,
 }
-_ENV_SECTION = {"kafka": "KAFKA", "elasticsearch": "ES", "spool": "SPOOL", "indexer": "INDEXER"}
+_ENV_SECTION = {
+    "kafka": "KAFKA",
+    "elasticsearch": "ES",
+    "spool": "SPOOL",
+    "indexer": "INDEXER",
+    "sensor": "SENSOR",
+}
 
 
 def _coerce(value: Any, default: Any, name: str, origin: str) -> Any:
@@ -281,3 +309,14 @@ def _validate(cfg: PipelineConfig) -> None:
         )
     if cfg.indexer.batch_size < 1:
         raise ConfigError(f"{where}: indexer.batch_size must be positive")
+    s = cfg.sensor
+    if not s.heartbeat_interval >= 1:
+        raise ConfigError(f"{where}: sensor.heartbeat_interval must be at least 1 second")
+    if not s.rollup_interval >= 1:
+        raise ConfigError(f"{where}: sensor.rollup_interval must be at least 1 second")
+    if s.events not in ("none", "rollups", "all"):
+        raise ConfigError(f"{where}: sensor.events must be none, rollups or all, not {s.events!r}")
+    if s.store_max_bytes < 0 or not s.store_max_age_days >= 0:
+        raise ConfigError(
+            f"{where}: sensor.store_max_bytes and store_max_age_days cannot be negative"
+        )

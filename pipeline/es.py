@@ -1,8 +1,10 @@
 """Elasticsearch: client, index templates, bulk writes and the query back end.
 
-Indices: one per kind and UTC day, ``<prefix>-alerts-2026.11.26``, created on first write
-from composable index templates that also join them to the kind's alias
-(``icsmon-alerts``, ``icsmon-events``, ``icsmon-assets``); readers use the aliases. Only
+Indices: one per kind (``pipeline.kinds``) and UTC day, ``<prefix>-alerts-2026.11.26``,
+created on first write from composable index templates that also join them to the kind's
+alias (``icsmon-alerts``, ``icsmon-events``, ``icsmon-assets``...); readers use the aliases.
+Kinds with ``latest_by`` also have one ``<prefix>-latest-<plural>`` index holding the newest
+document per key (a sensor's last heartbeat). Only
 core Elasticsearch features are used (templates, aliases, bulk, search, terms aggregations,
 field collapsing), so the minimal server build works as well as a full one.
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
+from pipeline import kinds
 from pipeline.config import PipelineConfig
 from pipeline.docs import flatten
 from pipeline.query import AlertFilter, AssetFilter
@@ -171,8 +174,6 @@ DYNAMIC_TEMPLATES = [
     {"floats_as_double": {"match_mapping_type": "double", "mapping": DOUBLE}},
 ]
 
-KIND_TIME_FIELD = {"alert": "@timestamp", "event": "@timestamp", "asset": "asset.last_seen"}
-
 
 def properties_tree(field_types: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``{"source.ip": IP}`` -> ``{"source": {"properties": {"ip": IP}}}``."""
@@ -219,14 +220,30 @@ def make_client(cfg: PipelineConfig, **extra: Any) -> Elasticsearch:
     return Elasticsearch(es.url, **opts)
 
 
-def day_of(value: Any) -> str:
-    """``YYYY.MM.DD`` (UTC) of an ISO-8601 timestamp; ValueError when it is not one."""
+def parse_iso(value: Any) -> datetime:
+    """An ISO-8601 timestamp as an aware UTC datetime (naive text is UTC, as the schema says);
+    ValueError when it is not one."""
     if not isinstance(value, str) or len(value) < 10:
         raise ValueError(f"not an ISO-8601 timestamp: {value!r}")
     ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC)
-    return ts.strftime("%Y.%m.%d")
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def dig(doc: dict[str, Any], dotted: str) -> Any:
+    """A value by dotted name in a nested document (or under a flat dotted key)."""
+    if dotted in doc:
+        return doc[dotted]
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def day_of(value: Any) -> str:
+    """``YYYY.MM.DD`` (UTC) of an ISO-8601 timestamp; ValueError when it is not one."""
+    return parse_iso(value).strftime("%Y.%m.%d")
 
 
 class EsStore:
@@ -238,10 +255,52 @@ class EsStore:
         self.client = client or make_client(cfg)
 
     def alias(self, kind: str) -> str:
-        return f"{self.prefix}-{kind}s"
+        return kinds.get(kind).alias(self.prefix)
 
     def index_name(self, kind: str, day: str) -> str:
-        return f"{self.alias(kind)}-{day}"
+        return kinds.get(kind).index(self.prefix, day)
+
+    def latest_index(self, kind: str) -> str:
+        return kinds.get(kind).latest_index(self.prefix)
+
+    def bulk_actions(self, kind: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``_bulk`` action lines that index one document (flat or nested): into its
+        kind's daily index under its id, and for kinds with ``latest_by`` into the latest
+        index under that key, versioned by time (``external_gte``: an older document gets
+        409 and leaves the newer one). ValueError (the reason) when it has no usable id or
+        time: a dead letter."""
+        spec = kinds.get(kind)
+        doc_id = dig(doc, spec.id_field) or dig(doc, "event.id")
+        if not isinstance(doc_id, str) or not doc_id or len(doc_id) > 512:
+            raise ValueError(f"no usable id ({spec.id_field})")
+        when = dig(doc, spec.time_field) or dig(doc, "@timestamp")
+        try:
+            ts = parse_iso(when)
+        except ValueError as exc:
+            raise ValueError(f"no usable timestamp: {exc}") from None
+        out = [{"index": {"_index": self.index_name(kind, ts.strftime("%Y.%m.%d")), "_id": doc_id}}]
+        key = dig(doc, spec.latest_by) if spec.latest_by else None
+        if isinstance(key, str) and key and len(key) <= 512:
+            out.append(
+                {
+                    "index": {
+                        "_index": self.latest_index(kind),
+                        "_id": key,
+                        "version": max(0, int(ts.timestamp() * 1000)),
+                        "version_type": "external_gte",
+                    }
+                }
+            )
+        return out
+
+    @staticmethod
+    def mappings(kind: str) -> dict[str, Any]:
+        return {
+            "dynamic": True,
+            "date_detection": False,
+            "dynamic_templates": DYNAMIC_TEMPLATES,
+            "properties": properties_tree({**FIELD_TYPES, **kinds.get(kind).es_fields}),
+        }
 
     def template_body(self, kind: str) -> dict[str, Any]:
         return {
@@ -254,12 +313,7 @@ class EsStore:
                     "index.mapping.ignore_malformed": True,
                     "index.mapping.total_fields.limit": 2000,
                 },
-                "mappings": {
-                    "dynamic": True,
-                    "date_detection": False,
-                    "dynamic_templates": DYNAMIC_TEMPLATES,
-                    "properties": properties_tree(FIELD_TYPES),
-                },
+                "mappings": self.mappings(kind),
                 "aliases": {self.alias(kind): {}},
             },
             "_meta": {"managed_by": "icsmon", "kind": kind},
@@ -269,20 +323,38 @@ class EsStore:
         """Install the templates and today's indices (so the aliases exist). Idempotent."""
         done = []
         today = datetime.now(UTC).strftime("%Y.%m.%d")
-        for kind in ("alert", "event", "asset"):
+        for kind in kinds.names():
             name = self.alias(kind)
             self.client.indices.put_index_template(name=name, **self.template_body(kind))
             done.append(f"template {name}")
-            index = self.index_name(kind, today)
-            if not self.client.indices.exists(index=index):
-                try:
-                    self.client.indices.create(index=index)
-                    done.append(f"index {index}")
-                except Exception as exc:  # created meanwhile by an indexer: fine
-                    if "resource_already_exists" not in str(exc):
-                        raise
+            if self._create(self.index_name(kind, today)):
+                done.append(f"index {self.index_name(kind, today)}")
+            if kinds.get(kind).latest_by:
+                latest = self.latest_index(kind)
+                settings = {
+                    "number_of_shards": 1,
+                    "auto_expand_replicas": "0-1",
+                    "index.mapping.ignore_malformed": True,
+                    "index.mapping.total_fields.limit": 2000,
+                }
+                if self._create(latest, settings=settings, mappings=self.mappings(kind)):
+                    done.append(f"index {latest}")
+                else:  # new fields of a newer version
+                    self.client.indices.put_mapping(index=latest, **self.mappings(kind))
         self.client.cluster.health(wait_for_status="yellow", timeout="30s")
         return done
+
+    def _create(self, index: str, **body: Any) -> bool:
+        """Create an index unless it exists; True when this call created it."""
+        if self.client.indices.exists(index=index):
+            return False
+        try:
+            self.client.indices.create(index=index, **body)
+        except Exception as exc:  # created meanwhile by an indexer: fine
+            if "resource_already_exists" not in str(exc):
+                raise
+            return False
+        return True
 
     def healthy(self) -> bool:
         try:
@@ -299,7 +371,7 @@ class EsStore:
         self.client.indices.delete(
             index=f"{self.prefix}-*", ignore_unavailable=True, allow_no_indices=True
         )
-        for kind in ("alert", "event", "asset"):
+        for kind in kinds.names():
             try:
                 self.client.indices.delete_index_template(name=self.alias(kind))
             except NotFoundError:
@@ -569,8 +641,7 @@ class EsQueryBackend:
     def last_seen_by(
         self, flt: AlertFilter, field_name: str, size: int = 1000, kind: str = "event"
     ) -> list[tuple[str, float]]:
-        if kind not in ("event", "alert"):
-            raise ValueError(f"kind must be 'event' or 'alert', not {kind!r}")
+        kinds.get(kind)  # raises for an unknown kind
         # No ordering by the max: it would make ES sort thousands of buckets for nothing.
         aggs = {
             "v": {
@@ -583,6 +654,112 @@ class EsQueryBackend:
             for b in self._aggregate(kind, flt, aggs).get("v", {}).get("buckets", [])
             if b["last"]["value"] is not None
         ]
+
+    def rollup_sums(
+        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+    ) -> list[tuple[tuple[str, ...], int, int, float]]:
+        """Traffic from rollups (see the store's ``rollup_sums``): multi-level terms on
+        ``fields`` with sums of transactions and bytes and the earliest interval start."""
+        query: dict[str, Any] = {"bool": {"filter": []}}
+        if flt.since is not None or flt.until is not None:
+            rng: dict[str, Any] = {"format": "epoch_millis"}
+            if flt.since is not None:
+                rng["gte"] = int(flt.since * 1000)
+            if flt.until is not None:
+                rng["lt"] = int(flt.until * 1000)
+            query["bool"]["filter"].append({"range": {"@timestamp": rng}})
+        if flt.sites:
+            query["bool"]["filter"].append({"terms": {"labels.site": list(flt.sites)}})
+        metrics = {
+            "n": {"sum": {"field": "icsmon.rollup.transactions"}},
+            "b": {"sum": {"field": "network.bytes"}},
+            "first": {"min": {"field": "@timestamp"}},
+        }
+        aggs: dict[str, Any] = {"aggs": metrics}
+        for name in reversed(fields):  # innermost first
+            aggs = {
+                "aggs": {
+                    "g": {
+                        "terms": {"field": name, "size": size * 4, "order": {"n_total": "desc"}},
+                        "aggs": {
+                            **aggs["aggs"],
+                            "n_total": {"sum": {"field": "icsmon.rollup.transactions"}},
+                        },
+                    }
+                }
+            }
+        try:
+            resp = self.client.search(
+                index=self.store.alias("rollup"),
+                query=query,
+                size=0,
+                aggs=aggs["aggs"],
+                ignore_unavailable=True,
+                allow_no_indices=True,
+                pre_filter_shard_size=self.PRE_FILTER,
+            )
+        except NotFoundError:
+            return []
+        out: list[tuple[tuple[str, ...], int, int, float]] = []
+
+        def walk(node: dict[str, Any], prefix: tuple[str, ...]) -> None:
+            for b in node.get("g", {}).get("buckets", []):
+                key = (*prefix, _bucket_key(b))
+                if "g" in b:
+                    walk(b, key)
+                else:
+                    out.append(
+                        (
+                            key,
+                            int(b["n"]["value"] or 0),
+                            int(b["b"]["value"] or 0),
+                            (b["first"]["value"] or 0) / 1000.0,
+                        )
+                    )
+
+        walk(resp.get("aggregations", {}), ())
+        out.sort(key=lambda r: -r[1])
+        return out[:size]
+
+    def latest(self, kind: str, flt: AlertFilter, size: int = 1000) -> list[dict]:
+        """The newest document of ``kind`` per value of its ``latest_by`` field, from the
+        kind's latest index (one document per key: no scan of the history), newest first."""
+        key = kinds.get(kind).latest_by
+        if key is None:
+            raise ValueError(f"document kind {kind!r} keeps no latest document")
+        filters: list[dict[str, Any]] = []
+        if flt.since is not None or flt.until is not None:
+            rng: dict[str, Any] = {"format": "epoch_millis"}
+            if flt.since is not None:
+                rng["gte"] = int(flt.since * 1000)
+            if flt.until is not None:
+                rng["lt"] = int(flt.until * 1000)
+            filters.append({"range": {"@timestamp": rng}})
+        if flt.sites:
+            filters.append({"terms": {"labels.site": list(flt.sites)}})
+        out: list[dict] = []
+        after: list[Any] | None = None
+        while len(out) < size:  # pages of 5,000: a province has more sensors than one page
+            extra: dict[str, Any] = {"search_after": after} if after else {}
+            want = min(size - len(out), 5000)
+            try:
+                resp = self.client.search(
+                    index=self.store.latest_index(kind),
+                    query={"bool": {"filter": filters}},
+                    size=want,
+                    sort=[{"@timestamp": {"order": "desc"}}, {key: {"order": "asc"}}],
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
+                    **extra,
+                )
+            except NotFoundError:
+                break
+            hits = resp["hits"]["hits"]
+            out += [flatten(hit["_source"]) for hit in hits]
+            if len(hits) < want:
+                break
+            after = hits[-1]["sort"]
+        return out
 
     def close(self) -> None:
         self.client.close()

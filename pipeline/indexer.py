@@ -1,11 +1,15 @@
 """Kafka -> Elasticsearch indexer: one member of a consumer group.
 
-Per batch polled from ``<prefix>.alerts/.events/.assets``:
+Per batch polled from the topics of every document kind (``pipeline.kinds``:
+``<prefix>.alerts``, ``.events``, ``.assets``, ``.heartbeats``...):
 
 1. decode each message; undecodable ones, and ones without an id or a usable timestamp,
    go to the dead-letter topic with the reason;
-2. bulk-write the rest to the kind's daily index with ``_id`` = the document's ``event.id``
-   (``asset.id`` for assets), so redelivery overwrites instead of duplicating;
+2. bulk-write the rest to the kind's daily index (by the kind's time field) with ``_id`` =
+   the kind's id field (``event.id``; ``asset.id`` for assets), so redelivery overwrites
+   instead of duplicating; a kind with ``latest_by`` is also written to its latest index
+   under the key's value, versioned by its time so an older document never replaces a newer
+   one (a heartbeat that arrives late stays in the history only);
 3. documents Elasticsearch rejects for good (mapping errors: 4xx other than 429) go to the
    dead-letter topic; 429/5xx items and connection errors are retried with exponential
    back-off; if the batch still fails after ``retry_budget_s`` the consumer seeks back to the
@@ -35,13 +39,12 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from pipeline import kinds
 from pipeline.config import PipelineConfig
-from pipeline.es import KIND_TIME_FIELD, EsStore, day_of
+from pipeline.es import EsStore
 from pipeline.kafka import kafka_client_options, make_producer
 
 log = logging.getLogger(__name__)
-
-KINDS = ("alert", "event", "asset")
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class _Doc:
     key: bytes | None
     action: bytes  # the bulk action line
     doc_id: str
+    latest: bool = False  # the copy in the kind's latest index (a version conflict is fine)
 
 
 class Indexer:
@@ -66,7 +70,7 @@ class Indexer:
         self.cfg = cfg
         self.store = store or EsStore(cfg)
         self.retry_budget_s = retry_budget_s
-        self.topic_kind = {cfg.topic(kind): kind for kind in KINDS}
+        self.topic_kind = {cfg.topic(kind): kind for kind in kinds.names()}
         self.deadletter_topic = cfg.topic("deadletter")
         opts = kafka_client_options(cfg)
         self.consumer = KafkaConsumer(
@@ -94,6 +98,8 @@ class Indexer:
             "batches": 0,
             "commits": 0,
             "rewinds": 0,
+            "latest_updated": 0,
+            "latest_older": 0,
         }
 
     # ---- main loop ------------------------------------------------------------------------
@@ -161,7 +167,7 @@ class Indexer:
                 if isinstance(parsed, str):
                     dead.append((rec, parsed))
                 else:
-                    docs.append(parsed)
+                    docs.extend(parsed)
         ok = self._index(docs, dead)
         if ok:
             ok = self._send_dead(dead)
@@ -180,8 +186,9 @@ class Indexer:
             # The group rebalanced meanwhile; the new owner re-reads, ids make it harmless.
             log.warning("offset commit refused after a rebalance: %s", exc)
 
-    def _prepare(self, tp: TopicPartition, rec: Any, kind: str) -> _Doc | str:
-        """A bulk-ready document, or the reason it is a dead letter."""
+    def _prepare(self, tp: TopicPartition, rec: Any, kind: str) -> list[_Doc] | str:
+        """Bulk-ready documents (the daily index's, and the latest index's for kinds that keep
+        one), or the reason the message is a dead letter."""
         value = rec.value
         if value is None:
             return "empty message"
@@ -191,15 +198,23 @@ class Indexer:
             return f"undecodable: not JSON ({exc})"
         if not isinstance(doc, dict):
             return f"undecodable: a JSON {type(doc).__name__}, not an object"
-        doc_id = _dig(doc, "asset.id" if kind == "asset" else "event.id") or _dig(doc, "event.id")
-        if not isinstance(doc_id, str) or not doc_id or len(doc_id) > 512:
-            return "no usable id (event.id, or asset.id for assets)"
         try:
-            day = day_of(_dig(doc, KIND_TIME_FIELD[kind]) or _dig(doc, "@timestamp"))
+            actions = self.store.bulk_actions(kind, doc)
         except ValueError as exc:
-            return f"no usable timestamp: {exc}"
-        action = json.dumps({"index": {"_index": self.store.index_name(kind, day), "_id": doc_id}})
-        return _Doc(tp, rec.offset, kind, value, rec.key, action.encode(), doc_id)
+            return str(exc)
+        return [
+            _Doc(
+                tp,
+                rec.offset,
+                kind,
+                value,
+                rec.key,
+                json.dumps(action).encode(),
+                action["index"]["_id"],
+                latest=n > 0,
+            )
+            for n, action in enumerate(actions)
+        ]
 
     def _index(self, docs: list[_Doc], dead: list[tuple[Any, str]]) -> bool:
         """Bulk-write with retries; rejected documents join ``dead``. False: give up for now."""
@@ -225,10 +240,19 @@ class Indexer:
                 for d, item in zip(pending, resp["items"], strict=True):
                     result = item.get("index", {})
                     status = result.get("status", 500)
-                    if status < 300:
+                    if d.latest and status < 300:
+                        self.counters["latest_updated"] += 1
+                    elif d.latest and status == 409:
+                        self.counters["latest_older"] += 1  # a newer one is there already
+                    elif status < 300:
                         self.counters["indexed"] += 1
                     elif status == 429 or status >= 500:
                         retry.append(d)
+                    elif d.latest:
+                        # the history copy decides whether the document is a dead letter
+                        log.warning(
+                            "latest %s index refused %s: %s", d.kind, d.doc_id, result.get("error")
+                        )
                     else:
                         err = result.get("error", {})
                         reason = (
@@ -278,18 +302,6 @@ class _RecordView:
         self.key, self.value = d.key, d.raw
 
 
-def _dig(doc: dict[str, Any], dotted: str) -> Any:
-    """A nested value by dotted name (also accepts a flat dotted key)."""
-    if dotted in doc:
-        return doc[dotted]
-    node: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _dead_letter(rec: Any, reason: str) -> bytes:
     raw = rec.value or b""
     try:
@@ -320,7 +332,7 @@ def setup(cfg: PipelineConfig, store: EsStore | None = None) -> list[str]:
     )
     try:
         existing = set(admin.list_topics())
-        wanted = [cfg.topic(kind) for kind in KINDS] + [cfg.topic("deadletter")]
+        wanted = [cfg.topic(kind) for kind in kinds.names()] + [cfg.topic("deadletter")]
         new = [
             NewTopic(name=t, num_partitions=cfg.indexer.partitions, replication_factor=-1)
             for t in wanted

@@ -16,8 +16,8 @@ from typing import IO, Any
 
 import orjson
 
+from pipeline import kinds as doc_kinds
 from pipeline.docs import nest
-from pipeline.sinks import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,11 @@ class JsonlSink:
         append: bool = False,
         line_buffered: bool | None = None,
     ) -> None:
-        self.kinds = frozenset(kinds) if kinds is not None else frozenset(KINDS)
-        unknown = self.kinds - set(KINDS)
+        known = doc_kinds.names()
+        self.kinds = frozenset(kinds) if kinds is not None else frozenset(known)
+        unknown = self.kinds - set(known)
         if unknown:
-            raise ValueError(f"unknown document kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+            raise ValueError(f"unknown document kinds {sorted(unknown)}; known: {', '.join(known)}")
         self._owns_stream = False
         self.name: str
         if target is None or target == "-":
@@ -96,8 +97,7 @@ class JsonlSink:
 
     def write(self, kind: str, doc: dict) -> None:
         if kind not in self.kinds:
-            if kind not in KINDS:
-                raise ValueError(f"unknown document kind {kind!r}; known: {', '.join(KINDS)}")
+            doc_kinds.get(kind)  # an unknown kind is a programming error: raises
             self._counts["skipped"] += 1
             return
         if self._closed or self._broken:

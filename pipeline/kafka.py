@@ -1,4 +1,5 @@
-"""Kafka sink: documents to the topics ``<prefix>.alerts``, ``.events``, ``.assets``.
+"""Kafka sink: documents to their kind's topic (``<prefix>.alerts``, ``.events``... see
+``pipeline.kinds``).
 
 Messages are nested ECS JSON (``pipeline.docs.nest``), keyed by ``labels.site`` so a site's
 messages stay in one partition and in order; the producer uses ``acks=all``, idempotence
@@ -31,10 +32,10 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
+from pipeline import kinds
 from pipeline.config import PipelineConfig
 from pipeline.docs import nest
 from pipeline.jsonl import dumps
-from pipeline.sinks import KINDS
 from pipeline.spool import Spool, SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class KafkaSink:
         self.site = site
         self.stall_s = stall_s
         self.drain_batch = drain_batch
-        self.topics = {kind: cfg.topic(kind) for kind in KINDS}
+        self.topics = {kind: cfg.topic(kind) for kind in kinds.names()}
         self.spool = spool or Spool(cfg.spool.dir, cfg.spool.max_bytes, cfg.spool.segment_bytes)
         self._lock = threading.Lock()
         self._inflight: dict[int, tuple[str, bytes | None, bytes]] = {}
@@ -136,7 +137,9 @@ class KafkaSink:
 
     def write(self, kind: str, doc: dict) -> None:
         if kind not in self.topics:
-            raise ValueError(f"unknown document kind {kind!r} (expected one of {KINDS})")
+            raise ValueError(
+                f"unknown document kind {kind!r} (expected one of {tuple(self.topics)})"
+            )
         try:
             value = encode_doc(doc)
         except (TypeError, ValueError) as exc:
@@ -221,8 +224,7 @@ class KafkaSink:
             "inflight": len(self._inflight),
             "spool_pending": spool["pending"],
             "spool_bytes": spool["bytes"],
-            "spool_events_dropped": spool["events_dropped"],
-            "spool_assets_dropped": spool["assets_dropped"],
+            **{f"spool_{key}": value for key, value in spool.items() if key.endswith("_dropped")},
             "spool_alerts_refused": spool["alerts_refused"],
         }
 
@@ -311,9 +313,10 @@ class KafkaSink:
             self._failover(f"nothing acknowledged for {self.stall_s:.0f}s")
 
     def _drain_once(self) -> bool:
-        """Replay one batch per kind, alerts first; True when every record was delivered."""
+        """Replay one batch per kind, most important first (alerts); True when every record
+        was delivered."""
         assert self._producer is not None
-        for kind in ("alert", "asset", "event"):
+        for kind in self.topics:
             records = self.spool.read(kind, self.drain_batch)
             if not records:
                 continue

@@ -73,8 +73,19 @@ class QueryBackend(Protocol):
         self, flt: AlertFilter, field_name: str, size: int = 1000, kind: str = "event"
     ) -> list[tuple[str, float]]:
         """(value, newest ``@timestamp`` as epoch s) per value of ``field_name`` among documents
-        of ``kind`` ("event" or "alert") matching ``flt`` (ES: terms + max). Used for sensor
-        health: ``last_seen_by(flt, "observer.name")``."""
+        of ``kind`` matching ``flt`` (ES: terms + max)."""
+        ...
+
+    def latest(self, kind: str, flt: AlertFilter, size: int = 1000) -> list[dict]:
+        """The newest document of ``kind`` per value of the kind's ``latest_by`` field
+        (``pipeline.kinds``): a sensor's last heartbeat. Time and sites of ``flt`` apply."""
+        ...
+
+    def rollup_sums(
+        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+    ) -> list[tuple[tuple[str, ...], int, int, float]]:
+        """Traffic from rollups: (values of ``fields``, transactions, bytes, first interval
+        start) for the ``size`` busiest combinations in ``flt``'s time and sites."""
         ...
 
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]: ...

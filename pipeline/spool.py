@@ -1,7 +1,7 @@
 """A bounded on-disk queue for documents that could not be sent yet (Kafka unreachable).
 
-One FIFO per document kind (``alert``, ``event``, ``asset``), each a folder of numbered
-segment files. Kinds go to different topics, so order only matters within a kind, and a
+One FIFO per document kind (``pipeline.kinds``: ``alert``, ``event``, ``asset``...), each a
+folder of numbered segment files. Kinds go to different topics, so order only matters within a kind, and a
 per-kind queue lets the spool drop *events* without touching alerts.
 
 Record framing: ``<u32 length of key+value> <u32 crc32(key+value)> <u16 key length>`` then
@@ -12,8 +12,9 @@ Durability: an alert is fsync'd before ``append`` returns; events and assets are
 most ``sync_interval`` seconds later (and on roll, ``sync()`` and ``close()``), so a power
 cut can lose at most that much of them.
 
-Bound: when the segments on disk would exceed ``max_bytes``, the oldest event segments are
-deleted first, then the oldest asset segments; the records lost are counted. Alerts are
+Bound: when the segments on disk would exceed ``max_bytes``, the oldest segments of the least
+important kind are deleted first (events, then ... assets: ``kinds.eviction_order()``); the
+records lost are counted. Alerts are
 never dropped to make room; an alert that does not fit even then is refused (``append``
 returns False, counted in ``alerts_refused``), the only way to keep the disk bound.
 
@@ -43,11 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from pipeline import kinds
+
 log = logging.getLogger(__name__)
 
-KINDS = ("alert", "event", "asset")
-# Evicted first to last when the spool is full; alerts are never evicted.
-EVICTION_ORDER = ("event", "asset")
 HEADER = struct.Struct("<IIH")
 MAX_RECORD = 64 << 20  # larger lengths in a header mean corruption, not a record
 SEGMENT_SUFFIX = ".seg"
@@ -102,8 +102,7 @@ class Spool:
         self.counters: dict[str, int] = {
             "appended": 0,
             "acked": 0,
-            "events_dropped": 0,
-            "assets_dropped": 0,
+            **{f"{k.plural}_dropped": 0 for k in kinds.all_kinds() if k.evictable},
             "alerts_refused": 0,
             "corrupt": 0,
             "write_errors": 0,
@@ -125,7 +124,8 @@ class Spool:
                 f"spool folder {self.directory} is in use by another process: give each running "
                 "sensor its own (spool.dir, or ICSMON_SPOOL_DIR)"
             ) from None
-        self._queues = {kind: self._open_queue(kind) for kind in KINDS}
+        self._queues = {kind: self._open_queue(kind) for kind in kinds.names()}
+        self._eviction_order = kinds.eviction_order()
 
     # ---- opening and recovery -------------------------------------------------------
 
@@ -352,7 +352,7 @@ class Spool:
     def _make_room(self, need: int, kind: str) -> bool:
         while self.size_bytes() + need > self.max_bytes:
             victim = None
-            for evict_kind in EVICTION_ORDER:
+            for evict_kind in self._eviction_order:
                 if self._queues[evict_kind].segments:
                     victim = self._queues[evict_kind]
                     break
@@ -362,7 +362,7 @@ class Spool:
             lost = seg.records - (
                 victim.consumed_in_cursor_seg if victim.cursor_seq == seg.seq else 0
             )
-            self.counters[f"{victim.kind}s_dropped"] += lost
+            self.counters[f"{kinds.get(victim.kind).plural}_dropped"] += lost
             log.warning("spool full: dropped %d oldest %s records", lost, victim.kind)
             if victim.writer is not None and seg is victim.segments[-1]:
                 victim.writer.close()
@@ -450,9 +450,9 @@ class Spool:
     def pending(self, kind: str | None = None) -> int:
         """Records not yet acknowledged (of one kind, or all)."""
         with self._lock:
-            kinds = [kind] if kind else list(KINDS)
+            wanted = [kind] if kind else list(self._queues)
             total = 0
-            for k in kinds:
+            for k in wanted:
                 queue = self._queues[k]
                 total += sum(seg.records for seg in queue.segments)
                 total += sum(1 for w in self._waiting if w[0] == k)

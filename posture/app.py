@@ -306,6 +306,22 @@ def create_app(
         lo, hi = time_range(since, until, hours)
         return service.summary(sc, lo, hi, top=top)
 
+    @app.get(
+        "/api/traffic",
+        summary="Who talks to whom, operations mix and new talkers, from the sensors' rollups",
+    )
+    def traffic(
+        p: Who,
+        scope: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        hours: Annotated[float, Query(gt=0, le=9600)] = 24,
+        top: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> dict[str, Any]:
+        sc = scoped(p, scope)
+        lo, hi = time_range(since, until, hours)
+        return service.traffic(sc, lo, hi, top=top)
+
     @app.get("/api/sensors", summary="Registered sensors in scope: reporting or silent")
     def sensors(p: Who, scope: str | None = None) -> dict[str, Any]:
         return service.sensors(scoped(p, scope))

@@ -140,8 +140,14 @@ class AssessmentData:
             )
             info.sensors.extend(site.sensors)
             sensors.extend(site.sensors)
-        latest = getattr(self.backend, "latest_heartbeats", None)
-        signals = signals_from_heartbeats(latest(site_ids) if latest is not None else [])
+        # each sensor's newest heartbeat (Elasticsearch: the small latest-heartbeats index)
+        signals = signals_from_heartbeats(
+            self.backend.latest(
+                "heartbeat",
+                AlertFilter(since=now - STALE_AFTER_S, sites=site_ids),
+                size=len(sensors) + 100,
+            )
+        )
         if sensors:
             last = self.backend.last_seen_by(
                 AlertFilter(since=now - STALE_AFTER_S, until=now + 60, sites=site_ids),

@@ -451,44 +451,58 @@ def alert_plan(
             yield picks[j], start + span * (n + rng.random()) / n_alerts, rules[j], n
 
 
-def heartbeat_events(
+def heartbeats(
     registry: dict[str, Any],
     now: float,
     silent_every: int = 9,
     seed: int = 7,
+    quiet_every: int = 13,
 ) -> Iterator[dict[str, Any]]:
-    """A recent read event from every sensor (so it counts as reporting), except every
-    ``silent_every``-th sensor, whose last event is two hours old (silent)."""
+    """The newest heartbeat of every sensor (docs/schema.md, the shape ``sensor.heartbeat``
+    writes): recent, so the sensor counts as reporting; every ``silent_every``-th sensor's is
+    two hours old (silent), and every ``quiet_every``-th reporting sensor saw no traffic in
+    its last interval (connected, no traffic)."""
+    k = 0
     for i, site in enumerate(registry_sites(registry)):
         for j, sensor in enumerate(site["sensors"]):
+            k += 1
             silent = bool(silent_every) and (i + j) % silent_every == 4
             ts = now - (7200 if silent else 30 + (i % 50))
-            src, dst = _site_ips(i)
-            yield {
+            uptime = 86400.0 * (1 + i % 30)
+            packets = int(uptime * 120)
+            quiet = bool(quiet_every) and k % quiet_every == 0
+            doc = {
                 "@timestamp": iso(ts),
-                "event.kind": "event",
-                "event.category": ["network"],
-                "event.type": ["protocol", "access"],
-                "event.action": "read-holding-registers",
-                "event.dataset": "ics.modbus",
-                "event.outcome": "success",
+                "ecs.version": "8.17.0",
+                "event.kind": "state",
+                "event.category": ["host"],
+                "event.type": ["info"],
+                "event.dataset": "icsmon.heartbeat",
+                "event.action": "heartbeat",
+                "event.module": "icsmon",
                 "event.id": _id("hb", seed, sensor, int(ts)),
-                "network.transport": "tcp",
-                "network.type": "ipv4",
-                "network.protocol": "modbus",
-                "source.ip": src,
-                "source.port": 50200,
-                "destination.ip": dst,
-                "destination.port": 502,
                 "observer.name": sensor,
                 "observer.type": "sensor",
                 "observer.product": "icsmon",
-                "organization.id": site["enterprise"],
+                "observer.version": "0.1.0",
                 "labels.site": site["site"],
-                "ics.operation": "read",
-                "ics.function": "read_holding_registers",
-                "modbus.function_code": 3,
+                "organization.id": site["enterprise"],
+                "icsmon.sensor.packets": packets,
+                "icsmon.sensor.bytes": packets * 90,
+                "icsmon.sensor.pdus": packets // 2,
+                "icsmon.sensor.events": packets // 4,
+                "icsmon.sensor.alerts": i % 7,
+                "icsmon.sensor.anomalies": i % 3,
+                "icsmon.sensor.kernel_drops": 0,
+                "icsmon.sensor.flows": 40 + i % 20,
+                "icsmon.sensor.uptime_s": uptime,
+                "icsmon.sensor.traffic": 0 if quiet else 7200,
+                "icsmon.sensor.interval_s": 60.0,
+                "icsmon.sensor.started": iso(ts - uptime),
+                "icsmon.sensor.reason": "interval",
+                "icsmon.sensor.content_version": "",
             }
+            yield doc
 
 
 def assets(registry: dict[str, Any], now: float, seed: int = 7) -> Iterator[dict[str, Any]]:
@@ -603,10 +617,10 @@ def dataset(
     seed: int = 7,
 ) -> dict[str, list[dict[str, Any]]]:
     """All documents of a small demo province, by kind (for tests and the demo)."""
-    out: dict[str, list[dict[str, Any]]] = {"event": [], "alert": [], "asset": []}
+    out: dict[str, list[dict[str, Any]]] = {"event": [], "alert": [], "asset": [], "heartbeat": []}
     for kind, doc in generate(registry, n_alerts, now - days * 86400, now - 60, seed=seed):
         out[kind].append(doc)
-    out["event"].extend(heartbeat_events(registry, now, seed=seed))
+    out["heartbeat"].extend(heartbeats(registry, now, seed=seed))
     out["asset"].extend(assets(registry, now, seed=seed))
     out["finding"] = list(findings(registry, now))
     return out
@@ -726,18 +740,23 @@ def es_bulk(es_store: Any, items: list[tuple[str, dict[str, Any]]], refresh: boo
     ``_id`` = event.id, or asset.id for assets); returns how many were indexed. Raises on any
     rejected document: load data must be clean."""
     from pipeline.docs import nest
-    from pipeline.es import KIND_TIME_FIELD, day_of
 
     ops: list[dict[str, Any]] = []
     for kind, doc in items:
-        doc_id = doc["asset.id"] if kind == "asset" else doc["event.id"]
-        day = day_of(doc.get(KIND_TIME_FIELD[kind]) or doc.get("@timestamp"))
-        ops.append({"index": {"_index": es_store.index_name(kind, day), "_id": doc_id}})
-        ops.append(nest(doc))
+        nested = nest(doc)
+        for action in es_store.bulk_actions(kind, doc):
+            ops.append(action)
+            ops.append(nested)
     if not ops:
         return 0
     resp = es_store.client.bulk(operations=ops, refresh="wait_for" if refresh else False)
     if resp["errors"]:
-        bad = next(i["index"] for i in resp["items"] if i["index"].get("status", 500) >= 300)
-        raise RuntimeError(f"Elasticsearch rejected a document: {bad.get('error')}")
-    return len(ops) // 2
+        # 409 is a latest index keeping a newer document: as intended
+        bad = [
+            i["index"]
+            for i in resp["items"]
+            if i["index"].get("status", 500) >= 300 and i["index"].get("status") != 409
+        ]
+        if bad:
+            raise RuntimeError(f"Elasticsearch rejected a document: {bad[0].get('error')}")
+    return len(items)

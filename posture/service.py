@@ -29,8 +29,9 @@ from posture.scoring import (
 )
 from posture.state import OrgIndex, PostureState, epoch_of
 
-# How far back sensor health looks for a sensor's newest event: the query's cost grows with
-# the events in this window. A sensor silent for longer shows as "no data in 24 h".
+# How far back sensor health looks for a sensor's newest heartbeat (Elasticsearch keeps the
+# newest per sensor in one small index; the embedded store groups its heartbeats in this
+# window). A sensor silent for longer shows as "no heartbeat in 24 h".
 SENSOR_LOOKBACK_S = 86400
 # Shared by all requests; tasks never wait on other tasks, so it cannot deadlock.
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="posture-query")
@@ -114,40 +115,117 @@ class PostureService:
         return pressures, open_bands
 
     def sensors(self, scope: Scope, now: float | None = None) -> dict[str, Any]:
-        """Registered sensors in scope with their newest event; silent ones listed first."""
+        """Registered sensors in scope with their newest heartbeat; silent ones listed first.
+
+        States: ``reporting``; ``no-traffic`` (heartbeats come, but its last interval saw no
+        packet: the mirror port or the plant is quiet); ``stopped`` (its last heartbeat was a
+        clean stop); ``silent`` (no heartbeat for ``silent_after_s``: down or cut off).
+        ``stopped`` and ``silent`` sensors count as silent in the score: nothing is watched.
+        """
         now = time.time() if now is None else now
         org = self.state.org()
         site_ids = scope.sites if scope.sites is not None else tuple(org.sites)
         registered = [(name, sid) for sid in site_ids for name in org.sites[sid].sensors]
         flt = self.alert_filter(scope, since=now - SENSOR_LOOKBACK_S)
-        last = dict(
-            self.backend.last_seen_by(
-                flt, "observer.name", size=len(registered) + 100, kind="event"
-            )
-        )
+        latest = {
+            str(doc.get("observer.name")): doc
+            for doc in self.backend.latest("heartbeat", flt, size=len(registered) + 100)
+        }
         rows = []
         for name, sid in registered:
-            seen = last.get(name)
-            silent = seen is None or now - seen > self.silent_after_s
+            beat = latest.get(name)
+            seen = epoch_of(beat.get("@timestamp")) if beat else None
+            if seen is None or now - seen > self.silent_after_s:
+                state = "silent"
+            elif beat is not None and beat.get("icsmon.sensor.reason") == "stop":
+                state = "stopped"
+            elif beat is not None and beat.get("icsmon.sensor.traffic") == 0:
+                state = "no-traffic"
+            else:
+                state = "reporting"
             info = org.sites[sid]
-            rows.append(
-                {
-                    "name": name,
-                    "site": sid,
-                    "enterprise": info.enterprise_id,
-                    "city": info.city_id,
-                    "last_seen": seen,
-                    "silent": silent,
-                }
-            )
+            row: dict[str, Any] = {
+                "name": name,
+                "site": sid,
+                "enterprise": info.enterprise_id,
+                "city": info.city_id,
+                "last_seen": seen,
+                "silent": state in ("silent", "stopped"),
+                "state": state,
+            }
+            if beat is not None:
+                row.update(
+                    {
+                        key: beat.get(f"icsmon.sensor.{key}")
+                        for key in (
+                            "traffic",
+                            "packets",
+                            "kernel_drops",
+                            "anomalies",
+                            "uptime_s",
+                            "content_version",
+                        )
+                    }
+                )
+                row["version"] = beat.get("observer.version")
+            rows.append(row)
         rows.sort(key=lambda r: (not r["silent"], r["last_seen"] or 0, r["name"]))
         silent_n = sum(1 for r in rows if r["silent"])
         return {
             "total": len(rows),
             "reporting": len(rows) - silent_n,
             "silent": silent_n,
+            "no_traffic": sum(1 for r in rows if r["state"] == "no-traffic"),
             "silent_after_s": self.silent_after_s,
             "sensors": rows,
+        }
+
+    # -- traffic (rollups) -------------------------------------------------------------------
+
+    def traffic(
+        self, scope: Scope, since: float, until: float, top: int = 20, history_days: float = 7.0
+    ) -> dict[str, Any]:
+        """Who talks to whom, the operations mix and new talkers, from rollups (never events):
+        a new talker is a (client, server, protocol) with traffic in the range and none in
+        the ``history_days`` before it."""
+        flt = self.alert_filter(scope, since=since, until=until)
+        b = self.backend
+        calls: dict[str, Callable[[], Any]] = {
+            "pairs": lambda: b.rollup_sums(
+                flt, ("source.ip", "destination.ip", "network.protocol"), size=max(top, 500)
+            ),
+            "operations": lambda: b.rollup_sums(flt, ("ics.operation",), size=20),
+            "protocols": lambda: b.rollup_sums(flt, ("network.protocol",), size=20),
+            "before": lambda: b.rollup_sums(
+                self.alert_filter(scope, since=since - history_days * 86400, until=since),
+                ("source.ip", "destination.ip", "network.protocol"),
+                size=100_000,
+            ),
+        }
+        futures = {name: _POOL.submit(fn) for name, fn in calls.items()}
+        got = {name: f.result() for name, f in futures.items()}
+        known = {key for key, *_ in got["before"]}
+        pairs = got["pairs"]
+        return {
+            "range": {"since": since, "until": until},
+            "talkers": [
+                {"client": k[0], "server": k[1], "protocol": k[2], "transactions": n, "bytes": nb}
+                for k, n, nb, _ in pairs[:top]
+            ],
+            "operations": [[k[0], n] for k, n, _, _ in got["operations"]],
+            "protocols": [[k[0], n] for k, n, _, _ in got["protocols"]],
+            "new_talkers": [
+                {
+                    "client": k[0],
+                    "server": k[1],
+                    "protocol": k[2],
+                    "transactions": n,
+                    "first_seen": first,
+                }
+                for k, n, _, first in sorted(pairs, key=lambda r: -r[3])
+                if k not in known
+            ][:top],
+            "history_days": history_days,
         }
 
     # -- summary ---------------------------------------------------------------------------

@@ -135,6 +135,11 @@ class Engine:
         self._next_sweep = 0.0
         self._anomaly_n = 0
         self._out: list[dict] = []
+        # sees every batch of frames before it is decoded (the packet ring: sensor.evidence)
+        self.tap: Any = None
+        # capture time of the first and of the newest frame (0.0 before any): a replay's clock
+        self.first_ts = 0.0
+        self.last_ts = 0.0
         self._packets = 0  # hot counters live outside the dict: see ``stats``
         self._bytes = 0
         self._segments = 0
@@ -256,6 +261,8 @@ class Engine:
         ACK on a known flow, inlined here (no call per frame). Everything else takes the
         general path (``_slow`` / ``_tcp``). The locals are typed so that the compiled build
         (setup.py) keeps them as machine integers and calls dict and bytes operations directly."""
+        if self.tap is not None and frames:
+            self.tap(frames)
         flows = self.flows
         nbytes = 0
         fast = 0  # segments handled here (the general path counts its own)
@@ -336,6 +343,10 @@ class Engine:
                     0,
                 )
         finally:
+            if frames:
+                if not self.first_ts:
+                    self.first_ts = frames[0][0]
+                self.last_ts = frames[-1][0]
             self._packets += len(frames)
             self._bytes += nbytes
             self._segments += fast
@@ -905,11 +916,18 @@ class Engine:
         assets = self.assets
         n = flow.events
         ts: float
+        # the flow's payload bytes since its previous event, in both directions: what this
+        # transaction moved (the rollups' bytes); a second record of the same call gets 0
+        total: int = flow.to_server.bytes + flow.to_client.bytes
+        unreported: int = total - flow.reported
+        flow.reported = total
         for rec in records:
             # base fields first, the record's after (the schema's order); copying the base
             # clones its hash table in one go, cheaper than inserting its keys one by one
             ev = base.copy()
             ev.update(rec)
+            ev["network.bytes"] = unreported
+            unreported = 0
             if "ts" in rec:
                 ts = rec["ts"]
                 del ev["ts"]

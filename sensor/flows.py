@@ -101,6 +101,7 @@ class Flow:
         "keys",
         "closed",
         "asset_due",
+        "reported",
         "transport",
     )
 
@@ -123,6 +124,7 @@ class Flow:
         self.uid = ""
         self.closed = False
         self.asset_due = 0.0  # capture time of the next asset observation of this flow
+        self.reported = 0  # payload bytes already counted in an event's network.bytes
         self.cmac: bytes | None = None
         self.smac: bytes | None = None
         self.transport: int = TCP  # IP protocol number: TCP or UDP

@@ -51,7 +51,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sensor import capture
 
@@ -98,6 +98,7 @@ DRAIN_LIMIT = 1_000_000  # packets read after stop(): what was queued, not a liv
 RING_BLOCK = 1 << 20  # bytes per ring block
 RING_FRAME = 2048  # nominal frame size the kernel wants to hear of (V3 packs frames tightly)
 RING_RETIRE_MS = 50  # the kernel hands over a partly filled block after this long
+TICK_S = 1.0  # how often on_tick is called
 # struct tpacket_block_desc: block_status, num_pkts, offset_to_first_pkt (at byte 8)
 _BLOCK = struct.Struct("=III")
 # struct tpacket3_hdr: next_offset, sec, nsec, snaplen, len, status, mac, net, rxhash,
@@ -250,6 +251,7 @@ class LiveSource:
         rcvbuf: int = DEFAULT_RCVBUF,
         ring: bool = True,
         user: str | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         if snaplen < 64:
             raise CaptureError(f"snaplen {snaplen} is too small (at least 64 bytes)")
@@ -270,6 +272,10 @@ class LiveSource:
         self._ring: mmap.mmap | None = None
         self._ring_blocks = 0
         self._ring_block_size = 0
+        # Called from the receive loop about every TICK_S, traffic or not (heartbeats, the
+        # detectors that watch for silence): in the reading thread, between frames.
+        self.on_tick = on_tick
+        self._next_tick = 0.0
 
         if iface == "any":
             self._ifindex = 0
@@ -467,6 +473,7 @@ class LiveSource:
                 for fd, revents in poller.poll(1000):
                     if fd == sock_fd and revents & select.POLLERR:
                         self._link_error(None)
+                self._tick()
                 continue
             if self._stopping:
                 blocks_after_stop += 1
@@ -508,6 +515,7 @@ class LiveSource:
             # Hand the block back; a zero packet count marks it as not being filled (above).
             ring[base + 8 : base + 16] = released
             block = block + 1 if block + 1 < nblocks else 0
+            self._tick()
 
     def _recv_frames(self) -> Iterator[Frame]:
         sock = self._sock
@@ -534,10 +542,12 @@ class LiveSource:
             except BlockingIOError:
                 if self._stopping:
                     return
+                self._tick()
                 try:
                     poller.poll(1000)
                 except InterruptedError:  # pragma: no cover - PEP 475 retries
                     pass
+                self._tick()
                 continue
             except OSError as exc:
                 if self._stopping:
@@ -582,7 +592,18 @@ class LiveSource:
                 data = bytes(view[:size])
             self._packets += 1
             self._bytes += len(data)
+            if not self._packets & 0x3FF:  # a busy port never waits in poll()
+                self._tick()
             yield ts, linktype, data
+
+    def _tick(self) -> None:
+        callback = self.on_tick
+        if callback is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + TICK_S
+            callback()
 
     def _link_error(self, code: int | None) -> None:
         """The kernel reported an error on the socket (the link went down, or away).

@@ -37,6 +37,10 @@ ENVELOPE: dict[str, Field] = {
         "modbus, s7comm, s7comm-plus, opcua, dnp3, iec104, enip (EtherNet/IP with CIP)"
     ),
     "network.community_id": keyword("Community ID v1 of the flow"),
+    "network.bytes": long(
+        "Payload bytes (TCP or UDP) of the flow, both directions, since its previous event: what this "
+        "transaction moved (the rollups' bytes)"
+    ),
     "source.ip": Field(
         FieldType.IP, "the client (master, HMI, engineering station, controlling station)"
     ),

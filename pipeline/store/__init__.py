@@ -10,8 +10,12 @@ posture view read from it), possibly at the same time from different processes.
 - ``queries``: filters, pages and aggregations in SQL.
 
 Retention: ``max_events`` keeps the newest N events (oldest by ``@timestamp`` pruned after each
-batch). Alerts and assets are never pruned: they are the record an analyst works from.
-``None`` (the default) keeps everything. One ``Store`` may be shared by threads.
+batch); ``max_age_s`` removes events, rollups and heartbeats older than that behind the newest
+event, and ``max_bytes`` the oldest of them while the file uses more (``used_bytes``: SQLite
+reuses freed pages before the file grows, so the file stays about that size); each removal is
+counted in ``stats()`` (``events_pruned_age``, ``events_pruned_size``, ...). Alerts, assets
+and findings are never pruned: they are the record an analyst works from. ``None`` (the
+default) keeps everything. One ``Store`` may be shared by threads.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class Store(StoreWriter, StoreQueries):
         max_pending: int = 100_000,
         busy_timeout: float = 10.0,
         background_flush: bool = True,
+        max_bytes: int | None = None,
+        max_age_s: float | None = None,
     ) -> None:
         self.path = resolve_store_path(path)
         self.readonly = readonly
@@ -82,7 +88,14 @@ class Store(StoreWriter, StoreQueries):
         self._init_readers(busy_timeout)
         conn = connect(self.path, readonly, busy_timeout)
         self._init_writer(
-            conn, batch_size, flush_interval, max_events, max_pending, background_flush
+            conn,
+            batch_size,
+            flush_interval,
+            max_events,
+            max_pending,
+            background_flush,
+            max_bytes=max_bytes,
+            max_age_s=max_age_s,
         )
 
     @classmethod

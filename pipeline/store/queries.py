@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pipeline import kinds
 from pipeline.jsonl import dumps
 from pipeline.query import AlertFilter, AssetFilter
 from pipeline.store.schema import TABLES, connect_reader, describe, store_error
@@ -51,6 +52,29 @@ _ALERT_LISTS = TABLES["alert"].lists
 
 def _key(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
+
+
+# Kinds kept whole by id with a time, site and sensor (heartbeats, rollups): time and sites
+# of an AlertFilter apply to them.
+_TIMED = ("heartbeat", "rollup")
+
+
+def _timed_where(flt: AlertFilter, table: str) -> tuple[str, list[Any]]:
+    conds: list[str] = []
+    params: list[Any] = []
+    if flt.since is not None:
+        conds.append(f"{table}.ts >= ?")
+        params.append(flt.since)
+    if flt.until is not None:
+        conds.append(f"{table}.ts < ?")
+        params.append(flt.until)
+    if flt.sites:
+        conds.append(f"{table}.site IN ({','.join('?' * len(flt.sites))})")
+        params.extend(flt.sites)
+    if flt.ids:
+        conds.append(f"{table}.id IN (SELECT value FROM json_each(?))")
+        params.append(dumps(list(flt.ids)).decode())
+    return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
 
 def _and_not_null(where: str, expr: str) -> str:
@@ -189,7 +213,7 @@ class StoreQueries:
                 f"{alias}.{column}",
                 [],
             )
-        docs = spec.docs
+        docs = spec.docs or table  # documents kept in the row: the table joined to itself
         return (
             f" JOIN {docs} {alias}_doc ON {alias}_doc.rowid = {table}.rowid, "
             f"json_each({alias}_doc.doc, ?) AS {alias}",
@@ -323,12 +347,14 @@ class StoreQueries:
         self, flt: AlertFilter, field_name: str, size: int = 1000, kind: str = "event"
     ) -> list[tuple[str, float]]:
         """(value, newest @timestamp) per value of ``field_name`` among ``kind`` documents
-        matching ``flt``, newest first (sensor health: ``last_seen_by(flt, "observer.name")``)."""
-        if kind not in ("event", "alert"):
-            raise ValueError(f"kind must be 'event' or 'alert', not {kind!r}")
-        table = kind + "s"
+        matching ``flt``, newest first."""
+        if kind not in ("event", "alert") and kind not in _TIMED:
+            raise ValueError(f"no last-seen query on {kind!r} documents")
+        table = TABLES[kind].name
         extra, expr, fparams = self._field_source(table, field_name)
-        where, params = self._where(flt, table)
+        where, params = (
+            self._where(flt, table) if kind in ("event", "alert") else _timed_where(flt, table)
+        )
         where = _and_not_null(_and_not_null(where, expr), f"{table}.ts")
         sql = (
             f"SELECT {expr} AS v, max({table}.ts) AS last FROM {table}{extra}{where} "
@@ -337,6 +363,55 @@ class StoreQueries:
         with self._reading() as conn:
             rows = conn.execute(sql, [*fparams, *params, size]).fetchall()
         return [(_key(v), float(last)) for v, last in rows]
+
+    def latest(self, kind: str, flt: AlertFilter, size: int = 1000) -> list[dict]:
+        """The newest document of ``kind`` per value of its ``latest_by`` field
+        (``pipeline.kinds``: a sensor's last heartbeat) among those matching ``flt`` (time
+        and sites), newest first."""
+        key = kinds.get(kind).latest_by
+        if key is None or kind not in _TIMED:
+            raise ValueError(f"document kind {kind!r} keeps no latest document")
+        table = TABLES[kind].name
+        column = TABLES[kind].columns[key]
+        where, params = _timed_where(flt, table)
+        where = _and_not_null(where, f"{table}.{column}")
+        # max() with a bare column: SQLite takes that column from the row holding the max
+        sql = (
+            f"SELECT {table}.doc, max({table}.ts) AS last FROM {table}{where} "
+            f"GROUP BY {table}.{column} ORDER BY last DESC LIMIT ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [*params, size]).fetchall()
+        return [orjson.loads(row[0]) for row in rows]
+
+    def rollup_sums(
+        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+    ) -> list[tuple[tuple[str, ...], int, int, float]]:
+        """Traffic from rollups: per value of ``fields`` (each a column of the rollups table:
+        source.ip, destination.ip, network.protocol, ics.operation, ics.function...), the
+        transactions and bytes in ``flt``'s time and sites, and the first interval start;
+        the ``size`` busiest, busiest first."""
+        spec = TABLES["rollup"]
+        cols = [f"rollups.{spec.columns[f]}" for f in fields]
+        where, params = _timed_where(flt, "rollups")
+        group = ", ".join(cols)
+        sql = (
+            f"SELECT {group}, sum(rollups.transactions) AS n, "
+            "sum(coalesce(json_extract(rollups.doc, '$.\"network.bytes\"'), 0)), min(rollups.ts) "
+            f"FROM rollups{where} GROUP BY {group} ORDER BY n DESC LIMIT ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [*params, size]).fetchall()
+        k = len(fields)
+        return [
+            (
+                tuple(_key(v) for v in row[:k]),
+                int(row[k] or 0),
+                int(row[k + 1] or 0),
+                float(row[k + 2]),
+            )
+            for row in rows
+        ]
 
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]:
         """(total matching, one page of assets by site then IP)."""

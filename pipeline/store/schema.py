@@ -29,7 +29,7 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x49434D53  # "ICMS": tells an icsmon store from any other SQLite file
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 STORE_ENV = "ICSMON_STORE"
 
 CACHE_KIB = 32 * 1024  # SQLite page cache of the writing connection
@@ -99,11 +99,33 @@ TABLES = {
             "finding.severity": "severity",
         },
     ),
+    "heartbeat": Table(
+        "heartbeat",
+        "heartbeats",
+        None,
+        {"labels.site": "site", "observer.name": "observer", "organization.id": "org"},
+    ),
+    "rollup": Table(
+        "rollup",
+        "rollups",
+        None,
+        {
+            "labels.site": "site",
+            "observer.name": "observer",
+            "organization.id": "org",
+            "source.ip": "client",
+            "destination.ip": "server",
+            "network.protocol": "protocol",
+            "ics.operation": "operation",
+            "ics.function": "function",
+        },
+    ),
 }
 
 # The latest schema, for new stores; older stores are upgraded by MIGRATIONS (a test checks
 # that both give the same tables, columns and indexes).
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE events (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -186,6 +208,38 @@ CREATE TABLE findings (
 CREATE INDEX findings_site ON findings(site, last_seen);
 CREATE INDEX findings_asset ON findings(asset_id);
 """
+    + """
+CREATE TABLE heartbeats (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL,
+    site TEXT,
+    observer TEXT,
+    org TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX heartbeats_ts ON heartbeats(ts);
+CREATE INDEX heartbeats_observer_ts ON heartbeats(observer, ts);
+
+CREATE TABLE rollups (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL,
+    site TEXT,
+    observer TEXT,
+    org TEXT,
+    client TEXT,
+    server TEXT,
+    protocol TEXT,
+    operation TEXT,
+    function TEXT,
+    transactions INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX rollups_ts ON rollups(ts);
+CREATE INDEX rollups_site_ts ON rollups(site, ts);
+"""
+)
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
@@ -247,12 +301,21 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
+    """Version 6 keeps the sensor's heartbeats and its rollups (docs/schema.md)."""
+    tail = _SCHEMA[_SCHEMA.index("CREATE TABLE heartbeats") :]
+    for statement in tail.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # MIGRATIONS[n] upgrades a version-n store to version n + 1, inside one transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
     4: _migrate_4_to_5,
+    5: _migrate_5_to_6,
 }
 
 

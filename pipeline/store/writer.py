@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from pipeline import kinds
 from pipeline.assets import as_list, merge_asset, union
 from pipeline.findings import merge_finding
 from pipeline.jsonl import dumps
@@ -270,11 +271,95 @@ def upsert_findings(conn: sqlite3.Connection, findings: list[dict], counts: Coun
         counts["findings"] += 1
 
 
+def insert_heartbeats(conn: sqlite3.Connection, docs: list[dict], counts: Counts) -> None:
+    """New heartbeats only, by ``event.id`` (a re-sent one is the same document)."""
+    _insert_new(
+        conn,
+        "heartbeats",
+        ("site", "observer", "org"),
+        [
+            (
+                text(d.get("labels.site")),
+                text(d.get("observer.name")),
+                text(d.get("organization.id")),
+            )
+            for d in docs
+        ],
+        docs,
+        counts,
+    )
+
+
+def insert_rollups(conn: sqlite3.Connection, docs: list[dict], counts: Counts) -> None:
+    """New rollups only, by ``event.id`` (site, series, interval start: a re-send is the same)."""
+    _insert_new(
+        conn,
+        "rollups",
+        (
+            "site",
+            "observer",
+            "org",
+            "client",
+            "server",
+            "protocol",
+            "operation",
+            "function",
+            "transactions",
+        ),
+        [
+            (
+                text(d.get("labels.site")),
+                text(d.get("observer.name")),
+                text(d.get("organization.id")),
+                text(d.get("source.ip")),
+                text(d.get("destination.ip")),
+                text(d.get("network.protocol")),
+                text(d.get("ics.operation")),
+                text(d.get("ics.function")),
+                int_or_none(d.get("icsmon.rollup.transactions")),
+            )
+            for d in docs
+        ],
+        docs,
+        counts,
+    )
+
+
+def _insert_new(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    values: list[tuple],
+    docs: list[dict],
+    counts: Counts,
+) -> None:
+    """Rows of a kind kept whole by id (``INSERT OR IGNORE``): id, time, columns, document."""
+    names = ", ".join(("id", "ts", *columns, "doc"))
+    marks = ", ".join("?" * (len(columns) + 3))
+    rows = [
+        (doc_id(d), to_epoch(d.get("@timestamp")), *v, dumps(d).decode())
+        for d, v in zip(docs, values, strict=True)
+    ]
+    before = conn.total_changes
+    conn.executemany(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})", rows)
+    added = conn.total_changes - before
+    counts[table] = counts.get(table, 0) + added
+    counts["duplicates"] += len(rows) - added
+
+
+# Retention (``max_age_s``, ``max_bytes``) removes these, in this order; never alerts,
+# assets or findings.
+AGED = ("events", "rollups", "heartbeats")
+_DOCS = {"events": "event_docs"}
+RETENTION_EVERY_S = 5.0  # how often a busy writer checks age and size
+
 WRITERS: dict[str, Callable[[sqlite3.Connection, list[dict], Counts], None]] = {
     "event": insert_events,
     "alert": upsert_alerts,
     "asset": upsert_assets,
     "finding": upsert_findings,
+    "heartbeat": insert_heartbeats,
+    "rollup": insert_rollups,
 }
 
 
@@ -327,8 +412,13 @@ class StoreWriter:
         max_events: int | None,
         max_pending: int,
         background_flush: bool,
+        max_bytes: int | None = None,
+        max_age_s: float | None = None,
     ) -> None:
         self._conn = conn
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._next_retention = 0.0
         self.batch_size = max(1, batch_size)
         self.flush_interval = flush_interval
         self.max_events = max_events
@@ -342,8 +432,11 @@ class StoreWriter:
             "alerts_merged": 0,
             "assets": 0,
             "findings": 0,
+            "heartbeats": 0,
+            "rollups": 0,
             "duplicates": 0,
             "pruned": 0,
+            **{f"{t}_pruned_{why}": 0 for t in AGED for why in ("age", "size")},
             "dropped": 0,
             "rejected": 0,
             "errors": 0,
@@ -368,7 +461,9 @@ class StoreWriter:
 
     def write(self, kind: str, doc: dict) -> None:
         if kind not in WRITERS:
-            raise ValueError(f"unknown document kind {kind!r}; known: {', '.join(WRITERS)}")
+            if not kinds.get(kind).stored:  # raises for an unknown kind
+                return  # a kind the sensor ships but does not keep
+            raise ValueError(f"no store table for document kind {kind!r}")
         if self.readonly:
             raise self._error("opened read-only, cannot write")
         with self._lock:
@@ -427,12 +522,15 @@ class StoreWriter:
                     )
                     self._failing = 0
             self._counts["batches"] += 1
-            if self.max_events is not None:
-                try:
+            try:
+                if self.max_events is not None:
                     self._prune()
-                except sqlite3.Error as exc:
-                    self._counts["errors"] += 1
-                    log.error("%s: cannot prune old events: %s", self.path, exc)
+                if (self.max_bytes or self.max_age_s) and time.monotonic() >= self._next_retention:
+                    self._next_retention = time.monotonic() + RETENTION_EVERY_S
+                    self._retain()
+            except sqlite3.Error as exc:
+                self._counts["errors"] += 1
+                log.error("%s: cannot prune old events: %s", self.path, exc)
 
     def _write_one_by_one(self, batch: list[tuple[str, dict]], first: Exception) -> None:
         """A batch failed for something other than a busy or full disk: write its documents
@@ -485,11 +583,13 @@ class StoreWriter:
                 self.flush()
 
     def _shed(self) -> None:
-        """Over ``max_pending``: drop the oldest events first, then assets, alerts last."""
+        """Over ``max_pending``: drop the oldest of the least important kind first (events),
+        alerts last (``pipeline.kinds``)."""
         excess = len(self._pending) - self.max_pending
         if excess <= 0:
             return
-        for victim in ("event", "asset", "alert"):
+        order = kinds.eviction_order()
+        for victim in (*order, *(k for k in kinds.names() if k not in order)):
             if excess <= 0:
                 break
             kept: list[tuple[str, dict]] = []
@@ -523,6 +623,8 @@ class StoreWriter:
                 "alerts_merged": 0,
                 "assets": 0,
                 "findings": 0,
+                "heartbeats": 0,
+                "rollups": 0,
                 "duplicates": 0,
                 "rejected": 0,
             }
@@ -539,6 +641,81 @@ class StoreWriter:
         self._counts["written"] += len(batch)
         if self._event_count is not None:
             self._event_count += counts["events"]
+
+    def _delete_oldest(self, table: str, docs: str | None, where: str, params: list) -> int:
+        """Delete rows of ``table`` (and their documents) chosen by ``where``; how many."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if docs is not None:
+                conn.execute(
+                    f"DELETE FROM {docs} WHERE rowid IN (SELECT rowid FROM {table} {where})",
+                    params,
+                )
+            cur = conn.execute(
+                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} {where})", params
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if table == "events" and self._event_count is not None:
+            self._event_count -= cur.rowcount
+        return cur.rowcount
+
+    def used_bytes(self) -> int:
+        """Bytes of the file in use (freed pages are reused before the file grows)."""
+        conn = self._conn
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
+
+    def retain(self) -> None:
+        """Apply ``max_age_s`` and ``max_bytes`` now (a busy writer does every few seconds)."""
+        self.flush()
+        with self._lock:
+            if not self.readonly and not self._closed:
+                self._retain()
+
+    def _retain(self) -> None:
+        """Age, then size: events, rollups and heartbeats older than ``max_age_s`` behind the
+        newest event go; then, while the file's used bytes exceed ``max_bytes``, the oldest
+        events (then rollups, then heartbeats) in slices. Alerts, assets and findings stay:
+        they are the record an analyst works from, and small."""
+        conn = self._conn
+        if self.max_age_s:
+            newest = conn.execute("SELECT max(ts) FROM events").fetchone()[0]
+            for table in AGED:
+                last = conn.execute(f"SELECT max(ts) FROM {table}").fetchone()[0]
+                clock = max(x for x in (newest, last, 0.0) if x is not None)
+                if not clock:
+                    continue
+                n = self._delete_oldest(
+                    table, _DOCS.get(table), "WHERE ts < ?", [clock - self.max_age_s]
+                )
+                self._counts[f"{table}_pruned_age"] += n
+        if not self.max_bytes:
+            return
+        for table in AGED:
+            rounds = 0
+            while self.used_bytes() > self.max_bytes and rounds < 64:
+                rounds += 1
+                rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                if not rows:
+                    break
+                # a slice of the oldest: about the excess, at least 1 % of the table
+                excess = self.used_bytes() - self.max_bytes
+                per_row = max(1, self.used_bytes() // max(1, rows))
+                n = min(rows, max(rows // 100, excess // per_row + 1))
+                deleted = self._delete_oldest(
+                    table, _DOCS.get(table), "ORDER BY ts, rowid LIMIT ?", [n]
+                )
+                self._counts[f"{table}_pruned_size"] += deleted
+                if not deleted:
+                    break
+            if self.used_bytes() <= self.max_bytes:
+                break
 
     def _prune(self) -> None:
         """Keep the newest ``max_events`` events (by @timestamp); alerts are never pruned."""

@@ -185,7 +185,8 @@ function renderOverview() {
     kpi(t("kpi.assets"), s.assets.seen.toLocaleString()),
     kpi(t("kpi.assets_new"), s.assets.new.toLocaleString(), s.assets.new ? "warn" : ""),
     kpi(t("kpi.sensors"), `${s.sensors.reporting} / ${s.sensors.total}`),
-    kpi(t("kpi.silent"), String(s.sensors.silent), s.sensors.silent ? "crit" : ""));
+    kpi(t("kpi.silent"), String(s.sensors.silent), s.sensors.silent ? "crit" : ""),
+    kpi(t("kpi.no_traffic"), String(s.sensors.no_traffic || 0), s.sensors.no_traffic ? "warn" : ""));
 
   // Tiles: the next level down, coloured by score.
   const kind = s.children[0]?.kind || (s.scope.kind === "province" ? "city" : s.scope.kind === "site" ? "site" : "enterprise");
@@ -236,10 +237,31 @@ function renderOverview() {
 
   const silent = s.sensors.silent_list;
   document.getElementById("silent").replaceChildren(
-    head(t("sensor"), t("col.site"), t("col.last_seen")),
+    head(t("sensor"), t("col.site"), t("col.state"), t("col.last_seen")),
     el("tbody", {}, silent.length ? silent.map((r) => el("tr", {},
-      el("td", {}, r.name), el("td", {}, nameOf("site", r.site)), el("td", { class: "crit-text" }, fmtTime(r.last_seen))))
-      : [el("tr", {}, el("td", { colspan: 3, class: "muted" }, t("none")))]));
+      el("td", {}, r.name), el("td", {}, nameOf("site", r.site)), el("td", {}, t(`sensor.state.${r.state || "silent"}`)),
+      el("td", { class: "crit-text" }, fmtTime(r.last_seen))))
+      : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, t("none")))]));
+}
+
+// Traffic from the sensors' rollups (never raw events): who talks to whom, operations, new talkers.
+function renderTraffic(tr) {
+  const head = (...cols) => el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c))));
+  const none = (n) => [el("tr", {}, el("td", { colspan: n, class: "muted" }, t("none")))];
+  const total = tr.operations.reduce((a, [, n]) => a + n, 0) || 1;
+  document.getElementById("operations").textContent = tr.operations.length
+    ? `${t("traffic.operations")}: ` + tr.operations.map(([k, n]) => `${k || "—"} ${Math.round((100 * n) / total)}%`).join(" · ")
+    : "";
+  document.getElementById("talkers").replaceChildren(
+    head(t("col.client"), t("col.server"), t("col.protocol"), t("col.transactions")),
+    el("tbody", {}, tr.talkers.length ? tr.talkers.map((r) => el("tr", {},
+      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, r.protocol),
+      el("td", { class: "num" }, r.transactions.toLocaleString()))) : none(4)));
+  document.getElementById("new-talkers").replaceChildren(
+    head(t("col.client"), t("col.server"), t("col.protocol"), t("col.first_seen")),
+    el("tbody", {}, tr.new_talkers.length ? tr.new_talkers.map((r) => el("tr", {},
+      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, r.protocol),
+      el("td", {}, fmtTime(r.first_seen)))) : none(4)));
 }
 
 function renderAlerts(page) {
@@ -370,10 +392,12 @@ async function refreshNow() {
       document.getElementById("alert-view").hidden = true;
       document.getElementById("overview").hidden = false;
       const q = `scope=${encodeURIComponent(r.scope)}&hours=${S.hours}`;
-      const [summary, page] = await Promise.all([api(`/api/summary?${q}`), api(`/api/alerts?${q}&limit=15`)]);
+      const [summary, page, traffic] = await Promise.all([
+        api(`/api/summary?${q}`), api(`/api/alerts?${q}&limit=15`), api(`/api/traffic?${q}&top=10`)]);
       S.summary = summary;
       renderOverview();
       renderAlerts(page);
+      renderTraffic(traffic);
       Object.values(S.charts).forEach((c) => c.resize());
     }
     if (assessing) document.getElementById("crumbs").replaceChildren();

@@ -27,6 +27,8 @@ CONFIG = {"site": "golden-site", "observer": "golden-sensor", "organization": "g
 class _Collect:
     """A sink that keeps what it is given, by kind."""
 
+    kinds = ("alert", "asset", "event")
+
     kinds = ("alert", "asset", "event", "finding")
 
     def __init__(self) -> None:

@@ -112,6 +112,7 @@ def test_sensor_sigkill_while_spooling_loses_and_doubles_no_alert(tmp_path: Path
     # Only the config file speaks: no ICSMON_* from the caller's environment.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICSMON_")}
     env["ICSMON_CONFIG"] = ""
+    env["ICSMON_STORE"] = str(tmp_path / "sensor.db")  # the sensor's own store, not the home's
 
     # 1. What the capture produces, without Kafka in the way.
     expected_file = tmp_path / "expected.jsonl"

@@ -1,7 +1,7 @@
 """Sensor -> Kafka -> indexer -> Elasticsearch, end to end, against the real services.
 
 The captures in pcaps/ are replayed twice by the real command line: once into a JSON lines
-file (the embedded run) and once with ``--sink kafka``; ``icsmon index --once`` then moves
+file (the embedded run) and once with ``--sink kafka --ship all``; ``icsmon index --once`` then moves
 the topics into Elasticsearch, where every alert, event and asset of the embedded run must
 be found, field for field, once.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import kinds
 from pipeline.docs import flatten
 from pipeline.es import FIELD_TYPES, EsQueryBackend, EsStore, properties_tree
 from pipeline.indexer import Indexer, setup
@@ -78,7 +79,9 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Any:
             str(embedded),
             "--store-events",
         )
-        pipe.cli("replay", *captures, *REPLAY_ARGS, "--sink", "kafka", "--store-events")
+        pipe.cli(
+            "replay", *captures, *REPLAY_ARGS, "--sink", "kafka", "--store-events", "--ship", "all"
+        )
         proc = pipe.cli("index", "--once", "--stats")
         stats = json.loads(proc.stdout.strip().splitlines()[-1])
         yield pipe, list(read_jsonl(embedded)), stats
@@ -87,9 +90,11 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {"alert": [], "event": [], "asset": []}
+    out: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds.names()}
     for doc in docs:
-        out[doc["event"]["kind"]].append(doc)
+        dataset = doc["event"].get("dataset", "")
+        kind = dataset[7:] if dataset.startswith("icsmon.") else doc["event"]["kind"]
+        out[kind].append(doc)
     return out
 
 
@@ -98,7 +103,9 @@ def test_every_document_arrives_once_field_for_field(replayed: Any) -> None:
     expected = by_kind(embedded)
     assert expected["event"], "the captures produced no events"
     assert stats["deadlettered"] == 0 and stats["rewinds"] == 0
-    for kind in ("alert", "event"):
+    reasons = [d["icsmon"]["sensor"]["reason"] for d in expected["heartbeat"]]
+    assert reasons[0] == "start" and reasons[-1] == "stop" and set(reasons[1:-1]) <= {"interval"}
+    for kind in ("alert", "event", "heartbeat", "rollup"):
         want = {d["event"]["id"]: d for d in expected[kind]}
         assert len(want) == len(expected[kind]), f"duplicate {kind} ids in the embedded run"
         got = es_docs(pipe, kind)
@@ -113,11 +120,19 @@ def test_every_document_arrives_once_field_for_field(replayed: Any) -> None:
     last_asset = {d["asset"]["id"]: d for d in expected["asset"]}
     got_assets = {h["_id"]: h["_source"] for h in es_docs(pipe, "asset")}
     assert got_assets == last_asset
+    # The sensor's newest heartbeat, whatever order they were indexed in.
+    store = EsStore(pipe.cfg)
+    try:
+        latest = store.client.get(index=store.latest_index("heartbeat"), id="sensor-e2e")["_source"]
+    finally:
+        store.close()
+    newest = max(expected["heartbeat"], key=lambda d: d["@timestamp"])
+    assert latest == newest
 
 
 def test_what_kafka_carried_is_what_elasticsearch_holds(replayed: Any) -> None:
     pipe, _embedded, _stats = replayed
-    for kind in ("alert", "event", "asset"):
+    for kind in ("alert", "event", "asset", "heartbeat", "rollup"):
         produced: dict[str, Any] = {}
         for msg in topic_messages(pipe, pipe.cfg.topic(kind)):
             doc = json.loads(msg.value)
@@ -141,8 +156,8 @@ def test_no_field_was_mapped_dynamically_or_dropped_as_malformed(replayed: Any) 
     pipe, _embedded, _stats = replayed
     store = EsStore(pipe.cfg)
     try:
-        explicit = properties_tree(FIELD_TYPES)
-        for kind in ("alert", "event", "asset"):
+        for kind in ("alert", "event", "asset", "heartbeat", "rollup"):
+            explicit = properties_tree({**FIELD_TYPES, **kinds.get(kind).es_fields})
             mappings = store.client.indices.get_mapping(index=store.alias(kind))
             for index, body in mappings.items():
                 extra = sorted(_extra_fields(body["mappings"].get("properties", {}), explicit))
@@ -317,7 +332,7 @@ def test_two_indexers_share_the_partitions(tmp_path: Path) -> None:
             lambda: (
                 all(assigned)
                 and not (assigned[0] & assigned[1])
-                and len(assigned[0] | assigned[1]) == 9
+                and len(assigned[0] | assigned[1]) == 3 * len(kinds.names())
             ),
             limit_s=120,
         )

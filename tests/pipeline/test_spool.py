@@ -9,7 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.spool import KINDS, Spool
+from pipeline.kinds import names
+from pipeline.spool import Spool
+
+KINDS = names()
 
 
 def drain(spool: Spool, kind: str, step: int = 7) -> list[bytes]:

@@ -96,6 +96,8 @@ def test_documents_round_trip_field_for_field(reader: Store, docs) -> None:
         "alert": len(alerts),
         "asset": len(assets),
         "finding": 0,
+        "heartbeat": 0,
+        "rollup": 0,
     }
     for ev in events:
         assert reader.get_event(ev["event.id"]) == ev
@@ -596,7 +598,14 @@ def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None
         assert stats["pending"] == 30 and stats["dropped"] == 15
         blocker.execute("ROLLBACK")
         st.flush()
-        assert st.counts() == {"event": 25, "alert": 5, "asset": 0, "finding": 0}
+        assert st.counts() == {
+            "event": 25,
+            "alert": 5,
+            "asset": 0,
+            "finding": 0,
+            "heartbeat": 0,
+            "rollup": 0,
+        }
     finally:
         blocker.close()
         st.close()
@@ -1044,7 +1053,8 @@ def test_findings_merge_by_id_and_old_stores_gain_the_table(tmp_path: Path) -> N
     with Store.open(old) as store:
         pass
     conn = sqlite3.connect(old)
-    conn.execute("DROP TABLE findings")
+    for newer in ("findings", "heartbeats", "rollups"):  # the tables of versions 5 and 6
+        conn.execute(f"DROP TABLE {newer}")
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()

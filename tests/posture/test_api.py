@@ -97,12 +97,16 @@ def test_sensors_silent_and_assets_new(env: Env) -> None:
     s = env.client.get("/api/summary", params={"hours": 24}, headers=env.h("province")).json()
     registered = [(r["site"], n) for r in seed.registry_sites(env.registry) for n in r["sensors"]]
     last: dict[str, float] = {}
-    for ev in env.docs["event"]:
-        last[ev["observer.name"]] = max(last.get(ev["observer.name"], 0), seed_ts(ev))
+    quiet: set[str] = set()
+    for beat in env.docs["heartbeat"]:
+        last[beat["observer.name"]] = max(last.get(beat["observer.name"], 0), seed_ts(beat))
+        if beat["icsmon.sensor.traffic"] == 0:
+            quiet.add(beat["observer.name"])
     silent = {n for _, n in registered if env.now - last.get(n, 0) > 900}
     assert s["sensors"]["total"] == len(registered)
     assert s["sensors"]["silent"] == len(silent) > 0
     assert {r["name"] for r in s["sensors"]["silent_list"]} == silent
+    assert s["sensors"]["no_traffic"] == len(quiet - silent) > 0
     new = [
         a
         for a in env.docs["asset"]

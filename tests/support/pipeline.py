@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import kinds
 from pipeline.config import PipelineConfig, load_config
 from tests.support import REPO
 
@@ -103,6 +104,8 @@ def make_pipe(tmp_path: Path, **sections: dict[str, Any]) -> Pipe:
             "ICSMON_ES_INDEX_PREFIX": prefix,
             "ICSMON_SPOOL_DIR": cfg.spool.dir,
             "ICSMON_INDEXER_GROUP_ID": cfg.indexer.group_id,
+            # a sensor's own store (--sink kafka keeps everything there): one per pipe
+            "ICSMON_STORE": str(tmp_path / "sensor.db"),
         }
     )
     return Pipe(prefix, cfg, env)
@@ -195,7 +198,7 @@ def committed(pipe: Pipe) -> dict[tuple[str, int], int]:
     )
     try:
         out = {}
-        for kind in ("alert", "event", "asset"):
+        for kind in kinds.names():
             topic = pipe.cfg.topic(kind)
             for p in consumer.partitions_for_topic(topic) or []:
                 offset = consumer.committed(TopicPartition(topic, p))
@@ -212,7 +215,7 @@ def end_offsets(pipe: Pipe) -> dict[tuple[str, int], int]:
     consumer = KafkaConsumer(bootstrap_servers=BROKER, api_version=(4, 3))
     try:
         parts = []
-        for kind in ("alert", "event", "asset"):
+        for kind in kinds.names():
             topic = pipe.cfg.topic(kind)
             parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         return {
@@ -244,7 +247,7 @@ def write_config_file(cfg: PipelineConfig, path: Path) -> Path:
     from dataclasses import fields
 
     lines = []
-    for section in ("kafka", "elasticsearch", "spool", "indexer"):
+    for section in ("kafka", "elasticsearch", "spool", "indexer", "sensor"):
         values = getattr(cfg, section)
         lines.append(f"[{section}]")
         for f in fields(values):

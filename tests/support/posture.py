@@ -126,7 +126,7 @@ def make_env(
     now = time.time() if now is None else now
     docs = seed.dataset(registry, now, n_alerts, days=2.0, seed=11)
     be, write, cleanup = BACKENDS[backend](folder)
-    kinds = ("event", "alert", "asset") + (("finding",) if backend == "store" else ())
+    kinds = ("event", "alert", "asset", "heartbeat") + (("finding",) if backend == "store" else ())
     write([(kind, doc) for kind in kinds for doc in docs[kind]])
     state = PostureState(folder / "icsmon.posture.db")
     state.import_org(parse_org(registry, "test registry"))

@@ -1,0 +1,214 @@
+"""The document kinds: one entry per kind saying where its documents go.
+
+Every part of the pipeline that routes a document by its kind reads this table: the sinks
+(which kinds exist, which are always shipped), the Kafka sink and its spool (topic, replay
+and eviction order), the indexer (topic -> index, the id that makes a re-send harmless, the
+field that picks the daily index), the index templates (extra field mappings), and the
+embedded store (its table). A new kind is one :func:`register` call beside the code that
+produces it; nothing else needs editing.
+
+Names: a kind ``heartbeat`` with prefix ``icsmon`` lives in the Kafka topic
+``icsmon.heartbeats``, the Elasticsearch alias ``icsmon-heartbeats`` over the daily
+indices ``icsmon-heartbeats-YYYY.MM.DD`` made from the template ``icsmon-heartbeats``, and
+the store table ``heartbeats``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class DocKind:
+    name: str
+    """Singular name used in code and on the command line (``alert``)."""
+    plural: str
+    """Suffix of the topic, alias, index and template names, and the store's table."""
+    id_field: str
+    """Deterministic id: Elasticsearch ``_id`` and the store's key, so a re-send overwrites."""
+    time_field: str = "@timestamp"
+    """Which time decides a document's daily index (and age-based retention)."""
+    rank: int = 50
+    """Importance: lower is replayed first from the spool and evicted last when it is full."""
+    evictable: bool = True
+    """False: never dropped to make room in the spool (alerts)."""
+    always_shipped: bool = True
+    """False: the sensor's ``events`` setting decides whether it goes to Kafka."""
+    stored: bool = True
+    """Kept in the sensor's embedded store."""
+    latest_by: str | None = None
+    """When set, the indexer also keeps the newest document per value of this field in
+    ``<prefix>-latest-<plural>`` (a sensor's last heartbeat, read without scanning history)."""
+    es_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Index mappings of the kind's own fields (flat dotted name -> mapping), added to the
+    shared ones in its template."""
+    description: str = ""
+
+    def topic(self, prefix: str) -> str:
+        return f"{prefix}.{self.plural}"
+
+    def alias(self, prefix: str) -> str:
+        return f"{prefix}-{self.plural}"
+
+    def latest_index(self, prefix: str) -> str:
+        # outside the pattern of the daily indices' template, so not under the kind's alias
+        return f"{prefix}-latest-{self.plural}"
+
+    def index(self, prefix: str, day: str) -> str:
+        return f"{self.alias(prefix)}-{day}"
+
+
+_REGISTRY: dict[str, DocKind] = {}
+
+
+def register(kind: DocKind) -> DocKind:
+    """Add a kind (idempotent for the same entry; a different entry under a taken name or
+    plural is a programming error)."""
+    for other in _REGISTRY.values():
+        if other == kind:
+            return kind
+        if other.name == kind.name or other.plural == kind.plural:
+            raise ValueError(f"document kind {kind.name!r}/{kind.plural!r} is already registered")
+    if kind.plural in ("deadletter",) or "." in kind.plural or "-" in kind.name:
+        raise ValueError(f"document kind {kind.name!r}: reserved or unusable name")
+    _REGISTRY[kind.name] = kind
+    return kind
+
+
+def get(name: str) -> DocKind:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown document kind {name!r} (known: {', '.join(_REGISTRY)})"
+        ) from None
+
+
+def all_kinds() -> tuple[DocKind, ...]:
+    """Every registered kind, most important first."""
+    return tuple(sorted(_REGISTRY.values(), key=lambda k: (k.rank, k.name)))
+
+
+def names() -> tuple[str, ...]:
+    return tuple(k.name for k in all_kinds())
+
+
+def registry() -> Mapping[str, DocKind]:
+    return MappingProxyType(_REGISTRY)
+
+
+def eviction_order() -> tuple[str, ...]:
+    """Evictable kinds, least important first: what a full spool drops first."""
+    return tuple(k.name for k in reversed(all_kinds()) if k.evictable)
+
+
+_LONG = {"type": "long"}
+_DOUBLE = {"type": "double"}
+_KEYWORD = {"type": "keyword", "ignore_above": 1024}
+_DATE = {"type": "date"}
+
+ALERT = register(
+    DocKind(
+        "alert",
+        "alerts",
+        "event.id",
+        rank=0,
+        evictable=False,
+        description="a detection: a Sigma rule or a baseline deviation fired",
+    )
+)
+FINDING = register(
+    DocKind(
+        "finding",
+        "findings",
+        "finding.id",
+        time_field="finding.last_seen",
+        rank=15,
+        description="a durable observation about an asset (detectors/findings.py), merged by id",
+    )
+)
+ASSET = register(
+    DocKind(
+        "asset",
+        "assets",
+        "asset.id",
+        time_field="asset.last_seen",
+        rank=10,
+        description="a device seen on the network, merged by asset.id",
+    )
+)
+
+#: counters a heartbeat carries (``icsmon.sensor.<name>``), totals since the sensor started
+HEARTBEAT_COUNTERS = (
+    "packets",
+    "bytes",
+    "pdus",
+    "events",
+    "alerts",
+    "anomalies",
+    "kernel_drops",
+    "flows",
+)
+HEARTBEAT = register(
+    DocKind(
+        "heartbeat",
+        "heartbeats",
+        "event.id",
+        rank=20,
+        latest_by="observer.name",
+        es_fields={
+            **{f"icsmon.sensor.{name}": _LONG for name in HEARTBEAT_COUNTERS},
+            "icsmon.sensor.uptime_s": _DOUBLE,
+            "icsmon.sensor.traffic": _LONG,
+            "icsmon.sensor.interval_s": _DOUBLE,
+            "icsmon.sensor.content_version": _KEYWORD,
+            "icsmon.sensor.reason": _KEYWORD,
+            "icsmon.sensor.started": _DATE,
+            "observer.version": _KEYWORD,
+        },
+        description="a sensor's state: one per interval, at start and at a clean stop",
+    )
+)
+ROLLUP = register(
+    DocKind(
+        "rollup",
+        "rollups",
+        "event.id",
+        rank=30,
+        always_shipped=False,
+        es_fields={
+            **{
+                f"icsmon.rollup.{name}": _LONG
+                for name in (
+                    "transactions",
+                    "requests",
+                    "responses",
+                    "success",
+                    "exception",
+                    "failure",
+                    "response_time.min",
+                    "response_time.mean",
+                    "response_time.max",
+                )
+            },
+            "icsmon.rollup.written.min": _DOUBLE,
+            "icsmon.rollup.written.max": _DOUBLE,
+            "icsmon.rollup.object": _KEYWORD,
+            "icsmon.rollup.interval_s": _DOUBLE,
+        },
+        description="one conversation series over one interval (sensor/rollups.py)",
+    )
+)
+EVENT = register(
+    DocKind(
+        "event",
+        "events",
+        "event.id",
+        rank=40,
+        always_shipped=False,
+        description="one decoded transaction (or an anomaly)",
+    )
+)
