@@ -98,7 +98,9 @@ def run_commands(path: Path, total: int, rounds: int, workdir: Path) -> dict[str
                 Path(f"{store}{suffix}").unlink(missing_ok=True)
             res = measure(name, argv, total)
             print(f"round {round_no}: {name}: {res.seconds:.2f} s", flush=True)
-            if name not in best or res.seconds < best[name].seconds:
+            # kept: the round with the least CPU time (the steadier measure on a shared
+            # machine: waiting for a CPU does not count)
+            if name not in best or res.cpu_seconds < best[name].cpu_seconds:
                 best[name] = res
     return best
 
@@ -131,15 +133,16 @@ def decoded_events(path: Path) -> list[dict]:
 
 
 def store_rate(events: list[dict], workdir: Path) -> float:
-    """Documents per second through ``Store.write`` (the sensor's sink), close included."""
+    """Documents per second of CPU time through ``Store.write`` (the sensor's sink), close
+    included (SQLite runs in this thread: its work counts; waiting for a busy CPU does not)."""
     from pipeline.store import Store
 
     path = workdir / "store_line.db"
-    start = time.perf_counter()
+    start = time.process_time()
     with Store(path) as st:
         for event in events:
             st.write("event", event)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     return len(events) / seconds
@@ -162,12 +165,12 @@ def executemany_rate(events: list[dict], workdir: Path) -> float:
     names = ", ".join(["id", "ts", *columns, "doc"])
     db.execute(f"CREATE TABLE t (id TEXT PRIMARY KEY, ts REAL, {', '.join(columns)}, doc BLOB)")
     marks = ", ".join("?" * (len(columns) + 3))
-    start = time.perf_counter()
+    start = time.process_time()
     rows = [(e["event.id"], e["@timestamp"], *[e.get(f) for f in fields], dumps(e)) for e in events]
     db.execute("BEGIN")
     db.executemany(f"INSERT INTO t ({names}) VALUES ({marks})", rows)
     db.execute("COMMIT")
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     db.close()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -182,9 +185,61 @@ def run_store_line(path: Path, workdir: Path, rounds: int) -> None:
         best_store = max(best_store, store_rate(events, workdir))
     print(
         f"\nstore: {len(events):,} events; Store.write {best_store:,.0f} docs/s, plain "
-        f"executemany {best_plain:,.0f} docs/s: {best_store / best_plain:.0%} of it "
-        "(target >= 80%)"
+        f"executemany {best_plain:,.0f} docs/s (CPU time of this process, SQLite included): "
+        f"{best_store / best_plain:.0%} of it (target >= 80%)"
     )
+
+
+# -- the detectors' cost per event -----------------------------------------------------------
+
+
+def detector_costs(path: Path, rounds: int) -> None:
+    """CPU time per event of each part a run applies to every event, on the decoded events
+    of the capture (the engine's own time is the first line, per event too): the rule pack,
+    the baseline (learned from this same capture: every event is then normal, the path most
+    events take), the findings tracker and the rollups."""
+    from detectors.baseline import BaselineDetector, BaselineLearner
+    from icsmon.run import load_detectors
+    from sensor.engine import Engine, EngineConfig
+    from sensor.rollups import Rollups
+
+    start = time.process_time()
+    engine = Engine(EngineConfig())
+    events = list(engine.replay([path]))
+    decode = time.process_time() - start
+    learner = BaselineLearner()
+    start = time.process_time()
+    for event in events:
+        learner.observe(event)
+    baseline = learner.result()
+    learn = time.process_time() - start
+
+    def parts() -> dict[str, object]:
+        sigma, findings = load_detectors(None, False, None, None).parts
+        return {
+            "rule pack (SigmaEngine)": sigma,
+            "baseline (BaselineDetector)": BaselineDetector(baseline),
+            "findings (FindingTracker)": findings,
+            "rollups (Rollups)": Rollups(engine.ctx, 60.0),
+        }
+
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, part in parts().items():
+            feed = part.add if isinstance(part, Rollups) else part.process  # type: ignore[attr-defined]
+            start = time.process_time()
+            for event in events:
+                feed(event)
+            seconds = time.process_time() - start
+            best[name] = min(best.get(name, seconds), seconds)
+    n = len(events)
+    print(f"\n{n:,} events; CPU time per event (best of {rounds}):\n")
+    print("| part | µs per event | seconds for the capture |")
+    print("| --- | ---: | ---: |")
+    print(f"| engine (decode to events, for scale) | {decode / n * 1e6:.1f} | {decode:.2f} |")
+    print(f"| baseline learning (once) | {learn / n * 1e6:.1f} | {learn:.2f} |")
+    for name, seconds in best.items():
+        print(f"| {name} | {seconds / n * 1e6:.1f} | {seconds:.2f} |")
 
 
 def main() -> None:
@@ -193,8 +248,10 @@ def main() -> None:
     ap.add_argument("--file", type=Path, help="where to build the capture (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the built capture")
     ap.add_argument("--reuse", action="store_true", help="use --file as it is if it exists")
-    ap.add_argument("--repeat", type=int, default=2, help="rounds; the fastest of each is kept")
-    ap.add_argument("--only", default="commands,store", help="commands, store or both")
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="rounds; the one with the least CPU time is kept"
+    )
+    ap.add_argument("--only", default="commands,store,detectors", help="commands, store, detectors")
     args = ap.parse_args()
     only = set(args.only.split(","))
 
@@ -212,6 +269,8 @@ def main() -> None:
             print_commands(run_commands(path, total, args.repeat, workdir))
         if "store" in only:
             run_store_line(path, workdir, args.repeat)
+        if "detectors" in only:
+            detector_costs(path, args.repeat)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"load average at the end {load}")
     finally:
