@@ -156,6 +156,18 @@ class StoreQueries:
         if flt.community_id:
             conds.append(f"{table}.community_id = ?")
             params.append(flt.community_id)
+        spec = _BY_NAME[table]
+        for name, values in flt.match.items():
+            if name in spec.columns:
+                conds.append(f"{table}.{spec.columns[name]} IN (SELECT value FROM json_each(?))")
+                params.append(dumps(list(values)).decode())
+                continue
+            # any element of the field (a scalar is its own one element)
+            conds.append(
+                f"EXISTS (SELECT 1 FROM {spec.docs} m, json_each(m.doc, ?) j WHERE "
+                f"m.rowid = {table}.rowid AND j.value IN (SELECT value FROM json_each(?)))"
+            )
+            params.extend([_json_path(name), dumps(list(values)).decode()])
         if table == "alerts":
             if flt.min_severity is not None:
                 conds.append("alerts.severity >= ?")
@@ -291,6 +303,30 @@ class StoreQueries:
         with self._reading() as conn:
             rows = conn.execute(sql, [*fparams, *params, size]).fetchall()
         return [(_key(v), n) for v, n in rows]
+
+    def spread(
+        self, flt: AlertFilter, fields: tuple[str, ...], by: str, min_distinct: int
+    ) -> list[tuple[tuple[Any, ...], int, int]]:
+        """Groups of alerts by ``fields`` whose ``by`` values number ``min_distinct`` or more
+        (GROUP BY ... HAVING count(DISTINCT ...)): every such group."""
+        where, params = self._where(flt, "alerts")
+        joins, exprs, fparams = [], [], []
+        for i, name in enumerate(fields):
+            extra, expr, p = self._field_source("alerts", name, f"s{i}")
+            joins.append(extra)
+            exprs.append(expr)
+            fparams.extend(p)
+            where = _and_not_null(where, expr)
+        b_extra, b_expr, b_params = self._field_source("alerts", by, "sb")
+        cols = ", ".join(f"{e} AS v{i}" for i, e in enumerate(exprs))
+        group = ", ".join(f"v{i}" for i in range(len(exprs)))
+        sql = (
+            f"SELECT {cols}, count(DISTINCT {b_expr}) AS d, count(DISTINCT alerts.rowid) AS n "
+            f"FROM alerts{''.join(joins)}{b_extra}{where} GROUP BY {group} HAVING d >= ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [*fparams, *b_params, *params, min_distinct]).fetchall()
+        return [(tuple(r[: len(fields)]), r[-2], r[-1]) for r in rows]
 
     def alert_histogram(
         self, flt: AlertFilter, interval_s: int, field_name: str | None = None, size: int = 10
@@ -478,6 +514,95 @@ class StoreQueries:
                 [*params, max(0, limit), max(0, offset)],
             ).fetchall()
         return total, [orjson.loads(row[0]) for row in rows]
+
+    # ---- hunting: stored events in time order ------------------------------------------
+
+    @staticmethod
+    def _scan_where(
+        since: float | None,
+        until: float | None,
+        sites: Iterable[str],
+        observers: Iterable[str],
+        by_index: bool = True,
+    ) -> tuple[str, list[Any]]:
+        # by_index=False writes the columns as +e.ts...: SQLite then filters while walking the
+        # table in rowid order instead of reading an index and sorting what it found.
+        col = "e." if by_index else "+e."
+        conds = [f"{col}ts IS NOT NULL"]
+        params: list[Any] = []
+        if since is not None:
+            conds.append(f"{col}ts >= ?")
+            params.append(since)
+        if until is not None:
+            conds.append(f"{col}ts < ?")
+            params.append(until)
+        for column, values in (("site", list(sites)), ("observer", list(observers))):
+            if values:
+                conds.append(f"{col}{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        return " AND ".join(conds), params
+
+    def count_events(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        sites: Iterable[str] = (),
+        observers: Iterable[str] = (),
+    ) -> int:
+        """How many events :meth:`scan_events` with the same arguments reads."""
+        where, params = self._scan_where(since, until, sites, observers)
+        with self._reading() as conn:
+            return int(
+                conn.execute(f"SELECT count(*) FROM events e WHERE {where}", params).fetchone()[0]
+            )
+
+    def scan_events(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        sites: Iterable[str] = (),
+        observers: Iterable[str] = (),
+        page: int = 5000,
+    ) -> Iterator[dict[str, Any]]:
+        """Stored events of ``[since, until)`` (epoch s) of these sites and sensors (empty:
+        all) in the order the sensor processed them (the order written: time order, up to
+        the sub-millisecond interleaving of flows the stream itself had, so the same engine
+        sees the same sequence), read a page at a time (memory does not grow with the store).
+        ``@timestamp`` comes back as epoch seconds, the number the sensor itself carries."""
+        where, params = self._scan_where(since, until, sites, observers, by_index=False)
+        sql = (
+            "SELECT e.rowid, e.ts, d.doc FROM events e JOIN event_docs d ON d.rowid = e.rowid "
+            f"WHERE e.rowid > ? AND {where} ORDER BY e.rowid LIMIT ?"
+        )
+        last_row = 0
+        loads = orjson.loads
+        while True:
+            with self._reading() as conn:
+                rows = conn.execute(sql, [last_row, *params, page]).fetchall()
+            if not rows:
+                return
+            last_row = rows[-1][0]
+            for _, ts, doc in rows:
+                event = loads(doc)
+                event["@timestamp"] = ts
+                yield event
+
+    def alert_raised(self, alert_id: str, rule_id: str, event_ids: Iterable[str]) -> bool:
+        """Whether an alert with this id, or one of the same rule over any of these triggering
+        events, is stored already (a hunt does not raise it again)."""
+        ids = [str(x) for x in event_ids]
+        with self._reading() as conn:
+            if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone():
+                return True
+            if not ids:
+                return False
+            row = conn.execute(
+                "SELECT 1 FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid, "
+                "json_each(d.doc, '$.\"icsmon.alert.event_ids\"') j "
+                "WHERE a.rule_id = ? AND j.value IN (SELECT value FROM json_each(?)) LIMIT 1",
+                (rule_id, dumps(ids).decode()),
+            ).fetchone()
+            return row is not None
 
     def counts(self) -> dict[str, int]:
         """Documents stored, per kind."""
