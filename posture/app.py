@@ -470,6 +470,7 @@ def create_app(
 
     app.state.assessment = AssessmentData(backend, state, catalog)
     add_routes(app, app.state.assessment, Who, scoped, NotVisible)
+    desk.notices.exposure = app.state.assessment.exposure  # advisory notices verify from it
 
     @app.get(
         "/api/assessment/reports/{period}",
