@@ -90,10 +90,17 @@ class Observation:
     series: str | None = None
     security: dict[str, str] = field(default_factory=dict)
     anomaly: bool = False
+    _conversation: str | None = None
 
     @property
     def conversation(self) -> str:
-        return conversation_key(self.client, self.server, self.port, self.protocol)
+        """The conversation's key (made once: the checks of one event each ask for it)."""
+        key = self._conversation
+        if key is None:
+            key = self._conversation = conversation_key(
+                self.client, self.server, self.port, self.protocol
+            )
+        return key
 
     def add_range(self, direction: str, space: str, start: Any, count: Any) -> None:
         if not isinstance(start, int) or not isinstance(count, int) or count <= 0 or start < 0:
@@ -107,10 +114,15 @@ class Observation:
     def add_values(self, direction: str, prefix: str, start: int, values: Any) -> None:
         if not isinstance(values, list):
             return
+        append = self.values.append
         for i, value in enumerate(values[:MAX_VALUES_PER_EVENT]):
-            number = _number(value)
-            if number is not None:
-                self.values.append((f"{prefix}={start + i}", direction, number))
+            if type(value) is int:  # register values, the common case (_number's answer)
+                number: float | None = float(value)
+            else:
+                number = _number(value)
+                if number is None:
+                    continue
+            append((f"{prefix}={start + i}", direction, number))
 
 
 def conversation_key(client: str, server: str, port: int, protocol: str) -> str:
@@ -329,6 +341,40 @@ def _opcua(event: dict, obs: Observation) -> None:
         )
 
 
+# ---------------------------------------------------------------- EtherNet/IP
+
+
+def _enip_points(tag: str) -> tuple[str, int]:
+    """``Counter[2]`` -> (``Counter``, 2): a tag's element values are numbered from there."""
+    if tag.endswith("]") and "[" in tag:
+        base, _, index = tag[:-1].rpartition("[")
+        if index.isdigit():
+            return base, int(index)
+    return tag, 0
+
+
+def _enip(event: dict, obs: Observation) -> None:
+    service = event.get("cip.service")
+    if not isinstance(service, str):
+        obs.op_key = str(event.get("enip.command_name") or obs.function)
+        return
+    klass = event.get("cip.class")
+    obs.op_key = f"{service} class=0x{klass:02x}" if isinstance(klass, int) else service
+    direction = "write" if obs.op_class in ("write", "control", "program") else "read"
+    tag = event.get("cip.tag")
+    if isinstance(tag, str) and tag:
+        obs.nodes[direction] = [tag]
+        base, start = _enip_points(tag)
+        obs.add_values(direction, base + "[]", start, event.get("cip.values"))
+    elif isinstance(klass, int):
+        parts = [f"@0x{klass:02x}"]
+        for key in ("cip.instance", "cip.attribute"):
+            value = event.get(key)
+            if isinstance(value, int):
+                parts.append(str(value))
+        obs.nodes[direction] = ["/".join(parts)]
+
+
 # ---------------------------------------------------------------- DNP3
 
 # object groups a request names -> the point space it reads or commands
@@ -451,6 +497,7 @@ _EXTRACTORS = {
     "s7comm": _s7comm,
     "s7comm-plus": _s7comm,
     "opcua": _opcua,
+    "enip": _enip,
     "dnp3": _dnp3,
     "iec104": _iec104,
 }
