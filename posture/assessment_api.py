@@ -184,12 +184,11 @@ class AssessmentData:
             )
             info.sensors.extend(site.sensors)
             sensors.extend(site.sensors)
-        # each sensor's newest heartbeat (Elasticsearch: the small latest-heartbeats index)
+        # each sensor's newest heartbeat (Elasticsearch: the small latest-heartbeats index),
+        # however old: a sensor heard from long ago is stale, not never onboarded
         signals = signals_from_heartbeats(
             self.backend.latest(
-                "heartbeat",
-                AlertFilter(since=now - STALE_AFTER_S, sites=site_ids),
-                size=len(sensors) + 100,
+                "heartbeat", AlertFilter(until=now + 60, sites=site_ids), size=len(sensors) + 100
             )
         )
         if sensors:
