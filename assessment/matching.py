@@ -1,8 +1,11 @@
 """Which assets an advisory affects: by vendor, product and firmware version.
 
 An asset names its device with ``ics.device.vendor`` and any of ``product``, ``model``,
-``product_code``, ``order_number``; an advisory's product matches when the vendors are equal
-after normalisation (case, punctuation and legal suffixes ignored) and the product name
+``product_code``, ``order_number`` (Modbus device identification, S7 SZL, OPC UA build info,
+DNP3 device attributes, EtherNet/IP identity: the same fields whatever the protocol); an
+advisory's product matches when the vendors are equal after normalisation (case,
+punctuation and legal suffixes ignored; a vendor written ``Company/Brand`` goes by either
+name) and the product name
 equals one of the asset's names, or one of the product's model numbers (``*`` / ``?``
 wildcards) matches the asset's order number, product code or model, or the product's CPE or
 package URL names the same vendor and product (or type, namespace and name) as the asset's
@@ -72,6 +75,17 @@ class Match:
         }
 
 
+def vendor_names(text: Any) -> list[str]:
+    """The normalised names a device's vendor goes by. A protocol's vendor table may name
+    a company and its brand together (EtherNet/IP's ``Rockwell Automation/Allen-Bradley``)
+    where an advisory names one of them: each part is a name, and the whole is one too."""
+    whole = norm(str(text or ""))
+    if not whole:
+        return []
+    parts = [norm(p) for p in str(text).split("/")] if "/" in str(text) else []
+    return list(dict.fromkeys([whole, *(p for p in parts if p)]))
+
+
 def _model_key(text: str) -> str:
     return _MODEL_CHARS.sub("", text).upper()
 
@@ -106,20 +120,18 @@ class Matcher:
             for key in _id_keys(str(cpe or ""), str(purl or "")):
                 for adv, product in self._by_id.get(key, ()):
                     seen[(adv.id, product.product_id)] = (adv, product, key[0])
-        vendor = norm(device.get("ics.device.vendor"))
-        if not vendor:
-            return list(seen.values())
-        for key in NAME_FIELDS:
-            value = device.get(key)
-            if value:
-                for adv, product in self._by_name.get((vendor, norm(str(value))), ()):
-                    seen.setdefault((adv.id, product.product_id), (adv, product, "name"))
-        models = self._models.get(vendor)
-        if models:
-            keys = {_model_key(str(device[k])) for k in MODEL_FIELDS if device.get(k)}
-            for pattern, adv, product in models:
-                if any(fnmatch.fnmatchcase(k, pattern) for k in keys):
-                    seen.setdefault((adv.id, product.product_id), (adv, product, "model"))
+        for vendor in vendor_names(device.get("ics.device.vendor")):
+            for key in NAME_FIELDS:
+                value = device.get(key)
+                if value:
+                    for adv, product in self._by_name.get((vendor, norm(str(value))), ()):
+                        seen.setdefault((adv.id, product.product_id), (adv, product, "name"))
+            models = self._models.get(vendor)
+            if models:
+                keys = {_model_key(str(device[k])) for k in MODEL_FIELDS if device.get(k)}
+                for pattern, adv, product in models:
+                    if any(fnmatch.fnmatchcase(k, pattern) for k in keys):
+                        seen.setdefault((adv.id, product.product_id), (adv, product, "model"))
         return list(seen.values())
 
     def match_device(self, device: Mapping[str, Any]) -> list[tuple[Advisory, str, Product]]:

@@ -20,6 +20,8 @@ DATE = "2026-06-01T00:00:00.000Z"
 ACME = ("Acme Automation", "https://psirt.acme-automation.example")
 EXAMPLE = ("Example Automation", "https://psirt.example-automation.example")
 NORTH = ("Northwind Controls", "https://security.northwind-controls.example")
+# the DNP3 outstation of pcaps/dnp3 names itself so in its device attributes (group 0)
+ENERGY = ("Example Energy", "https://psirt.example-energy.example")
 CRIT = ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 9.8, "CRITICAL")
 HIGH = ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H", 7.5, "HIGH")
 MED = ("CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:N/I:N/A:H", 5.9, "MEDIUM")
@@ -279,6 +281,28 @@ ROWS = [
         "CVE-2099-30004",
         HIGH,
         True,
+        [],
+    ),
+    (
+        "EEN-2026-001",
+        ENERGY,
+        "RTU-560 Feeder",
+        ["vers:generic/>=3.0.0|<3.1.5"],
+        ["3.1.5"],
+        "CVE-2099-40001",
+        HIGH,
+        False,
+        [],
+    ),
+    (
+        "EEN-2026-002",
+        ENERGY,
+        "RTU-560 Feeder",
+        ["vers:generic/<3.1.4"],
+        ["3.1.4"],
+        "CVE-2099-40002",
+        MED,
+        False,
         [],
     ),
 ]
