@@ -32,6 +32,7 @@ def _register_subcommands() -> None:
     from icsmon import (
         cmd_assessment,
         cmd_baseline,
+        cmd_hunt,
         cmd_index,
         cmd_posture,
         cmd_query,
@@ -52,6 +53,7 @@ def _register_subcommands() -> None:
     command("alerts")(cmd_query.alerts_command)
     command("assets")(cmd_query.assets_command)
     command("index")(cmd_index.index_command)
+    command("hunt")(cmd_hunt.hunt_command)
     app.add_typer(cmd_assessment.advisories_app, name="advisories")
     app.add_typer(cmd_assessment.findings_app, name="findings")
     command("report")(cmd_assessment.report_command)
