@@ -225,6 +225,15 @@ class WatchlistDetector:
     def flush(self) -> list[dict[str, Any]]:
         return []
 
+    def tick(self, now: float) -> list[dict[str, Any]]:
+        return []
+
+    def absence_summary(self) -> str | None:
+        return None
+
+    def changed_findings(self, final: bool = False) -> list[dict[str, Any]]:
+        return []
+
 
 def install_rules(package: Package, rules_dir: str | Path) -> dict[str, list[str]]:
     """Write the package's rules into ``rules_dir/central`` under each rule's policy.
