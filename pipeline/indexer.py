@@ -5,6 +5,8 @@ Per batch polled from the topics of every document kind (``pipeline.kinds``:
 
 1. decode each message; undecodable ones, and ones without an id or a usable timestamp,
    go to the dead-letter topic with the reason;
+   so do messages larger than their kind's ``max_doc_bytes`` (a sensor's answer in parts
+   never is);
 2. bulk-write the rest to the kind's daily index (by the kind's time field) with ``_id`` =
    the kind's id field (``event.id``; ``asset.id`` for assets), so redelivery overwrites
    instead of duplicating; a kind with ``latest_by`` is also written to its latest index
@@ -40,7 +42,8 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from pipeline import kinds
-from pipeline.config import PipelineConfig
+from pipeline.config import TOPICS_NOT_KINDS, PipelineConfig
+from pipeline.control import MAX_LIFETIME_S
 from pipeline.es import EsStore
 from pipeline.kafka import kafka_client_options, make_producer
 
@@ -192,6 +195,9 @@ class Indexer:
         value = rec.value
         if value is None:
             return "empty message"
+        limit = kinds.get(kind).max_doc_bytes
+        if len(value) > limit:
+            return f"too large: {len(value)} bytes (a {kind} may have {limit})"
         try:
             doc = json.loads(value)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -332,9 +338,18 @@ def setup(cfg: PipelineConfig, store: EsStore | None = None) -> list[str]:
     )
     try:
         existing = set(admin.list_topics())
-        wanted = [cfg.topic(kind) for kind in kinds.names()] + [cfg.topic("deadletter")]
+        wanted = [cfg.topic(kind) for kind in kinds.names()] + [
+            cfg.topic(t) for t in TOPICS_NOT_KINDS
+        ]
+        # requests to sensors live no longer than the longest a request may be valid
+        settings = {cfg.topic("control"): {"retention.ms": str(MAX_LIFETIME_S * 1000)}}
         new = [
-            NewTopic(name=t, num_partitions=cfg.indexer.partitions, replication_factor=-1)
+            NewTopic(
+                name=t,
+                num_partitions=cfg.indexer.partitions,
+                replication_factor=-1,
+                topic_configs=settings.get(t, {}),
+            )
             for t in wanted
             if t not in existing
         ]

@@ -27,6 +27,11 @@ class AlertFilter:
     offset: int = 0
 
 
+#: the heavy fields of a sensor's answer (``response`` documents), left out when only the
+#: state of a request is wanted
+PAYLOAD_FIELDS = ("icsmon.evidence.events", "icsmon.evidence.pcap")
+
+
 @dataclass(slots=True)
 class AssetFilter:
     sites: list[str] = field(default_factory=list)
@@ -86,6 +91,12 @@ class QueryBackend(Protocol):
     ) -> list[tuple[tuple[str, ...], int, int, float]]:
         """Traffic from rollups: (values of ``fields``, transactions, bytes, first interval
         start) for the ``size`` busiest combinations in ``flt``'s time and sites."""
+        ...
+
+    def responses(self, request_ids: list[str], payload: bool = True) -> list[dict]:
+        """Every part of the sensors' answers to these control requests (``response``
+        documents), by request then part; without ``payload`` the events and pcap fields
+        (``PAYLOAD_FIELDS``) are left out."""
         ...
 
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]: ...
