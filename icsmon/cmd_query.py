@@ -241,7 +241,7 @@ def alerts_table(total: int, alerts: list[dict], offset: int) -> Table:
 
 def assets_table(total: int, assets: list[dict], offset: int) -> Table:
     table = Table(header_style="bold", caption_justify="left")
-    for name in ("ip", "site", "roles", "protocols", "device", "firmware", "peers"):
+    for name in ("ip", "site", "roles", "protocols", "addresses", "device", "firmware", "peers"):
         table.add_column(name, overflow="fold")
     table.add_column("first seen")
     table.add_column("last seen")
@@ -252,12 +252,22 @@ def assets_table(total: int, assets: list[dict], offset: int) -> Table:
             if doc.get(key)
         )
         peers = doc.get("asset.peers") or []
+        # the protocol addresses a station uses: a DNP3 link address, IEC 104 common addresses
+        addresses = " ".join(
+            f"{label} {_joined(doc.get(key))}"
+            for key, label in (
+                ("asset.dnp3.link_addresses", "dnp3"),
+                ("asset.iec104.common_addresses", "iec104 ca"),
+            )
+            if doc.get(key)
+        )
         table.add_row(
             *_cells(
                 str(doc.get("host.ip") or doc.get("asset.id") or ""),
                 str(doc.get("labels.site") or ""),
                 _joined(doc.get("asset.roles")),
                 _joined(doc.get("asset.protocols")),
+                addresses,
                 device,
                 str(doc.get("ics.device.firmware") or ""),
                 str(len(peers) if isinstance(peers, list) else 1),

@@ -30,7 +30,7 @@ from pipeline.config import PipelineConfig
 from pipeline.docs import flatten
 from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
 from sensor.protocols.schema import Field, FieldType
-from sensor.schema import event_fields
+from sensor.schema import asset_fields, event_fields
 
 K = {"type": "keyword", "ignore_above": 1024}
 LONG = {"type": "long"}
@@ -146,6 +146,8 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "asset.peers": IP,
     "asset.first_seen": DATE,
     "asset.last_seen": DATE,
+    # the protocol addresses of an asset (a station's link or common addresses)
+    **{name: field_mapping(field) for name, field in asset_fields().items()},
     "host.ip": IP,
     "host.mac": K,
     "host.name": K,

@@ -1,18 +1,34 @@
 """Asset observations: every IP seen in a transaction, its MAC, its role per protocol,
-its peers, and the device identity the traffic reveals (``ics.device.*`` on events)."""
+its peers, the device identity the traffic reveals (``ics.device.*`` on events) and the
+protocol addresses it uses (a DNP3 outstation's link address, an IEC 104 station's common
+addresses: the dissectors' ``ASSET_SOURCES``)."""
 
 from __future__ import annotations
 
 from sensor.events import iso_timestamp
-from sensor.schema import device_fields
+from sensor.schema import asset_sources, device_fields
 
 DEVICE_FIELDS = device_fields()  # the identity fields the dissectors fill
+# network.protocol -> (event field, "client" | "server", asset field) of the protocol addresses
+ADDRESS_SOURCES = asset_sources()
+MAX_ADDRESSES = 64  # protocol addresses kept per asset and field
 
 MAX_PEERS = 256  # a server polled by thousands of hosts is still one bounded record
 
 
 class _Asset:
-    __slots__ = ("ip", "mac", "roles", "protocols", "peers", "identity", "first", "last", "dirty")
+    __slots__ = (
+        "ip",
+        "mac",
+        "roles",
+        "protocols",
+        "peers",
+        "identity",
+        "addresses",
+        "first",
+        "last",
+        "dirty",
+    )
 
     def __init__(self, ip: str, ts: float, role: str, proto: str, mac: str | None, peer: str):
         # born from its first observation (what _update would make of an empty record)
@@ -22,6 +38,7 @@ class _Asset:
         self.protocols: set[str] = {proto}
         self.peers: set[str] = {peer}
         self.identity: dict[str, object] = {}
+        self.addresses: dict[str, set[int]] = {}
         self.first = ts
         self.last = ts
         self.dirty = True
@@ -68,6 +85,19 @@ class AssetTracker:
             server = self._add(sip, ts, roles[1], proto, get("destination.mac"), cip)
         else:
             self._update(server, ts, roles[1], proto, get("destination.mac"), cip)
+        sources = ADDRESS_SOURCES.get(proto)
+        if sources is not None and not get(proto + ".broadcast"):
+            answered = get("event.outcome") == "success"
+            for field, side, target in sources:
+                if side == "server" and not answered:
+                    continue  # asked for, not answered: a scan names addresses nobody has
+                value = get(field)
+                asset = server if side == "server" else assets.get(cip)
+                if asset is not None and isinstance(value, int) and not isinstance(value, bool):
+                    known = asset.addresses.setdefault(target, set())
+                    if value not in known and len(known) < MAX_ADDRESSES:
+                        known.add(value)
+                        asset.dirty = True
         if server is not None:
             # the event's identity fields (few events have any); a dict view against the set
             # looks up the identity names in the event instead of iterating its 30 keys
@@ -125,5 +155,7 @@ class AssetTracker:
             doc["host.mac"] = a.mac
         if self.site:
             doc["labels.site"] = self.site
+        for field, values in sorted(a.addresses.items()):
+            doc[field] = sorted(values)
         doc.update(sorted(a.identity.items()))
         return doc

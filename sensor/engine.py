@@ -45,7 +45,7 @@ from sensor.flows import (
     evict_candidates,
 )
 from sensor.protocols import DISSECTORS
-from sensor.schema import device_fields
+from sensor.schema import asset_sources, device_fields
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,32 @@ class EngineConfig:
 
 
 _DEVICE_KEYS = tuple(sorted(device_fields()))
+# the record fields that name a station's protocol address (sensor/assets.py keeps them)
+_ADDRESS_SOURCES = asset_sources()
+_ADDRESS_KEYS: dict[str, tuple[str, ...]] = {
+    proto: tuple(field for field, _side, _target in sources)
+    for proto, sources in _ADDRESS_SOURCES.items()
+}
+MAX_FLOW_ADDRESSES = 64
 
 
 def _has_device_fields(rec: dict) -> bool:
     # dict lookups in a loop: cheaper in the compiled build than a set operation on keys()
     return any(key in rec for key in _DEVICE_KEYS)
+
+
+def _new_address(flow: Flow, keys: tuple[str, ...], rec: dict) -> bool:
+    """Does the record name a protocol address this flow has not shown the tracker yet?"""
+    seen = flow.asset_addresses
+    if seen is None:
+        seen = flow.asset_addresses = set()
+    new = False
+    for key in keys:
+        value = rec.get(key)
+        if value is not None and len(seen) < MAX_FLOW_ADDRESSES and (key, value) not in seen:
+            seen.add((key, value))
+            new = True
+    return new
 
 
 def _singles(frames: Iterable[Any]) -> Iterator[list[Frame]]:
@@ -914,6 +935,7 @@ class Engine:
         out = self._out
         uid = flow.uid
         assets = self.assets
+        address_keys = _ADDRESS_KEYS.get(proto)
         n = flow.events
         ts: float
         # the flow's payload bytes since its previous event, in both directions: what this
@@ -940,7 +962,11 @@ class Engine:
             ev["event.id"] = f"{uid}-{n}"
             if ev["event.action"] == "anomaly":
                 self.counters["anomalies"] += 1
-            elif assets is not None and (ts >= flow.asset_due or _has_device_fields(rec)):
+            elif assets is not None and (
+                ts >= flow.asset_due
+                or _has_device_fields(rec)
+                or (address_keys is not None and _new_address(flow, address_keys, rec))
+            ):
                 # roles and peers are the same for every event of a flow: look now and then
                 flow.asset_due = ts + ASSET_REFRESH
                 assets.observe(ev, ts)

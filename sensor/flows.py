@@ -101,6 +101,7 @@ class Flow:
         "keys",
         "closed",
         "asset_due",
+        "asset_addresses",
         "reported",
         "transport",
     )
@@ -124,6 +125,9 @@ class Flow:
         self.uid = ""
         self.closed = False
         self.asset_due = 0.0  # capture time of the next asset observation of this flow
+        # protocol addresses (a DNP3 link address, an IEC 104 common address) already shown to
+        # the asset tracker: a new one is observed at once, not at the next refresh
+        self.asset_addresses: set[tuple[str, object]] | None = None
         self.reported = 0  # payload bytes already counted in an event's network.bytes
         self.cmac: bytes | None = None
         self.smac: bytes | None = None

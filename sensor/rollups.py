@@ -3,10 +3,13 @@
 
 A series is (client, server, server port, protocol, function, object), the object at a
 grain an analyst reads: a Modbus unit, table and block of addresses, an S7 area or data
-block (or the block a program operation moves), an OPC UA node (or set of nodes). Per
+block (or the block a program operation moves), an OPC UA node (or set of nodes), a DNP3
+outstation and the object types a request names (``outstation 10 g41v1``), an IEC 104
+station and block of information object addresses (``ca 1 ioa 6000-6099``). Per
 series and interval: request and response counts, success / exception / failure counts,
 first and last time, response time (min, mean, max), bytes, and for writes the lowest and
-highest value written where the dissector decoded one.
+highest value written where the dissector decoded one (a DNP3 analog output block is written
+by a control function: select, operate, direct operate).
 
 Intervals are aligned to multiples of ``interval_s`` of event time (capture time on a replay,
 so replaying a capture twice gives the same rollups, same ids). An interval is emitted once
@@ -104,17 +107,47 @@ def _opcua_object(ev: dict) -> str:
     return f"{distinct[0]} +{len(distinct) - 1} ({digest})"
 
 
+IEC104_BLOCK = 100  # information object addresses per object: 6000-6099, ...
+
+
+def _dnp3_object(ev: dict) -> str:
+    outstation = ev.get("dnp3.outstation")
+    if outstation is None:
+        return ""
+    types = ev.get("dnp3.object_types")
+    if not types or type(types) is not list:
+        return f"outstation {outstation}"
+    shown = " ".join(str(t) for t in types[:4]) + (" ..." if len(types) > 4 else "")
+    return f"outstation {outstation} {shown}"
+
+
+def _iec104_object(ev: dict) -> str:
+    ca = ev.get("iec104.common_address")
+    if ca is None:
+        return ""  # U format: the connection itself
+    ioas = ev.get("iec104.ioa")
+    if not ioas or type(ioas) is not list or type(ioas[0]) is not int:
+        return f"ca {ca}"
+    low = ioas[0] - ioas[0] % IEC104_BLOCK
+    return f"ca {ca} ioa {low}-{low + IEC104_BLOCK - 1}"
+
+
 #: protocol -> the object an event touched, at the rollup grain
 OBJECT_OF: dict[str, Callable[[dict], str]] = {
     "modbus": _modbus_object,
     "s7comm": _s7_object,
     "opcua": _opcua_object,
+    "dnp3": _dnp3_object,
+    "iec104": _iec104_object,
 }
+# protocols whose control functions carry written values (DNP3 analog output blocks)
+_CONTROL_VALUES = frozenset(("dnp3",))
 
 
 def _written_values(ev: dict) -> list[float]:
     """Numbers a write event carries (Modbus register/coil values, S7 item values, OPC UA
-    Write values), for the rollup's min/max written."""
+    Write values, DNP3 analog output block values, IEC 104 set point and command values), for
+    the rollup's min/max written."""
     proto = ev.get("network.protocol")
     out: list[float] = []
     if proto == "modbus":
@@ -133,6 +166,10 @@ def _written_values(ev: dict) -> list[float]:
                 v = typed.get("value")
                 if type(v) is int or type(v) is float:
                     out.append(v)
+    elif proto == "dnp3" or proto == "iec104":
+        values = ev.get(f"{proto}.values")
+        if type(values) is list:
+            out = [v for v in values if (type(v) is int or type(v) is float)]
     return out
 
 
@@ -317,7 +354,9 @@ class Rollups:
                 series.rt_max = rt
             series.rt_n += 1
             series.rt_sum += rt
-        if series.operation == "write":
+        if series.operation == "write" or (
+            series.operation == "control" and proto in _CONTROL_VALUES
+        ):
             for v in _written_values(ev):
                 if series.wmin is None or v < series.wmin:
                     series.wmin = v

@@ -103,6 +103,25 @@ def device_fields() -> frozenset[str]:
     )
 
 
+def asset_fields() -> dict[str, Field]:
+    """The protocol fields of asset records (``ASSET_FIELDS`` of the dissectors that have
+    them): a station's link or common addresses."""
+    out: dict[str, Field] = {}
+    for module in DISSECTORS:
+        out.update(getattr(module.fields, "ASSET_FIELDS", {}))
+    return out
+
+
+def asset_sources() -> dict[str, tuple[tuple[str, str, str], ...]]:
+    """``network.protocol`` -> its (event field, side, asset field) triples."""
+    out: dict[str, tuple[tuple[str, str, str], ...]] = {}
+    for module in DISSECTORS:
+        sources = getattr(module.fields, "ASSET_SOURCES", ())
+        for service in module.fields.SERVICES if sources else ():
+            out[service] = tuple(sources)
+    return out
+
+
 def service_fields(service: str) -> dict[str, Field]:
     """The fields of events whose ``network.protocol`` is ``service``: the envelope, the
     record fields, the identity fields, and the owning dissector's fields under the

@@ -188,6 +188,7 @@ def op_techniques(op_class: str, event: dict | None = None, function: str = "") 
       mode (SZL 0x0424 / 0x0174) Detect Operating Mode (T0868).
     - read: Monitor Process State (T0801); browsing Point & Tag Identification (T0861).
     - session: Remote Services (T0886).
+    - DNP3 cold and warm restart and the IEC 104 reset process command are T0816.
     - Modbus FC 8 sub-function 1 (restart communications) is T0816; sub-function 4 (force
       listen only) T0881 and Denial of Service (T0814).
     """
@@ -204,6 +205,8 @@ def op_techniques(op_class: str, event: dict | None = None, function: str = "") 
     if op_class == "control":
         if ev.get("network.protocol") == "opcua":
             return ["T0855"]
+        if "restart" in action or action == "reset-process":  # DNP3 cold/warm, IEC 104 C_RP
+            return ["T0816"]
         if "stop" in action:
             return ["T0858", "T0816", "T0881"]
         operation = str(
@@ -241,7 +244,7 @@ def _address_techniques(direction: str, space: str) -> list[str]:
     drives the process directly (T0831). A new read address is a point being looked for (T0861)."""
     if direction != "write":
         return ["T0861"]
-    return ["T0836", "T0831"] if space in ("coil", "q") else ["T0836"]
+    return ["T0836", "T0831"] if space in ("coil", "q", "binary_output") else ["T0836"]
 
 
 def _writes_outputs(event: dict) -> bool:

@@ -4,11 +4,13 @@ detection, so the two can never disagree on what an "operation" or a "point" is.
 An event becomes an :class:`Observation`:
 
 - ``op_key``: the operation as the baseline names it (``fc=3 unit=1``, ``read_var``,
-  ``userdata group=cpu_functions sub=read_szl``, ``Read``);
+  ``userdata group=cpu_functions sub=read_szl``, ``Read``, ``fc=5 outstation=10``,
+  ``C_SE_NC_1 ca=1``);
 - ``addresses``: numeric ranges touched, per direction (``read``/``write``) and address space
-  (``holding``, ``coil``, ``db1``, ``m`` ...);
+  (``holding``, ``coil``, ``db1``, ``m``, ``analog_output``, ``ioa`` ...);
 - ``nodes``: string item ids touched (OPC UA node ids, S7 symbolic items), per direction;
-- ``values``: numeric values per point (``unit=1 holding=100``, ``db1.4``, ``ns=2;s=Temp``);
+- ``values``: numeric values per point (``unit=1 holding=100``, ``db1.4``, ``ns=2;s=Temp``,
+  ``outstation=10 analog_output=0``, ``ca=1 ioa=6000``);
 - ``series``: the polling series the request belongs to (operation + what it asks for);
 - ``security``: OPC UA security mode / policy / identity token type when the event shows them,
   and ``cleartext_user``: the user name of a UserName token whose password is not encrypted
@@ -27,7 +29,7 @@ from sensor.schema import device_fields
 
 MAX_SIGNATURE = 160  # characters of a series signature kept (long item lists are hashed down)
 MAX_VALUES_PER_EVENT = 512  # values folded per event (a 2000-register read is still bounded)
-MAX_ADDRESS = 1 << 32  # Modbus, S7 and OPC UA addresses all fit in 32 bits
+MAX_ADDRESS = 1 << 32  # Modbus, S7, OPC UA, DNP3 and IEC 104 addresses all fit in 32 bits
 
 # Operation classes, from harmless to dangerous: drives severities and techniques.
 OP_CLASSES = ("session", "other", "read", "diagnostic", "write", "control", "program")
@@ -353,6 +355,119 @@ def _opcua(event: dict, obs: Observation) -> None:
         )
 
 
+# ---------------------------------------------------------------- DNP3
+
+# object groups a request names -> the point space it reads or commands
+_DNP3_SPACES = {
+    1: "binary_input",
+    2: "binary_input",
+    3: "double_input",
+    4: "double_input",
+    10: "binary_output",
+    11: "binary_output",
+    12: "binary_output",
+    20: "counter",
+    21: "counter",
+    22: "counter",
+    23: "counter",
+    30: "analog_input",
+    32: "analog_input",
+    40: "analog_output",
+    41: "analog_output",
+    42: "analog_output",
+    43: "analog_output",
+}
+
+
+def _dnp3(event: dict, obs: Observation) -> None:
+    """Operation: function code and outstation (``fc=5 outstation=10``); addresses: the
+    points a request's object headers name (ranges) or commands (CROB, analog output block
+    indexes), per point space; values: analog output block values (set points) as
+    ``outstation=10 analog_output=1``; nodes: the object types a read asks for (``g0v254``:
+    device attributes, ``g60v2``: class 1 data), so a master reading what it never read
+    shows."""
+    fc = event.get("dnp3.function_code")
+    outstation = event.get("dnp3.outstation")
+    function = event.get("dnp3.function")
+    obs.function = str(function or obs.function)
+    if fc is None:  # a link service (reset link states, request link status)
+        obs.op_key = f"link {event.get('dnp3.link.function')} outstation={outstation}"
+        return
+    obs.op_key = f"fc={fc} outstation={outstation}"
+    objects = event.get("dnp3.objects")
+    if not isinstance(objects, list):
+        return
+    direction = "read" if obs.op_class == "read" else "write"
+    types: list[str] = []
+    for header in objects[:MAX_VALUES_PER_EVENT]:
+        if not isinstance(header, dict):
+            continue
+        group = header.get("group")
+        space = _DNP3_SPACES.get(group) if isinstance(group, int) else None
+        points = header.get("points")
+        if isinstance(points, list) and points:
+            for point in points[:MAX_VALUES_PER_EVENT]:
+                if not isinstance(point, dict) or not isinstance(point.get("index"), int):
+                    continue
+                if space is not None:
+                    obs.add_range(direction, space, point["index"], 1)
+                value = _number(point.get("value"))
+                if value is not None and space == "analog_output":
+                    obs.values.append(
+                        (f"outstation={outstation} {space}={point['index']}", direction, value)
+                    )
+        elif space is not None and isinstance(header.get("start"), int):
+            start, stop = header["start"], header.get("stop")
+            if isinstance(stop, int) and stop >= start:
+                obs.add_range(direction, space, start, stop - start + 1)
+        if direction == "read" and isinstance(header.get("type"), str):
+            types.append(header["type"])
+    if types and fc in (1, 129, 130):
+        obs.nodes["read"] = sorted(set(types))
+
+
+# ---------------------------------------------------------------- IEC 60870-5-104
+
+
+def _iec104(event: dict, obs: Observation) -> None:
+    """Operation: the type and common address (``C_SE_NC_1 ca=1``; U-format functions by
+    name); addresses: the information object addresses (``ioa``), written for commands and
+    set points, read otherwise; values: per ``ca=1 ioa=6000``, what commands and set points
+    send (write) and monitoring data reports (read)."""
+    mnemonic = event.get("iec104.type")
+    ca = event.get("iec104.common_address")
+    if mnemonic is None:  # U format: startdt, stopdt, testfr (act and con alike)
+        obs.op_key = obs.function
+        return
+    obs.op_key = f"{mnemonic} ca={ca}"
+    ioas = event.get("iec104.ioa")
+    if not isinstance(ioas, list):
+        return
+    direction = "write" if obs.op_class in ("write", "control") else "read"
+    space = f"ca={ca} ioa"  # a station's IOAs: a sweep of several stations counts each
+    run_start = run_end = None
+    for ioa in ioas[:MAX_VALUES_PER_EVENT]:
+        if not isinstance(ioa, int) or isinstance(ioa, bool):
+            continue
+        if run_end is not None and ioa == run_end + 1:
+            run_end = ioa
+            continue
+        if run_start is not None and run_end is not None:
+            obs.add_range(direction, space, run_start, run_end - run_start + 1)
+        run_start = run_end = ioa
+    if run_start is not None and run_end is not None:
+        obs.add_range(direction, space, run_start, run_end - run_start + 1)
+    if mnemonic in ("C_IC_NA_1", "C_CI_NA_1", "C_CS_NA_1", "C_TS_NA_1", "C_TS_TA_1"):
+        return  # station-wide: IOA 0 and a qualifier, not a point and its value
+    objects = event.get("iec104.objects")
+    if isinstance(objects, list):
+        for obj in objects[:MAX_VALUES_PER_EVENT]:
+            if isinstance(obj, dict) and isinstance(obj.get("ioa"), int):
+                value = _number(obj.get("value"))
+                if value is not None:
+                    obs.values.append((f"ca={ca} ioa={obj['ioa']}", direction, value))
+
+
 def _generic(event: dict, obs: Observation) -> None:
     obs.op_key = obs.function or "unknown"
 
@@ -362,6 +477,8 @@ _EXTRACTORS = {
     "s7comm": _s7comm,
     "s7comm-plus": _s7comm,
     "opcua": _opcua,
+    "dnp3": _dnp3,
+    "iec104": _iec104,
 }
 
 

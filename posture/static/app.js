@@ -7,6 +7,8 @@ const SEV = ["critical", "high", "medium", "low"];
 const SEV_COLOR = { critical: "#d7263d", high: "#f46036", medium: "#f2c14e", low: "#5aa9e6" };
 const RATING_COLOR = { good: "#2e8b57", guarded: "#c9a227", elevated: "#e07b24", poor: "#c0392b" };
 const CLOSE_REASONS = ["resolved", "false-positive", "benign", "duplicate", "accepted-risk"];
+// network.protocol values the sensor writes (the alert filter offers each; labels: proto.*)
+const PROTOCOLS = ["modbus", "s7comm", "s7comm-plus", "opcua", "dnp3", "iec104"];
 
 const S = {
   token: sessionStorage.getItem("icsmon.token") || "",
@@ -20,7 +22,28 @@ const S = {
   charts: {},
   timer: null,
   refreshS: 30,
+  protocol: sessionStorage.getItem("icsmon.protocol") || "",  // the alert list's filter
 };
+
+function protoName(p) {
+  return p ? t(`proto.${p}`).replace(/^proto\./, "") : "";
+}
+
+function setProtocol(p) {
+  S.protocol = p || "";
+  sessionStorage.setItem("icsmon.protocol", S.protocol);
+  refresh();
+}
+
+function renderProtocolFilter() {
+  const select = document.getElementById("protocol-filter");
+  const known = new Set([...PROTOCOLS, ...(S.summary?.alerts.by_protocol || []).map((r) => r[0])]);
+  if (S.protocol) known.add(S.protocol);
+  select.replaceChildren(el("option", { value: "" }, t("filter.all")),
+    ...[...known].map((p) => el("option", { value: p }, protoName(p))));
+  select.value = S.protocol;
+  select.onchange = () => setProtocol(select.value);
+}
 
 function t(key) {
   const table = S.i18n[S.lang] || {};
@@ -226,6 +249,20 @@ function renderOverview() {
       data: a.by_tactic.map((r) => ({ name: t(`tactic.${r[0]}`), value: r[1] })) }],
   }, true);
 
+  // Alerts per protocol; a bar filters the alert list to its protocol (again: all)
+  const protos = a.by_protocol.slice().reverse();
+  const protoChart = chart("protocols");
+  protoChart.setOption({
+    grid: { left: 120, right: 40, top: 8, bottom: 20 }, tooltip: {},
+    xAxis: { type: "value", ...AXIS }, yAxis: { type: "category", data: protos.map((r) => protoName(r[0])), ...AXIS },
+    series: [{ type: "bar", data: protos.map((r) => ({ value: r[1], protocol: r[0],
+      itemStyle: { color: r[0] === S.protocol ? "#f2c14e" : "#4f8fd6" } })),
+      label: { show: true, position: "right", color: "#c9d6e3" } }],
+  }, true);
+  protoChart.off("click");
+  protoChart.on("click", (e) => setProtocol(e.data.protocol === S.protocol ? "" : e.data.protocol));
+  renderProtocolFilter();
+
   const head = (...cols) => el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c))));
   document.getElementById("top-sites").replaceChildren(
     head(t("col.site"), t("col.enterprise"), t("col.risk"), t("col.open")),
@@ -255,12 +292,12 @@ function renderTraffic(tr) {
   document.getElementById("talkers").replaceChildren(
     head(t("col.client"), t("col.server"), t("col.protocol"), t("col.transactions")),
     el("tbody", {}, tr.talkers.length ? tr.talkers.map((r) => el("tr", {},
-      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, r.protocol),
+      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, protoName(r.protocol)),
       el("td", { class: "num" }, r.transactions.toLocaleString()))) : none(4)));
   document.getElementById("new-talkers").replaceChildren(
     head(t("col.client"), t("col.server"), t("col.protocol"), t("col.first_seen")),
     el("tbody", {}, tr.new_talkers.length ? tr.new_talkers.map((r) => el("tr", {},
-      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, r.protocol),
+      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, protoName(r.protocol)),
       el("td", {}, fmtTime(r.first_seen)))) : none(4)));
 }
 
@@ -275,7 +312,7 @@ function renderAlerts(page) {
       el("td", {}, get(a, "rule.name") || ""),
       el("td", {}, (get(a, "threat.technique.id") || []).join(", ")),
       el("td", {}, nameOf("site", get(a, "labels.site"))),
-      el("td", {}, get(a, "network.protocol") || ""),
+      el("td", {}, protoName(get(a, "network.protocol"))),
       el("td", {}, t(`status.${a.workflow.status}`)));
   });
   document.getElementById("alerts").replaceChildren(head, el("tbody", {}, rows));
@@ -294,7 +331,7 @@ function eventRows(events) {
     el("td", {}, fmtTime(e["@timestamp"])), el("td", {}, get(e, "event.action") || ""),
     el("td", {}, `${get(e, "source.ip") || ""}:${get(e, "source.port") || ""}`),
     el("td", {}, `${get(e, "destination.ip") || ""}:${get(e, "destination.port") || ""}`),
-    el("td", {}, get(e, "network.protocol") || ""), el("td", {}, get(e, "event.outcome") || "")))
+    el("td", {}, protoName(get(e, "network.protocol"))), el("td", {}, get(e, "event.outcome") || "")))
     : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, t("none")))];
   return [head, el("tbody", {}, body)];
 }
@@ -317,7 +354,7 @@ async function renderAlert(id) {
     [t("sensor"), get(d, "observer.name")],
     [t("col.source"), `${get(d, "source.ip")}:${get(d, "source.port")}`],
     [t("col.destination"), `${get(d, "destination.ip")}:${get(d, "destination.port")}`],
-    [t("col.protocol"), get(d, "network.protocol")],
+    [t("col.protocol"), protoName(get(d, "network.protocol"))],
     [t("col.action"), get(d, "event.action")],
     [t("col.technique"), (get(d, "threat.technique.id") || []).map((x, i) => `${x} ${(get(d, "threat.technique.name") || [])[i] || ""}`)],
     [t("panel.tactics"), (get(d, "threat.tactic.name") || []).map((x) => t(`tactic.${x}`))],
@@ -466,8 +503,9 @@ async function refreshNow() {
       document.getElementById("alert-view").hidden = true;
       document.getElementById("overview").hidden = false;
       const q = `scope=${encodeURIComponent(r.scope)}&hours=${S.hours}`;
+      const only = S.protocol ? `&protocol=${encodeURIComponent(S.protocol)}` : "";
       const [summary, page, traffic] = await Promise.all([
-        api(`/api/summary?${q}`), api(`/api/alerts?${q}&limit=15`), api(`/api/traffic?${q}&top=10`)]);
+        api(`/api/summary?${q}`), api(`/api/alerts?${q}&limit=15${only}`), api(`/api/traffic?${q}&top=10`)]);
       S.summary = summary;
       renderOverview();
       renderAlerts(page);

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensor.protocols import modbus, opcua, s7comm
+from sensor.protocols import dnp3, iec104, modbus, opcua, s7comm
 from sensor.protocols.base import ParserLimits
 from tests.hardening.fuzz.common import (
     FUZZ_LIMITS,
@@ -32,7 +32,7 @@ from tests.hardening.fuzz.common import (
     streams_for,
 )
 
-MODULES = {"modbus": modbus, "s7comm": s7comm, "opcua": opcua}
+MODULES = {"modbus": modbus, "s7comm": s7comm, "opcua": opcua, "dnp3": dnp3, "iec104": iec104}
 STREAMS = {name: streams_for(name) for name in MODULES}
 # a loop or a quadratic blow-up on inputs this small fails the example
 HOSTILE = settings(
@@ -44,7 +44,7 @@ HOSTILE = settings(
 
 def buffered(parser) -> list[int]:
     """Bytes each parser holds awaiting a complete PDU, per buffer."""
-    if isinstance(parser, modbus.Parser):
+    if isinstance(parser, modbus.Parser | dnp3.Parser | iec104.Parser):
         return [len(b) for b in parser._buf]
     if isinstance(parser, s7comm.Parser):
         return [n for d in parser._dirs.values() for n in (len(d.buf), len(d.cotp))]
@@ -151,6 +151,16 @@ def break_framing(name: str, payload: bytes, how: int) -> bytes:
             bytes([4 + how % 200]) + payload[1:],
             payload[:2] + struct.pack("!H", how % 7) + payload[4:],
         ][how % 2]
+    if name == "dnp3":  # no 05 64 start, or a header whose CRC is wrong
+        return [
+            b"\x05\x65" + payload[2:],
+            payload[:8] + bytes([payload[8] ^ (1 + how % 255)]) + payload[9:],
+        ][how % 2]
+    if name == "iec104":  # no 68 start, or a length octet below 4
+        return [
+            bytes([0x67 - how % 2]) + payload[1:],
+            payload[:1] + bytes([how % 4]) + payload[2:],
+        ][how % 2]
     # OPC UA: an unknown message type or a size below the header's
     return [b"XYZ" + payload[3:], payload[:4] + struct.pack("<I", how % 8) + payload[8:]][how % 2]
 
@@ -206,6 +216,32 @@ def test_modbus_every_well_framed_request_is_one_event(
                 r.get("error.type") == "malformed-pdu" and r["modbus.transaction_id"] == tid
                 for r in records
             ), (fc, body)
+
+
+# -- the datagram side: DNP3 over UDP ----------------------------------------------------
+
+
+@HOSTILE
+@given(
+    grams=st.lists(st.tuples(st.booleans(), st.binary(max_size=600)), max_size=12),
+    data=st.data(),
+)
+def test_dnp3_hostile_datagrams_keep_the_contract(
+    grams: list[tuple[bool, bytes]], data: st.DataObject
+) -> None:
+    """Random datagrams and mutated real frames (each TCP payload of the real captures as a
+    datagram) to one DatagramParser: nothing raises, every record keeps the contract, and
+    nothing is buffered between datagrams beyond the transport reassembly's cap."""
+    real = [seg for stream in STREAMS["dnp3"] for seg in stream]
+    grams = grams + mutate(data, data.draw(st.lists(st.sampled_from(real), max_size=8)))
+    parser = dnp3.DatagramParser(FUZZ_LIMITS)
+    records = []
+    for to_server, payload in grams:
+        records += parser.datagram(to_server, payload, 1.0)
+        assert parser._buf == [b"", b""]
+    records += parser.close(2.0)
+    for rec in records:
+        check_record("dnp3", rec)
 
 
 def test_decode_splits_segments_as_encoded() -> None:

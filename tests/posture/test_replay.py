@@ -27,11 +27,18 @@ PLANTS = [
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict]]:
-    if not all((REPO / p[0]).is_file() for p in PLANTS):
+    yield from _serve(tmp_path_factory, PLANTS)
+
+
+def _serve(
+    tmp_path_factory: pytest.TempPathFactory, plants: list[tuple[str, str, str, str]]
+) -> Iterator[tuple[TestClient, dict]]:
+    """Replay each plant's capture into one store; serve it with the example registry."""
+    if not all((REPO / p[0]).is_file() for p in plants):
         pytest.skip("captures not present under pcaps/")
     tmp = tmp_path_factory.mktemp("replay")
     store_path = tmp / "icsmon.db"
-    for capture, site, ent, sensor in PLANTS:
+    for capture, site, ent, sensor in plants:
         r = subprocess.run(
             [
                 sys.executable,
@@ -61,7 +68,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestCli
     state = PostureState(tmp / "icsmon.posture.db")
     state.import_org(load_org_file(REPO / "deploy" / "org-example.yaml"))
     store = Store.open(store_path, readonly=True)
-    tokens = {ent: state.create_token(ent, "enterprise-operator", ent) for _, _, ent, _ in PLANTS}
+    tokens = {ent: state.create_token(ent, "enterprise-operator", ent) for _, _, ent, _ in plants}
     tokens["province"] = state.create_token("soc", "province-analyst", None)
     client = TestClient(create_app(store, state))
     yield client, tokens
@@ -138,3 +145,38 @@ def test_replayed_alert_detail_has_the_events_that_fired_it(replayed) -> None:
         )
         assert d["org"]["enterprise_name_zh"] == "济南华信化工有限公司"
         assert d["evidence"]["rule"]["id"] == alert["rule"]["id"]
+
+
+# A substation: the DNP3 and IEC 104 attack captures at one site of one enterprise
+SUBSTATION = [
+    ("pcaps/dnp3/dnp3_attack_sweep.pcap", "site-0002-a", "ent-0002", "sensor-0002-a"),
+    ("pcaps/iec104/iec104_attack_sweep.pcap", "site-0002-a", "ent-0002", "sensor-0002-a"),
+]
+
+
+@pytest.fixture(scope="module")
+def substation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict]]:
+    yield from _serve(tmp_path_factory, SUBSTATION)
+
+
+def test_telecontrol_alerts_by_protocol(substation) -> None:
+    """The protocol filter of the alert list and the summary's protocols panel know DNP3 and
+    IEC 104: each filter returns the golden alerts of its protocol (by rule: the ids depend on
+    the site the goldens were made with)."""
+    client, tokens = substation
+    h = {"Authorization": f"Bearer {tokens['ent-0002']}"}
+    golden = [a for capture, *_ in SUBSTATION for a in golden_alerts(capture)]
+    stamps = [to_epoch(a["@timestamp"]) or 0 for a in golden]
+    window = {"since": min(stamps) - 1, "until": max(stamps) + 1}
+    for protocol in ("dnp3", "iec104"):
+        want = sorted(a["rule"]["id"] for a in golden if a["network"]["protocol"] == protocol)
+        assert want, protocol
+        page = client.get(
+            "/api/alerts", params={**window, "protocol": protocol, "limit": 500}, headers=h
+        ).json()
+        assert sorted(i["rule"]["id"] for i in page["items"]) == want
+    summary = client.get("/api/summary", params=window, headers=h).json()
+    by_protocol = dict(summary["alerts"]["by_protocol"])
+    assert by_protocol == {
+        p: sum(a["network"]["protocol"] == p for a in golden) for p in ("dnp3", "iec104")
+    }

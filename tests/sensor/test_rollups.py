@@ -116,6 +116,34 @@ def test_written_values_min_and_max() -> None:
     assert reads and all("icsmon.rollup.written.min" not in d for d in reads)
 
 
+def test_telecontrol_objects_and_set_points() -> None:
+    """DNP3: the outstation and the object types; IEC 104: the station and a block of
+    information object addresses; the set points written (DNP3 analog output blocks by
+    select/operate, IEC 104 C_SE_NC_1) as the written range of their series."""
+    docs, _ = roll(
+        events_of(PCAPS / "dnp3" / "dnp3_train.pcap", PCAPS / "iec104" / "iec104_train.pcap")
+    )
+    objects = {(d["network.protocol"], d["ics.function"], d["icsmon.rollup.object"]) for d in docs}
+    assert ("dnp3", "read", "outstation 10 g60v2 g60v3 g60v4") in objects
+    assert ("iec104", "read", "ca 1 ioa 200-299") in objects
+    operate = [
+        d
+        for d in docs
+        if (d["network.protocol"], d["ics.function"], d["icsmon.rollup.object"])
+        == ("dnp3", "operate", "outstation 10 g41v1")
+    ]
+    assert min(d["icsmon.rollup.written.min"] for d in operate) == 40
+    assert max(d["icsmon.rollup.written.max"] for d in operate) == 60
+    setpoint = [
+        d
+        for d in docs
+        if (d["network.protocol"], d["icsmon.rollup.object"]) == ("iec104", "ca 1 ioa 6000-6099")
+    ]
+    assert {d["ics.function"] for d in setpoint} == {"set_point_short_float"}
+    assert min(d["icsmon.rollup.written.min"] for d in setpoint) == 45
+    assert max(d["icsmon.rollup.written.max"] for d in setpoint) == 55
+
+
 def test_an_interval_waits_for_late_answers_and_a_late_event_is_a_new_part() -> None:
     base = {
         "network.protocol": "modbus",

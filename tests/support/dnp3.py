@@ -31,7 +31,8 @@ def record_pdus(records: list[dict]) -> tuple[Counter, Counter]:
         if "dnp3.link.function_code" in rec:
             src, dst = rec["dnp3.source"], rec["dnp3.destination"]
             pdus[("link", src, dst, rec["dnp3.link.primary"], rec["dnp3.link.function_code"])] += 1
-            if "dnp3.link.response_function_code" in rec:
+            # a secondary ACK is left out on both sides (tshark_pdus drops every one)
+            if rec.get("dnp3.link.response_function_code", 0) != 0:
                 pdus[("link", dst, src, False, rec["dnp3.link.response_function_code"])] += 1
             continue
         master, outstation = rec["dnp3.master"], rec["dnp3.outstation"]

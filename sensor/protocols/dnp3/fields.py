@@ -127,3 +127,17 @@ FIELDS: dict[str, Field] = {
 
 # Sigma logsource services (network.protocol values) -> the field prefixes their rules see
 SERVICES: dict[str, tuple[str, ...]] = {"dnp3": ("dnp3.",)}
+
+# What the traffic says about the hosts on either side, kept in their asset records
+# (sensor/assets.py: a list per asset; broadcast addresses left out, and a server's only from
+# exchanges that succeeded: a scan names addresses nobody answers on).
+ASSET_FIELDS: dict[str, Field] = {
+    "asset.dnp3.link_addresses": long(
+        "DNP3 link addresses the host answered as outstation or sent from as master"
+    ),
+}
+# (event field, side of the flow it describes, asset field)
+ASSET_SOURCES: tuple[tuple[str, str, str], ...] = (
+    ("dnp3.outstation", "server", "asset.dnp3.link_addresses"),
+    ("dnp3.master", "client", "asset.dnp3.link_addresses"),
+)

@@ -85,3 +85,16 @@ FIELDS: dict[str, Field] = prefixed(
 
 # Sigma logsource services (network.protocol values) -> the field prefixes their rules see
 SERVICES: dict[str, tuple[str, ...]] = {"iec104": ("iec104.",)}
+
+# What the traffic says about the hosts on either side, kept in their asset records
+# (sensor/assets.py: a list per asset; the broadcast address left out, and a server's only
+# from exchanges that succeeded: a sweep names common addresses nobody answers for).
+ASSET_FIELDS: dict[str, Field] = {
+    "asset.iec104.common_addresses": long(
+        "IEC 104 common addresses (stations) a controlled station answered for"
+    ),
+}
+# (event field, side of the flow it describes, asset field)
+ASSET_SOURCES: tuple[tuple[str, str, str], ...] = (
+    ("iec104.common_address", "server", "asset.iec104.common_addresses"),
+)

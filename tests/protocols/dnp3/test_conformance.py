@@ -1,4 +1,5 @@
-"""DNP3 against tshark as the oracle, on every published DNP3 capture (TCP and UDP).
+"""DNP3 against tshark as the oracle, on every published DNP3 capture (TCP and UDP) and on the
+captures made here with dnp3py (pcaps/dnp3/).
 
 Per PDU: each application fragment as (source, destination, function code) and each
 link-service frame as (source, destination, primary, link function) must agree, counted as
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SHARED_PCAPS
+from tests.support import REPO, SHARED_PCAPS
 from tests.support.dnp3 import record_pdus, replay, tshark_pdus
 
 # Where icsmon and tshark differ on purpose, in the object types only (never in the PDUs):
@@ -85,6 +86,21 @@ def test_agreement_over_all_captures(public_pcaps: Path, tshark: str) -> None:
         agree += sum((ours & theirs).values())
     assert total > 700
     assert agree / total >= 0.999, f"{agree} of {total} PDUs agree"
+
+
+OWN = sorted((REPO / "pcaps" / "dnp3").glob("*.pcap"))
+
+
+@pytest.mark.parametrize("path", OWN, ids=[p.name for p in OWN])
+def test_own_captures_match_tshark(path: Path, tshark: str) -> None:
+    """The dnp3py captures: every PDU and object type as tshark decodes them, no anomaly."""
+    records = replay(path)
+    ours, our_objects = record_pdus(records)
+    theirs, their_objects = tshark_pdus(tshark, path, None)
+    assert sum(theirs.values()) > 0
+    assert ours == theirs, f"only ours {dict(ours - theirs)}, only tshark {dict(theirs - ours)}"
+    assert our_objects == their_objects
+    assert not [r for r in records if r.get("event.action") == "anomaly"]
 
 
 def test_udp_captures_are_decoded_as_udp(public_pcaps: Path) -> None:
