@@ -28,7 +28,8 @@ rest are only counted: an answer to an unsigned message would let anyone make a 
 Message types are registered by name (:func:`register`); a later feature adds a type and
 its handler without touching the channel: the province signs an envelope of the new type
 (:class:`Signer`), and the sensor's wiring gives :meth:`Receiver.on` the handler. The Kafka
-transport (the province's publisher, the sensor's listener) is ``pipeline.control_kafka``.
+transport (the province's publisher, the sensor's listener) is ``pipeline.control_kafka``. How to
+add a type, step by step: docs/control.md.
 """
 
 from __future__ import annotations
