@@ -53,7 +53,7 @@ def _register_subcommands() -> None:
     app.add_typer(cmd_control.app, name="control")
     command("alerts")(cmd_query.alerts_command)
     command("assets")(cmd_query.assets_command)
-    command("index")(cmd_index.index_command)
+    app.add_typer(cmd_index.app, name="index")
     app.add_typer(cmd_assessment.advisories_app, name="advisories")
     app.add_typer(cmd_assessment.findings_app, name="findings")
     command("report")(cmd_assessment.report_command)
