@@ -33,6 +33,7 @@ def _register_subcommands() -> None:
         cmd_assessment,
         cmd_baseline,
         cmd_control,
+        cmd_hunt,
         cmd_index,
         cmd_posture,
         cmd_query,
@@ -54,6 +55,7 @@ def _register_subcommands() -> None:
     command("alerts")(cmd_query.alerts_command)
     command("assets")(cmd_query.assets_command)
     app.add_typer(cmd_index.app, name="index")
+    command("hunt")(cmd_hunt.hunt_command)
     app.add_typer(cmd_assessment.advisories_app, name="advisories")
     app.add_typer(cmd_assessment.findings_app, name="findings")
     command("report")(cmd_assessment.report_command)

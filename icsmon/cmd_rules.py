@@ -267,23 +267,58 @@ def convert_rules(
     ] = None,
     fmt: Annotated[
         ConvertFormat,
-        typer.Option("--format", help="plain: one query per line; json: one object per rule."),
+        typer.Option(
+            "--format",
+            help="plain: one query per line; json: one object per query with its index and "
+            "the Elasticsearch request that runs it.",
+        ),
     ] = ConvertFormat.plain,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            "--index",
+            help="Index, alias or pattern the queries search (default: the events alias of "
+            "the pipeline config, <index_prefix>-events).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", envvar="ICSMON_CONFIG", help="Pipeline config file (TOML or YAML)"
+        ),
+    ] = None,
 ) -> None:
-    """Convert the rules to Elasticsearch queries with the same pipeline the sensor uses."""
+    """Convert the rules to Elasticsearch queries with the same pipeline the sensor uses,
+    over the deployment's events alias (ES|QL names it in ``from``; for Lucene and EQL it is
+    in the JSON output's ``index`` and ``request``)."""
     from detectors.sigma.convert import convert
+    from pipeline.config import ConfigError, load_config
 
     path = _where(rules_dir)
+    if index is None:
+        try:
+            index = load_config(config).alias("event")
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
     try:
-        result = convert(to.value, path, site_config)
+        result = convert(to.value, path, site_config, index=index)
     except SiteConfigError as exc:
         raise fail(str(exc)) from None
+    except ValueError as exc:
+        raise fail(f"--index: {exc}") from None
     lines = []
     for q in result.queries:
         if fmt == ConvertFormat.json:
             lines.append(
                 json.dumps(
-                    {"id": q.rule_id, "title": q.title, "path": q.path, "query": q.query},
+                    {
+                        "id": q.rule_id,
+                        "title": q.title,
+                        "path": q.path,
+                        "index": q.index,
+                        "query": q.query,
+                        "request": q.request(),
+                    },
                     ensure_ascii=False,
                 )
             )

@@ -20,6 +20,7 @@ is mapped) is rejected, and the indexer dead-letters it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +28,11 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from pipeline import kinds
 from pipeline.config import PipelineConfig
-from pipeline.docs import flatten
+from pipeline.docs import flatten, nest
 from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
 from sensor.protocols.schema import Field, FieldType
 from sensor.schema import asset_fields, event_fields
+from sensor.timestamps import parse_timestamp
 
 K = {"type": "keyword", "ignore_above": 1024}
 LONG = {"type": "long"}
@@ -116,6 +118,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "icsmon.correlation.rules": K,
     "icsmon.correlation.group_by": K,
     "icsmon.correlation.key": K,
+    "icsmon.hunt.id": K,  # the hunt that raised the alert (icsmon hunt)
     **{
         f"icsmon.baseline.{name}": K
         for name in (
@@ -813,3 +816,156 @@ def open_query_backend(url: str | None = None, config: str | None = None) -> EsQ
 
     cfg = load_config(config, overrides={"elasticsearch": {"url": url}})
     return EsQueryBackend(cfg)
+
+
+class EsHuntSource:
+    """What a hunt at the centre reads and writes: the events alias in time order (then by
+    ``event.id``, search_after pages), the alerts alias to tell alerts already raised, and
+    new alerts bulk-written to the alerts' daily indices the way the indexer writes them."""
+
+    PAGE = 5000
+    BATCH = 500
+
+    def __init__(self, cfg: PipelineConfig, client: Elasticsearch | None = None) -> None:
+        self.store = EsStore(cfg, client)
+        self.client = self.store.client
+        self.where = cfg.elasticsearch.url
+        self._pending: list[dict[str, Any]] = []
+
+    @staticmethod
+    def _events_query(
+        since: float | None, until: float | None, sites: Iterable[str], observers: Iterable[str]
+    ) -> dict[str, Any]:
+        filters: list[dict[str, Any]] = []
+        if since is not None or until is not None:
+            rng: dict[str, Any] = {"format": "epoch_millis"}
+            if since is not None:
+                rng["gte"] = int(since * 1000)
+            if until is not None:
+                rng["lt"] = int(until * 1000)
+            filters.append({"range": {"@timestamp": rng}})
+        for name, values in (("labels.site", list(sites)), ("observer.name", list(observers))):
+            if values:
+                filters.append({"terms": {name: values}})
+        return {"bool": {"filter": filters}}
+
+    def count_events(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        sites: Iterable[str] = (),
+        observers: Iterable[str] = (),
+    ) -> int:
+        try:
+            resp = self.client.count(
+                index=self.store.alias("event"),
+                query=self._events_query(since, until, sites, observers),
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        except NotFoundError:
+            return 0
+        return int(resp["count"])
+
+    def scan_events(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        sites: Iterable[str] = (),
+        observers: Iterable[str] = (),
+    ) -> Iterator[dict[str, Any]]:
+        """Flat events in time order, ``@timestamp`` as epoch seconds."""
+        query = self._events_query(since, until, sites, observers)
+        sort = [
+            {"@timestamp": {"order": "asc", "unmapped_type": "date"}},
+            {"event.id": {"order": "asc", "unmapped_type": "keyword"}},
+        ]
+        after: list[Any] | None = None
+        while True:
+            extra: dict[str, Any] = {"search_after": after} if after else {}
+            try:
+                resp = self.client.search(
+                    index=self.store.alias("event"),
+                    query=query,
+                    size=self.PAGE,
+                    sort=sort,
+                    track_total_hits=False,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
+                    **extra,
+                )
+            except NotFoundError:
+                return
+            hits = resp["hits"]["hits"]
+            if not hits:
+                return
+            for hit in hits:
+                event = flatten(hit["_source"])
+                event["@timestamp"] = parse_timestamp(event.get("@timestamp"))
+                yield event
+            after = hits[-1]["sort"]
+
+    def alert_raised(self, alert_id: str, rule_id: str, event_ids: Iterable[str]) -> bool:
+        """An alert with this id, or of this rule over any of these events, is indexed."""
+        should: list[dict[str, Any]] = [{"ids": {"values": [alert_id]}}]
+        ids = [str(x) for x in event_ids]
+        if ids:
+            should.append(
+                {
+                    "bool": {
+                        "filter": [
+                            {"term": {"rule.id": rule_id}},
+                            {"terms": {"icsmon.alert.event_ids": ids}},
+                        ]
+                    }
+                }
+            )
+        self._flush()  # the hunt's own alerts count too
+        try:
+            resp = self.client.count(
+                index=self.store.alias("alert"),
+                query={"bool": {"should": should, "minimum_should_match": 1}},
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        except NotFoundError:
+            return False
+        return int(resp["count"]) > 0
+
+    def write_alert(self, alert: dict[str, Any]) -> None:
+        self._pending.append(alert)
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        lines: list[dict[str, Any]] = []
+        for alert in self._pending:
+            doc = nest(_rendered(alert))
+            lines += [self.store.bulk_actions("alert", doc)[0], doc]
+        self._pending.clear()
+        resp = self.client.bulk(operations=lines, refresh="wait_for")
+        if resp.get("errors"):
+            reason = next(
+                (i["index"]["error"] for i in resp["items"] if "error" in i.get("index", {})), ""
+            )
+            raise RuntimeError(f"Elasticsearch refused hunt alerts: {reason}")
+
+    def finish(self) -> None:
+        try:
+            self._flush()
+        finally:
+            self.client.close()
+
+
+def _rendered(doc: dict[str, Any]) -> dict[str, Any]:
+    """Event times the hunt carries as numbers, as the ISO text documents hold."""
+    from sensor.events import iso_timestamp
+
+    out = dict(doc)
+    for key in ("@timestamp", "event.start", "event.end"):
+        value = out.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = iso_timestamp(float(value))
+    return out

@@ -1,7 +1,10 @@
 """Convert the rule pack to Elasticsearch queries (Lucene, ES|QL, EQL) for hunting.
 
 Same pipeline as the matcher (``detectors/pipelines/ics_ecs.yml``), same placeholder values,
-through pysigma-backend-elasticsearch. Correlations the backend cannot express correctly
+through pysigma-backend-elasticsearch. Every query targets one index or alias, the
+deployment's events alias (``icsmon-events`` unless the pipeline config's
+``index_prefix`` says otherwise, or what the caller names): ES|QL names it in its ``from``,
+Lucene and EQL carry it beside the query, with the request that runs it (``Query.request``). Correlations the backend cannot express correctly
 are skipped with a reason rather than emitted wrong: Lucene has no correlations, EQL gets
 value_count and temporal_ordered wrong, ES|QL has no temporal_ordered. Base rules that only
 feed correlations are not emitted on their own (as ``sigma convert -o`` does).
@@ -23,6 +26,9 @@ from detectors.sigma.loader import SHIPPED_RULES, make_pipeline, resolve_placeho
 
 TARGETS = ("lucene", "esql", "eql")
 
+#: The events alias of a deployment with the default index prefix (pipeline.kinds).
+DEFAULT_INDEX = "icsmon-events"
+
 _BACKENDS = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend}
 
 # Correlation types each target converts correctly (see the module docstring).
@@ -39,6 +45,24 @@ class Query:
     title: str
     path: str
     query: str
+    target: str = "lucene"
+    index: str = DEFAULT_INDEX
+
+    def request(self) -> dict[str, object]:
+        """The Elasticsearch request that runs this query: method, path and JSON body."""
+        if self.target == "esql":  # the index is in the query's ``from``
+            return {"method": "POST", "path": "/_query", "body": {"query": self.query}}
+        if self.target == "eql":
+            return {
+                "method": "POST",
+                "path": f"/{self.index}/_eql/search",
+                "body": {"query": self.query},
+            }
+        return {
+            "method": "POST",
+            "path": f"/{self.index}/_search",
+            "body": {"query": {"query_string": {"query": self.query}}},
+        }
 
 
 @dataclass(slots=True)
@@ -54,11 +78,20 @@ def convert(
     rules_dir: Path | None = None,
     site_config: Path | None = None,
     placeholders: Mapping[str, list[str]] | None = None,
+    index: str = DEFAULT_INDEX,
 ) -> Conversion:
+    """The rules of ``rules_dir`` (None: the shipped pack) as ``target`` queries over
+    ``index`` (an index, alias or pattern holding icsmon events)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r} (one of {', '.join(TARGETS)})")
+    if not index or any(c in index for c in ' ,"|\n'):
+        raise ValueError(f"index {index!r}: one index, alias or pattern name, without spaces")
     values = resolve_placeholders(site_config, placeholders)
-    backend = _BACKENDS[target](processing_pipeline=make_pipeline(values))
+    pipeline = make_pipeline(values)
+    for item in pipeline.items:
+        if item.identifier == "ics_index":  # the pipeline file's default, for sigma-cli
+            item.transformation.val = index  # type: ignore[attr-defined]
+    backend = _BACKENDS[target](processing_pipeline=pipeline)
     files = rule_files([rules_dir or SHIPPED_RULES])
     collection = SigmaCollection.load_ruleset(files, collect_errors=True)
     collection.resolve_rule_references()
@@ -88,7 +121,7 @@ def convert(
             result.errors.append((path, rid, _short(exc)))
             continue
         for q in queries:
-            result.queries.append(Query(rid, rule.title, path, str(q)))
+            result.queries.append(Query(rid, rule.title, path, str(q), target, index))
     return result
 
 

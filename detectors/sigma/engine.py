@@ -598,6 +598,21 @@ class SigmaEngine:
         self._stats["alerts"] += len(out)
         return out
 
+    def matching_rules(self, event: Event) -> list[str]:
+        """Ids of the rules whose condition ``event`` meets (alerting rules and the base rules
+        of correlations alike), found by the same dispatch and matchers as :meth:`process`,
+        without touching correlation or de-duplication state (for comparing with queries run
+        over stored events)."""
+        ds = event.get("event.dataset")
+        fn = self._fast.get(ds) if type(ds) is str else None  # type: ignore[arg-type]
+        action = event.get("event.action")
+        if fn is not None and type(action) is str and action[:1] not in "aA":
+            r = fn(event)
+        else:
+            r = self._match_slow(event)
+        mask = r >> self._shift
+        return [rule.meta.id for rule in self._all if mask >> rule.index & 1]
+
     def generated_source(self) -> str:
         """The Python source of the generated matchers (one per dataset), for review, each
         after a comment legend of the values bound to its names."""

@@ -489,6 +489,95 @@ class StoreQueries:
             ).fetchall()
         return total, [orjson.loads(row[0]) for row in rows]
 
+    # ---- hunting: stored events in time order ------------------------------------------
+
+    @staticmethod
+    def _scan_where(
+        since: float | None,
+        until: float | None,
+        sites: Iterable[str],
+        observers: Iterable[str],
+        by_index: bool = True,
+    ) -> tuple[str, list[Any]]:
+        # by_index=False writes the columns as +e.ts...: SQLite then filters while walking the
+        # table in rowid order instead of reading an index and sorting what it found.
+        col = "e." if by_index else "+e."
+        conds = [f"{col}ts IS NOT NULL"]
+        params: list[Any] = []
+        if since is not None:
+            conds.append(f"{col}ts >= ?")
+            params.append(since)
+        if until is not None:
+            conds.append(f"{col}ts < ?")
+            params.append(until)
+        for column, values in (("site", list(sites)), ("observer", list(observers))):
+            if values:
+                conds.append(f"{col}{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        return " AND ".join(conds), params
+
+    def count_events(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        sites: Iterable[str] = (),
+        observers: Iterable[str] = (),
+    ) -> int:
+        """How many events :meth:`scan_events` with the same arguments reads."""
+        where, params = self._scan_where(since, until, sites, observers)
+        with self._reading() as conn:
+            return int(
+                conn.execute(f"SELECT count(*) FROM events e WHERE {where}", params).fetchone()[0]
+            )
+
+    def scan_events(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        sites: Iterable[str] = (),
+        observers: Iterable[str] = (),
+        page: int = 5000,
+    ) -> Iterator[dict[str, Any]]:
+        """Stored events of ``[since, until)`` (epoch s) of these sites and sensors (empty:
+        all) in the order the sensor processed them (the order written: time order, up to
+        the sub-millisecond interleaving of flows the stream itself had, so the same engine
+        sees the same sequence), read a page at a time (memory does not grow with the store).
+        ``@timestamp`` comes back as epoch seconds, the number the sensor itself carries."""
+        where, params = self._scan_where(since, until, sites, observers, by_index=False)
+        sql = (
+            "SELECT e.rowid, e.ts, d.doc FROM events e JOIN event_docs d ON d.rowid = e.rowid "
+            f"WHERE e.rowid > ? AND {where} ORDER BY e.rowid LIMIT ?"
+        )
+        last_row = 0
+        loads = orjson.loads
+        while True:
+            with self._reading() as conn:
+                rows = conn.execute(sql, [last_row, *params, page]).fetchall()
+            if not rows:
+                return
+            last_row = rows[-1][0]
+            for _, ts, doc in rows:
+                event = loads(doc)
+                event["@timestamp"] = ts
+                yield event
+
+    def alert_raised(self, alert_id: str, rule_id: str, event_ids: Iterable[str]) -> bool:
+        """Whether an alert with this id, or one of the same rule over any of these triggering
+        events, is stored already (a hunt does not raise it again)."""
+        ids = [str(x) for x in event_ids]
+        with self._reading() as conn:
+            if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone():
+                return True
+            if not ids:
+                return False
+            row = conn.execute(
+                "SELECT 1 FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid, "
+                "json_each(d.doc, '$.\"icsmon.alert.event_ids\"') j "
+                "WHERE a.rule_id = ? AND j.value IN (SELECT value FROM json_each(?)) LIMIT 1",
+                (rule_id, dumps(ids).decode()),
+            ).fetchone()
+            return row is not None
+
     def counts(self) -> dict[str, int]:
         """Documents stored, per kind."""
         with self._reading() as conn:

@@ -192,3 +192,42 @@ def test_convert_with_site_config(tmp_path: Path) -> None:
     bad.write_text("placeholders: [\n")
     result = runner.invoke(app, ["convert", "--to", "lucene", "--site-config", str(bad)])
     assert result.exit_code == 2 and "bad.yml" in result.output
+
+
+@pytest.mark.parametrize("target", ["lucene", "esql", "eql"])
+def test_convert_targets_the_deployments_events_alias(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every query names where it runs: the events alias of the pipeline config (its
+    index_prefix), or --index; ES|QL in its ``from``, all targets in the JSON request."""
+    monkeypatch.delenv("ICSMON_CONFIG", raising=False)
+    monkeypatch.delenv("ICSMON_ES_INDEX_PREFIX", raising=False)
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[elasticsearch]\nindex_prefix = "prov-sd"\n')
+    for args, index in (
+        ([], "icsmon-events"),
+        (["--config", str(config)], "prov-sd-events"),
+        (["--config", str(config), "--index", "plant-7-*"], "plant-7-*"),
+    ):
+        result = runner.invoke(app, ["convert", "--to", target, "--format", "json", *args])
+        assert result.exit_code == 0, result.output
+        docs = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+        assert len(docs) >= 30
+        for doc in docs:
+            assert doc["index"] == index
+            request = doc["request"]
+            if target == "esql":
+                assert request["path"] == "/_query"
+                assert doc["query"].startswith(f"from {index} ")
+                assert "logs-" not in doc["query"]
+            else:
+                assert request["path"].startswith(f"/{index}/")
+    monkeypatch.setenv("ICSMON_ES_INDEX_PREFIX", "envprefix")
+    result = runner.invoke(app, ["convert", "--to", target, "--format", "json"])
+    assert json.loads(result.stdout.splitlines()[0])["index"] == "envprefix-events"
+    result = runner.invoke(app, ["convert", "--to", target, "--index", "two words"])
+    assert result.exit_code == 2 and "error: --index" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[elasticsearch\n")
+    result = runner.invoke(app, ["convert", "--to", target, "--config", str(bad)])
+    assert result.exit_code == 2 and "bad.toml" in result.output

@@ -90,6 +90,41 @@ def test_digitalbond_requests_fire_their_rules(
     assert matches_by_rule(replay([pcap]))[rule] == expected
 
 
+# Controls the station refused, in the answers: tshark counts the refusing responses (one
+# control per request in these captures), the rules see the request paired with its answer.
+REFUSED = [
+    (
+        "dnp3",
+        "zeek__dnp3.pcap",
+        "dnp3_control_refused",
+        "dnp3.al.func==129 && dnp3.al.ctrlstatus!=0",
+    ),
+    (
+        "dnp3",
+        "digitalbond__dnp3_test_data_part2.pcap",
+        "dnp3_control_refused",
+        "dnp3.al.func==129 && dnp3.al.ctrlstatus!=0",
+    ),
+    (
+        "iec104",
+        "iti__TestDissectIec104.pcap",
+        "iec104_command_refused",
+        "iec60870_asdu.nega==1 && iec60870_asdu.causetx==7"
+        " && iec60870_asdu.typeid>=45 && iec60870_asdu.typeid<=64",
+    ),
+]
+
+
+@pytest.mark.parametrize(("folder", "capture", "rule", "display_filter"), REFUSED)
+def test_refused_controls_fire_their_rules(
+    public_pcaps: Path, tshark: str, folder: str, capture: str, rule: str, display_filter: str
+) -> None:
+    pcap = public_pcaps / folder / capture
+    expected = tshark_count(tshark, pcap, display_filter)
+    assert expected > 0
+    assert matches_by_rule(replay([pcap]))[rule] == expected
+
+
 def test_digitalbond_function_code_sweep_and_exception_burst(
     public_pcaps: Path, tshark: str
 ) -> None:

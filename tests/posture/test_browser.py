@@ -133,6 +133,22 @@ def test_dashboard_click_down_to_an_alert(served: tuple[Env, str], out_dir: Path
             expect(page.locator("#overview")).to_be_visible()
             expect(page.locator("#children-title")).to_have_text("Enterprises")
             page.screenshot(path=str(out_dir / "4-city-en.png"), full_page=True)
+
+            # Alerts per protocol, and the alert list filtered to one protocol (labels from
+            # the translation table: every protocol the sensor decodes is offered)
+            assert page.locator("#protocols canvas").count() == 1
+            offered = page.locator("#protocol-filter")
+            for label in ("All protocols", "Modbus/TCP", "DNP3", "IEC 60870-5-104"):
+                expect(offered).to_contain_text(label)
+            page.select_option("#protocol-filter", "s7comm")
+            protocols = page.locator("#alerts tbody tr td:nth-child(6)")
+            expect(protocols.first).to_have_text("S7comm")
+            assert set(protocols.all_text_contents()) == {"S7comm"}
+            page.click("#lang")
+            expect(protocols.first).to_have_text("S7comm（西门子）")
+            page.screenshot(path=str(out_dir / "5-protocol-filter.png"), full_page=True)
+            page.select_option("#protocol-filter", "")  # all protocols again
+            expect(page.locator("#protocol-filter")).to_have_value("")
         finally:
             browser.close()
     assert not errors, errors

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from sensor.protocols.dnp3.link import PRIMARY_FUNCTIONS, SECONDARY_FUNCTIONS
+from sensor.protocols.dnp3.tables import FUNCTIONS, GROUPS
 from tests.support import REPO, SHARED_PCAPS
+from tests.support.conformance import Tally, check_section, table
 from tests.support.dnp3 import record_pdus, replay, tshark_pdus
 
 # Where icsmon and tshark differ on purpose, in the object types only (never in the PDUs):
@@ -55,6 +58,10 @@ KNOWN_OBJECT_DIFFERENCES: dict[str, tuple[str, dict[int, int], dict[int, int]]] 
 }
 # DNP3 on a port tshark does not decode by default (SOURCES.md gives the decode-as)
 DECODE_AS = {"zeek__dnp3_read_p20001.pcap": ["tcp.port==20001,dnp3"]}
+LINK_NAMES = {
+    **{(True, f): n for f, n in PRIMARY_FUNCTIONS.items()},
+    **{(False, f): n for f, n in SECONDARY_FUNCTIONS.items()},
+}
 
 
 def _captures() -> list[str]:
@@ -129,3 +136,46 @@ def test_udp_select_operate_pairs_by_sequence(public_pcaps: Path) -> None:
     assert select["dnp3.points"] == [1] and select["dnp3.operations"] == ["latch_on"]
     assert select["dnp3.control_status"] == ["success"]
     assert select["event.outcome"] == "success"
+
+
+def test_agreement_per_function_and_group_is_documented(
+    public_pcaps: Path, tshark: str, update_golden: bool
+) -> None:
+    """The agreement per application function code and link function, and per object group,
+    over every published capture: the tables of docs/conformance.md. Every PDU agrees; the
+    object groups differ only where KNOWN_OBJECT_DIFFERENCES explains it."""
+    pdus, groups = Tally(), Tally()
+    for name in CAPTURES:
+        path = public_pcaps / "dnp3" / name
+        ours, our_objects = record_pdus(replay(path))
+        theirs, their_objects = tshark_pdus(tshark, path, DECODE_AS.get(name))
+        pdus.add(ours, theirs, lambda k: k[3:] if k[0] == "link" else k[3])
+        groups.add(our_objects, their_objects, lambda k: k >> 8)
+    for key, theirs, agree, only_ours in pdus.rows():
+        assert (agree, only_ours) == (theirs, 0), key
+    explained_ours: Counter = Counter()
+    explained_theirs: Counter = Counter()
+    for _reason, only_ours, only_theirs in KNOWN_OBJECT_DIFFERENCES.values():
+        for t, n in only_ours.items():
+            explained_ours[t >> 8] += n
+        for t, n in only_theirs.items():
+            explained_theirs[t >> 8] += n
+    for key, theirs, agree, only_ours in groups.rows():
+        assert (theirs - agree, only_ours) == (explained_theirs[key], explained_ours[key]), key
+
+    def pdu_label(key: object) -> tuple[str, ...]:
+        if isinstance(key, tuple):  # link service: (primary, link function)
+            primary, func = key
+            side = "primary" if primary else "secondary"
+            return ("link", f"{side} {func}", LINK_NAMES.get((primary, func), ""))
+        return ("application", str(key), FUNCTIONS.get(key, f"unknown_{key}"))  # type: ignore[call-overload]
+
+    def group_label(key: object) -> tuple[str, ...]:
+        return (str(key), GROUPS.get(key, "(not a DNP3 object group)"))  # type: ignore[call-overload]
+
+    check_section(
+        "dnp3-per-function",
+        table(("layer", "function", "name"), pdus, pdu_label),
+        update_golden,
+    )
+    check_section("dnp3-per-group", table(("group", "name"), groups, group_label), update_golden)

@@ -24,8 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from sensor.protocols.iec104.parser import type_name
+from sensor.protocols.iec104.tables import TYPES
 from tests.support import REPO, SHARED_PCAPS
-from tests.support.iec104 import record_apdus, replay, tshark_apdus
+from tests.support.conformance import Tally, check_section, table
+from tests.support.iec104 import U_CODES, record_apdus, replay, tshark_apdus
 
 # Where icsmon and tshark differ on purpose: file -> (reason, APDUs only icsmon reports,
 # APDUs only tshark reports). Each was checked frame by frame.
@@ -99,3 +102,33 @@ def test_agreement_on_well_formed_apdus(public_pcaps: Path, tshark: str) -> None
         agree += sum((ours & theirs).values())
     assert total >= 300
     assert agree / total >= 0.999, f"{agree} of {total} APDUs agree"
+
+
+def test_agreement_per_type_is_documented(
+    public_pcaps: Path, tshark: str, update_golden: bool
+) -> None:
+    """The agreement per type identification and U function over every published capture:
+    the table of docs/conformance.md, and no type below the target except the ones tshark
+    itself marks malformed (KNOWN_DIFFERENCES)."""
+    tally = Tally()
+    for name in CAPTURES:
+        path = public_pcaps / "iec104" / name
+        tally.add(record_apdus(replay(path)), tshark_apdus(tshark, path), lambda k: k[:2])
+    pinned = Counter(KNOWN_DIFFERENCES["iti__TestDissectIec104.pcap"][2])
+    malformed: Counter = Counter()
+    for k, n in pinned.items():
+        malformed[k[:2]] += n
+    for key, theirs, agree, only_ours in tally.rows():
+        assert (theirs - agree, only_ours) == (malformed[key], 0), key
+    u_names = {v: k for k, v in U_CODES.items()}
+
+    def label(key: object) -> tuple[str, ...]:
+        frame, code = key  # type: ignore[misc]
+        if frame == "U":
+            return ("U", f"0x{code:02x}", u_names.get(code, "not a U function"))
+        mnemonic, name = type_name(code)
+        return ("I", str(code), f"{mnemonic} {name}" if code in TYPES else "(garbage octets)")
+
+    check_section(
+        "iec104-per-type", table(("format", "type / function", "name"), tally, label), update_golden
+    )

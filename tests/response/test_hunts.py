@@ -1,0 +1,127 @@
+"""Hunts requested by the province over the control channel: a sensor runs a signed
+``hunt.request`` over its own store and answers with a summary; it refuses what the province
+did not sign, and caps a hunt whatever the request asks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from detectors.hunt import Hunt, load_hunt_engine
+from pipeline import control
+from pipeline.control import Receiver, Signer
+from pipeline.store import Store
+from response.hunts import HUNT_REQUEST, HuntLimits, HuntRequestHandler, hunt_state, request_payload
+from tests.detectors.test_hunt import ATTACK, live_run
+from tests.support import REPO
+
+RULE = REPO / "rules" / "modbus" / "modbus_write_from_unlisted_master.yml"
+SENSOR = "sensor-7"
+
+
+@pytest.fixture()
+def sensor(tmp_path: Path):
+    """A sensor's store holding a capture's events (alerts cleared: what a hunt finds is new),
+    its handler (alerts written to a list) behind a Receiver, and the province's signer."""
+    db = tmp_path / "sensor.db"
+    live_run(ATTACK, db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM alert_docs")
+        conn.execute("DELETE FROM alerts")
+    control.generate_keys(tmp_path / "province.key", tmp_path / "sensor.pub")
+    signer = Signer.from_file(tmp_path / "province.key")
+    store = Store.open(db)
+    written: list[dict] = []
+    handler = HuntRequestHandler(
+        SENSOR, store, written.append, HuntLimits(max_events=80), common={"labels.site": "s7"}
+    )
+    rx = Receiver(
+        SENSOR,
+        control.load_public_key(tmp_path / "sensor.pub"),
+        {HUNT_REQUEST: handler},
+        seen_file=tmp_path / "seen.json",
+    )
+    yield signer, rx, handler, store, written
+    store.close()
+
+
+def _send(signer: Signer, payload: dict) -> bytes:
+    return Signer.encode(signer.envelope(HUNT_REQUEST, SENSOR, payload))
+
+
+def test_a_signed_request_is_hunted_and_answered(sensor) -> None:
+    signer, rx, handler, store, written = sensor
+    total = store.count_events()
+    expected: list[dict] = []
+    Hunt(load_hunt_engine([str(RULE)]), write=expected.append).run(store.scan_events())
+    assert expected, "the rule fires on the capture"
+    # the sensor's cap (80 events) is below the store's events: the hunt stops there
+    with Store.open(store.path, readonly=True) as copy:
+        capped: list[dict] = []
+        Hunt(load_hunt_engine([str(RULE)]), write=capped.append, max_events=80).run(
+            copy.scan_events()
+        )
+    payload = request_payload("hunt-1", rules={"new.yml": RULE.read_text()}, max_events=10**9)
+    [answer] = rx.handle(_send(signer, payload))
+    assert answer["icsmon.control.status"] == "done", answer
+    assert answer["icsmon.hunt.id"] == "hunt-1" and answer["labels.site"] == "s7"
+    assert answer["icsmon.hunt.events"] == 80 < total
+    assert "cap of 80 events" in answer["icsmon.hunt.stopped"]
+    assert answer["icsmon.hunt.alerts"] == answer["icsmon.hunt.new"] == len(capped) > 0
+    assert [a["event.id"] for a in written] == [a["event.id"] for a in capped]
+    assert {a["icsmon.hunt.id"] for a in written} == {"hunt-1"}
+    state = hunt_state([answer], "hunt-1")
+    assert state[SENSOR]["status"] == "done" and state[SENSOR]["events"] == 80
+
+
+def test_a_request_may_ask_for_less_and_the_ids_of_the_sensors_pack(sensor) -> None:
+    signer, rx, _, _, written = sensor
+    rule_id = "cf849942-e7b0-5107-bd0c-6249700874bd"  # RULE's id, from the sensor's own pack
+    assert rule_id in RULE.read_text()
+    [answer] = rx.handle(_send(signer, request_payload("hunt-2", rule_ids=[rule_id], max_events=5)))
+    assert answer["icsmon.control.status"] == "done"
+    assert answer["icsmon.hunt.events"] == 5 and answer["icsmon.hunt.rules"] == 1
+    since = int(time.time()) + 86400  # nothing stored after tomorrow
+    [answer] = rx.handle(_send(signer, request_payload("hunt-3", rule_ids=[rule_id], since=since)))
+    assert answer["icsmon.hunt.events"] == 0 and answer["icsmon.hunt.alerts"] == 0
+
+
+def test_unsigned_and_tampered_requests_are_refused_before_any_hunt(sensor) -> None:
+    signer, rx, handler, _, written = sensor
+    env = signer.envelope(HUNT_REQUEST, SENSOR, request_payload("hunt-x", rule_ids=["x"]))
+    unsigned = {k: v for k, v in env.items() if k != "signature"}
+    assert rx.handle(Signer.encode(unsigned)) == []
+    tampered = dict(env, payload=dict(env["payload"], max_events=10**9))
+    assert rx.handle(Signer.encode(tampered)) == []
+    forged = dict(env, signature=base64.b64encode(b"\0" * 64).decode())
+    assert rx.handle(Signer.encode(forged)) == []
+    assert rx.counters["refused_unsigned"] == 1 and rx.counters["refused_bad_signature"] == 2
+    assert handler.stats["hunts"] == handler.stats["refused"] == 0 and not written
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"hunt_id": "h"}, "no rules"),
+        ({"hunt_id": "h", "rules": {"a.yml": "title: [\n"}}, "do not load"),
+        ({"hunt_id": "h", "rule_ids": ["no-such-rule"]}, "no-such-rule"),
+        ({"hunt_id": "h", "rule_ids": "x"}, "rule_ids"),
+        ({"hunt_id": "h", "rule_ids": ["x"], "since": "yesterday"}, "since"),
+        ({"rule_ids": ["x"]}, "hunt_id"),
+        ({"hunt_id": "h", "rules": {"a.yml": "x" * 300_000}}, "larger than"),
+    ],
+)
+def test_requests_the_sensor_cannot_serve_are_answered_with_the_reason(
+    sensor, payload: dict, reason: str
+) -> None:
+    signer, rx, handler, _, written = sensor
+    [answer] = rx.handle(_send(signer, payload))
+    assert answer["icsmon.control.status"] == "refused"
+    assert reason in answer["icsmon.control.message"]
+    assert handler.stats["refused"] == 1 and not written
+    json.dumps(answer)  # a plain document, ready for Kafka
