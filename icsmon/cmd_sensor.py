@@ -442,10 +442,26 @@ def sense(
     _check_ship(ship, sink)
     if control_key is not None and sink != SinkName.kafka:
         raise fail("--control-key needs --sink kafka (requests and answers travel through Kafka)")
+    # A stop request is honoured from before the port opens: one that arrives while the
+    # capture, sink, store and control channel are still being set up ends the run as soon as
+    # it starts (not the process, half set up, by the signal's default action).
+    opened: list[LiveSource] = []
+    stop_asked: list[int] = []
+
+    def stop(signum, _frame) -> None:
+        stop_asked.append(signum)
+        for src in opened:
+            src.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         source = LiveSource(iface, bpf, user=user)
     except CaptureError as exc:
         raise fail(str(exc)) from None
+    opened.append(source)
+    if stop_asked:
+        source.stop()
     # A sensor's own store is bounded (it runs for months): by the flags, else the config.
     retention = _retention(cfg, True, store_max_events, store_max_bytes, store_max_age_days)
     out_sink = _open_sink(sink, store, out, site, cfg, retention, ship)
@@ -486,11 +502,6 @@ def sense(
 
     source.on_tick = tick
 
-    def stop(signum, _frame) -> None:
-        source.stop()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     if fmt == Format.table:
         note(f"listening on {iface}" + (f" ({bpf})" if bpf else "") + "; Ctrl-C stops")
 
