@@ -137,11 +137,14 @@ def escalate(
     policy: PolicyOpt = None,
     calendar: CalendarOpt = None,
 ) -> None:
-    """Escalate overdue notices once (the posture server does it every minute)."""
+    """Escalate overdue notices and verify the notices of findings no longer observed, once
+    (the posture server does both every minute, advisories too)."""
     desk, st, backend = open_desk(store, es, state, policy, calendar)
     try:
         for change in desk.notices.escalate():
             typer.echo(f"{change['id']}\tescalated to {change['escalation']}")
+        for done in desk.notices.auto_verify():
+            typer.echo(f"{done['notice']}\tverified from the telemetry ({done['subject']})")
     finally:
         desk.close()
         st.close()

@@ -419,6 +419,8 @@ class EsQueryBackend:
         community_id = getattr(flt, "community_id", None)
         if community_id:
             filters.append({"term": {"network.community_id": community_id}})
+        for name, values in (getattr(flt, "match", None) or {}).items():
+            filters.append({"terms": {name: list(values)}})
         if flt.text:
             pattern = (
                 "*" + flt.text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?") + "*"
@@ -492,6 +494,37 @@ class EsQueryBackend:
             return []
         buckets = resp.get("aggregations", {}).get("by", {}).get("buckets", [])
         return [(str(b.get("key_as_string", b["key"])), b["doc_count"]) for b in buckets]
+
+    # Composite pages: a cardinality per bucket is exact below the precision threshold (a
+    # campaign needs a handful of sites, not thousands), and paging reaches every group.
+    SPREAD_PAGE = 5000
+
+    def spread(
+        self, flt: AlertFilter, fields: tuple[str, ...], by: str, min_distinct: int
+    ) -> list[tuple[tuple[Any, ...], int, int]]:
+        sources = [{f"f{i}": {"terms": {"field": name}}} for i, name in enumerate(fields)]
+        out: list[tuple[tuple[Any, ...], int, int]] = []
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {"size": self.SPREAD_PAGE, "sources": sources}
+            if after is not None:
+                composite["after"] = after
+            aggs = {
+                "g": {
+                    "composite": composite,
+                    "aggs": {"n": {"cardinality": {"field": by, "precision_threshold": 3000}}},
+                }
+            }
+            got = self._aggregate("alert", flt, aggs).get("g", {})
+            buckets = got.get("buckets", [])
+            for b in buckets:
+                distinct = int(b["n"]["value"])
+                if distinct >= min_distinct:
+                    key = tuple(b["key"][f"f{i}"] for i in range(len(fields)))
+                    out.append((key, distinct, b["doc_count"]))
+            after = got.get("after_key")
+            if len(buckets) < self.SPREAD_PAGE or after is None:
+                return out
 
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]:
         filters: list[dict[str, Any]] = []
@@ -661,7 +694,11 @@ class EsQueryBackend:
         ]
 
     def rollup_sums(
-        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+        self,
+        flt: AlertFilter,
+        fields: tuple[str, ...],
+        size: int = 100,
+        operations: tuple[str, ...] = (),
     ) -> list[tuple[tuple[str, ...], int, int, float]]:
         """Traffic from rollups (see the store's ``rollup_sums``): multi-level terms on
         ``fields`` with sums of transactions and bytes and the earliest interval start."""
@@ -675,6 +712,8 @@ class EsQueryBackend:
             query["bool"]["filter"].append({"range": {"@timestamp": rng}})
         if flt.sites:
             query["bool"]["filter"].append({"terms": {"labels.site": list(flt.sites)}})
+        if operations:
+            query["bool"]["filter"].append({"terms": {"ics.operation": list(operations)}})
         metrics = {
             "n": {"sum": {"field": "icsmon.rollup.transactions"}},
             "b": {"sum": {"field": "network.bytes"}},

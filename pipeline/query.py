@@ -8,7 +8,7 @@ Documents come back flat (dotted keys, see docs/schema.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(slots=True)
@@ -23,6 +23,9 @@ class AlertFilter:
     text: str | None = None  # substring of rule.name
     ids: list[str] = field(default_factory=list)  # event.id in this list (empty = any)
     community_id: str | None = None  # network.community_id equals this
+    # field -> accepted values: each field named has one of its values (a list field: any
+    # element); empty = any. Fetches the alerts behind the buckets of an aggregation.
+    match: dict[str, list[Any]] = field(default_factory=dict)
     limit: int = 100
     offset: int = 0
 
@@ -87,10 +90,24 @@ class QueryBackend(Protocol):
         ...
 
     def rollup_sums(
-        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+        self,
+        flt: AlertFilter,
+        fields: tuple[str, ...],
+        size: int = 100,
+        operations: tuple[str, ...] = (),
     ) -> list[tuple[tuple[str, ...], int, int, float]]:
         """Traffic from rollups: (values of ``fields``, transactions, bytes, first interval
-        start) for the ``size`` busiest combinations in ``flt``'s time and sites."""
+        start) for the ``size`` busiest combinations in ``flt``'s time and sites; only the
+        rollups of these ``ics.operation`` values when given (controls, writes)."""
+        ...
+
+    def spread(
+        self, flt: AlertFilter, fields: tuple[str, ...], by: str, min_distinct: int
+    ) -> list[tuple[tuple[Any, ...], int, int]]:
+        """Alerts grouped by the values of ``fields`` (alerts lacking one are left out; a
+        list field counts each element): (values, distinct values of ``by``, alerts) for every
+        group with at least ``min_distinct`` distinct ``by`` values. Every group, not a top N
+        (ES: composite aggregation paged to the end, with a cardinality per bucket)."""
         ...
 
     def responses(self, request_ids: list[str], payload: bool = True) -> list[dict]:

@@ -312,7 +312,7 @@ def create_app(
 
     @app.get(
         "/api/traffic",
-        summary="Who talks to whom, operations mix and new talkers, from the sensors' rollups",
+        summary="Who talks to whom, operations mix, controls and new talkers, from the sensors' rollups",
     )
     def traffic(
         p: Who,
@@ -474,6 +474,7 @@ def create_app(
 
     app.state.assessment = AssessmentData(backend, state, catalog)
     add_routes(app, app.state.assessment, Who, scoped, NotVisible)
+    desk.notices.exposure = app.state.assessment.exposure  # advisory notices verify from it
 
     @app.get(
         "/api/assessment/reports/{period}",

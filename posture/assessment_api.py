@@ -87,6 +87,15 @@ class AssessmentData:
             return []  # Elasticsearch keeps no findings yet (see posture/README.md)
         return search(sites, asset_id=asset_id, limit=1_000_000)[1]
 
+    def exposure(self, advisory_id: str, sites: list[str]) -> list[dict]:
+        """The matches of one advisory among the assets of ``sites`` (the response desk's
+        check that a notice about it was acted on)."""
+        matcher = self.matcher()
+        adv = matcher.advisories.get(advisory_id) if matcher else None
+        if adv is None or not sites:
+            return []
+        return [m.doc() for m in Matcher([adv]).match(self.assets(sites))]
+
     def alerts(self, sites: list[str] | None, now: float | None = None) -> list[dict]:
         if sites is not None and not sites:
             return []

@@ -34,6 +34,7 @@ from response.incidents import OrgLike, alert_epoch, as_list, page_alerts
 from response.policy import Policy
 
 DETECT_SCAN_CAP = 200_000
+SPREAD_CHUNK = 500  # indicator values per request reading their alerts
 WATCH_KINDS = ("ipv4-addr", "ipv6-addr")
 
 
@@ -150,36 +151,88 @@ class Campaigns:
                 run = [d] if d is not None else []
         return out
 
+    def _indicator_fields(self, kind: str, fields: tuple[str, ...]) -> tuple[str, ...]:
+        return {"source-ip": ("source.ip",), "rule": ("rule.id",)}.get(kind, fields)
+
+    def _spread_alerts(
+        self,
+        flt: AlertFilter,
+        kind: str,
+        fields: tuple[str, ...],
+        internal: list[Any],
+        allowed: list[Any],
+    ) -> list[dict[str, Any]]:
+        """The alerts of the indicator values seen at ``min_enterprises`` or more sites (a
+        necessary condition for as many enterprises in one window), found by an aggregation
+        in the back end; only those alerts are read."""
+        need = self.policy.campaign_min_enterprises
+        groups = self.backend.spread(flt, fields, "labels.site", need)
+        if kind == "source-ip":  # the plants' own and the shared addresses never count
+            groups = [
+                g
+                for g in groups
+                if self._keys({"source.ip": g[0][0]}, kind, fields, internal, allowed)
+            ]
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(groups), SPREAD_CHUNK):
+            chunk = groups[i : i + SPREAD_CHUNK]
+            match = {f: sorted({g[0][n] for g in chunk}, key=str) for n, f in enumerate(fields)}
+            out.extend(
+                page_alerts(
+                    self.backend,
+                    AlertFilter(
+                        since=flt.since,
+                        until=flt.until,
+                        min_severity=flt.min_severity,
+                        match=match,
+                    ),
+                    DETECT_SCAN_CAP,
+                )
+            )
+        return out
+
     def detect(
         self, org: OrgLike, since: float, until: float, now: float | None = None
     ) -> dict[str, Any]:
-        """Scan every enterprise's alerts in [since, until) and record the campaigns."""
+        """Find and record the campaigns among every enterprise's alerts in [since, until).
+
+        Address, rule and written-value indicators are grouped in the back end (an
+        aggregation: values at ``min_enterprises`` sites or more), so only the alerts behind
+        those values are read; the opt-in technique sequence needs every alert of the window
+        (up to ``DETECT_SCAN_CAP``)."""
         now = time.time() if now is None else now
-        docs = [
-            d
-            for d in page_alerts(
-                self.backend,
-                AlertFilter(
-                    since=since, until=until, min_severity=self.policy.campaign_min_severity
-                ),
-                DETECT_SCAN_CAP,
-            )
-            if d.get("labels.site") in org.sites
-        ]
+        flt = AlertFilter(since=since, until=until, min_severity=self.policy.campaign_min_severity)
         internal, allowed = self.policy.internal_networks, self._allowed_networks()
         window, need = self.policy.campaign_window_s, self.policy.campaign_min_enterprises
         found: list[tuple[str, str, list[dict[str, Any]]]] = []
+        read: set[str] = set()
         for ind in self.policy.indicators:
             runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
             if ind.kind == "technique-sequence":
+                docs = [
+                    d
+                    for d in page_alerts(
+                        self.backend,
+                        AlertFilter(since=since, until=until, min_severity=flt.min_severity),
+                        DETECT_SCAN_CAP,
+                    )
+                    if d.get("labels.site") in org.sites
+                ]
                 for key, sessions in self._sequences(docs, ind.min_length, window).items():
                     for _, run in sessions:
                         runs[key].extend(run)
             else:
+                fields = self._indicator_fields(ind.kind, ind.fields)
+                docs = [
+                    d
+                    for d in self._spread_alerts(flt, ind.kind, fields, internal, allowed)
+                    if d.get("labels.site") in org.sites
+                ]
                 for d in docs:
                     key = self._keys(d, ind.kind, ind.fields, internal, allowed)
                     if key is not None:
                         runs[key].append(d)
+            read.update(str(d.get("event.id")) for d in docs)
             for key, alerts in runs.items():
                 for group in self._windows(alerts, org, window, need):
                     found.append((ind.kind, key, group))
@@ -198,7 +251,7 @@ class Campaigns:
         for kind, key, group in kept:
             cid, new = self._record(org, kind, key, group, window, now)
             (made if new else extended).append(cid)
-        return {"scanned": len(docs), "new": made, "extended": extended}
+        return {"scanned": len(read), "new": made, "extended": extended}
 
     @staticmethod
     def _windows(

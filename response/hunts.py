@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detectors.hunt import Hunt, HuntError, load_hunt_engine
+from detectors.hunt import Hunt, HuntError, field_warnings, load_hunt_engine
 from detectors.sigma.loader import RuleLoadError
 from pipeline.control import Envelope, register, response_doc
 
@@ -120,12 +120,15 @@ class HuntRequestHandler:
             except Refused as exc:
                 self.stats["refused"] += 1
                 hunt_id = envelope.payload.get("hunt_id")
-                refusal = {"icsmon.control.message": str(exc)}
+                refusal = {
+                    "icsmon.control.reason": "bad_request",
+                    "icsmon.control.message": str(exc),
+                }
                 if isinstance(hunt_id, str):
                     refusal["icsmon.hunt.id"] = hunt_id
                 return [self._answer(envelope, "refused", refusal)]
             self.stats["hunts"] += 1
-            return [self._answer(envelope, "done", fields)]
+            return [self._answer(envelope, "delivered", fields)]
 
     def _answer(self, envelope: Envelope, status: str, fields: dict[str, Any]) -> dict:
         return response_doc(envelope, self.sensor_id, status, fields={**self.common, **fields})
@@ -169,6 +172,7 @@ class HuntRequestHandler:
                 )
             except (RuleLoadError, HuntError) as exc:
                 raise Refused(str(exc).splitlines()[0]) from None
+            warnings = field_warnings(engine.pack)[:10]
             written = 0
 
             def write(alert: dict) -> None:
@@ -207,6 +211,7 @@ class HuntRequestHandler:
             "icsmon.hunt.rules": summary.rules,
             "icsmon.hunt.elapsed_s": doc["elapsed_s"],
             "icsmon.hunt.stopped": stopped,
+            "icsmon.hunt.warnings": warnings,
         }
 
 

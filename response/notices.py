@@ -13,7 +13,10 @@ notice escalates to the city at its deadline and to the province some working da
 (:meth:`Notices.escalate`, run periodically by the posture server). Where the telemetry can
 confirm the fix, :meth:`Notices.verification_offer` says so with the data behind it: for an
 incident, the site kept reporting and its rules and sources stopped; for a finding, the asset
-was seen again and the finding was not.
+was seen again and the finding was not (or the finding is resolved); for an advisory, the assets
+it affected were seen again and it matches none of them any more. Notices of the subjects the
+policy names (``verification.auto``: findings and advisories) verify themselves once that holds
+(:meth:`Notices.auto_verify`, run with the escalation).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
-from pipeline.query import AlertFilter, QueryBackend
-from response.db import Forbidden, IllegalTransition, Invalid, NotFound, ResponseDB, Viewer
+from assessment.findings import RESOLVE_AFTER_S
+from pipeline.query import AlertFilter, AssetFilter, QueryBackend
+from response.db import SYSTEM, Forbidden, IllegalTransition, Invalid, NotFound, ResponseDB, Viewer
 from response.incidents import OrgLike, alert_epoch, new_id, page_alerts
 from response.policy import Policy
 from response.workdays import Calendar
@@ -74,6 +79,9 @@ class Notices:
         self.calendar = calendar
         self.backend = backend
         self.incidents = incidents
+        # (advisory id, sites) -> the advisory's matches there ({asset.id, match.status,
+        # ics.device.firmware ...}); set by the server that holds the advisory catalog.
+        self.exposure: Callable[[str, list[str]], list[dict[str, Any]]] | None = None
 
     # -- who may do what ---------------------------------------------------------------
 
@@ -248,6 +256,15 @@ class Notices:
             inds.setdefault("finding.id", [str(finding["finding.id"])])
             inds.setdefault("finding.kind", [str(finding.get("finding.kind") or "")])
             inds.setdefault("asset.id", [str(finding.get("asset.id") or "")])
+        elif subject_kind == "advisory" and self.exposure is not None and subject_ref.strip():
+            # What the fix must change: the firmware of the assets the advisory affects here.
+            hit = [
+                m
+                for m in self.exposure(subject_ref.strip(), sites)
+                if m.get("match.status") == "affected"
+            ]
+            inds.setdefault("advisory.id", [subject_ref.strip()])
+            inds.setdefault("asset.id", sorted({str(m["asset.id"]) for m in hit})[:200])
         elif not subject_ref.strip():
             raise Invalid("a notice needs a subject reference")
         now = time.time() if now is None else now
@@ -471,8 +488,6 @@ class Notices:
     def _finding_offer(self, row: dict[str, Any], now: float) -> dict[str, Any]:
         """A finding's fix is confirmed when the asset was seen again after the reply and the
         finding was not, for ``finding_quiet_minutes``."""
-        from pipeline.query import AssetFilter
-
         since = row["submitted_at"]
         sites = json.loads(row["sites"])
         inds = json.loads(row["indicators"])
@@ -485,19 +500,7 @@ class Notices:
                 "supports": {"subject": "finding", "finding_id": fid},
             }
         asset_id = str(finding.get("asset.id") or "")
-        asset_seen = None
-        offset = 0
-        while asset_id:
-            _, assets = self.backend.search_assets(
-                AssetFilter(sites=sites, last_seen_since=since, limit=500, offset=offset)
-            )
-            hit = next((a for a in assets if a.get("asset.id") == asset_id), None)
-            if hit is not None:
-                asset_seen = alert_epoch({"@timestamp": hit.get("asset.last_seen")})
-                break
-            if len(assets) < 500:
-                break
-            offset += 500
+        asset_seen = self._assets_seen(sites, since, [asset_id]).get(asset_id)
         events_total, _ = self.backend.search_events(
             AlertFilter(sites=sites, since=since, until=now + 1, limit=0)
         )
@@ -518,7 +521,62 @@ class Notices:
         }
         if last_seen >= since:
             reason = "still-observed"
+        elif now - last_seen > RESOLVE_AFTER_S:
+            reason = "confirmed"  # resolved: not observed for a week, wherever the asset went
+            supports["finding_state"] = "resolved"
         elif asset_seen is None:
+            reason = "asset-not-seen-since-reply"
+        elif now - since < quiet:
+            reason = "too-early"
+        else:
+            reason = "confirmed"
+        return {"available": reason == "confirmed", "reason": reason, "supports": supports}
+
+    def _assets_seen(self, sites: list[str], since: float, ids: list[str]) -> dict[str, float]:
+        """The newest sighting (epoch s) of each of the assets ``ids`` seen since ``since``."""
+        want, out, offset = {i for i in ids if i}, {}, 0
+        while want - set(out):
+            _, assets = self.backend.search_assets(
+                AssetFilter(sites=sites, last_seen_since=since, limit=500, offset=offset)
+            )
+            for a in assets:
+                if a.get("asset.id") in want:
+                    out[str(a["asset.id"])] = alert_epoch({"@timestamp": a.get("asset.last_seen")})
+            if len(assets) < 500:
+                break
+            offset += 500
+        return out
+
+    def _advisory_offer(self, row: dict[str, Any], now: float) -> dict[str, Any]:
+        """An advisory's fix is confirmed when the assets it affected were seen again after
+        the reply (their firmware observed anew) and it affects none of the sites' assets."""
+        since, sites = row["submitted_at"], json.loads(row["sites"])
+        inds = json.loads(row["indicators"])
+        adv = (inds.get("advisory.id") or [row["subject_ref"]])[0]
+        assert self.exposure is not None
+        matches = self.exposure(adv, sites)
+        still = [m for m in matches if m.get("match.status") == "affected"]
+        before = inds.get("asset.id", [])
+        seen = self._assets_seen(sites, since, before)
+        quiet = self.policy.verify_finding_quiet_s
+        supports = {
+            "since": since,
+            "sites": sites,
+            "advisory_id": adv,
+            "affected_at_issue": before,
+            "affected_now": [
+                {"asset.id": m["asset.id"], "firmware": m.get("ics.device.firmware")}
+                for m in still[:50]
+            ],
+            "possibly_affected_now": sum(1 for m in matches if m.get("match.status") != "affected"),
+            "assets_seen_since_reply": seen,
+            "quiet_for_s": now - since,
+            "quiet_needed_s": quiet,
+            "checked": {"advisory.id": [adv], "asset.id": before},
+        }
+        if still:
+            reason = "still-observed"
+        elif set(before) - set(seen):
             reason = "asset-not-seen-since-reply"
         elif now - since < quiet:
             reason = "too-early"
@@ -536,12 +594,16 @@ class Notices:
         For an incident: since the reply, the enterprise's sites kept reporting (events from
         their sensors) and no alert matched the notice's indicators (the incident's rules or
         source addresses at those sites)."""
-        row = self.visible(who, notice_id)
+        return self._offer(self.visible(who, notice_id), now)
+
+    def _offer(self, row: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
         if row["state"] != "submitted":
             return {"available": False, "reason": "not-submitted", "supports": {}}
         if row["subject_kind"] == "finding" and self._keeps_findings():
             return self._finding_offer(row, now)
+        if row["subject_kind"] == "advisory" and self.exposure is not None:
+            return self._advisory_offer(row, now)
         if row["subject_kind"] != "incident":
             return {
                 "available": False,
@@ -602,12 +664,36 @@ class Notices:
         self._move(who, row, "verified", "verify", note, extra)
         return extra
 
+    def auto_verify(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Verify the submitted notices of the policy's ``verification.auto`` subjects whose
+        fix the telemetry confirms (as the system, with the data in the audit trail)."""
+        kinds = self.policy.verify_auto
+        if not kinds:
+            return []
+        now = time.time() if now is None else now
+        rows = self.db.rows(
+            f"SELECT * FROM notice WHERE state='submitted' AND subject_kind IN "
+            f"({','.join('?' * len(kinds))}) ORDER BY number",
+            tuple(kinds),
+        )
+        done = []
+        for row in rows:
+            offer = self._offer(row, now)
+            if not offer["available"]:
+                continue
+            extra = {"method": "telemetry", "automatic": True, "supports": offer["supports"]}
+            try:
+                self._move(SYSTEM, row, "verified", "verify", None, extra, now)
+            except IllegalTransition:
+                continue  # moved meanwhile by someone
+            done.append({"notice": row["id"], "subject": row["subject_kind"], **extra})
+        return done
+
     # -- overdue and escalation -------------------------------------------------------
 
     def escalate(self, now: float | None = None) -> list[dict[str, Any]]:
         """Raise the escalation of overdue notices: city at the deadline, province
         ``escalate_to_province_after_working_days`` later. Returns what changed."""
-        from response.db import SYSTEM
 
         now = time.time() if now is None else now
         marks = ",".join("?" * len(DONE))

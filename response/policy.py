@@ -128,6 +128,8 @@ class Policy:
     allowlist: list[dict[str, str]]
     warning_levels: list[dict[str, str]]
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # subjects whose notices verify themselves when the telemetry confirms the fix
+    verify_auto: tuple[str, ...] = ("finding", "advisory")
 
     # -- levels ------------------------------------------------------------------------
 
@@ -462,6 +464,11 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
 
     notices = _map(data, "notices", source, required=False)
     verification = _map(notices, "verification", f"{source}: notices", required=False)
+    auto = verification.get("auto", ["finding", "advisory"])
+    if not isinstance(auto, list) or not set(auto) <= {"incident", "finding", "advisory"}:
+        raise PolicyError(
+            f"{source}: notices.verification.auto: a list of incident, finding, advisory"
+        )
     camp = _map(data, "campaigns", source, required=False)
     networks = []
     for net in _list(camp, "internal_networks", f"{source}: campaigns", required=False):
@@ -548,6 +555,7 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         allowlist=allow,
         warning_levels=warning_levels,
         raw=data,
+        verify_auto=tuple(auto),
     )
 
 

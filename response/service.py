@@ -135,7 +135,8 @@ def _progress(state: str) -> int:
 
 class Background:
     """The response desk's periodic work while the posture server runs: escalate overdue
-    notices, and look for campaigns over the last window of alerts."""
+    notices, verify the notices the telemetry confirms (findings, advisories), and look for
+    campaigns over the last window of alerts."""
 
     def __init__(
         self, desk: Response, org: Any, *, escalate_s: float = 60.0, campaigns_s: float = 600.0
@@ -151,7 +152,10 @@ class Background:
 
     def run_once(self, now: float | None = None, campaigns: bool = True) -> dict[str, Any]:
         now = time.time() if now is None else now
-        out: dict[str, Any] = {"escalated": self.desk.notices.escalate(now)}
+        out: dict[str, Any] = {
+            "escalated": self.desk.notices.escalate(now),
+            "verified": self.desk.notices.auto_verify(now),
+        }
         if campaigns:
             window = self.desk.policy.campaign_window_s
             out["campaigns"] = self.desk.campaigns.detect(self.org(), now - 2 * window, now, now)

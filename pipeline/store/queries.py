@@ -156,6 +156,18 @@ class StoreQueries:
         if flt.community_id:
             conds.append(f"{table}.community_id = ?")
             params.append(flt.community_id)
+        spec = _BY_NAME[table]
+        for name, values in flt.match.items():
+            if name in spec.columns:
+                conds.append(f"{table}.{spec.columns[name]} IN (SELECT value FROM json_each(?))")
+                params.append(dumps(list(values)).decode())
+                continue
+            # any element of the field (a scalar is its own one element)
+            conds.append(
+                f"EXISTS (SELECT 1 FROM {spec.docs} m, json_each(m.doc, ?) j WHERE "
+                f"m.rowid = {table}.rowid AND j.value IN (SELECT value FROM json_each(?)))"
+            )
+            params.extend([_json_path(name), dumps(list(values)).decode()])
         if table == "alerts":
             if flt.min_severity is not None:
                 conds.append("alerts.severity >= ?")
@@ -292,6 +304,30 @@ class StoreQueries:
             rows = conn.execute(sql, [*fparams, *params, size]).fetchall()
         return [(_key(v), n) for v, n in rows]
 
+    def spread(
+        self, flt: AlertFilter, fields: tuple[str, ...], by: str, min_distinct: int
+    ) -> list[tuple[tuple[Any, ...], int, int]]:
+        """Groups of alerts by ``fields`` whose ``by`` values number ``min_distinct`` or more
+        (GROUP BY ... HAVING count(DISTINCT ...)): every such group."""
+        where, params = self._where(flt, "alerts")
+        joins, exprs, fparams = [], [], []
+        for i, name in enumerate(fields):
+            extra, expr, p = self._field_source("alerts", name, f"s{i}")
+            joins.append(extra)
+            exprs.append(expr)
+            fparams.extend(p)
+            where = _and_not_null(where, expr)
+        b_extra, b_expr, b_params = self._field_source("alerts", by, "sb")
+        cols = ", ".join(f"{e} AS v{i}" for i, e in enumerate(exprs))
+        group = ", ".join(f"v{i}" for i in range(len(exprs)))
+        sql = (
+            f"SELECT {cols}, count(DISTINCT {b_expr}) AS d, count(DISTINCT alerts.rowid) AS n "
+            f"FROM alerts{''.join(joins)}{b_extra}{where} GROUP BY {group} HAVING d >= ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, [*fparams, *b_params, *params, min_distinct]).fetchall()
+        return [(tuple(r[: len(fields)]), r[-2], r[-1]) for r in rows]
+
     def alert_histogram(
         self, flt: AlertFilter, interval_s: int, field_name: str | None = None, size: int = 10
     ) -> list[tuple[float, str | None, int]]:
@@ -385,15 +421,23 @@ class StoreQueries:
         return [orjson.loads(row[0]) for row in rows]
 
     def rollup_sums(
-        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+        self,
+        flt: AlertFilter,
+        fields: tuple[str, ...],
+        size: int = 100,
+        operations: tuple[str, ...] = (),
     ) -> list[tuple[tuple[str, ...], int, int, float]]:
         """Traffic from rollups: per value of ``fields`` (each a column of the rollups table:
         source.ip, destination.ip, network.protocol, ics.operation, ics.function...), the
         transactions and bytes in ``flt``'s time and sites, and the first interval start;
-        the ``size`` busiest, busiest first."""
+        the ``size`` busiest, busiest first; only ``operations`` (ics.operation) when given."""
         spec = TABLES["rollup"]
         cols = [f"rollups.{spec.columns[f]}" for f in fields]
         where, params = _timed_where(flt, "rollups")
+        if operations:
+            cond = f"rollups.{spec.columns['ics.operation']} IN ({','.join('?' * len(operations))})"
+            where = f"{where} AND {cond}" if where else f" WHERE {cond}"
+            params.extend(operations)
         group = ", ".join(cols)
         sql = (
             f"SELECT {group}, sum(rollups.transactions) AS n, "

@@ -7,7 +7,9 @@
 const LEVEL_COLOR = { red: "#d7263d", orange: "#f46036", yellow: "#f2c14e", blue: "#5aa9e6" };
 const DL_COLOR = { pending: "#4f8fd6", warning: "#f2c14e", overdue: "#d7263d", met: "#2e8b57", late: "#e07b24" };
 
-const R = { policy: null, commandTimer: null };
+/* dirty: the user typed or chose a file on the page shown (the hash in ``shown``) and has not
+   acted on it yet: the periodic refresh leaves that page alone instead of wiping the input. */
+const R = { policy: null, commandTimer: null, dirty: false, shown: "" };
 
 function rHash(key, value) {
   location.hash = `${key}=${encodeURIComponent(value)}`;
@@ -54,6 +56,14 @@ async function download(path, name) {
   setTimeout(() => URL.revokeObjectURL(url), 5000);
 }
 
+/* A chosen file as the API takes it: name, type and base64 content. */
+async function fileBody(f) {
+  const buf = new Uint8Array(await f.arrayBuffer());
+  let bin = "";
+  for (let i = 0; i < buf.length; i += 0x8000) bin += String.fromCharCode(...buf.subarray(i, i + 0x8000));
+  return { name: f.name, content_type: f.type || "application/octet-stream", data: btoa(bin) };
+}
+
 async function post(path, body) {
   return api(path, { method: "POST", body: JSON.stringify(body || {}) });
 }
@@ -74,9 +84,11 @@ function guard(fn) {
   return async (...args) => {
     const box = document.getElementById("resp-error");
     if (box) box.textContent = "";
+    R.dirty = false;  // acting on the page: the refresh that follows draws it anew
     try {
       await fn(...args);
     } catch (err) {
+      R.dirty = true;  // keep the input and the message until the user acts again
       const msg = String(err.message || err);
       const m = msg.match(/"detail":"([^"]*)"/);
       if (box) box.textContent = m ? m[1] : msg;
@@ -249,8 +261,50 @@ async function renderIncident(root, id) {
       inc.writable ? noticeForm(inc) : "")),
     el("section", { class: "row" }, el("div", { class: "card wide", id: "reports" }, el("div", { class: "card-title" }, t("incident.reports")),
       el("div", { class: "wf-actions" }, ...newReport), ...inc.reports.slice().reverse().map((r) => reportEditor(inc, r)))),
-    el("section", { class: "row two" }, card(t("incident.timeline"), el("div", { id: "timeline" }, ...timeline)),
-      card(t("alert.notes"), ...inc.notes.map((n) => el("div", { class: "note" }, el("span", { class: "muted" }, `${fmtTime(n.at)} ${n.author}: `), n.text)))));
+    el("section", { class: "row two" }, workPanel(inc), card(t("alert.notes"), el("div", { id: "incident-notes" },
+      ...inc.notes.map((n) => el("div", { class: "note" }, el("span", { class: "muted" }, `${fmtTime(n.at)} ${n.author}: `), n.text))))),
+    el("section", { class: "row" }, el("div", { class: "card wide" }, el("div", { class: "card-title" }, t("incident.timeline")), el("div", { id: "timeline" }, ...timeline))));
+}
+
+/* Who works on the incident (names, comma separated; "me" adds the signed-in user), its
+   files (download; upload when the incident is the viewer's to change) and a note. */
+function workPanel(inc) {
+  const files = inc.attachments.map((a) => el("div", { class: "note attachment" },
+    el("button", { type: "button", class: "link", "data-attachment": a.id, onclick: guard(() => download(`/api/attachments/${a.id}`, a.name)) }, a.name),
+    el("span", { class: "muted" }, ` ${a.size} B · ${fmtTime(a.at)} ${a.author} · sha256 ${a.sha256.slice(0, 12)}…`)));
+  const body = [el("div", { class: "card-title" }, t("incident.files")),
+    el("div", { id: "incident-attachments" }, ...(files.length ? files : [el("div", { class: "muted" }, t("none"))]))];
+  if (!inc.writable) {
+    return el("div", { class: "card", id: "incident-work" }, el("div", { class: "card-title" }, t("incident.assignees")),
+      el("div", { id: "assignee-list" }, inc.assignees.join(", ") || "—"), ...body);
+  }
+  const names = el("input", { id: "assignees-input", value: inc.assignees.join(", "), placeholder: t("assignees.hint"), style: "flex:1;min-width:280px" });
+  const save = guard(async (list) => {
+    await post(`/api/incidents/${inc.id}/assignees`, { names: list });
+    flash(t("assignees.saved"));
+    await refresh();
+  });
+  const parse = () => names.value.split(/[,，;；]/).map((x) => x.trim()).filter(Boolean);
+  const file = el("input", { id: "attach-file", type: "file" });
+  const upload = guard(async () => {
+    if (!file.files.length) throw new Error(t("attach.choose"));
+    for (const f of file.files) await post(`/api/incidents/${inc.id}/attachments`, await fileBody(f));
+    flash(t("attach.done"));
+    await refresh();
+  });
+  const noteText = el("textarea", { id: "incident-note-text", rows: 2, placeholder: t("alert.note") });
+  const addNote = guard(async () => {
+    await post(`/api/incidents/${inc.id}/notes`, { text: noteText.value });
+    await refresh();
+  });
+  return el("div", { class: "card", id: "incident-work" }, el("div", { class: "card-title" }, t("incident.assignees")),
+    el("div", { class: "wf-actions" }, names,
+      el("button", { type: "button", id: "assignees-save", onclick: () => save(parse()) }, t("btn.save")),
+      el("button", { type: "button", id: "assign-me", onclick: () => save([...new Set([...parse(), S.me.name])]) }, t("btn.assign_me"))),
+    ...body,
+    el("div", { class: "wf-actions" }, file, el("button", { type: "button", id: "attach-upload", onclick: upload }, t("btn.attach"))),
+    el("div", { class: "muted" }, t("attach.limit")),
+    el("div", { class: "wf-actions" }, noteText, el("button", { type: "button", id: "incident-note-add", onclick: addNote }, t("btn.add_note"))));
 }
 
 /* ---- notices --------------------------------------------------------------------------- */
@@ -332,12 +386,7 @@ async function renderNotice(root, id) {
   const replyFile = el("input", { id: "reply-file", type: "file" });
   const sendReply = guard(async () => {
     const attachments = [];
-    for (const f of replyFile.files) {
-      const buf = new Uint8Array(await f.arrayBuffer());
-      let bin = "";
-      for (let i = 0; i < buf.length; i += 0x8000) bin += String.fromCharCode(...buf.subarray(i, i + 0x8000));
-      attachments.push({ name: f.name, content_type: f.type || "application/octet-stream", data: btoa(bin) });
-    }
+    for (const f of replyFile.files) attachments.push(await fileBody(f));
     await post(`/api/notices/${n.id}/reply`, { text: replyText.value, attachments });
     await refresh();
   });
@@ -503,6 +552,13 @@ const ResponseUI = {
       R.levels = R.policy.warning_levels;
     }
     const root = document.getElementById("response-view");
+    if (!R.watching) {
+      R.watching = true;
+      for (const kind of ["input", "change"]) root.addEventListener(kind, () => { R.dirty = true; });
+    }
+    if (R.dirty && R.shown === location.hash) return;
+    R.shown = location.hash;
+    R.dirty = false;
     const view = params.get("view");
     let tab = "incidents";
     if (params.has("incident")) await renderIncident(root, params.get("incident"));

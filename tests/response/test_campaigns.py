@@ -11,20 +11,28 @@ import pytest
 import stix2
 
 from posture import seed
-from tests.support.posture import Env, make_env
+from tests.support.posture import BACKEND_PARAMS, Env, make_env
 
 ATTACKER = "203.0.113.77"  # TEST-NET-3: documents only, no traffic is sent anywhere
 
 
-@pytest.fixture()
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    e = make_env(tmp_path_factory.mktemp("campaigns"), n_alerts=200)
+# Detection groups indicator values in the back end (an aggregation), so each back end runs.
+@pytest.fixture(params=BACKEND_PARAMS)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    e = make_env(tmp_path_factory.mktemp("campaigns"), backend=request.param, n_alerts=200)
     yield e
     e.close()
 
 
 def hit(
-    env: Env, enterprise: str, ts: float, n: int, tag: int, src: str = ATTACKER, rule: int = 0
+    env: Env,
+    enterprise: str,
+    ts: float,
+    n: int,
+    tag: int,
+    src: str = ATTACKER,
+    rule: int = 0,
+    extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     rows = seed.registry_sites(env.registry)
     idx, row = next((i, r) for i, r in enumerate(rows) if r["enterprise"] == enterprise)
@@ -34,6 +42,7 @@ def hit(
             row, idx, ts + k * 60, seed.RULES[rule], 90_000 + k, seed=tag, with_events=False
         )
         alert["source.ip"] = src
+        alert.update(extra or {})
         out.append(alert)
     env.write([("alert", a) for a in out])
     return out
@@ -90,6 +99,36 @@ def test_one_address_three_enterprises_two_cities_is_one_campaign(env: Env) -> N
         env.client.post("/api/campaigns/detect", headers=env.h("city_a"), json={}).status_code
         == 403
     )
+
+
+def test_same_written_values_from_each_plants_own_address_is_one_campaign(env: Env) -> None:
+    """A write-pattern campaign: the attacker reaches each plant from a different inside
+    address (no common source), writing the same registers with the same values."""
+    now = time.time()
+    pattern = {
+        "network.protocol": "modbus",
+        "modbus.function_code": 16,
+        "modbus.register.start": 4096,
+        "modbus.values": [0, 65535, 17],
+    }
+    for i, ent in enumerate(three_enterprises_two_cities(env)):
+        hit(env, ent, now - 3600 + i * 600, 2, 160 + i, src=f"10.9.{i}.5", extra=pattern)
+    # the same registers with other values at a fourth enterprise: another pattern
+    rows = seed.registry_sites(env.registry)
+    fourth = next(
+        r["enterprise"] for r in rows if r["enterprise"] not in three_enterprises_two_cities(env)
+    )
+    hit(env, fourth, now - 1800, 2, 170, src="10.9.9.5", extra={**pattern, "modbus.values": [1]})
+    got = detect(env)
+    campaigns = [
+        env.client.get(f"/api/campaigns/{c}", headers=env.h("province")).json() for c in got["new"]
+    ]
+    writes = [c for c in campaigns if c["kind"] == "write-pattern"]
+    assert len(writes) == 1, campaigns
+    assert writes[0]["enterprises"] == sorted(three_enterprises_two_cities(env))
+    assert "[0, 65535, 17]" in writes[0]["indicator"]
+    # nothing else was read than the alerts behind the pattern (and no other indicator)
+    assert got["scanned"] == 6
 
 
 def test_repeats_inside_one_enterprise_make_none(env: Env) -> None:

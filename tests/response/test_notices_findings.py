@@ -1,9 +1,13 @@
-"""Notices from findings, verified from the telemetry: "the finding is no longer observed".
+"""Notices from findings and advisories, verified from the telemetry.
 
 Real captures from asyncua on loopback (pcaps/opcua): a server offering SecurityMode None
 makes an ``opcua-security-mode-none`` finding at the sensor; the notice asks to turn it off;
 after the reply, the same server seen again with SignAndEncrypt only (opcua_encrypted.pcap)
 confirms the fix, while the old capture seen again shows it is still there.
+
+Advisories: the pymodbus server of pcaps/modbus/modbus_identification.pcap reports Acme PLC 200
+firmware 2.4.1, affected by ACME-2026-001 (fixed in 2.4.2); the same capture with the firmware
+string rewritten to 2.4.2 (the device updated) confirms the fix.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from assessment.catalog import Catalog
 from pipeline.store import Store
 from posture import seed
 from posture.app import create_app
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from response.policy import load_policy
-from response.service import Response
-from tests.response.captures import OPCUA, replay, shifted
+from response.service import Background, Response
+from tests.response.captures import OPCUA, REPO, replay, shifted, tool
+
+MODBUS = REPO / "pcaps" / "modbus"
 
 
 @pytest.fixture()
@@ -38,7 +45,9 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
     policy = load_policy()
     policy.verify_finding_quiet_s = 0  # the tests do not wait ten minutes
     desk = Response(state.path, backend, policy)
-    client = TestClient(create_app(backend, state, response=desk))
+    catalog = Catalog(tmp_path / "icsmon.assessment.db")
+    catalog.import_paths([REPO / "tests" / "assessment" / "csaf"])
+    client = TestClient(create_app(backend, state, response=desk, catalog=catalog))
     tokens = {
         "province": state.create_token("p", "province-analyst", None),
         "ent": state.create_token("e", "enterprise-operator", rows[0]["enterprise"]),
@@ -52,6 +61,7 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "h": {k: {"Authorization": f"Bearer {v}"} for k, v in tokens.items()},
         "desk": desk,
         "backend": backend,
+        "state": state,
     }
     client.close()
     desk.close()
@@ -179,3 +189,101 @@ def test_a_finding_elsewhere_is_not_found_and_the_quiet_time_holds(world: dict[s
     assert (
         world["client"].get(f"/api/notices/{nid}", headers=world["h"]["other"]).status_code == 404
     )
+
+
+def test_a_finding_notice_verifies_itself_once_the_finding_is_gone(world: dict[str, Any]) -> None:
+    finding = security_mode_none(world)
+    nid = issue(world, finding)
+    answer(world, nid)
+    background = Background(world["desk"], world["state"].org)
+    # the asset not seen since the reply: nothing to verify yet
+    assert background.run_once(campaigns=False)["verified"] == []
+    after = shifted(OPCUA / "opcua_encrypted.pcap", world["tmp"] / "after.pcap", time.time())
+    replay(after, world["store"], world["rows"][0])
+    done = background.run_once(campaigns=False)["verified"]
+    assert [d["notice"] for d in done] == [nid] and done[0]["automatic"] is True
+    got = world["client"].get(f"/api/notices/{nid}", headers=world["h"]["ent"]).json()
+    assert got["state"] == "verified"
+    entry = next(e for e in got["audit"] if e["action"] == "verify")
+    assert entry["actor"] == "icsmon" and entry["detail"]["method"] == "telemetry"
+    assert entry["detail"]["supports"]["finding_id"] == finding["finding.id"]
+    assert background.run_once(campaigns=False)["verified"] == []  # once only
+
+
+def test_a_finding_still_observed_is_not_verified_automatically(world: dict[str, Any]) -> None:
+    finding = security_mode_none(world)
+    nid = issue(world, finding)
+    answer(world, nid)
+    again = shifted(OPCUA / "opcua_anonymous.pcap", world["tmp"] / "again.pcap", time.time())
+    replay(again, world["store"], world["rows"][0])
+    assert world["desk"].notices.auto_verify() == []
+    got = world["client"].get(f"/api/notices/{nid}", headers=world["h"]["province"]).json()
+    assert got["state"] == "submitted"
+
+
+def updated_firmware(src: Path, dst: Path) -> Path:
+    """The identification capture of a device updated from 2.4.1 to 2.4.2: the firmware
+    strings of the Read Device Identification answers rewritten, checksums fixed."""
+    raw = dst.with_suffix(".raw.pcap")
+    data = src.read_bytes()
+    assert data.count(b"\x052.4.1") >= 1
+    raw.write_bytes(data.replace(b"2.4.1", b"2.4.2"))
+    import subprocess
+
+    subprocess.run(
+        [tool("tcprewrite"), "--fixcsum", f"--infile={raw}", f"--outfile={dst}"],
+        check=True,
+        capture_output=True,
+    )
+    return dst
+
+
+def test_an_advisory_notice_verifies_itself_once_the_firmware_is_updated(
+    world: dict[str, Any],
+) -> None:
+    site = world["rows"][0]
+    before = shifted(
+        MODBUS / "modbus_identification.pcap", world["tmp"] / "b.pcap", time.time() - 3600
+    )
+    replay(before, world["store"], site)
+    plc = f"{site['site']}:127.0.0.1"
+    c, h = world["client"], world["h"]
+    r = c.get("/api/advisories/ACME-2026-001", headers=h["province"])
+    assert plc in {
+        a["asset"]["id"] for a in r.json()["items"] if a["match"]["status"] == "affected"
+    }
+    r = c.post(
+        "/api/notices",
+        headers=h["province"],
+        json={
+            "subject_kind": "advisory",
+            "subject_ref": "ACME-2026-001",
+            "enterprise": site["enterprise"],
+            "title": "Acme PLC 200 below 2.4.2 (ACME-2026-001)",
+            "actions": ["Update the PLC firmware to 2.4.2 or later"],
+        },
+    )
+    assert r.status_code == 201, r.text
+    notice = r.json()
+    assert notice["indicators"]["advisory.id"] == ["ACME-2026-001"]
+    assert notice["indicators"]["asset.id"] == [plc]
+    nid = notice["id"]
+    answer(world, nid)
+    # the same old firmware seen again: still affected
+    again = shifted(MODBUS / "modbus_identification.pcap", world["tmp"] / "a.pcap", time.time())
+    replay(again, world["store"], site)
+    got = offer(world, nid)
+    assert got["reason"] == "still-observed", got
+    assert got["supports"]["affected_now"] == [{"asset.id": plc, "firmware": "2.4.1"}]
+    assert world["desk"].notices.auto_verify() == []
+    # the device updated
+    fixed = updated_firmware(MODBUS / "modbus_identification.pcap", world["tmp"] / "fixed.pcap")
+    fixed = shifted(fixed, world["tmp"] / "f.pcap", time.time())
+    replay(fixed, world["store"], site)
+    got = offer(world, nid)
+    assert got["available"] and got["reason"] == "confirmed", got
+    assert plc in got["supports"]["assets_seen_since_reply"]
+    done = Background(world["desk"], world["state"].org).run_once(campaigns=False)["verified"]
+    assert [d["notice"] for d in done] == [nid]
+    got = c.get(f"/api/notices/{nid}", headers=h["ent"]).json()
+    assert got["state"] == "verified"

@@ -152,6 +152,31 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
             page.locator('.inc-move[data-to="investigating"]').click()
             expect(page.locator("#incident-state")).to_have_text("调查中")
 
+            # Who works on it, a file and a note, from the dashboard.
+            page.fill("#assignees-input", "值班员甲, 取证组")
+            page.click("#assignees-save")
+            expect(page.locator("#assignees-input")).to_have_value("值班员甲, 取证组")
+            page.click("#assign-me")
+            expect(page.locator("#assignees-input")).to_have_value("soc-analyst, 值班员甲, 取证组")
+            page.click("#attach-upload")  # nothing chosen: a clear message, no request
+            expect(page.locator("#resp-error")).to_have_text("请先选择文件")
+            evidence_log = folder / "plc-write-log.txt"
+            evidence_log.write_text("2026-12-04 10:01 write HR 40001 from 127.0.5.66\n")
+            page.set_input_files("#attach-file", str(evidence_log))
+            page.click("#attach-upload")
+            expect(page.locator("#incident-attachments")).to_contain_text("plc-write-log.txt")
+            with page.expect_download() as dl:
+                page.locator("#incident-attachments [data-attachment]").first.click()
+            got_log = folder / "downloaded-log.txt"
+            dl.value.save_as(got_log)
+            assert got_log.read_bytes() == evidence_log.read_bytes()
+            page.fill("#incident-note-text", "已通知企业保留现场日志")
+            page.click("#incident-note-add")
+            expect(page.locator("#incident-notes")).to_contain_text("已通知企业保留现场日志")
+            expect(page.locator("#timeline")).to_contain_text("attach")
+            expect(page.locator("#timeline")).to_contain_text("assign")
+            shot(page, out_dir, "0-incident-work")
+
             # A first report with only its first items, submitted: the clock is met.
             page.locator('[data-report-kind="first"]').click()
             report = page.locator(".report").first
