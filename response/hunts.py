@@ -120,12 +120,15 @@ class HuntRequestHandler:
             except Refused as exc:
                 self.stats["refused"] += 1
                 hunt_id = envelope.payload.get("hunt_id")
-                refusal = {"icsmon.control.message": str(exc)}
+                refusal = {
+                    "icsmon.control.reason": "bad_request",
+                    "icsmon.control.message": str(exc),
+                }
                 if isinstance(hunt_id, str):
                     refusal["icsmon.hunt.id"] = hunt_id
                 return [self._answer(envelope, "refused", refusal)]
             self.stats["hunts"] += 1
-            return [self._answer(envelope, "done", fields)]
+            return [self._answer(envelope, "delivered", fields)]
 
     def _answer(self, envelope: Envelope, status: str, fields: dict[str, Any]) -> dict:
         return response_doc(envelope, self.sensor_id, status, fields={**self.common, **fields})

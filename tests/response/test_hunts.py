@@ -68,7 +68,7 @@ def test_a_signed_request_is_hunted_and_answered(sensor) -> None:
         )
     payload = request_payload("hunt-1", rules={"new.yml": RULE.read_text()}, max_events=10**9)
     [answer] = rx.handle(_send(signer, payload))
-    assert answer["icsmon.control.status"] == "done", answer
+    assert answer["icsmon.control.status"] == "delivered", answer
     assert answer["icsmon.hunt.id"] == "hunt-1" and answer["labels.site"] == "s7"
     assert answer["icsmon.hunt.events"] == 80 < total
     assert "cap of 80 events" in answer["icsmon.hunt.stopped"]
@@ -76,7 +76,7 @@ def test_a_signed_request_is_hunted_and_answered(sensor) -> None:
     assert [a["event.id"] for a in written] == [a["event.id"] for a in capped]
     assert {a["icsmon.hunt.id"] for a in written} == {"hunt-1"}
     state = hunt_state([answer], "hunt-1")
-    assert state[SENSOR]["status"] == "done" and state[SENSOR]["events"] == 80
+    assert state[SENSOR]["status"] == "delivered" and state[SENSOR]["events"] == 80
 
 
 def test_a_request_may_ask_for_less_and_the_ids_of_the_sensors_pack(sensor) -> None:
@@ -84,7 +84,7 @@ def test_a_request_may_ask_for_less_and_the_ids_of_the_sensors_pack(sensor) -> N
     rule_id = "cf849942-e7b0-5107-bd0c-6249700874bd"  # RULE's id, from the sensor's own pack
     assert rule_id in RULE.read_text()
     [answer] = rx.handle(_send(signer, request_payload("hunt-2", rule_ids=[rule_id], max_events=5)))
-    assert answer["icsmon.control.status"] == "done"
+    assert answer["icsmon.control.status"] == "delivered"
     assert answer["icsmon.hunt.events"] == 5 and answer["icsmon.hunt.rules"] == 1
     since = int(time.time()) + 86400  # nothing stored after tomorrow
     [answer] = rx.handle(_send(signer, request_payload("hunt-3", rule_ids=[rule_id], since=since)))
