@@ -98,10 +98,10 @@ def read_pcap(path: Path) -> list[tuple[float, bytes]]:
     return out
 
 
-def load_templates() -> list[list[TemplatePacket]]:
+def load_templates(files: tuple[str, ...] = TEMPLATE_FILES) -> list[list[TemplatePacket]]:
     """Every TCP connection of the template captures as a list of packets."""
     conversations: dict[tuple, list[tuple[float, bytes, bool]]] = {}
-    for path in sorted(TEMPLATES / name for name in TEMPLATE_FILES):
+    for path in sorted(TEMPLATES / name for name in files):
         for ts, frame in read_pcap(path):
             if (
                 len(frame) < 54
@@ -133,9 +133,10 @@ def load_templates() -> list[list[TemplatePacket]]:
     return flows
 
 
-def build_capture(path: Path, packets: int) -> int:
-    """Write at least ``packets`` packets to ``path``; return the count written."""
-    templates = load_templates()
+def build_capture(path: Path, packets: int, files: tuple[str, ...] = TEMPLATE_FILES) -> int:
+    """Write at least ``packets`` packets to ``path``; return the count written (the
+    conversations of ``files``, by default all five)."""
+    templates = load_templates(files)
     pack_record = _RECORD.pack
     pack_h = struct.Struct("!H").pack_into
     server_words = _words(SERVER_IP)
@@ -266,7 +267,9 @@ def measure(
     name: str, argv: list[str], packets: int, env_extra: dict[str, str] | None = None
 ) -> Result:
     """Run a child to completion; wall time and the child's own peak RSS."""
-    env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
+    # as a user's shell runs it: buffered stdout, byte code cached (a session may set these)
+    unset = ("ICSMON_PURE", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(PYTHONPATH=str(REPO), **(env_extra or {}))
     start = time.perf_counter()
     proc = subprocess.Popen(

@@ -30,6 +30,7 @@ from detectors.sigma.loader import (
     SHIPPED_RULES,
     Pack,
     RuleLoadError,
+    check_known,
     load_pack,
     resolve_placeholders,
 )
@@ -172,6 +173,16 @@ def select_pack(
     matched_files |= {p for p in files if any(_selected(c.meta.path, [p]) for c in chosen_corrs)}
     unmatched += [str(p) for p in files if p not in matched_files]
     return Pack(rules, chosen_corrs, list(pack.problems), dict(pack.placeholders)), unmatched
+
+
+def field_warnings(pack: Pack) -> list[str]:
+    """Rules of ``pack`` that name fields no event carries (a typo matches nothing, silently):
+    one line each, for the hunt to say before it runs."""
+    return [
+        f"{p.path}:{p.line}: [{p.rule_id}] {p.message}"
+        for p in check_known(pack)
+        if "field" in p.message
+    ]
 
 
 def load_hunt_engine(

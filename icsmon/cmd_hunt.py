@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from icsmon.common import ExitCode, StoreOpt, fail, note
+from icsmon.common import ExitCode, StoreOpt, fail, note, warning_line
 
 
 def hunt_command(
@@ -79,7 +79,7 @@ def hunt_command(
     """Run rules over stored history with the stream's engine (correlations in time order);
     new alerts are written where the events are, marked with the hunt's id and the rule's
     version; alerts already raised are counted, not written again."""
-    from detectors.hunt import Hunt, HuntError, load_hunt_engine, new_hunt_id
+    from detectors.hunt import Hunt, HuntError, field_warnings, load_hunt_engine, new_hunt_id
     from detectors.sigma.loader import RuleLoadError, SiteConfigError
     from icsmon.cmd_query import parse_time
 
@@ -101,6 +101,8 @@ def hunt_command(
         engine = load_hunt_engine(select or [], rules, site_config, placeholders)
     except (RuleLoadError, SiteConfigError, HuntError) as exc:
         raise fail(str(exc).splitlines()[0]) from None
+    for line in field_warnings(engine.pack):
+        warning_line(line)
     source = _open_source(store, es_url, config, dry_run)
     sites, observers = tuple(site or ()), tuple(observer or ())
     stop: Any = None

@@ -10,29 +10,27 @@ import enum
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from detectors.sigma.loader import (
-    SHIPPED_RULES,
-    Problem,
-    SiteConfigError,
-    check_known,
-    load_pack,
-    locate,
-    resolve_placeholders,
-    rule_files,
-)
 from icsmon.common import ExitCode, fail, note
+
+if TYPE_CHECKING:
+    from detectors.sigma.loader import Problem
+
+# detectors.sigma is imported where a command needs it: it loads pySigma, most of the start-up
+# time of every icsmon command (this module is imported by all of them)
 
 
 def unreadable_rule_files(paths: list[Path]) -> list[Problem]:
     """Rule files pySigma cannot even parse (bad YAML, or YAML that is not a mapping): it raises
     on those instead of reporting them, so they are found here first, one Problem per file."""
     import yaml
+
+    from detectors.sigma.loader import Problem, rule_files
 
     out: list[Problem] = []
     for f in rule_files(p for p in paths if p.exists()):
@@ -102,6 +100,8 @@ class ConvertFormat(enum.StrEnum):
 
 
 def _values(site_config: Path | None) -> dict[str, list[str]]:
+    from detectors.sigma.loader import SiteConfigError, resolve_placeholders
+
     try:
         return resolve_placeholders(site_config)
     except SiteConfigError as exc:
@@ -109,6 +109,8 @@ def _values(site_config: Path | None) -> dict[str, list[str]]:
 
 
 def _where(rules_dir: Path | None) -> Path:
+    from detectors.sigma.loader import SHIPPED_RULES
+
     path = rules_dir or SHIPPED_RULES
     if not path.exists():
         raise fail(f"{path}: no such file or directory")
@@ -128,6 +130,8 @@ def _pysigma_issues(path: Path) -> list[Problem]:
     from sigma.collection import SigmaCollection
     from sigma.plugins import InstalledSigmaPlugins
     from sigma.validation import SigmaValidator
+
+    from detectors.sigma.loader import Problem, locate, rule_files
 
     validators = InstalledSigmaPlugins.autodiscover().validators
     chosen = [v for name, v in validators.items() if name not in OFFLINE_EXCLUDED]
@@ -168,6 +172,8 @@ def check(
             print(str(p))
         note(f"{len(unreadable)} rule files cannot be parsed")
         raise typer.Exit(ExitCode.FAILED)
+    from detectors.sigma.loader import check_known, load_pack
+
     pack = load_pack([path], _values(site_config))
     problems = [*pack.problems, *check_known(pack), *_pysigma_issues(path)]
     problems.sort(key=lambda p: (p.path, p.line, p.message))
@@ -191,6 +197,8 @@ def list_rules(
 ) -> None:
     """List the rules: id, title, level, protocol, ATT&CK for ICS techniques."""
     path = _where(rules_dir)
+    from detectors.sigma.loader import load_pack
+
     pack = load_pack([path], _values(None))
     for p in pack.problems:
         note(str(p))
@@ -292,6 +300,7 @@ def convert_rules(
     over the deployment's events alias (ES|QL names it in ``from``; for Lucene and EQL it is
     in the JSON output's ``index`` and ``request``)."""
     from detectors.sigma.convert import convert
+    from detectors.sigma.loader import SiteConfigError, locate
     from pipeline.config import ConfigError, load_config
 
     path = _where(rules_dir)

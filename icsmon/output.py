@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.docs import nest
+from pipeline.jsonl import dumps
 
 # protocol fields worth a glance in a table, in order
 _DETAIL_FIELDS = (
@@ -33,36 +33,70 @@ _DETAIL_FIELDS = (
 )
 
 
+def json_bytes(doc: dict) -> bytes:
+    """One document as compact nested JSON, the bytes every sink writes (``pipeline.jsonl``)."""
+    return dumps(nest(doc))
+
+
 def json_line(doc: dict) -> str:
-    return json.dumps(nest(doc), ensure_ascii=False, separators=(",", ":"), default=str)
+    return dumps(nest(doc)).decode()
+
+
+BLOCK_BYTES = 1 << 16  # JSON lines are written in blocks of about this size
 
 
 class Printer:
     """Writes documents to stdout as JSON lines, or collects table rows printed at the end
-    in batches (a table per 200 rows so long replays show progress)."""
+    in batches (a table per 200 rows so long replays show progress).
+
+    JSON lines go out in blocks of ``BLOCK_BYTES`` (a pipe or a file), or line by line to a
+    terminal, where a person waits for each; ``flush`` writes what is held."""
 
     def __init__(self, fmt: str, stream: TextIO | None = None, kind: str = "event") -> None:
         self.fmt = fmt
         self.kind = kind
         self.stream = stream or sys.stdout
-        self.console = Console(
-            file=self.stream, soft_wrap=False, width=200 if not self.stream.isatty() else None
-        )
+        tty = self.stream.isatty()
+        self.console = Console(file=self.stream, soft_wrap=False, width=200 if not tty else None)
         self.rows: list[dict] = []
         self.count = 0
+        # the bytes under a text stream (sys.stdout), else the stream itself, decoded
+        self._binary: BinaryIO | None = getattr(self.stream, "buffer", None)
+        self._lines: list[bytes] = []
+        self._held = 0
+        self._block = 0 if tty else BLOCK_BYTES
 
     def write(self, doc: dict) -> None:
         self.count += 1
         if self.fmt == "jsonl":
-            self.stream.write(json_line(doc))
-            self.stream.write("\n")
+            line = dumps(nest(doc))
+            self._lines.append(line)
+            self._held += len(line) + 1
+            if self._held > self._block:
+                self._write_lines()
             return
         self.rows.append(doc)
         if len(self.rows) >= 200:
             self.flush()
 
+    def _write_lines(self) -> None:
+        lines, self._lines, self._held = self._lines, [], 0
+        lines.append(b"")
+        block = b"\n".join(lines)
+        if self._binary is not None:
+            self.stream.flush()  # anything written as text before goes first
+            self._binary.write(block)
+            if not self._block:  # a terminal: each line as it comes
+                self._binary.flush()
+        else:
+            self.stream.write(block.decode())
+
     def flush(self) -> None:
         if self.fmt == "jsonl":
+            if self._lines:
+                self._write_lines()
+            if self._binary is not None:
+                self._binary.flush()
             self.stream.flush()
             return
         if not self.rows:

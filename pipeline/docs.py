@@ -1,12 +1,37 @@
-"""Flat dotted documents <-> nested ECS JSON."""
+"""Flat dotted documents <-> nested ECS JSON.
+
+``nest`` runs once per document written (JSON lines, stdout, Kafka): documents of one kind
+and dataset carry the same keys in the same order, so the nesting is planned once per key
+sequence (a function generated for it, which builds the nested dicts from the values in one
+expression) and reused; the plans are capped (``MAX_PLANS``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+Plan = Callable[[dict[str, Any]], dict[str, Any]]
+
+MAX_PLANS = 2048  # key sequences remembered; beyond, the table starts again
+_plans: dict[tuple[str, ...], Plan] = {}
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
     """``{"source.ip": x}`` -> ``{"source": {"ip": x}}``; ``@timestamp`` stays at the top."""
+    keys = tuple(flat)
+    plan = _plans.get(keys)
+    if plan is None:
+        plan = _plan(keys)
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
+        _plans[keys] = plan
+    return plan(flat)
+
+
+def nest_each_key(flat: dict[str, Any]) -> dict[str, Any]:
+    """What a plan computes, key by key (and the answer for key sequences no plan can take:
+    a key that is also the head of another, ``a`` and ``a.b``, where values decide)."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         if "." not in key:
@@ -21,6 +46,46 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
             node = child
         node[parts[-1]] = value
     return out
+
+
+def _plan(keys: tuple[str, ...]) -> Plan:
+    """A function nesting documents with exactly these keys, in this order.
+
+    Key names never enter the generated source: they are bound as constants (``K0``...),
+    the source holds only names made here, so no key can inject code."""
+    heads = {
+        ".".join(parts[:i]) for parts in (k.split(".") for k in keys) for i in range(1, len(parts))
+    }
+    if not keys or heads.intersection(keys):
+        return nest_each_key
+    tree: dict[str, Any] = {}  # nested like the output; leaves are value positions
+    for position, key in enumerate(keys):
+        parts = key.split(".")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = position
+    names: dict[str, str] = {}
+
+    def const(text: str) -> str:
+        if text not in names:
+            names[text] = f"K{len(names)}"
+        return names[text]
+
+    def literal(node: dict[str, Any]) -> str:
+        items = []
+        for part, child in node.items():
+            value = literal(child) if isinstance(child, dict) else f"v{child}"
+            items.append(f"{const(part)}: {value}")
+        return "{" + ", ".join(items) + "}"
+
+    body = literal(tree)
+    unpack = ", ".join(f"v{i}" for i in range(len(keys)))
+    source = f"def nest_planned(doc):\n    {unpack}, = doc.values()\n    return {body}\n"
+    namespace: dict[str, Any] = {name: text for text, name in names.items()}
+    exec(compile(source, "<nest plan>", "exec"), namespace)  # noqa: S102 - source made above
+    planned: Plan = namespace["nest_planned"]
+    return planned
 
 
 def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -694,7 +694,11 @@ class EsQueryBackend:
         ]
 
     def rollup_sums(
-        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+        self,
+        flt: AlertFilter,
+        fields: tuple[str, ...],
+        size: int = 100,
+        operations: tuple[str, ...] = (),
     ) -> list[tuple[tuple[str, ...], int, int, float]]:
         """Traffic from rollups (see the store's ``rollup_sums``): multi-level terms on
         ``fields`` with sums of transactions and bytes and the earliest interval start."""
@@ -708,6 +712,8 @@ class EsQueryBackend:
             query["bool"]["filter"].append({"range": {"@timestamp": rng}})
         if flt.sites:
             query["bool"]["filter"].append({"terms": {"labels.site": list(flt.sites)}})
+        if operations:
+            query["bool"]["filter"].append({"terms": {"ics.operation": list(operations)}})
         metrics = {
             "n": {"sum": {"field": "icsmon.rollup.transactions"}},
             "b": {"sum": {"field": "network.bytes"}},

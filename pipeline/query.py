@@ -85,10 +85,15 @@ class QueryBackend(Protocol):
         ...
 
     def rollup_sums(
-        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+        self,
+        flt: AlertFilter,
+        fields: tuple[str, ...],
+        size: int = 100,
+        operations: tuple[str, ...] = (),
     ) -> list[tuple[tuple[str, ...], int, int, float]]:
         """Traffic from rollups: (values of ``fields``, transactions, bytes, first interval
-        start) for the ``size`` busiest combinations in ``flt``'s time and sites."""
+        start) for the ``size`` busiest combinations in ``flt``'s time and sites; only the
+        rollups of these ``ics.operation`` values when given (controls, writes)."""
         ...
 
     def spread(

@@ -308,7 +308,7 @@ def create_app(
 
     @app.get(
         "/api/traffic",
-        summary="Who talks to whom, operations mix and new talkers, from the sensors' rollups",
+        summary="Who talks to whom, operations mix, controls and new talkers, from the sensors' rollups",
     )
     def traffic(
         p: Who,

@@ -33,6 +33,15 @@ from posture.state import OrgIndex, PostureState, epoch_of
 # newest per sensor in one small index; the embedded store groups its heartbeats in this
 # window). A sensor silent for longer shows as "no heartbeat in 24 h".
 SENSOR_LOOKBACK_S = 86400
+# Operations that change the process or the device (ics.operation): the controls table
+CONTROL_OPERATIONS = ("control", "write", "program")
+CONTROL_FIELDS = (
+    "source.ip",
+    "destination.ip",
+    "network.protocol",
+    "ics.operation",
+    "ics.function",
+)
 # Shared by all requests; tasks never wait on other tasks, so it cannot deadlock.
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="posture-query")
 
@@ -185,9 +194,10 @@ class PostureService:
     def traffic(
         self, scope: Scope, since: float, until: float, top: int = 20, history_days: float = 7.0
     ) -> dict[str, Any]:
-        """Who talks to whom, the operations mix and new talkers, from rollups (never events):
-        a new talker is a (client, server, protocol) with traffic in the range and none in
-        the ``history_days`` before it."""
+        """Who talks to whom, the operations mix, who sends controls (commands, set points,
+        restarts, program changes: per client, server, protocol and function) and new
+        talkers, from rollups (never events): a new talker is a (client, server, protocol)
+        with traffic in the range and none in the ``history_days`` before it."""
         flt = self.alert_filter(scope, since=since, until=until)
         b = self.backend
         calls: dict[str, Callable[[], Any]] = {
@@ -195,6 +205,9 @@ class PostureService:
                 flt, ("source.ip", "destination.ip", "network.protocol"), size=max(top, 500)
             ),
             "operations": lambda: b.rollup_sums(flt, ("ics.operation",), size=20),
+            "controls": lambda: b.rollup_sums(
+                flt, CONTROL_FIELDS, size=top, operations=CONTROL_OPERATIONS
+            ),
             "protocols": lambda: b.rollup_sums(flt, ("network.protocol",), size=20),
             "before": lambda: b.rollup_sums(
                 self.alert_filter(scope, since=since - history_days * 86400, until=since),
@@ -213,6 +226,18 @@ class PostureService:
                 for k, n, nb, _ in pairs[:top]
             ],
             "operations": [[k[0], n] for k, n, _, _ in got["operations"]],
+            "controls": [
+                {
+                    "client": k[0],
+                    "server": k[1],
+                    "protocol": k[2],
+                    "operation": k[3],
+                    "function": k[4],
+                    "transactions": n,
+                    "first_seen": first,
+                }
+                for k, n, _, first in got["controls"]
+            ],
             "protocols": [[k[0], n] for k, n, _, _ in got["protocols"]],
             "new_talkers": [
                 {

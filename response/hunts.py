@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detectors.hunt import Hunt, HuntError, load_hunt_engine
+from detectors.hunt import Hunt, HuntError, field_warnings, load_hunt_engine
 from detectors.sigma.loader import RuleLoadError
 from pipeline.control import Envelope, register, response_doc
 
@@ -172,6 +172,7 @@ class HuntRequestHandler:
                 )
             except (RuleLoadError, HuntError) as exc:
                 raise Refused(str(exc).splitlines()[0]) from None
+            warnings = field_warnings(engine.pack)[:10]
             written = 0
 
             def write(alert: dict) -> None:
@@ -210,6 +211,7 @@ class HuntRequestHandler:
             "icsmon.hunt.rules": summary.rules,
             "icsmon.hunt.elapsed_s": doc["elapsed_s"],
             "icsmon.hunt.stopped": stopped,
+            "icsmon.hunt.warnings": warnings,
         }
 
 

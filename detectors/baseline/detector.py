@@ -307,6 +307,9 @@ class BaselineDetector:
     ) -> None:
         self.baseline = baseline
         self.tolerance = float(tolerance)
+        # per learned point statistics (by identity): (stats, tolerance, lowest, highest)
+        # values inside the band are normal; computed once, not per value of every event
+        self._bands: dict[int, tuple[dict, float, float, float]] = {}
         self.stop_factor = stop_factor
         self.min_stop_gap = min_stop_gap
         self.slow_factor = slow_factor
@@ -908,11 +911,15 @@ class BaselineDetector:
             stats = point.get(direction) or (point.get("read") if direction == "write" else None)
             if stats is None:
                 continue
+            band = self._bands.get(id(stats))
+            if band is None or band[0] is not stats or band[1] != self.tolerance:
+                lo, hi = stats["min"], stats["max"]
+                margin = self.tolerance * max(hi - lo, abs(lo), abs(hi), 1.0)
+                band = self._bands[id(stats)] = (stats, self.tolerance, lo - margin, hi + margin)
+            if band[2] <= value <= band[3]:
+                continue
             lo, hi = stats["min"], stats["max"]
             span = hi - lo
-            margin = self.tolerance * max(span, abs(lo), abs(hi), 1.0)
-            if lo - margin <= value <= hi + margin:
-                continue
             dedup = ("value", obs.server, point_key, direction, value > hi)
             last = self._last_alert.get(dedup)
             if last is not None and obs.ts - last < self.realert:

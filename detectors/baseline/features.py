@@ -90,10 +90,17 @@ class Observation:
     series: str | None = None
     security: dict[str, str] = field(default_factory=dict)
     anomaly: bool = False
+    _conversation: str | None = None
 
     @property
     def conversation(self) -> str:
-        return conversation_key(self.client, self.server, self.port, self.protocol)
+        """The conversation's key (made once: the checks of one event each ask for it)."""
+        key = self._conversation
+        if key is None:
+            key = self._conversation = conversation_key(
+                self.client, self.server, self.port, self.protocol
+            )
+        return key
 
     def add_range(self, direction: str, space: str, start: Any, count: Any) -> None:
         if not isinstance(start, int) or not isinstance(count, int) or count <= 0 or start < 0:
@@ -107,10 +114,15 @@ class Observation:
     def add_values(self, direction: str, prefix: str, start: int, values: Any) -> None:
         if not isinstance(values, list):
             return
+        append = self.values.append
         for i, value in enumerate(values[:MAX_VALUES_PER_EVENT]):
-            number = _number(value)
-            if number is not None:
-                self.values.append((f"{prefix}={start + i}", direction, number))
+            if type(value) is int:  # register values, the common case (_number's answer)
+                number: float | None = float(value)
+            else:
+                number = _number(value)
+                if number is None:
+                    continue
+            append((f"{prefix}={start + i}", direction, number))
 
 
 def conversation_key(client: str, server: str, port: int, protocol: str) -> str:

@@ -72,7 +72,7 @@ class Store(StoreWriter, StoreQueries):
         path: str | os.PathLike[str] | None = None,
         *,
         readonly: bool = False,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         flush_interval: float = 1.0,
         max_events: int | None = None,
         max_pending: int = 100_000,

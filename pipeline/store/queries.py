@@ -421,15 +421,23 @@ class StoreQueries:
         return [orjson.loads(row[0]) for row in rows]
 
     def rollup_sums(
-        self, flt: AlertFilter, fields: tuple[str, ...], size: int = 100
+        self,
+        flt: AlertFilter,
+        fields: tuple[str, ...],
+        size: int = 100,
+        operations: tuple[str, ...] = (),
     ) -> list[tuple[tuple[str, ...], int, int, float]]:
         """Traffic from rollups: per value of ``fields`` (each a column of the rollups table:
         source.ip, destination.ip, network.protocol, ics.operation, ics.function...), the
         transactions and bytes in ``flt``'s time and sites, and the first interval start;
-        the ``size`` busiest, busiest first."""
+        the ``size`` busiest, busiest first; only ``operations`` (ics.operation) when given."""
         spec = TABLES["rollup"]
         cols = [f"rollups.{spec.columns[f]}" for f in fields]
         where, params = _timed_where(flt, "rollups")
+        if operations:
+            cond = f"rollups.{spec.columns['ics.operation']} IN ({','.join('?' * len(operations))})"
+            where = f"{where} AND {cond}" if where else f" WHERE {cond}"
+            params.extend(operations)
         group = ", ".join(cols)
         sql = (
             f"SELECT {group}, sum(rollups.transactions) AS n, "

@@ -93,12 +93,25 @@ _COLUMN_VALUE: dict[str, Callable[[Any], Any]] = {
 }
 
 
+# Per kind, once: the fields of its columns, and the functions that make their values
+# (kinds whose columns all take text get the inline path of ``row_values``).
+_ROW_FIELDS = {
+    kind: tuple((field, _COLUMN_VALUE.get(column, text)) for field, column in t.columns.items())
+    for kind, t in TABLES.items()
+}
+_TEXT_FIELDS = {
+    kind: tuple(t.columns)
+    for kind, t in TABLES.items()
+    if not any(column in _COLUMN_VALUE for column in t.columns.values())
+}
+
+
 def row_values(kind: str, doc: dict) -> list[Any]:
     """The indexed column values of a document, in ``TABLES[kind].columns`` order."""
-    return [
-        _COLUMN_VALUE.get(column, text)(doc.get(field))
-        for field, column in TABLES[kind].columns.items()
-    ]
+    fields = _TEXT_FIELDS.get(kind)
+    if fields is not None:  # ``text`` inline: a string, else None
+        return [v if isinstance(v, str) else None for v in map(doc.get, fields)]
+    return [value(doc.get(field)) for field, value in _ROW_FIELDS[kind]]
 
 
 def doc_id(doc: dict) -> str:

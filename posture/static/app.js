@@ -287,18 +287,51 @@ function renderTraffic(tr) {
   const none = (n) => [el("tr", {}, el("td", { colspan: n, class: "muted" }, t("none")))];
   const total = tr.operations.reduce((a, [, n]) => a + n, 0) || 1;
   document.getElementById("operations").textContent = tr.operations.length
-    ? `${t("traffic.operations")}: ` + tr.operations.map(([k, n]) => `${k || "—"} ${Math.round((100 * n) / total)}%`).join(" · ")
+    ? `${t("traffic.operations")}: ` + tr.operations.map(([k, n]) => `${k ? opName(k) : "—"} ${Math.round((100 * n) / total)}%`).join(" · ")
     : "";
   document.getElementById("talkers").replaceChildren(
     head(t("col.client"), t("col.server"), t("col.protocol"), t("col.transactions")),
     el("tbody", {}, tr.talkers.length ? tr.talkers.map((r) => el("tr", {},
       el("td", {}, r.client), el("td", {}, r.server), el("td", {}, protoName(r.protocol)),
       el("td", { class: "num" }, r.transactions.toLocaleString()))) : none(4)));
+  document.getElementById("controls").replaceChildren(
+    head(t("col.client"), t("col.server"), t("col.protocol"), t("col.function"), t("col.transactions")),
+    el("tbody", {}, tr.controls.length ? tr.controls.map((r) => el("tr", { "data-protocol": r.protocol },
+      el("td", {}, r.client), el("td", {}, r.server), el("td", {}, protoName(r.protocol)),
+      el("td", {}, functionName(r.function), el("span", { class: "muted" }, ` ${opName(r.operation)}`)),
+      el("td", { class: "num" }, r.transactions.toLocaleString()))) : none(5)));
   document.getElementById("new-talkers").replaceChildren(
     head(t("col.client"), t("col.server"), t("col.protocol"), t("col.first_seen")),
     el("tbody", {}, tr.new_talkers.length ? tr.new_talkers.map((r) => el("tr", {},
       el("td", {}, r.client), el("td", {}, r.server), el("td", {}, protoName(r.protocol)),
       el("td", {}, fmtTime(r.first_seen)))) : none(4)));
+}
+
+function opName(op) {
+  return t(`op.${op}`).replace(/^op\./, "");
+}
+
+function functionName(f) {
+  return f ? t(`fn.${f}`).replace(/^fn\./, "").replace(/_/g, " ") : "—";
+}
+
+// Telecontrol stations (DNP3 outstations, IEC 104 controlled stations) from the asset records:
+// the addresses they answer for and the identity their device attributes give.
+function renderStations(lists) {
+  const rows = lists.flatMap(([proto, page]) => page.items.map((a) => [proto, a]));
+  const addresses = (proto, a) => proto === "dnp3"
+    ? `${t("station.link")} ${(get(a, "asset.dnp3.link_addresses") || []).join(", ")}`
+    : `${t("station.ca")} ${(get(a, "asset.iec104.common_addresses") || []).join(", ")}`;
+  document.getElementById("stations").replaceChildren(
+    el("thead", {}, el("tr", {}, [t("col.asset"), t("col.protocol"), t("col.addresses"), t("col.device"), t("col.last_seen")].map((c) => el("th", {}, c)))),
+    el("tbody", {}, rows.length ? rows.map(([proto, a]) => {
+      const dev = get(a, "ics.device") || {};
+      const id = get(a, "asset.id");
+      return el("tr", { class: "clickable", "data-asset": id, onclick: () => aHash({ asset: id }) },
+        el("td", {}, get(a, "host.ip") || id), el("td", {}, protoName(proto)), el("td", {}, addresses(proto, a)),
+        el("td", {}, [dev.vendor, dev.product, dev.firmware].filter(Boolean).join(" ") || "—"),
+        el("td", {}, fmtTime(get(a, "asset.last_seen"))));
+    }) : [el("tr", {}, el("td", { colspan: 5, class: "muted" }, t("none")))]));
 }
 
 function renderAlerts(page) {
@@ -430,12 +463,15 @@ async function refreshNow() {
       document.getElementById("overview").hidden = false;
       const q = `scope=${encodeURIComponent(r.scope)}&hours=${S.hours}`;
       const only = S.protocol ? `&protocol=${encodeURIComponent(S.protocol)}` : "";
-      const [summary, page, traffic] = await Promise.all([
-        api(`/api/summary?${q}`), api(`/api/alerts?${q}&limit=15${only}`), api(`/api/traffic?${q}&top=10`)]);
+      const stations = (role) => api(`/api/assets?scope=${encodeURIComponent(r.scope)}&role=${role}&limit=10`);
+      const [summary, page, traffic, dnp3, iec104] = await Promise.all([
+        api(`/api/summary?${q}`), api(`/api/alerts?${q}&limit=15${only}`), api(`/api/traffic?${q}&top=10`),
+        stations("dnp3-server"), stations("iec104-server")]);
       S.summary = summary;
       renderOverview();
       renderAlerts(page);
       renderTraffic(traffic);
+      renderStations([["dnp3", dnp3], ["iec104", iec104]]);
       Object.values(S.charts).forEach((c) => c.resize());
     }
     if (assessing) document.getElementById("crumbs").replaceChildren();

@@ -172,3 +172,22 @@ def test_rule_selection_by_id_file_and_folder(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no-such-rule" in res.output
     res = runner.invoke(app, ["hunt", "--store", str(tmp_path / "missing.db")])
     assert res.exit_code == 2 and "missing.db" in res.output
+
+
+def test_a_rule_naming_a_field_no_event_carries_is_said_before_the_hunt(tmp_path: Path) -> None:
+    db = tmp_path / "sensor.db"
+    live_run(ATTACK, db)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "typo.yml").write_text(
+        "title: Typo\nid: 11111111-1111-4111-8111-111111111111\nstatus: test\n"
+        "logsource:\n  product: ics\n  service: modbus\n"
+        "detection:\n  sel:\n    modbus.fucntion_code: 6\n  condition: sel\nlevel: high\n"
+    )
+    res = runner.invoke(app, ["hunt", "--store", str(db), "--rules", str(rules), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.stderr and "modbus.fucntion_code" in res.stderr
+    assert json.loads(res.stdout)["alerts"] == 0
+    (rules / "typo.yml").write_text("title: [\n")
+    res = runner.invoke(app, ["hunt", "--store", str(db), "--rules", str(rules)])
+    assert res.exit_code == 2 and "error:" in res.stderr and "Traceback" not in res.output

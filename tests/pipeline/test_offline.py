@@ -104,6 +104,9 @@ def test_cli_replay_with_kafka_down_exits_and_spools_the_alerts(tmp_path: Path) 
         "ICSMON_KAFKA_BROKERS": f"127.0.0.1:{closed_port()}",
         "ICSMON_SPOOL_DIR": str(spool_dir),
         "PATH": "/usr/bin:/bin",
+        # the local store too: never the user's (another checkout may have written it)
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
     }
     proc = subprocess.run(
         [

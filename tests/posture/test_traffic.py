@@ -100,6 +100,17 @@ def check(client: TestClient, tokens: dict[str, str], all_docs: list[dict], sinc
         if d["labels.site"] == "s1":
             ops[d["ics.operation"]] += d["icsmon.rollup.transactions"]
     assert dict(map(tuple, got["operations"])) == dict(ops)
+    # controls: the writes of the day (the baseline captures write registers), per function
+    controls = Counter()
+    for d in day:
+        if d["labels.site"] == "s1" and d["ics.operation"] in ("control", "write", "program"):
+            key = (d["source.ip"], d["network.protocol"], d["ics.operation"], d["ics.function"])
+            controls[key] += d["icsmon.rollup.transactions"]
+    got_controls = {
+        (r["client"], r["protocol"], r["operation"], r["function"]): r["transactions"]
+        for r in got["controls"]
+    }
+    assert got_controls == dict(controls) and got_controls
     # the attacking host is new that day; the plant's usual talkers are not
     new = {(r["client"], r["server"]) for r in got["new_talkers"]}
     before = {

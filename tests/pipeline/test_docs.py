@@ -1,0 +1,88 @@
+"""Nesting flat documents: the planned path (one generated function per key sequence) gives
+what nesting key by key gives, for every shape, including the ones no plan can take."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from icsmon.output import Printer, json_line
+from pipeline import docs
+from pipeline.docs import nest, nest_each_key
+from sensor.engine import Engine, EngineConfig
+from tests.support import REPO
+
+
+def _same(flat: dict) -> None:
+    expected = nest_each_key(dict(flat))
+    got = nest(dict(flat))
+    # the same structure and the same order at every level (it decides the output bytes)
+    assert json.dumps(got) == json.dumps(expected)
+
+
+def test_events_of_a_capture_nest_as_key_by_key() -> None:
+    engine = Engine(EngineConfig(site="s", observer="o", organization="org"))
+    events = list(engine.replay([REPO / "pcaps" / "modbus" / "modbus_polling.pcap"]))
+    assert events
+    for event in events:
+        _same(event)
+        _same(event)  # the second time through the plan made by the first
+
+
+def test_shapes_a_plan_cannot_take_fall_back() -> None:
+    # a key that is also the head of another: the values decide (a dict value is merged
+    # into, anything else replaced), as key by key
+    _same({"a": 1, "a.b": 2})
+    _same({"a.b": 2, "a": 1})
+    _same({"a": {"x": 1}, "a.b": 2})
+    _same({"a.b": 1, "a.b.c": 2, "d": 3})
+    _same({})
+    _same({"": 1, ".": 2, "a..b": 3, "a.": 4})
+
+
+def test_values_are_never_source() -> None:
+    hostile = {"__import__('os').system('false')": 1, "x.'); raise SystemExit('": 2}
+    _same(hostile)
+    assert nest(hostile)["x"]["'); raise SystemExit('"] == 2
+
+
+def test_plans_are_capped() -> None:
+    docs._plans.clear()
+    for i in range(docs.MAX_PLANS + 10):
+        assert nest({f"k{i}.v": i}) == {f"k{i}": {"v": i}}
+    assert len(docs._plans) <= docs.MAX_PLANS
+
+
+_part = st.sampled_from(["a", "b", "c", "", "source", "ip"])
+_key = st.lists(_part, min_size=1, max_size=4).map(".".join)
+_value = st.one_of(st.integers(), st.text(max_size=3), st.dictionaries(_part, st.integers()))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_key, _value, max_size=8))
+def test_any_flat_document(flat: dict) -> None:
+    _same(flat)
+
+
+def test_printer_blocks_hold_the_same_lines() -> None:
+    engine = Engine(EngineConfig(site="s", observer="o", organization="org"))
+    events = list(engine.replay([REPO / "pcaps" / "modbus" / "modbus_polling.pcap"]))
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8")
+    printer = Printer("jsonl", stream=stream)
+    for event in events * 40:  # more than one block
+        printer.write(event)
+    printer.flush()
+    expected = "".join(json_line(e) + "\n" for e in events * 40)
+    assert raw.getvalue().decode() == expected
+
+
+def test_printer_on_a_text_stream_without_bytes_under_it() -> None:
+    out = io.StringIO()
+    printer = Printer("jsonl", stream=out)
+    printer.write({"@timestamp": "t", "source.ip": "10.0.0.1", "note": "é"})
+    printer.flush()
+    assert out.getvalue() == '{"@timestamp":"t","source":{"ip":"10.0.0.1"},"note":"é"}\n'
