@@ -12,15 +12,16 @@ remediation text, and the products with their status. Products come from the
 ``product_tree`` branches: vendor / product family / product name, then a
 ``product_version_range`` (a range) or a ``product_version`` (one version); model numbers
 of a ``product_identification_helper`` (with ``*`` and ``?`` wildcards) match devices by
-order number or product code. A product named without any version is "all versions".
+order number or product code, its CPE and package URL match devices that carry one
+(``assessment/identifiers.py``). A product named without any version is "all versions".
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ class Product:
     version: str = ""
     models: tuple[str, ...] = ()
     problem: str = ""  # a range that could not be read: the product is "possibly affected"
+    cpe: str = ""  # product_identification_helper: matched against an asset's ics.device.cpe
+    purl: str = ""  # ... and ics.device.purl (assessment/identifiers.py)
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Advisory:
     products: dict[str, Product]
     vulnerabilities: list[Vulnerability]
     digest: str = ""
+    known_exploited: tuple[str, ...] = ()  # its CVEs in an imported catalogue (exploited.py)
 
     @property
     def cves(self) -> list[str]:
@@ -100,7 +104,13 @@ class Advisory:
 
     @property
     def exploited(self) -> bool:
-        return any(v.exploited for v in self.vulnerabilities)
+        """Known exploited: a threat of the advisory says so, or a catalogue lists a CVE."""
+        return bool(self.known_exploited) or any(v.exploited for v in self.vulnerabilities)
+
+    def with_exploited(self, catalogue: Collection[str]) -> Advisory:
+        """This advisory marked with its CVEs the known-exploited catalogue lists."""
+        known = tuple(c for c in self.cves if c in catalogue)
+        return self if known == self.known_exploited else replace(self, known_exploited=known)
 
     def summary(self) -> dict[str, Any]:
         vendors = sorted({p.vendor for p in self.products.values() if p.vendor})
@@ -113,8 +123,12 @@ class Advisory:
             "advisory.cves": self.cves,
             "advisory.cvss": self.cvss,
             "advisory.exploited": self.exploited,
+            "advisory.known_exploited": list(self.known_exploited),
             "advisory.vendors": vendors,
             "advisory.products": names,
+            "advisory.identifiers": sorted(
+                {i for p in self.products.values() for i in (p.cpe, p.purl) if i}
+            ),
             "advisory.remediation": "; ".join(
                 dict.fromkeys(v.remediation for v in self.vulnerabilities if v.remediation)
             ),
@@ -216,6 +230,12 @@ def _walk(branches: list, context: dict) -> Iterator[Product]:
 def _product(full: dict, ctx: dict, rng: str | None, version: str | None) -> Product:
     helper = full.get("product_identification_helper") or {}
     models = tuple(helper.get("model_numbers") or ()) + tuple(helper.get("skus") or ())
+    if rng is None and version is None:
+        # a product the tree names without a version: its CPE or package URL may say one
+        from assessment.identifiers import cpe_key, purl_key
+
+        key = cpe_key(helper.get("cpe")) or purl_key(helper.get("purl"))
+        version = (key[-1] or None) if key else None
     parsed: Range | None = None
     problem = ""
     if rng is not None:
@@ -236,11 +256,13 @@ def _product(full: dict, ctx: dict, rng: str | None, version: str | None) -> Pro
         version=version or "",
         models=models,
         problem=problem,
+        cpe=str(helper.get("cpe") or ""),
+        purl=str(helper.get("purl") or ""),
     )
 
 
-def load_file(path: Path) -> Advisory:
-    """Read, validate and parse one CSAF file; AdvisoryError names the file."""
+def read_json(path: Path) -> tuple[bytes, Any]:
+    """A feed file's bytes and JSON; AdvisoryError names the file."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -248,12 +270,22 @@ def load_file(path: Path) -> Advisory:
     if len(data) > MAX_DOCUMENT:
         raise AdvisoryError(f"{path}: {len(data)} bytes, more than a CSAF document may be here")
     try:
-        doc = orjson.loads(data)
+        return data, orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise AdvisoryError(f"{path}: not JSON: {exc}") from None
-    advisory = parse(doc, str(path))
+
+
+def from_json(data: bytes, doc: Any, origin: str) -> Advisory:
+    """Validate and parse a CSAF document read from ``data`` (its digest is of the bytes)."""
+    advisory = parse(doc, origin)
     advisory.digest = hashlib.sha256(data).hexdigest()
     return advisory
+
+
+def load_file(path: Path) -> Advisory:
+    """Read, validate and parse one CSAF file; AdvisoryError names the file."""
+    data, doc = read_json(path)
+    return from_json(data, doc, str(path))
 
 
 def files(paths: list[Path]) -> list[Path]:

@@ -11,7 +11,7 @@ newest event the sensor sent:
 | --- | --- |
 | ``connected`` | a heartbeat (or an event) within ``silent_after`` and traffic in the latest interval |
 | ``no-traffic`` | heartbeats arrive but the latest interval saw no packet: the sensor is up, its mirror port is not (or the plant is idle) |
-| ``disconnected`` | nothing for longer than ``silent_after`` (default 15 minutes) |
+| ``disconnected`` | nothing for longer than ``silent_after`` (default 15 minutes), or the latest heartbeat was the sensor's clean stop |
 | ``stale`` | nothing for longer than ``stale_after`` (default 7 days): connected once, not any more |
 | ``never-onboarded`` | no sensor registered, or none ever sent anything |
 
@@ -38,6 +38,7 @@ class SensorSignal:
     last_heartbeat: float | None = None
     traffic: int | None = None  # packets in the interval of the latest heartbeat
     last_event: float | None = None
+    stopped: bool = False  # the latest heartbeat was a clean stop's
 
 
 @dataclass
@@ -68,6 +69,7 @@ def signals_from_heartbeats(docs: Iterable[Mapping[str, Any]]) -> dict[str, Sens
             sig.last_heartbeat = ts
             traffic = doc.get("icsmon.sensor.traffic")
             sig.traffic = int(traffic) if isinstance(traffic, int | float) else None
+            sig.stopped = doc.get("icsmon.sensor.reason") == "stop"
     return out
 
 
@@ -86,6 +88,8 @@ def sensor_state(
         return "stale"
     if now - seen > silent_after_s:
         return "disconnected"
+    if sig.stopped and (sig.last_event is None or sig.last_event <= (sig.last_heartbeat or 0)):
+        return "disconnected"  # it said goodbye: nothing watches the plant until it starts
     beating = sig.last_heartbeat is not None and now - sig.last_heartbeat <= silent_after_s
     recent_event = sig.last_event is not None and now - sig.last_event <= silent_after_s
     if beating and sig.traffic == 0 and not recent_event:

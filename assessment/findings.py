@@ -5,8 +5,9 @@ sensor that restarts starts its first-seen anew. So the centre merges the docume
 ``finding.id``: earliest first seen, latest last seen, the union of their evidence (bounded),
 the details of the latest. Its state is then:
 
-- ``accepted``: a user accepted it, with a reason (kept in the assessment catalog; it stays
-  accepted however often it is seen again, until reopened);
+- ``accepted``: a user accepted it, with a reason (kept in the assessment catalog, or in the
+  finding's document in Elasticsearch; it stays accepted however often it is seen again,
+  until reopened);
 - ``resolved``: not observed for ``resolve_after`` (default 7 days: a weekly job, a
   maintenance window or a quiet shift must not resolve what is still there);
 - ``open``: otherwise.
@@ -58,6 +59,13 @@ def state(
     """The document with its ``finding.state`` (and the acceptance, when accepted)."""
     out = dict(doc)
     accepted = (acceptances or {}).get(str(doc.get("finding.id")))
+    if accepted is None and doc.get("finding.state") == "accepted":
+        # the decision kept in the finding's own document (Elasticsearch: assessment/catalog.py)
+        accepted = {
+            "reason": doc.get("finding.accepted.reason", ""),
+            "user": doc.get("finding.accepted.user", ""),
+            "at": doc.get("finding.accepted.at"),
+        }
     if accepted is not None:
         out["finding.state"] = "accepted"
         out["finding.accepted.reason"] = accepted["reason"]

@@ -130,6 +130,20 @@ def _asset_of_alert(alert: Mapping[str, Any]) -> str | None:
     return f"{site}:{ip}" if site else str(ip)
 
 
+def site_pressures(
+    pressures: Mapping[str, Pressure], site_of: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """Per site, its assets' pressures other than alerts, weighted by criticality (what the
+    posture score folds in: alerts weigh there already)."""
+    out: dict[str, dict[str, float]] = {}
+    for asset_id, p in pressures.items():
+        site = site_of.get(asset_id) or (asset_id.rsplit(":", 1)[0] if ":" in asset_id else "")
+        row = out.setdefault(site, dict.fromkeys(("findings", "vulnerabilities", "exposure"), 0.0))
+        for part in row:
+            row[part] += getattr(p, part) * p.weight
+    return out
+
+
 def rollup(pressures: Mapping[str, Pressure], site_of: Mapping[str, str], sites: int) -> Risk:
     """The risk of a scope: its assets' weighted pressures summed, per site."""
     total = Pressure()

@@ -33,6 +33,18 @@ CatalogOpt = Annotated[
         help="Assessment catalog file (default: beside the store, icsmon.assessment.db)",
     ),
 ]
+EsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--es",
+        envvar="ICSMON_ES",
+        help="Elasticsearch URL: the centre's assets, findings, advisories and decisions",
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Pipeline config file (Elasticsearch URL, credentials, prefix)"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")]
 
 
@@ -45,35 +57,54 @@ def catalog_path(store: Path | None, catalog: Path | None) -> Path:
     return path.with_name(path.stem + ".assessment.db")
 
 
-def open_catalog(store: Path | None, catalog: Path | None):
-    from assessment.catalog import Catalog, CatalogError
+def _es_config(es: str | None, config: Path | None):
+    from pipeline.config import ConfigError, load_config
 
+    try:
+        return load_config(config, overrides={"elasticsearch": {"url": es}} if es else None)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def open_catalog(
+    store: Path | None, catalog: Path | None, es: str | None = None, config: Path | None = None
+):
+    """The assessment catalog: in Elasticsearch with ``--es``/``--config`` (assessment/
+    catalog.py), else the SQLite file beside the store."""
+    from assessment.catalog import Catalog, CatalogError, EsCatalog
+
+    if es or config:
+        from pipeline.es import EsStore
+
+        cfg = _es_config(es, config)
+        try:
+            return EsCatalog(EsStore(cfg))
+        except Exception as exc:  # a bad URL or client option, said in one line
+            raise fail(f"{cfg.elasticsearch.url}: cannot use Elasticsearch: {exc}") from None
     try:
         return Catalog(catalog_path(store, catalog))
     except CatalogError as exc:
         raise fail(str(exc)) from None
 
 
-def _open_store(store: Path | None):
-    from pipeline.store import Store, StoreError
+def _open_backend(store: Path | None, es: str | None = None, config: Path | None = None):
+    from icsmon.cmd_query import QueryError, open_backend
 
     try:
-        return Store.open(store, readonly=True)
-    except StoreError as exc:
+        return open_backend(store, es, config)
+    except QueryError as exc:
         raise fail(str(exc)) from None
 
 
-def _assets(st) -> list[dict]:
-    from pipeline.query import AssetFilter
+def _es_call(what: str, call):
+    """Run a call that reaches Elasticsearch; its failure becomes one line (exit 1)."""
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
 
-    out: list[dict] = []
-    offset = 0
-    while True:
-        total, page = st.search_assets(AssetFilter(limit=5000, offset=offset))
-        out.extend(page)
-        offset += len(page)
-        if not page or offset >= total:
-            return out
+    try:
+        return call()
+    except (TransportError, ApiError) as exc:
+        raise fail(f"{what}: Elasticsearch: {exc}", ExitCode.FAILED) from None
 
 
 def _print_json(docs: list[dict]) -> None:
@@ -88,13 +119,17 @@ def advisories_import(
     paths: Annotated[list[Path], typer.Argument(help="CSAF 2.0 files or folders (recursive)")],
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
+    es: EsOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """Validate CSAF 2.0 advisories (schema and mandatory tests) and keep them in the catalog.
-    A file that fails is named with its first problems and skipped; exit 1 if any failed."""
+    """Validate CSAF 2.0 advisories (schema and mandatory tests) and keep them in the catalog
+    (Elasticsearch with --es). A known-exploited catalogue among the files (CISA KEV's JSON
+    format) is imported as one: its CVEs weigh as known exploited. A file that fails is named
+    with its first problems and skipped; exit 1 if any failed."""
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise fail(f"{missing[0]}: no such file or folder")
-    cat = open_catalog(store, catalog)
+    cat = open_catalog(store, catalog, es, config)
     started = time.monotonic()
     from assessment.advisories import files
 
@@ -106,21 +141,34 @@ def advisories_import(
         if seen[0] % 500 == 0:
             note(f"{seen[0]}/{count} files ...")
 
-    out = cat.import_paths(paths, progress)
+    from assessment.catalog import CatalogError
+
+    try:
+        out = _es_call("import", lambda: cat.import_paths(paths, progress))
+    except CatalogError as exc:
+        raise fail(str(exc), ExitCode.FAILED) from None
     for problem in out["problems"]:
         note(f"refused: {problem}")
+    kev = f", {out['exploited']} known-exploited CVEs" if out["exploited"] else ""
     note(
-        f"{out['imported']} imported, {out['unchanged']} unchanged, {out['refused']} refused "
-        f"({count} files, {time.monotonic() - started:.1f} s) -> {cat.path}"
+        f"{out['imported']} imported, {out['unchanged']} unchanged, {out['refused']} refused"
+        f"{kev} ({count} files, {time.monotonic() - started:.1f} s) -> {cat.describe()}"
     )
     if out["refused"]:
         raise typer.Exit(int(ExitCode.FAILED))
 
 
 @advisories_app.command("list")
-def advisories_list(store: StoreOpt = None, catalog: CatalogOpt = None, as_json: JsonOpt = False):
+def advisories_list(
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    es: EsOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+):
     """The imported advisories."""
-    docs = [a.summary() for a in open_catalog(store, catalog).advisories()]
+    cat = open_catalog(store, catalog, es, config)
+    docs = [a.summary() for a in _es_call("advisories", cat.advisories)]
     if as_json:
         _print_json(docs)
         return
@@ -145,19 +193,24 @@ def advisories_affected(
     advisory: Annotated[str | None, typer.Argument(help="Advisory id (default: every one)")] = None,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
+    es: EsOpt = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Who is affected: the stored assets each advisory matches (by vendor, product and
     firmware; unknown firmware shows as possibly affected)."""
     from assessment.matching import Matcher
 
-    advisories = open_catalog(store, catalog).advisories()
+    advisories = _es_call("advisories", open_catalog(store, catalog, es, config).advisories)
     if advisory is not None:
         advisories = [a for a in advisories if a.id == advisory]
         if not advisories:
             raise fail(f"no advisory {advisory!r} in the catalog")
-    with _open_store(store) as st:
-        assets = _assets(st)
+    backend = _open_backend(store, es, config)
+    try:
+        assets = _es_call("assets", lambda: backend.all_assets(None))
+    finally:
+        backend.close()
     matches = [m.doc() for m in Matcher(advisories).match(assets)]
     if as_json:
         _print_json(matches)
@@ -189,16 +242,24 @@ def findings_list(
     ] = 7.0,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
+    es: EsOpt = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Findings in the store, merged, with their state (open / resolved / accepted)."""
+    """Findings (the store's, or Elasticsearch's with --es), merged, with their state (open /
+    resolved / accepted)."""
     from assessment.findings import STATES, lifecycle
 
     if state is not None and state not in STATES:
         raise fail(f"--state must be one of {', '.join(STATES)}")
-    with _open_store(store) as st:
-        _total, docs = st.search_findings([site] if site else None, limit=1_000_000)
-    accepted = open_catalog(store, catalog).acceptances()
+    backend = _open_backend(store, es, config)
+    try:
+        _total, docs = _es_call(
+            "findings", lambda: backend.search_findings([site] if site else None, limit=1_000_000)
+        )
+    finally:
+        backend.close()
+    accepted = _es_call("findings", open_catalog(store, catalog, es, config).acceptances)
     rows = lifecycle(docs, time.time(), accepted, resolve_after * 86400)
     if state is not None:
         rows = [r for r in rows if r["finding.state"] == state]
@@ -230,12 +291,15 @@ def findings_accept(
     user: Annotated[str, typer.Option("--user", help="Who accepts it")] = "cli",
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
+    es: EsOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Accept a finding with a reason: it stays accepted until reopened."""
     from assessment.catalog import CatalogError
 
+    cat = open_catalog(store, catalog, es, config)
     try:
-        open_catalog(store, catalog).accept(finding_id, reason, user)
+        _es_call("accept", lambda: cat.accept(finding_id, reason, user))
     except CatalogError as exc:
         raise fail(str(exc)) from None
     note(f"{finding_id}: accepted")
@@ -246,9 +310,12 @@ def findings_reopen(
     finding_id: Annotated[str, typer.Argument(help="finding.id")],
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
+    es: EsOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Withdraw an acceptance."""
-    if not open_catalog(store, catalog).reopen(finding_id):
+    cat = open_catalog(store, catalog, es, config)
+    if not _es_call("reopen", lambda: cat.reopen(finding_id)):
         raise fail(f"{finding_id}: not accepted")
     note(f"{finding_id}: open again")
 
@@ -271,6 +338,8 @@ def report_command(
         Path | None, typer.Option("--state", help="Posture state (registry) file")
     ] = None,
     catalog: CatalogOpt = None,
+    es: EsOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """A weekly or monthly report of a scope: score and trend, top-risk enterprises,
     findings, exposure, coverage, alerts by technique; PDF or HTML, in Chinese by default."""
@@ -287,19 +356,16 @@ def report_command(
     from posture.assessment_api import AssessmentData
     from posture.service import PostureService
 
-    backend = _open_store(store)
-    st = open_state(store, None, state)
+    backend = _open_backend(store, es, config)
+    st = open_state(store, es or (str(config) if config else None), state)
     try:
         try:
             sc = resolve_scope(Principal("report", "province-analyst", None), st.org(), scope)
         except NotVisible:
             raise fail(f"--scope {scope}: not in the registry") from None
-        data = report_data(
-            PostureService(backend, st),
-            AssessmentData(backend, st, open_catalog(store, catalog)),
-            sc,
-            period,
-        )
+        assessment = AssessmentData(backend, st, open_catalog(store, catalog, es, config))
+        service = PostureService(backend, st, exposure=assessment.site_exposure)
+        data = _es_call("report", lambda: report_data(service, assessment, sc, period))
         if fmt == "json":
             import json
 

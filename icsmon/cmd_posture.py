@@ -97,7 +97,8 @@ def serve(
         Path | None,
         typer.Option(
             "--catalog",
-            help="Assessment catalog (advisories, accepted findings; default beside the store)",
+            help="Assessment catalog (advisories, accepted findings; default beside the store; "
+            "with --es, Elasticsearch keeps them)",
         ),
     ] = None,
     response_policy: Annotated[
@@ -140,8 +141,6 @@ def serve(
         warning_line("the registry is empty: load one with `icsmon org import FILE`")
     from icsmon.cmd_assessment import open_catalog
 
-    if catalog is None and es is not None:
-        catalog = state_path(store, es, state).with_name("assessment.db")
     desk = Response(st.path, backend, pol, cal)
     application = create_app(
         backend,
@@ -149,7 +148,8 @@ def serve(
         silent_after_s=silent_after * 60,
         refresh_s=refresh,
         response=desk,
-        catalog=open_catalog(store, catalog),
+        # with Elasticsearch, the assessment's data lives there too (assessment/catalog.py)
+        catalog=open_catalog(store, catalog, es),
     )
     dispatcher = WebhookDispatcher(backend, st) if webhooks else None
     if dispatcher:
@@ -177,7 +177,8 @@ def demo(
     sites: Annotated[int, typer.Option("--sites")] = 64,
     days: Annotated[float, typer.Option("--days", help="Spread alerts over this many days")] = 7,
 ) -> None:
-    """Fill a store with a demo province (16 cities of Shandong) and print a province token."""
+    """Fill a store with a demo province (16 cities of Shandong) and its assessment catalog
+    (made-up advisories for its made-up devices), and print a province token."""
     from pipeline.store import Store, StoreError
     from posture import seed
     from posture.orgfile import parse_org
@@ -200,7 +201,20 @@ def demo(
     st = open_state(store, None, state)
     counts = st.import_org(parse_org(registry, "demo registry"))
     token = st.create_token("demo", "province-analyst", None)
-    note(f"demo: {alerts} alerts, {counts['sites']} sites in {sink.path}; state {st.path}")
+    # the demo's advisories and known-exploited catalogue (made up, describing its devices)
+    import tempfile
+
+    from assessment import samples
+    from icsmon.cmd_assessment import open_catalog
+
+    cat = open_catalog(sink.path, None)
+    with tempfile.TemporaryDirectory(prefix="icsmon-demo-") as folder:
+        imported = cat.import_paths(samples.write(Path(folder), with_catalogue=True))
+    cat.close()
+    note(
+        f"demo: {alerts} alerts, {counts['sites']} sites in {sink.path}; state {st.path}; "
+        f"{imported['imported'] + imported['unchanged']} advisories in {cat.describe()}"
+    )
     typer.echo(token)
 
 

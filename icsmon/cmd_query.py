@@ -322,7 +322,7 @@ def alerts_command(
     ] = None,
     rule: Annotated[str | None, typer.Option("--rule", help="Rule id")] = None,
     protocol: Annotated[
-        str | None, typer.Option("--protocol", help="modbus, s7comm, s7comm-plus, opcua")
+        str | None, typer.Option("--protocol", help="modbus, s7comm, s7comm-plus, opcua, enip")
     ] = None,
     text: Annotated[str | None, typer.Option("--text", help="Rule name contains this")] = None,
     fmt: FormatOption = QueryFormat.table,

@@ -20,11 +20,11 @@ is mapped) is rejected, and the indexer dead-letters it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from pipeline import kinds
 from pipeline.config import PipelineConfig
@@ -360,6 +360,41 @@ class EsStore:
                 raise
             return False
         return True
+
+    def update_doc(
+        self,
+        kind: str,
+        doc_id: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+        attempts: int = 20,
+    ) -> dict[str, Any] | None:
+        """Change one document of a kind kept in one index (``daily=False``): read it, apply
+        ``change`` (flat in, flat out; ``None``: nothing to write), write it back only if
+        nobody wrote it meanwhile (``if_seq_no``), else read and apply again. Returns the
+        written document, or None when there is none with that id. The write is visible to
+        searches when this returns."""
+        index = kinds.get(kind).current_index(self.prefix)
+        for _ in range(attempts):
+            try:
+                got = self.client.get(index=index, id=doc_id)
+            except NotFoundError:
+                return None
+            new = change(flatten(got["_source"]))
+            if new is None:
+                return flatten(got["_source"])
+            try:
+                self.client.index(
+                    index=index,
+                    id=doc_id,
+                    document=nest(new),
+                    if_seq_no=got["_seq_no"],
+                    if_primary_term=got["_primary_term"],
+                    refresh="wait_for",
+                )
+            except ConflictError:
+                continue  # an indexer merged a sensor's document meanwhile: apply again
+            return new
+        raise RuntimeError(f"{kind} {doc_id}: still changing after {attempts} attempts")
 
     def healthy(self) -> bool:
         try:
@@ -804,6 +839,144 @@ class EsQueryBackend:
                 break
             after = hits[-1]["sort"]
         return out
+
+    # -- the assessment's reads: assets past the result window, findings, one asset -----
+
+    def get_asset(self, asset_id: str) -> dict | None:
+        """The newest document of one asset."""
+        total, docs = self._search(
+            "asset",
+            {"term": {"asset.id": asset_id}},
+            1,
+            0,
+            [{"asset.last_seen": {"order": "desc", "unmapped_type": "date"}}],
+        )
+        return docs[0] if total else None
+
+    def all_assets(self, sites: list[str] | None, limit: int = 1_000_000) -> list[dict]:
+        """Every asset of the sites (``None``: all), newest document of each, however many:
+        a composite aggregation over ``asset.id`` pages through them (the result window of
+        a search stops at 10,000), each bucket's newest document by ``top_hits``."""
+        if sites is not None and not sites:
+            return []
+        query: dict[str, Any] = {"terms": {"labels.site": sites}} if sites else {"match_all": {}}
+        out: list[dict] = []
+        after: dict[str, Any] | None = None
+        while len(out) < limit:
+            composite: dict[str, Any] = {
+                "size": min(2000, limit - len(out)),
+                "sources": [{"id": {"terms": {"field": "asset.id"}}}],
+            }
+            if after:
+                composite["after"] = after
+            got = self._aggregate_query(
+                "asset",
+                query,
+                {
+                    "a": {
+                        "composite": composite,
+                        "aggs": {
+                            "newest": {
+                                "top_hits": {
+                                    "size": 1,
+                                    "sort": [
+                                        {
+                                            "asset.last_seen": {
+                                                "order": "desc",
+                                                "unmapped_type": "date",
+                                            }
+                                        }
+                                    ],
+                                }
+                            }
+                        },
+                    }
+                },
+            ).get("a", {})
+            buckets = got.get("buckets", [])
+            out += [flatten(b["newest"]["hits"]["hits"][0]["_source"]) for b in buckets]
+            after = got.get("after_key")
+            if not buckets or not after:
+                break
+        return out
+
+    def search_findings(
+        self,
+        sites: list[str] | None = None,
+        asset_id: str | None = None,
+        kind: str | None = None,
+        limit: int = 10_000,
+        offset: int = 0,
+    ) -> tuple[int, list[dict]]:
+        """(total matching, one page of findings, most severe and newest first): the merged
+        documents of the findings index (one per ``finding.id``), any number of them."""
+        filters: list[dict[str, Any]] = []
+        if sites is not None:
+            filters.append({"terms": {"labels.site": list(sites)}})
+        if asset_id:
+            filters.append({"term": {"asset.id": asset_id}})
+        if kind:
+            filters.append({"term": {"finding.kind": kind}})
+        sort = [
+            {"finding.severity": {"order": "desc", "unmapped_type": "long"}},
+            {"finding.last_seen": {"order": "desc", "unmapped_type": "date"}},
+            {"finding.id": {"order": "asc", "unmapped_type": "keyword"}},
+        ]
+        hits = self._scan(
+            kinds.get("finding").current_index(self.store.prefix),
+            {"bool": {"filter": filters}},
+            sort,
+            offset + limit,
+        )
+        return hits[0], [flatten(h["_source"]) for h in hits[1][offset:]]
+
+    def _scan(
+        self, index: str, query: dict[str, Any], sort: list[dict[str, Any]], want: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(total, the first ``want`` hits in ``sort`` order): pages of 5,000 by search_after
+        (``sort`` must end with a unique field)."""
+        out: list[dict[str, Any]] = []
+        total = 0
+        after: list[Any] | None = None
+        while len(out) < want:
+            extra: dict[str, Any] = {"search_after": after} if after else {}
+            size = min(5000, want - len(out))
+            try:
+                resp = self.client.search(
+                    index=index,
+                    query=query,
+                    size=size,
+                    sort=sort,
+                    track_total_hits=True,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
+                    **extra,
+                )
+            except NotFoundError:
+                break
+            total = resp["hits"]["total"]["value"]
+            hits = resp["hits"]["hits"]
+            out += hits
+            if len(hits) < size:
+                break
+            after = hits[-1]["sort"]
+        return total, out
+
+    def _aggregate_query(
+        self, kind: str, query: dict[str, Any], aggs: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            resp = self.client.search(
+                index=self.store.alias(kind),
+                query=query,
+                size=0,
+                aggs=aggs,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        except NotFoundError:
+            return {}
+        return dict(resp.get("aggregations", {}))
 
     def close(self) -> None:
         self.client.close()

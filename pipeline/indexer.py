@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from elastic_transport import ConnectionError as EsConnectionError
@@ -41,6 +41,7 @@ from kafka.structs import OffsetAndMetadata
 
 from pipeline import kinds
 from pipeline.config import PipelineConfig
+from pipeline.docs import flatten, nest
 from pipeline.es import EsStore
 from pipeline.kafka import kafka_client_options, make_producer
 
@@ -57,6 +58,9 @@ class _Doc:
     action: bytes  # the bulk action line
     doc_id: str
     latest: bool = False  # the copy in the kind's latest index (a version conflict is fine)
+    flat: dict[str, Any] | None = None  # a merged kind's document, folded in before writing
+    body: bytes | None = None  # what is written, when it is not ``raw`` (a merged document)
+    members: list[_Doc] = field(default_factory=list)  # the messages a merged write stands for
 
 
 class Indexer:
@@ -100,6 +104,8 @@ class Indexer:
             "rewinds": 0,
             "latest_updated": 0,
             "latest_older": 0,
+            "merged": 0,
+            "merge_conflicts": 0,
         }
 
     # ---- main loop ------------------------------------------------------------------------
@@ -202,6 +208,10 @@ class Indexer:
             actions = self.store.bulk_actions(kind, doc)
         except ValueError as exc:
             return str(exc)
+        if kinds.get(kind).merge is not None:
+            # written after folding into the kept document (_merge): no action line yet
+            doc_id = actions[0]["index"]["_id"]
+            return [_Doc(tp, rec.offset, kind, value, rec.key, b"", doc_id, flat=flatten(doc))]
         return [
             _Doc(
                 tp,
@@ -217,37 +227,59 @@ class Indexer:
         ]
 
     def _index(self, docs: list[_Doc], dead: list[tuple[Any, str]]) -> bool:
-        """Bulk-write with retries; rejected documents join ``dead``. False: give up for now."""
-        pending = docs
+        """Bulk-write with retries; rejected documents join ``dead``. False: give up for now.
+
+        Documents of a merged kind (``pipeline.kinds``: findings) are folded into the kept
+        document of their id first (:meth:`_merge`) and written only if it did not change
+        meanwhile (``if_seq_no``); when it did (another indexer, a user's decision at the
+        centre), they are folded again into the new one: nothing is lost or undone."""
+        pending = [d for d in docs if d.flat is None]
+        to_merge = [d for d in docs if d.flat is not None]
         delay = self.cfg.indexer.retry_initial_s
         deadline = time.monotonic() + self.retry_budget_s
-        while pending:
-            body = b"".join(d.action + b"\n" + d.raw + b"\n" for d in pending)
+        while pending or to_merge:
             retry: list[_Doc] = []
+            remerge: list[_Doc] = []
+            failed = False  # merged documents to write again for a failure, not a conflict
             try:
+                writes = pending + self._merge(to_merge)
+                body = b"".join(d.action + b"\n" + (d.body or d.raw) + b"\n" for d in writes)
                 resp = self.store.client.bulk(operations=body, refresh=False)
             except (EsConnectionError, EsConnectionTimeout, TransportError) as exc:
                 log.warning(
-                    "Elasticsearch unreachable (%s): retrying %d documents", exc, len(pending)
+                    "Elasticsearch unreachable (%s): retrying %d documents",
+                    exc,
+                    len(pending) + len(to_merge),
                 )
-                retry = pending
+                retry, remerge, failed = pending, to_merge, True
             except ApiError as exc:
                 if exc.status_code == 429 or exc.status_code >= 500:
-                    retry = pending
+                    retry, remerge, failed = pending, to_merge, True
                 else:
                     raise
             else:
-                for d, item in zip(pending, resp["items"], strict=True):
-                    result = item.get("index", {})
+                for d, item in zip(writes, resp["items"], strict=True):
+                    result = next(iter(item.values()), {})
                     status = result.get("status", 500)
-                    if d.latest and status < 300:
+                    if d.members and status == 409:
+                        # the kept document changed since it was read: fold in again
+                        self.counters["merge_conflicts"] += 1
+                        remerge.extend(d.members)
+                    elif d.members and status < 300:
+                        self.counters["indexed"] += len(d.members)
+                        self.counters["merged"] += len(d.members)
+                    elif d.latest and status < 300:
                         self.counters["latest_updated"] += 1
                     elif d.latest and status == 409:
                         self.counters["latest_older"] += 1  # a newer one is there already
                     elif status < 300:
                         self.counters["indexed"] += 1
                     elif status == 429 or status >= 500:
-                        retry.append(d)
+                        if d.members:
+                            remerge.extend(d.members)
+                            failed = True
+                        else:
+                            retry.append(d)
                     elif d.latest:
                         # the history copy decides whether the document is a dead letter
                         log.warning(
@@ -261,16 +293,70 @@ class Indexer:
                         caused = err.get("caused_by")
                         if caused:
                             reason += f" (caused by {caused.get('type')}: {caused.get('reason')})"
-                        dead.append((_RecordView(d), reason))
-            if not retry:
+                        for member in d.members or [d]:
+                            dead.append((_RecordView(member), reason))
+            if not retry and not remerge:
                 return True
-            if time.monotonic() + delay > deadline or self.stop_event.is_set():
+            if self.stop_event.is_set() or time.monotonic() > deadline:
                 return False
-            self.counters["retries"] += 1
-            self.stop_event.wait(delay)
-            delay = min(delay * 2, self.cfg.indexer.retry_max_s)
-            pending = retry
+            if failed or retry:
+                # Elasticsearch is away or overloaded: back off (a conflict alone is redone at once)
+                if time.monotonic() + delay > deadline:
+                    return False
+                self.counters["retries"] += 1
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.cfg.indexer.retry_max_s)
+            pending, to_merge = retry, remerge
         return True
+
+    def _merge(self, docs: list[_Doc]) -> list[_Doc]:
+        """The writes of merged kinds: per id, the kept document (read now, with the sequence
+        number that makes the write conditional) with the batch's documents folded in, in
+        the order they were consumed."""
+        if not docs:
+            return []
+        groups: dict[tuple[str, str], list[_Doc]] = {}
+        for d in docs:
+            groups.setdefault((d.kind, d.doc_id), []).append(d)
+        index = {kind: kinds.get(kind).current_index(self.store.prefix) for kind, _ in groups}
+        resp = self.store.client.mget(
+            docs=[{"_index": index[kind], "_id": doc_id} for kind, doc_id in groups]
+        )
+        out = []
+        for ((kind, doc_id), members), got in zip(groups.items(), resp["docs"], strict=True):
+            if "error" in got and got["error"].get("type") != "index_not_found_exception":
+                raise TransportError(f"cannot read the kept {kind} {doc_id}: {got['error']}")
+            merge = kinds.get(kind).merge
+            assert merge is not None
+            merged = flatten(got["_source"]) if got.get("found") else {}
+            for m in members:
+                merged = merge(merged, m.flat or {})
+            if got.get("found"):
+                action = {
+                    "index": {
+                        "_index": index[kind],
+                        "_id": doc_id,
+                        "if_seq_no": got["_seq_no"],
+                        "if_primary_term": got["_primary_term"],
+                    }
+                }
+            else:
+                action = {"create": {"_index": index[kind], "_id": doc_id}}
+            first = members[0]
+            out.append(
+                _Doc(
+                    first.tp,
+                    first.offset,
+                    kind,
+                    first.raw,
+                    first.key,
+                    json.dumps(action).encode(),
+                    doc_id,
+                    body=json.dumps(nest(merged)).encode(),
+                    members=members,
+                )
+            )
+        return out
 
     def _send_dead(self, dead: list[tuple[Any, str]]) -> bool:
         if not dead:

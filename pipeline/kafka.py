@@ -100,7 +100,7 @@ class KafkaSink:
         self.site = site
         self.stall_s = stall_s
         self.drain_batch = drain_batch
-        self.topics = {kind: cfg.topic(kind) for kind in kinds.names()}
+        self.topics = {kind: cfg.topic(kind) for kind in kinds.sensor_kinds()}
         self.spool = spool or Spool(cfg.spool.dir, cfg.spool.max_bytes, cfg.spool.segment_bytes)
         self._lock = threading.Lock()
         self._inflight: dict[int, tuple[str, bytes | None, bytes]] = {}

@@ -15,10 +15,12 @@ the store table ``heartbeats``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from pipeline.findings import merge_finding
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,17 @@ class DocKind:
     latest_by: str | None = None
     """When set, the indexer also keeps the newest document per value of this field in
     ``<prefix>-latest-<plural>`` (a sensor's last heartbeat, read without scanning history)."""
+    daily: bool = True
+    """False: the kind has one index, ``<prefix>-<plural>-current`` (under the same alias and
+    template), and each id is one document whatever its time: a finding observed for months,
+    an advisory replaced by its next revision, are never spread over daily indices."""
+    merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    """How an incoming document folds into the kept one (flat dicts; the kept one may be
+    empty) instead of replacing it. The indexer reads the kept document, merges and writes
+    back under optimistic concurrency control; the embedded store merges the same way.
+    Only for kinds with ``daily=False``."""
+    from_sensors: bool = True
+    """False: reference data the centre imports (advisories), never written by a sensor."""
     es_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Index mappings of the kind's own fields (flat dotted name -> mapping), added to the
     shared ones in its template."""
@@ -58,7 +71,14 @@ class DocKind:
         return f"{prefix}-latest-{self.plural}"
 
     def index(self, prefix: str, day: str) -> str:
+        """The index a document of ``day`` (``YYYY.MM.DD``) goes to."""
+        if not self.daily:
+            return self.current_index(prefix)
         return f"{self.alias(prefix)}-{day}"
+
+    def current_index(self, prefix: str) -> str:
+        # matches the template's pattern: same mappings, same alias as daily indices would
+        return f"{self.alias(prefix)}-current"
 
 
 _REGISTRY: dict[str, DocKind] = {}
@@ -74,6 +94,10 @@ def register(kind: DocKind) -> DocKind:
             raise ValueError(f"document kind {kind.name!r}/{kind.plural!r} is already registered")
     if kind.plural in ("deadletter",) or "." in kind.plural or "-" in kind.name:
         raise ValueError(f"document kind {kind.name!r}: reserved or unusable name")
+    if kind.merge is not None and kind.daily:
+        raise ValueError(
+            f"document kind {kind.name!r}: a merged kind keeps one index (daily=False)"
+        )
     _REGISTRY[kind.name] = kind
     return kind
 
@@ -96,19 +120,26 @@ def names() -> tuple[str, ...]:
     return tuple(k.name for k in all_kinds())
 
 
+def sensor_kinds() -> tuple[str, ...]:
+    """The kinds a sensor writes (its sinks, its spool), most important first."""
+    return tuple(k.name for k in all_kinds() if k.from_sensors)
+
+
 def registry() -> Mapping[str, DocKind]:
     return MappingProxyType(_REGISTRY)
 
 
 def eviction_order() -> tuple[str, ...]:
     """Evictable kinds, least important first: what a full spool drops first."""
-    return tuple(k.name for k in reversed(all_kinds()) if k.evictable)
+    return tuple(k.name for k in reversed(all_kinds()) if k.evictable and k.from_sensors)
 
 
 _LONG = {"type": "long"}
 _DOUBLE = {"type": "double"}
 _KEYWORD = {"type": "keyword", "ignore_above": 1024}
 _DATE = {"type": "date"}
+_TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}}
+_UNINDEXED = {"type": "object", "enabled": False}  # kept in _source only
 
 ALERT = register(
     DocKind(
@@ -127,7 +158,17 @@ FINDING = register(
         "finding.id",
         time_field="finding.last_seen",
         rank=15,
-        description="a durable observation about an asset (detectors/findings.py), merged by id",
+        daily=False,
+        merge=merge_finding,
+        es_fields={
+            "finding.accepted.reason": _TEXT,
+            "finding.accepted.user": _KEYWORD,
+            "finding.accepted.at": _DATE,
+        },
+        description=(
+            "a durable observation about an asset (detectors/findings.py), one document per "
+            "finding.id merged by the rule of pipeline/findings.py"
+        ),
     )
 )
 ASSET = register(
@@ -210,5 +251,58 @@ EVENT = register(
         rank=40,
         always_shipped=False,
         description="one decoded transaction (or an anomaly)",
+    )
+)
+ADVISORY = register(
+    DocKind(
+        "advisory",
+        "advisories",
+        "advisory.id",
+        time_field="advisory.imported",
+        rank=60,
+        stored=False,  # the embedded store's centre keeps them in the assessment catalog
+        daily=False,
+        from_sensors=False,
+        es_fields={
+            "advisory.id": _KEYWORD,
+            "advisory.title": _TEXT,
+            "advisory.publisher": _KEYWORD,
+            "advisory.released": _DATE,
+            "advisory.imported": _DATE,
+            "advisory.digest": _KEYWORD,
+            "advisory.source": _KEYWORD,
+            "advisory.cves": _KEYWORD,
+            "advisory.cvss": _DOUBLE,
+            "advisory.exploited": {"type": "boolean"},
+            "advisory.vendors": _KEYWORD,
+            "advisory.products": _KEYWORD,
+            "advisory.remediation": _TEXT,
+            "advisory.document": _UNINDEXED,  # the CSAF 2.0 document as imported
+        },
+        description="a CSAF 2.0 advisory the operator imported (assessment/advisories.py)",
+    )
+)
+EXPLOITED = register(
+    DocKind(
+        "exploited",
+        "exploited",
+        "vulnerability.id",
+        time_field="vulnerability.exploited_added",
+        rank=61,
+        stored=False,
+        daily=False,
+        from_sensors=False,
+        es_fields={
+            "vulnerability.id": _KEYWORD,
+            "vulnerability.exploited_added": _DATE,
+            "vulnerability.exploited_source": _KEYWORD,
+            "vulnerability.ransomware": _KEYWORD,
+            "vulnerability.vendor": _KEYWORD,
+            "vulnerability.product": _KEYWORD,
+        },
+        description=(
+            "a vulnerability known to be exploited: one entry of a catalogue the operator "
+            "imported (CISA KEV's format), weighs more in the risk"
+        ),
     )
 )

@@ -1,4 +1,4 @@
-"""One query interface over stored alerts, events and assets, with two back ends:
+"""One query interface over stored alerts, events, assets and findings, with two back ends:
 the embedded SQLite store (``pipeline.store``) and Elasticsearch (``pipeline.es``).
 
 ``icsmon alerts``, ``icsmon assets`` and the posture view call only this interface.
@@ -106,6 +106,26 @@ class QueryBackend(Protocol):
         ...
 
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]: ...
+
+    def get_asset(self, asset_id: str) -> dict | None:
+        """One asset's (newest) record."""
+        ...
+
+    def all_assets(self, sites: list[str] | None, limit: int = 1_000_000) -> list[dict]:
+        """Every asset of the sites (``None``: all), however many (the assessment)."""
+        ...
+
+    def search_findings(
+        self,
+        sites: list[str] | None = None,
+        asset_id: str | None = None,
+        kind: str | None = None,
+        limit: int = 10_000,
+        offset: int = 0,
+    ) -> tuple[int, list[dict]]:
+        """(total, one page of merged findings, most severe and newest first); ``sites``
+        ``None`` is every site, an empty list none."""
+        ...
 
     def search_events(self, flt: AlertFilter) -> tuple[int, list[dict]]: ...
 

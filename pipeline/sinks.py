@@ -35,7 +35,7 @@ def shipped_kinds(setting: str) -> frozenset[str]:
 
     if setting not in SHIP_SETTINGS:
         raise ValueError(f"events must be one of {', '.join(SHIP_SETTINGS)}, not {setting!r}")
-    out = {k.name for k in kinds.all_kinds() if k.always_shipped}
+    out = {k.name for k in kinds.all_kinds() if k.always_shipped and k.from_sensors}
     if setting in ("rollups", "all"):
         out.add("rollup")
     if setting == "all":

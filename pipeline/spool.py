@@ -124,7 +124,7 @@ class Spool:
                 f"spool folder {self.directory} is in use by another process: give each running "
                 "sensor its own (spool.dir, or ICSMON_SPOOL_DIR)"
             ) from None
-        self._queues = {kind: self._open_queue(kind) for kind in kinds.names()}
+        self._queues = {kind: self._open_queue(kind) for kind in kinds.sensor_kinds()}
         self._eviction_order = kinds.eviction_order()
 
     # ---- opening and recovery -------------------------------------------------------

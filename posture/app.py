@@ -153,7 +153,12 @@ def create_app(
     catalog: Any | None = None,
     response: ResponseDesk | None = None,
 ) -> FastAPI:
-    service = PostureService(backend, state, silent_after_s=silent_after_s)
+    from posture.assessment_api import AssessmentData, add_routes
+
+    assessment = AssessmentData(backend, state, catalog)
+    service = PostureService(
+        backend, state, silent_after_s=silent_after_s, exposure=assessment.site_exposure
+    )
     # Incidents, notices and campaigns keep their tables in the same state file.
     desk = response if response is not None else ResponseDesk(state.path, backend)
     desk.db.listeners.append(lambda entry: notify_change(state, entry))
@@ -466,9 +471,7 @@ def create_app(
 
     # -- assessment (posture/assessment_api.py) ------------------------------------------
 
-    from posture.assessment_api import AssessmentData, add_routes
-
-    app.state.assessment = AssessmentData(backend, state, catalog)
+    app.state.assessment = assessment
     add_routes(app, app.state.assessment, Who, scoped, NotVisible)
     desk.notices.exposure = app.state.assessment.exposure  # advisory notices verify from it
 

@@ -8,6 +8,7 @@ The domain is ``assessment/``; this module only fetches the scope's documents th
 query interface and the posture state, and hands them over.
 """
 
+import threading
 import time
 from typing import Any
 
@@ -15,13 +16,15 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from assessment.assess import SiteInfo, assess
-from assessment.catalog import Catalog
-from assessment.findings import RESOLVE_AFTER_S
-from assessment.matching import Matcher
+from assessment.catalog import Catalog, CatalogError
+from assessment.findings import RESOLVE_AFTER_S, lifecycle
+from assessment.matching import Matcher, identifiers
+from assessment.risk import asset_pressures, site_pressures
 from pipeline.docs import nest
-from pipeline.query import AlertFilter, AssetFilter, QueryBackend
+from pipeline.query import AlertFilter, QueryBackend
 
 MAX_ASSETS = 200_000  # assets fetched for one scope's assessment
+MAX_FINDINGS = 1_000_000
 ALERT_DAYS = 7  # open alerts of the last week weigh in the risk
 MAX_ALERTS = 10_000
 
@@ -33,12 +36,17 @@ class AcceptBody(BaseModel):
 class AssessmentData:
     """Fetches a scope's documents and assesses them."""
 
+    EXPOSURE_TTL_S = 60.0  # how long the province-wide exposure behind the scores is reused
+
     def __init__(self, backend: QueryBackend, state: Any, catalog: Catalog | None) -> None:
         self.backend = backend
         self.state = state
         self.catalog = catalog
         self._matcher: tuple[int, Matcher] | None = None
         self.resolve_after_s = RESOLVE_AFTER_S
+        self._exposure: tuple[float, Any, dict[str, dict[str, float]]] | None = None
+        self._exposure_lock = threading.Lock()
+        self._decisions = 0  # bumped by each accept / reopen: the exposure is recomputed
 
     def matcher(self) -> Matcher | None:
         if self.catalog is None:
@@ -67,25 +75,61 @@ class AssessmentData:
         return out
 
     def assets(self, sites: list[str] | None) -> list[dict]:
-        out: list[dict] = []
-        if sites is not None and not sites:
-            return out  # a scope without sites sees nothing (an empty filter means "all")
-        while len(out) < MAX_ASSETS:
-            total, page = self.backend.search_assets(
-                AssetFilter(
-                    sites=list(sites) if sites is not None else [], limit=5000, offset=len(out)
-                )
-            )
-            out.extend(page)
-            if not page or len(out) >= total:
-                break
-        return out
+        # a scope without sites sees nothing (None: every site)
+        return self.backend.all_assets(sites, MAX_ASSETS)
 
     def findings(self, sites: list[str] | None, asset_id: str | None = None) -> list[dict]:
-        search = getattr(self.backend, "search_findings", None)
-        if search is None:
-            return []  # Elasticsearch keeps no findings yet (see posture/README.md)
-        return search(sites, asset_id=asset_id, limit=1_000_000)[1]
+        if sites is not None and not sites:
+            return []
+        return self.backend.search_findings(sites, asset_id=asset_id, limit=MAX_FINDINGS)[1]
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def accept(self, finding_id: str, reason: str, user: str) -> None:
+        if self.catalog is None:
+            raise CatalogError("no assessment catalog")
+        self.catalog.accept(finding_id, reason, user)
+        self._decisions += 1
+
+    def reopen(self, finding_id: str) -> bool:
+        if self.catalog is None:
+            return False
+        done = self.catalog.reopen(finding_id)
+        self._decisions += 1
+        return done
+
+    # -- the exposure behind the posture score ------------------------------------------------
+
+    def site_exposure(self, now: float | None = None) -> dict[str, dict[str, float]]:
+        """Per site, the criticality-weighted pressures of its assets' open findings, matched
+        advisories and exposure (``assessment/risk.py``): the risk part of the posture score
+        (posture/scoring.py). Computed for the whole province at once and reused for
+        ``EXPOSURE_TTL_S`` by every scope and caller (each sums its own sites only), and at
+        once again after an import or a decision."""
+        matcher = self.matcher()
+        key = (id(matcher), self._decisions)
+        with self._exposure_lock:
+            got = self._exposure
+            if (
+                got is not None
+                and got[1] == key
+                and time.monotonic() - got[0] < self.EXPOSURE_TTL_S
+            ):
+                return got[2]
+            now = time.time() if now is None else now
+            assets = self.assets(None)
+            acceptances = self.catalog.acceptances() if self.catalog else {}
+            findings = lifecycle(self.findings(None), now, acceptances, self.resolve_after_s)
+            matches = matcher.match(assets) if matcher is not None else []
+            crit = {s: info.criticality for s, info in self.sites(None).items()}
+            out = site_pressures(asset_pressures(findings, matches, (), crit), _site_of(assets))
+            self._exposure = (time.monotonic(), key, out)
+            return out
+
+    def invalidate(self) -> None:
+        """Forget the cached exposure (a test that changed assets or findings)."""
+        with self._exposure_lock:
+            self._exposure = None
 
     def exposure(self, advisory_id: str, sites: list[str]) -> list[dict]:
         """The matches of one advisory among the assets of ``sites`` (the response desk's
@@ -149,12 +193,11 @@ class AssessmentData:
             )
             info.sensors.extend(site.sensors)
             sensors.extend(site.sensors)
-        # each sensor's newest heartbeat (Elasticsearch: the small latest-heartbeats index)
+        # each sensor's newest heartbeat (Elasticsearch: the small latest-heartbeats index),
+        # however old: a sensor heard from long ago is stale, not never onboarded
         signals = signals_from_heartbeats(
             self.backend.latest(
-                "heartbeat",
-                AlertFilter(since=now - STALE_AFTER_S, sites=site_ids),
-                size=len(sensors) + 100,
+                "heartbeat", AlertFilter(until=now + 60, sites=site_ids), size=len(sensors) + 100
             )
         )
         if sensors:
@@ -184,6 +227,10 @@ class AssessmentData:
             now=now,
             resolve_after_s=self.resolve_after_s,
         )
+
+
+def _site_of(assets: list[dict]) -> dict[str, str]:
+    return {a["asset.id"]: str(a.get("labels.site") or "") for a in assets}
 
 
 def add_routes(
@@ -236,7 +283,7 @@ def add_routes(
             raise HTTPException(403, "this token is read-only")
         if data.catalog is None:
             raise HTTPException(503, "no assessment catalog")
-        data.catalog.accept(finding_id, body.reason, p.name)
+        data.accept(finding_id, body.reason, p.name)
         data.state.audit(
             p.name,
             "finding-accept",
@@ -250,8 +297,7 @@ def add_routes(
         doc = visible_finding(p, finding_id)
         if not p.can_workflow:
             raise HTTPException(403, "this token is read-only")
-        if data.catalog is not None:
-            data.catalog.reopen(finding_id)
+        data.reopen(finding_id)
         data.state.audit(
             p.name, "finding-reopen", {"finding": finding_id}, site=doc.get("labels.site")
         )
@@ -289,7 +335,8 @@ def add_routes(
         by_city: dict[str, int] = {}
         by_industry: dict[str, int] = {}
         by_enterprise: dict[str, int] = {}
-        for m in Matcher([adv]).match(data.assets(site_list(sc))):
+        assets = data.assets(site_list(sc))
+        for m in Matcher([adv]).match(assets):
             doc = m.doc()
             site = m.asset_id.rsplit(":", 1)[0]
             info = sites.get(site)
@@ -312,6 +359,8 @@ def add_routes(
             "by_city": by_city,
             "by_industry": by_industry,
             "by_enterprise": by_enterprise,
+            # CPEs and package URLs of its products: matched where assets carry them, or not
+            "identifiers": identifiers(adv, assets),
             "items": [nest(r) for r in rows],
         }
 
@@ -322,10 +371,7 @@ def add_routes(
         site = asset_id.rsplit(":", 1)[0] if ":" in asset_id else ""
         if sites is not None and site not in sites:
             raise not_visible(asset_id)
-        doc = None
-        getter = getattr(data.backend, "get_asset", None)
-        if getter is not None:
-            doc = getter(asset_id)
+        doc = data.backend.get_asset(asset_id)
         if doc is None:
             raise not_visible(asset_id)
         result = data.assess([site] if site else sites, assets=[doc])

@@ -66,6 +66,12 @@ TEXT = {
         "technique": "技术",
         "count": "数量",
         "none": "无",
+        "cities": "城市分布",
+        "score_parts": "评分扣分项",
+        "score_alerts": "告警",
+        "score_deviations": "基线偏离",
+        "score_sensor_health": "传感器健康",
+        "score_risk": "风险",
     },
     "en": {
         "title": {
@@ -111,6 +117,12 @@ TEXT = {
         "technique": "Technique",
         "count": "Count",
         "none": "none",
+        "cities": "Cities",
+        "score_parts": "Score penalties",
+        "score_alerts": "alerts",
+        "score_deviations": "deviations",
+        "score_sensor_health": "sensor health",
+        "score_risk": "risk",
     },
 }
 
@@ -154,7 +166,29 @@ def report_data(
             b[k] for k in ("critical", "high", "medium", "low")
         )
     sc = summary["scope"]
+    org = assessment.state.org()
+    cities = {e["city"] for e in result.top_enterprises} | set(cov["by_city"])
+    for row in result.by_advisory[:15]:
+        cities |= set(row["by_city"])
+    names = {
+        "cities": {
+            c: {
+                "name": org.cities.get(c, {}).get("name", c),
+                "name_zh": org.cities.get(c, {}).get("name_zh", ""),
+            }
+            for c in sorted(cities)
+            if c and c != "?"
+        },
+        "enterprises": {
+            e["enterprise"]: {
+                "name": org.enterprises.get(e["enterprise"], {}).get("name", e["name"]),
+                "name_zh": org.enterprises.get(e["enterprise"], {}).get("name_zh", ""),
+            }
+            for e in result.top_enterprises
+        },
+    }
     return {
+        "names": names,
         "period": period,
         "since": _day(since),
         "until": _day(now),
@@ -254,8 +288,23 @@ def _columns(items: list[tuple[str, float]], width: int = 640, height: int = 160
     return "".join(out)
 
 
+def _percent(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{ratio * 100:.0f}%"
+
+
+def _named(names: dict, kind: str, ident: str, lang: str) -> str:
+    """A city's or enterprise's name in the report's language (its id when unknown)."""
+    entry = names.get(kind, {}).get(ident) or {}
+    return (entry.get("name_zh") if lang == "zh" else "") or entry.get("name") or ident or "?"
+
+
 def render_html(data: dict, lang: str = "zh") -> str:
     t = TEXT[lang]
+    names = data.get("names", {})
+
+    def city(ident: str) -> str:
+        return _named(names, "cities", ident, lang)
+
     sc = data["scope"]
     name = (sc.get("name_zh") if lang == "zh" else sc.get("name")) or sc.get("name") or sc["key"]
     score = data["score"]
@@ -266,7 +315,8 @@ def render_html(data: dict, lang: str = "zh") -> str:
     ]
     ent_rows = (
         "".join(
-            f"<tr><td>{_e(e['name'])}</td><td>{_e(e['city'])}</td><td class=n>{e['risk']}</td>"
+            f"<tr><td>{_e(_named(names, 'enterprises', e['enterprise'], lang))}</td>"
+            f"<td>{_e(city(e['city']))}</td><td class=n>{e['risk']}</td>"
             f"<td>{_e(' / '.join(f'{v}' for v in e['parts'].values()))}</td></tr>"
             for e in data["top_enterprises"]
         )
@@ -283,10 +333,27 @@ def render_html(data: dict, lang: str = "zh") -> str:
     adv_rows = (
         "".join(
             f"<tr><td>{_e(a['advisory'])}{' ⚠' if a['exploited'] else ''}</td><td>{_e(', '.join(a['cves']))}</td>"
-            f"<td class=n>{_e(a['cvss'])}</td><td class=n>{a['affected']}</td><td class=n>{a['possibly']}</td></tr>"
+            f"<td class=n>{_e(a['cvss'])}</td><td class=n>{a['affected']}</td><td class=n>{a['possibly']}</td>"
+            f"<td>{_e(' · '.join(f'{city(c)} {n}' for c, n in a['by_city'].items()))}</td></tr>"
             for a in data["exposure"]
         )
-        or f"<tr><td colspan=5>{t['none']}</td></tr>"
+        or f"<tr><td colspan=6>{t['none']}</td></tr>"
+    )
+    city_rows = "".join(
+        f"<tr><td>{_e(city(c))}</td><td class=n>{g['required']}</td><td class=n>{g['connected']}</td>"
+        f"<td class=n>{_percent(g['ratio'])}</td></tr>"
+        for c, g in data["coverage"]["by_city"].items()
+        if g["required"]
+    )
+    city_table = (
+        f"<table><tr><th>{t['city']}</th><th>{t['required']}</th>"
+        f"<th>{t['state_connected']}</th><th>%</th></tr>{city_rows}</table>"
+        if city_rows
+        else ""
+    )
+    score_parts = " · ".join(
+        f"{t['score_' + k]} −{score.get(k, 0)}"
+        for k in ("alerts", "deviations", "sensor_health", "risk")
     )
     cov = data["coverage"]
     ratio = f" ({cov['ratio'] * 100:.0f}%)" if cov.get("ratio") is not None else ""
@@ -308,6 +375,7 @@ svg text {{ font-family: {FONT}; }}
 <div><span class="kpi">{t["score"]} <b>{score["score"]}</b> ({t["previous"]} {data["previous_score"]}, {"+" if delta >= 0 else ""}{delta})</span>
 <span class="kpi">{t["risk"]} <b>{risk["risk"]}</b></span>
 <span class="kpi">{t["alerts"]} <b>{data["alerts"]["total"]}</b></span></div>
+<p class="meta">{t["score_parts"]}: {_e(score_parts)}</p>
 <h2>{t["parts"]}</h2>{_bars(parts, color="#8064a2")}
 <h2>{t["trend"]}</h2>{_columns(data["alerts"]["per_day"])}
 <h2>{t["top_enterprises"]}</h2>
@@ -315,11 +383,12 @@ svg text {{ font-family: {FONT}; }}
 <h2>{t["by_kind"]}</h2>
 <table><tr><th>{t["kind"]}</th><th>{t["open"]}</th><th>{t["resolved"]}</th><th>{t["accepted"]}</th></tr>{kind_rows}</table>
 <h2>{t["advisories"]}</h2>
-<table><tr><th>{t["advisory"]}</th><th>CVE</th><th>CVSS</th><th>{t["affected"]}</th><th>{t["possibly"]}</th></tr>{adv_rows}</table>
+<table><tr><th>{t["advisory"]}</th><th>CVE</th><th>CVSS</th><th>{t["affected"]}</th><th>{t["possibly"]}</th><th>{t["cities"]}</th></tr>{adv_rows}</table>
 <h2>{t["coverage"]}</h2>
 <p>{t["sensors"]}: {cov["total"]} · {t["reporting"]} {cov["reporting"]} · {t["silent"]} {cov["silent"]}</p>
 <p>{t["required"]}: {cov["required"]} · {t["state_connected"]} {cov["required_connected"]}{ratio}</p>
 {_bars([(t["state_" + k.replace("-", "_")], v) for k, v in cov["by_state"].items()], color="#4f81bd")}
+{city_table}
 <h2>{t["techniques"]}</h2>{_bars([(k, v) for k, v in data["alerts"]["by_technique"]], color="#c0504d")}
 </body></html>"""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 # Severity bands over event.severity (0-100), highest first.
 BANDS: tuple[tuple[str, int], ...] = (("critical", 90), ("high", 70), ("medium", 40), ("low", 0))
@@ -15,9 +16,12 @@ BAND_WEIGHT = {"critical": 10.0, "high": 4.0, "medium": 1.0, "low": 0.25}
 # Site criticality (1-5, from the registry) multiplies everything that happens at the site.
 CRITICALITY_WEIGHT = {1: 0.5, 2: 0.75, 3: 1.0, 4: 1.5, 5: 2.0}
 
-ALERT_MAX, DEVIATION_MAX, HEALTH_MAX = 60.0, 15.0, 25.0
+ALERT_MAX, DEVIATION_MAX, HEALTH_MAX, RISK_MAX = 45.0, 10.0, 20.0, 25.0
 ALERT_SCALE = 20.0  # weighted open-alert pressure per site per day that costs 63% of ALERT_MAX
 DEVIATION_SCALE = 10.0  # weighted open deviations per site per day: 63% of DEVIATION_MAX
+RISK_SCALE = 50.0  # exposure pressure per site that costs 63% of RISK_MAX (assessment/risk.py)
+#: the parts of the risk penalty: the assessment's pressures other than alerts (already in A)
+RISK_PARTS = ("findings", "vulnerabilities", "exposure")
 
 # Score -> rating, for tile colours and wording.
 RATINGS: tuple[tuple[str, float], ...] = (
@@ -51,6 +55,11 @@ class Pressure:
     deviation_pressure: float = 0.0  # sum of CRITICALITY_WEIGHT over open baseline deviations
     sensor_weight: float = 0.0  # sum of CRITICALITY_WEIGHT over registered sensors
     silent_weight: float = 0.0  # the same over silent sensors
+    # the assessment's pressures of the scope's assets (assessment/risk.py), each already
+    # weighted by its site's criticality: open findings, matched advisories, exposure
+    findings: float = 0.0
+    vulnerabilities: float = 0.0
+    exposure: float = 0.0
 
     def add(self, other: Pressure) -> None:
         self.sites += other.sites
@@ -58,26 +67,40 @@ class Pressure:
         self.deviation_pressure += other.deviation_pressure
         self.sensor_weight += other.sensor_weight
         self.silent_weight += other.silent_weight
+        self.findings += other.findings
+        self.vulnerabilities += other.vulnerabilities
+        self.exposure += other.exposure
 
 
-def score(p: Pressure, days: float = 1.0) -> dict[str, float | str]:
-    """Score = 100 - alerts - deviations - sensor health, each part bounded (see README).
+def score(p: Pressure, days: float = 1.0) -> dict[str, Any]:
+    """Score = 100 - alerts - deviations - sensor health - risk, each part bounded (see
+    README).
 
-    Pressures are taken per site and per day of the time range (at least one day), so a
-    big city and a small one, or a week and a day, read on the same scale."""
-    per_site = max(p.sites, 1) * max(days, 1.0)
+    Alert and deviation pressures are taken per site and per day of the time range (at least
+    one day), so a big city and a small one, or a week and a day, read on the same scale. The
+    risk is a state, not a rate: its pressure is taken per site only."""
+    sites = max(p.sites, 1)
+    per_site = sites * max(days, 1.0)
     alerts = ALERT_MAX * (1.0 - math.exp(-(p.alert_pressure / per_site) / ALERT_SCALE))
     deviations = DEVIATION_MAX * (
         1.0 - math.exp(-(p.deviation_pressure / per_site) / DEVIATION_SCALE)
     )
     health = HEALTH_MAX * (p.silent_weight / p.sensor_weight) if p.sensor_weight else 0.0
-    value = max(0.0, min(100.0, 100.0 - alerts - deviations - health))
+    pressures = {part: getattr(p, part) for part in RISK_PARTS}
+    raw = sum(pressures.values())
+    risk = RISK_MAX * (1.0 - math.exp(-(raw / sites) / RISK_SCALE))
+    value = max(0.0, min(100.0, 100.0 - alerts - deviations - health - risk))
     return {
         "score": round(value, 1),
         "rating": rating(value),
         "alerts": round(alerts, 1),
         "deviations": round(deviations, 1),
         "sensor_health": round(health, 1),
+        "risk": round(risk, 1),
+        # the risk penalty's parts (each pressure's share of it): they add up to ``risk``
+        "risk_parts": {
+            part: round(risk * v / raw, 1) if raw else 0.0 for part, v in pressures.items()
+        },
     }
 
 

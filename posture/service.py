@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -22,6 +22,7 @@ from posture.scoring import (
     BAND_WEIGHT,
     BANDS,
     CRITICALITY_WEIGHT,
+    RISK_PARTS,
     Pressure,
     band,
     score,
@@ -56,11 +57,18 @@ def trend_interval(span_s: float) -> int:
 
 class PostureService:
     def __init__(
-        self, backend: QueryBackend, state: PostureState, silent_after_s: float = 900.0
+        self,
+        backend: QueryBackend,
+        state: PostureState,
+        silent_after_s: float = 900.0,
+        exposure: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
     ) -> None:
         self.backend = backend
         self.state = state
         self.silent_after_s = silent_after_s
+        # per site, the assessment's criticality-weighted pressures (findings,
+        # vulnerabilities, exposure): the score's risk part (posture/assessment_api.py)
+        self.exposure = exposure
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -278,6 +286,7 @@ class PostureService:
             "protocol": lambda: b.count_alerts_by(flt, "network.protocol", size=10),
             "trend": lambda: b.alert_histogram(flt, interval, "event.severity", size=101),
             "sensors": lambda: self.sensors(scope, now),
+            "exposure": lambda: self.exposure() if self.exposure is not None else {},
             "assets_seen": lambda: b.search_assets(
                 AssetFilter(sites=asset_sites, last_seen_since=since, limit=0)
             )[0],
@@ -346,6 +355,13 @@ class PostureService:
         pressures, open_bands = self._site_pressures(
             scope, since, until, org, got["site_severity"], got["site_ruleset"]
         )
+        exposure = got["exposure"]
+        for sid in scope.sites if scope.sites is not None else exposure:
+            parts = exposure.get(sid)
+            if parts:
+                p = pressures.setdefault(sid, Pressure(sites=1))
+                for part in RISK_PARTS:
+                    setattr(p, part, parts.get(part, 0.0))
         sensors = got["sensors"]
         site_ids = scope.sites if scope.sites is not None else tuple(org.sites)
         total_p = Pressure()

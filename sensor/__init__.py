@@ -30,6 +30,13 @@ COMPILED = (
     "sensor.assets",
     "sensor.protocols.base",
     "sensor.protocols.modbus.parser",
+    "sensor.protocols.enip.encap",
+    "sensor.protocols.enip.epath",
+    "sensor.protocols.enip.cip",
+    "sensor.protocols.enip.identity",
+    "sensor.protocols.enip.records",
+    "sensor.protocols.enip.parser",
+    "sensor.protocols.enip.datagram",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 

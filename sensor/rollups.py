@@ -3,9 +3,10 @@
 
 A series is (client, server, server port, protocol, function, object), the object at a
 grain an analyst reads: a Modbus unit, table and block of addresses, an S7 area or data
-block (or the block a program operation moves), an OPC UA node (or set of nodes), a DNP3
-outstation and the object types a request names (``outstation 10 g41v1``), an IEC 104
-station and block of information object addresses (``ca 1 ioa 6000-6099``). Per
+block (or the block a program operation moves), an OPC UA node (or set of nodes), an
+EtherNet/IP tag or CIP object (or implicit I/O connection), a DNP3 outstation and the
+object types a request names (``outstation 10 g41v1``), an IEC 104 station and block of
+information object addresses (``ca 1 ioa 6000-6099``). Per
 series and interval: request and response counts, success / exception / failure counts,
 first and last time, response time (min, mean, max), bytes, and for writes the lowest and
 highest value written where the dissector decoded one (a DNP3 analog output block is written
@@ -107,6 +108,23 @@ def _opcua_object(ev: dict) -> str:
     return f"{distinct[0]} +{len(distinct) - 1} ({digest})"
 
 
+def _enip_object(ev: dict) -> str:
+    """A tag without its element index (``Counter``), else the CIP object (``class 0x8e
+    instance 1``), else the implicit I/O connection."""
+    tag = ev.get("cip.tag")
+    if type(tag) is str and tag:
+        return tag.split("[", 1)[0]
+    klass = ev.get("cip.class")
+    if type(klass) is int:
+        instance = ev.get("cip.instance")
+        name = f"class 0x{klass:02x}"
+        return f"{name} instance {instance}" if type(instance) is int else name
+    connection = ev.get("enip.io.connection_id")
+    if type(connection) is int:
+        return f"io connection 0x{connection:08x}"
+    return ""
+
+
 IEC104_BLOCK = 100  # information object addresses per object: 6000-6099, ...
 
 
@@ -137,6 +155,7 @@ OBJECT_OF: dict[str, Callable[[dict], str]] = {
     "modbus": _modbus_object,
     "s7comm": _s7_object,
     "opcua": _opcua_object,
+    "enip": _enip_object,
     "dnp3": _dnp3_object,
     "iec104": _iec104_object,
 }
@@ -160,6 +179,10 @@ def _written_values(ev: dict) -> list[float]:
                 v = item.get("value")
                 if type(v) is int or type(v) is float:
                     out.append(v)
+    elif proto == "enip":
+        values = ev.get("cip.values")
+        if type(values) is list:
+            out = [v for v in values if type(v) is int or type(v) is float]
     elif proto == "opcua":
         for typed in ev.get("opcua.values") or ():
             if type(typed) is dict:

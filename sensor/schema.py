@@ -25,7 +25,7 @@ ENVELOPE: dict[str, Field] = {
     "event.kind": keyword("event (alert for alerts)"),
     "event.category": keyword("network"),
     "event.dataset": keyword(
-        "ics.modbus, ics.s7comm, ics.s7comm_plus, ics.opcua, ics.dnp3, ics.iec104; "
+        "ics.modbus, ics.s7comm, ics.s7comm_plus, ics.opcua, ics.dnp3, ics.iec104, ics.enip; "
         "ics.capture for the packet layer"
     ),
     "event.id": keyword(
@@ -33,7 +33,9 @@ ENVELOPE: dict[str, Field] = {
     ),
     "network.transport": keyword("tcp or udp"),
     "network.type": keyword("ipv4 or ipv6"),
-    "network.protocol": keyword("modbus, s7comm, s7comm-plus, opcua, dnp3, iec104"),
+    "network.protocol": keyword(
+        "modbus, s7comm, s7comm-plus, opcua, dnp3, iec104, enip (EtherNet/IP with CIP)"
+    ),
     "network.community_id": keyword("Community ID v1 of the flow"),
     "network.bytes": long(
         "Payload bytes (TCP or UDP) of the flow, both directions, since its previous event: what this "

@@ -367,6 +367,40 @@ def _opcua(event: dict, obs: Observation) -> None:
         )
 
 
+# ---------------------------------------------------------------- EtherNet/IP
+
+
+def _enip_points(tag: str) -> tuple[str, int]:
+    """``Counter[2]`` -> (``Counter``, 2): a tag's element values are numbered from there."""
+    if tag.endswith("]") and "[" in tag:
+        base, _, index = tag[:-1].rpartition("[")
+        if index.isdigit():
+            return base, int(index)
+    return tag, 0
+
+
+def _enip(event: dict, obs: Observation) -> None:
+    service = event.get("cip.service")
+    if not isinstance(service, str):
+        obs.op_key = str(event.get("enip.command_name") or obs.function)
+        return
+    klass = event.get("cip.class")
+    obs.op_key = f"{service} class=0x{klass:02x}" if isinstance(klass, int) else service
+    direction = "write" if obs.op_class in ("write", "control", "program") else "read"
+    tag = event.get("cip.tag")
+    if isinstance(tag, str) and tag:
+        obs.nodes[direction] = [tag]
+        base, start = _enip_points(tag)
+        obs.add_values(direction, base + "[]", start, event.get("cip.values"))
+    elif isinstance(klass, int):
+        parts = [f"@0x{klass:02x}"]
+        for key in ("cip.instance", "cip.attribute"):
+            value = event.get(key)
+            if isinstance(value, int):
+                parts.append(str(value))
+        obs.nodes[direction] = ["/".join(parts)]
+
+
 # ---------------------------------------------------------------- DNP3
 
 # object groups a request names -> the point space it reads or commands
@@ -489,6 +523,7 @@ _EXTRACTORS = {
     "s7comm": _s7comm,
     "s7comm-plus": _s7comm,
     "opcua": _opcua,
+    "enip": _enip,
     "dnp3": _dnp3,
     "iec104": _iec104,
 }

@@ -513,7 +513,7 @@ class Baseline:
         out["opcua_cleartext_password_clients"] = cleartext
         out["s7_clients"] = s7_clients
         out["s7_servers"] = s7_servers
-        out["plcs"] = servers.get("modbus", set()) | s7_servers
+        out["plcs"] = servers.get("modbus", set()) | s7_servers | servers.get("enip", set())
         out["engineering_stations"] = engineering
         out["hmi_hosts"] = operators - engineering
         out["known_clients"] = set().union(*clients.values())

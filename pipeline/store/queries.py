@@ -485,6 +485,21 @@ class StoreQueries:
             ).fetchall()
         return total, [orjson.loads(row[0]) for row in rows]
 
+    def all_assets(self, sites: list[str] | None, limit: int = 1_000_000) -> list[dict]:
+        if sites is not None and not sites:
+            return []
+        out: list[dict] = []
+        while len(out) < limit:
+            total, page = self.search_assets(
+                AssetFilter(
+                    sites=list(sites or []), limit=min(5000, limit - len(out)), offset=len(out)
+                )
+            )
+            out.extend(page)
+            if not page or len(out) >= total:
+                break
+        return out
+
     def search_findings(
         self,
         sites: list[str] | None = None,

@@ -264,7 +264,7 @@ def upsert_findings(conn: sqlite3.Connection, findings: list[dict], counts: Coun
             counts["rejected"] += 1
             continue
         row = conn.execute("SELECT doc FROM findings WHERE id = ?", (key,)).fetchone()
-        doc = merge_finding(orjson.loads(row[0]), doc) if row is not None else dict(doc)
+        doc = merge_finding(orjson.loads(row[0]) if row is not None else {}, doc)
         conn.execute(
             "INSERT INTO findings (id, site, asset_id, kind, severity, first_seen, last_seen, doc) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET site = excluded.site, "

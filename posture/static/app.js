@@ -8,7 +8,7 @@ const SEV_COLOR = { critical: "#d7263d", high: "#f46036", medium: "#f2c14e", low
 const RATING_COLOR = { good: "#2e8b57", guarded: "#c9a227", elevated: "#e07b24", poor: "#c0392b" };
 const CLOSE_REASONS = ["resolved", "false-positive", "benign", "duplicate", "accepted-risk"];
 // network.protocol values the sensor writes (the alert filter offers each; labels: proto.*)
-const PROTOCOLS = ["modbus", "s7comm", "s7comm-plus", "opcua", "dnp3", "iec104"];
+const PROTOCOLS = ["modbus", "s7comm", "s7comm-plus", "opcua", "enip", "dnp3", "iec104"];
 
 const S = {
   token: sessionStorage.getItem("icsmon.token") || "",

@@ -165,6 +165,45 @@ def test_assets_replayed_from_a_capture_are_matched(advisories) -> None:
     assert first.cvss == 9.8 and first.remediation == "Update Acme PLC 200 to 2.4.2 or later."
 
 
+def test_a_dnp3_outstation_named_by_its_device_attributes_is_matched(advisories) -> None:
+    """pcaps/dnp3 (a real dnp3py outstation): group 0 attributes name the device "Example
+    Energy" "RTU-560 Feeder", software 3.1.4: inside ``>=3.0.0|<3.1.5``, just outside
+    ``<3.1.4``."""
+    engine = Engine(EngineConfig(site="plant-1"))
+    for _ in engine.replay([PCAPS / "dnp3" / "dnp3_operations.pcap"]):
+        pass
+    assets = engine.changed_assets()
+    outstation = next(a for a in assets if a["asset.id"] == "plant-1:127.0.8.10")
+    assert outstation["ics.device.firmware"] == "3.1.4"
+    matches = Matcher(advisories).match(assets)
+    assert {(m.asset_id, m.advisory_id, m.status) for m in matches} == {
+        ("plant-1:127.0.8.10", "EEN-2026-001", "affected")
+    }
+
+
+def test_a_vendor_written_company_slash_brand_goes_by_either_name() -> None:
+    """EtherNet/IP's vendor table names company and brand together; advisories name one."""
+    doc = json.loads((CSAF / "acme-2026-001.json").read_text())
+    vendor_branch = doc["product_tree"]["branches"][0]
+    device = {"ics.device.product": "Acme PLC 200", "ics.device.firmware": "2.4.1"}
+    for advisory_vendor, asset_vendor, expected in (
+        ("Acme Automation", "Acme Automation/Roadrunner Controls", ["ACME-2026-001"]),
+        ("Roadrunner Controls", "Acme Automation/Roadrunner Controls", ["ACME-2026-001"]),
+        (
+            "Acme Automation/Roadrunner Controls",
+            "Acme Automation/Roadrunner Controls",
+            ["ACME-2026-001"],
+        ),
+        ("Roadrunner", "Acme Automation/Roadrunner Controls", []),  # a whole name, not a word
+        ("Acme Automation/Roadrunner Controls", "Acme Automation", []),
+    ):
+        vendor_branch["name"] = advisory_vendor
+        found = Matcher([parse(doc, "test")]).match_device(
+            {**device, "ics.device.vendor": asset_vendor}
+        )
+        assert [a.id for a, _s, _p in found] == expected, (advisory_vendor, asset_vendor)
+
+
 def _doc() -> dict:
     return json.loads((CSAF / "acme-2026-001.json").read_text())
 

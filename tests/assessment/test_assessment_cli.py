@@ -41,9 +41,9 @@ def test_replay_import_affected_findings_accept(tmp_path: Path) -> None:
     assert replay.returncode == 0, replay.stderr
     imp = icsmon("advisories", "import", str(CSAF), "--store", store, cwd=tmp_path)
     assert imp.returncode == 0, imp.stderr
-    assert "24 imported, 0 unchanged, 0 refused" in imp.stderr
+    assert "26 imported, 0 unchanged, 0 refused" in imp.stderr
     again = icsmon("advisories", "import", str(CSAF), "--store", store, cwd=tmp_path)
-    assert "0 imported, 24 unchanged" in again.stderr
+    assert "0 imported, 26 unchanged" in again.stderr
     out = icsmon("advisories", "affected", "--store", store, "--json", cwd=tmp_path)
     matches = [json.loads(line) for line in out.stdout.splitlines()]
     assert {

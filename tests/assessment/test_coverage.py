@@ -55,6 +55,19 @@ def test_heartbeat_gaps_and_no_traffic() -> None:
     assert sensor_state(signals["s-gap"], NOW) == "connected"
 
 
+def test_a_clean_stop_is_disconnected_until_the_sensor_speaks_again() -> None:
+    docs = beats("s-stop", NOW - 600, NOW - 60, traffic=50)
+    docs[-1]["icsmon.sensor.reason"] = "stop"  # the heartbeat a sensor sends as it stops
+    signals = signals_from_heartbeats(docs)
+    assert sensor_state(signals["s-stop"], NOW) == "disconnected"
+    # an event after its goodbye (a restart whose first heartbeat is late): connected
+    signals["s-stop"].last_event = NOW - 10
+    assert sensor_state(signals["s-stop"], NOW) == "connected"
+    # restarted: the next heartbeat is a start's
+    signals = signals_from_heartbeats(docs + beats("s-stop", NOW - 30, NOW - 30, traffic=5))
+    assert sensor_state(signals["s-stop"], NOW) == "connected"
+
+
 def test_enterprise_states_and_required_coverage_by_city_and_industry() -> None:
     docs = (
         beats("a1", NOW - 600, NOW - 30, 50)

@@ -14,6 +14,7 @@ from assessment.catalog import Catalog, CatalogError
 from assessment.findings import epoch, lifecycle, merge
 from assessment.matching import Matcher
 from assessment.risk import asset_pressures, explain
+from pipeline.findings import MAX_EVIDENCE, merge_finding
 from tests.assessment.test_findings_captures import findings as sensor_findings
 
 CSAF = Path(__file__).resolve().parent / "csaf"
@@ -40,9 +41,41 @@ def test_merge_keeps_earliest_first_latest_last_and_all_evidence() -> None:
     b = _doc("f1", "2026-11-03T00:00:00Z", "2026-11-05T00:00:00Z", ["e2", "e3"], summary="new")
     (m,) = merge([b, a]).values()  # a sensor restart: the later document has a later first_seen
     assert m["finding.first_seen"] == "2026-11-01T00:00:00Z"
-    assert m["finding.last_seen"] == "2026-11-05T00:00:00Z"
-    assert m["finding.evidence.event_ids"] == ["e2", "e3", "e1"]
+    assert m["finding.last_seen"] == m["@timestamp"] == "2026-11-05T00:00:00Z"
+    assert m["finding.evidence.event_ids"] == ["e1", "e2", "e3"]  # in the order seen
     assert m["finding.summary"] == "new"
+    assert merge([a, b]) == merge([b, a])  # whatever the order of arrival
+
+
+def test_merge_bounds_evidence_unions_lists_and_keeps_the_centres_decision() -> None:
+    kept = _doc("f1", "2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z", [f"a{i}" for i in range(15)])
+    kept.update(
+        {
+            "modbus.masters": ["10.0.0.5"],
+            "finding.state": "accepted",
+            "finding.accepted.reason": "bench PLC, isolated",
+            "finding.accepted.user": "soc-1",
+            "finding.accepted.at": "2026-11-02T01:00:00Z",
+        }
+    )
+    # a later sensor document (even one claiming a decision of its own) changes nothing of it
+    later = _doc("f1", "2026-11-03T00:00:00Z", "2026-11-09T00:00:00Z", [f"b{i}" for i in range(15)])
+    later.update(
+        {"modbus.masters": ["10.0.0.7"], "finding.state": "open", "finding.accepted.user": "x"}
+    )
+    m = merge_finding(kept, later)
+    assert m["finding.first_seen"] == "2026-11-01T00:00:00Z"
+    assert m["finding.last_seen"] == "2026-11-09T00:00:00Z"
+    ids = m["finding.evidence.event_ids"]
+    assert len(ids) == MAX_EVIDENCE and ids[:10] == [f"a{i}" for i in range(10)]
+    assert ids[10:] == [f"b{i}" for i in range(5, 15)]  # the first and the latest kept
+    assert m["modbus.masters"] == ["10.0.0.7", "10.0.0.5"]
+    assert m["finding.state"] == "accepted"
+    assert m["finding.accepted.user"] == "soc-1"
+    assert m["finding.accepted.reason"] == "bench PLC, isolated"
+    # a first document from a sensor cannot arrive decided
+    fresh = merge_finding({}, later)
+    assert fresh["finding.state"] == "open" and "finding.accepted.user" not in fresh
 
 
 def test_states_open_resolved_accepted() -> None:

@@ -74,6 +74,17 @@ def test_pdf_renders_chinese_and_reads_back(env, tmp_path: Path) -> None:
         "控制网段外可访问工程协议",
     ):
         assert expected in text, expected
+    # cities by name in the report's language, never by id
+    top_city = data["top_enterprises"][0]["city"]
+    zh = data["names"]["cities"][top_city]["name_zh"]
+    assert zh and zh in text
+    adv_cities = [data["names"]["cities"][c]["name_zh"] for c in data["exposure"][0]["by_city"]]
+    assert any(c in text for c in adv_cities)
+    ent = data["top_enterprises"][0]["enterprise"]
+    assert data["names"]["enterprises"][ent]["name_zh"] in text
+    english = render_html(data, "en")
+    assert data["names"]["cities"][top_city]["name"] in english
+    assert f">{top_city}<" not in page and f">{top_city}<" not in english
     fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True).stdout
     assert "NotoSansCJK" in fonts.replace(" ", "").replace("-", "")  # the CJK font is embedded
 
@@ -168,6 +179,23 @@ def test_icsmon_report_command(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "济南" in html_out.read_text(encoding="utf-8")
+    # the demo brings its advisories and known-exploited catalogue: exposure out of the box
+    data_out = tmp_path / "weekly.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "icsmon.cli", "report", "--store", str(store)]
+        + ["--format", "json", "-o", str(data_out)],
+        capture_output=True,
+        text=True,
+        env=env_vars,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    demo_data = json.loads(data_out.read_text(encoding="utf-8"))
+    assert demo_data["exposure"] and demo_data["exposure"][0]["exploited"]
+    assert {"CVE-2099-20004", "CVE-2099-10001"} & {
+        c for row in demo_data["exposure"] if row["exploited"] for c in row["cves"]
+    }
+    assert demo_data["score"]["risk"] > 0
     bad = subprocess.run(
         [
             sys.executable,
@@ -188,3 +216,20 @@ def test_icsmon_report_command(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
     assert os.path.exists(out)
+
+
+@pytest.mark.services
+def test_the_report_reads_the_same_from_elasticsearch(env, tmp_path: Path) -> None:
+    """The same seeded province in Elasticsearch (assets, findings, advisories, heartbeats,
+    alerts there) gives the same report data as the embedded store."""
+    es_env = make_env(tmp_path, "es", n_alerts=400, now=NOW)
+    try:
+        got = json.loads(json.dumps(_data(es_env)))
+        want = json.loads(json.dumps(_data(env)))
+        assert got == want
+        r = es_env.client.get(
+            "/api/assessment/reports/weekly?format=pdf", headers=es_env.h("city_a")
+        )
+        assert r.status_code == 200 and r.content.startswith(b"%PDF")
+    finally:
+        es_env.close()

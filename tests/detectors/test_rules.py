@@ -44,6 +44,7 @@ DEFAULTS: dict[str | None, dict[str, Any]] = {
     "s7comm": {"destination.port": 102},
     "s7comm-plus": {"destination.port": 102},
     "opcua": {"destination.port": 4840},
+    "enip": {"destination.port": 44818},
     "dnp3": {"destination.port": 20000, "dnp3.master": 3, "dnp3.outstation": 4},
     "iec104": {"destination.port": 2404, "iec104.common_address": 1},
     None: {"destination.port": 502},

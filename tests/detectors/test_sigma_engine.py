@@ -896,4 +896,4 @@ def test_generated_source_is_printed_for_review(capsys: pytest.CaptureFixture[st
     assert main([]) == 0
     source = capsys.readouterr().out
     compile(source, "<generated>", "exec")  # what is printed is the Python that runs
-    assert source.count("def match_") == 6  # one per protocol dataset with rules
+    assert source.count("def match_") == 7  # one per protocol dataset with rules

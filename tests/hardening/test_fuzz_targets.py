@@ -21,7 +21,9 @@ from tests.support import REPO
 SECONDS = 3
 
 
-@pytest.mark.parametrize("target", ["modbus", "s7comm", "opcua", "dnp3", "iec104", "capture"])
+@pytest.mark.parametrize(
+    "target", ["modbus", "s7comm", "opcua", "enip", "dnp3", "iec104", "capture"]
+)
 def test_fuzz_target_short_run(tmp_path, target: str) -> None:
     proc = subprocess.run(
         [
@@ -47,7 +49,7 @@ def test_fuzz_target_short_run(tmp_path, target: str) -> None:
 
 def test_seeds_round_trip() -> None:
     """The seed encoding is lossless (what the fuzzer starts from is the real traffic)."""
-    for name in ("modbus", "s7comm", "opcua", "dnp3", "iec104"):
+    for name in ("modbus", "s7comm", "opcua", "enip", "dnp3", "iec104"):
         for segs in streams_for(name):
             joined = [(t, p) for t, _g, p in decode(encode(segs))]
             for to_server in (True, False):

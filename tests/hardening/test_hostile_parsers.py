@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensor.protocols import dnp3, iec104, modbus, opcua, s7comm
+from sensor.protocols import dnp3, enip, iec104, modbus, opcua, s7comm
 from sensor.protocols.base import ParserLimits
 from tests.hardening.fuzz.common import (
     FUZZ_LIMITS,
@@ -32,7 +32,14 @@ from tests.hardening.fuzz.common import (
     streams_for,
 )
 
-MODULES = {"modbus": modbus, "s7comm": s7comm, "opcua": opcua, "dnp3": dnp3, "iec104": iec104}
+MODULES = {
+    "modbus": modbus,
+    "s7comm": s7comm,
+    "opcua": opcua,
+    "enip": enip,
+    "dnp3": dnp3,
+    "iec104": iec104,
+}
 STREAMS = {name: streams_for(name) for name in MODULES}
 # a loop or a quadratic blow-up on inputs this small fails the example
 HOSTILE = settings(
@@ -48,6 +55,8 @@ def buffered(parser) -> list[int]:
         return [len(b) for b in parser._buf]
     if isinstance(parser, s7comm.Parser):
         return [n for d in parser._dirs.values() for n in (len(d.buf), len(d.cotp))]
+    if isinstance(parser, enip.Parser):
+        return [len(b) for b in parser._buf]
     return [len(d.buf) + sum(m.size for m in d.partial.values()) for d in parser._dir]
 
 
@@ -151,6 +160,11 @@ def break_framing(name: str, payload: bytes, how: int) -> bytes:
             bytes([4 + how % 200]) + payload[1:],
             payload[:2] + struct.pack("!H", how % 7) + payload[4:],
         ][how % 2]
+    if name == "enip":  # an unknown command, or options that are not 0
+        return [
+            struct.pack("<H", 0x0200 + how) + payload[2:],
+            payload[:20] + struct.pack("<I", 1 + how) + payload[24:],
+        ][how % 2]
     if name == "dnp3":  # no 05 64 start, or a header whose CRC is wrong
         return [
             b"\x05\x65" + payload[2:],
@@ -252,3 +266,46 @@ def test_decode_splits_segments_as_encoded() -> None:
         (False, b""),
         (False, b"xyz"),
     ]
+
+
+# -- EtherNet/IP over UDP: the datagram side -----------------------------------------------
+
+_IO_DATAGRAM = bytes.fromhex("020002800800") + bytes(8) + bytes.fromhex("b1000600") + bytes(6)
+_LIST_IDENTITY = bytes.fromhex("6300") + bytes(22)
+
+
+@HOSTILE
+@given(
+    datagrams=st.lists(
+        st.tuples(
+            st.booleans(),
+            st.one_of(
+                st.binary(max_size=120),
+                st.sampled_from([_IO_DATAGRAM, _LIST_IDENTITY]).flatmap(
+                    lambda seed: st.builds(
+                        lambda cut, flip, at: bytes(
+                            b ^ flip if i == at else b for i, b in enumerate(seed)
+                        )[:cut],
+                        st.integers(0, len(seed)),
+                        st.integers(0, 255),
+                        st.integers(0, len(seed) - 1),
+                    )
+                ),
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_enip_datagrams_keep_the_contract(datagrams: list[tuple[bool, bytes]]) -> None:
+    """Random datagrams and mutated I/O and ListIdentity datagrams (hand-made seeds of the
+    two shapes UDP carries) never raise, and every record keeps the contract."""
+    parser = enip.DatagramParser(FUZZ_LIMITS)
+    records = []
+    ts = 1.0
+    for to_server, data in datagrams:
+        records += parser.datagram(to_server, data, ts)
+        assert not parser._stream._buf[0] and not parser._stream._buf[1]  # nothing kept
+        ts += 0.01
+    records += parser.close(ts)
+    for rec in records:
+        check_record("enip", rec)

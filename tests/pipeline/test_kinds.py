@@ -26,7 +26,11 @@ def test_every_kind_has_its_names_in_one_place() -> None:
     for kind in kinds.all_kinds():
         assert cfg.topic(kind.name) == f"p.{kind.plural}"
         assert cfg.alias(kind.name) == f"q-{kind.plural}"
-        assert kind.index("q", "2026.11.26") == f"q-{kind.plural}-2026.11.26"
+        # a kind kept in one index (findings, advisories) has it under the same alias pattern
+        day = "2026.11.26" if kind.daily else "current"
+        assert kind.index("q", "2026.11.26") == f"q-{kind.plural}-{day}"
+    assert not kinds.FINDING.daily and kinds.FINDING.merge is not None
+    assert set(kinds.sensor_kinds()) == set(kinds.names()) - {"advisory", "exploited"}
     assert cfg.topic("deadletter") == "p.deadletter"
     assert kinds.names()[0] == "alert"  # most important first: replayed first from the spool
     assert "alert" not in kinds.eviction_order()
@@ -46,9 +50,9 @@ def test_a_kind_cannot_be_registered_twice_differently() -> None:
 def test_the_spool_has_a_queue_per_kind(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=64 << 10)
     try:
-        for kind in kinds.names():
+        for kind in kinds.sensor_kinds():
             assert spool.append(kind, b"k", b"v-" + kind.encode())
-        for kind in kinds.names():
+        for kind in kinds.sensor_kinds():
             assert [r.value for r in spool.read(kind, 10)] == [b"v-" + kind.encode()]
         assert {f"{k.plural}_dropped" for k in kinds.all_kinds() if k.evictable} <= set(
             spool.stats()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from posture import seed
-from posture.scoring import BAND_WEIGHT, CRITICALITY_WEIGHT, band
+from posture.scoring import ALERT_MAX, BAND_WEIGHT, CRITICALITY_WEIGHT, band
 from tests.support.posture import (
     BACKEND_PARAMS,
     Env,
@@ -74,10 +74,15 @@ def test_province_children_are_all_cities_and_scores_follow_pressure(env: Env) -
     per_site = {c: pressure[c] / n_sites[c] for c in cities}
     worst, best = max(per_site, key=per_site.get), min(per_site, key=per_site.get)
     scores = {c["id"]: c for c in s["children"]}
-    assert scores[worst]["score"] <= scores[best]["score"]
+    assert scores[worst]["alerts"] >= scores[best]["alerts"]
     # The alert part of the score follows the documented formula (2 days in the range).
-    expected = 60 * (1 - math.exp(-(per_site[worst] / 2) / 20))
+    expected = ALERT_MAX * (1 - math.exp(-(per_site[worst] / 2) / 20))
     assert scores[worst]["alerts"] == pytest.approx(expected, abs=0.06)
+    # and the score is 100 minus its four parts; the risk part is made of its own parts
+    for c in s["children"]:
+        parts = c["alerts"] + c["deviations"] + c["sensor_health"] + c["risk"]
+        assert c["score"] == pytest.approx(max(0.0, 100 - parts), abs=0.25)
+        assert sum(c["risk_parts"].values()) == pytest.approx(c["risk"], abs=0.25)
 
 
 def test_top_sites_rank_by_risk(env: Env) -> None:

@@ -138,7 +138,7 @@ def test_dashboard_click_down_to_an_alert(served: tuple[Env, str], out_dir: Path
             # the translation table: every protocol the sensor decodes is offered)
             assert page.locator("#protocols canvas").count() == 1
             offered = page.locator("#protocol-filter")
-            for label in ("All protocols", "Modbus/TCP", "DNP3", "IEC 60870-5-104"):
+            for label in ("All protocols", "Modbus/TCP", "EtherNet/IP", "DNP3", "IEC 60870-5-104"):
                 expect(offered).to_contain_text(label)
             page.select_option("#protocol-filter", "s7comm")
             protocols = page.locator("#alerts tbody tr td:nth-child(6)")

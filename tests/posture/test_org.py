@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from posture.orgfile import OrgFileError, load_org_file, parse_org
-from posture.scoring import Pressure, score
+from posture.scoring import ALERT_MAX, HEALTH_MAX, RISK_MAX, Pressure, score
 from posture.state import PostureState
 from tests.support import REPO
 
@@ -152,20 +153,32 @@ def test_score_properties() -> None:
     calm = score(Pressure(sites=10, sensor_weight=10))
     assert calm["score"] == 100 and calm["rating"] == "good"
     one_critical = score(Pressure(sites=1, alert_pressure=10.0, sensor_weight=1))
-    assert one_critical["alerts"] == pytest.approx(60 * (1 - 2.718281828**-0.5), abs=0.05)
+    assert one_critical["alerts"] == pytest.approx(ALERT_MAX * (1 - math.exp(-0.5)), abs=0.05)
     worse = score(Pressure(sites=1, alert_pressure=40.0, sensor_weight=1))
     assert worse["score"] < one_critical["score"]
     # Per site and per day: the same pressure spread over more sites or days weighs less.
     assert score(Pressure(sites=4, alert_pressure=40.0))["score"] > worse["score"]
     assert score(Pressure(sites=1, alert_pressure=40.0), days=4)["score"] > worse["score"]
     dark = score(Pressure(sites=3, sensor_weight=3, silent_weight=3))
-    assert dark["sensor_health"] == 25 and dark["score"] == 75
+    assert dark["sensor_health"] == HEALTH_MAX and dark["score"] == 100 - HEALTH_MAX
     floor = score(
+        Pressure(
+            sites=1,
+            alert_pressure=1e9,
+            deviation_pressure=1e9,
+            sensor_weight=1,
+            silent_weight=1,
+            findings=1e9,
+        )
+    )
+    assert floor["score"] == 0 and floor["rating"] == "poor"
+    # without any risk (no finding, vulnerability or exposure) the risk part is all that is left
+    no_risk = score(
         Pressure(
             sites=1, alert_pressure=1e9, deviation_pressure=1e9, sensor_weight=1, silent_weight=1
         )
     )
-    assert floor["score"] == 0 and floor["rating"] == "poor"
+    assert no_risk["risk"] == 0 and no_risk["score"] == RISK_MAX
 
 
 def test_seed_community_ids_match_the_reference_library() -> None:

@@ -159,16 +159,17 @@ def substation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestC
     yield from _serve(tmp_path_factory, SUBSTATION)
 
 
-def test_telecontrol_alerts_by_protocol(substation) -> None:
-    """The protocol filter of the alert list and the summary's protocols panel know DNP3 and
-    IEC 104: each filter returns the golden alerts of its protocol (by rule: the ids depend on
-    the site the goldens were made with)."""
-    client, tokens = substation
-    h = {"Authorization": f"Bearer {tokens['ent-0002']}"}
-    golden = [a for capture, *_ in SUBSTATION for a in golden_alerts(capture)]
+def _alerts_by_protocol(
+    client: TestClient, token: str, plants: list[tuple[str, str, str, str]], protocols: tuple
+) -> None:
+    """Each protocol filter of the alert list returns the golden alerts of its protocol (by
+    rule: the ids depend on the site the goldens were made with), and the summary's protocols
+    panel counts them."""
+    h = {"Authorization": f"Bearer {token}"}
+    golden = [a for capture, *_ in plants for a in golden_alerts(capture)]
     stamps = [to_epoch(a["@timestamp"]) or 0 for a in golden]
     window = {"since": min(stamps) - 1, "until": max(stamps) + 1}
-    for protocol in ("dnp3", "iec104"):
+    for protocol in protocols:
         want = sorted(a["rule"]["id"] for a in golden if a["network"]["protocol"] == protocol)
         assert want, protocol
         page = client.get(
@@ -177,6 +178,29 @@ def test_telecontrol_alerts_by_protocol(substation) -> None:
         assert sorted(i["rule"]["id"] for i in page["items"]) == want
     summary = client.get("/api/summary", params=window, headers=h).json()
     by_protocol = dict(summary["alerts"]["by_protocol"])
-    assert by_protocol == {
-        p: sum(a["network"]["protocol"] == p for a in golden) for p in ("dnp3", "iec104")
-    }
+    assert by_protocol == {p: sum(a["network"]["protocol"] == p for a in golden) for p in protocols}
+
+
+def test_telecontrol_alerts_by_protocol(substation) -> None:
+    """The protocol filter and the protocols panel know DNP3 and IEC 104."""
+    client, tokens = substation
+    _alerts_by_protocol(client, tokens["ent-0002"], SUBSTATION, ("dnp3", "iec104"))
+
+
+# A Rockwell line: the EtherNet/IP tag and dangerous-service captures at one site
+ASSEMBLY_LINE = [
+    ("pcaps/enip/enip_tags.pcap", "site-0003-a", "ent-0003", "sensor-0003-a"),
+    ("pcaps/enip/enip_dangerous.pcap", "site-0003-a", "ent-0003", "sensor-0003-a"),
+]
+
+
+@pytest.fixture(scope="module")
+def assembly_line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict]]:
+    yield from _serve(tmp_path_factory, ASSEMBLY_LINE)
+
+
+def test_enip_alerts_by_protocol(assembly_line) -> None:
+    """The protocol filter and the protocols panel know EtherNet/IP (mode change, Identity
+    reset, firmware and program transfer, writes from unlisted clients)."""
+    client, tokens = assembly_line
+    _alerts_by_protocol(client, tokens["ent-0003"], ASSEMBLY_LINE, ("enip",))

@@ -125,7 +125,9 @@ def test_declarations_are_well_formed() -> None:
             assert field.description, key
             for sub in field.properties.values():
                 assert sub.description, key
-    assert set(services()) == {"modbus", "s7comm", "s7comm-plus", "opcua", "dnp3", "iec104"}
+    assert set(services()) == {
+        "modbus", "s7comm", "s7comm-plus", "opcua", "dnp3", "iec104", "enip",
+    }  # fmt: skip
 
 
 def test_device_identity_fields_include_what_s7_emits() -> None:

@@ -116,6 +116,33 @@ def test_written_values_min_and_max() -> None:
     assert reads and all("icsmon.rollup.written.min" not in d for d in reads)
 
 
+def test_enip_series_by_tag_object_and_io_connection(public_pcaps: Path) -> None:
+    """EtherNet/IP: a series per tag (element index dropped), per CIP object, per implicit
+    I/O connection; tag writes give the values written."""
+    docs, _ = roll(
+        events_of(PCAPS / "enip" / "enip_tags.pcap", PCAPS / "enip" / "enip_dangerous.pcap")
+    )
+    objects = {
+        (d["ics.function"], d["icsmon.rollup.object"])
+        for d in docs
+        if d["network.protocol"] == "enip"
+    }
+    assert {
+        ("write_tag", "Counter"),
+        ("read_tag", "Setpoints"),
+        ("reset", "class 0x01 instance 1"),
+    } <= objects
+    speed = next(
+        d for d in docs if d["icsmon.rollup.object"] == "Speed" and d["ics.function"] == "write_tag"
+    )
+    assert speed["icsmon.rollup.written.min"] == speed["icsmon.rollup.written.max"] == 12.5
+    io, _ = roll(events_of(public_pcaps / "enip" / "ndpi__cip_io.pcap"))
+    assert sorted(d["icsmon.rollup.object"] for d in io) == [
+        "io connection 0x003a7b78",
+        "io connection 0x7691b4eb",
+    ]
+
+
 def test_telecontrol_objects_and_set_points() -> None:
     """DNP3: the outstation and the object types; IEC 104: the station and a block of
     information object addresses; the set points written (DNP3 analog output blocks by

@@ -70,7 +70,9 @@ def small_registry() -> dict[str, Any]:
     return seed.make_registry(n_enterprises=20, n_sites=28, cities=16, seed=11)
 
 
-def store_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[], None]]]:
+def store_backend(
+    folder: Path,
+) -> tuple[QueryBackend, Callable, list[Callable[[], None]], Any]:
     store = Store.open(folder / "icsmon.db")
 
     def write(items: list[tuple[str, dict[str, Any]]]) -> None:
@@ -78,7 +80,7 @@ def store_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[
             store.write(kind, doc)
         store.flush()
 
-    return store, write, []
+    return store, write, [], Catalog(folder / "icsmon.assessment.db")
 
 
 def es_up() -> bool:
@@ -89,7 +91,7 @@ def es_up() -> bool:
         return False
 
 
-def es_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[], None]]]:
+def es_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[], None]], Any]:
     """A fresh index prefix on the real Elasticsearch (the test script starts it)."""
     if not es_up():
         if os.environ.get("CI"):
@@ -112,7 +114,10 @@ def es_backend(folder: Path) -> tuple[QueryBackend, Callable, list[Callable[[], 
         es_store.delete_all()
         es_store.close()
 
-    return EsQueryBackend(cfg), write, [drop]
+    from assessment.catalog import EsCatalog
+
+    # the assessment's data in Elasticsearch too (advisories, decisions in the findings)
+    return EsQueryBackend(cfg), write, [drop], EsCatalog(EsStore(cfg))
 
 
 BACKENDS = {"store": store_backend, "es": es_backend}
@@ -125,13 +130,13 @@ def make_env(
     registry = small_registry()
     now = time.time() if now is None else now
     docs = seed.dataset(registry, now, n_alerts, days=2.0, seed=11)
-    be, write, cleanup = BACKENDS[backend](folder)
-    kinds = ("event", "alert", "asset", "heartbeat") + (("finding",) if backend == "store" else ())
+    be, write, cleanup, catalog = BACKENDS[backend](folder)
+    kinds = ("event", "alert", "asset", "heartbeat", "finding")
     write([(kind, doc) for kind in kinds for doc in docs[kind]])
     state = PostureState(folder / "icsmon.posture.db")
     state.import_org(parse_org(registry, "test registry"))
-    catalog = Catalog(folder / "icsmon.assessment.db")
     catalog.import_paths([REPO / "tests" / "assessment" / "csaf"])
+    cleanup.append(catalog.close)
     env = Env(
         backend=be,
         state=state,

@@ -33,17 +33,24 @@ def record_pdus(records: list[dict]) -> list[tuple]:
     return pdus
 
 
-def tshark_rows(tshark: str, path: Path, display_filter: str, fields: list[str]) -> list[list[str]]:
+def tshark_rows(
+    tshark: str,
+    path: Path,
+    display_filter: str,
+    fields: list[str],
+    options: tuple[str, ...] = (),
+) -> list[list[str]]:
     """tshark's ``-T fields`` rows (every occurrence, comma-joined) with each byte decoded once.
 
     tshark's sequence analysis is off (with it on, tshark skips segments it judges "spurious
     retransmissions" even when the first copy was never captured), and frames whose bytes all
     came before (retransmissions, also those that resend several earlier segments at once)
-    are dropped here, as the sensor's reassembly drops retransmitted bytes.
+    are dropped here, as the sensor's reassembly drops retransmitted bytes. ``options`` go to
+    tshark before the display filter (``-d tcp.port==1102,enip``).
     """
     cmd = [
         tshark, "-r", str(path), "-o", "tcp.analyze_sequence_numbers:FALSE", "-Y", display_filter,
-        "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-E", "separator=/t",
+        *options, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-E", "separator=/t",
         "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.seq_raw", "-e", "tcp.len",
     ]  # fmt: skip
     for name in fields:

@@ -19,7 +19,14 @@ from sensor.protocols.base import ParserLimits
 
 ROOT = Path(__file__).resolve().parents[3]
 PCAPS = ROOT / "pcaps"
-PORTS = {"modbus": 502, "s7comm": 102, "opcua": 4840, "dnp3": 20000, "iec104": 2404}
+PORTS = {
+    "modbus": 502,
+    "s7comm": 102,
+    "opcua": 4840,
+    "enip": 44818,
+    "dnp3": 20000,
+    "iec104": 2404,
+}
 # small limits so the fuzzer reaches the overflow paths with small inputs
 FUZZ_LIMITS = ParserLimits(max_buffer=2048, max_pending=8, max_items=32)
 
@@ -106,6 +113,7 @@ _PROTOCOLS = {
     "modbus": ("modbus",),
     "s7comm": ("s7comm", "s7comm-plus"),
     "opcua": ("opcua",),
+    "enip": ("enip",),
     "dnp3": ("dnp3",),
     "iec104": ("iec104",),
 }

@@ -1,6 +1,6 @@
 """Run one coverage-guided fuzz target (atheris/libFuzzer) with a seed corpus from pcaps/.
 
-    .venv/bin/python tests/hardening/fuzz/run.py modbus --seconds 600     # or s7comm, opcua, dnp3, iec104, capture, all
+    .venv/bin/python tests/hardening/fuzz/run.py modbus --seconds 600     # or s7comm, opcua, enip, dnp3, iec104, capture, all
     .venv/bin/python tests/hardening/fuzz/run.py all --seconds 60 --workdir /tmp/icsmon-fuzz
 
 Seeds are written to WORKDIR/TARGET/seeds (rebuilt each run from the captures in pcaps/: the
@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parents[2]))
 
 from tests.hardening.fuzz.common import encode, pcap_seeds, streams_for  # noqa: E402
 
-TARGETS = ("modbus", "s7comm", "opcua", "dnp3", "iec104", "capture")
+TARGETS = ("modbus", "s7comm", "opcua", "enip", "dnp3", "iec104", "capture")
 
 
 def write_seeds(target: str, seeds_dir: Path) -> int:
