@@ -111,7 +111,7 @@ async function renderAdvisory(root, id, scope) {
     el("section", { class: "row three" },
       card(t("col.cities"), counts(d.by_city, cityName)),
       card(t("col.industries"), counts(d.by_industry, (k) => t("industry." + k))),
-      card(t("col.enterprises"), counts(d.by_enterprise, (k) => k))),
+      card(t("col.by_enterprise"), counts(d.by_enterprise, (k) => k))),
     el("section", { class: "row" }, el("div", { class: "card wide" },
       el("div", { class: "card-title" }, t("advisory.who")),
       el("table", { class: "grid clickable", id: "affected-assets" },

@@ -181,6 +181,50 @@ def test_a_dnp3_outstation_named_by_its_device_attributes_is_matched(advisories)
     }
 
 
+def _model_family_advisory(vendor: str, family: str, model: str, affected: str) -> dict:
+    """ACME-2026-014's document (a model-number family) renamed: test data only, the CVE
+    and the flaw are made up."""
+    doc = json.loads((CSAF / "acme-2026-014.json").read_text())
+    vendor_branch = doc["product_tree"]["branches"][0]
+    vendor_branch["name"] = vendor
+    family_branch = vendor_branch["branches"][0]
+    family_branch["name"] = family
+    ranged = family_branch["branches"][0]
+    ranged["name"] = affected
+    ranged["product"]["name"] = f"{vendor} {family} {affected}"
+    ranged["product"]["product_identification_helper"]["model_numbers"] = [model]
+    doc["document"]["tracking"]["id"] = "TEST-ENIP-1"
+    return doc
+
+
+@pytest.mark.parametrize(
+    "affected, expected",
+    [
+        ("vers:generic/>=20.0|<=20.11", "affected"),  # the boundary, included
+        ("vers:generic/>=20.0|<20.11", None),  # the boundary, excluded
+        ("vers:generic/>=20.11|<21.0", "affected"),
+        ("vers:generic/<20.10", None),
+    ],
+)
+def test_an_ethernet_ip_controller_named_by_its_identity_is_matched(affected, expected) -> None:
+    """pcaps/enip (a real cpppo device): ListIdentity names vendor 1 "Rockwell
+    Automation/Allen-Bradley", product "1756-L61/B LOGIX5561", revision 20.011. An advisory
+    naming the company only and the 1756-L6 family by model number matches it, exactly at
+    the revision boundary."""
+    engine = Engine(EngineConfig(site="plant-1"))
+    for _ in engine.replay([PCAPS / "enip" / "enip_identity.pcap"]):
+        pass
+    assets = engine.changed_assets()
+    controller = next(a for a in assets if a.get("ics.device.vendor"))
+    assert controller["ics.device.vendor"] == "Rockwell Automation/Allen-Bradley"
+    assert controller["ics.device.firmware"] == "20.011"
+    doc = _model_family_advisory("Rockwell Automation", "ControlLogix 5560", "1756-L6*", affected)
+    found = Matcher([parse(doc, "test")]).match(assets)
+    assert [(m.asset_id, m.status, m.via) for m in found] == (
+        [(controller["asset.id"], expected, "model")] if expected else []
+    )
+
+
 def test_a_vendor_written_company_slash_brand_goes_by_either_name() -> None:
     """EtherNet/IP's vendor table names company and brand together; advisories name one."""
     doc = json.loads((CSAF / "acme-2026-001.json").read_text())
