@@ -16,10 +16,10 @@ the details of the latest. Its state is then:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.findings import merge_finding
+from sensor.timestamps import parse_timestamp
 
 RESOLVE_AFTER_S = 7 * 86400.0
 STATES = ("open", "resolved", "accepted")
@@ -27,15 +27,7 @@ STATES = ("open", "resolved", "accepted")
 
 def epoch(stamp: Any) -> float:
     """Seconds since the epoch of an ISO 8601 time (or a number)."""
-    if isinstance(stamp, int | float):
-        return float(stamp)
-    if not stamp:
-        return 0.0
-    try:
-        dt = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    return parse_timestamp(stamp) or 0.0
 
 
 def merge(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict]:

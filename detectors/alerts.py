@@ -83,8 +83,8 @@ def build_alert(
     *,
     count: int = 1,
     event_ids: list[str] | None = None,
-    start: str | None = None,
-    end: str | None = None,
+    start: float | str | None = None,
+    end: float | str | None = None,
     extra: dict[str, Any] | None = None,
     key: str = "",
 ) -> dict[str, Any]:
@@ -171,7 +171,7 @@ class Deduplicator:
         *,
         key: str | None = None,
         event_ids: list[str] | None = None,
-        start: str | None = None,
+        start: float | str | None = None,
         extra: dict[str, Any] | None = None,
         keep_first: bool = False,
     ) -> list[dict[str, Any]]:

@@ -47,6 +47,8 @@ from typing import Any
 
 import yaml
 
+from sensor.timestamps import format_timestamp, parse_timestamp
+
 REFRESH_S = 300.0  # a finding seen again is re-sent at most this often (last_seen moves on)
 MAX_FINDINGS = 50_000  # per sensor: beyond it new findings are counted, not kept
 MAX_EVIDENCE = 5  # first and latest event ids kept per finding
@@ -177,29 +179,15 @@ class _Finding:
 
 
 def _ts(event: Mapping[str, Any]) -> float:
-    """Seconds since the epoch of an event's ``@timestamp`` (ISO text or a number)."""
-    value = event.get("@timestamp")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and len(value) >= 19:
-        from datetime import UTC, datetime
-
-        try:
-            return (
-                datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=UTC).timestamp()
-            )
-        except ValueError:
-            return 0.0
-    return 0.0
+    """Seconds since the epoch of an event's ``@timestamp`` (a number, or text from a file)."""
+    return parse_timestamp(event.get("@timestamp")) or 0.0
 
 
 def _stamp(event: Mapping[str, Any], ts: float) -> str:
     value = event.get("@timestamp")
     if isinstance(value, str):
         return value
-    from sensor.events import iso_timestamp
-
-    return iso_timestamp(ts)
+    return format_timestamp(ts)
 
 
 class FindingTracker:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from icsmon.common import ExitCode, StoreOpt, fail, note, warning_line
+from icsmon.common import ExitCode, StoreOpt, fail, note, table_time, warning_line
 
 
 def hunt_command(
@@ -134,7 +134,7 @@ def hunt_command(
     else:
         span = ""
         if summary.first is not None and summary.last is not None:
-            span = f" from {_when(summary.first)} to {_when(summary.last)}"
+            span = f" from {table_time(summary.first)} to {table_time(summary.last)}"
         verb = "would raise" if dry_run else "raised"
         typer.echo(
             f"hunt {summary.hunt_id}: {summary.rules} rules over {summary.events:,} events"
@@ -150,12 +150,6 @@ def hunt_command(
         note(f"stopped early: {summary.stopped}")
     if summary.errors:
         note(f"{summary.errors} events could not be processed (see the log)")
-
-
-def _when(ts: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _open_source(store: Path | None, es_url: str | None, config: Path | None, dry_run: bool):

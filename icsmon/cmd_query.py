@@ -11,7 +11,6 @@ import os
 import re
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,8 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from detectors.alerts import SEVERITY
-from icsmon.common import ExitCode, StoreOpt, fail
+from icsmon.common import ExitCode, StoreOpt, fail, table_time
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
+from sensor.timestamps import parse_timestamp
 
 # event.severity (0-100) of each Sigma level, as the detectors set it: "--severity high"
 # means at least the high value, and a value is labelled with the highest level it reaches.
@@ -62,16 +62,13 @@ def parse_time(text: str, now: float | None = None) -> float:
     if match:
         now = time.time() if now is None else now
         return now - float(match.group(1)) * _UNITS[match.group(2).lower()]
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
+    ts = parse_timestamp(text)
+    if ts is None:
         raise typer.BadParameter(
             f"{text!r} is not a time: use 90s, 30m, 1h, 7d, 2w, or a date such as "
             "2026-11-01 or 2026-11-01T08:00 (UTC unless an offset is given)"
         ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return ts
 
 
 def parse_severity(text: str) -> int:
@@ -170,15 +167,6 @@ def _console() -> Console:
     return Console(soft_wrap=False, width=200 if wide else None, highlight=False)
 
 
-def _time(value: Any) -> str:
-    from pipeline.store import to_epoch
-
-    epoch = to_epoch(value)
-    if epoch is None:
-        return str(value or "")
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def _endpoint(doc: dict, side: str) -> str:
     ip = doc.get(f"{side}.ip") or "?"
     port = doc.get(f"{side}.port")
@@ -225,7 +213,7 @@ def alerts_table(total: int, alerts: list[dict], offset: int) -> Table:
             rule += f" (x{count})"
         table.add_row(
             *_cells(
-                _time(doc.get("@timestamp")),
+                table_time(doc.get("@timestamp")),
                 Text(f"{sev} {level}".strip() if sev is not None else "", style=style),
                 rule,
                 _joined(doc.get("threat.technique.id")),
@@ -271,8 +259,8 @@ def assets_table(total: int, assets: list[dict], offset: int) -> Table:
                 device,
                 str(doc.get("ics.device.firmware") or ""),
                 str(len(peers) if isinstance(peers, list) else 1),
-                _time(doc.get("asset.first_seen")),
-                _time(doc.get("asset.last_seen")),
+                table_time(doc.get("asset.first_seen")),
+                table_time(doc.get("asset.last_seen")),
             )
         )
     shown = f"{offset + 1}-{offset + len(assets)}" if assets else "0"

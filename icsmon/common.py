@@ -8,8 +8,9 @@ never read as rich markup: a folder named ``[bold]plant[/]`` prints as it is.
 from __future__ import annotations
 
 import enum
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +20,17 @@ if TYPE_CHECKING:
     from sensor.engine import Engine, EngineConfig
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def table_time(value: Any) -> str:
+    """A time (epoch seconds or ISO text) as a table or a summary line shows it, to the
+    second: ``2026-11-26 10:00:00Z``; what is not a time, as it is."""
+    from sensor.timestamps import parse_timestamp
+
+    epoch = parse_timestamp(value)
+    if epoch is None:
+        return str(value or "")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 class ExitCode(enum.IntEnum):

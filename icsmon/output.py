@@ -10,6 +10,7 @@ from rich.table import Table
 
 from pipeline.docs import nest
 from pipeline.jsonl import dumps
+from sensor.timestamps import render_times
 
 # protocol fields worth a glance in a table, in order
 _DETAIL_FIELDS = (
@@ -80,7 +81,7 @@ class Printer:
             if self._held > self._block:
                 self._write_lines()
             return
-        self.rows.append(doc)
+        self.rows.append(render_times(doc))  # a table shows times as the documents do
         if len(self.rows) >= 200:
             self.flush()
 

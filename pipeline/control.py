@@ -364,10 +364,8 @@ def response_doc(
     now: float | None = None,
 ) -> dict[str, Any]:
     """A ``response`` document answering ``envelope`` (one part of ``parts``)."""
-    from sensor.events import iso_timestamp
-
     doc: dict[str, Any] = {
-        "@timestamp": iso_timestamp(time.time() if now is None else now),
+        "@timestamp": time.time() if now is None else float(now),
         "event.kind": "event",
         "event.dataset": "icsmon.response",
         "event.action": envelope.type,

@@ -3,13 +3,16 @@
 ``nest`` runs once per document written (JSON lines, stdout, Kafka): documents of one kind
 and dataset carry the same keys in the same order, so the nesting is planned once per key
 sequence (a function generated for it, which builds the nested dicts from the values in one
-expression) and reused; the plans are capped (``MAX_PLANS``).
+expression) and reused; the plans are capped (``MAX_PLANS``). It is also where a document
+takes its output form: times carried as numbers (``TIME_FIELDS``) become ISO 8601 text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from sensor.timestamps import TIME_FIELDS, format_timestamp
 
 Plan = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -18,7 +21,8 @@ _plans: dict[tuple[str, ...], Plan] = {}
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"source.ip": x}`` -> ``{"source": {"ip": x}}``; ``@timestamp`` stays at the top."""
+    """``{"source.ip": x}`` -> ``{"source": {"ip": x}}``; ``@timestamp`` stays at the top.
+    Times carried as numbers become ISO 8601 text."""
     keys = tuple(flat)
     plan = _plans.get(keys)
     if plan is None:
@@ -34,6 +38,8 @@ def nest_each_key(flat: dict[str, Any]) -> dict[str, Any]:
     a key that is also the head of another, ``a`` and ``a.b``, where values decide)."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
+        if key in TIME_FIELDS:
+            value = _time_text(value)
         if "." not in key:
             out[key] = value
             continue
@@ -46,6 +52,12 @@ def nest_each_key(flat: dict[str, Any]) -> dict[str, Any]:
             node = child
         node[parts[-1]] = value
     return out
+
+
+def _time_text(value: Any) -> Any:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return format_timestamp(value)
+    return value
 
 
 def _plan(keys: tuple[str, ...]) -> Plan:
@@ -75,7 +87,12 @@ def _plan(keys: tuple[str, ...]) -> Plan:
     def literal(node: dict[str, Any]) -> str:
         items = []
         for part, child in node.items():
-            value = literal(child) if isinstance(child, dict) else f"v{child}"
+            if isinstance(child, dict):
+                value = literal(child)
+            elif keys[child] in TIME_FIELDS:
+                value = f"T(v{child})"  # a time: text on output
+            else:
+                value = f"v{child}"
             items.append(f"{const(part)}: {value}")
         return "{" + ", ".join(items) + "}"
 
@@ -83,6 +100,7 @@ def _plan(keys: tuple[str, ...]) -> Plan:
     unpack = ", ".join(f"v{i}" for i in range(len(keys)))
     source = f"def nest_planned(doc):\n    {unpack}, = doc.values()\n    return {body}\n"
     namespace: dict[str, Any] = {name: text for text, name in names.items()}
+    namespace["T"] = _time_text
     exec(compile(source, "<nest plan>", "exec"), namespace)  # noqa: S102 - source made above
     planned: Plan = namespace["nest_planned"]
     return planned

@@ -226,12 +226,12 @@ def make_client(cfg: PipelineConfig, **extra: Any) -> Elasticsearch:
 
 
 def parse_iso(value: Any) -> datetime:
-    """An ISO-8601 timestamp as an aware UTC datetime (naive text is UTC, as the schema says);
+    """A document's time as an aware UTC datetime (the one parser: sensor/timestamps.py);
     ValueError when it is not one."""
-    if not isinstance(value, str) or len(value) < 10:
+    ts = parse_timestamp(value)
+    if ts is None:
         raise ValueError(f"not an ISO-8601 timestamp: {value!r}")
-    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def dig(doc: dict[str, Any], dotted: str) -> Any:
@@ -247,7 +247,7 @@ def dig(doc: dict[str, Any], dotted: str) -> Any:
 
 
 def day_of(value: Any) -> str:
-    """``YYYY.MM.DD`` (UTC) of an ISO-8601 timestamp; ValueError when it is not one."""
+    """``YYYY.MM.DD`` (UTC) of a document's time; ValueError when it is not one."""
     return parse_iso(value).strftime("%Y.%m.%d")
 
 
@@ -1122,7 +1122,7 @@ class EsHuntSource:
             return
         lines: list[dict[str, Any]] = []
         for alert in self._pending:
-            doc = nest(_rendered(alert))
+            doc = nest(alert)  # the times the hunt carries as numbers become text here
             lines += [self.store.bulk_actions("alert", doc)[0], doc]
         self._pending.clear()
         resp = self.client.bulk(operations=lines, refresh="wait_for")
@@ -1137,15 +1137,3 @@ class EsHuntSource:
             self._flush()
         finally:
             self.client.close()
-
-
-def _rendered(doc: dict[str, Any]) -> dict[str, Any]:
-    """Event times the hunt carries as numbers, as the ISO text documents hold."""
-    from sensor.events import iso_timestamp
-
-    out = dict(doc)
-    for key in ("@timestamp", "event.start", "event.end"):
-        value = out.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[key] = iso_timestamp(float(value))
-    return out

@@ -14,11 +14,11 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from posture.orgfile import Org
+from sensor.timestamps import parse_timestamp
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -505,11 +505,4 @@ class PostureState:
 
 def epoch_of(ts: Any) -> float:
     """``@timestamp`` (ISO 8601 text or epoch number) -> epoch seconds; 0 when unreadable."""
-    if isinstance(ts, int | float):
-        return float(ts)
-    if isinstance(ts, str):
-        try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return 0.0
-    return 0.0
+    return parse_timestamp(ts) or 0.0

@@ -5,7 +5,6 @@ addresses: the dissectors' ``ASSET_SOURCES``)."""
 
 from __future__ import annotations
 
-from sensor.events import iso_timestamp
 from sensor.schema import asset_sources, device_fields
 
 DEVICE_FIELDS = device_fields()  # the identity fields the dissectors fill
@@ -146,9 +145,9 @@ class AssetTracker:
             "asset.roles": sorted(a.roles),
             "asset.protocols": sorted(a.protocols),
             "asset.peers": sorted(a.peers),
-            "asset.first_seen": iso_timestamp(a.first),
-            "asset.last_seen": iso_timestamp(a.last),
-            "@timestamp": iso_timestamp(a.last),
+            "asset.first_seen": a.first,
+            "asset.last_seen": a.last,
+            "@timestamp": a.last,
             "event.kind": "asset",
         }
         if a.mac:

@@ -29,7 +29,7 @@ from typing import Any
 from sensor import decode as dec
 from sensor.assets import AssetTracker
 from sensor.capture import CaptureError, CaptureReader, Frame
-from sensor.events import Context, dataset, flow_uid, iso_timestamp, mac_str
+from sensor.events import Context, dataset, flow_uid, mac_str
 from sensor.flows import (
     ACK,
     FIN,
@@ -955,7 +955,7 @@ class Engine:
                 del ev["ts"]
             else:
                 ts = flow.last_ts
-            ev["@timestamp"] = iso_timestamp(ts)
+            ev["@timestamp"] = ts  # a number until a document is written (sensor/timestamps.py)
             if ev["network.protocol"] != proto:  # a sub-protocol (s7comm-plus on the S7 port)
                 ev["event.dataset"] = dataset(ev["network.protocol"])
             n += 1

@@ -70,7 +70,7 @@ class Context:
         self.site = site
         self.observer = observer or socket.gethostname()
         self.organization = organization
-        common = {
+        common: dict[str, object] = {
             "ecs.version": ECS_VERSION,
             "event.kind": "event",
             "event.category": _CATEGORY,
@@ -86,10 +86,10 @@ class Context:
 
     def anomaly_event(self, ts: float, error_type: str, message: str, n: int) -> dict:
         """An anomaly outside any flow (capture and packet decoding)."""
-        ev = dict(self.common)
+        ev: dict[str, object] = dict(self.common)
         ev.update(
             {
-                "@timestamp": iso_timestamp(ts),
+                "@timestamp": ts,
                 "event.action": "anomaly",
                 "event.type": ["protocol", "error"],
                 "event.outcome": "failure",

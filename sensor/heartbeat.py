@@ -13,7 +13,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 
-from sensor.events import ECS_VERSION, Context, iso_timestamp
+from sensor.events import ECS_VERSION, Context
 
 DEFAULT_INTERVAL_S = 60.0
 #: the counters a heartbeat carries, totals since the sensor started
@@ -65,7 +65,7 @@ class Heartbeats:
         ctx = self.ctx
         packets = int(counters.get("packets", 0))
         doc: dict = {
-            "@timestamp": iso_timestamp(now),
+            "@timestamp": float(now),
             "ecs.version": ECS_VERSION,
             "event.kind": "state",
             "event.category": ["host"],
@@ -90,7 +90,7 @@ class Heartbeats:
         doc["icsmon.sensor.uptime_s"] = round(max(0.0, now - self.started), 3)
         doc["icsmon.sensor.traffic"] = max(0, packets - self._last_packets)
         doc["icsmon.sensor.interval_s"] = self.interval_s
-        doc["icsmon.sensor.started"] = iso_timestamp(self.started)
+        doc["icsmon.sensor.started"] = float(self.started)
         doc["icsmon.sensor.reason"] = reason
         doc["icsmon.sensor.content_version"] = self.content_version
         self._last_packets = packets

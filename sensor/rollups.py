@@ -35,7 +35,8 @@ import hashlib
 import math
 from collections.abc import Callable
 
-from sensor.events import ECS_VERSION, Context, iso_timestamp
+from sensor.events import ECS_VERSION, Context
+from sensor.timestamps import parse_timestamp
 
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_MAX_SERIES = 50_000
@@ -237,35 +238,6 @@ class _Series:
         self.wmax: float | None = None
 
 
-class _TimeParser:
-    """``@timestamp`` -> epoch seconds: a number as is; ISO 8601 text (``...HH:MM:SS.ffffffZ``,
-    what the sensor writes) through a cache of the last second seen, since events cluster."""
-
-    __slots__ = ("prefix", "base")
-
-    def __init__(self) -> None:
-        self.prefix = ""
-        self.base = 0.0
-
-    def __call__(self, value: object) -> float | None:
-        if type(value) is float or type(value) is int:
-            return float(value)  # type: ignore[arg-type]
-        if type(value) is not str or len(value) < 19:
-            return None
-        text: str = value  # type: ignore[assignment]
-        prefix = text[:19]
-        if prefix != self.prefix:
-            from datetime import UTC, datetime
-
-            try:
-                self.base = datetime.fromisoformat(prefix).replace(tzinfo=UTC).timestamp()
-            except ValueError:
-                return None
-            self.prefix = prefix
-        frac = text[20:26] if len(text) > 20 and text[19] == "." else ""
-        return self.base + (int(frac) / 10 ** len(frac) if frac.isdigit() else 0.0)
-
-
 class Rollups:
     """Aggregates events into rollup documents; see the module docstring."""
 
@@ -286,7 +258,6 @@ class Rollups:
         self._open: dict[int, dict[tuple, _Series]] = {}
         self._close_at = math.inf  # the earliest time an open interval is due
         self._parts: dict[int, int] = {}  # interval index -> parts emitted already
-        self._time = _TimeParser()
         self.stats = {
             "events": 0,
             "rollups": 0,
@@ -301,7 +272,9 @@ class Rollups:
 
     def add(self, ev: dict) -> list[dict]:
         """Count one event; returns the rollups of intervals that this event's time closed."""
-        ts = self._time(ev.get("@timestamp"))
+        ts = ev.get("@timestamp")
+        if type(ts) is not float:  # the sensor's events carry a number; text from elsewhere
+            ts = parse_timestamp(ts)
         if ts is None:
             self.stats["untimed"] += 1
             return []
@@ -449,7 +422,7 @@ class Rollups:
         if part:
             key_text += f"|{part}"
         doc: dict = {
-            "@timestamp": iso_timestamp(start),
+            "@timestamp": start,
             "ecs.version": ECS_VERSION,
             "event.kind": "metric",
             "event.category": ["network"],
@@ -458,8 +431,8 @@ class Rollups:
             "event.action": "rollup",
             "event.module": "icsmon",
             "event.id": hashlib.blake2b(key_text.encode(), digest_size=12).hexdigest(),
-            "event.start": iso_timestamp(s.first),
-            "event.end": iso_timestamp(s.last),
+            "event.start": s.first,
+            "event.end": s.last,
             "observer.name": ctx.observer,
             "observer.type": "sensor",
             "observer.product": "icsmon",

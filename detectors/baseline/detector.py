@@ -507,7 +507,7 @@ class BaselineDetector:
                 ts,
                 key=group if self._dedup.window > 0 else key,
                 event_ids=event_ids,
-                start=when if isinstance(when, str) else None,
+                start=when,
                 extra=extra,
                 keep_first=True,
             )
@@ -1011,7 +1011,7 @@ class BaselineDetector:
                     }
                 )
                 event = dict(template)
-                event["@timestamp"] = iso(now)
+                event["@timestamp"] = now
                 event["event.action"] = "polling-stopped"
                 since = max(s for _, s in items)
                 names = "; ".join(f"{st.key} (every {st.period:.3f} s)" for st, _ in items)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sensor.protocols.schema import DEVICE_PREFIX
 from sensor.schema import device_fields
+from sensor.timestamps import parse_timestamp
 
 MAX_SIGNATURE = 160  # characters of a series signature kept (long item lists are hashed down)
 MAX_VALUES_PER_EVENT = 512  # values folded per event (a 2000-register read is still bounded)
@@ -129,36 +129,10 @@ def conversation_key(client: str, server: str, port: int, protocol: str) -> str:
     return f"{client} -> {server} {port}/{protocol}"
 
 
-_epoch_cache: dict[str, float] = {}
-_MAX_EPOCH = 253402300800  # 10000-01-01T00:00:00Z
-
-
 def event_time(event: dict) -> float | None:
-    """``@timestamp`` as epoch seconds (cached per second: events cluster in time)."""
-    ts = event.get("@timestamp")
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
-        # epoch seconds between 1970 and 9999 (what an ISO timestamp can say), else unusable
-        return float(ts) if 0 <= ts < _MAX_EPOCH else None
-    if not isinstance(ts, str) or len(ts) < 19:
-        return None
-    head = ts[:19]
-    base = _epoch_cache.get(head)
-    if base is None:
-        try:
-            base = datetime.fromisoformat(head + "+00:00").timestamp()
-        except ValueError:
-            return None
-        if not 0 <= base < _MAX_EPOCH:
-            return None
-        if len(_epoch_cache) > 4096:
-            _epoch_cache.clear()
-        _epoch_cache[head] = base
-    frac = ts[19:].rstrip("Z")
-    if frac.startswith("."):
-        digits = frac[1:].split("+")[0].split("-")[0]
-        if digits.isdigit():
-            return base + int(digits) / 10 ** len(digits)
-    return base
+    """``@timestamp`` as epoch seconds: the number the sensor carries, or text read from a
+    file (the one parser, sensor/timestamps.py); None when it is not a usable time."""
+    return parse_timestamp(event.get("@timestamp"))
 
 
 def _number(value: Any) -> float | None:

@@ -37,9 +37,10 @@ import json
 import math
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
+
+from sensor.timestamps import format_timestamp, parse_timestamp
 
 FORMAT = "icsmon-baseline"
 VERSION = 1
@@ -55,28 +56,13 @@ class BaselineError(ValueError):
 # ---------------------------------------------------------------- small helpers
 
 
-_iso_cache: dict[int, str] = {}
-
-
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    sec = math.floor(ts)
-    micros = round((ts - sec) * 1e6)
-    if micros >= 1_000_000:
-        sec, micros = sec + 1, micros - 1_000_000
-    head = _iso_cache.get(sec)
-    if head is None:  # events cluster in time: format each second once
-        if len(_iso_cache) > 4096:
-            _iso_cache.clear()
-        head = _iso_cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{head}.{micros:06d}Z"
+    """A time as the documents write it (the sensor's one renderer), None for None."""
+    return None if ts is None else format_timestamp(ts)
 
 
 def parse_iso(text: Any) -> float | None:
-    from detectors.baseline.features import event_time
-
-    return event_time({"@timestamp": text}) if isinstance(text, str) else None
+    return parse_timestamp(text) if isinstance(text, str) else None
 
 
 def rnd(x: float) -> float | int:

@@ -63,6 +63,7 @@ from sigma.types import (
 )
 
 from detectors.sigma.fields import is_ip_field, nested_path
+from sensor.timestamps import parse_timestamp
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
@@ -327,18 +328,10 @@ def _compare_test(value: SigmaCompareExpression) -> tuple[Callable[[Any], bool],
 
 
 def _timestamp_part(v: Any, part: TimestampPart) -> int | None:
-    if type(v) is str:
-        try:
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        dt = dt.astimezone(UTC)
-    elif type(v) in (int, float):
-        dt = datetime.fromtimestamp(v, UTC)
-    else:
+    ts = parse_timestamp(v)  # a number inside the process, text from a file
+    if ts is None:
         return None
+    dt = datetime.fromtimestamp(ts, UTC)
     if part is TimestampPart.MINUTE:
         return dt.minute
     if part is TimestampPart.HOUR:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from detectors.sigma.loader import (
     load_pack,
     resolve_placeholders,
 )
+from sensor.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -145,40 +145,17 @@ class _Group:
         )
 
 
-_second_cache: dict[str, float] = {}
 _INF = float("inf")
 
 
 def event_time(event: Event) -> float:
-    """Event time in epoch seconds from ``@timestamp`` (ISO 8601 or a number)."""
-    ts = event.get("@timestamp")
-    if type(ts) is str:
-        # Fast path for the sensor's own format, 2026-11-26T10:00:00.123456Z: events of
-        # one second share the parse of their first 19 characters.
-        if len(ts) == 27 and ts[19] == "." and ts[26] == "Z":
-            head = ts[:19]
-            sec = _second_cache.get(head)
-            if sec is None:
-                try:
-                    sec = datetime.fromisoformat(head + "+00:00").timestamp()
-                except ValueError:
-                    sec = None
-                if sec is not None:
-                    if len(_second_cache) > 4096:
-                        _second_cache.clear()
-                    _second_cache[head] = sec
-            frac = ts[20:26]
-            if sec is not None and frac.isdigit():
-                return sec + int(frac) / 1e6
-        try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return 0.0
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
-        return float(ts)
-    if isinstance(ts, datetime):
-        return ts.timestamp()
-    return 0.0
+    """Event time in epoch seconds: ``@timestamp`` is a number inside the process; text
+    (events read from a file or a test) goes through the one parser. 0 when unreadable."""
+    stamp = event.get("@timestamp")
+    if type(stamp) is float:
+        return stamp
+    ts = parse_timestamp(stamp)
+    return 0.0 if ts is None else ts
 
 
 class SigmaEngine:
@@ -270,13 +247,6 @@ class SigmaEngine:
             self._legends[ds] = legend
         self._plans: dict[int, _Plan] = {}
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._last_second: str | None = None
-        self._time_second: str | None = None  # see _time()
-        # The same seconds as prefixes for str.startswith, which compares without slicing;
-        # the empty tuple is a prefix of nothing.
-        self._time_prefix: str | tuple[()] = ()
-        self._last_prefix: str | tuple[()] = ()
-        self._time_base = 0.0
         self._stats = {
             "events": 0,
             "evaluations": 0,
@@ -331,22 +301,11 @@ class SigmaEngine:
             stats = self._stats
             stats["events"] += 1
             out: list[Event] = []
-            ts: float | None = None
             dedup = self._dedup
             stamp = event.get("@timestamp")
-            # Held alerts are released at most once per second of event time: most events
-            # share their second with the previous one and skip the timestamp parse.
-            # (next_due is finite exactly when alerts are held, unless the window is infinite.)
-            if (dedup.next_due != _INF or dedup.pending) and not (
-                type(stamp) is str and stamp.startswith(self._last_prefix)
-            ):
-                second = stamp[:19] if type(stamp) is str else None
-                if second is None or second != self._last_second:
-                    self._last_second = second
-                    self._last_prefix = second if second is not None and len(second) == 19 else ()
-                    ts = self._time(event)
-                    if ts >= dedup.next_due:
-                        out.extend(dedup.tick(ts))
+            ts = stamp if type(stamp) is float else event_time(event)  # a number, as a rule
+            if ts >= dedup.next_due:  # next_due is finite exactly when alerts are held
+                out.extend(dedup.tick(ts))
             # Dispatch (as in _candidates, the common case inlined: this runs for every event).
             ds = event.get("event.dataset")
             fn = self._fast.get(ds) if type(ds) is str else None  # type: ignore[arg-type]
@@ -369,20 +328,6 @@ class SigmaEngine:
             if plan is None:
                 plan = self._plan(mask)
             stats["matches"] += plan.count
-            if ts is None:
-                # _time()'s common case inlined: the second of the last parse.
-                if (
-                    type(stamp) is str
-                    and stamp.startswith(self._time_prefix)
-                    and len(stamp) == 27
-                    and stamp[19] == "."
-                    and stamp[26] == "Z"
-                ):
-                    frac = stamp[20:26]
-                    if frac.isdigit():
-                        ts = self._time_base + int(frac) / 1e6
-                if ts is None:
-                    ts = self._time(event)
             for meta in plan.outputs:
                 out.extend(dedup.add(meta, event, ts))
             if plan.steps:
@@ -431,22 +376,6 @@ class SigmaEngine:
             if self._stats["errors"] == 1:
                 log.exception("event could not be processed by the Sigma engine")
             return []
-
-    def _time(self, event: Event) -> float:
-        """event_time() with the last second's parse kept: consecutive events mostly share it."""
-        stamp = event.get("@timestamp")
-        if type(stamp) is str and len(stamp) == 27 and stamp[26] == "Z" and stamp[19] == ".":
-            if stamp[:19] == self._time_second:
-                frac = stamp[20:26]
-                if frac.isdigit():
-                    return self._time_base + int(frac) / 1e6
-            ts = event_time(event)
-            sec = _second_cache.get(stamp[:19])  # filled by event_time's own fast path
-            if sec is not None:
-                self._time_second = self._time_prefix = stamp[:19]
-                self._time_base = sec  # same float event_time adds to: identical results
-            return ts
-        return event_time(event)
 
     def _candidates(self, event: Event) -> tuple[list[_Rule] | tuple[_Rule, ...], bool]:
         """(rules to test, whether to test their residual rather than the whole predicate)."""
@@ -578,7 +507,7 @@ class SigmaEngine:
             ts,
             key=f"corr:{key}",
             event_ids=firing.event_ids,
-            start=_iso_from(firing.start_ts),
+            start=firing.start_ts,
             extra=extra,
         )
 
@@ -634,9 +563,3 @@ class SigmaEngine:
         s["correlation_groups"] = sum(st.groups for _, st in self._correlations)
         s["correlation_evicted"] = sum(st.evicted for _, st in self._correlations)
         return s
-
-
-def _iso_from(ts: float) -> str:
-    from datetime import UTC
-
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -36,6 +36,7 @@ from sigma.types import (
 )
 
 from detectors.sigma.fields import is_ip_field, nested_path
+from sensor.timestamps import parse_timestamp
 
 
 def _get(event: dict[str, Any], field: str) -> Any:
@@ -75,10 +76,10 @@ def _pattern(s: SigmaString, cased: bool) -> re.Pattern[str]:
 
 def _scalar(field: str, v: Any, value: Any) -> bool:
     if isinstance(value, SigmaTimestampPart):
-        try:
-            dt = datetime.fromisoformat(str(v).replace("Z", "+00:00")).astimezone(UTC)
-        except ValueError:
+        ts = parse_timestamp(v)
+        if ts is None:
             return False
+        dt = datetime.fromtimestamp(ts, UTC)
         part = value.timestamp_part.name.lower()
         got = dt.isocalendar().week if part == "week" else getattr(dt, part)
         return got == value.number

@@ -36,6 +36,7 @@ from pipeline.findings import merge_finding
 from pipeline.jsonl import dumps
 from pipeline.store.schema import TABLES, StoreError, store_error
 from sensor.timestamps import parse_timestamp as to_epoch
+from sensor.timestamps import render_times
 
 log = logging.getLogger(__name__)
 
@@ -483,7 +484,8 @@ class StoreWriter:
             if self._closed:
                 self._counts["dropped"] += 1
                 return
-            self._pending.append((kind, doc))
+            # stored as written documents are: times as ISO text (sensor/timestamps.py)
+            self._pending.append((kind, render_times(doc)))
             due = len(self._pending) >= self.batch_size or (
                 self.flush_interval > 0
                 and time.monotonic() - self._last_flush >= self.flush_interval

@@ -1,0 +1,74 @@
+"""Event time: a number inside the process, ISO 8601 text in documents, and the one parser
+for text coming back in (Kafka, the store, files, user input), on good and bad input."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from pipeline.docs import nest
+from sensor.timestamps import MAX_EPOCH, format_timestamp, parse_timestamp, render_times
+
+T = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-26T10:00:00.123456Z", T),
+        ("2026-11-26T18:00:00.123456+08:00", T),  # an offset is honoured
+        ("2026-11-26T10:00:00.123456", T),  # no offset: UTC
+        ("2026-11-26", datetime(2026, 11, 26, tzinfo=UTC).timestamp()),  # a date: its midnight
+        (" 2026-11-26T10:00:00.123456Z ", T),
+        (T, T),
+        (int(T), float(int(T))),
+        (datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC), T),
+        (datetime(2026, 11, 26, 18, 0, 0, 123456, tzinfo=timezone(timedelta(hours=8))), T),
+    ],
+)
+def test_good_input(value, expected) -> None:
+    assert parse_timestamp(value) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "junk",
+        "2026-13-01T00:00:00Z",  # month 13
+        "2026-11-26T25:00:00Z",
+        "2026-11-26T10:00:00.12x456Z",  # the fast path's shape, not a time
+        "9999-12-31T23:59:59+00:00x",
+        True,
+        False,
+        math.nan,
+        math.inf,
+        -1.0,
+        MAX_EPOCH,
+        b"2026-11-26",
+        ["2026-11-26"],
+        {"t": 1},
+    ],
+)
+def test_bad_input_is_none_never_an_exception(value) -> None:
+    assert parse_timestamp(value) is None
+
+
+def test_the_sensors_own_text_round_trips() -> None:
+    text = format_timestamp(T)
+    assert text == "2026-11-26T10:00:00.123456Z"
+    assert format_timestamp(parse_timestamp(text)) == text
+
+
+def test_documents_get_text_where_they_are_written_and_events_keep_numbers() -> None:
+    event = {"@timestamp": T, "event.start": T, "source.ip": "10.0.0.1", "event.end": "x"}
+    rendered = render_times(event)
+    assert rendered["@timestamp"] == rendered["event.start"] == "2026-11-26T10:00:00.123456Z"
+    assert list(rendered) == list(event) and rendered["event.end"] == "x"
+    assert event["@timestamp"] == T  # the event itself is left as it was
+    nested = nest(event)
+    assert nested["@timestamp"] == "2026-11-26T10:00:00.123456Z"
+    assert nested["event"]["start"] == "2026-11-26T10:00:00.123456Z"
