@@ -79,11 +79,20 @@ def _rollups(engine, cfg, interval: float | None):
     return Rollups(engine.ctx, interval or cfg.sensor.rollup_interval)
 
 
-def _heartbeats(engine, cfg):
+def _heartbeats(engine, cfg, dets=None):
+    from detectors.content import WatchlistDetector
     from icsmon import __version__
     from sensor.heartbeat import Heartbeats
 
-    return Heartbeats(engine.ctx, cfg.sensor.heartbeat_interval, version=__version__)
+    # the content version the sensor runs (--content), which a content.update raises later
+    parts = getattr(dets, "parts", ())
+    watch = next((p for p in parts if isinstance(p, WatchlistDetector)), None)
+    return Heartbeats(
+        engine.ctx,
+        cfg.sensor.heartbeat_interval,
+        version=__version__,
+        content_version=str(watch.version) if watch is not None else "",
+    )
 
 
 def _open_store(store: Path | None, retention: dict):
@@ -314,7 +323,7 @@ def replay(
         dets,
         out_sink,
         store_events=store_events,
-        heartbeats=_heartbeats(engine, cfg),
+        heartbeats=_heartbeats(engine, cfg, dets),
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
     )
     progress, stop_progress = _progress(pcap)
@@ -484,7 +493,7 @@ def sense(
         out_sink,
         store_events=store_events,
         live=True,
-        heartbeats=_heartbeats(engine, cfg),
+        heartbeats=_heartbeats(engine, cfg, dets),
         source_counters=source.stats,
         on_alert=print_alert,
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
