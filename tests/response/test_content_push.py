@@ -122,7 +122,11 @@ def test_unsigned_tampered_expired_replayed_misaddressed_pushes_are_refused_and_
     old = signer.envelope(
         CONTENT_UPDATE, SENSOR, good["payload"], lifetime_s=60, now=time.time() - 86_400
     )
-    assert rx.handle(Signer.encode(old)) == []
+    # signed but expired: refused, and answered with the reason (the channel tells the province why)
+    refused = rx.handle(Signer.encode(old))
+    assert [(r["icsmon.control.status"], r["icsmon.control.reason"]) for r in refused] == [
+        ("refused", "expired")
+    ]
     elsewhere = sign_updates(signer, world["desk"].content.package(), ["sensor-other"])[0]
     assert rx.handle(Signer.encode(elsewhere)) == []
     assert world["detector"].version == 0 and alerts(world) == []  # nothing got through
