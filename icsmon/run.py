@@ -161,6 +161,8 @@ class Run:
         self.on_alert = on_alert  # alerts raised between events (tick): printed by the caller
         self.rollups = rollups
         self.on_rollup: Callable[[dict], None] | None = None  # rollups closed by a tick
+        # every alert, once written (a sensor keeps the alert's packets: sensor/evidence.py)
+        self.on_alert_written: Callable[[dict], None] | None = None
         self.alerts = 0
         self.pdus = 0
         self._last_assets = time.monotonic()
@@ -245,6 +247,8 @@ class Run:
         self.alerts += 1
         if self.sink is not None:
             self.sink.write("alert", alert)
+        if self.on_alert_written is not None:
+            self.on_alert_written(alert)
 
     # -- the loop --------------------------------------------------------------------------
 
