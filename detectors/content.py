@@ -152,36 +152,47 @@ def load_package(path: str | Path) -> Package:
 
 
 class WatchlistDetector:
-    """Alerts on events whose source or destination address is on the watchlist."""
+    """Alerts on events whose source or destination address is on the watchlist.
+
+    :meth:`replace` swaps in a newer package while the sensor runs (a ``content.update`` from
+    the control channel): the lookup tables are rebuilt aside and installed in one assignment,
+    so an event is matched against the old list or the new one, never half of each."""
 
     def __init__(self, package: Package) -> None:
-        self.version = package.version
-        self._exact: dict[str, Entry] = {}
-        self._networks: list[Entry] = []
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.stats: dict[str, Any] = {"matches": 0, "alerts": 0}
+        self._install(package)
+
+    def _install(self, package: Package) -> None:
+        exact: dict[str, Entry] = {}
+        networks: list[Entry] = []
         for e in package.entries:
             if e.network.num_addresses == 1:
-                self._exact[str(e.network.network_address)] = e
+                exact[str(e.network.network_address)] = e
             else:
-                self._networks.append(e)
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self.stats = {
-            "entries": len(package.entries),
-            "matches": 0,
-            "alerts": 0,
-            "content_version": package.version,
-        }
+                networks.append(e)
+        self._table = (package.version, exact, networks)
+        self.version = package.version
+        self.sha256 = package.sha256
+        self.stats["entries"] = len(package.entries)
+        self.stats["content_version"] = package.version
+
+    def replace(self, package: Package) -> None:
+        """Run ``package`` from now on (the caller checked it is newer)."""
+        self._install(package)
 
     def _lookup(self, ip: Any) -> Entry | None:
         if not ip:
             return None
-        hit = self._exact.get(str(ip))
-        if hit is not None or not self._networks:
+        _, exact, networks = self._table
+        hit = exact.get(str(ip))
+        if hit is not None or not networks:
             return hit
         try:
             addr = ipaddress.ip_address(str(ip))
         except ValueError:
             return None
-        return next((e for e in self._networks if addr in e.network), None)
+        return next((e for e in networks if addr in e.network), None)
 
     def process(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         out = []
@@ -215,7 +226,7 @@ class WatchlistDetector:
                     "icsmon.watchlist.value": entry.value,
                     "icsmon.watchlist.source": entry.source,
                     "icsmon.watchlist.side": side.split(".")[0],
-                    "icsmon.content.version": self.version,
+                    "icsmon.content.version": self._table[0],
                 },
             )
             self.stats["alerts"] += 1
@@ -224,6 +235,79 @@ class WatchlistDetector:
 
     def flush(self) -> list[dict[str, Any]]:
         return []
+
+    def tick(self, now: float) -> list[dict[str, Any]]:
+        return []
+
+    def absence_summary(self) -> str | None:
+        return None
+
+    def changed_findings(self, final: bool = False) -> list[dict[str, Any]]:
+        return []
+
+
+class ContentUpdater:
+    """The sensor's side of a content push: a package arriving in a signed control message
+    (the envelope's signature proved the province sent it; the package's own digest proves it
+    arrived whole) replaces the running watchlist without a restart, is written to ``path``
+    (so a restart runs it too) and its version goes into the heartbeats (``on_version``).
+
+    A package no newer than the one running is not applied (``stale``: an old push replayed
+    under a new envelope, or two pushes crossing); an unusable one is refused (``invalid``);
+    both are counted and answered."""
+
+    def __init__(
+        self,
+        detector: WatchlistDetector,
+        path: str | Path | None = None,
+        on_version: Any = None,
+        rules_dir: str | Path | None = None,
+    ) -> None:
+        self.detector = detector
+        self.path = Path(path) if path is not None else None
+        self.on_version = on_version
+        self.rules_dir = Path(rules_dir) if rules_dir is not None else None
+        self.counters = {"applied": 0, "stale": 0, "invalid": 0}
+
+    def apply(self, payload: Any) -> dict[str, Any]:
+        """Act on a ``content.update`` payload (``{"package": {...}}``): what happened."""
+        data = payload.get("package") if isinstance(payload, dict) else None
+        try:
+            package = parse_package(data, "content.update")
+        except ContentError as exc:
+            self.counters["invalid"] += 1
+            return {"status": "invalid", "reason": str(exc), "running": self.detector.version}
+        if package.version <= self.detector.version:
+            self.counters["stale"] += 1
+            return {
+                "status": "stale",
+                "reason": f"version {package.version} is not newer than "
+                f"{self.detector.version}, which runs",
+                "running": self.detector.version,
+            }
+        if self.path is not None:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            tmp.replace(self.path)
+        installed = install_rules(package, self.rules_dir) if self.rules_dir else None
+        self.detector.replace(package)
+        if self.on_version is not None:
+            self.on_version(package.version)
+        self.counters["applied"] += 1
+        out: dict[str, Any] = {
+            "status": "applied",
+            "running": package.version,
+            "entries": len(package.entries),
+            "sha256": package.sha256,
+        }
+        if installed is not None:
+            out["rules"] = {k: len(v) for k, v in installed.items()}
+        return out
+
+
+def empty_package() -> Package:
+    """Version 0: what a sensor runs before the province sent it anything."""
+    return Package(version=0, issued_at=0.0, province="")
 
 
 def install_rules(package: Package, rules_dir: str | Path) -> dict[str, list[str]]:

@@ -241,6 +241,12 @@ class FindingTracker:
     def flush(self) -> list[dict]:
         return []
 
+    def tick(self, now: float) -> list[dict]:
+        return []  # findings raise no alerts
+
+    def absence_summary(self) -> str | None:
+        return None
+
     def changed_findings(self, final: bool = False) -> list[dict]:
         """Documents of the findings that are new, changed, or seen again for ``refresh_s``
         since they were last sent (every one seen since, with ``final``)."""

@@ -32,6 +32,7 @@ def _register_subcommands() -> None:
     from icsmon import (
         cmd_assessment,
         cmd_baseline,
+        cmd_control,
         cmd_hunt,
         cmd_index,
         cmd_posture,
@@ -50,9 +51,10 @@ def _register_subcommands() -> None:
     app.add_typer(cmd_posture.app, name="posture")
     app.add_typer(cmd_posture.org_app, name="org")
     app.add_typer(cmd_response.app, name="response")
+    app.add_typer(cmd_control.app, name="control")
     command("alerts")(cmd_query.alerts_command)
     command("assets")(cmd_query.assets_command)
-    command("index")(cmd_index.index_command)
+    app.add_typer(cmd_index.app, name="index")
     command("hunt")(cmd_hunt.hunt_command)
     app.add_typer(cmd_assessment.advisories_app, name="advisories")
     app.add_typer(cmd_assessment.findings_app, name="findings")

@@ -117,6 +117,21 @@ def serve(
             help="Working-day calendar for notice deadlines (default: shipped)",
         ),
     ] = None,
+    control_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--control-key",
+            help="The province's private key (PEM) that signs evidence requests to sensors [default: [control] private_key]",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="ICSMON_CONFIG",
+            help="Pipeline config file: Kafka for evidence requests, [control] private_key",
+        ),
+    ] = None,
     campaign_interval: Annotated[
         float,
         typer.Option(
@@ -142,6 +157,7 @@ def serve(
     from icsmon.cmd_assessment import open_catalog
 
     desk = Response(st.path, backend, pol, cal)
+    publisher = _control_publisher(config, control_key)
     application = create_app(
         backend,
         st,
@@ -150,6 +166,7 @@ def serve(
         response=desk,
         # with Elasticsearch, the assessment's data lives there too (assessment/catalog.py)
         catalog=open_catalog(store, catalog, es),
+        control=publisher,
     )
     dispatcher = WebhookDispatcher(backend, st) if webhooks else None
     if dispatcher:
@@ -163,9 +180,33 @@ def serve(
         background.stop()
         if dispatcher:
             dispatcher.stop()
+        if publisher is not None:
+            publisher.close()
         desk.close()
         backend.close()
         st.close()
+
+
+def _control_publisher(config: Path | None, control_key: Path | None):
+    """What sends evidence requests to sensors: the signing key and Kafka; None (requests
+    answer 503) when no key is given."""
+    from pipeline.config import ConfigError, load_config
+    from pipeline.control import ControlError
+    from pipeline.control_kafka import ControlPublisher
+
+    try:
+        cfg = load_config(
+            config,
+            overrides={"control": {"private_key": str(control_key) if control_key else None}},
+        )
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if not cfg.control.private_key:
+        return None
+    try:
+        return ControlPublisher.from_config(cfg)
+    except ControlError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()

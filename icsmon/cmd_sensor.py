@@ -42,13 +42,34 @@ class SinkName(enum.StrEnum):
     none = "none"
 
 
-def _load_config(config: Path | None):
-    """The pipeline configuration (file, ICSMON_* variables); one error line when bad."""
+def _load_config(config: Path | None, overrides: dict | None = None):
+    """The pipeline configuration (file, ICSMON_* variables, flags); one error line when bad."""
     from pipeline.config import ConfigError, load_config
 
     try:
-        return load_config(config)
+        return load_config(config, overrides=overrides)
     except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def _edge(cfg, engine, sink, linktype: int):
+    """The packet ring, alert captures and control channel of a live sensor (icsmon.edge):
+    with a store (the captures beside it) and, for requests, Kafka and the province's key."""
+    from pipeline.control import ControlError
+
+    parts = getattr(sink, "sinks", None) or {}
+    store = parts.get("store", sink if hasattr(sink, "search_events") else None)
+    kafka = parts.get("kafka")
+    kafka = getattr(kafka, "sink", kafka)  # the Kafka sink itself, not the shipped-kinds filter
+    if store is None:
+        return None
+    from icsmon.edge import EdgeEvidence
+
+    folder = Path(store.path).with_name(Path(store.path).stem + ".evidence")
+    try:
+        return EdgeEvidence(cfg, engine.ctx, store, kafka, linktype, folder)
+    except (ControlError, OSError) as exc:
+        _close_sink(sink)
         raise fail(str(exc)) from None
 
 
@@ -58,11 +79,20 @@ def _rollups(engine, cfg, interval: float | None):
     return Rollups(engine.ctx, interval or cfg.sensor.rollup_interval)
 
 
-def _heartbeats(engine, cfg):
+def _heartbeats(engine, cfg, dets=None):
+    from detectors.content import WatchlistDetector
     from icsmon import __version__
     from sensor.heartbeat import Heartbeats
 
-    return Heartbeats(engine.ctx, cfg.sensor.heartbeat_interval, version=__version__)
+    # the content version the sensor runs (--content), which a content.update raises later
+    parts = getattr(dets, "parts", ())
+    watch = next((p for p in parts if isinstance(p, WatchlistDetector)), None)
+    return Heartbeats(
+        engine.ctx,
+        cfg.sensor.heartbeat_interval,
+        version=__version__,
+        content_version=str(watch.version) if watch is not None else "",
+    )
 
 
 def _open_store(store: Path | None, retention: dict):
@@ -145,6 +175,13 @@ def _detectors(
         raise fail(f"{first.path}:{first.line}: {first.message}{more}") from None
 
 
+ControlKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--control-key",
+        help="The province's public key (PEM): answer its signed requests (evidence) over Kafka [default: [control] public_key]",
+    ),
+]
 ContentOpt = Annotated[
     Path | None,
     typer.Option(
@@ -286,7 +323,7 @@ def replay(
         dets,
         out_sink,
         store_events=store_events,
-        heartbeats=_heartbeats(engine, cfg),
+        heartbeats=_heartbeats(engine, cfg, dets),
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
     )
     progress, stop_progress = _progress(pcap)
@@ -395,6 +432,7 @@ def sense(
     rollup_interval: RollupIntervalOpt = None,
     ship: ShipOpt = None,
     content: ContentOpt = None,
+    control_key: ControlKeyOpt = None,
     user: Annotated[
         str | None,
         typer.Option(
@@ -407,12 +445,32 @@ def sense(
 
     engine = open_engine(engine_config(site, observer, org, heuristic, port))
     dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
-    cfg = _load_config(config)
+    cfg = _load_config(
+        config, {"control": {"public_key": str(control_key) if control_key else None}}
+    )
     _check_ship(ship, sink)
+    if control_key is not None and sink != SinkName.kafka:
+        raise fail("--control-key needs --sink kafka (requests and answers travel through Kafka)")
+    # A stop request is honoured from before the port opens: one that arrives while the
+    # capture, sink, store and control channel are still being set up ends the run as soon as
+    # it starts (not the process, half set up, by the signal's default action).
+    opened: list[LiveSource] = []
+    stop_asked: list[int] = []
+
+    def stop(signum, _frame) -> None:
+        stop_asked.append(signum)
+        for src in opened:
+            src.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         source = LiveSource(iface, bpf, user=user)
     except CaptureError as exc:
         raise fail(str(exc)) from None
+    opened.append(source)
+    if stop_asked:
+        source.stop()
     # A sensor's own store is bounded (it runs for months): by the flags, else the config.
     retention = _retention(cfg, True, store_max_events, store_max_bytes, store_max_age_days)
     out_sink = _open_sink(sink, store, out, site, cfg, retention, ship)
@@ -435,19 +493,24 @@ def sense(
         out_sink,
         store_events=store_events,
         live=True,
-        heartbeats=_heartbeats(engine, cfg),
+        heartbeats=_heartbeats(engine, cfg, dets),
         source_counters=source.stats,
         on_alert=print_alert,
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
     )
     run.on_rollup = print_rollup
-    source.on_tick = run.tick
+    edge = _edge(cfg, engine, out_sink, source.linktype)
+    if edge is not None:
+        engine.tap = edge.tap
+        run.on_alert_written = edge.alert
 
-    def stop(signum, _frame) -> None:
-        source.stop()
+    def tick() -> None:
+        run.tick()
+        if edge is not None:
+            edge.tick()
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    source.on_tick = tick
+
     if fmt == Format.table:
         note(f"listening on {iface}" + (f" ({bpf})" if bpf else "") + "; Ctrl-C stops")
 
@@ -469,12 +532,16 @@ def sense(
         run.stop()
     finally:
         printer.flush()
+        if edge is not None:
+            edge.close()  # no more answers: the sink closes next
         _close_sink(out_sink)
     if stats:
         counters = dict(engine.stats)
         counters["alerts"] = run.alerts
         counters.update({f"capture.{k}": v for k, v in source.stats().items()})
         counters.update(dets.stats())
+        if edge is not None:
+            counters.update(edge.stats())
         print_stats(counters, title=f"sensor counters ({iface})")
     for line in dets.notes():
         note(f"note: {line}")

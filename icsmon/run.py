@@ -7,11 +7,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from detectors.detector import Detector
 from sensor.engine import Engine
 from sensor.heartbeat import Heartbeats
 from sensor.rollups import Rollups
+
+if TYPE_CHECKING:
+    from detectors.findings import FindingTracker
 
 ASSET_FLUSH_INTERVAL = 60.0  # seconds of wall time between asset snapshots on long runs
 TICK_INTERVAL = 5.0  # seconds of wall time between detector ticks on a live port
@@ -21,7 +25,7 @@ TICK_INTERVAL = 5.0  # seconds of wall time between detector ticks on a live por
 class Detectors:
     """The detectors a run applies to each event, in order."""
 
-    parts: list[Any] = field(default_factory=list)
+    parts: list[Detector] = field(default_factory=list)
 
     def process(self, event: dict) -> list[dict]:
         alerts: list[dict] = []
@@ -34,42 +38,32 @@ class Detectors:
     def flush(self) -> list[dict]:
         alerts: list[dict] = []
         for part in self.parts:
-            alerts.extend(part.flush() or [])
+            alerts.extend(part.flush())
         return alerts
 
     def tick(self, now: float) -> list[dict]:
         """Time passes without traffic (live): detectors that watch for silence speak now."""
         alerts: list[dict] = []
         for part in self.parts:
-            tick = getattr(part, "tick", None)
-            if tick is not None:
-                alerts.extend(tick(now) or [])
+            alerts.extend(part.tick(now))
         return alerts
 
     def notes(self) -> list[str]:
         """Lines for the end of a run that are not alerts (e.g. learned conversations that
         never appeared: docs in detectors/README.md, "Absence")."""
-        lines = []
-        for part in self.parts:
-            summary = getattr(part, "absence_summary", None)
-            line = summary() if summary is not None else None
-            if line:
-                lines.append(line)
-        return lines
+        return [line for part in self.parts if (line := part.absence_summary())]
 
     def findings(self, final: bool = False) -> list[dict]:
         """Finding documents that are new or changed since the last call."""
         out: list[dict] = []
         for part in self.parts:
-            changed = getattr(part, "changed_findings", None)
-            if changed is not None:
-                out.extend(changed(final))
+            out.extend(part.changed_findings(final))
         return out
 
     def stats(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for part in self.parts:
-            for key, value in (getattr(part, "stats", None) or {}).items():
+            for key, value in part.stats.items():
                 if isinstance(value, int):
                     out[f"{type(part).__name__.lower()}.{key}"] = value
         return out
@@ -87,7 +81,7 @@ def load_detectors(
     """The Sigma engine (unless ``no_rules``) and the baseline detector (with ``baseline``);
     with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``;
     with ``content``, the province's indicator watchlist is matched."""
-    parts: list[Any] = []
+    parts: list[Detector] = []
     placeholders = None
     base = None
     learner = None
@@ -121,7 +115,9 @@ def load_detectors(
     return Detectors(parts)
 
 
-def _finding_tracker(site_config: Path | None, learned: dict[str, list[str]] | None) -> Any:
+def _finding_tracker(
+    site_config: Path | None, learned: dict[str, list[str]] | None
+) -> FindingTracker:
     """Findings at the sensor: the site's declared segments, and the Modbus masters it
     declares or a baseline learned (writers first: a master that only reads is no writer)."""
     from detectors.findings import FindingTracker, read_segments
@@ -165,6 +161,8 @@ class Run:
         self.on_alert = on_alert  # alerts raised between events (tick): printed by the caller
         self.rollups = rollups
         self.on_rollup: Callable[[dict], None] | None = None  # rollups closed by a tick
+        # every alert, once written (a sensor keeps the alert's packets: sensor/evidence.py)
+        self.on_alert_written: Callable[[dict], None] | None = None
         self.alerts = 0
         self.pdus = 0
         self._last_assets = time.monotonic()
@@ -249,6 +247,8 @@ class Run:
         self.alerts += 1
         if self.sink is not None:
             self.sink.write("alert", alert)
+        if self.on_alert_written is not None:
+            self.on_alert_written(alert)
 
     # -- the loop --------------------------------------------------------------------------
 

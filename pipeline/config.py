@@ -34,6 +34,25 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     store_max_bytes = 2147483648        # the sensor's own store: full events kept up to this size
     store_max_age_days = 30             # ... and this age
 
+    [control]                           # requests from the province (pipeline/control.py)
+    public_key = "/etc/icsmon/control.pub"   # a sensor: the province's key; none: no requests
+    private_key = "/etc/icsmon/control.key"  # the province (posture serve): signs requests
+    lifetime_s = 900                    # how long a request stays valid
+
+    [evidence]                          # a sensor's packets kept for evidence requests
+    ring_max_bytes = 67108864           # recent packets, at most this many bytes
+    ring_max_age_s = 300                # ... and this old
+    before_s = 5                        # an alert's capture: its flow this long before
+    after_s = 5                         # ... and after
+    max_events = 2000                   # one request returns at most this many events
+    max_pcap_bytes = 8388608            # ... and this much capture
+
+    [retention]                         # the centre's indices, per kind: days kept (0: all)
+    alerts = 365
+    events = 14
+    rollups = 90
+    interval_s = 3600                   # how often `icsmon index` prunes
+
 Every key has an environment variable: ``ICSMON_<SECTION>_<KEY>`` upper-cased, e.g.
 ``ICSMON_KAFKA_BROKERS``, ``ICSMON_ES_URL`` (``ES`` is short for ``ELASTICSEARCH``),
 ``ICSMON_SPOOL_MAX_BYTES``. A bad file or value raises :class:`ConfigError` naming its origin.
@@ -56,6 +75,11 @@ from pipeline import kinds
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+#: topics that carry no document kind: dead letters (the indexer's), and the control topic
+#: (signed requests to sensors, keyed by sensor id: pipeline/control.py)
+TOPICS_NOT_KINDS = ("deadletter", "control")
 
 
 class ConfigError(ValueError):
@@ -117,18 +141,56 @@ class SensorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlConfig:
+    public_key: str | None = None  # a sensor: the province's public key (PEM); None: no requests
+    private_key: str | None = None  # the province: its private key (PEM), signs requests
+    lifetime_s: int = 900  # how long a request stays valid
+    seen_file: str | None = None  # ids a sensor has acted on (default: beside the spool)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceConfig:
+    ring_max_bytes: int = 64 << 20  # the packet ring: recent packets by bytes...
+    ring_max_age_s: float = 300.0  # ... and by age
+    before_s: float = 5.0  # an alert's capture: its flow's packets this long before it
+    after_s: float = 5.0  # ... and after
+    capture_max_bytes: int = 4 << 20  # one alert's capture
+    dir_max_bytes: int = 256 << 20  # every alert capture kept, oldest removed first
+    dir_max_age_days: float = 30.0
+    max_events: int = 2000  # what one evidence request may return: events...
+    max_pcap_bytes: int = 8 << 20  # ... and capture bytes
+    max_window_s: float = 3600.0  # ... from a window at most this long
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """Days each kind's daily indices are kept at the centre (``pipeline/retention.py``);
+    a kind not named is kept for ever. Keys are the kinds' plurals (``alerts``...)."""
+
+    days: tuple[tuple[str, float], ...] = ()
+    interval_s: float = 3600.0  # how often the indexer prunes
+
+    def by_kind(self) -> dict[str, float]:
+        return {kinds.by_plural(plural).name: days for plural, days in self.days}
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     elasticsearch: EsConfig = field(default_factory=EsConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     indexer: IndexerConfig = field(default_factory=IndexerConfig)
     sensor: SensorConfig = field(default_factory=SensorConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: str = "defaults"  # where the values came from, for messages
 
     def topic(self, kind: str) -> str:
-        """Topic of a document kind: ``event`` -> ``icsmon.events``; ``deadletter`` as is."""
-        if kind == "deadletter":
-            return f"{self.kafka.topic_prefix}.deadletter"
+        """Topic of a document kind: ``event`` -> ``icsmon.events``; ``deadletter`` and
+        ``control`` (requests to sensors, not documents) as they are."""
+        if kind in TOPICS_NOT_KINDS:
+            return f"{self.kafka.topic_prefix}.{kind}"
         return kinds.get(kind).topic(self.kafka.topic_prefix)
 
     def alias(self, kind: str) -> str:
@@ -141,6 +203,9 @@ _SECTIONS: dict[str, type] = {
     "spool": SpoolConfig,
     "indexer": IndexerConfig,
     "sensor": SensorConfig,
+    "control": ControlConfig,
+    "evidence": EvidenceConfig,
+    "retention": RetentionConfig,
 }
 _ENV_SECTION = {
     "kafka": "KAFKA",
@@ -148,6 +213,9 @@ _ENV_SECTION = {
     "spool": "SPOOL",
     "indexer": "INDEXER",
     "sensor": "SENSOR",
+    "control": "CONTROL",
+    "evidence": "EVIDENCE",
+    "retention": "RETENTION",
 }
 
 
@@ -195,6 +263,9 @@ def _apply(
         if not isinstance(entries, Mapping):
             raise ConfigError(f"{origin}: [{section}] must be a table of keys")
         current = changes.get(section, getattr(cfg, section))
+        if cls is RetentionConfig:
+            changes[section] = _apply_retention(current, entries, origin)
+            continue
         known = {f.name: getattr(current, f.name) for f in fields(cls)}
         updates = {}
         for key, value in entries.items():
@@ -207,6 +278,33 @@ def _apply(
             updates[key] = _coerce(value, known[key], f"{section}.{key}", origin)
         changes[section] = replace(current, **updates)
     return replace(cfg, **changes)
+
+
+def _apply_retention(
+    current: RetentionConfig, entries: Mapping[str, Any], origin: str
+) -> RetentionConfig:
+    """``[retention]``: days per kind (its plural, ``alerts = 365``; 0 keeps everything) and
+    ``interval_s``."""
+    days = dict(current.days)
+    interval = current.interval_s
+    for key, value in entries.items():
+        if value is None:
+            continue
+        if key == "interval_s":
+            interval = _coerce(value, 1.0, "retention.interval_s", origin)
+            continue
+        try:
+            kinds.by_plural(key)
+        except ValueError:
+            known = ", ".join(k.plural for k in kinds.all_kinds())
+            raise ConfigError(
+                f"{origin}: unknown key retention.{key} (a kind: {known}; or interval_s)"
+            ) from None
+        number = _coerce(value, 1.0, f"retention.{key}", origin)
+        if not number >= 0:
+            raise ConfigError(f"{origin}: retention.{key} must be 0 (keep) or a number of days")
+        days[key] = number
+    return replace(current, days=tuple(sorted(days.items())), interval_s=interval)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -234,10 +332,13 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for section, cls in _SECTIONS.items():
         prefix = f"ICSMON_{_ENV_SECTION[section]}_"
-        for f in fields(cls):
-            var = prefix + f.name.upper()
+        names = [f.name for f in fields(cls)]
+        if cls is RetentionConfig:  # ICSMON_RETENTION_ALERTS=365 ...
+            names = [k.plural for k in kinds.all_kinds()] + ["interval_s"]
+        for name in names:
+            var = prefix + name.upper()
             if var in env and env[var] != "":
-                out.setdefault(section, {})[f.name] = env[var]
+                out.setdefault(section, {})[name] = env[var]
     return out
 
 
@@ -320,3 +421,17 @@ def _validate(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"{where}: sensor.store_max_bytes and store_max_age_days cannot be negative"
         )
+    c = cfg.control
+    if not 60 <= c.lifetime_s <= 7 * 86400:
+        raise ConfigError(f"{where}: control.lifetime_s must be between 60 s and 7 days")
+    ev = cfg.evidence
+    for name in ("ring_max_bytes", "capture_max_bytes", "dir_max_bytes", "max_pcap_bytes"):
+        if getattr(ev, name) < 0:
+            raise ConfigError(f"{where}: evidence.{name} cannot be negative")
+    for name in ("ring_max_age_s", "before_s", "after_s", "dir_max_age_days"):
+        if not getattr(ev, name) >= 0:
+            raise ConfigError(f"{where}: evidence.{name} cannot be negative")
+    if ev.max_events < 0 or not ev.max_window_s > 0:
+        raise ConfigError(f"{where}: evidence.max_events >= 0 and max_window_s > 0, please")
+    if not cfg.retention.interval_s >= 60:
+        raise ConfigError(f"{where}: retention.interval_s must be at least 60 seconds")

@@ -20,8 +20,16 @@ addressed to another sensor (``misaddressed``), is not yet valid or already expi
 they expire, on disk, so a restart does not reopen the window) or has a type nobody
 registered (``unknown_type``). The signature is checked before anything else is believed.
 
+A refusal is answered (a ``response`` with status ``refused`` and the reason) only when the
+envelope is the province's own (signed) and addressed to this sensor: ``expired``,
+``not_yet_valid``, ``too_long`` and ``unknown_type`` tell the analyst why nothing came. The
+rest are only counted: an answer to an unsigned message would let anyone make a sensor talk.
+
 Message types are registered by name (:func:`register`); a later feature adds a type and
-its handler without touching the channel.
+its handler without touching the channel: the province signs an envelope of the new type
+(:class:`Signer`), and the sensor's wiring gives :meth:`Receiver.on` the handler. The Kafka
+transport (the province's publisher, the sensor's listener) is ``pipeline.control_kafka``. How to
+add a type, step by step: docs/control.md.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ MAX_CLOCK_SKEW_S = 300  # a sensor's clock may be this far off the province's
 MAX_LIFETIME_S = 7 * 86400  # no request is valid for longer than this
 DEFAULT_LIFETIME_S = 900
 FIELDS = ("type", "id", "target", "issued_at", "expires_at", "payload")
+#: refusals of a signed envelope for this sensor: answered, so the province learns why
+ANSWERED_REFUSALS = ("expired", "not_yet_valid", "too_long", "unknown_type")
 REFUSALS = (
     "malformed",
     "unsigned",
@@ -79,6 +89,8 @@ class Envelope:
 # -- message types ------------------------------------------------------------------------
 
 Handler = Callable[[Envelope], list[dict]]
+"""Acts on one accepted envelope; returns the ``response`` documents to send (one or more
+parts, made with :func:`response_doc`)."""
 _TYPES: dict[str, str] = {}  # type -> one line saying what it asks
 
 
@@ -231,13 +243,15 @@ class Receiver:
         seen_file: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
         max_seen: int = 100_000,
+        common: Mapping[str, Any] | None = None,
     ) -> None:
         self.sensor_id = sensor_id
         self.public_key = public_key
-        self.handlers = dict(handlers)
-        unknown = set(self.handlers) - set(_TYPES)
-        if unknown:
-            raise ValueError(f"handlers for unregistered message types: {sorted(unknown)}")
+        self.handlers: dict[str, Handler] = {}
+        for name, handler in handlers.items():
+            self.on(name, handler)
+        self.common = dict(common or {})  # fields of every answer: labels.site, organization.id
+        self._answered_refusals: dict[str, None] = {}  # ids refused with an answer (bounded)
         self.clock = clock
         self.max_seen = max_seen
         self.seen_file = Path(seen_file) if seen_file is not None else None
@@ -246,35 +260,47 @@ class Receiver:
         self.counters: dict[str, int] = {"received": 0, "accepted": 0, "handled": 0, "errors": 0}
         self.counters.update({f"refused_{r}": 0 for r in REFUSALS})
 
+    def on(self, name: str, handler: Handler) -> None:
+        """Hand messages of type ``name`` (registered with :func:`register`) to ``handler``:
+        how a feature adds what a sensor does on request."""
+        if name not in _TYPES:
+            raise ValueError(f"handler for an unregistered message type: {name!r}")
+        self.handlers[name] = handler
+
     # -- checks ---------------------------------------------------------------------------
 
     def check(self, raw: bytes | None) -> Envelope | str:
         """The envelope, or the reason (one of ``REFUSALS``) it is refused (and counted)."""
+        return self._verdict(raw)[0]
+
+    def _verdict(self, raw: bytes | None) -> tuple[Envelope | str, Envelope | None]:
         with self._lock:
             self.counters["received"] += 1
-            verdict = self._check(raw)
+            verdict, signed = self._check(raw)
             if isinstance(verdict, str):
                 self.counters[f"refused_{verdict}"] += 1
             else:
                 self.counters["accepted"] += 1
-            return verdict
+            return verdict, signed
 
-    def _check(self, raw: bytes | None) -> Envelope | str:
+    def _check(self, raw: bytes | None) -> tuple[Envelope | str, Envelope | None]:
+        """(the envelope or the reason it is refused, the envelope when it is the province's
+        own and for this sensor even though refused)."""
         try:
             fields = json.loads(raw or b"")
         except (UnicodeDecodeError, json.JSONDecodeError):
-            return "malformed"
+            return "malformed", None
         if not isinstance(fields, dict) or any(name not in fields for name in FIELDS):
-            return "malformed"
+            return "malformed", None
         signature = fields.get("signature")
         if not signature:
-            return "unsigned"
+            return "unsigned", None
         try:
             sig = base64.b64decode(signature, validate=True)
             body = canonical_bytes(fields)
             self.public_key.verify(sig, body)
         except (binascii.Error, ValueError, TypeError, InvalidSignature):
-            return "bad_signature"
+            return "bad_signature", None
         # Signed by the province: the fields can be believed from here on.
         t, mid, target = fields["type"], fields["id"], fields["target"]
         issued, expires, payload = fields["issued_at"], fields["expires_at"], fields["payload"]
@@ -287,37 +313,66 @@ class Receiver:
             and isinstance(expires, int)
             and isinstance(payload, dict)
         ):
-            return "malformed"
+            return "malformed", None
         if target != self.sensor_id:
-            return "misaddressed"
+            return "misaddressed", None
+        env = Envelope(t, mid, target, issued, expires, payload)
         now = self.clock()
-        if issued > now + MAX_CLOCK_SKEW_S:
-            return "not_yet_valid"
-        if expires < now - MAX_CLOCK_SKEW_S:
-            return "expired"
-        if expires - issued > MAX_LIFETIME_S or expires < issued:
-            return "too_long"
         if mid in self._seen:
-            return "replayed"
+            return "replayed", None
+        if issued > now + MAX_CLOCK_SKEW_S:
+            return "not_yet_valid", env
+        if expires < now - MAX_CLOCK_SKEW_S:
+            return "expired", env
+        if expires - issued > MAX_LIFETIME_S or expires < issued:
+            return "too_long", env
         if t not in self.handlers:
-            return "unknown_type"
+            return "unknown_type", env
         self._remember(mid, expires, now)
-        return Envelope(t, mid, target, issued, expires, payload)
+        return env, env
 
     # -- handling -------------------------------------------------------------------------
 
     def handle(self, raw: bytes | None) -> list[dict]:
-        """Check and act on one message: the response documents to send (none if refused)."""
-        verdict = self.check(raw)
+        """Check and act on one message: the response documents to send (none, or one
+        refusal, if refused)."""
+        verdict, signed = self._verdict(raw)
         if isinstance(verdict, str):
             log.warning("control message refused: %s", verdict)
-            return []
+            if signed is None or verdict not in ANSWERED_REFUSALS:
+                return []
+            with self._lock:  # each refused id answered once
+                if signed.id in self._answered_refusals:
+                    return []
+                self._answered_refusals[signed.id] = None
+                if len(self._answered_refusals) > 10_000:
+                    del self._answered_refusals[next(iter(self._answered_refusals))]
+            return [
+                response_doc(
+                    signed,
+                    self.sensor_id,
+                    "refused",
+                    fields={**self.common, "icsmon.control.reason": verdict},
+                    now=self.clock(),
+                )
+            ]
         try:
             out = self.handlers[verdict.type](verdict)
         except Exception as exc:  # a handler's bug answers with an error, never stops the sensor
             self.counters["errors"] += 1
             log.exception("control handler %s failed", verdict.type)
-            return [error_response(verdict, self.sensor_id, f"{type(exc).__name__}: {exc}")]
+            return [
+                response_doc(
+                    verdict,
+                    self.sensor_id,
+                    "error",
+                    fields={
+                        **self.common,
+                        "icsmon.control.message": f"{type(exc).__name__}: {exc}",
+                    },
+                    now=self.clock(),
+                )
+            ]
         self.counters["handled"] += 1
         return out
 
@@ -380,7 +435,3 @@ def response_doc(
     if fields:
         doc.update(fields)
     return doc
-
-
-def error_response(envelope: Envelope, sensor_id: str, message: str) -> dict[str, Any]:
-    return response_doc(envelope, sensor_id, "error", fields={"icsmon.control.message": message})

@@ -29,7 +29,7 @@ from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 from pipeline import kinds
 from pipeline.config import PipelineConfig
 from pipeline.docs import flatten, nest
-from pipeline.query import AlertFilter, AssetFilter
+from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
 from sensor.protocols.schema import Field, FieldType
 from sensor.schema import asset_fields, event_fields
 from sensor.timestamps import parse_timestamp
@@ -799,6 +799,38 @@ class EsQueryBackend:
         walk(resp.get("aggregations", {}), ())
         out.sort(key=lambda r: -r[1])
         return out[:size]
+
+    def responses(self, request_ids: list[str], payload: bool = True) -> list[dict]:
+        """Every part of the sensors' answers to these requests, by request then part."""
+        if not request_ids:
+            return []
+        extra: dict[str, Any] = {} if payload else {"source_excludes": list(PAYLOAD_FIELDS)}
+        out: list[dict] = []
+        after: list[Any] | None = None
+        while True:  # pages: a large capture has many parts
+            if after:
+                extra["search_after"] = after
+            try:
+                resp = self.client.search(
+                    index=self.store.alias("response"),
+                    query={"terms": {"icsmon.control.request_id": list(request_ids)}},
+                    size=200,
+                    sort=[
+                        {"icsmon.control.request_id": {"order": "asc"}},
+                        {"icsmon.control.part": {"order": "asc"}},
+                        {"event.id": {"order": "asc"}},
+                    ],
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
+                    **extra,
+                )
+            except NotFoundError:
+                return out
+            hits = resp["hits"]["hits"]
+            out += [flatten(hit["_source"]) for hit in hits]
+            if len(hits) < 200:
+                return out
+            after = hits[-1]["sort"]
 
     def latest(self, kind: str, flt: AlertFilter, size: int = 1000) -> list[dict]:
         """The newest document of ``kind`` per value of its ``latest_by`` field, from the

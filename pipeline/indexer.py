@@ -5,6 +5,8 @@ Per batch polled from the topics of every document kind (``pipeline.kinds``:
 
 1. decode each message; undecodable ones, and ones without an id or a usable timestamp,
    go to the dead-letter topic with the reason;
+   so do messages larger than their kind's ``max_doc_bytes`` (a sensor's answer in parts
+   never is);
 2. bulk-write the rest to the kind's daily index (by the kind's time field) with ``_id`` =
    the kind's id field (``event.id``; ``asset.id`` for assets), so redelivery overwrites
    instead of duplicating; a kind with ``latest_by`` is also written to its latest index
@@ -19,6 +21,10 @@ Per batch polled from the topics of every document kind (``pipeline.kinds``:
 
 Delivery is at least once end to end; deterministic ids make the index exactly once.
 Several indexers with the same ``group_id`` share the partitions.
+
+Retention (``pipeline.retention``): with ``[retention]`` days for some kinds, the indexer
+deletes their daily indices past that age at start and every ``[retention] interval_s``, and
+does not index a document for a day already past it (``expired``).
 """
 
 from __future__ import annotations
@@ -40,10 +46,12 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from pipeline import kinds
-from pipeline.config import PipelineConfig
+from pipeline.config import TOPICS_NOT_KINDS, PipelineConfig
+from pipeline.control import MAX_LIFETIME_S
 from pipeline.docs import flatten, nest
 from pipeline.es import EsStore
 from pipeline.kafka import kafka_client_options, make_producer
+from pipeline.retention import Schedule, expired_day, prune
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +78,13 @@ class Indexer:
         store: EsStore | None = None,
         client_id: str = "icsmon-indexer",
         retry_budget_s: float = 30.0,
+        retention: dict[str, float] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store or EsStore(cfg)
         self.retry_budget_s = retry_budget_s
+        days = cfg.retention.by_kind() if retention is None else retention
+        self.retention = Schedule(days, cfg.retention.interval_s)
         self.topic_kind = {cfg.topic(kind): kind for kind in kinds.names()}
         self.deadletter_topic = cfg.topic("deadletter")
         opts = kafka_client_options(cfg)
@@ -104,6 +115,8 @@ class Indexer:
             "rewinds": 0,
             "latest_updated": 0,
             "latest_older": 0,
+            "expired": 0,
+            "indices_pruned": 0,
             "merged": 0,
             "merge_conflicts": 0,
         }
@@ -121,6 +134,8 @@ class Indexer:
         idle_since = time.monotonic()
         poll_ms = self.cfg.indexer.poll_timeout_ms
         while not self.stop_event.is_set():
+            if self.retention.due(time.monotonic()):
+                self.prune()
             batch = self.consumer.poll(timeout_ms=poll_ms, max_records=self.cfg.indexer.batch_size)
             if once and targets is None and self.consumer.assignment():
                 targets = self.consumer.end_offsets(list(self.consumer.assignment()))
@@ -134,6 +149,17 @@ class Indexer:
             if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                 break
         return dict(self.counters)
+
+    def prune(self) -> None:
+        """Delete the daily indices past retention now; a failure is logged, tried again at
+        the next interval, and never stops the indexing."""
+        try:
+            gone = prune(self.store.client, self.store.prefix, self.retention.days)
+        except Exception as exc:  # Elasticsearch away: the next round tries again
+            log.warning("retention: could not prune old indices: %s", exc)
+        else:
+            self.counters["indices_pruned"] += len(gone)
+        self.retention.done(time.monotonic())
 
     def _reached(self, targets: dict[TopicPartition, int]) -> bool:
         for tp, end in targets.items():
@@ -198,6 +224,9 @@ class Indexer:
         value = rec.value
         if value is None:
             return "empty message"
+        limit = kinds.get(kind).max_doc_bytes
+        if len(value) > limit:
+            return f"too large: {len(value)} bytes (a {kind} may have {limit})"
         try:
             doc = json.loads(value)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -208,6 +237,9 @@ class Indexer:
             actions = self.store.bulk_actions(kind, doc)
         except ValueError as exc:
             return str(exc)
+        if kind in self.retention.days and self._expired(kind, actions[0]["index"]["_index"]):
+            self.counters["expired"] += 1
+            return []
         if kinds.get(kind).merge is not None:
             # written after folding into the kept document (_merge): no action line yet
             doc_id = actions[0]["index"]["_id"]
@@ -225,6 +257,10 @@ class Indexer:
             )
             for n, action in enumerate(actions)
         ]
+
+    def _expired(self, kind: str, index: str) -> bool:
+        """The daily index a document goes to is already past its kind's retention."""
+        return expired_day(_day_of_index(index), self.retention.days[kind], time.time())
 
     def _index(self, docs: list[_Doc], dead: list[tuple[Any, str]]) -> bool:
         """Bulk-write with retries; rejected documents join ``dead``. False: give up for now.
@@ -388,6 +424,12 @@ class _RecordView:
         self.key, self.value = d.key, d.raw
 
 
+def _day_of_index(name: str) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.strptime(name[-10:], "%Y.%m.%d").replace(tzinfo=UTC)
+
+
 def _dead_letter(rec: Any, reason: str) -> bytes:
     raw = rec.value or b""
     try:
@@ -418,9 +460,18 @@ def setup(cfg: PipelineConfig, store: EsStore | None = None) -> list[str]:
     )
     try:
         existing = set(admin.list_topics())
-        wanted = [cfg.topic(kind) for kind in kinds.names()] + [cfg.topic("deadletter")]
+        wanted = [cfg.topic(kind) for kind in kinds.names()] + [
+            cfg.topic(t) for t in TOPICS_NOT_KINDS
+        ]
+        # requests to sensors live no longer than the longest a request may be valid
+        settings = {cfg.topic("control"): {"retention.ms": str(MAX_LIFETIME_S * 1000)}}
         new = [
-            NewTopic(name=t, num_partitions=cfg.indexer.partitions, replication_factor=-1)
+            NewTopic(
+                name=t,
+                num_partitions=cfg.indexer.partitions,
+                replication_factor=-1,
+                topic_configs=settings.get(t, {}),
+            )
             for t in wanted
             if t not in existing
         ]

@@ -58,6 +58,9 @@ class DocKind:
     es_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Index mappings of the kind's own fields (flat dotted name -> mapping), added to the
     shared ones in its template."""
+    max_doc_bytes: int = 1 << 20
+    """The largest message of this kind the indexer takes (bigger: a dead letter); Kafka's
+    own default limit is about 1 MiB too."""
     description: str = ""
 
     def topic(self, prefix: str) -> str:
@@ -109,6 +112,16 @@ def get(name: str) -> DocKind:
         raise ValueError(
             f"unknown document kind {name!r} (known: {', '.join(_REGISTRY)})"
         ) from None
+
+
+def by_plural(plural: str) -> DocKind:
+    """The kind whose plural (topic, index and table suffix) is ``plural``; its name too."""
+    for kind in _REGISTRY.values():
+        if plural in (kind.plural, kind.name):
+            return kind
+    raise ValueError(
+        f"unknown document kind {plural!r} (known: {', '.join(k.plural for k in all_kinds())})"
+    )
 
 
 def all_kinds() -> tuple[DocKind, ...]:
@@ -241,6 +254,43 @@ ROLLUP = register(
             "icsmon.rollup.interval_s": _DOUBLE,
         },
         description="one conversation series over one interval (sensor/rollups.py)",
+    )
+)
+#: the largest piece of an answer a sensor sends in one message (a pcap or a list of events
+#: is cut into parts of at most this many bytes before encoding)
+RESPONSE_PART_BYTES = 512 << 10
+RESPONSE = register(
+    DocKind(
+        "response",
+        "responses",
+        "event.id",
+        rank=25,
+        es_fields={
+            "icsmon.control.request_id": _KEYWORD,
+            "icsmon.control.type": _KEYWORD,
+            "icsmon.control.status": _KEYWORD,
+            "icsmon.control.reason": _KEYWORD,
+            "icsmon.control.message": {"type": "text"},
+            "icsmon.control.part": _LONG,
+            "icsmon.control.parts": _LONG,
+            "icsmon.evidence.alert_id": _KEYWORD,
+            "icsmon.evidence.start": _DATE,
+            "icsmon.evidence.end": _DATE,
+            "icsmon.evidence.events_total": _LONG,
+            "icsmon.evidence.events_sent": _LONG,
+            "icsmon.evidence.events_truncated": {"type": "boolean"},
+            # the events and the pcap ride in _source only: never searched, served back whole
+            "icsmon.evidence.events": {"type": "object", "enabled": False},
+            "icsmon.evidence.pcap": {"type": "binary"},
+            "icsmon.evidence.pcap_bytes": _LONG,
+            "icsmon.evidence.pcap_frames": _LONG,
+            "icsmon.evidence.pcap_sha256": _KEYWORD,
+            "icsmon.evidence.pcap_source": _KEYWORD,
+            "icsmon.evidence.pcap_truncated": {"type": "boolean"},
+        },
+        # a part of a pcap (RESPONSE_PART_BYTES, base64) and its envelope
+        max_doc_bytes=(RESPONSE_PART_BYTES * 4) // 3 + (64 << 10),
+        description="a sensor's answer to a control request: evidence (events, pcap) in parts",
     )
 )
 EVENT = register(

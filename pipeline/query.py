@@ -30,6 +30,11 @@ class AlertFilter:
     offset: int = 0
 
 
+#: the heavy fields of a sensor's answer (``response`` documents), left out when only the
+#: state of a request is wanted
+PAYLOAD_FIELDS = ("icsmon.evidence.events", "icsmon.evidence.pcap")
+
+
 @dataclass(slots=True)
 class AssetFilter:
     sites: list[str] = field(default_factory=list)
@@ -103,6 +108,12 @@ class QueryBackend(Protocol):
         list field counts each element): (values, distinct values of ``by``, alerts) for every
         group with at least ``min_distinct`` distinct ``by`` values. Every group, not a top N
         (ES: composite aggregation paged to the end, with a cardinality per bucket)."""
+        ...
+
+    def responses(self, request_ids: list[str], payload: bool = True) -> list[dict]:
+        """Every part of the sensors' answers to these control requests (``response``
+        documents), by request then part; without ``payload`` the events and pcap fields
+        (``PAYLOAD_FIELDS``) are left out."""
         ...
 
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]: ...

@@ -35,6 +35,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from pipeline.docs import nest
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
 from posture.access import NotVisible, Principal, Scope, can_see_site, resolve_scope
+from posture.evidence_api import install as install_evidence
 from posture.response_api import install as install_response
 from posture.service import PostureService
 from posture.state import CLOSE_REASONS, PostureState
@@ -152,7 +153,10 @@ def create_app(
     auth_window_s: float = 60.0,
     catalog: Any | None = None,
     response: ResponseDesk | None = None,
+    control: Any | None = None,
 ) -> FastAPI:
+    """The app over ``backend``; ``control``, a ``pipeline.control_kafka.ControlPublisher``,
+    lets analysts ask sensors for evidence (posture/evidence_api.py)."""
     from posture.assessment_api import AssessmentData, add_routes
 
     assessment = AssessmentData(backend, state, catalog)
@@ -590,4 +594,5 @@ def create_app(
         return json.loads((STATIC / "i18n.json").read_text(encoding="utf-8"))
 
     install_response(app, desk, state, principal, service.sensors)
+    install_evidence(app, principal, service, state, control)
     return app

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from posture.access import Principal, Scope, visible_sites
 from posture.state import PostureState
+from response.content import fleet
 from response.db import Forbidden, IllegalTransition, Invalid, NotFound, Viewer
 from response.incidents import INCIDENT_STATES
 from response.notices import NOTICE_STATES, SUBJECT_KINDS
@@ -525,6 +526,12 @@ def install(
             raise NotFound("content")
         desk.content.province = str(state.org().province.get("id") or "")
         return desk.content.package()
+
+    @app.get("/api/content/fleet", summary="Which content version each sensor runs: who is behind")
+    def content_fleet(v: Who) -> dict[str, Any]:
+        sites = None if v.sites is None else tuple(sorted(v.sites))
+        health = sensors(Scope("site", None, sites)) if sites != () else {"sensors": []}
+        return fleet(health["sensors"], desk.content.version())
 
     @app.get("/api/content/rules", summary="Sigma rules pushed to sensors (province)")
     def content_rules(v: Who) -> list[dict[str, Any]]:

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS delivery (
   alert_id TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
   next_try REAL NOT NULL, last_error TEXT, delivered REAL, UNIQUE (webhook_id, alert_id));
 CREATE INDEX IF NOT EXISTS delivery_due ON delivery(status, next_try);
+CREATE TABLE IF NOT EXISTS evidence_request (
+  id TEXT PRIMARY KEY, alert_id TEXT NOT NULL, site_id TEXT, target TEXT NOT NULL,
+  requested_by TEXT NOT NULL, requested_at REAL NOT NULL, expires_at REAL NOT NULL,
+  payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS evidence_request_alert ON evidence_request(alert_id, requested_at);
 """
 
 ROLES = ("province-analyst", "city-analyst", "enterprise-operator", "enterprise-viewer")
@@ -392,6 +397,61 @@ class PostureState:
             (time.time(), actor, action, None, site, json.dumps(detail, ensure_ascii=False)),
         )
 
+    # -- evidence requests (posture/evidence_api.py) ------------------------------------------
+
+    def add_evidence_request(
+        self, envelope: dict[str, Any], alert_id: str, site: str | None, actor: str
+    ) -> dict[str, Any]:
+        """Record a request sent to a sensor (and who asked, in the audit trail)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT INTO evidence_request (id, alert_id, site_id, target, requested_by, "
+                    "requested_at, expires_at, payload) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        envelope["id"],
+                        alert_id,
+                        site,
+                        envelope["target"],
+                        actor,
+                        float(envelope["issued_at"]),
+                        float(envelope["expires_at"]),
+                        json.dumps(envelope["payload"], ensure_ascii=False),
+                    ),
+                )
+                self._db.execute(
+                    "INSERT INTO audit (at, actor, action, alert_id, site_id, detail) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (
+                        time.time(),
+                        actor,
+                        "evidence-request",
+                        alert_id,
+                        site,
+                        json.dumps(
+                            {"request": envelope["id"], "sensor": envelope["target"]},
+                            ensure_ascii=False,
+                        ),
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return self.evidence_request(envelope["id"]) or {}
+
+    def evidence_request(self, request_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM evidence_request WHERE id=?", (request_id,))
+        return _evidence_row(rows[0]) if rows else None
+
+    def evidence_requests(self, alert_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT * FROM evidence_request WHERE alert_id=? ORDER BY requested_at DESC LIMIT ?",
+            (alert_id, limit),
+        )
+        return [_evidence_row(r) for r in rows]
+
     def closed_counts(
         self, sites: list[str] | None, since: float | None, until: float | None
     ) -> list[tuple[str, int, str, int]]:
@@ -501,6 +561,12 @@ class PostureState:
             "WHERE webhook_id=? ORDER BY id DESC LIMIT ?",
             (webhook_id, limit),
         )
+
+
+def _evidence_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["payload"] = json.loads(out["payload"])
+    return out
 
 
 def epoch_of(ts: Any) -> float:

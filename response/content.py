@@ -121,3 +121,50 @@ class Content:
 
 
 __all__ = ["Content", "SYSTEM"]
+
+
+def fleet(sensors: list[dict[str, Any]], version: int) -> dict[str, Any]:
+    """Who is behind: each sensor's running content version (from its last heartbeat,
+    ``icsmon.sensor.content_version``) against ``version``, the province's current one.
+
+    ``current``: runs it; ``behind``: runs an older one (or none: version 0 or not reported);
+    ``silent``: no recent heartbeat, so what it runs is unknown. Counted per city too."""
+    rows, by_city = [], {}
+    for s in sensors:
+        raw = s.get("content_version")
+        try:
+            running = int(raw) if raw not in (None, "") else None
+        except (TypeError, ValueError):
+            running = None
+        # a sensor stopped cleanly said what it ran; a silent one may run anything by now
+        if s.get("state", "silent" if s.get("silent") else "") == "silent":
+            status = "silent"
+        elif running is not None and running >= version:
+            status = "current"
+        else:
+            status = "behind"
+        rows.append(
+            {
+                "name": s["name"],
+                "site": s["site"],
+                "enterprise": s["enterprise"],
+                "city": s["city"],
+                "last_seen": s.get("last_seen"),
+                "running": running,
+                "behind_by": None if running is None else max(0, version - running),
+                "status": status,
+            }
+        )
+        c = by_city.setdefault(s["city"], {"current": 0, "behind": 0, "silent": 0})
+        c[status] += 1
+    order = {"behind": 0, "silent": 1, "current": 2}
+    rows.sort(key=lambda r: (order[r["status"]], r["running"] or 0, r["name"]))
+    return {
+        "version": version,
+        "total": len(rows),
+        "current": sum(1 for r in rows if r["status"] == "current"),
+        "behind": sum(1 for r in rows if r["status"] == "behind"),
+        "silent": sum(1 for r in rows if r["status"] == "silent"),
+        "by_city": by_city,
+        "sensors": rows,
+    }

@@ -35,6 +35,9 @@ log "ruff"
 ruff check .
 ruff format --check .
 
+log "mypy (every package; pyproject.toml [tool.mypy])"
+mypy
+
 log "dependency audit: pip-audit on the installed environment"
 # Fails the run on a known vulnerability. When the vulnerability service cannot be reached or
 # does not know the packages (an offline mirror), says so and goes on: that is not a pass.

@@ -69,6 +69,9 @@ class EngineConfig:
     udp_ports: dict[int, str] = field(default_factory=dict)  # the same for UDP ports
     limits: FlowLimits = field(default_factory=FlowLimits)
     track_assets: bool = True
+    # False: every frame takes the general path (_slow -> _ipv4 -> _l4 -> _tcp -> _deliver);
+    # tests/sensor/test_decode_paths.py holds the fast path in _process to it, event for event
+    fast_path: bool = True
 
 
 _DEVICE_KEYS = tuple(sorted(device_fields()))
@@ -280,11 +283,13 @@ class Engine:
 
         Fast path: Ethernet + IPv4 (no options, no fragment) + TCP, in-order data or a bare
         ACK on a known flow, inlined here (no call per frame). Everything else takes the
-        general path (``_slow`` / ``_tcp``). The locals are typed so that the compiled build
+        general path (``_slow`` / ``_tcp``), which decodes the same frames alike
+        (``EngineConfig.fast_path = False`` sends every frame there: the differential test). The locals are typed so that the compiled build
         (setup.py) keeps them as machine integers and calls dict and bytes operations directly."""
         if self.tap is not None and frames:
             self.tap(frames)
         flows = self.flows
+        general_only = not self.config.fast_path
         nbytes = 0
         fast = 0  # segments handled here (the general path counts its own)
         total: int
@@ -297,7 +302,7 @@ class Engine:
             for ts, linktype, data in frames:
                 size = len(data)
                 nbytes += size
-                if linktype != 1 or size < 54 or data[12:15] != b"\x08\x00\x45":
+                if general_only or linktype != 1 or size < 54 or data[12:15] != b"\x08\x00\x45":
                     self._slow(ts, linktype, data)
                     continue
                 # the IPv4 and TCP fields the fast path needs (size >= 54), read byte by byte:
@@ -330,6 +335,8 @@ class Engine:
                             flow.last_ts = ts
                             if start == end:  # a bare ACK
                                 fast += 1
+                                if ts >= self._next_sweep:  # as the general path does
+                                    self._sweep(ts)
                                 continue
                             if seq == d.next_seq and not d.ooo:
                                 fast += 1

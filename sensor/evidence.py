@@ -9,18 +9,22 @@ frames), and so is the folder (oldest files removed first, by bytes and age).
 
 Both are fed whole batches of frames (``Engine.tap``): the ring's per-frame cost is a deque
 append and a length sum; frames are matched to armed flows only while a capture is open.
+The ring may be read from another thread (an evidence request: ``flow_frames``); a lock
+taken once per batch keeps that reader off a deque being changed.
 Matching reads the addresses and ports from the frame (``flow_of``); a capture does not
 depend on the dissectors, so a flow that confused them is still recorded as it was.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import struct
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -38,21 +42,45 @@ _PCAP_RECORD = struct.Struct("<IIII")
 PCAP_MAGIC_NS = 0xA1B23C4D
 
 
+def pcap_chunks(frames: Iterable[Frame], linktype: int) -> Iterator[bytes]:
+    """A pcap file's bytes, header first, then each frame's record and bytes."""
+    yield _PCAP_HEADER.pack(PCAP_MAGIC_NS, 2, 4, 0, 0, 262144, linktype)
+    for ts, _lt, data in frames:
+        sec = int(ts)
+        nsec = min(999_999_999, max(0, round((ts - sec) * 1e9)))
+        yield _PCAP_RECORD.pack(sec, nsec, len(data), len(data))
+        yield data
+
+
+def pcap_bytes(frames: Iterable[Frame], linktype: int) -> bytes:
+    return b"".join(pcap_chunks(frames, linktype))
+
+
 def write_pcap(path: Path, frames: Iterable[Frame], linktype: int) -> int:
     """Frames to a pcap file (written to a temporary name, then renamed); bytes written."""
     tmp = path.with_name(path.name + ".part")
     size = 0
     with open(tmp, "wb") as fh:
-        fh.write(_PCAP_HEADER.pack(PCAP_MAGIC_NS, 2, 4, 0, 0, 262144, linktype))
-        size += _PCAP_HEADER.size
-        for ts, _lt, data in frames:
-            sec = int(ts)
-            nsec = min(999_999_999, max(0, round((ts - sec) * 1e9)))
-            fh.write(_PCAP_RECORD.pack(sec, nsec, len(data), len(data)))
-            fh.write(data)
-            size += _PCAP_RECORD.size + len(data)
+        for chunk in pcap_chunks(frames, linktype):
+            fh.write(chunk)
+            size += len(chunk)
     os.replace(tmp, path)
     return size
+
+
+def flow_key(
+    source_ip: object, destination_ip: object, source_port: object, destination_port: object
+) -> tuple[bytes, bytes, int, int] | None:
+    """The key ``flow_of`` gives a frame, from a document's addresses and ports (an alert's,
+    a request's); None when they are not an IP address pair with ports."""
+    try:
+        src = ipaddress.ip_address(str(source_ip)).packed
+        dst = ipaddress.ip_address(str(destination_ip)).packed
+    except ValueError:
+        return None
+    if type(source_port) is not int or type(destination_port) is not int:
+        return None
+    return src, dst, source_port, destination_port
 
 
 def flow_of(linktype: int, data: bytes) -> tuple[bytes, bytes, int, int] | None:
@@ -98,24 +126,35 @@ class PacketRing:
         self.frames: deque[Frame] = deque()
         self.bytes = 0
         self.stats = {"frames": 0, "evicted": 0}
+        self._lock = threading.Lock()
 
     def add(self, frames: list[Frame]) -> None:
-        self.frames.extend(frames)
-        self.bytes += sum(map(len, map(_third, frames)))
-        self.stats["frames"] += len(frames)
-        ring = self.frames
-        if self.bytes > self.max_bytes or ring[0][0] < frames[-1][0] - self.max_age_s:
-            horizon = frames[-1][0] - self.max_age_s
-            while ring and (self.bytes > self.max_bytes or ring[0][0] < horizon):
-                self.bytes -= len(ring.popleft()[2])
-                self.stats["evicted"] += 1
+        if not frames:
+            return
+        with self._lock:
+            self.frames.extend(frames)
+            self.bytes += sum(map(len, map(_third, frames)))
+            self.stats["frames"] += len(frames)
+            ring = self.frames
+            if self.bytes > self.max_bytes or ring[0][0] < frames[-1][0] - self.max_age_s:
+                horizon = frames[-1][0] - self.max_age_s
+                while ring and (self.bytes > self.max_bytes or ring[0][0] < horizon):
+                    self.bytes -= len(ring.popleft()[2])
+                    self.stats["evicted"] += 1
+
+    def span(self) -> tuple[float, float] | None:
+        """Capture times of the oldest and newest frame held, or None when empty."""
+        with self._lock:
+            return (self.frames[0][0], self.frames[-1][0]) if self.frames else None
 
     def flow_frames(
         self, flow: tuple[bytes, bytes, int, int], since: float, until: float
     ) -> list[Frame]:
         """The ring's frames of one flow (either direction) within [since, until]."""
+        with self._lock:
+            held = list(self.frames)
         out: list[Frame] = []
-        for frame in self.frames:
+        for frame in held:
             ts = frame[0]
             if ts < since or ts > until:
                 continue
@@ -195,6 +234,24 @@ class AlertCaptures:
             self._keep(cap, frame)
         self._open[name] = cap
         self._closes_at = min(self._closes_at, cap.until)
+
+    def arm_alert(self, alert: dict, linktype: int) -> bool:
+        """Arm for an alert document (flat): its id, flow and time; False when it names no
+        flow (a sensor-wide alert, a silence) or no time."""
+        from sensor.timestamps import parse_timestamp
+
+        name = alert.get("event.id")
+        key = flow_key(
+            alert.get("source.ip"),
+            alert.get("destination.ip"),
+            alert.get("source.port"),
+            alert.get("destination.port"),
+        )
+        ts = parse_timestamp(alert.get("@timestamp"))
+        if not isinstance(name, str) or not name or key is None or ts is None:
+            return False
+        self.arm(name, key, ts, linktype)
+        return True
 
     def close_due(self, now: float) -> list[Path]:
         """Write the captures whose window ended before ``now``."""

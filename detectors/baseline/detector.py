@@ -427,6 +427,9 @@ class BaselineDetector:
         out = self._overdue(now) if now is not None else []
         return out + self._release(self._dedup.flush())
 
+    def changed_findings(self, final: bool = False) -> list[dict]:
+        return []  # deviations are alerts; findings come from detectors/findings.py
+
     def absence_summary(self) -> str | None:
         """One line on the learned conversations that never appeared in this input (None when
         every one did): they are not alerted unless their server was seen answering others."""

@@ -117,11 +117,12 @@ class Observation:
         append = self.values.append
         for i, value in enumerate(values[:MAX_VALUES_PER_EVENT]):
             if type(value) is int:  # register values, the common case (_number's answer)
-                number: float | None = float(value)
+                number = float(value)
             else:
-                number = _number(value)
-                if number is None:
+                parsed = _number(value)
+                if parsed is None:
                     continue
+                number = parsed
             append((f"{prefix}={start + i}", direction, number))
 
 

@@ -81,6 +81,9 @@ class LearnThenDetect:
     def absence_summary(self) -> str | None:
         return self.detector.absence_summary() if self.detector is not None else None
 
+    def changed_findings(self, final: bool = False) -> list[dict]:
+        return []
+
     @property
     def stats(self) -> dict[str, int]:
         if self.detector is not None:

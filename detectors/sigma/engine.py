@@ -527,6 +527,12 @@ class SigmaEngine:
         self._stats["alerts"] += len(out)
         return out
 
+    def absence_summary(self) -> str | None:
+        return None  # rules speak only through alerts
+
+    def changed_findings(self, final: bool = False) -> list[Event]:
+        return []
+
     def matching_rules(self, event: Event) -> list[str]:
         """Ids of the rules whose condition ``event`` meets (alerting rules and the base rules
         of correlations alike), found by the same dispatch and matchers as :meth:`process`,

@@ -22,7 +22,7 @@ import orjson
 
 from pipeline import kinds
 from pipeline.jsonl import dumps
-from pipeline.query import AlertFilter, AssetFilter
+from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
 from pipeline.store.schema import TABLES, connect_reader, describe, store_error
 
 if TYPE_CHECKING:
@@ -456,6 +456,24 @@ class StoreQueries:
             )
             for row in rows
         ]
+
+    def responses(self, request_ids: list[str], payload: bool = True) -> list[dict]:
+        """The answers of sensors to these control requests, every part, by request then
+        part; without ``payload`` the heavy fields (events, pcap) are left out."""
+        if not request_ids:
+            return []
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM responses WHERE request_id IN (SELECT value FROM json_each(?)) "
+                "ORDER BY request_id, part",
+                [dumps(list(request_ids)).decode()],
+            ).fetchall()
+        out = [orjson.loads(row[0]) for row in rows]
+        if not payload:
+            for doc in out:
+                for name in PAYLOAD_FIELDS:
+                    doc.pop(name, None)
+        return out
 
     def search_assets(self, flt: AssetFilter) -> tuple[int, list[dict]]:
         """(total matching, one page of assets by site then IP)."""

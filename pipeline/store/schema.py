@@ -29,7 +29,7 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x49434D53  # "ICMS": tells an icsmon store from any other SQLite file
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 STORE_ENV = "ICSMON_STORE"
 
 CACHE_KIB = 32 * 1024  # SQLite page cache of the writing connection
@@ -118,6 +118,17 @@ TABLES = {
             "network.protocol": "protocol",
             "ics.operation": "operation",
             "ics.function": "function",
+        },
+    ),
+    "response": Table(
+        "response",
+        "responses",
+        None,
+        {
+            "labels.site": "site",
+            "observer.name": "observer",
+            "icsmon.control.request_id": "request_id",
+            "icsmon.control.status": "status",
         },
     ),
 }
@@ -239,6 +250,21 @@ CREATE TABLE rollups (
 CREATE INDEX rollups_ts ON rollups(ts);
 CREATE INDEX rollups_site_ts ON rollups(site, ts);
 """
+    + """
+CREATE TABLE responses (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL,
+    site TEXT,
+    observer TEXT,
+    request_id TEXT,
+    status TEXT,
+    part INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX responses_request ON responses(request_id, part);
+CREATE INDEX responses_ts ON responses(ts);
+"""
 )
 
 
@@ -303,7 +329,17 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
 
 def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
     """Version 6 keeps the sensor's heartbeats and its rollups (docs/schema.md)."""
-    tail = _SCHEMA[_SCHEMA.index("CREATE TABLE heartbeats") :]
+    tail = _SCHEMA[
+        _SCHEMA.index("CREATE TABLE heartbeats") : _SCHEMA.index("CREATE TABLE responses")
+    ]
+    for statement in tail.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
+    """Version 7 keeps the sensors' answers to control requests (evidence)."""
+    tail = _SCHEMA[_SCHEMA.index("CREATE TABLE responses") :]
     for statement in tail.split(";"):
         if statement.strip():
             conn.execute(statement)
@@ -316,6 +352,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: _migrate_3_to_4,
     4: _migrate_4_to_5,
     5: _migrate_5_to_6,
+    6: _migrate_6_to_7,
 }
 
 

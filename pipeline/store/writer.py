@@ -339,6 +339,31 @@ def insert_rollups(conn: sqlite3.Connection, docs: list[dict], counts: Counts) -
     )
 
 
+def upsert_responses(conn: sqlite3.Connection, docs: list[dict], counts: Counts) -> None:
+    """Answers by ``event.id`` (request id and part): a re-sent part replaces itself."""
+    rows = [
+        (
+            doc_id(d),
+            to_epoch(d.get("@timestamp")),
+            text(d.get("labels.site")),
+            text(d.get("observer.name")),
+            text(d.get("icsmon.control.request_id")),
+            text(d.get("icsmon.control.status")),
+            int_or_none(d.get("icsmon.control.part")),
+            dumps(d).decode(),
+        )
+        for d in docs
+    ]
+    conn.executemany(
+        "INSERT INTO responses (id, ts, site, observer, request_id, status, part, doc) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET ts = excluded.ts, "
+        "site = excluded.site, observer = excluded.observer, request_id = excluded.request_id, "
+        "status = excluded.status, part = excluded.part, doc = excluded.doc",
+        rows,
+    )
+    counts["responses"] = counts.get("responses", 0) + len(rows)
+
+
 def _insert_new(
     conn: sqlite3.Connection,
     table: str,
@@ -374,6 +399,7 @@ WRITERS: dict[str, Callable[[sqlite3.Connection, list[dict], Counts], None]] = {
     "finding": upsert_findings,
     "heartbeat": insert_heartbeats,
     "rollup": insert_rollups,
+    "response": upsert_responses,
 }
 
 
@@ -448,6 +474,7 @@ class StoreWriter:
             "findings": 0,
             "heartbeats": 0,
             "rollups": 0,
+            "responses": 0,
             "duplicates": 0,
             "pruned": 0,
             **{f"{t}_pruned_{why}": 0 for t in AGED for why in ("age", "size")},
@@ -640,6 +667,7 @@ class StoreWriter:
                 "findings": 0,
                 "heartbeats": 0,
                 "rollups": 0,
+                "responses": 0,
                 "duplicates": 0,
                 "rejected": 0,
             }

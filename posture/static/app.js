@@ -406,6 +406,80 @@ async function renderAlert(id) {
     : [el("div", { class: "muted" }, t("none"))]));
   renderWorkflow(d);
   if (window.ResponseUI) window.ResponseUI.alertIncident(d);
+  await renderEdgeEvidence(d.event.id);
+}
+
+/* ---- evidence from the sensor (fetched on demand over the control channel) --------------- */
+
+let edgeTimer = null;
+const EDGE_ROWS = 100;  // events shown in the page; all of them are in the answer (and the pcap)
+
+async function download(path, fallbackName) {
+  const resp = await fetch(path, { headers: { Authorization: `Bearer ${S.token}` } });
+  if (!resp.ok) throw new Error(`${resp.status} ${(await resp.text()).slice(0, 200)}`);
+  const disposition = resp.headers.get("Content-Disposition") || "";
+  const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || fallbackName;
+  const url = URL.createObjectURL(await resp.blob());
+  const a = el("a", { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function edgeRequest(r, events) {
+  const bits = [[t("edge.requested_at"), fmtTime(r.requested_at)], [t("edge.requested_by"), r.requested_by], [t("edge.sensor"), r.sensor],
+    [t("edge.window"), r.window.start ? `${fmtTime(r.window.start)} – ${fmtTime(r.window.end, false)}` : null]];
+  if (r.reason) bits.push([t("edge.reason"), r.reason]);
+  if (r.message) bits.push([t("edge.note"), r.message]);
+  const box = el("div", { class: "edge-request", "data-request": r.id, "data-state": r.state },
+    el("div", { class: "edge-head" }, el("span", { class: `badge edge-${r.state}` }, t(`edge.state.${r.state}`)), " ", el("span", { class: "muted" }, r.id)),
+    el("div", { class: "facts" }, ...facts(bits)));
+  if (r.state === "delivered") {
+    const packets = r.pcap_bytes
+      ? `${(r.pcap_frames || 0).toLocaleString()} ${t("edge.frames")} · ${(r.pcap_bytes || 0).toLocaleString()} ${t("edge.bytes")} · ${t("edge.source." + (r.pcap_source || "none"))}${r.pcap_truncated ? " · " + t("edge.truncated") : ""}`
+      : t("edge.source.none");
+    box.append(el("div", { class: "facts" }, ...facts([
+      [t("edge.events"), `${r.events_sent} ${t("edge.of")} ${r.events_total}${r.events_truncated ? " · " + t("edge.truncated") : ""}`],
+      [t("edge.packets"), packets]])));
+    if (!r.complete) box.append(el("div", { class: "muted" }, t("edge.incomplete")));
+    if (r.pcap_available) {
+      box.append(el("button", { type: "button", class: "ev-pcap", onclick: () => download(`/api/evidence/${encodeURIComponent(r.id)}/pcap`, "evidence.pcap").catch((e) => alert(e.message)) }, t("edge.download")));
+    }
+    if (events) {
+      const shown = events.slice(0, EDGE_ROWS);
+      box.append(el("table", { class: "grid ev-events" }, ...eventRows(shown)));
+      if (events.length > shown.length) box.append(el("div", { class: "muted" }, `${shown.length} ${t("edge.of")} ${events.length} · pcap`));
+    }
+  }
+  return box;
+}
+
+async function renderEdgeEvidence(alertId) {
+  clearTimeout(edgeTimer);
+  const box = document.getElementById("edge-evidence");
+  const data = await api(`/api/alerts/${encodeURIComponent(alertId)}/evidence`);
+  const reqs = data.requests;
+  const open = reqs.some((r) => r.state === "requested");
+  const fetchButton = el("button", { id: "ev-fetch", type: "button", disabled: !data.configured || open ? "disabled" : null,
+    onclick: async () => {
+      fetchButton.disabled = true;
+      fetchButton.textContent = t("edge.fetching");
+      try { await api(`/api/alerts/${encodeURIComponent(alertId)}/evidence`, { method: "POST", body: JSON.stringify({}) }); }
+      catch (e) { box.append(el("div", { class: "error" }, e.message)); }
+      await renderEdgeEvidence(alertId);
+    } }, t("edge.fetch"));
+  // the newest delivered answer shows its events; older ones their counts
+  const newest = reqs.find((r) => r.state === "delivered");
+  const events = newest ? (await api(`/api/evidence/${encodeURIComponent(newest.id)}`)).events : null;
+  box.replaceChildren(
+    el("div", { class: "wf-actions" }, fetchButton, data.configured ? null : el("span", { class: "muted" }, " ", t("edge.not_configured"))),
+    ...(reqs.length ? reqs.map((r) => edgeRequest(r, r === newest ? events : null)) : [el("div", { class: "muted" }, t("edge.none"))]));
+  if (open) {  // follow the request until the sensor answers or it expires
+    edgeTimer = setTimeout(() => {
+      if (!document.getElementById("alert-view").hidden && route().alert === alertId) renderEdgeEvidence(alertId).catch(() => {});
+    }, 2000);
+  }
 }
 
 function renderWorkflow(d) {

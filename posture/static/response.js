@@ -478,8 +478,27 @@ function warningLevel(id) {
   return el("span", { class: "pill level", style: `background:${LEVEL_COLOR[id] || "#5aa9e6"}` }, S.lang === "zh" ? lv.zh : lv.en);
 }
 
+/* Which detection content each sensor runs (from its heartbeats): who is behind. */
+function fleetPanel(f) {
+  const cities = Object.entries(f.by_city).sort((a, b) => b[1].behind - a[1].behind || a[0].localeCompare(b[0]));
+  const behind = f.sensors.filter((s) => s.status !== "current").slice(0, 50);
+  return el("div", { class: "card wide", id: "content-fleet" },
+    el("div", { class: "card-title" }, `${t("fleet.title")} · ${t("fleet.version")} ${f.version}`),
+    el("div", { class: "facts" }, ...facts([[t("fleet.current"), String(f.current)], [t("fleet.behind"), String(f.behind)],
+      [t("fleet.silent"), String(f.silent)], [t("fleet.total"), String(f.total)]])),
+    el("section", { class: "row two" },
+      el("table", { class: "grid", id: "fleet-cities" }, ...table([t("col.city"), t("fleet.current"), t("fleet.behind"), t("fleet.silent")],
+        cities.map(([c, n]) => el("tr", {}, el("td", {}, nameOf("city", c)), el("td", { class: "num" }, n.current),
+          el("td", { class: n.behind ? "num crit-text" : "num" }, n.behind), el("td", { class: "num" }, n.silent))))),
+      el("table", { class: "grid", id: "fleet-behind" }, ...table([t("fleet.sensor"), t("col.enterprise"), t("fleet.running"), t("fleet.last_seen")],
+        behind.map((s) => el("tr", { "data-status": s.status }, el("td", {}, s.name), el("td", {}, nameOf("enterprise", s.enterprise)),
+          el("td", {}, s.status === "silent" ? t("fleet.silent") : s.running === null ? "—" : `${s.running} (−${s.behind_by})`),
+          el("td", {}, when(s.last_seen)))), t("fleet.none_behind")))));
+}
+
 async function renderWarnings(root) {
   const list = await api("/api/warnings?limit=200");
+  const fleet = S.me.role === "enterprise-viewer" ? null : await api("/api/content/fleet");
   const operator = S.me.role === "enterprise-operator";
   const cards = list.items.map((w) => {
     const mine = w.recipients.find((r) => r.enterprise_id === S.me.scope.split(":")[1]);
@@ -495,7 +514,8 @@ async function renderWarnings(root) {
   });
   root.replaceChildren(el("section", { class: "row" }, el("div", { class: "card wide" },
     el("div", { class: "card-title" }, t("tab.warnings")), errorBox(),
-    el("div", { id: "warnings", class: "ent-grid" }, ...(cards.length ? cards : [el("div", { class: "muted" }, t("none"))])))));
+    el("div", { id: "warnings", class: "ent-grid" }, ...(cards.length ? cards : [el("div", { class: "muted" }, t("none"))])))),
+    fleet ? el("section", { class: "row" }, fleetPanel(fleet)) : "");
 }
 
 function warningForm(c) {

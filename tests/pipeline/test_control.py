@@ -92,8 +92,16 @@ def test_every_bad_message_is_refused_and_counted(keys, tmp_path: Path) -> None:
     }
     for reason, messages in cases.items():
         for raw in messages:
-            assert rx.handle(raw) == [], reason
-        assert rx.counters[f"refused_{reason}"] == len(messages), reason
+            out = rx.handle(raw)
+            if reason in control.ANSWERED_REFUSALS:
+                # the province's own message for this sensor: it learns why nothing came
+                assert [d["icsmon.control.status"] for d in out] == ["refused"], reason
+                assert out[0]["icsmon.control.reason"] == reason
+                assert out[0]["icsmon.control.request_id"] == json.loads(raw)["id"]
+                assert rx.handle(raw) == []  # answered once
+            else:
+                assert out == [], reason  # anyone could send these: counted, never answered
+        assert rx.counters[f"refused_{reason}"] >= len(messages), reason
     assert not handled
 
 
@@ -101,8 +109,13 @@ def test_a_type_the_sensor_has_no_handler_for_is_refused(keys) -> None:
     signer, pub = keys
     control.register("test.ping", "a test message")
     rx, _ = receiver(pub)
-    assert rx.handle(wire(signer, type_="test.ping")) == []
+    out = rx.handle(wire(signer, type_="test.ping"))
+    assert [(d["icsmon.control.status"], d["icsmon.control.reason"]) for d in out] == [
+        ("refused", "unknown_type")
+    ]
     assert rx.counters["refused_unknown_type"] == 1
+    rx.on("test.ping", lambda env: [control.response_doc(env, "sensor-1", "ok", now=NOW)])
+    assert rx.handle(wire(signer, type_="test.ping"))[0]["icsmon.control.status"] == "ok"
     with pytest.raises(ValueError, match="unregistered"):
         signer.envelope("no.such.type", "sensor-1", {})
     with pytest.raises(ValueError, match="unregistered"):

@@ -21,7 +21,7 @@ ATTACK = REPO / "pcaps" / "modbus" / "modbus_attack.pcap"
 
 
 def test_the_settings_name_what_goes() -> None:
-    always = {"alert", "asset", "heartbeat", "finding"}
+    always = {"alert", "asset", "heartbeat", "finding", "response"}  # answers: when asked
     assert shipped_kinds("none") == always
     assert shipped_kinds("rollups") == always | {"rollup"}
     assert shipped_kinds("all") == always | {"rollup", "event"}

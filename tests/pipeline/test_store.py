@@ -98,6 +98,7 @@ def test_documents_round_trip_field_for_field(reader: Store, docs) -> None:
         "finding": 0,
         "heartbeat": 0,
         "rollup": 0,
+        "response": 0,
     }
     for ev in events:
         assert reader.get_event(ev["event.id"]) == ev
@@ -605,6 +606,7 @@ def test_a_locked_file_keeps_the_batch_and_retries(tmp_path: Path, docs) -> None
             "finding": 0,
             "heartbeat": 0,
             "rollup": 0,
+            "response": 0,
         }
     finally:
         blocker.close()
@@ -1053,7 +1055,7 @@ def test_findings_merge_by_id_and_old_stores_gain_the_table(tmp_path: Path) -> N
     with Store.open(old) as store:
         pass
     conn = sqlite3.connect(old)
-    for newer in ("findings", "heartbeats", "rollups"):  # the tables of versions 5 and 6
+    for newer in ("findings", "heartbeats", "rollups", "responses"):  # versions 5, 6 and 7
         conn.execute(f"DROP TABLE {newer}")
     conn.execute("PRAGMA user_version = 4")
     conn.commit()

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from posture import seed
-from tests.support.posture import BACKEND_PARAMS, WHO, Env, make_env
+from tests.support import REPO
+from tests.support.posture import BACKEND_PARAMS, WHO, Env, make_env, seed_evidence_request
 
 HEX_ID = re.compile(r"\b[0-9a-f]{24}\b")
 MISSING = "ffffffffffffffffffffffff"
@@ -38,6 +39,8 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         )
         assert r.status_code == 201, r.text
         e.hooks[who] = r.json()["id"]
+    pcap = (REPO / "pcaps" / "modbus" / "modbus_writes.pcap").read_bytes()
+    e.evidence = {}
     for site in sorted(e.sites_of("province")):
         alert = next((a for a in e.docs["alert"] if a["labels.site"] == site), None)
         if alert:
@@ -46,6 +49,8 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                 headers=prov,
                 json={"note": f"seen at {site}"},
             )
+            # an evidence request delivered in every tenant, with its pcap
+            e.evidence[seed_evidence_request(e, alert, "province", pcap)] = site
     yield e
     e.close()
 
@@ -87,7 +92,9 @@ def foreign(env: Env, who: str) -> dict[str, Any]:
         f["finding.id"] for f in env.docs.get("finding", []) if f["labels.site"] in f_sites
     ]
     f_assets = [a["asset.id"] for a in env.docs["asset"] if a["labels.site"] in f_sites]
+    f_evidence = [rid for rid, site in env.evidence.items() if site in f_sites]
     return {
+        "evidence": f_evidence,
         "findings": f_findings,
         "assets": f_assets,
         "sites": f_sites,
@@ -109,6 +116,12 @@ OBJECT_ENDPOINTS = {
         ("POST", "/api/alerts/{id}/close", {"reason": "resolved"}),
         ("POST", "/api/alerts/{id}/reopen", {}),
         ("POST", "/api/alerts/{id}/notes", {"text": "x"}),
+        ("POST", "/api/alerts/{id}/evidence", {}),
+        ("GET", "/api/alerts/{id}/evidence", None),
+    ],
+    "evidence": [
+        ("GET", "/api/evidence/{id}", None),
+        ("GET", "/api/evidence/{id}/pcap", None),
     ],
     "scope": [
         ("GET", "/api/summary?scope={id}", None),
@@ -173,6 +186,8 @@ def test_foreign_objects_answer_like_missing_ones(env: Env, who: str, kind: str)
         targets, missing = f["assets"][:6], "no-such-site:10.0.0.1"
     elif kind == "advisory":
         targets, missing = [], "NO-SUCH-ADVISORY"
+    elif kind == "evidence":
+        targets, missing = f["evidence"][:6], "00000000-0000-0000-0000-000000000000"
     else:
         targets, missing = [str(h) for h in f["hooks"]], "999999"
     if who != "province" and kind != "advisory":
@@ -352,3 +367,24 @@ def test_every_api_route_is_covered_by_the_tenancy_tests(env: Env) -> None:
     for path in ("/api/config", "/api/i18n"):
         assert env.client.get(path).status_code == 401
         assert env.client.get(path, headers=env.h("city_a")).status_code == 200
+
+
+def test_evidence_is_each_tenants_own_and_viewers_may_fetch_theirs(env: Env) -> None:
+    pcap = (REPO / "pcaps" / "modbus" / "modbus_writes.pcap").read_bytes()
+    mine = env.sites_of("ent_a_view")
+    own = [rid for rid, site in env.evidence.items() if site in mine]
+    assert own
+    for who in ("ent_a_view", "ent_a_op", "province"):
+        r = env.client.get(f"/api/evidence/{own[0]}", headers=env.h(who))
+        assert r.status_code == 200 and r.json()["state"] == "delivered", (who, r.text)
+        got = env.client.get(f"/api/evidence/{own[0]}/pcap", headers=env.h(who))
+        assert got.status_code == 200 and got.content == pcap, who
+        assert got.headers["content-type"] == "application/vnd.tcpdump.pcap"
+    alert = next(a for a in env.docs["alert"] if a["labels.site"] in mine)
+    # a viewer may ask (read-only covers workflow, not evidence); this server has no key
+    r = env.client.post(f"/api/alerts/{alert['event.id']}/evidence", headers=env.h("ent_a_view"))
+    assert r.status_code == 503 and "not configured" in r.json()["detail"]
+    listed = env.client.get(
+        f"/api/alerts/{alert['event.id']}/evidence", headers=env.h("ent_a_view")
+    ).json()
+    assert listed["configured"] is False

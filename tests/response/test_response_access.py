@@ -89,6 +89,7 @@ HOME_ROUTES = [
     ("POST", "/api/watchlist/import"),
     ("DELETE", "/api/watchlist/{id}"),
     ("GET", "/api/content"),
+    ("GET", "/api/content/fleet"),
     ("GET", "/api/content/rules"),
     ("POST", "/api/content/rules"),
     ("DELETE", "/api/content/rules/{id}"),
@@ -236,6 +237,7 @@ HOME_GETS = [
     "/api/response/audit",
     "/api/response/policy",
     "/api/notices/stats",
+    "/api/content/fleet",
 ]
 
 

@@ -312,6 +312,11 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
             expect(page.locator(".warning-card")).to_contain_text("已签收")
             shot(page, out_dir, "9-warning-acknowledged")
             login(page, url, world["tokens"]["province"])
+            # Who runs the content the warning put out (from the sensors' heartbeats).
+            page.goto(url + "/#view=warnings")
+            expect(page.locator("#content-fleet")).to_contain_text("传感器检测内容")
+            expect(page.locator("#fleet-behind tbody tr").first).to_be_visible()
+            shot(page, out_dir, "9b-content-fleet")
             page.goto(url + "/#view=campaigns")
             page.locator("#campaigns tbody tr").first.click()
 

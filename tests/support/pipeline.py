@@ -247,7 +247,7 @@ def write_config_file(cfg: PipelineConfig, path: Path) -> Path:
     from dataclasses import fields
 
     lines = []
-    for section in ("kafka", "elasticsearch", "spool", "indexer", "sensor"):
+    for section in ("kafka", "elasticsearch", "spool", "indexer", "sensor", "control", "evidence"):
         values = getattr(cfg, section)
         lines.append(f"[{section}]")
         for f in fields(values):
@@ -257,6 +257,9 @@ def write_config_file(cfg: PipelineConfig, path: Path) -> Path:
             lines.append(
                 f"{f.name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}"
             )
+    lines.append("[retention]")
+    lines += [f"{plural} = {days}" for plural, days in cfg.retention.days]
+    lines.append(f"interval_s = {cfg.retention.interval_s}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -44,6 +44,7 @@ class Env:
     # role key -> (role, scope id)
     principals: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     hooks: dict[str, int] = field(default_factory=dict)
+    evidence: dict[str, str] = field(default_factory=dict)  # request id -> site
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     def h(self, who: str) -> dict[str, str]:
@@ -180,3 +181,77 @@ def seed_ts(doc: dict[str, Any]) -> float:
 
 # the principals make_env creates tokens for, one per role and scope
 WHO = ["province", "city_a", "city_b", "ent_a_op", "ent_a_view", "ent_b_op"]
+
+
+def evidence_answer(
+    request_id: str,
+    sensor: str,
+    site: str,
+    pcap: bytes,
+    now: float,
+    events: list[dict] | None = None,
+) -> list[dict[str, Any]]:
+    """The parts a sensor sends for a delivered evidence request (pipeline.evidence's
+    format, built with the same response_doc): a head, an events part, pcap parts."""
+    import base64
+    import hashlib
+
+    from pipeline.control import Envelope, response_doc
+    from pipeline.kinds import RESPONSE_PART_BYTES
+
+    env = Envelope("evidence.request", request_id, sensor, int(now), int(now) + 900, {})
+    chunks = [pcap[i : i + RESPONSE_PART_BYTES] for i in range(0, len(pcap), RESPONSE_PART_BYTES)]
+    events = events or []
+    parts = 1 + (1 if events else 0) + len(chunks)
+    common = {"labels.site": site}
+    head = {
+        **common,
+        "icsmon.evidence.events_total": len(events),
+        "icsmon.evidence.events_sent": len(events),
+        "icsmon.evidence.pcap_bytes": len(pcap),
+        "icsmon.evidence.pcap_frames": 1,
+        "icsmon.evidence.pcap_source": "alert-capture",
+        "icsmon.evidence.pcap_sha256": hashlib.sha256(pcap).hexdigest(),
+    }
+    out = [response_doc(env, sensor, "delivered", 0, parts, head, now=now)]
+    n = 1
+    if events:
+        out.append(
+            response_doc(
+                env,
+                sensor,
+                "delivered",
+                n,
+                parts,
+                {**common, "icsmon.evidence.events": events},
+                now=now,
+            )
+        )
+        n += 1
+    for chunk in chunks:
+        fields = {**common, "icsmon.evidence.pcap": base64.b64encode(chunk).decode()}
+        out.append(response_doc(env, sensor, "delivered", n, parts, fields, now=now))
+        n += 1
+    return out
+
+
+def seed_evidence_request(env: Env, alert: dict[str, Any], actor: str, pcap: bytes) -> str:
+    """A delivered evidence request for ``alert``: recorded in the posture state as the API
+    records one, and the sensor's answer written to the back end. Its id."""
+    import uuid
+
+    rid = str(uuid.uuid4())
+    now = time.time()
+    sensor = str(alert.get("observer.name") or "sensor")
+    envelope = {
+        "id": rid,
+        "target": sensor,
+        "issued_at": int(now),
+        "expires_at": int(now) + 900,
+        "payload": {"alert_id": alert["event.id"], "start": int(now) - 60, "end": int(now)},
+    }
+    env.state.add_evidence_request(envelope, alert["event.id"], alert.get("labels.site"), actor)
+    env.write(
+        [("response", d) for d in evidence_answer(rid, sensor, alert["labels.site"], pcap, now)]
+    )
+    return rid

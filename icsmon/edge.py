@@ -1,0 +1,119 @@
+"""Wiring of a live sensor's evidence and control channel (``icsmon sense``): the packet
+ring and per-alert captures (``sensor.evidence``) fed by the engine's tap, and, with the
+province's public key and a Kafka uplink, the control listener (``pipeline.control_kafka``)
+whose handlers answer requests (``pipeline.evidence`` for ``evidence.request``; later
+features add theirs with ``receiver.on``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+
+class EdgeEvidence:
+    """What a live sensor keeps for the province, and the channel it is asked through."""
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        ctx: Any,
+        store: Any | None,
+        kafka: Any | None,
+        linktype: int,
+        folder: Path | None,
+    ) -> None:
+        from sensor.evidence import AlertCaptures, PacketRing
+
+        ev = cfg.evidence
+        self.linktype = linktype
+        self.ring: PacketRing | None = None
+        self.captures: AlertCaptures | None = None
+        if ev.ring_max_bytes > 0:
+            self.ring = PacketRing(ev.ring_max_bytes, ev.ring_max_age_s)
+            if folder is not None:
+                self.captures = AlertCaptures(
+                    folder,
+                    self.ring,
+                    before_s=ev.before_s,
+                    after_s=ev.after_s,
+                    max_capture_bytes=ev.capture_max_bytes,
+                    max_folder_bytes=ev.dir_max_bytes,
+                    max_age_s=ev.dir_max_age_days * 86400,
+                )
+        self.listener = None
+        self.handler = None
+        if cfg.control.public_key and kafka is not None:
+            self.listener = self._listener(cfg, ctx, store, kafka)
+
+    def _listener(self, cfg: PipelineConfig, ctx: Any, store: Any, kafka: Any) -> Any:
+        from pipeline.control import Receiver, load_public_key
+        from pipeline.control_kafka import ControlListener
+        from pipeline.evidence import EvidenceHandler, EvidenceLimits
+
+        common = {"labels.site": ctx.site, "organization.id": ctx.organization}
+        common = {k: v for k, v in common.items() if v}
+        seen = cfg.control.seen_file or str(Path(cfg.spool.dir) / "control-seen.json")
+        Path(seen).parent.mkdir(parents=True, exist_ok=True)
+        receiver = Receiver(
+            ctx.observer,
+            load_public_key(cfg.control.public_key),
+            {},
+            seen_file=seen,
+            common=common,
+        )
+        ev = cfg.evidence
+        self.handler = EvidenceHandler(
+            ctx.observer,
+            store,
+            self.ring,
+            self.captures,
+            EvidenceLimits(ev.max_events, ev.max_pcap_bytes, ev.max_window_s),
+            common=common,
+            linktype=self.linktype,
+        )
+        receiver.on(self.handler.type, self.handler)
+        listener = ControlListener(cfg, receiver, lambda doc: kafka.write("response", doc))
+        listener.start()
+        return listener
+
+    # -- the frame and alert paths ----------------------------------------------------------
+
+    def tap(self, frames: list) -> None:
+        if self.ring is not None:
+            self.ring.add(frames)
+        if self.captures is not None:
+            self.captures.add(frames)
+
+    def alert(self, alert: dict) -> None:
+        if self.captures is not None:
+            self.captures.arm_alert(alert, self.linktype)
+
+    def tick(self) -> None:
+        """Wall time passes: captures whose window ended are written even without traffic."""
+        if self.captures is not None:
+            self.captures.close_due(time.time())
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+        if self.captures is not None:
+            self.captures.close_all()
+
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        if self.ring is not None:
+            out.update({f"ring.{k}": v for k, v in self.ring.stats.items()})
+            out["ring.bytes"] = self.ring.bytes
+        if self.captures is not None:
+            out.update({f"evidence.{k}": v for k, v in self.captures.stats.items()})
+        if self.listener is not None:
+            out.update({f"control.{k}": v for k, v in self.listener.stats().items()})
+        if self.handler is not None:
+            out.update({f"evidence.{k}": v for k, v in self.handler.stats.items()})
+        return out
