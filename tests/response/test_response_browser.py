@@ -290,8 +290,14 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
             assert any(o["type"] == "campaign" for o in bundle["objects"])
 
             # Early warning from the campaign to the enterprises not yet hit.
-            page.select_option("#warning-level", "orange")
+            # the campaign's panel may be drawn again after the row click (its form with the
+            # default level): fill the text first, then choose the level and check both
             page.fill("#warning-text", "在边界封禁 203.0.113.66，核查Modbus写权限")
+            page.select_option("#warning-level", "orange")
+            expect(page.locator("#warning-level")).to_have_value("orange")
+            expect(page.locator("#warning-text")).to_have_value(
+                "在边界封禁 203.0.113.66，核查Modbus写权限"
+            )
             page.click("#warning-send")
             expect(page.locator("#resp-status")).to_contain_text("已发布")
             from response.db import SYSTEM, ResponseDB
