@@ -152,7 +152,7 @@ def executemany_rate(events: list[dict], workdir: Path) -> float:
     """The floor: the same rows (id, indexed columns, the JSON document) by one plain
     ``executemany`` into a table of the same columns, no index but the id, one transaction;
     the rows are built in the timed part, as a sink would have to."""
-    from pipeline.jsonl import dumps
+    from pipeline.docs import dumps
     from pipeline.store.schema import TABLES
 
     table = TABLES["event"]
