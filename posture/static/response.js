@@ -80,6 +80,15 @@ function errorBox() {
   return el("div", {}, el("div", { class: "error", id: "resp-error" }), el("div", { class: "ok-text", id: "resp-status" }, status));
 }
 
+/* Draws a page into ``root`` unless the user started filling in the page shown while its data
+   was on the way (the input event came after ``render`` checked ``R.dirty``): the later draw
+   would put back the form's defaults (the early-warning level, typed text). False: left as is. */
+function draw(root, ...children) {
+  if (R.dirty && R.shown === location.hash) return false;
+  root.replaceChildren(...children);
+  return true;
+}
+
 function guard(fn) {
   return async (...args) => {
     const box = document.getElementById("resp-error");
@@ -129,7 +138,7 @@ async function renderIncidents(root) {
       : [el("div", { class: "muted" }, t("none"))]),
     got.groups.length ? el("button", { id: "groups-apply", type: "button", onclick: guard(async () => { await post("/api/incidents/group", { hours: S.hours, apply: true }); await refresh(); }) }, t("btn.group_apply")) : "");
   });
-  root.replaceChildren(
+  draw(root,
     el("section", { class: "row" }, el("div", { class: "card wide" },
       el("div", { class: "card-title" }, t("tab.incidents")),
       el("table", { id: "incidents", class: "grid clickable" }, ...table(
@@ -240,7 +249,7 @@ async function renderIncident(root, id) {
     x.kind === "alert" ? el("a", { href: `#scope=${encodeURIComponent(S.me.scope)}&alert=${x.alert_id}` }, `${t("alert")} ${x.what || ""} @ ${x.site}`)
       : [el("b", {}, x.actor), " ", x.what, x.from || x.to ? ` ${x.from ? t("incident.state." + x.from) : "—"} → ${x.to ? t("incident.state." + x.to) : "—"}` : "",
         x.detail && x.detail.level ? ` ${x.detail.level.from || "—"} → ${x.detail.level.to} (${x.detail.rule})` : ""]));
-  root.replaceChildren(
+  draw(root,
     el("div", { class: "card wide" }, el("div", { class: "alert-head" },
       el("button", { type: "button", id: "back", onclick: () => { location.hash = "view=incidents"; } }, t("alert.back")),
       el("h1", { id: "incident-title" }, `#${inc.number} ${inc.title}`), levelPill(inc.grade), stateBadge("incident", inc.state),
@@ -332,7 +341,7 @@ async function renderNotices(root) {
       card(t("stats.by_city"), el("table", { class: "grid", id: "stats-city" }, ...table(cols, statRows(st.by_city, "city")))),
       card(t("stats.by_industry"), el("table", { class: "grid", id: "stats-industry" }, ...table(cols, statRows(st.by_industry, "industry"))))));
   }
-  root.replaceChildren(...parts);
+  draw(root, ...parts);
 }
 
 /* A notice about a finding or an advisory exposure (incidents issue from their own page). */
@@ -392,7 +401,7 @@ async function renderNotice(root, id) {
   });
   const replies = n.replies.map((r) => el("div", { class: "note reply" }, el("span", { class: "muted" }, `${fmtTime(r.at)} ${r.author}: `), r.text,
     ...r.attachments.map((a) => el("button", { type: "button", class: "link", onclick: guard(() => download(`/api/attachments/${a.id}`, a.name)) }, ` [${t("attachment")}] ${a.name} (${a.size} B)`))));
-  root.replaceChildren(
+  draw(root,
     el("div", { class: "card wide" }, el("div", { class: "alert-head" },
       el("button", { type: "button", id: "back", onclick: () => { location.hash = "view=notices"; } }, t("alert.back")),
       el("h1", { id: "notice-title" }, `#${n.number} ${n.title}`), stateBadge("notice", n.state),
@@ -439,7 +448,7 @@ async function renderCampaigns(root) {
       card(t("content.push"), ruleText, policy,
         el("button", { type: "button", id: "rule-push", onclick: guard(async () => { await post("/api/content/rules", { yaml: ruleText.value, policy: policy.value }); await refresh(); }) }, t("content.push_button"))));
   }
-  root.replaceChildren(contentPanel, el("section", { class: "row" }, el("div", { class: "card wide" },
+  draw(root, contentPanel, el("section", { class: "row" }, el("div", { class: "card wide" },
     el("div", { class: "alert-head" }, el("div", { class: "card-title" }, t("tab.campaigns")), detect),
     el("table", { id: "campaigns", class: "grid clickable" }, ...table([t("indicator"), t("indicator.value"), t("col.enterprises"), t("col.city"), t("industry"), t("kpi.alerts"), t("campaign.first"), t("campaign.last")], rows)),
     errorBox())));
@@ -448,7 +457,7 @@ async function renderCampaigns(root) {
 async function renderCampaign(root, id) {
   const c = await api(`/api/campaigns/${encodeURIComponent(id)}`);
   const province = S.me.role === "province-analyst";
-  root.replaceChildren(
+  const drawn = draw(root,
     el("div", { class: "card wide" }, el("div", { class: "alert-head" },
       el("button", { type: "button", id: "back", onclick: () => { location.hash = "view=campaigns"; } }, t("alert.back")),
       el("h1", { id: "campaign-title" }, `${t("indicator." + c.kind)}: ${c.indicator}`),
@@ -461,6 +470,7 @@ async function renderCampaign(root, id) {
     province ? el("section", { class: "row" }, card(t("warning.issue"), warningForm(c))) : "",
     el("section", { class: "row" }, card(t("col.enterprises"), el("table", { class: "grid", id: "campaign-enterprises" }, ...table([t("col.enterprise"), t("col.city"), t("industry")],
       c.enterprise_list.map((e) => el("tr", {}, el("td", {}, S.lang === "zh" && e.name_zh ? e.name_zh : e.name), el("td", {}, nameOf("city", e.city)), el("td", {}, t(`industry.${e.industry}`)))))))));
+  if (!drawn) return;
   const ents = c.enterprise_list.map((e) => e.id);
   const ch = echarts.init(document.getElementById("campaign-chart"));
   ch.setOption({
@@ -512,7 +522,7 @@ async function renderWarnings(root) {
         ? el("button", { type: "button", class: "warning-ack", onclick: guard(async () => { await post(`/api/warnings/${w.id}/acknowledge`); await refresh(); }) }, t("btn.acknowledge"))
         : mine && mine.acknowledged_at ? el("span", { class: "ok-text" }, `${t("warning.acknowledged")} ${when(mine.acknowledged_at)}`) : "");
   });
-  root.replaceChildren(el("section", { class: "row" }, el("div", { class: "card wide" },
+  draw(root, el("section", { class: "row" }, el("div", { class: "card wide" },
     el("div", { class: "card-title" }, t("tab.warnings")), errorBox(),
     el("div", { id: "warnings", class: "ent-grid" }, ...(cards.length ? cards : [el("div", { class: "muted" }, t("none"))])))),
     fleet ? el("section", { class: "row" }, fleetPanel(fleet)) : "");
@@ -544,7 +554,7 @@ async function renderCommand(root, id) {
       el("a", { href: `#notice=${task.id}` }, `#${task.number} ${task.title}`), " ", el("span", { class: "muted" }, `${t("notice.deadline")} ${when(task.deadline)}`),
       el("ol", {}, task.actions.map((a) => el("li", {}, a))),
       ...task.replies.map((r) => el("div", { class: "note reply" }, el("span", { class: "muted" }, `${fmtTime(r.at)} ${r.author}: `), r.text))))));
-  root.replaceChildren(
+  draw(root,
     el("div", { class: "card wide command-head" }, el("div", { class: "alert-head" },
       el("button", { type: "button", id: "back", onclick: () => rHash("incident", inc.id) }, t("alert.back")),
       el("h1", { id: "command-title" }, `${t("command.title")} · #${inc.number} ${inc.title}`), levelPill(inc.grade), stateBadge("incident", inc.state),

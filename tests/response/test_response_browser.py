@@ -289,11 +289,27 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
             bundle = json.loads(Path(dl.value.path()).read_text())
             assert any(o["type"] == "campaign" for o in bundle["objects"])
 
-            # Early warning from the campaign to the enterprises not yet hit.
-            # the campaign's panel may be drawn again after the row click (its form with the
-            # default level): fill the text first, then choose the level and check both
-            page.fill("#warning-text", "在边界封禁 203.0.113.66，核查Modbus写权限")
+            # Early warning from the campaign to the enterprises not yet hit. A redraw of the
+            # campaign's page is under way while the analyst fills the form (its data held back
+            # 1.5 s in the browser): it must not put the form's defaults back.
+            page.evaluate(
+                """() => {
+                  const plain = window.fetch;
+                  window.fetch = async (...args) => {
+                    const answer = await plain(...args);
+                    if (/\\/api\\/campaigns\\/[^/?]+$/.test(String(args[0]))) {
+                      await new Promise((done) => setTimeout(done, 1500));
+                    }
+                    return answer;
+                  };
+                  window.plainFetch = plain;
+                  refresh();
+                }"""
+            )
             page.select_option("#warning-level", "orange")
+            page.fill("#warning-text", "在边界封禁 203.0.113.66，核查Modbus写权限")
+            page.evaluate("() => refreshing")  # the held-back redraw has run
+            page.evaluate("() => { window.fetch = window.plainFetch; }")
             expect(page.locator("#warning-level")).to_have_value("orange")
             expect(page.locator("#warning-text")).to_have_value(
                 "在边界封禁 203.0.113.66，核查Modbus写权限"
