@@ -7,6 +7,7 @@ when it lands between the indexer's read and its write (a version conflict, fold
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,10 @@ def _iso_shift(stamp: str, days: float) -> str:
 
 
 def _send(pipe: Any, docs: list[dict[str, Any]]) -> None:
-    sink = KafkaSink(pipe.cfg, site="s1")
+    # every document in Kafka, even on a machine too busy to answer the first metadata
+    # request within the sensor's default 0.2 s (it would spool them: seen once in a full run)
+    cfg = replace(pipe.cfg, kafka=replace(pipe.cfg.kafka, max_block_ms=30_000))
+    sink = KafkaSink(cfg, site="s1")
     try:
         for doc in docs:
             sink.write("finding", doc)
