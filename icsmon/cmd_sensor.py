@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -448,11 +449,22 @@ def sense(
             "--user", help="Started as root: run as this user once the capture socket is open"
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Capture processes on the interface (the kernel spreads flows over them); detectors and sinks run in one more process over their merged events",
+        ),
+    ] = 1,
 ) -> None:
     """Listen on a live interface until SIGINT/SIGTERM; then print the final counters."""
+    from sensor.engine import Engine
     from sensor.live import CaptureError, LiveSource
+    from sensor.workers import MergedEngine, WorkerPool
 
-    engine = open_engine(engine_config(site, observer, org, heuristic, port))
+    single = open_engine(engine_config(site, observer, org, heuristic, port))
     # a live sensor always has a watchlist (empty until content is given or pushed to it)
     dets = _detectors(rules, no_rules, site_config, baseline, learn, content, watchlist=True)
     cfg = _load_config(
@@ -464,7 +476,7 @@ def sense(
     # A stop request is honoured from before the port opens: one that arrives while the
     # capture, sink, store and control channel are still being set up ends the run as soon as
     # it starts (not the process, half set up, by the signal's default action).
-    opened: list[LiveSource] = []
+    opened: list[LiveSource | WorkerPool] = []
     stop_asked: list[int] = []
 
     def stop(signum, _frame) -> None:
@@ -474,13 +486,27 @@ def sense(
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    pool: WorkerPool | None = None
     try:
-        source = LiveSource(iface, bpf, user=user)
+        if workers > 1:
+            # forked now, before any thread (Kafka, the control channel) or output exists
+            pool = WorkerPool(iface, workers, single.config, bpf, user=user)
+            pool.start()
+            engine: Engine | MergedEngine = pool.engine
+            capture_stats = pool.capture_stats
+            linktype = pool.linktype
+            # the packet ring is fed per frame, and frames stay in the workers
+            cfg = replace(cfg, evidence=replace(cfg.evidence, ring_max_bytes=0))
+        else:
+            source = LiveSource(iface, bpf, user=user)
+            engine = single
+            capture_stats = source.stats
+            linktype = source.linktype
     except CaptureError as exc:
         raise fail(str(exc)) from None
-    opened.append(source)
+    opened.append(pool or source)
     if stop_asked:
-        source.stop()
+        opened[0].stop()
     # A sensor's own store is bounded (it runs for months): by the flags, else the config.
     retention = _retention(cfg, True, store_max_events, store_max_bytes, store_max_age_days)
     out_sink = _open_sink(sink, store, out, site, cfg, retention, ship)
@@ -504,14 +530,15 @@ def sense(
         store_events=store_events,
         live=True,
         heartbeats=_heartbeats(engine, cfg, dets),
-        source_counters=source.stats,
+        source_counters=capture_stats,
         on_alert=print_alert,
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
     )
     run.on_rollup = print_rollup
-    edge = _edge(cfg, engine, out_sink, source.linktype, dets, run.heartbeats)
+    edge = _edge(cfg, engine, out_sink, linktype, dets, run.heartbeats)
     if edge is not None:
-        engine.tap = edge.tap
+        if pool is None:
+            single.tap = edge.tap
         run.on_alert_written = edge.alert
 
     def tick() -> None:
@@ -519,7 +546,10 @@ def sense(
         if edge is not None:
             edge.tick()
 
-    source.on_tick = tick
+    if pool is not None:
+        pool.on_tick = tick
+    else:
+        source.on_tick = tick
 
     if fmt == Format.table:
         note(f"listening on {iface}" + (f" ({bpf})" if bpf else "") + "; Ctrl-C stops")
@@ -527,11 +557,15 @@ def sense(
     capture_error: list[str] = []
 
     def live_events():
+        if pool is not None:  # each worker flushes its own flows when it ends
+            yield from pool.events()
+            capture_error.extend(pool.failures())
+            return
         try:
-            yield from engine.run(source)
+            yield from single.run(source)
         except CaptureError as exc:  # the interface went away: still flush what is open
             capture_error.append(str(exc))
-        yield from engine.finish()
+        yield from single.finish()
 
     try:
         run.start()
@@ -548,7 +582,7 @@ def sense(
     if stats:
         counters = dict(engine.stats)
         counters["alerts"] = run.alerts
-        counters.update({f"capture.{k}": v for k, v in source.stats().items()})
+        counters.update({f"capture.{k}": v for k, v in capture_stats().items()})
         counters.update(dets.stats())
         if edge is not None:
             counters.update(edge.stats())

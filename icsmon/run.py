@@ -16,6 +16,7 @@ from sensor.rollups import Rollups
 
 if TYPE_CHECKING:
     from detectors.findings import FindingTracker
+    from sensor.workers import MergedEngine
 
 ASSET_FLUSH_INTERVAL = 60.0  # seconds of wall time between asset snapshots on long runs
 TICK_INTERVAL = 5.0  # seconds of wall time between detector ticks on a live port
@@ -146,7 +147,7 @@ class Run:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | MergedEngine,
         detectors: Detectors,
         sink: Any | None,
         store_events: bool = True,

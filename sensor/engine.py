@@ -617,42 +617,10 @@ class Engine:
             client_first = True  # the first sender; the probe may name the protocol
         else:
             return None, False
-        if self.nflows >= self.limits.max_flows:
-            self._evict_lru(ts)
-        f = Flow()
-        f.transport = UDP
-        if client_first:
-            f.client, f.cport, f.server, f.sport, f.cmac, f.smac = (
-                src,
-                sport,
-                dst,
-                dport,
-                smac,
-                dmac,
-            )
-        else:
-            f.client, f.cport, f.server, f.sport, f.cmac, f.smac = (
-                dst,
-                dport,
-                src,
-                sport,
-                dmac,
-                smac,
-            )
-        f.ipver = ipver
-        f.first_ts = f.last_ts = ts
-        if module is not None:
-            f.module = module
-            f.parser = module.DatagramParser(self.limits.parser)
-            self.counters["flows_dissected"] += 1
-        else:
-            f.probing = True
-        self.counters["flows"] += 1
-        f.keys = (b"u" + src + dst + _ports(sport, dport), b"u" + dst + src + _ports(dport, sport))
-        self.flows[f.keys[0]] = (f, client_first)
-        self.flows[f.keys[1]] = (f, not client_first)
-        self.nflows += 1
-        return f, client_first
+        flow = self._new_flow(
+            ts, UDP, src, dst, sport, dport, smac, dmac, ipver, client_first, module
+        )
+        return flow, client_first
 
     # -- flows and reassembly ---------------------------------------------------------
 
@@ -680,9 +648,9 @@ class Engine:
                 return  # a bare ACK/FIN of a connection we do not track (or just closed)
             if flags & RST:
                 return
-            flow, to_server = self._new_flow(ts, src, dst, sport, dport, flags, smac, dmac, ipver)
-            if flow is None:
-                return
+            flow, to_server = self._new_tcp_flow(
+                ts, src, dst, sport, dport, flags, smac, dmac, ipver
+            )
         else:
             flow, to_server = entry
         flow.last_ts = ts
@@ -749,7 +717,7 @@ class Engine:
         elif ts >= self._next_sweep:
             self._sweep(ts)
 
-    def _new_flow(
+    def _new_tcp_flow(
         self,
         ts: float,
         src: bytes,
@@ -760,10 +728,7 @@ class Engine:
         smac: bytes | None,
         dmac: bytes | None,
         ipver: int,
-    ) -> tuple[Flow | None, bool]:
-        stats = self.counters
-        if self.nflows >= self.limits.max_flows:
-            self._evict_lru(ts)
+    ) -> tuple[Flow, bool]:
         port_map = self.port_map
         # a dissector's port marks the server even against the SYN: tshark and Zeek decode by
         # port too, and a server-initiated session is still requests to and answers from it
@@ -775,7 +740,33 @@ class Engine:
             client_first = not flags & ACK
         else:
             client_first = sport > dport or (sport == dport and src > dst)
+        module = port_map.get(dport if client_first else sport)
+        flow = self._new_flow(
+            ts, TCP, src, dst, sport, dport, smac, dmac, ipver, client_first, module
+        )
+        return flow, client_first
+
+    def _new_flow(
+        self,
+        ts: float,
+        transport: int,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        smac: bytes | None,
+        dmac: bytes | None,
+        ipver: int,
+        client_first: bool,
+        module: Any,
+    ) -> Flow:
+        """Track a new TCP or UDP flow: its two ends, its dissector (or a heuristic probe of
+        its first payload) and both lookup keys; the least recently active flow makes room."""
+        stats = self.counters
+        if self.nflows >= self.limits.max_flows:
+            self._evict_lru(ts)
         f = Flow()
+        f.transport = transport
         if client_first:
             f.client, f.cport, f.server, f.sport, f.cmac, f.smac = (
                 src,
@@ -796,20 +787,23 @@ class Engine:
             )
         f.ipver = ipver
         f.first_ts = f.last_ts = ts
-        module = port_map.get(f.sport)
         if module is not None:
             f.module = module
-            f.parser = module.Parser(self.limits.parser)
-        elif self.heuristic:
-            f.probing = True
+            if transport == UDP:
+                f.parser = module.DatagramParser(self.limits.parser)
+            else:
+                f.parser = module.Parser(self.limits.parser)
+            stats["flows_dissected"] += 1
+        else:
+            f.probing = bool(self.udp_heuristic if transport == UDP else self.heuristic)
         stats["flows"] += 1
-        f.keys = (src + dst + _ports(sport, dport), dst + src + _ports(dport, sport))
+        # UDP keys carry a tag so a UDP and a TCP flow between the same ports stay apart
+        tag = b"u" if transport == UDP else b""
+        f.keys = (tag + src + dst + _ports(sport, dport), tag + dst + src + _ports(dport, sport))
         self.flows[f.keys[0]] = (f, client_first)
         self.flows[f.keys[1]] = (f, not client_first)
         self.nflows += 1
-        if f.module is not None:
-            stats["flows_dissected"] += 1
-        return f, client_first
+        return f
 
     def _deliver(self, flow: Flow, to_server: bool, data: bytes, ts: float) -> None:
         if flow.parser is None:

@@ -33,6 +33,12 @@ capability is then dropped (``capset`` to empty sets), so the process that decod
 traffic can open no new raw socket and can never regain root. ``drop_privileges()`` does the
 same for a caller that opens its socket itself.
 
+Several processes on one port: ``open_fanout(iface, n)`` opens ``n`` sockets in one
+``PACKET_FANOUT`` group with ``PACKET_FANOUT_HASH``: the kernel hands each packet to one
+member chosen by its flow hash, which it computes symmetrically, so both directions of a
+connection reach the same member (``sensor.workers`` gives each member a process). A socket
+is held closed by a drop-all filter until it has joined the group, so no packet is read twice.
+
 Stopping: ``stop()`` may be called from a signal handler (SIGINT/SIGTERM) or another
 thread. It wakes the receive loop through a self-pipe; the loop then drains the packets
 already queued in the ring or socket (so nothing that reached the sensor is lost), closes
@@ -52,10 +58,11 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from sensor import capture
 
-__all__ = ["CaptureError", "LiveSource", "Frame", "drop_privileges"]
+__all__ = ["CaptureError", "LiveSource", "Frame", "drop_privileges", "open_fanout"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,12 @@ PACKET_VERSION = 10
 TPACKET_V3 = 2
 TP_STATUS_USER = 1
 SO_ATTACH_FILTER = 26
+SO_DETACH_FILTER = 27
+PACKET_FANOUT = 18
+PACKET_FANOUT_HASH = 0
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+PACKET_FANOUT_FLAG_DEFRAG = 0x8000
+NEW_FANOUT_GROUP = -1  # LiveSource(fanout=...): start a group of its own (the kernel picks the id)
 SO_TIMESTAMPNS = 35  # the cmsg type is the same number (SCM_TIMESTAMPNS)
 SO_RCVBUFFORCE = 33
 TP_STATUS_VLAN_VALID = 0x10
@@ -219,6 +232,49 @@ def compile_bpf(expression: str, dlt: int) -> bytes:
         free_filter(program)
 
 
+def _attach_filter(sock: socket.socket, program: bytes) -> None:
+    count = len(program) // ctypes.sizeof(_SockFilter)
+    insns = (_SockFilter * count).from_buffer_copy(program)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(_SockFprog(count, insns)))
+
+
+_DROP_ALL = bytes(_SockFilter(0x06, 0, 0, 0))  # BPF_RET | BPF_K, 0: keep no byte
+
+
+def _join_fanout(sock: socket.socket, group: int) -> int:
+    """Join (or, with NEW_FANOUT_GROUP, start) a PACKET_FANOUT group; returns its id.
+
+    PACKET_FANOUT_HASH picks the member by the packet's flow hash, which the kernel computes
+    symmetrically (the same for both directions of a connection); DEFRAG reassembles IP
+    fragments first, so every fragment of a datagram goes where its flow goes."""
+    flags = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG
+    if group == NEW_FANOUT_GROUP:
+        arg = (flags | PACKET_FANOUT_FLAG_UNIQUEID) << 16
+    else:
+        arg = (group & 0xFFFF) | flags << 16
+    sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", arg))
+    joined = struct.unpack("=I", sock.getsockopt(SOL_PACKET, PACKET_FANOUT, 4))[0]
+    return joined & 0xFFFF
+
+
+def open_fanout(iface: str, count: int, bpf: str | None = None, **options: Any) -> list[LiveSource]:
+    """``count`` sources on one interface, in one new fan-out group (flow hash): each packet
+    reaches exactly one of them, and both directions of a flow the same one."""
+    user = options.pop("user", None)  # privileges go once every socket is open
+    sources: list[LiveSource] = []
+    try:
+        for _ in range(count):
+            group = sources[0].fanout_group if sources else NEW_FANOUT_GROUP
+            sources.append(LiveSource(iface, bpf, fanout=group, **options))
+        if user is not None:
+            drop_privileges(user)
+    except CaptureError:
+        for src in sources:
+            src.close()
+        raise
+    return sources
+
+
 def _link_of(iface: str) -> tuple[int, int, bool]:
     """(pcap linktype, libpcap DLT for the filter compiler, cooked?) for an interface."""
     # Cooked sockets hand the kernel filter the frame from the network header on, so their
@@ -252,6 +308,7 @@ class LiveSource:
         ring: bool = True,
         user: str | None = None,
         on_tick: Callable[[], None] | None = None,
+        fanout: int | None = None,
     ) -> None:
         if snaplen < 64:
             raise CaptureError(f"snaplen {snaplen} is too small (at least 64 bytes)")
@@ -272,6 +329,7 @@ class LiveSource:
         self._ring: mmap.mmap | None = None
         self._ring_blocks = 0
         self._ring_block_size = 0
+        self.fanout_group: int | None = None  # the PACKET_FANOUT group joined, if any
         # Called from the receive loop about every TICK_S, traffic or not (heartbeats, the
         # detectors that watch for silence): in the reading thread, between frames.
         self.on_tick = on_tick
@@ -302,7 +360,7 @@ class LiveSource:
                 f"cannot open a packet socket on {iface!r}: {exc.strerror}"
             ) from None
         try:
-            self._setup(program, rcvbuf, promisc, ring)
+            self._setup(program, rcvbuf, promisc, ring, fanout)
         except OSError as exc:
             if self._ring is not None:
                 self._ring.close()
@@ -318,13 +376,16 @@ class LiveSource:
                 self.close()
                 raise
 
-    def _setup(self, program: bytes | None, rcvbuf: int, promisc: bool, ring: bool) -> None:
+    def _setup(
+        self, program: bytes | None, rcvbuf: int, promisc: bool, ring: bool, fanout: int | None
+    ) -> None:
         sock = self._sock
-        if program is not None:
-            count = len(program) // ctypes.sizeof(_SockFilter)
-            insns = (_SockFilter * count).from_buffer_copy(program)
-            fprog = _SockFprog(count, insns)
-            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
+        # A socket takes every packet itself from bind until it joins its fan-out group, and
+        # the group's members take the same packets: read twice. Closed by a drop-all filter
+        # until it has joined.
+        first = _DROP_ALL if fanout is not None else program
+        if first is not None:
+            _attach_filter(sock, first)
         if not self._ifindex:
             sock.setblocking(False)
             with contextlib.suppress(BlockingIOError):
@@ -339,6 +400,12 @@ class LiveSource:
             sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         if self._ifindex:
             sock.bind((self.iface, ETH_P_ALL))
+        if fanout is not None:
+            self.fanout_group = _join_fanout(sock, fanout)
+            if program is not None:
+                _attach_filter(sock, program)
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
         if promisc and self._ifindex:
             mreq = struct.pack("=iHH8s", self._ifindex, PACKET_MR_PROMISC, 0, b"")
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -385,6 +452,18 @@ class LiveSource:
         if self._closed:
             return
         self._read_kernel_stats()
+        self._closed = True
+        if self._ring is not None:
+            self._ring.close()
+        self._sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def release(self) -> None:
+        """Close this process's copy of the socket without reading the kernel's counters
+        (which reset on every read): after a fork, for the copies another process reads."""
+        if self._closed:
+            return
         self._closed = True
         if self._ring is not None:
             self._ring.close()

@@ -1,0 +1,279 @@
+"""Capture on every core: N worker processes on one interface, one merged stream of events.
+
+    pool = WorkerPool(iface, workers=2, engine_config=EngineConfig(site="plant-7"))
+    pool.start()
+    for event in pool.events():    # every worker's events, as they arrive
+        ...
+    pool.engine.stats              # the workers' engine counters, summed
+    pool.capture_stats()           # their sockets' counters (kernel drops...), summed
+
+How the work is split:
+
+- The parent opens the N capture sockets (``sensor.live.open_fanout``: one ``PACKET_FANOUT``
+  group, flow hash, so both directions of a connection reach the same socket), drops its
+  privileges, then forks the workers, each keeping one socket and its memory-mapped ring.
+- A worker runs an :class:`~sensor.engine.Engine` on its share of the flows: decoding, TCP
+  reassembly, the dissectors, pairing requests with answers, and the anomalies those find
+  (the per-flow detection). It sends its events to the parent in pickled batches over a
+  pipe (at most ``BATCH`` events, or what ``FLUSH_S`` gathered), with its counters and the
+  asset observations that changed once per tick. A parent that cannot keep up fills the pipe,
+  the worker waits, and its ring absorbs the burst; a ring that overflows is counted as kernel
+  drops, as in one process: memory stays bounded.
+- The parent sees the merged stream. Everything that spans flows runs there: the Sigma rules
+  and their correlations (a sweep across servers is a value count over many flows), the
+  baseline (new talkers, polling series that reconnect on new ports, sweeps), the findings,
+  rollups, heartbeats and every sink. So a sensor with N workers has one store writer, one
+  Kafka producer stream and one heartbeat, and its detectors see what one process would.
+
+Stopping: ``stop()`` (signal-safe) asks every worker to stop; each drains its ring, closes its
+flows (``Engine.finish``), sends what remains and exits; ``events()`` ends when all have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing import connection, get_context
+from typing import Any
+
+from sensor.engine import Engine, EngineConfig
+from sensor.events import Context
+from sensor.live import CaptureError, LiveSource, open_fanout
+
+__all__ = ["WorkerPool", "MergedEngine"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 512  # events per message from a worker
+FLUSH_S = 0.1  # a partial batch waits at most about this long while traffic flows
+TICK_S = 1.0  # how often the parent's on_tick runs, traffic or not
+_SUMMED_CAPTURE = ("packets", "bytes", "truncated", "link_errors", "kernel_packets", "kernel_drops")
+
+
+class MergedEngine:
+    """What a sensor run reads from its engine (``icsmon.run.Run``), for N workers: the
+    counters summed, the assets they observed, the capture clock of all of them."""
+
+    def __init__(self, config: EngineConfig, workers: int) -> None:
+        self.config = config
+        self.ctx = Context(config.site, config.observer, config.organization)
+        self.errors: list[str] = []
+        self.first_ts = 0.0
+        self.last_ts = 0.0
+        self._stats: list[dict[str, int]] = [{} for _ in range(workers)]
+        self._assets: list[dict] = []
+
+    @property
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for part in self._stats:
+            for key, value in part.items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    def changed_assets(self) -> list[dict]:
+        """Asset observations received since the last call (the store and the indexer fold
+        observations of one asset by ``pipeline.assets.merge_asset``, whichever worker)."""
+        out, self._assets = self._assets, []
+        return out
+
+    def _update(self, index: int, stats: dict[str, int], first: float, last: float) -> None:
+        self._stats[index] = stats
+        if first and (not self.first_ts or first < self.first_ts):
+            self.first_ts = first
+        self.last_ts = max(self.last_ts, last)
+
+
+class WorkerPool:
+    """N capture processes on ``iface``; see the module docstring."""
+
+    def __init__(
+        self,
+        iface: str,
+        workers: int,
+        engine_config: EngineConfig,
+        bpf: str | None = None,
+        user: str | None = None,
+        **capture_options: Any,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("--workers must be at least 1")
+        # Opening the sockets may fail (no such interface, no permission, a bad filter): a
+        # CaptureError before any process is started.
+        self._sources: list[LiveSource] = open_fanout(
+            iface, workers, bpf, user=user, **capture_options
+        )
+        self.iface = iface
+        self.linktype = self._sources[0].linktype
+        self.fanout_group = self._sources[0].fanout_group
+        self.engine = MergedEngine(engine_config, workers)
+        self.on_tick: Callable[[], None] | None = None
+        self._config = engine_config
+        self._capture: list[dict[str, int]] = [{} for _ in range(workers)]
+        self._conns: list[connection.Connection] = []
+        self._procs: list[Any] = []
+        self._stopping = False
+        self._failures: list[str] = []
+
+    @property
+    def workers(self) -> int:
+        return len(self._capture)
+
+    def start(self) -> None:
+        """Fork the workers (before the parent starts any thread: a Kafka producer, the
+        control listener). The parent keeps no copy of their sockets."""
+        ctx = get_context("fork")
+        for index in range(len(self._sources)):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_worker,
+                args=(index, self._sources, send, self._config),
+                name=f"icsmon-capture-{index}",
+                daemon=True,
+            )
+            proc.start()
+            send.close()
+            self._conns.append(receive)
+            self._procs.append(proc)
+            if self._stopping:  # a stop asked while starting
+                _signal(proc.pid)
+        for source in self._sources:
+            source.release()
+
+    def stop(self) -> None:
+        """Ask every worker to finish (async-signal-safe enough: a flag and kill())."""
+        self._stopping = True
+        for proc in self._procs:
+            _signal(proc.pid)
+
+    def capture_stats(self) -> dict[str, int]:
+        """The workers' capture counters, summed; ``ring`` is 1 when every worker has one;
+        ``workerN.packets`` tells how the flow hash spread the traffic."""
+        out = dict.fromkeys(_SUMMED_CAPTURE, 0)
+        out["ring"] = 1
+        for index, part in enumerate(self._capture):
+            for key in _SUMMED_CAPTURE:
+                out[key] += part.get(key, 0)
+            out["ring"] = min(out["ring"], part.get("ring", 1))
+            out[f"worker{index}.packets"] = part.get("packets", 0)
+        out["workers"] = self.workers
+        return out
+
+    def failures(self) -> list[str]:
+        """Lines for workers that ended in error (an interface that went away, a crash)."""
+        return list(self._failures)
+
+    def events(self) -> Iterator[dict]:
+        """Every worker's events, merged as they arrive, until every worker has finished."""
+        live: dict[Any, int] = {conn: i for i, conn in enumerate(self._conns)}
+        next_tick = time.monotonic() + TICK_S
+        try:
+            while live:
+                for conn in connection.wait(list(live), timeout=TICK_S):
+                    index = live[conn]  # type: ignore[index]
+                    try:
+                        kind, payload = pickle.loads(conn.recv_bytes())  # type: ignore[union-attr]
+                    except (EOFError, OSError):
+                        self._lost(index)
+                        del live[conn]  # type: ignore[arg-type]
+                        continue
+                    if kind == "events":
+                        yield from payload
+                    elif kind == "state":
+                        stats, capture, first, last, assets = payload
+                        self.engine._update(index, stats, first, last)
+                        self._capture[index] = capture
+                        self.engine._assets.extend(assets)
+                    elif kind == "done":
+                        if payload:
+                            self._failures.append(payload)
+                        del live[conn]  # type: ignore[arg-type]
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + TICK_S
+                    if self.on_tick is not None:
+                        self.on_tick()
+        finally:
+            self.close()
+
+    def _lost(self, index: int) -> None:
+        proc = self._procs[index]
+        proc.join(timeout=5)
+        self._failures.append(
+            f"capture worker {index} on {self.iface!r} ended unexpectedly (exit code {proc.exitcode})"
+        )
+
+    def close(self) -> None:
+        self.stop()
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():  # pragma: no cover - a worker stuck past its drain
+                proc.kill()
+                proc.join()
+        for conn in self._conns:
+            conn.close()
+        self._procs, self._conns = [], []
+
+
+def _signal(pid: int | None) -> None:
+    if pid is not None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _worker(
+    index: int, sources: list[LiveSource], out: connection.Connection, config: EngineConfig
+) -> None:
+    """One capture process: its socket, an engine, batches of events up the pipe."""
+    source = sources[index]
+    for i, other in enumerate(sources):
+        if i != index:
+            other.release()
+    stop = lambda *_: source.stop()  # noqa: E731
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    engine = Engine(config)
+    batch: list[dict] = []
+    send = out.send_bytes
+    dumps = pickle.dumps
+
+    def flush() -> None:
+        if batch:
+            send(dumps(("events", batch), pickle.HIGHEST_PROTOCOL))
+            batch.clear()
+
+    def state() -> None:
+        flush()
+        payload = (
+            engine.stats,
+            source.stats(),
+            engine.first_ts,
+            engine.last_ts,
+            engine.changed_assets(),
+        )
+        send(dumps(("state", payload), pickle.HIGHEST_PROTOCOL))
+
+    source.on_tick = state
+    failure = ""
+    due = time.monotonic() + FLUSH_S
+    try:
+        try:
+            for event in engine.run(source):
+                batch.append(event)
+                if len(batch) >= BATCH or time.monotonic() >= due:
+                    flush()
+                    due = time.monotonic() + FLUSH_S
+        except CaptureError as exc:  # the interface went away: what is open is still sent
+            failure = str(exc)
+        batch.extend(engine.finish())
+        state()
+        send(dumps(("done", failure)))
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass  # the parent is gone: nobody to tell
+    finally:
+        out.close()

@@ -1,0 +1,247 @@
+"""``icsmon sense --workers N``: capture processes in one PACKET_FANOUT group on a veth pair
+inside a namespace the test creates (the fixture and helpers of ``test_live.py``).
+
+What is held: the kernel hands both directions of every flow to one member and every frame
+to exactly one; N workers give the events one process gives (the same as ``icsmon replay``);
+a sweep whose flows land in different workers is still one alert (the detectors run over the
+merged stream); the outputs are one sensor's (one heartbeat stream, counters summed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sensor.capture import CaptureReader
+from tests.sensor.test_live import (
+    CAPTURES,
+    ICSMON,
+    SENSE,
+    WAIT,
+    _capture_ready,
+    _comparable,
+    _ifindex,
+    _in_ns,
+    _queue_drained,
+    _replay,
+    _run,
+    _wait_for,
+)
+from tests.support import REPO
+
+pytestmark = pytest.mark.live
+
+SWEEP_SERVERS = 16
+SWEEP_RULE = "EtherNet/IP ListIdentity Sweep"
+
+
+def _sweep_capture(path: Path) -> Path:
+    """A real cpppo/pycomm3-made EtherNet/IP session (pcaps/enip/enip_identity.pcap: its
+    ListIdentity among others) repeated towards SWEEP_SERVERS servers: the server's address
+    rewritten (checksums recomputed by scapy), so each copy is a flow of its own."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import rdpcap, wrpcap
+
+    server = "127.0.0.41"
+    packets = []
+    for i in range(SWEEP_SERVERS):
+        address = f"127.0.0.{41 + i}"
+        for original in rdpcap(str(REPO / "pcaps" / "enip" / "enip_identity.pcap")):
+            p = original.copy()
+            if p[IP].src == server:
+                p[IP].src = address
+            if p[IP].dst == server:
+                p[IP].dst = address
+            del p[IP].chksum
+            del p[TCP].chksum
+            packets.append(p)
+    wrpcap(str(path), packets)
+    return path
+
+
+def _flow_key(frame: bytes) -> tuple | None:
+    """Both directions of an Ethernet/IPv4/TCP frame's connection give the same key."""
+    if frame[12:14] != b"\x08\x00" or frame[23] != 6:
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    a = (frame[26:30], frame[14 + ihl : 16 + ihl])
+    b = (frame[30:34], frame[16 + ihl : 18 + ihl])
+    return tuple(sorted((a, b)))
+
+
+# Two members of one fan-out group, read by two threads until SIGINT: what each received.
+FANOUT_CHILD = r"""
+import json, signal, sys, threading
+from sensor.live import open_fanout
+sources = open_fanout(sys.argv[1], 2, ring=sys.argv[2] == "ring")
+got = [[], []]
+def read(i):
+    for _, _, data in sources[i]:
+        got[i].append(data.hex())
+threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+for t in threads:
+    t.start()
+signal.signal(signal.SIGINT, lambda *_: [s.stop() for s in sources])
+for t in threads:
+    while t.is_alive():
+        t.join(0.1)
+groups = {s.fanout_group for s in sources}
+print(json.dumps({"got": got, "groups": len(groups), "stats": [s.stats() for s in sources]}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["ring", "recvmsg"])
+def test_fanout_gives_each_flow_both_ways_to_one_member(
+    netns: str, tmp_path: Path, mode: str
+) -> None:
+    files = [*CAPTURES, _sweep_capture(tmp_path / "sweep.pcap")]
+    sent = [data for path in files for _, _, data in CaptureReader(path)]
+    proc = subprocess.Popen(
+        _in_ns(netns, sys.executable, "-c", FANOUT_CHILD, SENSE, mode),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    try:
+        ifindex = _ifindex(netns, SENSE)
+        _wait_for("both sockets", lambda: _sockets(netns, ifindex) == 2, proc)
+        _replay(netns, *files)
+        _wait_for("the queues to drain", lambda: _queue_drained(netns, ifindex), proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["groups"] == 1
+    got = [[bytes.fromhex(h) for h in member] for member in report["got"]]
+    ipv4 = [[f for f in member if f[12:14] == b"\x08\x00"] for member in got]
+    # Every frame once, in one member or the other (none read twice, none lost).
+    assert Counter(ipv4[0] + ipv4[1]) == Counter(sent)
+    assert sum(s["kernel_drops"] for s in report["stats"]) == 0
+    flows = [{_flow_key(f) for f in member} - {None} for member in ipv4]
+    # Both directions of each connection went to one member, and the hash used both.
+    assert not flows[0] & flows[1]
+    assert flows[0] and flows[1]
+    assert flows[0] | flows[1] == {_flow_key(f) for f in sent} - {None}
+
+
+def _sockets(ns: str, ifindex: int) -> int:
+    from tests.sensor.test_live import _packet_sockets
+
+    return sum(r["iface"] == ifindex and r["proto"] == 0x0003 for r in _packet_sockets(ns))
+
+
+def _flat(line: str) -> dict:
+    from pipeline.docs import flatten
+
+    return flatten(json.loads(line))
+
+
+def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_path: Path) -> None:
+    files = [*CAPTURES, _sweep_capture(tmp_path / "sweep.pcap")]
+    packets = sum(1 for path in files for _ in CaptureReader(path))
+    common = ["--format", "jsonl", "--observer", "t", "--site", "s1"]
+    replay_events = _run(ICSMON, "replay", *map(str, files), "--events", "--sink", "none", *common)
+    replay_alerts = _run(ICSMON, "replay", *map(str, files), "--sink", "none", *common)
+    out = tmp_path / "sensor.jsonl"
+    proc = subprocess.Popen(
+        _in_ns(
+            netns,
+            ICSMON,
+            "sense",
+            "--iface",
+            SENSE,
+            "--workers",
+            "2",
+            "--events",
+            "--sink",
+            "jsonl",
+            "--out",
+            str(out),
+            *common,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ifindex = _ifindex(netns, SENSE)
+        _wait_for("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
+        assert _capture_ready(netns, ifindex)
+        _replay(netns, *files)
+        _wait_for("the workers to read every frame", lambda: _queue_drained(netns, ifindex), proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+    # The events are those of one process (each flow decoded whole in one worker).
+    assert _comparable(stdout) == _comparable(replay_events.stdout)
+
+    docs = [_flat(line) for line in out.read_text().splitlines()]
+    alerts = [d for d in docs if d.get("event.kind") == "alert"]
+    expected = [_flat(line) for line in replay_alerts.stdout.splitlines()]
+
+    # The detectors ran over the merged stream: the same alerts as one process. Which
+    # destination a correlation alert names depends on the order flows arrive in (and that
+    # order differs between workers): rule and source are compared.
+    def rules(found: list[dict]) -> Counter:
+        return Counter((a["rule.id"], a["source.ip"]) for a in found)
+
+    assert rules(alerts) == rules(expected)
+    sweep = [a for a in alerts if a["rule.name"] == SWEEP_RULE]
+    assert len(sweep) == 1 and sweep[0]["source.ip"] == "127.0.0.1"
+
+    # ... though the sweep's flows were split between the workers.
+    per_worker = [
+        int(m.replace(",", ""))
+        for m in re.findall(r"capture\.worker\d\.packets\s*│\s*([\d,]+)", stderr)
+    ]
+    assert len(per_worker) == 2 and min(per_worker) > 0, stderr
+    assert sum(per_worker) >= packets
+
+    # One sensor: one heartbeat stream (a start and a stop), counters of both workers summed.
+    beats = [d for d in docs if d.get("event.dataset") == "icsmon.heartbeat"]
+    reasons = [b["icsmon.sensor.reason"] for b in beats]
+    assert reasons[0] == "start" and reasons[-1] == "stop" and reasons.count("stop") == 1
+    assert {b["observer.name"] for b in beats} == {"t"}
+    last = beats[-1]
+    assert last["icsmon.sensor.packets"] >= packets
+    assert last["icsmon.sensor.kernel_drops"] == 0
+    assert last["icsmon.sensor.events"] == len(stdout.splitlines())
+    assert last["icsmon.sensor.alerts"] == len(alerts)
+
+
+def test_sense_workers_errors_are_one_line() -> None:
+    missing = _run(
+        ICSMON,
+        "sense",
+        "--iface",
+        "icsmon-nope0",
+        "--workers",
+        "2",
+        "--no-rules",
+        "--sink",
+        "none",
+        check=False,
+    )
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines() == [
+        "error: no such network interface: 'icsmon-nope0'"
+    ]
+    zero = _run(ICSMON, "sense", "--iface", "lo", "--workers", "0", check=False)
+    assert zero.returncode != 0 and "Traceback" not in zero.stderr
