@@ -4,7 +4,8 @@ Elasticsearch (the services of deploy/, or any given with ICSMON_* settings).
     .venv/bin/python bench/bench_province.py reduction [CAPTURE ...]
     .venv/bin/python bench/bench_province.py simulate --sites 1000 --seconds 240
 
-``reduction``: each capture (default: pcaps/plant/*.pcap, pcaps/baseline/train.pcap) is
+``reduction``: each capture (default: the 10 Hz polling of pcaps/polling/, then
+pcaps/plant/*.pcap and pcaps/baseline/train.pcap) is
 replayed by ``icsmon replay --sink kafka`` twice, with ``--ship rollups`` (the default of
 ``[sensor] events``) and ``--ship all``, each into fresh topics, then indexed by ``icsmon index --once``;
 the documents that reached Elasticsearch are counted per kind. It prints what the centre
@@ -609,11 +610,14 @@ def plan(args: argparse.Namespace) -> None:
     print(f"| Elasticsearch indexing cores | docs/s x ES CPU s/doc / {util:g} | {es_cores:,.1f} |")
     total_disk = 0.0
     shards = 0
+    setting: dict[str, int] = {}
     for kind, n in per_min.items():
         # an asset is one document per asset and day (its id; re-sent every minute, overwritten)
         stored = args.controllers + args.clients if kind == "asset" else n * 60 * 24
         daily = sensors * stored * size[kind]
         primaries = max(1, ceil(daily / (args.shard_gb * 1e9)))
+        if primaries > 1:
+            setting[kinds.get(kind).plural] = primaries
         kept = daily * keep[kind] * (1 + args.replicas_es)
         total_disk += kept
         shards += primaries * (1 + args.replicas_es) * keep[kind]
@@ -632,6 +636,9 @@ def plan(args: argparse.Namespace) -> None:
     print(f"| shards retained | sum(primaries x (1 + replicas) x days kept) | {shards:,} |")
     print(f"| Elasticsearch data nodes ({args.cores_per_node} cores, {args.disk_tb_per_node} TB) "
           f"| max(cores / node, disk / (node x 0.75), shards / 1000) | {es_nodes} |")  # fmt: skip
+    if setting:  # what the centre's config says for it (pipeline/config.py, [shards])
+        lines = "".join(f"\n{plural} = {n}" for plural, n in sorted(setting.items()))
+        print(f"\nthe indexers' config (primary shards per daily index):\n[shards]{lines}")
     print(
         f"\nwith events = all instead: {events_s / docs_s:,.0f}x the documents: "
         f"{events_s * args.cpu_es / 1000 / util:,.0f} Elasticsearch cores for indexing alone"
@@ -693,9 +700,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-province-") as t:
         tmp = Path(t)
         if args.what == "reduction":
-            caps = args.captures or sorted(
-                [*(REPO / "pcaps" / "plant").glob("*.pcap"), REPO / "pcaps/baseline/train.pcap"]
-            )
+            caps = args.captures or [
+                *sorted((REPO / "pcaps" / "polling").glob("*.pcap.gz")),
+                *sorted(
+                    [*(REPO / "pcaps" / "plant").glob("*.pcap"), REPO / "pcaps/baseline/train.pcap"]
+                ),
+            ]
             model = reduction(caps, tmp)
             if model:
                 minutes = max(model["span_s"], 1) / 60

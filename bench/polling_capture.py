@@ -10,8 +10,8 @@ Each controller is a pymodbus TCP server (the datastore and identity of
 ``pcaps/modbus/make_captures.py``) on 127.0.0.(11+i):502; the HMI connects to each from
 127.0.0.2 and, per controller, sends ``--rate`` requests a second, alternating FC 3 (holding
 registers 0-9) and FC 4 (input registers 0-7), and every 5 seconds writes a set point
-(FC 6, holding register 20). The capture is not kept in pcaps/ (at 10 Hz a few minutes are
-megabytes of goldens); this script makes it again in the duration asked.
+(FC 6, holding register 20). ``pcaps/polling/make_captures.py`` records the committed
+capture with it (three controllers, 180 s); this script makes a capture of any size.
 """
 
 from __future__ import annotations

@@ -53,10 +53,14 @@ def _load_config(config: Path | None, overrides: dict | None = None):
         raise fail(str(exc)) from None
 
 
-def _edge(cfg, engine, sink, linktype: int, dets=None, heartbeats=None):
+def _edge(
+    cfg, engine, sink, linktype: int, rules=None, site_config=None, dets=None, heartbeats=None
+):
     """The packet ring, alert captures and control channel of a live sensor (icsmon.edge):
     with a store (the captures beside it) and, for requests, Kafka and the province's key;
-    content the province pushes goes to the run's watchlist detector and its heartbeats."""
+    requested hunts write their alerts to ``sink`` and read rules with the sensor's
+    ``rules`` and ``site_config``; content the province pushes goes to the run's watchlist
+    detector (in ``dets``) and its ``heartbeats``."""
     from detectors.content import WatchlistDetector
     from pipeline.control import ControlError
 
@@ -73,7 +77,17 @@ def _edge(cfg, engine, sink, linktype: int, dets=None, heartbeats=None):
     watch = next((d for d in detectors if isinstance(d, WatchlistDetector)), None)
     try:
         return EdgeEvidence(
-            cfg, engine.ctx, store, kafka, linktype, folder, watchlist=watch, heartbeats=heartbeats
+            cfg,
+            engine.ctx,
+            store,
+            kafka,
+            linktype,
+            folder,
+            sink,
+            rules,
+            site_config,
+            watchlist=watch,
+            heartbeats=heartbeats,
         )
     except (ControlError, OSError) as exc:
         _close_sink(sink)
@@ -189,7 +203,7 @@ ControlKeyOpt = Annotated[
     Path | None,
     typer.Option(
         "--control-key",
-        help="The province's public key (PEM): answer its signed requests (evidence, content pushes) over Kafka [default: [control] public_key]",
+        help="The province's public key (PEM): answer its signed requests (evidence, hunts, content pushes) over Kafka [default: [control] public_key]",
     ),
 ]
 ContentOpt = Annotated[
@@ -535,7 +549,7 @@ def sense(
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
     )
     run.on_rollup = print_rollup
-    edge = _edge(cfg, engine, out_sink, linktype, dets, run.heartbeats)
+    edge = _edge(cfg, engine, out_sink, linktype, rules, site_config, dets, run.heartbeats)
     if edge is not None:
         if pool is None:
             single.tap = edge.tap

@@ -2,8 +2,9 @@
 ring and per-alert captures (``sensor.evidence``) fed by the engine's tap, and, with the
 province's public key and a Kafka uplink, the control listener (``pipeline.control_kafka``)
 whose handlers answer requests (``pipeline.evidence`` for ``evidence.request``,
-``response.content_push`` for ``content.update``; later features add theirs with
-``receiver.on``).
+``response.hunts`` for ``hunt.request``: hunts run in their own worker thread, their alerts
+written to the sensor's sink like any other; ``response.content_push`` for ``content.update``;
+later features add theirs with ``receiver.on``).
 
 Content the province pushes replaces the run's watchlist at once and is kept beside the store
 (``<store>.content.json``): a restarted sensor runs it again (or the ``--content`` package,
@@ -33,9 +34,15 @@ class EdgeEvidence:
         kafka: Any | None,
         linktype: int,
         folder: Path | None,
+        alerts: Any | None = None,
+        rules_dir: Path | None = None,
+        site_config: Path | None = None,
         watchlist: Any | None = None,
         heartbeats: Any | None = None,
     ) -> None:
+        """``alerts``: the sink a requested hunt's alerts are written to (the sensor's own,
+        store then Kafka); ``rules_dir`` and ``site_config``: the sensor's pack and placeholder
+        values, which a hunt's rule ids and rules are read with."""
         from sensor.evidence import AlertCaptures, PacketRing
 
         ev = cfg.evidence
@@ -56,6 +63,10 @@ class EdgeEvidence:
                 )
         self.listener = None
         self.handler = None
+        self.hunts = None
+        self.alert_sink = alerts
+        self.rules_dir = rules_dir
+        self.site_config = site_config
         self.content: Any | None = None  # the content.update handler
         self.watchlist = watchlist
         self.heartbeats = heartbeats
@@ -70,6 +81,7 @@ class EdgeEvidence:
         from pipeline.control import Receiver, load_public_key
         from pipeline.control_kafka import ControlListener
         from pipeline.evidence import EvidenceHandler, EvidenceLimits
+        from response.hunts import HuntLimits, HuntRequestHandler, HuntWorker
 
         common = {"labels.site": ctx.site, "organization.id": ctx.organization}
         common = {k: v for k, v in common.items() if v}
@@ -93,6 +105,26 @@ class EdgeEvidence:
             linktype=self.linktype,
         )
         receiver.on(self.handler.type, self.handler)
+
+        def answer(doc: dict) -> None:
+            kafka.write("response", doc)
+
+        sink = self.alert_sink or store
+        hunt = cfg.hunt
+        self.hunts = HuntWorker(
+            HuntRequestHandler(
+                ctx.observer,
+                store,
+                lambda alert: sink.write("alert", alert),
+                HuntLimits(hunt.max_events, hunt.max_seconds, hunt.max_alerts),
+                rules_dir=self.rules_dir,
+                common=common,
+                site_config=self.site_config,
+            ),
+            answer,
+            max_queued=hunt.max_queued,
+        )
+        receiver.on(self.hunts.type, self.hunts)
         if self.watchlist is not None:
             from response.content_push import CONTENT_UPDATE, live_content
 
@@ -100,7 +132,7 @@ class EdgeEvidence:
                 ctx.observer, self.watchlist, self.content_file, self._running_content
             )
             receiver.on(CONTENT_UPDATE, self.content)
-        listener = ControlListener(cfg, receiver, lambda doc: kafka.write("response", doc))
+        listener = ControlListener(cfg, receiver, answer)
         listener.start()
         return listener
 
@@ -150,6 +182,8 @@ class EdgeEvidence:
     def close(self) -> None:
         if self.listener is not None:
             self.listener.stop()
+        if self.hunts is not None:  # a hunt under way stops early and answers with its summary
+            self.hunts.close()
         if self.captures is not None:
             self.captures.close_all()
 
@@ -164,6 +198,9 @@ class EdgeEvidence:
             out.update({f"control.{k}": v for k, v in self.listener.stats().items()})
         if self.handler is not None:
             out.update({f"evidence.{k}": v for k, v in self.handler.stats.items()})
+        if self.hunts is not None:
+            out.update({f"hunt.{k}": v for k, v in self.hunts.handler.stats.items()})
+            out.update({f"hunt.{k}": v for k, v in self.hunts.stats.items()})
         if self.content is not None:
             out.update({f"content.{k}": v for k, v in self.content.updater.counters.items()})
         return out

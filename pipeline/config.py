@@ -47,11 +47,20 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     max_events = 2000                   # one request returns at most this many events
     max_pcap_bytes = 8388608            # ... and this much capture
 
+    [hunt]                              # hunts the province requests of a sensor: its caps
+    max_events = 10000000               # events one hunt scans at most
+    max_seconds = 600                   # ... and how long it runs
+    max_alerts = 10000                  # alerts one hunt writes at most
+    max_queued = 4                      # hunts waiting behind the one running; more: "busy"
+
     [retention]                         # the centre's indices, per kind: days kept (0: all)
     alerts = 365
     events = 14
     rollups = 90
     interval_s = 3600                   # how often `icsmon index` prunes
+
+    [shards]                            # primary shards of each kind's daily index (default 1)
+    rollups = 19                        # docs/scale.md: a primary per ~40 GB a day
 
 Every key has an environment variable: ``ICSMON_<SECTION>_<KEY>`` upper-cased, e.g.
 ``ICSMON_KAFKA_BROKERS``, ``ICSMON_ES_URL`` (``ES`` is short for ``ELASTICSEARCH``),
@@ -163,6 +172,14 @@ class EvidenceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HuntConfig:
+    max_events: int = 10_000_000  # what one requested hunt may scan...
+    max_seconds: float = 600.0  # ... for how long
+    max_alerts: int = 10_000  # ... and write
+    max_queued: int = 4  # requests waiting behind the running hunt; beyond: refused "busy"
+
+
+@dataclass(frozen=True, slots=True)
 class RetentionConfig:
     """Days each kind's daily indices are kept at the centre (``pipeline/retention.py``);
     a kind not named is kept for ever. Keys are the kinds' plurals (``alerts``...)."""
@@ -174,6 +191,25 @@ class RetentionConfig:
         return {kinds.by_plural(plural).name: days for plural, days in self.days}
 
 
+#: Elasticsearch's own limit on the primary shards of one index
+MAX_PRIMARY_SHARDS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ShardsConfig:
+    """Primary shards of each kind's indices at the centre, set in its index template
+    (``pipeline/es.py``); a kind not named gets 1. Keys are the kinds' plurals. Elasticsearch
+    fixes an index's shards when it creates it: a change applies from the next daily index."""
+
+    primaries: tuple[tuple[str, int], ...] = ()
+
+    def by_kind(self) -> dict[str, int]:
+        return {kinds.by_plural(plural).name: n for plural, n in self.primaries}
+
+    def of(self, kind: str) -> int:
+        return self.by_kind().get(kind, 1)
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -183,7 +219,9 @@ class PipelineConfig:
     sensor: SensorConfig = field(default_factory=SensorConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    hunt: HuntConfig = field(default_factory=HuntConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
     source: str = "defaults"  # where the values came from, for messages
 
     def topic(self, kind: str) -> str:
@@ -205,7 +243,9 @@ _SECTIONS: dict[str, type] = {
     "sensor": SensorConfig,
     "control": ControlConfig,
     "evidence": EvidenceConfig,
+    "hunt": HuntConfig,
     "retention": RetentionConfig,
+    "shards": ShardsConfig,
 }
 _ENV_SECTION = {
     "kafka": "KAFKA",
@@ -215,7 +255,9 @@ _ENV_SECTION = {
     "sensor": "SENSOR",
     "control": "CONTROL",
     "evidence": "EVIDENCE",
+    "hunt": "HUNT",
     "retention": "RETENTION",
+    "shards": "SHARDS",
 }
 
 
@@ -266,6 +308,9 @@ def _apply(
         if cls is RetentionConfig:
             changes[section] = _apply_retention(current, entries, origin)
             continue
+        if cls is ShardsConfig:
+            changes[section] = _apply_shards(current, entries, origin)
+            continue
         known = {f.name: getattr(current, f.name) for f in fields(cls)}
         updates = {}
         for key, value in entries.items():
@@ -307,6 +352,26 @@ def _apply_retention(
     return replace(current, days=tuple(sorted(days.items())), interval_s=interval)
 
 
+def _apply_shards(current: ShardsConfig, entries: Mapping[str, Any], origin: str) -> ShardsConfig:
+    """``[shards]``: primary shards per kind (its plural, ``rollups = 19``)."""
+    primaries = dict(current.primaries)
+    for key, value in entries.items():
+        if value is None:
+            continue
+        try:
+            plural = kinds.by_plural(key).plural
+        except ValueError:
+            known = ", ".join(k.plural for k in kinds.all_kinds())
+            raise ConfigError(f"{origin}: unknown key shards.{key} (a kind: {known})") from None
+        number = _coerce(value, 1, f"shards.{key}", origin)
+        if not 1 <= number <= MAX_PRIMARY_SHARDS:
+            raise ConfigError(
+                f"{origin}: shards.{key} must be between 1 and {MAX_PRIMARY_SHARDS} primaries"
+            )
+        primaries[plural] = number
+    return replace(current, primaries=tuple(sorted(primaries.items())))
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -335,6 +400,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
         names = [f.name for f in fields(cls)]
         if cls is RetentionConfig:  # ICSMON_RETENTION_ALERTS=365 ...
             names = [k.plural for k in kinds.all_kinds()] + ["interval_s"]
+        elif cls is ShardsConfig:  # ICSMON_SHARDS_ROLLUPS=19 ...
+            names = [k.plural for k in kinds.all_kinds()]
         for name in names:
             var = prefix + name.upper()
             if var in env and env[var] != "":
@@ -433,5 +500,11 @@ def _validate(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{where}: evidence.{name} cannot be negative")
     if ev.max_events < 0 or not ev.max_window_s > 0:
         raise ConfigError(f"{where}: evidence.max_events >= 0 and max_window_s > 0, please")
+    h = cfg.hunt
+    if h.max_events < 1 or not h.max_seconds > 0 or h.max_alerts < 0 or h.max_queued < 1:
+        raise ConfigError(
+            f"{where}: hunt.max_events, max_seconds and max_queued must be positive, "
+            "max_alerts not negative"
+        )
     if not cfg.retention.interval_s >= 60:
         raise ConfigError(f"{where}: retention.interval_s must be at least 60 seconds")

@@ -313,7 +313,7 @@ class EsStore:
             "priority": 200,
             "template": {
                 "settings": {
-                    "number_of_shards": 1,
+                    "number_of_shards": self.cfg.shards.of(kind),  # [shards], docs/scale.md
                     "auto_expand_replicas": "0-1",
                     "index.mapping.ignore_malformed": True,
                     "index.mapping.total_fields.limit": 2000,

@@ -295,12 +295,14 @@ def test_a_restarted_sensor_runs_the_content_last_pushed_to_it(world: dict[str, 
         for started_with, runs in ((empty_package(), version), (None, version)):
             watch = WatchlistDetector(started_with or load_package(kept))
             beats = Heartbeats(engine.ctx, 60.0, content_version=str(watch.version))
-            edge = EdgeEvidence(cfg, engine.ctx, store, None, 1, None, watch, beats)
+            edge = EdgeEvidence(
+                cfg, engine.ctx, store, None, 1, None, watchlist=watch, heartbeats=beats
+            )
             assert watch.version == runs and beats.content_version == str(runs)
             edge.close()
         kept.write_text(kept.read_text()[:-20])  # cut short
         watch = WatchlistDetector(empty_package())
-        EdgeEvidence(cfg, engine.ctx, store, None, 1, None, watch, None).close()
+        EdgeEvidence(cfg, engine.ctx, store, None, 1, None, watchlist=watch).close()
         assert watch.version == 0
     finally:
         store.close()

@@ -260,6 +260,8 @@ def write_config_file(cfg: PipelineConfig, path: Path) -> Path:
     lines.append("[retention]")
     lines += [f"{plural} = {days}" for plural, days in cfg.retention.days]
     lines.append(f"interval_s = {cfg.retention.interval_s}")
+    lines.append("[shards]")
+    lines += [f"{plural} = {n}" for plural, n in cfg.shards.primaries]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
