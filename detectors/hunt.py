@@ -237,6 +237,7 @@ class Hunt:
     max_events: int | None = None  # stop after this many events (a requested hunt's cap)
     max_seconds: float | None = None  # stop after this long (wall time)
     progress: Callable[[int, float | None], None] | None = None  # (events so far, event time)
+    cancelled: Callable[[], bool] | None = None  # asked to stop (the sensor is stopping)
     _versions: dict[str, str] = field(default_factory=dict)
     _paths: dict[str, str] = field(default_factory=dict)
 
@@ -268,12 +269,15 @@ class Hunt:
             alerts = process(event)
             if alerts:
                 self._take(alerts, summary)
-            if n % PROGRESS_EVERY == 0:
-                if self.progress is not None:
-                    self.progress(n, ts if isinstance(ts, int | float) else None)
+            if n & 1023 == 1:  # from the first event on, every 1024
                 if deadline is not None and time.monotonic() > deadline:
                     summary.stopped = f"time cap of {self.max_seconds:g} s reached"
                     break
+                if self.cancelled is not None and self.cancelled():
+                    summary.stopped = "cancelled"
+                    break
+            if n % PROGRESS_EVERY == 0 and self.progress is not None:
+                self.progress(n, ts if isinstance(ts, int | float) else None)
             if cap is not None and n >= cap:
                 summary.stopped = f"cap of {cap} events reached"
                 break

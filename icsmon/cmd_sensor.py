@@ -53,9 +53,11 @@ def _load_config(config: Path | None, overrides: dict | None = None):
         raise fail(str(exc)) from None
 
 
-def _edge(cfg, engine, sink, linktype: int):
+def _edge(cfg, engine, sink, linktype: int, rules=None, site_config=None):
     """The packet ring, alert captures and control channel of a live sensor (icsmon.edge):
-    with a store (the captures beside it) and, for requests, Kafka and the province's key."""
+    with a store (the captures beside it) and, for requests, Kafka and the province's key;
+    requested hunts write their alerts to ``sink`` and read rules with the sensor's
+    ``rules`` and ``site_config``."""
     from pipeline.control import ControlError
 
     parts = getattr(sink, "sinks", None) or {}
@@ -68,7 +70,9 @@ def _edge(cfg, engine, sink, linktype: int):
 
     folder = Path(store.path).with_name(Path(store.path).stem + ".evidence")
     try:
-        return EdgeEvidence(cfg, engine.ctx, store, kafka, linktype, folder)
+        return EdgeEvidence(
+            cfg, engine.ctx, store, kafka, linktype, folder, sink, rules, site_config
+        )
     except (ControlError, OSError) as exc:
         _close_sink(sink)
         raise fail(str(exc)) from None
@@ -182,7 +186,7 @@ ControlKeyOpt = Annotated[
     Path | None,
     typer.Option(
         "--control-key",
-        help="The province's public key (PEM): answer its signed requests (evidence) over Kafka [default: [control] public_key]",
+        help="The province's public key (PEM): answer its signed requests (evidence, hunts) over Kafka [default: [control] public_key]",
     ),
 ]
 ContentOpt = Annotated[
@@ -527,7 +531,7 @@ def sense(
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
     )
     run.on_rollup = print_rollup
-    edge = _edge(cfg, engine, out_sink, linktype)
+    edge = _edge(cfg, engine, out_sink, linktype, rules, site_config)
     if edge is not None:
         if pool is None:
             single.tap = edge.tap

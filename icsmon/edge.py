@@ -1,8 +1,9 @@
 """Wiring of a live sensor's evidence and control channel (``icsmon sense``): the packet
 ring and per-alert captures (``sensor.evidence``) fed by the engine's tap, and, with the
 province's public key and a Kafka uplink, the control listener (``pipeline.control_kafka``)
-whose handlers answer requests (``pipeline.evidence`` for ``evidence.request``; later
-features add theirs with ``receiver.on``)."""
+whose handlers answer requests (``pipeline.evidence`` for ``evidence.request``,
+``response.hunts`` for ``hunt.request``: hunts run in their own worker thread, their alerts
+written to the sensor's sink like any other; later features add theirs with ``receiver.on``)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ class EdgeEvidence:
         kafka: Any | None,
         linktype: int,
         folder: Path | None,
+        alerts: Any | None = None,
+        rules_dir: Path | None = None,
+        site_config: Path | None = None,
     ) -> None:
+        """``alerts``: the sink a requested hunt's alerts are written to (the sensor's own,
+        store then Kafka); ``rules_dir`` and ``site_config``: the sensor's pack and placeholder
+        values, which a hunt's rule ids and rules are read with."""
         from sensor.evidence import AlertCaptures, PacketRing
 
         ev = cfg.evidence
@@ -48,6 +55,10 @@ class EdgeEvidence:
                 )
         self.listener = None
         self.handler = None
+        self.hunts = None
+        self.alert_sink = alerts
+        self.rules_dir = rules_dir
+        self.site_config = site_config
         if cfg.control.public_key and kafka is not None:
             self.listener = self._listener(cfg, ctx, store, kafka)
 
@@ -55,6 +66,7 @@ class EdgeEvidence:
         from pipeline.control import Receiver, load_public_key
         from pipeline.control_kafka import ControlListener
         from pipeline.evidence import EvidenceHandler, EvidenceLimits
+        from response.hunts import HuntLimits, HuntRequestHandler, HuntWorker
 
         common = {"labels.site": ctx.site, "organization.id": ctx.organization}
         common = {k: v for k, v in common.items() if v}
@@ -78,7 +90,27 @@ class EdgeEvidence:
             linktype=self.linktype,
         )
         receiver.on(self.handler.type, self.handler)
-        listener = ControlListener(cfg, receiver, lambda doc: kafka.write("response", doc))
+
+        def answer(doc: dict) -> None:
+            kafka.write("response", doc)
+
+        sink = self.alert_sink or store
+        hunt = cfg.hunt
+        self.hunts = HuntWorker(
+            HuntRequestHandler(
+                ctx.observer,
+                store,
+                lambda alert: sink.write("alert", alert),
+                HuntLimits(hunt.max_events, hunt.max_seconds, hunt.max_alerts),
+                rules_dir=self.rules_dir,
+                common=common,
+                site_config=self.site_config,
+            ),
+            answer,
+            max_queued=hunt.max_queued,
+        )
+        receiver.on(self.hunts.type, self.hunts)
+        listener = ControlListener(cfg, receiver, answer)
         listener.start()
         return listener
 
@@ -102,6 +134,8 @@ class EdgeEvidence:
     def close(self) -> None:
         if self.listener is not None:
             self.listener.stop()
+        if self.hunts is not None:  # a hunt under way stops early and answers with its summary
+            self.hunts.close()
         if self.captures is not None:
             self.captures.close_all()
 
@@ -116,4 +150,7 @@ class EdgeEvidence:
             out.update({f"control.{k}": v for k, v in self.listener.stats().items()})
         if self.handler is not None:
             out.update({f"evidence.{k}": v for k, v in self.handler.stats.items()})
+        if self.hunts is not None:
+            out.update({f"hunt.{k}": v for k, v in self.hunts.handler.stats.items()})
+            out.update({f"hunt.{k}": v for k, v in self.hunts.stats.items()})
         return out

@@ -48,6 +48,12 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     max_events = 2000                   # one request returns at most this many events
     max_pcap_bytes = 8388608            # ... and this much capture
 
+    [hunt]                              # hunts the province requests of a sensor: its caps
+    max_events = 10000000               # events one hunt scans at most
+    max_seconds = 600                   # ... and how long it runs
+    max_alerts = 10000                  # alerts one hunt writes at most
+    max_queued = 4                      # hunts waiting behind the one running; more: "busy"
+
     [retention]                         # the centre's indices, per kind: days kept (0: all)
     alerts = 365
     events = 14
@@ -170,6 +176,14 @@ class EvidenceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HuntConfig:
+    max_events: int = 10_000_000  # what one requested hunt may scan...
+    max_seconds: float = 600.0  # ... for how long
+    max_alerts: int = 10_000  # ... and write
+    max_queued: int = 4  # requests waiting behind the running hunt; beyond: refused "busy"
+
+
+@dataclass(frozen=True, slots=True)
 class RetentionConfig:
     """Days each kind's daily indices are kept at the centre (``pipeline/retention.py``);
     a kind not named is kept for ever. Keys are the kinds' plurals (``alerts``...)."""
@@ -209,6 +223,7 @@ class PipelineConfig:
     sensor: SensorConfig = field(default_factory=SensorConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    hunt: HuntConfig = field(default_factory=HuntConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     source: str = "defaults"  # where the values came from, for messages
@@ -232,6 +247,7 @@ _SECTIONS: dict[str, type] = {
     "sensor": SensorConfig,
     "control": ControlConfig,
     "evidence": EvidenceConfig,
+    "hunt": HuntConfig,
     "retention": RetentionConfig,
     "shards": ShardsConfig,
 }
@@ -243,6 +259,7 @@ _ENV_SECTION = {
     "sensor": "SENSOR",
     "control": "CONTROL",
     "evidence": "EVIDENCE",
+    "hunt": "HUNT",
     "retention": "RETENTION",
     "shards": "SHARDS",
 }
@@ -489,5 +506,11 @@ def _validate(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{where}: evidence.{name} cannot be negative")
     if ev.max_events < 0 or not ev.max_window_s > 0:
         raise ConfigError(f"{where}: evidence.max_events >= 0 and max_window_s > 0, please")
+    h = cfg.hunt
+    if h.max_events < 1 or not h.max_seconds > 0 or h.max_alerts < 0 or h.max_queued < 1:
+        raise ConfigError(
+            f"{where}: hunt.max_events, max_seconds and max_queued must be positive, "
+            "max_alerts not negative"
+        )
     if not cfg.retention.interval_s >= 60:
         raise ConfigError(f"{where}: retention.interval_s must be at least 60 seconds")

@@ -21,6 +21,7 @@ sensor.
 from __future__ import annotations
 
 import logging
+import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -81,6 +82,30 @@ def request_payload(
     return payload
 
 
+def rule_texts(paths: Iterable[Path]) -> dict[str, str]:
+    """The Sigma YAML a request carries: each file, and the ``.yml``/``.yaml`` files under
+    each folder (name -> text). OSError when one cannot be read."""
+    out: dict[str, str] = {}
+    for path in paths:
+        files = (
+            sorted(f for f in path.rglob("*") if f.suffix in (".yml", ".yaml"))
+            if path.is_dir()
+            else [path]
+        )
+        for f in files:
+            out[f"{len(out):03}-{f.name}"] = f.read_text(encoding="utf-8")
+    return out
+
+
+def send_hunt(
+    publisher: Any, sensors: Iterable[str], payload: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The province's side: sign the request (``request_payload``) for each sensor and publish
+    it on the control topic (``pipeline.control_kafka.ControlPublisher``); the envelopes sent,
+    by sensor. Raises what the publisher raises (Kafka unavailable) at the first failure."""
+    return {s: publisher.send(HUNT_REQUEST, s, dict(payload)) for s in sensors}
+
+
 class Refused(ValueError):
     """A request the sensor will not serve; the message is the reason it answers with."""
 
@@ -89,7 +114,8 @@ class HuntRequestHandler:
     """The sensor's answer to ``hunt.request``: a capped hunt over its own store.
 
     ``store`` is the sensor's store (``count_events``, ``scan_events``, ``alert_raised``);
-    ``write`` takes each new alert (the sensor's sink: its store, and Kafka)."""
+    ``write`` takes each new alert (the sensor's sink: its store, and Kafka). Called directly
+    it hunts in the caller's thread; a running sensor puts a :class:`HuntWorker` in front."""
 
     type = HUNT_REQUEST
 
@@ -111,48 +137,51 @@ class HuntRequestHandler:
         self.site_config = site_config
         self.common = dict(common or {})
         self._lock = threading.Lock()  # one hunt at a time: the store and the CPU are shared
+        self._cancel = threading.Event()
         self.stats = {"hunts": 0, "refused": 0, "events": 0, "alerts": 0}
 
-    def __call__(self, envelope: Envelope) -> list[dict]:
+    def __call__(
+        self, envelope: Envelope, started: Callable[[dict], None] | None = None
+    ) -> list[dict]:
+        """Hunt and answer; ``started`` is handed the ``running`` answer (with the number of
+        events to scan) once the rules have loaded."""
         with self._lock:
             try:
-                fields = self._hunt(envelope.payload)
+                check_request(envelope.payload)
+                fields = self._hunt(envelope, started)
             except Refused as exc:
-                self.stats["refused"] += 1
-                hunt_id = envelope.payload.get("hunt_id")
-                refusal = {
-                    "icsmon.control.reason": "bad_request",
-                    "icsmon.control.message": str(exc),
-                }
-                if isinstance(hunt_id, str):
-                    refusal["icsmon.hunt.id"] = hunt_id
-                return [self._answer(envelope, "refused", refusal)]
+                return [self.refusal(envelope, str(exc))]
             self.stats["hunts"] += 1
-            return [self._answer(envelope, "delivered", fields)]
+            return [self.answer(envelope, "delivered", fields)]
 
-    def _answer(self, envelope: Envelope, status: str, fields: dict[str, Any]) -> dict:
-        return response_doc(envelope, self.sensor_id, status, fields={**self.common, **fields})
+    def cancel(self) -> None:
+        """Stop the hunt under way (the sensor is stopping): it answers with what it did."""
+        self._cancel.set()
 
-    def _hunt(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        hunt_id = payload.get("hunt_id")
-        if not isinstance(hunt_id, str) or not hunt_id or len(hunt_id) > 128:
-            raise Refused("no usable hunt_id")
+    def answer(
+        self, envelope: Envelope, status: str, fields: Mapping[str, Any], suffix: str = ""
+    ) -> dict:
+        """A response to ``envelope``; ``suffix`` names an interim answer (``accepted``,
+        ``running``) so that it is stored beside the final one, not instead of it."""
+        doc = response_doc(envelope, self.sensor_id, status, fields={**self.common, **fields})
+        if suffix:
+            doc["event.id"] = f"{envelope.id}-{suffix}"
+        return doc
+
+    def refusal(self, envelope: Envelope, message: str, reason: str = "bad_request") -> dict:
+        self.stats["refused"] += 1
+        fields = {"icsmon.control.reason": reason, "icsmon.control.message": message}
+        hunt_id = envelope.payload.get("hunt_id")
+        if isinstance(hunt_id, str):
+            fields["icsmon.hunt.id"] = hunt_id
+        return self.answer(envelope, "refused", fields)
+
+    def _hunt(self, envelope: Envelope, started: Callable[[dict], None] | None) -> dict[str, Any]:
+        payload = envelope.payload
+        hunt_id = str(payload["hunt_id"])
         texts = payload.get("rules") or {}
         ids = payload.get("rule_ids") or []
-        if not isinstance(texts, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in texts.items()
-        ):
-            raise Refused("rules must map file names to Sigma YAML text")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise Refused("rule_ids must be a list of rule ids")
-        if not texts and not ids:
-            raise Refused("no rules to run")
-        if sum(len(v.encode()) for v in texts.values()) > MAX_RULE_BYTES:
-            raise Refused(f"rules larger than {MAX_RULE_BYTES} bytes")
         since, until = payload.get("since"), payload.get("until")
-        for name, value in (("since", since), ("until", until)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise Refused(f"{name} must be whole epoch seconds")
         lim = self.limits
         max_events = _capped(payload.get("max_events"), lim.max_events)
         max_seconds = _capped(payload.get("max_seconds"), lim.max_seconds)
@@ -173,6 +202,16 @@ class HuntRequestHandler:
             except (RuleLoadError, HuntError) as exc:
                 raise Refused(str(exc).splitlines()[0]) from None
             warnings = field_warnings(engine.pack)[:10]
+            if started is not None:
+                total = min(self.store.count_events(since, until), max_events)
+                started(
+                    self.answer(
+                        envelope,
+                        "running",
+                        {"icsmon.hunt.id": hunt_id, "icsmon.hunt.total": total},
+                        "running",
+                    )
+                )
             written = 0
 
             def write(alert: dict) -> None:
@@ -190,6 +229,7 @@ class HuntRequestHandler:
                 write=write,
                 max_events=max_events,
                 max_seconds=max_seconds,
+                cancelled=self._cancel.is_set,
             )
             summary = job.run(self.store.scan_events(since, until))
         self.stats["events"] += summary.events
@@ -215,30 +255,203 @@ class HuntRequestHandler:
         }
 
 
+def check_request(payload: Mapping[str, Any]) -> None:
+    """Refused (with the reason) when a request's payload is not one a sensor can serve;
+    cheap: run before a request is queued."""
+    hunt_id = payload.get("hunt_id")
+    if not isinstance(hunt_id, str) or not hunt_id or len(hunt_id) > 128:
+        raise Refused("no usable hunt_id")
+    texts = payload.get("rules") or {}
+    ids = payload.get("rule_ids") or []
+    if not isinstance(texts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in texts.items()
+    ):
+        raise Refused("rules must map file names to Sigma YAML text")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise Refused("rule_ids must be a list of rule ids")
+    if not texts and not ids:
+        raise Refused("no rules to run")
+    if sum(len(v.encode()) for v in texts.values()) > MAX_RULE_BYTES:
+        raise Refused(f"rules larger than {MAX_RULE_BYTES} bytes")
+    for name in ("since", "until"):
+        value = payload.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise Refused(f"{name} must be whole epoch seconds")
+
+
+class HuntWorker:
+    """Requested hunts off the control listener's thread, one at a time, in arrival order.
+
+    Given to the Receiver in place of the handler: a request is checked at once, then queued
+    (at most ``max_queued`` waiting; beyond that it is refused as ``busy``) and acknowledged
+    with an ``accepted`` answer, so the listener goes on with the next control message while a
+    hunt runs for minutes. The worker thread sends ``running`` when a hunt starts and the
+    summary when it ends, through ``answer`` (the sensor's Kafka sink)."""
+
+    type = HUNT_REQUEST
+
+    def __init__(
+        self,
+        handler: HuntRequestHandler,
+        answer: Callable[[dict], None],
+        max_queued: int = 4,
+    ) -> None:
+        self.handler = handler
+        self.send = answer
+        self.max_queued = max_queued
+        self._queue: queue.Queue[Envelope | None] = queue.Queue(maxsize=max_queued)
+        self.stats = {"queued": 0, "busy": 0, "answers": 0, "errors": 0}
+        self._thread = threading.Thread(target=self._run, name="icsmon-hunt", daemon=True)
+        self._thread.start()
+
+    def __call__(self, envelope: Envelope) -> list[dict]:
+        try:
+            check_request(envelope.payload)
+        except Refused as exc:
+            return [self.handler.refusal(envelope, str(exc))]
+        try:
+            self._queue.put_nowait(envelope)
+        except queue.Full:
+            self.stats["busy"] += 1
+            message = f"busy: {self.max_queued} hunts already waiting; ask again later"
+            return [self.handler.refusal(envelope, message, reason="busy")]
+        self.stats["queued"] += 1
+        hunt_id = envelope.payload["hunt_id"]
+        return [
+            self.handler.answer(
+                envelope,
+                "accepted",
+                {"icsmon.hunt.id": hunt_id, "icsmon.hunt.queued": self._queue.qsize()},
+                "accepted",
+            )
+        ]
+
+    def _run(self) -> None:
+        while True:
+            envelope = self._queue.get()
+            try:
+                if envelope is None:
+                    return
+                self._hunt(envelope)
+            finally:
+                self._queue.task_done()
+
+    def _hunt(self, envelope: Envelope) -> None:
+        try:
+            for doc in self.handler(envelope, started=self._send):
+                self._send(doc)
+        except Exception as exc:  # a bug answers with an error, never stops the sensor
+            self.stats["errors"] += 1
+            log.exception("hunt %s failed", envelope.payload.get("hunt_id"))
+            self._send(
+                self.handler.answer(
+                    envelope,
+                    "error",
+                    {
+                        "icsmon.hunt.id": envelope.payload.get("hunt_id"),
+                        "icsmon.control.message": f"{type(exc).__name__}: {exc}",
+                    },
+                )
+            )
+
+    def _send(self, doc: dict) -> None:
+        self.stats["answers"] += 1
+        self.send(doc)
+
+    def idle(self) -> bool:
+        """Nothing queued and no hunt under way."""
+        return self._queue.unfinished_tasks == 0
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop: the hunt under way ends early (and answers with what it did); hunts still
+        waiting are not started."""
+        self.handler.cancel()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+
+
 def _capped(asked: Any, cap: float) -> Any:
     if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
         return min(asked, cap)
     return cap
 
 
+#: how far a hunt got at a sensor, by the status of its answers
+_FINAL = ("delivered", "refused", "error")
+_RANK = {"accepted": 1, "running": 2, "delivered": 3, "refused": 3, "error": 3}
+
+
 def hunt_state(responses: Iterable[Mapping[str, Any]], hunt_id: str) -> dict[str, dict]:
-    """Per sensor (``observer.name``): the answer to the hunt ``hunt_id`` (flat ``response``
-    documents of any back end), as the posture view shows it."""
-    out: dict[str, dict] = {}
+    """Per sensor (``observer.name``): where the hunt ``hunt_id`` stands from its answers
+    (flat ``response`` documents of any back end): the furthest of ``accepted``, ``running``
+    (with the events to scan) and the final one (``delivered`` with the summary, ``refused``
+    with the reason, ``error``)."""
+    furthest: dict[str, Mapping[str, Any]] = {}
+    totals: dict[str, Any] = {}
     for doc in responses:
         if doc.get("icsmon.control.type") != HUNT_REQUEST or doc.get("icsmon.hunt.id") != hunt_id:
             continue
         sensor = str(doc.get("observer.name") or "")
-        out[sensor] = {
+        status = str(doc.get("icsmon.control.status"))
+        if status == "running":
+            totals[sensor] = doc.get("icsmon.hunt.total")
+        have = furthest.get(sensor)
+        if have is None or _RANK.get(status, 0) >= _RANK.get(
+            str(have.get("icsmon.control.status")), 0
+        ):
+            furthest[sensor] = doc
+    return {
+        sensor: {
             "status": doc.get("icsmon.control.status"),
             "site": doc.get("labels.site"),
+            "at": doc.get("@timestamp"),
+            "total": totals.get(sensor),
             "events": doc.get("icsmon.hunt.events"),
             "first": doc.get("icsmon.hunt.first"),
             "last": doc.get("icsmon.hunt.last"),
             "matches": doc.get("icsmon.hunt.matches"),
             "alerts": doc.get("icsmon.hunt.alerts"),
             "new": doc.get("icsmon.hunt.new"),
+            "known": doc.get("icsmon.hunt.known"),
             "stopped": doc.get("icsmon.hunt.stopped"),
+            "reason": doc.get("icsmon.control.reason"),
             "message": doc.get("icsmon.control.message"),
         }
+        for sensor, doc in furthest.items()
+    }
+
+
+def sensor_progress(
+    targets: Iterable[str],
+    responses: Iterable[Mapping[str, Any]],
+    hunt_id: str,
+    expires_at: float,
+    max_seconds: float,
+    now: float,
+) -> dict[str, dict]:
+    """Per target sensor, what the posture view shows: ``requested`` (nothing back yet),
+    ``accepted``, ``running``, ``done``, ``refused``, ``error``, or ``no_answer`` (nothing
+    came back before the request expired, or a hunt that started never finished within its
+    time cap after that)."""
+    got = hunt_state(responses, hunt_id)
+    out: dict[str, dict] = {}
+    for sensor in targets:
+        st = dict(got.get(sensor) or {"status": "requested"})
+        status = st["status"]
+        if status == "delivered":
+            st["status"] = "done"
+        elif status not in _FINAL:
+            late = expires_at if status == "requested" else expires_at + max_seconds
+            if now > late:
+                st["status"] = "no_answer"
+        out[sensor] = st
     return out

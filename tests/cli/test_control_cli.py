@@ -68,3 +68,30 @@ def test_the_posture_server_with_a_bad_signing_key_stops_with_one_line(tmp_path:
         "missing.key",
         "cannot read",
     )
+
+
+def test_a_hunt_request_names_its_rules_and_has_a_key(tmp_path: Path) -> None:
+    proc = icsmon("control", "types")
+    assert "hunt.request\t" in proc.stdout
+    assert_clean_error(icsmon("control", "hunt", "--sensor", "s1"), "--rule")
+    rule = tmp_path / "r.yml"
+    rule.write_text("title: x\n")
+    assert_clean_error(
+        icsmon("control", "hunt", "--sensor", "s1", "--rule", str(rule)), "no signing key"
+    )
+    assert_clean_error(
+        icsmon("control", "hunt", "--sensor", "s1", "--rule", str(tmp_path / "none.yml")),
+        "none.yml",
+    )
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    assert_clean_error(
+        icsmon("control", "hunt", "--sensor", "s1", "--rule", str(rule), "--key", str(junk)),
+        "junk.pem",
+    )
+    assert_clean_error(
+        icsmon(
+            "control", "hunt", "--sensor", "s1", "--rule-id", "x", "--since", "1h", "--until", "1d"
+        ),
+        "--until must be later",
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -16,12 +17,21 @@ from detectors.hunt import Hunt, load_hunt_engine
 from pipeline import control
 from pipeline.control import Receiver, Signer
 from pipeline.store import Store
-from response.hunts import HUNT_REQUEST, HuntLimits, HuntRequestHandler, hunt_state, request_payload
+from response.hunts import (
+    HUNT_REQUEST,
+    HuntLimits,
+    HuntRequestHandler,
+    HuntWorker,
+    hunt_state,
+    request_payload,
+    sensor_progress,
+)
 from tests.detectors.test_hunt import ATTACK, live_run
 from tests.support import REPO
 
 RULE = REPO / "rules" / "modbus" / "modbus_write_from_unlisted_master.yml"
 SENSOR = "sensor-7"
+RULE_ID = "cf849942-e7b0-5107-bd0c-6249700874bd"  # RULE's id in the shipped pack
 
 
 @pytest.fixture()
@@ -125,3 +135,104 @@ def test_requests_the_sensor_cannot_serve_are_answered_with_the_reason(
     assert reason in answer["icsmon.control.message"]
     assert handler.stats["refused"] == 1 and not written
     json.dumps(answer)  # a plain document, ready for Kafka
+
+
+class GatedStore:
+    """The sensor's store, whose scan waits for ``gate``: a hunt that takes as long as the
+    test wants."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.gate = threading.Event()
+        self.scanning = threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    def scan_events(self, *args, **kwargs):
+        self.scanning.set()
+        self.gate.wait(60)
+        yield from self.store.scan_events(*args, **kwargs)
+
+
+def test_the_worker_hunts_off_the_listeners_thread_and_caps_its_queue(sensor) -> None:
+    signer, _, _, store, _ = sensor
+    gated = GatedStore(store)
+    answers: list[dict] = []
+
+    def write(alert: dict) -> None:  # the sensor's store: a later hunt knows the alert
+        store.write("alert", alert)
+        store.flush()
+
+    worker = HuntWorker(HuntRequestHandler(SENSOR, gated, write, HuntLimits()), answers.append, 1)
+    rx = Receiver(SENSOR, signer.key.public_key(), {HUNT_REQUEST: worker})
+    try:
+        rule = {"r.yml": RULE.read_text()}
+        # the first hunt starts and blocks in its scan: the listener's call has returned
+        [first] = rx.handle(_send(signer, request_payload("hunt-a", rules=rule)))
+        assert first["icsmon.control.status"] == "accepted"
+        assert first["event.id"].endswith("-accepted") and first["icsmon.hunt.id"] == "hunt-a"
+        assert gated.scanning.wait(30)
+        # one more waits; beyond the queue's cap the sensor says it is busy
+        [second] = rx.handle(_send(signer, request_payload("hunt-b", rules=rule)))
+        assert second["icsmon.control.status"] == "accepted"
+        [third] = rx.handle(_send(signer, request_payload("hunt-c", rules=rule)))
+        assert third["icsmon.control.status"] == "refused"
+        assert third["icsmon.control.reason"] == "busy" and third["icsmon.hunt.id"] == "hunt-c"
+        # a request that cannot be served is refused at once, not queued
+        [bad] = rx.handle(_send(signer, request_payload("hunt-d")))
+        assert (
+            bad["icsmon.control.status"] == "refused"
+            and "no rules" in bad["icsmon.control.message"]
+        )
+        assert [a["icsmon.control.status"] for a in answers] == ["running"]
+        gated.gate.set()
+        deadline = time.monotonic() + 60
+        while not worker.idle() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done = [a for a in answers if a["icsmon.control.status"] == "delivered"]
+        assert [a["icsmon.hunt.id"] for a in done] == ["hunt-a", "hunt-b"]
+        assert done[0]["icsmon.hunt.new"] > 0 and done[1]["icsmon.hunt.new"] == 0  # known
+        assert len({a["event.id"] for a in answers}) == len(answers)  # stored side by side
+        state = hunt_state(answers, "hunt-a")[SENSOR]
+        assert state["status"] == "delivered" and state["total"] == store.count_events()
+    finally:
+        gated.gate.set()
+        worker.close()
+
+
+def test_a_stopping_sensor_cancels_the_hunt_under_way(sensor) -> None:
+    signer, _, _, store, _ = sensor
+    gated = GatedStore(store)
+    answers: list[dict] = []
+    handler = HuntRequestHandler(SENSOR, gated, lambda a: None, HuntLimits())
+    worker = HuntWorker(handler, answers.append)
+    env = signer.envelope(HUNT_REQUEST, SENSOR, request_payload("hunt-z", rule_ids=[RULE_ID]))
+    worker(control.Envelope(**{k: v for k, v in env.items() if k != "signature"}))
+    assert gated.scanning.wait(30)
+    handler.cancel()
+    gated.gate.set()
+    worker.close()
+    [summary] = [a for a in answers if a["icsmon.control.status"] == "delivered"]
+    assert summary["icsmon.hunt.stopped"] == "cancelled"
+
+
+def test_progress_per_sensor_from_the_answers() -> None:
+    env = control.Envelope(HUNT_REQUEST, "req", "s1", 0, 100, {"hunt_id": "h"})
+    h = HuntRequestHandler("s1", None, lambda a: None)
+    accepted = h.answer(env, "accepted", {"icsmon.hunt.id": "h"}, "accepted")
+    running = h.answer(env, "running", {"icsmon.hunt.id": "h", "icsmon.hunt.total": 9}, "running")
+    done = h.answer(env, "delivered", {"icsmon.hunt.id": "h", "icsmon.hunt.events": 9})
+    targets = ["s1", "s2"]
+    # answers arrive in any order: the furthest state wins, the total is kept
+    got = sensor_progress(targets, [done, accepted, running], "h", 100, 600, now=50)
+    assert got["s1"]["status"] == "done" and got["s1"]["total"] == got["s1"]["events"] == 9
+    assert got["s2"]["status"] == "requested"
+    assert sensor_progress(targets, [accepted], "h", 100, 600, now=50)["s1"]["status"] == "accepted"
+    # nothing back once the request expired; a hunt that started and never finished after
+    # its time cap on top
+    assert sensor_progress(targets, [], "h", 100, 600, now=101)["s2"]["status"] == "no_answer"
+    late = sensor_progress(targets, [running], "h", 100, 600, now=650)
+    assert late["s1"]["status"] == "running"
+    late = sensor_progress(targets, [running], "h", 100, 600, now=701)
+    assert late["s1"]["status"] == "no_answer"
