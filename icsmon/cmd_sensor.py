@@ -160,7 +160,7 @@ def _open_sink(
             raise fail("--sink jsonl needs --out FILE (stdout carries the printed output)")
         return JsonlSink(out)
     from pipeline.kafka import KafkaSink
-    from pipeline.sinks import Only, Tee, shipped_kinds
+    from pipeline.sinks import AssetRefresh, Only, Tee, shipped_kinds
 
     local = _open_store(store, retention)
     try:
@@ -168,7 +168,9 @@ def _open_sink(
     except OSError as exc:  # the spool folder: in use by another sensor, or not writable
         local.close()
         raise fail(str(exc)) from None
-    return Tee({"store": local, "kafka": Only(kafka, shipped_kinds(ship or cfg.sensor.events))})
+    # the store keeps every asset snapshot; the centre gets an unchanged one once an hour
+    to_centre = AssetRefresh(kafka, cfg.sensor.asset_refresh_s)
+    return Tee({"store": local, "kafka": Only(to_centre, shipped_kinds(ship or cfg.sensor.events))})
 
 
 def _detectors(
