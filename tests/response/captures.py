@@ -8,6 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +153,87 @@ def sense_live(content: Path, pcap: Path, observer: str) -> list[dict[str, Any]]
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+class PushedSensor:
+    """A running ``icsmon sense`` on the control channel of ``plane`` (as a plant runs it),
+    in a network namespace made here: Kafka reached through a bridge on the namespace's
+    loopback, captures pushed into its veth pair by tcpreplay."""
+
+    def __init__(self, ns: str, proc: subprocess.Popen, store: Path) -> None:
+        self.ns, self.proc = ns, proc
+        self.content_file = store.with_name(store.stem + ".content.json")
+
+    def running_version(self) -> int | None:
+        """The version of the content it applied from a push (kept beside its store)."""
+        from detectors.content import load_package
+
+        assert self.proc.poll() is None, self.proc.communicate()[1][-3000:]
+        return load_package(self.content_file).version if self.content_file.exists() else None
+
+    def replay(self, pcap: Path) -> None:
+        from tests.support.netns import SENSE, iface_index, queue_drained, tcpreplay, wait_on_child
+
+        ifindex = iface_index(self.ns, SENSE)
+        tcpreplay(self.ns, pcap)
+        wait_on_child(
+            "icsmon sense to read every frame", lambda: queue_drained(self.ns, ifindex), self.proc
+        )
+
+    def stop(self) -> tuple[list[dict[str, Any]], str]:
+        """Its printed documents and its stderr (counters) once interrupted."""
+        import json
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+        stdout, stderr = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == 0, stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+        return [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
+
+
+@contextmanager
+def pushed_sensor(plane: Any, folder: Path, site: dict[str, Any]) -> Iterator[PushedSensor]:
+    """``icsmon sense`` for ``site``'s first sensor with no content of its own (version 0),
+    listening for the province's pushes; stopped and its namespace removed afterwards."""
+    from tests.support.bridge import Bridge
+    from tests.support.content_push import stop
+    from tests.support.netns import (
+        SENSE,
+        capture_ready,
+        iface_index,
+        in_ns,
+        veth_namespace,
+        wait_on_child,
+    )
+
+    with veth_namespace("icsmon-push") as ns:
+        port = int(plane.pipe.cfg.kafka.brokers[0].rsplit(":", 1)[1])
+        bridge = Bridge(ns, port, folder)
+        store = folder / f"{site['sensors'][0]}.db"
+        argv = [
+            *icsmon_cmd(),
+            "sense",
+            "--iface",
+            SENSE,
+            "--no-rules",
+            "--store",
+            str(store),
+            *plane.sense_args(site["site"], site["sensors"][0], site["enterprise"]),
+            "--format",
+            "jsonl",
+        ]
+        proc = subprocess.Popen(
+            in_ns(ns, *argv),
+            env=plane.pipe.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            ifindex = iface_index(ns, SENSE)
+            wait_on_child("icsmon sense to listen", lambda: capture_ready(ns, ifindex), proc)
+            yield PushedSensor(ns, proc, store)
+        finally:
+            stop(proc)
+            bridge.close()

@@ -20,22 +20,19 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline import control
 from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from tests.support import REPO
 from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.content_push import control_plane, icsmon, login, serve, shot, stop
 from tests.support.modbus_live import free_port, run_traffic
-from tests.support.pipeline import drop_pipe, make_pipe, require_services, wait_for
+from tests.support.pipeline import wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.live, pytest.mark.slow]
 
@@ -71,41 +68,6 @@ level: high
 """
 
 
-def icsmon(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("icsmon")
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "icsmon.cli", *args]
-
-
-def serve(app: Any) -> tuple[Any, threading.Thread, str]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:  # start-up, not a timed assertion
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
-def login(page: Any, url: str, token: str, lang: str) -> None:
-    page.goto(url + "/")
-    page.evaluate(f"localStorage.setItem('icsmon.lang', '{lang}')")
-    page.evaluate("sessionStorage.clear()")
-    page.reload()
-    page.fill("#token", token)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#tabs a")
-
-
-def shot(page: Any, out_dir: Path, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
-    page.wait_for_timeout(400)
-    page.screenshot(path=str(out_dir / f"{name}.png"), full_page=True)
-
-
 async def poll(client: Any) -> None:
     import asyncio
 
@@ -118,33 +80,33 @@ def test_a_pushed_watchlist_reaches_a_running_sensor(tmp_path: Path, out_dir: Pa
     if os.geteuid() != 0:
         pytest.skip("the live sensor needs root (a packet socket on the loopback port)")
     need_browser()
-    require_services()
+    registry = seed.make_registry(n_enterprises=6, n_sites=6, cities=3, seed=12)
+    rows = seed.registry_sites(registry)
+    row = next(r for r in rows if r["enterprise"] == "ent-0001")
+    elsewhere = next(r for r in rows if r["city"] != row["city"])
+    with control_plane(tmp_path) as plane:
+        pushed_watchlist_and_rules(plane, tmp_path, out_dir, registry, row, elsewhere)
+
+
+def pushed_watchlist_and_rules(
+    plane: Any, tmp_path: Path, out_dir: Path, registry: Any, row: dict, elsewhere: dict
+) -> None:
     from fastapi.testclient import TestClient
     from playwright.sync_api import expect, sync_playwright
 
-    from pipeline.control import Signer
-    from pipeline.control_kafka import ControlPublisher
     from pipeline.es import EsQueryBackend
-    from pipeline.indexer import setup
     from pipeline.query import AlertFilter
     from posture.app import create_app
     from response.db import Viewer
     from response.service import Response
 
-    registry = seed.make_registry(n_enterprises=6, n_sites=6, cities=3, seed=12)
-    rows = seed.registry_sites(registry)
-    row = next(r for r in rows if r["enterprise"] == "ent-0001")
     site, sensor, city = row["site"], row["sensors"][0], row["city"]
-    elsewhere = next(r for r in rows if r["city"] != city)
-    control.generate_keys(tmp_path / "province.key", tmp_path / "sensor.pub")
-    pipe = make_pipe(tmp_path)
-    setup(pipe.cfg)
+    pipe, publisher = plane.pipe, plane.publisher
     env = dict(pipe.env, ICSMON_SENSOR_HEARTBEAT_INTERVAL="5")
     port = free_port()
     procs: list[subprocess.Popen] = []
     server = None
     backend = EsQueryBackend(pipe.cfg)
-    publisher = ControlPublisher(pipe.cfg, Signer.from_file(tmp_path / "province.key"))
     state = PostureState(tmp_path / "posture.db")
     desk = Response(state.path, backend)
     try:
@@ -157,16 +119,7 @@ def test_a_pushed_watchlist_reaches_a_running_sensor(tmp_path: Path, out_dir: Pa
                 f"host {HMI} and tcp port {port}",
                 "--port",
                 f"{port}=modbus",
-                "--sink",
-                "kafka",
-                "--control-key",
-                str(tmp_path / "sensor.pub"),
-                "--site",
-                site,
-                "--observer",
-                sensor,
-                "--org",
-                row["enterprise"],
+                *plane.sense_args(site, sensor, row["enterprise"]),
                 "--format",
                 "jsonl",
             ),
@@ -355,15 +308,7 @@ def test_a_pushed_watchlist_reaches_a_running_sensor(tmp_path: Path, out_dir: Pa
         if server is not None:
             server.should_exit = True
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        publisher.close()
+            stop(proc)
         desk.close()
         backend.close()
         state.close()
-        drop_pipe(pipe)

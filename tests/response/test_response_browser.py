@@ -20,9 +20,8 @@ Screenshots go to tests/out/<test>/.
 from __future__ import annotations
 
 import json
+import re
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,16 +33,16 @@ from pipeline.store import Store
 from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
-from tests.response.captures import CAPTURES, replay, sense_live, shifted
+from tests.response.captures import CAPTURES, pushed_sensor, replay, shifted
 from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.content_push import control_plane, login, serve, shot
+from tests.support.pipeline import wait_for
 
 ATTACKER_OUTSIDE = "203.0.113.66"  # TEST-NET-3: only written into a file
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    import uvicorn
-
     from posture.app import create_app
 
     need_browser()
@@ -59,53 +58,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "enterprise": state.create_token("plant-engineer", "enterprise-operator", "ent-0001"),
     }
     backend = Store.open(store_path, readonly=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(backend, state, refresh_s=3),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
+    # the dashboard pushes content over the real Kafka, as test_content_push_live.py does
+    with control_plane(folder) as plane:
+        server, thread, url = serve(
+            create_app(backend, state, refresh_s=3, control=plane.publisher)
         )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:  # start-up, not a timed assertion
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield {
-        "url": f"http://127.0.0.1:{port}",
-        "rows": rows,
-        "registry": registry,
-        "store": store_path,
-        "state": state,
-        "tokens": tokens,
-        "folder": folder,
-        "backend": backend,
-    }
-    server.should_exit = True
-    thread.join(timeout=10)
+        yield {
+            "url": url,
+            "rows": rows,
+            "registry": registry,
+            "store": store_path,
+            "state": state,
+            "tokens": tokens,
+            "folder": folder,
+            "backend": backend,
+            "plane": plane,
+        }
+        server.should_exit = True
+        thread.join(timeout=10)
     backend.close()
     state.close()
-
-
-def login(page: Any, url: str, token: str, lang: str = "zh") -> None:
-    page.goto(url + "/")
-    page.evaluate(f"localStorage.setItem('icsmon.lang', '{lang}')")
-    page.evaluate("sessionStorage.clear()")
-    page.reload()
-    page.fill("#token", token)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#tabs a")
-
-
-def shot(page: Any, out_dir: Path, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
-    page.wait_for_timeout(400)
-    page.screenshot(path=str(out_dir / f"{name}.png"), full_page=True)
 
 
 def test_the_loop_from_attack_to_closure_and_a_campaign(
@@ -339,6 +311,40 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
             expect(page.locator("#content-fleet")).to_contain_text("传感器检测内容")
             expect(page.locator("#fleet-behind tbody tr").first).to_be_visible()
             shot(page, out_dir, "9b-content-fleet")
+
+            # The campaign's content pushed from this page to a running sensor at a plant not
+            # yet hit, over the real Kafka; the sensor applies it without a restart and then
+            # matches the campaign's attacker in new traffic.
+            fresh = next(r for r in rows if r["enterprise"] not in hit)
+            with pushed_sensor(world["plane"], folder, fresh) as sensor:
+                assert sensor.running_version() is None  # no content of its own yet
+                expect(page.locator("#content-push")).to_contain_text(f"v{pushed.version}")
+                page.select_option("#push-scope", f"site:{fresh['site']}")
+                page.click("#push-send")
+                expect(page.locator("#resp-status")).to_contain_text("已下发到探针")
+                pushed_row = page.locator(f'#push-sensors tr[data-sensor="{fresh["sensors"][0]}"]')
+                expect(pushed_row).to_have_count(1)
+                shot(page, out_dir, "9c-content-pushed")
+                wait_for(
+                    "the running sensor to apply the pushed content",
+                    lambda: sensor.running_version() == pushed.version,
+                    limit_s=120,
+                )
+                sensor.replay(
+                    shifted(
+                        CAPTURES / "attack_new_host_write.pcap",
+                        folder / "next-plant.pcap",
+                        time.time(),
+                        rewrite=ATTACKER_OUTSIDE,
+                    )
+                )
+                alerts, counters = sensor.stop()
+            hits = [a for a in alerts if a.get("rule", {}).get("id") == "icsmon-watchlist"]
+            assert hits and {a["source"]["ip"] for a in hits} == {ATTACKER_OUTSIDE}
+            assert {a["icsmon"]["content"]["version"] for a in hits} == {pushed.version}
+            assert {a["observer"]["name"] for a in hits} == {fresh["sensors"][0]}
+            applied = re.search(r"content\.applied\s*│\s*(\d+)", counters)
+            assert applied and applied.group(1) == "1", counters[-2000:]
             page.goto(url + "/#view=campaigns")
             page.locator("#campaigns tbody tr").first.click()
 
@@ -350,20 +356,6 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
         finally:
             browser.close()
     assert not errors, errors
-
-    # The content the campaign put out, given to a running sensor at a plant not yet hit
-    # (the transport to the sensor is the control channel of issue 12; here, the file).
-    fresh = next(r for r in rows if r["enterprise"] not in {t["enterprise"] for t in targets})
-    pcap = shifted(
-        CAPTURES / "attack_new_host_write.pcap",
-        folder / "next-plant.pcap",
-        time.time(),
-        rewrite=ATTACKER_OUTSIDE,
-    )
-    alerts = sense_live(content, pcap, fresh["sensors"][0])
-    hits = [a for a in alerts if a["rule"]["id"] == "icsmon-watchlist"]
-    assert hits and {a["source"]["ip"] for a in hits} == {ATTACKER_OUTSIDE}
-    assert hits[0]["icsmon"]["content"]["version"] == pushed.version
 
     # What the pages showed is what the state holds.
     db = ResponseDB(world["state"].path)

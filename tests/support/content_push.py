@@ -1,0 +1,111 @@
+"""What the content-push tests share: the province's control plane (signing keys, an isolated
+pipeline on the real Kafka with its topics, the publisher the dashboard pushes through), a
+``icsmon sense`` listening on that control channel, and the dashboard served by uvicorn and
+driven by headless Chromium (sign in, screenshots)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.modbus_live import free_port
+from tests.support.pipeline import Pipe, drop_pipe, make_pipe, require_services
+
+
+@dataclass
+class ControlPlane:
+    pipe: Pipe
+    publisher: Any  # pipeline.control_kafka.ControlPublisher, signing with the province's key
+    public_key: Path  # what a sensor is given (--control-key)
+
+    def sense_args(self, site: str, observer: str, organization: str) -> list[str]:
+        """The ``icsmon sense`` flags of a sensor shipping to this pipeline and taking its
+        control messages (its environment is ``pipe.env``)."""
+        return [
+            "--sink",
+            "kafka",
+            "--control-key",
+            str(self.public_key),
+            "--site",
+            site,
+            "--observer",
+            observer,
+            "--org",
+            organization,
+        ]
+
+
+@contextmanager
+def control_plane(folder: Path) -> Iterator[ControlPlane]:
+    """Keys, topics and a publisher on the real Kafka; everything dropped afterwards."""
+    from pipeline import control
+    from pipeline.control import Signer
+    from pipeline.control_kafka import ControlPublisher
+    from pipeline.indexer import setup
+
+    require_services()
+    control.generate_keys(folder / "province.key", folder / "sensor.pub")
+    pipe = make_pipe(folder)
+    setup(pipe.cfg)
+    publisher = ControlPublisher(pipe.cfg, Signer.from_file(folder / "province.key"))
+    try:
+        yield ControlPlane(pipe, publisher, folder / "sensor.pub")
+    finally:
+        publisher.close()
+        drop_pipe(pipe)
+
+
+def icsmon(*args: str) -> list[str]:
+    exe = Path(sys.executable).with_name("icsmon")
+    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "icsmon.cli", *args]
+
+
+def serve(app: Any) -> tuple[Any, threading.Thread, str]:
+    """``app`` served on a free loopback port: the server, its thread, its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:  # start-up, not a timed assertion
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def login(page: Any, url: str, token: str, lang: str = "zh") -> None:
+    page.goto(url + "/")
+    page.evaluate(f"localStorage.setItem('icsmon.lang', '{lang}')")
+    page.evaluate("sessionStorage.clear()")
+    page.reload()
+    page.fill("#token", token)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#tabs a")
+
+
+def shot(page: Any, out_dir: Path, name: str) -> None:
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(out_dir / f"{name}.png"), full_page=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Interrupt a child still running (killed if it does not stop)."""
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
