@@ -268,8 +268,17 @@ def pushed_watchlist_and_rules(
 
             got = push_rule(PUSHED_RULE)
             assert got["state"] == "applied" and got["running"] == desk.content.version(), str(got)
-            run_traffic(port, HMI, poll)
-            wait_for("the pushed rule's alert", rule_alerts, limit_s=120)
+            # the answer comes when the new engine is compiled; the run puts it in place at
+            # its next tick (about a second; more on a loaded machine): the HMI polls again
+            # until a poll is seen by the pushed rule
+            for attempt in range(8):
+                run_traffic(port, HMI, poll)
+                try:
+                    wait_for("the pushed rule's alert", rule_alerts, limit_s=15)
+                    break
+                except AssertionError:
+                    if attempt == 7:
+                        raise
             assert {a["source.ip"] for a in rule_alerts()} == {HMI}
             # a rule this sensor's loader cannot run (pySigma at the province took it): the
             # package is refused with the reason; the running rules and version stay
