@@ -576,7 +576,8 @@ def plan(args: argparse.Namespace) -> None:
     sensors = args.enterprises * args.sensors_per_enterprise
     per_min = {
         "rollup": args.controllers * args.series_per_controller,
-        "asset": args.controllers + args.clients,
+        # an asset is re-sent when it changes (rare) or after [sensor] asset_refresh_s
+        "asset": (args.controllers + args.clients) * min(1.0, 60 / (args.asset_refresh_s or 60)),
         "heartbeat": 1.0,
         "alert": args.alerts_per_min,
     }
@@ -587,7 +588,8 @@ def plan(args: argparse.Namespace) -> None:
     docs_s = sensors * sum(per_min.values()) / 60
     events_s = sensors * args.controllers * args.poll_hz
     print(f"sensors {sensors:,} ({args.enterprises:,} enterprises x {args.sensors_per_enterprise})")
-    print(f"per sensor per minute: {per_min} = {sum(per_min.values()):.1f} documents "
+    rates = {kind: round(n, 2) for kind, n in per_min.items()}
+    print(f"per sensor per minute: {rates} = {sum(per_min.values()):.1f} documents "
           f"(events = all: {args.controllers * args.poll_hz * 60:,.0f})")  # fmt: skip
     print(f"province: {docs_s:,.0f} documents/s with rollups; {events_s:,.0f} events/s with "
           f"events = all ({events_s / docs_s:,.0f}x)\n")  # fmt: skip
@@ -612,7 +614,7 @@ def plan(args: argparse.Namespace) -> None:
     shards = 0
     setting: dict[str, int] = {}
     for kind, n in per_min.items():
-        # an asset is one document per asset and day (its id; re-sent every minute, overwritten)
+        # an asset is one document per asset and day (its id; each re-send overwrites it)
         stored = args.controllers + args.clients if kind == "asset" else n * 60 * 24
         daily = sensors * stored * size[kind]
         primaries = max(1, ceil(daily / (args.shard_gb * 1e9)))
@@ -673,6 +675,7 @@ def main() -> None:
         ("poll-hz", 10.0, "polls a second per controller (events = all)"),
         ("series-per-controller", 3.0, "rollup series per controller per interval (measured)"),
         ("alerts-per-min", 0.1, "alerts per sensor per minute"),
+        ("asset-refresh-s", 3600.0, "[sensor] asset_refresh_s (0: assets every minute)"),
         ("rollup-bytes", 339.0, "bytes per rollup in Elasticsearch (measured)"),
         ("asset-bytes", 234.0, "bytes per asset document (measured)"),
         ("heartbeat-bytes", 349.0, "bytes per heartbeat (measured)"),

@@ -195,6 +195,8 @@ class WatchlistDetector:
         return next((e for e in networks if addr in e.network), None)
 
     def process(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        if not self.stats["entries"]:  # nothing pushed yet (a live sensor's empty list)
+            return []
         out = []
         for side in ("source.ip", "destination.ip"):
             entry = self._lookup(event.get(side))

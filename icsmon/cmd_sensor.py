@@ -53,11 +53,15 @@ def _load_config(config: Path | None, overrides: dict | None = None):
         raise fail(str(exc)) from None
 
 
-def _edge(cfg, engine, sink, linktype: int, rules=None, site_config=None):
+def _edge(
+    cfg, engine, sink, linktype: int, rules=None, site_config=None, dets=None, heartbeats=None
+):
     """The packet ring, alert captures and control channel of a live sensor (icsmon.edge):
     with a store (the captures beside it) and, for requests, Kafka and the province's key;
     requested hunts write their alerts to ``sink`` and read rules with the sensor's
-    ``rules`` and ``site_config``."""
+    ``rules`` and ``site_config``; content the province pushes goes to the run's watchlist
+    detector (in ``dets``) and its ``heartbeats``."""
+    from detectors.content import WatchlistDetector
     from pipeline.control import ControlError
 
     parts = getattr(sink, "sinks", None) or {}
@@ -69,9 +73,21 @@ def _edge(cfg, engine, sink, linktype: int, rules=None, site_config=None):
     from icsmon.edge import EdgeEvidence
 
     folder = Path(store.path).with_name(Path(store.path).stem + ".evidence")
+    detectors = getattr(dets, "parts", ())
+    watch = next((d for d in detectors if isinstance(d, WatchlistDetector)), None)
     try:
         return EdgeEvidence(
-            cfg, engine.ctx, store, kafka, linktype, folder, sink, rules, site_config
+            cfg,
+            engine.ctx,
+            store,
+            kafka,
+            linktype,
+            folder,
+            sink,
+            rules,
+            site_config,
+            watchlist=watch,
+            heartbeats=heartbeats,
         )
     except (ControlError, OSError) as exc:
         _close_sink(sink)
@@ -144,7 +160,7 @@ def _open_sink(
             raise fail("--sink jsonl needs --out FILE (stdout carries the printed output)")
         return JsonlSink(out)
     from pipeline.kafka import KafkaSink
-    from pipeline.sinks import Only, Tee, shipped_kinds
+    from pipeline.sinks import AssetRefresh, Only, Tee, shipped_kinds
 
     local = _open_store(store, retention)
     try:
@@ -152,7 +168,9 @@ def _open_sink(
     except OSError as exc:  # the spool folder: in use by another sensor, or not writable
         local.close()
         raise fail(str(exc)) from None
-    return Tee({"store": local, "kafka": Only(kafka, shipped_kinds(ship or cfg.sensor.events))})
+    # the store keeps every asset snapshot; the centre gets an unchanged one once an hour
+    to_centre = AssetRefresh(kafka, cfg.sensor.asset_refresh_s)
+    return Tee({"store": local, "kafka": Only(to_centre, shipped_kinds(ship or cfg.sensor.events))})
 
 
 def _detectors(
@@ -162,11 +180,14 @@ def _detectors(
     baseline: Path | None,
     learn: str | None = None,
     content: Path | None = None,
+    watchlist: bool = False,
 ):
     from icsmon.run import load_detectors
 
     try:
-        return load_detectors(rules, no_rules, site_config, baseline, learn, content=content)
+        return load_detectors(
+            rules, no_rules, site_config, baseline, learn, content=content, watchlist=watchlist
+        )
     except (OSError, ValueError) as exc:
         raise fail(" ".join(str(exc).split())) from None
     except Exception:  # pySigma raises on unparsable rule files: name the file, no traceback
@@ -184,7 +205,7 @@ ControlKeyOpt = Annotated[
     Path | None,
     typer.Option(
         "--control-key",
-        help="The province's public key (PEM): answer its signed requests (evidence, hunts) over Kafka [default: [control] public_key]",
+        help="The province's public key (PEM): answer its signed requests (evidence, hunts, content pushes) over Kafka [default: [control] public_key]",
     ),
 ]
 ContentOpt = Annotated[
@@ -460,7 +481,8 @@ def sense(
     from sensor.workers import MergedEngine, WorkerPool
 
     single = open_engine(engine_config(site, observer, org, heuristic, port))
-    dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
+    # a live sensor always has a watchlist (empty until content is given or pushed to it)
+    dets = _detectors(rules, no_rules, site_config, baseline, learn, content, watchlist=True)
     cfg = _load_config(
         config, {"control": {"public_key": str(control_key) if control_key else None}}
     )
@@ -529,7 +551,7 @@ def sense(
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
     )
     run.on_rollup = print_rollup
-    edge = _edge(cfg, engine, out_sink, linktype, rules, site_config)
+    edge = _edge(cfg, engine, out_sink, linktype, rules, site_config, dets, run.heartbeats)
     if edge is not None:
         if pool is None:
             single.tap = edge.tap

@@ -3,11 +3,17 @@ ring and per-alert captures (``sensor.evidence``) fed by the engine's tap, and, 
 province's public key and a Kafka uplink, the control listener (``pipeline.control_kafka``)
 whose handlers answer requests (``pipeline.evidence`` for ``evidence.request``,
 ``response.hunts`` for ``hunt.request``: hunts run in their own worker thread, their alerts
-written to the sensor's sink like any other; later features add theirs with ``receiver.on``)."""
+written to the sensor's sink like any other; ``response.content_push`` for ``content.update``;
+later features add theirs with ``receiver.on``).
+
+Content the province pushes replaces the run's watchlist at once and is kept beside the store
+(``<store>.content.json``): a restarted sensor runs it again (or the ``--content`` package,
+whichever is newer), so it is not behind until the province pushes again."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,8 @@ class EdgeEvidence:
         alerts: Any | None = None,
         rules_dir: Path | None = None,
         site_config: Path | None = None,
+        watchlist: Any | None = None,
+        heartbeats: Any | None = None,
     ) -> None:
         """``alerts``: the sink a requested hunt's alerts are written to (the sensor's own,
         store then Kafka); ``rules_dir`` and ``site_config``: the sensor's pack and placeholder
@@ -59,6 +67,13 @@ class EdgeEvidence:
         self.alert_sink = alerts
         self.rules_dir = rules_dir
         self.site_config = site_config
+        self.content: Any | None = None  # the content.update handler
+        self.watchlist = watchlist
+        self.heartbeats = heartbeats
+        self.content_file: Path | None = None
+        if watchlist is not None and store is not None:
+            self.content_file = Path(store.path).with_name(Path(store.path).stem + ".content.json")
+            self._resume_content()
         if cfg.control.public_key and kafka is not None:
             self.listener = self._listener(cfg, ctx, store, kafka)
 
@@ -110,9 +125,42 @@ class EdgeEvidence:
             max_queued=hunt.max_queued,
         )
         receiver.on(self.hunts.type, self.hunts)
+        if self.watchlist is not None:
+            from response.content_push import CONTENT_UPDATE, live_content
+
+            self.content = live_content(
+                ctx.observer, self.watchlist, self.content_file, self._running_content
+            )
+            receiver.on(CONTENT_UPDATE, self.content)
         listener = ControlListener(cfg, receiver, answer)
         listener.start()
         return listener
+
+    # -- pushed content ---------------------------------------------------------------------
+
+    def _resume_content(self) -> None:
+        """Run the content last pushed to this sensor if it is newer than what it started with."""
+        from detectors.content import ContentError, load_package
+
+        path = self.content_file
+        if path is None or not path.exists() or self.watchlist is None:
+            return
+        try:
+            package = load_package(path)
+        except ContentError as exc:  # the province pushes again: it sees this sensor behind
+            log.warning("pushed content not resumed: %s", exc)
+            return
+        if package.version > self.watchlist.version:
+            self.watchlist.replace(package)
+            self._running_content(package.version)
+
+    def _running_content(self, version: int) -> None:
+        """A new content version runs: the heartbeats say so, the next one at once."""
+        hb = self.heartbeats
+        if hb is not None:
+            hb.content_version = str(version)
+            if hb.started is not None:
+                hb.next_due = -math.inf
 
     # -- the frame and alert paths ----------------------------------------------------------
 
@@ -153,4 +201,6 @@ class EdgeEvidence:
         if self.hunts is not None:
             out.update({f"hunt.{k}": v for k, v in self.hunts.handler.stats.items()})
             out.update({f"hunt.{k}": v for k, v in self.hunts.stats.items()})
+        if self.content is not None:
+            out.update({f"content.{k}": v for k, v in self.content.updater.counters.items()})
         return out

@@ -78,10 +78,13 @@ def load_detectors(
     learn: str | None = None,
     findings: bool = True,
     content: Path | None = None,
+    watchlist: bool = False,
 ) -> Detectors:
     """The Sigma engine (unless ``no_rules``) and the baseline detector (with ``baseline``);
     with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``;
-    with ``content``, the province's indicator watchlist is matched."""
+    with ``content``, the province's indicator watchlist is matched; with ``watchlist`` a
+    watchlist detector is there even without ``content`` (empty, version 0), so content the
+    province pushes to a running sensor (``content.update``) takes effect without a restart."""
     parts: list[Detector] = []
     placeholders = None
     base = None
@@ -109,10 +112,12 @@ def load_detectors(
         parts.append(_finding_tracker(site_config, placeholders))
     if learner is not None:
         parts.append(learner)
-    if content is not None:
-        from detectors.content import WatchlistDetector, load_package
+    if content is not None or watchlist:
+        from detectors.content import WatchlistDetector, empty_package, load_package
 
-        parts.append(WatchlistDetector(load_package(content)))
+        parts.append(
+            WatchlistDetector(load_package(content) if content is not None else empty_package())
+        )
     return Detectors(parts)
 
 

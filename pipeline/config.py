@@ -31,6 +31,7 @@ Three layers, later ones winning: a config file (TOML or YAML), environment vari
     heartbeat_interval = 60             # seconds; also one heartbeat at start and clean stop
     events = "rollups"                  # to Kafka besides alerts, assets, heartbeats: none | rollups | all
     rollup_interval = 60                # seconds per rollup
+    asset_refresh_s = 3600              # an unchanged asset re-sent after this (0: every minute)
     store_max_bytes = 2147483648        # the sensor's own store: full events kept up to this size
     store_max_age_days = 30             # ... and this age
 
@@ -144,6 +145,9 @@ class SensorConfig:
     heartbeat_interval: float = 60.0  # seconds between heartbeats (and one at start and stop)
     events: str = "rollups"  # what goes to Kafka besides alerts, assets...: none|rollups|all
     rollup_interval: float = 60.0  # seconds per rollup interval
+    # an asset whose record did not change is re-sent to Kafka after this long (pipeline/sinks.py
+    # AssetRefresh): the centre's last_seen lags the sensor's by at most this; 0: every minute
+    asset_refresh_s: float = 3600.0
     # the sensor's own store (icsmon sense, and the local store of --sink kafka):
     store_max_bytes: int = 2 << 30  # events, rollups, heartbeats pruned oldest first beyond
     store_max_age_days: float = 30.0  # and beyond this age (0: no limit)
@@ -482,6 +486,8 @@ def _validate(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{where}: sensor.heartbeat_interval must be at least 1 second")
     if not s.rollup_interval >= 1:
         raise ConfigError(f"{where}: sensor.rollup_interval must be at least 1 second")
+    if not 0 <= s.asset_refresh_s <= 86400:
+        raise ConfigError(f"{where}: sensor.asset_refresh_s must be between 0 and 86400 seconds")
     if s.events not in ("none", "rollups", "all"):
         raise ConfigError(f"{where}: sensor.events must be none, rollups or all, not {s.events!r}")
     if s.store_max_bytes < 0 or not s.store_max_age_days >= 0:

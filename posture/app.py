@@ -35,6 +35,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from pipeline.docs import nest
 from pipeline.query import AlertFilter, AssetFilter, QueryBackend
 from posture.access import NotVisible, Principal, Scope, can_see_site, resolve_scope
+from posture.content_api import install as install_content
 from posture.evidence_api import install as install_evidence
 from posture.response_api import install as install_response
 from posture.service import PostureService
@@ -595,4 +596,5 @@ def create_app(
 
     install_response(app, desk, state, principal, service.sensors)
     install_evidence(app, principal, service, state, control)
+    install_content(app, desk, state, principal, service.sensors, backend, control)
     return app

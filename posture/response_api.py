@@ -131,6 +131,12 @@ class AllowBody(BaseModel):
     reason: str = Field(max_length=500)
 
 
+def viewer_of(p: Principal, state: PostureState) -> Viewer:
+    """The response package's view of the caller: name, role, the sites they may see."""
+    sites = visible_sites(p, state.org())
+    return Viewer(p.name, p.role, p.scope_id, frozenset(sites) if sites is not None else None)
+
+
 def install(
     app: FastAPI,
     desk: ResponseDesk,
@@ -157,8 +163,7 @@ def install(
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     def viewer(p: Annotated[Principal, Depends(principal)]) -> Viewer:
-        sites = visible_sites(p, state.org())
-        return Viewer(p.name, p.role, p.scope_id, frozenset(sites) if sites is not None else None)
+        return viewer_of(p, state)
 
     Who = Annotated[Viewer, Depends(viewer)]
     org = state.org

@@ -110,6 +110,14 @@ CREATE INDEX IF NOT EXISTS warning_recipient_enterprise ON warning_recipient(ent
 CREATE TABLE IF NOT EXISTS content_rule (
   id TEXT PRIMARY KEY, title TEXT NOT NULL, yaml TEXT NOT NULL, policy TEXT NOT NULL,
   added_at REAL NOT NULL, added_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS content_push (
+  id TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQUE, version INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, scope TEXT NOT NULL, issued_at REAL NOT NULL, issued_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS content_push_target (
+  push_id TEXT NOT NULL REFERENCES content_push(id), sensor TEXT NOT NULL, site TEXT NOT NULL,
+  enterprise_id TEXT NOT NULL, city_id TEXT NOT NULL, message_id TEXT, expires_at INTEGER,
+  error TEXT, PRIMARY KEY (push_id, sensor));
+CREATE INDEX IF NOT EXISTS content_push_target_site ON content_push_target(site);
 CREATE TABLE IF NOT EXISTS response_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 

@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.query import QueryBackend
 from response.campaigns import Campaigns
 from response.content import Content
+from response.content_push import ContentPushes
 from response.db import ResponseDB, Viewer
 from response.incidents import Incidents, OrgLike
 from response.notices import Notices
@@ -35,6 +36,7 @@ class Response:
         self.campaigns = Campaigns(self.db, self.policy, backend)
         self.warnings = Warnings(self.db, self.policy, backend, self.campaigns)
         self.content = Content(self.db)
+        self.pushes = ContentPushes(self.db, self.content)
 
     def close(self) -> None:
         self.db.close()

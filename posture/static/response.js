@@ -506,8 +506,53 @@ function fleetPanel(f) {
           el("td", {}, when(s.last_seen)))), t("fleet.none_behind")))));
 }
 
+/* The scopes the analyst may push to: the province (its analysts), then each city with its
+   enterprises and their sites, as the registry the dashboard loaded shows them. */
+function pushScopes() {
+  const out = S.me.role === "province-analyst" ? [el("option", { value: "province" }, nameOf("province"))] : [];
+  for (const c of (S.org && S.org.cities) || []) {
+    out.push(el("option", { value: `city:${c.id}` }, nameOf("city", c.id)));
+    for (const e of c.enterprises) {
+      out.push(el("option", { value: `enterprise:${e.id}` }, `\u00a0\u00a0${nameOf("enterprise", e.id)}`));
+      for (const s of e.sites) out.push(el("option", { value: `site:${s.id}` }, `\u00a0\u00a0\u00a0\u00a0${nameOf("site", s.id)}`));
+    }
+  }
+  return out;
+}
+
+/* Push the current content to a scope's sensors, and what each sensor did with the last push
+   (from its answer on the control channel and its heartbeats). */
+function pushPanel(list) {
+  const scope = el("select", { id: "push-scope" }, pushScopes());
+  const send = guard(async () => {
+    const p = await post("/api/content/push", { scope: scope.value });
+    flash(`${t("push.sent")} ${p.total}`);
+    await refresh();
+  });
+  const counts = (p) => ["applied", "sent", "refused", "expired", "not-sent"].filter((k) => p.counts[k])
+    .map((k) => el("span", { class: `push-count st-${k}` }, `${t("push.state." + k)} ${p.counts[k]}`));
+  const rows = list.items.map((p) => el("tr", { "data-push": p.id }, el("td", {}, `#${p.number}`), el("td", { class: "num" }, `v${p.version}`),
+    el("td", {}, p.scope === "province" ? nameOf("province") : nameOf(...p.scope.split(":"))), el("td", {}, `${p.issued_by} ${when(p.issued_at)}`),
+    el("td", { class: "push-counts" }, ...counts(p))));
+  const latest = list.items[0];
+  const sensors = latest ? latest.sensors.map((x) => el("tr", { "data-sensor": x.sensor, "data-state": x.state },
+    el("td", {}, x.sensor), el("td", {}, nameOf("site", x.site)),
+    el("td", {}, el("span", { class: `badge push-state st-${x.state}` }, t("push.state." + x.state))),
+    el("td", { class: "num" }, x.running === null ? "—" : `v${x.running}`), el("td", { class: "push-reason" }, x.reason || ""))) : [];
+  return el("div", { class: "card wide", id: "content-push" },
+    el("div", { class: "card-title" }, `${t("push.title")} · ${t("push.version")} v${list.version}`),
+    list.configured ? el("div", { class: "wf-actions" }, el("label", {}, t("push.scope"), scope),
+      el("button", { type: "button", id: "push-send", onclick: send }, t("push.button"))) : el("div", { class: "muted" }, t("push.not_configured")),
+    el("div", { class: "card-title small" }, t("push.history")),
+    el("table", { class: "grid", id: "push-list" }, ...table([t("push.number"), t("push.version"), t("push.scope"), t("push.by"), t("col.state")], rows)),
+    latest ? el("div", { class: "card-title small" }, `${t("push.latest")} #${latest.number}`) : "",
+    latest ? el("table", { class: "grid", id: "push-sensors" }, ...table([t("push.sensors"), t("col.site"), t("col.state"), t("push.running"), t("push.reason")], sensors)) : "");
+}
+
 async function renderWarnings(root) {
   const list = await api("/api/warnings?limit=200");
+  const analyst = S.me.role === "province-analyst" || S.me.role === "city-analyst";
+  const pushes = analyst ? await api("/api/content/pushes?limit=10") : null;
   const fleet = S.me.role === "enterprise-viewer" ? null : await api("/api/content/fleet");
   const operator = S.me.role === "enterprise-operator";
   const cards = list.items.map((w) => {
@@ -525,6 +570,7 @@ async function renderWarnings(root) {
   draw(root, el("section", { class: "row" }, el("div", { class: "card wide" },
     el("div", { class: "card-title" }, t("tab.warnings")), errorBox(),
     el("div", { id: "warnings", class: "ent-grid" }, ...(cards.length ? cards : [el("div", { class: "muted" }, t("none"))])))),
+    pushes ? el("section", { class: "row" }, pushPanel(pushes)) : "",
     fleet ? el("section", { class: "row" }, fleetPanel(fleet)) : "");
 }
 

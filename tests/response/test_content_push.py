@@ -87,7 +87,7 @@ def test_a_signed_push_swaps_the_watchlist_without_a_restart(world: dict[str, An
     world["desk"].campaigns.watch(PROVINCE, "ipv4-addr", "127.0.0.2", "campaign", "cmp-x")
     envelope = push(world)
     answers = world["rx"].handle(Signer.encode(envelope))
-    assert [a["icsmon.control.status"] for a in answers] == ["done"]
+    assert [a["icsmon.control.status"] for a in answers] == ["delivered"]
     version = world["desk"].content.version()
     assert answers[0]["icsmon.content.status"] == "applied"
     assert answers[0]["icsmon.content.version"] == version >= 1
@@ -199,3 +199,110 @@ def test_who_is_behind_from_the_heartbeats(tmp_path: Path) -> None:
         assert {s["site"] for s in r.json()["sensors"]} <= mine
     finally:
         env.close()
+
+
+def test_a_push_state_per_sensor_from_its_answers_and_heartbeats(world: dict[str, Any]) -> None:
+    """Sensors' answers made by the real Receiver and handler give each sensor's state."""
+    from response.content_push import push_view
+
+    rx, signer, desk = world["rx"], world["signer"], world["desk"]
+    desk.campaigns.watch(PROVINCE, "ipv4-addr", "127.0.0.2", "campaign", "cmp-x")
+    names = ["s-applied", "s-stale", "s-invalid", "s-expired", "s-silent", "s-beat", "z-down"]
+    targets = [{"name": n, "site": "site-1", "enterprise": "ent-1", "city": "c-1"} for n in names]
+    sent: dict[str, dict[str, Any]] = {}
+
+    def send(sensor: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if sensor == "z-down":  # the last one: after a failure the rest are not tried
+            raise ConnectionError("Kafka unavailable")
+        lifetime = 60
+        now = time.time() - (86_400 if sensor == "s-expired" else 0)
+        if sensor == "s-invalid":  # a package that does not match its digest
+            payload = json.loads(json.dumps(payload))
+            payload["package"]["watchlist"] = []
+        sent[sensor] = signer.envelope(CONTENT_UPDATE, SENSOR, payload, lifetime, now=now)
+        return sent[sensor]
+
+    push_id = desk.pushes.push(PROVINCE, "enterprise:ent-1", targets, send)
+    version = desk.content.version()
+    answers = []
+    for sensor in ("s-invalid", "s-expired", "s-applied", "s-stale"):
+        # (one Receiver answers for all: once "s-applied" applied it, the version runs, so
+        # "s-stale" is answered as a sensor that already runs it)
+        answers += rx.handle(Signer.encode(sent[sensor]))
+    assert len(answers) == 4
+    got = push_view(desk.pushes.get(PROVINCE, push_id), answers, {"s-beat": str(version)})
+    state = {s["sensor"]: (s["state"], s["reason"]) for s in got["sensors"]}
+    assert state["s-applied"] == ("applied", None)
+    assert state["s-stale"] == ("applied", f"already runs version {version}")
+    assert state["s-invalid"][0] == "refused" and "digest mismatch" in state["s-invalid"][1]
+    assert state["s-expired"] == ("refused", "expired")
+    assert state["s-silent"] == ("sent", None)
+    assert state["s-beat"] == ("applied", None)  # its heartbeat says it runs it
+    assert state["z-down"] == ("not-sent", "ConnectionError: Kafka unavailable")
+    assert got["counts"] == {"sent": 1, "applied": 3, "refused": 2, "expired": 0, "not-sent": 1}
+    # with no answer once the message's lifetime is over: expired
+    later = push_view(desk.pushes.get(PROVINCE, push_id), answers, {}, now=time.time() + 3600)
+    assert {s["sensor"]: s["state"] for s in later["sensors"]}["s-silent"] == "expired"
+
+
+def test_who_may_push_and_what_fits_in_a_message(world: dict[str, Any]) -> None:
+    from response.content_push import MAX_PUSH_BYTES
+    from response.db import Forbidden, Invalid
+
+    desk, signer = world["desk"], world["signer"]
+    target = [{"name": SENSOR, "site": "site-1", "enterprise": "ent-1", "city": "c-1"}]
+
+    def send(sensor: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return signer.envelope(CONTENT_UPDATE, sensor, payload)
+
+    for role in ("enterprise-operator", "enterprise-viewer"):
+        with pytest.raises(Forbidden):
+            desk.pushes.push(
+                Viewer("plant", role, "ent-1", frozenset({"site-1"})), "x", target, send
+            )
+    with pytest.raises(Invalid, match="no registered sensor"):
+        desk.pushes.push(PROVINCE, "city:c-9", [], send)
+    rule = "title: big\nid: 0c3a7f0e-2b8f-4a57-9c7e-1d2f3a4b5c6d\nlogsource:\n  product: icsmon\n"
+    rule += "detection:\n  sel:\n    x:\n" + "".join(f"      - v{i:07d}\n" for i in range(70_000))
+    rule += "  condition: sel\n"
+    with desk.db.tx() as conn:  # a rule too big for one message (pushed rules are 256 KiB each)
+        for k in range(5):
+            conn.execute(
+                "INSERT INTO content_rule VALUES (?,?,?,?,?,?)",
+                (f"big-{k}", "big", rule[:250_000], "central", time.time(), "soc"),
+            )
+    with pytest.raises(Invalid, match=f"at most {MAX_PUSH_BYTES:,}"):
+        desk.pushes.push(PROVINCE, "site:site-1", target, send)
+    assert desk.db.rows("SELECT * FROM content_push") == []
+
+
+def test_a_restarted_sensor_runs_the_content_last_pushed_to_it(world: dict[str, Any]) -> None:
+    """The package kept beside the sensor's store is run again at the next start when it is
+    newer than the one the sensor was started with; a damaged one is left aside."""
+    from icsmon.edge import EdgeEvidence
+    from pipeline.config import load_config
+
+    tmp, desk = world["tmp"], world["desk"]
+    desk.campaigns.watch(PROVINCE, "ipv4-addr", "127.0.0.2", "campaign", "cmp-x")
+    version = desk.content.version()
+    store = Store.open(tmp / "sensor.db")
+    cfg = load_config(env={}, overrides={"spool": {"dir": str(tmp / "spool")}})
+    engine = Engine(EngineConfig(site="site-0001-a", observer=SENSOR))
+    try:
+        # what a push left there (the handler writes the package it applied)
+        kept = tmp / "sensor.content.json"
+        kept.write_text(json.dumps(desk.content.package()))
+        for started_with, runs in ((empty_package(), version), (None, version)):
+            watch = WatchlistDetector(started_with or load_package(kept))
+            beats = Heartbeats(engine.ctx, 60.0, content_version=str(watch.version))
+            edge = EdgeEvidence(
+                cfg, engine.ctx, store, None, 1, None, watchlist=watch, heartbeats=beats
+            )
+            assert watch.version == runs and beats.content_version == str(runs)
+            edge.close()
+        kept.write_text(kept.read_text()[:-20])  # cut short
+        watch = WatchlistDetector(empty_package())
+        EdgeEvidence(cfg, engine.ctx, store, None, 1, None, watchlist=watch).close()
+        assert watch.version == 0
+    finally:
+        store.close()

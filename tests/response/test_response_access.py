@@ -25,6 +25,7 @@ MISSING = {
     "campaign": "cmp-ffffffffffffffff",
     "watch": "wl-ffffffffffffffff",
     "warning": "wrn-ffffffffffffffff",
+    "content-push": "push-ffffffffffffffff",
 }
 
 # kind -> (method, path, body); {id} is the object.
@@ -61,6 +62,7 @@ OBJECT_ROUTES: dict[str, list[tuple[str, str, Any]]] = {
         ("POST", "/api/warnings/{id}/acknowledge", None),
         ("POST", "/api/warnings/{id}/lift", {"note": "x"}),
     ],
+    "content-push": [("GET", "/api/content/pushes/{id}", None)],
     "campaign": [
         ("GET", "/api/campaigns/{id}", None),
         ("GET", "/api/campaigns/{id}/stix", None),
@@ -93,6 +95,8 @@ HOME_ROUTES = [
     ("GET", "/api/content/rules"),
     ("POST", "/api/content/rules"),
     ("DELETE", "/api/content/rules/{id}"),
+    ("POST", "/api/content/push"),
+    ("GET", "/api/content/pushes"),
 ]
 ROUTES = {(m, p) for eps in OBJECT_ROUTES.values() for m, p, _ in eps} | set(HOME_ROUTES)
 ATTACKER = "203.0.113.50"
@@ -176,6 +180,30 @@ def build_objects(env: Env) -> dict[str, dict[str, list[str]]]:
         assert w.status_code == 201, w.text
         for rcpt in w.json()["recipients"]:
             out["warning"].setdefault(rcpt["enterprise_id"], []).append(w.json()["id"])
+    # Content pushed to each of those enterprises' sensors (signed; the transport is beside
+    # the point here: tests/response/test_content_push_live.py goes through Kafka).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from pipeline.control import Signer
+    from response.content_push import CONTENT_UPDATE
+    from response.db import Viewer
+
+    signer = Signer(Ed25519PrivateKey.generate())
+    desk = env.client.app.state.response  # type: ignore[attr-defined]
+    for ent in ents:
+        targets = [
+            {"name": name, "site": r["site"], "enterprise": ent, "city": r["city"]}
+            for r in rows
+            if r["enterprise"] == ent
+            for name in r["sensors"]
+        ]
+        push_id = desk.pushes.push(
+            Viewer("soc", "province-analyst", None, None),
+            f"enterprise:{ent}",
+            targets,
+            lambda sensor, payload: signer.envelope(CONTENT_UPDATE, sensor, payload),
+        )
+        out["content-push"].setdefault(ent, []).append(push_id)
     return out
 
 
@@ -186,7 +214,7 @@ def visible_enterprises(env: Env, who: str, kind: str) -> set[str]:
         return {r["enterprise"] for r in rows}
     if role == "city-analyst":
         return {r["enterprise"] for r in rows if r["city"] == scope}
-    if kind in ("notice", "warning"):
+    if kind in ("notice", "warning", "content-push"):
         return {scope}
     return set()  # enterprises see no incidents, reports, campaigns
 
@@ -238,6 +266,7 @@ HOME_GETS = [
     "/api/response/policy",
     "/api/notices/stats",
     "/api/content/fleet",
+    "/api/content/pushes",
 ]
 
 
@@ -251,7 +280,7 @@ def test_response_listings_hold_no_foreign_identifiers(env: Env, who: str, path:
         return
     assert r.status_code == 200, r.text
     body = r.text
-    for kind in ("incident", "notice", "report", "attachment", "warning"):
+    for kind in ("incident", "notice", "report", "attachment", "warning", "content-push"):
         for oid in foreign_ids(env, who, kind, leak=True):
             assert oid not in body, (who, path, kind, oid)
     rows = seed.registry_sites(env.registry)
@@ -300,6 +329,30 @@ def test_province_only_routes_answer_not_found_to_others(env: Env, who: str) -> 
     assert r.status_code == 404
     r = env.client.post("/api/campaigns/detect", headers=h, json={})
     assert r.status_code in (403,)
+
+
+def test_only_the_province_and_cities_push_content_and_only_within_their_own(env: Env) -> None:
+    rows = seed.registry_sites(env.registry)
+    own = rows[[r["site"] for r in rows].index(sorted(env.sites_of("ent_a_op"))[0])]
+    for who in ("ent_a_op", "ent_a_view", "ent_b_op"):
+        r = env.client.post(
+            "/api/content/push", headers=env.h(who), json={"scope": f"site:{own['site']}"}
+        )
+        assert r.status_code == 403, (who, r.text)
+    city_a = env.principals["city_a"][1]
+    foreign = next(r for r in rows if r["city"] != city_a)
+    for scope in ("province", f"city:{foreign['city']}", f"enterprise:{foreign['enterprise']}"):
+        r = env.client.post("/api/content/push", headers=env.h("city_a"), json={"scope": scope})
+        assert r.status_code == 404, (scope, r.text)
+    mine = next(r for r in rows if r["city"] == city_a)
+    for who, scope in (("city_a", f"site:{mine['site']}"), ("province", "province")):
+        # allowed; this server has no control key, so nothing can be sent
+        r = env.client.post("/api/content/push", headers=env.h(who), json={"scope": scope})
+        assert r.status_code == 503, (who, r.text)
+    r = env.client.post(
+        "/api/content/push", headers=env.h("province"), json={"scope": "industry:x"}
+    )
+    assert r.status_code == 422
 
 
 def test_enterprise_users_cannot_open_incidents_or_issue_notices(env: Env) -> None:
