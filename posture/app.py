@@ -37,6 +37,7 @@ from pipeline.query import AlertFilter, AssetFilter, QueryBackend
 from posture.access import NotVisible, Principal, Scope, can_see_site, resolve_scope
 from posture.content_api import install as install_content
 from posture.evidence_api import install as install_evidence
+from posture.hunt_api import install as install_hunts
 from posture.response_api import install as install_response
 from posture.service import PostureService
 from posture.state import CLOSE_REASONS, PostureState
@@ -351,6 +352,7 @@ def create_app(
         protocol: str | None = None,
         rule_id: str | None = None,
         q: Annotated[str | None, Query(max_length=200)] = None,
+        hunt: Annotated[str | None, Query(max_length=128)] = None,
         limit: Annotated[int, Query(ge=0, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
@@ -363,7 +365,8 @@ def create_app(
             sites = list(site_scope.sites or ())
         if offset + limit > MAX_WINDOW:
             raise HTTPException(422, f"offset + limit must be at most {MAX_WINDOW}")
-        lo, hi = time_range(since, until, hours)
+        # a hunt's alerts carry the times of the history it searched: no default window
+        lo, hi = (since, until) if hunt else time_range(since, until, hours)
         flt = AlertFilter(
             since=lo,
             until=hi,
@@ -373,6 +376,7 @@ def create_app(
             protocol=protocol,
             rule_id=rule_id,
             text=q,
+            match={"icsmon.hunt.id": [hunt]} if hunt else {},
             limit=limit,
             offset=offset,
         )
@@ -597,4 +601,5 @@ def create_app(
     install_response(app, desk, state, principal, service.sensors)
     install_evidence(app, principal, service, state, control)
     install_content(app, desk, state, principal, service.sensors, backend, control)
+    install_hunts(app, principal, state, backend, control)
     return app

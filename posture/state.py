@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS evidence_request (
   requested_by TEXT NOT NULL, requested_at REAL NOT NULL, expires_at REAL NOT NULL,
   payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS evidence_request_alert ON evidence_request(alert_id, requested_at);
+CREATE TABLE IF NOT EXISTS hunt (
+  id TEXT PRIMARY KEY, scope TEXT NOT NULL, requested_by TEXT NOT NULL,
+  requested_at REAL NOT NULL, expires_at REAL NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS hunt_at ON hunt(requested_at);
 """
 
 ROLES = ("province-analyst", "city-analyst", "enterprise-operator", "enterprise-viewer")
@@ -452,6 +456,58 @@ class PostureState:
         )
         return [_evidence_row(r) for r in rows]
 
+    # -- hunts requested of sensors (posture/hunt_api.py) -------------------------------------
+
+    def add_hunt(
+        self, hunt_id: str, scope: str, actor: str, expires_at: float, detail: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Record a hunt sent to sensors (``detail``: rules, time range, targets with their
+        request ids), and who asked in the audit trail."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT INTO hunt (id, scope, requested_by, requested_at, expires_at, detail) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (
+                        hunt_id,
+                        scope,
+                        actor,
+                        now,
+                        expires_at,
+                        json.dumps(detail, ensure_ascii=False),
+                    ),
+                )
+                self._db.execute(
+                    "INSERT INTO audit (at, actor, action, alert_id, site_id, detail) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (
+                        now,
+                        actor,
+                        "hunt-request",
+                        None,
+                        None,
+                        json.dumps(
+                            {"hunt": hunt_id, "scope": scope, "sensors": len(detail["targets"])},
+                            ensure_ascii=False,
+                        ),
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return self.hunt(hunt_id) or {}
+
+    def hunt(self, hunt_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM hunt WHERE id=?", (hunt_id,))
+        return _hunt_row(rows[0]) if rows else None
+
+    def hunts(self, limit: int = 200) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT * FROM hunt ORDER BY requested_at DESC LIMIT ?", (limit,))
+        return [_hunt_row(r) for r in rows]
+
     def closed_counts(
         self, sites: list[str] | None, since: float | None, until: float | None
     ) -> list[tuple[str, int, str, int]]:
@@ -561,6 +617,12 @@ class PostureState:
             "WHERE webhook_id=? ORDER BY id DESC LIMIT ?",
             (webhook_id, limit),
         )
+
+
+def _hunt_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out.update(json.loads(out.pop("detail")))
+    return out
 
 
 def _evidence_row(row: dict[str, Any]) -> dict[str, Any]:

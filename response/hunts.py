@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from detectors.hunt import Hunt, HuntError, field_warnings, load_hunt_engine
-from detectors.sigma.loader import RuleLoadError
+from detectors.hunt import new_hunt_id as new_hunt_id  # the province names its hunts
+from detectors.sigma.loader import SHIPPED_RULES, RuleLoadError, load_pack, resolve_placeholders
 from pipeline.control import Envelope, register, response_doc
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,44 @@ def send_hunt(
     it on the control topic (``pipeline.control_kafka.ControlPublisher``); the envelopes sent,
     by sensor. Raises what the publisher raises (Kafka unavailable) at the first failure."""
     return {s: publisher.send(HUNT_REQUEST, s, dict(payload)) for s in sensors}
+
+
+def pack_rules(rules_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The alerting rules and correlations of a pack (the shipped one by default), for the
+    province to choose from: id, title, level, techniques, file (relative to the pack)."""
+    root = rules_dir or SHIPPED_RULES
+    pack = load_pack([root], resolve_placeholders(None, None))
+    out: list[dict[str, Any]] = []
+    items = [(r.meta, "rule") for r in pack.rules if r.output]
+    items += [(c.meta, "correlation") for c in pack.correlations]
+    for meta, kind in items:
+        path = Path(meta.path)
+        out.append(
+            {
+                "id": meta.id,
+                "title": meta.name,
+                "level": meta.level,
+                "kind": kind,
+                "techniques": list(meta.techniques),
+                "file": str(path.relative_to(root)) if path.is_relative_to(root) else path.name,
+            }
+        )
+    return sorted(out, key=lambda r: (r["file"], r["title"]))
+
+
+def check_rule_text(text: str) -> list[str]:
+    """The titles of the alerting rules in ``text`` (Sigma YAML: what a province pastes),
+    checked as a sensor will load them; Refused with the first problem otherwise."""
+    if len(text.encode()) > MAX_RULE_BYTES:
+        raise Refused(f"rules larger than {MAX_RULE_BYTES} bytes")
+    with tempfile.TemporaryDirectory(prefix="icsmon-hunt-") as tmp:
+        (Path(tmp) / "rule-000.yml").write_text(text, encoding="utf-8")
+        try:
+            engine = load_hunt_engine([], Path(tmp))
+        except (RuleLoadError, HuntError) as exc:
+            raise Refused(str(exc).replace(tmp + "/", "").splitlines()[0]) from None
+    pack = engine.pack
+    return [r.meta.name for r in pack.rules if r.output] + [c.meta.name for c in pack.correlations]
 
 
 class Refused(ValueError):

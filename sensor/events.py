@@ -22,12 +22,16 @@ class _Second:
 
 
 _second = _Second()
+_END_OF_TIME = 253402300800.0  # 10000-01-01T00:00:00Z
+_LAST_TIME = _END_OF_TIME - 1.0  # 9999-12-31T23:59:59Z (a microsecond less is the same float)
 
 
 def iso_timestamp(ts: float) -> str:
-    """Capture time as ISO 8601 UTC with microseconds."""
-    if ts < 0:
-        ts = 0.0
+    """Capture time as ISO 8601 UTC with microseconds. A time ISO text cannot say (before
+    1970, from year 10000 on, NaN: a crafted pcapng timestamp, a hostile document) is clamped
+    to the nearest end, never an exception."""
+    if not 0.0 <= ts < _END_OF_TIME:
+        ts = _LAST_TIME if ts >= _END_OF_TIME else 0.0
     sec = int(ts)
     cache = _second
     if cache.sec != sec:

@@ -515,12 +515,18 @@ async function refreshNow() {
   const r = route();
   S.scope = r.scope;
   const params = new URLSearchParams(location.hash.slice(1));
-  const assessing = window.AssessmentUI && window.AssessmentUI.handles(params);
-  const response = !assessing && window.ResponseUI && window.ResponseUI.handles(params);
+  const hunting = window.HuntUI && window.HuntUI.handles(params);
+  const assessing = !hunting && window.AssessmentUI && window.AssessmentUI.handles(params);
+  const response = !hunting && !assessing && window.ResponseUI && window.ResponseUI.handles(params);
   document.getElementById("response-view").hidden = !response;
   document.getElementById("assessment-view").hidden = !assessing;
+  document.getElementById("hunt-view").hidden = !hunting;
   try {
-    if (assessing) {
+    if (hunting) {
+      document.getElementById("overview").hidden = true;
+      document.getElementById("alert-view").hidden = true;
+      await window.HuntUI.render(params);
+    } else if (assessing) {
       document.getElementById("overview").hidden = true;
       document.getElementById("alert-view").hidden = true;
       await window.AssessmentUI.render(params);
@@ -548,7 +554,7 @@ async function refreshNow() {
       renderStations([["dnp3", dnp3], ["iec104", iec104]]);
       Object.values(S.charts).forEach((c) => c.resize());
     }
-    if (assessing) document.getElementById("crumbs").replaceChildren();
+    if (assessing || hunting) document.getElementById("crumbs").replaceChildren();
     else if (!response) {
       renderCrumbs(r.scope);
       if (window.ResponseUI) window.ResponseUI.tabs("overview");

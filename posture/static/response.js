@@ -117,6 +117,7 @@ function renderTabs(active) {
   tabs.push(["notices", "#view=notices"]);
   if (analyst) tabs.push(["campaigns", "#view=campaigns"]);
   tabs.push(["warnings", "#view=warnings"]);
+  tabs.push(["hunts", "#hunts=" + encodeURIComponent(S.scope || S.me.scope)]);
   nav.replaceChildren(...tabs.map(([k, href]) => el("a", { href, id: `tab-${k}`, class: k === active ? "current" : "" }, t(`tab.${k}`))));
 }
 

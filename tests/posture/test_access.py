@@ -18,7 +18,14 @@ import pytest
 
 from posture import seed
 from tests.support import REPO
-from tests.support.posture import BACKEND_PARAMS, WHO, Env, make_env, seed_evidence_request
+from tests.support.posture import (
+    BACKEND_PARAMS,
+    WHO,
+    Env,
+    make_env,
+    seed_evidence_request,
+    seed_hunt,
+)
 
 HEX_ID = re.compile(r"\b[0-9a-f]{24}\b")
 MISSING = "ffffffffffffffffffffffff"
@@ -51,6 +58,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             )
             # an evidence request delivered in every tenant, with its pcap
             e.evidence[seed_evidence_request(e, alert, "province", pcap)] = site
+        e.hunts[seed_hunt(e, site, "province")] = site  # a hunt over every site
     yield e
     e.close()
 
@@ -95,6 +103,7 @@ def foreign(env: Env, who: str) -> dict[str, Any]:
     f_evidence = [rid for rid, site in env.evidence.items() if site in f_sites]
     return {
         "evidence": f_evidence,
+        "hunts": [hid for hid, site in env.hunts.items() if site in f_sites],
         "findings": f_findings,
         "assets": f_assets,
         "sites": f_sites,
@@ -137,7 +146,9 @@ OBJECT_ENDPOINTS = {
         ("GET", "/api/advisories/ACME-2026-001?scope={id}", None),
         ("GET", "/api/assessment/reports/weekly?scope={id}&format=html", None),
         ("POST", "/api/webhooks", "scope-body"),
+        ("POST", "/api/hunts", "hunt-body"),
     ],
+    "hunt": [("GET", "/api/hunts/{id}", None)],
     "finding": [
         ("POST", "/api/findings/{id}/accept", {"reason": "x"}),
         ("POST", "/api/findings/{id}/reopen", {}),
@@ -158,6 +169,8 @@ def call(env: Env, who: str, method: str, path: str, body: Any, target: str) -> 
     url = path.replace("{id}", target)
     if body == "scope-body":
         body = {"scope": target, "url": "http://127.0.0.1:9/x"}
+    elif body == "hunt-body":
+        body = {"scope": target, "rule_ids": ["cf849942-e7b0-5107-bd0c-6249700874bd"]}
     return env.client.request(method, url, headers=env.h(who), json=body)
 
 
@@ -188,6 +201,8 @@ def test_foreign_objects_answer_like_missing_ones(env: Env, who: str, kind: str)
         targets, missing = [], "NO-SUCH-ADVISORY"
     elif kind == "evidence":
         targets, missing = f["evidence"][:6], "00000000-0000-0000-0000-000000000000"
+    elif kind == "hunt":
+        targets, missing = f["hunts"][:6], "hunt-0000000000000000"
     else:
         targets, missing = [str(h) for h in f["hooks"]], "999999"
     if who != "province" and kind != "advisory":
@@ -223,6 +238,8 @@ HOME_GETS = [
     "/api/advisories",
     "/api/advisories/ACME-2026-001",
     "/api/assessment/reports/weekly?format=html",
+    "/api/hunts",
+    "/api/hunts/rules",
 ]
 
 

@@ -72,3 +72,18 @@ def test_documents_get_text_where_they_are_written_and_events_keep_numbers() -> 
     nested = nest(event)
     assert nested["@timestamp"] == "2026-11-26T10:00:00.123456Z"
     assert nested["event"]["start"] == "2026-11-26T10:00:00.123456Z"
+
+
+@pytest.mark.parametrize(
+    ("ts", "text"),
+    [
+        (float("inf"), "9999-12-31T23:59:59.000000Z"),
+        (6.77680361916768e16, "9999-12-31T23:59:59.000000Z"),  # a crafted pcapng timestamp
+        (float("nan"), "1970-01-01T00:00:00.000000Z"),
+        (float("-inf"), "1970-01-01T00:00:00.000000Z"),
+        (-5.0, "1970-01-01T00:00:00.000000Z"),
+    ],
+)
+def test_a_time_text_cannot_say_is_clamped_never_an_exception(ts: float, text: str) -> None:
+    assert format_timestamp(ts) == text
+    assert nest({"@timestamp": ts})["@timestamp"] == text

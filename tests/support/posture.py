@@ -45,6 +45,7 @@ class Env:
     principals: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     hooks: dict[str, int] = field(default_factory=dict)
     evidence: dict[str, str] = field(default_factory=dict)  # request id -> site
+    hunts: dict[str, str] = field(default_factory=dict)  # hunt id -> site
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     def h(self, who: str) -> dict[str, str]:
@@ -255,3 +256,32 @@ def seed_evidence_request(env: Env, alert: dict[str, Any], actor: str, pcap: byt
         [("response", d) for d in evidence_answer(rid, sensor, alert["labels.site"], pcap, now)]
     )
     return rid
+
+
+def seed_hunt(env: Env, site: str, actor: str) -> str:
+    """A hunt over one site, recorded in the posture state as the API records one, and the
+    first sensor's summary written to the back end (the others have not answered). Its id."""
+    import uuid
+
+    from pipeline.control import Envelope, response_doc
+    from response.hunts import HUNT_REQUEST
+
+    hunt_id = f"hunt-{uuid.uuid4().hex[:16]}"
+    now = time.time()
+    sensors = next(r["sensors"] for r in seed.registry_sites(env.registry) if r["site"] == site)
+    targets = [{"sensor": s, "site": site, "request": str(uuid.uuid4())} for s in sensors]
+    detail = {
+        "rules": [{"id": "r", "title": "a rule"}],
+        "since": None,
+        "until": None,
+        "max_seconds": 600,
+        "targets": targets,
+    }
+    env.state.add_hunt(hunt_id, f"site:{site}", actor, now + 900, detail)
+    first = targets[0]
+    envelope = Envelope(
+        HUNT_REQUEST, first["request"], first["sensor"], int(now), int(now) + 900, {}
+    )
+    fields = {"labels.site": site, "icsmon.hunt.id": hunt_id, "icsmon.hunt.events": 10}
+    env.write([("response", response_doc(envelope, first["sensor"], "delivered", fields=fields))])
+    return hunt_id
