@@ -153,7 +153,7 @@ def executemany_rate(events: list[dict], workdir: Path) -> float:
     it, times as text) by one plain
     ``executemany`` into a table of the same columns, no index but the id, one transaction;
     the rows are built in the timed part, as a sink would have to."""
-    from pipeline.jsonl import dumps
+    from pipeline.docs import dumps
     from pipeline.store.schema import TABLES
     from sensor.timestamps import render_times
 

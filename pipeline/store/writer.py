@@ -32,8 +32,8 @@ import orjson
 
 from pipeline import kinds
 from pipeline.assets import as_list, merge_asset, union
+from pipeline.docs import dumps
 from pipeline.findings import merge_finding
-from pipeline.jsonl import dumps
 from pipeline.store.schema import TABLES, StoreError, store_error
 from sensor.timestamps import parse_timestamp as to_epoch
 from sensor.timestamps import render_times

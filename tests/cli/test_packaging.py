@@ -61,6 +61,8 @@ def test_the_wheel_carries_the_files_modules_read(wheel_files: set[str]) -> None
     for name in (
         "detectors/pipelines/ics_ecs.yml",
         "detectors/sigma/sigma-validation.yml",
+        "detectors/sigma/validators.py",
+        "sigma/validators/icsmon/__init__.py",  # the pySigma plugin `sigma check` finds
         "posture/static/index.html",
         "posture/static/vendor/echarts/echarts.min.js",
         "sensor/protocols/modbus/parser.py",
@@ -70,3 +72,5 @@ def test_the_wheel_carries_the_files_modules_read(wheel_files: set[str]) -> None
     ):
         assert name in wheel_files, name
     assert not any(n.startswith(("tests/", "bench/", "pcaps/")) for n in wheel_files)
+    # pySigma's packages are namespaces: a file of ours there would hide pySigma's own
+    assert not {"sigma/__init__.py", "sigma/validators/__init__.py"} & wheel_files
