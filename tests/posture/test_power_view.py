@@ -25,7 +25,7 @@ from sensor.events import iso_timestamp
 from sensor.rollups import Rollups
 from sensor.timestamps import parse_timestamp
 from tests.support import PCAPS
-from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import launch, need_browser
 
 CAPTURES = [
     PCAPS / "dnp3" / "dnp3_operations.pcap",
@@ -147,7 +147,7 @@ def test_dashboard_shows_the_power_site(power: tuple[TestClient, str, Any], out_
     errors: list[str] = []
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(pw)
             try:
                 page = browser.new_page(viewport={"width": 1600, "height": 1400}, locale="zh-CN")
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
