@@ -583,7 +583,9 @@ def plan(args: argparse.Namespace) -> None:
     }
     size = {"rollup": args.rollup_bytes, "asset": args.asset_bytes,
             "heartbeat": args.heartbeat_bytes, "alert": args.alert_bytes}  # fmt: skip
-    keep = {"rollup": args.keep_rollups, "asset": args.keep_assets,
+    # an asset is one document at the centre, every re-send folded in (pipeline/assets.py):
+    # one set of records, not a copy per day kept
+    keep = {"rollup": args.keep_rollups, "asset": 1,
             "heartbeat": args.keep_heartbeats, "alert": args.keep_alerts}  # fmt: skip
     docs_s = sensors * sum(per_min.values()) / 60
     events_s = sensors * args.controllers * args.poll_hz
@@ -614,7 +616,7 @@ def plan(args: argparse.Namespace) -> None:
     shards = 0
     setting: dict[str, int] = {}
     for kind, n in per_min.items():
-        # an asset is one document per asset and day (its id; each re-send overwrites it)
+        # an asset is one document per asset (its id; re-sent every minute, merged)
         stored = args.controllers + args.clients if kind == "asset" else n * 60 * 24
         daily = sensors * stored * size[kind]
         primaries = max(1, ceil(daily / (args.shard_gb * 1e9)))
@@ -690,7 +692,6 @@ def main() -> None:
         ("disk-tb-per-node", 8.0, "disk per Elasticsearch node, TB"),
         ("shard-gb", 40.0, "largest primary shard, GB"),
         ("keep-rollups", 90, "days"),
-        ("keep-assets", 30, "days"),
         ("keep-heartbeats", 30, "days"),
         ("keep-alerts", 365, "days"),
     ):

@@ -264,11 +264,16 @@ class ContentUpdater:
         path: str | Path | None = None,
         on_version: Any = None,
         rules_dir: str | Path | None = None,
+        live_rules: Any = None,
     ) -> None:
+        """``live_rules``: the running sensor's pushed Sigma rules (``check(package)``: the
+        reason the package's rules cannot run, or None; ``commit(package)``: install them and
+        put them in place), so a package's rules take effect without a restart too."""
         self.detector = detector
         self.path = Path(path) if path is not None else None
         self.on_version = on_version
         self.rules_dir = Path(rules_dir) if rules_dir is not None else None
+        self.live_rules = live_rules
         self.counters = {"applied": 0, "stale": 0, "invalid": 0}
 
     def apply(self, payload: Any) -> dict[str, Any]:
@@ -287,11 +292,19 @@ class ContentUpdater:
                 f"{self.detector.version}, which runs",
                 "running": self.detector.version,
             }
+        if self.live_rules is not None:
+            # every rule must load at this sensor, or nothing of the package is applied
+            reason = self.live_rules.check(package)
+            if reason:
+                self.counters["invalid"] += 1
+                return {"status": "invalid", "reason": reason, "running": self.detector.version}
         if self.path is not None:
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
             tmp.replace(self.path)
         installed = install_rules(package, self.rules_dir) if self.rules_dir else None
+        if self.live_rules is not None:
+            installed = self.live_rules.commit(package)
         self.detector.replace(package)
         if self.on_version is not None:
             self.on_version(package.version)

@@ -66,13 +66,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# pySigma validators left out: they download MITRE data (no network on a sensor or in CI).
-# icsmon checks ATT&CK for ICS ids itself against detectors/attack_ics.py.
-OFFLINE_EXCLUDED = ("attacktag", "d3_fendtag")
-VALIDATION_CONFIG = (
-    Path(__file__).resolve().parent.parent / "detectors" / "sigma" / "sigma-validation.yml"
-)
-
 RulesDir = Annotated[
     Path | None,
     typer.Argument(help="Folder (or file) of Sigma rules; default: the shipped rules/ pack."),
@@ -117,42 +110,16 @@ def _where(rules_dir: Path | None) -> Path:
     return path
 
 
-_ISSUE_KEYS = (
-    ("tag", "tags"), ("title", "title"), ("identifier", "id"), ("date", "date"),
-    ("description", "description"), ("level", "level"), ("status", "status"),
-    ("falsepositive", "falsepositives"), ("reference", "references"), ("author", "author"),
-    ("logsource", "logsource"), ("condition", "condition"),
-)  # fmt: skip
-
-
-def _pysigma_issues(path: Path) -> list[Problem]:
-    """pySigma's own validators (those that work offline) over every rule file."""
+def _validation_issues(path: Path, config: Path) -> list[Problem]:
+    """The validators the configuration turns on (pySigma's and icsmon's,
+    ``detectors.sigma.validators``) over every rule file, as ``sigma check -c`` runs them."""
     from sigma.collection import SigmaCollection
-    from sigma.plugins import InstalledSigmaPlugins
-    from sigma.validation import SigmaValidator
 
-    from detectors.sigma.loader import Problem, locate, rule_files
+    from detectors.sigma.loader import rule_files
+    from detectors.sigma.validators import check as validate
 
-    validators = InstalledSigmaPlugins.autodiscover().validators
-    chosen = [v for name, v in validators.items() if name not in OFFLINE_EXCLUDED]
-    validator = SigmaValidator(chosen)
     collection = SigmaCollection.load_ruleset(rule_files([path]), collect_errors=True)
-    problems: list[Problem] = []
-    for issue in validator.validate_rules(r for r in collection.rules if not r.errors):
-        name = type(issue).__name__
-        hint = next((key for word, key in _ISSUE_KEYS if word in name.lower()), "detection")
-        for rule in issue.rules:
-            src = rule.source.path if rule.source and rule.source.path else None
-            problems.append(
-                Problem(
-                    str(src or "?"),
-                    locate(src, hint),
-                    str(rule.id or ""),
-                    f"{name}: {issue.description}",
-                    "warning",
-                )
-            )
-    return problems
+    return validate((r for r in collection.rules if not r.errors), config)
 
 
 @app.command("check")
@@ -162,21 +129,43 @@ def check(
     strict: Annotated[
         bool, typer.Option("--strict/--lenient", help="Fail on pySigma warnings too.")
     ] = True,
+    validation: Annotated[
+        Path | None,
+        typer.Option(
+            "--validation-config",
+            help="pySigma validation configuration (validators on and off, per-rule "
+            "exclusions), the file `sigma check -c` takes; default: "
+            "detectors/sigma/sigma-validation.yml.",
+        ),
+    ] = None,
 ) -> None:
-    """Validate every rule: it parses and compiles, uses known fields and ATT&CK for ICS ids,
-    and passes pySigma's validators. One line per problem: FILE:LINE: [RULE ID] message."""
+    """Validate every rule: it parses and compiles, and passes the validators the validation
+    configuration turns on: icsmon's (known fields, ATT&CK for ICS tags, logsource) and
+    pySigma's, the same as `sigma check`. One line per problem: FILE:LINE: [RULE ID] message."""
     path = _where(rules_dir)
+    from detectors.sigma.validators import VALIDATION_CONFIG
+
+    config = validation or VALIDATION_CONFIG
+    if not config.is_file():
+        raise fail(f"{config}: no such validation configuration")
     unreadable = unreadable_rule_files([path])
     if unreadable:  # pySigma would stop with a traceback on these: report them alone
         for p in unreadable:
             print(str(p))
         note(f"{len(unreadable)} rule files cannot be parsed")
         raise typer.Exit(ExitCode.FAILED)
-    from detectors.sigma.loader import check_known, load_pack
+    import yaml
+    from sigma.exceptions import SigmaError
+
+    from detectors.sigma.loader import load_pack
 
     pack = load_pack([path], _values(site_config))
-    problems = [*pack.problems, *check_known(pack), *_pysigma_issues(path)]
-    problems.sort(key=lambda p: (p.path, p.line, p.message))
+    try:
+        checked = _validation_issues(path, config)
+    except (SigmaError, OSError, yaml.YAMLError) as exc:
+        raise fail(f"{config}: {exc}") from None
+    # a rule the loader refuses for its logsource is also an ics_logsource issue: once
+    problems = sorted(set([*pack.problems, *checked]), key=lambda p: (p.path, p.line, p.message))
     for p in problems:
         print(str(p))
     errors = [p for p in problems if p.severity == "error"]

@@ -88,6 +88,7 @@ def _edge(
             site_config,
             watchlist=watch,
             heartbeats=heartbeats,
+            detectors=dets,
         )
     except (ControlError, OSError) as exc:
         _close_sink(sink)
@@ -181,12 +182,20 @@ def _detectors(
     learn: str | None = None,
     content: Path | None = None,
     watchlist: bool = False,
+    pushed_rules: Path | None = None,
 ):
     from icsmon.run import load_detectors
 
     try:
         return load_detectors(
-            rules, no_rules, site_config, baseline, learn, content=content, watchlist=watchlist
+            rules,
+            no_rules,
+            site_config,
+            baseline,
+            learn,
+            content=content,
+            watchlist=watchlist,
+            pushed_rules=pushed_rules,
         )
     except (OSError, ValueError) as exc:
         raise fail(" ".join(str(exc).split())) from None
@@ -481,8 +490,15 @@ def sense(
     from sensor.workers import MergedEngine, WorkerPool
 
     single = open_engine(engine_config(site, observer, org, heuristic, port))
-    # a live sensor always has a watchlist (empty until content is given or pushed to it)
-    dets = _detectors(rules, no_rules, site_config, baseline, learn, content, watchlist=True)
+    from icsmon.pushed_rules import rules_folder
+    from pipeline.store.schema import resolve_store_path
+
+    # a live sensor always has a watchlist (empty until content is given or pushed to it),
+    # and runs the rules the province pushed to it with its own pack
+    pushed = rules_folder(resolve_store_path(store)) / "central"
+    dets = _detectors(
+        rules, no_rules, site_config, baseline, learn, content, watchlist=True, pushed_rules=pushed
+    )
     cfg = _load_config(
         config, {"control": {"public_key": str(control_key) if control_key else None}}
     )

@@ -39,6 +39,7 @@ class EdgeEvidence:
         site_config: Path | None = None,
         watchlist: Any | None = None,
         heartbeats: Any | None = None,
+        detectors: Any | None = None,
     ) -> None:
         """``alerts``: the sink a requested hunt's alerts are written to (the sensor's own,
         store then Kafka); ``rules_dir`` and ``site_config``: the sensor's pack and placeholder
@@ -71,6 +72,11 @@ class EdgeEvidence:
         self.watchlist = watchlist
         self.heartbeats = heartbeats
         self.content_file: Path | None = None
+        self.live_rules: Any | None = None  # pushed Sigma rules, put in place while running
+        if detectors is not None and detectors.rule_source and store is not None:
+            from icsmon.pushed_rules import LiveRules, rules_folder
+
+            self.live_rules = LiveRules(detectors, rules_folder(store.path))
         if watchlist is not None and store is not None:
             self.content_file = Path(store.path).with_name(Path(store.path).stem + ".content.json")
             self._resume_content()
@@ -129,7 +135,11 @@ class EdgeEvidence:
             from response.content_push import CONTENT_UPDATE, live_content
 
             self.content = live_content(
-                ctx.observer, self.watchlist, self.content_file, self._running_content
+                ctx.observer,
+                self.watchlist,
+                self.content_file,
+                self._running_content,
+                live_rules=self.live_rules,
             )
             receiver.on(CONTENT_UPDATE, self.content)
         listener = ControlListener(cfg, receiver, answer)
@@ -203,4 +213,6 @@ class EdgeEvidence:
             out.update({f"hunt.{k}": v for k, v in self.hunts.stats.items()})
         if self.content is not None:
             out.update({f"content.{k}": v for k, v in self.content.updater.counters.items()})
+        if self.live_rules is not None:
+            out["content.rule_reloads"] = self.live_rules.reloads
         return out

@@ -8,8 +8,7 @@ from typing import BinaryIO, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.docs import nest
-from pipeline.jsonl import dumps
+from pipeline.docs import dumps, nest
 from sensor.timestamps import render_times
 
 # protocol fields worth a glance in a table, in order

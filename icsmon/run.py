@@ -27,6 +27,27 @@ class Detectors:
     """The detectors a run applies to each event, in order."""
 
     parts: list[Detector] = field(default_factory=list)
+    # how the Sigma engine was loaded (rules folder, site config, placeholders, pushed rules
+    # folder), so a new one can be built with pushed rules while the sensor runs
+    rule_source: dict[str, Any] = field(default_factory=dict)
+    # part index -> a replacement built on another thread (pushed rules), put in place
+    # between two events by ``swap``
+    _next: dict[int, Detector] = field(default_factory=dict)
+
+    def replace_later(self, index: int, part: Detector) -> None:
+        """Ask for ``parts[index]`` to be replaced by ``part`` at the next ``swap`` (safe to
+        call from another thread: one dictionary assignment)."""
+        self._next[index] = part
+
+    def swap(self) -> list[dict]:
+        """Between events: put in place the parts replaced since the last call; the alerts
+        the old parts still held (their de-duplication windows) are released, not lost."""
+        alerts: list[dict] = []
+        while self._next:
+            index, part = self._next.popitem()
+            old, self.parts[index] = self.parts[index], part
+            alerts.extend(old.flush())
+        return alerts
 
     def process(self, event: dict) -> list[dict]:
         alerts: list[dict] = []
@@ -79,12 +100,15 @@ def load_detectors(
     findings: bool = True,
     content: Path | None = None,
     watchlist: bool = False,
+    pushed_rules: Path | None = None,
 ) -> Detectors:
     """The Sigma engine (unless ``no_rules``) and the baseline detector (with ``baseline``);
     with ``learn``, the baseline is learned from the first DURATION and written to ``baseline``;
     with ``content``, the province's indicator watchlist is matched; with ``watchlist`` a
     watchlist detector is there even without ``content`` (empty, version 0), so content the
-    province pushes to a running sensor (``content.update``) takes effect without a restart."""
+    province pushes to a running sensor (``content.update``) takes effect without a restart;
+    ``pushed_rules``: the folder of the Sigma rules the province pushed (loaded with the pack
+    when it holds any)."""
     parts: list[Detector] = []
     placeholders = None
     base = None
@@ -102,10 +126,24 @@ def load_detectors(
 
         base = Baseline.load(baseline)
         placeholders = base.placeholders()
+    source: dict[str, Any] = {}
     if not no_rules:
         from detectors.sigma import SigmaEngine
 
-        parts.append(SigmaEngine.load(rules, site_config=site_config, placeholders=placeholders))
+        extra = (
+            (pushed_rules,) if pushed_rules is not None and any(pushed_rules.glob("*.yml")) else ()
+        )
+        parts.append(
+            SigmaEngine.load(
+                rules, site_config=site_config, placeholders=placeholders, extra_dirs=extra
+            )
+        )
+        source = {
+            "index": len(parts) - 1,
+            "rules": rules,
+            "site_config": site_config,
+            "placeholders": placeholders,
+        }
     if base is not None:
         parts.append(BaselineDetector(base))
     if findings:
@@ -118,7 +156,7 @@ def load_detectors(
         parts.append(
             WatchlistDetector(load_package(content) if content is not None else empty_package())
         )
-    return Detectors(parts)
+    return Detectors(parts, rule_source=source)
 
 
 def _finding_tracker(
@@ -216,6 +254,10 @@ class Run:
 
     def tick(self) -> None:
         """Time passes (a live port calls this about once a second, traffic or not)."""
+        for alert in self.detectors.swap():  # pushed rules take over between two events
+            self._alert(alert)
+            if self.on_alert is not None:
+                self.on_alert(alert)
         now = self.now()
         self._heartbeat(now)
         if self.rollups is not None:

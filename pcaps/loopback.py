@@ -7,9 +7,9 @@ machine reaches the capture.
   ``lo`` up inside;
 - ``source_for(server, client)``: from now on, new connections to ``server`` leave from
   ``client`` (a local route with that preferred source; connections already open keep theirs);
-- ``Tcpdump``: ``tcpdump -i lo --immediate-mode -B 8192 -U -n -s 0 -w FILE FILTER``, stopped
-  with SIGINT; ``stop()`` returns the kernel's drop count (the scripts record again when it is
-  not 0).
+- ``Tcpdump``: ``tcpdump -i lo --immediate-mode -B 8192 -U -n -s 0 -w FILE FILTER``, started
+  once it says it listens, stopped with SIGINT; ``stop()`` returns the kernel's drop count
+  (the scripts record again when it is not 0). Every make-script records with it.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class Tcpdump:
             self.proc.kill()
             sys.exit(f"tcpdump did not start: {line.strip()}")
 
-    def stop(self) -> int:
-        time.sleep(0.3)  # let the last FIN/ACK reach the capture buffer
+    def stop(self, settle_s: float = 0.3) -> int:
+        time.sleep(settle_s)  # let the last FIN/ACK reach the capture buffer
         self.proc.send_signal(signal.SIGINT)
         _, err = self.proc.communicate(timeout=10)
         summary = err.decode(errors="replace").strip().replace("\n", "; ")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.jsonl import dumps
+from pipeline.docs import dumps
 from sensor.timestamps import parse_timestamp as to_epoch
 
 MAX_SET_ITEMS = 1024  # items kept in an asset's merged list fields (peers, roles, ...)

@@ -343,12 +343,18 @@ def _apply_retention(
             interval = _coerce(value, 1.0, "retention.interval_s", origin)
             continue
         try:
-            kinds.by_plural(key)
+            kind = kinds.by_plural(key)
         except ValueError:
-            known = ", ".join(k.plural for k in kinds.all_kinds())
+            known = ", ".join(k.plural for k in kinds.all_kinds() if k.daily)
             raise ConfigError(
                 f"{origin}: unknown key retention.{key} (a kind: {known}; or interval_s)"
             ) from None
+        if not kind.daily:
+            # one document per id, kept up to date: no daily indices to age out
+            raise ConfigError(
+                f"{origin}: retention.{key}: {kind.plural} are kept as one document per "
+                f"{kind.id_field}, not in daily indices; retention does not apply"
+            )
         number = _coerce(value, 1.0, f"retention.{key}", origin)
         if not number >= 0:
             raise ConfigError(f"{origin}: retention.{key} must be 0 (keep) or a number of days")

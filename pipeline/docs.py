@@ -5,12 +5,16 @@ and dataset carry the same keys in the same order, so the nesting is planned onc
 sequence (a function generated for it, which builds the nested dicts from the values in one
 expression) and reused; the plans are capped (``MAX_PLANS``). It is also where a document
 takes its output form: times carried as numbers (``TIME_FIELDS``) become ISO 8601 text.
+``dumps`` gives the compact JSON bytes every writer sends (JSON lines, Kafka, the store).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from sensor.timestamps import TIME_FIELDS, format_timestamp
 
@@ -116,3 +120,24 @@ def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def _default(value: Any) -> Any:
+    """Values JSON has no type for: bytes as hex, sets as sorted lists, anything else as text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """Compact JSON bytes for one document, whatever plain values it holds."""
+    try:
+        return orjson.dumps(doc, default=_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        # orjson refuses integers beyond 64 bits (e.g. a decoded 128-bit OPC UA value).
+        return json.dumps(doc, default=_default, separators=(",", ":"), ensure_ascii=False).encode()

@@ -2,11 +2,13 @@
 
 Indices: one per kind (``pipeline.kinds``) and UTC day, ``<prefix>-alerts-2026.11.26``,
 created on first write from composable index templates that also join them to the kind's
-alias (``icsmon-alerts``, ``icsmon-events``, ``icsmon-assets``...); readers use the aliases.
+alias (``icsmon-alerts``, ``icsmon-events``...); readers use the aliases. Merged kinds
+(assets, findings) have one index instead, ``<prefix>-assets-current``, holding one
+document per id into which the indexer folds every observation by the kind's rule.
 Kinds with ``latest_by`` also have one ``<prefix>-latest-<plural>`` index holding the newest
-document per key (a sensor's last heartbeat). Only
-core Elasticsearch features are used (templates, aliases, bulk, search, terms aggregations,
-field collapsing), so the minimal server build works as well as a full one.
+document per key (a sensor's last heartbeat). Only core Elasticsearch features are used
+(templates, aliases, bulk, search, terms aggregations), so the minimal server build works
+as well as a full one.
 
 Mappings are explicit for every field icsmon writes (:data:`FIELD_TYPES`): ips as ``ip``,
 names and enums as ``keyword``, numeric ICS fields as numbers (so converted Sigma queries
@@ -421,6 +423,16 @@ class EsStore:
         self.client.close()
 
 
+#: the order assets are listed in, the embedded store's (``pipeline.store.queries``): site,
+#: then address, then id. Addresses compare numerically in both; Elasticsearch by their
+#: 16-byte form, the store IPv4 first, which differ only for IPv6 below ::ffff:0:0 (::1).
+ASSET_ORDER: list[dict[str, Any]] = [
+    {"labels.site": {"order": "asc", "missing": "_first", "unmapped_type": "keyword"}},
+    {"host.ip": {"order": "asc", "missing": "_first", "unmapped_type": "ip"}},
+    {"asset.id": {"order": "asc", "unmapped_type": "keyword"}},
+]
+
+
 class EsQueryBackend:
     """:class:`pipeline.query.QueryBackend` over the icsmon aliases; ES does the work."""
 
@@ -582,25 +594,28 @@ class EsQueryBackend:
                     {"range": {name: {"gte": int(since * 1000), "format": "epoch_millis"}}}
                 )
         query = {"bool": {"filter": filters}} if filters else {"match_all": {}}
-        # An asset has one document per day it changed: collapse to its newest state.
+        # One document per asset (the indexer folds every observation into it by the rule
+        # the embedded store applies, pipeline.assets.merge_asset), in the store's order.
         try:
             resp = self.client.search(
-                index=self.store.alias("asset"),
+                index=self._assets_index(),
                 query=query,
                 size=flt.limit,
                 from_=flt.offset,
-                sort=[{"asset.last_seen": {"order": "desc", "unmapped_type": "date"}}],
-                collapse={"field": "asset.id"},
-                aggs={
-                    "assets": {"cardinality": {"field": "asset.id", "precision_threshold": 40000}}
-                },
+                sort=ASSET_ORDER,
+                track_total_hits=True,
                 ignore_unavailable=True,
                 allow_no_indices=True,
             )
         except NotFoundError:
             return 0, []
-        total = int(resp.get("aggregations", {}).get("assets", {}).get("value", 0))
+        total = int(resp["hits"]["total"]["value"])
         return total, [flatten(hit["_source"]) for hit in resp["hits"]["hits"]]
+
+    def _assets_index(self) -> str:
+        # the merged records only: not the kind's alias, which older releases' daily asset
+        # indices (one copy per asset and day) may still join
+        return kinds.get("asset").current_index(self.store.prefix)
 
     # Aggregations the posture view needs (pipeline.query.QueryBackend); all done by ES.
 
@@ -875,62 +890,21 @@ class EsQueryBackend:
     # -- the assessment's reads: assets past the result window, findings, one asset -----
 
     def get_asset(self, asset_id: str) -> dict | None:
-        """The newest document of one asset."""
-        total, docs = self._search(
-            "asset",
-            {"term": {"asset.id": asset_id}},
-            1,
-            0,
-            [{"asset.last_seen": {"order": "desc", "unmapped_type": "date"}}],
-        )
-        return docs[0] if total else None
+        """The merged document of one asset."""
+        try:
+            got = self.client.get(index=self._assets_index(), id=asset_id)
+        except NotFoundError:
+            return None
+        return flatten(got["_source"]) if got.get("found") else None
 
     def all_assets(self, sites: list[str] | None, limit: int = 1_000_000) -> list[dict]:
-        """Every asset of the sites (``None``: all), newest document of each, however many:
-        a composite aggregation over ``asset.id`` pages through them (the result window of
-        a search stops at 10,000), each bucket's newest document by ``top_hits``."""
+        """Every asset of the sites (``None``: all), however many (pages by search_after
+        past the result window of 10,000), in the store's order."""
         if sites is not None and not sites:
             return []
         query: dict[str, Any] = {"terms": {"labels.site": sites}} if sites else {"match_all": {}}
-        out: list[dict] = []
-        after: dict[str, Any] | None = None
-        while len(out) < limit:
-            composite: dict[str, Any] = {
-                "size": min(2000, limit - len(out)),
-                "sources": [{"id": {"terms": {"field": "asset.id"}}}],
-            }
-            if after:
-                composite["after"] = after
-            got = self._aggregate_query(
-                "asset",
-                query,
-                {
-                    "a": {
-                        "composite": composite,
-                        "aggs": {
-                            "newest": {
-                                "top_hits": {
-                                    "size": 1,
-                                    "sort": [
-                                        {
-                                            "asset.last_seen": {
-                                                "order": "desc",
-                                                "unmapped_type": "date",
-                                            }
-                                        }
-                                    ],
-                                }
-                            }
-                        },
-                    }
-                },
-            ).get("a", {})
-            buckets = got.get("buckets", [])
-            out += [flatten(b["newest"]["hits"]["hits"][0]["_source"]) for b in buckets]
-            after = got.get("after_key")
-            if not buckets or not after:
-                break
-        return out
+        _, hits = self._scan(self._assets_index(), query, ASSET_ORDER, limit)
+        return [flatten(h["_source"]) for h in hits]
 
     def search_findings(
         self,
@@ -993,22 +967,6 @@ class EsQueryBackend:
                 break
             after = hits[-1]["sort"]
         return total, out
-
-    def _aggregate_query(
-        self, kind: str, query: dict[str, Any], aggs: dict[str, Any]
-    ) -> dict[str, Any]:
-        try:
-            resp = self.client.search(
-                index=self.store.alias(kind),
-                query=query,
-                size=0,
-                aggs=aggs,
-                ignore_unavailable=True,
-                allow_no_indices=True,
-            )
-        except NotFoundError:
-            return {}
-        return dict(resp.get("aggregations", {}))
 
     def close(self) -> None:
         self.client.close()

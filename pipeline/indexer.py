@@ -237,7 +237,11 @@ class Indexer:
             actions = self.store.bulk_actions(kind, doc)
         except ValueError as exc:
             return str(exc)
-        if kind in self.retention.days and self._expired(kind, actions[0]["index"]["_index"]):
+        if (
+            kind in self.retention.days
+            and kinds.get(kind).daily
+            and self._expired(kind, actions[0]["index"]["_index"])
+        ):
             self.counters["expired"] += 1
             return []
         if kinds.get(kind).merge is not None:

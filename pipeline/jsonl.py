@@ -7,43 +7,20 @@ per line, so ``jq``, Filebeat or ``icsmon`` itself can read them back line by li
 from __future__ import annotations
 
 import io
-import json
 import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from pipeline import kinds as doc_kinds
-from pipeline.docs import nest
+from pipeline.docs import dumps, nest
 
 log = logging.getLogger(__name__)
-
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 class JsonlSinkError(Exception):
     """The output file cannot be opened; the message is one line naming the file."""
-
-
-def _default(value: Any) -> Any:
-    """Values JSON has no type for: bytes as hex, sets as sorted lists, anything else as text."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    return str(value)
-
-
-def dumps(doc: dict[str, Any]) -> bytes:
-    """Compact JSON bytes for one document, whatever plain values it holds."""
-    try:
-        return orjson.dumps(doc, default=_default, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        # orjson refuses integers beyond 64 bits (e.g. a decoded 128-bit OPC UA value).
-        return json.dumps(doc, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class JsonlSink:

@@ -34,8 +34,7 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from pipeline import kinds
 from pipeline.config import PipelineConfig
-from pipeline.docs import nest
-from pipeline.jsonl import dumps
+from pipeline.docs import dumps, nest
 from pipeline.spool import Spool, SpoolRecord
 
 log = logging.getLogger(__name__)

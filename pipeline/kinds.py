@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from pipeline.assets import merge_asset
 from pipeline.findings import merge_finding
 
 
@@ -191,7 +192,12 @@ ASSET = register(
         "asset.id",
         time_field="asset.last_seen",
         rank=10,
-        description="a device seen on the network, merged by asset.id",
+        daily=False,
+        merge=merge_asset,
+        description=(
+            "a device seen on the network: one document per asset.id, every observation "
+            "folded in by the rule of pipeline/assets.py (the embedded store's too)"
+        ),
     )
 )
 

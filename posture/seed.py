@@ -736,9 +736,11 @@ class AlertEncoder:
 
 
 def es_bulk(es_store: Any, items: list[tuple[str, dict[str, Any]]], refresh: bool = False) -> int:
-    """Index ``(kind, flat doc)`` pairs the way the indexer does (daily index of the kind,
-    ``_id`` = event.id, or asset.id for assets); returns how many were indexed. Raises on any
-    rejected document: load data must be clean."""
+    """Index ``(kind, flat doc)`` pairs where the indexer puts them (the daily index of the
+    kind, or the one index of a merged kind such as assets, ``_id`` = the kind's id field);
+    returns how many were indexed. A seed's documents are whole records, one per id: written
+    as they are, not folded into what is there. Raises on any rejected document: load data
+    must be clean."""
     from pipeline.docs import nest
 
     ops: list[dict[str, Any]] = []

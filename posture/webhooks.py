@@ -33,8 +33,8 @@ PAGE = 200
 # Response objects whose changes an enterprise's webhooks receive (its own notices and
 # warnings); city
 # webhooks also receive incidents and campaigns touching the city.
-ENTERPRISE_KINDS = ("notice", "warning")
-CITY_KINDS = ("notice", "incident", "report", "campaign", "warning")
+ENTERPRISE_KINDS = ("notice", "warning", "content-push")
+CITY_KINDS = ("notice", "incident", "report", "campaign", "warning", "content-push")
 
 
 def notify_change(state: PostureState, entry: dict[str, Any]) -> int:

@@ -84,16 +84,26 @@ class ContentUpdateHandler:
             fields["icsmon.content.sha256"] = got["sha256"]
         if "entries" in got:
             fields["icsmon.content.entries"] = got["entries"]
+        if "rules" in got:  # what was done with the package's rules: written, kept, ...
+            for what, n in got["rules"].items():
+                fields[f"icsmon.content.rules_{what}"] = n
         status = "delivered" if got["status"] == "applied" else "refused"
         return [response_doc(envelope, self.sensor_id, status, fields=fields)]
 
 
 def live_content(
-    sensor_id: str, detector: Any, path: Any = None, on_version: Callable[[int], None] | None = None
+    sensor_id: str,
+    detector: Any,
+    path: Any = None,
+    on_version: Callable[[int], None] | None = None,
+    live_rules: Any = None,
 ) -> ContentUpdateHandler:
     """The handler for a running sensor: ``detector`` is its WatchlistDetector (an empty one,
-    version 0, when it started without ``--content``)."""
-    return ContentUpdateHandler(sensor_id, ContentUpdater(detector, path, on_version))
+    version 0, when it started without ``--content``); ``live_rules`` puts the package's
+    Sigma rules in place (``icsmon.pushed_rules.LiveRules``)."""
+    return ContentUpdateHandler(
+        sensor_id, ContentUpdater(detector, path, on_version, live_rules=live_rules)
+    )
 
 
 # -- the province's side: pushes to a scope and what each sensor did ---------------------------
@@ -250,7 +260,8 @@ def push_view(
             "site": t["site"],
             "enterprise": t["enterprise_id"],
             "city": t["city_id"],
-            "running": beat if beat is not None else said,
+            # the newer of its answer and its last heartbeat (which may not have come yet)
+            "running": max((v for v in (beat, said) if v is not None), default=None),
             "answered_at": answer.get("@timestamp") if answer else None,
             "reason": None,
         }

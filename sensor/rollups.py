@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable
 
 from sensor.events import ECS_VERSION, Context
+from sensor.schema import WrittenValues, written_values
 from sensor.timestamps import parse_timestamp
 
 DEFAULT_INTERVAL_S = 60.0
@@ -160,40 +161,26 @@ OBJECT_OF: dict[str, Callable[[dict], str]] = {
     "dnp3": _dnp3_object,
     "iec104": _iec104_object,
 }
-# protocols whose control functions carry written values (DNP3 analog output blocks)
-_CONTROL_VALUES = frozenset(("dnp3",))
+#: protocol -> where its writes carry the values written (each protocol's fields.py)
+WRITTEN = written_values()
 
 
-def _written_values(ev: dict) -> list[float]:
-    """Numbers a write event carries (Modbus register/coil values, S7 item values, OPC UA
-    Write values, DNP3 analog output block values, IEC 104 set point and command values), for
-    the rollup's min/max written."""
-    proto = ev.get("network.protocol")
+def _written_values(ev: dict, where: WrittenValues) -> list[float]:
+    """The numbers a write event carries (Modbus register/coil values, S7 item values, OPC UA
+    Write values, DNP3 analog output block values, IEC 104 set point and command values,
+    CIP tag values), for the rollup's min/max written."""
+    values = ev.get(where.field)
+    if type(values) is not list:
+        return []
+    key = where.key
+    if key is None:
+        return [v for v in values if type(v) is int or type(v) is float]
     out: list[float] = []
-    if proto == "modbus":
-        values = ev.get("modbus.values")
-        if type(values) is list:
-            out = [v for v in values if type(v) is int or type(v) is float]
-    elif proto == "s7comm":
-        for item in ev.get("s7comm.items") or ():
-            if type(item) is dict:
-                v = item.get("value")
-                if type(v) is int or type(v) is float:
-                    out.append(v)
-    elif proto == "enip":
-        values = ev.get("cip.values")
-        if type(values) is list:
-            out = [v for v in values if type(v) is int or type(v) is float]
-    elif proto == "opcua":
-        for typed in ev.get("opcua.values") or ():
-            if type(typed) is dict:
-                v = typed.get("value")
-                if type(v) is int or type(v) is float:
-                    out.append(v)
-    elif proto == "dnp3" or proto == "iec104":
-        values = ev.get(f"{proto}.values")
-        if type(values) is list:
-            out = [v for v in values if (type(v) is int or type(v) is float)]
+    for item in values:
+        if type(item) is dict:
+            v = item.get(key)
+            if type(v) is int or type(v) is float:
+                out.append(v)
     return out
 
 
@@ -350,10 +337,9 @@ class Rollups:
                 series.rt_max = rt
             series.rt_n += 1
             series.rt_sum += rt
-        if series.operation == "write" or (
-            series.operation == "control" and proto in _CONTROL_VALUES
-        ):
-            for v in _written_values(ev):
+        written = WRITTEN.get(proto)  # type: ignore[arg-type]
+        if written is not None and series.operation in written.operations:
+            for v in _written_values(ev, written):
                 if series.wmin is None or v < series.wmin:
                     series.wmin = v
                 if series.wmax is None or v > series.wmax:

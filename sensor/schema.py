@@ -10,6 +10,7 @@ the baseline watch (``device_fields``), and the field tables of docs/schema.md
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 
 from sensor.protocols import DISSECTORS
@@ -121,6 +122,34 @@ def asset_sources() -> dict[str, tuple[tuple[str, str, str], ...]]:
         sources = getattr(module.fields, "ASSET_SOURCES", ())
         for service in module.fields.SERVICES if sources else ():
             out[service] = tuple(sources)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenValues:
+    """Where a protocol's write events carry the values written (``WRITTEN_VALUES`` of its
+    ``fields.py``): a list of numbers, or of objects holding the number under ``key``."""
+
+    field: str
+    key: str | None
+    operations: tuple[str, ...]  # the ``ics.operation`` values that write them
+
+
+def written_values() -> dict[str, WrittenValues]:
+    """``network.protocol`` -> where its writes carry their values (the rollups' min/max
+    written). A path that names no declared field is a programming error."""
+    out: dict[str, WrittenValues] = {}
+    for module in DISSECTORS:
+        fields = dissector_fields(module)
+        operations = tuple(getattr(module.fields, "WRITTEN_BY", ("write",)))
+        for service, path in getattr(module.fields, "WRITTEN_VALUES", {}).items():
+            head, _, key = path.rpartition(".")
+            if path in fields:
+                out[service] = WrittenValues(path, None, operations)
+            elif head in fields and key in fields[head].properties:
+                out[service] = WrittenValues(head, key, operations)
+            else:
+                raise ValueError(f"{module.NAME}: WRITTEN_VALUES {path!r} is not a declared field")
     return out
 
 

@@ -41,6 +41,7 @@ from detectors.sigma.codegen import Candidate, Matcher, build
 from detectors.sigma.compiler import Const, Node, Predicate, value_key
 from detectors.sigma.correlation import Correlation, Firing, SharedValueCount, group_key
 from detectors.sigma.loader import (
+    SHIPPED_RULES,
     LoadedCorrelation,
     LoadedRule,
     Pack,
@@ -268,15 +269,20 @@ class SigmaEngine:
         dedup_window: float = 60.0,
         max_pending_alerts: int = 10_000,
         max_correlation_groups: int = 10_000,
+        extra_dirs: tuple[Path, ...] = (),
     ) -> SigmaEngine:
-        """Load and compile a rule pack (None: the shipped ``rules/``).
+        """Load and compile a rule pack (None: the shipped ``rules/``), with the rules of
+        ``extra_dirs`` too (the rules the province pushed to a sensor).
 
         Placeholder values: ``site_config`` wins over ``placeholders`` (e.g. from a baseline).
         With ``strict`` any refused rule raises :class:`RuleLoadError` listing every problem;
         otherwise refused rules are logged, kept in ``problems`` and left out.
         """
         values = resolve_placeholders(site_config, placeholders)
-        pack = load_pack([Path(rules_dir)] if rules_dir is not None else None, values)
+        dirs = [Path(rules_dir)] if rules_dir is not None else None
+        if extra_dirs:
+            dirs = [*(dirs or [SHIPPED_RULES]), *map(Path, extra_dirs)]
+        pack = load_pack(dirs, values)
         errors = [p for p in pack.problems if p.severity == "error"]
         if errors and strict:
             raise RuleLoadError(errors)

@@ -30,9 +30,10 @@ from sigma.rule import SigmaRule
 from sigma.types import SigmaFieldReference
 
 from detectors.alerts import RuleMeta
-from detectors.attack_ics import TECHNIQUES, tactic_from_tag, technique_from_tag
+from detectors.attack_ics import tactic_from_tag, technique_from_tag
 from detectors.sigma.compiler import Compiled, Unsupported, to_node
 from detectors.sigma.correlation import SUPPORTED_OPS, SUPPORTED_TYPES
+from detectors.sigma.validators import logsource_problem
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ def shipped_rules(root: Path = PACKAGE.parent, prefix: str = sys.prefix) -> Path
 
 SHIPPED_RULES = shipped_rules()
 UNSET = "255.255.255.255"
-PRODUCT = "ics"
 
 
 class SiteConfigError(ValueError):
@@ -363,28 +363,9 @@ def _load_rule(rule: SigmaRule, pipeline: ProcessingPipeline, pack: Pack) -> Loa
             pack.problems.append(_problem(path, rid, msg, *_hints(msg), "detection"))
         return None
     ls = rule.logsource
-    if ls.product != PRODUCT or ls.category is not None:
-        pack.problems.append(
-            _problem(
-                path,
-                rid,
-                f"logsource must be product: {PRODUCT} with an ICS service "
-                f"(got product={ls.product} category={ls.category})",
-                "logsource",
-            )
-        )
-        return None
-    from detectors.sigma.fields import SERVICES
-
-    if ls.service is not None and ls.service not in SERVICES:
-        pack.problems.append(
-            _problem(
-                path,
-                rid,
-                f"unknown service {ls.service!r} (one of {', '.join(SERVICES)})",
-                "service",
-            )
-        )
+    refused = logsource_problem(ls)
+    if refused is not None:
+        pack.problems.append(_problem(path, rid, *refused))
         return None
     try:
         pipeline.apply(rule)
@@ -523,64 +504,10 @@ def _load_correlation(
 
 
 def check_known(pack: Pack) -> list[Problem]:
-    """icsmon's own checks: known fields, known ATT&CK for ICS ids, tags present."""
-    from detectors.sigma.fields import known_fields
+    """icsmon's own checks over a loaded pack (known fields, ATT&CK for ICS tags): its
+    pySigma validators (``detectors.sigma.validators``), as the validation configuration
+    sets them up."""
+    from detectors.sigma.validators import check
 
-    problems: list[Problem] = []
-    for r in pack.rules:
-        known = known_fields(r.service)
-        path = r.meta.path
-        for f in sorted(r.fields):
-            if f not in known:
-                problems.append(
-                    _problem(
-                        path,
-                        r.meta.id,
-                        f"field {f!r} is not emitted for service "
-                        f"{r.service or 'any'} (see detectors/sigma/fields.py)",
-                        f,
-                    )
-                )
-        problems.extend(_check_tags(r.sigma, path, r.meta.id, r.output))
-    for c in pack.correlations:
-        problems.extend(_check_tags(c.sigma, c.meta.path, c.meta.id, True))
-        services = {r.service for r in pack.rules if r.meta.id in c.rules}
-        known = known_fields(services.pop() if len(services) == 1 else None)
-        for f in [*c.group_by, *([c.value_field] if c.value_field else [])]:
-            if f not in known and f not in c.aliases:
-                problems.append(
-                    _problem(c.meta.path, c.meta.id, f"field {f!r} is not a known event field", f)
-                )
-    return problems
-
-
-def _check_tags(
-    rule: SigmaRule | SigmaCorrelationRule, path: str, rid: str, output: bool
-) -> list[Problem]:
-    problems: list[Problem] = []
-    seen = False
-    for tag in rule.tags:
-        if tag.namespace != "attack":
-            continue
-        name = tag.name.lower()
-        if len(name) == 5 and name[0] == "t" and name[1:].isdigit():
-            seen = True
-            if name.upper() not in TECHNIQUES:
-                problems.append(
-                    _problem(
-                        path,
-                        rid,
-                        f"attack.{name}: not a technique of ATT&CK for "
-                        "ICS (see detectors/attack_ics.py)",
-                        "tags",
-                    )
-                )
-        elif tactic_from_tag(tag.namespace, tag.name) is None and not name.startswith("ics"):
-            problems.append(
-                _problem(
-                    path, rid, f"attack.{name}: not an ATT&CK for ICS tactic or technique", "tags"
-                )
-            )
-    if output and not seen:
-        problems.append(_problem(path, rid, "no attack.t0xxx technique tag", "tags"))
-    return problems
+    rules = [*(r.sigma for r in pack.rules), *(c.sigma for c in pack.correlations)]
+    return check(rules, icsmon_only=True)

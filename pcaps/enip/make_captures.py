@@ -29,8 +29,6 @@ For each capture ``python -m cpppo.server.enip`` listens on 127.0.0.41:44818 wit
 from __future__ import annotations
 
 import contextlib
-import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from loopback import Tcpdump  # noqa: E402  (pcaps/loopback.py: tcpdump on lo, drops counted)
+
 SERVER_IP, PORT = "127.0.0.41", 44818
 ADDRESS = f"{SERVER_IP}:{PORT}"
 CAPTURE_FILTER = f"host {SERVER_IP} and port {PORT}"
@@ -135,32 +136,6 @@ SCENARIOS: dict[str, Callable[[], None]] = {
 }
 
 
-def start_tcpdump(path: Path) -> subprocess.Popen[bytes]:
-    tcpdump = shutil.which("tcpdump")
-    if not tcpdump:
-        sys.exit("tcpdump is not installed (apt-get install tcpdump)")
-    cmd = [tcpdump, "-i", "lo", "--immediate-mode", "-B", "8192", "-U", "-n", "-w", str(path),
-           CAPTURE_FILTER]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode(errors="replace")  # "listening on lo, ..."
-    if "listening" not in line:
-        proc.kill()
-        sys.exit(f"tcpdump did not start: {line.strip()}")
-    return proc
-
-
-def stop_tcpdump(proc: subprocess.Popen[bytes]) -> int:
-    """Stop tcpdump; return how many packets the kernel dropped."""
-    time.sleep(0.3)  # let the last FIN/ACK reach the capture buffer
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
-    summary = err.decode(errors="replace").strip().replace("\n", "; ")
-    print("   ", summary)
-    match = re.search(r"(\d+) packets? dropped by kernel", summary)
-    return int(match.group(1)) if match else 0
-
-
 def record(name: str) -> int:
     path = HERE / f"enip_{name}.pcap"
     server = subprocess.Popen(
@@ -174,12 +149,12 @@ def record(name: str) -> int:
                 break
             time.sleep(0.05)
         time.sleep(0.3)
-        dump = start_tcpdump(path)
+        dump = Tcpdump(path, CAPTURE_FILTER)
         try:
             SCENARIOS[name]()
             time.sleep(0.2)
         finally:
-            dropped = stop_tcpdump(dump)
+            dropped = dump.stop()
     finally:
         server.send_signal(signal.SIGINT)
         try:

@@ -21,14 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
-import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -42,6 +37,9 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from loopback import Tcpdump  # noqa: E402  (pcaps/loopback.py: tcpdump on lo, drops counted)
+
 SERVER = ("127.0.0.1", 502)
 CLIENT_IP = "127.0.0.2"
 SECOND_MASTER_IP = "127.0.0.3"  # only the two_masters capture uses it
@@ -254,45 +252,6 @@ SCENARIOS: dict[str, Scenario] = {
 # -- recording ---------------------------------------------------------------------------
 
 
-def start_tcpdump(path: Path) -> subprocess.Popen[bytes]:
-    tcpdump = shutil.which("tcpdump")
-    if not tcpdump:
-        sys.exit("tcpdump not found: apt-get install tcpdump")
-    proc = subprocess.Popen(
-        [
-            tcpdump,
-            "-i",
-            "lo",
-            "--immediate-mode",
-            "-B",
-            "8192",
-            "-U",
-            "-n",
-            "-w",
-            str(path),
-            CAPTURE_FILTER,
-        ],
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode(errors="replace")  # "listening on lo, ..."
-    if "listening" not in line:
-        proc.kill()
-        sys.exit(f"tcpdump did not start: {line.strip()}")
-    return proc
-
-
-def stop_tcpdump(proc: subprocess.Popen[bytes]) -> int:
-    """Stop tcpdump; return how many packets the kernel dropped."""
-    time.sleep(0.3)  # let the last FIN/ACK reach the capture buffer
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
-    summary = err.decode(errors="replace").strip().replace("\n", "; ")
-    print("   ", summary)
-    match = re.search(r"(\d+) packets? dropped by kernel", summary)
-    return int(match.group(1)) if match else 0
-
-
 async def record(name: str, scenario: Scenario, out_dir: Path) -> int:
     """Record one capture; return the kernel's drop count (0 for a complete capture)."""
     path = out_dir / f"modbus_{name}.pcap"
@@ -304,7 +263,7 @@ async def record(name: str, scenario: Scenario, out_dir: Path) -> int:
         await asyncio.sleep(0.05)
     # That probe connection is not part of the capture: tcpdump starts after it.
     await asyncio.sleep(0.2)
-    dump = await asyncio.to_thread(start_tcpdump, path)
+    dump = await asyncio.to_thread(Tcpdump, path, CAPTURE_FILTER)
     try:
         client = AsyncModbusTcpClient(
             SERVER[0], port=SERVER[1], source_address=(CLIENT_IP, 0), retries=0, timeout=1
@@ -321,7 +280,7 @@ async def record(name: str, scenario: Scenario, out_dir: Path) -> int:
         serve.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serve
-        dropped = await asyncio.to_thread(stop_tcpdump, dump)
+        dropped = await asyncio.to_thread(dump.stop)
     print(f"{path}: {path.stat().st_size} bytes")
     return dropped
 

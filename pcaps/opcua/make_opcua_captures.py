@@ -35,12 +35,9 @@ import datetime as dt
 import ipaddress
 import math
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import dpkt
@@ -63,6 +60,8 @@ PORT = 4840
 URL = f"opc.tcp://{HOST}:{PORT}/icsmon/"
 NAMESPACE = "urn:icsmon:test:plant"
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from loopback import Tcpdump  # noqa: E402  (pcaps/loopback.py: tcpdump on lo, drops counted)
 
 
 class _Users(UserManager):
@@ -399,29 +398,13 @@ async def _scenario(name: str, tmp: Path) -> None:
 
 def _capture(name: str, out: Path, tmp: Path) -> Path:
     path = out / f"{name}.pcap"
-    dump = subprocess.Popen(
-        [
-            "tcpdump",
-            "-i",
-            "lo",
-            "-U",
-            "-s",
-            "0",
-            "-w",
-            str(path),
-            f"tcp port {PORT} and host {HOST}",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert dump.stderr is not None
-    dump.stderr.readline()  # "listening on lo ...": the capture is armed
+    dump = Tcpdump(path, f"tcp port {PORT} and host {HOST}")
     try:
         asyncio.run(_scenario(name, tmp))
-        time.sleep(0.5)  # let the last FIN/ACKs reach the capture
     finally:
-        dump.send_signal(signal.SIGINT)
-        dump.wait(timeout=10)
+        dropped = dump.stop(settle_s=0.5)  # the last FIN/ACKs
+    if dropped:
+        raise SystemExit(f"{name}: tcpdump dropped {dropped} packets: record it again")
     return path
 
 

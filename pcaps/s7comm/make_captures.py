@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import re
-import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +29,9 @@ from snap7.server import Server
 from snap7.type import Area, Block, SrvArea, WordLen
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from loopback import Tcpdump  # noqa: E402  (pcaps/loopback.py: tcpdump on lo, drops counted)
+
 SERVER_IP, PORT = "127.0.0.31", 102
 RACK, SLOT = 0, 2
 CAPTURE_FILTER = f"host {SERVER_IP} and tcp port {PORT}"  # only this script's conversations
@@ -171,46 +170,6 @@ SCENARIOS: dict[str, Scenario] = {
 PROTECTION = {"unprotected": (1, 0), "protected": (3, 3)}  # (valid level, assigned level)
 
 
-def start_tcpdump(path: Path) -> subprocess.Popen[bytes]:
-    tcpdump = shutil.which("tcpdump")
-    if not tcpdump:
-        sys.exit("tcpdump is not installed (apt-get install tcpdump)")
-    proc = subprocess.Popen(
-        [
-            tcpdump,
-            "-i",
-            "lo",
-            "--immediate-mode",
-            "-B",
-            "8192",
-            "-U",
-            "-n",
-            "-w",
-            str(path),
-            CAPTURE_FILTER,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode(errors="replace")  # "listening on lo, ..."
-    if "listening" not in line:
-        proc.kill()
-        sys.exit(f"tcpdump did not start: {line.strip()}")
-    return proc
-
-
-def stop_tcpdump(proc: subprocess.Popen[bytes]) -> int:
-    """Stop tcpdump; return how many packets the kernel dropped."""
-    time.sleep(0.3)  # let the last FIN/ACK reach the capture buffer
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
-    summary = err.decode(errors="replace").strip().replace("\n", "; ")
-    print("   ", summary)
-    match = re.search(r"(\d+) packets? dropped by kernel", summary)
-    return int(match.group(1)) if match else 0
-
-
 def record(name: str, scenario: Scenario, path: Path | None = None) -> int:
     """Record one capture (to ``path``, default beside this script); return the kernel's drop
     count (0 for a complete capture)."""
@@ -225,7 +184,7 @@ def record(name: str, scenario: Scenario, path: Path | None = None) -> int:
                 break
             time.sleep(0.05)
         time.sleep(0.2)
-        dump = start_tcpdump(path)
+        dump = Tcpdump(path, CAPTURE_FILTER)
         try:
             client = Client()
             client.connect(SERVER_IP, RACK, SLOT, PORT)
@@ -235,7 +194,7 @@ def record(name: str, scenario: Scenario, path: Path | None = None) -> int:
                 client.disconnect()
             time.sleep(0.2)
         finally:
-            dropped = stop_tcpdump(dump)
+            dropped = dump.stop()
     finally:
         server.stop()
     print(f"{path}: {path.stat().st_size} bytes")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pipeline import kinds
-from pipeline.jsonl import dumps
+from pipeline.docs import dumps
 from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
 from pipeline.store.schema import TABLES, connect_reader, describe, store_error
 

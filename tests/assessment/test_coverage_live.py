@@ -24,18 +24,18 @@ from pipeline.store import Store, StoreError
 from posture.assessment_api import AssessmentData
 from posture.orgfile import parse_org
 from posture.state import PostureState
-from tests.sensor.test_live import (
-    ICSMON,
-    SENSE,
-    _capture_ready,
-    _ifindex,
-    _in_ns,
-    _replay,
-    _wait_for,
-    netns,  # noqa: F401 - the fixture: a namespace with a veth pair
-)
 from tests.support import REPO
 from tests.support.bridge import Bridge
+from tests.support.netns import (
+    ICSMON,
+    SENSE,
+    capture_ready,
+    iface_index,
+    in_ns,
+    netns,  # noqa: F401 - the fixture: a namespace with a veth pair
+    tcpreplay,
+    wait_on_child,
+)
 from tests.support.pipeline import (
     BROKER,
     drop_pipe,
@@ -102,7 +102,7 @@ def test_coverage_follows_a_live_sensor_on_both_back_ends(
     # the sensor runs in the namespace: Kafka reaches it through a bridge on its loopback
     bridge = Bridge(netns, int(BROKER.rsplit(":", 1)[1]), tmp_path)
     proc = subprocess.Popen(
-        _in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--no-rules", "--site", "s1")
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--no-rules", "--site", "s1")
         + ["--observer", "live-1", "--sink", "kafka"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -112,7 +112,7 @@ def test_coverage_follows_a_live_sensor_on_both_back_ends(
     store: Store | None = None
     feeding = threading.Event()
     try:
-        _wait_for("the capture", lambda: _capture_ready(netns, _ifindex(netns, SENSE)), proc)
+        wait_on_child("the capture", lambda: capture_ready(netns, iface_index(netns, SENSE)), proc)
         opened: list[Store] = []
 
         def store_ready() -> bool:
@@ -122,7 +122,7 @@ def test_coverage_follows_a_live_sensor_on_both_back_ends(
                 return False
             return True
 
-        _wait_for("the sensor's store", store_ready, proc)
+        wait_on_child("the sensor's store", store_ready, proc)
         store = opened[0]
         backends: dict[str, Any] = {"store": store, "es": es}
         data = {name: AssessmentData(b, state, None) for name, b in backends.items()}
@@ -132,7 +132,7 @@ def test_coverage_follows_a_live_sensor_on_both_back_ends(
             return set(got.values()) == {want}
 
         # up, no packet on the mirror port: connected, no traffic (on both back ends)
-        _wait_for("no-traffic on both back ends", lambda: states("no-traffic"), proc)
+        wait_on_child("no-traffic on both back ends", lambda: states("no-traffic"), proc)
         assert {n: _state_of(d)["ent-never"] for n, d in data.items()} == {
             "store": "never-onboarded",
             "es": "never-onboarded",
@@ -141,12 +141,12 @@ def test_coverage_follows_a_live_sensor_on_both_back_ends(
         # traffic on the mirror port: connected
         def feed() -> None:
             while not feeding.is_set():
-                _replay(netns, POLLING)
+                tcpreplay(netns, POLLING)
                 time.sleep(0.2)
 
         feeder = threading.Thread(target=feed, name="tcpreplay", daemon=True)
         feeder.start()
-        _wait_for("connected on both back ends", lambda: states("connected"), proc)
+        wait_on_child("connected on both back ends", lambda: states("connected"), proc)
         feeding.set()
         feeder.join(timeout=60)
 

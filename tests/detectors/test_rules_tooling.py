@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -98,6 +99,47 @@ def test_rules_check_reports_file_line_and_rule(tmp_path: Path) -> None:
         text=True,
     )
     assert res.returncode == 1  # sigma-cli refuses the unknown modifier too
+
+
+def test_sigma_check_and_icsmon_share_validators_and_configuration(tmp_path: Path) -> None:
+    """icsmon's checks are pySigma validators: ``sigma check`` finds and runs them, and an
+    exclusion in the one configuration file excuses a rule in both commands alike."""
+    listed = subprocess.run([sigma_cli(), "list", "validators"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    for name in ("ics_logsource", "ics_field", "ics_attack_tag", "ics_technique_tag"):
+        assert name in listed.stdout, listed.stdout
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    rule_id = "3b0c1f58-0000-4000-8000-0000000000aa"
+    (rules / "modbus_misspelt_field.yml").write_text(
+        f"title: Misspelt field\nid: {rule_id}\nstatus: test\ndescription: d\nauthor: a\n"
+        "date: 2026-11-26\ntags:\n  - attack.t0855\n"
+        "logsource:\n  product: ics\n  service: modbus\n"
+        "detection:\n  sel:\n    modbus.fucntion_code: 6\n  condition: sel\nlevel: high\n"
+    )
+
+    def both(config: Path) -> tuple[subprocess.CompletedProcess, Any]:
+        theirs = subprocess.run(
+            [sigma_cli(), "check", "-i", "-c", str(config), str(rules)],
+            capture_output=True,
+            text=True,
+        )
+        ours = runner.invoke(app, ["check", str(rules), "--validation-config", str(config)])
+        return theirs, ours
+
+    theirs, ours = both(VALIDATION)
+    assert theirs.returncode == 1 and "IcsUnknownFieldIssue" in theirs.stdout, theirs.stdout
+    assert ours.exit_code == 1 and "'modbus.fucntion_code' is not emitted" in ours.output
+    excused = tmp_path / "validation.yml"
+    excused.write_text(VALIDATION.read_text() + f"exclusions:\n  {rule_id}: ics_field\n")
+    theirs, ours = both(excused)
+    assert theirs.returncode == 0, theirs.stdout
+    assert ours.exit_code == 0 and "0 errors, 0 warnings" in ours.output, ours.output
+    # a configuration naming a validator nobody provides: one error line, no traceback
+    wrong = tmp_path / "wrong.yml"
+    wrong.write_text("validators:\n  - all\n  - -no_such_validator\n")
+    ours = runner.invoke(app, ["check", str(rules), "--validation-config", str(wrong)])
+    assert ours.exit_code == 2 and "error:" in ours.output and "no_such_validator" in ours.output
 
 
 def test_rules_list() -> None:

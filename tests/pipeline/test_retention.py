@@ -74,6 +74,10 @@ def test_retention_settings_are_checked(tmp_path: Path) -> None:
         load_config(env={}, overrides={"retention": {"logs": 3}})
     with pytest.raises(ConfigError, match="retention.events must be 0"):
         load_config(env={}, overrides={"retention": {"events": -1}})
+    # assets and findings are one merged document per id: nothing ages out by day
+    for merged in ("assets", "findings"):
+        with pytest.raises(ConfigError, match=f"retention.{merged}: .* retention does not apply"):
+            load_config(env={}, overrides={"retention": {merged: 30}})
     bad = tmp_path / "bad.toml"
     bad.write_text("[retention]\nevents = 'soon'\n")
     with pytest.raises(ConfigError, match="bad.toml: bad value for retention.events"):
@@ -96,22 +100,23 @@ def test_prune_deletes_old_daily_indices_per_kind(tmp_path: Path) -> None:
         names = seed(store, now)
         seed(neighbour, now)
         before_neighbour = indices(neighbour)
-        spec = "events=14d,rollups=30,responses=1w,assets=365d"
+        # (assets, one merged document per asset.id, have no daily indices: not configurable)
+        spec = "events=14d,rollups=30,responses=1w"
         dry = pipe.cli("index", "prune", "--retention", spec, "--dry-run")
         listed = {line.split("\t")[2] for line in dry.stdout.splitlines()}
         want = {
             names["event"][2], names["event"][3], names["event"][4],  # 20, 40, 400 days
             names["rollup"][3], names["rollup"][4],  # 40, 400
             names["response"][1], names["response"][2], names["response"][3], names["response"][4],
-            names["asset"][4],  # 400
         }  # fmt: skip
         assert listed == want, dry.stdout
         assert want <= indices(store)  # a dry run deletes nothing
         done = pipe.cli("index", "prune", "--retention", spec)
-        assert "10 indices deleted" in done.stderr
+        assert "9 indices deleted" in done.stderr
         left = indices(store)
         assert not (want & left)
         assert set(names["alert"]) <= left and set(names["heartbeat"]) <= left  # not configured
+        assert set(names["asset"]) == {store.index_name("asset", "")} <= left
         store.refresh()
         count = store.client.count(index=store.alias("event"))["count"]
         assert count == 2  # the 1 and 10 days old, through the alias

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import store as store_module
-from pipeline.jsonl import dumps
+from pipeline.docs import dumps
 from pipeline.query import AlertFilter, AssetFilter
 from pipeline.store import (
     APPLICATION_ID,

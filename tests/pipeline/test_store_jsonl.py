@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.docs import flatten, nest
-from pipeline.jsonl import JsonlSink, JsonlSinkError, dumps
+from pipeline.docs import dumps, flatten, nest
+from pipeline.jsonl import JsonlSink, JsonlSinkError
 from tests.support import REPO
 from tests.support.store_samples import corpus
 

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.sensor.test_live import (
+from tests.support.netns import (
     ICSMON,
     SENSE,
     WAIT,
-    _capture_ready,
-    _ifindex,
-    _in_ns,
-    _queue_drained,
-    _wait_for,
+    capture_ready,
+    iface_index,
+    in_ns,
     netns,  # noqa: F401 (fixture)
+    queue_drained,
+    wait_on_child,
 )
 from tests.support.plant import (
     HISTORIAN,
@@ -103,7 +103,7 @@ def test_replay_of_the_cut(cut: tuple[Path, Path]) -> None:
 def test_sense_on_a_live_port(netns: str, cut: tuple[Path, Path]) -> None:  # noqa: F811
     pcap, baseline = cut
     proc = subprocess.Popen(
-        _in_ns(
+        in_ns(
             netns,
             ICSMON,
             "sense",
@@ -124,10 +124,12 @@ def test_sense_on_a_live_port(netns: str, cut: tuple[Path, Path]) -> None:  # no
         text=True,
     )
     try:
-        ifindex = _ifindex(netns, SENSE)
-        _wait_for("icsmon sense to listen", lambda: _capture_ready(netns, ifindex), proc)
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("icsmon sense to listen", lambda: capture_ready(netns, ifindex), proc)
         _replay_paced(netns, pcap)
-        _wait_for("icsmon sense to read every frame", lambda: _queue_drained(netns, ifindex), proc)
+        wait_on_child(
+            "icsmon sense to read every frame", lambda: queue_drained(netns, ifindex), proc
+        )
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=WAIT)
     finally:
@@ -145,7 +147,7 @@ def _replay_paced(ns: str, pcap: Path) -> None:
     """tcpreplay at the capture's own pace, not --topspeed as tests/sensor/test_live.py
     replays: polling periods are what the baseline measures."""
     subprocess.run(
-        _in_ns(ns, "tcpreplay", "-q", "-i", "vsend", str(pcap)),
+        in_ns(ns, "tcpreplay", "-q", "-i", "vsend", str(pcap)),
         capture_output=True,
         text=True,
         check=True,

@@ -4,7 +4,6 @@ the real command line into a store. Files only: no traffic leaves the machine.""
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import subprocess
@@ -17,7 +16,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CAPTURES = REPO / "pcaps" / "baseline"
 OPCUA = REPO / "pcaps" / "opcua"
-_NS = itertools.count()
 
 
 def icsmon_cmd() -> list[str]:
@@ -108,28 +106,18 @@ def sense_live(content: Path, pcap: Path, observer: str) -> list[dict[str, Any]]
     import json
     import signal
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a network namespace")
-    for name in ("ip", "tcpreplay"):
-        tool(name)
-    from tests.sensor.test_live import (
+    from tests.support.netns import (
         SENSE,
-        _capture_ready,
-        _ifindex,
-        _in_ns,
-        _queue_drained,
-        _replay,
-        _run,
-        _wait_for,
+        capture_ready,
+        iface_index,
+        in_ns,
+        queue_drained,
+        tcpreplay,
+        veth_namespace,
+        wait_on_child,
     )
 
-    ns = f"icsmon-content-{os.getpid()}-{next(_NS)}"
-    if _run("ip", "netns", "add", ns, check=False).returncode != 0:
-        pytest.skip("cannot create a network namespace")
-    try:
-        _run("ip", "-n", ns, "link", "add", "vsend", "type", "veth", "peer", "name", SENSE)
-        _run("ip", "-n", ns, "link", "set", "vsend", "up")
-        _run("ip", "-n", ns, "link", "set", SENSE, "up")
+    with veth_namespace("icsmon-content") as ns:
         argv = [
             *icsmon_cmd(),
             "sense",
@@ -146,20 +134,20 @@ def sense_live(content: Path, pcap: Path, observer: str) -> list[dict[str, Any]]
             observer,
         ]
         proc = subprocess.Popen(
-            _in_ns(ns, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            in_ns(ns, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         try:
-            ifindex = _ifindex(ns, SENSE)
-            _wait_for("icsmon sense to listen", lambda: _capture_ready(ns, ifindex), proc)
-            _replay(ns, pcap)
-            _wait_for("icsmon sense to read every frame", lambda: _queue_drained(ns, ifindex), proc)
+            ifindex = iface_index(ns, SENSE)
+            wait_on_child("icsmon sense to listen", lambda: capture_ready(ns, ifindex), proc)
+            tcpreplay(ns, pcap)
+            wait_on_child(
+                "icsmon sense to read every frame", lambda: queue_drained(ns, ifindex), proc
+            )
             proc.send_signal(signal.SIGINT)
             stdout, stderr = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
-    finally:
-        _run("ip", "netns", "del", ns, check=False)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]

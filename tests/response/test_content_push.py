@@ -306,3 +306,71 @@ def test_a_restarted_sensor_runs_the_content_last_pushed_to_it(world: dict[str, 
         assert watch.version == 0
     finally:
         store.close()
+
+
+RULE_ID = "0f6a1c2d-3b4e-4f50-8a61-7b8c9d0e1f2a"
+RULE = f"""title: Device identification read by a watched host
+id: {RULE_ID}
+status: test
+logsource:
+  product: ics
+  service: modbus
+detection:
+  selection:
+    modbus.function_code: 43
+    source.ip: 127.0.0.2
+  condition: selection
+level: medium
+"""
+BAD_RULE = """title: Look-ahead the sensor cannot run
+id: 1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d
+status: test
+logsource:
+  product: ics
+  service: modbus
+detection:
+  selection:
+    source.ip|re: '^127\\\\.(?!1$)'
+  condition: selection
+level: high
+"""
+
+
+def test_pushed_rules_are_checked_then_put_in_place_between_events(world: dict[str, Any]) -> None:
+    """A running sensor's rules: a package's rule is loaded by the sensor's own loader, the
+    new engine replaces the running one at the run's next swap (between two events), and a
+    package with a rule the sensor cannot run is refused whole, the running rules kept."""
+    from icsmon.pushed_rules import LiveRules, rules_folder
+    from icsmon.run import load_detectors
+
+    tmp, desk, rx = world["tmp"], world["desk"], world["rx"]
+    pushed = rules_folder(tmp / "sensor.db")
+    dets = load_detectors(None, False, None, None, watchlist=True, pushed_rules=pushed / "central")
+    watch = dets.parts[-1]
+    live = LiveRules(dets, pushed)
+    rx.on(CONTENT_UPDATE, live_content(SENSOR, watch, tmp / "content.json", live_rules=live))
+
+    def fired() -> set[str]:
+        alerts = [a for e in world["events"] for a in dets.process(dict(e))]
+        return {a["rule.id"] for a in alerts + dets.flush()}
+
+    assert RULE_ID not in fired()
+    desk.content.add_rule(PROVINCE, RULE, "central")
+    answer = rx.handle(Signer.encode(push(world)))[0]
+    assert answer["icsmon.content.status"] == "applied", answer
+    assert answer["icsmon.content.rules_written"] == 1
+    assert RULE_ID not in fired()  # built aside: the run has not swapped yet
+    engine = dets.parts[0]
+    assert dets.swap() == [] and dets.parts[0] is not engine
+    assert RULE_ID in fired()
+    # a rule pySigma takes but this sensor's loader refuses: the whole package is refused
+    desk.content.add_rule(PROVINCE, BAD_RULE, "central")
+    answer = rx.handle(Signer.encode(push(world)))[0]
+    assert answer["icsmon.content.status"] == "invalid"
+    assert "look-around" in answer["icsmon.control.message"]
+    assert answer["icsmon.content.version"] == watch.version == desk.content.version() - 1
+    assert dets._next == {} and RULE_ID in fired()
+    assert sorted(p.name for p in (pushed / "central").glob("*.yml")) == [f"{RULE_ID}.yml"]
+    # the next start runs the pushed rule with the pack
+    again = load_detectors(None, False, None, None, pushed_rules=pushed / "central")
+    assert RULE_ID in {r.meta.id for r in again.parts[0].rules}

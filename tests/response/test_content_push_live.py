@@ -21,8 +21,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,48 +31,47 @@ from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from tests.support import REPO
-from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import launch, login, need_browser, serve, shot
 from tests.support.modbus_live import free_port, run_traffic
 from tests.support.pipeline import drop_pipe, make_pipe, require_services, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.live, pytest.mark.slow]
 
 HMI = "127.0.0.67"  # the HMI's own loopback address: the capture filter's
+PUSHED_RULE_ID = "5b0c2a8e-7d3f-4e51-9a6b-2c1d0e9f8a71"
+PUSHED_RULE = f"""title: Watchlisted HMI reads holding registers
+id: {PUSHED_RULE_ID}
+status: test
+description: pushed by the province while the sensor runs
+author: icsmon
+logsource:
+  product: ics
+  service: modbus
+detection:
+  selection:
+    modbus.function_code: 3
+    source.ip: {HMI}
+  condition: selection
+level: medium
+"""
+UNRUNNABLE_ID = "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
+UNRUNNABLE_RULE = f"""title: Look-ahead the sensor's regular expressions cannot run
+id: {UNRUNNABLE_ID}
+status: test
+logsource:
+  product: ics
+  service: modbus
+detection:
+  selection:
+    source.ip|re: '^127\\.0\\.0\\.(?!1$)'
+  condition: selection
+level: high
+"""
 
 
 def icsmon(*args: str) -> list[str]:
     exe = Path(sys.executable).with_name("icsmon")
     return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "icsmon.cli", *args]
-
-
-def serve(app: Any) -> tuple[Any, threading.Thread, str]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:  # start-up, not a timed assertion
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
-def login(page: Any, url: str, token: str, lang: str) -> None:
-    page.goto(url + "/")
-    page.evaluate(f"localStorage.setItem('icsmon.lang', '{lang}')")
-    page.evaluate("sessionStorage.clear()")
-    page.reload()
-    page.fill("#token", token)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#tabs a")
-
-
-def shot(page: Any, out_dir: Path, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
-    page.wait_for_timeout(400)
-    page.screenshot(path=str(out_dir / f"{name}.png"), full_page=True)
 
 
 async def poll(client: Any) -> None:
@@ -179,7 +176,7 @@ def test_a_pushed_watchlist_reaches_a_running_sensor(tmp_path: Path, out_dir: Pa
         server, thread, url = serve(app)
         errors: list[str] = []
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(pw)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1100}, locale="zh-CN")
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -260,6 +257,49 @@ def test_a_pushed_watchlist_reaches_a_running_sensor(tmp_path: Path, out_dir: Pa
                 "/api/content/fleet", headers={"Authorization": f"Bearer {province}"}
             ).json()
             assert next(s for s in fleet["sensors"] if s["name"] == sensor)["status"] == "current"
+
+            # Sigma rules in the package take effect at the running sensor too
+            soc = {"Authorization": f"Bearer {province}"}
+
+            def push_rule(text: str) -> dict[str, Any]:
+                r = client.post("/api/content/rules", headers=soc, json={"yaml": text})
+                assert r.status_code == 201, r.text
+                r = client.post("/api/content/push", headers=soc, json={"scope": f"site:{site}"})
+                assert r.status_code == 201, r.text
+                push_id = r.json()["id"]
+
+                def answered() -> dict[str, Any] | None:
+                    got = client.get(f"/api/content/pushes/{push_id}", headers=soc).json()
+                    state = got["sensors"][0]
+                    return state if state["state"] in ("applied", "refused") else None
+
+                wait_for("the sensor's answer to the push", answered, limit_s=120)
+                return answered() or {}
+
+            def rule_alerts() -> list[dict]:
+                backend.store.refresh()
+                found = backend.search_alerts(AlertFilter(sites=[site], limit=200))[1]
+                return [a for a in found if a.get("rule.id") == PUSHED_RULE_ID]
+
+            got = push_rule(PUSHED_RULE)
+            assert got["state"] == "applied" and got["running"] == desk.content.version(), str(got)
+            run_traffic(port, HMI, poll)
+            wait_for("the pushed rule's alert", rule_alerts, limit_s=120)
+            assert {a["source.ip"] for a in rule_alerts()} == {HMI}
+            # a rule this sensor's loader cannot run (pySigma at the province took it): the
+            # package is refused with the reason; the running rules and version stay
+            ran = desk.content.version()
+            got = push_rule(UNRUNNABLE_RULE)
+            assert got["state"] == "refused", got
+            assert "look-around" in got["reason"] and UNRUNNABLE_ID in got["reason"]
+            assert got["running"] == ran
+            before = {a["network.community_id"] for a in rule_alerts()}
+            run_traffic(port, HMI, poll)
+            wait_for(
+                "the pushed rule still firing",
+                lambda: {a["network.community_id"] for a in rule_alerts()} - before,
+                limit_s=120,
+            )
         # the push is in the response audit trail with who pushed
         trail = [e for e in desk.db.rows("SELECT actor, action, object_kind FROM response_audit")]
         assert {"actor": "soc", "action": "push", "object_kind": "content-push"} in trail
@@ -268,14 +308,17 @@ def test_a_pushed_watchlist_reaches_a_running_sensor(tmp_path: Path, out_dir: Pa
         sense.send_signal(signal.SIGINT)
         _, err = sense.communicate(timeout=60)
         assert sense.returncode == 0, err[-3000:]
-        assert "Traceback" not in err
-        applied = re.search(r"content\.applied\s*│\s*(\d+)", err)
-        assert applied and applied.group(1) == "1", err[-2000:]
+        assert "Traceback" not in err, err[-6000:]
+        counters = dict(re.findall(r"content\.(\w+)\s*│\s*(\d+)", err))
+        assert counters == {"applied": "2", "stale": "0", "invalid": "1", "rule_reloads": "1"}
         refused = re.findall(r"control\.refused_\w+\s*│\s*(\d+)", err)
         assert refused and set(refused) == {"0"}, err[-2000:]
         from detectors.content import load_package
 
-        assert load_package(tmp_path / "sensor.content.json").version == version
+        assert load_package(tmp_path / "sensor.content.json").version == ran
+        # the rule is kept for the next start; the refused one was never installed
+        kept = sorted(p.name for p in (tmp_path / "sensor.rules" / "central").glob("*.yml"))
+        assert kept == [f"{PUSHED_RULE_ID}.yml"]
     finally:
         if server is not None:
             server.should_exit = True

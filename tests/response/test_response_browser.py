@@ -35,7 +35,7 @@ from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from tests.response.captures import CAPTURES, replay, sense_live, shifted
-from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import launch, login, need_browser, shot
 
 ATTACKER_OUTSIDE = "203.0.113.66"  # TEST-NET-3: only written into a file
 
@@ -92,22 +92,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state.close()
 
 
-def login(page: Any, url: str, token: str, lang: str = "zh") -> None:
-    page.goto(url + "/")
-    page.evaluate(f"localStorage.setItem('icsmon.lang', '{lang}')")
-    page.evaluate("sessionStorage.clear()")
-    page.reload()
-    page.fill("#token", token)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#tabs a")
-
-
-def shot(page: Any, out_dir: Path, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
-    page.wait_for_timeout(400)
-    page.screenshot(path=str(out_dir / f"{name}.png"), full_page=True)
-
-
 def test_the_loop_from_attack_to_closure_and_a_campaign(
     world: dict[str, Any], out_dir: Path
 ) -> None:
@@ -121,7 +105,7 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
     replay(attack, world["store"], site)
     errors: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page(
                 viewport={"width": 1500, "height": 1100}, locale="zh-CN", accept_downloads=True

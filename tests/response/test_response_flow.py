@@ -491,6 +491,37 @@ def test_every_state_change_reaches_the_webhooks_of_its_tenant(env: Env) -> None
     assert all(m["enterprises"] == ["ent-0001"] for m in mine)
     other = state._rows("SELECT payload FROM delivery WHERE webhook_id=?", (hooks["ent_b_op"],))
     assert not [d for d in other if nid in d["payload"]]
+    # a content push to the enterprise's sensors reaches its webhook, not the other's
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from pipeline.control import Signer
+    from response.content_push import CONTENT_UPDATE
+    from response.db import Viewer
+
+    signer = Signer(Ed25519PrivateKey.generate())
+    row = next(r for r in seed.registry_sites(env.registry) if r["enterprise"] == "ent-0001")
+    push_id = env.client.app.state.response.pushes.push(
+        Viewer("soc", "province-analyst", None, None),
+        "enterprise:ent-0001",
+        [
+            {
+                "name": row["sensors"][0],
+                "site": row["site"],
+                "enterprise": "ent-0001",
+                "city": row["city"],
+            }
+        ],
+        lambda sensor, payload: signer.envelope(CONTENT_UPDATE, sensor, payload),
+    )
+    mine = [
+        json.loads(d["payload"])
+        for d in state._rows(
+            "SELECT payload FROM delivery WHERE webhook_id=?", (hooks["ent_a_op"],)
+        )
+    ]
+    assert [m["type"] for m in mine if m["object"]["id"] == push_id] == ["icsmon.content-push.push"]
+    other = state._rows("SELECT payload FROM delivery WHERE webhook_id=?", (hooks["ent_b_op"],))
+    assert not [d for d in other if push_id in d["payload"]]
 
 
 def test_policy_file_errors_name_the_file(tmp_path: Path) -> None:

@@ -1,3 +1,3 @@
 """Fixtures the sensor tests share."""
 
-from tests.sensor.test_live import netns  # noqa: F401 - the namespace with a veth pair
+from tests.support.netns import netns  # noqa: F401 - the namespace with a veth pair

@@ -17,14 +17,14 @@ import pytest
 from sensor.capture import CaptureReader
 from sensor.events import Context
 from sensor.heartbeat import COUNTERS, Heartbeats
-from tests.sensor.test_live import (
+from tests.support.netns import (
     SENSE,
-    _capture_ready,
-    _ifindex,
-    _in_ns,
-    _replay,
-    _wait_for,
+    capture_ready,
+    iface_index,
+    in_ns,
     netns,  # noqa: F401 - the fixture: a namespace with a veth pair
+    tcpreplay,
+    wait_on_child,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,7 +155,7 @@ def test_a_live_sensor_beats_while_idle_and_at_a_clean_stop(netns: str, tmp_path
     db = tmp_path / "live.db"
     env = dict(os.environ, ICSMON_SENSOR_HEARTBEAT_INTERVAL="1")
     proc = subprocess.Popen(
-        _in_ns(
+        in_ns(
             ns,
             ICSMON,
             "sense",
@@ -175,15 +175,15 @@ def test_a_live_sensor_beats_while_idle_and_at_a_clean_stop(netns: str, tmp_path
         env=env,
     )
     try:
-        ifindex = _ifindex(ns, SENSE)
-        _wait_for("icsmon sense to listen", lambda: _capture_ready(ns, ifindex), proc)
+        ifindex = iface_index(ns, SENSE)
+        wait_on_child("icsmon sense to listen", lambda: capture_ready(ns, ifindex), proc)
         # no packet at all: the sensor still says it is alive, with no traffic
-        _wait_for("three heartbeats while idle", lambda: len(_stored_beats(db)) >= 3, proc)
+        wait_on_child("three heartbeats while idle", lambda: len(_stored_beats(db)) >= 3, proc)
         idle = _stored_beats(db)
         assert idle[0]["icsmon.sensor.reason"] == "start"
         assert all(b["icsmon.sensor.traffic"] == 0 for b in idle)
-        _replay(ns, POLLING)
-        _wait_for(
+        tcpreplay(ns, POLLING)
+        wait_on_child(
             "a heartbeat that saw traffic",
             lambda: any(b["icsmon.sensor.traffic"] for b in _stored_beats(db)),
             proc,

@@ -1,4 +1,5 @@
-"""Live capture on a veth pair inside a network namespace the test creates.
+"""Live capture on a veth pair inside a network namespace the test creates
+(``tests/support/netns.py``; the ``netns`` fixture comes from ``tests/sensor/conftest.py``).
 
 One end (``vsend``) gets the captures from ``pcaps/modbus/`` pushed into it by tcpreplay;
 the other (``vsense``) is read by ``sensor.live.LiveSource`` or by ``icsmon sense``. Both
@@ -8,7 +9,6 @@ namespace removes them. Needs root (namespaces, AF_PACKET), ``ip`` and ``tcprepl
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,108 +24,26 @@ import pytest
 from sensor.capture import CaptureReader
 from sensor.live import CaptureError, LiveSource
 from tests.support import REPO
+from tests.support.netns import (
+    ICSMON,
+    SEND,
+    SENSE,
+    WAIT,
+    capture_ready,
+    capture_running,
+    comparable,
+    iface_index,
+    in_ns,
+    queue_drained,
+    run,
+    tcpreplay,
+    wait_on_child,
+)
 
 CAPTURES = sorted((REPO / "pcaps" / "modbus").glob("*.pcap"))
 BIN = Path(sys.executable).parent
-ICSMON = str(BIN / "icsmon")
-SEND, SENSE = "vsend", "vsense"
-WAIT = 60.0  # generous upper bound on waiting for a child; not a performance assertion
-_names = itertools.count()
 
 pytestmark = pytest.mark.live
-
-# Fields that depend on when packets arrive, not on what they contain.
-TIME_FIELDS = {"@timestamp", "event.duration", "event.id"}
-
-
-def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=WAIT)
-
-
-@pytest.fixture()
-def netns() -> Iterator[str]:
-    """A namespace holding an up veth pair (vsend <-> vsense) and nothing else."""
-    if os.geteuid() != 0:
-        pytest.skip("live capture test needs root to create a network namespace")
-    if not shutil.which("ip"):
-        pytest.skip("the 'ip' command (iproute2) is not installed")
-    if not shutil.which("tcpreplay"):
-        if os.environ.get("CI"):
-            pytest.fail("tcpreplay is not installed: scripts/test.sh installs Debian's tcpreplay")
-        pytest.skip("tcpreplay is not installed (apt-get install tcpreplay)")
-    name = f"icsmon-live-{os.getpid()}-{next(_names)}"
-    made = _run("ip", "netns", "add", name, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
-    try:
-        # No IPv6 on the pair: no router solicitations or MLD reports mixed into the capture
-        # (a nicety: the checks look at IPv4 frames and Modbus events only).
-        for scope in ("all", "default") if shutil.which("sysctl") else ():
-            setting = f"net.ipv6.conf.{scope}.disable_ipv6=1"
-            _run(*_in_ns(name, "sysctl", "-q", "-w", setting), check=False)
-        _run("ip", "-n", name, "link", "add", SEND, "type", "veth", "peer", "name", SENSE)
-        _run("ip", "-n", name, "link", "set", SEND, "up")
-        _run("ip", "-n", name, "link", "set", SENSE, "up")
-        yield name
-    finally:
-        _run("ip", "netns", "del", name, check=False)
-
-
-def _in_ns(ns: str, *argv: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *argv]
-
-
-def _packet_sockets(ns: str) -> list[dict[str, int]]:
-    """Rows of /proc/net/packet inside the namespace: bound protocol, ifindex, queued bytes."""
-    rows = []
-    lines = _run(*_in_ns(ns, "cat", "/proc/net/packet")).stdout.splitlines()[1:]
-    for line in lines:
-        cols = line.split()
-        rows.append(
-            {
-                "proto": int(cols[3], 16),
-                "iface": int(cols[4]),
-                "running": int(cols[5]),
-                "rmem": int(cols[6]),
-            }
-        )
-    return rows
-
-
-def _ifindex(ns: str, iface: str) -> int:
-    out = _run(*_in_ns(ns, "cat", f"/sys/class/net/{iface}/ifindex")).stdout
-    return int(out)
-
-
-def _wait_for(what: str, check, proc: subprocess.Popen) -> None:
-    """Poll ``check()`` until true; fail (with the child's stderr) if the child dies or
-    WAIT passes. A deadline on waiting, not a timing assertion."""
-    deadline = time.monotonic() + WAIT
-    while not check():
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(f"child exited ({proc.returncode}) before {what}: {err[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def _capture_ready(ns: str, ifindex: int) -> bool:
-    # Bound to the interface with ETH_P_ALL: from here on every frame is queued for it.
-    return any(r["iface"] == ifindex and r["proto"] == 0x0003 for r in _packet_sockets(ns))
-
-
-def _capture_running(ns: str, ifindex: int, running: int) -> bool:
-    return any(r["iface"] == ifindex and r["running"] == running for r in _packet_sockets(ns))
-
-
-def _queue_drained(ns: str, ifindex: int) -> bool:
-    return all(r["rmem"] == 0 for r in _packet_sockets(ns) if r["iface"] == ifindex)
-
-
-def _replay(ns: str, *files: Path) -> None:
-    _run(*_in_ns(ns, "tcpreplay", "--topspeed", "-q", "-i", SEND, *map(str, files)))
 
 
 def _frames(path: Path) -> list[bytes]:
@@ -171,18 +88,18 @@ def _live_capture(
     out = tmp_path / "live.pcap"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        _in_ns(ns, sys.executable, "-c", CAPTURE_CHILD, SENSE, str(out), bpf, mode, str(snaplen)),
+        in_ns(ns, sys.executable, "-c", CAPTURE_CHILD, SENSE, str(out), bpf, mode, str(snaplen)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
     try:
-        ifindex = _ifindex(ns, SENSE)
-        _wait_for("the capture socket", lambda: _capture_ready(ns, ifindex), proc)
+        ifindex = iface_index(ns, SENSE)
+        wait_on_child("the capture socket", lambda: capture_ready(ns, ifindex), proc)
         started = time.time()
-        _replay(ns, *files)
-        _wait_for("the capture queue to drain", lambda: _queue_drained(ns, ifindex), proc)
+        tcpreplay(ns, *files)
+        wait_on_child("the capture queue to drain", lambda: queue_drained(ns, ifindex), proc)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=WAIT)
     finally:
@@ -272,24 +189,24 @@ print(json.dumps({"frames": frames, "error": error, "stats": source.stats()}))
 def test_link_down_and_up_is_survived_and_removal_ends_capture(netns: str, mode: str) -> None:
     path = REPO / "pcaps" / "modbus" / "modbus_polling.pcap"
     proc = subprocess.Popen(
-        _in_ns(netns, sys.executable, "-c", FLAP_CHILD, SENSE, mode),
+        in_ns(netns, sys.executable, "-c", FLAP_CHILD, SENSE, mode),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     try:
-        ifindex = _ifindex(netns, SENSE)
-        _wait_for("the capture socket", lambda: _capture_ready(netns, ifindex), proc)
-        _replay(netns, path)
-        _run("ip", "-n", netns, "link", "set", SENSE, "down")
-        _wait_for("the link to go down", lambda: _capture_running(netns, ifindex, 0), proc)
-        _run("ip", "-n", netns, "link", "set", SENSE, "up")
-        _wait_for("delivery to resume", lambda: _capture_running(netns, ifindex, 1), proc)
-        _replay(netns, path)
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("the capture socket", lambda: capture_ready(netns, ifindex), proc)
+        tcpreplay(netns, path)
+        run("ip", "-n", netns, "link", "set", SENSE, "down")
+        wait_on_child("the link to go down", lambda: capture_running(netns, ifindex, 0), proc)
+        run("ip", "-n", netns, "link", "set", SENSE, "up")
+        wait_on_child("delivery to resume", lambda: capture_running(netns, ifindex, 1), proc)
+        tcpreplay(netns, path)
         # No wait for the reader here: what was received before the interface went away is
         # still delivered, then the capture ends with the error.
-        _run("ip", "-n", netns, "link", "del", SEND)  # takes its peer, vsense, with it
+        run("ip", "-n", netns, "link", "del", SEND)  # takes its peer, vsense, with it
         stdout, stderr = proc.communicate(timeout=WAIT)
     finally:
         if proc.poll() is None:
@@ -349,7 +266,7 @@ def test_no_permission_is_one_clear_error() -> None:
 
 
 def test_sense_cli_errors_are_one_line() -> None:
-    missing = _run(
+    missing = run(
         ICSMON, "sense", "--iface", "icsmon-nope0", "--no-rules", "--sink", "none", check=False
     )
     assert missing.returncode != 0
@@ -364,34 +281,25 @@ def test_sense_cli_errors_are_one_line() -> None:
     ]
 
 
-def _comparable(lines: str) -> list[str]:
-    """Events without their time-dependent fields, as sorted canonical JSON."""
-    from pipeline.docs import flatten
-
-    docs = []
-    for line in lines.splitlines():
-        flat = {k: v for k, v in flatten(json.loads(line)).items() if k not in TIME_FIELDS}
-        docs.append(json.dumps(flat, sort_keys=True))
-    return sorted(docs)
-
-
 def test_sense_emits_the_same_events_as_replay(netns: str) -> None:
     common = ["--events", "--format", "jsonl", "--no-rules", "--sink", "none", "--observer", "t"]
-    replayed = _run(ICSMON, "replay", *map(str, CAPTURES), *common)
-    expected = _comparable(replayed.stdout)
+    replayed = run(ICSMON, "replay", *map(str, CAPTURES), *common)
+    expected = comparable(replayed.stdout)
     assert len(expected) > 40  # every capture contributes transactions
 
     proc = subprocess.Popen(
-        _in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--bpf", "tcp port 502", *common),
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--bpf", "tcp port 502", *common),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        ifindex = _ifindex(netns, SENSE)
-        _wait_for("icsmon sense to listen", lambda: _capture_ready(netns, ifindex), proc)
-        _replay(netns, *CAPTURES)
-        _wait_for("icsmon sense to read every frame", lambda: _queue_drained(netns, ifindex), proc)
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("icsmon sense to listen", lambda: capture_ready(netns, ifindex), proc)
+        tcpreplay(netns, *CAPTURES)
+        wait_on_child(
+            "icsmon sense to read every frame", lambda: queue_drained(netns, ifindex), proc
+        )
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=WAIT)
     finally:
@@ -399,19 +307,19 @@ def test_sense_emits_the_same_events_as_replay(netns: str) -> None:
             proc.kill()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
-    assert _comparable(stdout) == expected
+    assert comparable(stdout) == expected
 
 
 def test_sense_stops_cleanly_on_sigterm_when_idle(netns: str) -> None:
     proc = subprocess.Popen(
-        _in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--no-rules", "--sink", "none"),
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--no-rules", "--sink", "none"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        ifindex = _ifindex(netns, SENSE)
-        _wait_for("icsmon sense to listen", lambda: _capture_ready(netns, ifindex), proc)
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("icsmon sense to listen", lambda: capture_ready(netns, ifindex), proc)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=WAIT)
     finally:

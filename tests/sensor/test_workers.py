@@ -21,21 +21,22 @@ from pathlib import Path
 import pytest
 
 from sensor.capture import CaptureReader
-from tests.sensor.test_live import (
-    CAPTURES,
+from tests.support import REPO
+from tests.support.netns import (
     ICSMON,
     SENSE,
     WAIT,
-    _capture_ready,
-    _comparable,
-    _ifindex,
-    _in_ns,
-    _queue_drained,
-    _replay,
-    _run,
-    _wait_for,
+    capture_ready,
+    comparable,
+    iface_index,
+    in_ns,
+    queue_drained,
+    run,
+    tcpreplay,
+    wait_on_child,
 )
-from tests.support import REPO
+
+CAPTURES = sorted((REPO / "pcaps" / "modbus").glob("*.pcap"))
 
 pytestmark = pytest.mark.live
 
@@ -105,17 +106,17 @@ def test_fanout_gives_each_flow_both_ways_to_one_member(
     files = [*CAPTURES, _sweep_capture(tmp_path / "sweep.pcap")]
     sent = [data for path in files for _, _, data in CaptureReader(path)]
     proc = subprocess.Popen(
-        _in_ns(netns, sys.executable, "-c", FANOUT_CHILD, SENSE, mode),
+        in_ns(netns, sys.executable, "-c", FANOUT_CHILD, SENSE, mode),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     try:
-        ifindex = _ifindex(netns, SENSE)
-        _wait_for("both sockets", lambda: _sockets(netns, ifindex) == 2, proc)
-        _replay(netns, *files)
-        _wait_for("the queues to drain", lambda: _queue_drained(netns, ifindex), proc)
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("both sockets", lambda: _sockets(netns, ifindex) == 2, proc)
+        tcpreplay(netns, *files)
+        wait_on_child("the queues to drain", lambda: queue_drained(netns, ifindex), proc)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=WAIT)
     finally:
@@ -137,9 +138,9 @@ def test_fanout_gives_each_flow_both_ways_to_one_member(
 
 
 def _sockets(ns: str, ifindex: int) -> int:
-    from tests.sensor.test_live import _packet_sockets
+    from tests.support.netns import packet_sockets
 
-    return sum(r["iface"] == ifindex and r["proto"] == 0x0003 for r in _packet_sockets(ns))
+    return sum(r["iface"] == ifindex and r["proto"] == 0x0003 for r in packet_sockets(ns))
 
 
 def _flat(line: str) -> dict:
@@ -152,11 +153,11 @@ def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_pat
     files = [*CAPTURES, _sweep_capture(tmp_path / "sweep.pcap")]
     packets = sum(1 for path in files for _ in CaptureReader(path))
     common = ["--format", "jsonl", "--observer", "t", "--site", "s1"]
-    replay_events = _run(ICSMON, "replay", *map(str, files), "--events", "--sink", "none", *common)
-    replay_alerts = _run(ICSMON, "replay", *map(str, files), "--sink", "none", *common)
+    replay_events = run(ICSMON, "replay", *map(str, files), "--events", "--sink", "none", *common)
+    replay_alerts = run(ICSMON, "replay", *map(str, files), "--sink", "none", *common)
     out = tmp_path / "sensor.jsonl"
     proc = subprocess.Popen(
-        _in_ns(
+        in_ns(
             netns,
             ICSMON,
             "sense",
@@ -176,11 +177,13 @@ def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_pat
         text=True,
     )
     try:
-        ifindex = _ifindex(netns, SENSE)
-        _wait_for("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
-        assert _capture_ready(netns, ifindex)
-        _replay(netns, *files)
-        _wait_for("the workers to read every frame", lambda: _queue_drained(netns, ifindex), proc)
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
+        assert capture_ready(netns, ifindex)
+        tcpreplay(netns, *files)
+        wait_on_child(
+            "the workers to read every frame", lambda: queue_drained(netns, ifindex), proc
+        )
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=WAIT)
     finally:
@@ -190,7 +193,7 @@ def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_pat
     assert "Traceback" not in stderr
 
     # The events are those of one process (each flow decoded whole in one worker).
-    assert _comparable(stdout) == _comparable(replay_events.stdout)
+    assert comparable(stdout) == comparable(replay_events.stdout)
 
     docs = [_flat(line) for line in out.read_text().splitlines()]
     alerts = [d for d in docs if d.get("event.kind") == "alert"]
@@ -227,7 +230,7 @@ def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_pat
 
 
 def test_sense_workers_errors_are_one_line() -> None:
-    missing = _run(
+    missing = run(
         ICSMON,
         "sense",
         "--iface",
@@ -243,5 +246,41 @@ def test_sense_workers_errors_are_one_line() -> None:
     assert missing.stderr.strip().splitlines() == [
         "error: no such network interface: 'icsmon-nope0'"
     ]
-    zero = _run(ICSMON, "sense", "--iface", "lo", "--workers", "0", check=False)
+    zero = run(ICSMON, "sense", "--iface", "lo", "--workers", "0", check=False)
     assert zero.returncode != 0 and "Traceback" not in zero.stderr
+
+
+def test_a_worker_that_dies_is_reported_and_the_others_take_its_flows(netns: str) -> None:
+    common = ["--events", "--format", "jsonl", "--no-rules", "--sink", "none", "--observer", "t"]
+    replayed = run(ICSMON, "replay", *map(str, CAPTURES), *common)
+    proc = subprocess.Popen(
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", *common),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
+        workers = run("pgrep", "-P", str(proc.pid)).stdout.split()
+        assert len(workers) == 2
+        os.kill(int(workers[1]), signal.SIGKILL)
+        # its socket leaves the fan-out group with it: the kernel hashes over the rest
+        wait_on_child(
+            "the dead worker's socket to close", lambda: _sockets(netns, ifindex) == 1, proc
+        )
+        tcpreplay(netns, *CAPTURES)
+        wait_on_child("the worker to read every frame", lambda: queue_drained(netns, ifindex), proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert re.fullmatch(
+        rf"error: capture worker [01] on '{SENSE}' ended unexpectedly \(exit code -9\)", errors[0]
+    )
+    assert comparable(stdout) == comparable(replayed.stdout)

@@ -128,6 +128,12 @@ FIELDS: dict[str, Field] = {
 # Sigma logsource services (network.protocol values) -> the field prefixes their rules see
 SERVICES: dict[str, tuple[str, ...]] = {"dnp3": ("dnp3.",)}
 
+# What a write carries, for the rollups' min/max written (sensor/rollups.py): service -> a
+# list field of numbers, or "<list of objects>.<key>"
+WRITTEN_VALUES: dict[str, str] = {"dnp3": "dnp3.values"}
+# analog output blocks are control functions (select/operate), not writes
+WRITTEN_BY: tuple[str, ...] = ("write", "control")
+
 # What the traffic says about the hosts on either side, kept in their asset records
 # (sensor/assets.py: a list per asset; broadcast addresses left out, and a server's only from
 # exchanges that succeeded: a scan names addresses nobody answers on).

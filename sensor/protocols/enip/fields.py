@@ -155,3 +155,7 @@ FIELDS: dict[str, Field] = {
 
 # Sigma logsource services (network.protocol values) -> the field prefixes their rules see
 SERVICES: dict[str, tuple[str, ...]] = {"enip": ("enip.", "cip.")}
+
+# What a write carries, for the rollups' min/max written (sensor/rollups.py): service -> a
+# list field of numbers, or "<list of objects>.<key>"
+WRITTEN_VALUES: dict[str, str] = {"enip": "cip.values"}

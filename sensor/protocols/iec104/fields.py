@@ -86,6 +86,10 @@ FIELDS: dict[str, Field] = prefixed(
 # Sigma logsource services (network.protocol values) -> the field prefixes their rules see
 SERVICES: dict[str, tuple[str, ...]] = {"iec104": ("iec104.",)}
 
+# What a write carries, for the rollups' min/max written (sensor/rollups.py): service -> a
+# list field of numbers, or "<list of objects>.<key>"
+WRITTEN_VALUES: dict[str, str] = {"iec104": "iec104.values"}
+
 # What the traffic says about the hosts on either side, kept in their asset records
 # (sensor/assets.py: a list per asset; the broadcast address left out, and a server's only
 # from exchanges that succeeded: a sweep names common addresses nobody answers for).

@@ -174,3 +174,7 @@ FIELDS: dict[str, Field] = {
 }
 
 SERVICES: dict[str, tuple[str, ...]] = {"opcua": ("opcua.",)}
+
+# What a write carries, for the rollups' min/max written (sensor/rollups.py): service -> a
+# list field of numbers, or "<list of objects>.<key>"
+WRITTEN_VALUES: dict[str, str] = {"opcua": "opcua.values.value"}

@@ -179,3 +179,7 @@ SERVICES: dict[str, tuple[str, ...]] = {
     "s7comm": ("s7comm.",),
     "s7comm-plus": ("s7comm_plus.", "s7comm."),
 }
+
+# What a write carries, for the rollups' min/max written (sensor/rollups.py): service -> a
+# list field of numbers, or "<list of objects>.<key>"
+WRITTEN_VALUES: dict[str, str] = {"s7comm": "s7comm.items.value"}
