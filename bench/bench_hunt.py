@@ -6,7 +6,7 @@ and written by the store writer as ``icsmon replay --store`` does (events only, 
 then grown to ``--events`` by copying its rows inside SQLite, each copy with new event ids and
 times moved on by the span of the original (so correlation windows keep sliding and no two
 events share an id). Contenders, each a child process over the same store, wall clock with
-start-up, peak RSS from ``wait4``:
+start-up, peak RSS (``VmHWM``, bench/childproc.py):
 
 - bare scan: the store's events read in the hunt's order and each document parsed with
   orjson, nothing else: the floor cost of reading history in this language;
@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+
+from childproc import run_measured  # noqa: E402
 
 TARGET = 100_000  # events per second, from the issue
 
@@ -110,25 +111,21 @@ def build_store(path: Path, events: int, packets: int) -> tuple[int, float]:
 
 
 def measure(name: str, argv: list[str], events: int) -> dict:
-    """Run a child to completion: wall time, CPU time and its own peak RSS (``wait4``)."""
+    """Run a child to completion: wall time, CPU time and its own peak RSS (``VmHWM``)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read().decode(errors="replace")  # both are a few lines
-    err = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    run = run_measured(argv, env=env)
+    out = run.stdout.decode(errors="replace")  # both are a few lines
+    err = run.stderr.decode(errors="replace")
+    if run.returncode != 0:
         raise SystemExit(f"{name} failed: {err[-800:]}")
     note = out.strip() if out.strip().startswith("{") else (err.strip().splitlines() or [""])[-1]
     return {
         "name": name,
-        "seconds": round(seconds, 2),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "events_per_s": round(events / seconds),
-        "events_per_cpu_s": round(events / max(usage.ru_utime + usage.ru_stime, 1e-9)),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "seconds": round(run.wall_s, 2),
+        "cpu_s": round(run.cpu_s, 2),
+        "events_per_s": round(events / run.wall_s),
+        "events_per_cpu_s": round(events / max(run.cpu_s, 1e-9)),
+        "peak_rss_mb": round(run.peak_rss_mb),
         "note": note[:400],
     }
 

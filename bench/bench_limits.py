@@ -6,8 +6,8 @@
 
 ``flood``: a generated capture of ``--flows`` distinct TCP flows (one SYN each to port 502)
 with the real pymodbus conversations of pcaps/modbus/ (polling, writes) spread through it,
-replayed by the engine in a child process; prints time, the child's peak RSS (``ru_maxrss``
-from ``wait4``), the flow counters, and whether the mixed-in Modbus traffic decoded to the
+replayed by the engine in a child process; prints time, the child's peak RSS (``VmHWM``,
+bench/childproc.py), the flow counters, and whether the mixed-in Modbus traffic decoded to the
 same events as when replayed alone. ``trickle``: one connection sending ``--mbytes`` MiB that
 never completes a PDU. ``soak``: one engine fed the same capture in a loop (timestamps moved
 forward each round, as a sensor running for months sees them) for ``--minutes``; prints RSS
@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from childproc import own_peak_rss_mb, run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -79,14 +79,10 @@ def child_replay(path: str, max_flows: int, want: str) -> None:
 
 
 def run_child(args: list[str]) -> tuple[dict, float, float]:
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    if status:
-        raise SystemExit(f"child failed with status {status}")
-    return json.loads(out), wall, usage.ru_maxrss / 1024
+    run = run_measured([sys.executable, __file__, *args], stderr=None)
+    if run.returncode:
+        raise SystemExit(f"child failed with status {run.returncode}")
+    return json.loads(run.stdout), run.wall_s, run.peak_rss_mb
 
 
 def flood(ns: argparse.Namespace) -> None:
@@ -159,7 +155,7 @@ def soak(ns: argparse.Namespace) -> None:
     s = eng.stats
     print(
         f"end: {rounds} rounds of {len(frames)} packets in {(time.monotonic() - t0) / 60:.1f} min, {events:,} events, "
-        f"RSS start {start_rss} MB, end {_rss_mb():.1f} MB, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB, "
+        f"RSS start {start_rss} MB, end {_rss_mb():.1f} MB, peak {own_peak_rss_mb():.1f} MB, "
         f"flows {s['flows']:,}, active {eng.nflows}"
     )
 

@@ -11,7 +11,7 @@
    timestamps move forward. Checksums are recomputed for the new addresses.
 2. Runs each contender as a child process on that file and measures wall-clock packets/s
    (all packets in the file, the same denominator for everyone) and peak RSS
-   (``ru_maxrss`` of the child from ``wait4``):
+   (the child's own ``VmHWM``, bench/childproc.py):
    - icsmon engine: ``Engine(EngineConfig()).replay([FILE])``, events built and discarded
      (decode, reassembly, request/response pairing, ECS events, asset tracking);
    - icsmon engine, from source: the same with ``ICSMON_PURE=1``, the Python source instead
@@ -40,6 +40,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from childproc import run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "pcaps" / "modbus"
@@ -271,22 +273,14 @@ def measure(
     unset = ("ICSMON_PURE", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(PYTHONPATH=str(REPO), **(env_extra or {}))
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO
-    )
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed ({proc.returncode}): {err.strip()[-500:]}")
+    run = run_measured(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    err = run.stderr.decode(errors="replace")
+    if run.returncode != 0:
+        raise SystemExit(f"{name} failed ({run.returncode}): {err.strip()[-500:]}")
     note = " ".join(
         line for line in err.splitlines() if "=" in line and " " not in line.split("=")[0]
     )
-    cpu = usage.ru_utime + usage.ru_stime
-    return Result(name, packets, seconds, cpu, usage.ru_maxrss / 1024, note.strip())
+    return Result(name, packets, run.wall_s, run.cpu_s, run.peak_rss_mb, note.strip())
 
 
 def write_subset(src: Path, dst: Path, packets: int) -> int:

@@ -13,13 +13,14 @@ Prints numbers only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from childproc import own_peak_rss_mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -131,7 +132,7 @@ def main() -> None:
         ]
         for name, fn in queries:
             print(f"query {name}: {timed(fn):.1f} ms")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"peak RSS {own_peak_rss_mb():.0f} MB")
     folder.cleanup()
 
 

@@ -149,11 +149,13 @@ def store_rate(events: list[dict], workdir: Path) -> float:
 
 
 def executemany_rate(events: list[dict], workdir: Path) -> float:
-    """The floor: the same rows (id, indexed columns, the JSON document) by one plain
+    """The floor: the same rows (id, indexed columns, the JSON document as the store keeps
+    it, times as text) by one plain
     ``executemany`` into a table of the same columns, no index but the id, one transaction;
     the rows are built in the timed part, as a sink would have to."""
     from pipeline.docs import dumps
     from pipeline.store.schema import TABLES
+    from sensor.timestamps import render_times
 
     table = TABLES["event"]
     columns = list(table.columns.values())
@@ -166,7 +168,11 @@ def executemany_rate(events: list[dict], workdir: Path) -> float:
     db.execute(f"CREATE TABLE t (id TEXT PRIMARY KEY, ts REAL, {', '.join(columns)}, doc BLOB)")
     marks = ", ".join("?" * (len(columns) + 3))
     start = time.process_time()
-    rows = [(e["event.id"], e["@timestamp"], *[e.get(f) for f in fields], dumps(e)) for e in events]
+    # the document as the store keeps it: times as ISO text (sensor/timestamps.py)
+    rows = [
+        (e["event.id"], e["@timestamp"], *[e.get(f) for f in fields], dumps(render_times(e)))
+        for e in events
+    ]
     db.execute("BEGIN")
     db.executemany(f"INSERT INTO t ({names}) VALUES ({marks})", rows)
     db.execute("COMMIT")

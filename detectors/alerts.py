@@ -77,6 +77,56 @@ def event_identity(event: dict[str, Any]) -> str:
     )
 
 
+_LIST_FIELDS = (
+    "event.category",
+    "rule.reference",
+    "threat.technique.id",
+    "threat.technique.name",
+    "threat.technique.reference",
+    "threat.tactic.id",
+    "threat.tactic.name",
+    "tags",
+)
+#: id(rule) -> (rule, the fields an alert takes from it): the same for every alert of a rule
+_RULE_FIELDS: dict[int, tuple[RuleMeta, dict[str, Any]]] = {}
+
+
+def _rule_fields(rule: RuleMeta) -> dict[str, Any]:
+    hit = _RULE_FIELDS.get(id(rule))
+    if hit is not None and hit[0] is rule:
+        return hit[1]
+    techniques = [TECHNIQUES[t] for t in rule.techniques if t in TECHNIQUES]
+    tactics: list[str] = []
+    for name in (*rule.tactics, *(tac for t in techniques for tac in t.tactics)):
+        if name not in tactics:
+            tactics.append(name)
+    fields = {
+        "event.kind": "alert",
+        "event.category": ["network", "intrusion_detection"],
+        "event.severity": rule.severity,
+        "event.id": None,  # per alert; here for its place in the document
+        "rule.id": rule.id,
+        "rule.name": rule.name,
+        "rule.description": rule.description,
+        "rule.author": rule.author,
+        "rule.reference": list(rule.references),
+        "rule.ruleset": "sigma",
+        "threat.framework": FRAMEWORK,
+        "threat.technique.id": [t.id for t in techniques],
+        "threat.technique.name": [t.name for t in techniques],
+        "threat.technique.reference": [t.reference for t in techniques],
+        "threat.tactic.id": [TACTICS[t] for t in tactics],
+        "threat.tactic.name": [TACTIC_NAMES[t] for t in tactics],
+        "icsmon.alert.count": 1,
+        "icsmon.alert.event_ids": None,
+        "tags": list(rule.tags),
+    }
+    if len(_RULE_FIELDS) >= 100_000:  # rule packs reloaded many times over: start afresh
+        _RULE_FIELDS.clear()
+    _RULE_FIELDS[id(rule)] = (rule, fields)
+    return fields
+
+
 def build_alert(
     rule: RuleMeta,
     event: dict[str, Any],
@@ -87,38 +137,21 @@ def build_alert(
     end: float | str | None = None,
     extra: dict[str, Any] | None = None,
     key: str = "",
+    owned: bool = False,
 ) -> dict[str, Any]:
-    """A flat ECS alert for ``rule`` fired by ``event`` (the first of ``event_ids``)."""
+    """A flat ECS alert for ``rule`` fired by ``event`` (the first of ``event_ids``);
+    ``owned``: ``event`` is a copy no one else holds, made into the alert in place."""
     ids = list(event_ids) if event_ids else [event_identity(event)]
-    alert = {k: v for k, v in event.items() if k not in _NOT_INHERITED}
-    techniques = [TECHNIQUES[t] for t in rule.techniques if t in TECHNIQUES]
-    tactics: list[str] = []
-    for name in (*rule.tactics, *(tac for t in techniques for tac in t.tactics)):
-        if name not in tactics:
-            tactics.append(name)
-    alert.update(
-        {
-            "event.kind": "alert",
-            "event.category": ["network", "intrusion_detection"],
-            "event.severity": rule.severity,
-            "event.id": _digest("alert", rule.id, key, ids[0]),
-            "rule.id": rule.id,
-            "rule.name": rule.name,
-            "rule.description": rule.description,
-            "rule.author": rule.author,
-            "rule.reference": list(rule.references),
-            "rule.ruleset": "sigma",
-            "threat.framework": FRAMEWORK,
-            "threat.technique.id": [t.id for t in techniques],
-            "threat.technique.name": [t.name for t in techniques],
-            "threat.technique.reference": [t.reference for t in techniques],
-            "threat.tactic.id": [TACTICS[t] for t in tactics],
-            "threat.tactic.name": [TACTIC_NAMES[t] for t in tactics],
-            "icsmon.alert.count": count,
-            "icsmon.alert.event_ids": ids[:MAX_EVENT_IDS],
-            "tags": list(rule.tags),
-        }
-    )
+    alert = event if owned else dict(event)
+    for name in _NOT_INHERITED:
+        if name in alert:
+            del alert[name]
+    alert.update(_rule_fields(rule))
+    for name in _LIST_FIELDS:  # each alert its own lists
+        alert[name] = alert[name][:]
+    alert["event.id"] = _digest("alert", rule.id, key, ids[0])
+    alert["icsmon.alert.count"] = count
+    alert["icsmon.alert.event_ids"] = ids[:MAX_EVENT_IDS]
     if start:
         alert["event.start"] = start
     if end:
@@ -227,13 +260,14 @@ class Deduplicator:
         self.emitted += 1
         return build_alert(
             p.rule,
-            p.event,
+            p.event,  # the held copy, made into the alert
             count=p.count,
             event_ids=p.event_ids,
             start=p.first_time,
             end=p.last_time,
             extra=p.extra,
             key=p.key,
+            owned=True,
         )
 
     def tick(self, now: float) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ TIME_FIELDS = frozenset(
         "icsmon.sensor.started",
     }
 )
+_TIME_KEYS = tuple(sorted(TIME_FIELDS))  # a fixed order: the same copy for the same input
 MAX_EPOCH = 253402300800.0  # 10000-01-01T00:00:00Z: what ISO 8601 text can say
 
 # The sensor's own format, 2026-11-26T10:00:00.123456Z: events of one second share the parse
@@ -89,8 +90,10 @@ def render_times(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` with its number-valued time fields as text (a copy when one changes; the key
     order stays)."""
     out = doc
-    for key in TIME_FIELDS:
+    for key in _TIME_KEYS:
         value = doc.get(key)
+        if value is None or type(value) is str:  # most keys: absent, or text already
+            continue
         if isinstance(value, float | int) and not isinstance(value, bool):
             if out is doc:
                 out = dict(doc)

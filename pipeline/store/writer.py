@@ -11,9 +11,11 @@ floats (the JSON reader's limit, and Elasticsearch's).
 Identity. Alerts and events are de-duplicated by ``event.id`` (deterministic, so a capture
 replayed twice or a batch delivered twice stores nothing new). An alert arriving again with
 new triggering events adds to ``icsmon.alert.count`` (``merge_alert``). Assets are upserted
-by ``asset.id`` and merged by the one asset rule, ``pipeline.assets.merge_asset``.
+by ``asset.id`` and findings by ``finding.id``, each merged by its kind's rule as the kinds
+registry names it (``DocKind.merge``: the rule the indexer applies in Elasticsearch too).
 
-Each kind of document has one write function in ``WRITERS`` (a new kind adds one).
+Each kind the registry says is stored (``DocKind.stored``) has one write function in
+``WRITERS`` (a new kind adds one; tests/pipeline/test_kinds.py checks the two agree).
 """
 
 from __future__ import annotations
@@ -31,14 +33,23 @@ from typing import Any
 import orjson
 
 from pipeline import kinds
-from pipeline.assets import as_list, merge_asset, union
+from pipeline.assets import as_list, union
 from pipeline.docs import dumps
-from pipeline.findings import merge_finding
 from pipeline.store.schema import TABLES, StoreError, store_error
 from sensor.timestamps import parse_timestamp as to_epoch
 from sensor.timestamps import render_times
 
 log = logging.getLogger(__name__)
+
+
+def _rule(kind: kinds.DocKind) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
+    """The merge rule the registry names for a merged kind."""
+    assert kind.merge is not None, f"{kind.name} is not a merged kind"
+    return kind.merge
+
+
+MERGE_ASSET = _rule(kinds.ASSET)
+MERGE_FINDING = _rule(kinds.FINDING)
 
 MAX_EVENT_IDS = 100  # icsmon.alert.event_ids kept per alert (the count goes on past it)
 
@@ -150,12 +161,18 @@ def insert_events(conn: sqlite3.Connection, events: list[dict], counts: Counts) 
         )
     }
     base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
-    rows, docs = [], []
+    rows: list[tuple] = []
+    docs: list[tuple[int, str]] = []
+    fields = _TEXT_FIELDS.get("event")
     for key, doc in fresh.items():
         if key in known:
             continue
         rowid = base + len(rows) + 1
-        rows.append((rowid, key, to_epoch(doc.get("@timestamp")), *row_values("event", doc)))
+        if fields is not None:  # row_values inline: the hot path of a sensor's store
+            values = [v if isinstance(v, str) else None for v in map(doc.get, fields)]
+        else:
+            values = row_values("event", doc)
+        rows.append((rowid, key, to_epoch(doc.get("@timestamp")), *values))
         docs.append((rowid, dumps(doc).decode()))
     columns = ", ".join(table.columns.values())
     marks = ", ".join("?" * (3 + len(table.columns)))
@@ -215,12 +232,13 @@ def _upsert_alert(conn: sqlite3.Connection, doc: dict, counts: Counts) -> None:
 
 
 def upsert_assets(conn: sqlite3.Connection, assets: list[dict], counts: Counts) -> None:
-    """Observations of one asset in a batch merge first, then into the stored record."""
+    """Observations of one asset in a batch merge first, then into the stored record (the
+    asset kind's rule, ``pipeline.assets.merge_asset``)."""
     merged: dict[str, dict] = {}
     for doc in assets:
         key = asset_id(doc)
         previous = merged.get(key)
-        merged[key] = merge_asset(previous, doc) if previous else doc
+        merged[key] = MERGE_ASSET(previous, doc) if previous else doc
     for key, doc in merged.items():
         _upsert_asset(conn, key, doc)
         counts["assets"] += 1
@@ -228,7 +246,7 @@ def upsert_assets(conn: sqlite3.Connection, assets: list[dict], counts: Counts) 
 
 def _upsert_asset(conn: sqlite3.Connection, key: str, doc: dict) -> None:
     row = conn.execute("SELECT doc FROM assets WHERE id = ?", (key,)).fetchone()
-    doc = merge_asset(orjson.loads(row[0]), doc) if row is not None else dict(doc)
+    doc = MERGE_ASSET(orjson.loads(row[0]), doc) if row is not None else dict(doc)
     doc["asset.id"] = key
     ip = doc.get("host.ip")
     if isinstance(ip, list):
@@ -265,7 +283,7 @@ def upsert_findings(conn: sqlite3.Connection, findings: list[dict], counts: Coun
             counts["rejected"] += 1
             continue
         row = conn.execute("SELECT doc FROM findings WHERE id = ?", (key,)).fetchone()
-        doc = merge_finding(orjson.loads(row[0]) if row is not None else {}, doc)
+        doc = MERGE_FINDING(orjson.loads(row[0]) if row is not None else {}, doc)
         conn.execute(
             "INSERT INTO findings (id, site, asset_id, kind, severity, first_seen, last_seen, doc) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET site = excluded.site, "

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from assessment.catalog import Catalog
-from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import launch, need_browser
 from tests.support.posture import Env, make_env
 
 CSAF = Path(__file__).resolve().parent / "csaf"
@@ -68,7 +68,7 @@ def test_assessment_click_through(served: tuple[Env, str], out_dir: Path) -> Non
     env, url = served
     errors: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page(
                 viewport={"width": 1600, "height": 1300}, locale="zh-CN", accept_downloads=True

@@ -74,3 +74,17 @@ def test_the_wheel_carries_the_files_modules_read(wheel_files: set[str]) -> None
     assert not any(n.startswith(("tests/", "bench/", "pcaps/")) for n in wheel_files)
     # pySigma's packages are namespaces: a file of ours there would hide pySigma's own
     assert not {"sigma/__init__.py", "sigma/validators/__init__.py"} & wheel_files
+
+
+def test_the_wheel_installs_only_the_known_top_level_names(wheel_files: set[str]) -> None:
+    """The top-level packages are the design's plain names (README: install in a virtual
+    environment of its own); a new one must be added here deliberately."""
+    tops = {n.split("/", 1)[0] for n in wheel_files if "/" in n and ".dist-info" not in n}
+    tops -= {n for n in tops if n.endswith(".data")}
+    assert tops == {
+        "icsmon", "sensor", "detectors", "pipeline", "posture", "assessment", "response",
+        "sigma",  # only sigma/validators/icsmon: pySigma's namespace packages
+    }  # fmt: skip
+    assert {n for n in wheel_files if n.startswith("sigma/")} == {
+        "sigma/validators/icsmon/__init__.py"
+    }

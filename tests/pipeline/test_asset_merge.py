@@ -14,6 +14,7 @@ the identity and the first time seen.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,28 +59,10 @@ def test_store_and_elasticsearch_fold_assets_by_the_same_rule(tmp_path: Path) ->
         pipe.cli("index", "--once")
         EsStore(pipe.cfg).refresh()
         with Store.open(pipe.env["ICSMON_STORE"], readonly=True) as store:
-            local = store.search_assets(AssetFilter(limit=100))
-            local_counts = [
-                store.search_assets(flt)[0]
-                for flt in (
-                    AssetFilter(role="modbus-server", limit=0),
-                    AssetFilter(role="modbus-client", limit=0),
-                    AssetFilter(vendor="acme", limit=0),
-                    AssetFilter(first_seen_since=_first(TWO_MASTERS), limit=0),
-                )
-            ]
+            local, local_counts = _answers(store)
         backend = EsQueryBackend(pipe.cfg)
         try:
-            central = backend.search_assets(AssetFilter(limit=100))
-            central_counts = [
-                backend.search_assets(flt)[0]
-                for flt in (
-                    AssetFilter(role="modbus-server", limit=0),
-                    AssetFilter(role="modbus-client", limit=0),
-                    AssetFilter(vendor="acme", limit=0),
-                    AssetFilter(first_seen_since=_first(TWO_MASTERS), limit=0),
-                )
-            ]
+            central, central_counts = _answers(backend)
         finally:
             backend.close()
     finally:
@@ -97,6 +80,19 @@ def test_store_and_elasticsearch_fold_assets_by_the_same_rule(tmp_path: Path) ->
     # the identity only the first run saw stays on the record
     assert plc["ics.device.vendor"] == identified["ics"]["device"]["vendor"] == "Acme Automation"
     assert "ics" not in polled
+
+
+def _answers(backend: Any) -> tuple[tuple[int, list[dict]], list[int]]:
+    """Every asset, and how many match each filter, from one back end."""
+    filters = (
+        AssetFilter(role="modbus-server", limit=0),
+        AssetFilter(role="modbus-client", limit=0),
+        AssetFilter(vendor="acme", limit=0),
+        AssetFilter(first_seen_since=_first(TWO_MASTERS), limit=0),
+    )
+    return backend.search_assets(AssetFilter(limit=100)), [
+        backend.search_assets(flt)[0] for flt in filters
+    ]
 
 
 def _first(capture: Path) -> float:

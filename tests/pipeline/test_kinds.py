@@ -39,6 +39,17 @@ def test_every_kind_has_its_names_in_one_place() -> None:
         cfg.topic("nope")
 
 
+def test_every_stored_kind_has_one_store_writer_and_table() -> None:
+    from pipeline.store.schema import TABLES
+    from pipeline.store.writer import MERGE_ASSET, MERGE_FINDING, WRITERS
+
+    stored = {k.name for k in kinds.all_kinds() if k.stored}
+    assert set(WRITERS) == stored == set(TABLES)
+    # the merged kinds' writers fold by the rule the registry names (the indexer's too)
+    assert MERGE_ASSET is kinds.ASSET.merge and MERGE_FINDING is kinds.FINDING.merge
+    assert {k.name for k in kinds.all_kinds() if k.merge} == {"asset", "finding"}
+
+
 def test_a_kind_cannot_be_registered_twice_differently() -> None:
     assert kinds.register(kinds.HEARTBEAT) is kinds.HEARTBEAT  # the same entry: idempotent
     with pytest.raises(ValueError, match="already registered"):

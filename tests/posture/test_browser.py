@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from posture import seed
-from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import launch, need_browser
 from tests.support.posture import Env, make_env
 
 
@@ -53,7 +53,7 @@ def test_dashboard_click_down_to_an_alert(served: tuple[Env, str], out_dir: Path
     env, url = served
     errors: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1200}, locale="zh-CN")
             page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -163,7 +163,7 @@ def test_enterprise_user_sees_only_its_sites(served: tuple[Env, str], out_dir: P
 
     env, url = served
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url + "/")

@@ -17,8 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from tests.support import REPO
-from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import launch, login, need_browser, serve, shot
 from tests.support.modbus_live import free_port, run_traffic
 from tests.support.pipeline import drop_pipe, make_pipe, require_services, wait_for
 
@@ -41,36 +39,6 @@ HMI = "127.0.0.66"  # the HMI's own loopback address: the capture filter's
 def icsmon(*args: str) -> list[str]:
     exe = Path(sys.executable).with_name("icsmon")
     return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "icsmon.cli", *args]
-
-
-def serve(app: Any) -> tuple[Any, threading.Thread, str]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:  # start-up, not a timed assertion
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
-def login(page: Any, url: str, token: str, lang: str) -> None:
-    page.goto(url + "/")
-    page.evaluate(f"localStorage.setItem('icsmon.lang', '{lang}')")
-    page.evaluate("sessionStorage.clear()")
-    page.reload()
-    page.fill("#token", token)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#tabs a")
-
-
-def shot(page: Any, out_dir: Path, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
-    page.wait_for_timeout(400)
-    page.screenshot(path=str(out_dir / f"{name}.png"), full_page=True)
 
 
 def test_a_viewer_fetches_the_evidence_of_its_alert(tmp_path: Path, out_dir: Path) -> None:
@@ -174,7 +142,7 @@ def test_a_viewer_fetches_the_evidence_of_its_alert(tmp_path: Path, out_dir: Pat
         need_browser()
         errors: list[str] = []
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(pw)
             try:
                 page = browser.new_page(
                     viewport={"width": 1400, "height": 1000}, locale="zh-CN", accept_downloads=True

@@ -32,7 +32,7 @@ from posture.state import PostureState
 from sensor.engine import Engine, EngineConfig
 from tests.posture.test_evidence_browser import icsmon, login, serve, shot
 from tests.support import REPO
-from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import launch, need_browser
 from tests.support.modbus_live import free_port
 from tests.support.pipeline import drop_pipe, make_pipe, require_services, wait_for
 
@@ -145,7 +145,7 @@ def test_an_operator_hunts_a_rule_over_the_enterprise(tmp_path: Path, out_dir: P
         server, thread, url = serve(create_app(backend, state, refresh_s=3, control=publisher))
         errors: list[str] = []
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(pw)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
                 page.on("pageerror", lambda exc: errors.append(str(exc)))

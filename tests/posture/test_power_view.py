@@ -5,8 +5,6 @@ them in headless Chromium (screenshots in the test's out_dir)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ from sensor.events import iso_timestamp
 from sensor.rollups import Rollups
 from sensor.timestamps import parse_timestamp
 from tests.support import PCAPS
-from tests.support.browser import ARGS, CHROMIUM, need_browser
+from tests.support.browser import launch, need_browser, serve
 
 CAPTURES = [
     PCAPS / "dnp3" / "dnp3_operations.pcap",
@@ -130,28 +128,18 @@ def test_controls_and_stations_from_the_sensor(power: tuple[TestClient, str, Any
 
 def test_dashboard_shows_the_power_site(power: tuple[TestClient, str, Any], out_dir: Path) -> None:
     need_browser()
-    import uvicorn
     from playwright.sync_api import expect, sync_playwright
 
     _client, token, app = power
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:  # start-up, not a timed assertion
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
+    server, thread, url = serve(app)
     errors: list[str] = []
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(pw)
             try:
                 page = browser.new_page(viewport={"width": 1600, "height": 1400}, locale="zh-CN")
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.goto(f"http://127.0.0.1:{port}/")
+                page.goto(f"{url}/")
                 page.fill("#token", token)
                 page.click("#login-form button[type=submit]")
                 expect(page.locator("#overview")).to_be_visible()

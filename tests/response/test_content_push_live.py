@@ -29,8 +29,8 @@ from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from tests.support import REPO
-from tests.support.browser import ARGS, CHROMIUM, need_browser
-from tests.support.content_push import control_plane, icsmon, login, serve, shot, stop
+from tests.support.browser import launch, login, need_browser, serve, shot
+from tests.support.content_push import control_plane, icsmon, stop
 from tests.support.modbus_live import free_port, run_traffic
 from tests.support.pipeline import wait_for
 
@@ -161,7 +161,7 @@ def pushed_watchlist_and_rules(
         server, thread, url = serve(app)
         errors: list[str] = []
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(pw)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1100}, locale="zh-CN")
                 page.on("pageerror", lambda exc: errors.append(str(exc)))

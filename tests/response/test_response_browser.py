@@ -34,8 +34,8 @@ from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from tests.response.captures import CAPTURES, pushed_sensor, replay, shifted
-from tests.support.browser import ARGS, CHROMIUM, need_browser
-from tests.support.content_push import control_plane, login, serve, shot
+from tests.support.browser import launch, login, need_browser, serve, shot
+from tests.support.content_push import control_plane
 from tests.support.pipeline import wait_for
 
 ATTACKER_OUTSIDE = "203.0.113.66"  # TEST-NET-3: only written into a file
@@ -93,7 +93,7 @@ def test_the_loop_from_attack_to_closure_and_a_campaign(
     replay(attack, world["store"], site)
     errors: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page(
                 viewport={"width": 1500, "height": 1100}, locale="zh-CN", accept_downloads=True

@@ -248,3 +248,39 @@ def test_sense_workers_errors_are_one_line() -> None:
     ]
     zero = run(ICSMON, "sense", "--iface", "lo", "--workers", "0", check=False)
     assert zero.returncode != 0 and "Traceback" not in zero.stderr
+
+
+def test_a_worker_that_dies_is_reported_and_the_others_take_its_flows(netns: str) -> None:
+    common = ["--events", "--format", "jsonl", "--no-rules", "--sink", "none", "--observer", "t"]
+    replayed = run(ICSMON, "replay", *map(str, CAPTURES), *common)
+    proc = subprocess.Popen(
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", *common),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
+        workers = run("pgrep", "-P", str(proc.pid)).stdout.split()
+        assert len(workers) == 2
+        os.kill(int(workers[1]), signal.SIGKILL)
+        # its socket leaves the fan-out group with it: the kernel hashes over the rest
+        wait_on_child(
+            "the dead worker's socket to close", lambda: _sockets(netns, ifindex) == 1, proc
+        )
+        tcpreplay(netns, *CAPTURES)
+        wait_on_child("the worker to read every frame", lambda: queue_drained(netns, ifindex), proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert re.fullmatch(
+        rf"error: capture worker [01] on '{SENSE}' ended unexpectedly \(exit code -9\)", errors[0]
+    )
+    assert comparable(stdout) == comparable(replayed.stdout)

@@ -1,21 +1,18 @@
 """What the content-push tests share: the province's control plane (signing keys, an isolated
-pipeline on the real Kafka with its topics, the publisher the dashboard pushes through), a
-``icsmon sense`` listening on that control channel, and the dashboard served by uvicorn and
-driven by headless Chromium (sign in, screenshots)."""
+pipeline on the real Kafka with its topics, the publisher the dashboard pushes through) and
+the flags of an ``icsmon sense`` listening on that control channel. The browser's part
+(serve, sign in, screenshots) is tests/support/browser.py."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.modbus_live import free_port
 from tests.support.pipeline import Pipe, drop_pipe, make_pipe, require_services
 
 
@@ -65,37 +62,6 @@ def control_plane(folder: Path) -> Iterator[ControlPlane]:
 def icsmon(*args: str) -> list[str]:
     exe = Path(sys.executable).with_name("icsmon")
     return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "icsmon.cli", *args]
-
-
-def serve(app: Any) -> tuple[Any, threading.Thread, str]:
-    """``app`` served on a free loopback port: the server, its thread, its URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:  # start-up, not a timed assertion
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
-def login(page: Any, url: str, token: str, lang: str = "zh") -> None:
-    page.goto(url + "/")
-    page.evaluate(f"localStorage.setItem('icsmon.lang', '{lang}')")
-    page.evaluate("sessionStorage.clear()")
-    page.reload()
-    page.fill("#token", token)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#tabs a")
-
-
-def shot(page: Any, out_dir: Path, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
-    page.wait_for_timeout(400)
-    page.screenshot(path=str(out_dir / f"{name}.png"), full_page=True)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -1,0 +1,94 @@
+"""Run a bench child to completion: wall time, CPU time and its own peak RSS.
+
+The peak is the child's ``VmHWM`` read from ``/proc/PID/status`` while it runs, the figure
+the tests use (tests/hardening/test_limits.py). ``wait4``'s ``ru_maxrss`` is not the
+child's own: at ``exec`` Linux records the size of the address space being replaced, which
+after a fork is a copy of the bench's own process (and with ``vfork`` the bench's own
+peak), so a small child started by a large bench reads as large as the bench. ``VmHWM``
+is sampled every few milliseconds; a child that lives shorter than one sample falls back
+to ``ru_maxrss``, an upper bound, and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+SAMPLE_S = 0.005
+
+
+@dataclass
+class ChildRun:
+    returncode: int
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    rss_source: str  # "VmHWM" or "ru_maxrss" (the child ended before a sample)
+    stdout: bytes
+    stderr: bytes
+
+
+def _vmhwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0  # gone, a zombie (no Vm lines) or not readable
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS (``VmHWM``), without what it inherited at ``exec``."""
+    return _vmhwm_kb(os.getpid()) / 1024
+
+
+def _drain(stream, into: list[bytes]) -> None:
+    into.append(stream.read())
+
+
+def run_measured(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+) -> ChildRun:
+    """Run ``argv`` to completion; its output is read in threads so a full pipe never stalls it."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=env, cwd=cwd)
+    out: list[bytes] = []
+    err: list[bytes] = []
+    readers = [
+        threading.Thread(target=_drain, args=(stream, into), daemon=True)
+        for stream, into in ((proc.stdout, out), (proc.stderr, err))
+        if stream is not None
+    ]
+    for reader in readers:
+        reader.start()
+    peak_kb = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak_kb = max(peak_kb, _vmhwm_kb(proc.pid))
+        time.sleep(SAMPLE_S)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join()
+    source = "VmHWM" if peak_kb else "ru_maxrss"
+    return ChildRun(
+        returncode=proc.returncode,
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=(peak_kb or usage.ru_maxrss) / 1024,
+        rss_source=source,
+        stdout=out[0] if proc.stdout is not None else b"",
+        stderr=err[0] if proc.stderr is not None else b"",
+    )
