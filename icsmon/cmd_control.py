@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from icsmon.common import fail, note
+from icsmon.common import SinceOpt, UntilOpt, fail, note
 
 app = typer.Typer(
     help="The signed channel from the province to its sensors (requests over Kafka).",
@@ -65,13 +65,8 @@ def hunt(
         list[str] | None,
         typer.Option("--rule-id", help="Id of a rule of the sensor's own pack (repeatable)"),
     ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="From this time: 7d, 12h, or an ISO date/time (UTC)"),
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="Up to this time (exclusive), same forms")
-    ] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     max_events: Annotated[
         int | None,
         typer.Option("--max-events", min=1, help="Scan at most this many events (sensors cap too)"),
@@ -98,7 +93,7 @@ def hunt(
     summary: events scanned, time covered, matches) and writes its alerts, marked with the
     hunt's id, like any other; the posture view shows both (Hunts)."""
     from detectors.hunt import new_hunt_id
-    from icsmon.cmd_query import parse_time
+    from icsmon.cmd_query import time_range
     from pipeline.config import ConfigError, load_config
     from pipeline.control import ControlError
     from pipeline.control_kafka import ControlPublisher
@@ -106,10 +101,7 @@ def hunt(
 
     if not rule and not rule_id:
         raise fail("name the rules to run: --rule FILE|FOLDER and/or --rule-id ID")
-    start = parse_time(since) if since else None
-    end = parse_time(until) if until else None
-    if start is not None and end is not None and end <= start:
-        raise fail("--until must be later than --since")
+    start, end = time_range(since, until)
     try:
         texts = rule_texts(rule or [])
     except OSError as exc:

@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-from icsmon.common import ExitCode, StoreOpt, fail, note, table_time, warning_line
+from icsmon.common import (
+    ExitCode,
+    SinceOpt,
+    StoreOpt,
+    UntilOpt,
+    fail,
+    note,
+    table_time,
+    warning_line,
+)
 
 
 def hunt_command(
@@ -35,13 +44,8 @@ def hunt_command(
         Path | None,
         typer.Option("--baseline", help="Baseline whose learned host lists fill placeholders"),
     ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="From this time: 7d, 12h, or an ISO date/time (UTC)"),
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="Up to this time (exclusive), same forms")
-    ] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     site: Annotated[
         list[str] | None, typer.Option("--site", help="Only events of this site (repeatable)")
     ] = None,
@@ -81,12 +85,9 @@ def hunt_command(
     version; alerts already raised are counted, not written again."""
     from detectors.hunt import Hunt, HuntError, field_warnings, load_hunt_engine, new_hunt_id
     from detectors.sigma.loader import RuleLoadError, SiteConfigError
-    from icsmon.cmd_query import parse_time
+    from icsmon.cmd_query import time_range
 
-    start = parse_time(since) if since else None
-    end = parse_time(until) if until else None
-    if start is not None and end is not None and end <= start:
-        raise fail("--until must be later than --since")
+    start, end = time_range(since, until)
     placeholders = None
     if baseline is not None:
         from detectors.baseline import Baseline

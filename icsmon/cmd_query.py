@@ -71,6 +71,15 @@ def parse_time(text: str, now: float | None = None) -> float:
     return ts
 
 
+def time_range(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    """``--since``/``--until`` -> epoch seconds (None where not given); an empty range fails."""
+    start = parse_time(since) if since else None
+    end = parse_time(until) if until else None
+    if start is not None and end is not None and end <= start:
+        raise fail("--until must be later than --since")
+    return start, end
+
+
 def parse_severity(text: str) -> int:
     """A number 0-100 or a level name -> the lowest ``event.severity`` to show."""
     key = text.strip().lower()

@@ -72,6 +72,17 @@ def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+# ---- a time range over stored history (icsmon hunt, icsmon control hunt) ------------------
+
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="From this time: 7d, 12h, or an ISO date/time (UTC)"),
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Up to this time (exclusive), same forms")
+]
+
+
 # ---- the options that build an engine -----------------------------------------------------
 
 SiteOpt = Annotated[

@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,14 @@ from pipeline import control
 from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
-from tests.support import REPO
 from tests.support.browser import launch, login, need_browser, serve, shot
 from tests.support.modbus_live import free_port, run_traffic
 from tests.support.pipeline import drop_pipe, make_pipe, require_services, wait_for
+from tests.support.processes import start_sensor_and_indexer, stop, wait_first_heartbeat
 
 pytestmark = [pytest.mark.services, pytest.mark.live, pytest.mark.slow]
 
 HMI = "127.0.0.66"  # the HMI's own loopback address: the capture filter's
-
-
-def icsmon(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("icsmon")
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "icsmon.cli", *args]
 
 
 def test_a_viewer_fetches_the_evidence_of_its_alert(tmp_path: Path, out_dir: Path) -> None:
@@ -68,9 +62,8 @@ def test_a_viewer_fetches_the_evidence_of_its_alert(tmp_path: Path, out_dir: Pat
     publisher = ControlPublisher(pipe.cfg, Signer.from_file(tmp_path / "province.key"))
     state = PostureState(tmp_path / "posture.db")
     try:
-        sense = subprocess.Popen(
-            icsmon(
-                "sense",
+        sense = start_sensor_and_indexer(
+            [
                 "--iface",
                 "lo",
                 "--bpf",
@@ -89,26 +82,13 @@ def test_a_viewer_fetches_the_evidence_of_its_alert(tmp_path: Path, out_dir: Pat
                 row["enterprise"],
                 "--format",
                 "jsonl",
-            ),
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            ],
+            env,
+            procs,
         )
-        procs.append(sense)
-        indexer = subprocess.Popen(
-            icsmon("index"), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        procs.append(indexer)
-
-        def heartbeat_indexed() -> bool:
-            assert sense.poll() is None, sense.communicate()[1][-3000:]
-            backend.store.refresh()
-            return bool(backend.client.count(index=backend.store.alias("heartbeat"))["count"])
 
         # the sensor is up (its start heartbeat went through Kafka into Elasticsearch)
-        wait_for("the sensor's first heartbeat", heartbeat_indexed, limit_s=120, step_s=0.5)
+        wait_first_heartbeat(sense, backend)
 
         async def hmi(client: Any) -> None:
             import asyncio
@@ -214,13 +194,7 @@ def test_a_viewer_fetches_the_evidence_of_its_alert(tmp_path: Path, out_dir: Pat
         if server is not None:
             server.should_exit = True
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc)
         publisher.close()
         backend.close()
         state.close()

@@ -30,11 +30,11 @@ from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
 from sensor.engine import Engine, EngineConfig
-from tests.posture.test_evidence_browser import icsmon, login, serve, shot
 from tests.support import REPO
-from tests.support.browser import launch, need_browser
+from tests.support.browser import launch, login, need_browser, serve, shot
 from tests.support.modbus_live import free_port
-from tests.support.pipeline import drop_pipe, make_pipe, require_services, wait_for
+from tests.support.pipeline import drop_pipe, make_pipe, require_services
+from tests.support.processes import start_sensor_and_indexer, stop, wait_first_heartbeat
 
 pytestmark = [pytest.mark.services, pytest.mark.live, pytest.mark.slow]
 
@@ -100,9 +100,8 @@ def test_an_operator_hunts_a_rule_over_the_enterprise(tmp_path: Path, out_dir: P
     publisher = ControlPublisher(pipe.cfg, Signer.from_file(tmp_path / "province.key"))
     state = PostureState(tmp_path / "posture.db")
     try:
-        sense = subprocess.Popen(
-            icsmon(
-                "sense",
+        sense = start_sensor_and_indexer(
+            [
                 "--iface",
                 "lo",
                 "--bpf",
@@ -119,25 +118,12 @@ def test_an_operator_hunts_a_rule_over_the_enterprise(tmp_path: Path, out_dir: P
                 ent,
                 "--format",
                 "jsonl",
-            ),
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            ],
+            env,
+            procs,
         )
-        procs.append(sense)
-        indexer = subprocess.Popen(
-            icsmon("index"), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        procs.append(indexer)
 
-        def heartbeat_indexed() -> bool:
-            assert sense.poll() is None, sense.communicate()[1][-3000:]
-            backend.store.refresh()
-            return bool(backend.client.count(index=backend.store.alias("heartbeat"))["count"])
-
-        wait_for("the sensor's first heartbeat", heartbeat_indexed, limit_s=120, step_s=0.5)
+        wait_first_heartbeat(sense, backend)
         state.import_org(parse_org(registry, "test registry"))
         operator = state.create_token("plant-operator", "enterprise-operator", ent)
         viewer = state.create_token("plant-viewer", "enterprise-viewer", ent)
@@ -232,13 +218,7 @@ def test_an_operator_hunts_a_rule_over_the_enterprise(tmp_path: Path, out_dir: P
         if server is not None:
             server.should_exit = True
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.communicate()
+            stop(proc)
         publisher.close()
         backend.close()
         state.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,18 +14,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import icsmon
+
 REPO = Path(__file__).resolve().parents[2]
 CAPTURES = REPO / "pcaps" / "baseline"
 OPCUA = REPO / "pcaps" / "opcua"
-
-
-def icsmon_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("icsmon")
-    return (
-        [str(exe)]
-        if exe.exists()
-        else [sys.executable, "-c", "from icsmon.cli import main; main()"]
-    )
 
 
 def tool(name: str) -> str:
@@ -76,7 +68,7 @@ def replay(pcap: Path, store: Path, site: dict[str, Any]) -> None:
     """The real command line, as plant IT or a tester runs it."""
     r = subprocess.run(
         [
-            *icsmon_cmd(),
+            *icsmon(),
             "replay",
             str(pcap),
             "--baseline",
@@ -121,7 +113,7 @@ def sense_live(content: Path, pcap: Path, observer: str) -> list[dict[str, Any]]
 
     with veth_namespace("icsmon-content") as ns:
         argv = [
-            *icsmon_cmd(),
+            *icsmon(),
             "sense",
             "--iface",
             SENSE,
@@ -197,7 +189,6 @@ def pushed_sensor(plane: Any, folder: Path, site: dict[str, Any]) -> Iterator[Pu
     """``icsmon sense`` for ``site``'s first sensor with no content of its own (version 0),
     listening for the province's pushes; stopped and its namespace removed afterwards."""
     from tests.support.bridge import Bridge
-    from tests.support.content_push import stop
     from tests.support.netns import (
         SENSE,
         capture_ready,
@@ -206,13 +197,14 @@ def pushed_sensor(plane: Any, folder: Path, site: dict[str, Any]) -> Iterator[Pu
         veth_namespace,
         wait_on_child,
     )
+    from tests.support.processes import stop
 
     with veth_namespace("icsmon-push") as ns:
         port = int(plane.pipe.cfg.kafka.brokers[0].rsplit(":", 1)[1])
         bridge = Bridge(ns, port, folder)
         store = folder / f"{site['sensors'][0]}.db"
         argv = [
-            *icsmon_cmd(),
+            *icsmon(),
             "sense",
             "--iface",
             SENSE,

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from detectors.content import ContentError, install_rules, load_package, parse_package, seal
-from tests.response.captures import CAPTURES, icsmon_cmd, sense_live, shifted
+from tests.response.captures import CAPTURES, sense_live, shifted
 from tests.support.posture import Env, make_env
+from tests.support.processes import icsmon
 
 RID = "5f0c1a52-3c1e-4f3a-9d1e-7c2a0b9e6a11"
 ATTACKER = "203.0.113.66"  # only written into files and into a namespace's veth pair
@@ -127,7 +128,7 @@ def test_an_altered_package_is_refused(tmp_path: Path) -> None:
     # Through the command line: one error line naming the file, exit 2.
     r = subprocess.run(
         [
-            *icsmon_cmd(),
+            *icsmon(),
             "replay",
             str(CAPTURES / "clean.pcap"),
             "--content",
@@ -183,7 +184,7 @@ def test_rule_policy_central_or_local_when_installed(tmp_path: Path) -> None:
     # The installed rule loads in the sensor's rule engine.
     install_rules(pkg(5, "central"), rules)
     r = subprocess.run(
-        [*icsmon_cmd(), "rules", "check", str(rules)], capture_output=True, text=True, timeout=120
+        [*icsmon(), "rules", "check", str(rules)], capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -221,7 +222,7 @@ def test_replay_matches_the_watchlist(tmp_path: Path) -> None:
     )
     r = subprocess.run(
         [
-            *icsmon_cmd(),
+            *icsmon(),
             "replay",
             str(pcap),
             "--content",
@@ -246,7 +247,7 @@ def test_replay_matches_the_watchlist(tmp_path: Path) -> None:
     clean = shifted(CAPTURES / "clean.pcap", tmp_path / "c.pcap", time.time())
     r = subprocess.run(
         [
-            *icsmon_cmd(),
+            *icsmon(),
             "replay",
             str(clean),
             "--content",

@@ -28,11 +28,11 @@ import pytest
 from posture import seed
 from posture.orgfile import parse_org
 from posture.state import PostureState
-from tests.support import REPO
 from tests.support.browser import launch, login, need_browser, serve, shot
-from tests.support.content_push import control_plane, icsmon, stop
+from tests.support.content_push import control_plane
 from tests.support.modbus_live import free_port, run_traffic
 from tests.support.pipeline import wait_for
+from tests.support.processes import start_sensor_and_indexer, stop
 
 pytestmark = [pytest.mark.services, pytest.mark.live, pytest.mark.slow]
 
@@ -110,9 +110,8 @@ def pushed_watchlist_and_rules(
     state = PostureState(tmp_path / "posture.db")
     desk = Response(state.path, backend)
     try:
-        sense = subprocess.Popen(
-            icsmon(
-                "sense",
+        sense = start_sensor_and_indexer(
+            [
                 "--iface",
                 "lo",
                 "--bpf",
@@ -122,18 +121,10 @@ def pushed_watchlist_and_rules(
                 *plane.sense_args(site, sensor, row["enterprise"]),
                 "--format",
                 "jsonl",
-            ),
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            ],
+            env,
+            procs,
         )
-        procs.append(sense)
-        indexer = subprocess.Popen(
-            icsmon("index"), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        procs.append(indexer)
 
         def heartbeats() -> list[dict]:
             assert sense.poll() is None, sense.communicate()[1][-3000:]

@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,16 +26,12 @@ from tests.detectors.test_hunt import ATTACK, CONFIG, live_run
 from tests.support import REPO
 from tests.support.modbus_live import free_port
 from tests.support.pipeline import drop_pipe, make_pipe, require_services, wait_for
+from tests.support.processes import icsmon, start_sensor_and_indexer, stop, wait_first_heartbeat
 
 pytestmark = [pytest.mark.services, pytest.mark.live, pytest.mark.slow]
 
 RULE = REPO / "rules" / "modbus" / "modbus_write_from_unlisted_master.yml"
 SENSOR = CONFIG["observer"]
-
-
-def icsmon(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("icsmon")
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "icsmon.cli", *args]
 
 
 def test_a_requested_hunt_reaches_the_sensor_and_its_answer_the_centre(tmp_path: Path) -> None:
@@ -67,9 +62,8 @@ def test_a_requested_hunt_reaches_the_sensor_and_its_answer_the_centre(tmp_path:
     procs: list[subprocess.Popen] = []
     backend = EsQueryBackend(pipe.cfg)
     try:
-        sense = subprocess.Popen(
-            icsmon(
-                "sense",
+        sense = start_sensor_and_indexer(
+            [
                 "--iface",
                 "lo",
                 "--bpf",
@@ -86,25 +80,12 @@ def test_a_requested_hunt_reaches_the_sensor_and_its_answer_the_centre(tmp_path:
                 CONFIG["organization"],
                 "--format",
                 "jsonl",
-            ),
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            ],
+            env,
+            procs,
         )
-        procs.append(sense)
-        indexer = subprocess.Popen(
-            icsmon("index"), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        procs.append(indexer)
 
-        def heartbeat_indexed() -> bool:
-            assert sense.poll() is None, sense.communicate()[1][-3000:]
-            backend.store.refresh()
-            return bool(backend.client.count(index=backend.store.alias("heartbeat"))["count"])
-
-        wait_for("the sensor's first heartbeat", heartbeat_indexed, limit_s=120, step_s=0.5)
+        wait_first_heartbeat(sense, backend)
 
         def ask(*args: str) -> tuple[str, str]:
             out = subprocess.run(
@@ -179,12 +160,6 @@ def test_a_requested_hunt_reaches_the_sensor_and_its_answer_the_centre(tmp_path:
         assert sorted(a["event.id"] for a in marked) == sorted(a["event.id"] for a in expected)
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.communicate()
+            stop(proc)
         backend.close()
         drop_pipe(pipe)

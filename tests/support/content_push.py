@@ -5,8 +5,6 @@ the flags of an ``icsmon sense`` listening on that control channel. The browser'
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,21 +55,3 @@ def control_plane(folder: Path) -> Iterator[ControlPlane]:
     finally:
         publisher.close()
         drop_pipe(pipe)
-
-
-def icsmon(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("icsmon")
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "icsmon.cli", *args]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Interrupt a child still running (killed if it does not stop)."""
-    import signal
-
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
