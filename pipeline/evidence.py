@@ -307,33 +307,15 @@ class EvidenceHandler:
             head["icsmon.control.message"] = "; ".join(notes)
         out = [response_doc(env, self.sensor_id, "delivered", 0, parts, head, now=now)]
         common = {**self.common, "icsmon.evidence.alert_id": req["alert_id"]}
-        part = 1
-        for chunk in event_parts:
+        chunks = [("icsmon.evidence.events", chunk) for chunk in event_parts] + [
+            ("icsmon.evidence.pcap", base64.b64encode(chunk).decode()) for chunk in pcap_parts
+        ]
+        for part, (field, value) in enumerate(chunks, start=1):
             out.append(
                 response_doc(
-                    env,
-                    self.sensor_id,
-                    "delivered",
-                    part,
-                    parts,
-                    {**common, "icsmon.evidence.events": chunk},
-                    now=now,
+                    env, self.sensor_id, "delivered", part, parts, {**common, field: value}, now=now
                 )
             )
-            part += 1
-        for chunk in pcap_parts:
-            out.append(
-                response_doc(
-                    env,
-                    self.sensor_id,
-                    "delivered",
-                    part,
-                    parts,
-                    {**common, "icsmon.evidence.pcap": base64.b64encode(chunk).decode()},
-                    now=now,
-                )
-            )
-            part += 1
         self.stats["events_sent"] += len(events)
         self.stats["pcap_bytes_sent"] += len(pcap)
         return out

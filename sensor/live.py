@@ -449,15 +449,9 @@ class LiveSource:
 
     def close(self) -> None:
         """Release the socket (statistics are read one last time first)."""
-        if self._closed:
-            return
-        self._read_kernel_stats()
-        self._closed = True
-        if self._ring is not None:
-            self._ring.close()
-        self._sock.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        if not self._closed:
+            self._read_kernel_stats()
+        self.release()
 
     def release(self) -> None:
         """Close this process's copy of the socket without reading the kernel's counters
