@@ -1,7 +1,9 @@
 """The sensor: capture readers, flows and reassembly, dissectors, events.
 
-The per-packet modules in ``COMPILED`` are also compiled with mypyc when icsmon is installed
-(see setup.py): same source, C extensions beside it. Python prefers an extension module to
+The per-packet modules in ``COMPILED`` (and the Sigma engine's per-event path in
+``detectors``, which ``detectors/__init__.py`` makes import this package first) are also
+compiled with mypyc when icsmon is installed (see setup.py): same source, C extensions
+beside it. Python prefers an extension module to
 the source next to it, even after the source was edited; so this package loads the Python
 source of all of them instead when
 
@@ -37,6 +39,10 @@ COMPILED = (
     "sensor.protocols.enip.records",
     "sensor.protocols.enip.parser",
     "sensor.protocols.enip.datagram",
+    # the Sigma engine's per-event path (a hunt over stored history runs nothing else)
+    "detectors.alerts",
+    "detectors.sigma.correlation",
+    "detectors.sigma.engine",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 
