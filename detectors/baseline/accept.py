@@ -66,7 +66,7 @@ def accept_alert(
         result = Baseline(copy.deepcopy(baseline.doc))
         conv = result.conversations.get(str(alert.get("icsmon.baseline.conversation")))
         series = alert.get("icsmon.baseline.series")
-        names = series if isinstance(series, list) else [series]
+        names: list[Any] = series if isinstance(series, list) else [series]
         if conv is None:
             raise BaselineError(
                 f"alert {alert.get('event.id')!r}: its conversation is not in the baseline"

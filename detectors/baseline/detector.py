@@ -47,18 +47,23 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from statistics import median
 from typing import Any
 
 from detectors.alerts import Deduplicator, RuleMeta, event_identity
 from detectors.baseline.features import (
     IDENTITY_FIELDS,
+    MAX_VALUES_PER_EVENT,
     Observation,
     event_time,
+    number_value,
     observe,
     security_rank,
 )
 from detectors.baseline.model import Baseline, add_range, iso, uncovered
+
+_NO_BANDS: Any = object()  # a run of points not looked up yet
+_MAX_SHAPES = 4096  # runs of points whose bands are kept (a scan of addresses stays bounded)
+_NO_POINTS: tuple[dict[str, list[list[int]]], set[str]] = ({}, set())
 
 # Event fields a flush-time alert (no triggering event) borrows from the series' last event.
 _TEMPLATE_PREFIXES = (
@@ -259,6 +264,9 @@ def _writes_outputs(event: dict) -> bool:
     )
 
 
+_RECENT = 5  # intervals a series' recent period is the median of (odd: the middle one)
+
+
 @dataclass(slots=True)
 class _Series:
     period: float
@@ -267,7 +275,7 @@ class _Series:
     key: str
     last: float | None = None
     last_event_id: str | None = None
-    recent: deque = field(default_factory=lambda: deque(maxlen=5))
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=_RECENT))
     stopped: bool = False
     slowed: bool = False
 
@@ -307,9 +315,15 @@ class BaselineDetector:
     ) -> None:
         self.baseline = baseline
         self.tolerance = float(tolerance)
-        # per learned point statistics (by identity): (stats, tolerance, lowest, highest)
-        # values inside the band are normal; computed once, not per value of every event
-        self._bands: dict[int, tuple[dict, float, float, float]] = {}
+        # per learned point statistics (by identity): (stats, lowest, highest) normal values,
+        # computed once, not per value of every event; and per run of points (server,
+        # protocol, prefix, direction, start, length) the band of each of its points
+        self._bands: dict[int, tuple[dict[str, Any], float, float]] = {}
+        self._run_bands: dict[
+            tuple[str, str, str, str, int, int],
+            list[tuple[dict[str, Any], float, float] | None] | None,
+        ] = {}
+        self._bands_tolerance = self.tolerance
         self.stop_factor = stop_factor
         self.min_stop_gap = min_stop_gap
         self.slow_factor = slow_factor
@@ -365,6 +379,7 @@ class BaselineDetector:
                     for lo, hi in spans:
                         add_range(target, lo, hi, 1 << 30)
                 nodes.update((op.get("nodes") or {}).get("read") or ())
+        self._nodes_learned: dict[tuple[str, str, str], frozenset[str]] = {}
         self._service_seen: dict[tuple[str, int, str], float] = {}  # answering in this run, since
         self._convs_seen: set[str] = set()  # learned conversations seen in this run
         self._last_event: dict[str, dict] = {}  # known conversation -> its latest event
@@ -564,7 +579,7 @@ class BaselineDetector:
                     )
                 )
                 continue
-            mac = event.get(f"{'source' if side == 'client' else 'destination'}.mac")
+            mac = event.get("source.mac" if side == "client" else "destination.mac")
             macs = asset.get("macs") or []
             if (
                 isinstance(mac, str)
@@ -693,7 +708,7 @@ class BaselineDetector:
             severity = _CLASS_SEVERITY.get(obs.op_class, 40) + (
                 10 if obs.op_class not in classes else 0
             )
-            learned = ", ".join(f"{k} ({o.get('class')})" for k, o in sorted(ops.items()))
+            learned_ops = ", ".join(f"{k} ({o.get('class')})" for k, o in sorted(ops.items()))
             out.extend(
                 self._alert(
                     "baseline-new-operation",
@@ -702,8 +717,8 @@ class BaselineDetector:
                     event,
                     key=f"{key}|{obs.op_key}",
                     message=f"{obs.client} did {_what(obs)} ({obs.op_class}) on {obs.server} "
-                    f"{obs.port}/{obs.protocol}; learned operations: {learned or 'none'}.",
-                    expected=learned,
+                    f"{obs.port}/{obs.protocol}; learned operations: {learned_ops or 'none'}.",
+                    expected=learned_ops,
                     observed=f"{obs.op_key} ({obs.op_class})",
                     entry=f"conversations[{key!r}].operations",
                     refs={"conversation": key, "operation": obs.op_key},
@@ -746,7 +761,7 @@ class BaselineDetector:
                         )
                     )
         for direction, nodes in obs.nodes.items():
-            learned_nodes = set((op.get("nodes") or {}).get(direction) or [])
+            learned_nodes = self._learned_nodes(key, obs.op_key or "", direction, op)
             new = [n for n in nodes if n not in learned_nodes]
             if not new or not self._first(("node", key, obs.op_key, direction, tuple(new[:8]))):
                 continue
@@ -773,6 +788,17 @@ class BaselineDetector:
                     refs={"conversation": key, "operation": obs.op_key},
                 )
             )
+
+    def _learned_nodes(
+        self, conversation: str, op_key: str, direction: str, op: dict[str, Any]
+    ) -> frozenset[str]:
+        """The nodes an operation touched while learning, as a set made once (not per event)."""
+        cache_key = (conversation, op_key, direction)
+        learned = self._nodes_learned.get(cache_key)
+        if learned is None:
+            learned = frozenset((op.get("nodes") or {}).get(direction) or [])
+            self._nodes_learned[cache_key] = learned  # bounded: the learned operations
+        return learned
 
     def _check_security(
         self, conv: dict | None, obs: Observation, event: dict, out: list[dict]
@@ -843,8 +869,8 @@ class BaselineDetector:
                 st.recent.clear()
             st.last = obs.ts
             st.last_event_id = event_identity(event)
-            if len(st.recent) == st.recent.maxlen:
-                recent = median(st.recent)
+            if len(st.recent) == _RECENT:
+                recent = sorted(st.recent)[_RECENT // 2]  # the median (an odd count)
                 slow_at = max(self.slow_factor * st.period, st.period + 6 * 1.4826 * st.mad)
                 if recent > slow_at and not st.slowed:
                     st.slowed = True
@@ -897,67 +923,138 @@ class BaselineDetector:
                 )
             )
 
-    def _check_values(self, obs: Observation, event: dict, out: list[dict]) -> None:
-        if not obs.values:
+    def _check_values(self, obs: Observation, event: dict[str, Any], out: list[dict]) -> None:
+        if not obs.values and not obs.runs:
             return
         asset = self._assets.get(obs.server)
         points = (asset or {}).get("points") or {}
         if not points:
             return
+        if self._bands_tolerance != self.tolerance:  # bands depend on it: work them out again
+            self._bands.clear()
+            self._run_bands.clear()
+            self._bands_tolerance = self.tolerance
+        for prefix, direction, start, raw in obs.runs:
+            if direction == "read" and not self.check_read_values:
+                continue
+            shape = (obs.server, obs.protocol, prefix, direction, start, len(raw))
+            bands = self._run_bands.get(shape, _NO_BANDS)
+            if bands is _NO_BANDS:
+                bands = self._bands_of_run(points, obs.protocol, prefix, direction, start, len(raw))
+                if len(self._run_bands) >= _MAX_SHAPES:
+                    self._run_bands.clear()
+                self._run_bands[shape] = bands
+            if bands is None:
+                continue  # no point of this run was learned
+            for i in range(min(len(raw), MAX_VALUES_PER_EVENT)):
+                band = bands[i]
+                if band is None:
+                    continue
+                number = raw[i]
+                if type(number) is int:  # register values, the common case
+                    value = float(number)
+                else:
+                    parsed = number_value(number)
+                    if parsed is None:
+                        continue
+                    value = parsed
+                if band[1] <= value <= band[2]:
+                    continue
+                self._value_deviation(
+                    obs, event, f"{prefix}={start + i}", direction, value, band[0], out
+                )
         for name, direction, value in obs.values:
             if direction == "read" and not self.check_read_values:
                 continue
-            point_key = f"{obs.protocol} {name}"
-            point = points.get(point_key)
+            point = points.get(f"{obs.protocol} {name}")
             if point is None:
                 continue
             stats = point.get(direction) or (point.get("read") if direction == "write" else None)
             if stats is None:
                 continue
-            band = self._bands.get(id(stats))
-            if band is None or band[0] is not stats or band[1] != self.tolerance:
-                lo, hi = stats["min"], stats["max"]
-                margin = self.tolerance * max(hi - lo, abs(lo), abs(hi), 1.0)
-                band = self._bands[id(stats)] = (stats, self.tolerance, lo - margin, hi + margin)
-            if band[2] <= value <= band[3]:
+            band = self._band(stats)
+            if band[1] <= value <= band[2]:
                 continue
+            self._value_deviation(obs, event, name, direction, value, stats, out)
+
+    def _band(self, stats: dict[str, Any]) -> tuple[dict[str, Any], float, float]:
+        """A learned point's stats with its normal band (its range widened by the tolerance),
+        worked out once per point, not per value of every event."""
+        band = self._bands.get(id(stats))
+        if band is None or band[0] is not stats:
             lo, hi = stats["min"], stats["max"]
-            span = hi - lo
-            dedup = ("value", obs.server, point_key, direction, value > hi)
-            last = self._last_alert.get(dedup)
-            if last is not None and obs.ts - last < self.realert:
-                self.stats["suppressed"] += 1
-                continue
-            self._last_alert[dedup] = obs.ts
-            if len(self._last_alert) > self.max_state:
-                self._last_alert.popitem(last=False)
-            excess = (value - hi if value > hi else lo - value) / max(span, 1.0)
-            base, top = (60, 25) if direction == "write" else (30, 20)
-            severity = base + min(top, int(10 * math.log2(1 + excess)))
-            shown = int(value) if value == int(value) else value
-            learned_values = stats.get("values")
-            expected = f"{_fmt(lo)}..{_fmt(hi)}" + (
-                f" (seen: {', '.join(_fmt(v) for v in learned_values)})" if learned_values else ""
-            )
-            out.extend(
-                self._alert(
-                    # a setpoint outside its operating range is a parameter change that manipulates
-                    # the process (T0836 + T0831); a process value outside it, evidence of that
-                    "baseline-value-out-of-range",
-                    ["T0836", "T0831"] if direction == "write" else ["T0831"],
-                    severity,
-                    event,
-                    key=f"{obs.server}|{point_key}|{direction}|{obs.ts:.6f}",
-                    message=f"{obs.client} {'wrote' if direction == 'write' else 'read'} {shown} "
-                    f"{'to' if direction == 'write' else 'from'} {name} on {obs.server}; learned "
-                    f"{direction} range {_fmt(lo)}..{_fmt(hi)} over {stats.get('count')} values "
-                    f"(tolerance {self.tolerance:g}).",
-                    expected=expected,
-                    observed=_fmt(value),
-                    entry=f"assets[{obs.server!r}].points[{point_key!r}].{direction}",
-                    refs={"asset": obs.server, "point": point_key, "direction": direction},
+            margin = self.tolerance * max(hi - lo, abs(lo), abs(hi), 1.0)
+            band = self._bands[id(stats)] = (stats, lo - margin, hi + margin)
+        return band
+
+    def _bands_of_run(
+        self, points: dict[str, Any], protocol: str, prefix: str, direction: str, start: int, n: int
+    ) -> list[tuple[dict[str, Any], float, float] | None] | None:
+        """The band of each point of a run (None where nothing was learned); None for none."""
+        bands: list[tuple[dict[str, Any], float, float] | None] = []
+        found = False
+        for i in range(min(n, MAX_VALUES_PER_EVENT)):
+            point = points.get(f"{protocol} {prefix}={start + i}")
+            stats = None
+            if point is not None:
+                stats = point.get(direction) or (
+                    point.get("read") if direction == "write" else None
                 )
+            if stats is None:
+                bands.append(None)
+            else:
+                bands.append(self._band(stats))
+                found = True
+        return bands if found else None
+
+    def _value_deviation(
+        self,
+        obs: Observation,
+        event: dict[str, Any],
+        name: str,
+        direction: str,
+        value: float,
+        stats: dict[str, Any],
+        out: list[dict],
+    ) -> None:
+        point_key = f"{obs.protocol} {name}"
+        lo, hi = stats["min"], stats["max"]
+        span = hi - lo
+        dedup = ("value", obs.server, point_key, direction, value > hi)
+        last = self._last_alert.get(dedup)
+        if last is not None and obs.ts - last < self.realert:
+            self.stats["suppressed"] += 1
+            return
+        self._last_alert[dedup] = obs.ts
+        if len(self._last_alert) > self.max_state:
+            self._last_alert.popitem(last=False)
+        excess = (value - hi if value > hi else lo - value) / max(span, 1.0)
+        base, top = (60, 25) if direction == "write" else (30, 20)
+        severity = base + min(top, int(10 * math.log2(1 + excess)))
+        shown = int(value) if value == int(value) else value
+        learned_values = stats.get("values")
+        expected = f"{_fmt(lo)}..{_fmt(hi)}" + (
+            f" (seen: {', '.join(_fmt(v) for v in learned_values)})" if learned_values else ""
+        )
+        out.extend(
+            self._alert(
+                # a setpoint outside its operating range is a parameter change that manipulates
+                # the process (T0836 + T0831); a process value outside it, evidence of that
+                "baseline-value-out-of-range",
+                ["T0836", "T0831"] if direction == "write" else ["T0831"],
+                severity,
+                event,
+                key=f"{obs.server}|{point_key}|{direction}|{obs.ts:.6f}",
+                message=f"{obs.client} {'wrote' if direction == 'write' else 'read'} {shown} "
+                f"{'to' if direction == 'write' else 'from'} {name} on {obs.server}; learned "
+                f"{direction} range {_fmt(lo)}..{_fmt(hi)} over {stats.get('count')} values "
+                f"(tolerance {self.tolerance:g}).",
+                expected=expected,
+                observed=_fmt(value),
+                entry=f"assets[{obs.server!r}].points[{point_key!r}].{direction}",
+                refs={"asset": obs.server, "point": point_key, "direction": direction},
             )
+        )
 
     # ------------------------------------------------------------ timing
 
@@ -1053,7 +1150,7 @@ class BaselineDetector:
         threshold), alerted once per window when they reach ``sweep_points``."""
         if obs.op_class != "read" or not (obs.addresses.get("read") or obs.nodes.get("read")):
             return
-        ranges, nodes = self._known_points.get((obs.server, obs.protocol), ({}, set()))
+        ranges, nodes = self._known_points.get((obs.server, obs.protocol), _NO_POINTS)
         new: list[str] = []
         for space, spans in (obs.addresses.get("read") or {}).items():
             learned = ranges.get(space) or []

@@ -10,7 +10,9 @@ An event becomes an :class:`Observation`:
   (``holding``, ``coil``, ``db1``, ``m``, ``analog_output``, ``ioa`` ...);
 - ``nodes``: string item ids touched (OPC UA node ids, S7 symbolic items), per direction;
 - ``values``: numeric values per point (``unit=1 holding=100``, ``db1.4``, ``ns=2;s=Temp``,
-  ``outstation=10 analog_output=0``, ``ca=1 ioa=6000``);
+  ``outstation=10 analog_output=0``, ``ca=1 ioa=6000``); consecutive points whose values
+  come as one list (Modbus registers, a CIP tag's elements) are kept as one run (``runs``),
+  named per point only where a check needs the name;
 - ``series``: the polling series the request belongs to (operation + what it asks for);
 - ``security``: OPC UA security mode / policy / identity token type when the event shows them,
   and ``cleartext_user``: the user name of a UserName token whose password is not encrypted
@@ -25,7 +27,7 @@ from typing import Any
 
 from sensor.protocols.schema import DEVICE_PREFIX
 from sensor.schema import device_fields
-from sensor.timestamps import parse_timestamp
+from sensor.timestamps import MAX_EPOCH, parse_timestamp
 
 MAX_SIGNATURE = 160  # characters of a series signature kept (long item lists are hashed down)
 MAX_VALUES_PER_EVENT = 512  # values folded per event (a 2000-register read is still bounded)
@@ -74,6 +76,12 @@ IDENTITY_FIELDS = tuple(
 )
 
 
+# (prefix, direction, first address, raw values): consecutive points ``<prefix>=<address>``
+# whose values come as one list (Modbus registers, a CIP tag's elements). Kept as a run, not as
+# one (name, direction, value) per value: the checks look a run's points up once per shape.
+ValueRun = tuple[str, str, int, list[Any]]
+
+
 @dataclass(slots=True)
 class Observation:
     protocol: str
@@ -87,6 +95,7 @@ class Observation:
     addresses: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
     nodes: dict[str, list[str]] = field(default_factory=dict)
     values: list[tuple[str, str, float]] = field(default_factory=list)  # (point, direction, value)
+    runs: list[ValueRun] = field(default_factory=list)  # more points, by run (add_values)
     series: str | None = None
     security: dict[str, str] = field(default_factory=dict)
     anomaly: bool = False
@@ -112,31 +121,38 @@ class Observation:
         )
 
     def add_values(self, direction: str, prefix: str, start: int, values: Any) -> None:
-        if not isinstance(values, list):
-            return
-        append = self.values.append
-        for i, value in enumerate(values[:MAX_VALUES_PER_EVENT]):
-            if type(value) is int:  # register values, the common case (_number's answer)
-                number = float(value)
-            else:
-                parsed = _number(value)
-                if parsed is None:
-                    continue
-                number = parsed
-            append((f"{prefix}={start + i}", direction, number))
+        """Values of the points ``<prefix>=<start>``, ``<prefix>=<start + 1>`` ...: one run."""
+        if isinstance(values, list) and values:
+            self.runs.append((prefix, direction, start, values))
+
+
+def run_numbers(raw: list[Any]) -> list[tuple[int, float]]:
+    """(offset, value) of a run's values that are numbers (at most MAX_VALUES_PER_EVENT)."""
+    out: list[tuple[int, float]] = []
+    for i, value in enumerate(raw[:MAX_VALUES_PER_EVENT]):
+        if type(value) is int:  # register values, the common case (number_value's answer)
+            out.append((i, float(value)))
+        else:
+            parsed = number_value(value)
+            if parsed is not None:
+                out.append((i, parsed))
+    return out
 
 
 def conversation_key(client: str, server: str, port: int, protocol: str) -> str:
     return f"{client} -> {server} {port}/{protocol}"
 
 
-def event_time(event: dict) -> float | None:
+def event_time(event: dict[str, Any]) -> float | None:
     """``@timestamp`` as epoch seconds: the number the sensor carries, or text read from a
     file (the one parser, sensor/timestamps.py); None when it is not a usable time."""
-    return parse_timestamp(event.get("@timestamp"))
+    value = event.get("@timestamp")
+    if type(value) is float and 0.0 <= value < MAX_EPOCH:  # the sensor's own: no conversion
+        return value
+    return parse_timestamp(value)
 
 
-def _number(value: Any) -> float | None:
+def number_value(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float):
@@ -197,7 +213,80 @@ def _signature(obs: Observation) -> str:
 # ---------------------------------------------------------------- Modbus
 
 
-def _modbus(event: dict, obs: Observation) -> None:
+# A polling client sends the same few requests again and again: what a request's fields make
+# (operation, function, range, point prefix, series) is worked out once per distinct request.
+_ModbusShape = tuple[str, str, str, str, int, int, str, str]
+_modbus_shapes: dict[tuple[int, int, int, int, str, str, str], _ModbusShape | None] = {}
+_MAX_SHAPES = 4096
+
+
+def _modbus(event: dict[str, Any], obs: Observation) -> None:
+    fc = event.get("modbus.function_code")
+    unit = event.get("modbus.unit_id")
+    address = event.get("modbus.address")
+    quantity = event.get("modbus.quantity")
+    function = event.get("modbus.function")
+    if (
+        type(fc) is int
+        and fc != 8
+        and fc != 23
+        and type(unit) is int
+        and type(address) is int
+        and type(quantity) is int
+        and (function is None or type(function) is str)
+    ):
+        key = (fc, unit, address, quantity, function or "", obs.function, obs.op_class)
+        shape = _modbus_shapes.get(key, _NO_SHAPE)
+        if shape is _NO_SHAPE:
+            shape = _modbus_shape(event, obs)
+            if len(_modbus_shapes) >= _MAX_SHAPES:
+                _modbus_shapes.clear()
+            _modbus_shapes[key] = shape
+        if shape is not None:
+            op_key, function_name, direction, space, lo, hi, prefix, series = shape
+            obs.op_key = op_key
+            obs.function = function_name
+            if lo >= 0:
+                obs.addresses[direction] = {space: [(lo, hi)]}
+            if fc != 22:  # FC 22 carries masks, not values
+                values = event.get("modbus.values")
+                if isinstance(values, list) and values:
+                    obs.runs.append((prefix, direction, address, values))
+            obs.series = series
+            return
+    _modbus_fields(event, obs)
+
+
+_NO_SHAPE: Any = object()
+
+
+def _modbus_shape(event: dict[str, Any], obs: Observation) -> _ModbusShape | None:
+    """What one plain request (not FC 8 or 23) makes, worked out the long way on an empty
+    observation; None when it has no address space (its shape is then not kept)."""
+    probe = Observation(obs.protocol, obs.client, obs.server, obs.port, obs.ts, obs.op_class)
+    probe.function = obs.function
+    _modbus_fields(event, probe)
+    fc = event.get("modbus.function_code")
+    space = _MODBUS_SPACE.get(fc) if isinstance(fc, int) else None
+    if space is None or probe.op_key is None:
+        return None
+    direction = "write" if obs.op_class == "write" else "read"
+    spans = probe.addresses.get(direction, {}).get(space) or [(-1, -1)]
+    lo, hi = spans[0]
+    series = probe.op_key + _signature(probe)
+    return (
+        probe.op_key,
+        probe.function,
+        direction,
+        space,
+        lo,
+        hi,
+        f"unit={event.get('modbus.unit_id')} {space}",
+        series,
+    )
+
+
+def _modbus_fields(event: dict[str, Any], obs: Observation) -> None:
     fc = event.get("modbus.function_code")
     unit = event.get("modbus.unit_id")
     obs.op_key = f"fc={fc} unit={unit}"
@@ -284,7 +373,7 @@ def _s7comm(event: dict, obs: Observation) -> None:
         obs.add_range(
             direction, space, start, length if isinstance(length, int) and length > 0 else 1
         )
-        value = _number(item.get("value"))
+        value = number_value(item.get("value"))
         if value is not None:
             bit = item.get("bit")
             suffix = f".{bit}" if isinstance(bit, int) and bit else ""
@@ -297,7 +386,7 @@ def _s7comm(event: dict, obs: Observation) -> None:
 def _opcua_value(entry: Any) -> float | None:
     if isinstance(entry, dict):
         entry = entry.get("value")
-    return _number(entry)
+    return number_value(entry)
 
 
 def _opcua(event: dict, obs: Observation) -> None:
@@ -432,7 +521,7 @@ def _dnp3(event: dict, obs: Observation) -> None:
                     continue
                 if space is not None:
                     obs.add_range(direction, space, point["index"], 1)
-                value = _number(point.get("value"))
+                value = number_value(point.get("value"))
                 if value is not None and space == "analog_output":
                     obs.values.append(
                         (f"outstation={outstation} {space}={point['index']}", direction, value)
@@ -484,7 +573,7 @@ def _iec104(event: dict, obs: Observation) -> None:
     if isinstance(objects, list):
         for obj in objects[:MAX_VALUES_PER_EVENT]:
             if isinstance(obj, dict) and isinstance(obj.get("ioa"), int):
-                value = _number(obj.get("value"))
+                value = number_value(obj.get("value"))
                 if value is not None:
                     obs.values.append((f"ca={ca} ioa={obj['ioa']}", direction, value))
 

@@ -7,7 +7,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.baseline.features import IDENTITY_FIELDS, Observation, observe
+from detectors.baseline.features import (
+    IDENTITY_FIELDS,
+    MAX_VALUES_PER_EVENT,
+    Observation,
+    observe,
+    run_numbers,
+)
 from detectors.baseline.model import (
     DEFAULT_SETTINGS,
     Baseline,
@@ -32,6 +38,7 @@ ATTRIBUTE_FIELDS = (
     "opcua.client.application_uri",
 )
 MAX_ATTRIBUTE_VALUES = 16
+_MAX_SHAPES = 4096  # runs of points whose point names are kept (a scan stays bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,8 @@ class BaselineLearner:
         self._end: float | None = parse_iso(self.doc["window"].get("end"))
         self._last_request: dict[tuple[str, str], float] = {}  # (conversation, series) -> ts
         self._bucket: dict[str, tuple[int, int]] = {}  # conversation -> (bucket index, count)
+        # (protocol, prefix, start, length) of a run of points -> their names
+        self._run_keys: dict[tuple[str, str, int, int], list[str]] = {}
         self.skipped = 0  # events without a client/server pair or a timestamp
 
     # -- public
@@ -293,33 +302,49 @@ class BaselineLearner:
                 _hist_add(series["histogram"], str(hist_bin(obs.ts - last)))
             self._last_request[(key, series_key)] = obs.ts
 
-    def _values(self, server: dict, obs: Observation) -> None:
-        points = server["points"]
+    def _values(self, server: dict[str, Any], obs: Observation) -> None:
         cap = int(self.settings["max_value_set"])
+        for prefix, direction, start, raw in obs.runs:
+            shape = (obs.protocol, prefix, start, len(raw))
+            keys = self._run_keys.get(shape)
+            if keys is None:
+                if len(self._run_keys) >= _MAX_SHAPES:
+                    self._run_keys.clear()
+                keys = self._run_keys[shape] = [
+                    f"{obs.protocol} {prefix}={start + i}"
+                    for i in range(min(len(raw), MAX_VALUES_PER_EVENT))
+                ]
+            for i, value in run_numbers(raw):
+                self._value(server, keys[i], direction, value, cap)
         for name, direction, value in obs.values:
-            key = f"{obs.protocol} {name}"
-            point = points.get(key)
-            if point is None:
-                if len(points) >= self.limits.max_points:
-                    self._truncate("points")
-                    continue
-                point = points[key] = {}
-            stats = point.get(direction)
-            v = int(value) if value == int(value) else value
-            if stats is None:
-                point[direction] = {"count": 1, "min": v, "max": v, "values": [v]}
-                continue
-            stats["count"] += 1
-            if v < stats["min"]:
-                stats["min"] = v
-            if v > stats["max"]:
-                stats["max"] = v
-            values = stats["values"]
-            if values is not None and v not in values:
-                if len(values) >= cap:
-                    stats["values"] = None  # too many distinct values to list: a range only
-                else:
-                    add_sorted(values, v, cap)
+            self._value(server, f"{obs.protocol} {name}", direction, value, cap)
+
+    def _value(
+        self, server: dict[str, Any], key: str, direction: str, value: float, cap: int
+    ) -> None:
+        points = server["points"]
+        point = points.get(key)
+        if point is None:
+            if len(points) >= self.limits.max_points:
+                self._truncate("points")
+                return
+            point = points[key] = {}
+        stats = point.get(direction)
+        v: float | int = int(value) if value == int(value) else value
+        if stats is None:
+            point[direction] = {"count": 1, "min": v, "max": v, "values": [v]}
+            return
+        stats["count"] += 1
+        if v < stats["min"]:
+            stats["min"] = v
+        if v > stats["max"]:
+            stats["max"] = v
+        values = stats["values"]
+        if values is not None and v not in values:
+            if len(values) >= cap:
+                stats["values"] = None  # too many distinct values to list: a range only
+            else:
+                add_sorted(values, v, cap)
 
 
 def _new_rate(settings: dict) -> dict:

@@ -288,14 +288,15 @@ def validate(doc: Any, path: str) -> None:
         where = f"conversations[{key!r}]"
         if not isinstance(conv, dict):
             raise _fail(path, f"{where} is not an object")
-        for field_name, kind in (
+        field_types: tuple[tuple[str, type], ...] = (
             ("client", str),
             ("server", str),
             ("port", int),
             ("protocol", str),
             ("operations", dict),
-        ):
-            if not isinstance(conv.get(field_name), kind):
+        )
+        for field_name, field_type in field_types:
+            if not isinstance(conv.get(field_name), field_type):
                 raise _fail(path, f"{where}.{field_name} is missing or has the wrong type")
         for op_key, op in conv["operations"].items():
             if not isinstance(op, dict) or not isinstance(op.get("class", ""), str):
