@@ -192,19 +192,22 @@ class _StoreSource:
 
 
 def _progress(total: Callable[[], int]):
-    """A progress bar on stderr at a terminal (events scanned of ``total()``, counted only
-    then: over millions of events the count is a scan of an index); nothing otherwise."""
+    """A progress bar on stderr at a terminal: events scanned of ``total()`` (counted only
+    then: over millions of events the count is a scan of an index) and the percentage;
+    nothing otherwise."""
     if not sys.stderr.isatty():
         return None, lambda: None
     from rich.progress import Progress
 
     from icsmon.common import err
 
-    bar = Progress(console=err, transient=True)
-    task = bar.add_task("hunting", total=total() or None)
+    events = total()
+    bar = Progress(console=err, transient=True)  # description, bar, percentage, time left
+    task = bar.add_task("hunting", total=events or None)
     bar.start()
+    of = f" of {events:,}" if events else ""
 
     def update(n: int, _ts: float | None) -> None:
-        bar.update(task, completed=n, description=f"{n:,} events")
+        bar.update(task, completed=n, description=f"{n:,}{of} events")
 
     return update, bar.stop
