@@ -182,7 +182,7 @@ class _StoreSource:
         self.where = str(store.path)
         self.count_events = store.count_events
         self.scan_events = store.scan_events
-        self.alert_raised = store.alert_raised
+        self.alert_raised = store.raised_check()  # alerts stored before the hunt
 
     def write_alert(self, alert: dict[str, Any]) -> None:
         self.store.write("alert", alert)

@@ -155,7 +155,7 @@ class Refused(ValueError):
 class HuntRequestHandler:
     """The sensor's answer to ``hunt.request``: a capped hunt over its own store.
 
-    ``store`` is the sensor's store (``count_events``, ``scan_events``, ``alert_raised``);
+    ``store`` is the sensor's store (``count_events``, ``scan_events``, ``raised_check``);
     ``write`` takes each new alert (the sensor's sink: its store, and Kafka). Called directly
     it hunts in the caller's thread; a running sensor puts a :class:`HuntWorker` in front."""
 
@@ -250,6 +250,7 @@ class HuntRequestHandler:
             if started is not None:
                 progress = self._running(envelope, hunt_id, started, since, until, max_events)
             written = 0
+            raised = self.store.raised_check()  # the alerts stored before this hunt
 
             def write(alert: dict) -> None:
                 nonlocal written
@@ -260,7 +261,7 @@ class HuntRequestHandler:
             job = Hunt(
                 engine,
                 hunt_id,
-                known=lambda a: self.store.alert_raised(
+                known=lambda a: raised(
                     str(a["event.id"]), str(a["rule.id"]), a.get("icsmon.alert.event_ids") or []
                 ),
                 write=write,
