@@ -255,6 +255,7 @@ class Result:
     cpu_seconds: float  # user + system time of the child
     peak_rss_mb: float
     note: str = ""
+    cpu_wait_s: float = 0.0  # waiting for a CPU while runnable (childproc.ChildRun)
 
     @property
     def pps(self) -> float:
@@ -280,7 +281,9 @@ def measure(
     note = " ".join(
         line for line in err.splitlines() if "=" in line and " " not in line.split("=")[0]
     )
-    return Result(name, packets, run.wall_s, run.cpu_s, run.peak_rss_mb, note.strip())
+    return Result(
+        name, packets, run.wall_s, run.cpu_s, run.peak_rss_mb, note.strip(), run.cpu_wait_s
+    )
 
 
 def write_subset(src: Path, dst: Path, packets: int) -> int:

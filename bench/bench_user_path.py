@@ -122,6 +122,17 @@ def print_commands(best: dict[str, Result]) -> None:
         print(
             f"| {command_line(args, uses_store)} | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {ratio} |"
         )
+    # Below the table: where wall time above CPU time went. A command whose store is written
+    # by a second process can use more CPU than wall time (two cores at once).
+    print("\nwall - CPU, split: waiting for a CPU (run queue) / the rest (blocked: disk, pipe)")
+    for name, args, uses_store in COMMANDS:
+        r = best.get(name)
+        if r is not None:
+            gap = r.seconds - r.cpu_seconds
+            print(
+                f"  {command_line(args, uses_store)}: {gap:+.2f} s = {r.cpu_wait_s:.2f} queued"
+                f" / {gap - r.cpu_wait_s:+.2f} other"
+            )
 
 
 # -- the store line ------------------------------------------------------------------------

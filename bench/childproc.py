@@ -29,6 +29,10 @@ class ChildRun:
     rss_source: str  # "VmHWM" or "ru_maxrss" (the child ended before a sample)
     stdout: bytes
     stderr: bytes
+    # seconds the child's threads (and its own children's) waited for a CPU while runnable
+    # (the kernel's schedstat, sampled like VmHWM): wall time above CPU time that this does
+    # not explain was spent blocked (disk, a pipe, a lock), not queued behind other work
+    cpu_wait_s: float = 0.0
 
 
 def _vmhwm_kb(pid: int) -> int:
@@ -45,6 +49,28 @@ def _vmhwm_kb(pid: int) -> int:
 def own_peak_rss_mb() -> float:
     """This process's own peak RSS (``VmHWM``), without what it inherited at ``exec``."""
     return _vmhwm_kb(os.getpid()) / 1024
+
+
+def _run_queue_ns(pid: int, into: dict[tuple[int, int], int]) -> None:
+    """Each thread's time waiting on a run queue (``/proc/PID/task/TID/schedstat``, second
+    field), of ``pid`` and of its children, into ``into`` (the newest value per thread)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as stat:
+                into[(pid, int(tid))] = int(stat.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as kids:
+                children = [int(k) for k in kids.read().split()]
+        except (OSError, ValueError):
+            continue
+        for child in children:
+            _run_queue_ns(child, into)
 
 
 def _drain(stream, into: list[bytes]) -> None:
@@ -72,11 +98,13 @@ def run_measured(
     for reader in readers:
         reader.start()
     peak_kb = 0
+    waits: dict[tuple[int, int], int] = {}
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         peak_kb = max(peak_kb, _vmhwm_kb(proc.pid))
+        _run_queue_ns(proc.pid, waits)
         time.sleep(SAMPLE_S)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -91,4 +119,5 @@ def run_measured(
         rss_source=source,
         stdout=out[0] if proc.stdout is not None else b"",
         stderr=err[0] if proc.stderr is not None else b"",
+        cpu_wait_s=sum(waits.values()) / 1e9,
     )

@@ -148,38 +148,55 @@ def asset_id(doc: dict) -> str:
 
 def insert_events(conn: sqlite3.Connection, events: list[dict], counts: Counts) -> None:
     """New events only (by event.id), each row and its document under one explicit rowid:
-    the batch holds the write lock, so max(rowid) + n is free for it."""
-    table = TABLES["event"]
+    the batch holds the write lock, so max(rowid) + n is free for it.
+
+    Most batches hold new events only: they go in as they are. A batch that meets a stored
+    id (a capture replayed again, a batch delivered twice) fails on the id's uniqueness, is
+    rolled back to its start, and goes in without the events already stored."""
     fresh: dict[str, dict] = {}
     for doc in events:
         fresh.setdefault(doc_id(doc), doc)
-    known = {
-        row[0]
-        for row in conn.execute(
-            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
-            (dumps(list(fresh)).decode(),),
-        )
-    }
     base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+    fields = _TEXT_FIELDS.get("event")
     rows: list[tuple] = []
     docs: list[tuple[int, str]] = []
-    fields = _TEXT_FIELDS.get("event")
-    for key, doc in fresh.items():
-        if key in known:
-            continue
-        rowid = base + len(rows) + 1
+    for rowid, (key, doc) in enumerate(fresh.items(), base + 1):
         if fields is not None:  # row_values inline: the hot path of a sensor's store
             values = [v if isinstance(v, str) else None for v in map(doc.get, fields)]
         else:
             values = row_values("event", doc)
         rows.append((rowid, key, to_epoch(doc.get("@timestamp")), *values))
         docs.append((rowid, dumps(doc).decode()))
-    columns = ", ".join(table.columns.values())
-    marks = ", ".join("?" * (3 + len(table.columns)))
-    conn.executemany(f"INSERT INTO events (rowid, id, ts, {columns}) VALUES ({marks})", rows)
-    conn.executemany("INSERT INTO event_docs (rowid, doc) VALUES (?, ?)", docs)
+    conn.execute("SAVEPOINT new_events")
+    try:
+        _insert_event_rows(conn, rows, docs)
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO new_events")
+        known = {
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                (dumps(list(fresh)).decode(),),
+            )
+        }
+        kept = [(row, doc) for row, doc in zip(rows, docs, strict=True) if row[1] not in known]
+        rows = [(base + i, *row[1:]) for i, (row, _) in enumerate(kept, 1)]
+        docs = [(base + i, doc[1]) for i, (_, doc) in enumerate(kept, 1)]
+        _insert_event_rows(conn, rows, docs)
+    conn.execute("RELEASE new_events")
     counts["events"] += len(rows)
     counts["duplicates"] += len(events) - len(rows)
+
+
+_EVENT_INSERT = (
+    f"INSERT INTO events (rowid, id, ts, {', '.join(TABLES['event'].columns.values())}) "
+    f"VALUES ({', '.join('?' * (3 + len(TABLES['event'].columns)))})"
+)
+
+
+def _insert_event_rows(conn: sqlite3.Connection, rows: list[tuple], docs: list[tuple]) -> None:
+    conn.executemany(_EVENT_INSERT, rows)
+    conn.executemany("INSERT INTO event_docs (rowid, doc) VALUES (?, ?)", docs)
 
 
 def upsert_alerts(conn: sqlite3.Connection, alerts: list[dict], counts: Counts) -> None:
