@@ -9,6 +9,12 @@ batches, de-duplication, merges, retries, shedding and retention are that writer
 document is stored exactly as ``Store.write`` stores it. On a machine with a core to spare
 the two halves run side by side.
 
+Documents go, not rows: making an event's row here (times as text, column values, the
+stored JSON) would cost the sensor about 5.6 µs per event, sending the document about 2.8
+(against some 17 for the in-process store), and the sensor's process is the one that runs
+out of CPU first (``sense --workers``: its detectors and sinks are one process). The child
+pays for it with a parse per document (orjson, about 2 µs).
+
 Guarantees, as the in-process store's:
 
 - bounded memory and back-pressure: the parent holds at most ``BLOCK_DOCS`` documents, the
