@@ -255,7 +255,8 @@ class Result:
     cpu_seconds: float  # user + system time of the child
     peak_rss_mb: float
     note: str = ""
-    cpu_wait_s: float = 0.0  # waiting for a CPU while runnable (childproc.ChildRun)
+    main_cpu_s: float = 0.0  # the child process itself on a CPU (childproc.ChildRun)
+    main_wait_s: float = 0.0  # and waiting for one while runnable
 
     @property
     def pps(self) -> float:
@@ -282,7 +283,14 @@ def measure(
         line for line in err.splitlines() if "=" in line and " " not in line.split("=")[0]
     )
     return Result(
-        name, packets, run.wall_s, run.cpu_s, run.peak_rss_mb, note.strip(), run.cpu_wait_s
+        name,
+        packets,
+        run.wall_s,
+        run.cpu_s,
+        run.peak_rss_mb,
+        note.strip(),
+        run.main_cpu_s,
+        run.main_wait_s,
     )
 
 

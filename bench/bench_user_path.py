@@ -122,16 +122,18 @@ def print_commands(best: dict[str, Result]) -> None:
         print(
             f"| {command_line(args, uses_store)} | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {ratio} |"
         )
-    # Below the table: where wall time above CPU time went. A command whose store is written
-    # by a second process can use more CPU than wall time (two cores at once).
-    print("\nwall - CPU, split: waiting for a CPU (run queue) / the rest (blocked: disk, pipe)")
+    # Below the table: where each command's wall time went. The icsmon process itself: on a
+    # CPU, waiting for one (other work on the machine), blocked (disk, pipe, lock); its store
+    # writer process (pipeline/store/process.py) runs beside it: its CPU is the rest of the
+    # CPU column.
+    print("\nwall time of the icsmon process: on a CPU / waiting for a CPU / blocked; its writer")
     for name, args, uses_store in COMMANDS:
         r = best.get(name)
         if r is not None:
-            gap = r.seconds - r.cpu_seconds
+            blocked = r.seconds - r.main_cpu_s - r.main_wait_s
             print(
-                f"  {command_line(args, uses_store)}: {gap:+.2f} s = {r.cpu_wait_s:.2f} queued"
-                f" / {gap - r.cpu_wait_s:+.2f} other"
+                f"  {command_line(args, uses_store)}: {r.main_cpu_s:.2f} / {r.main_wait_s:.2f}"
+                f" / {blocked:.2f} s; writer process {r.cpu_seconds - r.main_cpu_s:.2f} s CPU"
             )
 
 

@@ -29,10 +29,11 @@ class ChildRun:
     rss_source: str  # "VmHWM" or "ru_maxrss" (the child ended before a sample)
     stdout: bytes
     stderr: bytes
-    # seconds the child's threads (and its own children's) waited for a CPU while runnable
-    # (the kernel's schedstat, sampled like VmHWM): wall time above CPU time that this does
-    # not explain was spent blocked (disk, a pipe, a lock), not queued behind other work
-    cpu_wait_s: float = 0.0
+    # The child process itself (its threads, not its own children), from the kernel's
+    # schedstat sampled like VmHWM: seconds on a CPU, and waiting for one while runnable.
+    # Its wall time less both was spent blocked (disk, a pipe, a lock).
+    main_cpu_s: float = 0.0
+    main_wait_s: float = 0.0
 
 
 def _vmhwm_kb(pid: int) -> int:
@@ -51,9 +52,10 @@ def own_peak_rss_mb() -> float:
     return _vmhwm_kb(os.getpid()) / 1024
 
 
-def _run_queue_ns(pid: int, into: dict[tuple[int, int], int]) -> None:
-    """Each thread's time waiting on a run queue (``/proc/PID/task/TID/schedstat``, second
-    field), of ``pid`` and of its children, into ``into`` (the newest value per thread)."""
+def _schedstat(pid: int, into: dict[tuple[int, int], tuple[int, int]]) -> None:
+    """Each thread's time on a CPU and waiting on a run queue, in ns
+    (``/proc/PID/task/TID/schedstat``), of ``pid`` and of its children, into ``into`` (the
+    newest values per thread)."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -61,7 +63,8 @@ def _run_queue_ns(pid: int, into: dict[tuple[int, int], int]) -> None:
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as stat:
-                into[(pid, int(tid))] = int(stat.read().split()[1])
+                fields = stat.read().split()
+                into[(pid, int(tid))] = (int(fields[0]), int(fields[1]))
         except (OSError, ValueError, IndexError):
             continue
         try:
@@ -70,7 +73,7 @@ def _run_queue_ns(pid: int, into: dict[tuple[int, int], int]) -> None:
         except (OSError, ValueError):
             continue
         for child in children:
-            _run_queue_ns(child, into)
+            _schedstat(child, into)
 
 
 def _drain(stream, into: list[bytes]) -> None:
@@ -98,13 +101,13 @@ def run_measured(
     for reader in readers:
         reader.start()
     peak_kb = 0
-    waits: dict[tuple[int, int], int] = {}
+    sched: dict[tuple[int, int], tuple[int, int]] = {}
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         peak_kb = max(peak_kb, _vmhwm_kb(proc.pid))
-        _run_queue_ns(proc.pid, waits)
+        _schedstat(proc.pid, sched)
         time.sleep(SAMPLE_S)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -119,5 +122,6 @@ def run_measured(
         rss_source=source,
         stdout=out[0] if proc.stdout is not None else b"",
         stderr=err[0] if proc.stderr is not None else b"",
-        cpu_wait_s=sum(waits.values()) / 1e9,
+        main_cpu_s=sum(v[0] for k, v in sched.items() if k[0] == proc.pid) / 1e9,
+        main_wait_s=sum(v[1] for k, v in sched.items() if k[0] == proc.pid) / 1e9,
     )
