@@ -1,7 +1,9 @@
 """The sensor: capture readers, flows and reassembly, dissectors, events.
 
-The per-packet modules in ``COMPILED`` are also compiled with mypyc when icsmon is installed
-(see setup.py): same source, C extensions beside it. Python prefers an extension module to
+The per-packet modules in ``COMPILED`` (and the per-event ones of the detectors listed there)
+are also compiled with mypyc when icsmon is installed (see setup.py): same source, C
+extensions beside it. A package with compiled modules imports ``sensor`` before them, so the
+choice below is made before the first of them loads. Python prefers an extension module to
 the source next to it, even after the source was edited; so this package loads the Python
 source of all of them instead when
 
@@ -37,6 +39,11 @@ COMPILED = (
     "sensor.protocols.enip.records",
     "sensor.protocols.enip.parser",
     "sensor.protocols.enip.datagram",
+    # the baseline's per-event path (feature extraction, checks, learning)
+    "detectors.baseline.features",
+    "detectors.baseline.model",
+    "detectors.baseline.detector",
+    "detectors.baseline.learner",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 
