@@ -15,9 +15,6 @@ Usage:
 
 from __future__ import annotations
 
-# first: sensor/__init__.py decides whether the compiled modules below (sensor.COMPILED) or
-# their newer sources are loaded, and must do so before the first of them is imported
-import sensor  # noqa: F401  (isort: skip)
 from detectors.baseline.accept import accept_alert
 from detectors.baseline.detector import BaselineDetector, op_techniques
 from detectors.baseline.learner import BaselineLearner, LearnerLimits

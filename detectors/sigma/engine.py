@@ -31,7 +31,7 @@ time is parsed once per second of timestamps; the rest of a stamp is its fractio
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,16 +109,18 @@ class _Index:
             if v is None:
                 continue
             t = type(v)
+            found: Sequence[_Rule]
             if t is int:
                 found = table.get(v, ())
             elif t is str:
                 found = table.get(v.casefold(), ())
             elif t is list:
-                found = []
+                several: list[_Rule] = []
                 for x in v:
                     k = value_key(x)
                     if k is not None:
-                        found.extend(table.get(k, ()))
+                        several.extend(table.get(k, ()))
+                found = several
             else:
                 k = value_key(v)
                 found = table.get(k, ()) if k is not None else ()
@@ -365,9 +367,11 @@ class SigmaEngine:
                         fired = shared.feed(key, event, ts, eid)
                         if fired is not None:
                             members = self._shared[ci][1]
-                            for member, firing in fired:
+                            for member, member_firing in fired:
                                 out.extend(
-                                    self._fired(correlations[members[member]][0], firing, event, ts)
+                                    self._fired(
+                                        correlations[members[member]][0], member_firing, event, ts
+                                    )
                                 )
                         continue
                     corr, state = correlations[ci]
