@@ -48,6 +48,7 @@ COMPILED = (
     "detectors.alerts",
     "detectors.sigma.correlation",
     "detectors.sigma.engine",
+    "detectors.hunt",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 

@@ -250,13 +250,12 @@ class SigmaEngine:
             self._legends[ds] = legend
         self._plans: dict[int, _Plan] = {}
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._stats = {
-            "events": 0,
-            "evaluations": 0,
-            "matches": 0,
-            "alerts": 0,
-            "errors": 0,
-        }
+        # Counters (``stats``): plain attributes, which the compiled build keeps as machine ints.
+        self._events = 0
+        self._evaluations = 0
+        self._matches = 0
+        self._alerts = 0
+        self._errors = 0
 
     # --- construction -------------------------------------------------------------------
 
@@ -306,12 +305,11 @@ class SigmaEngine:
         ``stats["errors"]``, logged once, and the event skipped."""
         # One function (no inner call): this runs for every event.
         try:
-            stats = self._stats
-            stats["events"] += 1
+            self._events += 1
             out: list[Event] = []
             dedup = self._dedup
             stamp = event.get("@timestamp")
-            ts = stamp if type(stamp) is float else event_time(event)  # a number, as a rule
+            ts: float = stamp if type(stamp) is float else event_time(event)  # a number, as a rule
             if ts >= dedup.next_due:  # next_due is finite exactly when alerts are held
                 out.extend(dedup.tick(ts))
             # Dispatch (as in _candidates, the common case inlined: this runs for every event).
@@ -326,16 +324,16 @@ class SigmaEngine:
             else:
                 r = self._match_slow(event)
             low = self._low
-            stats["evaluations"] += r & low
+            self._evaluations += r & low
             if r <= low:  # no rule matched
                 if out:
-                    stats["alerts"] += len(out)
+                    self._alerts += len(out)
                 return out
             mask = r >> self._shift
             plan = self._plans.get(mask)
             if plan is None:
                 plan = self._plan(mask)
-            stats["matches"] += plan.count
+            self._matches += plan.count
             for meta in plan.outputs:
                 out.extend(dedup.add(meta, event, ts))
             if plan.steps:
@@ -379,11 +377,11 @@ class SigmaEngine:
                     if firing is not None:
                         out.extend(self._fired(corr, firing, event, ts))
             if out:
-                stats["alerts"] += len(out)
+                self._alerts += len(out)
             return out
         except Exception:
-            self._stats["errors"] += 1
-            if self._stats["errors"] == 1:
+            self._errors += 1
+            if self._errors == 1:
                 log.exception("event could not be processed by the Sigma engine")
             return []
 
@@ -527,14 +525,14 @@ class SigmaEngine:
         A live sensor calls this from time to time with the capture clock, so a quiet
         network still delivers its last alerts."""
         out = self._dedup.tick(now)
-        self._stats["alerts"] += len(out)
+        self._alerts += len(out)
         return out
 
     def flush(self) -> list[Event]:
         """End of input: every held alert. Correlation windows still open are dropped (their
         condition was not met)."""
         out = self._dedup.flush()
-        self._stats["alerts"] += len(out)
+        self._alerts += len(out)
         return out
 
     def absence_summary(self) -> str | None:
@@ -569,7 +567,13 @@ class SigmaEngine:
 
     @property
     def stats(self) -> dict[str, int]:
-        s = dict(self._stats)
+        s = {
+            "events": self._events,
+            "evaluations": self._evaluations,
+            "matches": self._matches,
+            "alerts": self._alerts,
+            "errors": self._errors,
+        }
         s["rules"] = len(self.pack.rules)
         s["correlations"] = len(self.pack.correlations)
         s["refused"] = len([p for p in self.problems if p.severity == "error"])
