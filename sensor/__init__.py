@@ -39,6 +39,7 @@ COMPILED = (
     "sensor.protocols.enip.records",
     "sensor.protocols.enip.parser",
     "sensor.protocols.enip.datagram",
+    "sensor.rollups",  # every event is counted into a rollup
     # the baseline's per-event path (feature extraction, checks, learning)
     "detectors.baseline.features",
     "detectors.baseline.model",

@@ -177,6 +177,47 @@ def test_compiled_and_source_baseline_the_same() -> None:
     assert runs[False].split("\n", 1)[1] == runs[True].split("\n", 1)[1]
 
 
+_ROLLUPS_RUN = """
+import sys, orjson, sensor
+import sensor.rollups as module
+from sensor.engine import Engine, EngineConfig
+from sensor.rollups import Rollups
+print("source" if module.__file__.endswith(".py") else "compiled")
+engine = Engine(EngineConfig(site="s", observer="o"))
+rollups = Rollups(engine.ctx, 10.0)
+for event in engine.replay(sys.argv[1:]):
+    for doc in rollups.add(event):
+        print(orjson.dumps(doc).decode())
+for doc in rollups.flush():
+    print(orjson.dumps(doc).decode())
+print(orjson.dumps(rollups.stats).decode())
+"""
+
+
+@needs_build
+def test_compiled_and_source_roll_up_the_same() -> None:
+    """Rollups compiled and from source over every capture in pcaps/: the same documents
+    (written values keep their int or float type), byte for byte."""
+    runs = {}
+    for pure in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
+        if pure:
+            env["ICSMON_PURE"] = "1"
+        runs[pure] = subprocess.run(
+            [sys.executable, "-c", _ROLLUPS_RUN, *map(str, CAPTURES)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=600,
+            check=True,
+        ).stdout
+    assert runs[False].split("\n", 1)[0] == "compiled"
+    assert runs[True].split("\n", 1)[0] == "source"
+    assert "icsmon.rollup.written.min" in runs[False]
+    assert runs[False].split("\n", 1)[1] == runs[True].split("\n", 1)[1]
+
+
 @needs_build
 def test_an_edited_source_is_not_shadowed(tmp_path: Path) -> None:
     """A source file newer than its compiled module: the whole sensor runs from source, with
