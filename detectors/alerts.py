@@ -167,8 +167,8 @@ class _Pending:
     event: dict[str, Any]
     key: str
     first_ts: float
-    first_time: str | None
-    last_time: str | None
+    first_time: float | str | None  # @timestamp: a number inside the process, text in old callers
+    last_time: float | str | None
     count: int
     event_ids: list[str]
     extra: dict[str, Any] | None

@@ -255,7 +255,7 @@ class Hunt:
             self.engine.pack.correlations
         )
         started = time.monotonic()
-        process = self.engine.process
+        engine = self.engine
         deadline = started + self.max_seconds if self.max_seconds else None
         cap = self.max_events
         n = 0
@@ -266,7 +266,7 @@ class Hunt:
             ts = event.get("@timestamp")
             if first is None:
                 first = ts
-            alerts = process(event)
+            alerts = engine.process(event)
             if alerts:
                 self._take(alerts, summary)
             if n & 1023 == 1:  # from the first event on, every 1024
@@ -277,14 +277,14 @@ class Hunt:
                     summary.stopped = "cancelled"
                     break
             if n % PROGRESS_EVERY == 0 and self.progress is not None:
-                self.progress(n, ts if isinstance(ts, int | float) else None)
+                self.progress(n, ts if isinstance(ts, (int, float)) else None)
             if cap is not None and n >= cap:
                 summary.stopped = f"cap of {cap} events reached"
                 break
         self._take(self.engine.flush(), summary)
         summary.events = n
-        summary.first = float(first) if isinstance(first, int | float) else None
-        summary.last = float(ts) if isinstance(ts, int | float) else None
+        summary.first = float(first) if isinstance(first, (int, float)) else None
+        summary.last = float(ts) if isinstance(ts, (int, float)) else None
         stats = self.engine.stats
         summary.matches = stats["matches"]
         summary.errors = stats["errors"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,7 +109,7 @@ def hunt_command(
     sites, observers = tuple(site or ()), tuple(observer or ())
     stop: Any = None
     try:
-        update, stop = _progress(source.count_events(start, end, sites, observers))
+        update, stop = _progress(lambda: source.count_events(start, end, sites, observers))
         job = Hunt(
             engine,
             hunt_id or new_hunt_id(),
@@ -190,8 +191,9 @@ class _StoreSource:
         self.store.close()
 
 
-def _progress(total: int):
-    """A progress bar on stderr at a terminal (events scanned of ``total``); nothing otherwise."""
+def _progress(total: Callable[[], int]):
+    """A progress bar on stderr at a terminal (events scanned of ``total()``, counted only
+    then: over millions of events the count is a scan of an index); nothing otherwise."""
     if not sys.stderr.isatty():
         return None, lambda: None
     from rich.progress import Progress
@@ -199,7 +201,7 @@ def _progress(total: int):
     from icsmon.common import err
 
     bar = Progress(console=err, transient=True)
-    task = bar.add_task("hunting", total=total or None)
+    task = bar.add_task("hunting", total=total() or None)
     bar.start()
 
     def update(n: int, _ts: float | None) -> None:

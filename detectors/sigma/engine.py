@@ -31,7 +31,7 @@ time is parsed once per second of timestamps; the rest of a stamp is its fractio
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,16 +109,18 @@ class _Index:
             if v is None:
                 continue
             t = type(v)
+            found: Sequence[_Rule]
             if t is int:
                 found = table.get(v, ())
             elif t is str:
                 found = table.get(v.casefold(), ())
             elif t is list:
-                found = []
+                several: list[_Rule] = []
                 for x in v:
                     k = value_key(x)
                     if k is not None:
-                        found.extend(table.get(k, ()))
+                        several.extend(table.get(k, ()))
+                found = several
             else:
                 k = value_key(v)
                 found = table.get(k, ()) if k is not None else ()
@@ -248,13 +250,12 @@ class SigmaEngine:
             self._legends[ds] = legend
         self._plans: dict[int, _Plan] = {}
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._stats = {
-            "events": 0,
-            "evaluations": 0,
-            "matches": 0,
-            "alerts": 0,
-            "errors": 0,
-        }
+        # Counters (``stats``): plain attributes, which the compiled build keeps as machine ints.
+        self._events = 0
+        self._evaluations = 0
+        self._matches = 0
+        self._alerts = 0
+        self._errors = 0
 
     # --- construction -------------------------------------------------------------------
 
@@ -304,12 +305,11 @@ class SigmaEngine:
         ``stats["errors"]``, logged once, and the event skipped."""
         # One function (no inner call): this runs for every event.
         try:
-            stats = self._stats
-            stats["events"] += 1
+            self._events += 1
             out: list[Event] = []
             dedup = self._dedup
             stamp = event.get("@timestamp")
-            ts = stamp if type(stamp) is float else event_time(event)  # a number, as a rule
+            ts: float = stamp if type(stamp) is float else event_time(event)  # a number, as a rule
             if ts >= dedup.next_due:  # next_due is finite exactly when alerts are held
                 out.extend(dedup.tick(ts))
             # Dispatch (as in _candidates, the common case inlined: this runs for every event).
@@ -324,16 +324,16 @@ class SigmaEngine:
             else:
                 r = self._match_slow(event)
             low = self._low
-            stats["evaluations"] += r & low
+            self._evaluations += r & low
             if r <= low:  # no rule matched
                 if out:
-                    stats["alerts"] += len(out)
+                    self._alerts += len(out)
                 return out
             mask = r >> self._shift
             plan = self._plans.get(mask)
             if plan is None:
                 plan = self._plan(mask)
-            stats["matches"] += plan.count
+            self._matches += plan.count
             for meta in plan.outputs:
                 out.extend(dedup.add(meta, event, ts))
             if plan.steps:
@@ -365,9 +365,11 @@ class SigmaEngine:
                         fired = shared.feed(key, event, ts, eid)
                         if fired is not None:
                             members = self._shared[ci][1]
-                            for member, firing in fired:
+                            for member, member_firing in fired:
                                 out.extend(
-                                    self._fired(correlations[members[member]][0], firing, event, ts)
+                                    self._fired(
+                                        correlations[members[member]][0], member_firing, event, ts
+                                    )
                                 )
                         continue
                     corr, state = correlations[ci]
@@ -375,11 +377,11 @@ class SigmaEngine:
                     if firing is not None:
                         out.extend(self._fired(corr, firing, event, ts))
             if out:
-                stats["alerts"] += len(out)
+                self._alerts += len(out)
             return out
         except Exception:
-            self._stats["errors"] += 1
-            if self._stats["errors"] == 1:
+            self._errors += 1
+            if self._errors == 1:
                 log.exception("event could not be processed by the Sigma engine")
             return []
 
@@ -523,14 +525,14 @@ class SigmaEngine:
         A live sensor calls this from time to time with the capture clock, so a quiet
         network still delivers its last alerts."""
         out = self._dedup.tick(now)
-        self._stats["alerts"] += len(out)
+        self._alerts += len(out)
         return out
 
     def flush(self) -> list[Event]:
         """End of input: every held alert. Correlation windows still open are dropped (their
         condition was not met)."""
         out = self._dedup.flush()
-        self._stats["alerts"] += len(out)
+        self._alerts += len(out)
         return out
 
     def absence_summary(self) -> str | None:
@@ -565,7 +567,13 @@ class SigmaEngine:
 
     @property
     def stats(self) -> dict[str, int]:
-        s = dict(self._stats)
+        s = {
+            "events": self._events,
+            "evaluations": self._evaluations,
+            "matches": self._matches,
+            "alerts": self._alerts,
+            "errors": self._errors,
+        }
         s["rules"] = len(self.pack.rules)
         s["correlations"] = len(self.pack.correlations)
         s["refused"] = len([p for p in self.problems if p.severity == "error"])
