@@ -51,7 +51,16 @@ def _feed(store, events: list[dict], alerts: list[dict], assets: list[dict]) -> 
         store.write("alert", {**alert, "icsmon.alert.event_ids": ["another"]})
     for asset in assets:
         store.write("asset", asset)
-    store.write("event", {"event.kind": "event", "odd": b"\x00\xff", "set": {3, 1}, "big": 1 << 70, "text": "a b\tc {d}"})
+    store.write(
+        "event",
+        {
+            "event.kind": "event",
+            "odd": b"\x00\xff",
+            "set": {3, 1},
+            "big": 1 << 70,
+            "text": "a b\tc {d}",
+        },
+    )
 
 
 def test_it_stores_exactly_what_the_store_stores(tmp_path: Path) -> None:
