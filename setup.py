@@ -1,8 +1,8 @@
-"""Build step: compile the sensor's per-packet modules and the Sigma engine's per-event path
-with mypyc.
+"""Build step: compile the sensor's per-packet modules and the per-event paths of the Sigma
+engine and the baseline with mypyc.
 
 The modules below stay plain, type-checked Python; mypyc turns the same source into C
-extensions (about 1.5x faster on a Modbus replay; the Sigma engine about 2x). ``ICSMON_PURE=1`` at install time skips
+extensions (about 1.5x faster on a Modbus replay; the Sigma engine about 2x, the baseline 2-3x). ``ICSMON_PURE=1`` at install time skips
 the compilation; at run time it makes the sensor load the Python source instead (see
 ``sensor/__init__.py``, which also does so by itself when a source file is newer than its
 compiled module, so an edit is never shadowed by a stale build).

@@ -1,11 +1,11 @@
 """The sensor: capture readers, flows and reassembly, dissectors, events.
 
-The per-packet modules in ``COMPILED`` (and the Sigma engine's per-event path in
-``detectors``, which ``detectors/__init__.py`` makes import this package first) are also
-compiled with mypyc when icsmon is installed (see setup.py): same source, C extensions
-beside it. Python prefers an extension module to
-the source next to it, even after the source was edited; so this package loads the Python
-source of all of them instead when
+The per-packet modules in ``COMPILED`` (and the per-event paths of the Sigma engine and the
+baseline in ``detectors``, which ``detectors/__init__.py`` makes import this package first)
+are also compiled with mypyc when icsmon is installed (see setup.py): same source, C
+extensions beside it. Python prefers an extension module to the source next to it, even
+after the source was edited; so this package loads the Python source of all of them instead
+when
 
 - ``ICSMON_PURE=1`` is set (profiling with py-spy, coverage-guided fuzzing, debugging), or
 - any of them is older than its source file (an edit since the last ``pip install``),
@@ -39,6 +39,12 @@ COMPILED = (
     "sensor.protocols.enip.records",
     "sensor.protocols.enip.parser",
     "sensor.protocols.enip.datagram",
+    "sensor.rollups",  # every event is counted into a rollup
+    # the baseline's per-event path (feature extraction, checks, learning)
+    "detectors.baseline.features",
+    "detectors.baseline.model",
+    "detectors.baseline.detector",
+    "detectors.baseline.learner",
     # the Sigma engine's per-event path (a hunt over stored history runs nothing else)
     "detectors.alerts",
     "detectors.sigma.correlation",

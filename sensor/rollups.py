@@ -165,17 +165,18 @@ OBJECT_OF: dict[str, Callable[[dict], str]] = {
 WRITTEN = written_values()
 
 
-def _written_values(ev: dict, where: WrittenValues) -> list[float]:
+def _written_values(ev: dict, where: WrittenValues) -> list[int | float]:
     """The numbers a write event carries (Modbus register/coil values, S7 item values, OPC UA
     Write values, DNP3 analog output block values, IEC 104 set point and command values,
-    CIP tag values), for the rollup's min/max written."""
+    CIP tag values), for the rollup's min/max written. Ints stay ints (``int | float``, not
+    ``float``: the compiled build would turn them into floats and the documents would say so)."""
     values = ev.get(where.field)
     if type(values) is not list:
         return []
     key = where.key
     if key is None:
         return [v for v in values if type(v) is int or type(v) is float]
-    out: list[float] = []
+    out: list[int | float] = []
     for item in values:
         if type(item) is dict:
             v = item.get(key)
@@ -221,8 +222,8 @@ class _Series:
         self.rt_min = 0
         self.rt_max = 0
         self.nbytes = 0
-        self.wmin: float | None = None
-        self.wmax: float | None = None
+        self.wmin: int | float | None = None
+        self.wmax: int | float | None = None
 
 
 class Rollups:

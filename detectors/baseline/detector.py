@@ -868,7 +868,8 @@ class BaselineDetector:
                 st.stopped = False  # polling resumed: a new silence is a new episode
                 st.recent.clear()
             st.last = obs.ts
-            st.last_event_id = event_identity(event)
+            eid = event.get("event.id")  # event_identity's answer for the sensor's events
+            st.last_event_id = eid if type(eid) is str and eid else event_identity(event)
             if len(st.recent) == _RECENT:
                 recent = sorted(st.recent)[_RECENT // 2]  # the median (an odd count)
                 slow_at = max(self.slow_factor * st.period, st.period + 6 * 1.4826 * st.mad)

@@ -22,7 +22,6 @@ An event becomes an :class:`Observation`:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from sensor.protocols.schema import DEVICE_PREFIX
@@ -82,24 +81,48 @@ IDENTITY_FIELDS = tuple(
 ValueRun = tuple[str, str, int, list[Any]]
 
 
-@dataclass(slots=True)
 class Observation:
-    protocol: str
-    client: str
-    server: str
-    port: int
-    ts: float
-    op_class: str
-    op_key: str | None = None
-    function: str = ""
-    addresses: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
-    nodes: dict[str, list[str]] = field(default_factory=dict)
-    values: list[tuple[str, str, float]] = field(default_factory=list)  # (point, direction, value)
-    runs: list[ValueRun] = field(default_factory=list)  # more points, by run (add_values)
-    series: str | None = None
-    security: dict[str, str] = field(default_factory=dict)
-    anomaly: bool = False
-    _conversation: str | None = None
+    """One event as the baseline sees it (a plain class: made for every event, it is built
+    without a dataclass's default factories)."""
+
+    __slots__ = (
+        "protocol",
+        "client",
+        "server",
+        "port",
+        "ts",
+        "op_class",
+        "op_key",
+        "function",
+        "addresses",
+        "nodes",
+        "values",
+        "runs",
+        "series",
+        "security",
+        "anomaly",
+        "_conversation",
+    )
+
+    def __init__(
+        self, protocol: str, client: str, server: str, port: int, ts: float, op_class: str
+    ) -> None:
+        self.protocol = protocol
+        self.client = client
+        self.server = server
+        self.port = port
+        self.ts = ts
+        self.op_class = op_class
+        self.op_key: str | None = None
+        self.function = ""
+        self.addresses: dict[str, dict[str, list[tuple[int, int]]]] = {}
+        self.nodes: dict[str, list[str]] = {}
+        self.values: list[tuple[str, str, float]] = []  # (point, direction, value)
+        self.runs: list[ValueRun] = []  # more points, by run (add_values)
+        self.series: str | None = None
+        self.security: dict[str, str] = {}
+        self.anomaly = False
+        self._conversation: str | None = None
 
     @property
     def conversation(self) -> str:

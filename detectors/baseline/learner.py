@@ -39,6 +39,7 @@ ATTRIBUTE_FIELDS = (
 )
 MAX_ATTRIBUTE_VALUES = 16
 _MAX_SHAPES = 4096  # runs of points whose point names are kept (a scan stays bounded)
+_MAX_LINKS = 100_000  # (client, server, protocol) links remembered as done
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,8 @@ class BaselineLearner:
         self._end: float | None = parse_iso(self.doc["window"].get("end"))
         self._last_request: dict[tuple[str, str], float] = {}  # (conversation, series) -> ts
         self._bucket: dict[str, tuple[int, int]] = {}  # conversation -> (bucket index, count)
+        # (client, server, protocol) already in both assets' roles, protocols and peers
+        self._linked: set[tuple[str, str, str]] = set()
         # (protocol, prefix, start, length) of a run of points -> their names
         self._run_keys: dict[tuple[str, str, int, int], list[str]] = {}
         self.skipped = 0  # events without a client/server pair or a timestamp
@@ -140,22 +143,20 @@ class BaselineLearner:
         self.doc["window"]["events"] += 1
         client = self._asset(obs.client, stamp, event.get("source.mac"))
         server = self._asset(obs.server, stamp, event.get("destination.mac"))
-        if client is not None:
-            add_sorted(client["roles"], f"{obs.protocol}-client", 64)
-            add_sorted(client["protocols"], obs.protocol, 64)
+        link = (obs.client, obs.server, obs.protocol)
+        if link not in self._linked:
+            self._link(client, server, obs)
             if (
-                not add_sorted(client["peers"], obs.server, self.limits.max_peers)
-                and obs.server not in client["peers"]
+                client is not None
+                and server is not None
+                and obs.server in client["peers"]
+                and obs.client in server["peers"]
             ):
-                self._truncate("peers")
+                # roles, protocols and peers only grow: linking these two again changes nothing
+                if len(self._linked) >= _MAX_LINKS:
+                    self._linked.clear()
+                self._linked.add(link)
         if server is not None:
-            add_sorted(server["roles"], f"{obs.protocol}-server", 64)
-            add_sorted(server["protocols"], obs.protocol, 64)
-            if (
-                not add_sorted(server["peers"], obs.client, self.limits.max_peers)
-                and obs.client not in server["peers"]
-            ):
-                self._truncate("peers")
             for key, name in IDENTITY_FIELDS:
                 value = event.get(key)
                 if value is not None and isinstance(value, str | int) and value != "":
@@ -178,6 +179,27 @@ class BaselineLearner:
                 text = str(value)
                 if text in counts or len(counts) < MAX_ATTRIBUTE_VALUES:
                     counts[text] = counts.get(text, 0) + 1
+
+    def _link(
+        self, client: dict[str, Any] | None, server: dict[str, Any] | None, obs: Observation
+    ) -> None:
+        """Roles, protocols and peers of a client and its server."""
+        if client is not None:
+            add_sorted(client["roles"], f"{obs.protocol}-client", 64)
+            add_sorted(client["protocols"], obs.protocol, 64)
+            if (
+                not add_sorted(client["peers"], obs.server, self.limits.max_peers)
+                and obs.server not in client["peers"]
+            ):
+                self._truncate("peers")
+        if server is not None:
+            add_sorted(server["roles"], f"{obs.protocol}-server", 64)
+            add_sorted(server["protocols"], obs.protocol, 64)
+            if (
+                not add_sorted(server["peers"], obs.client, self.limits.max_peers)
+                and obs.client not in server["peers"]
+            ):
+                self._truncate("peers")
 
     def _asset(self, ip: str, stamp: str | None, mac: Any) -> dict | None:
         assets = self.doc["assets"]

@@ -1,6 +1,6 @@
 """The sensor's compiled build (mypyc, see setup.py and sensor/__init__.py).
 
-The per-packet modules are compiled at install time; the Python source stays the reference.
+The per-packet modules (and the baseline's per-event ones) are compiled at install time; the Python source stays the reference.
 These tests check that the build is the one in use, that it decodes exactly like the source,
 and that an edited source file is never shadowed by an older compiled module.
 """
@@ -122,6 +122,100 @@ def test_compiled_and_source_alert_the_same() -> None:
     assert source.split("\n", 1)[0] == "source"
     assert compiled.count("\n") > 100
     assert compiled.split("\n", 1)[1] == source.split("\n", 1)[1]
+
+
+_BASELINE_RUN = """
+import sys, orjson, sensor
+from pathlib import Path
+from sensor.engine import Engine, EngineConfig
+from detectors.baseline import BaselineDetector, BaselineLearner
+import detectors.baseline.detector as detector_module
+print("compiled" if sensor.COMPILED_IN_USE else "source", detector_module.__file__.endswith(".py"))
+def events(path):
+    return list(Engine(EngineConfig(site="s", observer="o")).replay([path]))
+learner = BaselineLearner()
+for event in events(sys.argv[1]):
+    learner.observe(event)
+baseline = learner.result()
+print(baseline.to_json())
+for path in sys.argv[2:]:
+    for tolerance in (0.1, 0.0):
+        detector = BaselineDetector(baseline, tolerance=tolerance, dedup_window=0)
+        for event in events(path):
+            print(orjson.dumps(detector.process(event)).decode())
+        print(orjson.dumps(detector.flush()).decode())
+        print(orjson.dumps(detector.stats).decode(), detector.absence_summary())
+"""
+
+
+@needs_build
+def test_compiled_and_source_baseline_the_same() -> None:
+    """The baseline (learning and every check) compiled and from source: the same learned
+    document and the same alerts on every capture of pcaps/baseline and pcaps/plant."""
+    train = REPO / "pcaps" / "baseline" / "train.pcap"
+    others = sorted((REPO / "pcaps" / "baseline").glob("*.pcap")) + sorted(
+        (REPO / "pcaps" / "plant").glob("*.pcap")
+    )
+    runs = {}
+    for pure in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
+        if pure:
+            env["ICSMON_PURE"] = "1"
+        runs[pure] = subprocess.run(
+            [sys.executable, "-c", _BASELINE_RUN, str(train), *map(str, others)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=600,
+            check=True,
+        ).stdout
+    assert runs[False].split("\n", 1)[0] == "compiled False"
+    assert runs[True].split("\n", 1)[0] == "source True"
+    assert "baseline-new-conversation" in runs[False]
+    assert "baseline-value-out-of-range" in runs[False]
+    assert runs[False].split("\n", 1)[1] == runs[True].split("\n", 1)[1]
+
+
+_ROLLUPS_RUN = """
+import sys, orjson, sensor
+import sensor.rollups as module
+from sensor.engine import Engine, EngineConfig
+from sensor.rollups import Rollups
+print("source" if module.__file__.endswith(".py") else "compiled")
+engine = Engine(EngineConfig(site="s", observer="o"))
+rollups = Rollups(engine.ctx, 10.0)
+for event in engine.replay(sys.argv[1:]):
+    for doc in rollups.add(event):
+        print(orjson.dumps(doc).decode())
+for doc in rollups.flush():
+    print(orjson.dumps(doc).decode())
+print(orjson.dumps(rollups.stats).decode())
+"""
+
+
+@needs_build
+def test_compiled_and_source_roll_up_the_same() -> None:
+    """Rollups compiled and from source over every capture in pcaps/: the same documents
+    (written values keep their int or float type), byte for byte."""
+    runs = {}
+    for pure in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
+        if pure:
+            env["ICSMON_PURE"] = "1"
+        runs[pure] = subprocess.run(
+            [sys.executable, "-c", _ROLLUPS_RUN, *map(str, CAPTURES)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=600,
+            check=True,
+        ).stdout
+    assert runs[False].split("\n", 1)[0] == "compiled"
+    assert runs[True].split("\n", 1)[0] == "source"
+    assert "icsmon.rollup.written.min" in runs[False]
+    assert runs[False].split("\n", 1)[1] == runs[True].split("\n", 1)[1]
 
 
 @needs_build
