@@ -255,6 +255,8 @@ class Result:
     cpu_seconds: float  # user + system time of the child
     peak_rss_mb: float
     note: str = ""
+    main_cpu_s: float = 0.0  # the child process itself on a CPU (childproc.ChildRun)
+    main_wait_s: float = 0.0  # and waiting for one while runnable
 
     @property
     def pps(self) -> float:
@@ -280,7 +282,16 @@ def measure(
     note = " ".join(
         line for line in err.splitlines() if "=" in line and " " not in line.split("=")[0]
     )
-    return Result(name, packets, run.wall_s, run.cpu_s, run.peak_rss_mb, note.strip())
+    return Result(
+        name,
+        packets,
+        run.wall_s,
+        run.cpu_s,
+        run.peak_rss_mb,
+        note.strip(),
+        run.main_cpu_s,
+        run.main_wait_s,
+    )
 
 
 def write_subset(src: Path, dst: Path, packets: int) -> int:

@@ -29,6 +29,11 @@ class ChildRun:
     rss_source: str  # "VmHWM" or "ru_maxrss" (the child ended before a sample)
     stdout: bytes
     stderr: bytes
+    # The child process itself (its threads, not its own children), from the kernel's
+    # schedstat sampled like VmHWM: seconds on a CPU, and waiting for one while runnable.
+    # Its wall time less both was spent blocked (disk, a pipe, a lock).
+    main_cpu_s: float = 0.0
+    main_wait_s: float = 0.0
 
 
 def _vmhwm_kb(pid: int) -> int:
@@ -45,6 +50,30 @@ def _vmhwm_kb(pid: int) -> int:
 def own_peak_rss_mb() -> float:
     """This process's own peak RSS (``VmHWM``), without what it inherited at ``exec``."""
     return _vmhwm_kb(os.getpid()) / 1024
+
+
+def _schedstat(pid: int, into: dict[tuple[int, int], tuple[int, int]]) -> None:
+    """Each thread's time on a CPU and waiting on a run queue, in ns
+    (``/proc/PID/task/TID/schedstat``), of ``pid`` and of its children, into ``into`` (the
+    newest values per thread)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as stat:
+                fields = stat.read().split()
+                into[(pid, int(tid))] = (int(fields[0]), int(fields[1]))
+        except (OSError, ValueError, IndexError):
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as kids:
+                children = [int(k) for k in kids.read().split()]
+        except (OSError, ValueError):
+            continue
+        for child in children:
+            _schedstat(child, into)
 
 
 def _drain(stream, into: list[bytes]) -> None:
@@ -72,11 +101,13 @@ def run_measured(
     for reader in readers:
         reader.start()
     peak_kb = 0
+    sched: dict[tuple[int, int], tuple[int, int]] = {}
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         peak_kb = max(peak_kb, _vmhwm_kb(proc.pid))
+        _schedstat(proc.pid, sched)
         time.sleep(SAMPLE_S)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -91,4 +122,6 @@ def run_measured(
         rss_source=source,
         stdout=out[0] if proc.stdout is not None else b"",
         stderr=err[0] if proc.stderr is not None else b"",
+        main_cpu_s=sum(v[0] for k, v in sched.items() if k[0] == proc.pid) / 1e9,
+        main_wait_s=sum(v[1] for k, v in sched.items() if k[0] == proc.pid) / 1e9,
     )

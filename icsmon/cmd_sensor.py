@@ -118,10 +118,13 @@ def _heartbeats(engine, cfg, dets=None):
 
 
 def _open_store(store: Path | None, retention: dict):
-    from pipeline.store import Store, StoreError
+    """The sensor's store, written by a process of its own (pipeline/store/process.py): the
+    SQLite work runs beside the sensor's instead of on its core."""
+    from pipeline.store import StoreError
+    from pipeline.store.process import WriterStore
 
     try:
-        return Store.open(store, **retention)
+        return WriterStore.open(store, **retention)
     except StoreError as exc:
         raise fail(str(exc)) from None
 

@@ -134,6 +134,12 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def dumps_or_raise(doc: dict[str, Any]) -> bytes:
+    """:func:`dumps` where orjson can (its output is read back by ``orjson.loads`` as it was
+    written); raises ``orjson.JSONEncodeError`` where :func:`dumps` falls back."""
+    return orjson.dumps(doc, default=_default, option=_ORJSON_OPTIONS)
+
+
 def dumps(doc: dict[str, Any]) -> bytes:
     """Compact JSON bytes for one document, whatever plain values it holds."""
     try:

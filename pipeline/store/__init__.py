@@ -7,7 +7,9 @@ posture view read from it), possibly at the same time from different processes.
 - ``schema``: the file on disk: one table per document kind (``TABLES``), versions and
   upgrades (``MIGRATIONS``), opening and checking a file;
 - ``writer``: batching, retries, de-duplication and merging, one write function per kind;
-- ``queries``: filters, pages and aggregations in SQL.
+- ``queries``: filters, pages and aggregations in SQL;
+- ``process``: the sensor's store (``WriterStore``), whose writer runs in a process of its
+  own fed serialised documents through a pipe, and whose queries read the file here.
 
 Retention: ``max_events`` keeps the newest N events (oldest by ``@timestamp`` pruned after each
 batch); ``max_age_s`` removes events, rollups and heartbeats older than that behind the newest

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import logging
 import sqlite3
 import threading
@@ -146,40 +147,65 @@ def asset_id(doc: dict) -> str:
 # ---- one write function per kind ----------------------------------------------------------
 
 
-def insert_events(conn: sqlite3.Connection, events: list[dict], counts: Counts) -> None:
-    """New events only (by event.id), each row and its document under one explicit rowid:
-    the batch holds the write lock, so max(rowid) + n is free for it."""
-    table = TABLES["event"]
-    fresh: dict[str, dict] = {}
-    for doc in events:
-        fresh.setdefault(doc_id(doc), doc)
-    known = {
-        row[0]
-        for row in conn.execute(
-            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
-            (dumps(list(fresh)).decode(),),
-        )
-    }
-    base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
-    rows: list[tuple] = []
-    docs: list[tuple[int, str]] = []
+EventColumns = tuple  # (id, time, the indexed column values...)
+
+
+def event_columns(doc: dict) -> EventColumns:
+    """An event's row but its document: (id, time, indexed column values...); ``doc`` as
+    stored, times as text (``render_times``)."""
     fields = _TEXT_FIELDS.get("event")
-    for key, doc in fresh.items():
-        if key in known:
-            continue
-        rowid = base + len(rows) + 1
-        if fields is not None:  # row_values inline: the hot path of a sensor's store
-            values = [v if isinstance(v, str) else None for v in map(doc.get, fields)]
-        else:
-            values = row_values("event", doc)
-        rows.append((rowid, key, to_epoch(doc.get("@timestamp")), *values))
-        docs.append((rowid, dumps(doc).decode()))
-    columns = ", ".join(table.columns.values())
-    marks = ", ".join("?" * (3 + len(table.columns)))
-    conn.executemany(f"INSERT INTO events (rowid, id, ts, {columns}) VALUES ({marks})", rows)
-    conn.executemany("INSERT INTO event_docs (rowid, doc) VALUES (?, ?)", docs)
-    counts["events"] += len(rows)
-    counts["duplicates"] += len(events) - len(rows)
+    if fields is not None:  # row_values inline: the hot path of a sensor's store
+        values = [v if isinstance(v, str) else None for v in map(doc.get, fields)]
+    else:
+        values = row_values("event", doc)
+    return (doc_id(doc), to_epoch(doc.get("@timestamp")), *values)
+
+
+def insert_events(conn: sqlite3.Connection, events: list[tuple], counts: Counts) -> None:
+    """New events only (by event.id), each row and its document under one rowid. ``events``
+    are made into rows when written: (``event_columns``, the document's JSON text).
+
+    Most batches hold new events only: they go in as they are, SQLite numbering the rows
+    (max(rowid) + 1 each: the batch holds the write lock, so the documents' rowids are known
+    before). A batch that meets a stored id (a capture replayed again, a batch delivered
+    twice) fails on the id's uniqueness, is rolled back to its start, and goes in without
+    the events already stored."""
+    fresh: dict[str, tuple] = {}
+    for event in events:
+        fresh.setdefault(event[0][0], event)
+    base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+    conn.execute("SAVEPOINT new_events")
+    kept = list(fresh.values())
+    try:
+        _insert_event_rows(conn, base, kept)
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO new_events")
+        known = {
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                (dumps(list(fresh)).decode(),),
+            )
+        }
+        kept = [event for key, event in fresh.items() if key not in known]
+        _insert_event_rows(conn, base, kept)
+    conn.execute("RELEASE new_events")
+    counts["events"] += len(kept)
+    counts["duplicates"] += len(events) - len(kept)
+
+
+_EVENT_INSERT = (
+    f"INSERT INTO events (id, ts, {', '.join(TABLES['event'].columns.values())}) "
+    f"VALUES ({', '.join('?' * (2 + len(TABLES['event'].columns)))})"
+)
+
+
+def _insert_event_rows(conn: sqlite3.Connection, base: int, events: list[tuple]) -> None:
+    conn.executemany(_EVENT_INSERT, [event[0] for event in events])
+    conn.executemany(
+        "INSERT INTO event_docs (rowid, doc) VALUES (?, ?)",
+        zip(itertools.count(base + 1), [event[1] for event in events], strict=False),
+    )
 
 
 def upsert_alerts(conn: sqlite3.Connection, alerts: list[dict], counts: Counts) -> None:
@@ -410,7 +436,7 @@ AGED = ("events", "rollups", "heartbeats")
 _DOCS = {"events": "event_docs"}
 RETENTION_EVERY_S = 5.0  # how often a busy writer checks age and size
 
-WRITERS: dict[str, Callable[[sqlite3.Connection, list[dict], Counts], None]] = {
+WRITERS: dict[str, Callable[[sqlite3.Connection, list[Any], Counts], None]] = {
     "event": insert_events,
     "alert": upsert_alerts,
     "asset": upsert_assets,
@@ -481,7 +507,7 @@ class StoreWriter:
         self.flush_interval = flush_interval
         self.max_events = max_events
         self.max_pending = max_pending
-        self._pending: list[tuple[str, dict]] = []
+        self._pending: list[tuple[str, Any]] = []  # events as rows
         self._last_flush = time.monotonic()
         self._counts = {
             "written": 0,
@@ -525,12 +551,25 @@ class StoreWriter:
             raise ValueError(f"no store table for document kind {kind!r}")
         if self.readonly:
             raise self._error("opened read-only, cannot write")
+        # stored as written documents are: times as ISO text (sensor/timestamps.py); an
+        # event is made into its row here, outside the lock
+        doc = render_times(doc)
+        if kind != "event":
+            self._add(kind, doc)
+            return
+        try:
+            row = (event_columns(doc), dumps(doc).decode())
+        except Exception as exc:  # a value JSON cannot hold: it costs only itself
+            self._reject(kind, exc)
+            return
+        self._add("event", row)
+
+    def _add(self, kind: str, item: Any) -> None:
         with self._lock:
             if self._closed:
                 self._counts["dropped"] += 1
                 return
-            # stored as written documents are: times as ISO text (sensor/timestamps.py)
-            self._pending.append((kind, render_times(doc)))
+            self._pending.append((kind, item))
             due = len(self._pending) >= self.batch_size or (
                 self.flush_interval > 0
                 and time.monotonic() - self._last_flush >= self.flush_interval
@@ -592,7 +631,7 @@ class StoreWriter:
                 self._counts["errors"] += 1
                 log.error("%s: cannot prune old events: %s", self.path, exc)
 
-    def _write_one_by_one(self, batch: list[tuple[str, dict]], first: Exception) -> None:
+    def _write_one_by_one(self, batch: list[tuple[str, Any]], first: Exception) -> None:
         """A batch failed for something other than a busy or full disk: write its documents
         singly so that one bad document costs only itself (counted as ``rejected``)."""
         log.warning("%s: a batch failed (%s); writing its documents one by one", self.path, first)
@@ -602,11 +641,15 @@ class StoreWriter:
             except sqlite3.OperationalError:
                 self._pending.append(item)
             except Exception as exc:  # the sensor must go on
-                self._counts["rejected"] += 1
-                self._counts["errors"] += 1
-                if self._counts["rejected"] <= 10:
-                    log.error("%s: rejected a %s document: %s", self.path, item[0], exc)
+                self._reject(item[0], exc)
         self._shed()
+
+    def _reject(self, kind: str, exc: Exception) -> None:
+        with self._lock:
+            self._counts["rejected"] += 1
+            self._counts["errors"] += 1
+            if self._counts["rejected"] <= 10:
+                log.error("%s: rejected a %s document: %s", self.path, kind, exc)
 
     def _close_writer(self) -> int:
         """Stop the flusher, write what is pending; the number of documents left unwritten."""
@@ -652,7 +695,7 @@ class StoreWriter:
         for victim in (*order, *(k for k in kinds.names() if k not in order)):
             if excess <= 0:
                 break
-            kept: list[tuple[str, dict]] = []
+            kept: list[tuple[str, Any]] = []
             for item in self._pending:
                 if excess > 0 and item[0] == victim:
                     excess -= 1
@@ -670,9 +713,9 @@ class StoreWriter:
                 dropped,
             )
 
-    def _write_batch(self, batch: list[tuple[str, dict]]) -> None:
+    def _write_batch(self, batch: list[tuple[str, Any]]) -> None:
         conn = self._conn
-        by_kind: dict[str, list[dict]] = {kind: [] for kind in WRITERS}
+        by_kind: dict[str, list[Any]] = {kind: [] for kind in WRITERS}
         for kind, doc in batch:
             by_kind[kind].append(doc)
         conn.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,330 @@
+"""The store written by a process of its own: the sensor's way to keep SQLite off its core.
+
+A sensor (``icsmon replay``, ``icsmon sense``) spends as much CPU storing its events as
+decoding them, most of it inside SQLite. ``WriterStore`` is the sensor's side: ``write``
+serialises each flat document once (compact JSON, ``pipeline.docs.dumps``) and sends it in
+blocks through a pipe to a child process (``python -m pipeline.store.process``) that owns
+the file's write connection and runs the ordinary ``Store`` writer on what it reads:
+batches, de-duplication, merges, retries, shedding and retention are that writer's, so a
+document is stored exactly as ``Store.write`` stores it. On a machine with a core to spare
+the two halves run side by side.
+
+Documents go, not rows: making an event's row here (times as text, column values, the
+stored JSON) would cost the sensor about 5.6 µs per event, sending the document about 2.8
+(against some 17 for the in-process store), and the sensor's process is the one that runs
+out of CPU first (``sense --workers``: its detectors and sinks are one process). The child
+pays for it with a parse per document (orjson, about 2 µs).
+
+Guarantees, as the in-process store's:
+
+- bounded memory and back-pressure: the parent holds at most ``BLOCK_DOCS`` documents, the
+  pipe about 1 MiB, the child its store's ``max_pending``; a child that cannot keep up makes
+  ``write`` wait (a full disk does not: the child's store then sheds, events first);
+- the child's start: a file that cannot be opened is the same one-line ``StoreError``, raised
+  by the constructor;
+- everything written is committed when ``flush`` or ``close`` returns; ``close`` raises a
+  ``StoreError`` naming the file when documents could not be written;
+- a sensor that dies (even by SIGKILL) closes the pipe: the child writes everything it was
+  sent and exits. A child that dies makes one error line naming the file; later documents
+  are counted as dropped and ``close`` raises.
+
+Queries (``search_events``..., the edge's hunts and evidence) read the file through their own
+read-only connections, as ``Store``'s do; ``flush`` first when they must see the latest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from pipeline import kinds as doc_kinds
+from pipeline.docs import dumps, dumps_or_raise
+from pipeline.store.queries import StoreQueries
+from pipeline.store.schema import StoreError, resolve_store_path, store_error
+from pipeline.store.writer import WRITERS
+
+log = logging.getLogger(__name__)
+
+BLOCK_DOCS = 1000  # documents per block sent to the writer
+BLOCK_AGE_S = 0.25  # a block older than this goes even when short (a quiet sensor's alerts)
+PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux lets a process raise its own up to 1 MiB)
+
+# Frames parent -> child: one byte of operation, four of length, the payload.
+_HEAD = struct.Struct("<cI")
+DOCS, FLUSH, STATS, CLOSE = b"D", b"F", b"S", b"C"
+
+
+class WriterStore(StoreQueries):
+    """A store whose writes go to a child process (a ``pipeline.sinks.Sink``), and whose
+    queries read the file here. ``options`` are ``Store``'s (retention, batch size...)."""
+
+    kinds = tuple(WRITERS)  # the document kinds this sink keeps
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        self.path = resolve_store_path(path)
+        self.readonly = False
+        self._lock = threading.RLock()  # the block, the pipe and the replies
+        self._closed = False
+        self._init_readers(float(options.get("busy_timeout", 10.0)))
+        self._block: list[bytes] = []
+        self._block_since = 0.0
+        self._dead = ""  # why the child is gone, once it is
+        self._dropped = 0  # documents not handed to the child (it was gone)
+        self._rejected = 0  # documents that could not be serialised
+        self._last_stats: dict[str, int] = {}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.store.process", str(self.path), json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._to: BinaryIO = self._proc.stdin  # type: ignore[assignment]
+        self._from: BinaryIO = self._proc.stdout  # type: ignore[assignment]
+        try:
+            fcntl.fcntl(self._to.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass  # a smaller pipe only means more, shorter waits
+        ready = self._reply()
+        if ready is None or "error" in ready:  # the file cannot be used: the child says why
+            self._to.close()
+            self._proc.wait()
+            self._from.close()
+            if ready is not None:
+                raise StoreError(ready["error"])
+            raise store_error(
+                self.path, f"the store's writer process ended (exit code {self._proc.returncode})"
+            )
+        self._stop = threading.Event()
+        self._sender = threading.Thread(
+            target=self._send_loop, name=f"store-send:{self.path.name}", daemon=True
+        )
+        self._sender.start()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> WriterStore:
+        return cls(path, **options)
+
+    # -- the sink ---------------------------------------------------------------------------
+
+    def write(self, kind: str, doc: dict) -> None:
+        if kind not in WRITERS:
+            if not doc_kinds.get(kind).stored:  # raises for an unknown kind
+                return  # a kind the sensor ships but does not keep
+            raise ValueError(f"no store table for document kind {kind!r}")
+        try:
+            try:
+                line = kind.encode() + b" " + dumps_or_raise(doc)
+            except orjson.JSONEncodeError:  # integers beyond 64 bits: read back by json
+                line = kind.encode() + b"\t" + dumps(doc)
+        except Exception as exc:  # a value JSON cannot hold: it costs only itself
+            with self._lock:
+                self._rejected += 1
+                if self._rejected <= 10:
+                    log.error("%s: rejected a %s document: %s", self.path, kind, exc)
+            return
+        with self._lock:
+            if not self._block:
+                self._block_since = time.monotonic()
+            self._block.append(line)
+            if len(self._block) >= BLOCK_DOCS:
+                self._send_block()
+
+    def flush(self) -> None:
+        """Everything written so far is committed when this returns."""
+        self._request(FLUSH)
+
+    def stats(self) -> dict[str, int]:
+        reply = self._request(STATS)
+        counts = dict(reply or self._last_stats)
+        counts["dropped"] = counts.get("dropped", 0) + self._dropped
+        counts["rejected"] = counts.get("rejected", 0) + self._rejected
+        return counts
+
+    def close(self) -> None:
+        """Send what is held, let the child write and close the file; raises a StoreError
+        naming the file when documents could not be written."""
+        if self._closed:
+            return
+        self._stop.set()
+        self._sender.join()
+        reply = self._request(CLOSE)
+        with self._lock:
+            self._closed = True
+            self._close_readers()
+        try:
+            self._to.close()
+        except OSError:
+            pass
+        self._proc.wait()
+        self._from.close()
+        if reply is None:  # the child died: what it held may be lost
+            raise StoreError(self._dead or str(store_error(self.path, "writer process ended")))
+        self._last_stats = {k: v for k, v in reply.items() if isinstance(v, int)}
+        if reply.get("error"):
+            raise StoreError(reply["error"])
+        if self._dropped:
+            raise store_error(self.path, f"{self._dropped} documents could not be written")
+
+    def __enter__(self) -> WriterStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the pipe ---------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        # A quiet sensor's last documents leave within BLOCK_AGE_S (then the child's store
+        # commits them within its flush interval).
+        while not self._stop.wait(BLOCK_AGE_S):
+            with self._lock:
+                if self._block and time.monotonic() - self._block_since >= BLOCK_AGE_S:
+                    self._send_block()
+
+    def _send_block(self) -> None:
+        """Under the lock: the held documents to the child (waits while the pipe is full)."""
+        block, self._block = self._block, []
+        if self._dead:
+            self._dropped += len(block)
+            return
+        payload = b"\n".join(block)
+        if not self._send(DOCS, payload):
+            self._dropped += len(block)
+
+    def _send(self, op: bytes, payload: bytes = b"") -> bool:
+        try:
+            self._to.write(_HEAD.pack(op, len(payload)) + payload)
+        except (BrokenPipeError, OSError, ValueError):
+            self._child_gone()
+            return False
+        return True
+
+    def _request(self, op: bytes) -> dict[str, Any] | None:
+        """Send what is held, then ``op``; the child's answer (None when it is gone)."""
+        with self._lock:
+            if self._closed:
+                return None
+            if self._block:
+                self._send_block()
+            if self._dead or not self._send(op):
+                return None
+            reply = self._reply()
+            if reply is None:
+                self._child_gone()
+            return reply
+
+    def _reply(self) -> dict[str, Any] | None:
+        line = self._from.readline()
+        if not line:
+            return None
+        reply: dict[str, Any] = orjson.loads(line)
+        return reply
+
+    def _child_gone(self) -> None:
+        if self._dead:
+            return
+        code = self._proc.poll()
+        self._dead = str(
+            store_error(
+                self.path,
+                f"the store's writer process ended (exit code {code})"
+                if code is not None
+                else "the store's writer process stopped answering",
+            )
+        )
+        log.error("%s", self._dead)
+
+
+# -- the child --------------------------------------------------------------------------------
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while n:
+        chunk = stream.read(n)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) -> int:
+    """The child's loop: documents from ``into`` to the store, answers to ``out``."""
+    from pipeline.store import Store
+
+    def answer(reply: dict[str, Any]) -> None:
+        out.write(orjson.dumps(reply) + b"\n")
+        out.flush()
+
+    try:
+        store = Store(path, **options)
+    except StoreError as exc:
+        answer({"error": str(exc)})
+        return 1
+    answer({"ready": True})
+    write = store.write
+    while True:
+        head = _read_exact(into, _HEAD.size)
+        if head is None:  # the sensor is gone: keep what it sent
+            break
+        op, size = _HEAD.unpack(head)
+        payload = _read_exact(into, size) if size else b""
+        if payload is None:
+            break
+        if op == DOCS:
+            for line in payload.split(b"\n"):
+                start = line.find(b"{")  # the document; the kind and a separator before it
+                kind = line[: start - 1].decode()
+                if line[start - 1] == 32:  # " ": written by orjson
+                    write(kind, orjson.loads(memoryview(line)[start:]))
+                else:  # "\t": by the standard library's JSON (integers beyond 64 bits)
+                    write(kind, json.loads(line[start:]))
+        elif op == FLUSH:
+            store.flush()
+            answer(store.stats())
+        elif op == STATS:
+            answer(store.stats())
+        elif op == CLOSE:
+            break
+    try:
+        store.close()
+    except StoreError as exc:
+        answer({**store.stats(), "error": str(exc)})
+        return 1
+    answer(store.stats())
+    return 0
+
+
+def main() -> int:
+    # The sensor decides when to stop (a Ctrl-C or a SIGTERM reaches the whole process group):
+    # this process ends when its input does, after writing everything it was sent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # What this process holds lives one batch and makes no cycles: the collector's walks
+    # over each batch's fresh documents would be a sixth of its time.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+    path, options = Path(sys.argv[1]), json.loads(sys.argv[2])
+    # answers go through a copy of stdout; whatever else prints goes to stderr
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    return serve(path, options, sys.stdin.buffer, answers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The store written by a process of its own (``pipeline.store.process.WriterStore``): what it
+stores is what ``Store`` stores, ``flush`` makes it visible, errors name the file, and a
+sensor killed mid-run keeps everything it had sent."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.query import AlertFilter
+from pipeline.store import Store, StoreError
+from pipeline.store.process import BLOCK_DOCS, WriterStore
+from tests.support import REPO
+from tests.support.store_samples import corpus
+
+
+def _rows(path: Path) -> dict[str, list[tuple]]:
+    """Every table's rows (documents as stored text), in rowid order."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
+    finally:
+        conn.close()
+
+
+def _feed(store, events: list[dict], alerts: list[dict], assets: list[dict]) -> None:
+    for i, event in enumerate(events):
+        # times as numbers (the sensor's) and as text (a re-sent document) both
+        doc = dict(event)
+        if i % 2:
+            doc["@timestamp"] = time.mktime(
+                time.strptime(doc["@timestamp"][:19], "%Y-%m-%dT%H:%M:%S")
+            )
+        store.write("event", doc)
+    for alert in alerts:
+        store.write("alert", alert)
+    for alert in alerts[:20]:  # again, with another triggering event: merged
+        store.write("alert", {**alert, "icsmon.alert.event_ids": ["another"]})
+    for asset in assets:
+        store.write("asset", asset)
+    store.write(
+        "event",
+        {
+            "event.kind": "event",
+            "odd": b"\x00\xff",
+            "set": {3, 1},
+            "big": 1 << 70,
+            "text": "a b\tc {d}",
+        },
+    )
+
+
+def test_it_stores_exactly_what_the_store_stores(tmp_path: Path) -> None:
+    events, alerts, assets = corpus(3 * BLOCK_DOCS + 17)
+    with Store(tmp_path / "in.db") as direct:
+        _feed(direct, events, alerts, assets)
+    with WriterStore(tmp_path / "out.db") as offloaded:
+        _feed(offloaded, events, alerts, assets)
+        offloaded.flush()
+        total, _ = offloaded.search_events(AlertFilter(limit=1))
+        assert total == len(events) + 1  # visible to this process's queries after flush
+    assert offloaded.stats()["events"] == len(events) + 1  # the child's last counters
+    assert _rows(tmp_path / "in.db") == _rows(tmp_path / "out.db")
+
+
+def test_a_file_that_is_no_store_is_one_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-store.db"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError) as info:
+        WriterStore(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_writer_that_dies_is_one_error_and_close_raises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.db"
+    events, _, _ = corpus(BLOCK_DOCS * 2)
+    store = WriterStore(path)
+    store._proc.kill()
+    store._proc.wait()
+    with caplog.at_level(logging.ERROR):
+        for event in events:
+            store.write("event", event)  # never raises: the sensor goes on
+        store.flush()
+    gone = [r for r in caplog.records if "writer process ended" in r.getMessage()]
+    assert len(gone) == 1 and str(path) in gone[0].getMessage()
+    with pytest.raises(StoreError) as info:
+        store.close()
+    assert str(path) in str(info.value)
+
+
+KILLED_SENSOR = """
+import os, signal, sys
+from pipeline.store.process import WriterStore
+from tests.support.store_samples import corpus
+store = WriterStore(sys.argv[1])
+events, _, _ = corpus(int(sys.argv[2]))
+for event in events:
+    store.write("event", event)
+store.stats()  # a round trip: every document is with the writer now, none committed yet
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_sensor_killed_keeps_everything_it_sent(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    n = 2500
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_SENSOR, str(path), str(n)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    deadline = time.monotonic() + 60
+    counted = 0
+    while time.monotonic() < deadline:  # the writer sees its input end, writes, exits
+        if path.exists():
+            with Store(path, readonly=True) as store:
+                counted = store.counts()["event"]
+            if counted == n:
+                break
+        time.sleep(0.1)
+    assert counted == n
