@@ -10,7 +10,8 @@
    200,000 packets (~67,000 transactions).
 2. Runs, as child processes on that file, output to /dev/null, each round in turn:
    the commands of the table below and ``tshark -r F -Y mbtcp -T fields -e mbtcp.trans_id
-   -e modbus.func_code``; the store, when there is one, is a new file each time. Prints
+   -e modbus.func_code``, then the baseline's (``icsmon baseline learn F -o B``, ``icsmon
+   replay F --baseline B``); the store, when there is one, is a new file each time. Prints
    seconds (wall and the child's CPU time) and the ratio to tshark (its time / the
    command's time: above 1 is faster than tshark).
    Below the table, each command's icsmon process: time on a CPU, waiting for one, blocked,
@@ -59,6 +60,17 @@ COMMANDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 )
 
 
+# Below the table, the baseline's commands: (name, arguments after ``icsmon``, F the
+# capture, B a baseline learned from it by the first, in every round before the second)
+BASELINE_COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("baseline learn", ("baseline", "learn", "F", "-o", "B")),
+    (
+        "alerts, rules, baseline",
+        ("replay", "F", "--format", "jsonl", "--sink", "none", "--baseline", "B"),
+    ),
+)
+
+
 def command_line(args: tuple[str, ...], store: bool) -> str:
     extra = " --store S" if store else ""
     return f"`icsmon replay F {' '.join(args)}{extra}`".replace("  ", " ").replace(" `", "`")
@@ -95,6 +107,10 @@ def run_commands(path: Path, total: int, rounds: int, workdir: Path) -> dict[str
         if uses_store:
             argv += ["--store", str(store)]
         contenders.append((name, argv, uses_store))
+    baseline = workdir / "bench.baseline.json"
+    for name, args in BASELINE_COMMANDS:
+        files = {"F": str(path), "B": str(baseline)}
+        contenders.append((name, [ICSMON, *(files.get(a, a) for a in args)], False))
     best: dict[str, Result] = {}
     for round_no in range(1, rounds + 1):
         for name, argv, _uses_store in contenders:
@@ -125,6 +141,18 @@ def print_commands(best: dict[str, Result]) -> None:
         print(
             f"| {command_line(args, uses_store)} | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {ratio} |"
         )
+    print(
+        "\n| the baseline's commands | seconds (wall) | seconds (CPU) | against tshark (wall / CPU) |"
+    )
+    print("| --- | ---: | ---: | ---: |")
+    for name, args in BASELINE_COMMANDS:
+        r = best.get(name)
+        if r is None:
+            continue
+        ratio = ""
+        if ref:
+            ratio = f"{ref.seconds / r.seconds:.1f}x / {ref.cpu_seconds / r.cpu_seconds:.1f}x"
+        print(f"| `icsmon {' '.join(args)}` | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {ratio} |")
     # Below the table: where each command's wall time went. The icsmon process itself: on a
     # CPU, waiting for one (other work on the machine), blocked (disk, pipe, lock); its store
     # writer process (pipeline/store/process.py) runs beside it: its CPU is the rest of the

@@ -59,7 +59,7 @@ from detectors.baseline.features import (
     observe,
     security_rank,
 )
-from detectors.baseline.model import Baseline, add_range, iso, uncovered
+from detectors.baseline.model import Baseline, add_range, covered, iso, uncovered
 
 _NO_BANDS: Any = object()  # a run of points not looked up yet
 _MAX_SHAPES = 4096  # runs of points whose bands are kept (a scan of addresses stays bounded)
@@ -405,7 +405,14 @@ class BaselineDetector:
         out: list[dict] = []
         if obs.ts >= self._dedup.next_due:
             out.extend(self._release(self._dedup.tick(obs.ts)))
-        out.extend(self._tick(obs.ts))
+        ts = obs.ts
+        if self._start is None:
+            self._start = ts
+        if self._now is None or ts > self._now:
+            self._now = ts
+        if ts >= self._next_check:
+            self._next_check = ts + 1.0  # the polling series, at most once per second of traffic
+            out.extend(self._overdue(ts))
         if not obs.anomaly and event.get("event.outcome") in ("success", "failure"):
             service = (obs.server, obs.port, obs.protocol)
             if service in self._by_service:  # bounded by the baseline
@@ -550,83 +557,88 @@ class BaselineDetector:
     # ------------------------------------------------------------ checks
 
     def _check_assets(self, obs: Observation, event: dict, out: list[dict]) -> None:
-        for ip, side in ((obs.client, "client"), (obs.server, "server")):
-            asset = self._assets.get(ip)
-            if asset is None:
-                if not self._first(("asset", ip)):
+        self._check_asset(obs.client, "client", obs, event, out)
+        self._check_asset(obs.server, "server", obs, event, out)
+
+    def _check_asset(
+        self, ip: str, side: str, obs: Observation, event: dict, out: list[dict]
+    ) -> None:
+        asset = self._assets.get(ip)
+        if asset is None:
+            if not self._first(("asset", ip)):
+                return
+            if side == "client":
+                techniques = ["T0848"]
+                severity = 80 if obs.op_class in ("write", "control", "program") else 60
+            else:
+                techniques, severity = [], 45
+            known = len(self._assets)
+            out.extend(
+                self._alert(
+                    "baseline-new-asset",
+                    techniques,
+                    severity,
+                    event,
+                    key=ip,
+                    message=f"{ip} is not in the baseline ({known} known assets); seen as {obs.protocol} {side}"
+                    f" ({obs.function or obs.op_class}) {'to' if side == 'client' else 'from'} "
+                    f"{obs.server if side == 'client' else obs.client}.",
+                    expected=f"one of the {known} assets learned",
+                    observed=f"{ip} as {obs.protocol}-{side}",
+                    entry=f"assets[{ip!r}]",
+                    refs={"asset": ip},
+                    group=ip,
+                )
+            )
+            return
+        mac = event.get("source.mac" if side == "client" else "destination.mac")
+        macs = asset.get("macs") or []
+        if (
+            isinstance(mac, str)
+            and mac
+            and macs
+            and mac not in macs
+            and self._first(("mac", ip, mac))
+        ):
+            out.extend(
+                self._alert(
+                    "baseline-mac-changed",
+                    ["T0830"],
+                    60,
+                    event,
+                    key=f"{ip}|{mac}",
+                    message=f"{ip} appears with MAC {mac}; the baseline knows it as {', '.join(macs)}.",
+                    expected=", ".join(macs),
+                    observed=mac,
+                    entry=f"assets[{ip!r}].macs",
+                    refs={"asset": ip},
+                    group=ip,
+                )
+            )
+        if side == "server":
+            identity = asset.get("identity") or {}
+            for field_name, name in IDENTITY_FIELDS if identity else ():
+                v = event.get(field_name)
+                learned = identity.get(name)
+                if v is None or v == "" or learned is None or str(learned) == str(v):
                     continue
-                if side == "client":
-                    techniques = ["T0848"]
-                    severity = 80 if obs.op_class in ("write", "control", "program") else 60
-                else:
-                    techniques, severity = [], 45
-                known = len(self._assets)
+                if not self._first(("identity", ip, name, str(v))):
+                    continue
                 out.extend(
                     self._alert(
-                        "baseline-new-asset",
-                        techniques,
-                        severity,
+                        "baseline-identity-changed",
+                        ["T0857"] if name == "firmware" else ["T0830"],
+                        70 if name == "firmware" else 55,
                         event,
-                        key=ip,
-                        message=f"{ip} is not in the baseline ({known} known assets); seen as {obs.protocol} {side}"
-                        f" ({obs.function or obs.op_class}) {'to' if side == 'client' else 'from'} "
-                        f"{obs.server if side == 'client' else obs.client}.",
-                        expected=f"one of the {known} assets learned",
-                        observed=f"{ip} as {obs.protocol}-{side}",
-                        entry=f"assets[{ip!r}]",
+                        key=f"{ip}|{name}|{v}",
+                        message=f"{ip} reports {name} {v!r}; the baseline learned {learned!r}.",
+                        expected=str(learned),
+                        observed=str(v),
+                        entry=f"assets[{ip!r}].identity.{name}",
                         refs={"asset": ip},
-                        group=ip,
+                        group=f"{ip}|{name}",
                     )
                 )
-                continue
-            mac = event.get("source.mac" if side == "client" else "destination.mac")
-            macs = asset.get("macs") or []
-            if (
-                isinstance(mac, str)
-                and mac
-                and macs
-                and mac not in macs
-                and self._first(("mac", ip, mac))
-            ):
-                out.extend(
-                    self._alert(
-                        "baseline-mac-changed",
-                        ["T0830"],
-                        60,
-                        event,
-                        key=f"{ip}|{mac}",
-                        message=f"{ip} appears with MAC {mac}; the baseline knows it as {', '.join(macs)}.",
-                        expected=", ".join(macs),
-                        observed=mac,
-                        entry=f"assets[{ip!r}].macs",
-                        refs={"asset": ip},
-                        group=ip,
-                    )
-                )
-            if side == "server":
-                identity = asset.get("identity") or {}
-                for field_name, name in IDENTITY_FIELDS if identity else ():
-                    v = event.get(field_name)
-                    learned = identity.get(name)
-                    if v is None or v == "" or learned is None or str(learned) == str(v):
-                        continue
-                    if not self._first(("identity", ip, name, str(v))):
-                        continue
-                    out.extend(
-                        self._alert(
-                            "baseline-identity-changed",
-                            ["T0857"] if name == "firmware" else ["T0830"],
-                            70 if name == "firmware" else 55,
-                            event,
-                            key=f"{ip}|{name}|{v}",
-                            message=f"{ip} reports {name} {v!r}; the baseline learned {learned!r}.",
-                            expected=str(learned),
-                            observed=str(v),
-                            entry=f"assets[{ip!r}].identity.{name}",
-                            refs={"asset": ip},
-                            group=f"{ip}|{name}",
-                        )
-                    )
 
     def _check_unknown_conversation(self, obs: Observation, event: dict, out: list[dict]) -> None:
         key = obs.conversation
@@ -730,9 +742,9 @@ class BaselineDetector:
             for space, ranges in spaces.items():
                 learned = learned_spaces.get(space) or []
                 for lo, hi in ranges:
-                    gaps = uncovered(learned, lo, hi)
-                    if not gaps:
+                    if covered(learned, lo, hi):  # the common case: no gap list built
                         continue
+                    gaps = uncovered(learned, lo, hi)
                     rid = (
                         "baseline-new-write-address"
                         if direction == "write"
@@ -1059,16 +1071,6 @@ class BaselineDetector:
 
     # ------------------------------------------------------------ timing
 
-    def _tick(self, now: float) -> list[dict]:
-        if self._start is None:
-            self._start = now
-        if self._now is None or now > self._now:
-            self._now = now
-        if now < self._next_check:
-            return []
-        self._next_check = now + 1.0  # scan the polling series at most once per second of traffic
-        return self._overdue(now)
-
     def _stop_after(self, st: _Series) -> float:
         return max(
             self.stop_factor * st.period, st.period + self.min_stop_gap + 6 * 1.4826 * st.mad
@@ -1156,11 +1158,15 @@ class BaselineDetector:
         for space, spans in (obs.addresses.get("read") or {}).items():
             learned = ranges.get(space) or []
             for lo, hi in spans:
+                if covered(learned, lo, hi):  # the common case: nothing to build
+                    continue
                 new.extend(
                     f"{space} {a}" if a == b else f"{space} {a}-{b}"
                     for a, b in uncovered(learned, lo, hi)
                 )
-        new.extend(n for n in obs.nodes.get("read") or () if n not in nodes)
+        for node in obs.nodes.get("read") or ():
+            if node not in nodes:
+                new.append(node)
         if not new:
             return
         key = (obs.client, obs.server, obs.protocol)

@@ -113,6 +113,23 @@ def uncovered(ranges: list[list[int]], lo: int, hi: int) -> list[tuple[int, int]
     return out
 
 
+def covered(ranges: list[list[int]], lo: int, hi: int) -> bool:
+    """True when ``uncovered(ranges, lo, hi)`` is empty, found without building it (the
+    same walk: learned ranges from a file need not be merged)."""
+    if lo > hi:
+        return True
+    cur = lo
+    for rlo, rhi in ranges:
+        if rhi < cur:
+            continue
+        if rlo > cur:
+            return False  # a gap before this range (or, past hi, at the end)
+        cur = max(cur, rhi + 1)
+        if cur > hi:
+            return True
+    return False
+
+
 def add_sorted(items: list, value: Any, cap: int) -> bool:
     i = bisect.bisect_left(items, value)
     if i < len(items) and items[i] == value:
