@@ -182,7 +182,7 @@ class _StoreSource:
         self.where = str(store.path)
         self.count_events = store.count_events
         self.scan_events = store.scan_events
-        self.alert_raised = store.alert_raised
+        self.alert_raised = store.raised_check()  # alerts stored before the hunt
 
     def write_alert(self, alert: dict[str, Any]) -> None:
         self.store.write("alert", alert)
@@ -192,19 +192,22 @@ class _StoreSource:
 
 
 def _progress(total: Callable[[], int]):
-    """A progress bar on stderr at a terminal (events scanned of ``total()``, counted only
-    then: over millions of events the count is a scan of an index); nothing otherwise."""
+    """A progress bar on stderr at a terminal: events scanned of ``total()`` (counted only
+    then: over millions of events the count is a scan of an index) and the percentage;
+    nothing otherwise."""
     if not sys.stderr.isatty():
         return None, lambda: None
     from rich.progress import Progress
 
     from icsmon.common import err
 
-    bar = Progress(console=err, transient=True)
-    task = bar.add_task("hunting", total=total() or None)
+    events = total()
+    bar = Progress(console=err, transient=True)  # description, bar, percentage, time left
+    task = bar.add_task("hunting", total=events or None)
     bar.start()
+    of = f" of {events:,}" if events else ""
 
     def update(n: int, _ts: float | None) -> None:
-        bar.update(task, completed=n, description=f"{n:,} events")
+        bar.update(task, completed=n, description=f"{n:,}{of} events")
 
     return update, bar.stop

@@ -21,9 +21,9 @@ Routes:
 - ``GET /api/hunts?scope=``: the hunts over scopes the caller may see, newest first, with a
   count of sites per state;
 - ``GET /api/hunts/{id}``: one hunt, with its progress per site: ``requested``,
-  ``accepted``, ``running`` (events to scan), ``done`` (events scanned, time covered,
-  matches, alerts new and already raised, why it stopped early), ``refused`` (the reason),
-  ``error``, ``no_answer``. Its alerts are ``GET /api/alerts?hunt={id}``.
+  ``accepted``, ``running`` (events to scan, scanned so far, percent), ``done`` (events
+  scanned, time covered, matches, alerts new and already raised, why it stopped early),
+  ``refused`` (the reason), ``error``, ``no_answer``. Its alerts are ``GET /api/alerts?hunt={id}``.
 """
 
 import logging

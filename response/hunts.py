@@ -24,6 +24,7 @@ import logging
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ HUNT_REQUEST = register(
 )
 
 MAX_RULE_BYTES = 256 * 1024  # all rule texts of one request together
+#: seconds between two ``running`` answers of a requested hunt (events scanned, percentage)
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +155,7 @@ class Refused(ValueError):
 class HuntRequestHandler:
     """The sensor's answer to ``hunt.request``: a capped hunt over its own store.
 
-    ``store`` is the sensor's store (``count_events``, ``scan_events``, ``alert_raised``);
+    ``store`` is the sensor's store (``count_events``, ``scan_events``, ``raised_check``);
     ``write`` takes each new alert (the sensor's sink: its store, and Kafka). Called directly
     it hunts in the caller's thread; a running sensor puts a :class:`HuntWorker` in front."""
 
@@ -178,12 +181,14 @@ class HuntRequestHandler:
         self._lock = threading.Lock()  # one hunt at a time: the store and the CPU are shared
         self._cancel = threading.Event()
         self.stats = {"hunts": 0, "refused": 0, "events": 0, "alerts": 0}
+        self.progress_every_s = PROGRESS_EVERY_S
 
     def __call__(
         self, envelope: Envelope, started: Callable[[dict], None] | None = None
     ) -> list[dict]:
         """Hunt and answer; ``started`` is handed the ``running`` answer (with the number of
-        events to scan) once the rules have loaded."""
+        events to scan) once the rules have loaded, and again with the progress while the
+        hunt runs."""
         with self._lock:
             try:
                 check_request(envelope.payload)
@@ -241,17 +246,11 @@ class HuntRequestHandler:
             except (RuleLoadError, HuntError) as exc:
                 raise Refused(str(exc).splitlines()[0]) from None
             warnings = field_warnings(engine.pack)[:10]
+            progress = None
             if started is not None:
-                total = min(self.store.count_events(since, until), max_events)
-                started(
-                    self.answer(
-                        envelope,
-                        "running",
-                        {"icsmon.hunt.id": hunt_id, "icsmon.hunt.total": total},
-                        "running",
-                    )
-                )
+                progress = self._running(envelope, hunt_id, started, since, until, max_events)
             written = 0
+            raised = self.store.raised_check()  # the alerts stored before this hunt
 
             def write(alert: dict) -> None:
                 nonlocal written
@@ -262,12 +261,13 @@ class HuntRequestHandler:
             job = Hunt(
                 engine,
                 hunt_id,
-                known=lambda a: self.store.alert_raised(
+                known=lambda a: raised(
                     str(a["event.id"]), str(a["rule.id"]), a.get("icsmon.alert.event_ids") or []
                 ),
                 write=write,
                 max_events=max_events,
                 max_seconds=max_seconds,
+                progress=progress,
                 cancelled=self._cancel.is_set,
             )
             summary = job.run(self.store.scan_events(since, until))
@@ -292,6 +292,48 @@ class HuntRequestHandler:
             "icsmon.hunt.stopped": stopped,
             "icsmon.hunt.warnings": warnings,
         }
+
+    def _running(
+        self,
+        envelope: Envelope,
+        hunt_id: str,
+        send: Callable[[dict], None],
+        since: float | None,
+        until: float | None,
+        max_events: int,
+    ) -> Callable[[int, float | None], None]:
+        """Send the ``running`` answer (events to scan), and return the hunt's progress
+        callback, which sends it again with the events scanned so far and the percentage at
+        most every ``progress_every_s`` seconds. Every copy has the same id: the store and
+        Elasticsearch keep the latest, which the posture view shows."""
+        total = min(self.store.count_events(since, until), max_events)
+
+        def running(scanned: int) -> dict:
+            fields = {
+                "icsmon.hunt.id": hunt_id,
+                "icsmon.hunt.total": total,
+                "icsmon.hunt.scanned": scanned,
+                "icsmon.hunt.percent": percent(scanned, total),
+            }
+            return self.answer(envelope, "running", fields, "running")
+
+        send(running(0))
+        last = time.monotonic()
+
+        def progress(scanned: int, _ts: float | None) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= self.progress_every_s and scanned < total:
+                last = now
+                send(running(scanned))
+
+        return progress
+
+
+def percent(scanned: int, total: int) -> float | None:
+    """Events scanned of the events in range, in percent (one decimal); None when the range
+    holds none."""
+    return round(min(100.0, 100.0 * scanned / total), 1) if total > 0 else None
 
 
 def check_request(payload: Mapping[str, Any]) -> None:
@@ -435,14 +477,18 @@ def hunt_state(responses: Iterable[Mapping[str, Any]], hunt_id: str) -> dict[str
     (with the events to scan) and the final one (``delivered`` with the summary, ``refused``
     with the reason, ``error``)."""
     furthest: dict[str, Mapping[str, Any]] = {}
-    totals: dict[str, Any] = {}
+    running: dict[str, Mapping[str, Any]] = {}  # the latest running answer (progress)
     for doc in responses:
         if doc.get("icsmon.control.type") != HUNT_REQUEST or doc.get("icsmon.hunt.id") != hunt_id:
             continue
         sensor = str(doc.get("observer.name") or "")
         status = str(doc.get("icsmon.control.status"))
         if status == "running":
-            totals[sensor] = doc.get("icsmon.hunt.total")
+            have_running = running.get(sensor)
+            if have_running is None or (doc.get("icsmon.hunt.scanned") or 0) >= (
+                have_running.get("icsmon.hunt.scanned") or 0
+            ):
+                running[sensor] = doc
         have = furthest.get(sensor)
         if have is None or _RANK.get(status, 0) >= _RANK.get(
             str(have.get("icsmon.control.status")), 0
@@ -453,7 +499,9 @@ def hunt_state(responses: Iterable[Mapping[str, Any]], hunt_id: str) -> dict[str
             "status": doc.get("icsmon.control.status"),
             "site": doc.get("labels.site"),
             "at": doc.get("@timestamp"),
-            "total": totals.get(sensor),
+            "total": running.get(sensor, {}).get("icsmon.hunt.total"),
+            "scanned": running.get(sensor, {}).get("icsmon.hunt.scanned"),
+            "percent": running.get(sensor, {}).get("icsmon.hunt.percent"),
             "events": doc.get("icsmon.hunt.events"),
             "first": doc.get("icsmon.hunt.first"),
             "last": doc.get("icsmon.hunt.last"),

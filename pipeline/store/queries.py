@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -627,22 +627,41 @@ class StoreQueries:
                 event["@timestamp"] = ts
                 yield event
 
-    def alert_raised(self, alert_id: str, rule_id: str, event_ids: Iterable[str]) -> bool:
+    def alert_raised(
+        self, alert_id: str, rule_id: str, event_ids: Iterable[str], upto_row: int | None = None
+    ) -> bool:
         """Whether an alert with this id, or one of the same rule over any of these triggering
-        events, is stored already (a hunt does not raise it again)."""
+        events, is stored already (a hunt does not raise it again). ``upto_row``: only the
+        alerts stored up to that row are searched for the events (see :meth:`raised_check`)."""
         ids = [str(x) for x in event_ids]
         with self._reading() as conn:
             if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone():
                 return True
             if not ids:
                 return False
+            upto = "" if upto_row is None else f" AND a.rowid <= {int(upto_row)}"
             row = conn.execute(
                 "SELECT 1 FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid, "
                 "json_each(d.doc, '$.\"icsmon.alert.event_ids\"') j "
-                "WHERE a.rule_id = ? AND j.value IN (SELECT value FROM json_each(?)) LIMIT 1",
+                f"WHERE a.rule_id = ?{upto} AND j.value IN (SELECT value FROM json_each(?)) "
+                "LIMIT 1",
                 (rule_id, dumps(ids).decode()),
             ).fetchone()
             return row is not None
+
+    def raised_check(self) -> Callable[[str, str, Iterable[str]], bool]:
+        """:meth:`alert_raised` for a hunt starting now: the search by triggering events
+        leaves out the alerts stored after this moment, the hunt's own among them. They cannot
+        match (one engine never raises two alerts of a rule over the same event), and each
+        check would otherwise read all the alerts of its rule the hunt wrote so far: a hunt
+        quadratic in its own alerts. The search by alert id still sees every alert."""
+        with self._reading() as conn:
+            top = int(conn.execute("SELECT coalesce(max(rowid), 0) FROM alerts").fetchone()[0])
+
+        def raised(alert_id: str, rule_id: str, event_ids: Iterable[str]) -> bool:
+            return self.alert_raised(alert_id, rule_id, event_ids, top)
+
+        return raised
 
     def counts(self) -> dict[str, int]:
         """Documents stored, per kind."""

@@ -119,8 +119,12 @@ async function renderHunts(root) {
 
 function siteRow(s) {
   const covered = s.first && s.last ? `${fmtTime(s.first)} — ${fmtTime(s.last)}` : "—";
-  const scanned = s.events === null || s.events === undefined ? (s.total !== null && s.total !== undefined ? `— / ${s.total}` : "—")
-    : (s.total !== null && s.total !== undefined ? `${s.events} / ${s.total}` : String(s.events));
+  // events scanned: the summary's when done, the latest progress while running
+  const count = s.events ?? (s.state === "running" ? s.scanned : null);
+  const hasTotal = s.total !== null && s.total !== undefined;
+  const pct = s.state === "running" && s.percent !== null && s.percent !== undefined ? ` (${s.percent}%)` : "";
+  const scanned = (count === null || count === undefined ? (hasTotal ? `— / ${s.total}` : "—")
+    : (hasTotal ? `${count} / ${s.total}` : String(count))) + pct;
   const why = s.state === "refused" || s.state === "error" ? [s.reason, s.message].filter(Boolean).join(": ")
     : s.stopped ? `${t("hunt.stopped")}: ${s.stopped}` : "";
   return el("tr", { "data-sensor": s.sensor, "data-state": s.state },

@@ -92,6 +92,33 @@ def test_alerts_already_raised_are_not_written_again(tmp_path: Path) -> None:
     assert third["new"] == 0 and third["known"] == len(live)
 
 
+def test_the_check_for_alerts_raised_reads_those_stored_before_the_hunt(tmp_path: Path) -> None:
+    """A hunt's check by triggering events reads the alerts stored when it started, not the
+    ones it writes itself (they cannot match, and reading them made a hunt quadratic in its
+    own alerts); by alert id it still sees every alert."""
+
+    def alert(alert_id: str, event_id: str) -> dict:
+        return {
+            "@timestamp": 1_800_000_000.0,
+            "event.kind": "alert",
+            "event.id": alert_id,
+            "rule.id": "r1",
+            "icsmon.alert.event_ids": [event_id],
+        }
+
+    with Store.open(tmp_path / "s.db") as store:
+        store.write("alert", alert("a-before", "e1"))
+        store.flush()
+        raised = store.raised_check()
+        store.write("alert", alert("a-after", "e2"))
+        store.flush()
+        assert raised("other", "r1", ["e1"])  # another alert of the rule over e1, stored before
+        assert not raised("other", "r2", ["e1"])  # another rule
+        assert not raised("other", "r1", ["e2"])  # stored since: not searched by event
+        assert raised("a-after", "r1", ["e2"])  # by id: every alert
+        assert store.alert_raised("other", "r1", ["e2"])  # without the bound: all
+
+
 def test_dry_run_counts_and_writes_nothing(tmp_path: Path) -> None:
     db = tmp_path / "sensor.db"
     live = live_run(ATTACK, db)

@@ -236,3 +236,34 @@ def test_progress_per_sensor_from_the_answers() -> None:
     assert late["s1"]["status"] == "running"
     late = sensor_progress(targets, [running], "h", 100, 600, now=701)
     assert late["s1"]["status"] == "no_answer"
+
+
+def test_a_running_hunt_answers_with_its_progress(sensor) -> None:
+    """While a requested hunt runs, the sensor sends ``running`` again with the events scanned
+    so far and the percentage (the same id each time, so the latest is what is kept), at most
+    every ``progress_every_s``; the centre's progress per sensor shows the latest."""
+    _, _, handler, store, _ = sensor
+    env = control.Envelope(HUNT_REQUEST, "req", SENSOR, 0, 100, {"hunt_id": "h"})
+    sent: list[dict] = []
+    total = store.count_events()
+    assert total > 10
+    handler.progress_every_s = 3600.0
+    progress = handler._running(env, "h", sent.append, None, None, 10**9)
+    progress(5, None)  # too soon after the first answer: nothing sent
+    assert [(a["icsmon.hunt.scanned"], a["icsmon.hunt.percent"]) for a in sent] == [(0, 0.0)]
+    assert sent[0]["icsmon.hunt.total"] == total
+    handler.progress_every_s = 0.0
+    progress(10, None)
+    progress(total, None)  # the end: the summary follows, no progress answer
+    assert [a["icsmon.hunt.scanned"] for a in sent] == [0, 10]
+    assert sent[1]["icsmon.hunt.percent"] == round(1000 / total, 1)
+    assert sent[0]["event.id"] == sent[1]["event.id"] == "req-running"
+    # the latest progress wins whatever order the answers come back in
+    got = sensor_progress([SENSOR], [sent[1], sent[0]], "h", 100, 600, now=50)[SENSOR]
+    assert (got["status"], got["scanned"], got["total"]) == ("running", 10, total)
+    assert got["percent"] == sent[1]["icsmon.hunt.percent"]
+    # capped by the request: the percentage is of the events the hunt will read
+    capped = handler._running(env, "h", sent.append, None, None, 20)
+    handler.progress_every_s = 0.0
+    capped(5, None)
+    assert (sent[-1]["icsmon.hunt.total"], sent[-1]["icsmon.hunt.percent"]) == (20, 25.0)
