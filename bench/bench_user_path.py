@@ -14,10 +14,13 @@
    replay F --baseline B``); the store, when there is one, is a new file each time. Prints
    seconds (wall and the child's CPU time) and the ratio to tshark (its time / the
    command's time: above 1 is faster than tshark).
+   Below the table, each command's icsmon process: time on a CPU, waiting for one, blocked,
+   and its store writer process's CPU (``pipeline/store/process.py``).
 3. The store line: the events of the capture (decoded once, in this process) written
-   through ``Store.write`` (the sensor's way in) against a plain ``executemany`` of the same
-   rows into a table of the same shape (the columns and the JSON document, no indices, one
-   transaction), in documents per second.
+   through ``Store.write`` (the store's writer) against a plain ``executemany`` of the same
+   rows into a table of the same columns (the JSON document as stored, the id's index
+   only, one transaction), in documents per second of CPU; and, to split the gap, the
+   same ``executemany`` into the store's own tables and indexes.
 
 Numbers only, nothing asserted: the machine is shared, compare ratios within one run.
 """

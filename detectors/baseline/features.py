@@ -135,7 +135,7 @@ class Observation:
         return key
 
     def add_range(self, direction: str, space: str, start: Any, count: Any) -> None:
-        if not isinstance(start, int) or not isinstance(count, int) or count <= 0 or start < 0:
+        if type(start) is not int or type(count) is not int or count <= 0 or start < 0:
             return
         if start + count > MAX_ADDRESS:
             return  # no protocol here addresses beyond 32 bits: a decoding artefact, not a range
@@ -198,7 +198,7 @@ def observe(event: dict) -> Observation | None:
     ts = event_time(event)
     if not (isinstance(client, str) and isinstance(server, str) and isinstance(protocol, str)):
         return None
-    if not isinstance(port, int) or not 0 <= port <= 65535 or ts is None:
+    if type(port) is not int or not 0 <= port <= 65535 or ts is None:
         return None
     obs = Observation(protocol, client, server, port, ts, op_class(event))
     if event.get("event.action") == "anomaly":
@@ -290,7 +290,7 @@ def _modbus_shape(event: dict[str, Any], obs: Observation) -> _ModbusShape | Non
     probe.function = obs.function
     _modbus_fields(event, probe)
     fc = event.get("modbus.function_code")
-    space = _MODBUS_SPACE.get(fc) if isinstance(fc, int) else None
+    space = _MODBUS_SPACE.get(fc) if type(fc) is int else None
     if space is None or probe.op_key is None:
         return None
     direction = "write" if obs.op_class == "write" else "read"
@@ -316,7 +316,7 @@ def _modbus_fields(event: dict[str, Any], obs: Observation) -> None:
     obs.function = str(event.get("modbus.function") or obs.function)
     if fc == 8 and event.get("modbus.subfunction") is not None:
         obs.op_key += f" sub={event.get('modbus.subfunction')}"
-    space = _MODBUS_SPACE.get(fc) if isinstance(fc, int) else None
+    space = _MODBUS_SPACE.get(fc) if type(fc) is int else None
     if space is None:
         return
     prefix = f"unit={unit} {space}"
@@ -325,15 +325,15 @@ def _modbus_fields(event: dict[str, Any], obs: Observation) -> None:
         write_at = event.get("modbus.write_address")
         obs.add_range("read", space, read_at, event.get("modbus.read_quantity"))
         obs.add_range("write", space, write_at, event.get("modbus.write_quantity"))
-        if isinstance(read_at, int):
+        if type(read_at) is int:
             obs.add_values("read", prefix, read_at, event.get("modbus.read_values"))
-        if isinstance(write_at, int):
+        if type(write_at) is int:
             obs.add_values("write", prefix, write_at, event.get("modbus.values"))
         return
     address = event.get("modbus.address")
     direction = "write" if obs.op_class == "write" else "read"
     obs.add_range(direction, space, address, event.get("modbus.quantity"))
-    if fc != 22 and isinstance(address, int):  # FC 22 carries masks, not values
+    if fc != 22 and type(address) is int:  # FC 22 carries masks, not values
         obs.add_values(direction, prefix, address, event.get("modbus.values"))
 
 
@@ -346,7 +346,7 @@ def _s7_space(item: dict) -> str | None:
         return None
     area = str(area).lower()
     db = item.get("db")
-    if area in ("db", "di") and isinstance(db, int):
+    if area in ("db", "di") and type(db) is int:
         return f"{area}{db}"
     return area
 
@@ -366,7 +366,7 @@ def _s7comm(event: dict, obs: Observation) -> None:
         )
         obs.op_key = f"userdata {group}/{sub}"
         szl = event.get("s7comm.szl.id")
-        if isinstance(szl, int):
+        if type(szl) is int:
             obs.op_key += f" szl=0x{szl:04x}"
         elif szl is not None:
             obs.op_key += f" szl={szl}"
@@ -390,16 +390,14 @@ def _s7comm(event: dict, obs: Observation) -> None:
             continue
         space = _s7_space(item)
         start = item.get("byte")
-        if space is None or not isinstance(start, int):
+        if space is None or type(start) is not int:
             continue
         length = item.get("length")
-        obs.add_range(
-            direction, space, start, length if isinstance(length, int) and length > 0 else 1
-        )
+        obs.add_range(direction, space, start, length if type(length) is int and length > 0 else 1)
         value = number_value(item.get("value"))
         if value is not None:
             bit = item.get("bit")
-            suffix = f".{bit}" if isinstance(bit, int) and bit else ""
+            suffix = f".{bit}" if type(bit) is int and bit else ""
             obs.values.append((f"{space}.{start}{suffix}", direction, value))
 
 
@@ -472,18 +470,18 @@ def _enip(event: dict, obs: Observation) -> None:
         obs.op_key = str(event.get("enip.command_name") or obs.function)
         return
     klass = event.get("cip.class")
-    obs.op_key = f"{service} class=0x{klass:02x}" if isinstance(klass, int) else service
+    obs.op_key = f"{service} class=0x{klass:02x}" if type(klass) is int else service
     direction = "write" if obs.op_class in ("write", "control", "program") else "read"
     tag = event.get("cip.tag")
     if isinstance(tag, str) and tag:
         obs.nodes[direction] = [tag]
         base, start = _enip_points(tag)
         obs.add_values(direction, base + "[]", start, event.get("cip.values"))
-    elif isinstance(klass, int):
+    elif type(klass) is int:
         parts = [f"@0x{klass:02x}"]
         for key in ("cip.instance", "cip.attribute"):
             value = event.get(key)
-            if isinstance(value, int):
+            if type(value) is int:
                 parts.append(str(value))
         obs.nodes[direction] = ["/".join(parts)]
 
@@ -536,11 +534,11 @@ def _dnp3(event: dict, obs: Observation) -> None:
         if not isinstance(header, dict):
             continue
         group = header.get("group")
-        space = _DNP3_SPACES.get(group) if isinstance(group, int) else None
+        space = _DNP3_SPACES.get(group) if type(group) is int else None
         points = header.get("points")
         if isinstance(points, list) and points:
             for point in points[:MAX_VALUES_PER_EVENT]:
-                if not isinstance(point, dict) or not isinstance(point.get("index"), int):
+                if not isinstance(point, dict) or type(point.get("index")) is not int:
                     continue
                 if space is not None:
                     obs.add_range(direction, space, point["index"], 1)
@@ -549,9 +547,9 @@ def _dnp3(event: dict, obs: Observation) -> None:
                     obs.values.append(
                         (f"outstation={outstation} {space}={point['index']}", direction, value)
                     )
-        elif space is not None and isinstance(header.get("start"), int):
+        elif space is not None and type(header.get("start")) is int:
             start, stop = header["start"], header.get("stop")
-            if isinstance(stop, int) and stop >= start:
+            if type(stop) is int and stop >= start:
                 obs.add_range(direction, space, start, stop - start + 1)
         if direction == "read" and isinstance(header.get("type"), str):
             types.append(header["type"])
@@ -580,7 +578,7 @@ def _iec104(event: dict, obs: Observation) -> None:
     space = f"ca={ca} ioa"  # a station's IOAs: a sweep of several stations counts each
     run_start = run_end = None
     for ioa in ioas[:MAX_VALUES_PER_EVENT]:
-        if not isinstance(ioa, int) or isinstance(ioa, bool):
+        if type(ioa) is not int:
             continue
         if run_end is not None and ioa == run_end + 1:
             run_end = ioa
@@ -595,7 +593,7 @@ def _iec104(event: dict, obs: Observation) -> None:
     objects = event.get("iec104.objects")
     if isinstance(objects, list):
         for obj in objects[:MAX_VALUES_PER_EVENT]:
-            if isinstance(obj, dict) and isinstance(obj.get("ioa"), int):
+            if isinstance(obj, dict) and type(obj.get("ioa")) is int:
                 value = number_value(obj.get("value"))
                 if value is not None:
                     obs.values.append((f"ca={ca} ioa={obj['ioa']}", direction, value))

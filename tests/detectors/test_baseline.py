@@ -547,3 +547,21 @@ def test_cli_learn_stores_the_asset_inventory(tmp_path: Path) -> None:
     assets = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
     assert sorted(a["host"]["ip"] for a in assets) == ["127.0.5.11", "127.0.5.12"]
     assert all(a["asset"]["id"].startswith("plant-a:") for a in assets)
+
+
+def test_a_bool_is_no_port_or_address() -> None:
+    """A bool where a port or an address belongs (a corrupt or hostile event file) is not
+    taken for 0 or 1: the event is skipped, or learned without that range; compiled and
+    from source alike (compiled, a bool checked as an int would become one)."""
+    learner = BaselineLearner()
+    bad_port = _modbus_event(1_700_000_000.0, "10.0.0.5", "10.0.0.10")
+    bad_port["destination.port"] = True
+    learner.observe(bad_port)
+    assert learner.skipped == 1
+    bad_address = _modbus_event(1_700_000_001.0, "10.0.0.5", "10.0.0.10", fc=6, address=4)
+    bad_address["modbus.address"] = False
+    learner.observe(bad_address)
+    doc = learner.result().doc
+    (conv,) = doc["conversations"].values()
+    assert conv["port"] == 502
+    assert not any(op.get("addresses") for op in conv["operations"].values())
