@@ -206,8 +206,13 @@ class WriterStore(StoreQueries):
             self._dropped += len(block)
 
     def _send(self, op: bytes, payload: bytes = b"") -> bool:
+        # A signal (the sensor's SIGINT/SIGTERM handlers) arriving while the pipe is full ends
+        # write(2) after part of a frame: the rest must follow, or the child reads the next
+        # frame's bytes as a header.
+        frame = memoryview(_HEAD.pack(op, len(payload)) + payload)
         try:
-            self._to.write(_HEAD.pack(op, len(payload)) + payload)
+            while frame:
+                frame = frame[self._to.write(frame) or 0 :]
         except (BrokenPipeError, OSError, ValueError):
             self._child_gone()
             return False

@@ -76,6 +76,32 @@ def test_it_stores_exactly_what_the_store_stores(tmp_path: Path) -> None:
     assert _rows(tmp_path / "in.db") == _rows(tmp_path / "out.db")
 
 
+def test_signals_while_the_pipe_is_full_lose_nothing(tmp_path: Path) -> None:
+    # The sensor's SIGINT/SIGTERM handlers interrupt a write to a full pipe part-way through
+    # a frame (seen live: `sense --workers 2` at 200,000 packets/s, stopped by SIGINT, lost
+    # its store). A timer signal every half millisecond makes that happen here.
+    events, _, _ = corpus(6 * BLOCK_DOCS)
+    padded = [{**event, "pad": "x" * 2000} for event in events]  # blocks above the pipe size
+    interrupted = 0
+
+    def count(*_: object) -> None:
+        nonlocal interrupted
+        interrupted += 1
+
+    previous = signal.signal(signal.SIGALRM, count)
+    store = WriterStore(tmp_path / "s.db")
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+        for event in padded:
+            store.write("event", event)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    store.close()  # raises when the child died or documents were dropped
+    assert interrupted > 0
+    assert store.stats()["events"] == len(padded)
+
+
 def test_a_file_that_is_no_store_is_one_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "not-a-store.db"
     path.write_bytes(b"this is not SQLite" * 100)
