@@ -131,28 +131,23 @@ def print_commands(best: dict[str, Result]) -> None:
     print("| --- | ---: | ---: | ---: |")
     if ref:
         print(f"| `tshark -T fields` | {ref.seconds:.2f} | {ref.cpu_seconds:.2f} | 1.0x |")
-    for name, args, uses_store in COMMANDS:
-        r = best.get(name)
-        if r is None:
-            continue
+
+    def row(label: str, r: Result) -> None:
         ratio = ""
         if ref:
             ratio = f"{ref.seconds / r.seconds:.1f}x / {ref.cpu_seconds / r.cpu_seconds:.1f}x"
-        print(
-            f"| {command_line(args, uses_store)} | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {ratio} |"
-        )
+        print(f"| {label} | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {ratio} |")
+
+    for name, args, uses_store in COMMANDS:
+        if (r := best.get(name)) is not None:
+            row(command_line(args, uses_store), r)
     print(
         "\n| the baseline's commands | seconds (wall) | seconds (CPU) | against tshark (wall / CPU) |"
     )
     print("| --- | ---: | ---: | ---: |")
     for name, args in BASELINE_COMMANDS:
-        r = best.get(name)
-        if r is None:
-            continue
-        ratio = ""
-        if ref:
-            ratio = f"{ref.seconds / r.seconds:.1f}x / {ref.cpu_seconds / r.cpu_seconds:.1f}x"
-        print(f"| `icsmon {' '.join(args)}` | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {ratio} |")
+        if (r := best.get(name)) is not None:
+            row(f"`icsmon {' '.join(args)}`", r)
     # Below the table: where each command's wall time went. The icsmon process itself: on a
     # CPU, waiting for one (other work on the machine), blocked (disk, pipe, lock); its store
     # writer process (pipeline/store/process.py) runs beside it: its CPU is the rest of the

@@ -184,20 +184,14 @@ class BaselineLearner:
         self, client: dict[str, Any] | None, server: dict[str, Any] | None, obs: Observation
     ) -> None:
         """Roles, protocols and peers of a client and its server."""
-        if client is not None:
-            add_sorted(client["roles"], f"{obs.protocol}-client", 64)
-            add_sorted(client["protocols"], obs.protocol, 64)
+        for asset, role, peer in ((client, "client", obs.server), (server, "server", obs.client)):
+            if asset is None:
+                continue
+            add_sorted(asset["roles"], f"{obs.protocol}-{role}", 64)
+            add_sorted(asset["protocols"], obs.protocol, 64)
             if (
-                not add_sorted(client["peers"], obs.server, self.limits.max_peers)
-                and obs.server not in client["peers"]
-            ):
-                self._truncate("peers")
-        if server is not None:
-            add_sorted(server["roles"], f"{obs.protocol}-server", 64)
-            add_sorted(server["protocols"], obs.protocol, 64)
-            if (
-                not add_sorted(server["peers"], obs.client, self.limits.max_peers)
-                and obs.client not in server["peers"]
+                not add_sorted(asset["peers"], peer, self.limits.max_peers)
+                and peer not in asset["peers"]
             ):
                 self._truncate("peers")
 

@@ -41,10 +41,24 @@ def test_the_compiled_build_is_in_use() -> None:
     assert not engine_module.__file__.endswith(".py")
 
 
-def _replay(paths: list[Path], pure: bool) -> str:
+def _run(code: str, args: list[Path], pure: bool) -> str:
+    """``code`` run by a new interpreter on ``args``, the compiled build or (``pure``) the
+    source; its standard output."""
     env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
     if pure:
         env["ICSMON_PURE"] = "1"
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=True,
+    ).stdout
+
+
+def _replay(paths: list[Path], pure: bool) -> str:
     code = (
         "import sys, orjson, sensor\n"
         "from sensor.engine import Engine, EngineConfig\n"
@@ -55,16 +69,7 @@ def _replay(paths: list[Path], pure: bool) -> str:
         "print(orjson.dumps(eng.stats).decode())\n"
         "print(orjson.dumps(sorted(eng.changed_assets(), key=str)).decode())\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=True,
-    )
-    return proc.stdout
+    return _run(code, paths, pure)
 
 
 @needs_build
@@ -82,9 +87,6 @@ def test_compiled_and_source_decode_the_same() -> None:
 
 def _alerts(paths: list[Path], pure: bool) -> str:
     """The shipped pack's alerts (and the engine's counters) over a replay of ``paths``."""
-    env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
-    if pure:
-        env["ICSMON_PURE"] = "1"
     code = (
         "import sys, orjson, sensor\n"
         "import detectors.sigma.engine as module\n"
@@ -100,16 +102,7 @@ def _alerts(paths: list[Path], pure: bool) -> str:
         "    print(orjson.dumps(alert).decode())\n"
         "print(orjson.dumps(sigma.stats).decode())\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=True,
-    )
-    return proc.stdout
+    return _run(code, paths, pure)
 
 
 @needs_build
@@ -156,20 +149,7 @@ def test_compiled_and_source_baseline_the_same() -> None:
     others = sorted((REPO / "pcaps" / "baseline").glob("*.pcap")) + sorted(
         (REPO / "pcaps" / "plant").glob("*.pcap")
     )
-    runs = {}
-    for pure in (False, True):
-        env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
-        if pure:
-            env["ICSMON_PURE"] = "1"
-        runs[pure] = subprocess.run(
-            [sys.executable, "-c", _BASELINE_RUN, str(train), *map(str, others)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=REPO,
-            timeout=600,
-            check=True,
-        ).stdout
+    runs = {pure: _run(_BASELINE_RUN, [train, *others], pure) for pure in (False, True)}
     assert runs[False].split("\n", 1)[0] == "compiled False"
     assert runs[True].split("\n", 1)[0] == "source True"
     assert "baseline-new-conversation" in runs[False]
@@ -198,20 +178,7 @@ print(orjson.dumps(rollups.stats).decode())
 def test_compiled_and_source_roll_up_the_same() -> None:
     """Rollups compiled and from source over every capture in pcaps/: the same documents
     (written values keep their int or float type), byte for byte."""
-    runs = {}
-    for pure in (False, True):
-        env = {k: v for k, v in os.environ.items() if k != "ICSMON_PURE"}
-        if pure:
-            env["ICSMON_PURE"] = "1"
-        runs[pure] = subprocess.run(
-            [sys.executable, "-c", _ROLLUPS_RUN, *map(str, CAPTURES)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=REPO,
-            timeout=600,
-            check=True,
-        ).stdout
+    runs = {pure: _run(_ROLLUPS_RUN, CAPTURES, pure) for pure in (False, True)}
     assert runs[False].split("\n", 1)[0] == "compiled"
     assert runs[True].split("\n", 1)[0] == "source"
     assert "icsmon.rollup.written.min" in runs[False]
