@@ -81,33 +81,69 @@ def build_store(path: Path, events: int, packets: int) -> tuple[int, float]:
                 pass
         finally:
             store.close()
+    copy_store(path, events)
     conn = sqlite3.connect(path)
     try:
-        base, lo, hi = conn.execute("SELECT count(*), min(ts), max(ts) FROM events").fetchone()
-        span = (hi - lo) + 1.0
-        copies = 0
-        while conn.execute("SELECT count(*) FROM events").fetchone()[0] < events:
-            copies += 1
-            top = conn.execute("SELECT max(rowid) FROM events").fetchone()[0]
-            need = events - conn.execute("SELECT count(*) FROM events").fetchone()[0]
-            # copy the original rows (rowid <= base) with new ids and later times, in one go
-            with conn:
-                conn.execute(
-                    "INSERT INTO events (rowid, id, ts, site, protocol, action, observer, "
-                    "community_id) SELECT rowid + ?, id || '.' || ?, ts + ?, site, protocol, "
-                    "action, observer, community_id FROM events WHERE rowid <= ? LIMIT ?",
-                    (top, copies, span * copies, base, need),
-                )
-                conn.execute(
-                    "INSERT INTO event_docs (rowid, doc) SELECT rowid + ?, json_set(doc, "
-                    "'$.\"event.id\"', json_extract(doc, '$.\"event.id\"') || '.' || ?) "
-                    "FROM event_docs WHERE rowid <= ? LIMIT ?",
-                    (top, copies, base, need),
-                )
         total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     finally:
         conn.close()
     return total, time.perf_counter() - t0
+
+
+def copy_store(path: Path, events: int) -> None:
+    """Grow the store to ``events`` by copies of its rows and blocks of documents (whole
+    blocks: a few more than asked), each copy with new event ids and later times."""
+    import orjson
+
+    from pipeline.store.schema import pack_events, unpack_events
+
+    conn = sqlite3.connect(path)
+    try:
+        base, lo, hi = conn.execute("SELECT count(*), min(ts), max(ts) FROM events").fetchone()
+        span = (hi - lo) + 1.0
+        blocks = conn.execute(
+            "SELECT first, last, docs FROM event_blocks WHERE last <= (SELECT max(rowid) "
+            "FROM events) ORDER BY first"
+        ).fetchall()
+        flows = conn.execute("SELECT block, community_id FROM event_flows").fetchall()
+        copies = 0
+        while conn.execute("SELECT count(*) FROM events").fetchone()[0] < events:
+            copies += 1
+            top = conn.execute("SELECT max(last) FROM event_blocks").fetchone()[0]
+            need = events - conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            chosen, rows = [], 0
+            for block in blocks:
+                if rows >= need:
+                    break
+                chosen.append(block)
+                rows += block[1] - block[0] + 1
+            end = chosen[-1][1]
+            suffix = f".{copies}"
+            with conn:
+                conn.execute(
+                    "INSERT INTO events (rowid, id, ts, site, protocol, action, observer, "
+                    "community_id) SELECT rowid + ?, id || ?, ts + ?, site, protocol, "
+                    "action, observer, community_id FROM events WHERE rowid <= ?",
+                    (top, suffix, span * copies, end),
+                )
+                for first, last, docs in chosen:
+                    lines = []
+                    for line in unpack_events(docs):
+                        if line:
+                            doc = orjson.loads(line)
+                            doc["event.id"] = f"{doc['event.id']}{suffix}"
+                            line = orjson.dumps(doc)
+                        lines.append(line)
+                    conn.execute(
+                        "INSERT INTO event_blocks (first, last, docs) VALUES (?, ?, ?)",
+                        (first + top, last + top, pack_events(lines)),
+                    )
+                conn.executemany(
+                    "INSERT INTO event_flows (block, community_id) VALUES (?, ?)",
+                    [(block + top, flow) for block, flow in flows if block <= end],
+                )
+    finally:
+        conn.close()
 
 
 def measure(name: str, argv: list[str], events: int) -> dict:

@@ -235,13 +235,15 @@ def executemany_rate(events: list[dict], workdir: Path) -> float:
 
 
 def same_schema_rate(events: list[dict], workdir: Path) -> float:
-    """Plain ``executemany`` into the store's own tables (``events`` and ``event_docs``,
-    their indexes: the schema of ``pipeline.store.schema``), one transaction, rows made as
-    SQLite takes them (2,000 at a time): what the schema itself costs, without the store's
-    batching, de-duplication and bookkeeping. Below the target's line, for the split."""
+    """Plain ``executemany`` into the store's own tables (``events``, ``event_blocks`` and
+    ``event_flows``, their indexes: the schema of ``pipeline.store.schema``), one
+    transaction, rows made as SQLite takes them (2,000 at a time, documents as the store
+    keeps them: compressed blocks of ``BLOCK_EVENTS``): what the schema itself costs,
+    without the store's batching, de-duplication and bookkeeping. Below the target's line,
+    for the split."""
     from pipeline.docs import dumps
-    from pipeline.store.schema import TABLES, create
-    from sensor.timestamps import parse_timestamp, render_times
+    from pipeline.store.schema import BLOCK_EVENTS, TABLES, create, pack_events
+    from sensor.timestamps import parse_timestamp
 
     table = TABLES["event"]
     fields = list(table.columns)
@@ -253,17 +255,35 @@ def same_schema_rate(events: list[dict], workdir: Path) -> float:
     start = time.process_time()
     db.execute("BEGIN")
     for first in range(0, len(events), 2000):
-        docs = [render_times(e) for e in events[first : first + 2000]]
+        batch = events[first : first + 2000]
         db.executemany(
             f"INSERT INTO events ({names}) VALUES ({marks})",
             (
                 (first + i, d["event.id"], parse_timestamp(d["@timestamp"]), *map(d.get, fields))
-                for i, d in enumerate(docs, 1)
+                for i, d in enumerate(batch, 1)
+            ),
+        )
+        docs = [dumps(d) for d in batch]
+        blocks = range(0, len(docs), BLOCK_EVENTS)
+        db.executemany(
+            "INSERT INTO event_blocks (first, last, docs) VALUES (?, ?, ?)",
+            (
+                (
+                    first + j + 1,
+                    first + j + len(docs[j : j + BLOCK_EVENTS]),
+                    pack_events(docs[j : j + BLOCK_EVENTS]),
+                )
+                for j in blocks
             ),
         )
         db.executemany(
-            "INSERT INTO event_docs (rowid, doc) VALUES (?, ?)",
-            ((first + i, dumps(d).decode()) for i, d in enumerate(docs, 1)),
+            "INSERT INTO event_flows (block, community_id) VALUES (?, ?)",
+            (
+                (first + j + 1, flow)
+                for j in blocks
+                for flow in {d.get("network.community_id") for d in batch[j : j + BLOCK_EVENTS]}
+                if isinstance(flow, str)
+            ),
         )
     db.execute("COMMIT")
     db.close()

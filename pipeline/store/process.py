@@ -54,7 +54,7 @@ from pipeline import kinds as doc_kinds
 from pipeline.docs import dumps, dumps_or_raise
 from pipeline.store.queries import StoreQueries
 from pipeline.store.schema import StoreError, resolve_store_path, store_error
-from pipeline.store.writer import WRITERS
+from pipeline.store.writer import WRITERS, event_columns
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,15 @@ class WriterStore(StoreQueries):
                 return  # a kind the sensor ships but does not keep
             raise ValueError(f"no store table for document kind {kind!r}")
         try:
-            try:
-                line = kind.encode() + b" " + dumps_or_raise(doc)
-            except orjson.JSONEncodeError:  # integers beyond 64 bits: read back by json
-                line = kind.encode() + b"\t" + dumps(doc)
+            if kind == "event":  # its row's columns first: the child stores the JSON as it is
+                line = b"".join(
+                    (b"E", orjson.dumps(event_columns(doc, content_id=False)), b"\0", dumps(doc))
+                )
+            else:
+                try:
+                    line = kind.encode() + b" " + dumps_or_raise(doc)
+                except orjson.JSONEncodeError:  # integers beyond 64 bits: read back by json
+                    line = kind.encode() + b"\t" + dumps(doc)
         except Exception as exc:  # a value JSON cannot hold: it costs only itself
             with self._lock:
                 self._rejected += 1
@@ -282,7 +287,7 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
         answer({"error": str(exc)})
         return 1
     answer({"ready": True})
-    write = store.write
+    write, write_event = store.write, store.write_event_json
     while True:
         head = _read_exact(into, _HEAD.size)
         if head is None:  # the sensor is gone: keep what it sent
@@ -293,6 +298,10 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
             break
         if op == DOCS:
             for line in payload.split(b"\n"):
+                if line[0] == 69:  # "E": an event's columns, NUL, its JSON (stored as it is)
+                    end = line.index(b"\0")
+                    write_event(orjson.loads(memoryview(line)[1:end]), line[end + 1 :])
+                    continue
                 start = line.find(b"{")  # the document; the kind and a separator before it
                 kind = line[: start - 1].decode()
                 if line[start - 1] == 32:  # " ": written by orjson

@@ -18,12 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lz4.block
 import orjson
 
 from pipeline import kinds
+from pipeline.assets import as_list
 from pipeline.docs import dumps
 from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
-from pipeline.store.schema import TABLES, connect_reader, describe, store_error
+from pipeline.store.schema import TABLES, connect_reader, describe, store_error, unpack_events
+from sensor.timestamps import TIME_FIELDS, render_times
 
 if TYPE_CHECKING:
     from pipeline.store import Store
@@ -82,6 +85,79 @@ def _and_not_null(where: str, expr: str) -> str:
     return f"{where} AND {cond}" if where else f" WHERE {cond}"
 
 
+_LATER_TIMES = tuple(sorted(TIME_FIELDS - {"@timestamp"}))
+
+
+class EventDocs:
+    """Stored event documents by rowid, read block by block (``schema.unpack_events``); the
+    last block read is kept, as readers mostly go in rowid order."""
+
+    def __init__(self) -> None:
+        self._first = self._last = -1
+        self._lines: list[bytes] = []
+
+    def get(self, conn: sqlite3.Connection, rowid: int) -> bytes | None:
+        """The document's JSON bytes, None when no block holds it."""
+        if not self._first <= rowid <= self._last:
+            row = conn.execute(
+                "SELECT first, last, docs FROM event_blocks WHERE first <= ? "
+                "ORDER BY first DESC LIMIT 1",
+                (rowid,),
+            ).fetchone()
+            if row is None or row[1] < rowid:
+                return None
+            try:
+                lines = unpack_events(row[2])
+            except lz4.block.LZ4BlockError as exc:
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({exc})") from exc
+            self._first, self._last, self._lines = row[0], row[1], lines
+        index = rowid - self._first
+        return self._lines[index] if index < len(self._lines) else None
+
+    def read(self, conn: sqlite3.Connection, rowids: Iterable[int]) -> list[dict]:
+        """The documents of these events in this order, times as text (as stored before
+        schema 8: ``render_times``)."""
+        out = []
+        for rowid in rowids:
+            doc = self.get(conn, rowid)
+            if doc:
+                out.append(render_times(orjson.loads(doc)))
+        return out
+
+
+def _event_predicate(flt: AlertFilter) -> Callable[[dict], bool] | None:
+    """The conditions of ``flt`` on event fields that have no column (severity, technique,
+    rule, other fields of ``match``), read from the documents; None when there are none."""
+    spec = TABLES["event"]
+    match = {name: list(values) for name, values in flt.match.items() if name not in spec.columns}
+    for name in match:
+        _check_field(name)
+    if flt.min_severity is None and not flt.technique and not flt.rule_id and not match:
+        return None
+    technique = flt.technique.upper() if flt.technique else None
+
+    def keep(doc: dict) -> bool:
+        if flt.min_severity is not None:
+            severity = doc.get("event.severity")
+            if not (
+                isinstance(severity, int | float)
+                and not isinstance(severity, bool)
+                and severity >= flt.min_severity
+            ):
+                return False
+        if technique is not None and not any(
+            str(t).upper() == technique for t in as_list(doc.get("threat.technique.id"))
+        ):
+            return False
+        if flt.rule_id and doc.get("rule.id") != flt.rule_id:
+            return False
+        return all(
+            any(v in values for v in as_list(doc.get(name))) for name, values in match.items()
+        )
+
+    return keep
+
+
 class StoreQueries:
     """The query half of ``pipeline.store.Store``.
 
@@ -133,8 +209,9 @@ class StoreQueries:
     def _where(self, flt: AlertFilter, table: str) -> tuple[str, list[Any]]:
         """SQL conditions for an AlertFilter on ``alerts`` or ``events`` (limit/offset aside).
 
-        On events, conditions on fields events lack (severity, technique, rule) match only the
-        events that carry them, read from the JSON document; ``text`` searches event.action.
+        On events, conditions on fields without a column (severity, technique, rule, others
+        of ``match``) are left to ``_event_predicate`` (they match only the events that carry
+        them, read from the documents); ``text`` searches event.action.
         """
         conds: list[str] = []
         params: list[Any] = []
@@ -153,7 +230,16 @@ class StoreQueries:
         if flt.ids:
             conds.append(f"{table}.id IN (SELECT value FROM json_each(?))")
             params.append(dumps(list(flt.ids)).decode())
-        if flt.community_id:
+        if flt.community_id and table == "events":
+            # the flow's blocks, then their rows of the flow (no index per event)
+            conds.append(
+                "events.rowid IN (SELECT e.rowid FROM event_flows f "
+                "JOIN event_blocks b ON b.first = f.block "
+                "JOIN events e ON e.rowid BETWEEN b.first AND b.last "
+                "WHERE f.community_id = ? AND e.community_id = ?)"
+            )
+            params.extend([flt.community_id, flt.community_id])
+        elif flt.community_id:
             conds.append(f"{table}.community_id = ?")
             params.append(flt.community_id)
         spec = _BY_NAME[table]
@@ -162,6 +248,8 @@ class StoreQueries:
                 conds.append(f"{table}.{spec.columns[name]} IN (SELECT value FROM json_each(?))")
                 params.append(dumps(list(values)).decode())
                 continue
+            if table == "events":
+                continue  # read from the documents (``_event_predicate``)
             # any element of the field (a scalar is its own one element)
             conds.append(
                 f"EXISTS (SELECT 1 FROM {spec.docs} m, json_each(m.doc, ?) j WHERE "
@@ -184,29 +272,10 @@ class StoreQueries:
             if flt.text:
                 conds.append("alerts.rule_name LIKE ? ESCAPE '\\'")
                 params.append(_like(flt.text))
-        else:
-            if flt.min_severity is not None:
-                conds.append(
-                    "(SELECT json_extract(d.doc, '$.\"event.severity\"') FROM event_docs d "
-                    "WHERE d.rowid = events.rowid) >= ?"
-                )
-                params.append(flt.min_severity)
-            if flt.technique:
-                conds.append(
-                    "EXISTS (SELECT 1 FROM event_docs d, "
-                    "json_each(d.doc, '$.\"threat.technique.id\"') j "
-                    "WHERE d.rowid = events.rowid AND upper(j.value) = ?)"
-                )
-                params.append(flt.technique.upper())
-            if flt.rule_id:
-                conds.append(
-                    "(SELECT json_extract(d.doc, '$.\"rule.id\"') FROM event_docs d "
-                    "WHERE d.rowid = events.rowid) = ?"
-                )
-                params.append(flt.rule_id)
-            if flt.text:
-                conds.append("events.action LIKE ? ESCAPE '\\'")
-                params.append(_like(flt.text))
+        elif flt.text:
+            # severity, technique and rule of events: from the documents (``_event_predicate``)
+            conds.append("events.action LIKE ? ESCAPE '\\'")
+            params.append(_like(flt.text))
         return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
     def _field_source(
@@ -252,7 +321,30 @@ class StoreQueries:
 
     def search_events(self, flt: AlertFilter) -> tuple[int, list[dict]]:
         """(total matching, one page of events newest first)."""
-        return self._search("events", flt)
+        where, params = self._where(flt, "events")
+        keep = _event_predicate(flt)
+        docs = EventDocs()
+        order = " ORDER BY events.ts DESC, events.rowid DESC"
+        with self._reading() as conn:
+            if keep is None:
+                total = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()[0]
+                # the page is chosen on the narrow rows; only its blocks are read
+                rows = conn.execute(
+                    f"SELECT events.rowid FROM events{where}{order} LIMIT ? OFFSET ?",
+                    [*params, max(0, flt.limit), max(0, flt.offset)],
+                ).fetchall()
+                return total, docs.read(conn, (row[0] for row in rows))
+            # conditions on the documents: every candidate is read, in the page's order
+            total, page = 0, []
+            first, end = max(0, flt.offset), max(0, flt.offset) + max(0, flt.limit)
+            candidates = conn.execute(f"SELECT events.rowid FROM events{where}{order}", params)
+            for (rowid,) in candidates.fetchall():
+                for doc in docs.read(conn, (rowid,)):
+                    if keep(doc):
+                        if first <= total < end:
+                            page.append(doc)
+                        total += 1
+        return total, page
 
     def get_alert(self, alert_id: str) -> dict | None:
         with self._reading() as conn:
@@ -264,11 +356,9 @@ class StoreQueries:
 
     def get_event(self, event_id: str) -> dict | None:
         with self._reading() as conn:
-            row = conn.execute(
-                "SELECT d.doc FROM events e JOIN event_docs d ON d.rowid = e.rowid WHERE e.id = ?",
-                (event_id,),
-            ).fetchone()
-        return orjson.loads(row[0]) if row else None
+            row = conn.execute("SELECT rowid FROM events WHERE id = ?", (event_id,)).fetchone()
+            found = EventDocs().read(conn, [row[0]]) if row else []
+        return found[0] if found else None
 
     def get_asset(self, asset_id: str) -> dict | None:
         with self._reading() as conn:
@@ -387,6 +477,8 @@ class StoreQueries:
         if kind not in ("event", "alert") and kind not in _TIMED:
             raise ValueError(f"no last-seen query on {kind!r} documents")
         table = TABLES[kind].name
+        if kind == "event" and field_name not in TABLES["event"].columns:
+            return self._event_last_seen_by(flt, field_name, size)
         extra, expr, fparams = self._field_source(table, field_name)
         where, params = (
             self._where(flt, table) if kind in ("event", "alert") else _timed_where(flt, table)
@@ -399,6 +491,30 @@ class StoreQueries:
         with self._reading() as conn:
             rows = conn.execute(sql, [*fparams, *params, size]).fetchall()
         return [(_key(v), float(last)) for v, last in rows]
+
+    def _event_last_seen_by(
+        self, flt: AlertFilter, field_name: str, size: int
+    ) -> list[tuple[str, float]]:
+        """``last_seen_by`` on an event field without a column: from the documents."""
+        _check_field(field_name)
+        where, params = self._where(flt, "events")
+        where = _and_not_null(where, "events.ts")
+        keep = _event_predicate(flt)
+        docs = EventDocs()
+        last: dict[Any, float] = {}
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT events.rowid, events.ts FROM events{where} ORDER BY events.rowid", params
+            ).fetchall()
+            for rowid, ts in rows:
+                for doc in docs.read(conn, (rowid,)):
+                    if keep is not None and not keep(doc):
+                        continue
+                    for value in as_list(doc.get(field_name)):
+                        if value is not None and not isinstance(value, dict | list):
+                            last[value] = max(ts, last.get(value, ts))
+        ranked = sorted(((_key(v), t) for v, t in last.items()), key=lambda vt: (-vt[1], vt[0]))
+        return ranked[:size]
 
     def latest(self, kind: str, flt: AlertFilter, size: int = 1000) -> list[dict]:
         """The newest document of ``kind`` per value of its ``latest_by`` field
@@ -609,22 +725,27 @@ class StoreQueries:
         page). Documents come as bytes (``CAST``): orjson reads them without a str made
         first."""
         where, params = self._scan_where(since, until, sites, observers, by_index=False)
-        sql = (
-            "SELECT e.rowid, e.ts, CAST(d.doc AS BLOB) FROM events e "
-            "JOIN event_docs d ON d.rowid = e.rowid "
-            f"WHERE e.rowid > ? AND {where} ORDER BY e.rowid LIMIT ?"
-        )
+        sql = f"SELECT e.rowid, e.ts FROM events e WHERE e.rowid > ? AND {where} ORDER BY e.rowid LIMIT ?"
         last_row = 0
         loads = orjson.loads
+        docs = EventDocs()  # a block read once, its events over one or two pages
+        later = _LATER_TIMES
         while True:
             with self._reading() as conn:
                 rows = conn.execute(sql, [last_row, *params, page]).fetchall()
+                found = [(ts, docs.get(conn, rowid)) for rowid, ts in rows]
             if not rows:
                 return
             last_row = rows[-1][0]
-            for _, ts, doc in rows:
+            for ts, doc in found:
+                if not doc:
+                    continue
                 event = loads(doc)
                 event["@timestamp"] = ts
+                for key in later:  # the other times as text, as they were stored before
+                    value = event.get(key)
+                    if value is not None and type(value) is not str:
+                        event[key] = render_times({key: value})[key]
                 yield event
 
     def alert_raised(
@@ -677,6 +798,9 @@ def iter_docs(store: Store, kinds: Iterable[str] = tuple(TABLES)) -> Iterator[tu
     for kind in kinds:
         if kind not in TABLES:
             raise ValueError(f"unknown document kind {kind!r}")
+        if kind == "event":
+            yield from (("event", doc) for doc in _iter_events(store))
+            continue
         table = TABLES[kind].docs or TABLES[kind].name
         last = 0
         while True:
@@ -690,3 +814,18 @@ def iter_docs(store: Store, kinds: Iterable[str] = tuple(TABLES)) -> Iterator[tu
             last = rows[-1][0]
             for _, doc in rows:
                 yield kind, orjson.loads(doc)
+
+
+def _iter_events(store: Store) -> Iterator[dict]:
+    last = 0
+    docs = EventDocs()
+    while True:
+        with store._reading() as conn:
+            rows = conn.execute(
+                "SELECT rowid FROM events WHERE rowid > ? ORDER BY rowid LIMIT 1000", (last,)
+            ).fetchall()
+            page = docs.read(conn, (row[0] for row in rows))
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield from page

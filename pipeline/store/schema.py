@@ -1,10 +1,21 @@
 """The store file on disk: tables, versions and upgrades, and opening a connection.
 
 Every document kind has a row table of indexed columns (``TABLES``: the fields filters and
-aggregations use) and keeps each document whole as JSON, either in a documents table under
-the same rowid (``event_docs``, ``alert_docs``: filters, counts and histograms walk narrow
-rows and indexes, only the page asked for reads the JSON) or in the row itself (assets, few
-and small). List fields filters need have side tables (``alert_techniques``...).
+aggregations use) and keeps each document whole as JSON: events in compressed blocks
+(``event_blocks``, below), alerts in a documents table under the same rowid (``alert_docs``:
+filters, counts and histograms walk narrow rows and indexes, only the page asked for reads
+the JSON), the other kinds in the row itself (few and small). List fields filters need have
+side tables (``alert_techniques``...).
+
+Events are most of a store: a row each in ``events`` (id, time and the columns searches
+filter on; indexed by id and time only) and their documents, as written, in blocks of up to
+``BLOCK_EVENTS`` consecutive rowids (``event_blocks``: lz4, one JSON document per line, line
+``rowid - first``, an empty line where no event is). ``event_flows`` names the blocks that
+hold a flow's events (``network.community_id``): a pivot reads those blocks' rows only, for
+a row per flow and block instead of an index entry per event. Documents are stored as the
+writer received them (a sensor's times are numbers) and given text times when read
+(``sensor.timestamps.render_times``), so a stored event reads back as it did when stored
+rendered (schema 7 and before).
 
 A new kind of document is a new ``Table`` entry, its ``CREATE`` statements in ``_SCHEMA``,
 a migration that creates them in older stores (``MIGRATIONS``, ``SCHEMA_VERSION`` + 1), and
@@ -24,17 +35,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lz4.block
 import platformdirs
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x49434D53  # "ICMS": tells an icsmon store from any other SQLite file
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 STORE_ENV = "ICSMON_STORE"
 
 CACHE_KIB = 32 * 1024  # SQLite page cache of the writing connection
 READER_CACHE_KIB = 8 * 1024  # and of each querying thread's connection
 WAL_CHECKPOINT_PAGES = 4096
+BLOCK_EVENTS = 256  # events per compressed block of documents
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,9 @@ class Table:
 
     kind: str  # the document kind ("event")
     name: str  # its row table ("events")
-    docs: str | None  # the table of whole documents (same rowid), None: ``doc`` in the row
+    docs: (
+        str | None
+    )  # where whole documents are (alerts: same rowid; events: blocks), None: ``doc`` in the row
     columns: dict[str, str]  # field -> indexed column of the row table
     lists: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (side table, column)
 
@@ -52,7 +67,7 @@ TABLES = {
     "event": Table(
         "event",
         "events",
-        "event_docs",
+        "event_blocks",
         {
             "labels.site": "site",
             "network.protocol": "protocol",
@@ -148,9 +163,17 @@ CREATE TABLE events (
     community_id TEXT
 );
 CREATE INDEX events_ts ON events(ts);
-CREATE INDEX events_observer_ts ON events(observer, ts);
-CREATE INDEX events_community ON events(community_id);
-CREATE TABLE event_docs (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE event_blocks (
+    first INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL,
+    docs BLOB NOT NULL
+);
+CREATE TABLE event_flows (
+    block INTEGER NOT NULL,
+    community_id TEXT NOT NULL,
+    PRIMARY KEY (block, community_id)
+) WITHOUT ROWID;
+CREATE INDEX event_flows_community ON event_flows(community_id);
 
 CREATE TABLE alerts (
     rowid INTEGER PRIMARY KEY,
@@ -345,6 +368,63 @@ def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def pack_events(docs: list[bytes]) -> bytes:
+    """A block of event documents (one JSON each, ``b""`` where no event is) as stored."""
+    return lz4.block.compress(b"\n".join(docs))
+
+
+def unpack_events(block: bytes) -> list[bytes]:
+    """The documents of a stored block, one per rowid from its first (``b""``: none)."""
+    return lz4.block.decompress(block).split(b"\n")
+
+
+def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
+    """Version 8 keeps event documents in compressed blocks (``event_blocks``), indexes the
+    events' flows per block (``event_flows``) instead of per event, and drops the events'
+    (observer, time) index, which no query needed. The documents go over as they are (times
+    as text: they read back the same)."""
+    start = _SCHEMA.index("CREATE TABLE event_blocks")
+    for statement in _SCHEMA[start : _SCHEMA.index("CREATE TABLE alerts")].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("DROP INDEX IF EXISTS events_observer_ts")
+    conn.execute("DROP INDEX IF EXISTS events_community")
+    rows = conn.execute(
+        "SELECT e.rowid, e.community_id, CAST(d.doc AS BLOB) FROM events e "
+        "JOIN event_docs d ON d.rowid = e.rowid ORDER BY e.rowid"
+    )
+    first = last = 0
+    docs: list[bytes] = []
+    flows: set[str] = set()
+
+    def put() -> None:
+        conn.execute(
+            "INSERT INTO event_blocks (first, last, docs) VALUES (?, ?, ?)",
+            (first, last, pack_events(docs)),
+        )
+        conn.executemany(
+            "INSERT INTO event_flows (block, community_id) VALUES (?, ?)",
+            [(first, flow) for flow in sorted(flows)],
+        )
+
+    for rowid, flow, doc in rows:  # read while the blocks are written (other tables)
+        if docs and rowid - first >= BLOCK_EVENTS:
+            put()
+            docs, flows = [], set()
+        if not docs:
+            first = rowid
+        docs.extend([b""] * (rowid - first - len(docs)))  # rowids no event has
+        docs.append(doc)
+        last = rowid
+        if isinstance(flow, str):
+            flows.add(flow)
+    if docs:
+        put()
+    # events without a document (none should be) have nothing to read back: they go too
+    conn.execute("DELETE FROM events WHERE rowid NOT IN (SELECT rowid FROM event_docs)")
+    conn.execute("DROP TABLE event_docs")
+
+
 # MIGRATIONS[n] upgrades a version-n store to version n + 1, inside one transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_1_to_2,
@@ -353,6 +433,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     4: _migrate_4_to_5,
     5: _migrate_5_to_6,
     6: _migrate_6_to_7,
+    7: _migrate_7_to_8,
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import itertools
+import json
 import logging
 import sqlite3
 import threading
@@ -36,7 +36,14 @@ import orjson
 from pipeline import kinds
 from pipeline.assets import as_list, union
 from pipeline.docs import dumps
-from pipeline.store.schema import TABLES, StoreError, store_error
+from pipeline.store.schema import (
+    BLOCK_EVENTS,
+    TABLES,
+    StoreError,
+    pack_events,
+    store_error,
+    unpack_events,
+)
 from sensor.timestamps import parse_timestamp as to_epoch
 from sensor.timestamps import render_times
 
@@ -150,23 +157,38 @@ def asset_id(doc: dict) -> str:
 EventColumns = tuple  # (id, time, the indexed column values...)
 
 
-def event_columns(doc: dict) -> EventColumns:
-    """An event's row but its document: (id, time, indexed column values...); ``doc`` as
-    stored, times as text (``render_times``)."""
+def event_columns(doc: dict, content_id: bool = True) -> EventColumns:
+    """An event's row but its document: (id, time, indexed column values...). A document
+    without an ``event.id`` gets a content hash (of it as stored up to schema 7), or None
+    without ``content_id`` (``event_columns_of`` makes it from the JSON)."""
     fields = _TEXT_FIELDS.get("event")
     if fields is not None:  # row_values inline: the hot path of a sensor's store
         values = [v if isinstance(v, str) else None for v in map(doc.get, fields)]
     else:
         values = row_values("event", doc)
-    return (doc_id(doc), to_epoch(doc.get("@timestamp")), *values)
+    key = doc.get("event.id")
+    if not (isinstance(key, str) and key):
+        if isinstance(key, int) and not isinstance(key, bool):
+            key = str(key)
+        else:
+            key = doc_id(render_times(doc)) if content_id else None
+    return (key, to_epoch(doc.get("@timestamp")), *values)
+
+
+def event_columns_of(columns: list[Any], doc: bytes) -> EventColumns:
+    """``event_columns(..., content_id=False)`` as the writer process receives it, beside the
+    document's JSON (``doc``): the content hash made here when there is no id."""
+    if columns[0] is None:  # rare: the standard library's parse keeps integers beyond 64 bits
+        columns[0] = doc_id(render_times(json.loads(doc)))
+    return tuple(columns)
 
 
 def insert_events(conn: sqlite3.Connection, events: list[tuple], counts: Counts) -> None:
-    """New events only (by event.id), each row and its document under one rowid. ``events``
-    are made into rows when written: (``event_columns``, the document's JSON text).
+    """New events only (by event.id): each a row, its document in a block. ``events`` are
+    (``event_columns``, the document's JSON bytes).
 
     Most batches hold new events only: they go in as they are, SQLite numbering the rows
-    (max(rowid) + 1 each: the batch holds the write lock, so the documents' rowids are known
+    (max(rowid) + 1 each: the batch holds the write lock, so the blocks' rowids are known
     before). A batch that meets a stored id (a capture replayed again, a batch delivered
     twice) fails on the id's uniqueness, is rolled back to its start, and goes in without
     the events already stored."""
@@ -174,10 +196,13 @@ def insert_events(conn: sqlite3.Connection, events: list[tuple], counts: Counts)
     for event in events:
         fresh.setdefault(event[0][0], event)
     base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+    top = conn.execute(
+        "SELECT first, last, docs FROM event_blocks ORDER BY first DESC LIMIT 1"
+    ).fetchone()
     conn.execute("SAVEPOINT new_events")
     kept = list(fresh.values())
     try:
-        _insert_event_rows(conn, base, kept)
+        _insert_event_rows(conn, base, top, kept)
     except sqlite3.IntegrityError:
         conn.execute("ROLLBACK TO new_events")
         known = {
@@ -188,24 +213,62 @@ def insert_events(conn: sqlite3.Connection, events: list[tuple], counts: Counts)
             )
         }
         kept = [event for key, event in fresh.items() if key not in known]
-        _insert_event_rows(conn, base, kept)
+        _insert_event_rows(conn, base, top, kept)
     conn.execute("RELEASE new_events")
     counts["events"] += len(kept)
     counts["duplicates"] += len(events) - len(kept)
 
 
+_EVENT_COLUMNS = ", ".join(("id", "ts", *TABLES["event"].columns.values()))
 _EVENT_INSERT = (
-    f"INSERT INTO events (id, ts, {', '.join(TABLES['event'].columns.values())}) "
+    f"INSERT INTO events ({_EVENT_COLUMNS}) "
     f"VALUES ({', '.join('?' * (2 + len(TABLES['event'].columns)))})"
 )
 
 
-def _insert_event_rows(conn: sqlite3.Connection, base: int, events: list[tuple]) -> None:
-    conn.executemany(_EVENT_INSERT, [event[0] for event in events])
-    conn.executemany(
-        "INSERT INTO event_docs (rowid, doc) VALUES (?, ?)",
-        zip(itertools.count(base + 1), [event[1] for event in events], strict=False),
-    )
+def _insert_event_rows(
+    conn: sqlite3.Connection, base: int, top: tuple | None, events: list[tuple]
+) -> None:
+    """Rows from ``base`` + 1 on (after the last block's rowids: those of its deleted events
+    are not used again), documents into the last block while it has room, then new blocks
+    of ``BLOCK_EVENTS``."""
+    if not events:
+        return
+    rows = [event[0] for event in events]
+    start = base
+    if top is not None and top[1] > base:
+        start = top[1]
+        conn.execute(
+            f"INSERT INTO events (rowid, {_EVENT_COLUMNS}) "
+            f"VALUES ({', '.join('?' * (1 + len(rows[0])))})",
+            (start + 1, *rows[0]),
+        )
+        rows = rows[1:]
+    conn.executemany(_EVENT_INSERT, rows)
+    docs = [event[1] for event in events]
+    flows = [event[0][-1] for event in events]  # network.community_id: the last column
+    done = 0
+    if top is not None and top[1] == start and top[1] - top[0] + 1 < BLOCK_EVENTS:
+        done = min(BLOCK_EVENTS - (top[1] - top[0] + 1), len(docs))
+        conn.execute(
+            "UPDATE event_blocks SET last = ?, docs = ? WHERE first = ?",
+            (start + done, pack_events(unpack_events(top[2]) + docs[:done]), top[0]),
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO event_flows (block, community_id) VALUES (?, ?)",
+            [(top[0], flow) for flow in set(flows[:done]) if flow is not None],
+        )
+    blocks: list[tuple[int, int, bytes]] = []
+    block_flows: list[tuple[int, str]] = []
+    for i in range(done, len(docs), BLOCK_EVENTS):
+        first = start + 1 + i
+        chunk = docs[i : i + BLOCK_EVENTS]
+        blocks.append((first, first + len(chunk) - 1, pack_events(chunk)))
+        block_flows.extend(
+            (first, flow) for flow in set(flows[i : i + BLOCK_EVENTS]) if flow is not None
+        )
+    conn.executemany("INSERT INTO event_blocks (first, last, docs) VALUES (?, ?, ?)", blocks)
+    conn.executemany("INSERT INTO event_flows (block, community_id) VALUES (?, ?)", block_flows)
 
 
 def upsert_alerts(conn: sqlite3.Connection, alerts: list[dict], counts: Counts) -> None:
@@ -433,7 +496,6 @@ def _insert_new(
 # Retention (``max_age_s``, ``max_bytes``) removes these, in this order; never alerts,
 # assets or findings.
 AGED = ("events", "rollups", "heartbeats")
-_DOCS = {"events": "event_docs"}
 RETENTION_EVERY_S = 5.0  # how often a busy writer checks age and size
 
 WRITERS: dict[str, Callable[[sqlite3.Connection, list[Any], Counts], None]] = {
@@ -551,16 +613,28 @@ class StoreWriter:
             raise ValueError(f"no store table for document kind {kind!r}")
         if self.readonly:
             raise self._error("opened read-only, cannot write")
-        # stored as written documents are: times as ISO text (sensor/timestamps.py); an
-        # event is made into its row here, outside the lock
-        doc = render_times(doc)
         if kind != "event":
-            self._add(kind, doc)
+            # stored as written documents are: times as ISO text (sensor/timestamps.py)
+            self._add(kind, render_times(doc))
             return
+        # an event is made into its row here, outside the lock; its document is kept as it
+        # comes (times as numbers too: rendered when read)
         try:
-            row = (event_columns(doc), dumps(doc).decode())
+            row = (event_columns(doc), dumps(doc))
         except Exception as exc:  # a value JSON cannot hold: it costs only itself
             self._reject(kind, exc)
+            return
+        self._add("event", row)
+
+    def write_event_json(self, columns: list[Any], doc: bytes) -> None:
+        """An event as its row's columns (``event_columns(doc, content_id=False)``) and its
+        JSON bytes: the writer process's way, with no parse of the document."""
+        if self.readonly:
+            raise self._error("opened read-only, cannot write")
+        try:
+            row = (event_columns_of(columns, doc), doc)
+        except Exception as exc:  # the sensor must go on
+            self._reject("event", exc)
             return
         self._add("event", row)
 
@@ -746,19 +820,39 @@ class StoreWriter:
         if self._event_count is not None:
             self._event_count += counts["events"]
 
-    def _delete_oldest(self, table: str, docs: str | None, where: str, params: list) -> int:
-        """Delete rows of ``table`` (and their documents) chosen by ``where``; how many."""
+    def _delete_oldest(self, table: str, where: str, params: list) -> int:
+        """Delete rows of ``table`` chosen by ``where`` (events: and the blocks no event is
+        left in, with their flows); how many rows."""
         conn = self._conn
+        chosen = f"SELECT rowid FROM {table} {where}"
+        lo = hi = None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if docs is not None:
+            if table == "events":
+                lo, hi = conn.execute(
+                    f"SELECT min(rowid), max(rowid) FROM ({chosen})", params
+                ).fetchone()
+            cur = conn.execute(f"DELETE FROM {table} WHERE rowid IN ({chosen})", params)
+            if table == "events" and lo is not None:
+                empty = dumps(
+                    [
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT b.first FROM event_blocks b WHERE b.first <= ? "
+                            "AND b.last >= ? AND NOT EXISTS (SELECT 1 FROM events e "
+                            "WHERE e.rowid BETWEEN b.first AND b.last)",
+                            (hi, lo),
+                        )
+                    ]
+                ).decode()
                 conn.execute(
-                    f"DELETE FROM {docs} WHERE rowid IN (SELECT rowid FROM {table} {where})",
-                    params,
+                    "DELETE FROM event_blocks WHERE first IN (SELECT value FROM json_each(?))",
+                    (empty,),
                 )
-            cur = conn.execute(
-                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} {where})", params
-            )
+                conn.execute(
+                    "DELETE FROM event_flows WHERE block IN (SELECT value FROM json_each(?))",
+                    (empty,),
+                )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -795,9 +889,7 @@ class StoreWriter:
                 clock = max(x for x in (newest, last, 0.0) if x is not None)
                 if not clock:
                     continue
-                n = self._delete_oldest(
-                    table, _DOCS.get(table), "WHERE ts < ?", [clock - self.max_age_s]
-                )
+                n = self._delete_oldest(table, "WHERE ts < ?", [clock - self.max_age_s])
                 self._counts[f"{table}_pruned_age"] += n
         if not self.max_bytes:
             return
@@ -812,9 +904,7 @@ class StoreWriter:
                 excess = self.used_bytes() - self.max_bytes
                 per_row = max(1, self.used_bytes() // max(1, rows))
                 n = min(rows, max(rows // 100, excess // per_row + 1))
-                deleted = self._delete_oldest(
-                    table, _DOCS.get(table), "ORDER BY ts, rowid LIMIT ?", [n]
-                )
+                deleted = self._delete_oldest(table, "ORDER BY ts, rowid LIMIT ?", [n])
                 self._counts[f"{table}_pruned_size"] += deleted
                 if not deleted:
                     break
@@ -829,25 +919,7 @@ class StoreWriter:
         excess = self._event_count - self.max_events
         if excess <= 0:
             return
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            # the same oldest rows from both tables, chosen once inside this transaction
-            self._conn.execute(
-                "DELETE FROM event_docs WHERE rowid IN "
-                "(SELECT rowid FROM events ORDER BY ts, rowid LIMIT ?)",
-                (excess,),
-            )
-            cur = self._conn.execute(
-                "DELETE FROM events WHERE rowid IN "
-                "(SELECT rowid FROM events ORDER BY ts, rowid LIMIT ?)",
-                (excess,),
-            )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
-        self._event_count -= cur.rowcount
-        self._counts["pruned"] += cur.rowcount
+        pruned = self._delete_oldest("events", "ORDER BY ts, rowid LIMIT ?", [excess])
+        self._counts["pruned"] += pruned
 
     # ---- QueryBackend -------------------------------------------------------------------

@@ -31,6 +31,8 @@ from pipeline.store import (
     merge_asset,
 )
 from pipeline.store import schema as store_schema
+from sensor.timestamps import parse_timestamp as to_epoch
+from sensor.timestamps import render_times
 from tests.support import REPO
 from tests.support.store_samples import BASE_TS, RULES, SITES, asset_doc, corpus, iso
 
@@ -920,6 +922,107 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path, docs) -> None:
     assert schema_shape(path) == schema_shape(tmp_path / "new.db")
 
 
+# The events' tables of schema version 7 (documents one per row, times as text).
+V7_EVENTS = """
+CREATE TABLE event_docs (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL);
+CREATE INDEX events_observer_ts ON events(observer, ts);
+CREATE INDEX events_community ON events(community_id);
+"""
+
+
+def write_as_version_7(path: Path, events: list[dict]) -> None:
+    """A store as schema 7 kept ``events``: a row each, the document (times rendered as
+    text) in ``event_docs`` under the same rowid."""
+    Store(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE event_flows")
+    conn.execute("DROP TABLE event_blocks")
+    conn.executescript(V7_EVENTS)
+    conn.execute("BEGIN")
+    for doc in events:
+        rendered = render_times(doc)
+        cur = conn.execute(
+            "INSERT INTO events (id, ts, site, protocol, action, observer, community_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                doc["event.id"],
+                to_epoch(doc["@timestamp"]),
+                doc["labels.site"],
+                doc["network.protocol"],
+                doc["event.action"],
+                doc["observer.name"],
+                doc["network.community_id"],
+            ),
+        )
+        conn.execute(
+            "INSERT INTO event_docs (rowid, doc) VALUES (?, ?)",
+            (cur.lastrowid, dumps(rendered).decode()),
+        )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+
+
+def test_events_of_a_version_7_store_read_back_the_same_after_the_upgrade(
+    tmp_path: Path, docs
+) -> None:
+    """Events stored under schema 7 (documents one per row) read back exactly as a store
+    written by this version reads the same events: by id, by search, by a hunt's scan, in
+    export; across holes retention left, and with blocks a migrated store goes on filling."""
+    events, _, _ = docs
+    # times as the sensor has them (numbers) for some, as text for others
+    events = [
+        {**e, "@timestamp": to_epoch(e["@timestamp"])} if i % 3 == 0 else e
+        for i, e in enumerate(events)
+    ]
+    old, new = tmp_path / "v7.db", tmp_path / "v8.db"
+    write_as_version_7(old, events)
+    gone = {e["event.id"] for e in events[100:140]} | {events[7]["event.id"]}
+    conn = sqlite3.connect(old, isolation_level=None)
+    for table in ("event_docs", "events"):  # holes, as retention makes them
+        conn.execute(
+            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM events WHERE id IN "
+            "(SELECT value FROM json_each(?)))",
+            (json.dumps(sorted(gone)),),
+        )
+    conn.close()
+    kept = [e for e in events if e["event.id"] not in gone]
+    with Store(new, batch_size=64, background_flush=False) as st:
+        for ev in kept:
+            st.write("event", ev)
+    Store(old).close()  # a read-write open upgrades
+    assert schema_shape(old) == schema_shape(new)
+    flow = kept[5]["network.community_id"]
+    filters = [
+        AlertFilter(limit=1000),
+        AlertFilter(limit=17, offset=30),
+        AlertFilter(community_id=flow, limit=1000),
+        AlertFilter(sites=[SITES[1]], protocol="modbus", limit=1000),
+        AlertFilter(ids=[e["event.id"] for e in kept[::9]], limit=1000),
+        AlertFilter(text="read", since=to_epoch(kept[50]["@timestamp"]), limit=1000),
+    ]
+    with Store.open(old, readonly=True) as a, Store.open(new, readonly=True) as b:
+        for ev in events:
+            assert a.get_event(ev["event.id"]) == b.get_event(ev["event.id"])
+            expected = None if ev["event.id"] in gone else render_times(ev)
+            assert a.get_event(ev["event.id"]) == expected
+        for flt in filters:
+            assert a.search_events(flt) == b.search_events(flt)
+        assert a.search_events(filters[2])[0] > 0
+        assert list(a.scan_events()) == list(b.scan_events())
+        assert list(a.scan_events()) == [
+            {**render_times(e), "@timestamp": to_epoch(e["@timestamp"])} for e in kept
+        ]
+        assert [d for _, d in iter_docs(a, ["event"])] == [render_times(e) for e in kept]
+    more = [{**e, "event.id": e["event.id"] + "-again"} for e in events[:300]]
+    with Store(old, batch_size=100, background_flush=False) as st:  # and it takes new events
+        for ev in more:
+            st.write("event", ev)
+        st.flush()
+        assert [st.get_event(e["event.id"]) for e in more] == [render_times(e) for e in more]
+        assert st.counts()["event"] == len(kept) + len(more)
+
+
 def schema_shape(path: Path) -> dict[str, list]:
     """Tables with their columns, and indexes with theirs: what a query can rely on."""
     conn = sqlite3.connect(path)
@@ -1057,6 +1160,12 @@ def test_findings_merge_by_id_and_old_stores_gain_the_table(tmp_path: Path) -> N
     conn = sqlite3.connect(old)
     for newer in ("findings", "heartbeats", "rollups", "responses"):  # versions 5, 6 and 7
         conn.execute(f"DROP TABLE {newer}")
+    # and version 8's blocks of event documents
+    conn.execute("DROP TABLE event_flows")
+    conn.execute("DROP TABLE event_blocks")
+    conn.execute("CREATE TABLE event_docs (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL)")
+    conn.execute("CREATE INDEX events_observer_ts ON events(observer, ts)")
+    conn.execute("CREATE INDEX events_community ON events(community_id)")
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()
