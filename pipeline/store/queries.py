@@ -26,7 +26,7 @@ from pipeline.assets import as_list
 from pipeline.docs import dumps
 from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
 from pipeline.store.schema import TABLES, connect_reader, describe, store_error, unpack_events
-from sensor.timestamps import TIME_FIELDS, render_times
+from sensor.timestamps import render_times
 
 if TYPE_CHECKING:
     from pipeline.store import Store
@@ -83,9 +83,6 @@ def _timed_where(flt: AlertFilter, table: str) -> tuple[str, list[Any]]:
 def _and_not_null(where: str, expr: str) -> str:
     cond = f"{expr} IS NOT NULL"
     return f"{where} AND {cond}" if where else f" WHERE {cond}"
-
-
-_LATER_TIMES = tuple(sorted(TIME_FIELDS - {"@timestamp"}))
 
 
 class EventDocs:
@@ -717,36 +714,58 @@ class StoreQueries:
         all) in the order the sensor processed them (the order written: time order, up to
         the sub-millisecond interleaving of flows the stream itself had, so the same engine
         sees the same sequence), read a page at a time (memory does not grow with the store).
-        ``@timestamp`` comes back as epoch seconds, the number the sensor itself carries.
+        ``@timestamp`` comes back as epoch seconds, the number the sensor itself carries; the
+        other fields as stored (a sensor's events carry no other time; documents stored as
+        text keep their text times).
 
         Pages are small on purpose: a page's rows live while its events are processed, and
         more of them than the collector's first threshold (700 objects) get promoted and
         walked again and again by the cyclic collector (a tenth of a hunt's time at 5,000 a
-        page). Documents come as bytes (``CAST``): orjson reads them without a str made
-        first."""
+        page). Each block of documents is read and decompressed once, whichever pages its
+        events fall in."""
         where, params = self._scan_where(since, until, sites, observers, by_index=False)
-        sql = f"SELECT e.rowid, e.ts FROM events e WHERE e.rowid > ? AND {where} ORDER BY e.rowid LIMIT ?"
+        rows_sql = (
+            f"SELECT e.rowid, e.ts FROM events e WHERE e.rowid > ? AND {where} "
+            "ORDER BY e.rowid LIMIT ?"
+        )
+        # the blocks from the one holding the first rowid asked for to the page's last
+        blocks_sql = (
+            "SELECT first, docs FROM event_blocks WHERE first >= coalesce((SELECT first FROM "
+            "event_blocks WHERE first <= ? ORDER BY first DESC LIMIT 1), 0) AND first <= ? "
+            "ORDER BY first"
+        )
         last_row = 0
         loads = orjson.loads
-        docs = EventDocs()  # a block read once, its events over one or two pages
-        later = _LATER_TIMES
+        first, lines = 0, []  # the block read last: its events span one or two pages
         while True:
             with self._reading() as conn:
-                rows = conn.execute(sql, [last_row, *params, page]).fetchall()
-                found = [(ts, docs.get(conn, rowid)) for rowid, ts in rows]
-            if not rows:
-                return
-            last_row = rows[-1][0]
-            for ts, doc in found:
-                if not doc:
-                    continue
-                event = loads(doc)
-                event["@timestamp"] = ts
-                for key in later:  # the other times as text, as they were stored before
-                    value = event.get(key)
-                    if value is not None and type(value) is not str:
-                        event[key] = render_times({key: value})[key]
-                yield event
+                rows = conn.execute(rows_sql, [last_row, *params, page]).fetchall()
+                if not rows:
+                    return
+                last_row = rows[-1][0]
+                past = first + len(lines)  # the first rowid the block read last lacks
+                blocks = []
+                if last_row >= past:
+                    blocks = conn.execute(blocks_sql, (max(rows[0][0], past), last_row)).fetchall()
+            ahead = iter(blocks)
+            for rowid, ts in rows:
+                while rowid >= first + len(lines):
+                    block = next(ahead, None)
+                    if block is None:
+                        break
+                    first, lines = block[0], self._unpack(block[1])
+                index = rowid - first
+                if 0 <= index < len(lines) and lines[index]:
+                    event = loads(lines[index])
+                    event["@timestamp"] = ts
+                    yield event
+
+    def _unpack(self, block: bytes) -> list[bytes]:
+        try:
+            return unpack_events(block)
+        except lz4.block.LZ4BlockError as exc:
+            bad = sqlite3.DatabaseError(f"database disk image is malformed ({exc})")
+            raise describe(self.path, bad) from exc
 
     def alert_raised(
         self, alert_id: str, rule_id: str, event_ids: Iterable[str], upto_row: int | None = None
@@ -760,12 +779,10 @@ class StoreQueries:
                 return True
             if not ids:
                 return False
-            upto = "" if upto_row is None else f" AND a.rowid <= {int(upto_row)}"
+            upto = "" if upto_row is None else f" AND alert_rowid <= {int(upto_row)}"
             row = conn.execute(
-                "SELECT 1 FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid, "
-                "json_each(d.doc, '$.\"icsmon.alert.event_ids\"') j "
-                f"WHERE a.rule_id = ?{upto} AND j.value IN (SELECT value FROM json_each(?)) "
-                "LIMIT 1",
+                "SELECT 1 FROM alert_events WHERE rule_id = ? AND event_id IN "
+                f"(SELECT value FROM json_each(?)){upto} LIMIT 1",
                 (rule_id, dumps(ids).decode()),
             ).fetchone()
             return row is not None

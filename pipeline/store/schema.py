@@ -211,6 +211,13 @@ CREATE TABLE alert_tactics (
 ) WITHOUT ROWID;
 CREATE INDEX alert_tactics_alert ON alert_tactics(alert_rowid);
 
+CREATE TABLE alert_events (
+    rule_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    alert_rowid INTEGER NOT NULL REFERENCES alerts(rowid),
+    PRIMARY KEY (rule_id, event_id, alert_rowid)
+) WITHOUT ROWID;
+
 CREATE TABLE assets (
     id TEXT PRIMARY KEY,
     site TEXT,
@@ -382,7 +389,8 @@ def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
     """Version 8 keeps event documents in compressed blocks (``event_blocks``), indexes the
     events' flows per block (``event_flows``) instead of per event, and drops the events'
     (observer, time) index, which no query needed. The documents go over as they are (times
-    as text: they read back the same)."""
+    as text: they read back the same). Alerts' triggering events get a side table
+    (``alert_events``: a hunt's "already raised" check reads it, not the alerts' JSON)."""
     start = _SCHEMA.index("CREATE TABLE event_blocks")
     for statement in _SCHEMA[start : _SCHEMA.index("CREATE TABLE alerts")].split(";"):
         if statement.strip():
@@ -423,6 +431,14 @@ def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
     # events without a document (none should be) have nothing to read back: they go too
     conn.execute("DELETE FROM events WHERE rowid NOT IN (SELECT rowid FROM event_docs)")
     conn.execute("DROP TABLE event_docs")
+    start = _SCHEMA.index("CREATE TABLE alert_events")
+    conn.execute(_SCHEMA[start : _SCHEMA.index(";", start)])
+    conn.execute(
+        "INSERT OR IGNORE INTO alert_events (rule_id, event_id, alert_rowid) "
+        "SELECT a.rule_id, j.value, a.rowid FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid, "
+        "json_each(d.doc, '$.\"icsmon.alert.event_ids\"') j "
+        "WHERE a.rule_id IS NOT NULL AND j.type = 'text'"
+    )
 
 
 # MIGRATIONS[n] upgrades a version-n store to version n + 1, inside one transaction.

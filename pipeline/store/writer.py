@@ -304,6 +304,7 @@ def _upsert_alert(conn: sqlite3.Connection, doc: dict, counts: Counts) -> None:
             "INSERT OR IGNORE INTO alert_tactics (tactic, alert_rowid) VALUES (?, ?)",
             [(t, cur.lastrowid) for t in tactics],
         )
+        _note_triggers(conn, doc, cur.lastrowid)
         counts["alerts"] += 1
         return
     rowid, stored_json = row
@@ -317,7 +318,24 @@ def _upsert_alert(conn: sqlite3.Connection, doc: dict, counts: Counts) -> None:
         (int_or_none(merged.get("event.severity")), rowid),
     )
     conn.execute("UPDATE alert_docs SET doc = ? WHERE rowid = ?", (dumps(merged).decode(), rowid))
+    _note_triggers(conn, merged, rowid)
     counts["alerts_merged"] += 1
+
+
+def _note_triggers(conn: sqlite3.Connection, doc: dict, rowid: int | None) -> None:
+    """The (rule, triggering event) pairs of an alert as stored (its ``event_ids``, at most
+    ``MAX_EVENT_IDS``): what a hunt's "already raised" check looks up."""
+    rule = str_or_none(doc.get("rule.id"))
+    if rule is None:
+        return
+    conn.executemany(
+        "INSERT OR IGNORE INTO alert_events (rule_id, event_id, alert_rowid) VALUES (?, ?, ?)",
+        [
+            (rule, event, rowid)
+            for event in as_list(doc.get("icsmon.alert.event_ids"))
+            if isinstance(event, str)
+        ],
+    )
 
 
 def upsert_assets(conn: sqlite3.Connection, assets: list[dict], counts: Counts) -> None:

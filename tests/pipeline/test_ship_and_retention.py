@@ -4,6 +4,7 @@ and the sensor's own store bounded by age and by size, with what was pruned coun
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -90,7 +91,9 @@ def _event(i: int, ts: float, size: int = 400) -> dict:
         "labels.site": "s",
         "observer.name": "o",
         "network.protocol": "modbus",
-        "modbus.data": "ab" * size,
+        # register values as varied as a plant's: the store compresses documents, and
+        # these must take room for the size limit to bite
+        "modbus.data": random.Random(i).randbytes(size).hex(),
     }
 
 

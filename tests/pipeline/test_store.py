@@ -930,13 +930,15 @@ CREATE INDEX events_community ON events(community_id);
 """
 
 
-def write_as_version_7(path: Path, events: list[dict]) -> None:
+def write_as_version_7(path: Path, events: list[dict], alerts: list[dict] = ()) -> None:
     """A store as schema 7 kept ``events``: a row each, the document (times rendered as
-    text) in ``event_docs`` under the same rowid."""
-    Store(path).close()
+    text) in ``event_docs`` under the same rowid (and ``alerts`` as it kept them too)."""
+    with Store(path) as st:
+        for alert in alerts:
+            st.write("alert", alert)
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TABLE event_flows")
-    conn.execute("DROP TABLE event_blocks")
+    for newer in ("event_flows", "event_blocks", "alert_events"):
+        conn.execute(f"DROP TABLE {newer}")
     conn.executescript(V7_EVENTS)
     conn.execute("BEGIN")
     for doc in events:
@@ -969,14 +971,14 @@ def test_events_of_a_version_7_store_read_back_the_same_after_the_upgrade(
     """Events stored under schema 7 (documents one per row) read back exactly as a store
     written by this version reads the same events: by id, by search, by a hunt's scan, in
     export; across holes retention left, and with blocks a migrated store goes on filling."""
-    events, _, _ = docs
+    events, alerts, _ = docs
     # times as the sensor has them (numbers) for some, as text for others
     events = [
         {**e, "@timestamp": to_epoch(e["@timestamp"])} if i % 3 == 0 else e
         for i, e in enumerate(events)
     ]
     old, new = tmp_path / "v7.db", tmp_path / "v8.db"
-    write_as_version_7(old, events)
+    write_as_version_7(old, events, alerts)
     gone = {e["event.id"] for e in events[100:140]} | {events[7]["event.id"]}
     conn = sqlite3.connect(old, isolation_level=None)
     for table in ("event_docs", "events"):  # holes, as retention makes them
@@ -1014,6 +1016,12 @@ def test_events_of_a_version_7_store_read_back_the_same_after_the_upgrade(
             {**render_times(e), "@timestamp": to_epoch(e["@timestamp"])} for e in kept
         ]
         assert [d for _, d in iter_docs(a, ["event"])] == [render_times(e) for e in kept]
+        # alerts' triggering events, for a hunt's "already raised" check
+        for alert in alerts[:50]:
+            (trigger,) = alert["icsmon.alert.event_ids"][:1]
+            assert a.alert_raised("not-this-id", alert["rule.id"], [trigger, "x"])
+            assert not a.alert_raised("not-this-id", alert["rule.id"] + "-other", [trigger])
+        assert not a.alert_raised("not-this-id", alerts[0]["rule.id"], ["no-such-event"])
     more = [{**e, "event.id": e["event.id"] + "-again"} for e in events[:300]]
     with Store(old, batch_size=100, background_flush=False) as st:  # and it takes new events
         for ev in more:
@@ -1160,7 +1168,8 @@ def test_findings_merge_by_id_and_old_stores_gain_the_table(tmp_path: Path) -> N
     conn = sqlite3.connect(old)
     for newer in ("findings", "heartbeats", "rollups", "responses"):  # versions 5, 6 and 7
         conn.execute(f"DROP TABLE {newer}")
-    # and version 8's blocks of event documents
+    # and version 8's blocks of event documents, and alerts' triggering events
+    conn.execute("DROP TABLE alert_events")
     conn.execute("DROP TABLE event_flows")
     conn.execute("DROP TABLE event_blocks")
     conn.execute("CREATE TABLE event_docs (rowid INTEGER PRIMARY KEY, doc TEXT NOT NULL)")
