@@ -307,7 +307,7 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
         answer({"error": str(exc)})
         return 1
     answer({"ready": True})
-    write, write_event = store.write, store.write_event_json
+    write, write_events, loads = store.write, store.write_events_json, orjson.loads
     while True:
         head = _read_exact(into, _HEAD.size)
         if head is None:  # the sensor is gone: keep what it sent
@@ -317,17 +317,23 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
         if payload is None:
             break
         if op == DOCS:
+            events: list[tuple[list[Any], bytes]] = []
             for line in payload.split(b"\n"):
                 if line[0] == 69:  # "E": an event's columns, NUL, its JSON (stored as it is)
                     end = line.index(b"\0")
-                    write_event(orjson.loads(memoryview(line)[1:end]), line[end + 1 :])
+                    events.append((loads(memoryview(line)[1:end]), line[end + 1 :]))
                     continue
+                if events:  # in the order sent
+                    write_events(events)
+                    events = []
                 start = line.find(b"{")  # the document; the kind and a separator before it
                 kind = line[: start - 1].decode()
                 if line[start - 1] == 32:  # " ": written by orjson
-                    write(kind, orjson.loads(memoryview(line)[start:]))
+                    write(kind, loads(memoryview(line)[start:]))
                 else:  # "\t": by the standard library's JSON (integers beyond 64 bits)
                     write(kind, json.loads(line[start:]))
+            if events:
+                write_events(events)
         elif op == FLUSH:
             store.flush()
             answer(store.stats())

@@ -644,17 +644,31 @@ class StoreWriter:
             return
         self._add("event", row)
 
-    def write_event_json(self, columns: list[Any], doc: bytes) -> None:
-        """An event as its row's columns (``event_columns(doc, content_id=False)``) and its
-        JSON bytes: the writer process's way, with no parse of the document."""
+    def write_events_json(self, events: list[tuple[list[Any], bytes]]) -> None:
+        """Events as their rows' columns (``event_columns(doc, content_id=False)``) and their
+        JSON bytes: the writer process's way, with no parse of the documents."""
         if self.readonly:
             raise self._error("opened read-only, cannot write")
-        try:
-            row = (event_columns_of(columns, doc), doc)
-        except Exception as exc:  # the sensor must go on
-            self._reject("event", exc)
-            return
-        self._add("event", row)
+        rows = []
+        for columns, doc in events:
+            try:
+                rows.append(("event", (event_columns_of(columns, doc), doc)))
+            except Exception as exc:  # the sensor must go on
+                self._reject("event", exc)
+        while rows:
+            with self._lock:
+                if self._closed:
+                    self._counts["dropped"] += len(rows)
+                    return
+                room = max(1, self.batch_size - len(self._pending))
+                self._pending.extend(rows[:room])
+                rows = rows[room:]
+                due = len(self._pending) >= self.batch_size or (
+                    self.flush_interval > 0
+                    and time.monotonic() - self._last_flush >= self.flush_interval
+                )
+            if due:
+                self.flush()
 
     def _add(self, kind: str, item: Any) -> None:
         with self._lock:
