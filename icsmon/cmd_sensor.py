@@ -117,22 +117,33 @@ def _heartbeats(engine, cfg, dets=None):
     )
 
 
-def _open_store(store: Path | None, retention: dict):
+def _open_store(store: Path | None, retention: dict, started=None):
     """The sensor's store, written by a process of its own (pipeline/store/process.py): the
-    SQLite work runs beside the sensor's instead of on its core."""
+    SQLite work runs beside the sensor's instead of on its core. ``started``: the one
+    ``_start_store`` began."""
     from pipeline.store import StoreError
     from pipeline.store.process import WriterStore
 
     try:
+        if started is not None:
+            return started.ready()
         return WriterStore.open(store, **retention)
     except StoreError as exc:
         raise fail(str(exc)) from None
 
 
+def _start_store(store: Path | None, retention: dict):
+    """The store's writer process, started now and waited for later (``_open_store``): its
+    start-up (0.1-0.25 s) runs while the rules load."""
+    from pipeline.store.process import WriterStore
+
+    return WriterStore(store, wait=False, **retention)
+
+
 def _retention(cfg, sensor: bool, max_events, max_bytes, max_age_days) -> dict:
     """The store's bounds: the flags; for a sensor's own store the configuration's too."""
-    s = cfg.sensor
     if sensor:
+        s = cfg.sensor
         max_bytes = s.store_max_bytes if max_bytes is None else max_bytes
         max_age_days = s.store_max_age_days if max_age_days is None else max_age_days
     return {
@@ -150,13 +161,14 @@ def _open_sink(
     cfg,
     retention: dict,
     ship: str | None = None,
+    started=None,
 ):
     """The sink; with Kafka, the sensor's own store (everything) and Kafka (what ``ship``,
     else ``[sensor] events``, sends: docs/schema.md, "What a sensor ships")."""
     if name == SinkName.none:
         return None
     if name == SinkName.store:
-        return _open_store(store, retention)
+        return _open_store(store, retention, started)
     if name == SinkName.jsonl:
         from pipeline.jsonl import JsonlSink
 
@@ -346,13 +358,22 @@ def replay(
     """Decode capture files: print alerts (or events with --events, rollups with --rollups)
     and send them to the sink."""
     engine = open_engine(engine_config(site, observer, org, heuristic, port))
-    dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
-    cfg = _load_config(config)
-    _check_ship(ship, sink)
+    started = None
+    if sink == SinkName.store:  # bounds from the flags alone: the writer starts before the rules
+        flags = _retention(None, False, store_max_events, store_max_bytes, store_max_age_days)
+        started = _start_store(store, flags)
+    try:
+        dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
+        cfg = _load_config(config)
+        _check_ship(ship, sink)
+    except BaseException:
+        if started is not None:
+            started.abandon()
+        raise
     retention = _retention(
         cfg, sink == SinkName.kafka, store_max_events, store_max_bytes, store_max_age_days
     )
-    out_sink = _open_sink(sink, store, out, site, cfg, retention, ship)
+    out_sink = _open_sink(sink, store, out, site, cfg, retention, ship, started)
     printer = Printer(fmt.value, kind="event" if events else "rollup" if rollups else "alert")
     from icsmon.run import Run
 

@@ -73,7 +73,11 @@ class WriterStore(StoreQueries):
 
     kinds = tuple(WRITERS)  # the document kinds this sink keeps
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, **options: Any) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, wait: bool = True, **options: Any
+    ) -> None:
+        """Starts the writer process; unless ``wait`` is False, waits for it to have opened
+        the file (:meth:`ready`: a file that cannot be used raises a StoreError then)."""
         self.path = resolve_store_path(path)
         self.readonly = False
         self._lock = threading.RLock()  # the block, the pipe and the replies
@@ -85,6 +89,7 @@ class WriterStore(StoreQueries):
         self._dropped = 0  # documents not handed to the child (it was gone)
         self._rejected = 0  # documents that could not be serialised
         self._last_stats: dict[str, int] = {}
+        self._sender: threading.Thread | None = None
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.store.process", str(self.path), json.dumps(options)],
             stdin=subprocess.PIPE,
@@ -98,11 +103,21 @@ class WriterStore(StoreQueries):
             fcntl.fcntl(self._to.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except OSError:
             pass  # a smaller pipe only means more, shorter waits
+        if wait:
+            self.ready()
+
+    def ready(self) -> WriterStore:
+        """Wait for the writer process to have opened the file (its start-up, about 0.1-0.25
+        s, can overlap other work: ``wait=False``); raises a StoreError naming the file when
+        it cannot be used. Called again, it returns at once."""
+        if self._sender is not None or self._closed:
+            return self
         ready = self._reply()
         if ready is None or "error" in ready:  # the file cannot be used: the child says why
             self._to.close()
             self._proc.wait()
             self._from.close()
+            self._closed = True
             if ready is not None:
                 raise StoreError(ready["error"])
             raise store_error(
@@ -113,6 +128,21 @@ class WriterStore(StoreQueries):
             target=self._send_loop, name=f"store-send:{self.path.name}", daemon=True
         )
         self._sender.start()
+        return self
+
+    def abandon(self) -> None:
+        """A store started (``wait=False``) and not wanted after all: the writer process
+        ends without writing anything."""
+        if self._sender is not None:
+            self.close()
+            return
+        self._closed = True
+        try:
+            self._to.close()  # the child sees the end of its input, closes the file, exits
+        except OSError:
+            pass
+        self._proc.wait()
+        self._from.close()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> WriterStore:
@@ -166,6 +196,8 @@ class WriterStore(StoreQueries):
         naming the file when documents could not be written."""
         if self._closed:
             return
+        self.ready()
+        assert self._sender is not None
         self._stop.set()
         self._sender.join()
         reply = self._request(CLOSE)
@@ -227,6 +259,7 @@ class WriterStore(StoreQueries):
 
     def _request(self, op: bytes) -> dict[str, Any] | None:
         """Send what is held, then ``op``; the child's answer (None when it is gone)."""
+        self.ready()  # its first answer is the start's
         with self._lock:
             if self._closed:
                 return None

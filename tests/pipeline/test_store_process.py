@@ -163,3 +163,26 @@ def test_a_sensor_killed_keeps_everything_it_sent(tmp_path: Path) -> None:
                 break
         time.sleep(0.1)
     assert counted == n
+
+
+def test_a_store_started_early_is_waited_for_later(tmp_path: Path, capfd) -> None:
+    """``wait=False``: the writer process starts while the sensor loads its rules; ``ready``
+    waits for it (the same one-line error for a bad file); ``abandon`` ends it quietly."""
+    events, _, _ = corpus(50)
+    store = WriterStore(tmp_path / "s.db", wait=False)
+    for event in events[:10]:  # written before it is ready: they wait in the pipe
+        store.write("event", event)
+    assert store.ready() is store
+    for event in events[10:]:
+        store.write("event", event)
+    store.flush()
+    assert store.search_events(AlertFilter(limit=1))[0] == len(events)
+    store.close()
+    bad = tmp_path / "not-a-store.db"
+    bad.write_bytes(b"this is not SQLite" * 100)
+    early = WriterStore(bad, wait=False)
+    with pytest.raises(StoreError) as info:
+        early.ready()
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    WriterStore(tmp_path / "unwanted.db", wait=False).abandon()  # a bad rules file, say
+    assert "Traceback" not in capfd.readouterr().err
