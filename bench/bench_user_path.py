@@ -19,8 +19,9 @@
 3. The store line: the events of the capture (decoded once, in this process) written
    through ``Store.write`` (the store's writer) against a plain ``executemany`` of the same
    rows into a table of the same columns (the JSON document as stored, the id's index
-   only, one transaction), in documents per second of CPU; and, to split the gap, the
-   same ``executemany`` into the store's own tables and indexes.
+   only, one transaction), in documents per second of CPU, and the bytes each leaves on
+   disk per event; and, to split the gap, the same ``executemany`` into the store's own
+   tables and indexes.
 
 Numbers only, nothing asserted: the machine is shared, compare ratios within one run.
 """

@@ -779,9 +779,11 @@ class StoreQueries:
                 return True
             if not ids:
                 return False
-            upto = "" if upto_row is None else f" AND alert_rowid <= {int(upto_row)}"
+            upto = "" if upto_row is None else f" AND t.alert_rowid <= {int(upto_row)}"
+            # the side table's pairs, of alerts still stored (pairs are never removed)
             row = conn.execute(
-                "SELECT 1 FROM alert_events WHERE rule_id = ? AND event_id IN "
+                "SELECT 1 FROM alert_events t JOIN alerts a ON a.rowid = t.alert_rowid "
+                "AND a.rule_id = t.rule_id WHERE t.rule_id = ? AND t.event_id IN "
                 f"(SELECT value FROM json_each(?)){upto} LIMIT 1",
                 (rule_id, dumps(ids).decode()),
             ).fetchone()

@@ -53,8 +53,8 @@ def sensor_store(path: Path, site: str, sensor: str, enterprise: str) -> None:
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM alert_docs")
-        conn.execute("DELETE FROM alerts")
+        for table in ("alert_events", "alert_docs", "alerts"):
+            conn.execute(f"DELETE FROM {table}")
 
 
 def test_an_operator_hunts_a_rule_over_the_enterprise(tmp_path: Path, out_dir: Path) -> None:
