@@ -780,11 +780,12 @@ class StoreQueries:
             if not ids:
                 return False
             upto = "" if upto_row is None else f" AND t.alert_rowid <= {int(upto_row)}"
-            # the side table's pairs, of alerts still stored (pairs are never removed)
+            # the side table's pairs, of alerts still stored (pairs are never removed); CROSS
+            # JOIN keeps that order: from the alerts' rule index it walked all of the rule's
             row = conn.execute(
-                "SELECT 1 FROM alert_events t JOIN alerts a ON a.rowid = t.alert_rowid "
-                "AND a.rule_id = t.rule_id WHERE t.rule_id = ? AND t.event_id IN "
-                f"(SELECT value FROM json_each(?)){upto} LIMIT 1",
+                "SELECT 1 FROM alert_events t CROSS JOIN alerts a ON a.rowid = t.alert_rowid "
+                "WHERE t.rule_id = ? AND t.event_id IN (SELECT value FROM json_each(?)) "
+                f"AND a.rule_id = t.rule_id{upto} LIMIT 1",
                 (rule_id, dumps(ids).decode()),
             ).fetchone()
             return row is not None
