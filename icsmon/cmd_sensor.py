@@ -397,6 +397,21 @@ def replay(
         raise typer.Exit(ExitCode.FAILED)
 
 
+def _store_encoded(store):
+    """A batch of events a worker made into the store's lines: to the store in one call (an
+    event it could not encode goes the ordinary way, and is counted there if it fails)."""
+
+    def write(events: list[dict], lines: list[bytes | None]) -> None:
+        ready = [line for line in lines if line is not None]
+        store.write_encoded(ready)
+        if len(ready) < len(lines):
+            for event, line in zip(events, lines, strict=True):
+                if line is None:
+                    store.write("event", event)
+
+    return write
+
+
 def _check_ship(ship: str | None, sink: SinkName) -> None:
     if ship is None:
         return
@@ -490,7 +505,7 @@ def sense(
     """Listen on a live interface until SIGINT/SIGTERM; then print the final counters."""
     from sensor.engine import Engine
     from sensor.live import CaptureError, LiveSource
-    from sensor.workers import MergedEngine, WorkerPool
+    from sensor.workers import MergedEngine, WorkerPool, settle
 
     single = open_engine(engine_config(site, observer, org, heuristic, port))
     from icsmon.pushed_rules import rules_folder
@@ -522,10 +537,22 @@ def sense(
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     pool: WorkerPool | None = None
+    # With workers and the embedded store, each worker makes its events into the store's
+    # lines, and the parent passes them on by the batch (sensor/workers.py)
+    encoded = workers > 1 and sink == SinkName.store and store_events
     try:
         if workers > 1:
+            from pipeline.store.process import encode_event
+
             # forked now, before any thread (Kafka, the control channel) or output exists
-            pool = WorkerPool(iface, workers, single.config, bpf, user=user)
+            pool = WorkerPool(
+                iface,
+                workers,
+                single.config,
+                bpf,
+                user=user,
+                encode=encode_event if encoded else None,
+            )
             pool.start()
             engine: Engine | MergedEngine = pool.engine
             capture_stats = pool.capture_stats
@@ -558,11 +585,13 @@ def sense(
             printer.write(doc)
             printer.flush()
 
+    if pool is not None and encoded and out_sink is not None:
+        pool.on_encoded = _store_encoded(out_sink)
     run = Run(
         engine,
         dets,
         out_sink,
-        store_events=store_events,
+        store_events=store_events and not encoded,
         live=True,
         heartbeats=_heartbeats(engine, cfg, dets),
         source_counters=capture_stats,
@@ -602,6 +631,7 @@ def sense(
             capture_error.append(str(exc))
         yield from single.finish()
 
+    settle()  # what was loaded stays; the collector walks what the traffic makes
     try:
         run.start()
         for doc in run.process(live_events(), want_events=events, want_rollups=rollups):

@@ -126,10 +126,7 @@ class WriterStore(StoreQueries):
                 return  # a kind the sensor ships but does not keep
             raise ValueError(f"no store table for document kind {kind!r}")
         try:
-            try:
-                line = kind.encode() + b" " + dumps_or_raise(doc)
-            except orjson.JSONEncodeError:  # integers beyond 64 bits: read back by json
-                line = kind.encode() + b"\t" + dumps(doc)
+            line = encode(kind, doc)
         except Exception as exc:  # a value JSON cannot hold: it costs only itself
             with self._lock:
                 self._rejected += 1
@@ -140,6 +137,16 @@ class WriterStore(StoreQueries):
             if not self._block:
                 self._block_since = time.monotonic()
             self._block.append(line)
+            if len(self._block) >= BLOCK_DOCS:
+                self._send_block()
+
+    def write_encoded(self, lines: list[bytes]) -> None:
+        """Documents already made into lines by :func:`encode` (by a capture worker:
+        ``sensor.workers``), as ``write`` would have sent them."""
+        with self._lock:
+            if not self._block:
+                self._block_since = time.monotonic()
+            self._block.extend(lines)
             if len(self._block) >= BLOCK_DOCS:
                 self._send_block()
 
@@ -252,6 +259,19 @@ class WriterStore(StoreQueries):
             )
         )
         log.error("%s", self._dead)
+
+
+def encode(kind: str, doc: dict) -> bytes:
+    """The line a document of ``kind`` travels to the child as (raises for a value JSON
+    cannot hold)."""
+    try:
+        return kind.encode() + b" " + dumps_or_raise(doc)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits: read back by json
+        return kind.encode() + b"\t" + dumps(doc)
+
+
+def encode_event(doc: dict) -> bytes:
+    return encode("event", doc)
 
 
 # -- the child --------------------------------------------------------------------------------

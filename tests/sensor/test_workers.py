@@ -284,3 +284,46 @@ def test_a_worker_that_dies_is_reported_and_the_others_take_its_flows(netns: str
         rf"error: capture worker [01] on '{SENSE}' ended unexpectedly \(exit code -9\)", errors[0]
     )
     assert comparable(stdout) == comparable(replayed.stdout)
+
+
+def test_sense_with_workers_stores_the_events_it_prints(netns: str, tmp_path: Path) -> None:
+    """The default sink with workers: each worker makes its events into the store's lines and
+    the parent passes them on by the batch; the store holds exactly the events printed, and
+    the alerts, after a SIGTERM."""
+    from pipeline.docs import nest
+    from pipeline.query import AlertFilter
+    from pipeline.store import Store
+
+    store = tmp_path / "s.db"
+    common = ["--format", "jsonl", "--observer", "t", "--site", "s1"]
+    proc = subprocess.Popen(
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", "--events",
+              "--store", str(store), *common),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
+        assert capture_ready(netns, ifindex)
+        tcpreplay(netns, *CAPTURES)
+        wait_on_child(
+            "the workers to read every frame", lambda: queue_drained(netns, ifindex), proc
+        )
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    printed = [json.loads(line) for line in stdout.splitlines()]
+    assert len(printed) > 100
+    with Store.open(store, readonly=True) as st:
+        total, stored = st.search_events(AlertFilter(limit=100_000))
+        alerts = st.search_alerts(AlertFilter(limit=100_000))[0]
+    assert total == len(printed)
+    assert sorted((nest(d) for d in stored), key=lambda d: d["event"]["id"]) == sorted(
+        printed, key=lambda d: d["event"]["id"]
+    )
+    assert alerts == int(re.search(r"alerts\s*│\s*([\d,]+)", stderr).group(1).replace(",", ""))
