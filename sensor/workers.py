@@ -35,6 +35,7 @@ flows (``Engine.finish``), sends what remains and exits; ``events()`` ends when 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import logging
 import os
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 BATCH = 512  # events per message from a worker
 FLUSH_S = 0.1  # a partial batch waits at most about this long while traffic flows
 TICK_S = 1.0  # how often the parent's on_tick runs, traffic or not
+# A batch with its store lines is about 1 KiB per event: in a pipe of 64 KiB (Linux's
+# default) each batch would take a dozen wake-ups of both ends
+PIPE_BYTES = 1 << 20
 GC_THRESHOLD = 50_000  # allocations between the collector's youngest-generation walks
 _SUMMED_CAPTURE = ("packets", "bytes", "truncated", "link_errors", "kernel_packets", "kernel_drops")
 
@@ -140,6 +144,8 @@ class WorkerPool:
         ctx = get_context("fork")
         for index in range(len(self._sources)):
             receive, send = ctx.Pipe(duplex=False)
+            with contextlib.suppress(OSError):  # a smaller pipe only means more, shorter waits
+                fcntl.fcntl(send.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
             proc = ctx.Process(
                 target=_worker,
                 args=(index, self._sources, send, self._config, self._encode),
