@@ -104,6 +104,10 @@ def _sensor_app() -> typer.Typer:
 def main() -> None:
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")
     sensor = len(sys.argv) > 1 and sys.argv[1] in ("replay", "sense")
+    if sensor:
+        # typer checks options with pydantic, whose first use scans every installed package
+        # for plugins (tens of ms of a sensor's start-up); a sensor's options need none
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         (_sensor_app() if sensor else full_app())()
     except BrokenPipeError:

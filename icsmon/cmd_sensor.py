@@ -22,7 +22,6 @@ from icsmon.common import (
     SiteOpt,
     StoreOpt,
     engine_config,
-    err,
     error_line,
     fail,
     note,
@@ -441,6 +440,8 @@ def _progress(paths: list[Path]):
     if not sys.stderr.isatty() or total < 20 << 20:
         return None, lambda: None
     from rich.progress import Progress
+
+    from icsmon.common import err
 
     bar = Progress(console=err, transient=True)
     task = bar.add_task("replaying", total=None)
