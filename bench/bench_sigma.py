@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from detectors.sigma import SigmaEngine  # noqa: E402
+from detectors.sigma.loader import load_pack  # noqa: E402
 from detectors.sigma.naive import NaiveMatcher  # noqa: E402
 from sensor.engine import Engine, EngineConfig  # noqa: E402
 
@@ -139,7 +140,9 @@ def main() -> None:
         protocols[key] = protocols.get(key, 0) + 1
 
     t0 = time.perf_counter()
-    engine = SigmaEngine.load(None)
+    engine = SigmaEngine(
+        load_pack()
+    )  # a full load (pySigma's objects: the naive evaluator's input)
     load_s = time.perf_counter() - t0
     rules = engine.rules
 

@@ -22,7 +22,6 @@ from icsmon.common import (
     SiteOpt,
     StoreOpt,
     engine_config,
-    err,
     error_line,
     fail,
     note,
@@ -419,16 +418,15 @@ def replay(
 
 
 def _store_encoded(store):
-    """A batch of events a worker made into the store's lines: to the store in one call (an
+    """A batch of events a worker made into the store's lines: to the store as one block (an
     event it could not encode goes the ordinary way, and is counted there if it fails)."""
 
-    def write(events: list[dict], lines: list[bytes | None]) -> None:
-        ready = [line for line in lines if line is not None]
-        store.write_encoded(ready)
-        if len(ready) < len(lines):
-            for event, line in zip(events, lines, strict=True):
-                if line is None:
-                    store.write("event", event)
+    def write(events: list[dict], encoded: tuple[bytes, int, list[int]]) -> None:
+        lines, count, failed = encoded
+        if count:
+            store.write_encoded(lines, count)
+        for i in failed:
+            store.write("event", events[i])
 
     return write
 
@@ -463,6 +461,8 @@ def _progress(paths: list[Path]):
     if not sys.stderr.isatty() or total < 20 << 20:
         return None, lambda: None
     from rich.progress import Progress
+
+    from icsmon.common import err
 
     bar = Progress(console=err, transient=True)
     task = bar.add_task("replaying", total=None)

@@ -13,13 +13,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from sensor.engine import Engine, EngineConfig
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def __getattr__(name: str) -> Any:
+    # ``err``, the console of error lines and progress on stderr: made (and rich imported)
+    # when first used, which a sensor's start-up need not pay for
+    if name == "err":
+        return _err()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _err() -> Console:
+    console = globals().get("_console")
+    if console is None:
+        from rich.console import Console
+
+        console = globals()["_console"] = Console(stderr=True, highlight=False, soft_wrap=True)
+    return console
 
 
 def table_time(value: Any) -> str:
@@ -53,17 +68,21 @@ EXIT_CODES_HELP = (
 
 def error_line(message: str) -> None:
     """One ``error: ...`` line on stderr; the message is text, not markup."""
-    err.print(Text.assemble(("error:", "bold red"), " ", message))
+    from rich.text import Text
+
+    _err().print(Text.assemble(("error:", "bold red"), " ", message))
 
 
 def warning_line(message: str) -> None:
     """One ``warning: ...`` line on stderr; the message is text, not markup."""
-    err.print(Text.assemble(("warning:", "yellow"), " ", message))
+    from rich.text import Text
+
+    _err().print(Text.assemble(("warning:", "yellow"), " ", message))
 
 
 def note(message: str) -> None:
     """A progress or summary line on stderr, printed as it is."""
-    err.print(message, markup=False)
+    _err().print(message, markup=False)
 
 
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:

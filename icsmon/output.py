@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import BinaryIO, TextIO
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from pipeline.docs import dumps, nest
 from sensor.timestamps import render_times
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # protocol fields worth a glance in a table, in order
 _DETAIL_FIELDS = (
@@ -62,7 +62,8 @@ class Printer:
         self.kind = kind
         self.stream = stream or sys.stdout
         tty = self.stream.isatty()
-        self.console = Console(file=self.stream, soft_wrap=False, width=200 if not tty else None)
+        self._tty = tty
+        self._console: Console | None = None  # rich, for tables only (made when first used)
         self.rows: list[dict] = []
         self.count = 0
         # the bytes under a text stream (sys.stdout), else the stream itself, decoded
@@ -106,6 +107,8 @@ class Printer:
             return
         if not self.rows:
             return
+        from rich.table import Table
+
         table = Table(show_lines=False, header_style="bold")
         if self.kind == "alert":
             for col in (
@@ -190,10 +193,22 @@ class Printer:
         self.console.print(table)
         self.rows.clear()
 
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            width = 200 if not self._tty else None
+            self._console = Console(file=self.stream, soft_wrap=False, width=width)
+        return self._console
+
 
 def print_stats(
     stats: dict[str, int], title: str = "sensor counters", stream: TextIO | None = None
 ) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(file=stream or sys.stderr)
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("counter")

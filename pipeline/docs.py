@@ -59,6 +59,8 @@ def nest_each_key(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _time_text(value: Any) -> Any:
+    if type(value) is float:  # the usual case, once per document written
+        return format_timestamp(value)
     if isinstance(value, float | int) and not isinstance(value, bool):
         return format_timestamp(value)
     return value
@@ -122,6 +124,9 @@ def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Keys other than text (a decoded table keyed by number) need OPT_NON_STR_KEYS, which makes
+# every document about twice as slow to serialise: documents go without it first (the bytes
+# of a document with text keys are the same either way), and again with it when refused.
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
@@ -137,11 +142,18 @@ def _default(value: Any) -> Any:
 def dumps_or_raise(doc: dict[str, Any]) -> bytes:
     """:func:`dumps` where orjson can (its output is read back by ``orjson.loads`` as it was
     written); raises ``orjson.JSONEncodeError`` where :func:`dumps` falls back."""
-    return orjson.dumps(doc, default=_default, option=_ORJSON_OPTIONS)
+    try:
+        return orjson.dumps(doc, default=_default)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(doc, default=_default, option=_ORJSON_OPTIONS)
 
 
 def dumps(doc: dict[str, Any]) -> bytes:
     """Compact JSON bytes for one document, whatever plain values it holds."""
+    try:
+        return orjson.dumps(doc, default=_default)
+    except orjson.JSONEncodeError:
+        pass
     try:
         return orjson.dumps(doc, default=_default, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:

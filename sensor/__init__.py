@@ -29,6 +29,7 @@ COMPILED = (
     "sensor.flows",
     "sensor.events",
     "sensor.capture",
+    "sensor.ring",  # a live port's frames, block by block
     "sensor.assets",
     "sensor.protocols.base",
     "sensor.protocols.modbus.parser",

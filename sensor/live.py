@@ -56,11 +56,13 @@ import os
 import select
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from sensor import capture
+from sensor.ring import block_frames
 
 __all__ = ["CaptureError", "LiveSource", "Frame", "drop_privileges", "open_fanout"]
 
@@ -112,16 +114,10 @@ RING_BLOCK = 1 << 20  # bytes per ring block
 RING_FRAME = 2048  # nominal frame size the kernel wants to hear of (V3 packs frames tightly)
 RING_RETIRE_MS = 50  # the kernel hands over a partly filled block after this long
 TICK_S = 1.0  # how often on_tick is called
-# struct tpacket_block_desc: block_status, num_pkts, offset_to_first_pkt (at byte 8)
-_BLOCK = struct.Struct("=III")
-# struct tpacket3_hdr: next_offset, sec, nsec, snaplen, len, status, mac, net, rxhash,
-# vlan_tci, vlan_tpid
-_TP3_HDR = struct.Struct("=IIIIIIHHIIH")
-# struct sockaddr_ll after the header (TPACKET_ALIGN(sizeof(tpacket3_hdr)) = 48): family,
-# protocol (network order), ifindex, hatype, pkttype, halen, addr
-_TP3_SLL = struct.Struct("=H2siHBB8s")
-_TP3_SLL_AT = 48
-_SLL_HEAD = struct.Struct(">HHH8s")
+# struct tpacket_block_desc: block_status, num_pkts, offset_to_first_pkt, blk_len (bytes
+# used, header included), from byte 8
+_BLOCK = struct.Struct("=IIII")
+# the frames of a block: sensor/ring.py
 
 
 class CaptureError(capture.CaptureError):
@@ -413,6 +409,8 @@ class LiveSource:
 
     def _setup_ring(self, size: int) -> bool:
         """Map a TPACKET_V3 receive ring of about ``size`` bytes; False if the kernel refuses."""
+        if sys.byteorder != "little":
+            return False  # sensor/ring.py reads the ring's headers as little-endian
         block = RING_BLOCK
         while block < self.snaplen + 4096:  # a block must hold the largest frame
             block <<= 1
@@ -518,8 +516,6 @@ class LiveSource:
         nblocks, block_size = self._ring_blocks, self._ring_block_size
         linktype, cooked, snaplen = self.linktype, self._cooked, self.snaplen
         unpack_block = _BLOCK.unpack_from
-        unpack_hdr = _TP3_HDR.unpack_from
-        unpack_sll = _TP3_SLL.unpack_from
         skip_outgoing = self._loopback_indexes()
         sock_fd = self._sock.fileno()
         poller = select.poll()
@@ -532,7 +528,7 @@ class LiveSource:
 
         while True:
             base = block * block_size
-            status, count, offset = unpack_block(ring, base + 8)
+            status, count, offset, used = unpack_block(ring, base + 8)
             if not status & TP_STATUS_USER:
                 if self._stopping:
                     # A kernel-owned block with packets is the one being filled: those
@@ -552,42 +548,24 @@ class LiveSource:
                 blocks_after_stop += 1
                 if blocks_after_stop > nblocks:
                     return  # traffic keeps coming: what was queued at stop() has been read
-            pos = base + offset
-            for _ in range(count):
-                step, sec, nsec, caplen, wire_len, pstatus, mac, _, _, tci, tpid = unpack_hdr(
-                    ring, pos
-                )
-                if skip_outgoing or cooked:
-                    _, proto, ifindex, hatype, pkttype, halen, hwaddr = unpack_sll(
-                        ring, pos + _TP3_SLL_AT
-                    )
-                    if pkttype == socket.PACKET_OUTGOING and ifindex in skip_outgoing:
-                        pos += step
-                        continue  # loopback shows each packet twice: keep one, as libpcap
-                if caplen > snaplen:
-                    caplen = snaplen
-                if wire_len > caplen:
-                    self._truncated += 1
-                start = pos + mac
-                if cooked:
-                    data = _SLL_HEAD.pack(pkttype, hatype, halen, hwaddr) + proto
-                    data += ring[start : start + caplen]
-                elif pstatus & TP_STATUS_VLAN_VALID and caplen >= 12:
-                    tag = _VLAN_TAG.pack(
-                        tpid if pstatus & TP_STATUS_VLAN_TPID_VALID else 0x8100, tci & 0xFFFF
-                    )
-                    data = ring[start : start + 12] + tag + ring[start + 12 : start + caplen]
-                    if len(data) > snaplen:
-                        data = data[:snaplen]
-                else:
-                    data = ring[start : start + caplen]
-                self._packets += 1
-                self._bytes += len(data)
-                pos += step
-                yield sec + nsec * 1e-9, linktype, data
-            # Hand the block back; a zero packet count marks it as not being filled (above).
+            # one copy of the block's used part, read natively (sensor/ring.py)
+            frames, nbytes, truncated = block_frames(
+                ring[base : base + (used if offset <= used <= block_size else block_size)],
+                offset,
+                count,
+                linktype,
+                snaplen,
+                cooked,
+                skip_outgoing,
+            )
+            # Hand the block back (its frames are copies); a zero packet count marks it as not
+            # being filled (above).
             ring[base + 8 : base + 16] = released
             block = block + 1 if block + 1 < nblocks else 0
+            self._packets += len(frames)
+            self._bytes += nbytes
+            self._truncated += truncated
+            yield from frames
             self._tick()
 
     def _recv_frames(self) -> Iterator[Frame]:

@@ -35,6 +35,7 @@ flows (``Engine.finish``), sends what remains and exits; ``events()`` ends when 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import logging
 import os
@@ -53,9 +54,14 @@ __all__ = ["WorkerPool", "MergedEngine", "settle"]
 
 log = logging.getLogger(__name__)
 
+Encoded = tuple[bytes, int, list[int]]  # a batch's store lines, their count, events not encoded
+
 BATCH = 512  # events per message from a worker
 FLUSH_S = 0.1  # a partial batch waits at most about this long while traffic flows
 TICK_S = 1.0  # how often the parent's on_tick runs, traffic or not
+# A batch with its store lines is about 1 KiB per event: in a pipe of 64 KiB (Linux's
+# default) each batch would take a dozen wake-ups of both ends
+PIPE_BYTES = 1 << 20
 GC_THRESHOLD = 50_000  # allocations between the collector's youngest-generation walks
 _SUMMED_CAPTURE = ("packets", "bytes", "truncated", "link_errors", "kernel_packets", "kernel_drops")
 
@@ -119,9 +125,10 @@ class WorkerPool:
         self.fanout_group = self._sources[0].fanout_group
         self.engine = MergedEngine(engine_config, workers)
         self.on_tick: Callable[[], None] | None = None
-        # Called with each batch (events, their lines: ``encode``'s, None where it failed)
-        # before its events are yielded; None: the lines are not wanted (``encode`` unused).
-        self.on_encoded: Callable[[list[dict], list[bytes | None]], None] | None = None
+        # Called with each batch (its events; their lines made by ``encode``, joined by
+        # newlines; how many; the positions of the events it failed on) before its events
+        # are yielded. None: the lines are not wanted (``encode`` unused).
+        self.on_encoded: Callable[[list[dict], Encoded], None] | None = None
         self._encode = encode
         self._config = engine_config
         self._capture: list[dict[str, int]] = [{} for _ in range(workers)]
@@ -140,6 +147,8 @@ class WorkerPool:
         ctx = get_context("fork")
         for index in range(len(self._sources)):
             receive, send = ctx.Pipe(duplex=False)
+            with contextlib.suppress(OSError):  # a smaller pipe only means more, shorter waits
+                fcntl.fcntl(send.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
             proc = ctx.Process(
                 target=_worker,
                 args=(index, self._sources, send, self._config, self._encode),
@@ -242,11 +251,17 @@ def settle() -> None:
     gc.set_threshold(GC_THRESHOLD, 50, 50)
 
 
-def _encoded(encode: Callable[[dict], bytes], event: dict) -> bytes | None:
-    try:
-        return encode(event)
-    except Exception:  # a value the store cannot hold: the parent's sink says so, not here
-        return None
+def _encode_batch(encode: Callable[[dict], bytes], batch: list[dict]) -> Encoded:
+    """The lines of a batch's events joined by newlines, and the positions of those that
+    could not be encoded (a value the store cannot hold: the parent's sink says so)."""
+    lines: list[bytes] = []
+    failed: list[int] = []
+    for i, event in enumerate(batch):
+        try:
+            lines.append(encode(event))
+        except Exception:
+            failed.append(i)
+    return b"\n".join(lines), len(lines), failed
 
 
 def _signal(pid: int | None) -> None:
@@ -278,7 +293,7 @@ def _worker(
 
     def flush() -> None:
         if batch:
-            lines = None if encode is None else [_encoded(encode, event) for event in batch]
+            lines = None if encode is None else _encode_batch(encode, batch)
             send(dumps(("events", (batch, lines)), pickle.HIGHEST_PROTOCOL))
             batch.clear()
 

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from detectors.sigma.engine import SigmaEngine, event_time
-from detectors.sigma.loader import Problem, RuleLoadError, SiteConfigError
+from detectors.sigma.pack import Problem, RuleLoadError, SiteConfigError
 
 __all__ = ["Problem", "RuleLoadError", "SigmaEngine", "SiteConfigError", "event_time"]

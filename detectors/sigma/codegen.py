@@ -13,7 +13,7 @@ at load time:
   reaches; each rule is then its residual condition as one inline expression (equalities
   are ``key in <set>``, numeric comparisons on ints and affix tests on text are inline,
   other tests call the compiled closure of that leaf); sub-expressions keep the order
-  ``compiler.closure`` gives them, so short-circuiting is the same;
+  ``nodes.closure`` gives them, so short-circuiting is the same;
 - the function returns one int: the number of rules it evaluated (the low ``shift``
   bits, for ``stats["evaluations"]``) and one bit per matching rule above them. No
   allocation on the path of an event no rule matches.
@@ -32,7 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.sigma.compiler import (
+from detectors.sigma.fields import nested_path
+from detectors.sigma.nodes import (
     And,
     Const,
     Eq,
@@ -45,7 +46,6 @@ from detectors.sigma.compiler import (
     _cost,
     closure,
 )
-from detectors.sigma.fields import nested_path
 
 Matcher = Callable[[Event], int]
 

@@ -38,16 +38,16 @@ from typing import Any
 
 from detectors.alerts import Deduplicator, RuleMeta, event_identity
 from detectors.sigma.codegen import Candidate, Matcher, build
-from detectors.sigma.compiler import Const, Node, Predicate, value_key
 from detectors.sigma.correlation import Correlation, Firing, SharedValueCount, group_key
-from detectors.sigma.loader import (
+from detectors.sigma.nodes import Const, Node, Predicate, value_key
+from detectors.sigma.pack import (
     SHIPPED_RULES,
     LoadedCorrelation,
     LoadedRule,
     Pack,
     Problem,
     RuleLoadError,
-    load_pack,
+    load_cached,
     resolve_placeholders,
 )
 from sensor.timestamps import parse_timestamp
@@ -159,6 +159,13 @@ def event_time(event: Event) -> float:
         return stamp
     ts = parse_timestamp(stamp)
     return 0.0 if ts is None else ts
+
+
+def _load_pack(paths: list[Path], values: Mapping[str, list[str]]) -> Pack:
+    """A full load (pySigma: imported only when the pack is not in the cache)."""
+    from detectors.sigma.loader import load_pack
+
+    return load_pack(paths, values)
 
 
 class SigmaEngine:
@@ -283,7 +290,8 @@ class SigmaEngine:
         dirs = [Path(rules_dir)] if rules_dir is not None else None
         if extra_dirs:
             dirs = [*(dirs or [SHIPPED_RULES]), *map(Path, extra_dirs)]
-        pack = load_pack(dirs, values)
+        paths = dirs if dirs is not None else [SHIPPED_RULES]
+        pack = load_cached(paths, values, lambda: _load_pack(paths, values))
         errors = [p for p in pack.problems if p.severity == "error"]
         if errors and strict:
             raise RuleLoadError(errors)

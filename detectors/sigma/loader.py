@@ -14,9 +14,7 @@ unset list, so allow-list rules fail open towards alerting, never towards silenc
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,95 +29,30 @@ from sigma.types import SigmaFieldReference
 
 from detectors.alerts import RuleMeta
 from detectors.attack_ics import tactic_from_tag, technique_from_tag
-from detectors.sigma.compiler import Compiled, Unsupported, to_node
+from detectors.sigma.compiler import Unsupported, to_node
 from detectors.sigma.correlation import SUPPORTED_OPS, SUPPORTED_TYPES
+from detectors.sigma.pack import (  # noqa: F401 - where they were imported from before
+    PACKAGE,
+    PIPELINE_PATH,
+    SHIPPED_RULES,
+    UNSET,
+    LoadedCorrelation,
+    LoadedRule,
+    Pack,
+    Problem,
+    RuleLoadError,
+    SiteConfigError,
+    _normalise_placeholders,
+    _shown,
+    pipeline_defaults,
+    read_site_config,
+    resolve_placeholders,
+    rule_files,
+    shipped_rules,
+)
 from detectors.sigma.validators import logsource_problem
 
 log = logging.getLogger(__name__)
-
-PACKAGE = Path(__file__).resolve().parent.parent
-PIPELINE_PATH = PACKAGE / "pipelines" / "ics_ecs.yml"
-
-
-def shipped_rules(root: Path = PACKAGE.parent, prefix: str = sys.prefix) -> Path:
-    """The rule pack: ``rules/`` of a source checkout (or an editable install); a wheel
-    installs it as data files under ``<prefix>/share/icsmon/rules`` (pyproject.toml)."""
-    source = root / "rules"
-    if source.is_dir():
-        return source
-    return Path(prefix) / "share" / "icsmon" / "rules"
-
-
-SHIPPED_RULES = shipped_rules()
-UNSET = "255.255.255.255"
-
-
-class SiteConfigError(ValueError):
-    """A site configuration file that cannot be used (the message names the file)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    path: str
-    line: int
-    rule_id: str
-    message: str
-    severity: str = "error"  # "error" refuses the rule; "warning" is reported only
-
-    def __str__(self) -> str:
-        rid = f" [{self.rule_id}]" if self.rule_id else ""
-        return f"{_shown(self.path)}:{self.line}:{rid} {self.severity}: {self.message}"
-
-
-def _shown(path: str) -> str:
-    """A path relative to the working directory when it is below it (shorter messages)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except (ValueError, OSError):
-        return path
-
-
-class RuleLoadError(ValueError):
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-@dataclass(slots=True)
-class LoadedRule:
-    meta: RuleMeta
-    name: str | None  # the Sigma ``name`` correlations refer to
-    service: str | None  # None: every ICS protocol
-    compiled: Compiled
-    output: bool  # False for base rules that only feed correlations
-    fields: frozenset[str]
-    sigma: SigmaRule
-
-
-@dataclass(slots=True)
-class LoadedCorrelation:
-    meta: RuleMeta
-    kind: str
-    rules: list[str]  # ids of the referenced rules, in the rule's order
-    rule_names: list[str]  # their names (or ids), as correlation state keys
-    group_by: list[str]
-    timespan: float
-    threshold: int
-    op: str
-    value_field: str | None
-    aliases: dict[str, dict[str, str]]
-    sigma: SigmaCorrelationRule
-
-
-@dataclass(slots=True)
-class Pack:
-    rules: list[LoadedRule] = field(default_factory=list)
-    correlations: list[LoadedCorrelation] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    placeholders: dict[str, list[str]] = field(default_factory=dict)
-
-
-# --- locations --------------------------------------------------------------------------
 
 
 def _key_lines(path: Path) -> list[tuple[str, int]]:
@@ -166,55 +99,6 @@ def _problem(
 
 
 # --- placeholders and pipeline ----------------------------------------------------------
-
-
-def read_site_config(path: Path) -> dict[str, list[str]]:
-    """Placeholder values from a site YAML: ``placeholders:`` (or a pySigma ``vars:``) mapping."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SiteConfigError(f"{path}: cannot read site configuration: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise SiteConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SiteConfigError(f"{path}: expected a mapping with a 'placeholders' key")
-    values = data.get("placeholders", data.get("vars", {}))
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise SiteConfigError(f"{path}: 'placeholders' must map names to lists of hosts")
-    return _normalise_placeholders(values, str(path))
-
-
-def _normalise_placeholders(values: Mapping[str, Any], origin: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for name, items in values.items():
-        if items is None:
-            items = []
-        if isinstance(items, str | int | float):
-            items = [items]
-        if not isinstance(items, list) or not all(isinstance(i, str | int | float) for i in items):
-            raise SiteConfigError(f"{origin}: placeholder {name!r} must be a list of hosts")
-        out[str(name).strip("%")] = [str(i) for i in items]
-    return out
-
-
-def pipeline_defaults() -> dict[str, list[str]]:
-    data = yaml.safe_load(PIPELINE_PATH.read_text(encoding="utf-8"))
-    return _normalise_placeholders(data.get("vars") or {}, str(PIPELINE_PATH))
-
-
-def resolve_placeholders(
-    site_config: Path | None = None, placeholders: Mapping[str, list[str]] | None = None
-) -> dict[str, list[str]]:
-    merged = pipeline_defaults()
-    if placeholders:
-        merged.update(_normalise_placeholders(placeholders, "placeholders"))
-    if site_config is not None:
-        merged.update(read_site_config(site_config))
-    return {k: (v if v else [UNSET]) for k, v in merged.items()}
 
 
 def make_pipeline(values: Mapping[str, list[str]]) -> ProcessingPipeline:
@@ -267,16 +151,6 @@ def _condition_fields(cond: Any) -> set[str]:
 
 
 # --- loading ----------------------------------------------------------------------------
-
-
-def rule_files(paths: Iterable[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files.extend(sorted(p.rglob("*.yml")) + sorted(p.rglob("*.yaml")))
-        else:
-            files.append(p)
-    return files
 
 
 def load_ruleset(files: list[Path]) -> SigmaCollection:
@@ -390,7 +264,7 @@ def _load_rule(rule: SigmaRule, pipeline: ProcessingPipeline, pack: Pack) -> Loa
     except SigmaError as exc:
         pack.problems.append(_problem(path, rid, str(exc), "detection"))
         return None
-    from detectors.sigma.compiler import Or, _simplify, plan
+    from detectors.sigma.nodes import Or, _simplify, plan
 
     node = nodes[0] if len(nodes) == 1 else _simplify(Or(nodes))
     compiled = plan(node, ls.service, frozenset(fields))

@@ -170,15 +170,13 @@ class WriterStore(StoreQueries):
             if len(self._block) >= BLOCK_DOCS:
                 self._send_block()
 
-    def write_encoded(self, lines: list[bytes]) -> None:
-        """Documents already made into lines by :func:`encode` (by a capture worker:
-        ``sensor.workers``), as ``write`` would have sent them."""
+    def write_encoded(self, lines: bytes, count: int) -> None:
+        """``count`` documents already made into lines by :func:`encode` and joined by
+        newlines (a capture worker's batch: ``sensor.workers``): sent to the child as they
+        are, as one block."""
         with self._lock:
-            if not self._block:
-                self._block_since = time.monotonic()
-            self._block.extend(lines)
-            if len(self._block) >= BLOCK_DOCS:
-                self._send_block()
+            if self._dead or not self._send(DOCS, lines):
+                self._dropped += count
 
     def flush(self) -> None:
         """Everything written so far is committed when this returns."""
