@@ -139,16 +139,17 @@ class ProcessCPU(threading.Thread):
                 continue
             if pid == self.root:
                 kind = "parent"
-            elif b"pipeline.store.process" in cmdline:
-                kind = "writer"
+            elif b"pipeline.store.process" in cmdline or self.seen.get(pid, ("",))[0] == "writer":
+                kind = "writer"  # (a process that is exiting shows no command line)
             else:
                 kind = "workers"
             self.seen[pid] = (kind, (int(fields[11]) + int(fields[12])) / TICK)
 
-    def by_kind(self) -> dict[str, float]:
+    def by_kind(self, since: dict[int, tuple[str, float]] | None = None) -> dict[str, float]:
+        """CPU seconds by kind, from the sample ``since`` (a copy of ``seen``) on."""
         out = dict.fromkeys(("parent", "workers", "writer"), 0.0)
-        for kind, seconds in self.seen.values():
-            out[kind] += seconds
+        for pid, (kind, seconds) in self.seen.items():
+            out[kind] += seconds - (since or {}).get(pid, ("", 0.0))[1]
         return out
 
 
@@ -219,7 +220,7 @@ def run_once(
             time.sleep(0.1)
         time.sleep(0.5)
         probe.sample()
-        at_start = probe.by_kind()
+        at_start = dict(probe.seen)
         probe.start()
         sent, cpu = _sender(ns, rate, seconds, capture)
         stopped = time.monotonic()
@@ -234,7 +235,7 @@ def run_once(
         shutil.rmtree(workdir, ignore_errors=True)
     sensor_cpu = children_cpu() - cpu0 - cpu["sender"]
     pps = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", sent)
-    kinds = probe.by_kind()
+    kinds = probe.by_kind(since=at_start)
     return {
         "workers": workers,
         "rate": rate,
@@ -244,7 +245,7 @@ def run_once(
         "events": counter(stderr, "events"),
         "cpu": sensor_cpu,
         # while traffic and backlog lasted (start-up excluded: rules, baseline, store opening)
-        "kinds": {k: kinds[k] - at_start.get(k, 0.0) for k in kinds},
+        "kinds": kinds,
         "drain": drain,
         "failed": sensor.returncode != 0,
         "stderr": stderr,
