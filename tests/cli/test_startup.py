@@ -32,7 +32,7 @@ def _replay(cache: Path, *args: str) -> tuple[str, set[str]]:
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(cache), "ICSMON_CACHE_DIR": str(cache)},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cache), "ICSMON_RULE_CACHE": str(cache)},
         check=True,
     )
     return run.stdout, set(json.loads(run.stderr.strip().splitlines()[-1]))
