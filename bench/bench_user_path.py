@@ -22,6 +22,8 @@
    only, one transaction), in documents per second of CPU, and the bytes each leaves on
    disk per event; and, to split the gap, the same ``executemany`` into the store's own
    tables and indexes.
+4. Start-up: two of the commands on a capture of a few packets, against ``python -c pass``
+   and tshark on the same capture (what a run costs besides its packets).
 
 Numbers only, nothing asserted: the machine is shared, compare ratios within one run.
 """
@@ -333,6 +335,57 @@ def run_store_line(path: Path, workdir: Path, rounds: int) -> None:
     )
 
 
+# -- start-up ---------------------------------------------------------------------------------
+
+TINY = Path(__file__).resolve().parent.parent / "pcaps" / "modbus" / "modbus_polling.pcap"
+
+# (name, arguments after ``icsmon replay T``, uses a store): what a run costs before and
+# around its packets, on a capture of one short conversation
+STARTUP_COMMANDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("alerts, rules", ("--format", "jsonl", "--sink", "none"), False),
+    ("default (rules, store)", (), True),
+)
+
+
+def startup_lines(workdir: Path, rounds: int) -> None:
+    """The commands on a capture of a few packets (``pcaps/modbus/modbus_polling.pcap``): the
+    interpreter, imports, the rule pack (from its cache after the first run:
+    detectors/sigma/pack.py), the store's writer process; ``python -c pass`` and tshark's
+    own start-up for scale."""
+    contenders: list[tuple[str, list[str], bool]] = [
+        ("python -c pass", [PYTHON, "-c", "pass"], False)
+    ]
+    if tshark := shutil.which("tshark"):
+        fields = ["-T", "fields", "-e", "mbtcp.trans_id", "-e", "modbus.func_code"]
+        contenders.append(
+            ("tshark -T fields", [tshark, "-r", str(TINY), "-Y", "mbtcp", *fields], False)
+        )
+    store = workdir / "startup.db"
+    for name, args, uses_store in STARTUP_COMMANDS:
+        argv = [ICSMON, "replay", str(TINY), *args]
+        contenders.append(
+            (name, argv + (["--store", str(store)] if uses_store else []), uses_store)
+        )
+    best: dict[str, Result] = {}
+    for _ in range(rounds):
+        for name, argv, _uses_store in contenders:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{store}{suffix}").unlink(missing_ok=True)
+            res = measure(name, argv, 0)
+            if name not in best or res.cpu_seconds < best[name].cpu_seconds:
+                best[name] = res
+    print(f"\nstart-up: {TINY.name} (a few packets), best of {rounds} by CPU time:\n")
+    print("| command | seconds (wall) | seconds (CPU) |")
+    print("| --- | ---: | ---: |")
+    for name, argv, uses_store in contenders:
+        r = best[name]
+        label = name
+        if argv[0] == ICSMON:
+            label = command_line(tuple(argv[3:-2] if uses_store else argv[3:]), uses_store)
+            label = label.replace("replay F", "replay T")
+        print(f"| {label} | {r.seconds:.2f} | {r.cpu_seconds:.2f} |")
+
+
 # -- the detectors' cost per event -----------------------------------------------------------
 
 
@@ -394,7 +447,11 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, default=2, help="rounds; the one with the least CPU time is kept"
     )
-    ap.add_argument("--only", default="commands,store,detectors", help="commands, store, detectors")
+    ap.add_argument(
+        "--only",
+        default="commands,startup,store,detectors",
+        help="commands, startup, store, detectors",
+    )
     args = ap.parse_args()
     only = set(args.only.split(","))
 
@@ -410,6 +467,8 @@ def main() -> None:
         print(f"Python {sys.version.split()[0]}; {os.cpu_count()} CPUs; load average {load}")
         if "commands" in only:
             print_commands(run_commands(path, total, args.repeat, workdir))
+        if "startup" in only:
+            startup_lines(workdir, max(args.repeat, 3))
         if "store" in only:
             run_store_line(path, workdir, args.repeat)
         if "detectors" in only:

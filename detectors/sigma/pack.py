@@ -8,8 +8,9 @@ carry recipes: ``nodes``), so a pack that loaded without errors is written to a 
 and read back by the next run that loads the same pack: the same rule files (paths and
 bytes), pipeline, placeholder values, icsmon rule code, pySigma and Python. The engine then
 starts without importing pySigma. The cache is a folder of small files
-(``ICSMON_CACHE_DIR``, else ``$XDG_CACHE_HOME/icsmon``, else ``~/.cache/icsmon``; at most
-``MAX_CACHED`` packs); ``ICSMON_NO_CACHE=1`` turns it off. A cache file that cannot be read
+(``ICSMON_RULE_CACHE``, else ``$XDG_CACHE_HOME/icsmon/rules``, else
+``~/.cache/icsmon/rules``; at most ``MAX_CACHED`` packs); ``ICSMON_RULE_CACHE=off`` turns it
+off. A cache file that cannot be read
 or written only means a full load.
 """
 
@@ -201,13 +202,13 @@ MAX_CACHED = 32  # pack files kept in the cache folder (the oldest go first)
 
 def cache_dir() -> Path | None:
     """The folder of cached packs; None when caching is off."""
-    if os.environ.get("ICSMON_NO_CACHE") == "1":
+    folder = os.environ.get("ICSMON_RULE_CACHE")
+    if folder == "off":
         return None
-    folder = os.environ.get("ICSMON_CACHE_DIR")
     if folder:
         return Path(folder)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "icsmon"
+    return Path(base) / "icsmon" / "rules"
 
 
 def load_cached(

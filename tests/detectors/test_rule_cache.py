@@ -25,8 +25,7 @@ from tests.support import REPO
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
-    monkeypatch.setenv("ICSMON_CACHE_DIR", str(folder))
-    monkeypatch.delenv("ICSMON_NO_CACHE", raising=False)
+    monkeypatch.setenv("ICSMON_RULE_CACHE", str(folder))
     return folder
 
 
@@ -142,7 +141,7 @@ def test_a_pack_with_errors_is_never_cached(tmp_path: Path, cache: Path) -> None
 def test_no_cache_when_turned_off(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ICSMON_NO_CACHE", "1")
+    monkeypatch.setenv("ICSMON_RULE_CACHE", "off")
     assert not _from_cache(SigmaEngine.load())
     assert not _from_cache(SigmaEngine.load())
     assert not cache.exists()
@@ -153,7 +152,7 @@ def test_an_unwritable_cache_folder_is_no_error(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    monkeypatch.setenv("ICSMON_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setenv("ICSMON_RULE_CACHE", str(blocker / "cache"))
     assert not _from_cache(SigmaEngine.load())
 
 
