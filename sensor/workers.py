@@ -149,9 +149,13 @@ class WorkerPool:
             receive, send = ctx.Pipe(duplex=False)
             with contextlib.suppress(OSError):  # a smaller pipe only means more, shorter waits
                 fcntl.fcntl(send.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            # The child closes the read ends it inherits (its own pipe's and earlier workers'):
+            # held open there, a worker whose parent died would block on its full pipe for
+            # ever instead of getting EPIPE, and no signal could stop it.
+            inherited = [receive, *self._conns]
             proc = ctx.Process(
                 target=_worker,
-                args=(index, self._sources, send, self._config, self._encode),
+                args=(index, self._sources, send, inherited, self._config, self._encode),
                 name=f"icsmon-capture-{index}",
                 daemon=True,
             )
@@ -274,10 +278,13 @@ def _worker(
     index: int,
     sources: list[LiveSource],
     out: connection.Connection,
+    inherited: list[connection.Connection],
     config: EngineConfig,
     encode: Callable[[dict], bytes] | None,
 ) -> None:
     """One capture process: its socket, an engine, batches of events up the pipe."""
+    for conn in inherited:
+        conn.close()
     source = sources[index]
     for i, other in enumerate(sources):
         if i != index:

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -327,3 +328,45 @@ def test_sense_with_workers_stores_the_events_it_prints(netns: str, tmp_path: Pa
         printed, key=lambda d: d["event"]["id"]
     )
     assert alerts == int(re.search(r"alerts\s*│\s*([\d,]+)", stderr).group(1).replace(",", ""))
+
+
+def test_workers_end_when_their_parent_is_killed(netns: str) -> None:
+    """A SIGKILLed sensor leaves no capture worker behind: each worker holds only the write
+    end of its pipe, so its next send (a state tick at the latest) fails and it exits.
+    Before, the workers held the read ends too and blocked on a full pipe for ever."""
+    proc = subprocess.Popen(
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", "--no-rules",
+              "--sink", "none", "--observer", "t"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
+        workers = [int(pid) for pid in run("pgrep", "-P", str(proc.pid)).stdout.split()]
+        assert len(workers) == 2
+        tcpreplay(netns, *CAPTURES)  # traffic in flight when the parent dies
+        proc.kill()
+        proc.wait(timeout=WAIT)
+        deadline = time.monotonic() + WAIT  # a bound on waiting, not a timing assertion
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if _alive(pid)], "capture workers outlived the sensor"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
