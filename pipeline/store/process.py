@@ -34,6 +34,7 @@ read-only connections, as ``Store``'s do; ``flush`` first when they must see the
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import json
@@ -80,6 +81,7 @@ class WriterStore(StoreQueries):
         the file (:meth:`ready`: a file that cannot be used raises a StoreError then)."""
         self.path = resolve_store_path(path)
         self.readonly = False
+        self._new_file = not os.path.exists(self.path)  # abandon() removes what it made
         self._lock = threading.RLock()  # the block, the pipe and the replies
         self._closed = False
         self._init_readers(float(options.get("busy_timeout", 10.0)))
@@ -131,8 +133,8 @@ class WriterStore(StoreQueries):
         return self
 
     def abandon(self) -> None:
-        """A store started (``wait=False``) and not wanted after all: the writer process
-        ends without writing anything."""
+        """A store started (``wait=False``) and not wanted after all (a bad rules file, say):
+        the writer process ends without writing anything, and a file it created is removed."""
         if self._sender is not None:
             self.close()
             return
@@ -143,6 +145,10 @@ class WriterStore(StoreQueries):
             pass
         self._proc.wait()
         self._from.close()
+        if self._new_file:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{self.path}{suffix}")
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> WriterStore:

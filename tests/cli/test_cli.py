@@ -144,3 +144,14 @@ def test_exit_codes_and_markup_safe_errors(args: list[str], code: int, needle: s
     proc = icsmon(*args)
     assert_clean_error(proc, needle)
     assert proc.returncode == code, proc.stderr
+
+
+def test_a_replay_refused_for_its_rules_leaves_no_store_behind(tmp_path: Path) -> None:
+    """The store's writer starts while the rules load; when they are refused, the store file
+    it had just made goes with it."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text("title: [unclosed\n")
+    store = tmp_path / "new.db"
+    proc = icsmon("replay", str(POLLING), "--rules", str(bad), "--store", str(store))
+    assert_clean_error(proc, str(bad))
+    assert not list(tmp_path.glob("new.db*"))

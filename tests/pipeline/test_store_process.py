@@ -185,4 +185,9 @@ def test_a_store_started_early_is_waited_for_later(tmp_path: Path, capfd) -> Non
         early.ready()
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
     WriterStore(tmp_path / "unwanted.db", wait=False).abandon()  # a bad rules file, say
+    assert not list(tmp_path.glob("unwanted.db*"))  # what it made is gone
+    WriterStore(tmp_path / "s.db", wait=False).abandon()  # a store that was there stays
+    kept = WriterStore(tmp_path / "s.db")
+    assert kept.search_events(AlertFilter(limit=1))[0] == len(events)
+    kept.close()
     assert "Traceback" not in capfd.readouterr().err
