@@ -138,6 +138,18 @@ def test_fanout_gives_each_flow_both_ways_to_one_member(
     assert flows[0] | flows[1] == {_flow_key(f) for f in sent} - {None}
 
 
+def _both_workers(ns: str, ifindex: int, proc: subprocess.Popen) -> list[int]:
+    """The two capture workers' pids, once both are forked and listening. The parent opens
+    the sockets before it forks, so two sockets alone do not yet mean two workers."""
+    wait_on_child("both workers to listen", lambda: _sockets(ns, ifindex) == 2, proc)
+    wait_on_child("both workers to be forked", lambda: len(_children(proc.pid)) == 2, proc)
+    return _children(proc.pid)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in run("pgrep", "-P", str(pid), check=False).stdout.split()]
+
+
 def _sockets(ns: str, ifindex: int) -> int:
     from tests.support.netns import packet_sockets
 
@@ -262,10 +274,8 @@ def test_a_worker_that_dies_is_reported_and_the_others_take_its_flows(netns: str
     )
     try:
         ifindex = iface_index(netns, SENSE)
-        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
-        workers = run("pgrep", "-P", str(proc.pid)).stdout.split()
-        assert len(workers) == 2
-        os.kill(int(workers[1]), signal.SIGKILL)
+        workers = _both_workers(netns, ifindex, proc)
+        os.kill(workers[1], signal.SIGKILL)
         # its socket leaves the fan-out group with it: the kernel hashes over the rest
         wait_on_child(
             "the dead worker's socket to close", lambda: _sockets(netns, ifindex) == 1, proc
@@ -344,9 +354,7 @@ def test_workers_end_when_their_parent_is_killed(netns: str) -> None:
     workers: list[int] = []
     try:
         ifindex = iface_index(netns, SENSE)
-        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
-        workers = [int(pid) for pid in run("pgrep", "-P", str(proc.pid)).stdout.split()]
-        assert len(workers) == 2
+        workers = _both_workers(netns, ifindex, proc)
         tcpreplay(netns, *CAPTURES)  # traffic in flight when the parent dies
         proc.kill()
         proc.wait(timeout=WAIT)
