@@ -28,6 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -184,27 +185,35 @@ def event_columns_of(columns: list[Any], doc: bytes) -> EventColumns:
 
 
 def insert_events(conn: sqlite3.Connection, events: list[tuple], counts: Counts) -> None:
-    """New events only (by event.id): each a row, its document in a block. ``events`` are
-    (``event_columns``, the document's JSON bytes).
+    """``insert_event_rows`` for events as (``event_columns``, the document's JSON bytes)."""
+    insert_event_rows(conn, [event[0] for event in events], [event[1] for event in events], counts)
 
-    Most batches hold new events only: they go in as they are, SQLite numbering the rows
-    (max(rowid) + 1 each: the batch holds the write lock, so the blocks' rowids are known
-    before). A batch that meets a stored id (a capture replayed again, a batch delivered
-    twice) fails on the id's uniqueness, is rolled back to its start, and goes in without
-    the events already stored."""
-    fresh: dict[str, tuple] = {}
-    for event in events:
-        fresh.setdefault(event[0][0], event)
+
+def insert_event_rows(
+    conn: sqlite3.Connection, rows: list[Any], docs: list[bytes], counts: Counts
+) -> None:
+    """New events only (by event.id): each a row, its document in a block. ``rows`` are the
+    events' ``event_columns``, ``docs`` their JSON bytes, in the same order.
+
+    Most batches hold new events only: they go in as they are, in one ``executemany`` with
+    no work per event in Python, SQLite numbering the rows (max(rowid) + 1 each: the batch
+    holds the write lock, so the blocks' rowids are known before). A batch that meets a
+    stored id (a capture replayed again, a batch delivered twice, an id twice in the batch)
+    fails on the id's uniqueness, is rolled back to its start, and goes in without the
+    events already stored and each id's later copies."""
     base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
     top = conn.execute(
         "SELECT first, last, docs FROM event_blocks ORDER BY first DESC LIMIT 1"
     ).fetchone()
     conn.execute("SAVEPOINT new_events")
-    kept = list(fresh.values())
+    kept = len(rows)
     try:
-        _insert_event_rows(conn, base, top, kept)
+        _insert_event_rows(conn, base, top, rows, docs)
     except sqlite3.IntegrityError:
         conn.execute("ROLLBACK TO new_events")
+        fresh: dict[str, int] = {}
+        for i, row in enumerate(rows):
+            fresh.setdefault(row[0], i)
         known = {
             row[0]
             for row in conn.execute(
@@ -212,11 +221,12 @@ def insert_events(conn: sqlite3.Connection, events: list[tuple], counts: Counts)
                 (dumps(list(fresh)).decode(),),
             )
         }
-        kept = [event for key, event in fresh.items() if key not in known]
-        _insert_event_rows(conn, base, top, kept)
+        chosen = [i for key, i in fresh.items() if key not in known]
+        kept = len(chosen)
+        _insert_event_rows(conn, base, top, [rows[i] for i in chosen], [docs[i] for i in chosen])
     conn.execute("RELEASE new_events")
-    counts["events"] += len(kept)
-    counts["duplicates"] += len(events) - len(kept)
+    counts["events"] += kept
+    counts["duplicates"] += len(rows) - kept
 
 
 _EVENT_COLUMNS = ", ".join(("id", "ts", *TABLES["event"].columns.values()))
@@ -224,17 +234,33 @@ _EVENT_INSERT = (
     f"INSERT INTO events ({_EVENT_COLUMNS}) "
     f"VALUES ({', '.join('?' * (2 + len(TABLES['event'].columns)))})"
 )
+_FLOW = 2 + list(TABLES["event"].columns.values()).index("community_id")  # id, ts, columns
+
+
+_ROWS_PER_STATEMENT = 512  # multi-row VALUES: SQLite binds them in one call, not one per row
+_EVENT_INSERT_MANY = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES " + ", ".join(
+    [f"({', '.join('?' * (2 + len(TABLES['event'].columns)))})"] * _ROWS_PER_STATEMENT
+)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
+    full = len(rows) - len(rows) % _ROWS_PER_STATEMENT
+    for i in range(0, full, _ROWS_PER_STATEMENT):
+        conn.execute(
+            _EVENT_INSERT_MANY, list(chain.from_iterable(rows[i : i + _ROWS_PER_STATEMENT]))
+        )
+    conn.executemany(_EVENT_INSERT, rows[full:])
 
 
 def _insert_event_rows(
-    conn: sqlite3.Connection, base: int, top: tuple | None, events: list[tuple]
+    conn: sqlite3.Connection, base: int, top: tuple | None, rows: list[Any], docs: list[bytes]
 ) -> None:
     """Rows from ``base`` + 1 on (after the last block's rowids: those of its deleted events
     are not used again), documents into the last block while it has room, then new blocks
     of ``BLOCK_EVENTS``."""
-    if not events:
+    if not rows:
         return
-    rows = [event[0] for event in events]
+    flows = [row[_FLOW] for row in rows]  # network.community_id
     start = base
     if top is not None and top[1] > base:
         start = top[1]
@@ -244,9 +270,7 @@ def _insert_event_rows(
             (start + 1, *rows[0]),
         )
         rows = rows[1:]
-    conn.executemany(_EVENT_INSERT, rows)
-    docs = [event[1] for event in events]
-    flows = [event[0][-1] for event in events]  # network.community_id: the last column
+    _insert_rows(conn, rows)
     done = 0
     if top is not None and top[1] == start and top[1] - top[0] + 1 < BLOCK_EVENTS:
         done = min(BLOCK_EVENTS - (top[1] - top[0] + 1), len(docs))
@@ -556,6 +580,19 @@ def merge_alert(stored: dict[str, Any], incoming: dict[str, Any]) -> dict[str, A
 
 # ---- the batching writer ------------------------------------------------------------------
 
+EVENT_ROWS = "event rows"  # a pending run of events: (their columns, their JSONs)
+
+
+def _singly(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """A batch's items one document each (a run of events as its events)."""
+    out: list[tuple[str, Any]] = []
+    for kind, item in batch:
+        if kind == EVENT_ROWS:
+            out.extend(("event", event) for event in zip(*item, strict=True))
+        else:
+            out.append((kind, item))
+    return out
+
 
 class StoreWriter:
     """The write half of ``pipeline.store.Store``: pending documents, batches, retries.
@@ -587,7 +624,10 @@ class StoreWriter:
         self.flush_interval = flush_interval
         self.max_events = max_events
         self.max_pending = max_pending
-        self._pending: list[tuple[str, Any]] = []  # events as rows
+        # (kind, document); an event as (its columns, its JSON); a run of events the writer
+        # process received as (EVENT_ROWS, (their columns, their JSONs))
+        self._pending: list[tuple[str, Any]] = []
+        self._pending_docs = 0  # documents in ``_pending``
         self._last_flush = time.monotonic()
         self._counts = {
             "written": 0,
@@ -644,26 +684,34 @@ class StoreWriter:
             return
         self._add("event", row)
 
-    def write_events_json(self, events: list[tuple[list[Any], bytes]]) -> None:
+    def write_event_rows(self, rows: list[list[Any]], docs: list[bytes]) -> None:
         """Events as their rows' columns (``event_columns(doc, content_id=False)``) and their
-        JSON bytes: the writer process's way, with no parse of the documents."""
+        JSON bytes, in the same order: the writer process's way, with no parse of the
+        documents and no work per event in Python (they are kept as runs, not one by one)."""
         if self.readonly:
             raise self._error("opened read-only, cannot write")
-        rows = []
-        for columns, doc in events:
-            try:
-                rows.append(("event", (event_columns_of(columns, doc), doc)))
-            except Exception as exc:  # the sensor must go on
-                self._reject("event", exc)
+        missing = [i for i, row in enumerate(rows) if row[0] is None]
+        if missing:  # rare: documents without an event.id get a content hash
+            bad = set()
+            for i in missing:
+                try:
+                    rows[i] = list(event_columns_of(rows[i], docs[i]))
+                except Exception as exc:  # the sensor must go on
+                    self._reject("event", exc)
+                    bad.add(i)
+            if bad:
+                rows = [row for i, row in enumerate(rows) if i not in bad]
+                docs = [doc for i, doc in enumerate(docs) if i not in bad]
         while rows:
             with self._lock:
                 if self._closed:
                     self._counts["dropped"] += len(rows)
                     return
-                room = max(1, self.batch_size - len(self._pending))
-                self._pending.extend(rows[:room])
-                rows = rows[room:]
-                due = len(self._pending) >= self.batch_size or (
+                room = max(1, self.batch_size - self._pending_docs)
+                self._pending.append((EVENT_ROWS, (rows[:room], docs[:room])))
+                self._pending_docs += len(rows[:room])
+                rows, docs = rows[room:], docs[room:]
+                due = self._pending_docs >= self.batch_size or (
                     self.flush_interval > 0
                     and time.monotonic() - self._last_flush >= self.flush_interval
                 )
@@ -676,7 +724,8 @@ class StoreWriter:
                 self._counts["dropped"] += 1
                 return
             self._pending.append((kind, item))
-            due = len(self._pending) >= self.batch_size or (
+            self._pending_docs += 1
+            due = self._pending_docs >= self.batch_size or (
                 self.flush_interval > 0
                 and time.monotonic() - self._last_flush >= self.flush_interval
             )
@@ -691,6 +740,7 @@ class StoreWriter:
             if not self._pending or self.readonly:
                 return
             batch, self._pending = self._pending, []
+            held, self._pending_docs = self._pending_docs, 0
             try:
                 self._write_batch(batch)
             except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
@@ -712,6 +762,7 @@ class StoreWriter:
                         self.max_pending,
                     )
                 self._pending = batch + self._pending
+                self._pending_docs += held
                 self._shed()
                 return
             except Exception as exc:  # a document it cannot take: find it
@@ -741,11 +792,12 @@ class StoreWriter:
         """A batch failed for something other than a busy or full disk: write its documents
         singly so that one bad document costs only itself (counted as ``rejected``)."""
         log.warning("%s: a batch failed (%s); writing its documents one by one", self.path, first)
-        for item in batch:
+        for item in _singly(batch):
             try:
                 self._write_batch([item])
             except sqlite3.OperationalError:
                 self._pending.append(item)
+                self._pending_docs += 1
             except Exception as exc:  # the sensor must go on
                 self._reject(item[0], exc)
         self._shed()
@@ -764,8 +816,8 @@ class StoreWriter:
             self._flusher.join()
         self.flush()
         with self._lock:
-            unwritten = len(self._pending)
-            self._pending = []
+            unwritten = self._pending_docs
+            self._pending, self._pending_docs = [], 0
             self._closed = True  # later writes are counted as dropped
             try:
                 if not self.readonly:
@@ -779,7 +831,7 @@ class StoreWriter:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {**self._counts, "pending": len(self._pending)}
+            return {**self._counts, "pending": self._pending_docs}
 
     def _flush_loop(self) -> None:
         # A quiet sensor still gets its last alerts on disk within flush_interval seconds.
@@ -794,7 +846,7 @@ class StoreWriter:
     def _shed(self) -> None:
         """Over ``max_pending``: drop the oldest of the least important kind first (events),
         alerts last (``pipeline.kinds``)."""
-        excess = len(self._pending) - self.max_pending
+        excess = self._pending_docs - self.max_pending
         if excess <= 0:
             return
         order = kinds.eviction_order()
@@ -803,9 +855,19 @@ class StoreWriter:
                 break
             kept: list[tuple[str, Any]] = []
             for item in self._pending:
+                if excess > 0 and item[0] == EVENT_ROWS and victim == "event":
+                    rows, docs = item[1]
+                    n = min(excess, len(rows))  # the run's oldest
+                    excess -= n
+                    self._counts["dropped"] += n
+                    self._pending_docs -= n
+                    if n < len(rows):
+                        kept.append((EVENT_ROWS, (rows[n:], docs[n:])))
+                    continue
                 if excess > 0 and item[0] == victim:
                     excess -= 1
                     self._counts["dropped"] += 1
+                    self._pending_docs -= 1
                     continue
                 kept.append(item)
             self._pending = kept
@@ -822,8 +884,21 @@ class StoreWriter:
     def _write_batch(self, batch: list[tuple[str, Any]]) -> None:
         conn = self._conn
         by_kind: dict[str, list[Any]] = {kind: [] for kind in WRITERS}
+        rows: list[Any] = []  # the events', in the order written
+        docs: list[bytes] = []
+        written = 0
         for kind, doc in batch:
-            by_kind[kind].append(doc)
+            if kind == EVENT_ROWS:
+                rows += doc[0]
+                docs += doc[1]
+                written += len(doc[0])
+            elif kind == "event":
+                rows.append(doc[0])
+                docs.append(doc[1])
+                written += 1
+            else:
+                by_kind[kind].append(doc)
+                written += 1
         conn.execute("BEGIN IMMEDIATE")
         try:
             counts = {
@@ -838,9 +913,11 @@ class StoreWriter:
                 "duplicates": 0,
                 "rejected": 0,
             }
-            for kind, docs in by_kind.items():
-                if docs:
-                    WRITERS[kind](conn, docs, counts)
+            if rows:
+                insert_event_rows(conn, rows, docs, counts)
+            for kind, items in by_kind.items():
+                if items:
+                    WRITERS[kind](conn, items, counts)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
@@ -848,7 +925,7 @@ class StoreWriter:
             raise
         for key, value in counts.items():
             self._counts[key] = self._counts.get(key, 0) + value
-        self._counts["written"] += len(batch)
+        self._counts["written"] += written
         if self._event_count is not None:
             self._event_count += counts["events"]
 

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.query import AlertFilter
 from pipeline.store import Store, StoreError
-from pipeline.store.process import BLOCK_DOCS, WriterStore
+from pipeline.store.process import BLOCK_DOCS, WriterStore, decode_events, encode_event
 from tests.support import REPO
 from tests.support.store_samples import corpus
 
@@ -191,3 +191,67 @@ def test_a_store_started_early_is_waited_for_later(tmp_path: Path, capfd) -> Non
     assert kept.search_events(AlertFilter(limit=1))[0] == len(events)
     kept.close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_events_sent_again_are_stored_once_as_the_store_does(tmp_path: Path) -> None:
+    """Runs of events (the writer process's way, ``Store.write_event_rows``) de-duplicate as
+    single events do: an id twice in one batch, and ids stored by an earlier batch; the lines
+    a capture worker makes (``encode_event``, ``write_encoded``) go the same way."""
+    events, _, _ = corpus(BLOCK_DOCS + 300)
+    twice = [*events[:700], *events[650:750], *events[700:]]  # 50 sent twice in one block
+    with Store(tmp_path / "in.db") as direct:
+        for event in twice:
+            direct.write("event", event)
+        direct.flush()
+        for event in events[::3]:  # a batch of stored ids only
+            direct.write("event", event)
+    with WriterStore(tmp_path / "out.db") as offloaded:
+        for event in twice:
+            offloaded.write("event", event)
+        offloaded.flush()
+        again = [encode_event(event) for event in events[::3]]
+        offloaded.write_encoded(b"\n".join(again), len(again))
+    assert offloaded.stats()["events"] == len(events)
+    assert offloaded.stats()["duplicates"] == 100 + len(again)
+    assert direct.stats()["duplicates"] == offloaded.stats()["duplicates"]
+    assert _rows(tmp_path / "in.db") == _rows(tmp_path / "out.db")
+
+
+def test_a_malformed_events_frame_keeps_its_good_lines(caplog) -> None:
+    events, _, _ = corpus(3)
+    good = [encode_event(event) for event in events]
+    frame = b"\n".join([good[0], b"not an event", good[1], b'["x"]no nul', good[2]])
+    with caplog.at_level(logging.ERROR):
+        rows, docs = decode_events(frame)
+    assert [row[0] for row in rows] == [event["event.id"] for event in events]
+    assert docs == [line.partition(b"\0")[2] for line in good]
+    assert caplog.text.count("malformed event line") == 2
+    assert decode_events(b"") == ([], [])
+
+
+def test_runs_of_events_are_shed_oldest_first_when_the_file_stays_locked(
+    tmp_path: Path,
+) -> None:
+    """Over ``max_pending`` while the file is locked, a run of events loses its oldest events
+    (events go first, alerts last), and the rest are written once the lock is gone."""
+    events, alerts, _ = corpus(40)
+    rows, docs = decode_events(b"\n".join(encode_event(event) for event in events))
+    path = tmp_path / "l.db"
+    st = Store(path, batch_size=1000, flush_interval=0, busy_timeout=0.05, max_pending=30)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        for alert in alerts[:5]:
+            st.write("alert", alert)
+        st.write_event_rows(rows, docs)
+        st.flush()  # must not raise
+        stats = st.stats()
+        assert stats["errors"] == 1 and stats["pending"] == 30 and stats["dropped"] == 15
+        blocker.execute("ROLLBACK")
+        st.flush()
+        assert st.counts()["event"] == 25 and st.counts()["alert"] == 5
+        kept = {doc["event.id"] for doc in st.search_events(AlertFilter(limit=100))[1]}
+        assert kept == {event["event.id"] for event in events[15:]}
+    finally:
+        blocker.close()
+        st.close()
