@@ -393,6 +393,14 @@ class BaselineDetector:
         self._start: float | None = None
         self._now: float | None = None
         self._next_check = -math.inf
+        # events whose baseline-only checks found nothing (``_quiet_key`` -> the conversation's
+        # key and entry, the server's learned identity); deviations found so far (any, even
+        # repeats): an event that finds one is not kept there
+        self._quiet: dict[tuple, tuple[str, dict, dict | None]] = {}
+        self._deviations = 0
+        # runs of values (``_check_values``' shapes) -> their latest values, all within
+        # their bands: the same values again need no look at each
+        self._run_clean: dict[tuple[str, str, str, str, int, int], list[Any]] = {}
 
     # ------------------------------------------------------------ public
 
@@ -417,6 +425,19 @@ class BaselineDetector:
             service = (obs.server, obs.port, obs.protocol)
             if service in self._by_service:  # bounded by the baseline
                 self._service_seen.setdefault(service, obs.ts)
+        quiet = self._quiet_key(obs, event)
+        if quiet is not None:
+            known = self._quiet.get(quiet)
+            if known is not None:  # checked before and nothing deviated: what varies only
+                conv_key, learned, identity = known
+                obs._conversation = conv_key
+                if identity is not None:
+                    self._check_identity(obs.server, identity, event, out)
+                self._last_event[conv_key] = event
+                self._check_timing(learned, obs, event, out)
+                self._check_values(obs, event, out)
+                return out
+        deviations = self._deviations
         self._check_assets(obs, event, out)
         conv = self._convs.get(obs.conversation)
         if conv is None:
@@ -434,7 +455,25 @@ class BaselineDetector:
         if not obs.anomaly:
             self._check_sweep(obs, event, out)
             self._check_values(obs, event, out)
+        if quiet is not None and conv is not None and self._deviations == deviations:
+            if len(self._quiet) >= _MAX_SHAPES:
+                self._quiet.clear()
+            server = self._assets.get(obs.server) or {}
+            self._quiet[quiet] = (obs.conversation, conv, server.get("identity") or None)
         return out
+
+    def _quiet_key(self, obs: Observation, event: dict) -> tuple | None:
+        """What decides the checks that depend on the baseline alone (assets and MACs, the
+        conversation, its operation, addresses and nodes, sweeps), for an event whose
+        extractor worked its fields out by shape; None for any other event (checked in full).
+        Events of one key that passed those checks once pass them again: they are skipped."""
+        if obs.shape is None or obs.security:
+            return None
+        smac = event.get("source.mac")
+        dmac = event.get("destination.mac")
+        if not (smac is None or type(smac) is str) or not (dmac is None or type(dmac) is str):
+            return None
+        return (obs.shape, obs.client, obs.server, obs.port, obs.protocol, smac, dmac)
 
     def tick(self, now_ts: float) -> list[dict]:
         """Timing checks on a live clock (call every few seconds): polling that stopped is
@@ -546,6 +585,7 @@ class BaselineDetector:
 
     def _first(self, key: tuple) -> bool:
         """True the first time a deviation key is seen (bounded memory: oldest forgotten)."""
+        self._deviations += 1
         if key in self._once:
             self.stats["suppressed"] += 1
             return False
@@ -617,28 +657,33 @@ class BaselineDetector:
             )
         if side == "server":
             identity = asset.get("identity") or {}
-            for field_name, name in IDENTITY_FIELDS if identity else ():
-                v = event.get(field_name)
-                learned = identity.get(name)
-                if v is None or v == "" or learned is None or str(learned) == str(v):
-                    continue
-                if not self._first(("identity", ip, name, str(v))):
-                    continue
-                out.extend(
-                    self._alert(
-                        "baseline-identity-changed",
-                        ["T0857"] if name == "firmware" else ["T0830"],
-                        70 if name == "firmware" else 55,
-                        event,
-                        key=f"{ip}|{name}|{v}",
-                        message=f"{ip} reports {name} {v!r}; the baseline learned {learned!r}.",
-                        expected=str(learned),
-                        observed=str(v),
-                        entry=f"assets[{ip!r}].identity.{name}",
-                        refs={"asset": ip},
-                        group=f"{ip}|{name}",
-                    )
+            if identity:
+                self._check_identity(ip, identity, event, out)
+
+    def _check_identity(self, ip: str, identity: dict, event: dict, out: list[dict]) -> None:
+        """A server's device identity fields against those learned for it (``identity``)."""
+        for field_name, name in IDENTITY_FIELDS:
+            v = event.get(field_name)
+            learned = identity.get(name)
+            if v is None or v == "" or learned is None or str(learned) == str(v):
+                continue
+            if not self._first(("identity", ip, name, str(v))):
+                continue
+            out.extend(
+                self._alert(
+                    "baseline-identity-changed",
+                    ["T0857"] if name == "firmware" else ["T0830"],
+                    70 if name == "firmware" else 55,
+                    event,
+                    key=f"{ip}|{name}|{v}",
+                    message=f"{ip} reports {name} {v!r}; the baseline learned {learned!r}.",
+                    expected=str(learned),
+                    observed=str(v),
+                    entry=f"assets[{ip!r}].identity.{name}",
+                    refs={"asset": ip},
+                    group=f"{ip}|{name}",
                 )
+            )
 
     def _check_unknown_conversation(self, obs: Observation, event: dict, out: list[dict]) -> None:
         key = obs.conversation
@@ -946,6 +991,7 @@ class BaselineDetector:
         if self._bands_tolerance != self.tolerance:  # bands depend on it: work them out again
             self._bands.clear()
             self._run_bands.clear()
+            self._run_clean.clear()
             self._bands_tolerance = self.tolerance
         for prefix, direction, start, raw in obs.runs:
             if direction == "read" and not self.check_read_values:
@@ -956,9 +1002,13 @@ class BaselineDetector:
                 bands = self._bands_of_run(points, obs.protocol, prefix, direction, start, len(raw))
                 if len(self._run_bands) >= _MAX_SHAPES:
                     self._run_bands.clear()
+                    self._run_clean.clear()
                 self._run_bands[shape] = bands
             if bands is None:
                 continue  # no point of this run was learned
+            if self._run_clean.get(shape) == raw:
+                continue  # the values last found within their bands, again (polling)
+            deviated = False
             for i in range(min(len(raw), MAX_VALUES_PER_EVENT)):
                 band = bands[i]
                 if band is None:
@@ -973,9 +1023,12 @@ class BaselineDetector:
                     value = parsed
                 if band[1] <= value <= band[2]:
                     continue
+                deviated = True
                 self._value_deviation(
                     obs, event, f"{prefix}={start + i}", direction, value, band[0], out
                 )
+            if not deviated:
+                self._run_clean[shape] = list(raw)
         for name, direction, value in obs.values:
             if direction == "read" and not self.check_read_values:
                 continue
@@ -1169,6 +1222,7 @@ class BaselineDetector:
                 new.append(node)
         if not new:
             return
+        self._deviations += 1
         key = (obs.client, obs.server, obs.protocol)
         sweep = self._sweeps.get(key)
         if sweep is None or obs.ts - sweep.start > self.sweep_window:

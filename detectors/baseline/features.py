@@ -101,6 +101,7 @@ class Observation:
         "series",
         "security",
         "anomaly",
+        "shape",
         "_conversation",
     )
 
@@ -122,6 +123,9 @@ class Observation:
         self.series: str | None = None
         self.security: dict[str, str] = {}
         self.anomaly = False
+        # what the extractor's fields were, exactly, when it worked them out once for many
+        # events (a Modbus request's shape); None when it did not: the detector's cache key
+        self.shape: tuple | None = None
         self._conversation: str | None = None
 
     @property
@@ -267,6 +271,7 @@ def _modbus(event: dict[str, Any], obs: Observation) -> None:
             _modbus_shapes[key] = shape
         if shape is not None:
             op_key, function_name, direction, space, lo, hi, prefix, series = shape
+            obs.shape = key
             obs.op_key = op_key
             obs.function = function_name
             if lo >= 0:

@@ -565,3 +565,56 @@ def test_a_bool_is_no_port_or_address() -> None:
     (conv,) = doc["conversations"].values()
     assert conv["port"] == 502
     assert not any(op.get("addresses") for op in conv["operations"].values())
+
+
+def test_repeated_requests_checked_once_still_catch_what_differs() -> None:
+    """A polling request whose baseline-only checks found nothing is not checked again in
+    full (the detector keeps its verdict by request shape, MACs and hosts); what differs
+    from it, or varies per request, still alerts, and alike with the full checks every time."""
+
+    def request(ts: float, client: str = "10.0.0.1", **fields: object) -> dict:
+        event = _modbus_event(ts, client, "10.0.0.2", **fields)  # type: ignore[arg-type]
+        event["source.mac"] = "02:00:00:00:00:01"
+        return event
+
+    learner = BaselineLearner()
+    for i in range(20):
+        learner.observe(request(1000.0 + i, address=0, values=[5, 6]))
+    base = learner.result()
+
+    def stream() -> list[dict]:
+        events = [request(2000.0 + i, address=0, values=[5, 6]) for i in range(5)]
+        events.append(request(2010.0, address=0, values=[5, 900]))
+        events.append(request(2011.0, address=0, values=[5, 6]))
+        other_mac = request(2012.0, address=0, values=[5, 6])
+        other_mac["source.mac"] = "02:00:00:00:00:99"
+        events.append(other_mac)
+        events.append(request(2013.0, address=0, values=[5, 6]))
+        events.append(request(2014.0, address=40, values=[0, 0]))
+        events.append(request(2015.0, fc=6, values=[1]))
+        events.append(request(2016.0, "10.0.0.9", address=0, values=[5, 6]))
+        return events
+
+    def alerts(det: BaselineDetector, forget: bool) -> list[tuple]:
+        out: list[dict] = []
+        for event in stream():
+            if forget:  # the full checks on every event
+                det._quiet.clear()
+                det._run_clean.clear()
+            out.extend(det.process(event))
+        out.extend(det.flush())
+        return [(a["rule.id"], a["icsmon.baseline.observed"], a["icsmon.alert.count"]) for a in out]
+
+    cached = BaselineDetector(base, dedup_window=0)
+    found = alerts(cached, forget=False)
+    assert [rule for rule, _, _ in found] == [
+        "baseline-value-out-of-range",  # 900 in a known run of values
+        "baseline-mac-changed",
+        "baseline-new-read-address",
+        "baseline-new-operation",
+        "baseline-value-out-of-range",  # the write's value
+        "baseline-new-asset",
+        "baseline-new-conversation",
+    ]
+    assert cached._quiet and cached._run_clean, "the repeated request's verdicts are kept"
+    assert alerts(BaselineDetector(base, dedup_window=0), forget=True) == found
