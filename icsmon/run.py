@@ -309,26 +309,37 @@ class Run:
         hb = self.heartbeats
         rollups = self.rollups
         want_alerts = not (want_events or want_rollups)
+        # bound once: this loop runs for every event (a call less each, about 0.1 µs)
+        write = sink.write if sink is not None and self.store_events else None
+        add_rollup = rollups.add if rollups is not None else None
+        now = self.now
+        monotonic = time.monotonic
+        parts = detectors.parts  # swap() replaces a part in this same list
+        live = self.live
         for event in events:
-            if sink is not None and self.store_events:
-                sink.write("event", event)
+            if write is not None:
+                write("event", event)
             self.pdus += _pdus(event)
-            if rollups is not None:
-                for doc in rollups.add(event):
+            if add_rollup is not None:
+                for doc in add_rollup(event):
                     self._rollup(doc)
                     if want_rollups:
                         yield doc
-            if hb is not None and self.now() >= hb.next_due:
-                self._heartbeat(self.now())
-            alerts = detectors.process(event)
+            if hb is not None and now() >= hb.next_due:
+                self._heartbeat(now())
+            alerts: list[dict] = []
+            for part in parts:  # Detectors.process inlined
+                found = part.process(event)
+                if found:
+                    alerts.extend(found)
             if want_events:
                 yield event
             for alert in alerts:
                 self._alert(alert)
                 if want_alerts:
                     yield alert
-            mono = time.monotonic()
-            if self.live and mono - self._last_tick > TICK_INTERVAL:
+            mono = monotonic()
+            if live and mono - self._last_tick > TICK_INTERVAL:
                 self._last_tick = mono
                 for alert in detectors.tick(time.time()):
                     self._alert(alert)

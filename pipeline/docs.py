@@ -130,7 +130,7 @@ def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
-def _default(value: Any) -> Any:
+def default_value(value: Any) -> Any:
     """Values JSON has no type for: bytes as hex, sets as sorted lists, anything else as text."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
@@ -143,19 +143,21 @@ def dumps_or_raise(doc: dict[str, Any]) -> bytes:
     """:func:`dumps` where orjson can (its output is read back by ``orjson.loads`` as it was
     written); raises ``orjson.JSONEncodeError`` where :func:`dumps` falls back."""
     try:
-        return orjson.dumps(doc, default=_default)
+        return orjson.dumps(doc, default=default_value)
     except orjson.JSONEncodeError:
-        return orjson.dumps(doc, default=_default, option=_ORJSON_OPTIONS)
+        return orjson.dumps(doc, default=default_value, option=_ORJSON_OPTIONS)
 
 
 def dumps(doc: dict[str, Any]) -> bytes:
     """Compact JSON bytes for one document, whatever plain values it holds."""
     try:
-        return orjson.dumps(doc, default=_default)
+        return orjson.dumps(doc, default=default_value)
     except orjson.JSONEncodeError:
         pass
     try:
-        return orjson.dumps(doc, default=_default, option=_ORJSON_OPTIONS)
+        return orjson.dumps(doc, default=default_value, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:
         # orjson refuses integers beyond 64 bits (e.g. a decoded 128-bit OPC UA value).
-        return json.dumps(doc, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(
+            doc, default=default_value, separators=(",", ":"), ensure_ascii=False
+        ).encode()

@@ -54,10 +54,11 @@ from typing import Any, BinaryIO
 import orjson
 
 from pipeline import kinds as doc_kinds
-from pipeline.docs import dumps, dumps_or_raise
+from pipeline.docs import default_value, dumps, dumps_or_raise
 from pipeline.store.queries import StoreQueries
 from pipeline.store.schema import StoreError, resolve_store_path, store_error
-from pipeline.store.writer import WRITERS, event_columns
+from pipeline.store.writer import _TEXT_FIELDS, WRITERS, event_columns
+from sensor.timestamps import MAX_EPOCH
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,9 @@ def encode(kind: str, doc: dict) -> bytes:
     is, without a parse; compact JSON holds neither a NUL nor a newline, so a frame of them
     splits into columns and documents at once (``decode_events``)."""
     if kind == "event":
+        line = _event_line(doc)
+        if line is not None:
+            return line
         return b"".join((orjson.dumps(event_columns(doc, content_id=False)), b"\0", dumps(doc)))
     try:
         return kind.encode() + b" " + dumps_or_raise(doc)
@@ -328,6 +332,35 @@ def encode(kind: str, doc: dict) -> bytes:
 
 def encode_event(doc: dict) -> bytes:
     return encode("event", doc)
+
+
+_EVENT_TEXT = _TEXT_FIELDS.get("event")  # the event row's columns, when all are text
+
+
+def _event_line(doc: dict) -> bytes | None:
+    """``encode("event", doc)`` for the usual event (a text id, a float time in range, a
+    document orjson takes without options), the same bytes without the general path's
+    calls: it runs for every event a sensor stores (0.6 µs less each). None: any other."""
+    fields = _EVENT_TEXT
+    get = doc.get
+    key = get("event.id")
+    ts = get("@timestamp")
+    if (
+        fields is None
+        or type(key) is not str
+        or not key
+        or type(ts) is not float
+        or not 0.0 <= ts < MAX_EPOCH  # parse_timestamp's range (NaN fails too)
+    ):
+        return None
+    columns = [key, ts]
+    for field in fields:
+        value = get(field)
+        columns.append(value if isinstance(value, str) else None)
+    try:
+        return b"".join((orjson.dumps(columns), b"\0", orjson.dumps(doc, default=default_value)))
+    except orjson.JSONEncodeError:
+        return None
 
 
 # -- the child --------------------------------------------------------------------------------

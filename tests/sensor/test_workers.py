@@ -45,10 +45,11 @@ SWEEP_SERVERS = 16
 SWEEP_RULE = "EtherNet/IP ListIdentity Sweep"
 
 
-def _sweep_capture(path: Path) -> Path:
+def _sweep_capture(path: Path, client: str = "127.0.0.1") -> Path:
     """A real cpppo/pycomm3-made EtherNet/IP session (pcaps/enip/enip_identity.pcap: its
     ListIdentity among others) repeated towards SWEEP_SERVERS servers: the server's address
-    rewritten (checksums recomputed by scapy), so each copy is a flow of its own."""
+    rewritten (and the client's, to ``client``; checksums recomputed by scapy), so each copy
+    is a flow of its own."""
     from scapy.layers.inet import IP, TCP
     from scapy.utils import rdpcap, wrpcap
 
@@ -58,10 +59,9 @@ def _sweep_capture(path: Path) -> Path:
         address = f"127.0.0.{41 + i}"
         for original in rdpcap(str(REPO / "pcaps" / "enip" / "enip_identity.pcap")):
             p = original.copy()
-            if p[IP].src == server:
-                p[IP].src = address
-            if p[IP].dst == server:
-                p[IP].dst = address
+            renamed = {server: address, "127.0.0.1": client}
+            p[IP].src = renamed.get(p[IP].src, p[IP].src)
+            p[IP].dst = renamed.get(p[IP].dst, p[IP].dst)
             del p[IP].chksum
             del p[TCP].chksum
             packets.append(p)
@@ -240,6 +240,66 @@ def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_pat
     assert last["icsmon.sensor.kernel_drops"] == 0
     assert last["icsmon.sensor.events"] == len(stdout.splitlines())
     assert last["icsmon.sensor.alerts"] == len(alerts)
+
+
+def test_sense_with_workers_baseline_sees_talkers_across_workers(
+    netns: str, tmp_path: Path
+) -> None:
+    """The baseline runs in the parent over the merged stream: a new client whose connections
+    land in different workers (one per server of the sweep) is one new asset and each of its
+    servers one new conversation, as in one process (``replay --baseline`` of the same
+    traffic). The traffic is unknown to the baseline as a whole (learned from the Modbus
+    captures): its checks do not depend on timing, which a replay at full speed changes."""
+    baseline = tmp_path / "b.json"
+    run(ICSMON, "baseline", "learn", *map(str, CAPTURES), "-o", str(baseline))
+    files = [_sweep_capture(tmp_path / "sweep.pcap", client="127.0.0.30")]
+    common = ["--format", "jsonl", "--observer", "t", "--site", "s1", "--baseline", str(baseline)]
+    common += ["--no-rules"]
+    replayed = run(ICSMON, "replay", *map(str, files), "--sink", "none", *common)
+    out = tmp_path / "sensor.jsonl"
+    proc = subprocess.Popen(
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", "--sink", "jsonl")
+        + ["--out", str(out), *common],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ifindex = iface_index(netns, SENSE)
+        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
+        assert capture_ready(netns, ifindex)
+        tcpreplay(netns, *files)
+        wait_on_child(
+            "the workers to read every frame", lambda: queue_drained(netns, ifindex), proc
+        )
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+
+    def deviations(docs: list[dict]) -> Counter:
+        """What each baseline alert is about (which event of a group came first, and so
+        the alert's other fields, depends on the order flows arrive in)."""
+        return Counter(
+            (d["rule.id"], d.get("icsmon.baseline.asset"), d.get("icsmon.baseline.conversation"))
+            for d in docs
+            if d.get("rule.ruleset") == "baseline"
+        )
+
+    live = deviations([_flat(line) for line in out.read_text().splitlines()])
+    expected = deviations([_flat(line) for line in replayed.stdout.splitlines()])
+    assert live == expected
+    assert sum(n for (rule, _, _), n in live.items() if rule == "baseline-new-conversation") == (
+        SWEEP_SERVERS
+    )
+    # the client is new once, though its connections were split between the workers
+    new_assets = [asset for (rule, asset, _) in live if rule == "baseline-new-asset"]
+    assert live[("baseline-new-asset", "127.0.0.30", None)] == 1
+    assert len(new_assets) == len(set(new_assets)) == SWEEP_SERVERS + 1
+    per_worker = re.findall(r"capture\.worker\d\.packets\s*│\s*([\d,]+)", stderr)
+    assert len(per_worker) == 2 and min(int(n.replace(",", "")) for n in per_worker) > 0, stderr
 
 
 def test_sense_workers_errors_are_one_line() -> None:
