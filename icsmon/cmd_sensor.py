@@ -418,7 +418,7 @@ def replay(
 
 
 def _store_encoded(store):
-    """A batch of events a worker made into the store's lines: to the store as one block (an
+    """A batch of events a worker made into the store's frame: to the store as it is (an
     event it could not encode goes the ordinary way, and is counted there if it fails)."""
 
     def write(events: list[dict], encoded: tuple[bytes, int, list[int]]) -> None:
@@ -563,7 +563,7 @@ def sense(
     encoded = workers > 1 and sink == SinkName.store and store_events
     try:
         if workers > 1:
-            from pipeline.store.process import encode_event
+            from pipeline.store.process import encode_events
 
             # forked now, before any thread (Kafka, the control channel) or output exists
             pool = WorkerPool(
@@ -572,7 +572,7 @@ def sense(
                 single.config,
                 bpf,
                 user=user,
-                encode=encode_event if encoded else None,
+                encode=encode_events if encoded else None,
             )
             pool.start()
             engine: Engine | MergedEngine = pool.engine

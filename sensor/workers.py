@@ -17,8 +17,8 @@ How the work is split:
   (the per-flow detection). It sends its events to the parent in batches over a
   pipe (at most ``BATCH`` events, or what ``FLUSH_S`` gathered), with its counters and the
   asset observations that changed once per tick. Given ``encode`` (the store's
-  ``pipeline.store.process.encode_event``), it also makes each event into the line the store
-  keeps: the parent hands a batch's lines to the store in one call (``on_encoded``) instead
+  ``pipeline.store.process.encode_events``), it also makes each batch into the frame the store
+  keeps: the parent hands a batch's frame to the store in one call (``on_encoded``) instead
   of serialising every event itself, so that work is spread over the workers. A parent that cannot keep up fills the pipe,
   the worker waits, and its ring absorbs the burst; a ring that overflows is counted as kernel
   drops, as in one process: memory stays bounded.
@@ -55,7 +55,7 @@ __all__ = ["WorkerPool", "MergedEngine", "settle"]
 
 log = logging.getLogger(__name__)
 
-Encoded = tuple[bytes, int, list[int]]  # a batch's store lines, their count, events not encoded
+Encoded = tuple[bytes, int, list[int]]  # a batch's store frame, its events, those not encoded
 
 BATCH = 512  # events per message from a worker
 FLUSH_S = 0.1  # a partial batch waits at most about this long while traffic flows
@@ -111,7 +111,7 @@ class WorkerPool:
         engine_config: EngineConfig,
         bpf: str | None = None,
         user: str | None = None,
-        encode: Callable[[dict], bytes] | None = None,
+        encode: Callable[[list[dict]], Encoded] | None = None,
         **capture_options: Any,
     ) -> None:
         if workers < 1:
@@ -126,8 +126,8 @@ class WorkerPool:
         self.fanout_group = self._sources[0].fanout_group
         self.engine = MergedEngine(engine_config, workers)
         self.on_tick: Callable[[], None] | None = None
-        # Called with each batch (its events; their lines made by ``encode``, joined by
-        # newlines; how many; the positions of the events it failed on) before its events
+        # Called with each batch (its events; the frame ``encode`` made of them; how many it
+        # holds; the positions of the events it failed on) before its events
         # are yielded. None: the lines are not wanted (``encode`` unused).
         self.on_encoded: Callable[[list[dict], Encoded], None] | None = None
         self._encode = encode
@@ -274,19 +274,6 @@ def loads(data: bytes) -> Any:
     return marshal.loads(data)
 
 
-def _encode_batch(encode: Callable[[dict], bytes], batch: list[dict]) -> Encoded:
-    """The lines of a batch's events joined by newlines, and the positions of those that
-    could not be encoded (a value the store cannot hold: the parent's sink says so)."""
-    lines: list[bytes] = []
-    failed: list[int] = []
-    for i, event in enumerate(batch):
-        try:
-            lines.append(encode(event))
-        except Exception:
-            failed.append(i)
-    return b"\n".join(lines), len(lines), failed
-
-
 def _signal(pid: int | None) -> None:
     if pid is not None:
         with contextlib.suppress(OSError):
@@ -299,7 +286,7 @@ def _worker(
     out: connection.Connection,
     inherited: list[connection.Connection],
     config: EngineConfig,
-    encode: Callable[[dict], bytes] | None,
+    encode: Callable[[list[dict]], Encoded] | None,
 ) -> None:
     """One capture process: its socket, an engine, batches of events up the pipe."""
     for conn in inherited:
@@ -318,7 +305,7 @@ def _worker(
 
     def flush() -> None:
         if batch:
-            lines = None if encode is None else _encode_batch(encode, batch)
+            lines = None if encode is None else encode(batch)
             send(dumps(("events", (batch, lines))))
             batch.clear()
 

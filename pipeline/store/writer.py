@@ -27,11 +27,13 @@ import logging
 import sqlite3
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
+import lz4.block
 import orjson
 
 from pipeline import kinds
@@ -41,9 +43,7 @@ from pipeline.store.schema import (
     BLOCK_EVENTS,
     TABLES,
     StoreError,
-    pack_events,
     store_error,
-    unpack_events,
 )
 from sensor.timestamps import parse_timestamp as to_epoch
 from sensor.timestamps import render_times
@@ -184,13 +184,110 @@ def event_columns_of(columns: list[Any], doc: bytes) -> EventColumns:
     return tuple(columns)
 
 
+class DocRun:
+    """Event documents one after another in one buffer, a newline between each two, and
+    their lengths: a run of events as the writer process receives them
+    (``pipeline.store.process.EventsFrame``), read without a bytes object per document
+    (a block of them is a slice). ``head`` and ``tail`` share the buffer."""
+
+    __slots__ = ("_text", "_ends", "_lo", "_hi")
+
+    def __init__(self, text: bytes | memoryview, lengths: list[int]) -> None:
+        self._text = text
+        self._ends = list(accumulate(lengths))  # sums of lengths up to each document
+        self._lo, self._hi = 0, len(self._ends)
+
+    def whole(self, lengths: list[int]) -> bool:
+        """``lengths`` (those it was made of) are those of its buffer's documents: whole
+        numbers, none negative, adding up to the buffer with a newline between each two (a
+        check of a received frame, in C)."""
+        n = len(self._ends)
+        if not n:
+            return len(self._text) == 0
+        total = self._ends[-1]
+        return type(total) is int and min(lengths) >= 0 and total + n - 1 == len(self._text)
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def _start(self, k: int) -> int:  # where document k of the buffer starts
+        return self._ends[k - 1] + k if k else 0
+
+    def span(self, i: int, j: int) -> bytes | memoryview:
+        """Documents i to j - 1 (of this run) joined by newlines, without a copy."""
+        lo = self._lo
+        return self._text[self._start(lo + i) : self._ends[lo + j - 1] + lo + j - 1]
+
+    def __getitem__(self, i: int) -> bytes:
+        return bytes(self.span(i, i + 1))
+
+    def _window(self, lo: int, hi: int) -> DocRun:
+        run = DocRun.__new__(DocRun)
+        run._text, run._ends, run._lo, run._hi = self._text, self._ends, lo, hi
+        return run
+
+    def head(self, n: int) -> DocRun:
+        return self._window(self._lo, min(self._hi, self._lo + n))
+
+    def tail(self, n: int) -> DocRun:
+        return self._window(min(self._hi, self._lo + n), self._hi)
+
+
+class BatchDocs:
+    """A batch's event documents, in order: runs (``DocRun``) and single documents."""
+
+    def __init__(self) -> None:
+        self._parts: list[DocRun | bytes] = []
+        self._firsts: list[int] = []  # the batch index of each part's first document
+        self._n = 0
+
+    @classmethod
+    def of(cls, docs: list[bytes]) -> BatchDocs:
+        batch = cls()
+        for doc in docs:
+            batch.add(doc)
+        return batch
+
+    def add(self, part: DocRun | bytes) -> None:
+        size = len(part) if isinstance(part, DocRun) else 1
+        if size:
+            self._parts.append(part)
+            self._firsts.append(self._n)
+            self._n += size
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> bytes:
+        k = bisect_right(self._firsts, i) - 1
+        part = self._parts[k]
+        return part[i - self._firsts[k]] if isinstance(part, DocRun) else part
+
+    def joined(self, i: int, j: int) -> bytes | memoryview:
+        """Documents i to j - 1 joined by newlines (a slice of a run when they are one's)."""
+        k = bisect_right(self._firsts, i) - 1
+        pieces: list[bytes | memoryview] = []
+        while i < j:
+            part, first = self._parts[k], self._firsts[k]
+            if isinstance(part, DocRun):
+                end = min(j, first + len(part))
+                pieces.append(part.span(i - first, end - first))
+                i = end
+            else:
+                pieces.append(part)
+                i += 1
+            k += 1
+        return pieces[0] if len(pieces) == 1 else b"\n".join(pieces)
+
+
 def insert_events(conn: sqlite3.Connection, events: list[tuple], counts: Counts) -> None:
     """``insert_event_rows`` for events as (``event_columns``, the document's JSON bytes)."""
-    insert_event_rows(conn, [event[0] for event in events], [event[1] for event in events], counts)
+    docs = BatchDocs.of([event[1] for event in events])
+    insert_event_rows(conn, [event[0] for event in events], docs, counts)
 
 
 def insert_event_rows(
-    conn: sqlite3.Connection, rows: list[Any], docs: list[bytes], counts: Counts
+    conn: sqlite3.Connection, rows: list[Any], docs: BatchDocs, counts: Counts
 ) -> None:
     """New events only (by event.id): each a row, its document in a block. ``rows`` are the
     events' ``event_columns``, ``docs`` their JSON bytes, in the same order.
@@ -223,7 +320,9 @@ def insert_event_rows(
         }
         chosen = [i for key, i in fresh.items() if key not in known]
         kept = len(chosen)
-        _insert_event_rows(conn, base, top, [rows[i] for i in chosen], [docs[i] for i in chosen])
+        _insert_event_rows(
+            conn, base, top, [rows[i] for i in chosen], BatchDocs.of([docs[i] for i in chosen])
+        )
     conn.execute("RELEASE new_events")
     counts["events"] += kept
     counts["duplicates"] += len(rows) - kept
@@ -253,7 +352,7 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
 
 
 def _insert_event_rows(
-    conn: sqlite3.Connection, base: int, top: tuple | None, rows: list[Any], docs: list[bytes]
+    conn: sqlite3.Connection, base: int, top: tuple | None, rows: list[Any], docs: BatchDocs
 ) -> None:
     """Rows from ``base`` + 1 on (after the last block's rowids: those of its deleted events
     are not used again), documents into the last block while it has room, then new blocks
@@ -274,9 +373,10 @@ def _insert_event_rows(
     done = 0
     if top is not None and top[1] == start and top[1] - top[0] + 1 < BLOCK_EVENTS:
         done = min(BLOCK_EVENTS - (top[1] - top[0] + 1), len(docs))
+        text = b"\n".join((lz4.block.decompress(top[2]), docs.joined(0, done)))
         conn.execute(
             "UPDATE event_blocks SET last = ?, docs = ? WHERE first = ?",
-            (start + done, pack_events(unpack_events(top[2]) + docs[:done]), top[0]),
+            (start + done, lz4.block.compress(text), top[0]),
         )
         conn.executemany(
             "INSERT OR IGNORE INTO event_flows (block, community_id) VALUES (?, ?)",
@@ -286,8 +386,9 @@ def _insert_event_rows(
     block_flows: list[tuple[int, str]] = []
     for i in range(done, len(docs), BLOCK_EVENTS):
         first = start + 1 + i
-        chunk = docs[i : i + BLOCK_EVENTS]
-        blocks.append((first, first + len(chunk) - 1, pack_events(chunk)))
+        end = min(len(docs), i + BLOCK_EVENTS)
+        # schema.pack_events of the block's documents, compressed straight from the frame
+        blocks.append((first, first + end - i - 1, lz4.block.compress(docs.joined(i, end))))
         block_flows.extend(
             (first, flow) for flow in set(flows[i : i + BLOCK_EVENTS]) if flow is not None
         )
@@ -588,7 +689,8 @@ def _singly(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for kind, item in batch:
         if kind == EVENT_ROWS:
-            out.extend(("event", event) for event in zip(*item, strict=True))
+            rows, docs = item
+            out.extend(("event", (row, docs[i])) for i, row in enumerate(rows))
         else:
             out.append((kind, item))
     return out
@@ -684,7 +786,7 @@ class StoreWriter:
             return
         self._add("event", row)
 
-    def write_event_rows(self, rows: list[list[Any]], docs: list[bytes]) -> None:
+    def write_event_rows(self, rows: list[list[Any]], docs: DocRun) -> None:
         """Events as their rows' columns (``event_columns(doc, content_id=False)``) and their
         JSON bytes, in the same order: the writer process's way, with no parse of the
         documents and no work per event in Python (they are kept as runs, not one by one)."""
@@ -700,17 +802,19 @@ class StoreWriter:
                     self._reject("event", exc)
                     bad.add(i)
             if bad:
-                rows = [row for i, row in enumerate(rows) if i not in bad]
-                docs = [doc for i, doc in enumerate(docs) if i not in bad]
+                kept = [i for i in range(len(rows)) if i not in bad]
+                rows = [rows[i] for i in kept]
+                texts = [docs[i] for i in kept]
+                docs = DocRun(b"\n".join(texts), [len(text) for text in texts])
         while rows:
             with self._lock:
                 if self._closed:
                     self._counts["dropped"] += len(rows)
                     return
                 room = max(1, self.batch_size - self._pending_docs)
-                self._pending.append((EVENT_ROWS, (rows[:room], docs[:room])))
+                self._pending.append((EVENT_ROWS, (rows[:room], docs.head(room))))
                 self._pending_docs += len(rows[:room])
-                rows, docs = rows[room:], docs[room:]
+                rows, docs = rows[room:], docs.tail(room)
                 due = self._pending_docs >= self.batch_size or (
                     self.flush_interval > 0
                     and time.monotonic() - self._last_flush >= self.flush_interval
@@ -862,7 +966,7 @@ class StoreWriter:
                     self._counts["dropped"] += n
                     self._pending_docs -= n
                     if n < len(rows):
-                        kept.append((EVENT_ROWS, (rows[n:], docs[n:])))
+                        kept.append((EVENT_ROWS, (rows[n:], docs.tail(n))))
                     continue
                 if excess > 0 and item[0] == victim:
                     excess -= 1
@@ -885,16 +989,16 @@ class StoreWriter:
         conn = self._conn
         by_kind: dict[str, list[Any]] = {kind: [] for kind in WRITERS}
         rows: list[Any] = []  # the events', in the order written
-        docs: list[bytes] = []
+        docs = BatchDocs()
         written = 0
         for kind, doc in batch:
             if kind == EVENT_ROWS:
                 rows += doc[0]
-                docs += doc[1]
+                docs.add(doc[1])
                 written += len(doc[0])
             elif kind == "event":
                 rows.append(doc[0])
-                docs.append(doc[1])
+                docs.add(doc[1])
                 written += 1
             else:
                 by_kind[kind].append(doc)

@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
+from pipeline.docs import dumps
 from pipeline.query import AlertFilter
 from pipeline.store import Store, StoreError
-from pipeline.store.process import BLOCK_DOCS, WriterStore, decode_events, encode_event
+from pipeline.store.process import BLOCK_DOCS, WriterStore, decode_events, encode_events
 from tests.support import REPO
 from tests.support.store_samples import corpus
 
@@ -195,8 +197,8 @@ def test_a_store_started_early_is_waited_for_later(tmp_path: Path, capfd) -> Non
 
 def test_events_sent_again_are_stored_once_as_the_store_does(tmp_path: Path) -> None:
     """Runs of events (the writer process's way, ``Store.write_event_rows``) de-duplicate as
-    single events do: an id twice in one batch, and ids stored by an earlier batch; the lines
-    a capture worker makes (``encode_event``, ``write_encoded``) go the same way."""
+    single events do: an id twice in one batch, and ids stored by an earlier batch; the frame
+    a capture worker makes (``encode_events``, ``write_encoded``) goes the same way."""
     events, _, _ = corpus(BLOCK_DOCS + 300)
     twice = [*events[:700], *events[650:750], *events[700:]]  # 50 sent twice in one block
     with Store(tmp_path / "in.db") as direct:
@@ -209,24 +211,34 @@ def test_events_sent_again_are_stored_once_as_the_store_does(tmp_path: Path) -> 
         for event in twice:
             offloaded.write("event", event)
         offloaded.flush()
-        again = [encode_event(event) for event in events[::3]]
-        offloaded.write_encoded(b"\n".join(again), len(again))
+        frame, count, failed = encode_events(events[::3])
+        assert failed == [] and count == len(events[::3])
+        offloaded.write_encoded(frame, count)
     assert offloaded.stats()["events"] == len(events)
-    assert offloaded.stats()["duplicates"] == 100 + len(again)
+    assert offloaded.stats()["duplicates"] == 100 + count
     assert direct.stats()["duplicates"] == offloaded.stats()["duplicates"]
     assert _rows(tmp_path / "in.db") == _rows(tmp_path / "out.db")
 
 
-def test_a_malformed_events_frame_keeps_its_good_lines(caplog) -> None:
-    events, _, _ = corpus(3)
-    good = [encode_event(event) for event in events]
-    frame = b"\n".join([good[0], b"not an event", good[1], b'["x"]no nul', good[2]])
-    with caplog.at_level(logging.ERROR):
-        rows, docs = decode_events(frame)
+def test_an_events_frame_is_taken_apart_and_a_malformed_one_skipped(caplog) -> None:
+    events, _, _ = corpus(600)
+    bad: dict = {**events[7]}
+    bad["self"] = bad  # a value JSON cannot hold: left out of the frame, its position said
+    frame, count, failed = encode_events([*events[:7], bad, *events[7:]])
+    assert count == len(events) and failed == [7]
+    rows, docs = decode_events(frame)
     assert [row[0] for row in rows] == [event["event.id"] for event in events]
-    assert docs == [line.partition(b"\0")[2] for line in good]
-    assert caplog.text.count("malformed event line") == 2
-    assert decode_events(b"") == ([], [])
+    assert [orjson.loads(docs[i]) for i in range(len(docs))] == [
+        orjson.loads(dumps(event)) for event in events
+    ]
+    assert bytes(docs.head(300).tail(256).span(0, 44)) == b"\n".join(
+        dumps(event) for event in events[256:300]
+    )
+    with caplog.at_level(logging.ERROR):
+        for broken in (frame[:-1], frame.replace(b"\0", b"\n", 1), b"", b"[]\0[1]\0x"):
+            rows, docs = decode_events(broken)
+            assert rows == [] and len(docs) == 0
+    assert caplog.text.count("malformed events frame") == 4
 
 
 def test_runs_of_events_are_shed_oldest_first_when_the_file_stays_locked(
@@ -235,7 +247,7 @@ def test_runs_of_events_are_shed_oldest_first_when_the_file_stays_locked(
     """Over ``max_pending`` while the file is locked, a run of events loses its oldest events
     (events go first, alerts last), and the rest are written once the lock is gone."""
     events, alerts, _ = corpus(40)
-    rows, docs = decode_events(b"\n".join(encode_event(event) for event in events))
+    rows, docs = decode_events(encode_events(events)[0])
     path = tmp_path / "l.db"
     st = Store(path, batch_size=1000, flush_interval=0, busy_timeout=0.05, max_pending=30)
     blocker = sqlite3.connect(path, isolation_level=None)
