@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -434,7 +435,7 @@ def detector_costs(path: Path, rounds: int) -> None:
     from detectors.baseline import BaselineDetector, BaselineLearner
     from icsmon.run import load_detectors
     from pipeline.docs import dumps, nest
-    from pipeline.store.process import encode
+    from pipeline.store.process import BLOCK_DOCS, EventsFrame
     from sensor.engine import Engine, EngineConfig
     from sensor.rollups import Rollups
 
@@ -461,7 +462,9 @@ def detector_costs(path: Path, rounds: int) -> None:
             "baseline (BaselineDetector)": BaselineDetector(baseline),
             "findings (FindingTracker)": findings,
             "rollups (Rollups)": Rollups(engine.ctx, 60.0),
-            "the store's line (pipeline.store.process.encode)": _StoreLine(encode),
+            "the store's line (pipeline.store.process.EventsFrame)": _StoreLine(
+                EventsFrame, BLOCK_DOCS
+            ),
             "the printed line (pipeline.docs.nest, dumps)": _PrintedLine(nest, dumps),
         }
 
@@ -486,13 +489,19 @@ def detector_costs(path: Path, rounds: int) -> None:
 
 
 class _StoreLine:
-    """An event made into the line the store's writer process receives, as a part."""
+    """An event made into what the store's writer process receives (its row's columns and
+    its JSON, added to an events frame; a frame made every ``block`` events), as a part."""
 
-    def __init__(self, encode: Callable[[str, dict], bytes]) -> None:
-        self.encode = encode
+    def __init__(self, frame: Callable[[], Any], block: int) -> None:
+        self.new_frame = frame
+        self.block = block
+        self.frame = frame()
 
     def process(self, event: dict) -> None:
-        self.encode("event", event)
+        self.frame.add(event)
+        if len(self.frame) >= self.block:
+            self.frame.frame()
+            self.frame = self.new_frame()
 
 
 class _PrintedLine:
