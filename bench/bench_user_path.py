@@ -520,7 +520,9 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=200_000, help="size of the built capture")
     ap.add_argument("--file", type=Path, help="where to build the capture (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the built capture")
-    ap.add_argument("--reuse", action="store_true", help="use --file as it is if it exists")
+    ap.add_argument(
+        "--reuse", action="store_true", help="use --file as it is if it exists (and leave it there)"
+    )
     ap.add_argument(
         "--repeat", type=int, default=2, help="rounds; the one with the least CPU time is kept"
     )
@@ -534,10 +536,12 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="icsmon-bench-"))
     path = args.file or workdir / "modbus_polling.pcap"
+    built = False  # a capture this run made goes at the end unless --keep; a reused one stays
     try:
         if args.reuse and path.exists():
             total = sum(1 for _ in _records(path))
         else:
+            built = True
             total = build_capture(path, args.packets, ("modbus_polling.pcap",))
         print(f"capture {path}: {total:,} packets, {path.stat().st_size / 1e6:.1f} MB")
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -553,7 +557,7 @@ def main() -> None:
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"load average at the end {load}")
     finally:
-        if not args.keep:
+        if built and not args.keep:
             path.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
