@@ -39,7 +39,9 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -423,16 +425,29 @@ def detector_costs(path: Path, rounds: int) -> None:
     """CPU time per event of each part a run applies to every event, on the decoded events
     of the capture (the engine's own time is the first line, per event too): the rule pack,
     the baseline (learned from this same capture: every event is then normal, the path most
-    events take), the findings tracker and the rollups."""
+    events take), the findings tracker, the rollups, and the two lines a document becomes:
+    the store's (what ``WriterStore.write`` sends its writer process) and the printed one
+    (``--format jsonl``).
+
+    The engine is timed as a run uses it, each event dropped once handled; the parts are fed
+    the events kept in a list, moved out of the collector's sight first (``gc.freeze``): a
+    run holds no such list, and the collector walking it would be counted against them."""
     from detectors.baseline import BaselineDetector, BaselineLearner
     from icsmon.run import load_detectors
+    from pipeline.docs import dumps, nest
+    from pipeline.store.process import BLOCK_DOCS, EventsFrame
     from sensor.engine import Engine, EngineConfig
     from sensor.rollups import Rollups
 
-    start = time.process_time()
+    decode = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for _event in Engine(EngineConfig()).replay([path]):
+            pass
+        decode = min(decode, time.process_time() - start)
     engine = Engine(EngineConfig())
     events = list(engine.replay([path]))
-    decode = time.process_time() - start
+    gc.freeze()
     learner = BaselineLearner()
     start = time.process_time()
     for event in events:
@@ -447,6 +462,10 @@ def detector_costs(path: Path, rounds: int) -> None:
             "baseline (BaselineDetector)": BaselineDetector(baseline),
             "findings (FindingTracker)": findings,
             "rollups (Rollups)": Rollups(engine.ctx, 60.0),
+            "the store's line (pipeline.store.process.EventsFrame)": _StoreLine(
+                EventsFrame, BLOCK_DOCS
+            ),
+            "the printed line (pipeline.docs.nest, dumps)": _PrintedLine(nest, dumps),
         }
 
     best: dict[str, float] = {}
@@ -466,6 +485,34 @@ def detector_costs(path: Path, rounds: int) -> None:
     print(f"| baseline learning (once) | {learn / n * 1e6:.1f} | {learn:.2f} |")
     for name, seconds in best.items():
         print(f"| {name} | {seconds / n * 1e6:.1f} | {seconds:.2f} |")
+    gc.unfreeze()
+
+
+class _StoreLine:
+    """An event made into what the store's writer process receives (its row's columns and
+    its JSON, added to an events frame; a frame made every ``block`` events), as a part."""
+
+    def __init__(self, frame: Callable[[], Any], block: int) -> None:
+        self.new_frame = frame
+        self.block = block
+        self.frame = frame()
+
+    def process(self, event: dict) -> None:
+        self.frame.add(event)
+        if len(self.frame) >= self.block:
+            self.frame.frame()
+            self.frame = self.new_frame()
+
+
+class _PrintedLine:
+    """An event made into its printed JSON line (``--format jsonl``), as a part."""
+
+    def __init__(self, nest: Callable[[dict], dict], dumps: Callable[[dict], bytes]) -> None:
+        self.nest = nest
+        self.dumps = dumps
+
+    def process(self, event: dict) -> None:
+        self.dumps(self.nest(event))
 
 
 def main() -> None:
@@ -473,7 +520,9 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=200_000, help="size of the built capture")
     ap.add_argument("--file", type=Path, help="where to build the capture (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the built capture")
-    ap.add_argument("--reuse", action="store_true", help="use --file as it is if it exists")
+    ap.add_argument(
+        "--reuse", action="store_true", help="use --file as it is if it exists (and leave it there)"
+    )
     ap.add_argument(
         "--repeat", type=int, default=2, help="rounds; the one with the least CPU time is kept"
     )
@@ -487,10 +536,12 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="icsmon-bench-"))
     path = args.file or workdir / "modbus_polling.pcap"
+    built = False  # a capture this run made goes at the end unless --keep; a reused one stays
     try:
         if args.reuse and path.exists():
             total = sum(1 for _ in _records(path))
         else:
+            built = True
             total = build_capture(path, args.packets, ("modbus_polling.pcap",))
         print(f"capture {path}: {total:,} packets, {path.stat().st_size / 1e6:.1f} MB")
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -506,7 +557,7 @@ def main() -> None:
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"load average at the end {load}")
     finally:
-        if not args.keep:
+        if built and not args.keep:
             path.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
