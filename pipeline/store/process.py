@@ -68,10 +68,13 @@ BLOCK_AGE_S = 0.25  # a block older than this goes even when short (a quiet sens
 PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux lets a process raise its own up to 1 MiB)
 # Documents per transaction in the writer process (``Store``'s batch_size, unless given):
 # each commit writes every page its batch touched (the indexes' hot pages again each time),
-# and 8,000 costs about 0.4 µs per event less than 2,000. What a crash can lose does not
-# change: a busy sensor's batch still commits within a fraction of a second, a quiet one's
-# within the flush interval (1 s), and a killed sensor's writer writes all it was sent.
-WRITER_BATCH = 8000
+# so 8,000 costs about 0.4 µs per event less than 2,000; but while it commits the writer
+# reads nothing, and 8,000 events' commit outlasts what the 1 MiB pipe holds of a sensor's
+# output: the sensor then waits on the pipe, and the default replay took 2.7-3.0 s wall
+# against 2.2-2.55 with 2,000 (alternated, load 1.3). What a crash can lose is the same:
+# a busy sensor's batch commits within a fraction of a second, a quiet one's within the
+# flush interval (1 s), and a killed sensor's writer writes all it was sent.
+WRITER_BATCH = 2000
 
 # Frames parent -> child: one byte of operation, four of length, the payload. EVENTS holds
 # events only (``EventsFrame``), DOCS any other kind (``encode``'s lines, by newlines).
