@@ -43,6 +43,7 @@ import gc
 import json
 import logging
 import os
+import queue
 import signal
 import struct
 import subprocess
@@ -75,6 +76,10 @@ PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux lets a process raise its own up
 # a busy sensor's batch commits within a fraction of a second, a quiet one's within the
 # flush interval (1 s), and a killed sensor's writer writes all it was sent.
 WRITER_BATCH = 2000
+
+# Frames the child reads ahead of its store (each at most a block, or a worker's batch):
+# what keeps the pipe drained while a transaction commits, and bounds the child's memory.
+READ_AHEAD_FRAMES = 8
 
 # Frames parent -> child: one byte of operation, four of length, the payload. EVENTS holds
 # events only (``EventsFrame``), DOCS any other kind (``encode``'s lines, by newlines).
@@ -483,6 +488,28 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _read_frames(into: BinaryIO, frames: queue.Queue[tuple[bytes, bytes] | None]) -> None:
+    """The child's reader thread: frames off the pipe while the store works on earlier ones
+    (SQLite lets go of the interpreter while it inserts and commits), so a commit does not
+    leave the pipe full and the sensor waiting on it. None at the end of the input."""
+    try:
+        while True:
+            head = _read_exact(into, _HEAD.size)
+            if head is None:
+                return
+            op, size = _HEAD.unpack(head)
+            payload = _read_exact(into, size) if size else b""
+            if payload is None:
+                return
+            frames.put((op, payload))
+            if op == CLOSE:
+                return
+    except (OSError, ValueError) as exc:  # the pipe broke: as the end of the input
+        log.error("store writer: reading from the sensor: %s", exc)
+    finally:
+        frames.put(None)
+
+
 def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) -> int:
     """The child's loop: documents from ``into`` to the store, answers to ``out``."""
     from pipeline.store import Store
@@ -498,14 +525,13 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
         return 1
     answer({"ready": True})
     write, write_events, loads = store.write, store.write_event_rows, orjson.loads
+    frames: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(maxsize=READ_AHEAD_FRAMES)
+    threading.Thread(target=_read_frames, args=(into, frames), name="frames", daemon=True).start()
     while True:
-        head = _read_exact(into, _HEAD.size)
-        if head is None:  # the sensor is gone: keep what it sent
+        frame = frames.get()
+        if frame is None:  # the sensor is gone: keep what it sent
             break
-        op, size = _HEAD.unpack(head)
-        payload = _read_exact(into, size) if size else b""
-        if payload is None:
-            break
+        op, payload = frame
         if op == EVENTS:
             write_events(*decode_events(payload))
         elif op == DOCS:
