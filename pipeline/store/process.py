@@ -336,42 +336,14 @@ def encode(kind: str, doc: dict) -> bytes:
 
 
 def event_parts(doc: dict) -> tuple[bytes, bytes]:
-    """An event as it travels to the child: its row's columns (``event_columns``, a JSON
-    array) and its JSON, which the child stores as it is, never parsed. Raises for a value
-    JSON cannot hold."""
-    parts = _event_parts(doc)
-    if parts is not None:
-        return parts
+    """An event as it travels to the child, the general way (``EventsFrame.add`` makes the
+    usual event's parts itself): its row's columns (``event_columns``, a JSON array) and its
+    JSON, which the child stores as it is, never parsed. Raises for a value JSON cannot
+    hold."""
     return orjson.dumps(event_columns(doc, content_id=False)), dumps(doc)
 
 
 _EVENT_TEXT = _TEXT_FIELDS.get("event")  # the event row's columns, when all are text
-
-
-def _event_parts(doc: dict) -> tuple[bytes, bytes] | None:
-    """``event_parts`` for the usual event (a text id, a float time in range, a document
-    orjson takes without options), the same bytes without the general path's calls: it runs
-    for every event a sensor stores (0.6 µs less each). None: any other."""
-    fields = _EVENT_TEXT
-    get = doc.get
-    key = get("event.id")
-    ts = get("@timestamp")
-    if (
-        fields is None
-        or type(key) is not str
-        or not key
-        or type(ts) is not float
-        or not 0.0 <= ts < MAX_EPOCH  # parse_timestamp's range (NaN fails too)
-    ):
-        return None
-    columns = [key, ts]
-    for field in fields:
-        value = get(field)
-        columns.append(value if isinstance(value, str) else None)
-    try:
-        return orjson.dumps(columns), orjson.dumps(doc, default=default_value)
-    except orjson.JSONEncodeError:
-        return None
 
 
 class EventsFrame:
@@ -392,8 +364,10 @@ class EventsFrame:
 
     def add(self, event: dict) -> None:
         """Raises for a value JSON cannot hold (and then holds nothing of it)."""
-        # _event_parts inline, its document with the newline after it: this runs for every
-        # event a sensor stores, in the sensor's (or a capture worker's) process
+        # The usual event (a text id, a float time in range, a document orjson takes without
+        # options) made here without event_parts' general calls, the same bytes, its document
+        # with the newline after it: this runs for every event a sensor stores, in the
+        # sensor's (or a capture worker's) process
         fields = _EVENT_TEXT
         get = event.get
         key = get("event.id")
