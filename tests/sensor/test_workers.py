@@ -162,29 +162,14 @@ def _flat(line: str) -> dict:
     return flatten(json.loads(line))
 
 
-def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_path: Path) -> None:
-    files = [*CAPTURES, _sweep_capture(tmp_path / "sweep.pcap")]
-    packets = sum(1 for path in files for _ in CaptureReader(path))
-    common = ["--format", "jsonl", "--observer", "t", "--site", "s1"]
-    replay_events = run(ICSMON, "replay", *map(str, files), "--events", "--sink", "none", *common)
-    replay_alerts = run(ICSMON, "replay", *map(str, files), "--sink", "none", *common)
-    out = tmp_path / "sensor.jsonl"
+def _sense_with_two_workers(
+    netns: str, files: list[Path], args: list[str], stop: int = signal.SIGINT
+) -> tuple[str, str]:
+    """``icsmon sense --workers 2 ARGS`` on the namespace's port while FILES are replayed into
+    it, stopped by STOP once the workers have read every frame: its stdout and stderr (it
+    must exit 0)."""
     proc = subprocess.Popen(
-        in_ns(
-            netns,
-            ICSMON,
-            "sense",
-            "--iface",
-            SENSE,
-            "--workers",
-            "2",
-            "--events",
-            "--sink",
-            "jsonl",
-            "--out",
-            str(out),
-            *common,
-        ),
+        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -197,12 +182,25 @@ def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_pat
         wait_on_child(
             "the workers to read every frame", lambda: queue_drained(netns, ifindex), proc
         )
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         stdout, stderr = proc.communicate(timeout=WAIT)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
+    return stdout, stderr
+
+
+def test_sense_with_workers_matches_replay_and_is_one_sensor(netns: str, tmp_path: Path) -> None:
+    files = [*CAPTURES, _sweep_capture(tmp_path / "sweep.pcap")]
+    packets = sum(1 for path in files for _ in CaptureReader(path))
+    common = ["--format", "jsonl", "--observer", "t", "--site", "s1"]
+    replay_events = run(ICSMON, "replay", *map(str, files), "--events", "--sink", "none", *common)
+    replay_alerts = run(ICSMON, "replay", *map(str, files), "--sink", "none", *common)
+    out = tmp_path / "sensor.jsonl"
+    stdout, stderr = _sense_with_two_workers(
+        netns, files, ["--events", "--sink", "jsonl", "--out", str(out), *common]
+    )
     assert "Traceback" not in stderr
 
     # The events are those of one process (each flow decoded whole in one worker).
@@ -257,27 +255,9 @@ def test_sense_with_workers_baseline_sees_talkers_across_workers(
     common += ["--no-rules"]
     replayed = run(ICSMON, "replay", *map(str, files), "--sink", "none", *common)
     out = tmp_path / "sensor.jsonl"
-    proc = subprocess.Popen(
-        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", "--sink", "jsonl")
-        + ["--out", str(out), *common],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    _, stderr = _sense_with_two_workers(
+        netns, files, ["--sink", "jsonl", "--out", str(out), *common]
     )
-    try:
-        ifindex = iface_index(netns, SENSE)
-        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
-        assert capture_ready(netns, ifindex)
-        tcpreplay(netns, *files)
-        wait_on_child(
-            "the workers to read every frame", lambda: queue_drained(netns, ifindex), proc
-        )
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
 
     def deviations(docs: list[dict]) -> Counter:
         """What each baseline alert is about (which event of a group came first, and so
@@ -367,27 +347,9 @@ def test_sense_with_workers_stores_the_events_it_prints(netns: str, tmp_path: Pa
 
     store = tmp_path / "s.db"
     common = ["--format", "jsonl", "--observer", "t", "--site", "s1"]
-    proc = subprocess.Popen(
-        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", "--events",
-              "--store", str(store), *common),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        ifindex = iface_index(netns, SENSE)
-        wait_on_child("both workers to listen", lambda: _sockets(netns, ifindex) == 2, proc)
-        assert capture_ready(netns, ifindex)
-        tcpreplay(netns, *CAPTURES)
-        wait_on_child(
-            "the workers to read every frame", lambda: queue_drained(netns, ifindex), proc
-        )
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
+    stdout, stderr = _sense_with_two_workers(
+        netns, CAPTURES, ["--events", "--store", str(store), *common], stop=signal.SIGTERM
+    )
     printed = [json.loads(line) for line in stdout.splitlines()]
     assert len(printed) > 100
     with Store.open(store, readonly=True) as st:
