@@ -375,14 +375,24 @@ def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def pack_block(text: bytes | memoryview) -> bytes:
+    """A block's documents, already joined by newlines, as stored."""
+    return lz4.block.compress(text)
+
+
+def block_text(block: bytes) -> bytes:
+    """A stored block's documents joined by newlines (``pack_block`` undone)."""
+    return lz4.block.decompress(block)
+
+
 def pack_events(docs: list[bytes]) -> bytes:
     """A block of event documents (one JSON each, ``b""`` where no event is) as stored."""
-    return lz4.block.compress(b"\n".join(docs))
+    return pack_block(b"\n".join(docs))
 
 
 def unpack_events(block: bytes) -> list[bytes]:
     """The documents of a stored block, one per rowid from its first (``b""``: none)."""
-    return lz4.block.decompress(block).split(b"\n")
+    return block_text(block).split(b"\n")
 
 
 def _migrate_7_to_8(conn: sqlite3.Connection) -> None:

@@ -33,7 +33,6 @@ from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
-import lz4.block
 import orjson
 
 from pipeline import kinds
@@ -43,6 +42,8 @@ from pipeline.store.schema import (
     BLOCK_EVENTS,
     TABLES,
     StoreError,
+    block_text,
+    pack_block,
     store_error,
 )
 from sensor.timestamps import parse_timestamp as to_epoch
@@ -373,10 +374,10 @@ def _insert_event_rows(
     done = 0
     if top is not None and top[1] == start and top[1] - top[0] + 1 < BLOCK_EVENTS:
         done = min(BLOCK_EVENTS - (top[1] - top[0] + 1), len(docs))
-        text = b"\n".join((lz4.block.decompress(top[2]), docs.joined(0, done)))
+        text = b"\n".join((block_text(top[2]), docs.joined(0, done)))
         conn.execute(
             "UPDATE event_blocks SET last = ?, docs = ? WHERE first = ?",
-            (start + done, lz4.block.compress(text), top[0]),
+            (start + done, pack_block(text), top[0]),
         )
         conn.executemany(
             "INSERT OR IGNORE INTO event_flows (block, community_id) VALUES (?, ?)",
@@ -388,7 +389,7 @@ def _insert_event_rows(
         first = start + 1 + i
         end = min(len(docs), i + BLOCK_EVENTS)
         # schema.pack_events of the block's documents, compressed straight from the frame
-        blocks.append((first, first + end - i - 1, lz4.block.compress(docs.joined(i, end))))
+        blocks.append((first, first + end - i - 1, pack_block(docs.joined(i, end))))
         block_flows.extend(
             (first, flow) for flow in set(flows[i : i + BLOCK_EVENTS]) if flow is not None
         )
