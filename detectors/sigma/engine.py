@@ -39,7 +39,8 @@ from typing import Any
 from detectors.alerts import Deduplicator, RuleMeta, event_identity
 from detectors.sigma.codegen import Candidate, Matcher, build
 from detectors.sigma.correlation import Correlation, Firing, SharedValueCount, group_key
-from detectors.sigma.nodes import Const, Node, Predicate, value_key
+from detectors.sigma.fields import nested_path
+from detectors.sigma.nodes import And, Const, Eq, Node, Not, Or, Predicate, Test, value_key
 from detectors.sigma.pack import (
     SHIPPED_RULES,
     LoadedCorrelation,
@@ -146,6 +147,73 @@ class _Group:
         self.transaction = _Index(
             [(r, lr.compiled.anchor) for r, lr in rules if lr.compiled.kind != "anomaly"]
         )
+
+
+class _Verdicts:
+    """What the generated matcher of one dataset answered, by the values of exactly the
+    fields its rules read (``_fields_read``): a repeated request shape is matched once.
+
+    The answer of a matcher is a function of those values alone (the dataset and that the
+    event is no anomaly are what chose it): no rule test keeps state or reads the clock.
+    A key is made only of text, ints and None, compared by type too (``True == 1`` and
+    ``1.0 == 1`` in Python, not to a rule): any other value goes to the matcher itself.
+    Correlations, thresholds and de-duplication are fed after it, for every event."""
+
+    def __init__(self, fields: tuple[str, ...], matcher: Matcher) -> None:
+        self.fields = fields
+        self.matcher = matcher
+        self.cache: dict[tuple[Any, ...], int] = {}
+
+    def match(self, event: Event) -> int:
+        values: list[Any] = []
+        for name in self.fields:
+            v = event.get(name)
+            if v is not None:
+                t = type(v)
+                if t is not str and t is not int:
+                    return self.matcher(event)
+            values.append(v)
+        key = tuple(values)
+        cache = self.cache
+        r = cache.get(key)
+        if r is None:
+            r = self.matcher(event)
+            if len(cache) >= _MAX_VERDICTS:  # shapes are few on a plant; bounded all the same
+                cache.clear()
+            cache[key] = r
+        return r
+
+
+_MAX_VERDICTS = 4096
+
+
+def _fields_read(rules: Sequence[_Rule]) -> tuple[str, ...] | None:
+    """Every event field the conditions of ``rules`` read once dispatch found them (anchors
+    and residuals), or None when one reads more than named flat fields (a test on the whole
+    event, a key inside a list of objects): such a dataset is always matched in full."""
+    fields: set[str] = set()
+    for rule in rules:
+        if rule.anchor is not None:
+            fields.add(rule.anchor[0])
+        if rule.node is not None and not _flat_fields(rule.node, fields):
+            return None
+    return tuple(sorted(fields))
+
+
+def _flat_fields(node: Node, out: set[str]) -> bool:
+    """Adds the fields ``node`` reads to ``out``; False if it reads anything else."""
+    if isinstance(node, Eq) or isinstance(node, Test):  # noqa: SIM101 - the compiled build
+        if nested_path(node.field) is not None:
+            return False
+        out.add(node.field)
+        return True
+    if isinstance(node, Const):
+        return True
+    if isinstance(node, Not):
+        return _flat_fields(node.item, out)
+    if isinstance(node, And) or isinstance(node, Or):  # noqa: SIM101
+        return all(_flat_fields(item, out) for item in node.items)
+    return False  # Whole: exists, null, field references, keywords
 
 
 _INF = float("inf")
@@ -255,6 +323,13 @@ class SigmaEngine:
             self._fast[ds] = fn
             self._sources[ds] = source
             self._legends[ds] = legend
+        # Verdict caches of the generated matchers (see ``_Verdicts``): by dataset, for those
+        # whose rules read only flat fields.
+        self._verdicts: dict[str, _Verdicts] = {}
+        for ds in sorted(self._groups):
+            reads = _fields_read(self._groups[ds].transaction.rules)
+            if reads is not None:
+                self._verdicts[ds] = _Verdicts(reads, self._fast[ds])
         self._plans: dict[int, _Plan] = {}
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
         # Counters (``stats``): plain attributes, which the compiled build keeps as machine ints.
@@ -326,7 +401,8 @@ class SigmaEngine:
             if fn is not None:
                 action = event.get("event.action")
                 if type(action) is str and action[:1] not in "aA":  # not an anomaly
-                    r = fn(event)
+                    verdicts = self._verdicts.get(ds)  # type: ignore[arg-type]
+                    r = fn(event) if verdicts is None else verdicts.match(event)
                 else:
                     r = self._match_slow(event)
             else:
