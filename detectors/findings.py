@@ -45,8 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sensor.timestamps import format_timestamp, parse_timestamp
 
 REFRESH_S = 300.0  # a finding seen again is re-sent at most this often (last_seen moves on)
@@ -129,6 +127,8 @@ def read_segments(path: Path | None) -> Segments:
     """The ``segments:`` of a site configuration YAML (empty without a file or the key)."""
     if path is None:
         return Segments()
+    import yaml  # here: a sensor without a site configuration starts without PyYAML
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

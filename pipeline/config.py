@@ -71,14 +71,12 @@ Every key has an environment variable: ``ICSMON_<SECTION>_<KEY>`` upper-cased, e
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import platformdirs
-import yaml
 
 from pipeline import kinds
 
@@ -387,6 +385,11 @@ def _read_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    # the parsers only when a file is read: most runs have none, and a sensor starts faster
+    import tomllib
+
+    import yaml
+
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             data = yaml.safe_load(text)

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from detectors.alerts import RuleMeta
 from detectors.sigma.nodes import (
     And,
@@ -135,6 +133,8 @@ class Pack:
 
 def read_site_config(path: Path) -> dict[str, list[str]]:
     """Placeholder values from a site YAML: ``placeholders:`` (or a pySigma ``vars:``) mapping."""
+    import yaml  # here: a sensor without a site configuration starts without PyYAML
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -167,10 +167,32 @@ def _normalise_placeholders(values: Mapping[str, Any], origin: str) -> dict[str,
 
 
 def pipeline_defaults() -> dict[str, list[str]]:
+    """The pipeline's placeholder defaults (its ``vars``): from the cache folder when it holds
+    them for these exact bytes of the pipeline file, else parsed (and cached): a sensor with
+    a cached pack then starts without importing PyYAML."""
+    text = PIPELINE_PATH.read_bytes()
+    folder = cache_dir()
+    target = None
+    if folder is not None:
+        target = folder / f"pipeline-{hashlib.sha256(text).hexdigest()[:32]}.bin"
+        try:
+            cached = marshal.loads(target.read_bytes())
+            if isinstance(cached, dict) and all(
+                type(k) is str and type(v) is list and all(type(i) is str for i in v)
+                for k, v in cached.items()
+            ):
+                return cached
+        except Exception:  # none yet, damaged or foreign: parse the file
+            pass
+    import yaml
+
     # libyaml when PyYAML has it: the same document, a few ms instead of tens at start-up
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    data = yaml.load(PIPELINE_PATH.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
-    return _normalise_placeholders(data.get("vars") or {}, str(PIPELINE_PATH))
+    data = yaml.load(text.decode("utf-8"), Loader=loader)  # noqa: S506
+    values = _normalise_placeholders(data.get("vars") or {}, str(PIPELINE_PATH))
+    if target is not None:
+        _write_file(target, marshal.dumps(values), "pipeline-*.bin")
+    return values
 
 
 def resolve_placeholders(
@@ -403,6 +425,16 @@ def _read(target: Path, key: str) -> Pack | None:
 def _write(folder: Path, target: Path, key: str, pack: Pack) -> None:
     try:
         data = _dump(key, pack)
+    except ValueError:
+        return  # no cache: the next run loads the pack again
+    _write_file(target, data, "rules-*.bin")
+
+
+def _write_file(target: Path, data: bytes, kind: str) -> None:
+    """``data`` as the cache file ``target`` (whole or not at all); the oldest files of its
+    ``kind`` beyond ``MAX_CACHED`` go."""
+    folder = target.parent
+    try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".rules-", dir=folder)
         try:
@@ -412,7 +444,7 @@ def _write(folder: Path, target: Path, key: str, pack: Pack) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
-        cached = sorted(folder.glob("rules-*.bin"), key=lambda p: p.stat().st_mtime)
+        cached = sorted(folder.glob(kind), key=lambda p: p.stat().st_mtime)
         for old in cached[:-MAX_CACHED]:
             old.unlink(missing_ok=True)
     except (OSError, ValueError):
