@@ -151,28 +151,69 @@ class _Group:
 
 class _Verdicts:
     """What the generated matcher of one dataset answered, by the values of exactly the
-    fields its rules read (``_fields_read``): a repeated request shape is matched once.
+    fields its rules read: a repeated request shape is matched once.
 
-    The answer of a matcher is a function of those values alone (the dataset and that the
-    event is no anomaly are what chose it): no rule test keeps state or reads the clock.
-    A key is made only of text, ints and None, compared by type too (``True == 1`` and
-    ``1.0 == 1`` in Python, not to a rule): any other value goes to the matcher itself.
-    Correlations, thresholds and de-duplication are fed after it, for every event."""
+    The fields are those the matcher reads for every event (``top``: its anchor fields and
+    those of the rules without an anchor), then, for each anchor field, those of the rules
+    its value reaches (``branches``: anchor field's place in ``top``, lookup key -> fields),
+    as the matcher itself reads them. The answer is a function of those values alone (the
+    dataset and that the event is no anomaly chose the matcher): no rule test keeps state
+    or reads the clock; the top values decide which other fields follow them in a key, so
+    equal keys are equal values of the same fields. A key is made only of text, ints and
+    None, compared by type too (``True == 1`` and ``1.0 == 1`` in Python, not to a rule):
+    any other value goes to the matcher. Correlations, thresholds and de-duplication are
+    fed after it, for every event."""
 
-    def __init__(self, fields: tuple[str, ...], matcher: Matcher) -> None:
-        self.fields = fields
+    def __init__(
+        self,
+        top: tuple[str, ...],
+        branches: tuple[tuple[int, dict[Any, tuple[str, ...]]], ...],
+        matcher: Matcher,
+    ) -> None:
+        self.top = top
+        self.branches = branches
         self.matcher = matcher
         self.cache: dict[tuple[Any, ...], int] = {}
+        # text value as the event has it -> the fields its branch reads (the matcher looks
+        # its casefolded text up)
+        self._texts: list[dict[str, tuple[str, ...]]] = [{} for _ in branches]
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every field a key can hold."""
+        out = set(self.top)
+        for _, table in self.branches:
+            for names in table.values():
+                out.update(names)
+        return frozenset(out)
 
     def match(self, event: Event) -> int:
         values: list[Any] = []
-        for name in self.fields:
+        for name in self.top:
             v = event.get(name)
             if v is not None:
                 t = type(v)
                 if t is not str and t is not int:
                     return self.matcher(event)
             values.append(v)
+        for n, (place, table) in enumerate(self.branches):
+            v = values[place]
+            if type(v) is str:
+                texts = self._texts[n]
+                more = texts.get(v)
+                if more is None:
+                    more = table.get(v.casefold(), ())
+                    if len(texts) < _MAX_VERDICTS:
+                        texts[v] = more
+            else:
+                more = table.get(v, ())
+            for name in more:
+                v = event.get(name)
+                if v is not None:
+                    t = type(v)
+                    if t is not str and t is not int:
+                        return self.matcher(event)
+                values.append(v)
         key = tuple(values)
         cache = self.cache
         r = cache.get(key)
@@ -187,17 +228,36 @@ class _Verdicts:
 _MAX_VERDICTS = 4096
 
 
-def _fields_read(rules: Sequence[_Rule]) -> tuple[str, ...] | None:
-    """Every event field the conditions of ``rules`` read once dispatch found them (anchors
-    and residuals), or None when one reads more than named flat fields (a test on the whole
-    event, a key inside a list of objects): such a dataset is always matched in full."""
-    fields: set[str] = set()
+def _verdicts(rules: Sequence[_Rule], matcher: Matcher) -> _Verdicts | None:
+    """The verdict cache of a dataset's matcher over ``rules`` (its transaction rules), or
+    None when one reads more than named flat fields (a test on the whole event, a key inside
+    a list of objects): such a dataset is always matched in full."""
+    top: list[str] = []
+    always: set[str] = set()
+    by_anchor: dict[str, dict[Any, set[str]]] = {}
     for rule in rules:
-        if rule.anchor is not None:
-            fields.add(rule.anchor[0])
-        if rule.node is not None and not _flat_fields(rule.node, fields):
+        reads: set[str] = set()
+        if rule.node is not None and not _flat_fields(rule.node, reads):
             return None
-    return tuple(sorted(fields))
+        if rule.anchor is None:
+            always |= reads
+            continue
+        field, keys = rule.anchor
+        if field not in top:
+            top.append(field)
+        table = by_anchor.setdefault(field, {})
+        for k in keys:
+            table.setdefault(k, set()).update(reads)
+    top += sorted(always - set(top))
+    hoisted = set(top)
+    branches = tuple(
+        (
+            top.index(field),
+            {k: tuple(sorted(reads - hoisted)) for k, reads in table.items()},
+        )
+        for field, table in by_anchor.items()
+    )
+    return _Verdicts(tuple(top), branches, matcher)
 
 
 def _flat_fields(node: Node, out: set[str]) -> bool:
@@ -327,9 +387,9 @@ class SigmaEngine:
         # whose rules read only flat fields.
         self._verdicts: dict[str, _Verdicts] = {}
         for ds in sorted(self._groups):
-            reads = _fields_read(self._groups[ds].transaction.rules)
-            if reads is not None:
-                self._verdicts[ds] = _Verdicts(reads, self._fast[ds])
+            verdicts = _verdicts(self._groups[ds].transaction.rules, self._fast[ds])
+            if verdicts is not None:
+                self._verdicts[ds] = verdicts
         self._plans: dict[int, _Plan] = {}
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
         # Counters (``stats``): plain attributes, which the compiled build keeps as machine ints.
