@@ -50,6 +50,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -198,6 +199,24 @@ class WriterStore(StoreQueries):
                 self._rejected += 1
                 if self._rejected <= 10:
                     log.error("%s: rejected a %s document: %s", self.path, kind, exc)
+
+    def write_events(self, events: list[dict]) -> None:
+        """``write("event", e)`` for each of ``events`` (a block of the engine's), with one
+        lock and one size check for the block: the sensor's busiest call."""
+        with self._lock:
+            if not self._block and not self._events:
+                self._block_since = time.monotonic()
+            start = 0
+            while start < len(events):
+                room = BLOCK_DOCS - len(self._events)  # a frame holds at most BLOCK_DOCS
+                rejected = self._events.add_all(events, start, start + room)
+                start += room
+                for exc in rejected:
+                    self._rejected += 1
+                    if self._rejected <= 10:
+                        log.error("%s: rejected a %s document: %s", self.path, "event", exc)
+                if len(self._events) >= BLOCK_DOCS:
+                    self._send_block()
 
     def write_encoded(self, frame: bytes, count: int) -> None:
         """``count`` events already made into an EVENTS frame by :func:`encode_events` (a
@@ -364,37 +383,56 @@ class EventsFrame:
 
     def add(self, event: dict) -> None:
         """Raises for a value JSON cannot hold (and then holds nothing of it)."""
+        rejected = self.add_all((event,), 0, 1)
+        if rejected:
+            raise rejected[0]
+
+    def add_all(self, events: Sequence[dict], start: int, stop: int) -> list[Exception]:
+        """``events[start:stop]`` added (what ``add`` does for each); what was raised for
+        those JSON cannot hold, which are left out."""
         # The usual event (a text id, a float time in range, a document orjson takes without
         # options) made here without event_parts' general calls, the same bytes, its document
         # with the newline after it: this runs for every event a sensor stores, in the
         # sensor's (or a capture worker's) process
         fields = _EVENT_TEXT
-        get = event.get
-        key = get("event.id")
-        ts = get("@timestamp")
-        doc = None
-        if (
-            fields is not None
-            and type(key) is str
-            and key
-            and type(ts) is float
-            and 0.0 <= ts < MAX_EPOCH  # parse_timestamp's range (NaN fails too)
-        ):
-            columns = [key, ts]
-            for value in map(get, fields):
-                columns.append(value if isinstance(value, str) else None)
-            try:
-                row = orjson.dumps(columns)
-                doc = orjson.dumps(event, default=default_value, option=orjson.OPT_APPEND_NEWLINE)
-            except orjson.JSONEncodeError:
-                doc = None
-        if doc is None:
-            row, text = event_parts(event)
-            doc = text + b"\n"
-        self._rows += row
-        self._rows += b","
-        self._docs += doc
-        self._lengths.append(len(doc) - 1)
+        rows = self._rows
+        docs = self._docs
+        lengths = self._lengths
+        dumps = orjson.dumps
+        newline = orjson.OPT_APPEND_NEWLINE
+        rejected: list[Exception] = []
+        for event in events[start:stop] if start or stop < len(events) else events:
+            get = event.get
+            key = get("event.id")
+            ts = get("@timestamp")
+            doc = None
+            if (
+                fields is not None
+                and type(key) is str
+                and key
+                and type(ts) is float
+                and 0.0 <= ts < MAX_EPOCH  # parse_timestamp's range (NaN fails too)
+            ):
+                columns = [key, ts]
+                for value in map(get, fields):
+                    columns.append(value if isinstance(value, str) else None)
+                try:
+                    row = dumps(columns)
+                    doc = dumps(event, default=default_value, option=newline)
+                except orjson.JSONEncodeError:
+                    doc = None
+            if doc is None:
+                try:
+                    row, text = event_parts(event)
+                except Exception as exc:  # a value JSON cannot hold: it costs only itself
+                    rejected.append(exc)
+                    continue
+                doc = text + b"\n"
+            rows += row
+            rows += b","
+            docs += doc
+            lengths.append(len(doc) - 1)
+        return rejected
 
     def __len__(self) -> int:
         return len(self._lengths)
