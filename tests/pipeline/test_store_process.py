@@ -96,13 +96,12 @@ def test_events_by_the_block_are_stored_as_one_by_one(tmp_path: Path, caplog) ->
             each.write("event", event)
         for alert in alerts:
             each.write("alert", alert)
-    with caplog.at_level(logging.ERROR):
-        with WriterStore(tmp_path / "blocks.db") as by_block:
-            for block in blocks:
-                by_block.write_events(block)
-            for alert in alerts:
-                by_block.write("alert", alert)
-            assert by_block.stats()["rejected"] == 1
+    with caplog.at_level(logging.ERROR), WriterStore(tmp_path / "blocks.db") as by_block:
+        for block in blocks:
+            by_block.write_events(block)
+        for alert in alerts:
+            by_block.write("alert", alert)
+        assert by_block.stats()["rejected"] == 1
     assert each.stats()["rejected"] == 1
     assert "blocks.db: rejected a event document" in caplog.text
     assert _rows(tmp_path / "each.db") == _rows(tmp_path / "blocks.db")
