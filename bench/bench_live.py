@@ -18,7 +18,10 @@
    handled, and the CPU per event of each kind of the sensor's processes (workers: capture
    and decoding; parent: detectors and sinks; writer: the store's process), read from /proc
    while traffic and backlog last; tcpreplay's CPU; the machine's softirq and idle seconds
-   while sending; the backlog's time after the sender stopped; the load average.
+   while sending; the backlog's time after the sender stopped; the load average. Then,
+   per run, what its store holds by kind (rows of each kind's table, the file's size), so
+   the writer's cost per event can be told from what else it stored; ``--keep DIR`` keeps
+   the stores there.
 4. First (unless ``--no-budget``), the budget: each rate sent to a plain reader
    (``tcpdump -w /dev/null``) instead of the sensor, and the CPU the machine had left per
    event meanwhile: what the sensor may spend.
@@ -36,6 +39,7 @@ import re
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -198,8 +202,43 @@ def run_plain(ns: str, capture: Path, rate: int, seconds: float) -> dict:
     return {"drops": int(dropped.group(1)) if dropped else -1, **cpu}
 
 
+# What a run's store holds, by document kind: (kind, the table that has a row per document)
+STORED = (
+    ("events", "events"),
+    ("alerts", "alerts"),
+    ("assets", "assets"),
+    ("rollups", "rollups"),
+    ("heartbeats", "heartbeats"),
+    ("findings", "findings"),
+)
+
+
+def stored(path: Path) -> dict[str, int]:
+    """Rows of each kind in the store at ``path`` (-1: no such table), and its bytes."""
+    counts = {"bytes": sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))}
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error:
+        return {**dict.fromkeys((kind for kind, _ in STORED), -1), **counts}
+    try:
+        for kind, table in STORED:
+            try:
+                counts[kind] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            except sqlite3.Error:
+                counts[kind] = -1
+    finally:
+        conn.close()
+    return counts
+
+
 def run_once(
-    ns: str, capture: Path, rate: int, seconds: float, workers: int, sensor_args: list[str]
+    ns: str,
+    capture: Path,
+    rate: int,
+    seconds: float,
+    workers: int,
+    sensor_args: list[str],
+    keep: Path | None = None,
 ) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="icsmon-live-"))
     argv = [
@@ -227,6 +266,11 @@ def run_once(
         sensor.send_signal(signal.SIGINT)
         _, stderr = sensor.communicate(timeout=WAIT)
         drain = time.monotonic() - stopped
+        kept = stored(workdir / "s.db")
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for part in workdir.glob("s.db*"):
+                shutil.move(part, keep / f"{workers}w-{rate}pps{part.name[1:]}")
     finally:
         probe.done.set()
         if sensor.poll() is None:
@@ -247,6 +291,7 @@ def run_once(
         # while traffic and backlog lasted (start-up excluded: rules, baseline, store opening)
         "kinds": kinds,
         "drain": drain,
+        "stored": kept,
         "failed": sensor.returncode != 0,
         "stderr": stderr,
         **cpu,
@@ -274,6 +319,9 @@ def main() -> None:
     ap.add_argument("--no-rules", action="store_true", help="without the rule pack")
     ap.add_argument(
         "--no-budget", action="store_true", help="skip the plain reader's rows (the budget)"
+    )
+    ap.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep each run's store in DIR (<N>w-<pps>pps.db)"
     )
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -343,9 +391,11 @@ def main() -> None:
             "| idle s | backlog s | load |"
         )
         print("| ---: " * 15 + "|")
+        runs = []
         for workers in (int(w) for w in args.workers.split(",")):
             for rate in rates:
-                r = run_once(ns, capture, rate, args.seconds, workers, sensor_args)
+                r = run_once(ns, capture, rate, args.seconds, workers, sensor_args, args.keep)
+                runs.append(r)
                 share = r["drops"] / max(1, r["sent"]) * 100
                 per = {k: v / max(1, r["events"]) * 1e6 for k, v in r["kinds"].items()}
                 print(
@@ -359,6 +409,16 @@ def main() -> None:
                 )
                 if r["failed"]:
                     print(r["stderr"][-2000:], file=sys.stderr)
+        print("\nWhat each run's store holds, by kind (rows; the file with its WAL, MB).")
+        print("\n| workers | asked pps | " + " | ".join(k for k, _ in STORED) + " | MB |")
+        print("| ---: " * (len(STORED) + 3) + "|")
+        for r in runs:
+            counts = r["stored"]
+            print(
+                f"| {r['workers']} | {r['rate']:,} | "
+                + " | ".join(f"{counts[k]:,}" for k, _ in STORED)
+                + f" | {counts['bytes'] / 1e6:.1f} |"
+            )
         print(f"\nload average at the end {load()}")
     finally:
         if ns is not None:

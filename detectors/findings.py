@@ -161,10 +161,9 @@ def finding_id(site: str, asset_id: str, kind: str) -> str:
 
 
 class _Finding:
-    __slots__ = ("kind", "ip", "first", "last", "ts_first", "ts_last", "evidence", "details")
-    __slots__ += ("summary", "sent_ts", "dirty")
-
-    def __init__(self, kind: str, ip: str, ts: float, stamp: str) -> None:
+    # first / last: the event's own time text, or None for a time given as a number (its text
+    # is made when a document is: a finding seen on every write would format it each time)
+    def __init__(self, kind: str, ip: str, ts: float, stamp: str | None) -> None:
         self.kind = kind
         self.ip = ip
         self.first = stamp
@@ -188,6 +187,16 @@ def _stamp(event: Mapping[str, Any], ts: float) -> str:
     if isinstance(value, str):
         return value
     return format_timestamp(ts)
+
+
+def _text(event: Mapping[str, Any]) -> str | None:
+    """The event's time as text when it came as text (None: ``_shown`` formats it later)."""
+    value = event.get("@timestamp")
+    return value if isinstance(value, str) else None
+
+
+def _shown(stamp: str | None, ts: float) -> str:
+    return stamp if stamp is not None else format_timestamp(ts)
 
 
 class FindingTracker:
@@ -469,12 +478,12 @@ class FindingTracker:
             if len(self._findings) >= self.max_findings:
                 self.stats["dropped"] += 1
                 return
-            f = self._findings[key] = _Finding(kind, ip, ts, _stamp(event, ts))
+            f = self._findings[key] = _Finding(kind, ip, ts, _text(event))
             self.stats["findings"] += 1
         elif ts < f.ts_first:
-            f.ts_first, f.first, f.dirty = ts, _stamp(event, ts), True
+            f.ts_first, f.first, f.dirty = ts, _text(event), True
         if ts >= f.ts_last:
-            f.ts_last, f.last = ts, _stamp(event, ts)
+            f.ts_last, f.last = ts, _text(event)
         eid = event.get("event.id")
         if eid and eid not in f.evidence:
             if len(f.evidence) >= 2 * MAX_EVIDENCE:
@@ -497,8 +506,10 @@ class FindingTracker:
     def document(self, f: _Finding) -> dict:
         asset_id = f"{self.site}:{f.ip}" if self.site else f.ip
         severity, category, title = KINDS[f.kind]
+        first = _shown(f.first, f.ts_first)
+        last = _shown(f.last, f.ts_last)
         doc: dict[str, Any] = {
-            "@timestamp": f.last,
+            "@timestamp": last,
             "event.kind": "state",
             "event.dataset": "icsmon.finding",
             "finding.id": finding_id(self.site, asset_id, f.kind),
@@ -507,8 +518,8 @@ class FindingTracker:
             "finding.title": title,
             "finding.severity": severity,
             "finding.summary": f.summary,
-            "finding.first_seen": f.first,
-            "finding.last_seen": f.last,
+            "finding.first_seen": first,
+            "finding.last_seen": last,
             "finding.state": "open",
             "finding.evidence.event_ids": list(f.evidence),
             "asset.id": asset_id,

@@ -51,6 +51,8 @@ COMPILED = (
     "detectors.sigma.correlation",
     "detectors.sigma.engine",
     "detectors.hunt",
+    # what every event is offered to at the sensor besides the rules
+    "detectors.findings",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 

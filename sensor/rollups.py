@@ -61,9 +61,16 @@ _MODBUS_TABLES = {
 }
 
 
+# (block of addresses, function code, unit) packed in an int -> the object's name: a plant
+# polls a few blocks over and over, so the name is made once (bounded all the same)
+_MODBUS_NAMES: dict[int, str] = {}
+_MAX_MODBUS_NAMES = 4096
+
+
 def _modbus_object(ev: dict) -> str:
     unit = ev.get("modbus.unit_id")
-    table = _MODBUS_TABLES.get(ev.get("modbus.function_code", -1))  # type: ignore[arg-type]
+    fc = ev.get("modbus.function_code", -1)
+    table = _MODBUS_TABLES.get(fc)  # type: ignore[arg-type]
     if table is None:
         return "" if unit is None else f"unit {unit}"
     address = ev.get("modbus.address")
@@ -71,6 +78,18 @@ def _modbus_object(ev: dict) -> str:
         address = ev.get("modbus.write_address", ev.get("modbus.fifo_address"))
     if type(address) is not int:
         return f"unit {unit} {table}"
+    if type(unit) is int and type(fc) is int and 0 <= unit < 65536 and 0 <= address < 1 << 32:
+        packed = (address // MODBUS_BLOCK) << 24 | fc << 16 | unit
+        name = _MODBUS_NAMES.get(packed)
+        if name is None:
+            if len(_MODBUS_NAMES) >= _MAX_MODBUS_NAMES:
+                _MODBUS_NAMES.clear()
+            name = _MODBUS_NAMES[packed] = _modbus_name(unit, table, address)
+        return name
+    return _modbus_name(unit, table, address)
+
+
+def _modbus_name(unit: object, table: str, address: int) -> str:
     low = address - address % MODBUS_BLOCK
     return f"unit {unit} {table} {low}-{low + MODBUS_BLOCK - 1}"
 
@@ -204,11 +223,16 @@ class _Series:
         "nbytes",
         "wmin",
         "wmax",
+        "written",
     )
 
     def __init__(self, key: tuple, operation: object, ts: float) -> None:
         self.key = key
         self.operation = operation
+        # where this series' events carry the values they write (None: it does not write);
+        # every event of a series has its protocol, key[3]
+        written = WRITTEN.get(key[3])
+        self.written = written if written is not None and operation in written.operations else None
         self.transactions = 0
         self.requests = 0
         self.responses = 0
@@ -338,8 +362,8 @@ class Rollups:
                 series.rt_max = rt
             series.rt_n += 1
             series.rt_sum += rt
-        written = WRITTEN.get(proto)  # type: ignore[arg-type]
-        if written is not None and series.operation in written.operations:
+        written = series.written
+        if written is not None:
             for v in _written_values(ev, written):
                 if series.wmin is None or v < series.wmin:
                     series.wmin = v

@@ -39,7 +39,8 @@ from typing import Any
 from detectors.alerts import Deduplicator, RuleMeta, event_identity
 from detectors.sigma.codegen import Candidate, Matcher, build
 from detectors.sigma.correlation import Correlation, Firing, SharedValueCount, group_key
-from detectors.sigma.nodes import Const, Node, Predicate, value_key
+from detectors.sigma.fields import nested_path
+from detectors.sigma.nodes import And, Const, Eq, Node, Not, Or, Predicate, Test, value_key
 from detectors.sigma.pack import (
     SHIPPED_RULES,
     LoadedCorrelation,
@@ -146,6 +147,133 @@ class _Group:
         self.transaction = _Index(
             [(r, lr.compiled.anchor) for r, lr in rules if lr.compiled.kind != "anomaly"]
         )
+
+
+class _Verdicts:
+    """What the generated matcher of one dataset answered, by the values of exactly the
+    fields its rules read: a repeated request shape is matched once.
+
+    The fields are those the matcher reads for every event (``top``: its anchor fields and
+    those of the rules without an anchor), then, for each anchor field, those of the rules
+    its value reaches (``branches``: anchor field's place in ``top``, lookup key -> fields),
+    as the matcher itself reads them. The answer is a function of those values alone (the
+    dataset and that the event is no anomaly chose the matcher): no rule test keeps state
+    or reads the clock; the top values decide which other fields follow them in a key, so
+    equal keys are equal values of the same fields. A key is made only of text, ints and
+    None, compared by type too (``True == 1`` and ``1.0 == 1`` in Python, not to a rule):
+    any other value goes to the matcher. Correlations, thresholds and de-duplication are
+    fed after it, for every event."""
+
+    def __init__(
+        self,
+        top: tuple[str, ...],
+        branches: tuple[tuple[int, dict[Any, tuple[str, ...]]], ...],
+        matcher: Matcher,
+    ) -> None:
+        self.top = top
+        self.branches = branches
+        self.matcher = matcher
+        self.cache: dict[tuple[Any, ...], int] = {}
+        # text value as the event has it -> the fields its branch reads (the matcher looks
+        # its casefolded text up)
+        self._texts: list[dict[str, tuple[str, ...]]] = [{} for _ in branches]
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every field a key can hold."""
+        out = set(self.top)
+        for _, table in self.branches:
+            for names in table.values():
+                out.update(names)
+        return frozenset(out)
+
+    def match(self, event: Event) -> int:
+        values: list[Any] = []
+        for name in self.top:
+            v = event.get(name)
+            if v is not None:
+                t = type(v)
+                if t is not str and t is not int:
+                    return self.matcher(event)
+            values.append(v)
+        for n, (place, table) in enumerate(self.branches):
+            v = values[place]
+            if type(v) is str:
+                texts = self._texts[n]
+                more = texts.get(v)
+                if more is None:
+                    more = table.get(v.casefold(), ())
+                    if len(texts) < _MAX_VERDICTS:
+                        texts[v] = more
+            else:
+                more = table.get(v, ())
+            for name in more:
+                v = event.get(name)
+                if v is not None:
+                    t = type(v)
+                    if t is not str and t is not int:
+                        return self.matcher(event)
+                values.append(v)
+        key = tuple(values)
+        cache = self.cache
+        r = cache.get(key)
+        if r is None:
+            r = self.matcher(event)
+            if len(cache) >= _MAX_VERDICTS:  # shapes are few on a plant; bounded all the same
+                cache.clear()
+            cache[key] = r
+        return r
+
+
+_MAX_VERDICTS = 4096
+
+
+def _verdicts(rules: Sequence[_Rule], matcher: Matcher) -> _Verdicts | None:
+    """The verdict cache of a dataset's matcher over ``rules`` (its transaction rules), or
+    None when one reads more than named flat fields (a test on the whole event, a key inside
+    a list of objects): such a dataset is always matched in full."""
+    top: list[str] = []
+    always: set[str] = set()
+    by_anchor: dict[str, dict[Any, set[str]]] = {}
+    for rule in rules:
+        reads: set[str] = set()
+        if rule.node is not None and not _flat_fields(rule.node, reads):
+            return None
+        if rule.anchor is None:
+            always |= reads
+            continue
+        field, keys = rule.anchor
+        if field not in top:
+            top.append(field)
+        table = by_anchor.setdefault(field, {})
+        for k in keys:
+            table.setdefault(k, set()).update(reads)
+    top += sorted(always - set(top))
+    hoisted = set(top)
+    branches = tuple(
+        (
+            top.index(field),
+            {k: tuple(sorted(reads - hoisted)) for k, reads in table.items()},
+        )
+        for field, table in by_anchor.items()
+    )
+    return _Verdicts(tuple(top), branches, matcher)
+
+
+def _flat_fields(node: Node, out: set[str]) -> bool:
+    """Adds the fields ``node`` reads to ``out``; False if it reads anything else."""
+    if isinstance(node, Eq) or isinstance(node, Test):  # noqa: SIM101 - the compiled build
+        if nested_path(node.field) is not None:
+            return False
+        out.add(node.field)
+        return True
+    if isinstance(node, Const):
+        return True
+    if isinstance(node, Not):
+        return _flat_fields(node.item, out)
+    if isinstance(node, And) or isinstance(node, Or):  # noqa: SIM101
+        return all(_flat_fields(item, out) for item in node.items)
+    return False  # Whole: exists, null, field references, keywords
 
 
 _INF = float("inf")
@@ -255,6 +383,13 @@ class SigmaEngine:
             self._fast[ds] = fn
             self._sources[ds] = source
             self._legends[ds] = legend
+        # Verdict caches of the generated matchers (see ``_Verdicts``): by dataset, for those
+        # whose rules read only flat fields.
+        self._verdicts: dict[str, _Verdicts] = {}
+        for ds in sorted(self._groups):
+            verdicts = _verdicts(self._groups[ds].transaction.rules, self._fast[ds])
+            if verdicts is not None:
+                self._verdicts[ds] = verdicts
         self._plans: dict[int, _Plan] = {}
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
         # Counters (``stats``): plain attributes, which the compiled build keeps as machine ints.
@@ -326,7 +461,8 @@ class SigmaEngine:
             if fn is not None:
                 action = event.get("event.action")
                 if type(action) is str and action[:1] not in "aA":  # not an anomaly
-                    r = fn(event)
+                    verdicts = self._verdicts.get(ds)  # type: ignore[arg-type]
+                    r = fn(event) if verdicts is None else verdicts.match(event)
                 else:
                     r = self._match_slow(event)
             else:

@@ -881,3 +881,132 @@ def test_generated_source_is_printed_for_review(capsys: pytest.CaptureFixture[st
     source = capsys.readouterr().out
     compile(source, "<generated>", "exec")  # what is printed is the Python that runs
     assert source.count("def match_") == 7  # one per protocol dataset with rules
+
+
+# --- the verdict cache of the generated matchers ----------------------------------------------
+
+
+def _rule_values(node: Any, out: dict[str, list[Any]]) -> None:
+    """field -> values the rules compare it with (and next to them), to make events that
+    cross each rule's edges."""
+    from detectors.sigma.nodes import And, Eq, Not, Or, Test
+
+    if isinstance(node, Eq):
+        out.setdefault(node.field, []).extend(sorted(node.keys, key=repr))
+    elif isinstance(node, Test):
+        values = out.setdefault(node.field, [])
+        if node.compare is not None and type(node.compare[1]) is int:
+            values += [node.compare[1] - 1, node.compare[1], node.compare[1] + 1]
+        if node.affix is not None:
+            values += [node.affix[1], f"x{node.affix[1]}x"]
+    elif isinstance(node, Not):
+        _rule_values(node.item, out)
+    elif isinstance(node, And | Or):
+        for item in node.items:
+            _rule_values(item, out)
+
+
+def _capture_events() -> list[dict[str, Any]]:
+    from sensor.engine import Engine, EngineConfig
+
+    root = Path(__file__).resolve().parents[2] / "pcaps"
+    paths = sorted(p for p in root.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+    return list(Engine(EngineConfig()).replay(paths))
+
+
+def test_verdict_cache_keys_hold_every_field_the_rules_read() -> None:
+    """A request shape is matched once per dataset, keyed by the fields its rules read: an
+    event differing from a cached one in any field a rule reads (request shapes of the
+    repo's captures, each field set to the values the rules compare it with, or removed)
+    gets the answer of the full match, alerts and counters alike; and the events are such
+    that a key without any one of its fields would answer some of them wrongly."""
+    pack = load_pack(None, resolve_placeholders(None, {"modbus_masters": ["10.0.0.5"]}))
+    cached = SigmaEngine(pack, dedup_window=0)
+    assert {"ics.modbus", "ics.opcua", "ics.enip"} <= set(cached._verdicts)
+    values: dict[str, list[Any]] = {}
+    fields_of: dict[str, set[str]] = {}  # dataset -> every field its rules read
+    for rule in pack.rules:
+        assert rule.compiled.node is not None
+        _rule_values(rule.compiled.node, values)
+    for ds in cached._verdicts:
+        fields_of[ds] = {
+            f
+            for r in cached._groups[ds].transaction.rules
+            for f in pack.rules[r.index].compiled.fields
+        }
+    shapes: dict[tuple[Any, ...], dict[str, Any]] = {}
+    rng = random.Random(18)
+    made = [random_event(rng) for _ in range(400)]  # S7comm-plus has no capture in the repo
+    for ev in [*_capture_events(), *made]:
+        ds = ev.get("event.dataset")
+        if ds in cached._verdicts and ev.get("event.action") != "anomaly":
+            # as it is, and without the values no key is made of (lists: DNP3 object types)
+            flat = {
+                k: v
+                for k, v in ev.items()
+                if k not in fields_of[ds] or v is None or type(v) is str or type(v) is int
+            }
+            for one in (ev, flat):
+                shape = (ds, *(repr(one.get(f)) for f in sorted(fields_of[ds])))
+                shapes.setdefault(shape, one)
+
+    def changed(ev: dict[str, Any], field: str, value: Any) -> dict[str, Any]:
+        other = dict(ev)
+        if value is None:
+            other.pop(field, None)
+        else:
+            other[field] = value
+        return other
+
+    # Pairs of events, the first making the key, the second differing by one field: each
+    # shape with each field set to each value; then walks through changes one field at a
+    # time, so that fields which matter only together (an operation and its function) meet.
+    stream: dict[str, list[dict[str, Any]]] = {ds: [] for ds in cached._verdicts}
+    for ev in shapes.values():
+        ds = ev["event.dataset"]
+        for field in sorted(fields_of[ds] - {"event.dataset", "event.action"}):
+            for value in [*values.get(field, []), None]:
+                stream[ds] += [ev, changed(ev, field, value)]
+    for ds, events in stream.items():
+        bases = [ev for ev in shapes.values() if ev["event.dataset"] == ds]
+        fields = sorted(fields_of[ds] - {"event.dataset", "event.action"})
+        for _ in range(100):
+            ev = rng.choice(bases)
+            for _ in range(30):
+                field = rng.choice(fields)
+                other = changed(ev, field, rng.choice([*values.get(field, []), None]))
+                events += [ev, other]
+                ev = other
+    assert all(len(events) > 100 for events in stream.values())
+
+    full = SigmaEngine(pack, dedup_window=0)
+    for events in stream.values():
+        for ev in events:
+            for verdicts in full._verdicts.values():
+                verdicts.cache.clear()  # the full match for every event
+            assert cached.process(dict(ev)) == full.process(dict(ev)), ev
+            assert cached.stats == full.stats, ev
+
+    # Any field left out of a key would have been caught above: the same events through a
+    # key that does not hold it (read as a field no event has) answer differently from the
+    # matcher itself at least once.
+    from detectors.sigma.engine import _Verdicts
+
+    def without(verdicts: _Verdicts, left_out: str) -> _Verdicts:
+        def name(field: str) -> str:
+            return "no such field" if field == left_out else field
+
+        branches = tuple(
+            (place, {k: tuple(map(name, fields)) for k, fields in table.items()})
+            for place, table in verdicts.branches
+        )
+        return _Verdicts(tuple(map(name, verdicts.top)), branches, verdicts.matcher)
+
+    for ds, verdicts in cached._verdicts.items():
+        assert fields_of[ds] - {"event.dataset", "event.action"} >= verdicts.fields
+        for left_out in sorted(verdicts.fields):
+            partial = without(verdicts, left_out)
+            assert any(partial.match(ev) != verdicts.matcher(ev) for ev in stream[ds]), (
+                ds,
+                left_out,
+            )
