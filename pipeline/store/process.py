@@ -50,18 +50,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
 from pipeline import kinds as doc_kinds
-from pipeline.docs import default_value, dumps, dumps_or_raise
+from pipeline.docs import dumps, dumps_or_raise
+from pipeline.store.frames import EventsFrame, encode_events  # noqa: F401 (workers' frames)
 from pipeline.store.queries import StoreQueries
 from pipeline.store.schema import StoreError, resolve_store_path, store_error
-from pipeline.store.writer import _TEXT_FIELDS, WRITERS, DocRun, event_columns
-from sensor.timestamps import MAX_EPOCH
+from pipeline.store.writer import WRITERS, DocRun
 
 log = logging.getLogger(__name__)
 
@@ -352,119 +351,6 @@ def encode(kind: str, doc: dict) -> bytes:
         return kind.encode() + b" " + dumps_or_raise(doc)
     except orjson.JSONEncodeError:  # integers beyond 64 bits: read back by json
         return kind.encode() + b"\t" + dumps(doc)
-
-
-def event_parts(doc: dict) -> tuple[bytes, bytes]:
-    """An event as it travels to the child, the general way (``EventsFrame.add`` makes the
-    usual event's parts itself): its row's columns (``event_columns``, a JSON array) and its
-    JSON, which the child stores as it is, never parsed. Raises for a value JSON cannot
-    hold."""
-    return orjson.dumps(event_columns(doc, content_id=False)), dumps(doc)
-
-
-_EVENT_TEXT = _TEXT_FIELDS.get("event")  # the event row's columns, when all are text
-
-
-class EventsFrame:
-    """Events made into an EVENTS frame as they come: the rows' columns (one JSON array of
-    them), a NUL, the documents' lengths (a JSON array), a NUL, the documents joined by
-    newlines (compact JSON holds neither a NUL nor a newline). The child takes it apart
-    without a bytes object per document (``decode_events``): the rows go to SQLite, and
-    each block of documents is a slice of it. Rows and documents are copied into two
-    buffers as they come: keeping each event's JSONs alive until the frame is sent cost the
-    sender 0.25 µs more per event (allocations), the buffers 0.1."""
-
-    __slots__ = ("_rows", "_docs", "_lengths")
-
-    def __init__(self) -> None:
-        self._rows = bytearray(b"[")  # each row and a comma
-        self._docs = bytearray()  # each document and a newline
-        self._lengths: list[int] = []
-
-    def add(self, event: dict) -> None:
-        """Raises for a value JSON cannot hold (and then holds nothing of it)."""
-        rejected = self.add_all((event,), 0, 1)
-        if rejected:
-            raise rejected[0]
-
-    def add_all(self, events: Sequence[dict], start: int, stop: int) -> list[Exception]:
-        """``events[start:stop]`` added (what ``add`` does for each); what was raised for
-        those JSON cannot hold, which are left out."""
-        # The usual event (a text id, a float time in range, a document orjson takes without
-        # options) made here without event_parts' general calls, the same bytes, its document
-        # with the newline after it: this runs for every event a sensor stores, in the
-        # sensor's (or a capture worker's) process
-        fields = _EVENT_TEXT
-        rows = self._rows
-        docs = self._docs
-        lengths = self._lengths
-        dumps = orjson.dumps
-        newline = orjson.OPT_APPEND_NEWLINE
-        rejected: list[Exception] = []
-        for event in events[start:stop] if start or stop < len(events) else events:
-            get = event.get
-            key = get("event.id")
-            ts = get("@timestamp")
-            doc = None
-            if (
-                fields is not None
-                and type(key) is str
-                and key
-                and type(ts) is float
-                and 0.0 <= ts < MAX_EPOCH  # parse_timestamp's range (NaN fails too)
-            ):
-                columns = [key, ts]
-                for value in map(get, fields):
-                    columns.append(value if isinstance(value, str) else None)
-                try:
-                    row = dumps(columns)
-                    doc = dumps(event, default=default_value, option=newline)
-                except orjson.JSONEncodeError:
-                    doc = None
-            if doc is None:
-                try:
-                    row, text = event_parts(event)
-                except Exception as exc:  # a value JSON cannot hold: it costs only itself
-                    rejected.append(exc)
-                    continue
-                doc = text + b"\n"
-            rows += row
-            rows += b","
-            docs += doc
-            lengths.append(len(doc) - 1)
-        return rejected
-
-    def __len__(self) -> int:
-        return len(self._lengths)
-
-    def frame(self) -> bytes:
-        """The frame's payload."""
-        if not self._lengths:
-            return b"[]\0[]\0"
-        return b"".join(
-            (
-                memoryview(self._rows)[:-1],
-                b"]\0",
-                orjson.dumps(self._lengths),
-                b"\0",
-                memoryview(self._docs)[:-1],
-            )
-        )
-
-
-def encode_events(events: list[dict]) -> tuple[bytes, int, list[int]]:
-    """A batch of events as one EVENTS frame's payload (a capture worker's: ``sense
-    --workers``, passed on by ``WriterStore.write_encoded``), how many it holds, and the
-    positions of those it could not hold (a value JSON cannot hold: the parent's sink says
-    so)."""
-    frame = EventsFrame()
-    failed: list[int] = []
-    for i, event in enumerate(events):
-        try:
-            frame.add(event)
-        except Exception:
-            failed.append(i)
-    return frame.frame(), len(frame), failed
 
 
 # -- the child --------------------------------------------------------------------------------
