@@ -16,7 +16,10 @@ their number (``decode_events``) and hands to the store as a run
 (``Store.write_event_rows``): the rows go into SQLite by multi-row statements, each block
 of documents is compressed straight from the frame, with no Python work and no bytes
 object per event. With ``sense --workers`` the capture workers make the frames
-(``encode_events``) and the sensor's process only passes them on (``write_encoded``).
+(``encode_events``) and write them straight into pipes of their own that the child reads
+beside the sensor's (``inputs``): the sensor's process never carries the store's bytes
+(about 1 KiB per event, read from a worker and written again to the child: 1-1.5 µs of CPU
+per event in the two). ``write_encoded`` still passes on a frame given to it.
 
 Guarantees, as the in-process store's:
 
@@ -50,6 +53,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -94,10 +98,21 @@ class WriterStore(StoreQueries):
     kinds = tuple(WRITERS)  # the document kinds this sink keeps
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, wait: bool = True, **options: Any
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        wait: bool = True,
+        inputs: Sequence[int] = (),
+        input_frames: Sequence[int] = (),
+        **options: Any,
     ) -> None:
         """Starts the writer process; unless ``wait`` is False, waits for it to have opened
-        the file (:meth:`ready`: a file that cannot be used raises a StoreError then)."""
+        the file (:meth:`ready`: a file that cannot be used raises a StoreError then).
+
+        ``inputs``: read ends of pipes into which other processes (capture workers) write
+        EVENTS frames (``_HEAD`` and an ``encode_events`` payload), handed to the child and
+        closed here; ``input_frames``: how many frames each has written so far, as the
+        caller learns it (a list it keeps up to date): ``flush`` waits for those too."""
         self.path = resolve_store_path(path)
         self.readonly = False
         self._new_file = not os.path.exists(self.path)  # abandon() removes what it made
@@ -112,12 +127,19 @@ class WriterStore(StoreQueries):
         self._rejected = 0  # documents that could not be serialised
         self._last_stats: dict[str, int] = {}
         self._sender: threading.Thread | None = None
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.store.process", str(self.path), json.dumps(options)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-        )
+        self._input_frames = input_frames
+        argv = [sys.executable, "-m", "pipeline.store.process", str(self.path), json.dumps(options)]
+        try:
+            self._proc = subprocess.Popen(
+                [*argv, json.dumps(list(inputs))] if inputs else argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,
+                pass_fds=tuple(inputs),
+            )
+        finally:
+            for fd in inputs:  # the child's now: its end of input is the writers' closing
+                os.close(fd)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to: BinaryIO = self._proc.stdin  # type: ignore[assignment]
         self._from: BinaryIO = self._proc.stdout  # type: ignore[assignment]
@@ -227,8 +249,9 @@ class WriterStore(StoreQueries):
                 self._dropped += count
 
     def flush(self) -> None:
-        """Everything written so far is committed when this returns."""
-        self._request(FLUSH)
+        """Everything written so far is committed when this returns (and the frames the
+        inputs have written, by ``input_frames``)."""
+        self._request(FLUSH, orjson.dumps(list(self._input_frames)))
 
     def stats(self) -> dict[str, int]:
         reply = self._request(STATS)
@@ -307,7 +330,7 @@ class WriterStore(StoreQueries):
             return False
         return True
 
-    def _request(self, op: bytes) -> dict[str, Any] | None:
+    def _request(self, op: bytes, payload: bytes = b"") -> dict[str, Any] | None:
         """Send what is held, then ``op``; the child's answer (None when it is gone)."""
         self.ready()  # its first answer is the start's
         with self._lock:
@@ -315,7 +338,7 @@ class WriterStore(StoreQueries):
                 return None
             if self._block or self._events:
                 self._send_block()
-            if self._dead or not self._send(op):
+            if self._dead or not self._send(op, payload):
                 return None
             reply = self._reply()
             if reply is None:
@@ -386,10 +409,16 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _read_frames(into: BinaryIO, frames: queue.Queue[tuple[bytes, bytes] | None]) -> None:
-    """The child's reader thread: frames off the pipe while the store works on earlier ones
-    (SQLite lets go of the interpreter while it inserts and commits), so a commit does not
-    leave the pipe full and the sensor waiting on it. None at the end of the input."""
+END = b"."  # (in the child) an input ended: the sensor's (0) or another writer's
+
+
+def _read_frames(
+    into: BinaryIO, frames: queue.Queue[tuple[bytes, bytes, int]], source: int
+) -> None:
+    """The child's reader thread of one input (0: the sensor's; 1...: ``inputs``, events
+    only): frames off the pipe while the store works on earlier ones (SQLite lets go of the
+    interpreter while it inserts and commits), so a commit does not leave the pipe full and
+    the sensor waiting on it. ``END`` at the end of the input."""
     try:
         while True:
             head = _read_exact(into, _HEAD.size)
@@ -399,17 +428,32 @@ def _read_frames(into: BinaryIO, frames: queue.Queue[tuple[bytes, bytes] | None]
             payload = _read_exact(into, size) if size else b""
             if payload is None:
                 return
-            frames.put((op, payload))
+            if source and op != EVENTS:  # another writer's input carries events only
+                log.error("store writer: input %d sent a %r frame: ignored", source, op)
+                continue
+            frames.put((op, payload, source))
             if op == CLOSE:
                 return
     except (OSError, ValueError) as exc:  # the pipe broke: as the end of the input
-        log.error("store writer: reading from the sensor: %s", exc)
+        log.error("store writer: reading from input %d: %s", source, exc)
     finally:
-        frames.put(None)
+        frames.put((END, b"", source))
 
 
-def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) -> int:
-    """The child's loop: documents from ``into`` to the store, answers to ``out``."""
+# After the sensor's CLOSE (or its end), how long the other inputs have to end (their writers
+# exit; a worker that does not is killed by its pool within about 10 s) before the store closes
+INPUTS_WAIT_S = 20.0
+
+
+def serve(
+    path: Path,
+    options: dict[str, Any],
+    into: BinaryIO,
+    out: BinaryIO,
+    inputs: Sequence[BinaryIO] = (),
+) -> int:
+    """The child's loop: documents from ``into`` (and events from ``inputs``) to the store,
+    answers to ``out``."""
     from pipeline.store import Store
 
     def answer(reply: dict[str, Any]) -> None:
@@ -423,15 +467,33 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
         return 1
     answer({"ready": True})
     write, write_events, loads = store.write, store.write_event_rows, orjson.loads
-    frames: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(maxsize=READ_AHEAD_FRAMES)
-    threading.Thread(target=_read_frames, args=(into, frames), name="frames", daemon=True).start()
+    frames: queue.Queue[tuple[bytes, bytes, int]] = queue.Queue(maxsize=READ_AHEAD_FRAMES)
+    for source, stream in enumerate((into, *inputs)):
+        threading.Thread(
+            target=_read_frames, args=(stream, frames, source), name="frames", daemon=True
+        ).start()
+    open_inputs = set(range(1, 1 + len(inputs)))
+    done = [0] * (1 + len(inputs))  # EVENTS frames stored, by input
+    flushing: list[int] | None = None  # a FLUSH waiting for the inputs' frames (by count)
+    closing: float | None = None  # since when the sensor is done (CLOSE, or its input ended)
     while True:
-        frame = frames.get()
-        if frame is None:  # the sensor is gone: keep what it sent
-            break
-        op, payload = frame
+        if closing is not None:
+            if not open_inputs or time.monotonic() - closing > INPUTS_WAIT_S:
+                break
+            try:
+                op, payload, source = frames.get(timeout=1.0)
+            except queue.Empty:
+                continue
+        else:
+            op, payload, source = frames.get()
         if op == EVENTS:
             write_events(*decode_events(payload))
+            done[source] += 1
+        elif op == END:
+            if source:
+                open_inputs.discard(source)
+            elif closing is None:  # the sensor is gone: keep what it sent, and the inputs
+                closing = time.monotonic()
         elif op == DOCS:
             for line in payload.split(b"\n"):
                 start = line.find(b"{")  # the document; the kind and a separator before it
@@ -441,12 +503,19 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
                 else:  # "\t": by the standard library's JSON (integers beyond 64 bits)
                     write(kind, json.loads(line[start:]))
         elif op == FLUSH:
-            store.flush()
-            answer(store.stats())
+            flushing = _flush_targets(payload, len(inputs))
         elif op == STATS:
             answer(store.stats())
         elif op == CLOSE:
-            break
+            closing = time.monotonic()
+        if flushing is not None and all(
+            done[i] >= n or i not in open_inputs for i, n in enumerate(flushing, 1)
+        ):
+            store.flush()
+            answer(store.stats())
+            flushing = None
+    if open_inputs:
+        log.error("store writer: %d inputs did not end; closing without them", len(open_inputs))
     try:
         store.close()
     except StoreError as exc:
@@ -454,6 +523,20 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
         return 1
     answer(store.stats())
     return 0
+
+
+def _flush_targets(payload: bytes, inputs: int) -> list[int]:
+    """A FLUSH's frames to wait for, by input (none when it names none, or is malformed)."""
+    try:
+        targets = orjson.loads(payload) if payload else []
+    except orjson.JSONDecodeError:
+        targets = None
+    if type(targets) is not list or not all(type(n) is int for n in targets):
+        log.error(
+            "store writer: a malformed flush (%d bytes): not waiting for inputs", len(payload)
+        )
+        return []
+    return targets[:inputs]
 
 
 def main() -> int:
@@ -466,10 +549,11 @@ def main() -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 50)
     path, options = Path(sys.argv[1]), json.loads(sys.argv[2])
+    inputs = [os.fdopen(fd, "rb") for fd in (json.loads(sys.argv[3]) if len(sys.argv) > 3 else [])]
     # answers go through a copy of stdout; whatever else prints goes to stderr
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    return serve(path, options, sys.stdin.buffer, answers)
+    return serve(path, options, sys.stdin.buffer, answers, inputs)
 
 
 if __name__ == "__main__":
