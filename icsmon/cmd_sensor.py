@@ -386,8 +386,8 @@ def replay(
     )
     progress, stop_progress = _progress(pcap)
     try:
-        for doc in run.process(
-            engine.replay(pcap, progress), want_events=events, want_rollups=rollups
+        for doc in run.process_batches(
+            engine.replay_batches(pcap, progress), want_events=events, want_rollups=rollups
         ):
             printer.write(doc)
         run.stop()
@@ -592,6 +592,8 @@ def sense(
         opened[0].stop()
     # A sensor's own store is bounded (it runs for months): by the flags, else the config.
     retention = _retention(cfg, True, store_max_events, store_max_bytes, store_max_age_days)
+    if encoded and pool is not None:  # the workers write their frames straight to the store
+        retention |= {"inputs": pool.store_inputs(), "input_frames": pool.store_frames}
     out_sink = _open_sink(sink, store, out, site, cfg, retention, ship)
     printer = Printer(fmt.value, kind="event" if events else "rollup" if rollups else "alert")
     from icsmon.run import Run

@@ -18,8 +18,12 @@ How the work is split:
   pipe (at most ``BATCH`` events, or what ``FLUSH_S`` gathered), with its counters and the
   asset observations that changed once per tick. Given ``encode`` (the store's
   ``pipeline.store.process.encode_events``), it also makes each batch into the frame the store
-  keeps: the parent hands a batch's frame to the store in one call (``on_encoded``) instead
-  of serialising every event itself, so that work is spread over the workers. A parent that cannot keep up fills the pipe,
+  keeps, so that work is spread over the workers, and writes it into a pipe of its own to the
+  store's writer process (``store_inputs``: their read ends, for the store), so the frames'
+  bytes never pass through the parent; the parent learns what was sent (``store_frames``,
+  ``on_encoded``: the events a frame could not hold go the ordinary way). A worker whose
+  store pipe broke sends its frames to the parent instead (``on_encoded`` gets the frame).
+  A parent that cannot keep up fills the pipe,
   the worker waits, and its ring absorbs the burst; a ring that overflows is counted as kernel
   drops, as in one process: memory stays bounded.
 - The parent sees the merged stream. Everything that spans flows runs there: the Sigma rules
@@ -42,6 +46,7 @@ import marshal
 import os
 import pickle
 import signal
+import struct
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing import connection, get_context
@@ -56,6 +61,10 @@ __all__ = ["WorkerPool", "MergedEngine", "settle"]
 log = logging.getLogger(__name__)
 
 Encoded = tuple[bytes, int, list[int]]  # a batch's store frame, its events, those not encoded
+# The frames' header, as the store's writer process reads them (pipeline/store/process.py's
+# _HEAD and EVENTS: operation, payload length)
+_FRAME_HEAD = struct.Struct("<cI")
+_EVENTS = b"E"
 
 BATCH = 512  # events per message from a worker
 FLUSH_S = 0.1  # a partial batch waits at most about this long while traffic flows
@@ -131,6 +140,13 @@ class WorkerPool:
         # are yielded. None: the lines are not wanted (``encode`` unused).
         self.on_encoded: Callable[[list[dict], Encoded], None] | None = None
         self._encode = encode
+        # With ``encode``: a pipe per worker to the store's writer process; the parent keeps
+        # the read ends until the store takes them (``store_inputs``)
+        self._store_pipes = [os.pipe() for _ in range(workers)] if encode is not None else []
+        for _, write in self._store_pipes:
+            with contextlib.suppress(OSError):  # a worker's batch is about 0.5 MiB of frame
+                fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self.store_frames = [0] * len(self._store_pipes)  # frames each worker wrote into its pipe
         self._config = engine_config
         self._capture: list[dict[str, int]] = [{} for _ in range(workers)]
         self._conns: list[connection.Connection] = []
@@ -141,6 +157,13 @@ class WorkerPool:
     @property
     def workers(self) -> int:
         return len(self._capture)
+
+    def store_inputs(self) -> list[int]:
+        """The read ends of the workers' pipes to the store (after ``start``; given ``encode``):
+        for the store's writer process, which owns them from then on."""
+        fds = [read for read, _ in self._store_pipes]
+        self._store_pipes = []
+        return fds
 
     def start(self) -> None:
         """Fork the workers (before the parent starts any thread: a Kafka producer, the
@@ -156,7 +179,15 @@ class WorkerPool:
             inherited = [receive, *self._conns]
             proc = ctx.Process(
                 target=_worker,
-                args=(index, self._sources, send, inherited, self._config, self._encode),
+                args=(
+                    index,
+                    self._sources,
+                    send,
+                    inherited,
+                    self._config,
+                    self._encode,
+                    self._store_pipes,
+                ),
                 name=f"icsmon-capture-{index}",
                 daemon=True,
             )
@@ -168,6 +199,8 @@ class WorkerPool:
                 _signal(proc.pid)
         for source in self._sources:
             source.release()
+        for _, write in self._store_pipes:  # the workers' now: the store sees them end
+            os.close(write)
 
     def stop(self) -> None:
         """Ask every worker to finish (async-signal-safe enough: a flag and kill())."""
@@ -208,8 +241,12 @@ class WorkerPool:
                         continue
                     if kind == "events":
                         events, lines = payload
-                        if lines is not None and self.on_encoded is not None:
-                            self.on_encoded(events, lines)
+                        if lines is not None:
+                            if not lines[0] and lines[1]:  # written into its store pipe
+                                self.store_frames[index] += 1
+                                lines = (b"", 0, lines[2])  # nothing left to pass on
+                            if self.on_encoded is not None:
+                                self.on_encoded(events, lines)
                         yield from events
                     elif kind == "state":
                         stats, capture, first, last, assets = payload
@@ -287,10 +324,19 @@ def _worker(
     inherited: list[connection.Connection],
     config: EngineConfig,
     encode: Callable[[list[dict]], Encoded] | None,
+    store_pipes: list[tuple[int, int]],
 ) -> None:
-    """One capture process: its socket, an engine, batches of events up the pipe."""
+    """One capture process: its socket, an engine, batches of events up the pipe (and their
+    store frames into its own pipe to the store's writer process)."""
     for conn in inherited:
         conn.close()
+    store_fd = -1
+    for i, (read, write) in enumerate(store_pipes):
+        os.close(read)
+        if i == index:
+            store_fd = write
+        else:
+            os.close(write)
     source = sources[index]
     for i, other in enumerate(sources):
         if i != index:
@@ -304,8 +350,15 @@ def _worker(
     settle()
 
     def flush() -> None:
+        nonlocal store_fd
         if batch:
             lines = None if encode is None else encode(batch)
+            if lines is not None and lines[1] and store_fd >= 0:
+                if _write_frame(store_fd, lines[0]):
+                    lines = (b"", lines[1], lines[2])  # the parent learns it went
+                else:  # the store's writer is gone: the parent's store counts what is lost
+                    os.close(store_fd)
+                    store_fd = -1
             send(dumps(("events", (batch, lines))))
             batch.clear()
 
@@ -339,3 +392,18 @@ def _worker(
         pass  # the parent is gone: nobody to tell
     finally:
         out.close()
+        if store_fd >= 0:
+            os.close(store_fd)
+
+
+def _write_frame(fd: int, payload: bytes) -> bool:
+    """An EVENTS frame into the store's pipe, whole (a signal may cut a write short: the rest
+    follows); False when the pipe is broken."""
+    try:
+        for part in (_FRAME_HEAD.pack(_EVENTS, len(payload)), payload):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view) :]
+    except OSError:
+        return False
+    return True

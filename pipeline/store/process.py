@@ -16,7 +16,10 @@ their number (``decode_events``) and hands to the store as a run
 (``Store.write_event_rows``): the rows go into SQLite by multi-row statements, each block
 of documents is compressed straight from the frame, with no Python work and no bytes
 object per event. With ``sense --workers`` the capture workers make the frames
-(``encode_events``) and the sensor's process only passes them on (``write_encoded``).
+(``encode_events``) and write them straight into pipes of their own that the child reads
+beside the sensor's (``inputs``): the sensor's process never carries the store's bytes
+(about 1 KiB per event, read from a worker and written again to the child: 1-1.5 µs of CPU
+per event in the two). ``write_encoded`` still passes on a frame given to it.
 
 Guarantees, as the in-process store's:
 
@@ -50,17 +53,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
 from pipeline import kinds as doc_kinds
-from pipeline.docs import default_value, dumps, dumps_or_raise
+from pipeline.docs import dumps, dumps_or_raise
+from pipeline.store.frames import EventsFrame, encode_events  # noqa: F401 (workers' frames)
 from pipeline.store.queries import StoreQueries
 from pipeline.store.schema import StoreError, resolve_store_path, store_error
-from pipeline.store.writer import _TEXT_FIELDS, WRITERS, DocRun, event_columns
-from sensor.timestamps import MAX_EPOCH
+from pipeline.store.writer import WRITERS, DocRun
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +98,21 @@ class WriterStore(StoreQueries):
     kinds = tuple(WRITERS)  # the document kinds this sink keeps
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, wait: bool = True, **options: Any
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        wait: bool = True,
+        inputs: Sequence[int] = (),
+        input_frames: Sequence[int] = (),
+        **options: Any,
     ) -> None:
         """Starts the writer process; unless ``wait`` is False, waits for it to have opened
-        the file (:meth:`ready`: a file that cannot be used raises a StoreError then)."""
+        the file (:meth:`ready`: a file that cannot be used raises a StoreError then).
+
+        ``inputs``: read ends of pipes into which other processes (capture workers) write
+        EVENTS frames (``_HEAD`` and an ``encode_events`` payload), handed to the child and
+        closed here; ``input_frames``: how many frames each has written so far, as the
+        caller learns it (a list it keeps up to date): ``flush`` waits for those too."""
         self.path = resolve_store_path(path)
         self.readonly = False
         self._new_file = not os.path.exists(self.path)  # abandon() removes what it made
@@ -112,12 +127,19 @@ class WriterStore(StoreQueries):
         self._rejected = 0  # documents that could not be serialised
         self._last_stats: dict[str, int] = {}
         self._sender: threading.Thread | None = None
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.store.process", str(self.path), json.dumps(options)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-        )
+        self._input_frames = input_frames
+        argv = [sys.executable, "-m", "pipeline.store.process", str(self.path), json.dumps(options)]
+        try:
+            self._proc = subprocess.Popen(
+                [*argv, json.dumps(list(inputs))] if inputs else argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,
+                pass_fds=tuple(inputs),
+            )
+        finally:
+            for fd in inputs:  # the child's now: its end of input is the writers' closing
+                os.close(fd)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to: BinaryIO = self._proc.stdin  # type: ignore[assignment]
         self._from: BinaryIO = self._proc.stdout  # type: ignore[assignment]
@@ -199,6 +221,24 @@ class WriterStore(StoreQueries):
                 if self._rejected <= 10:
                     log.error("%s: rejected a %s document: %s", self.path, kind, exc)
 
+    def write_events(self, events: list[dict]) -> None:
+        """``write("event", e)`` for each of ``events`` (a block of the engine's), with one
+        lock and one size check for the block: the sensor's busiest call."""
+        with self._lock:
+            if not self._block and not self._events:
+                self._block_since = time.monotonic()
+            start = 0
+            while start < len(events):
+                room = BLOCK_DOCS - len(self._events)  # a frame holds at most BLOCK_DOCS
+                rejected = self._events.add_all(events, start, start + room)
+                start += room
+                for exc in rejected:
+                    self._rejected += 1
+                    if self._rejected <= 10:
+                        log.error("%s: rejected a %s document: %s", self.path, "event", exc)
+                if len(self._events) >= BLOCK_DOCS:
+                    self._send_block()
+
     def write_encoded(self, frame: bytes, count: int) -> None:
         """``count`` events already made into an EVENTS frame by :func:`encode_events` (a
         capture worker's batch: ``sensor.workers``): sent to the child as it is."""
@@ -209,8 +249,9 @@ class WriterStore(StoreQueries):
                 self._dropped += count
 
     def flush(self) -> None:
-        """Everything written so far is committed when this returns."""
-        self._request(FLUSH)
+        """Everything written so far is committed when this returns (and the frames the
+        inputs have written, by ``input_frames``)."""
+        self._request(FLUSH, orjson.dumps(list(self._input_frames)))
 
     def stats(self) -> dict[str, int]:
         reply = self._request(STATS)
@@ -289,7 +330,7 @@ class WriterStore(StoreQueries):
             return False
         return True
 
-    def _request(self, op: bytes) -> dict[str, Any] | None:
+    def _request(self, op: bytes, payload: bytes = b"") -> dict[str, Any] | None:
         """Send what is held, then ``op``; the child's answer (None when it is gone)."""
         self.ready()  # its first answer is the start's
         with self._lock:
@@ -297,7 +338,7 @@ class WriterStore(StoreQueries):
                 return None
             if self._block or self._events:
                 self._send_block()
-            if self._dead or not self._send(op):
+            if self._dead or not self._send(op, payload):
                 return None
             reply = self._reply()
             if reply is None:
@@ -335,100 +376,6 @@ def encode(kind: str, doc: dict) -> bytes:
         return kind.encode() + b"\t" + dumps(doc)
 
 
-def event_parts(doc: dict) -> tuple[bytes, bytes]:
-    """An event as it travels to the child, the general way (``EventsFrame.add`` makes the
-    usual event's parts itself): its row's columns (``event_columns``, a JSON array) and its
-    JSON, which the child stores as it is, never parsed. Raises for a value JSON cannot
-    hold."""
-    return orjson.dumps(event_columns(doc, content_id=False)), dumps(doc)
-
-
-_EVENT_TEXT = _TEXT_FIELDS.get("event")  # the event row's columns, when all are text
-
-
-class EventsFrame:
-    """Events made into an EVENTS frame as they come: the rows' columns (one JSON array of
-    them), a NUL, the documents' lengths (a JSON array), a NUL, the documents joined by
-    newlines (compact JSON holds neither a NUL nor a newline). The child takes it apart
-    without a bytes object per document (``decode_events``): the rows go to SQLite, and
-    each block of documents is a slice of it. Rows and documents are copied into two
-    buffers as they come: keeping each event's JSONs alive until the frame is sent cost the
-    sender 0.25 µs more per event (allocations), the buffers 0.1."""
-
-    __slots__ = ("_rows", "_docs", "_lengths")
-
-    def __init__(self) -> None:
-        self._rows = bytearray(b"[")  # each row and a comma
-        self._docs = bytearray()  # each document and a newline
-        self._lengths: list[int] = []
-
-    def add(self, event: dict) -> None:
-        """Raises for a value JSON cannot hold (and then holds nothing of it)."""
-        # The usual event (a text id, a float time in range, a document orjson takes without
-        # options) made here without event_parts' general calls, the same bytes, its document
-        # with the newline after it: this runs for every event a sensor stores, in the
-        # sensor's (or a capture worker's) process
-        fields = _EVENT_TEXT
-        get = event.get
-        key = get("event.id")
-        ts = get("@timestamp")
-        doc = None
-        if (
-            fields is not None
-            and type(key) is str
-            and key
-            and type(ts) is float
-            and 0.0 <= ts < MAX_EPOCH  # parse_timestamp's range (NaN fails too)
-        ):
-            columns = [key, ts]
-            for value in map(get, fields):
-                columns.append(value if isinstance(value, str) else None)
-            try:
-                row = orjson.dumps(columns)
-                doc = orjson.dumps(event, default=default_value, option=orjson.OPT_APPEND_NEWLINE)
-            except orjson.JSONEncodeError:
-                doc = None
-        if doc is None:
-            row, text = event_parts(event)
-            doc = text + b"\n"
-        self._rows += row
-        self._rows += b","
-        self._docs += doc
-        self._lengths.append(len(doc) - 1)
-
-    def __len__(self) -> int:
-        return len(self._lengths)
-
-    def frame(self) -> bytes:
-        """The frame's payload."""
-        if not self._lengths:
-            return b"[]\0[]\0"
-        return b"".join(
-            (
-                memoryview(self._rows)[:-1],
-                b"]\0",
-                orjson.dumps(self._lengths),
-                b"\0",
-                memoryview(self._docs)[:-1],
-            )
-        )
-
-
-def encode_events(events: list[dict]) -> tuple[bytes, int, list[int]]:
-    """A batch of events as one EVENTS frame's payload (a capture worker's: ``sense
-    --workers``, passed on by ``WriterStore.write_encoded``), how many it holds, and the
-    positions of those it could not hold (a value JSON cannot hold: the parent's sink says
-    so)."""
-    frame = EventsFrame()
-    failed: list[int] = []
-    for i, event in enumerate(events):
-        try:
-            frame.add(event)
-        except Exception:
-            failed.append(i)
-    return frame.frame(), len(frame), failed
-
-
 # -- the child --------------------------------------------------------------------------------
 
 
@@ -462,10 +409,16 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _read_frames(into: BinaryIO, frames: queue.Queue[tuple[bytes, bytes] | None]) -> None:
-    """The child's reader thread: frames off the pipe while the store works on earlier ones
-    (SQLite lets go of the interpreter while it inserts and commits), so a commit does not
-    leave the pipe full and the sensor waiting on it. None at the end of the input."""
+END = b"."  # (in the child) an input ended: the sensor's (0) or another writer's
+
+
+def _read_frames(
+    into: BinaryIO, frames: queue.Queue[tuple[bytes, bytes, int]], source: int
+) -> None:
+    """The child's reader thread of one input (0: the sensor's; 1...: ``inputs``, events
+    only): frames off the pipe while the store works on earlier ones (SQLite lets go of the
+    interpreter while it inserts and commits), so a commit does not leave the pipe full and
+    the sensor waiting on it. ``END`` at the end of the input."""
     try:
         while True:
             head = _read_exact(into, _HEAD.size)
@@ -475,17 +428,32 @@ def _read_frames(into: BinaryIO, frames: queue.Queue[tuple[bytes, bytes] | None]
             payload = _read_exact(into, size) if size else b""
             if payload is None:
                 return
-            frames.put((op, payload))
+            if source and op != EVENTS:  # another writer's input carries events only
+                log.error("store writer: input %d sent a %r frame: ignored", source, op)
+                continue
+            frames.put((op, payload, source))
             if op == CLOSE:
                 return
     except (OSError, ValueError) as exc:  # the pipe broke: as the end of the input
-        log.error("store writer: reading from the sensor: %s", exc)
+        log.error("store writer: reading from input %d: %s", source, exc)
     finally:
-        frames.put(None)
+        frames.put((END, b"", source))
 
 
-def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) -> int:
-    """The child's loop: documents from ``into`` to the store, answers to ``out``."""
+# After the sensor's CLOSE (or its end), how long the other inputs have to end (their writers
+# exit; a worker that does not is killed by its pool within about 10 s) before the store closes
+INPUTS_WAIT_S = 20.0
+
+
+def serve(
+    path: Path,
+    options: dict[str, Any],
+    into: BinaryIO,
+    out: BinaryIO,
+    inputs: Sequence[BinaryIO] = (),
+) -> int:
+    """The child's loop: documents from ``into`` (and events from ``inputs``) to the store,
+    answers to ``out``."""
     from pipeline.store import Store
 
     def answer(reply: dict[str, Any]) -> None:
@@ -499,15 +467,33 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
         return 1
     answer({"ready": True})
     write, write_events, loads = store.write, store.write_event_rows, orjson.loads
-    frames: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(maxsize=READ_AHEAD_FRAMES)
-    threading.Thread(target=_read_frames, args=(into, frames), name="frames", daemon=True).start()
+    frames: queue.Queue[tuple[bytes, bytes, int]] = queue.Queue(maxsize=READ_AHEAD_FRAMES)
+    for source, stream in enumerate((into, *inputs)):
+        threading.Thread(
+            target=_read_frames, args=(stream, frames, source), name="frames", daemon=True
+        ).start()
+    open_inputs = set(range(1, 1 + len(inputs)))
+    done = [0] * (1 + len(inputs))  # EVENTS frames stored, by input
+    flushing: list[int] | None = None  # a FLUSH waiting for the inputs' frames (by count)
+    closing: float | None = None  # since when the sensor is done (CLOSE, or its input ended)
     while True:
-        frame = frames.get()
-        if frame is None:  # the sensor is gone: keep what it sent
-            break
-        op, payload = frame
+        if closing is not None:
+            if not open_inputs or time.monotonic() - closing > INPUTS_WAIT_S:
+                break
+            try:
+                op, payload, source = frames.get(timeout=1.0)
+            except queue.Empty:
+                continue
+        else:
+            op, payload, source = frames.get()
         if op == EVENTS:
             write_events(*decode_events(payload))
+            done[source] += 1
+        elif op == END:
+            if source:
+                open_inputs.discard(source)
+            elif closing is None:  # the sensor is gone: keep what it sent, and the inputs
+                closing = time.monotonic()
         elif op == DOCS:
             for line in payload.split(b"\n"):
                 start = line.find(b"{")  # the document; the kind and a separator before it
@@ -517,12 +503,19 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
                 else:  # "\t": by the standard library's JSON (integers beyond 64 bits)
                     write(kind, json.loads(line[start:]))
         elif op == FLUSH:
-            store.flush()
-            answer(store.stats())
+            flushing = _flush_targets(payload, len(inputs))
         elif op == STATS:
             answer(store.stats())
         elif op == CLOSE:
-            break
+            closing = time.monotonic()
+        if flushing is not None and all(
+            done[i] >= n or i not in open_inputs for i, n in enumerate(flushing, 1)
+        ):
+            store.flush()
+            answer(store.stats())
+            flushing = None
+    if open_inputs:
+        log.error("store writer: %d inputs did not end; closing without them", len(open_inputs))
     try:
         store.close()
     except StoreError as exc:
@@ -530,6 +523,20 @@ def serve(path: Path, options: dict[str, Any], into: BinaryIO, out: BinaryIO) ->
         return 1
     answer(store.stats())
     return 0
+
+
+def _flush_targets(payload: bytes, inputs: int) -> list[int]:
+    """A FLUSH's frames to wait for, by input (none when it names none, or is malformed)."""
+    try:
+        targets = orjson.loads(payload) if payload else []
+    except orjson.JSONDecodeError:
+        targets = None
+    if type(targets) is not list or not all(type(n) is int for n in targets):
+        log.error(
+            "store writer: a malformed flush (%d bytes): not waiting for inputs", len(payload)
+        )
+        return []
+    return targets[:inputs]
 
 
 def main() -> int:
@@ -542,10 +549,11 @@ def main() -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 50)
     path, options = Path(sys.argv[1]), json.loads(sys.argv[2])
+    inputs = [os.fdopen(fd, "rb") for fd in (json.loads(sys.argv[3]) if len(sys.argv) > 3 else [])]
     # answers go through a copy of stdout; whatever else prints goes to stderr
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    return serve(path, options, sys.stdin.buffer, answers)
+    return serve(path, options, sys.stdin.buffer, answers, inputs)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ sensor killed mid-run keeps everything it had sent."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import subprocess
@@ -76,6 +77,35 @@ def test_it_stores_exactly_what_the_store_stores(tmp_path: Path) -> None:
         assert total == len(events) + 1  # visible to this process's queries after flush
     assert offloaded.stats()["events"] == len(events) + 1  # the child's last counters
     assert _rows(tmp_path / "in.db") == _rows(tmp_path / "out.db")
+
+
+def test_events_by_the_block_are_stored_as_one_by_one(tmp_path: Path, caplog) -> None:
+    """``write_events`` (the sensor's blocks of events, some longer than a frame holds) stores
+    what ``write`` of each stores, and rejects, counts and names the same documents."""
+    events, alerts, assets = corpus(2 * BLOCK_DOCS + 17)
+    for i, event in enumerate(events):
+        if i % 2:  # times as numbers (the sensor's) and as text both
+            event["@timestamp"] = time.mktime(
+                time.strptime(event["@timestamp"][:19], "%Y-%m-%dT%H:%M:%S")
+            )
+    odd = {"event.kind": "event", "odd": b"\x00\xff", "set": {3, 1}, "big": 1 << 70}
+    unheld = {"event.id": "x", "@timestamp": 1.0, "keys": {(1, 2): 3}}  # JSON cannot hold it
+    events[5:5] = [odd, unheld]
+    blocks = [events[:3], events[3:40], events[40 : 40 + BLOCK_DOCS + 300], events[1340:]]
+    with WriterStore(tmp_path / "each.db") as each:
+        for event in events:
+            each.write("event", event)
+        for alert in alerts:
+            each.write("alert", alert)
+    with caplog.at_level(logging.ERROR), WriterStore(tmp_path / "blocks.db") as by_block:
+        for block in blocks:
+            by_block.write_events(block)
+        for alert in alerts:
+            by_block.write("alert", alert)
+        assert by_block.stats()["rejected"] == 1
+    assert each.stats()["rejected"] == 1
+    assert "blocks.db: rejected a event document" in caplog.text
+    assert _rows(tmp_path / "each.db") == _rows(tmp_path / "blocks.db")
 
 
 def test_signals_while_the_pipe_is_full_lose_nothing(tmp_path: Path) -> None:
@@ -267,3 +297,52 @@ def test_runs_of_events_are_shed_oldest_first_when_the_file_stays_locked(
     finally:
         blocker.close()
         st.close()
+
+
+def test_frames_written_into_inputs_are_stored_and_flush_waits_for_them(
+    tmp_path: Path, capfd
+) -> None:
+    """``sense --workers``: each capture worker writes its frames into a pipe of its own that
+    the writer process reads beside the sensor's (``inputs``). ``flush`` waits for the frames
+    the sensor knows were written (``input_frames``), ``close`` for the inputs to end; a frame
+    an input may not send is ignored with an error line. The file is the one ``Store`` makes
+    of the same events in the same order."""
+    from sensor.workers import _write_frame
+
+    events, _, _ = corpus(3000)
+    pipes = [os.pipe() for _ in range(2)]
+    sent = [0, 0]
+    store = WriterStore(tmp_path / "out.db", inputs=[r for r, _ in pipes], input_frames=sent)
+    order: list[dict] = []
+
+    def from_input(i: int, part: list[dict]) -> None:
+        frame, count, failed = encode_events(part)
+        assert count == len(part) and not failed
+        assert _write_frame(pipes[i][1], frame)
+        sent[i] += 1
+        order.extend(part)
+
+    from_input(0, events[:1000])
+    store.flush()
+    assert store.search_events(AlertFilter(limit=1))[0] == 1000  # flushed: stored and read
+    from_input(1, events[1000:1600])
+    from_input(1, events[1600:2000])
+    store.flush()
+    assert store.search_events(AlertFilter(limit=1))[0] == 2000
+    for event in events[2000:2500]:  # the sensor's own, between
+        store.write("event", event)
+    order.extend(events[2000:2500])
+    store.flush()
+    from_input(0, events[2500:])
+    assert _write_frame(pipes[1][1], b"[]\0[]\0")  # no events: nothing stored
+    os.write(pipes[0][1], b"D\x05\x00\x00\x00alert")  # not an events frame
+    for _, write in pipes:
+        os.close(write)
+    store.close()  # after what the inputs sent
+    assert store.stats()["events"] == 3000
+    with Store(tmp_path / "in.db") as direct:
+        for event in order:
+            direct.write("event", event)
+    assert _rows(tmp_path / "in.db") == _rows(tmp_path / "out.db")
+    err = capfd.readouterr().err
+    assert "input 1 sent a b'D' frame: ignored" in err and "Traceback" not in err
