@@ -386,8 +386,8 @@ def replay(
     )
     progress, stop_progress = _progress(pcap)
     try:
-        for doc in run.process(
-            engine.replay(pcap, progress), want_events=events, want_rollups=rollups
+        for doc in run.process_batches(
+            engine.replay_batches(pcap, progress), want_events=events, want_rollups=rollups
         ):
             printer.write(doc)
         run.stop()

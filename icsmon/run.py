@@ -4,7 +4,7 @@ beyond the order in which the parts are called."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -301,9 +301,18 @@ class Run:
     # -- the loop --------------------------------------------------------------------------
 
     def process(
-        self, events: Iterator[dict], want_events: bool, want_rollups: bool = False
+        self, events: Iterable[dict], want_events: bool, want_rollups: bool = False
     ) -> Iterator[dict]:
         """Yields alerts; or events (``want_events``); or rollups (``want_rollups``)."""
+        return self.process_batches(([event] for event in events), want_events, want_rollups)
+
+    def process_batches(
+        self, batches: Iterable[list[dict]], want_events: bool, want_rollups: bool = False
+    ) -> Iterator[dict]:
+        """:meth:`process` over the engine's events a block at a time
+        (``Engine.replay_batches``): a sink that takes events by the block (the store's
+        ``write_events``) is handed each block at once, before the block's other documents,
+        with one lock and one size check for all of them; everything else is per event."""
         sink = self.sink
         detectors = self.detectors
         hb = self.heartbeats
@@ -311,33 +320,40 @@ class Run:
         want_alerts = not (want_events or want_rollups)
         # bound once: this loop runs for every event (a call less each, about 0.1 µs)
         write = sink.write if sink is not None and self.store_events else None
+        write_block = getattr(sink, "write_events", None) if write is not None else None
+        if write_block is not None:
+            write = None
         add_rollup = rollups.add if rollups is not None else None
         now = self.now
         monotonic = time.monotonic
         parts = detectors.parts  # swap() replaces a part in this same list
         live = self.live
-        for event in events:
-            if write is not None:
-                write("event", event)
-            self.pdus += _pdus(event)
-            if add_rollup is not None:
-                for doc in add_rollup(event):
-                    self._rollup(doc)
-                    if want_rollups:
-                        yield doc
-            if hb is not None and now() >= hb.next_due:
-                self._heartbeat(now())
-            alerts: list[dict] = []
-            for part in parts:  # Detectors.process inlined
-                found = part.process(event)
-                if found:
-                    alerts.extend(found)
-            if want_events:
-                yield event
-            for alert in alerts:
-                self._alert(alert)
-                if want_alerts:
-                    yield alert
+        for batch in batches:
+            if write_block is not None:
+                write_block(batch)
+            for event in batch:
+                if write is not None:
+                    write("event", event)
+                self.pdus += _pdus(event)
+                if add_rollup is not None:
+                    for doc in add_rollup(event):
+                        self._rollup(doc)
+                        if want_rollups:
+                            yield doc
+                if hb is not None and now() >= hb.next_due:
+                    self._heartbeat(now())
+                alerts: list[dict] = []
+                for part in parts:  # Detectors.process inlined
+                    found = part.process(event)
+                    if found:
+                        alerts.extend(found)
+                if want_events:
+                    yield event
+                for alert in alerts:
+                    self._alert(alert)
+                    if want_alerts:
+                        yield alert
+            # wall-time chores, once a block (a block is a few milliseconds of work)
             mono = monotonic()
             if live and mono - self._last_tick > TICK_INTERVAL:
                 self._last_tick = mono

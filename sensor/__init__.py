@@ -53,6 +53,8 @@ COMPILED = (
     "detectors.hunt",
     # what every event is offered to at the sensor besides the rules
     "detectors.findings",
+    # the store's line of every event the sensor stores (its events frame)
+    "pipeline.store.frames",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 

@@ -211,38 +211,41 @@ class Engine:
 
     def replay(self, paths: Iterable[str | Path], progress=None) -> Iterator[dict]:
         """Events of one or more capture files, in order; damage is reported in ``errors``."""
+        for batch in self.replay_batches(paths, progress):
+            yield from batch
+
+    def replay_batches(self, paths: Iterable[str | Path], progress=None) -> Iterator[list[dict]]:
+        """:meth:`replay`'s events, a list for each block of frames that made some (the
+        caller's to keep): a run's sinks take them a block at a time."""
         for path in paths:
             try:
                 reader = CaptureReader(path)
             except CaptureError as exc:
                 self.errors.append(str(exc))
                 continue
-            if progress is None:  # run()'s loop without its generator: one level less per event
-                out = self._out
-                process = self._process
-                for batch in reader.batches():
-                    process(batch)
-                    if out:
-                        yield from out
-                        out.clear()
-            else:
-                yield from self.run(reader, progress)
+            yield from self.run_batches(reader, progress)
             if reader.error:
                 self.errors.append(reader.error)
-        yield from self.finish()
+        done = self._finish()
+        if done:
+            yield done
 
     def run(self, frames: Iterable[Frame], progress=None) -> Iterator[dict]:
         """Events of a frame source (a file reader or a live socket); does not flush flows."""
-        out = self._out
+        for batch in self.run_batches(frames, progress):
+            yield from batch
+
+    def run_batches(self, frames: Iterable[Frame], progress=None) -> Iterator[list[dict]]:
+        """:meth:`run`'s events, a list for each block of frames that made some."""
         process = self._process
         # a file is read a block of frames at a time; a live source frame by frame (it blocks)
         batches = frames.batches() if isinstance(frames, CaptureReader) else _singles(frames)
         if progress is None:
             for batch in batches:
                 process(batch)
-                if out:
-                    yield from out
-                    out.clear()
+                if self._out:
+                    out, self._out = self._out, []
+                    yield out
             return
         n = 0
         for batch in batches:
@@ -252,21 +255,24 @@ class Engine:
                 process(batch[i:k] if i or k < size else batch)
                 n += k - i
                 i = k
-                if out:
-                    yield from out
-                    out.clear()
+                if self._out:
+                    out, self._out = self._out, []
+                    yield out
                 if n & 0x3FF == 0:
                     progress(n)
         progress(n)
 
     def finish(self) -> Iterator[dict]:
         """End of input: close every flow (unanswered requests become events)."""
+        yield from self._finish()
+
+    def _finish(self) -> list[dict]:
         for flow, _ in list(self.flows.values()):
             if not flow.closed:
                 self._close(flow, flow.last_ts)
         self.flows.clear()
-        yield from self._out
-        self._out.clear()
+        out, self._out = self._out, []
+        return out
 
     def changed_assets(self) -> list[dict]:
         return self.assets.changed() if self.assets is not None else []

@@ -18,6 +18,9 @@ generated as Python source at load time (``codegen``): field reads hoisted, anch
 dict lookup per anchor field, residual conditions inline. It answers with an int (rules
 evaluated, and one bit per matching rule); what to do for a set of matching rules (alerts
 to record, correlations to feed in order) is a ``_Plan`` built once per set and cached.
+A matcher's answers are kept by the values of the fields its rules read for the event
+(``_Verdicts``), so a request shape a plant repeats is matched once; what a plan feeds
+(correlations, de-duplication) still sees every event.
 Anomalies, unknown datasets and events of odd shapes (a list where a string belongs) take
 the general path (``_candidates``: index lookups and compiled closures; whole predicates for
 odd dispatch fields), which gives the same answers; the tests hold the two paths to each

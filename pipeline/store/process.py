@@ -60,11 +60,11 @@ from typing import Any, BinaryIO
 import orjson
 
 from pipeline import kinds as doc_kinds
-from pipeline.docs import default_value, dumps, dumps_or_raise
+from pipeline.docs import dumps, dumps_or_raise
+from pipeline.store.frames import EventsFrame, encode_events  # noqa: F401 (workers' frames)
 from pipeline.store.queries import StoreQueries
 from pipeline.store.schema import StoreError, resolve_store_path, store_error
-from pipeline.store.writer import _TEXT_FIELDS, WRITERS, DocRun, event_columns
-from sensor.timestamps import MAX_EPOCH
+from pipeline.store.writer import WRITERS, DocRun
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,24 @@ class WriterStore(StoreQueries):
                 if self._rejected <= 10:
                     log.error("%s: rejected a %s document: %s", self.path, kind, exc)
 
+    def write_events(self, events: list[dict]) -> None:
+        """``write("event", e)`` for each of ``events`` (a block of the engine's), with one
+        lock and one size check for the block: the sensor's busiest call."""
+        with self._lock:
+            if not self._block and not self._events:
+                self._block_since = time.monotonic()
+            start = 0
+            while start < len(events):
+                room = BLOCK_DOCS - len(self._events)  # a frame holds at most BLOCK_DOCS
+                rejected = self._events.add_all(events, start, start + room)
+                start += room
+                for exc in rejected:
+                    self._rejected += 1
+                    if self._rejected <= 10:
+                        log.error("%s: rejected a %s document: %s", self.path, "event", exc)
+                if len(self._events) >= BLOCK_DOCS:
+                    self._send_block()
+
     def write_encoded(self, frame: bytes, count: int) -> None:
         """``count`` events already made into an EVENTS frame by :func:`encode_events` (a
         capture worker's batch: ``sensor.workers``): sent to the child as it is."""
@@ -356,100 +374,6 @@ def encode(kind: str, doc: dict) -> bytes:
         return kind.encode() + b" " + dumps_or_raise(doc)
     except orjson.JSONEncodeError:  # integers beyond 64 bits: read back by json
         return kind.encode() + b"\t" + dumps(doc)
-
-
-def event_parts(doc: dict) -> tuple[bytes, bytes]:
-    """An event as it travels to the child, the general way (``EventsFrame.add`` makes the
-    usual event's parts itself): its row's columns (``event_columns``, a JSON array) and its
-    JSON, which the child stores as it is, never parsed. Raises for a value JSON cannot
-    hold."""
-    return orjson.dumps(event_columns(doc, content_id=False)), dumps(doc)
-
-
-_EVENT_TEXT = _TEXT_FIELDS.get("event")  # the event row's columns, when all are text
-
-
-class EventsFrame:
-    """Events made into an EVENTS frame as they come: the rows' columns (one JSON array of
-    them), a NUL, the documents' lengths (a JSON array), a NUL, the documents joined by
-    newlines (compact JSON holds neither a NUL nor a newline). The child takes it apart
-    without a bytes object per document (``decode_events``): the rows go to SQLite, and
-    each block of documents is a slice of it. Rows and documents are copied into two
-    buffers as they come: keeping each event's JSONs alive until the frame is sent cost the
-    sender 0.25 µs more per event (allocations), the buffers 0.1."""
-
-    __slots__ = ("_rows", "_docs", "_lengths")
-
-    def __init__(self) -> None:
-        self._rows = bytearray(b"[")  # each row and a comma
-        self._docs = bytearray()  # each document and a newline
-        self._lengths: list[int] = []
-
-    def add(self, event: dict) -> None:
-        """Raises for a value JSON cannot hold (and then holds nothing of it)."""
-        # The usual event (a text id, a float time in range, a document orjson takes without
-        # options) made here without event_parts' general calls, the same bytes, its document
-        # with the newline after it: this runs for every event a sensor stores, in the
-        # sensor's (or a capture worker's) process
-        fields = _EVENT_TEXT
-        get = event.get
-        key = get("event.id")
-        ts = get("@timestamp")
-        doc = None
-        if (
-            fields is not None
-            and type(key) is str
-            and key
-            and type(ts) is float
-            and 0.0 <= ts < MAX_EPOCH  # parse_timestamp's range (NaN fails too)
-        ):
-            columns = [key, ts]
-            for value in map(get, fields):
-                columns.append(value if isinstance(value, str) else None)
-            try:
-                row = orjson.dumps(columns)
-                doc = orjson.dumps(event, default=default_value, option=orjson.OPT_APPEND_NEWLINE)
-            except orjson.JSONEncodeError:
-                doc = None
-        if doc is None:
-            row, text = event_parts(event)
-            doc = text + b"\n"
-        self._rows += row
-        self._rows += b","
-        self._docs += doc
-        self._lengths.append(len(doc) - 1)
-
-    def __len__(self) -> int:
-        return len(self._lengths)
-
-    def frame(self) -> bytes:
-        """The frame's payload."""
-        if not self._lengths:
-            return b"[]\0[]\0"
-        return b"".join(
-            (
-                memoryview(self._rows)[:-1],
-                b"]\0",
-                orjson.dumps(self._lengths),
-                b"\0",
-                memoryview(self._docs)[:-1],
-            )
-        )
-
-
-def encode_events(events: list[dict]) -> tuple[bytes, int, list[int]]:
-    """A batch of events as one EVENTS frame's payload (a capture worker's: ``sense
-    --workers``, passed on by ``WriterStore.write_encoded``), how many it holds, and the
-    positions of those it could not hold (a value JSON cannot hold: the parent's sink says
-    so)."""
-    frame = EventsFrame()
-    failed: list[int] = []
-    for i, event in enumerate(events):
-        try:
-            frame.add(event)
-        except Exception:
-            failed.append(i)
-    return frame.frame(), len(frame), failed
 
 
 # -- the child --------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def event_columns_of(columns: list[Any], doc: bytes) -> EventColumns:
 class DocRun:
     """Event documents one after another in one buffer, a newline between each two, and
     their lengths: a run of events as the writer process receives them
-    (``pipeline.store.process.EventsFrame``), read without a bytes object per document
+    (``pipeline.store.frames.EventsFrame``), read without a bytes object per document
     (a block of them is a slice). ``head`` and ``tail`` share the buffer."""
 
     __slots__ = ("_text", "_ends", "_lo", "_hi")

@@ -79,6 +79,35 @@ def test_it_stores_exactly_what_the_store_stores(tmp_path: Path) -> None:
     assert _rows(tmp_path / "in.db") == _rows(tmp_path / "out.db")
 
 
+def test_events_by_the_block_are_stored_as_one_by_one(tmp_path: Path, caplog) -> None:
+    """``write_events`` (the sensor's blocks of events, some longer than a frame holds) stores
+    what ``write`` of each stores, and rejects, counts and names the same documents."""
+    events, alerts, assets = corpus(2 * BLOCK_DOCS + 17)
+    for i, event in enumerate(events):
+        if i % 2:  # times as numbers (the sensor's) and as text both
+            event["@timestamp"] = time.mktime(
+                time.strptime(event["@timestamp"][:19], "%Y-%m-%dT%H:%M:%S")
+            )
+    odd = {"event.kind": "event", "odd": b"\x00\xff", "set": {3, 1}, "big": 1 << 70}
+    unheld = {"event.id": "x", "@timestamp": 1.0, "keys": {(1, 2): 3}}  # JSON cannot hold it
+    events[5:5] = [odd, unheld]
+    blocks = [events[:3], events[3:40], events[40 : 40 + BLOCK_DOCS + 300], events[1340:]]
+    with WriterStore(tmp_path / "each.db") as each:
+        for event in events:
+            each.write("event", event)
+        for alert in alerts:
+            each.write("alert", alert)
+    with caplog.at_level(logging.ERROR), WriterStore(tmp_path / "blocks.db") as by_block:
+        for block in blocks:
+            by_block.write_events(block)
+        for alert in alerts:
+            by_block.write("alert", alert)
+        assert by_block.stats()["rejected"] == 1
+    assert each.stats()["rejected"] == 1
+    assert "blocks.db: rejected a event document" in caplog.text
+    assert _rows(tmp_path / "each.db") == _rows(tmp_path / "blocks.db")
+
+
 def test_signals_while_the_pipe_is_full_lose_nothing(tmp_path: Path) -> None:
     # The sensor's SIGINT/SIGTERM handlers interrupt a write to a full pipe part-way through
     # a frame (seen live: `sense --workers 2` at 200,000 packets/s, stopped by SIGINT, lost
