@@ -563,7 +563,7 @@ def sense(
     encoded = workers > 1 and sink == SinkName.store and store_events
     try:
         if workers > 1:
-            from pipeline.store.process import encode_events
+            from pipeline.store.process import encode_events, send_events
 
             # forked now, before any thread (Kafka, the control channel) or output exists
             pool = WorkerPool(
@@ -573,6 +573,7 @@ def sense(
                 bpf,
                 user=user,
                 encode=encode_events if encoded else None,
+                send_frame=send_events if encoded else None,
             )
             pool.start()
             engine: Engine | MergedEngine = pool.engine

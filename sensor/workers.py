@@ -18,9 +18,10 @@ How the work is split:
   pipe (at most ``BATCH`` events, or what ``FLUSH_S`` gathered), with its counters and the
   asset observations that changed once per tick. Given ``encode`` (the store's
   ``pipeline.store.process.encode_events``), it also makes each batch into the frame the store
-  keeps, so that work is spread over the workers, and writes it into a pipe of its own to the
-  store's writer process (``store_inputs``: their read ends, for the store), so the frames'
-  bytes never pass through the parent; the parent learns what was sent (``store_frames``,
+  keeps, so that work is spread over the workers; given ``send_frame`` too (the store's
+  ``send_events``), it writes that frame into a pipe of its own to the store's writer process
+  (``store_inputs``: their read ends, for the store), so the frames' bytes never pass through
+  the parent; the parent learns what was sent (``store_frames``,
   ``on_encoded``: the events a frame could not hold go the ordinary way). A worker whose
   store pipe broke sends its frames to the parent instead (``on_encoded`` gets the frame).
   A parent that cannot keep up fills the pipe,
@@ -46,7 +47,6 @@ import marshal
 import os
 import pickle
 import signal
-import struct
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing import connection, get_context
@@ -61,10 +61,6 @@ __all__ = ["WorkerPool", "MergedEngine", "settle"]
 log = logging.getLogger(__name__)
 
 Encoded = tuple[bytes, int, list[int]]  # a batch's store frame, its events, those not encoded
-# The frames' header, as the store's writer process reads them (pipeline/store/process.py's
-# _HEAD and EVENTS: operation, payload length)
-_FRAME_HEAD = struct.Struct("<cI")
-_EVENTS = b"E"
 
 BATCH = 512  # events per message from a worker
 FLUSH_S = 0.1  # a partial batch waits at most about this long while traffic flows
@@ -121,6 +117,7 @@ class WorkerPool:
         bpf: str | None = None,
         user: str | None = None,
         encode: Callable[[list[dict]], Encoded] | None = None,
+        send_frame: Callable[[int, bytes], bool] | None = None,
         **capture_options: Any,
     ) -> None:
         if workers < 1:
@@ -140,9 +137,15 @@ class WorkerPool:
         # are yielded. None: the lines are not wanted (``encode`` unused).
         self.on_encoded: Callable[[list[dict], Encoded], None] | None = None
         self._encode = encode
-        # With ``encode``: a pipe per worker to the store's writer process; the parent keeps
+        # With ``encode`` and ``send_frame`` (the store's ``send_events``, which writes a frame
+        # into a pipe): a pipe per worker to the store's writer process; the parent keeps
         # the read ends until the store takes them (``store_inputs``)
-        self._store_pipes = [os.pipe() for _ in range(workers)] if encode is not None else []
+        self._store_pipes = (
+            [os.pipe() for _ in range(workers)]
+            if encode is not None and send_frame is not None
+            else []
+        )
+        self._send_frame = send_frame
         for _, write in self._store_pipes:
             with contextlib.suppress(OSError):  # a worker's batch is about 0.5 MiB of frame
                 fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
@@ -186,6 +189,7 @@ class WorkerPool:
                     inherited,
                     self._config,
                     self._encode,
+                    self._send_frame,
                     self._store_pipes,
                 ),
                 name=f"icsmon-capture-{index}",
@@ -324,6 +328,7 @@ def _worker(
     inherited: list[connection.Connection],
     config: EngineConfig,
     encode: Callable[[list[dict]], Encoded] | None,
+    send_frame: Callable[[int, bytes], bool] | None,
     store_pipes: list[tuple[int, int]],
 ) -> None:
     """One capture process: its socket, an engine, batches of events up the pipe (and their
@@ -353,8 +358,8 @@ def _worker(
         nonlocal store_fd
         if batch:
             lines = None if encode is None else encode(batch)
-            if lines is not None and lines[1] and store_fd >= 0:
-                if _write_frame(store_fd, lines[0]):
+            if lines is not None and lines[1] and store_fd >= 0 and send_frame is not None:
+                if send_frame(store_fd, lines[0]):
                     lines = (b"", lines[1], lines[2])  # the parent learns it went
                 else:  # the store's writer is gone: the parent's store counts what is lost
                     os.close(store_fd)
@@ -394,16 +399,3 @@ def _worker(
         out.close()
         if store_fd >= 0:
             os.close(store_fd)
-
-
-def _write_frame(fd: int, payload: bytes) -> bool:
-    """An EVENTS frame into the store's pipe, whole (a signal may cut a write short: the rest
-    follows); False when the pipe is broken."""
-    try:
-        for part in (_FRAME_HEAD.pack(_EVENTS, len(payload)), payload):
-            view = memoryview(part)
-            while view:
-                view = view[os.write(fd, view) :]
-    except OSError:
-        return False
-    return True

@@ -19,7 +19,13 @@ import pytest
 from pipeline.docs import dumps
 from pipeline.query import AlertFilter
 from pipeline.store import Store, StoreError
-from pipeline.store.process import BLOCK_DOCS, WriterStore, decode_events, encode_events
+from pipeline.store.process import (
+    BLOCK_DOCS,
+    WriterStore,
+    decode_events,
+    encode_events,
+    send_events,
+)
 from tests.support import REPO
 from tests.support.store_samples import corpus
 
@@ -307,8 +313,6 @@ def test_frames_written_into_inputs_are_stored_and_flush_waits_for_them(
     the sensor knows were written (``input_frames``), ``close`` for the inputs to end; a frame
     an input may not send is ignored with an error line. The file is the one ``Store`` makes
     of the same events in the same order."""
-    from sensor.workers import _write_frame
-
     events, _, _ = corpus(3000)
     pipes = [os.pipe() for _ in range(2)]
     sent = [0, 0]
@@ -318,7 +322,7 @@ def test_frames_written_into_inputs_are_stored_and_flush_waits_for_them(
     def from_input(i: int, part: list[dict]) -> None:
         frame, count, failed = encode_events(part)
         assert count == len(part) and not failed
-        assert _write_frame(pipes[i][1], frame)
+        assert send_events(pipes[i][1], frame)
         sent[i] += 1
         order.extend(part)
 
@@ -334,7 +338,7 @@ def test_frames_written_into_inputs_are_stored_and_flush_waits_for_them(
     order.extend(events[2000:2500])
     store.flush()
     from_input(0, events[2500:])
-    assert _write_frame(pipes[1][1], b"[]\0[]\0")  # no events: nothing stored
+    assert send_events(pipes[1][1], b"[]\0[]\0")  # no events: nothing stored
     os.write(pipes[0][1], b"D\x05\x00\x00\x00alert")  # not an events frame
     for _, write in pipes:
         os.close(write)
