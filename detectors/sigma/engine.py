@@ -192,13 +192,8 @@ class _Verdicts:
 
     def match(self, event: Event) -> int:
         values: list[Any] = []
-        for name in self.top:
-            v = event.get(name)
-            if v is not None:
-                t = type(v)
-                if t is not str and t is not int:
-                    return self.matcher(event)
-            values.append(v)
+        if not _key_values(event, self.top, values):
+            return self.matcher(event)
         for n, (place, table) in enumerate(self.branches):
             v = values[place]
             if type(v) is str:
@@ -210,13 +205,8 @@ class _Verdicts:
                         texts[v] = more
             else:
                 more = table.get(v, ())
-            for name in more:
-                v = event.get(name)
-                if v is not None:
-                    t = type(v)
-                    if t is not str and t is not int:
-                        return self.matcher(event)
-                values.append(v)
+            if not _key_values(event, more, values):
+                return self.matcher(event)
         key = tuple(values)
         cache = self.cache
         r = cache.get(key)
@@ -229,6 +219,19 @@ class _Verdicts:
 
 
 _MAX_VERDICTS = 4096
+
+
+def _key_values(event: Event, names: tuple[str, ...], values: list[Any]) -> bool:
+    """The values of ``names`` in ``event`` appended to ``values`` (a verdict key's); False
+    at the first that a key cannot hold (anything but text, an int or None)."""
+    for name in names:
+        v = event.get(name)
+        if v is not None:
+            t = type(v)
+            if t is not str and t is not int:
+                return False
+        values.append(v)
+    return True
 
 
 def _verdicts(rules: Sequence[_Rule], matcher: Matcher) -> _Verdicts | None:

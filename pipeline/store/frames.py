@@ -46,11 +46,11 @@ class EventsFrame:
         """Raises for a value JSON cannot hold (and then holds nothing of it)."""
         rejected = self.add_all((event,), 0, 1)
         if rejected:
-            raise rejected[0]
+            raise rejected[0][1]
 
-    def add_all(self, events: Sequence[dict], start: int, stop: int) -> list[Exception]:
-        """``events[start:stop]`` added (what ``add`` does for each); what was raised for
-        those JSON cannot hold, which are left out."""
+    def add_all(self, events: Sequence[dict], start: int, stop: int) -> list[tuple[int, Exception]]:
+        """``events[start:stop]`` added (what ``add`` does for each); the positions of those
+        JSON cannot hold, which are left out, and what was raised for each."""
         # The usual event (a text id, a float time in range, a document orjson takes without
         # options) made here without event_parts' general calls, the same bytes, its document
         # with the newline after it
@@ -58,7 +58,7 @@ class EventsFrame:
         rows = self._rows
         docs = self._docs
         lengths = self._lengths
-        rejected: list[Exception] = []
+        rejected: list[tuple[int, Exception]] = []
         stop = min(stop, len(events))
         for i in range(start, stop):
             event = events[i]
@@ -88,7 +88,7 @@ class EventsFrame:
                 try:
                     row, text = event_parts(event)
                 except Exception as exc:  # a value JSON cannot hold: it costs only itself
-                    rejected.append(exc)
+                    rejected.append((i, exc))
                     continue
                 doc = text + b"\n"
             rows += row
@@ -121,10 +121,5 @@ def encode_events(events: list[dict]) -> tuple[bytes, int, list[int]]:
     positions of those it could not hold (a value JSON cannot hold: the parent's sink says
     so)."""
     frame = EventsFrame()
-    failed: list[int] = []
-    for i, event in enumerate(events):
-        try:
-            frame.add(event)
-        except Exception:
-            failed.append(i)
-    return frame.frame(), len(frame), failed
+    rejected = frame.add_all(events, 0, len(events))
+    return frame.frame(), len(frame), [i for i, _ in rejected]

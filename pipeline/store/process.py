@@ -239,9 +239,13 @@ class WriterStore(StoreQueries):
                     self._send_block()
         except Exception as exc:  # a value JSON cannot hold: it costs only itself
             with self._lock:
-                self._rejected += 1
-                if self._rejected <= 10:
-                    log.error("%s: rejected a %s document: %s", self.path, kind, exc)
+                self._reject(kind, exc)
+
+    def _reject(self, kind: str, doc_error: Exception) -> None:
+        """Under the lock: a document JSON cannot hold, counted (and said, the first ten)."""
+        self._rejected += 1
+        if self._rejected <= 10:
+            log.error("%s: rejected a %s document: %s", self.path, kind, doc_error)
 
     def write_events(self, events: list[dict]) -> None:
         """``write("event", e)`` for each of ``events`` (a block of the engine's), with one
@@ -254,10 +258,8 @@ class WriterStore(StoreQueries):
                 room = BLOCK_DOCS - len(self._events)  # a frame holds at most BLOCK_DOCS
                 rejected = self._events.add_all(events, start, start + room)
                 start += room
-                for exc in rejected:
-                    self._rejected += 1
-                    if self._rejected <= 10:
-                        log.error("%s: rejected a %s document: %s", self.path, "event", exc)
+                for _, exc in rejected:
+                    self._reject("event", exc)
                 if len(self._events) >= BLOCK_DOCS:
                     self._send_block()
 
