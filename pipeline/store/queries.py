@@ -25,7 +25,15 @@ from pipeline import kinds
 from pipeline.assets import as_list
 from pipeline.docs import dumps
 from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
-from pipeline.store.schema import TABLES, connect_reader, describe, store_error, unpack_events
+from pipeline.store.schema import (
+    EVENTS_BY_ID,
+    TABLES,
+    connect_reader,
+    describe,
+    id_probes,
+    store_error,
+    unpack_events,
+)
 from sensor.timestamps import render_times
 
 if TYPE_CHECKING:
@@ -224,7 +232,11 @@ class StoreQueries:
         if flt.protocol:
             conds.append(f"{table}.protocol = ?")
             params.append(flt.protocol)
-        if flt.ids:
+        if flt.ids and table == "events":
+            # through their keys' entries (``schema.EVENTS_BY_ID``: no index of event ids)
+            conds.append(f"events.rowid IN (SELECT rowid FROM ({EVENTS_BY_ID}))")
+            params.append(id_probes([str(i) for i in flt.ids]))
+        elif flt.ids:
             conds.append(f"{table}.id IN (SELECT value FROM json_each(?))")
             params.append(dumps(list(flt.ids)).decode())
         if flt.community_id and table == "events":
@@ -353,7 +365,9 @@ class StoreQueries:
 
     def get_event(self, event_id: str) -> dict | None:
         with self._reading() as conn:
-            row = conn.execute("SELECT rowid FROM events WHERE id = ?", (event_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT rowid FROM ({EVENTS_BY_ID}) LIMIT 1", (id_probes([event_id]),)
+            ).fetchone()
             found = EventDocs().read(conn, [row[0]]) if row else []
         return found[0] if found else None
 

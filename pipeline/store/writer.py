@@ -40,9 +40,12 @@ from pipeline.assets import as_list, union
 from pipeline.docs import dumps
 from pipeline.store.schema import (
     BLOCK_EVENTS,
+    KEY_SPAN_ROWS,
     TABLES,
+    KeySpan,
     StoreError,
     block_text,
+    key_spans,
     pack_block,
     store_error,
 )
@@ -290,43 +293,75 @@ def insert_events(conn: sqlite3.Connection, events: list[tuple], counts: Counts)
 def insert_event_rows(
     conn: sqlite3.Connection, rows: list[Any], docs: BatchDocs, counts: Counts
 ) -> None:
-    """New events only (by event.id): each a row, its document in a block. ``rows`` are the
+    """New events only (by event.id): each a row, its document in a block, and per key of
+    their ids (``schema.id_key``: a sensor's flow) an ``event_keys`` entry. ``rows`` are the
     events' ``event_columns``, ``docs`` their JSON bytes, in the same order.
 
-    Most batches hold new events only: they go in as they are, in one ``executemany`` with
-    no work per event in Python, SQLite numbering the rows (max(rowid) + 1 each: the batch
-    holds the write lock, so the blocks' rowids are known before). A batch that meets a
-    stored id (a capture replayed again, a batch delivered twice, an id twice in the batch)
-    fails on the id's uniqueness, is rolled back to its start, and goes in without the
-    events already stored and each id's later copies."""
+    One statement first asks ``event_keys`` for the stored entries whose range of ids
+    overlaps the batch's of the same key. A sensor's new events rank above every stored
+    event of their flow, so most batches meet none and go in as they are, in one
+    ``executemany`` with no work per event in Python but their keys', SQLite numbering the
+    rows (max(rowid) + 1 each: the batch holds the write lock, so the blocks' rowids are
+    known before). Otherwise (a capture replayed again, a batch delivered twice) the rows
+    those entries name say which ids are stored, and the batch goes in without them; an id
+    twice in the batch goes in once (its first copy)."""
     base = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
     top = conn.execute(
         "SELECT first, last, docs FROM event_blocks ORDER BY first DESC LIMIT 1"
     ).fetchone()
-    conn.execute("SAVEPOINT new_events")
+    ids = [row[0] for row in rows]
+    first = _first_free(base, top) + 1
+    spans = _key_spans(ids, first)
+    ranges = conn.execute(_OVERLAPPING, (orjson.dumps([span[:3] for span in spans]),)).fetchall()
     kept = len(rows)
-    try:
-        _insert_event_rows(conn, base, top, rows, docs)
-    except sqlite3.IntegrityError:
-        conn.execute("ROLLBACK TO new_events")
+    known = (
+        {row[0] for row in conn.execute(_STORED_IDS, (orjson.dumps(ranges), orjson.dumps(ids)))}
+        if ranges
+        else set()
+    )
+    if not known and len(set(ids)) == kept:
+        _insert_event_rows(conn, base, top, rows, docs, spans)
+    else:
         fresh: dict[str, int] = {}
-        for i, row in enumerate(rows):
-            fresh.setdefault(row[0], i)
-        known = {
-            row[0]
-            for row in conn.execute(
-                "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
-                (dumps(list(fresh)).decode(),),
-            )
-        }
+        for i, key in enumerate(ids):
+            fresh.setdefault(key, i)
         chosen = [i for key, i in fresh.items() if key not in known]
         kept = len(chosen)
         _insert_event_rows(
-            conn, base, top, [rows[i] for i in chosen], BatchDocs.of([docs[i] for i in chosen])
+            conn,
+            base,
+            top,
+            [rows[i] for i in chosen],
+            BatchDocs.of([docs[i] for i in chosen]),
+            _key_spans([ids[i] for i in chosen], first),
         )
-    conn.execute("RELEASE new_events")
     counts["events"] += kept
     counts["duplicates"] += len(rows) - kept
+
+
+def _key_spans(ids: list[str], first: int) -> list[KeySpan]:
+    """``key_spans`` of a batch's ids, an entry per key in each run of KEY_SPAN_ROWS (a
+    lookup reads at most that many rows per entry)."""
+    return [
+        span
+        for i in range(0, len(ids), KEY_SPAN_ROWS)
+        for span in key_spans(ids[i : i + KEY_SPAN_ROWS], first + i)
+    ]
+
+
+# The rowid ranges of the stored key entries that overlap those of a JSON array of
+# [key, hi, lo] (a batch's own entries): what could hold one of its ids
+_OVERLAPPING = (
+    "SELECT DISTINCT k.first, k.last FROM json_each(?) g "
+    "CROSS JOIN event_keys k ON k.key = json_extract(g.value, '$[0]') "
+    "AND k.hi >= json_extract(g.value, '$[2]') AND k.lo <= json_extract(g.value, '$[1]')"
+)
+# Which ids of a JSON array (the second) the rows of rowid ranges (the first) hold
+_STORED_IDS = (
+    "SELECT e.id FROM json_each(?) r CROSS JOIN events e "
+    "ON e.rowid BETWEEN json_extract(r.value, '$[0]') AND json_extract(r.value, '$[1]') "
+    "WHERE e.id IN (SELECT value FROM json_each(?))"
+)
 
 
 _EVENT_COLUMNS = ", ".join(("id", "ts", *TABLES["event"].columns.values()))
@@ -352,18 +387,27 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
     conn.executemany(_EVENT_INSERT, rows[full:])
 
 
+def _first_free(base: int, top: tuple | None) -> int:
+    """The rowid new events follow: the events' last (``base``), or the last block's when it
+    ends later (the rowids of its deleted events are not used again)."""
+    return top[1] if top is not None and top[1] > base else base
+
+
 def _insert_event_rows(
-    conn: sqlite3.Connection, base: int, top: tuple | None, rows: list[Any], docs: BatchDocs
+    conn: sqlite3.Connection,
+    base: int,
+    top: tuple | None,
+    rows: list[Any],
+    docs: BatchDocs,
+    spans: list[KeySpan],
 ) -> None:
-    """Rows from ``base`` + 1 on (after the last block's rowids: those of its deleted events
-    are not used again), documents into the last block while it has room, then new blocks
-    of ``BLOCK_EVENTS``."""
+    """Rows from ``_first_free`` + 1 on, documents into the last block while it has room,
+    then new blocks of ``BLOCK_EVENTS``; the rows' key entries (``spans``)."""
     if not rows:
         return
     flows = [row[_FLOW] for row in rows]  # network.community_id
-    start = base
-    if top is not None and top[1] > base:
-        start = top[1]
+    start = _first_free(base, top)
+    if start > base:
         conn.execute(
             f"INSERT INTO events (rowid, {_EVENT_COLUMNS}) "
             f"VALUES ({', '.join('?' * (1 + len(rows[0])))})",
@@ -395,6 +439,9 @@ def _insert_event_rows(
         )
     conn.executemany("INSERT INTO event_blocks (first, last, docs) VALUES (?, ?, ?)", blocks)
     conn.executemany("INSERT INTO event_flows (block, community_id) VALUES (?, ?)", block_flows)
+    conn.executemany(
+        "INSERT INTO event_keys (key, hi, lo, first, last) VALUES (?, ?, ?, ?, ?)", spans
+    )
 
 
 def upsert_alerts(conn: sqlite3.Connection, alerts: list[dict], counts: Counts) -> None:
@@ -1036,7 +1083,7 @@ class StoreWriter:
 
     def _delete_oldest(self, table: str, where: str, params: list) -> int:
         """Delete rows of ``table`` chosen by ``where`` (events: and the blocks no event is
-        left in, with their flows); how many rows."""
+        left in, with their flows, and the key entries no event is left in); how many rows."""
         conn = self._conn
         chosen = f"SELECT rowid FROM {table} {where}"
         lo = hi = None
@@ -1066,6 +1113,13 @@ class StoreWriter:
                 conn.execute(
                     "DELETE FROM event_flows WHERE block IN (SELECT value FROM json_each(?))",
                     (empty,),
+                )
+                # key entries ending among the deleted rows, none of whose rows is left
+                conn.execute(
+                    "DELETE FROM event_keys WHERE last BETWEEN ? AND ? AND NOT EXISTS "
+                    "(SELECT 1 FROM events e WHERE e.rowid BETWEEN event_keys.first "
+                    "AND event_keys.last)",
+                    (lo, hi),
                 )
             conn.execute("COMMIT")
         except BaseException:

@@ -930,6 +930,23 @@ CREATE INDEX events_community ON events(community_id);
 """
 
 
+def events_as_version_8(conn: sqlite3.Connection) -> None:
+    """The events' table of a store as schema 8 and before had it (a UNIQUE id, no key
+    entries), with the rows it holds."""
+    conn.executescript(
+        """
+        CREATE TABLE events_8 (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL,
+            site TEXT, protocol TEXT, action TEXT, observer TEXT, community_id TEXT);
+        INSERT INTO events_8 SELECT * FROM events;
+        DROP TABLE events;
+        ALTER TABLE events_8 RENAME TO events;
+        CREATE INDEX events_ts ON events(ts);
+        DROP TABLE event_keys;
+        PRAGMA user_version = 8;
+        """
+    )
+
+
 def write_as_version_7(path: Path, events: list[dict], alerts: list[dict] = ()) -> None:
     """A store as schema 7 kept ``events``: a row each, the document (times rendered as
     text) in ``event_docs`` under the same rowid (and ``alerts`` as it kept them too)."""
@@ -937,6 +954,7 @@ def write_as_version_7(path: Path, events: list[dict], alerts: list[dict] = ()) 
         for alert in alerts:
             st.write("alert", alert)
     conn = sqlite3.connect(path, isolation_level=None)
+    events_as_version_8(conn)
     for newer in ("event_flows", "event_blocks", "alert_events"):
         conn.execute(f"DROP TABLE {newer}")
     conn.executescript(V7_EVENTS)
@@ -1165,7 +1183,8 @@ def test_findings_merge_by_id_and_old_stores_gain_the_table(tmp_path: Path) -> N
     old = tmp_path / "v4.db"
     with Store.open(old) as store:
         pass
-    conn = sqlite3.connect(old)
+    conn = sqlite3.connect(old, isolation_level=None)
+    events_as_version_8(conn)  # version 9's id keys
     for newer in ("findings", "heartbeats", "rollups", "responses"):  # versions 5, 6 and 7
         conn.execute(f"DROP TABLE {newer}")
     # and version 8's blocks of event documents, and alerts' triggering events
