@@ -293,7 +293,9 @@ class WriterStore(StoreQueries):
         assert self._sender is not None
         self._stop.set()
         self._sender.join()
-        reply = self._request(CLOSE)
+        # the frames the inputs wrote that the sensor knows of: the child waits for those,
+        # not for workers that will send nothing more to end (an error path)
+        reply = self._request(CLOSE, orjson.dumps(list(self._input_frames)))
         with self._lock:
             self._closed = True
             self._close_readers()
@@ -462,6 +464,10 @@ def _read_frames(
 # After the sensor's CLOSE (or its end), how long the other inputs have to end (their writers
 # exit; a worker that does not is killed by its pool within about 10 s) before the store closes
 INPUTS_WAIT_S = 20.0
+# ... unless the CLOSE said how many frames each input wrote (``input_frames``, as FLUSH
+# does) and those are stored, and no frame came for this long: what else an input holds, the
+# sensor never saw (an error path: workers that send nothing more, or never were stopped)
+INPUTS_QUIET_S = 0.25
 
 
 def serve(
@@ -495,13 +501,17 @@ def serve(
     done = [0] * (1 + len(inputs))  # EVENTS frames stored, by input
     flushing: list[int] | None = None  # a FLUSH waiting for the inputs' frames (by count)
     closing: float | None = None  # since when the sensor is done (CLOSE, or its input ended)
+    closed: list[int] | None = None  # the frames its CLOSE knew of, by input
     while True:
         if closing is not None:
             if not open_inputs or time.monotonic() - closing > INPUTS_WAIT_S:
                 break
             try:
-                op, payload, source = frames.get(timeout=1.0)
+                op, payload, source = frames.get(timeout=INPUTS_QUIET_S)
             except queue.Empty:
+                if closed is not None and _all_stored(closed, done, open_inputs):
+                    open_inputs.clear()  # nothing the sensor knows of is missing
+                    break
                 continue
         else:
             op, payload, source = frames.get()
@@ -527,9 +537,10 @@ def serve(
             answer(store.stats())
         elif op == CLOSE:
             closing = time.monotonic()
-        if flushing is not None and all(
-            done[i] >= n or i not in open_inputs for i, n in enumerate(flushing, 1)
-        ):
+            closed = _flush_targets(payload, len(inputs)) if payload else []
+            if len(closed) != len(inputs):  # not every input's count: wait for their end
+                closed = None
+        if flushing is not None and _all_stored(flushing, done, open_inputs):
             store.flush()
             answer(store.stats())
             flushing = None
@@ -542,6 +553,11 @@ def serve(
         return 1
     answer(store.stats())
     return 0
+
+
+def _all_stored(targets: list[int], done: list[int], open_inputs: set[int]) -> bool:
+    """Each input's frames up to its target (FLUSH's or CLOSE's) are stored, or it ended."""
+    return all(done[i] >= n or i not in open_inputs for i, n in enumerate(targets, 1))
 
 
 def _flush_targets(payload: bytes, inputs: int) -> list[int]:

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pipeline.query import AlertFilter
 from pipeline.store import Store, StoreError
 from pipeline.store.process import (
     BLOCK_DOCS,
+    INPUTS_WAIT_S,
     WriterStore,
     decode_events,
     encode_events,
@@ -303,6 +305,39 @@ def test_runs_of_events_are_shed_oldest_first_when_the_file_stays_locked(
     finally:
         blocker.close()
         st.close()
+
+
+def test_close_does_not_wait_for_inputs_that_send_nothing_more(tmp_path: Path) -> None:
+    """An error path of ``sense --workers``: the sensor closes its store while its workers
+    are still there (never stopped, or stuck) and write nothing more. The close stores every
+    frame the sensor knows they wrote and ends without waiting for their pipes to end (up to
+    ``INPUTS_WAIT_S`` before)."""
+    events, _, _ = corpus(600)
+    pipes = [os.pipe() for _ in range(2)]
+    sent = [0, 0]
+    store = WriterStore(tmp_path / "out.db", inputs=[r for r, _ in pipes], input_frames=sent)
+    for part in (events[:400], events[400:]):
+        assert send_events(pipes[0][1], encode_events(part)[0])
+        sent[0] += 1
+    ended: list[bool] = []
+
+    def end_the_inputs() -> None:  # what the close waited for before, at the latest
+        ended.append(True)
+        for _, write in pipes:
+            os.close(write)
+
+    timer = threading.Timer(INPUTS_WAIT_S / 2, end_the_inputs)
+    timer.start()
+    try:
+        store.close()
+        assert not ended  # it did not wait for the pipes to end
+    finally:
+        timer.cancel()
+        if not ended:
+            end_the_inputs()
+    assert store.stats()["events"] == 600
+    with Store.open(tmp_path / "out.db", readonly=True) as st:
+        assert st.counts()["event"] == 600
 
 
 def test_frames_written_into_inputs_are_stored_and_flush_waits_for_them(
