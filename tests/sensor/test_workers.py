@@ -163,13 +163,17 @@ def _flat(line: str) -> dict:
 
 
 def _sense_with_two_workers(
-    netns: str, files: list[Path], args: list[str], stop: int = signal.SIGINT
+    netns: str,
+    files: list[Path],
+    args: list[str],
+    stop: int = signal.SIGINT,
+    icsmon: tuple[str, ...] = (ICSMON,),
 ) -> tuple[str, str]:
     """``icsmon sense --workers 2 ARGS`` on the namespace's port while FILES are replayed into
     it, stopped by STOP once the workers have read every frame: its stdout and stderr (it
-    must exit 0)."""
+    must exit 0). ``icsmon``: the command that runs it."""
     proc = subprocess.Popen(
-        in_ns(netns, ICSMON, "sense", "--iface", SENSE, "--workers", "2", *args),
+        in_ns(netns, *icsmon, "sense", "--iface", SENSE, "--workers", "2", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -360,6 +364,57 @@ def test_sense_with_workers_stores_the_events_it_prints(netns: str, tmp_path: Pa
         printed, key=lambda d: d["event"]["id"]
     )
     assert alerts == int(re.search(r"alerts\s*│\s*([\d,]+)", stderr).group(1).replace(",", ""))
+
+
+# ``icsmon`` (the arguments after the first) with the embedded store's sink watched: how many
+# read ends of workers' pipes it was given, how many events the parent passed on itself
+# (``write_encoded``: a worker's frame that did not go into its own pipe); written to the
+# first argument when the sensor's process ends.
+WATCHED_STORE = r"""
+import atexit, json, os, sys
+from pipeline.store import process
+seen = {"inputs": 0, "passed": 0}
+parent, out = os.getpid(), sys.argv.pop(1)
+opened, passed = process.WriterStore.__init__, process.WriterStore.write_encoded
+def watch_open(self, *args, inputs=(), **options):
+    seen["inputs"] += len(inputs)
+    opened(self, *args, inputs=inputs, **options)
+def watch_passed(self, frame, count):
+    seen["passed"] += count
+    passed(self, frame, count)
+process.WriterStore.__init__ = watch_open
+process.WriterStore.write_encoded = watch_passed
+def report():
+    if os.getpid() == parent:  # not in a forked worker
+        with open(out, "w") as f:
+            json.dump(seen, f)
+atexit.register(report)
+from icsmon.cli import main
+sys.argv[0] = "icsmon"
+main()
+"""
+
+
+def test_sense_with_workers_writes_the_store_from_the_workers(netns: str, tmp_path: Path) -> None:
+    """Each worker writes its events' frames into its own pipe to the store's writer process
+    (the bytes never pass through the parent): the parent opens the store with two inputs
+    and passes on none of the events, which the store holds all of."""
+    from pipeline.query import AlertFilter
+    from pipeline.store import Store
+
+    store, seen = tmp_path / "s.db", tmp_path / "seen.json"
+    common = ["--format", "jsonl", "--observer", "t", "--site", "s1"]
+    stdout, _ = _sense_with_two_workers(
+        netns,
+        CAPTURES,
+        ["--events", "--store", str(store), *common],
+        icsmon=(sys.executable, "-c", WATCHED_STORE, str(seen)),
+    )
+    printed = stdout.splitlines()
+    assert len(printed) > 100
+    assert json.loads(seen.read_text()) == {"inputs": 2, "passed": 0}
+    with Store.open(store, readonly=True) as st:
+        assert st.search_events(AlertFilter(limit=1))[0] == len(printed)
 
 
 def test_workers_end_when_their_parent_is_killed(netns: str) -> None:
