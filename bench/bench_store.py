@@ -2,17 +2,30 @@
 
     .venv/bin/python bench/bench_store.py                      # 200,000 events, 50,000 alerts
     .venv/bin/python bench/bench_store.py --events 1000000 --alerts 100000 --keep /tmp/s.db
+    .venv/bin/python bench/bench_store.py --growth /tmp/poll.pcap --copies 20   # a live store
 
 Documents are the realistic flat documents of the store tests (Modbus, S7comm and OPC UA
 events of three sites, the alerts rules would raise on them, their assets), each copy with its
 own ``event.id``. Writes go through ``Store.write`` exactly as the sensor's do (batches of
 500, WAL). Each query is run once to warm the page cache, then timed as the median of five.
 Prints numbers only; nothing is asserted.
+
+``--growth CAPTURE``: how the writer's cost per event grows with the store, as a live
+sensor's writer process meets it: the capture's events (the engine's, times as numbers)
+``--copies`` times, each copy with new flow ids (a live capture's flows start at new times)
+and later times, made into the frames a capture worker sends (``encode_events``, 512 events)
+and written through ``Store.write_event_rows`` in the writer process's batches; per copy, the
+CPU (user and system: the commits' writes) per event. What is garbage-collected and how
+often is set as in the writer process.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -39,12 +52,77 @@ def timed(fn: Callable[[], object], reps: int = 5) -> float:
     return statistics.median(runs) * 1000
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def growth(capture: Path, copies: int, path: Path) -> None:
+    """``--growth``: see the module's docstring."""
+    from pipeline.store.process import WRITER_BATCH, decode_events, encode_events
+    from sensor.engine import Engine, EngineConfig
+
+    events = list(Engine(EngineConfig(site="bench", observer="bench")).replay([capture]))
+    span = events[-1]["@timestamp"] - events[0]["@timestamp"] + 1.0
+
+    def frames(copy: int) -> list[bytes]:
+        uids: dict[str, str] = {}
+        out = []
+        for i in range(0, len(events), 512):
+            part = []
+            for event in events[i : i + 512]:
+                uid, _, n = event["event.id"].rpartition("-")
+                if uid not in uids:
+                    raw = f"{uid}|{copy}".encode()
+                    uids[uid] = hashlib.blake2b(raw, digest_size=10).hexdigest()
+                part.append(
+                    {
+                        **event,
+                        "event.id": f"{uids[uid]}-{n}",
+                        "@timestamp": event["@timestamp"] + copy * span,
+                    }
+                )
+            out.append(encode_events(part)[0])
+        return out
+
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            os.unlink(f"{path}{suffix}")
+    gc.freeze()  # as the writer process (pipeline/store/process.py main)
+    gc.set_threshold(100_000, 50, 50)
+    print(f"{capture}: {len(events):,} events per copy, {copies} copies, store {path}")
+    print("| copy | events stored after | µs CPU per event | of it system |")
+    print("| ---: | ---: | ---: | ---: |")
+    total = 0.0
+    with Store(path, batch_size=WRITER_BATCH) as st:
+        for copy in range(copies):
+            made = frames(copy)
+            sys0, cpu0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime, _cpu()
+            for frame in made:
+                st.write_event_rows(*decode_events(frame))
+            st.flush()
+            cpu = _cpu() - cpu0
+            system = resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys0
+            total += cpu
+            print(
+                f"| {copy} | {len(events) * (copy + 1):,} | {cpu * 1e6 / len(events):.2f} "
+                f"| {system * 1e6 / len(events):.2f} |"
+            )
+    print(f"all: {total * 1e6 / (len(events) * copies):.2f} µs CPU per event")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--alerts", type=int, default=50_000)
     ap.add_argument("--keep", type=Path, help="write the store here and keep it")
+    ap.add_argument("--growth", type=Path, metavar="CAPTURE", help="the writer's cost as it grows")
+    ap.add_argument("--copies", type=int, default=20, help="copies of the capture (--growth)")
     args = ap.parse_args()
+    if args.growth:
+        with tempfile.TemporaryDirectory() as folder:
+            growth(args.growth, args.copies, args.keep or Path(folder) / "growth.db")
+        return
 
     folder = tempfile.TemporaryDirectory()
     path = args.keep or Path(folder.name) / "bench.db"
@@ -122,6 +200,19 @@ def main() -> None:
                 lambda: rd.last_seen_by(AlertFilter(), "observer.name"),
             ),
             ("events: newest 50 + total", lambda: rd.search_events(AlertFilter(limit=50))),
+            ("event by id", lambda: rd.get_event(f"{events[7]['event.id']}-{7}")),
+            (
+                "events: 100 ids",
+                lambda: rd.search_events(
+                    AlertFilter(
+                        ids=[
+                            f"{events[i % len(events)]['event.id']}-{i}"
+                            for i in range(0, args.events, max(1, args.events // 100))
+                        ],
+                        limit=100,
+                    )
+                ),
+            ),
             (
                 "events: one flow (community_id)",
                 lambda: rd.search_events(
