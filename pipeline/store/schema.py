@@ -16,9 +16,10 @@ a row per flow and block instead of an index entry per event. ``event_keys`` fin
 event by id the same way: an entry per key of the ids (``id_key``: a sensor's flow) and
 batch written, with the range of its ids there (``id_rank``) and the rows they are among. A
 UNIQUE index of the ids (schema 8 and before) took an entry per event at a random place,
-and the writer's cost per event grew with the store (offline, 4.7 µs per event on a new
-store, 7.5-8.9 after 1.7 M events; with the key entries 3.5 and 4.3-5.0). Documents are
-stored as the writer received them (a sensor's times are numbers) and given text times when read
+and the writer's cost per event grew with the store (``bench_store.py --growth``: 4.3-4.8
+µs per event on a store of 0.2-0.3 M events, 5.5-6.0 at 1.4-1.7 M; with the key entries
+2.6-2.75 and 3.1-3.4; with no id index at all 2.2-2.3 and 2.6-2.8). Documents are stored as
+the writer received them (a sensor's times are numbers) and given text times when read
 (``sensor.timestamps.render_times``), so a stored event reads back as it did when stored
 rendered (schema 7 and before).
 
