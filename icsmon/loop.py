@@ -11,6 +11,7 @@ pay for importing it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class Detectors:
     # part index -> a replacement built on another thread (pushed rules), put in place
     # between two events by ``swap``
     _next: dict[int, Detector] = field(default_factory=dict)
+    # parts replaced so far (by ``swap``): the run's loop binds the parts' ``process`` once
+    # and again when this changes
+    swapped: int = 0
 
     def replace_later(self, index: int, part: Detector) -> None:
         """Ask for ``parts[index]`` to be replaced by ``part`` at the next ``swap`` (safe to
@@ -61,6 +65,7 @@ class Detectors:
         while self._next:
             index, part = self._next.popitem()
             old, self.parts[index] = self.parts[index], part
+            self.swapped += 1
             alerts.extend(old.flush())
         return alerts
 
@@ -234,7 +239,7 @@ class Run:
         self, events: Iterable[dict], want_events: bool, want_rollups: bool = False
     ) -> Iterator[dict]:
         """Yields alerts; or events (``want_events``); or rollups (``want_rollups``)."""
-        return self.process_batches(([event] for event in events), want_events, want_rollups)
+        return self.process_batches(_one_by_one(events), want_events, want_rollups)
 
     def process_batches(
         self, batches: Iterable[list[dict]], want_events: bool, want_rollups: bool = False
@@ -255,10 +260,20 @@ class Run:
             write = None
         monotonic = time.monotonic
         parts = detectors.parts  # swap() replaces a part in this same list
+        # each part's process, bound once (a method looked up on every call costs more);
+        # bound again when swap() replaced a part, between two blocks
+        process: list[Callable[[dict], list[dict]]] = []
+        swapped = -1
         live = self.live
+        # the next heartbeat's time, read again after each heartbeat; one sent from
+        # elsewhere (tick, between blocks) only moves it later, and _heartbeat checks it
+        due = hb.next_due if hb is not None else math.inf
         for batch in batches:
             if write_block is not None:
                 write_block(batch)
+            if swapped != detectors.swapped or len(process) != len(parts):
+                swapped = detectors.swapped
+                process = [part.process for part in parts]
             for event in batch:
                 if write is not None:
                     write("event", event)
@@ -268,11 +283,12 @@ class Run:
                         self._rollup(doc)
                         if want_rollups:
                             yield doc
-                if hb is not None and self.now() >= hb.next_due:
+                if hb is not None and self.now() >= due:
                     self._heartbeat(self.now())
+                    due = hb.next_due
                 alerts: list[dict] | None = None  # made for the rare event that raises one
-                for part in parts:  # Detectors.process inlined
-                    found = part.process(event)
+                for part_process in process:  # Detectors.process inlined
+                    found = part_process(event)
                     if found:
                         if alerts is None:
                             alerts = []
@@ -325,6 +341,14 @@ def _accepts(sink: Any, kind: str) -> bool:
 
         kinds = names()
     return kind in kinds
+
+
+def _one_by_one(events: Iterable[dict]) -> Iterator[list[dict]]:
+    """Each event as a block of its own, as it comes. A generator function, not a generator
+    expression: compiled, the expression was consumed whole before the first block (a live
+    port's events never end)."""
+    for event in events:
+        yield [event]
 
 
 def _pdus(event: dict) -> int:
