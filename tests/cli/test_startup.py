@@ -103,6 +103,26 @@ SENSOR_LINES = [
 ]
 
 
+def _assert_the_same(made: dict | None, typer_made: dict, argv: list[str]) -> None:
+    """The same values as typer's, of the same types (a list's items too)."""
+    assert made == typer_made, argv
+    assert [type(v) for v in made.values()] == [type(v) for v in typer_made.values()]
+    for key, value in made.items():
+        if isinstance(value, list):
+            assert [type(v) for v in value] == [type(v) for v in typer_made[key]]
+
+
+# values typer refuses, with its own message
+BAD_VALUES = [
+    ["replay", "a.pcap", "--rollup-interval", "0"],
+    ["replay", "a.pcap", "--format", "xml"],
+    ["replay", "a.pcap", "--format", "JSONL"],
+    ["replay", "a.pcap", "--store-max-bytes", "-1"],
+    ["replay", "a.pcap", "--store-max-events", "abc"],
+    ["sense", "-i", "eth0", "--workers", "65"],
+]
+
+
 def test_the_sensor_options_are_what_typer_makes(monkeypatch) -> None:
     """The sensor's plain checks give each option the value typer's own checks give it
     (the same type too), whether set by a flag or by its environment variable."""
@@ -112,20 +132,8 @@ def test_the_sensor_options_are_what_typer_makes(monkeypatch) -> None:
     monkeypatch.setenv("ICSMON_SITE", "plant-7")
     for argv in SENSOR_LINES:
         typer_made = _sensor_kwargs(monkeypatch, argv, plain=False)
-        plain = _sensor_kwargs(monkeypatch, argv, plain=True)
-        assert plain == typer_made, argv
-        assert [type(v) for v in plain.values()] == [type(v) for v in typer_made.values()]
-        for key, value in plain.items():
-            if isinstance(value, list):
-                assert [type(v) for v in value] == [type(v) for v in typer_made[key]]
-    for bad in (
-        ["replay", "a.pcap", "--rollup-interval", "0"],
-        ["replay", "a.pcap", "--format", "xml"],
-        ["replay", "a.pcap", "--format", "JSONL"],
-        ["replay", "a.pcap", "--store-max-bytes", "-1"],
-        ["replay", "a.pcap", "--store-max-events", "abc"],
-        ["sense", "-i", "eth0", "--workers", "65"],
-    ):
+        _assert_the_same(_sensor_kwargs(monkeypatch, argv, plain=True), typer_made, argv)
+    for bad in BAD_VALUES:
         messages = []
         for plain in (False, True):
             with pytest.raises(Exception) as exc:
@@ -169,14 +177,9 @@ TYPER_LINES = [
     ["replay", "a.pcap", "--site", "--help"],
     ["replay", "--", "a.pcap"],
     ["replay", "-", "a.pcap"],
-    ["replay", "a.pcap", "--format", "xml"],
-    ["replay", "a.pcap", "--format", "JSONL"],
-    ["replay", "a.pcap", "--rollup-interval", "0"],
+    *BAD_VALUES,
     ["replay", "a.pcap", "--rollup-interval", "1e2"],
-    ["replay", "a.pcap", "--store-max-bytes", "-1"],
-    ["replay", "a.pcap", "--store-max-events", "abc"],
     ["replay", "a.pcap", "--store-max-events", " 7"],
-    ["sense", "-i", "eth0", "--workers", "65"],
     ["sense", "-i", "eth0", "--workers", "0"],
     ["sense", "-i", "eth0", "eth1"],
 ]
@@ -196,12 +199,7 @@ def test_the_plain_reading_is_what_typer_makes(monkeypatch) -> None:
         monkeypatch.setenv("ICSMON_CONTENT", "")  # empty: not set, as click reads it
         for argv in PLAIN_LINES:
             plain = cli._plain_line(getattr(cmd_sensor, argv[0]), argv[1:])
-            typer_made = _sensor_kwargs(monkeypatch, argv, plain=False)
-            assert plain == typer_made, argv
-            assert [type(v) for v in plain.values()] == [type(v) for v in typer_made.values()]
-            for key, value in plain.items():
-                if isinstance(value, list):
-                    assert [type(v) for v in value] == [type(v) for v in typer_made[key]]
+            _assert_the_same(plain, _sensor_kwargs(monkeypatch, argv, plain=False), argv)
         for argv in TYPER_LINES:
             assert cli._plain_line(getattr(cmd_sensor, argv[0]), argv[1:]) is None, argv
     monkeypatch.setenv("ICSMON_STORE_MAX_EVENTS", "abc")  # typer's error for the variable

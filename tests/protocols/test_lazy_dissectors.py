@@ -28,26 +28,20 @@ def test_the_declarations_are_the_packages_own() -> None:
 import json
 from sensor.protocols import DISSECTORS
 OPTIONAL = ("UDP_PORTS", "DatagramParser", "probe_datagram")
-before = {
-    m.NAME: {
-        **{k: getattr(m, k) for k in ("NAME", "PORTS", "HEURISTIC_DEFAULT")},
-        "UDP_PORTS": getattr(m, "UDP_PORTS", None),
-        "has": [k for k in OPTIONAL if hasattr(m, k)],
-        "ran": type(m).__name__ == "module",
+def state():
+    return {
+        m.NAME: {
+            **{k: getattr(m, k) for k in ("NAME", "PORTS", "HEURISTIC_DEFAULT")},
+            "UDP_PORTS": getattr(m, "UDP_PORTS", None),
+            "has": [k for k in OPTIONAL if hasattr(m, k)],
+            "ran": type(m).__name__ == "module",
+        }
+        for m in DISSECTORS
     }
-    for m in DISSECTORS
-}
+before = state()
 for m in DISSECTORS:
     m.Parser  # runs the package
-after = {
-    m.NAME: {
-        **{k: getattr(m, k) for k in ("NAME", "PORTS", "HEURISTIC_DEFAULT")},
-        "UDP_PORTS": getattr(m, "UDP_PORTS", None),
-        "has": [k for k in OPTIONAL if hasattr(m, k)],
-        "ran": type(m).__name__ == "module",
-    }
-    for m in DISSECTORS
-}
+after = state()
 print(json.dumps([before, after]))
 """
     before, after = _in_a_fresh_interpreter(code)  # type: ignore[misc]
