@@ -11,18 +11,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from icsmon.common import (
     ExitCode,
-    HeurOpt,
-    ObserverOpt,
-    OrgOpt,
-    PortOpt,
-    SiteOpt,
-    StoreOpt,
+    HeurOption,
+    ObserverOption,
+    Option,
+    OrgOption,
+    PortOption,
+    SiteOption,
+    StoreOption,
     engine_config,
     error_line,
+    exit_with,
     fail,
     note,
     open_engine,
@@ -226,56 +226,54 @@ def _detectors(
 
 ControlKeyOpt = Annotated[
     Path | None,
-    typer.Option(
+    Option(
         "--control-key",
         help="The province's public key (PEM): answer its signed requests (evidence, hunts, content pushes) over Kafka [default: [control] public_key]",
     ),
 ]
 ContentOpt = Annotated[
     Path | None,
-    typer.Option(
+    Option(
         "--content",
         envvar="ICSMON_CONTENT",
         help="Detection content package from the province (its indicator watchlist is matched)",
     ),
 ]
 RulesOpt = Annotated[
-    Path | None, typer.Option("--rules", help="Sigma rule folder (default: the shipped pack)")
+    Path | None, Option("--rules", help="Sigma rule folder (default: the shipped pack)")
 ]
-NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Do not apply Sigma rules")]
+NoRulesOpt = Annotated[bool, Option("--no-rules", help="Do not apply Sigma rules")]
 SiteConfigOpt = Annotated[
     Path | None,
-    typer.Option(
+    Option(
         "--site-config",
         help="Site YAML: placeholder values for rules, declared segments for findings",
     ),
 ]
 BaselineOpt = Annotated[
-    Path | None, typer.Option("--baseline", help="Baseline file: alert on deviations")
+    Path | None, Option("--baseline", help="Baseline file: alert on deviations")
 ]
 FormatOpt = Annotated[
-    Format, typer.Option("--format", "-f", help="Output: table for people, jsonl for programs")
+    Format, Option("--format", "-f", help="Output: table for people, jsonl for programs")
 ]
-EventsOpt = Annotated[bool, typer.Option("--events", help="Print decoded events instead of alerts")]
-SinkOpt = Annotated[SinkName, typer.Option("--sink", help="Where events, alerts and assets go")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="File for --sink jsonl")]
+EventsOpt = Annotated[bool, Option("--events", help="Print decoded events instead of alerts")]
+SinkOpt = Annotated[SinkName, Option("--sink", help="Where events, alerts and assets go")]
+OutOpt = Annotated[Path | None, Option("--out", help="File for --sink jsonl")]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--config", envvar="ICSMON_CONFIG", help="Pipeline config file (Kafka, Elasticsearch)"
-    ),
+    Option("--config", envvar="ICSMON_CONFIG", help="Pipeline config file (Kafka, Elasticsearch)"),
 ]
-StatsOpt = Annotated[bool, typer.Option("--stats", help="Print the sensor's counters at the end")]
+StatsOpt = Annotated[bool, Option("--stats", help="Print the sensor's counters at the end")]
 LearnOpt = Annotated[
     str | None,
-    typer.Option(
+    Option(
         "--learn",
         help="Learn a baseline from the first DURATION of traffic (90s, 30m, 12h, 7d), write it to --baseline FILE, then detect with it",
     ),
 ]
 MaxEventsOpt = Annotated[
     int | None,
-    typer.Option(
+    Option(
         "--store-max-events",
         envvar="ICSMON_STORE_MAX_EVENTS",
         help="Keep at most this many events in the embedded store (oldest pruned; alerts never)",
@@ -283,17 +281,17 @@ MaxEventsOpt = Annotated[
 ]
 ShipOpt = Annotated[
     str | None,
-    typer.Option(
+    Option(
         "--ship",
         help="With --sink kafka: none | rollups | all (events too); alerts, assets and heartbeats always go [default: [sensor] events, rollups]",
     ),
 ]
 RollupsOpt = Annotated[
-    bool, typer.Option("--rollups", help="Print rollups (traffic summaries) instead of alerts")
+    bool, Option("--rollups", help="Print rollups (traffic summaries) instead of alerts")
 ]
 RollupIntervalOpt = Annotated[
     float | None,
-    typer.Option(
+    Option(
         "--rollup-interval",
         min=1,
         help="Seconds per rollup [default: [sensor] rollup_interval, 60]",
@@ -301,7 +299,7 @@ RollupIntervalOpt = Annotated[
 ]
 MaxBytesOpt = Annotated[
     int | None,
-    typer.Option(
+    Option(
         "--store-max-bytes",
         min=0,
         help="Prune the oldest events (then rollups, heartbeats) beyond this size of the store [sense: [sensor] store_max_bytes]",
@@ -309,7 +307,7 @@ MaxBytesOpt = Annotated[
 ]
 MaxAgeOpt = Annotated[
     float | None,
-    typer.Option(
+    Option(
         "--store-max-age-days",
         min=0,
         help="Prune events, rollups and heartbeats older than this [sense: [sensor] store_max_age_days]",
@@ -317,7 +315,7 @@ MaxAgeOpt = Annotated[
 ]
 StoreEventsOpt = Annotated[
     bool,
-    typer.Option(
+    Option(
         "--store-events/--no-store-events",
         help="Also write every event (not only alerts and assets) to the sink",
     ),
@@ -326,7 +324,8 @@ StoreEventsOpt = Annotated[
 
 def replay(
     pcap: Annotated[
-        list[Path], typer.Argument(help="pcap or pcapng files (plain or gzip)", show_default=False)
+        list[Path],
+        Option(argument=True, help="pcap or pcapng files (plain or gzip)", show_default=False),
     ],
     events: EventsOpt = False,
     rules: RulesOpt = None,
@@ -334,17 +333,17 @@ def replay(
     site_config: SiteConfigOpt = None,
     baseline: BaselineOpt = None,
     learn: LearnOpt = None,
-    site: SiteOpt = "",
-    observer: ObserverOpt = "",
-    org: OrgOpt = "",
+    site: SiteOption = "",
+    observer: ObserverOption = "",
+    org: OrgOption = "",
     fmt: FormatOpt = Format.table,
     sink: SinkOpt = SinkName.store,
-    store: StoreOpt = None,
+    store: StoreOption = None,
     out: OutOpt = None,
     config: ConfigOpt = None,
     stats: StatsOpt = False,
-    heuristic: HeurOpt = None,
-    port: PortOpt = None,
+    heuristic: HeurOption = None,
+    port: PortOption = None,
     store_events: StoreEventsOpt = True,
     store_max_events: MaxEventsOpt = None,
     store_max_bytes: MaxBytesOpt = None,
@@ -393,7 +392,7 @@ def replay(
         run.stop()
     except BrokenPipeError:
         sys.stderr.close()  # reader went away (| head): not an error worth a traceback
-        raise typer.Exit(0) from None
+        raise exit_with(0) from None
     except KeyboardInterrupt:
         note("interrupted")
     finally:
@@ -414,7 +413,7 @@ def replay(
     for line in engine.errors:
         error_line(line)
     if engine.errors:  # a capture could not be read (to its end): what was read is processed
-        raise typer.Exit(ExitCode.FAILED)
+        raise exit_with(ExitCode.FAILED)
 
 
 def _store_encoded(store):
@@ -476,10 +475,10 @@ def _progress(paths: list[Path]):
 
 def sense(
     iface: Annotated[
-        str, typer.Option("--iface", "-i", help="Interface on the mirrored (SPAN/TAP) port")
+        str, Option("--iface", "-i", help="Interface on the mirrored (SPAN/TAP) port")
     ],
     bpf: Annotated[
-        str | None, typer.Option("--bpf", help="BPF capture filter, e.g. 'tcp port 502'")
+        str | None, Option("--bpf", help="BPF capture filter, e.g. 'tcp port 502'")
     ] = None,
     events: EventsOpt = False,
     rules: RulesOpt = None,
@@ -487,17 +486,17 @@ def sense(
     site_config: SiteConfigOpt = None,
     baseline: BaselineOpt = None,
     learn: LearnOpt = None,
-    site: SiteOpt = "",
-    observer: ObserverOpt = "",
-    org: OrgOpt = "",
+    site: SiteOption = "",
+    observer: ObserverOption = "",
+    org: OrgOption = "",
     fmt: FormatOpt = Format.table,
     sink: SinkOpt = SinkName.store,
-    store: StoreOpt = None,
+    store: StoreOption = None,
     out: OutOpt = None,
     config: ConfigOpt = None,
     stats: StatsOpt = True,
-    heuristic: HeurOpt = None,
-    port: PortOpt = None,
+    heuristic: HeurOption = None,
+    port: PortOption = None,
     store_events: StoreEventsOpt = True,
     store_max_events: MaxEventsOpt = None,
     store_max_bytes: MaxBytesOpt = None,
@@ -509,13 +508,11 @@ def sense(
     control_key: ControlKeyOpt = None,
     user: Annotated[
         str | None,
-        typer.Option(
-            "--user", help="Started as root: run as this user once the capture socket is open"
-        ),
+        Option("--user", help="Started as root: run as this user once the capture socket is open"),
     ] = None,
     workers: Annotated[
         int,
-        typer.Option(
+        Option(
             "--workers",
             min=1,
             max=64,

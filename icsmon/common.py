@@ -1,6 +1,11 @@
 """What every ``icsmon`` command shares: the error console, the exit codes, the error line,
 and the options that build a sensor engine (``replay``, ``sense`` and ``baseline learn``).
 
+Nothing here imports typer: a sensor's plain command line runs without it (``icsmon.cli``).
+The shared options are declared as :class:`Option` (``SiteOption``...), which the sensor's
+commands use; the other commands import typer's form of the same (``SiteOpt``...), made
+when first asked for.
+
 Every message that carries a path, a rule or text from the wire is printed as plain text,
 never read as rich markup: a folder named ``[bold]plant[/]`` prints as it is.
 """
@@ -12,9 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
-
 if TYPE_CHECKING:
+    import typer
     from rich.console import Console
 
     from sensor.engine import Engine, EngineConfig
@@ -25,7 +29,45 @@ def __getattr__(name: str) -> Any:
     # when first used, which a sensor's start-up need not pay for
     if name == "err":
         return _err()
+    # the shared options as typer declares them (``SiteOpt``...), for the commands typer
+    # builds: made (and typer imported) when first asked for
+    if name in _TYPER_FORMS:
+        value = globals()[name] = typer_form(globals()[_TYPER_FORMS[name]])
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class Option:
+    """An option (or with ``argument``, an argument) as ``typer.Option(*decls, **info)``
+    declares it, kept without typer: a sensor's plain command line is read from these
+    without importing typer (``icsmon.cli``), and typer is given its own declaration when
+    it builds the command line (:func:`typer_form`)."""
+
+    __slots__ = ("argument", "decls", "info")
+
+    def __init__(self, *decls: str, argument: bool = False, **info: Any) -> None:
+        self.decls = decls
+        self.argument = argument
+        self.info = info
+
+    def typer(self) -> Any:
+        """typer's declaration of the same option."""
+        import typer
+
+        make = typer.Argument if self.argument else typer.Option
+        return make(*self.decls, **self.info)
+
+
+def typer_form(annotation: Any) -> Any:
+    """``Annotated[T, Option(...)]`` as typer reads it (``Annotated[T, typer.Option(...)]``);
+    any other annotation as it is."""
+    from typing import get_args, get_origin
+
+    if get_origin(annotation) is not Annotated:
+        return annotation
+    kind, *extras = get_args(annotation)
+    extras = [e.typer() if isinstance(e, Option) else e for e in extras]
+    return Annotated[(kind, *extras)]  # type: ignore[valid-type]
 
 
 def _err() -> Console:
@@ -88,52 +130,81 @@ def note(message: str) -> None:
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
     """Print the error line and return the exit to raise: ``raise fail(...) from None``."""
     error_line(message)
+    return exit_with(code)
+
+
+def exit_with(code: int) -> typer.Exit:
+    """The exit to raise to end a command with ``code`` (typer's, imported when first
+    needed: a sensor's plain start-up runs without typer, icsmon.cli)."""
+    import typer
+
     return typer.Exit(int(code))
 
 
 # ---- a time range over stored history (icsmon hunt, icsmon control hunt) ------------------
 
-SinceOpt = Annotated[
+SinceOption = Annotated[
     str | None,
-    typer.Option("--since", help="From this time: 7d, 12h, or an ISO date/time (UTC)"),
+    Option("--since", help="From this time: 7d, 12h, or an ISO date/time (UTC)"),
 ]
-UntilOpt = Annotated[
-    str | None, typer.Option("--until", help="Up to this time (exclusive), same forms")
+UntilOption = Annotated[
+    str | None, Option("--until", help="Up to this time (exclusive), same forms")
 ]
 
 
 # ---- the options that build an engine -----------------------------------------------------
 
-SiteOpt = Annotated[
-    str, typer.Option("--site", envvar="ICSMON_SITE", help="Site id carried by every document")
+SiteOption = Annotated[
+    str, Option("--site", envvar="ICSMON_SITE", help="Site id carried by every document")
 ]
-ObserverOpt = Annotated[
+ObserverOption = Annotated[
     str,
-    typer.Option("--observer", envvar="ICSMON_OBSERVER", help="Sensor name (default: host name)"),
+    Option("--observer", envvar="ICSMON_OBSERVER", help="Sensor name (default: host name)"),
 ]
-OrgOpt = Annotated[
-    str, typer.Option("--org", envvar="ICSMON_ORG", help="Organisation (enterprise) id")
+OrgOption = Annotated[
+    str, Option("--org", envvar="ICSMON_ORG", help="Organisation (enterprise) id")
 ]
-HeurOpt = Annotated[
+HeurOption = Annotated[
     list[str] | None,
-    typer.Option("--heuristic", help="Probe this protocol on every port (repeatable)"),
+    Option("--heuristic", help="Probe this protocol on every port (repeatable)"),
 ]
-PortOpt = Annotated[
+PortOption = Annotated[
     list[str] | None,
-    typer.Option(
+    Option(
         "--port",
         help="PORT=PROTOCOL (TCP) or PORT/udp=PROTOCOL: dissect this port as this protocol "
         "(repeatable)",
     ),
 ]
-StoreOpt = Annotated[
+StoreOption = Annotated[
     Path | None,
-    typer.Option(
+    Option(
         "--store",
         envvar="ICSMON_STORE",
         help="Embedded store file (default: icsmon.db in the user data folder)",
     ),
 ]
+
+# the same as typer declares them (module __getattr__), by the name the other commands use
+_TYPER_FORMS = {
+    "SinceOpt": "SinceOption",
+    "UntilOpt": "UntilOption",
+    "SiteOpt": "SiteOption",
+    "ObserverOpt": "ObserverOption",
+    "OrgOpt": "OrgOption",
+    "HeurOpt": "HeurOption",
+    "PortOpt": "PortOption",
+    "StoreOpt": "StoreOption",
+}
+if TYPE_CHECKING:
+    SinceOpt = SinceOption
+    UntilOpt = UntilOption
+    SiteOpt = SiteOption
+    ObserverOpt = ObserverOption
+    OrgOpt = OrgOption
+    HeurOpt = HeurOption
+    PortOpt = PortOption
+    StoreOpt = StoreOption
 
 
 def engine_config(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from pipeline.docs import dumps, nest
+import orjson
+
+from pipeline.docs import default_value, dumps, nest
 from sensor.timestamps import render_times
 
 if TYPE_CHECKING:
@@ -75,7 +77,11 @@ class Printer:
     def write(self, doc: dict) -> None:
         self.count += 1
         if self.fmt == "jsonl":
-            line = dumps(nest(doc))
+            nested = nest(doc)
+            try:  # dumps' first try, inline (a call less for every line)
+                line = orjson.dumps(nested, default=default_value)
+            except orjson.JSONEncodeError:
+                line = dumps(nested)
             self._lines.append(line)
             self._held += len(line) + 1
             if self._held > self._block:

