@@ -321,6 +321,26 @@ CREATE INDEX responses_ts ON responses(ts);
 )
 
 
+def _run_statements(conn: sqlite3.Connection, script: str) -> None:
+    """Each statement of ``script`` (``;``-separated, no ``;`` inside one)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _schema_part(first: str, until: str | None = None) -> str:
+    """``_SCHEMA``'s statements from the one that begins with ``first`` up to the one that
+    begins with ``until`` (None: to the end)."""
+    start = _SCHEMA.index(first)
+    return _SCHEMA[start : _SCHEMA.index(until) if until is not None else len(_SCHEMA)]
+
+
+def _schema_statement(first: str) -> str:
+    """The one statement of ``_SCHEMA`` that begins with ``first``."""
+    start = _SCHEMA.index(first)
+    return _SCHEMA[start : _SCHEMA.index(";", start)]
+
+
 def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     """Version 2 indexes network.community_id (an alert's flow -> its events)."""
     for table in ("events", "alerts"):
@@ -375,27 +395,17 @@ CREATE INDEX findings_asset ON findings(asset_id);
 
 def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
     """Version 5 keeps findings (one row per finding.id, merged)."""
-    for statement in _FINDINGS.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    _run_statements(conn, _FINDINGS)
 
 
 def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
     """Version 6 keeps the sensor's heartbeats and its rollups (docs/schema.md)."""
-    tail = _SCHEMA[
-        _SCHEMA.index("CREATE TABLE heartbeats") : _SCHEMA.index("CREATE TABLE responses")
-    ]
-    for statement in tail.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    _run_statements(conn, _schema_part("CREATE TABLE heartbeats", "CREATE TABLE responses"))
 
 
 def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
     """Version 7 keeps the sensors' answers to control requests (evidence)."""
-    tail = _SCHEMA[_SCHEMA.index("CREATE TABLE responses") :]
-    for statement in tail.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    _run_statements(conn, _schema_part("CREATE TABLE responses"))
 
 
 def pack_block(text: bytes | memoryview) -> bytes:
@@ -435,6 +445,7 @@ def id_rank(event_id: str, key: str) -> str:
 
 
 KeySpan = tuple[str, str, str, int, int]  # an event_keys row: key, hi, lo, first, last
+KEY_INSERT = "INSERT INTO event_keys (key, hi, lo, first, last) VALUES (?, ?, ?, ?, ?)"
 
 
 def key_spans(ids: Sequence[str], first: int) -> list[KeySpan]:
@@ -487,10 +498,7 @@ def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
     (observer, time) index, which no query needed. The documents go over as they are (times
     as text: they read back the same). Alerts' triggering events get a side table
     (``alert_events``: a hunt's "already raised" check reads it, not the alerts' JSON)."""
-    start = _SCHEMA.index("CREATE TABLE event_blocks")
-    for statement in _SCHEMA[start : _SCHEMA.index("CREATE TABLE event_keys")].split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    _run_statements(conn, _schema_part("CREATE TABLE event_blocks", "CREATE TABLE event_keys"))
     conn.execute("DROP INDEX IF EXISTS events_observer_ts")
     conn.execute("DROP INDEX IF EXISTS events_community")
     rows = conn.execute(
@@ -527,8 +535,7 @@ def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
     # events without a document (none should be) have nothing to read back: they go too
     conn.execute("DELETE FROM events WHERE rowid NOT IN (SELECT rowid FROM event_docs)")
     conn.execute("DROP TABLE event_docs")
-    start = _SCHEMA.index("CREATE TABLE alert_events")
-    conn.execute(_SCHEMA[start : _SCHEMA.index(";", start)])
+    conn.execute(_schema_statement("CREATE TABLE alert_events"))
     conn.execute(
         "INSERT OR IGNORE INTO alert_events (rule_id, event_id, alert_rowid) "
         "SELECT a.rule_id, j.value, a.rowid FROM alerts a JOIN alert_docs d ON d.rowid = a.rowid, "
@@ -542,24 +549,19 @@ def _migrate_8_to_9(conn: sqlite3.Connection) -> None:
     instead of a UNIQUE index on the id (an entry per event, at a random place: the writer's
     cost grew with the store). SQLite cannot drop a column's UNIQUE: the events' rows go
     into a table made anew (same columns, same rowids)."""
-    start = _SCHEMA.index("CREATE TABLE events")
-    create = _SCHEMA[start : _SCHEMA.index(";", start)]
+    create = _schema_statement("CREATE TABLE events")
     conn.execute(create.replace("CREATE TABLE events", "CREATE TABLE events_9", 1))
     columns = ", ".join(("rowid", "id", "ts", *TABLES["event"].columns.values()))
     conn.execute(f"INSERT INTO events_9 ({columns}) SELECT {columns} FROM events ORDER BY rowid")
     conn.execute("DROP TABLE events")  # and its indexes
     conn.execute("ALTER TABLE events_9 RENAME TO events")
-    start = _SCHEMA.index("CREATE INDEX events_ts")
-    conn.execute(_SCHEMA[start : _SCHEMA.index(";", start)])
-    start = _SCHEMA.index("CREATE TABLE event_keys")
-    for statement in _SCHEMA[start : _SCHEMA.index("CREATE TABLE alerts")].split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    conn.execute(_schema_statement("CREATE INDEX events_ts"))
+    _run_statements(conn, _schema_part("CREATE TABLE event_keys", "CREATE TABLE alerts"))
     # the key entries of each run of KEY_SPAN_ROWS events, as a sensor's batches write them
     rows = conn.execute("SELECT rowid, id FROM events ORDER BY rowid")
     while chunk := rows.fetchmany(KEY_SPAN_ROWS):  # read while event_keys is written
         conn.executemany(
-            "INSERT INTO event_keys (key, hi, lo, first, last) VALUES (?, ?, ?, ?, ?)",
+            KEY_INSERT,
             [
                 (key, hi, lo, chunk[a][0], chunk[b][0])
                 for key, hi, lo, a, b in key_spans([event_id for _, event_id in chunk], 0)
@@ -753,9 +755,7 @@ def create(conn: sqlite3.Connection) -> None:
             # Another process created the store while this one waited for the lock.
             conn.execute("COMMIT")
             return
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        _run_statements(conn, _SCHEMA)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")

@@ -40,6 +40,7 @@ from pipeline.assets import as_list, union
 from pipeline.docs import dumps
 from pipeline.store.schema import (
     BLOCK_EVENTS,
+    KEY_INSERT,
     KEY_SPAN_ROWS,
     TABLES,
     KeySpan,
@@ -439,9 +440,7 @@ def _insert_event_rows(
         )
     conn.executemany("INSERT INTO event_blocks (first, last, docs) VALUES (?, ?, ?)", blocks)
     conn.executemany("INSERT INTO event_flows (block, community_id) VALUES (?, ?)", block_flows)
-    conn.executemany(
-        "INSERT INTO event_keys (key, hi, lo, first, last) VALUES (?, ?, ?, ?, ?)", spans
-    )
+    conn.executemany(KEY_INSERT, spans)
 
 
 def upsert_alerts(conn: sqlite3.Connection, alerts: list[dict], counts: Counts) -> None:
