@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import signal
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -384,16 +385,24 @@ def replay(
         rollups=_rollups(engine, cfg, rollup_interval) if out_sink or rollups else None,
     )
     progress, stop_progress = _progress(pcap)
+    batches = engine.replay_batches(pcap, progress)
+    # events as JSON lines to a pipe or a file: printed a block at a time, the block once the
+    # run is done with it, so the loop yields no event (only alerts, not printed)
+    printed = _Printed(batches, printer) if events and not rollups and printer.blocks else None
     try:
-        for doc in run.process_batches(
-            engine.replay_batches(pcap, progress), want_events=events, want_rollups=rollups
-        ):
-            printer.write(doc)
+        if printed is not None:
+            for _ in run.process_batches(printed, want_events=False):
+                pass
+        else:
+            for doc in run.process_batches(batches, want_events=events, want_rollups=rollups):
+                printer.write(doc)
         run.stop()
     except BrokenPipeError:
         sys.stderr.close()  # reader went away (| head): not an error worth a traceback
         raise exit_with(0) from None
     except KeyboardInterrupt:
+        if printed is not None:
+            printed.finish()
         note("interrupted")
     finally:
         stop_progress()
@@ -414,6 +423,31 @@ def replay(
         error_line(line)
     if engine.errors:  # a capture could not be read (to its end): what was read is processed
         raise exit_with(ExitCode.FAILED)
+
+
+class _Printed:
+    """The engine's blocks of events, each printed (``Printer.write_all``) once the run has
+    processed it, as the run asks for the next: the printed lines are the events as the
+    run leaves them, in order, without an event passing through the interpreted loop."""
+
+    def __init__(self, batches: Iterable[list[dict]], printer: Printer) -> None:
+        self._batches = batches
+        self._printer = printer
+        self._pending: list[dict] | None = None  # the block being processed
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        for batch in self._batches:
+            self._pending = batch
+            yield batch
+            self._pending = None  # (an interrupt while printing loses lines, never doubles)
+            self._printer.write_all(batch)
+
+    def finish(self) -> None:
+        """An interrupted run: the block it was processing is printed too, whole (a store
+        has it already: the run hands a store each block before the detectors)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._printer.write_all(pending)
 
 
 def _store_encoded(store):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 import orjson
 
 from pipeline.docs import default_value, dumps, nest
+from pipeline.lines import add_lines
 from sensor.timestamps import render_times
 
 if TYPE_CHECKING:
@@ -70,31 +71,46 @@ class Printer:
         self.count = 0
         # the bytes under a text stream (sys.stdout), else the stream itself, decoded
         self._binary: BinaryIO | None = getattr(self.stream, "buffer", None)
-        self._lines: list[bytes] = []
-        self._held = 0
+        self._held = bytearray()  # JSON lines not written yet, each with its newline
         self._block = 0 if tty else BLOCK_BYTES
+
+    @property
+    def blocks(self) -> bool:
+        """JSON lines to a pipe or a file: :meth:`write_all` takes a block of documents at
+        once (a terminal gets each line as it comes, from :meth:`write`)."""
+        return self.fmt == "jsonl" and self._block > 0
 
     def write(self, doc: dict) -> None:
         self.count += 1
         if self.fmt == "jsonl":
             nested = nest(doc)
             try:  # dumps' first try, inline (a call less for every line)
-                line = orjson.dumps(nested, default=default_value)
+                line = orjson.dumps(nested, default=default_value, option=orjson.OPT_APPEND_NEWLINE)
             except orjson.JSONEncodeError:
-                line = dumps(nested)
-            self._lines.append(line)
-            self._held += len(line) + 1
-            if self._held > self._block:
+                line = dumps(nested) + b"\n"
+            self._held += line
+            if len(self._held) > self._block:
                 self._write_lines()
             return
         self.rows.append(render_times(doc))  # a table shows times as the documents do
         if len(self.rows) >= 200:
             self.flush()
 
+    def write_all(self, docs: list[dict]) -> None:
+        """:meth:`write` for each of ``docs`` (a block of the engine's events): their JSON
+        lines made by one compiled call (``pipeline.lines``), not an interpreted call and a
+        plan lookup each (about 0.2 us a line less)."""
+        if not self.blocks:
+            for doc in docs:
+                self.write(doc)
+            return
+        self.count += len(docs)
+        add_lines(docs, self._held)
+        if len(self._held) > self._block:
+            self._write_lines()
+
     def _write_lines(self) -> None:
-        lines, self._lines, self._held = self._lines, [], 0
-        lines.append(b"")
-        block = b"\n".join(lines)
+        block, self._held = self._held, bytearray()
         if self._binary is not None:
             self.stream.flush()  # anything written as text before goes first
             self._binary.write(block)
@@ -105,7 +121,7 @@ class Printer:
 
     def flush(self) -> None:
         if self.fmt == "jsonl":
-            if self._lines:
+            if self._held:
                 self._write_lines()
             if self._binary is not None:
                 self._binary.flush()

@@ -16,25 +16,36 @@ from typing import Any
 
 import orjson
 
+from sensor.events import iso_timestamp
 from sensor.timestamps import TIME_FIELDS, format_timestamp
 
 Plan = Callable[[dict[str, Any]], dict[str, Any]]
 
 MAX_PLANS = 2048  # key sequences remembered; beyond, the table starts again
-_plans: dict[tuple[str, ...], Plan] = {}
+# the plans by key sequence (``pipeline.lines`` looks them up itself: a call less a line)
+PLANS: dict[tuple[str, ...], Plan] = {}
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
     """``{"source.ip": x}`` -> ``{"source": {"ip": x}}``; ``@timestamp`` stays at the top.
     Times carried as numbers become ISO 8601 text."""
     keys = tuple(flat)
-    plan = _plans.get(keys)
+    plan = PLANS.get(keys)
+    if plan is None:
+        plan = plan_of(keys)
+    return plan(flat)
+
+
+def plan_of(keys: tuple[str, ...]) -> Plan:
+    """The function nesting documents with exactly these keys, in this order: made once and
+    kept in ``PLANS`` (at most ``MAX_PLANS`` of them)."""
+    plan = PLANS.get(keys)
     if plan is None:
         plan = _plan(keys)
-        if len(_plans) >= MAX_PLANS:
-            _plans.clear()
-        _plans[keys] = plan
-    return plan(flat)
+        if len(PLANS) >= MAX_PLANS:
+            PLANS.clear()
+        PLANS[keys] = plan
+    return plan
 
 
 def nest_each_key(flat: dict[str, Any]) -> dict[str, Any]:
@@ -59,8 +70,8 @@ def nest_each_key(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _time_text(value: Any) -> Any:
-    if type(value) is float:  # the usual case, once per document written
-        return format_timestamp(value)
+    if type(value) is float:  # the usual case, once per document written: format_timestamp's
+        return iso_timestamp(value)  # own call (a call less)
     if isinstance(value, float | int) and not isinstance(value, bool):
         return format_timestamp(value)
     return value

@@ -55,6 +55,8 @@ COMPILED = (
     "detectors.findings",
     # the store's line of every event the sensor stores (its events frame)
     "pipeline.store.frames",
+    # the printed JSON line of every event (a replay's --events --format jsonl)
+    "pipeline.lines",
     # the run's loop: every event from the engine to the detectors, rollups and sink
     "icsmon.loop",
 )

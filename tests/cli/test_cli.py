@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,38 @@ def test_a_replay_refused_for_its_rules_leaves_no_store_behind(tmp_path: Path) -
     proc = icsmon("replay", str(POLLING), "--rules", str(bad), "--store", str(store))
     assert_clean_error(proc, str(bad))
     assert not list(tmp_path.glob("new.db*"))
+
+
+def test_replay_events_to_a_pipe_print_what_the_sink_writes(tmp_path) -> None:
+    # the printed events (a block at a time into a pipe) are the sink's event lines, in order
+    out = tmp_path / "sink.jsonl"
+    pcaps = [str(p) for p in sorted((REPO / "pcaps").rglob("*.pcap"))[:6]]
+    proc = icsmon(
+        "replay", *pcaps, "--events", "--format", "jsonl", "--sink", "jsonl", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    sunk = [
+        line
+        for line in out.read_text().splitlines()
+        if json.loads(line).get("event", {}).get("kind") == "event"
+    ]
+    assert len(sunk) > 100 and proc.stdout.splitlines() == sunk
+
+
+def test_a_reader_that_goes_away_ends_the_replay_quietly(tmp_path) -> None:
+    # ``icsmon replay ... --events --format jsonl | head -3``: the reader goes away early; the
+    # replay stops (exit 0, nothing on stderr) rather than decoding all it was given
+    store = tmp_path / "s.db"
+    args = ["replay", *[str(POLLING)] * 400, "--events", "--format", "jsonl", "--store", str(store)]
+    proc = subprocess.Popen(
+        [ICSMON, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ)
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    lines = [proc.stdout.readline() for _ in range(3)]
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == b"" and all(json.loads(line)["event"]["kind"] == "event" for line in lines)
+    full = icsmon("replay", str(POLLING), "--events", "--format", "jsonl", "--sink", "none")
+    stored = sqlite3.connect(store).execute("select count(*) from events").fetchone()[0]
+    assert stored < 400 * len(full.stdout.splitlines())  # stopped early

@@ -124,3 +124,23 @@ def test_events_are_taken_one_at_a_time() -> None:
     out = run.process(endless(), want_events=True)
     assert next(out)["n"] == 0 and pulled == [0]
     assert next(out)["n"] == 1 and pulled == [0, 1]
+
+
+def test_an_interrupted_replay_prints_the_block_it_was_processing() -> None:
+    # ``replay --events --format jsonl`` into a pipe prints each block once the run is done
+    # with it; a Ctrl-C during a block prints that block too (the run gave it to the sink)
+    import io
+
+    from icsmon.cmd_sensor import _Printed
+    from icsmon.output import Printer
+
+    raw = io.BytesIO()
+    printer = Printer("jsonl", stream=io.TextIOWrapper(raw, encoding="utf-8"))
+    blocks = [[{"n": 1}, {"n": 2}], [{"n": 3}], [{"n": 4}]]
+    printed = _Printed(iter(blocks), printer)
+    taken = iter(printed)
+    assert next(taken) == blocks[0] and next(taken) == blocks[1]  # the first one printed
+    printed.finish()  # interrupted in the second
+    printed.finish()  # once
+    printer.flush()
+    assert raw.getvalue() == b'{"n":1}\n{"n":2}\n{"n":3}\n'

@@ -50,10 +50,10 @@ def test_values_are_never_source() -> None:
 
 
 def test_plans_are_capped() -> None:
-    docs._plans.clear()
+    docs.PLANS.clear()
     for i in range(docs.MAX_PLANS + 10):
         assert nest({f"k{i}.v": i}) == {f"k{i}": {"v": i}}
-    assert len(docs._plans) <= docs.MAX_PLANS
+    assert len(docs.PLANS) <= docs.MAX_PLANS
 
 
 _part = st.sampled_from(["a", "b", "c", "", "source", "ip"])
@@ -86,3 +86,63 @@ def test_printer_on_a_text_stream_without_bytes_under_it() -> None:
     printer.write({"@timestamp": "t", "source.ip": "10.0.0.1", "note": "é"})
     printer.flush()
     assert out.getvalue() == '{"@timestamp":"t","source":{"ip":"10.0.0.1"},"note":"é"}\n'
+
+
+def _printed(docs_: list[dict], by_block: bool) -> bytes:
+    raw = io.BytesIO()
+    printer = Printer("jsonl", stream=io.TextIOWrapper(raw, encoding="utf-8"))
+    assert printer.blocks  # not a terminal
+    if by_block:
+        for start in range(0, len(docs_), 7):
+            printer.write_all(docs_[start : start + 7])
+    else:
+        for doc in docs_:
+            printer.write(doc)
+    printer.flush()
+    assert printer.count == len(docs_)
+    return raw.getvalue()
+
+
+# what the line-by-line path prints whatever the values: integers beyond 64 bits (the
+# standard library's JSON), keys other than text, odd floats (a time that is NaN...)
+_odd = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.dictionaries(st.integers(0, 3), st.integers(0, 3), max_size=2),
+    st.binary(max_size=3),
+)
+_odd_doc = st.dictionaries(
+    st.sampled_from(["@timestamp", "event.start", "a", "a.b", "a.c", "b", "c.d.e"]),
+    st.one_of(_value, _odd),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_odd_doc, max_size=20))
+def test_a_block_prints_what_line_by_line_prints(flat_docs: list[dict]) -> None:
+    # blocks mixing key sequences (the same keys in another order take another plan)
+    assert _printed(flat_docs, by_block=True) == _printed(flat_docs, by_block=False)
+
+
+def test_a_block_with_equal_keys_that_are_other_objects() -> None:
+    # the same keys in a block are mostly the same objects; equal ones made apart, or the
+    # same keys in another order, take their own plan
+    first = {"a.b": 1, "a.c": 2, "@timestamp": 1.5}
+    made = {"".join(["a", ".b"]): 3, "".join(["a", ".c"]): 4, "@timestamp": 2.5}
+    swapped = {"a.c": 5, "a.b": 6, "@timestamp": 3.5}
+    block = [first, made, swapped, first, {"a.b": 7}]
+    assert _printed(block, by_block=True) == _printed(block, by_block=False)
+    assert _printed(block, by_block=True).splitlines()[2].startswith(b'{"a":{"c":5,"b":6}')
+
+
+def test_a_terminal_gets_each_line_from_a_block_as_it_comes() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    printer = Printer("jsonl", stream=out)
+    assert not printer.blocks
+    printer.write_all([{"a.b": 1}, {"a.b": 2}])
+    assert out.getvalue() == '{"a":{"b":1}}\n{"a":{"b":2}}\n'  # written, not held
