@@ -43,7 +43,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sensor.timestamps import format_timestamp, parse_timestamp
 
@@ -55,7 +55,9 @@ MAX_PASSWORD_FLOWS = 4096  # S7 connections remembered as having given a passwor
 
 NONE_POLICY = "http://opcfoundation.org/UA/SecurityPolicy#None"
 DEPRECATED_POLICIES = ("Basic128Rsa15", "Basic256")  # deprecated by OPC UA 1.04 (SHA-1)
-ENGINEERING_PROTOCOLS = ("s7comm", "s7comm-plus")
+ENGINEERING_PROTOCOLS: Final = ("s7comm", "s7comm-plus")
+# what ``FindingTracker.process`` answers for every event: findings raise no alerts
+_NO_ALERTS: Final[list[dict]] = []
 S7_TRANSFERS = frozenset(
     ("start-upload", "upload", "request-download", "download-block", "download-ended")
 )
@@ -228,9 +230,11 @@ class FindingTracker:
     # -- the detector interface --------------------------------------------------------------
 
     def process(self, event: dict) -> list[dict]:
+        """Findings raise no alerts: the answer is always the one shared empty list (the
+        caller reads it, never adds to it), not a new one per event."""
         proto = event.get("network.protocol")
         if proto is None or event.get("event.action") == "anomaly":
-            return []
+            return _NO_ALERTS
         if self.site == "" and event.get("labels.site"):
             self.site = event["labels.site"]
         if not self.organization and event.get("organization.id"):
@@ -245,7 +249,7 @@ class FindingTracker:
             self._segment(event)
         if event.get("ics.device.firmware"):
             self._firmware(event)
-        return []
+        return _NO_ALERTS
 
     def flush(self) -> list[dict]:
         return []

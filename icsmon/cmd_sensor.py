@@ -119,14 +119,15 @@ def _heartbeats(engine, cfg, dets=None):
 
 def _open_store(store: Path | None, retention: dict, started=None):
     """The sensor's store, written by a process of its own (pipeline/store/process.py): the
-    SQLite work runs beside the sensor's instead of on its core. ``started``: the one
-    ``_start_store`` began."""
+    SQLite work runs beside the sensor's instead of on its core. ``started``: the writer
+    process ``_start_store`` began (waited for here: a file that cannot be used is one
+    error line, before any output)."""
     from pipeline.store import StoreError
     from pipeline.store.process import WriterStore
 
     try:
         if started is not None:
-            return started.ready()
+            return WriterStore(process=started)
         return WriterStore.open(store, **retention)
     except StoreError as exc:
         raise fail(str(exc)) from None
@@ -134,10 +135,12 @@ def _open_store(store: Path | None, retention: dict, started=None):
 
 def _start_store(store: Path | None, retention: dict):
     """The store's writer process, started now and waited for later (``_open_store``): its
-    start-up (0.1-0.25 s) runs while the rules load."""
-    from pipeline.store.process import WriterStore
+    start-up (an interpreter and the store's imports, about 70 ms) runs while the engine,
+    the detectors and the rules load. ``pipeline.store.launch`` is light to import: the
+    process starts before the store's modules are imported here."""
+    from pipeline.store.launch import WriterProcess
 
-    return WriterStore(store, wait=False, **retention)
+    return WriterProcess(store, retention)
 
 
 def _retention(cfg, sensor: bool, max_events, max_bytes, max_age_days) -> dict:
@@ -356,12 +359,12 @@ def replay(
 ) -> None:
     """Decode capture files: print alerts (or events with --events, rollups with --rollups)
     and send them to the sink."""
-    engine = open_engine(engine_config(site, observer, org, heuristic, port))
     started = None
-    if sink == SinkName.store:  # bounds from the flags alone: the writer starts before the rules
+    if sink == SinkName.store:  # bounds from the flags alone: the writer starts first of all
         flags = _retention(None, False, store_max_events, store_max_bytes, store_max_age_days)
         started = _start_store(store, flags)
     try:
+        engine = open_engine(engine_config(site, observer, org, heuristic, port))
         dets = _detectors(rules, no_rules, site_config, baseline, learn, content)
         cfg = _load_config(config)
         _check_ship(ship, sink)

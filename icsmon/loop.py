@@ -268,9 +268,13 @@ class Run:
         # the next heartbeat's time, read again after each heartbeat; one sent from
         # elsewhere (tick, between blocks) only moves it later, and _heartbeat checks it
         due = hb.next_due if hb is not None else math.inf
+        engine = self.engine
         for batch in batches:
             if write_block is not None:
                 write_block(batch)
+            # a replay's clock (the engine's newest frame) stands still while its block's
+            # events go by: read once a block; a live run reads the wall clock per event
+            batch_now = 0.0 if live else engine.last_ts
             if swapped != detectors.swapped or len(process) != len(parts):
                 swapped = detectors.swapped
                 process = [part.process for part in parts]
@@ -283,9 +287,14 @@ class Run:
                         self._rollup(doc)
                         if want_rollups:
                             yield doc
-                if hb is not None and self.now() >= due:
-                    self._heartbeat(self.now())
-                    due = hb.next_due
+                if hb is not None:
+                    if not live:
+                        if batch_now >= due:
+                            self._heartbeat(batch_now)
+                            due = hb.next_due
+                    elif self.now() >= due:
+                        self._heartbeat(self.now())
+                        due = hb.next_due
                 alerts: list[dict] | None = None  # made for the rare event that raises one
                 for part_process in process:  # Detectors.process inlined
                     found = part_process(event)

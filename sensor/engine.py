@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from sensor import decode as dec
 from sensor.assets import AssetTracker
@@ -49,12 +49,14 @@ from sensor.schema import asset_sources, device_fields
 
 log = logging.getLogger(__name__)
 
-_ipv4 = struct.Struct("!BxHHHBBxx4s4s").unpack_from
-_tcp = struct.Struct("!HHIIBB").unpack_from
-_udp = struct.Struct("!HHH").unpack_from
-_ports = struct.Struct("!HH").pack
-_SWEEP_INTERVAL = 30.0  # seconds of capture time between idle-flow sweeps
-ASSET_REFRESH = 30.0  # seconds of capture time between asset observations of one flow
+# Final: the compiled build reads these as constants or C globals, not by a lookup in the
+# module's dictionary each time
+_ipv4: Final = struct.Struct("!BxHHHBBxx4s4s").unpack_from
+_tcp: Final = struct.Struct("!HHIIBB").unpack_from
+_udp: Final = struct.Struct("!HHH").unpack_from
+_ports: Final = struct.Struct("!HH").pack
+_SWEEP_INTERVAL: Final = 30.0  # seconds of capture time between idle-flow sweeps
+ASSET_REFRESH: Final = 30.0  # seconds of capture time between asset observations of one flow
 
 
 @dataclass(slots=True)
@@ -74,10 +76,10 @@ class EngineConfig:
     fast_path: bool = True
 
 
-_DEVICE_KEYS = tuple(sorted(device_fields()))
+_DEVICE_KEYS: Final = tuple(sorted(device_fields()))
 # the record fields that name a station's protocol address (sensor/assets.py keeps them)
 _ADDRESS_SOURCES = asset_sources()
-_ADDRESS_KEYS: dict[str, tuple[str, ...]] = {
+_ADDRESS_KEYS: Final[dict[str, tuple[str, ...]]] = {
     proto: tuple(field for field, _side, _target in sources)
     for proto, sources in _ADDRESS_SOURCES.items()
 }
@@ -167,6 +169,7 @@ class Engine:
         self._packets = 0  # hot counters live outside the dict: see ``stats``
         self._bytes = 0
         self._segments = 0
+        self._events = 0  # events and anomalies made (the "events" counter)
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "packets",
@@ -204,6 +207,7 @@ class Engine:
         out["packets"] += self._packets
         out["bytes"] += self._bytes
         out["tcp_segments"] += self._segments
+        out["events"] += self._events
         out["flows_active"] = self.nflows
         return out
 
@@ -522,7 +526,7 @@ class Engine:
     def _capture_anomaly(self, ts: float, error_type: str, message: str) -> None:
         self._anomaly_n += 1
         self.counters["anomalies"] += 1
-        self.counters["events"] += 1
+        self._events += 1
         self._out.append(self.ctx.anomaly_event(ts, error_type, message, self._anomaly_n))
 
     # -- UDP: the datagram side of the contract ----------------------------------------
@@ -979,7 +983,7 @@ class Engine:
                 assets.observe(ev, ts)
             out.append(ev)
         flow.events = n
-        self.counters["events"] += len(records)
+        self._events += len(records)
 
     def _flow_base(self, flow: Flow) -> dict:
         ctx = self.ctx

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
+from typing import Final
 
 from sensor.events import ECS_VERSION, Context
 from sensor.schema import WrittenValues, written_values
@@ -41,10 +42,12 @@ from sensor.timestamps import parse_timestamp
 
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_MAX_SERIES = 50_000
-MODBUS_BLOCK = 100  # registers / coils per object: 0-99, 100-199, ...
+MODBUS_BLOCK: Final = 100  # registers / coils per object: 0-99, 100-199, ...
 MAX_NODES_NAMED = 1  # an OPC UA request on several nodes is named by its first and a digest
 
-_MODBUS_TABLES = {
+# Final: the compiled build reads a Final module name as a constant or a C global, the others
+# by a lookup in the module's dictionary each time (``add`` runs for every event)
+_MODBUS_TABLES: Final = {
     1: "coils",
     5: "coils",
     15: "coils",
@@ -61,10 +64,14 @@ _MODBUS_TABLES = {
 }
 
 
+# what ``Rollups.add`` answers when the event closed no interval (nearly always): one list for
+# all of them, not a new empty one per event; read by its callers, never added to
+_NONE_CLOSED: Final[list[dict]] = []
+
 # (block of addresses, function code, unit) packed in an int -> the object's name: a plant
 # polls a few blocks over and over, so the name is made once (bounded all the same)
-_MODBUS_NAMES: dict[int, str] = {}
-_MAX_MODBUS_NAMES = 4096
+_MODBUS_NAMES: Final[dict[int, str]] = {}
+_MAX_MODBUS_NAMES: Final = 4096
 
 
 def _modbus_object(ev: dict) -> str:
@@ -172,7 +179,7 @@ def _iec104_object(ev: dict) -> str:
 
 
 #: protocol -> the object an event touched, at the rollup grain
-OBJECT_OF: dict[str, Callable[[dict], str]] = {
+OBJECT_OF: Final[dict[str, Callable[[dict], str]]] = {
     "modbus": _modbus_object,
     "s7comm": _s7_object,
     "opcua": _opcua_object,
@@ -289,15 +296,16 @@ class Rollups:
     # -- the per-event path ----------------------------------------------------------------
 
     def add(self, ev: dict) -> list[dict]:
-        """Count one event; returns the rollups of intervals that this event's time closed."""
+        """Count one event; returns the rollups of intervals that this event's time closed
+        (when none, one shared empty list: the caller reads it, never adds to it)."""
         ts = ev.get("@timestamp")
         if type(ts) is not float:  # the sensor's events carry a number; text from elsewhere
             ts = parse_timestamp(ts)
         if ts is None:
             self._stats["untimed"] += 1
-            return []
+            return _NONE_CLOSED
         self._events += 1
-        out = self.advance(ts) if ts >= self._close_at else []
+        out = self.advance(ts) if ts >= self._close_at else _NONE_CLOSED
         index = int(ts // self.interval_s)
         bucket = self._open.get(index)
         if bucket is None:

@@ -46,6 +46,7 @@ from detectors.sigma.nodes import (
     _cost,
     closure,
 )
+from detectors.sigma.pack import compiled
 
 Matcher = Callable[[Event], int]
 
@@ -207,7 +208,7 @@ def build(name: str, candidates: Sequence[Candidate], slow: Matcher) -> tuple[Ma
     (comment lines showing each value, for review only: never compiled)."""
     source, names, notes = generate(name, candidates, slow)
     namespace: dict[str, Any] = {"__builtins__": {"type": type, "int": int, "str": str}, **names}
-    exec(compile(source, f"<sigma {name}>", "exec"), namespace)  # noqa: S102 (source built above, no rule text in it)
+    exec(compiled(source, f"<sigma {name}>"), namespace)  # noqa: S102 (source built above, no rule text in it)
     legend = "".join(
         f"#   {n} = {notes[n] if n in notes else _shown(v) if not callable(v) else 'general path'}\n"
         for n, v in names.items()

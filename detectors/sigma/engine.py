@@ -37,7 +37,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from detectors.alerts import Deduplicator, RuleMeta, event_identity
 from detectors.sigma.codegen import Candidate, Matcher, build
@@ -59,6 +59,9 @@ from sensor.timestamps import parse_timestamp
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+# what ``SigmaEngine.process`` answers for an event that raised no alert (nearly every one):
+# one list for all of them, not a new empty one per event; read by callers, never added to
+_NO_ALERTS: Final[list[Event]] = []
 
 
 @dataclass(slots=True)
@@ -218,7 +221,7 @@ class _Verdicts:
         return r
 
 
-_MAX_VERDICTS = 4096
+_MAX_VERDICTS: Final = 4096
 
 
 def _key_values(event: Event, names: tuple[str, ...], values: list[Any]) -> bool:
@@ -448,19 +451,20 @@ class SigmaEngine:
     # --- processing ---------------------------------------------------------------------
 
     def process(self, event: Event) -> list[Event]:
-        """Offer one event to the rules; returns the alerts that are complete now.
+        """Offer one event to the rules; returns the alerts that are complete now (when none,
+        often one shared empty list: the caller reads it, never adds to it).
 
         Never raises: a failure (a bug, an event of a shape nothing expected) is counted in
         ``stats["errors"]``, logged once, and the event skipped."""
         # One function (no inner call): this runs for every event.
         try:
             self._events += 1
-            out: list[Event] = []
             dedup = self._dedup
             stamp = event.get("@timestamp")
             ts: float = stamp if type(stamp) is float else event_time(event)  # a number, as a rule
-            if ts >= dedup.next_due:  # next_due is finite exactly when alerts are held
-                out.extend(dedup.tick(ts))
+            # next_due is finite exactly when alerts are held; most events raise none and get
+            # the shared empty list (a new list is made once a rule matched)
+            out: list[Event] = dedup.tick(ts) if ts >= dedup.next_due else _NO_ALERTS
             # Dispatch (as in _candidates, the common case inlined: this runs for every event).
             ds = event.get("event.dataset")
             fn = self._fast.get(ds) if type(ds) is str else None  # type: ignore[arg-type]
@@ -479,6 +483,8 @@ class SigmaEngine:
                 if out:
                     self._alerts += len(out)
                 return out
+            if out is _NO_ALERTS:
+                out = []
             mask = r >> self._shift
             plan = self._plans.get(mask)
             if plan is None:

@@ -13,7 +13,7 @@ of it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -21,7 +21,7 @@ from pipeline.docs import default_value, dumps
 from pipeline.store.writer import _TEXT_FIELDS, event_columns
 from sensor.timestamps import MAX_EPOCH
 
-_EVENT_TEXT = _TEXT_FIELDS.get("event")  # the event row's columns, when all are text
+_EVENT_TEXT: Final = _TEXT_FIELDS.get("event")  # the event row's columns, when all are text
 
 
 def event_parts(doc: dict) -> tuple[bytes, bytes]:
@@ -60,6 +60,12 @@ class EventsFrame:
         lengths = self._lengths
         rejected: list[tuple[int, Exception]] = []
         stop = min(stop, len(events))
+        # bound once: the compiled build looks a module's attribute (orjson.dumps) up by name
+        # on every use, and an imported name in this module's dictionary
+        to_json = orjson.dumps
+        newline: Any = orjson.OPT_APPEND_NEWLINE  # kept boxed (an int local is boxed per call)
+        default = default_value
+        max_epoch = MAX_EPOCH
         for i in range(start, stop):
             event = events[i]
             key: Any = event.get("event.id")
@@ -71,17 +77,15 @@ class EventsFrame:
                 and type(key) is str
                 and key
                 and type(ts) is float
-                and 0.0 <= ts < MAX_EPOCH  # parse_timestamp's range (NaN fails too)
+                and 0.0 <= ts < max_epoch  # parse_timestamp's range (NaN fails too)
             ):
                 columns: list[Any] = [key, ts]
                 for name in fields:
                     value = event.get(name)
                     columns.append(value if isinstance(value, str) else None)
                 try:
-                    row = orjson.dumps(columns)
-                    doc = orjson.dumps(
-                        event, default=default_value, option=orjson.OPT_APPEND_NEWLINE
-                    )
+                    row = to_json(columns)
+                    doc = to_json(event, default=default, option=newline)
                 except orjson.JSONEncodeError:
                     doc = None
             if doc is None:

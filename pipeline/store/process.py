@@ -27,7 +27,8 @@ Guarantees, as the in-process store's:
   many other documents, the pipe about 1 MiB, the child its store's ``max_pending``; a
   child that cannot keep up makes ``write`` wait (a full disk does not: the child's store then sheds, events first);
 - the child's start: a file that cannot be opened is the same one-line ``StoreError``, raised
-  by the constructor;
+  by the constructor (or by ``ready``: a sensor starts the child first of all, by
+  ``pipeline.store.launch``, and waits for it when its sink is made);
 - everything written is committed when ``flush`` or ``close`` returns; ``close`` raises a
   ``StoreError`` naming the file when documents could not be written;
 - a sensor that dies (even by SIGKILL) closes the pipe: the child writes everything it was
@@ -40,8 +41,6 @@ read-only connections, as ``Store``'s do; ``flush`` first when they must see the
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import gc
 import json
@@ -50,7 +49,6 @@ import os
 import queue
 import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -63,15 +61,15 @@ import orjson
 from pipeline import kinds as doc_kinds
 from pipeline.docs import dumps, dumps_or_raise
 from pipeline.store.frames import EventsFrame, encode_events  # noqa: F401 (workers' frames)
+from pipeline.store.launch import WriterProcess
 from pipeline.store.queries import StoreQueries
-from pipeline.store.schema import StoreError, resolve_store_path, store_error
+from pipeline.store.schema import StoreError, store_error
 from pipeline.store.writer import WRITERS, DocRun
 
 log = logging.getLogger(__name__)
 
 BLOCK_DOCS = 1000  # documents per block sent to the writer
 BLOCK_AGE_S = 0.25  # a block older than this goes even when short (a quiet sensor's alerts)
-PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux lets a process raise its own up to 1 MiB)
 # Documents per transaction in the writer process (``Store``'s batch_size, unless given):
 # each commit writes every page its batch touched (the indexes' hot pages again each time),
 # so 8,000 costs about 0.4 µs per event less than 2,000; but while it commits the writer
@@ -126,21 +124,26 @@ class WriterStore(StoreQueries):
         wait: bool = True,
         inputs: Sequence[int] = (),
         input_frames: Sequence[int] = (),
+        process: WriterProcess | None = None,
         **options: Any,
     ) -> None:
-        """Starts the writer process; unless ``wait`` is False, waits for it to have opened
-        the file (:meth:`ready`: a file that cannot be used raises a StoreError then).
+        """Starts the writer process (or takes over ``process``, started earlier with its
+        path, options and inputs: the others are then not used); unless ``wait`` is False,
+        waits for it to have opened the file (:meth:`ready`: a file that cannot be used
+        raises a StoreError then).
 
         ``inputs``: read ends of pipes into which other processes (capture workers) write
         EVENTS frames (``_HEAD`` and an ``encode_events`` payload), handed to the child and
         closed here; ``input_frames``: how many frames each has written so far, as the
         caller learns it (a list it keeps up to date): ``flush`` waits for those too."""
-        self.path = resolve_store_path(path)
+        if process is None:
+            process = WriterProcess(path, options, inputs)
+        self.path = process.path
         self.readonly = False
-        self._new_file = not os.path.exists(self.path)  # abandon() removes what it made
+        self._process = process
         self._lock = threading.RLock()  # the block, the pipe and the replies
         self._closed = False
-        self._init_readers(float(options.get("busy_timeout", 10.0)))
+        self._init_readers(float(process.options.get("busy_timeout", 10.0)))
         self._block: list[bytes] = []  # documents but events, as lines
         self._events = EventsFrame()
         self._block_since = 0.0
@@ -150,25 +153,9 @@ class WriterStore(StoreQueries):
         self._last_stats: dict[str, int] = {}
         self._sender: threading.Thread | None = None
         self._input_frames = input_frames
-        argv = [sys.executable, "-m", "pipeline.store.process", str(self.path), json.dumps(options)]
-        try:
-            self._proc = subprocess.Popen(
-                [*argv, json.dumps(list(inputs))] if inputs else argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                bufsize=0,
-                pass_fds=tuple(inputs),
-            )
-        finally:
-            for fd in inputs:  # the child's now: its end of input is the writers' closing
-                os.close(fd)
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._to: BinaryIO = self._proc.stdin  # type: ignore[assignment]
-        self._from: BinaryIO = self._proc.stdout  # type: ignore[assignment]
-        try:
-            fcntl.fcntl(self._to.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        except OSError:
-            pass  # a smaller pipe only means more, shorter waits
+        self._proc = process.proc
+        self._to: BinaryIO = process.requests
+        self._from: BinaryIO = process.replies
         if wait:
             self.ready()
 
@@ -180,9 +167,7 @@ class WriterStore(StoreQueries):
             return self
         ready = self._reply()
         if ready is None or "error" in ready:  # the file cannot be used: the child says why
-            self._to.close()
-            self._proc.wait()
-            self._from.close()
+            self._process.end()
             self._closed = True
             if ready is not None:
                 raise StoreError(ready["error"])
@@ -203,16 +188,7 @@ class WriterStore(StoreQueries):
             self.close()
             return
         self._closed = True
-        try:
-            self._to.close()  # the child sees the end of its input, closes the file, exits
-        except OSError:
-            pass
-        self._proc.wait()
-        self._from.close()
-        if self._new_file:
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    os.unlink(f"{self.path}{suffix}")
+        self._process.abandon()  # the child sees the end of its input, closes the file, exits
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> WriterStore:
@@ -299,12 +275,7 @@ class WriterStore(StoreQueries):
         with self._lock:
             self._closed = True
             self._close_readers()
-        try:
-            self._to.close()
-        except OSError:
-            pass
-        self._proc.wait()
-        self._from.close()
+        self._process.end()
         if reply is None:  # the child died: what it held may be lost
             raise StoreError(self._dead or str(store_error(self.path, "writer process ended")))
         self._last_stats = {k: v for k, v in reply.items() if isinstance(v, int)}
@@ -591,5 +562,16 @@ def main() -> int:
     return serve(path, options, sys.stdin.buffer, answers, inputs)
 
 
+def run() -> None:
+    """The child's process: :func:`main`, then its end without the interpreter's teardown
+    (freeing every module and object, a few ms the sensor's ``close`` waits for in
+    ``wait``): by then the file is committed and closed and the last answer sent, and
+    nothing else is held. An exception still ends it the ordinary way (its traceback)."""
+    code = main()
+    sys.stdout.flush()  # stderr's copy (answers went through their own, flushed)
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

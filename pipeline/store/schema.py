@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -44,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import lz4.block
-import platformdirs
+
+from pipeline.store.launch import STORE_ENV, default_store_path, resolve_store_path  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x49434D53  # "ICMS": tells an icsmon store from any other SQLite file
 SCHEMA_VERSION = 9
-STORE_ENV = "ICSMON_STORE"
 
 CACHE_KIB = 32 * 1024  # SQLite page cache of the writing connection
 READER_CACHE_KIB = 8 * 1024  # and of each querying thread's connection
@@ -584,19 +583,6 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
 
 class StoreError(Exception):
     """The store file cannot be used; ``str()`` is one line that names the file."""
-
-
-def default_store_path() -> Path:
-    """``$ICSMON_STORE`` if set, else ``icsmon.db`` in the user's data directory."""
-    env = os.environ.get(STORE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_data_dir("icsmon")) / "icsmon.db"
-
-
-def resolve_store_path(path: str | os.PathLike[str] | None) -> Path:
-    """An explicit ``--store PATH`` wins over ``$ICSMON_STORE`` and the default."""
-    return Path(path).expanduser() if path else default_store_path()
 
 
 def store_error(path: Path, what: str, exc: BaseException | None = None) -> StoreError:

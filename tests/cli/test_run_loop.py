@@ -144,3 +144,55 @@ def test_an_interrupted_replay_prints_the_block_it_was_processing() -> None:
     printed.finish()  # once
     printer.flush()
     assert raw.getvalue() == b'{"n":1}\n{"n":2}\n{"n":3}\n'
+
+
+def test_a_replay_reads_its_clock_once_a_block() -> None:
+    """A replay's clock is the engine's newest frame, which stands still while a block's
+    events go by: the loop reads it once a block. A heartbeat that came due is sent once
+    in its block (not for each of the block's events), at the block's time."""
+    engine = _Engine()
+    sink = _Sink()
+    hb = Heartbeats(Context("s", "o"), interval_s=60.0)
+    run = Run(engine, Detectors(), sink, store_events=False, heartbeats=hb)
+
+    def blocks() -> Iterator[list[dict]]:
+        for ts, size in ((1000.0, 3), (1050.0, 2), (1085.0, 4), (1130.0, 1), (1150.0, 2)):
+            engine.first_ts = engine.first_ts or ts
+            engine.last_ts = ts
+            yield [{"n": n, "ics.pairing": "paired"} for n in range(size)]
+
+    list(run.process_batches(blocks(), want_events=False))
+    beats = [doc for kind, doc in sink.docs if kind == "heartbeat"]
+    # intervals end on multiples of 60 s: 1020 (due in the second block), 1080, 1140
+    assert [b["icsmon.sensor.reason"] for b in beats] == ["start"] + ["interval"] * 3
+    assert [b["@timestamp"] for b in beats] == [1000.0, 1050.0, 1085.0, 1150.0]
+
+
+def test_parts_that_raise_nothing_answer_one_shared_empty_list() -> None:
+    """Rollups, the Sigma engine and the findings answer an event that closed or raised
+    nothing with one shared empty list (no list made and freed per event); after a replay
+    with the rule pack every one of them is still empty: no caller added to it."""
+    from detectors import findings
+    from detectors.sigma import engine as sigma_engine
+    from icsmon.run import load_detectors
+    from sensor import rollups as rollups_module
+    from sensor.engine import Engine, EngineConfig
+    from sensor.rollups import Rollups
+    from tests.support import REPO
+
+    engine = Engine(EngineConfig())
+    detectors = load_detectors(None, False, None, None)
+    rollups = Rollups(engine.ctx, 60.0)
+    run = Run(engine, detectors, _Sink(), rollups=rollups, heartbeats=Heartbeats(engine.ctx))
+    path = REPO / "pcaps" / "modbus" / "modbus_attack.pcap"  # raises alerts
+    alerts = list(run.process_batches(engine.replay_batches([path]), want_events=False))
+    assert alerts
+    shared = (rollups_module._NONE_CLOSED, sigma_engine._NO_ALERTS, findings._NO_ALERTS)
+    assert shared == ([], [], [])
+    event = {"@timestamp": engine.last_ts, "network.protocol": "modbus", "event.action": "x"}
+    assert rollups.add(event) is rollups.add(dict(event)) is rollups_module._NONE_CLOSED
+    for part in detectors.parts:
+        if isinstance(part, findings.FindingTracker):
+            assert part.process(event) is findings._NO_ALERTS
+        if isinstance(part, sigma_engine.SigmaEngine):
+            assert part.process(event) is sigma_engine._NO_ALERTS

@@ -291,3 +291,72 @@ def test_what_a_command_raises_ends_as_typer_ends_it(tmp_path: Path) -> None:
         assert plain[1] == typer_ended[1], kind
         last = [p[2].strip().splitlines()[-1:] for p in (plain, typer_ended)]
         assert last[0] == last[1], (kind, plain[2], typer_ended[2])
+
+
+def test_the_store_writer_starts_first_and_goes_when_the_start_fails(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """``replay``'s store writer process starts before the engine opens and the rules load
+    (its own start-up then runs beside theirs); when what follows fails (a bad ``--port``),
+    the process ends and the file it would have made is not left behind; a store that
+    cannot be used is still one error line, before any output."""
+    import pytest
+    import typer
+
+    from icsmon import cmd_sensor
+
+    order: list[str] = []
+    for name, what in (("_start_store", "store"), ("open_engine", "engine")):
+        real = getattr(cmd_sensor, name)
+
+        def called(*args, _real=real, _what=what, **kwargs):
+            order.append(_what)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(cmd_sensor, name, called)
+    monkeypatch.setenv("ICSMON_RULE_CACHE", str(tmp_path / "cache"))
+    db = tmp_path / "s.db"
+    cmd_sensor.replay([CAPTURE], store=db, fmt=cmd_sensor.Format.jsonl)
+    assert order == ["store", "engine"]
+    assert capsys.readouterr().out.count("\n") > 0 and db.exists()
+    with pytest.raises(typer.Exit):
+        cmd_sensor.replay([CAPTURE], store=tmp_path / "new.db", port=["bad"])
+    assert not list(tmp_path.glob("new.db*"))
+    assert capsys.readouterr().err.startswith("error: --port expects")
+    bad = tmp_path / "not-a-store.db"
+    bad.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(typer.Exit):
+        cmd_sensor.replay([CAPTURE], store=bad, fmt=cmd_sensor.Format.jsonl)
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and str(bad) in err
+
+
+FROZEN_AT_EXIT = """
+import atexit, gc, sys
+# registered before the command's own: runs after them, when the interpreter's teardown is next
+atexit.register(lambda: print("frozen", gc.get_freeze_count() > 0, file=sys.stderr))
+sys.argv = ["icsmon", *sys.argv[1:]]
+from icsmon.cli import main
+main()
+"""
+
+
+def test_a_sensor_leaves_its_heap_out_of_the_exit_collection(tmp_path: Path) -> None:
+    """A sensor command's last exit handler freezes the collector's objects (its rules,
+    tables...): the interpreter's teardown then does not walk them; its output and exit
+    code are as before, and the other commands are left as they were."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ICSMON_RULE_CACHE": "off"}
+    for args, frozen in (
+        (["replay", str(CAPTURE), "--sink", "none", "--format", "jsonl"], True),
+        (["version"], False),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-c", FROZEN_AT_EXIT, *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stderr.splitlines()[-1] == f"frozen {frozen}", run.stderr
+        assert run.stdout

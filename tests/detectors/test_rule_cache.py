@@ -185,3 +185,34 @@ def test_a_replay_starts_without_pysigma(tmp_path: Path) -> None:
     ]
     assert runs[0] != "[]"  # the first run loads the pack in full (and caches it)
     assert runs[1] == "[]"
+
+
+def test_the_matchers_code_is_read_back_not_compiled_again(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generated matchers' code objects are cached beside the packs (``compiled``): a
+    second load compiles nothing, and runs what the first ran; a damaged file is compiled
+    again; with the cache off nothing is written."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    detection = "sel:\n  modbus.function_code: 8\ncondition: sel"
+    loaded = engine_for(rules, detection)
+    codes = sorted(cache.glob("code-*.bin"))
+    assert codes and len(codes) == len(loaded._sources)
+
+    def no_compile(*_: object) -> None:
+        raise AssertionError("compiled again")
+
+    with monkeypatch.context() as m:
+        m.setattr(rule_pack, "compile", no_compile, raising=False)
+        read_back = engine_for(rules, detection)
+    _same_engines(loaded, read_back)
+    for engine in (loaded, read_back):
+        assert fires(engine, event(**{"modbus.function_code": 8}))
+        assert not fires(engine, event(**{"modbus.function_code": 5}))
+    for code in codes:
+        code.write_bytes(b"\xff" * 16)
+    _same_engines(loaded, engine_for(rules, detection))
+    assert all(code.read_bytes() != b"\xff" * 16 for code in codes)  # written again
+    monkeypatch.setenv("ICSMON_RULE_CACHE", "off")
+    assert rule_pack.compiled("x = 1\n", "<probe>").co_filename == "<probe>"

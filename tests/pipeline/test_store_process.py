@@ -4,6 +4,7 @@ sensor killed mid-run keeps everything it had sent."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -20,8 +21,11 @@ import pytest
 from pipeline.docs import dumps
 from pipeline.query import AlertFilter
 from pipeline.store import Store, StoreError
+from pipeline.store.launch import WriterProcess
 from pipeline.store.process import (
+    _HEAD,
     BLOCK_DOCS,
+    CLOSE,
     INPUTS_WAIT_S,
     WriterStore,
     decode_events,
@@ -385,3 +389,69 @@ def test_frames_written_into_inputs_are_stored_and_flush_waits_for_them(
     assert _rows(tmp_path / "in.db") == _rows(tmp_path / "out.db")
     err = capfd.readouterr().err
     assert "input 1 sent a b'D' frame: ignored" in err and "Traceback" not in err
+
+
+def test_a_writer_started_first_is_taken_over_by_its_store(tmp_path: Path) -> None:
+    """``WriterProcess`` (``pipeline.store.launch``, light to import) starts the child before
+    the sensor imports the store's modules; ``WriterStore(process=...)`` waits for it and
+    writes through it; when ``close`` returns the child has exited and the file is whole
+    (committed, checkpointed: no WAL beside it). Replies are read by the line, buffered."""
+    code = "import sys, pipeline.store.launch; print(sorted(m for m in sys.modules if m.startswith('pipeline.store')))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "['pipeline.store', 'pipeline.store.launch']"
+    events, _, _ = corpus(BLOCK_DOCS + 10)
+    path = tmp_path / "s.db"
+    started = WriterProcess(path, {"max_events": None})
+    store = WriterStore(process=started)
+    assert store.path == path and isinstance(store._from, io.BufferedReader)
+    store.write_events(events)
+    store.close()
+    assert started.proc.returncode == 0
+    assert not list(tmp_path.glob("s.db-*"))
+    with Store(path, readonly=True) as stored:
+        assert stored.counts()["event"] == len(events)
+    bad = tmp_path / "not-a-store.db"
+    bad.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError) as info:
+        WriterStore(process=WriterProcess(bad, {}))
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    WriterProcess(tmp_path / "unwanted.db", {}).abandon()
+    assert not list(tmp_path.glob("unwanted.db*"))
+
+
+CHILD_EXIT = """
+import atexit, sys
+marker, how = sys.argv.pop(1), sys.argv.pop(1)
+atexit.register(lambda: open(marker, "w").close())  # runs only in an interpreter's teardown
+from pipeline.store import process
+if how == "run":
+    process.run()
+else:
+    sys.exit(process.main())
+"""
+
+
+def test_the_writer_ends_without_teardown_once_its_file_is_closed(tmp_path: Path) -> None:
+    """The child (``process.run``) ends by ``os._exit`` after its last answer: no
+    interpreter teardown for the sensor's ``close`` to wait for (an exit handler, which a
+    teardown runs, does not run), and by then the file is committed and closed. Ended the
+    ordinary way (``main``), the same handler runs: what the test tells apart."""
+    for how in ("run", "main"):
+        marker = tmp_path / f"{how}.teardown"
+        path = tmp_path / f"{how}.db"
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD_EXIT, str(marker), how, str(path), "{}"],
+            cwd=REPO,
+            input=_HEAD.pack(CLOSE, 0),
+            capture_output=True,
+            timeout=60,
+        )
+        assert child.returncode == 0, child.stderr
+        ready, last = [orjson.loads(line) for line in child.stdout.splitlines()]
+        assert ready == {"ready": True} and last["written"] == 0
+        assert marker.exists() == (how == "main")
+        assert not list(tmp_path.glob(f"{how}.db-*"))  # closed: no WAL left beside it
+        with Store(path, readonly=True) as stored:
+            assert stored.counts()["event"] == 0

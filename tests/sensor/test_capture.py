@@ -187,3 +187,30 @@ def test_unknown_link_type_is_one_anomaly(tmp_path, frames) -> None:
     events = list(eng.replay([path]))
     assert eng.stats["unsupported_link"] == len(frames)
     assert [e["error.type"] for e in events] == ["unsupported-link-type"]
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("nanos", [False, True])
+def test_pcap_record_headers_are_read_exactly(tmp_path, order, nanos) -> None:
+    """The record header's fields are read byte by byte (``_u32``, not ``struct``): the
+    times and lengths are exactly those struct reads, seconds past 2**31 and fields whose
+    four bytes all differ included."""
+    import struct
+
+    from sensor.capture import _u32
+
+    for value in (0, 1, 0x01020304, 0x7FFFFFFF, 0x80000000, 0x8A1B2C3D, 0xFFFFFFFF):
+        raw = b"\xee" + struct.pack(order + "I", value)
+        assert _u32(raw, 1, order == "<") == value
+    magic, scale = (0xA1B23C4D, 1e-9) if nanos else (0xA1B2C3D4, 1e-6)
+    records = [
+        (0x8A1B2C3D, 0x0F4239 if not nanos else 0x3B9AC9FF, bytes(range(60))),
+        (0x7FFFFFFF, 0x01, bytes(range(1, 255))),
+        (0x01020304, 0, b"\x42" * 0x0103),
+    ]
+    head = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1)
+    body = b"".join(struct.pack(order + "IIII", s, f, len(d), len(d)) + d for s, f, d in records)
+    path = tmp_path / "h.pcap"
+    path.write_bytes(head + body)
+    got = list(CaptureReader(path))
+    assert got == [(s + f * scale, 1, d) for s, f, d in records]

@@ -87,3 +87,62 @@ def test_fast_path_and_framing_loop_agree_on_every_length(length: int) -> None:
         assert Anomaly.NOT_MODBUS in codes
     else:
         assert any(r.get("modbus.function_code") == 16 for r in whole)
+
+
+def test_bits_are_those_of_each_byte_lsb_first_cut_to_the_count() -> None:
+    """``_bits`` (a loop of list extends since round 10) against the formula it replaced."""
+    from itertools import chain
+
+    from sensor.protocols.modbus.parser import _BIT_ROWS, _bits
+
+    def reference(body: bytes, count: int) -> list[int]:
+        out = list(chain.from_iterable(map(_BIT_ROWS.__getitem__, body)))
+        return out[:count] if 0 < count < len(out) else out
+
+    for size in range(6):
+        body = bytes((0xA5 + 37 * i) & 0xFF for i in range(size))
+        for count in range(-1, 8 * size + 3):
+            assert _bits(body, count) == reference(body, count), (size, count)
+    assert _bits(b"\x01\x80", 16) == [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [0.0, 2.5e-9, 3.5e-9, -2.5e-9, 0.5e-9, 1.5e-9, 4.9999999999e-7, 267029e-9, 1e-3 + 0.5e-9, 42.0],
+)
+def test_durations_round_half_to_even_as_round_does(seconds: float) -> None:
+    """``_nanoseconds`` replaced ``round(seconds * 1e9)`` (a builtins call per response)."""
+    from sensor.protocols.modbus.parser import _nanoseconds
+
+    got = _nanoseconds(seconds)
+    assert type(got) is int and got == round(seconds * 1e9)
+
+
+def test_durations_of_captured_times_round_as_round_does() -> None:
+    """Differences of capture times (what a response's duration is made of), many of them."""
+    import random
+
+    from sensor.protocols.modbus.parser import _nanoseconds
+
+    rng = random.Random(18)
+    for _ in range(50_000):
+        start = TS + rng.randrange(10**6) * 1e-6
+        end = start + rng.randrange(10**7) * rng.choice((1e-9, 1e-6))
+        assert _nanoseconds(end - start) == round((end - start) * 1e9)
+    for half in range(-50, 50):  # exact halves: the even neighbour
+        assert _nanoseconds(half / 2 * 1e-9) == round(half / 2 * 1e-9 * 1e9)
+
+
+def test_registers_are_big_endian_pairs_cut_to_the_limit() -> None:
+    """``_registers`` (byte by byte since round 10) against ``struct``."""
+    import struct
+
+    from sensor.protocols.modbus.parser import _registers
+
+    body = bytes((7 + 91 * i) & 0xFF for i in range(255))
+    for size in (0, 1, 2, 3, 20, 21, 252, 253, 255):
+        for limit in (0, 1, 5, 126, 127, 128, 4096):
+            n = min(size // 2, limit)
+            assert _registers(body[:size], limit) == list(struct.unpack_from(f">{n}H", body))
+    with pytest.raises(struct.error):
+        _registers(b"\x00\x01", -1)
