@@ -80,8 +80,10 @@ def _time_text(value: Any) -> Any:
 def _plan(keys: tuple[str, ...]) -> Plan:
     """A function nesting documents with exactly these keys, in this order.
 
-    Key names never enter the generated source: they are bound as constants (``K0``...),
-    the source holds only names made here, so no key can inject code."""
+    Key names enter the generated source only as ``repr`` of an exact ``str`` (a closed
+    string literal, whatever its text), so no key can inject code: the dicts are then built
+    from constant keys (``BUILD_CONST_KEY_MAP``, about 0.05 us a document less than loading
+    a name per key); anything else would be bound as a constant (``K0``...)."""
     heads = {
         ".".join(parts[:i]) for parts in (k.split(".") for k in keys) for i in range(1, len(parts))
     }
@@ -97,6 +99,8 @@ def _plan(keys: tuple[str, ...]) -> Plan:
     names: dict[str, str] = {}
 
     def const(text: str) -> str:
+        if type(text) is str:  # noqa: E721 - exactly str: a subclass may have its own repr
+            return repr(text)
         if text not in names:
             names[text] = f"K{len(names)}"
         return names[text]
@@ -107,7 +111,9 @@ def _plan(keys: tuple[str, ...]) -> Plan:
             if isinstance(child, dict):
                 value = literal(child)
             elif keys[child] in TIME_FIELDS:
-                value = f"T(v{child})"  # a time: text on output
+                # a time: text on output; a float (the usual case) straight to
+                # iso_timestamp, without _time_text's interpreted call (about 0.05 us less)
+                value = f"(I(v{child}) if type(v{child}) is F else T(v{child}))"
             else:
                 value = f"v{child}"
             items.append(f"{const(part)}: {value}")
@@ -117,7 +123,7 @@ def _plan(keys: tuple[str, ...]) -> Plan:
     unpack = ", ".join(f"v{i}" for i in range(len(keys)))
     source = f"def nest_planned(doc):\n    {unpack}, = doc.values()\n    return {body}\n"
     namespace: dict[str, Any] = {name: text for text, name in names.items()}
-    namespace["T"] = _time_text
+    namespace.update(T=_time_text, I=iso_timestamp, F=float)
     exec(compile(source, "<nest plan>", "exec"), namespace)  # noqa: S102 - source made above
     planned: Plan = namespace["nest_planned"]
     return planned

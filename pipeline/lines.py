@@ -20,6 +20,11 @@ def add_lines(docs: list[dict[str, Any]], out: bytearray) -> None:
     # time than making the tuple of them and looking it up (about 0.2 us a line less).
     last: tuple[str, ...] = ()
     plan: Plan | None = None
+    # bound once a call: the compiled module looked orjson's attributes and the imported
+    # names up by name for every line (as EventsFrame.add_all does; the option kept boxed)
+    to_json = orjson.dumps
+    default: Any = default_value
+    option: Any = orjson.OPT_APPEND_NEWLINE
     for doc in docs:
         if plan is None or not _same_keys(doc, last):
             last = tuple(doc)
@@ -28,7 +33,7 @@ def add_lines(docs: list[dict[str, Any]], out: bytearray) -> None:
                 plan = plan_of(last)
         nested = plan(doc)
         try:
-            out += orjson.dumps(nested, default=default_value, option=orjson.OPT_APPEND_NEWLINE)
+            out += to_json(nested, default=default, option=option)
         except orjson.JSONEncodeError:  # what dumps does then (integers beyond 64 bits...)
             out += dumps(nested)
             out += b"\n"

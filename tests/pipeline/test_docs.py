@@ -49,6 +49,40 @@ def test_values_are_never_source() -> None:
     assert nest(hostile)["x"]["'); raise SystemExit('"] == 2
 
 
+def test_keys_enter_a_plan_as_closed_literals() -> None:
+    # key texts are the plan's constants (repr of an exact str): whatever they hold, and
+    # whatever name they share with the plan's own (T, I, F, type, doc, v0, K0)
+    odd = ['"', "'", "\\", "\n", "\x00", "\ud800", "'''", '"""', "é", "{", "}", "#"]
+    names = ["T", "I", "F", "type", "doc", "v0", "K0", "__builtins__", "float"]
+    flat: dict = {
+        f"{a}.{b}": i for i, (a, b) in enumerate(zip(odd + names, names + odd, strict=True))
+    }
+    flat["@timestamp"] = 1.5
+    _same(flat)
+    _same(flat)
+
+    class Sneaky(str):
+        def __repr__(self) -> str:
+            return "__import__('os')._exit(3)"
+
+    _same({Sneaky("a.b"): 1, Sneaky("c"): 2, "@timestamp": 2.5})
+
+
+def test_a_plan_builds_its_dicts_from_constant_keys() -> None:
+    plan = docs.plan_of(("x.a", "x.b", "y"))
+    assert ("a", "b") in plan.__code__.co_consts  # type: ignore[attr-defined]
+    assert plan({"x.a": 1, "x.b": 2, "y": 3}) == {"x": {"a": 1, "b": 2}, "y": 3}
+
+
+def test_times_of_every_kind_through_a_plan() -> None:
+    # a float goes straight to iso_timestamp in the plan; anything else as _time_text says
+    class Seconds(float):
+        pass
+
+    for value in (1.5, Seconds(2.25), 3, True, None, "t", float("nan"), float("inf"), -1.0):
+        _same({"@timestamp": value, "event.start": value, "a.b": 1, "event.end": value})
+
+
 def test_plans_are_capped() -> None:
     docs.PLANS.clear()
     for i in range(docs.MAX_PLANS + 10):
