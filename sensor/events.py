@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Final
 
 ECS_VERSION = "8.17.0"
 _CATEGORY = ["network"]
@@ -43,6 +44,33 @@ def iso_timestamp(ts: float) -> str:
     # up to a whole second
     us = int((ts - sec) * 1e6) % 1_000_000
     return f"{cache.prefix}{_DIGITS3[us // 1000]}{_DIGITS3[us % 1000]}Z"
+
+
+# keys that are never field names (those are dotted words): they stand in a dict a moment
+_PADS: Final = tuple(f"\0pad{i}" for i in range(64))
+
+
+def with_room(d: dict, size: int) -> dict:
+    """A copy of ``d`` (same keys, order and values) made key by key, its hash table grown now
+    as ``size`` keys would grow it (pad keys put in and popped again; popping keeps a table's
+    size). ``dict.copy`` clones the table, so each copy of the answer takes more keys before
+    it grows: CPython 3.11 moves a dict of up to 21 keys padded to 22 to 64 slots, and its
+    copies then take 20 more keys (one of up to 10 padded to 11: 32 slots, 10 more).
+
+    Key by key, because a dict of only str keys made that way has CPython's str-keys table
+    (faster lookups, smaller entries), which copies and updates keep; a dict display of more
+    than five items in compiled code (mypyc: ``_PyDict_NewPresized``), and ``dict()`` or
+    ``copy()`` of one, has the general table, slower for every lookup in every event.
+    """
+    out: dict = {}
+    for key, value in d.items():
+        out[key] = value
+    pads = _PADS[len(out) : size]
+    for key in pads:
+        out[key] = None
+    for _ in pads:
+        out.popitem()  # the last key put in: popping keeps the table's size, not its room
+    return out
 
 
 _mac_cache: dict[bytes, str] = {}  # a network has few MACs; every flow asks for two

@@ -102,3 +102,55 @@ def test_assets_with_roles_and_peers() -> None:
     assert assets["127.0.0.1"]["asset.peers"] == ["127.0.0.2"]
     assert assets["127.0.0.1"]["asset.id"] == "s1:127.0.0.1"
     assert eng.changed_assets() == []  # nothing changed since
+
+
+def test_with_room_grows_the_table_and_keeps_the_dict() -> None:
+    """sensor.events.with_room: a copy with the same keys, order and values, no pad left; its
+    table grown now (a copy of it takes keys up to the size asked without growing) and of
+    the str-keys kind even when the dict it copies has the general kind."""
+    import sys
+
+    from sensor.events import with_room
+
+    d = {f"k.{i}": i for i in range(15)}
+    before = dict(d)
+    out = with_room(d, 22)
+    assert out is not d and d == before and out == before and list(out) == list(before)
+    grown = sys.getsizeof(out)
+    assert grown > sys.getsizeof(before)
+    copy = out.copy()
+    assert sys.getsizeof(copy) == grown
+    for i in range(7):
+        copy[f"more.{i}"] = i
+    assert sys.getsizeof(copy) == grown  # 22 keys: no resize on the way
+    big = {f"k.{i}": i for i in range(30)}
+    assert with_room(big, 22) == big  # already that big: as it is
+    general = dict(before)
+    general[0] = 0  # a key that is not a str: the general kind, kept after it is gone
+    del general[0]
+    assert general == before and sys.getsizeof(with_room(general, 0)) < sys.getsizeof(general)
+    assert sys.getsizeof(with_room(general, 0)) == sys.getsizeof(before)
+
+
+def test_an_event_fits_the_table_of_its_flow_s_base() -> None:
+    """_flow_base grows the base's table (with_room) so that the event copied from it takes
+    the record without a resize: every Modbus event of a replay is exactly as big as its
+    flow's base (without it, the base is a size smaller), and the base has only its keys."""
+    import sys
+
+    from sensor.capture import CaptureReader
+
+    engine = Engine(EngineConfig())
+    bases: list[dict] = []
+    for ts, linktype, data in CaptureReader(SOURCE):
+        engine.feed(ts, linktype, data)
+        bases += [flow.base for flow, _ in engine.flows.values() if flow.base is not None]
+    events = modbus_events(list(engine.finish()))
+    assert events and bases
+    sizes = {sys.getsizeof(e) for e in events} | {sys.getsizeof(b) for b in bases}
+    assert len(sizes) == 1
+    # the str-keys kind: as big as the same event made key by key in this (interpreted) test
+    assert sizes == {sys.getsizeof({k: v for k, v in e.items()}) for e in events}
+    for base in bases:
+        assert not any(key.startswith("\0") for key in base)
+        assert sys.getsizeof(dict(base)) < sys.getsizeof(base)

@@ -11,6 +11,7 @@ import re
 import struct
 from typing import Final
 
+from sensor.events import with_room
 from sensor.protocols.base import ParserLimits, Record, anomaly, event_type, kebab
 from sensor.protocols.modbus.anomalies import Anomaly
 
@@ -131,8 +132,26 @@ def _common_fields(fc: int) -> dict:
     }
 
 
-_COMMON: Final[dict[int, dict]] = {}  # filled on first use per function code
-_NAMES: Final = dict(FUNCTIONS)  # function code -> name, for the public codes (a dict hit per PDU)
+# A request's record: these six keys, its request and response fields and the common four
+# (16 keys for a read); built as a dict display it outgrew its table on the way (and had the
+# general table kind), a copy of this template grown as 11 keys would grow it
+# (sensor.events.with_room: str keys, 32 slots) takes them all. The values are placeholders,
+# each replaced in _pdu (the key order is the display's of before).
+_REQUEST: Final[dict] = with_room(
+    {
+        "ts": 0.0,
+        "network.protocol": NAME,
+        "modbus.transaction_id": 0,
+        "modbus.unit_id": 0,
+        "modbus.function_code": 0,
+        "modbus.function": "",
+    },
+    11,
+)
+# indexed by function code (0-127, the byte without its exception bit): a list read per PDU,
+# no hash lookup
+_COMMON: Final[list[dict | None]] = [None] * 128  # filled on first use per function code
+_NAMES: Final[list[str | None]] = [FUNCTIONS.get(fc) for fc in range(128)]  # public codes' names
 
 
 def function_name(fc: int) -> str:
@@ -468,7 +487,9 @@ class Parser:
     def __init__(self, limits: ParserLimits | None = None) -> None:
         self.limits = limits or ParserLimits()
         self._buf = [b"", b""]  # index 1: to server, 0: to client
-        self._pending: dict[tuple[int, int], tuple[float, dict]] = {}
+        # (transaction id << 8 | unit id) -> the request's time and record: an int key, no
+        # tuple made and hashed per PDU (the unit id is one byte, the transaction id two)
+        self._pending: dict[int, tuple[float, dict]] = {}
         self._resync = [False, False]
         self._not_modbus_reported = [False, False]
         self._oversized_reported = False
@@ -577,7 +598,7 @@ class Parser:
 
     def close(self, ts: float) -> list[Record]:
         out: list[Record] = []
-        for (_tid, _unit), (req_ts, f) in self._pending.items():
+        for req_ts, f in self._pending.values():
             out.append(self._unanswered(req_ts, f))
         self._pending.clear()
         for d in (0, 1):
@@ -600,16 +621,15 @@ class Parser:
     ) -> None:
         limits = self.limits
         fc = fc_byte & 0x7F
-        name = _NAMES.get(fc) or function_name(fc)
+        name = _NAMES[fc] or function_name(fc)
         if d:  # request
-            f: dict = {
-                "ts": ts,
-                "network.protocol": NAME,
-                "modbus.transaction_id": tid,
-                "modbus.unit_id": unit,
-                "modbus.function_code": fc,
-                "modbus.function": name,
-            }
+            # the template's copy, its table the size the whole record needs (_REQUEST)
+            f: dict = _REQUEST.copy()
+            f["ts"] = ts
+            f["modbus.transaction_id"] = tid
+            f["modbus.unit_id"] = unit
+            f["modbus.function_code"] = fc
+            f["modbus.function"] = name
             try:
                 if fc_byte & 0x80:
                     raise _Malformed(
@@ -619,7 +639,7 @@ class Parser:
             except (_Malformed, struct.error) as exc:
                 out.append(self._malformed(ts, tid, unit, fc, "request", exc))
             pending = self._pending
-            key = (tid, unit)
+            key = tid << 8 | unit
             if pending:  # an empty table (the usual case) needs none of these checks
                 old = pending.pop(key, None)
                 if old is not None:
@@ -634,7 +654,7 @@ class Parser:
             pending[key] = (ts, f)
             return
         # response
-        req = self._pending.pop((tid, unit), None) if self._pending else None
+        req = self._pending.pop(tid << 8 | unit, None) if self._pending else None
         if req is None:
             f = {
                 "ts": ts,
@@ -685,7 +705,7 @@ class Parser:
             except (_Malformed, struct.error) as exc:
                 out.append(self._malformed(ts, tid, unit, fc, "response", exc))
         # the fields of the request's function code (see _finish), inlined: once per PDU pair
-        common = _COMMON.get(req_fc)
+        common = _COMMON[req_fc]
         if common is None:
             common = _COMMON[req_fc] = _common_fields(req_fc)
         f.update(common)
@@ -694,7 +714,7 @@ class Parser:
     @staticmethod
     def _finish(f: dict) -> dict:
         fc = f["modbus.function_code"]
-        common = _COMMON.get(fc)
+        common = _COMMON[fc]
         if common is None:
             common = _COMMON[fc] = _common_fields(fc)
         f.update(common)

@@ -146,3 +146,83 @@ def test_registers_are_big_endian_pairs_cut_to_the_limit() -> None:
             assert _registers(body[:size], limit) == list(struct.unpack_from(f">{n}H", body))
     with pytest.raises(struct.error):
         _registers(b"\x00\x01", -1)
+
+
+def test_a_request_record_is_the_template_s_copy_at_its_final_size() -> None:
+    """A request's record starts as a copy of ``_REQUEST``, whose table was grown for the
+    whole record (sensor.events.with_room): the template keeps its placeholders, the record
+    has the literal's keys in its order and never outgrows the copied table."""
+    import sys
+
+    from sensor.protocols.modbus import parser as modbus
+
+    (rec,) = _events([(True, READ_HOLDING_REQUEST), (False, READ_HOLDING_RESPONSE)])
+    template = {  # still its placeholders after parsing
+        "ts": 0.0,
+        "network.protocol": "modbus",
+        "modbus.transaction_id": 0,
+        "modbus.unit_id": 0,
+        "modbus.function_code": 0,
+        "modbus.function": "",
+    }
+    assert list(modbus._REQUEST.items()) == list(template.items())
+    assert list(rec)[:6] == list(template)
+    assert rec["ts"] == TS and rec["modbus.transaction_id"] == 1 and rec["modbus.unit_id"] == 0x11
+    assert rec["modbus.function"] == "read_holding_registers"
+    assert len(rec) == 16 and sys.getsizeof(rec) == sys.getsizeof(modbus._REQUEST.copy())
+    # a literal of the same six keys grows on the way to the same record
+    literal = {key: None for key in template}
+    for key in list(rec)[6:]:
+        literal[key] = None
+    assert sys.getsizeof(literal) == sys.getsizeof(rec)  # same table in the end ...
+    assert sys.getsizeof({key: None for key in template}) < sys.getsizeof(rec)  # ... grown
+
+
+def test_requests_pair_by_transaction_and_unit() -> None:
+    """Pending requests are keyed by transaction id and unit id packed in one int: pairs
+    whose naive packings would collide ((1, 0) and (0, 1), (0x100, 0) and (1, 0)...) pair
+    with their own responses, in any order, and close() reports the rest in request order."""
+
+    def frame(tid: int, unit: int, address: int, response: bool) -> bytes:
+        pdu = (
+            bytes([3, 2]) + address.to_bytes(2, "big")
+            if response
+            else bytes([3]) + (address.to_bytes(2, "big") + (1).to_bytes(2, "big"))
+        )
+        return (
+            tid.to_bytes(2, "big")
+            + b"\0\0"
+            + (len(pdu) + 1).to_bytes(2, "big")
+            + bytes([unit])
+            + pdu
+        )
+
+    keys = [(1, 0), (0, 1), (0x100, 0), (0, 0), (0xFFFF, 0xFF), (0xFF, 0xFF), (0x1FF, 0)]
+    frames = [(True, frame(tid, unit, i, False)) for i, (tid, unit) in enumerate(keys)]
+    answered = keys[:5]
+    frames += [
+        (False, frame(tid, unit, 1000 + keys.index((tid, unit)), True))
+        for tid, unit in reversed(answered)
+    ]
+    recs = _events(frames)
+    paired = [r for r in recs if r["ics.pairing"] == "paired"]
+    assert [(r["modbus.transaction_id"], r["modbus.unit_id"]) for r in paired] == list(
+        reversed(answered)
+    )
+    for r in paired:  # the request's address, the response's register value
+        assert r["modbus.values"] == [1000 + r["modbus.address"]]
+    unanswered = [r for r in recs if r["ics.pairing"] == "request-only"]
+    assert [(r["modbus.transaction_id"], r["modbus.unit_id"]) for r in unanswered] == keys[5:]
+
+
+def test_every_function_code_is_named_and_classed_as_function_name_says() -> None:
+    """_NAMES and _COMMON are lists indexed by the function code (0-127): each request and
+    its answer are named by function_name and carry _common_fields of the request's code."""
+    from sensor.protocols.modbus.parser import _common_fields, function_name
+
+    for fc in range(128):
+        request = bytes.fromhex("0001 0000 0002 11") + bytes([fc])
+        response = bytes.fromhex("0001 0000 0003 11") + bytes([fc | 0x80, 1])
+        (rec,) = [r for r in _events([(True, request), (False, response)]) if "ics.pairing" in r]
+        assert rec["modbus.function"] == function_name(fc)
+        assert {k: rec[k] for k in _common_fields(fc)} == _common_fields(fc)
