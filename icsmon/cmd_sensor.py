@@ -8,9 +8,8 @@ import enum
 import signal
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from icsmon.common import (
     ExitCode,
@@ -28,7 +27,12 @@ from icsmon.common import (
     note,
     open_engine,
 )
-from icsmon.output import Printer, print_stats
+
+if TYPE_CHECKING:
+    from icsmon.output import Printer
+
+# icsmon.output (orjson, the events' documents) and dataclasses are imported by the commands
+# when they use them: a replay's store writer starts before (``_start_store``), ~10 ms earlier
 
 
 class Format(enum.StrEnum):
@@ -376,6 +380,8 @@ def replay(
         cfg, sink == SinkName.kafka, store_max_events, store_max_bytes, store_max_age_days
     )
     out_sink = _open_sink(sink, store, out, site, cfg, retention, ship, started)
+    from icsmon.output import Printer, print_stats
+
     printer = Printer(fmt.value, kind="event" if events else "rollup" if rollups else "alert")
     from icsmon.run import Run
 
@@ -614,6 +620,8 @@ def sense(
             capture_stats = pool.capture_stats
             linktype = pool.linktype
             # the packet ring is fed per frame, and frames stay in the workers
+            from dataclasses import replace
+
             cfg = replace(cfg, evidence=replace(cfg.evidence, ring_max_bytes=0))
         else:
             source = LiveSource(iface, bpf, user=user)
@@ -630,6 +638,8 @@ def sense(
     if encoded and pool is not None:  # the workers write their frames straight to the store
         retention |= {"inputs": pool.store_inputs(), "input_frames": pool.store_frames}
     out_sink = _open_sink(sink, store, out, site, cfg, retention, ship)
+    from icsmon.output import Printer, print_stats
+
     printer = Printer(fmt.value, kind="event" if events else "rollup" if rollups else "alert")
     from icsmon.run import Run
 

@@ -15,11 +15,13 @@ import fcntl
 import io
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+if TYPE_CHECKING:
+    import subprocess
 
 STORE_ENV = "ICSMON_STORE"
 PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux lets a process raise its own up to 1 MiB)
@@ -55,6 +57,9 @@ class WriterProcess:
         self.path = resolve_store_path(path)
         self.options = dict(options)
         self.new_file = not os.path.exists(self.path)  # abandon() removes what it made
+        self.proc: subprocess.Popen[bytes]
+        import subprocess  # here: the writer process imports this module, and needs none
+
         argv = [sys.executable, "-m", "pipeline.store.process", str(self.path)]
         argv.append(json.dumps(self.options))
         if inputs:

@@ -360,3 +360,55 @@ def test_a_sensor_leaves_its_heap_out_of_the_exit_collection(tmp_path: Path) -> 
         assert run.returncode == 0, run.stderr
         assert run.stderr.splitlines()[-1] == f"frozen {frozen}", run.stderr
         assert run.stdout
+
+
+AT_LAUNCH = """
+import json, sys
+import pipeline.store.launch as launch
+start = launch.WriterProcess.__init__
+def started(self, *args, **kwargs):
+    if not hasattr(launch, "loaded"):
+        launch.loaded = sorted(sys.modules)
+    start(self, *args, **kwargs)
+launch.WriterProcess.__init__ = started
+sys.argv = ["icsmon", *sys.argv[1:]]
+from icsmon.cli import main
+try:
+    main()
+finally:
+    print(json.dumps(launch.loaded), file=sys.stderr)
+"""
+
+
+def test_the_store_writer_starts_before_the_printing_and_the_events_modules(
+    tmp_path: Path,
+) -> None:
+    """A replay with a store starts its writer process before it imports what prints
+    (icsmon.output), the events' documents (orjson, pipeline.docs) and dataclasses: the
+    writer's own start-up (an interpreter, the store's modules) is the longer one. The
+    writer process itself imports no subprocess (``pipeline.store.launch`` does when it
+    starts one)."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            AT_LAUNCH,
+            "replay",
+            str(CAPTURE),
+            "--store",
+            str(tmp_path / "s.db"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ICSMON_RULE_CACHE": "off"},
+        check=True,
+    )
+    loaded = set(json.loads(run.stderr.strip().splitlines()[-1]))
+    assert "pipeline.store.launch" in loaded and "Modbus" in run.stdout
+    assert not loaded & {"icsmon.output", "orjson", "pipeline.docs", "dataclasses", "sensor.engine"}
+    code = "import sys, pipeline.store.process, pipeline.store.store; print('subprocess' in sys.modules)"
+    child = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert child.stdout.strip() == "False"
