@@ -3,10 +3,10 @@
 A dissector's package is imported when a flow first needs it (``Parser``, ``probe``...):
 a capture of one protocol loads one dissector, not six (a sixth of a sensor's start-up
 imports). What the engine reads of every dissector when it starts (its name, ports, whether
-it probes by default, whether it reads datagrams) is declared here, ahead of the package
-(its ``DatagramParser`` and ``probe_datagram`` stand in for the package's own until then);
-``fields``, which ``sensor.schema`` reads of every dissector, is imported alone.
-``tests/protocols/test_lazy_dissectors.py`` checks the declarations against the packages.
+it probes by default: written once, in ``facts``; whether it reads datagrams) is set here on
+the package ahead of its code (its ``DatagramParser`` and ``probe_datagram`` stand in for the
+package's own until then); ``fields``, which ``sensor.schema`` reads of every dissector, is
+imported alone. ``tests/protocols/test_lazy_dissectors.py`` checks the packages agree.
 """
 
 from __future__ import annotations
@@ -17,19 +17,43 @@ import sys
 from types import ModuleType
 from typing import Any
 
-# Each package's attributes the engine reads at its start, as the package sets them
+from sensor.protocols import facts
+
+# Each package's attributes the engine reads at its start, as the package sets them (from
+# ``facts``, where each is written once)
 _DECLARED: dict[str, dict[str, Any]] = {
-    "opcua": {"NAME": "opcua", "PORTS": (4840,), "HEURISTIC_DEFAULT": True},
-    "s7comm": {"NAME": "s7comm", "PORTS": (102,), "HEURISTIC_DEFAULT": True},
-    "dnp3": {"NAME": "dnp3", "PORTS": (20000,), "UDP_PORTS": (20000,), "HEURISTIC_DEFAULT": True},
-    "iec104": {"NAME": "iec104", "PORTS": (2404,), "HEURISTIC_DEFAULT": True},
-    "enip": {
-        "NAME": "enip",
-        "PORTS": (44818,),
-        "UDP_PORTS": (44818, 2222),
-        "HEURISTIC_DEFAULT": False,
+    "opcua": {
+        "NAME": facts.OPCUA_NAME,
+        "PORTS": facts.OPCUA_PORTS,
+        "HEURISTIC_DEFAULT": facts.OPCUA_HEURISTIC_DEFAULT,
     },
-    "modbus": {"NAME": "modbus", "PORTS": (502,), "HEURISTIC_DEFAULT": False},
+    "s7comm": {
+        "NAME": facts.S7COMM_NAME,
+        "PORTS": facts.S7COMM_PORTS,
+        "HEURISTIC_DEFAULT": facts.S7COMM_HEURISTIC_DEFAULT,
+    },
+    "dnp3": {
+        "NAME": facts.DNP3_NAME,
+        "PORTS": facts.DNP3_PORTS,
+        "UDP_PORTS": facts.DNP3_UDP_PORTS,
+        "HEURISTIC_DEFAULT": facts.DNP3_HEURISTIC_DEFAULT,
+    },
+    "iec104": {
+        "NAME": facts.IEC104_NAME,
+        "PORTS": facts.IEC104_PORTS,
+        "HEURISTIC_DEFAULT": facts.IEC104_HEURISTIC_DEFAULT,
+    },
+    "enip": {
+        "NAME": facts.ENIP_NAME,
+        "PORTS": facts.ENIP_PORTS,
+        "UDP_PORTS": facts.ENIP_UDP_PORTS,
+        "HEURISTIC_DEFAULT": facts.ENIP_HEURISTIC_DEFAULT,
+    },
+    "modbus": {
+        "NAME": facts.MODBUS_NAME,
+        "PORTS": facts.MODBUS_PORTS,
+        "HEURISTIC_DEFAULT": facts.MODBUS_HEURISTIC_DEFAULT,
+    },
 }
 # the optional callables the engine asks a dissector for (hasattr), with those it has
 _OPTIONAL = ("UDP_PORTS", "DatagramParser", "probe_datagram")

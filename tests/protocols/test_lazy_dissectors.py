@@ -1,15 +1,19 @@
 """Dissector packages run when a flow first needs them (sensor/protocols/__init__.py): what
-the engine reads of each at its start is declared ahead of the package, and must be what
-the package itself says."""
+the engine reads of each at its start is set ahead of the package, from
+``sensor/protocols/facts.py`` (where each fact is written once), and must be what the
+package itself says."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 import types
 
 from tests.support import REPO
+
+FACTS = ("NAME", "PORTS", "UDP_PORTS", "HEURISTIC_DEFAULT")
 
 OPTIONAL = ("UDP_PORTS", "DatagramParser", "probe_datagram")
 
@@ -92,3 +96,23 @@ print(json.dumps([first, probe, type(dnp3) is types.ModuleType,
     assert first == "Parser" and probe is False and ran and same and parser_is and submodule
     assert enip == "DatagramParser"
     assert all(isinstance(m, types.ModuleType) for m in protocols.DISSECTORS)
+
+
+def test_no_dissector_writes_its_own_facts() -> None:
+    """A package, parser or record module takes its name, ports and heuristic default from
+    ``facts`` (a name from an import, or ``facts.X``), never a literal of its own: a copy
+    would drift from what the registry sets before the package runs."""
+    literal = (ast.Constant, ast.Tuple)
+    own = []
+    for path in sorted((REPO / "sensor" / "protocols").glob("*/*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            else:
+                continue
+            names = {t.id for t in targets if isinstance(t, ast.Name)}
+            if names & set(FACTS) and isinstance(value, literal):
+                own.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert own == []

@@ -38,17 +38,17 @@ reassembly, pairing, records), ``objects`` (object headers and values), ``tables
 
 from __future__ import annotations
 
+from sensor.protocols import facts
 from sensor.protocols.dnp3 import fields
 from sensor.protocols.dnp3.anomalies import Anomaly
 from sensor.protocols.dnp3.link import datagram_to_server, probe
 from sensor.protocols.dnp3.parser import REQUEST_TIMEOUT, Parser, function_name, iin_flags
 from sensor.protocols.dnp3.tables import FUNCTIONS, GROUPS, OPERATION
 
-NAME = "dnp3"
-PORTS = (20000,)
-UDP_PORTS = (20000,)
-# A link header carries its own CRC: a stream or datagram that passes the probe is DNP3.
-HEURISTIC_DEFAULT = True
+NAME = facts.DNP3_NAME
+PORTS = facts.DNP3_PORTS
+UDP_PORTS = facts.DNP3_UDP_PORTS
+HEURISTIC_DEFAULT = facts.DNP3_HEURISTIC_DEFAULT
 DatagramParser = Parser  # each datagram carries whole link frames: the same decoding
 probe_datagram = probe
 

@@ -22,8 +22,9 @@ from sensor.protocols.dnp3.tables import (
     RESPONSE,
     UNSOLICITED_RESPONSE,
 )
+from sensor.protocols.facts import DNP3_NAME
 
-NAME = "dnp3"
+NAME = DNP3_NAME
 REQUEST_TIMEOUT = 30.0  # seconds of capture time before an unanswered request is reported
 MAX_FRAGMENT = 65536  # octets of one application fragment in reassembly (2048 is the norm)
 MAX_REASSEMBLIES = 64  # link address pairs reassembling at once per connection

@@ -47,6 +47,7 @@ record per CIP service), ``parser`` (the connection: framing, pairing), ``tables
 
 from __future__ import annotations
 
+from sensor.protocols import facts
 from sensor.protocols.enip import fields
 from sensor.protocols.enip.anomalies import Anomaly
 from sensor.protocols.enip.datagram import IO_REPORT_INTERVAL, DatagramParser, datagram_to_server
@@ -54,11 +55,10 @@ from sensor.protocols.enip.encap import probe
 from sensor.protocols.enip.parser import REQUEST_TIMEOUT, Parser
 from sensor.protocols.enip.tables import CLASSES, COMMANDS, GENERAL_STATUS, VENDORS
 
-NAME = "enip"
-PORTS = (44818,)
-UDP_PORTS = (44818, 2222)  # encapsulation (ListIdentity broadcasts), implicit I/O
-# The header has no magic: a probe on every port would take 24 zero bytes for a NOP.
-HEURISTIC_DEFAULT = False
+NAME = facts.ENIP_NAME
+PORTS = facts.ENIP_PORTS
+UDP_PORTS = facts.ENIP_UDP_PORTS
+HEURISTIC_DEFAULT = facts.ENIP_HEURISTIC_DEFAULT
 
 __all__ = [
     "CLASSES",

@@ -23,8 +23,9 @@ from sensor.protocols.enip.tables import (
     SUCCESS_STATUS,
     class_name,
 )
+from sensor.protocols.facts import ENIP_NAME
 
-NAME = "enip"
+NAME = ENIP_NAME
 
 _COMMAND_OPERATION: dict[int, str] = {
     0x0001: "diagnostic",

@@ -32,16 +32,16 @@ Layers: ``parser`` (the connection: APCI framing, sequence numbers, pairing, rec
 
 from __future__ import annotations
 
+from sensor.protocols import facts
 from sensor.protocols.iec104 import fields
 from sensor.protocols.iec104.anomalies import Anomaly
 from sensor.protocols.iec104.asdu import cp56, decode_asdu
 from sensor.protocols.iec104.parser import REQUEST_TIMEOUT, Parser, probe, type_name
 from sensor.protocols.iec104.tables import CAUSES, COMMANDS, OPERATION, TYPES
 
-NAME = "iec104"
-PORTS = (2404,)
-# A probe needs whole APDUs with valid control fields end to end: safe on any port.
-HEURISTIC_DEFAULT = True
+NAME = facts.IEC104_NAME
+PORTS = facts.IEC104_PORTS
+HEURISTIC_DEFAULT = facts.IEC104_HEURISTIC_DEFAULT
 
 __all__ = [
     "CAUSES",

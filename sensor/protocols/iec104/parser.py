@@ -5,6 +5,7 @@ and the records (see the package docstring for what they carry)."""
 from __future__ import annotations
 
 from sensor.protocols.base import ParserLimits, Record, anomaly, event_type, kebab
+from sensor.protocols.facts import IEC104_NAME
 from sensor.protocols.iec104.anomalies import Anomaly
 from sensor.protocols.iec104.asdu import Asdu, Malformed, decode_asdu
 from sensor.protocols.iec104.tables import (
@@ -21,7 +22,7 @@ from sensor.protocols.iec104.tables import (
     U_FUNCTIONS,
 )
 
-NAME = "iec104"
+NAME = IEC104_NAME
 START = 0x68
 MAX_APDU = 253  # the length octet counts the control field and the ASDU: 4 to 253
 REQUEST_TIMEOUT = 30.0  # seconds of capture time a command waits for its confirmation

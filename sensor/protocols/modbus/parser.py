@@ -13,13 +13,14 @@ from typing import Final
 
 from sensor.events import with_room
 from sensor.protocols.base import ParserLimits, Record, anomaly, event_type, kebab
+from sensor.protocols.facts import MODBUS_HEURISTIC_DEFAULT, MODBUS_NAME, MODBUS_PORTS
 from sensor.protocols.modbus.anomalies import Anomaly
 
 # Final: the compiled build reads a Final module name as a constant or a C global, the others
 # by a lookup in the module's dictionary each time (this module runs for every PDU)
-NAME: Final = "modbus"
-PORTS = (502,)
-HEURISTIC_DEFAULT = False  # Modbus has no magic: probing every port would misfire
+NAME: Final = MODBUS_NAME
+PORTS = MODBUS_PORTS
+HEURISTIC_DEFAULT = MODBUS_HEURISTIC_DEFAULT
 
 _MBAP: Final = struct.Struct(">HHHB")
 _PRINTABLE = re.compile(rb"[\x20-\x7e]{4,}")

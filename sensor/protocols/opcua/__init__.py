@@ -37,6 +37,7 @@ framing, secure channel, reassembly, pairing), ``encoding`` (Part 6 built-in typ
 
 from __future__ import annotations
 
+from sensor.protocols import facts
 from sensor.protocols.opcua import fields
 from sensor.protocols.opcua.anomalies import Anomaly
 from sensor.protocols.opcua.encoding import MAX_ARRAY_VALUES, MAX_DEPTH, MAX_STRING
@@ -45,9 +46,9 @@ from sensor.protocols.opcua.services import decode_body
 from sensor.protocols.opcua.tables import ACTION, OPERATION, SERVICES, STATUS_CODES, status_name
 from sensor.protocols.opcua.transport import MAX_PARTIAL_MESSAGES, MESSAGE_TYPES, probe
 
-NAME = "opcua"
-PORTS = (4840,)
-HEURISTIC_DEFAULT = True  # a 4-byte message/chunk signature makes probing any port safe
+NAME = facts.OPCUA_NAME
+PORTS = facts.OPCUA_PORTS
+HEURISTIC_DEFAULT = facts.OPCUA_HEURISTIC_DEFAULT
 
 __all__ = [
     "fields",

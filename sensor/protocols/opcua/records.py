@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from sensor.protocols.base import Record, event_type
+from sensor.protocols.facts import OPCUA_NAME
 from sensor.protocols.opcua.identity import device_from_read
 from sensor.protocols.opcua.tables import ACTION, FUNCTION, OPERATION, is_bad
 from sensor.protocols.opcua.transport import NONE_POLICY, Message, policy_name
 
-NAME = "opcua"
+NAME = OPCUA_NAME
 
 
 def build_record(req: Message | None, resp: Message | None, mode: str | None) -> Record:

@@ -41,6 +41,7 @@ record per transaction), ``parser`` (the connection: state, dispatch, pairing), 
 
 from __future__ import annotations
 
+from sensor.protocols import facts
 from sensor.protocols.s7comm import fields
 from sensor.protocols.s7comm.anomalies import Anomaly
 from sensor.protocols.s7comm.framing import probe
@@ -56,10 +57,9 @@ from sensor.protocols.s7comm.tables import (
     USERDATA_SUBFUNCTIONS,
 )
 
-NAME = "s7comm"
-PORTS = (102,)
-# The probe wants TPKT + COTP + an S7 header (or a CR with TSAPs): RDP's TPKT/COTP does not pass.
-HEURISTIC_DEFAULT = True
+NAME = facts.S7COMM_NAME
+PORTS = facts.S7COMM_PORTS
+HEURISTIC_DEFAULT = facts.S7COMM_HEURISTIC_DEFAULT
 
 __all__ = [
     "fields",
