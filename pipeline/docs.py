@@ -77,6 +77,26 @@ def _time_text(value: Any) -> Any:
     return value
 
 
+def plan_tree(keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The nesting of documents with exactly these keys, in this order: dicts nested like
+    the output, in its order, each leaf the position of its value among the document's
+    values; None where no plan can take the keys (none, or a key that is also the head of
+    another: values decide, as ``nest_each_key`` does)."""
+    heads = {
+        ".".join(parts[:i]) for parts in (k.split(".") for k in keys) for i in range(1, len(parts))
+    }
+    if not keys or heads.intersection(keys):
+        return None
+    tree: dict[str, Any] = {}
+    for position, key in enumerate(keys):
+        parts = key.split(".")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = position
+    return tree
+
+
 def _plan(keys: tuple[str, ...]) -> Plan:
     """A function nesting documents with exactly these keys, in this order.
 
@@ -84,18 +104,9 @@ def _plan(keys: tuple[str, ...]) -> Plan:
     string literal, whatever its text), so no key can inject code: the dicts are then built
     from constant keys (``BUILD_CONST_KEY_MAP``, about 0.05 us a document less than loading
     a name per key); anything else would be bound as a constant (``K0``...)."""
-    heads = {
-        ".".join(parts[:i]) for parts in (k.split(".") for k in keys) for i in range(1, len(parts))
-    }
-    if not keys or heads.intersection(keys):
+    tree = plan_tree(keys)
+    if tree is None:
         return nest_each_key
-    tree: dict[str, Any] = {}  # nested like the output; leaves are value positions
-    for position, key in enumerate(keys):
-        parts = key.split(".")
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = position
     names: dict[str, str] = {}
 
     def const(text: str) -> str:

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from icsmon.output import Printer, json_line
-from pipeline import docs
+from pipeline import docs, lines
 from pipeline.docs import nest, nest_each_key
+from pipeline.lines import add_lines
 from sensor.engine import Engine, EngineConfig
 from tests.support import REPO
 
@@ -168,6 +169,55 @@ def test_a_block_with_equal_keys_that_are_other_objects() -> None:
     block = [first, made, swapped, first, {"a.b": 7}]
     assert _printed(block, by_block=True) == _printed(block, by_block=False)
     assert _printed(block, by_block=True).splitlines()[2].startswith(b'{"a":{"c":5,"b":6}')
+
+
+def test_a_key_that_says_it_equals_another_takes_its_own_shape() -> None:
+    # a block reuses the shape of the document before when its keys are the same objects:
+    # never on equality alone (a key's own __eq__ could say it is another key)
+    class Liar(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    block = [{"a.b": 1, "c": 2}, {Liar("x.y"): 3, Liar("z"): 4}, {"a.b": 5, "c": 6}]
+    printed = _printed(block, by_block=True)
+    assert printed == _printed(block, by_block=False)
+    assert printed.splitlines()[1] == b'{"x":{"y":3},"z":4}'
+
+
+def test_a_shape_in_use_is_never_filled_by_another_call() -> None:
+    # a block's lines fill the output dicts of their key sequence (pipeline.lines): a value
+    # whose text prints a line of the same keys while orjson writes it (default_value's
+    # str) gets dicts of its own, and the line being written keeps its values
+    inner = bytearray()
+
+    class Loud:
+        def __str__(self) -> str:
+            add_lines([{"a.b": 7, "c": 8, "@timestamp": 2.5}], inner)
+            return "loud"
+
+    out = bytearray()
+    add_lines(
+        [{"a.b": Loud(), "c": 2, "@timestamp": 1.5}, {"a.b": 3, "c": 4, "@timestamp": 1.5}], out
+    )
+    assert out.splitlines() == [
+        b'{"a":{"b":"loud"},"c":2,"@timestamp":"1970-01-01T00:00:01.500000Z"}',
+        b'{"a":{"b":3},"c":4,"@timestamp":"1970-01-01T00:00:01.500000Z"}',
+    ]
+    assert inner == b'{"a":{"b":7},"c":8,"@timestamp":"1970-01-01T00:00:02.500000Z"}\n'
+    assert not any(shape.busy for shape in lines.SHAPES.values())
+
+
+def test_times_of_every_kind_in_a_block() -> None:
+    class Seconds(float):
+        pass
+
+    block = [
+        {"@timestamp": value, "event.start": value, "a.b": 1, "event.end": value}
+        for value in (1.5, Seconds(2.25), 3, True, None, "t", float("nan"), float("inf"), -1.0)
+    ]
+    assert _printed(block, by_block=True) == _printed(block, by_block=False)
 
 
 def test_a_terminal_gets_each_line_from_a_block_as_it_comes() -> None:
