@@ -21,6 +21,7 @@ import pytest
 from pipeline.docs import dumps
 from pipeline.query import AlertFilter
 from pipeline.store import Store, StoreError
+from pipeline.store.frames import EventsFrame
 from pipeline.store.launch import WriterProcess
 from pipeline.store.process import (
     _HEAD,
@@ -281,6 +282,41 @@ def test_an_events_frame_is_taken_apart_and_a_malformed_one_skipped(caplog) -> N
             rows, docs = decode_events(broken)
             assert rows == [] and len(docs) == 0
     assert caplog.text.count("malformed events frame") == 4
+
+
+def test_a_block_of_events_makes_the_frame_events_one_at_a_time_make() -> None:
+    """``EventsFrame.add_all`` makes the rows of a run of usual events in one call: the
+    frame and the rejected positions are those of the events added one at a time, whatever
+    the block mixes; a row JSON cannot hold (a lone surrogate in a text column) sends its
+    run back event by event, and only that event is left out."""
+    events, _, _ = corpus(60)
+    odd = [dict(event) for event in events[:9]]
+    odd[1]["event.id"] = 7  # not a text id: the general way
+    odd[2]["@timestamp"] = "2024-01-01T00:00:00Z"
+    odd[3]["@timestamp"] = float("nan")
+    odd[4]["big"] = 2**70  # a document orjson refuses: the standard library's JSON
+    odd[5]["network.protocol"] = "\ud800"  # a row JSON cannot hold, among usual events
+    odd[6]["self"] = odd[6]  # nothing JSON can hold
+    odd[7]["observer.name"] = 5  # not text: null in its column
+    block = [*events[9:30], *odd, *events[30:]]
+    by_block = EventsFrame()
+    rejected = by_block.add_all(block, 0, len(block))
+    failed = []
+    one_at_a_time = EventsFrame()
+    for i, event in enumerate(block):
+        try:
+            one_at_a_time.add(event)
+        except Exception:
+            failed.append(i)
+    assert [i for i, _ in rejected] == failed == [21 + 5, 21 + 6]
+    assert by_block.frame() == one_at_a_time.frame()
+    kept = [event for i, event in enumerate(block) if i not in failed]
+    rows, docs = decode_events(by_block.frame())
+    assert len(rows) == len(docs) == len(kept) == len(by_block)
+    assert [orjson.loads(docs[i]) for i in range(len(docs))] == [
+        orjson.loads(dumps(event)) for event in kept
+    ]
+    assert rows[21 + 1][0] == "7"
 
 
 def test_runs_of_events_are_shed_oldest_first_when_the_file_stays_locked(
