@@ -63,7 +63,7 @@ from pipeline.docs import dumps, dumps_or_raise
 from pipeline.store.frames import EventsFrame, encode_events  # noqa: F401 (workers' frames)
 from pipeline.store.launch import WriterProcess
 from pipeline.store.queries import StoreQueries
-from pipeline.store.schema import StoreError, store_error
+from pipeline.store.schema import IDLE_CHECKPOINT_PAGES, StoreError, store_error
 from pipeline.store.writer import WRITERS, DocRun
 
 log = logging.getLogger(__name__)
@@ -485,7 +485,11 @@ def serve(
                     break
                 continue
         else:
-            op, payload, source = frames.get()
+            try:
+                op, payload, source = frames.get_nowait()
+            except queue.Empty:  # nothing to do: the close's checkpoint, part of it, now
+                store.checkpoint_grown(IDLE_CHECKPOINT_PAGES)
+                op, payload, source = frames.get()
         if op == EVENTS:
             write_events(*decode_events(payload))
             done[source] += 1
