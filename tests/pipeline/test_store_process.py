@@ -505,3 +505,28 @@ def test_an_idle_writer_checkpoints_what_its_close_would_copy(tmp_path: Path, mo
     assert not list(tmp_path.glob("served.db-*"))
     with Store(path, readonly=True) as stored:
         assert stored.counts()["event"] == len(events)
+
+
+def test_the_close_wakes_the_sender_thread_once_its_close_is_answered(tmp_path: Path) -> None:
+    """``close`` sends what is held and the CLOSE first, and only then wakes the thread that
+    sends a quiet sensor's held documents (every BLOCK_AGE_S): its waking, a switch of
+    threads that takes some ms on a busy machine, is then off the command's path. The thread
+    sends nothing after the CLOSE, and is gone when ``close`` returns, everything stored."""
+    path = tmp_path / "s.db"
+    events, _, _ = corpus(BLOCK_DOCS + 10)
+    store = WriterStore(path)
+    woken: list[bool] = []
+
+    class Stop(threading.Event):
+        def set(self) -> None:
+            woken.append(store._closed)  # closed: the CLOSE was answered
+            super().set()
+
+    store._stop = Stop()  # the thread takes it at its next wait (within BLOCK_AGE_S)
+    store.write_events(events)
+    store.close()
+    assert woken == [True]
+    assert store._sender is not None and not store._sender.is_alive()
+    assert not list(tmp_path.glob("s.db-*"))
+    with Store(path, readonly=True) as stored:
+        assert stored.counts()["event"] == len(events)
