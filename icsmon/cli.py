@@ -360,7 +360,35 @@ def _run_plain(name: str, func: Callable[..., Any], kwargs: dict[str, Any]) -> N
             raise
         _typer_ends(name, exc)
         raise
+    if name == "replay":
+        _end_now()
     sys.exit(0)
+
+
+def _end_now() -> None:
+    """A replay that ended well ends now: its exit handlers run (logging's flush, the
+    sensor's ``gc.freeze``, a caller's), its output is flushed, and the process ends without
+    the interpreter's teardown (freeing every module and object: 3-4 ms of the command's
+    end, after its store was closed and its writer process had exited; 5-9 ms on a busy
+    machine). Returns, for the ordinary end, while a thread that Python would wait for
+    still runs, or when the output cannot be flushed (a closed pipe: the ordinary end
+    reports it, as it always did)."""
+    import threading
+
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
 
 
 def _typer_ends(name: str, exc: BaseException) -> None:

@@ -63,7 +63,7 @@ from pipeline.docs import dumps, dumps_or_raise
 from pipeline.store.frames import EventsFrame, encode_events  # noqa: F401 (workers' frames)
 from pipeline.store.launch import WriterProcess
 from pipeline.store.queries import StoreQueries
-from pipeline.store.schema import StoreError, store_error
+from pipeline.store.schema import IDLE_CHECKPOINT_PAGES, StoreError, store_error
 from pipeline.store.writer import WRITERS, DocRun
 
 log = logging.getLogger(__name__)
@@ -267,15 +267,17 @@ class WriterStore(StoreQueries):
             return
         self.ready()
         assert self._sender is not None
-        self._stop.set()
-        self._sender.join()
         # the frames the inputs wrote that the sensor knows of: the child waits for those,
         # not for workers that will send nothing more to end (an error path)
         reply = self._request(CLOSE, orjson.dumps(list(self._input_frames)))
         with self._lock:
-            self._closed = True
+            self._closed = True  # the sender thread sends nothing more
             self._close_readers()
+        # The sender thread is woken only now, and joined once the child is gone: its
+        # waking (a switch of threads, some ms on a busy machine) is off the command's path.
+        self._stop.set()
         self._process.end()
+        self._sender.join()
         if reply is None:  # the child died: what it held may be lost
             raise StoreError(self._dead or str(store_error(self.path, "writer process ended")))
         self._last_stats = {k: v for k, v in reply.items() if isinstance(v, int)}
@@ -297,6 +299,8 @@ class WriterStore(StoreQueries):
         # commits them within its flush interval).
         while not self._stop.wait(BLOCK_AGE_S):
             with self._lock:
+                if self._closed:  # the close sent the CLOSE (and what was held)
+                    return
                 if (self._block or self._events) and (
                     time.monotonic() - self._block_since >= BLOCK_AGE_S
                 ):
@@ -485,7 +489,11 @@ def serve(
                     break
                 continue
         else:
-            op, payload, source = frames.get()
+            try:
+                op, payload, source = frames.get_nowait()
+            except queue.Empty:  # nothing to do: the close's checkpoint, part of it, now
+                store.checkpoint_grown(IDLE_CHECKPOINT_PAGES)
+                op, payload, source = frames.get()
         if op == EVENTS:
             write_events(*decode_events(payload))
             done[source] += 1

@@ -59,6 +59,12 @@ READER_CACHE_KIB = 8 * 1024  # and of each querying thread's connection
 # left the whole checkpoint to the store's close, which the sensor waits for: the default
 # replay of the user-path capture took 1.00-1.07 s wall against 0.97-1.02.
 WAL_CHECKPOINT_PAGES = 4096
+# ... and, in the store's writer process while it has nothing to do (``StoreWriter.
+# checkpoint_grown``), once the file grew by this many pages since its last checkpoint: what
+# the store's close would copy otherwise (a replay's whole store, ~15 MiB, which the command
+# waits for). A store that does not grow (a live sensor's, at its retention) keeps to
+# WAL_CHECKPOINT_PAGES, as does a writer never idle.
+IDLE_CHECKPOINT_PAGES = 1024
 BLOCK_EVENTS = 256  # events per compressed block of documents
 KEY_SPAN_ROWS = 2000  # events per key entry of a migrated store (the writer's: its batch's)
 

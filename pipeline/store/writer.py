@@ -800,6 +800,7 @@ class StoreWriter:
         self._last_error = ""
         self._shed_logged = 0
         self._event_count: int | None = None
+        self._checkpointed_pages: int | None = None  # the file's size at the last checkpoint
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if not self.readonly and background_flush and flush_interval > 0:
@@ -979,6 +980,27 @@ class StoreWriter:
         if unwritten:
             self._counts["dropped"] += unwritten
         return unwritten
+
+    def checkpoint_grown(self, pages: int) -> bool:
+        """A PASSIVE checkpoint of the WAL when the file grew by ``pages`` or more since the
+        last one here (or since the first call); whether it ran. For a writer with nothing else
+        to do (the writer process, its input empty): the copy its close would make otherwise,
+        done while the sensor still runs. A failure (another connection busy, I/O) is left to
+        the next commit's automatic checkpoint, or the close's."""
+        with self._lock:
+            if self._closed or self.readonly:
+                return False
+            try:
+                size = self._conn.execute("PRAGMA page_count").fetchone()[0]
+                if self._checkpointed_pages is None or size - self._checkpointed_pages < pages:
+                    if self._checkpointed_pages is None:
+                        self._checkpointed_pages = size
+                    return False
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                return False
+            self._checkpointed_pages = size
+            return True
 
     def stats(self) -> dict[str, int]:
         with self._lock:

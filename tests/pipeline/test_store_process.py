@@ -491,3 +491,78 @@ def test_the_writer_ends_without_teardown_once_its_file_is_closed(tmp_path: Path
         assert not list(tmp_path.glob(f"{how}.db-*"))  # closed: no WAL left beside it
         with Store(path, readonly=True) as stored:
             assert stored.counts()["event"] == 0
+
+
+def test_an_idle_writer_checkpoints_what_its_close_would_copy(tmp_path: Path, monkeypatch) -> None:
+    """The writer process, its input empty, checkpoints the WAL once the file grew by
+    IDLE_CHECKPOINT_PAGES since the last time (``StoreWriter.checkpoint_grown``): the pages
+    reach the file itself while the sensor runs, and its close has less to copy. Not before
+    that growth, not again without it; the file is whole at the close either way."""
+    from pipeline.store import process
+
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        assert not store.checkpoint_grown(8)  # the first call takes the file's size as it is
+        _feed(store, *corpus(2000))
+        store.flush()
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        assert pages > 8 and path.stat().st_size < pages * 4096 // 2  # in the WAL still
+        assert not store.checkpoint_grown(pages)  # grown, but not by that much
+        assert store.checkpoint_grown(8)
+        assert path.stat().st_size == pages * 4096  # every page in the file itself
+        assert not store.checkpoint_grown(8)  # nothing grew since
+    monkeypatch.setattr(process, "IDLE_CHECKPOINT_PAGES", 8)
+    events, _, _ = corpus(3 * BLOCK_DOCS)
+    into_r, into_w = os.pipe()
+    out_r, out_w = os.pipe()
+    path = tmp_path / "served.db"
+    with open(into_r, "rb") as into, open(out_w, "wb") as out, open(out_r, "rb") as replies:
+        served = threading.Thread(target=process.serve, args=(path, {}, into, out), daemon=True)
+        served.start()
+        try:
+            assert orjson.loads(replies.readline()) == {"ready": True}
+            payload, count, _ = encode_events(events)
+            assert count == len(events) and send_events(into_w, payload)
+            # the frame is stored (a batch of 2,000 commits at once, the rest by a flush),
+            # then the writer has nothing to do: its checkpoint puts the pages into the file
+            os.write(into_w, _HEAD.pack(process.FLUSH, 0))
+            assert orjson.loads(replies.readline())["events"] == len(events)
+            deadline = time.monotonic() + 10
+            while path.stat().st_size <= 4096 * 8 and time.monotonic() < deadline:
+                os.write(into_w, _HEAD.pack(process.STATS, 0))  # a frame: then idle again
+                replies.readline()
+                time.sleep(0.05)
+            assert path.stat().st_size > 4096 * 8  # checkpointed before the close
+            os.write(into_w, _HEAD.pack(CLOSE, 0))
+            assert orjson.loads(replies.readline())["events"] == len(events)
+        finally:
+            os.close(into_w)  # the end of its input: the writer closes the file and returns
+            served.join(timeout=30)
+    assert not list(tmp_path.glob("served.db-*"))
+    with Store(path, readonly=True) as stored:
+        assert stored.counts()["event"] == len(events)
+
+
+def test_the_close_wakes_the_sender_thread_once_its_close_is_answered(tmp_path: Path) -> None:
+    """``close`` sends what is held and the CLOSE first, and only then wakes the thread that
+    sends a quiet sensor's held documents (every BLOCK_AGE_S): its waking, a switch of
+    threads that takes some ms on a busy machine, is then off the command's path. The thread
+    sends nothing after the CLOSE, and is gone when ``close`` returns, everything stored."""
+    path = tmp_path / "s.db"
+    events, _, _ = corpus(BLOCK_DOCS + 10)
+    store = WriterStore(path)
+    woken: list[bool] = []
+
+    class Stop(threading.Event):
+        def set(self) -> None:
+            woken.append(store._closed)  # closed: the CLOSE was answered
+            super().set()
+
+    store._stop = Stop()  # the thread takes it at its next wait (within BLOCK_AGE_S)
+    store.write_events(events)
+    store.close()
+    assert woken == [True]
+    assert store._sender is not None and not store._sender.is_alive()
+    assert not list(tmp_path.glob("s.db-*"))
+    with Store(path, readonly=True) as stored:
+        assert stored.counts()["event"] == len(events)
