@@ -412,3 +412,34 @@ def test_the_store_writer_starts_before_the_printing_and_the_events_modules(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert child.stdout.strip() == "False"
+
+
+def test_a_replay_hashes_without_openssl(tmp_path: Path) -> None:
+    """The event ids (BLAKE2b), the store's content ids (SHA-1) and the rule cache's keys
+    (SHA-256) come from CPython's own hash modules: a replay with a store, and its writer
+    process, never load hashlib with OpenSSL's _hashlib (2-4 ms of each start-up); the
+    digests are hashlib's."""
+    import hashlib
+
+    from pipeline.docs import dumps
+    from pipeline.store.writer import doc_id
+    from sensor.events import flow_uid
+
+    args = ("--format", "jsonl", "--store", str(tmp_path / "s.db"))
+    first, _ = _replay(tmp_path, *args)  # caches the pack
+    alerts, loaded = _replay(tmp_path, *args)
+    assert alerts == first and alerts.count("\n") > 0
+    assert not loaded & {"hashlib", "_hashlib"}
+    code = (
+        "import sys, pipeline.store.process, pipeline.store.store; print('_hashlib' in sys.modules)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert child.stdout.strip() == "False"
+    raw = b"site|observer|1:abc|1.000000|502"
+    assert flow_uid("site", "observer", "1:abc", 1.0, 502) == (
+        hashlib.blake2b(raw, digest_size=10).hexdigest()
+    )
+    doc = {"event.kind": "event", "n": 1}
+    assert doc_id(doc) == "sha1:" + hashlib.sha1(dumps(doc)).hexdigest()
