@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import sqlite3
 import threading
 import time
@@ -49,6 +48,7 @@ from pipeline.store.schema import (
     pack_block,
     store_error,
 )
+from sensor.logs import LazyLogger
 from sensor.timestamps import parse_timestamp as to_epoch
 from sensor.timestamps import render_times
 
@@ -57,7 +57,7 @@ try:  # CPython's own SHA-1 (same digests): hashlib would load OpenSSL's _hashli
 except ImportError:  # an interpreter without it
     from hashlib import sha1
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)  # logging imported at the first message
 
 
 def _rule(kind: kinds.DocKind) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
