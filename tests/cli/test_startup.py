@@ -443,3 +443,48 @@ def test_a_replay_hashes_without_openssl(tmp_path: Path) -> None:
     )
     doc = {"event.kind": "event", "n": 1}
     assert doc_id(doc) == "sha1:" + hashlib.sha1(dumps(doc)).hexdigest()
+
+
+AT_END = """
+import json, sys
+sys.argv = ["icsmon", *sys.argv[1:]]
+from icsmon.cli import main
+try:
+    main()
+finally:
+    print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def test_a_replay_starts_without_what_it_never_uses(tmp_path: Path) -> None:
+    """A replay with a store, and its writer process, import none of what only an error, a
+    cache miss, Kafka or a watchlist needs: logging (a logger is made at its first message:
+    sensor.logs), subprocess (the writer is spawned: pipeline.store.launch), platformdirs
+    (the spool's default folder, found when read: pipeline.config), tempfile (written only
+    to the rule cache) and detectors.content (no --content); what it prints is the same."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ICSMON_RULE_CACHE": str(tmp_path)}
+    runs = []
+    for _ in range(2):  # the first caches the pack
+        db = tmp_path / "s.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        argv = ["replay", str(CAPTURE), "--format", "jsonl", "--events", "--store", str(db)]
+        runs.append(
+            subprocess.run(
+                [sys.executable, "-c", AT_END, *argv],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+        )
+    assert runs[0].stdout == runs[1].stdout and runs[1].stdout.count("\n") > 0
+    loaded = set(json.loads(runs[1].stderr.strip().splitlines()[-1]))
+    assert "pipeline.store.launch" in loaded and "sensor.logs" in loaded
+    assert not loaded & {"logging", "subprocess", "platformdirs", "tempfile", "detectors.content"}
+    code = "import sys, json, pipeline.store.process, pipeline.store.store; print(json.dumps(sorted(sys.modules)))"
+    child = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert not set(json.loads(child.stdout)) & {"logging", "subprocess", "platformdirs"}
