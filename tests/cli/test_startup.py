@@ -461,7 +461,8 @@ def test_a_replay_starts_without_what_it_never_uses(tmp_path: Path) -> None:
     cache miss, Kafka or a watchlist needs: logging (a logger is made at its first message:
     sensor.logs), subprocess (the writer is spawned: pipeline.store.launch), platformdirs
     (the spool's default folder, found when read: pipeline.config), tempfile (written only
-    to the rule cache) and detectors.content (no --content); what it prints is the same."""
+    to the rule cache), detectors.content (no --content) and socket (the addresses' text
+    and the host name come from _socket); what it prints is the same."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ICSMON_RULE_CACHE": str(tmp_path)}
     runs = []
     for _ in range(2):  # the first caches the pack
@@ -482,7 +483,8 @@ def test_a_replay_starts_without_what_it_never_uses(tmp_path: Path) -> None:
     assert runs[0].stdout == runs[1].stdout and runs[1].stdout.count("\n") > 0
     loaded = set(json.loads(runs[1].stderr.strip().splitlines()[-1]))
     assert "pipeline.store.launch" in loaded and "sensor.logs" in loaded
-    assert not loaded & {"logging", "subprocess", "platformdirs", "tempfile", "detectors.content"}
+    never = {"logging", "subprocess", "platformdirs", "tempfile", "detectors.content", "socket"}
+    assert not loaded & never
     code = "import sys, json, pipeline.store.process, pipeline.store.store; print(json.dumps(sorted(sys.modules)))"
     child = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
