@@ -42,9 +42,10 @@ def resolve_store_path(path: str | os.PathLike[str] | None) -> Path:
 
 class Child:
     """A started child process, what the store reads of a ``subprocess.Popen``: its pipes
-    (``stdin``, ``stdout``: unbuffered files), ``pid``, ``returncode``, ``poll`` and
-    ``wait``. Started with ``os.posix_spawn`` (``_spawn``): subprocess, with selectors,
-    select and locale, is ~2 ms of a sensor's start-up, for one child."""
+    (``stdin``, ``stdout``: unbuffered files), ``pid``, ``returncode``, ``poll``, ``wait``
+    and the signals (``send_signal``, ``terminate``, ``kill``). Started with
+    ``os.posix_spawn`` (``_spawn``): subprocess, with selectors, select and locale, is ~2 ms
+    of a sensor's start-up, for one child."""
 
     def __init__(self, pid: int, stdin: io.FileIO, stdout: io.FileIO) -> None:
         self.pid = pid
@@ -62,6 +63,18 @@ class Child:
         while self.returncode is None:
             self._reap(0)
         return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """``sig`` to the child, unless it has ended and been waited for (as Popen)."""
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
     def _reap(self, flags: int) -> None:
         try:

@@ -66,8 +66,11 @@ def test_a_killed_child_reads_as_popen_reports_it() -> None:
     child.stdin.write(b"x\n")
     child.stdout.readline()
     child.stdin.write(b"hang\n")
-    os.kill(child.pid, signal.SIGKILL)
+    child.kill()
     assert child.wait() == -signal.SIGKILL
+    child.kill()  # ended and waited for: nothing to signal, no error (as Popen)
+    child.terminate()
+    assert child.returncode == -signal.SIGKILL
     child.stdin.close()
     child.stdout.close()
 
