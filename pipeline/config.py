@@ -72,11 +72,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
-
-import platformdirs
+from typing import TYPE_CHECKING, Any
 
 from pipeline import kinds
 
@@ -94,8 +92,98 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the file or variable it came from."""
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaConfig:
+class _Frozen:
+    """What ``@dataclass(frozen=True)`` writes into each class (``__init__``, ``==``,
+    ``hash``, ``repr``, no assignment), written once for every section: the dataclass
+    decorator compiles six functions per class, ~0.35 ms each of the 11 sections at every
+    command's start-up (a replay reads three values of the config). The sections are still
+    dataclasses (``fields``, ``replace``, ``asdict``); mypy checks them as frozen ones
+    (``_section``). tests/pipeline/test_config.py holds them to what the decorator makes."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        known = self.__dataclass_fields__  # type: ignore[attr-defined]
+        if len(args) > len(known):
+            raise TypeError(
+                f"{type(self).__name__}.__init__() takes {len(known) + 1} positional "
+                f"arguments but {len(args) + 1} were given"
+            )
+        for name, value in zip(known, args, strict=False):
+            if name in values:
+                raise TypeError(
+                    f"{type(self).__name__}.__init__() got multiple values for argument {name!r}"
+                )
+            values[name] = value
+        for name in values:
+            if name not in known:
+                raise TypeError(
+                    f"{type(self).__name__}.__init__() got an unexpected keyword argument {name!r}"
+                )
+        for name, f in known.items():
+            if name in values:
+                value = values[name]
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            object.__setattr__(self, name, value)
+        post_init = getattr(self, "__post_init__", None)
+        if post_init is not None:
+            post_init()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__dataclass_fields__)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__dataclass_fields__  # type: ignore[attr-defined]
+        )
+        return f"{type(self).__qualname__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._values() == other._values()  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __getstate__(self) -> tuple[Any, ...]:  # pickle and copy (slots, no assignment)
+        return self._values()
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__dataclass_fields__, state, strict=True):  # type: ignore[attr-defined]
+            object.__setattr__(self, name, value)
+
+
+if TYPE_CHECKING:  # mypy's dataclass checks: frozen, the fields as __init__'s arguments
+    from dataclasses import dataclass as _section
+else:
+
+    def _section(*, frozen: bool, slots: bool):
+        """``@dataclass(frozen=True, slots=True)`` of a ``_Frozen`` subclass: the fields
+        found as the decorator finds them, the methods ``_Frozen``'s."""
+        assert frozen
+
+        def wrap(cls: type) -> type:
+            assert issubclass(cls, _Frozen)
+            return dataclass(init=False, repr=False, eq=False, slots=slots)(cls)
+
+        return wrap
+
+
+@_section(frozen=True, slots=True)
+class KafkaConfig(_Frozen):
+    """``[kafka]``: the brokers, how to authenticate to them, the topics' prefix."""
+
     brokers: tuple[str, ...] = ("127.0.0.1:9092",)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -108,8 +196,10 @@ class KafkaConfig:
     max_block_ms: int = 200
 
 
-@dataclass(frozen=True, slots=True)
-class EsConfig:
+@_section(frozen=True, slots=True)
+class EsConfig(_Frozen):
+    """``[elasticsearch]``: where the centre's Elasticsearch is, and its credentials."""
+
     url: str = "http://127.0.0.1:9200"
     api_key: str | None = None
     username: str | None = None
@@ -119,17 +209,49 @@ class EsConfig:
     request_timeout: float = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolConfig:
-    dir: str = field(
-        default_factory=lambda: str(Path(platformdirs.user_state_dir("icsmon")) / "spool")
-    )
+#: ``SpoolConfig.dir`` not given (checked by identity): the user's state folder, found when
+#: ``dir`` is first read
+_STATE_SPOOL = "<the user's state folder>/spool"
+
+
+def _state_spool() -> str:
+    return _STATE_SPOOL
+
+
+@_section(frozen=True, slots=True)
+class SpoolConfig(_Frozen):
+    """``[spool]``: where Kafka documents wait while the brokers are away, and how much."""
+
+    # The default folder is found when ``dir`` is first read, not when the config is made:
+    # platformdirs (and its tempfile, shutil...) is ~4 ms of every command's start-up, and
+    # only the Kafka sink's spool and a live sensor's control channel read it. Not given,
+    # ``dir`` is left unset on the instance (``__post_init__``) and ``__getattr__``, called
+    # for an attribute not found, sets it; ``==``, ``repr``, ``hash``, ``replace`` and
+    # ``fields`` read it as any field (tests/pipeline/test_config.py).
+    dir: str = field(default_factory=_state_spool)
     max_bytes: int = 1 << 30
     segment_bytes: int = 4 << 20
 
+    def __post_init__(self) -> None:
+        if self.dir is _STATE_SPOOL:
+            object.__delattr__(self, "dir")
 
-@dataclass(frozen=True, slots=True)
-class IndexerConfig:
+    if not TYPE_CHECKING:  # (for mypy, no attribute is dynamic)
+
+        def __getattr__(self, name: str) -> str:
+            if name != "dir":
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            import platformdirs
+
+            folder = str(Path(platformdirs.user_state_dir("icsmon")) / "spool")
+            object.__setattr__(self, "dir", folder)
+            return folder
+
+
+@_section(frozen=True, slots=True)
+class IndexerConfig(_Frozen):
+    """``[indexer]``: how ``icsmon index`` reads Kafka into Elasticsearch."""
+
     group_id: str = "icsmon-indexer"
     batch_size: int = 2000
     poll_timeout_ms: int = 500
@@ -138,8 +260,10 @@ class IndexerConfig:
     partitions: int = 3  # for the topics `index --setup` creates
 
 
-@dataclass(frozen=True, slots=True)
-class SensorConfig:
+@_section(frozen=True, slots=True)
+class SensorConfig(_Frozen):
+    """``[sensor]``: a sensor's heartbeats, what it ships, and its own store's bounds."""
+
     heartbeat_interval: float = 60.0  # seconds between heartbeats (and one at start and stop)
     events: str = "rollups"  # what goes to Kafka besides alerts, assets...: none|rollups|all
     rollup_interval: float = 60.0  # seconds per rollup interval
@@ -151,16 +275,20 @@ class SensorConfig:
     store_max_age_days: float = 30.0  # and beyond this age (0: no limit)
 
 
-@dataclass(frozen=True, slots=True)
-class ControlConfig:
+@_section(frozen=True, slots=True)
+class ControlConfig(_Frozen):
+    """``[control]``: signed requests from the province to sensors (``pipeline.control``)."""
+
     public_key: str | None = None  # a sensor: the province's public key (PEM); None: no requests
     private_key: str | None = None  # the province: its private key (PEM), signs requests
     lifetime_s: int = 900  # how long a request stays valid
     seen_file: str | None = None  # ids a sensor has acted on (default: beside the spool)
 
 
-@dataclass(frozen=True, slots=True)
-class EvidenceConfig:
+@_section(frozen=True, slots=True)
+class EvidenceConfig(_Frozen):
+    """``[evidence]``: a sensor's packets kept for evidence requests."""
+
     ring_max_bytes: int = 64 << 20  # the packet ring: recent packets by bytes...
     ring_max_age_s: float = 300.0  # ... and by age
     before_s: float = 5.0  # an alert's capture: its flow's packets this long before it
@@ -173,16 +301,18 @@ class EvidenceConfig:
     max_window_s: float = 3600.0  # ... from a window at most this long
 
 
-@dataclass(frozen=True, slots=True)
-class HuntConfig:
+@_section(frozen=True, slots=True)
+class HuntConfig(_Frozen):
+    """``[hunt]``: the caps of hunts the province requests of a sensor."""
+
     max_events: int = 10_000_000  # what one requested hunt may scan...
     max_seconds: float = 600.0  # ... for how long
     max_alerts: int = 10_000  # ... and write
     max_queued: int = 4  # requests waiting behind the running hunt; beyond: refused "busy"
 
 
-@dataclass(frozen=True, slots=True)
-class RetentionConfig:
+@_section(frozen=True, slots=True)
+class RetentionConfig(_Frozen):
     """Days each kind's daily indices are kept at the centre (``pipeline/retention.py``);
     a kind not named is kept for ever. Keys are the kinds' plurals (``alerts``...)."""
 
@@ -197,8 +327,8 @@ class RetentionConfig:
 MAX_PRIMARY_SHARDS = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class ShardsConfig:
+@_section(frozen=True, slots=True)
+class ShardsConfig(_Frozen):
     """Primary shards of each kind's indices at the centre, set in its index template
     (``pipeline/es.py``); a kind not named gets 1. Keys are the kinds' plurals. Elasticsearch
     fixes an index's shards when it creates it: a change applies from the next daily index."""
@@ -212,8 +342,10 @@ class ShardsConfig:
         return self.by_kind().get(kind, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineConfig:
+@_section(frozen=True, slots=True)
+class PipelineConfig(_Frozen):
+    """Every section, and where their values came from (``source``)."""
+
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     elasticsearch: EsConfig = field(default_factory=EsConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)

@@ -18,7 +18,6 @@ of :meth:`Engine.feed`.
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,10 +43,11 @@ from sensor.flows import (
     FlowLimits,
     evict_candidates,
 )
+from sensor.logs import LazyLogger
 from sensor.protocols import DISSECTORS
 from sensor.schema import asset_sources, device_fields
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)  # logging imported at the first message
 
 # Final: the compiled build reads these as constants or C globals, not by a lookup in the
 # module's dictionary each time

@@ -33,7 +33,6 @@ time is parsed once per second of timestamps; the rest of a stamp is its fractio
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +53,10 @@ from detectors.sigma.pack import (
     load_cached,
     resolve_placeholders,
 )
+from sensor.logs import LazyLogger
 from sensor.timestamps import parse_timestamp
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)  # logging imported at the first message
 
 Event = dict[str, Any]
 # what ``SigmaEngine.process`` answers for an event that raised no alert (nearly every one):

@@ -16,11 +16,9 @@ or written only means a full load.
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +44,11 @@ from detectors.sigma.nodes import (
 if TYPE_CHECKING:
     from sigma.correlations import SigmaCorrelationRule
     from sigma.rule import SigmaRule
+
+try:  # CPython's own SHA-256 (same digests): hashlib would load OpenSSL's _hashlib, ~2-4 ms
+    from _sha256 import sha256
+except ImportError:  # 3.12 on: _sha2
+    from hashlib import sha256
 
 PACKAGE = Path(__file__).resolve().parent.parent
 PIPELINE_PATH = PACKAGE / "pipelines" / "ics_ecs.yml"
@@ -175,7 +178,7 @@ def pipeline_defaults() -> dict[str, list[str]]:
     folder = cache_dir()
     target = None
     if folder is not None:
-        target = folder / f"pipeline-{hashlib.sha256(text).hexdigest()[:32]}.bin"
+        target = folder / f"pipeline-{sha256(text).hexdigest()[:32]}.bin"
         try:
             cached = marshal.loads(target.read_bytes())
             if isinstance(cached, dict) and all(
@@ -263,7 +266,7 @@ def load_cached(
 def _sources_digest() -> bytes:
     """What decides how rule files become a pack, besides the files: icsmon's rule code,
     the pipeline, pySigma's version, Python's."""
-    h = hashlib.sha256(f"{CACHE_FORMAT}|{sys.version}".encode())
+    h = sha256(f"{CACHE_FORMAT}|{sys.version}".encode())
     here = Path(__file__).resolve().parent
     for source in (
         *sorted(here.glob("*.py")),
@@ -282,7 +285,7 @@ def _sources_digest() -> bytes:
 
 
 def _cache_key(files: list[Path], values: Mapping[str, list[str]]) -> str:
-    h = hashlib.sha256(_sources_digest())
+    h = sha256(_sources_digest())
     h.update(repr(sorted((str(k), list(map(str, v))) for k, v in values.items())).encode())
     for f in files:
         h.update(b"\0" + str(f).encode() + b"\0" + f.read_bytes())
@@ -441,7 +444,7 @@ def compiled(source: str, filename: str) -> CodeType:
     if folder is None:
         return compile(source, filename, "exec")
     text = f"{CACHE_FORMAT}|{sys.version}|{filename}\0{source}".encode()
-    target = folder / f"code-{hashlib.sha256(text).hexdigest()[:32]}.bin"
+    target = folder / f"code-{sha256(text).hexdigest()[:32]}.bin"
     try:
         code = marshal.loads(target.read_bytes())
         if isinstance(code, CodeType) and code.co_filename == filename:
@@ -459,6 +462,8 @@ def _write_file(target: Path, data: bytes, kind: str, keep: int | None = None) -
     folder = target.parent
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        import tempfile  # here: a cached pack is read without it (~2 ms of start-up)
+
         fd, tmp = tempfile.mkstemp(prefix=".rules-", dir=folder)
         try:
             with os.fdopen(fd, "wb") as out:

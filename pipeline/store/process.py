@@ -44,7 +44,6 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import logging
 import os
 import queue
 import signal
@@ -65,8 +64,9 @@ from pipeline.store.launch import WriterProcess
 from pipeline.store.queries import StoreQueries
 from pipeline.store.schema import IDLE_CHECKPOINT_PAGES, StoreError, store_error
 from pipeline.store.writer import WRITERS, DocRun
+from sensor.logs import LazyLogger
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)  # logging imported at the first message
 
 BLOCK_DOCS = 1000  # documents per block sent to the writer
 BLOCK_AGE_S = 0.25  # a block older than this goes even when short (a quiet sensor's alerts)

@@ -34,7 +34,6 @@ version, upgraded on a read-write open by the functions in ``MIGRATIONS``.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -45,8 +44,9 @@ from typing import Any
 import lz4.block
 
 from pipeline.store.launch import STORE_ENV, default_store_path, resolve_store_path  # noqa: F401
+from sensor.logs import LazyLogger
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)  # logging imported at the first message
 
 APPLICATION_ID = 0x49434D53  # "ICMS": tells an icsmon store from any other SQLite file
 SCHEMA_VERSION = 9

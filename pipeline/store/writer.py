@@ -20,10 +20,8 @@ Each kind the registry says is stored (``DocKind.stored``) has one write functio
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
-import logging
 import sqlite3
 import threading
 import time
@@ -50,10 +48,16 @@ from pipeline.store.schema import (
     pack_block,
     store_error,
 )
+from sensor.logs import LazyLogger
 from sensor.timestamps import parse_timestamp as to_epoch
 from sensor.timestamps import render_times
 
-log = logging.getLogger(__name__)
+try:  # CPython's own SHA-1 (same digests): hashlib would load OpenSSL's _hashlib, ~2-4 ms
+    from _sha1 import sha1
+except ImportError:  # an interpreter without it
+    from hashlib import sha1
+
+log = LazyLogger(__name__)  # logging imported at the first message
 
 
 def _rule(kind: kinds.DocKind) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
@@ -147,7 +151,7 @@ def doc_id(doc: dict) -> str:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    return "sha1:" + hashlib.sha1(dumps(doc), usedforsecurity=False).hexdigest()
+    return "sha1:" + sha1(dumps(doc), usedforsecurity=False).hexdigest()
 
 
 def asset_id(doc: dict) -> str:

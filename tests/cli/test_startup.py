@@ -410,3 +410,81 @@ def test_the_store_writer_starts_before_the_printing_and_the_events_modules(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert child.stdout.strip() == "False"
+
+
+def test_a_replay_hashes_without_openssl(tmp_path: Path) -> None:
+    """The event ids (BLAKE2b), the store's content ids (SHA-1) and the rule cache's keys
+    (SHA-256) come from CPython's own hash modules: a replay with a store, and its writer
+    process, never load hashlib with OpenSSL's _hashlib (2-4 ms of each start-up); the
+    digests are hashlib's."""
+    import hashlib
+
+    from pipeline.docs import dumps
+    from pipeline.store.writer import doc_id
+    from sensor.events import flow_uid
+
+    args = ("--format", "jsonl", "--store", str(tmp_path / "s.db"))
+    first, _ = _replay(tmp_path, *args)  # caches the pack
+    alerts, loaded = _replay(tmp_path, *args)
+    assert alerts == first and alerts.count("\n") > 0
+    assert not loaded & {"hashlib", "_hashlib"}
+    code = (
+        "import sys, pipeline.store.process, pipeline.store.store; print('_hashlib' in sys.modules)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert child.stdout.strip() == "False"
+    raw = b"site|observer|1:abc|1.000000|502"
+    assert flow_uid("site", "observer", "1:abc", 1.0, 502) == (
+        hashlib.blake2b(raw, digest_size=10).hexdigest()
+    )
+    doc = {"event.kind": "event", "n": 1}
+    assert doc_id(doc) == "sha1:" + hashlib.sha1(dumps(doc)).hexdigest()
+
+
+AT_END = """
+import json, sys
+sys.argv = ["icsmon", *sys.argv[1:]]
+from icsmon.cli import main
+try:
+    main()
+finally:
+    print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def test_a_replay_starts_without_what_it_never_uses(tmp_path: Path) -> None:
+    """A replay with a store, and its writer process, import none of what only an error, a
+    cache miss, Kafka or a watchlist needs: logging (a logger is made at its first message:
+    sensor.logs), subprocess (the writer is spawned: pipeline.store.launch), platformdirs
+    (the spool's default folder, found when read: pipeline.config), tempfile (written only
+    to the rule cache), detectors.content (no --content) and socket (the addresses' text
+    and the host name come from _socket); what it prints is the same."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ICSMON_RULE_CACHE": str(tmp_path)}
+    runs = []
+    for _ in range(2):  # the first caches the pack
+        db = tmp_path / "s.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        argv = ["replay", str(CAPTURE), "--format", "jsonl", "--events", "--store", str(db)]
+        runs.append(
+            subprocess.run(
+                [sys.executable, "-c", AT_END, *argv],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+        )
+    assert runs[0].stdout == runs[1].stdout and runs[1].stdout.count("\n") > 0
+    loaded = set(json.loads(runs[1].stderr.strip().splitlines()[-1]))
+    assert "pipeline.store.launch" in loaded and "sensor.logs" in loaded
+    never = {"logging", "subprocess", "platformdirs", "tempfile", "detectors.content", "socket"}
+    assert not loaded & never
+    code = "import sys, json, pipeline.store.process, pipeline.store.store; print(json.dumps(sorted(sys.modules)))"
+    child = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert not set(json.loads(child.stdout)) & {"logging", "subprocess", "platformdirs"}
