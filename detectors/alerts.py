@@ -14,12 +14,12 @@ A window of 0 emits every match at once.
 
 from __future__ import annotations
 
-from _blake2 import blake2b  # what hashlib.blake2b is, without OpenSSL's _hashlib (~2-4 ms)
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from detectors.attack_ics import FRAMEWORK, TACTIC_NAMES, TACTICS, TECHNIQUES
+from sensor.digests import blake2b
 
 SEVERITY: dict[str, int] = {
     "informational": 1,

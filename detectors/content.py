@@ -32,11 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.alerts import SEVERITY, RuleMeta, build_alert
-
-try:  # CPython's own SHA-256 (same digests): hashlib would load OpenSSL's _hashlib, ~2-4 ms
-    from _sha256 import sha256
-except ImportError:  # 3.12 on: _sha2
-    from hashlib import sha256
+from sensor.digests import sha256
 
 PACKAGE_TYPE = "icsmon.content"
 POLICIES = ("central", "local")

@@ -39,12 +39,12 @@ Without ``segments`` the outside-segment finding is off (nothing to compare agai
 from __future__ import annotations
 
 import ipaddress
-from _blake2 import blake2b  # what hashlib.blake2b is, without OpenSSL's _hashlib (~2-4 ms)
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from sensor.digests import blake2b
 from sensor.timestamps import format_timestamp, parse_timestamp
 
 REFRESH_S = 300.0  # a finding seen again is re-sent at most this often (last_seen moves on)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from _blake2 import blake2b  # what hashlib.blake2b is, without OpenSSL's _hashlib (~2-4 ms)
 from typing import Final
+
+from sensor.digests import blake2b
 
 ECS_VERSION = "8.17.0"
 _CATEGORY = ["network"]

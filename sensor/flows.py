@@ -21,10 +21,10 @@ import _socket as socket  # what socket re-exports; socket builds its enums at i
 import base64
 import heapq
 import struct
-from _sha1 import sha1  # what hashlib.sha1 is, without OpenSSL's _hashlib (~2-4 ms)
 from dataclasses import dataclass
 from typing import Any
 
+from sensor.digests import sha1
 from sensor.protocols.base import ParserLimits
 
 SEQ_MASK = 0xFFFFFFFF

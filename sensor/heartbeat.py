@@ -10,9 +10,9 @@ time for a replay (so replaying a capture twice gives the same heartbeats, same 
 from __future__ import annotations
 
 import math
-from _blake2 import blake2b  # what hashlib.blake2b is, without OpenSSL's _hashlib (~2-4 ms)
 from collections.abc import Mapping
 
+from sensor.digests import blake2b
 from sensor.events import ECS_VERSION, Context
 
 DEFAULT_INTERVAL_S = 60.0

@@ -32,10 +32,10 @@ additions (bench/bench_rollups.py measures it).
 from __future__ import annotations
 
 import math
-from _blake2 import blake2b  # what hashlib.blake2b is, without OpenSSL's _hashlib (~2-4 ms)
 from collections.abc import Callable
 from typing import Final
 
+from sensor.digests import blake2b
 from sensor.events import ECS_VERSION, Context
 from sensor.schema import WrittenValues, written_values
 from sensor.timestamps import parse_timestamp

@@ -340,7 +340,7 @@ class SharedValueCount:
             order.move_to_end(key)
         self._recent = slot
         fired: list[tuple[int, Firing]] | None = None
-        seen: tuple[float, str] | None = None  # (ts, event_id): one tuple for every member
+        sighting: tuple[float, str] | None = None  # (ts, event_id): one tuple for every member
         for i, member, source, below, need in self._members:
             group = slot[i]
             if group is None:
@@ -357,13 +357,13 @@ class SharedValueCount:
             t = type(v)
             if t is not int and t is not str:
                 v = _hashable(v)
-            if seen is None:
-                seen = (ts, event_id)
+            if sighting is None:
+                sighting = (ts, event_id)
             n = len(values)
             if n < below or (n == below and v in values):
-                values[v] = seen  # cannot reach the threshold yet: just remember it
+                values[v] = sighting  # cannot reach the threshold yet: just remember it
                 continue
-            values[v] = seen
+            values[v] = sighting
             if len(values) >= need:
                 horizon = ts - self.timespan
                 for old in [k for k, (seen, _) in values.items() if seen < horizon]:

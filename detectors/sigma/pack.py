@@ -40,15 +40,12 @@ from detectors.sigma.nodes import (
     test_node,
     whole_node,
 )
+from sensor.digests import sha256
 
 if TYPE_CHECKING:
     from sigma.correlations import SigmaCorrelationRule
     from sigma.rule import SigmaRule
 
-try:  # CPython's own SHA-256 (same digests): hashlib would load OpenSSL's _hashlib, ~2-4 ms
-    from _sha256 import sha256
-except ImportError:  # 3.12 on: _sha2
-    from hashlib import sha256
 
 PACKAGE = Path(__file__).resolve().parent.parent
 PIPELINE_PATH = PACKAGE / "pipelines" / "ics_ecs.yml"

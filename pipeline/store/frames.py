@@ -22,6 +22,7 @@ from pipeline.store.writer import _TEXT_FIELDS, event_columns
 from sensor.timestamps import MAX_EPOCH
 
 _EVENT_TEXT: Final = _TEXT_FIELDS.get("event")  # the event row's columns, when all are text
+_MAX_EPOCH: Final = MAX_EPOCH  # (Final: the compiled build reads it as a C global)
 
 
 def event_parts(doc: dict) -> tuple[bytes, bytes]:
@@ -30,6 +31,28 @@ def event_parts(doc: dict) -> tuple[bytes, bytes]:
     its JSON, which the child stores as it is, never parsed. Raises for a value JSON cannot
     hold."""
     return orjson.dumps(event_columns(doc, content_id=False)), dumps(doc)
+
+
+def _usual_row(event: dict) -> list[Any] | None:
+    """The row's columns of a usual event (a text id, a float time in ``parse_timestamp``'s
+    range), made without ``event_columns``' general calls, the same values; None for any
+    other event (``event_parts`` makes its row)."""
+    fields = _EVENT_TEXT
+    key: Any = event.get("event.id")
+    ts: Any = event.get("@timestamp")
+    if not (
+        fields is not None
+        and type(key) is str
+        and key
+        and type(ts) is float
+        and 0.0 <= ts < _MAX_EPOCH  # NaN fails too
+    ):
+        return None
+    columns: list[Any] = [key, ts]
+    for name in fields:
+        value = event.get(name)
+        columns.append(value if isinstance(value, str) else None)
+    return columns
 
 
 class EventsFrame:
@@ -68,7 +91,6 @@ class EventsFrame:
         call an event less: about 0.1-0.2 us); should that call refuse a row (a text JSON
         cannot hold: a lone surrogate), the run's documents are taken back and the run is
         added event by event by ``_add_each``, which says which events JSON cannot hold."""
-        fields = _EVENT_TEXT
         docs = self._docs
         lengths = self._lengths
         docs_mark = len(docs)
@@ -79,27 +101,16 @@ class EventsFrame:
         to_json = orjson.dumps
         newline: Any = orjson.OPT_APPEND_NEWLINE  # kept boxed (an int local is boxed per call)
         default = default_value
-        max_epoch = MAX_EPOCH
         i = start
-        while i < stop and fields is not None:
+        while i < stop:
             event = events[i]
-            key: Any = event.get("event.id")
-            ts: Any = event.get("@timestamp")
-            if not (
-                type(key) is str
-                and key
-                and type(ts) is float
-                and 0.0 <= ts < max_epoch  # parse_timestamp's range (NaN fails too)
-            ):
+            columns = _usual_row(event)
+            if columns is None:
                 break
             try:
                 doc = to_json(event, default=default, option=newline)
             except orjson.JSONEncodeError:
                 break
-            columns: list[Any] = [key, ts]
-            for name in fields:
-                value = event.get(name)
-                columns.append(value if isinstance(value, str) else None)
             block.append(columns)
             docs += doc
             lengths.append(len(doc) - 1)
@@ -125,31 +136,18 @@ class EventsFrame:
     ) -> None:
         """``events[start:stop]`` added one at a time, each row made into JSON on its own; the
         positions of those JSON cannot hold go to ``rejected``, with what was raised."""
-        fields = _EVENT_TEXT
         rows = self._rows
         docs = self._docs
         lengths = self._lengths
         to_json = orjson.dumps
         newline: Any = orjson.OPT_APPEND_NEWLINE
         default = default_value
-        max_epoch = MAX_EPOCH
         for i in range(start, stop):
             event = events[i]
-            key: Any = event.get("event.id")
-            ts: Any = event.get("@timestamp")
             doc: bytes | None = None
             row = b""
-            if (
-                fields is not None
-                and type(key) is str
-                and key
-                and type(ts) is float
-                and 0.0 <= ts < max_epoch
-            ):
-                columns: list[Any] = [key, ts]
-                for name in fields:
-                    value = event.get(name)
-                    columns.append(value if isinstance(value, str) else None)
+            columns = _usual_row(event)
+            if columns is not None:
                 try:
                     row = to_json(columns)
                     doc = to_json(event, default=default, option=newline)

@@ -48,14 +48,10 @@ from pipeline.store.schema import (
     pack_block,
     store_error,
 )
+from sensor.digests import sha1
 from sensor.logs import LazyLogger
 from sensor.timestamps import parse_timestamp as to_epoch
 from sensor.timestamps import render_times
-
-try:  # CPython's own SHA-1 (same digests): hashlib would load OpenSSL's _hashlib, ~2-4 ms
-    from _sha1 import sha1
-except ImportError:  # an interpreter without it
-    from hashlib import sha1
 
 log = LazyLogger(__name__)  # logging imported at the first message
 
