@@ -26,10 +26,12 @@ from pipeline.assets import as_list
 from pipeline.docs import dumps
 from pipeline.query import PAYLOAD_FIELDS, AlertFilter, AssetFilter
 from pipeline.store.schema import (
+    EVENT_BY_ID,
     EVENTS_BY_ID,
     TABLES,
     connect_reader,
     describe,
+    id_params,
     id_probes,
     store_error,
     unpack_events,
@@ -365,9 +367,7 @@ class StoreQueries:
 
     def get_event(self, event_id: str) -> dict | None:
         with self._reading() as conn:
-            row = conn.execute(
-                f"SELECT rowid FROM ({EVENTS_BY_ID}) LIMIT 1", (id_probes([event_id]),)
-            ).fetchone()
+            row = conn.execute(EVENT_BY_ID, id_params(event_id)).fetchone()
             found = EventDocs().read(conn, [row[0]]) if row else []
         return found[0] if found else None
 

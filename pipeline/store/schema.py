@@ -497,6 +497,23 @@ EVENTS_BY_ID = (
 )
 
 
+# the rowid of the stored event with this id (the parameters ``id_params`` gives): what
+# EVENTS_BY_ID does for one id, its values bound as they are. SQLite's JSON functions end a
+# text at U+0000, so an id holding one (a document's, not the engine's) never matched
+# through EVENTS_BY_ID's JSON
+EVENT_BY_ID = (
+    "SELECT e.rowid FROM event_keys k "
+    "CROSS JOIN events e ON e.rowid BETWEEN k.first AND k.last AND e.id = :id "
+    "WHERE k.key = :key AND k.hi >= :rank AND k.lo <= :rank LIMIT 1"
+)
+
+
+def id_params(event_id: str) -> dict[str, str]:
+    """The parameters of ``EVENT_BY_ID`` for this id."""
+    key = id_key(event_id)
+    return {"id": event_id, "key": key, "rank": id_rank(event_id, key)}
+
+
 def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
     """Version 8 keeps event documents in compressed blocks (``event_blocks``), indexes the
     events' flows per block (``event_flows``) instead of per event, and drops the events'
